@@ -1,0 +1,1 @@
+"""erpgw actors."""

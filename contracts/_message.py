@@ -1,0 +1,139 @@
+"""The canonical message: an envelope around one tagged payload, and its codecs.
+
+Internal messages travel as msgpack; anything a person or another language reads travels as
+JSON. Encoders and typed decoders are built once here. Readers are tolerant of unknown fields
+(a newer gateway may add fields within a version) and strict on types, required fields and
+money: a float where an amount belongs is a ``ContractError``.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from typing import Any, Generic, TypeVar
+
+import msgspec
+
+from ._billing import InvoiceIssued
+from ._envelope import BusinessKey, Platform
+from ._errors import ContractError
+from ._ids import new_id
+from ._ledger import PostJournalEntry
+
+__all__ = [
+    "Envelope",
+    "JsonCodec",
+    "MsgpackCodec",
+    "Payload",
+    "contract_error",
+    "make_envelope",
+]
+
+Payload = InvoiceIssued | PostJournalEntry
+
+
+class Envelope(msgspec.Struct, frozen=True):
+    id: str
+    source: Platform
+    tenant: str
+    occurred_at: datetime
+    correlation_id: str
+    causation_id: str | None
+    key: BusinessKey
+    payload: Payload
+    traceparent: str | None = None
+
+    @property
+    def type(self) -> str:
+        return self.payload.__struct_config__.tag  # type: ignore[return-value]
+
+
+def make_envelope(
+    payload: Payload,
+    *,
+    source: str,
+    key: BusinessKey,
+    tenant: str = "default",
+    caused_by: Envelope | None = None,
+    occurred_at: datetime | None = None,
+    msg_id: str | None = None,
+) -> Envelope:
+    """Wrap ``payload``; a caused message inherits the correlation id of its cause."""
+    mid = msg_id or new_id()
+    return Envelope(
+        id=mid,
+        source=source,
+        tenant=caused_by.tenant if caused_by else tenant,
+        occurred_at=occurred_at or datetime.now(UTC),
+        correlation_id=caused_by.correlation_id if caused_by else mid,
+        causation_id=caused_by.id if caused_by else None,
+        key=key,
+        payload=payload,
+        traceparent=caused_by.traceparent if caused_by else None,
+    )
+
+
+_CODED = re.compile(r"^(?P<code>[a-z_]+\.[a-z_.]+): (?P<msg>.*?)(?: - at `(?P<path>[^`]*)`)?$", re.S)
+_AT = re.compile(r"^(?P<msg>.*?)(?: - at `(?P<path>[^`]*)`)?$", re.S)
+
+
+def contract_error(exc: msgspec.MsgspecError) -> ContractError:
+    """Translate a msgspec decode/validation error into a ``ContractError`` with code and path."""
+    text = str(exc)
+    m = _CODED.match(text)
+    if m:
+        return ContractError(m["msg"], code=m["code"], path=m["path"] or "$")
+    m = _AT.match(text)
+    assert m is not None
+    msg, path = m["msg"], m["path"] or "$"
+    if isinstance(exc, msgspec.ValidationError):
+        if msg.startswith("Object missing required field"):
+            code = "contract.missing_field"
+        elif msg.startswith("Expected"):
+            code = "contract.invalid_type"
+        elif msg.startswith("Invalid value"):
+            code = "contract.invalid_value"
+        else:
+            code = "contract.constraint"
+    else:
+        code = "contract.malformed"
+    return ContractError(msg, code=code, path=path)
+
+
+T = TypeVar("T")
+
+
+class MsgpackCodec(Generic[T]):
+    """Encoder plus typed decoder for the bus, built once per type."""
+
+    def __init__(self, type_: type[T]) -> None:
+        self._enc = msgspec.msgpack.Encoder()
+        self._dec: msgspec.msgpack.Decoder[T] = msgspec.msgpack.Decoder(type_)
+
+    def encode(self, obj: Any) -> bytes:
+        return self._enc.encode(obj)
+
+    def decode(self, data: bytes) -> T:
+        """Raises ``ContractError`` (code and field path) when ``data`` breaks the contract."""
+        try:
+            return self._dec.decode(data)
+        except msgspec.MsgspecError as exc:
+            raise contract_error(exc) from exc
+
+
+class JsonCodec(Generic[T]):
+    """Encoder plus typed decoder for the edges and monitoring subjects, built once per type."""
+
+    def __init__(self, type_: type[T]) -> None:
+        self._enc = msgspec.json.Encoder()
+        self._dec: msgspec.json.Decoder[T] = msgspec.json.Decoder(type_)
+
+    def encode(self, obj: Any) -> bytes:
+        return self._enc.encode(obj)
+
+    def decode(self, data: bytes | str) -> T:
+        """Raises ``ContractError`` (code and field path) when ``data`` breaks the contract."""
+        try:
+            return self._dec.decode(data)
+        except msgspec.MsgspecError as exc:
+            raise contract_error(exc) from exc

@@ -1,0 +1,67 @@
+"""Subjects and streams: one prefix, one stream per lane (workload isolation).
+
+A flood in one lane never queues work in another, because each lane has its own stream and
+its own consumers. Subjects read ``<prefix>.<lane>.<evt|cmd>.<type>``:
+
+======================================  ==========================================
+``erpgw.billing.evt.invoice.issued.v1``  an invoice the billing platform issued
+``erpgw.billing.cmd.erp.journal.v1``     a journal entry the ERP adapter must post
+``erpgw.dlq.<lane>.<code>``              dead letters (JSON)
+``erpgw.mon.metrics``                    1 s metric snapshots (core NATS, JSON)
+======================================  ==========================================
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+__all__ = ["LANES", "Subjects"]
+
+# Durable lanes with a JetStream stream each. The sync lane is request/reply (no stream) and
+# the mon lane is core NATS (at-most-once, for watching).
+LANES: tuple[str, ...] = ("commercial", "billing", "usage", "revpartner")
+
+
+class Subjects(msgspec.Struct, frozen=True):
+    prefix: str = "erpgw"
+
+    def stream(self, lane: str) -> str:
+        """JetStream stream name for a lane (``ERPGW_BILLING``)."""
+        return f"{self.prefix.upper().replace('.', '_').replace('-', '_')}_{lane.upper()}"
+
+    def lane_wildcard(self, lane: str) -> str:
+        return f"{self.prefix}.{lane}.>"
+
+    @property
+    def invoice_issued(self) -> str:
+        return f"{self.prefix}.billing.evt.invoice.issued.v1"
+
+    @property
+    def billing_events(self) -> str:
+        return f"{self.prefix}.billing.evt.>"
+
+    @property
+    def erp_journal(self) -> str:
+        return f"{self.prefix}.billing.cmd.erp.journal.v1"
+
+    @property
+    def billing_erp_commands(self) -> str:
+        return f"{self.prefix}.billing.cmd.erp.>"
+
+    def dlq(self, lane: str, code: str) -> str:
+        return f"{self.prefix}.dlq.{lane}.{code.replace('.', '_')}"
+
+    @property
+    def dlq_stream(self) -> str:
+        return self.stream("dlq")
+
+    @property
+    def dlq_wildcard(self) -> str:
+        return f"{self.prefix}.dlq.>"
+
+    @property
+    def metrics(self) -> str:
+        return f"{self.prefix}.mon.metrics"
+
+    def mon_event(self, kind: str) -> str:
+        return f"{self.prefix}.mon.events.{kind}"
