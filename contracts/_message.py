@@ -74,11 +74,13 @@ def make_envelope(
 
 
 _CODED = re.compile(r"^(?P<code>[a-z_]+\.[a-z_.]+): (?P<msg>.*?)(?: - at `(?P<path>[^`]*)`)?$", re.S)
+_WRONG_TYPE = re.compile(r"^Expected `[^`]*`, got `")
 _AT = re.compile(r"^(?P<msg>.*?)(?: - at `(?P<path>[^`]*)`)?$", re.S)
 
 
-def contract_error(exc: msgspec.MsgspecError) -> ContractError:
-    """Translate a msgspec decode/validation error into a ``ContractError`` with code and path."""
+def contract_error(exc: Exception) -> ContractError:
+    """Translate a msgspec decode/validation error, or an invariant ``ValueError`` raised while
+    constructing a message, into a ``ContractError`` with code and path."""
     text = str(exc)
     m = _CODED.match(text)
     if m:
@@ -89,14 +91,16 @@ def contract_error(exc: msgspec.MsgspecError) -> ContractError:
     if isinstance(exc, msgspec.ValidationError):
         if msg.startswith("Object missing required field"):
             code = "contract.missing_field"
-        elif msg.startswith("Expected"):
+        elif _WRONG_TYPE.match(msg):
             code = "contract.invalid_type"
         elif msg.startswith("Invalid value"):
             code = "contract.invalid_value"
         else:
             code = "contract.constraint"
-    else:
+    elif isinstance(exc, msgspec.DecodeError):
         code = "contract.malformed"
+    else:
+        code = "contract.invalid_value"
     return ContractError(msg, code=code, path=path)
 
 

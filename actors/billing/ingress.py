@@ -1,0 +1,189 @@
+"""Billing webhook ingress: the gateway's front door for invoices.
+
+Theory of operation, per request (each request runs in aiohttp's own handler task):
+
+1. refuse a body over ``max_body_bytes`` with 413 — from ``Content-Length`` before reading, and
+   while streaming for chunked bodies, so memory stays bounded;
+2. verify the ``Billing-Signature`` over the exact raw bytes, before parsing (401/400);
+3. decode the platform event (400 naming the field) and map it to the canonical
+   ``invoice.issued.v1`` (422 naming the broken invariant);
+4. publish to JetStream with ``Nats-Msg-Id`` = derive(billing, invoice id, version) and wait for
+   the PubAck; only then answer 2xx. A duplicate webhook is deduplicated by the stream and still
+   answered 2xx; a broker outage answers 503 with ``Retry-After`` so the platform retries.
+
+Nothing is acknowledged to the platform before it is durable in JetStream, and nothing bad is
+published. Error bodies are JSON ``{"code", "message"[, "path"]}`` and never echo the payload.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+
+import anyio
+import msgspec
+from aiohttp import web
+from anyio.abc import TaskStatus
+
+from contracts import (
+    BusinessKey,
+    ContractError,
+    GatewayError,
+    JsonCodec,
+    MsgpackCodec,
+    Envelope,
+    Retryable,
+    SignatureError,
+    Subjects,
+    derive_id,
+    make_envelope,
+)
+from contracts.platforms import signing
+from contracts.platforms.billing import BillingEvent
+
+from ..crash import crashpoint
+from ..infra.bus import NatsBus, OutMsg
+from ..runtime import Actor
+from .mapping import invoice_from_event
+
+__all__ = ["BillingIngress", "IngressSettings"]
+
+log = logging.getLogger("erpgw.billing.ingress")
+_events: JsonCodec[BillingEvent] = JsonCodec(BillingEvent)
+_bus_codec: MsgpackCodec[Envelope] = MsgpackCodec(Envelope)
+_json = msgspec.json.Encoder()
+
+HANDLED_TYPES = frozenset({"invoice.finalized"})
+
+
+class IngressSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    host: str = "127.0.0.1"
+    port: int = 8600
+    path: str = "/webhooks/billing"
+    max_body_bytes: int = 256 * 1024
+    tolerance_s: float = signing.DEFAULT_TOLERANCE_S
+    tenant: str = "default"
+
+
+def _error(status: int, err: GatewayError, **extra: str) -> web.Response:
+    body = err.to_dict() | extra
+    headers = {}
+    if isinstance(err, Retryable):
+        headers["Retry-After"] = str(max(1, int(err.retry_after or 1)))
+    return web.Response(status=status, body=_json.encode(body), headers=headers,
+                        content_type="application/json")
+
+
+class BillingIngress(Actor):
+    def __init__(self, name: str, *, bus: NatsBus, subjects: Subjects, settings: IngressSettings,
+                 secrets: Sequence[str], clock: Callable[[], float] = time.time,
+                 health: Callable[[], dict[str, object]] | None = None) -> None:
+        super().__init__(name)
+        self.bus = bus
+        self.subjects = subjects
+        self.settings = settings
+        self._secrets = tuple(secrets)
+        self._clock = clock
+        self._health = health
+        self.counts: dict[str, int] = {"accepted": 0, "duplicate": 0, "ignored": 0}
+        self.rejected: dict[str, int] = {}
+        self.in_flight = 0
+
+    def _reject(self, status: int, err: GatewayError) -> web.Response:
+        self.rejected[err.code] = self.rejected.get(err.code, 0) + 1
+        log.info("webhook rejected %d %s: %s", status, err.code, err.message)
+        return _error(status, err)
+
+    async def _read_body(self, request: web.Request) -> bytes | None:
+        limit = self.settings.max_body_bytes
+        if request.content_length is not None and request.content_length > limit:
+            return None
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.content.iter_chunked(64 * 1024):
+            size += len(chunk)
+            if size > limit:
+                return None
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    async def webhook(self, request: web.Request) -> web.Response:
+        if request.headers.get("Content-Encoding", "identity") not in ("identity", ""):
+            return self._reject(415, ContractError("compressed webhook bodies are not accepted",
+                                                   code="body.encoding"))
+        body = await self._read_body(request)
+        if body is None:
+            return self._reject(413, ContractError(
+                f"body exceeds the limit of {self.settings.max_body_bytes} bytes",
+                code="body.too_large"))
+        try:
+            signing.verify(request.headers.get(signing.SIGNATURE_HEADER), body, self._secrets,
+                           now=self._clock(), tolerance=self.settings.tolerance_s)
+        except SignatureError as err:
+            return self._reject(400 if err.code == "signature.malformed" else 401, err)
+        try:
+            evt = _events.decode(body)
+        except ContractError as err:
+            return self._reject(400, err)
+        if evt.type not in HANDLED_TYPES:
+            self.counts["ignored"] += 1
+            log.info("webhook %s of type %s ignored (not subscribed)", evt.id, evt.type)
+            return web.json_response({"status": "ignored", "type": evt.type})
+        try:
+            invoice = invoice_from_event(evt)
+        except ContractError as err:
+            return self._reject(422, err)
+        inv = evt.data.object
+        key = BusinessKey(source="billing", object_id=inv.id, version=inv.version)
+        msg_id = derive_id("billing", inv.id, str(inv.version))
+        env = make_envelope(invoice, source="billing", key=key, tenant=self.settings.tenant,
+                            occurred_at=invoice.issued_at)
+        out = OutMsg(subject=self.subjects.invoice_issued, data=_bus_codec.encode(env),
+                     msg_id=msg_id)
+        self.in_flight += 1
+        try:
+            duplicate = await self.bus.publish(out)
+        except Retryable as err:
+            return self._reject(503, err)
+        except GatewayError as err:
+            return self._reject(500, err)
+        finally:
+            self.in_flight -= 1
+        crashpoint("ingress.after_publish")
+        status = "duplicate" if duplicate else "accepted"
+        self.counts[status] += 1
+        return web.json_response({"status": status, "id": msg_id})
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        body: dict[str, object] = {"ok": self.bus.connected}
+        if self._health is not None:
+            body.update(self._health())
+        return web.json_response(body, status=200 if body["ok"] else 503)
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        app = web.Application(client_max_size=self.settings.max_body_bytes)
+        app.router.add_post(self.settings.path, self.webhook)
+        app.router.add_get("/healthz", self.healthz)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await runner.setup()
+        try:
+            site = web.TCPSite(runner, self.settings.host, self.settings.port, backlog=1024,
+                               shutdown_timeout=5.0)
+            try:
+                await site.start()
+            except OSError as exc:
+                raise GatewayError(
+                    f"cannot listen on {self.settings.host}:{self.settings.port}: {exc.strerror}",
+                    code="http.port_busy") from exc
+            log.info("billing webhooks on http://%s:%d%s", self.settings.host,
+                     self.settings.port, self.settings.path)
+            task_status.started()
+            await self.wait_stop_requested()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await runner.cleanup()
+
+    def statistics(self) -> dict[str, object]:
+        return {"name": self.name, **self.counts, "rejected": dict(self.rejected),
+                "in_flight": self.in_flight}

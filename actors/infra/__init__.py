@@ -1,0 +1,22 @@
+"""Infrastructure shells: the only modules that import nats, aiosqlite or aiohttp's client.
+
+Everything above this package sees our own types and our own error tree
+(``contracts.GatewayError``), never a third-party exception.
+"""
+
+from .bus import ConsumerSettings, Delivery, NatsBus, OutMsg, PullConsumer, StreamSettings
+from .http import HttpClient, HttpResponse
+from .ledger import Ledger, PostingRow
+
+__all__ = [
+    "ConsumerSettings",
+    "Delivery",
+    "HttpClient",
+    "HttpResponse",
+    "Ledger",
+    "NatsBus",
+    "OutMsg",
+    "PostingRow",
+    "PullConsumer",
+    "StreamSettings",
+]

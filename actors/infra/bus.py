@@ -1,0 +1,409 @@
+"""The bus: NATS JetStream behind our own small interface.
+
+Theory of operation: one ``NatsBus`` per process holds one NATS connection (reconnecting
+forever, pinging every 10 s so a dead link is noticed) and one JetStream context. Streams and
+durable pull consumers are created or updated idempotently at start from ``StreamSettings`` /
+``ConsumerSettings`` (file storage, ``discard=new``, a dedupe window, deny delete/purge,
+explicit acks, bounded ``max_deliver`` and ``max_ack_pending``).
+
+Publishing always waits for the PubAck and always carries a ``Nats-Msg-Id``: the id is the
+caller's deterministic id, so a retry after a crash or timeout is deduplicated by the stream.
+``publish_batch`` pipelines many publishes and waits for all their acks (one round trip of
+latency for the whole batch instead of one per message).
+
+Errors: every nats-py exception is translated here. ``BrokerUnavailable`` (retryable) covers
+timeouts, reconnects and a closed connection; ``BrokerRejected`` (permanent) covers a publish the
+server refused for good (no stream for the subject, payload too large).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+import nats
+import nats.errors
+import nats.js.errors
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.js import api
+from nats.js.client import JetStreamContext
+
+from contracts import Permanent, Retryable
+
+__all__ = [
+    "BrokerRejected",
+    "BrokerUnavailable",
+    "ConsumerSettings",
+    "Delivery",
+    "NatsBus",
+    "OutMsg",
+    "PullConsumer",
+    "StreamSettings",
+]
+
+log = logging.getLogger("erpgw.bus")
+
+# The server answers this error code when a stream exists with another configuration.
+_STREAM_NAME_IN_USE = 10058
+
+
+class BrokerUnavailable(Retryable):
+    code = "broker.unavailable"
+
+
+class BrokerRejected(Permanent):
+    code = "broker.rejected"
+
+
+class StreamSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Stream settings for money subjects (RELIABILITY.md (c))."""
+
+    replicas: int = 1
+    duplicate_window_s: float = 600.0
+    max_age_s: float = 14 * 24 * 3600.0
+    max_bytes: int = 4 * 1024**3
+    max_msg_size: int = 256 * 1024
+
+
+class ConsumerSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Durable pull consumer settings (RELIABILITY.md (c)).
+
+    No server-side ``backoff``: it would silently override ``ack_wait`` with its first value.
+    Retries are spaced by ``nak(delay)`` from the actor's own backoff policy instead.
+    """
+
+    ack_wait_s: float = 30.0
+    max_deliver: int = 8
+    max_ack_pending: int = 256
+
+
+@dataclass(frozen=True, slots=True)
+class OutMsg:
+    """One message to publish: ``msg_id`` must be deterministic (see ``contracts.derive_id``)."""
+
+    subject: str
+    data: bytes
+    msg_id: str
+    headers: dict[str, str] | None = None
+
+
+class Delivery:
+    """A message fetched from a pull consumer, with its ack verbs.
+
+    Ack verbs never raise: an ack lost to a broken connection only causes a redelivery, which
+    the ledger and the platforms' idempotency keys make harmless. They return False when the
+    ack could not be sent.
+    """
+
+    __slots__ = ("_msg", "num_delivered", "settled", "stream_seq")
+
+    def __init__(self, msg: Msg) -> None:
+        self._msg = msg
+        self.settled = False
+        md = msg.metadata
+        self.num_delivered: int = md.num_delivered or 1
+        self.stream_seq: int = md.sequence.stream if md.sequence else 0
+
+    @property
+    def data(self) -> bytes:
+        return self._msg.data
+
+    @property
+    def subject(self) -> str:
+        return self._msg.subject
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return self._msg.headers or {}
+
+    async def _verb(self, name: str, coro: Any) -> bool:
+        if name != "in_progress":
+            self.settled = True
+        try:
+            await coro
+            return True
+        except (nats.errors.Error, OSError, asyncio.TimeoutError) as exc:
+            log.debug("%s of seq %s not sent: %r", name, self.stream_seq, exc)
+            return False
+
+    async def ack(self) -> bool:
+        return await self._verb("ack", self._msg.ack())
+
+    async def nak(self, delay: float | None = None) -> bool:
+        return await self._verb("nak", self._msg.nak(delay=delay))
+
+    async def term(self) -> bool:
+        return await self._verb("term", self._msg.term())
+
+    async def in_progress(self) -> bool:
+        return await self._verb("in_progress", self._msg.in_progress())
+
+
+class PullConsumer:
+    """A bound durable pull consumer."""
+
+    def __init__(self, bus: NatsBus, sub: JetStreamContext.PullSubscription, stream: str,
+                 durable: str) -> None:
+        self._bus = bus
+        self._sub = sub
+        self.stream = stream
+        self.durable = durable
+
+    async def fetch(self, batch: int, timeout: float) -> list[Delivery]:
+        """Up to ``batch`` messages, waiting at most ``timeout`` s; ``[]`` when none arrived.
+
+        Raises ``BrokerUnavailable`` when the connection is down (the caller waits and retries).
+        """
+        try:
+            msgs = await self._sub.fetch(batch, timeout=timeout)
+        except (nats.errors.TimeoutError, asyncio.TimeoutError):
+            return []
+        except (nats.errors.ConnectionClosedError, nats.errors.ConnectionReconnectingError,
+                nats.errors.NoServersError, nats.errors.StaleConnectionError) as exc:
+            raise BrokerUnavailable(f"fetch from {self.durable}: {exc!r}") from exc
+        except nats.js.errors.APIError as exc:
+            raise BrokerUnavailable(f"fetch from {self.durable}: {exc}") from exc
+        except nats.errors.Error as exc:
+            raise BrokerUnavailable(f"fetch from {self.durable}: {exc!r}") from exc
+        return [Delivery(m) for m in msgs]
+
+    async def pending(self) -> tuple[int, int]:
+        """``(num_pending, num_ack_pending)`` of this consumer; raises ``BrokerUnavailable``."""
+        return await self._bus.consumer_pending(self.stream, self.durable)
+
+
+class NatsBus:
+    """One NATS connection with JetStream; see the module docstring."""
+
+    def __init__(self, nc: Client, *, publish_timeout: float = 5.0) -> None:
+        self._nc = nc
+        self._js: JetStreamContext = nc.jetstream(timeout=publish_timeout)
+        self._publish_timeout = publish_timeout
+
+    @classmethod
+    async def connect(cls, url: str, *, name: str = "erpgw", connect_timeout: float = 5.0,
+                      publish_timeout: float = 5.0) -> NatsBus:
+        """Connect (reconnecting forever afterwards). Raises ``BrokerUnavailable``."""
+
+        async def _quiet(exc: Exception) -> None:
+            log.warning("nats: %s", exc)
+
+        async def _disconnected() -> None:
+            log.warning("nats: disconnected from %s; reconnecting", url)
+
+        async def _reconnected() -> None:
+            log.info("nats: reconnected to %s", url)
+
+        try:
+            nc = await nats.connect(
+                url,
+                name=name,
+                connect_timeout=connect_timeout,
+                allow_reconnect=True,
+                max_reconnect_attempts=-1,
+                reconnect_time_wait=0.25,
+                ping_interval=10,
+                max_outstanding_pings=3,
+                pending_size=64 * 1024 * 1024,
+                error_cb=_quiet,
+                disconnected_cb=_disconnected,
+                reconnected_cb=_reconnected,
+            )
+        except (nats.errors.Error, OSError, asyncio.TimeoutError) as exc:
+            raise BrokerUnavailable(f"cannot connect to NATS at {url}: {exc!r}") from exc
+        return cls(nc, publish_timeout=publish_timeout)
+
+    @property
+    def connected(self) -> bool:
+        return bool(self._nc.is_connected)
+
+    # -- provisioning -------------------------------------------------------------------------
+
+    async def ensure_stream(self, name: str, subjects: Sequence[str],
+                            settings: StreamSettings) -> None:
+        """Create the stream, or update it when it exists with other (editable) settings."""
+        cfg = api.StreamConfig(
+            name=name,
+            subjects=list(subjects),
+            retention=api.RetentionPolicy.LIMITS,
+            storage=api.StorageType.FILE,
+            discard=api.DiscardPolicy.NEW,
+            num_replicas=settings.replicas,
+            duplicate_window=settings.duplicate_window_s,
+            max_age=settings.max_age_s,
+            max_bytes=settings.max_bytes,
+            max_msg_size=settings.max_msg_size,
+            deny_delete=True,
+            deny_purge=True,
+            allow_rollup_hdrs=False,
+        )
+        try:
+            try:
+                await self._js.add_stream(cfg)
+            except nats.js.errors.BadRequestError as exc:
+                if exc.err_code != _STREAM_NAME_IN_USE:
+                    raise
+                await self._js.update_stream(cfg)
+        except nats.js.errors.APIError as exc:
+            raise BrokerRejected(f"stream {name}: {exc}", code="broker.stream_config") from exc
+        except (nats.errors.Error, asyncio.TimeoutError) as exc:
+            raise BrokerUnavailable(f"stream {name}: {exc!r}") from exc
+
+    async def ensure_consumer(self, stream: str, durable: str, filter_subject: str,
+                              settings: ConsumerSettings) -> None:
+        """Create or update a durable pull consumer with explicit acks."""
+        cfg = api.ConsumerConfig(
+            name=durable,
+            durable_name=durable,
+            filter_subject=filter_subject,
+            deliver_policy=api.DeliverPolicy.ALL,
+            ack_policy=api.AckPolicy.EXPLICIT,
+            ack_wait=settings.ack_wait_s,
+            max_deliver=settings.max_deliver,
+            max_ack_pending=settings.max_ack_pending,
+            replay_policy=api.ReplayPolicy.INSTANT,
+        )
+        try:
+            await self._js.add_consumer(stream, cfg)
+        except nats.js.errors.APIError as exc:
+            raise BrokerRejected(f"consumer {stream}/{durable}: {exc}",
+                                 code="broker.consumer_config") from exc
+        except (nats.errors.Error, asyncio.TimeoutError) as exc:
+            raise BrokerUnavailable(f"consumer {stream}/{durable}: {exc!r}") from exc
+
+    async def pull(self, stream: str, durable: str) -> PullConsumer:
+        """Bind to an existing durable consumer (see ``ensure_consumer``)."""
+        try:
+            sub = await self._js.pull_subscribe_bind(durable=durable, stream=stream,
+                                                     pending_msgs_limit=4096)
+        except (nats.errors.Error, asyncio.TimeoutError) as exc:
+            raise BrokerUnavailable(f"bind {stream}/{durable}: {exc!r}") from exc
+        return PullConsumer(self, sub, stream, durable)
+
+    async def consumer_pending(self, stream: str, durable: str) -> tuple[int, int]:
+        try:
+            info = await self._js.consumer_info(stream, durable, timeout=2.0)
+        except (nats.errors.Error, asyncio.TimeoutError) as exc:
+            raise BrokerUnavailable(f"consumer info {stream}/{durable}: {exc!r}") from exc
+        return int(info.num_pending or 0), int(info.num_ack_pending or 0)
+
+    async def stream_messages(self, stream: str) -> int:
+        """How many messages ``stream`` holds; raises ``BrokerUnavailable``."""
+        try:
+            info = await self._js.stream_info(stream)
+        except (nats.errors.Error, asyncio.TimeoutError) as exc:
+            raise BrokerUnavailable(f"stream info {stream}: {exc!r}") from exc
+        return int(info.state.messages)
+
+    async def read_stream(self, stream: str, limit: int = 10_000) -> list[bytes]:
+        """The payloads of the first ``limit`` messages of ``stream`` (for tools and reports)."""
+        out: list[bytes] = []
+        try:
+            info = await self._js.stream_info(stream)
+            first, last = info.state.first_seq, info.state.last_seq
+            for seq in range(first, min(last, first + limit - 1) + 1):
+                try:
+                    raw = await self._js.get_msg(stream, seq)
+                except nats.js.errors.NotFoundError:
+                    continue
+                out.append(raw.data or b"")
+        except (nats.errors.Error, asyncio.TimeoutError) as exc:
+            raise BrokerUnavailable(f"read {stream}: {exc!r}") from exc
+        return out
+
+    # -- publishing ---------------------------------------------------------------------------
+
+    @staticmethod
+    def _headers(m: OutMsg) -> dict[str, str]:
+        hdrs = {"Nats-Msg-Id": m.msg_id}
+        if m.headers:
+            hdrs.update(m.headers)
+        return hdrs
+
+    @staticmethod
+    def _translate(exc: BaseException, subject: str) -> Exception:
+        if isinstance(exc, (nats.js.errors.NoStreamResponseError, nats.errors.NoRespondersError)):
+            return BrokerUnavailable(f"no stream answered for {subject}",
+                                     code="broker.no_stream")
+        if isinstance(exc, nats.errors.MaxPayloadError):
+            return BrokerRejected(f"message for {subject} exceeds the server payload limit",
+                                  code="broker.payload_too_large")
+        if isinstance(exc, nats.js.errors.ServiceUnavailableError):
+            return BrokerUnavailable(f"JetStream unavailable for {subject}: {exc}")
+        if isinstance(exc, nats.js.errors.APIError):
+            desc = str(exc)
+            if "maximum message size" in desc or "message size exceeds" in desc:
+                return BrokerRejected(f"{subject}: {desc}", code="broker.payload_too_large")
+            return BrokerUnavailable(f"publish to {subject}: {desc}", code="broker.api_error")
+        return BrokerUnavailable(f"publish to {subject}: {exc!r}")
+
+    async def publish(self, m: OutMsg, *, timeout: float | None = None) -> bool:
+        """Publish and wait for the PubAck; returns True when the stream saw a duplicate id.
+
+        Raises ``BrokerUnavailable`` (retry with the same ``msg_id``) or ``BrokerRejected``.
+        """
+        try:
+            ack = await self._js.publish(m.subject, m.data, headers=self._headers(m),
+                                         timeout=timeout or self._publish_timeout)
+        except (nats.errors.Error, asyncio.TimeoutError, OSError) as exc:
+            raise self._translate(exc, m.subject) from exc
+        return bool(ack.duplicate)
+
+    async def publish_batch(self, msgs: Sequence[OutMsg], *,
+                            timeout: float | None = None) -> list[Exception | None]:
+        """Pipeline ``msgs`` and wait for every PubAck; one result per message, in order.
+
+        ``None`` means stored (or already stored: a duplicate id); an exception is the
+        translated error for that message. Never raises for a single message's failure.
+        """
+        if not msgs:
+            return []
+        futures: list[asyncio.Future[api.PubAck] | Exception] = []
+        for m in msgs:
+            try:
+                futures.append(await self._js.publish_async(m.subject, m.data,
+                                                            headers=self._headers(m)))
+            except (nats.errors.Error, asyncio.TimeoutError, OSError) as exc:
+                futures.append(self._translate(exc, m.subject))
+        pending = [f for f in futures if isinstance(f, asyncio.Future)]
+        if pending:
+            await asyncio.wait(pending, timeout=timeout or self._publish_timeout)
+        results: list[Exception | None] = []
+        for m, f in zip(msgs, futures, strict=True):
+            if isinstance(f, Exception):
+                results.append(f)
+            elif not f.done():
+                f.cancel()
+                results.append(BrokerUnavailable(f"no PubAck for {m.subject} in time",
+                                                 code="broker.timeout"))
+            elif f.cancelled():
+                results.append(BrokerUnavailable(f"publish to {m.subject} cancelled"))
+            elif (exc := f.exception()) is not None:
+                results.append(self._translate(exc, m.subject))
+            else:
+                results.append(None)
+        return results
+
+    async def emit(self, subject: str, data: bytes) -> None:
+        """Core NATS publish (at most once) for monitoring subjects. Never raises."""
+        try:
+            await self._nc.publish(subject, data)
+        except (nats.errors.Error, OSError) as exc:
+            log.debug("emit %s dropped: %r", subject, exc)
+
+    async def close(self) -> None:
+        """Drain (flush pending publishes and acks), then close. Never raises."""
+        if self._nc.is_closed:
+            return
+        try:
+            await asyncio.wait_for(self._nc.drain(), timeout=5.0)
+        except (nats.errors.Error, asyncio.TimeoutError, OSError) as exc:
+            log.debug("drain: %r", exc)
+        finally:
+            if not self._nc.is_closed:
+                await self._nc.close()

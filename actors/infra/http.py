@@ -1,0 +1,129 @@
+"""Outbound HTTP to the platforms: one aiohttp session, errors translated into our tree.
+
+A platform answer is sorted once, here, by what the caller should do:
+
+- 2xx: returned as ``HttpResponse``;
+- 429 and 503 with ``Retry-After``: ``Retryable`` with ``retry_after`` (never retry earlier);
+- other 5xx, connection errors: ``Retryable`` (``http.server_error`` / ``http.connection``);
+- a timeout after the request was sent: ``Ambiguous``: the platform may have committed the
+  write, so the caller must retry with the same idempotency key (never treat it as failed);
+- other 4xx: ``Permanent`` (``http.rejected``) with the platform's body for the dead letter.
+
+The base URL comes from configuration only; the client never dials a host taken from a
+payload (SSRF), and refuses any path that is not relative to its base.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+import aiohttp
+
+from contracts import Permanent, Retryable
+
+__all__ = ["Ambiguous", "HttpClient", "HttpResponse", "PlatformRejected", "PlatformUnavailable"]
+
+
+class PlatformUnavailable(Retryable):
+    code = "http.unavailable"
+
+
+class Ambiguous(Retryable):
+    """The request may or may not have taken effect; retry with the same idempotency key."""
+
+    code = "http.ambiguous"
+
+
+class PlatformRejected(Permanent):
+    code = "http.rejected"
+
+    def __init__(self, message: str, *, status: int, body: str, code: str | None = None) -> None:
+        super().__init__(message, code=code)
+        self.status = status
+        self.body = body
+
+
+@dataclass(frozen=True, slots=True)
+class HttpResponse:
+    status: int
+    body: bytes
+
+
+def _retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None
+
+
+class HttpClient:
+    """A keep-alive client for one platform base URL."""
+
+    def __init__(self, base_url: str, *, timeout: float = 10.0, max_connections: int = 16,
+                 platform: str = "platform") -> None:
+        self._base = base_url.rstrip("/")
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._max_connections = max_connections
+        self._session: aiohttp.ClientSession | None = None
+        self.platform = platform
+
+    async def __aenter__(self) -> HttpClient:
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=self._max_connections),
+            timeout=self._timeout,
+        )
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def post(self, path: str, body: bytes, *,
+                   headers: dict[str, str] | None = None) -> HttpResponse:
+        """POST ``body`` (JSON) to ``base + path``; see the module docstring for what raises."""
+        return await self.request("POST", path, body, headers=headers)
+
+    async def get(self, path: str) -> HttpResponse:
+        """GET ``base + path``; see the module docstring for what raises."""
+        return await self.request("GET", path, None)
+
+    async def request(self, method: str, path: str, body: bytes | None, *,
+                      headers: dict[str, str] | None = None) -> HttpResponse:
+        if not path.startswith("/") or "://" in path:
+            raise ValueError(f"path must be relative to the platform base URL: {path!r}")
+        if self._session is None:
+            raise RuntimeError("HttpClient used outside 'async with'")
+        hdrs = {"Content-Type": "application/json"} if body is not None else {}
+        if headers:
+            hdrs.update(headers)
+        url = self._base + path
+        try:
+            async with self._session.request(method, url, data=body, headers=hdrs) as resp:
+                data = await resp.read()
+                status = resp.status
+                retry_after = _retry_after(resp.headers.get("Retry-After"))
+        except (asyncio.TimeoutError, aiohttp.ServerTimeoutError) as exc:
+            raise Ambiguous(f"{self.platform}: no answer within {self._timeout.total} s "
+                            "(the write may have happened)") from exc
+        except aiohttp.ServerDisconnectedError as exc:
+            raise Ambiguous(f"{self.platform}: disconnected before answering") from exc
+        except aiohttp.ClientConnectionError as exc:
+            raise PlatformUnavailable(f"{self.platform}: cannot connect: {exc}",
+                                      code="http.connection") from exc
+        except aiohttp.ClientError as exc:
+            raise PlatformUnavailable(f"{self.platform}: {exc!r}") from exc
+        if 200 <= status < 300:
+            return HttpResponse(status, data)
+        text = data[:2000].decode(errors="replace")
+        if status == 429:
+            raise PlatformUnavailable(f"{self.platform}: rate limited (429)",
+                                      code="http.rate_limited", retry_after=retry_after)
+        if status >= 500:
+            raise PlatformUnavailable(f"{self.platform}: server error {status}",
+                                      code="http.server_error", retry_after=retry_after)
+        raise PlatformRejected(f"{self.platform}: request rejected with {status}",
+                               status=status, body=text)

@@ -1,0 +1,137 @@
+"""Invoice router: ``invoice.issued.v1`` → one balanced ERP journal entry command.
+
+The accounting is plain and pure (``journal_for_invoice``): debit accounts receivable with the
+total, credit deferred revenue with the subtotal and tax payable with the tax. Revenue is
+recognised later by the revenue platform, not here.
+
+The actor processes whole fetched batches: decode every message, plan its output, publish all
+outputs pipelined and wait for their PubAcks, then ack the inputs whose outputs are stored.
+Output ids are derived from (input id, step), so a redelivered batch republishes the same ids
+and the stream drops the duplicates.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import msgspec
+
+from contracts import (
+    ContractError,
+    Envelope,
+    GatewayError,
+    InvoiceIssued,
+    JournalLine,
+    MsgpackCodec,
+    PostJournalEntry,
+    Retryable,
+    Subjects,
+    derive_id,
+    make_envelope,
+)
+
+from ..crash import crashpoint
+from ..deadletter import DeadLetterSink
+from ..infra.bus import Delivery, OutMsg
+from ..worker import BatchWorker
+
+__all__ = ["AccountMap", "InvoiceRouter", "journal_for_invoice", "plan_invoice"]
+
+log = logging.getLogger("erpgw.router.invoices")
+_codec: MsgpackCodec[Envelope] = MsgpackCodec(Envelope)
+
+
+class AccountMap(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The ERP accounts the invoice posting uses (configurable per company)."""
+
+    receivable: str = "1200"
+    deferred_revenue: str = "2400"
+    tax_payable: str = "2200"
+
+
+def erp_idempotency_key(env: Envelope) -> str:
+    """The ERP idempotency key of the posting for ``env``'s business object version."""
+    k = env.key
+    return derive_id("erp.journal", k.source, k.object_id, str(k.version))
+
+
+def journal_for_invoice(inv: InvoiceIssued, key: str, accounts: AccountMap) -> PostJournalEntry:
+    """The balanced journal entry for an issued invoice (requires ``inv.total > 0``)."""
+    memo = f"Invoice {inv.number} ({inv.invoice_id}) customer {inv.customer_id}"
+    lines = [JournalLine(account=accounts.receivable, debit=inv.total, memo=memo)]
+    if inv.subtotal:
+        lines.append(JournalLine(account=accounts.deferred_revenue, credit=inv.subtotal,
+                                 memo="deferred revenue"))
+    if inv.tax:
+        lines.append(JournalLine(account=accounts.tax_payable, credit=inv.tax, memo="tax"))
+    return PostJournalEntry(
+        idempotency_key=key,
+        external_id=inv.invoice_id,
+        posting_date=inv.issued_at.date(),
+        currency=inv.currency,
+        memo=memo,
+        lines=lines,
+    )
+
+
+def plan_invoice(env: Envelope, subjects: Subjects, accounts: AccountMap) -> OutMsg | None:
+    """What to publish for one inbound envelope; None when there is nothing to post.
+
+    Raises ``ContractError`` for an envelope that is not an issued invoice.
+    """
+    inv = env.payload
+    if not isinstance(inv, InvoiceIssued):
+        raise ContractError(f"invoice router cannot handle {env.type}",
+                            code="route.unexpected_type", path="$.payload.type")
+    if inv.total == 0:
+        return None  # nothing to post for a zero invoice
+    entry = journal_for_invoice(inv, erp_idempotency_key(env), accounts)
+    out = make_envelope(entry, source="gateway", key=env.key, caused_by=env,
+                        msg_id=derive_id(env.id, "erp.journal"))
+    return OutMsg(subject=subjects.erp_journal, data=_codec.encode(out), msg_id=out.id)
+
+
+class InvoiceRouter(BatchWorker):
+    def __init__(self, name: str, *, subjects: Subjects, dlq: DeadLetterSink,
+                 accounts: AccountMap | None = None, **kw: object) -> None:
+        super().__init__(name, **kw)  # type: ignore[arg-type]
+        self.subjects = subjects
+        self.dlq = dlq
+        self.accounts = accounts or AccountMap()
+        self.skipped = 0
+
+    async def handle(self, batch: Sequence[Delivery]) -> None:
+        outs: list[OutMsg] = []
+        owners: list[Delivery] = []
+        for d in batch:
+            try:
+                env = _codec.decode(d.data)
+                out = plan_invoice(env, self.subjects, self.accounts)
+            except ContractError as err:
+                await self.dlq.send(d, err)
+                self.failed += 1
+                continue
+            if out is None:
+                self.skipped += 1
+                await d.ack()
+                continue
+            outs.append(out)
+            owners.append(d)
+        results = await self.bus.publish_batch(outs)
+        crashpoint("router.after_publish")
+        for d, err in zip(owners, results, strict=True):
+            if err is None:
+                await d.ack()
+                self.processed += 1
+            elif isinstance(err, Retryable) and not self.exhausted(d):
+                self.last_error = str(err)
+                await d.nak(delay=self.retry_delay(d, err))
+            else:
+                assert isinstance(err, GatewayError)
+                await self.dlq.send(d, err)
+                self.failed += 1
+
+    def statistics(self) -> dict[str, object]:
+        return {**super().statistics(), "skipped": self.skipped,
+                "dead_lettered": self.dlq.count}

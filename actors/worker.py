@@ -1,0 +1,133 @@
+"""The JetStream batch worker: the shell every consuming actor shares.
+
+Theory of operation: bind to a durable pull consumer, then loop: fetch up to ``batch``
+messages, hand the whole batch to ``handle()`` (no task per message), repeat. While ``handle``
+runs, a heartbeat tells the server every ``ack_wait/3`` seconds that the unsettled messages are
+still being worked on, so a slow platform never causes a concurrent redelivery. ``handle`` must
+settle each delivery (ack after its effect is durable, nak with a delay, or dead-letter + term).
+
+If ``handle`` raises (a bug, or a failure it chose not to classify), the unsettled deliveries are
+nak'ed with a delay and the exception propagates to the supervisor, which restarts the actor.
+A stop request is honoured between batches: the current batch is finished, never abandoned.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from abc import abstractmethod
+from collections.abc import Sequence
+
+import anyio
+from anyio.abc import TaskStatus
+
+from contracts import Retryable
+
+from .infra.bus import BrokerUnavailable, ConsumerSettings, Delivery, NatsBus, PullConsumer
+from .runtime import Actor, Backoff
+
+__all__ = ["BatchWorker"]
+
+log = logging.getLogger("erpgw.worker")
+
+
+class BatchWorker(Actor):
+    fetch_timeout = 1.0
+
+    def __init__(self, name: str, *, bus: NatsBus, stream: str, durable: str,
+                 consumer: ConsumerSettings, batch: int = 100,
+                 retry: Backoff | None = None, seed: int | None = None) -> None:
+        super().__init__(name)
+        self.bus = bus
+        self.stream = stream
+        self.durable = durable
+        self.consumer_settings = consumer
+        self.batch = batch
+        self.retry = retry or Backoff(base=0.5, factor=2.0, cap=30.0)
+        self._rng = random.Random(seed)
+        self._consumer: PullConsumer | None = None
+        self.processed = 0
+        self.failed = 0
+        self.in_flight = 0
+        self.batches = 0
+        self.last_error: str | None = None
+
+    def retry_delay(self, d: Delivery, err: Retryable | None = None) -> float:
+        """Delay before redelivery: jittered backoff, never earlier than a ``Retry-After``."""
+        delay = self.retry.delay(max(0, d.num_delivered - 1), self._rng.random())
+        delay = max(delay, self.retry.base)
+        if err is not None and err.retry_after is not None:
+            delay = max(delay, err.retry_after)
+        return delay
+
+    def exhausted(self, d: Delivery) -> bool:
+        """True on the last delivery the consumer allows: dead-letter instead of nak."""
+        return d.num_delivered >= self.consumer_settings.max_deliver
+
+    @abstractmethod
+    async def handle(self, batch: Sequence[Delivery]) -> None:
+        """Process and settle every delivery of ``batch``. Runs in the worker's task."""
+
+    async def _heartbeat(self, batch: Sequence[Delivery]) -> None:
+        interval = max(0.5, self.consumer_settings.ack_wait_s / 3)
+        while True:
+            await anyio.sleep(interval)
+            for d in batch:
+                if not d.settled:
+                    await d.in_progress()
+
+    async def _nak_unsettled(self, batch: Sequence[Delivery]) -> None:
+        with anyio.move_on_after(5, shield=True):
+            for d in batch:
+                if not d.settled:
+                    await d.nak(delay=self.retry_delay(d))
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        self._consumer = await self.bus.pull(self.stream, self.durable)
+        task_status.started()
+        outage_attempt = 0
+        while not self.stop_requested:
+            try:
+                batch = await self._consumer.fetch(self.batch, timeout=self.fetch_timeout)
+            except BrokerUnavailable as exc:
+                self.last_error = str(exc)
+                delay = self.retry.delay(outage_attempt, self._rng.random()) + 0.05
+                outage_attempt += 1
+                log.info("%s: broker unavailable, retrying in %.2f s", self.name, delay)
+                with anyio.move_on_after(delay):
+                    await self.wait_stop_requested()
+                continue
+            outage_attempt = 0
+            if not batch:
+                continue
+            self.in_flight = len(batch)
+            started = time.monotonic()
+            try:
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(self._heartbeat, batch)
+                    await self.handle(batch)
+                    tg.cancel_scope.cancel()
+            except Exception as exc:
+                self.last_error = repr(exc)
+                await self._nak_unsettled(batch)
+                raise
+            except BaseException:
+                await self._nak_unsettled(batch)
+                raise
+            finally:
+                self.in_flight = 0
+            self.batches += 1
+            log.debug("%s: batch of %d in %.1f ms", self.name, len(batch),
+                      (time.monotonic() - started) * 1000)
+
+    def statistics(self) -> dict[str, object]:
+        return {
+            "name": self.name,
+            "consumer": f"{self.stream}/{self.durable}",
+            "processed": self.processed,
+            "failed": self.failed,
+            "in_flight": self.in_flight,
+            "batches": self.batches,
+            "last_error": self.last_error,
+        }

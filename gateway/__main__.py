@@ -1,0 +1,5 @@
+"""``python -m gateway`` is ``erpgw``."""
+
+from .cli import main
+
+raise SystemExit(main())

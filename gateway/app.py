@@ -1,0 +1,158 @@
+"""Process wiring: broker, bus, ledger, HTTP clients and the supervision tree.
+
+Start order (each step ready before the next): broker (embedded unless ``nats.url`` is set) →
+bus connection → streams and consumers provisioned → ledger opened → actors, downstream first
+(ERP poster, invoice router), the webhook ingress last, so the gateway accepts traffic only when
+the whole path can carry it. Stop is the reverse: the ingress stops accepting, the router and
+the poster finish their current batch and ack, the bus drains, the ledger closes, the broker
+stops. A second SIGINT/SIGTERM cancels at once (safe: unacked work is redelivered).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+from collections.abc import Callable
+
+import anyio
+import anyio.abc
+
+from actors.billing import BillingIngress
+from actors.deadletter import DeadLetterSink
+from actors.erp import ErpPoster
+from actors.infra import HttpClient, Ledger, NatsBus
+from actors.monitor import MetricsPublisher
+from actors.router import InvoiceRouter
+from actors.runtime import ChildSpec, Supervisor, SupervisorEvent
+from contracts import LANES, Subjects
+
+from .broker import EmbeddedBroker
+from .config import Config
+
+__all__ = ["CONSUMERS", "provision", "run_gateway"]
+
+log = logging.getLogger("erpgw.gateway")
+
+# (lane, durable name, filter) of every durable consumer the gateway owns.
+CONSUMERS: tuple[tuple[str, str, Callable[[Subjects], str]], ...] = (
+    ("billing", "invoice-router", lambda s: s.billing_events),
+    ("billing", "erp-journal", lambda s: s.billing_erp_commands),
+)
+
+
+async def provision(bus: NatsBus, cfg: Config) -> Subjects:
+    """Create or update every stream and durable consumer (idempotent)."""
+    subjects = Subjects(prefix=cfg.nats.prefix)
+    for lane in LANES:
+        await bus.ensure_stream(subjects.stream(lane), [subjects.lane_wildcard(lane)],
+                                cfg.streams)
+    await bus.ensure_stream(subjects.dlq_stream, [subjects.dlq_wildcard], cfg.streams)
+    for lane, durable, filt in CONSUMERS:
+        await bus.ensure_consumer(subjects.stream(lane), durable, filt(subjects), cfg.consumers)
+    return subjects
+
+
+def _log_event(ev: SupervisorEvent) -> None:
+    if ev.kind in ("failed", "escalated"):
+        log.warning("supervisor %s: child %s %s (%s)", ev.supervisor, ev.child, ev.kind,
+                    ev.error)
+
+
+async def _signals(tree: Supervisor, scope: anyio.CancelScope) -> None:
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        count = 0
+        async for signum in signals:
+            count += 1
+            if count == 1:
+                log.info("%s: draining (finish in-flight work, ack, close); "
+                         "send again to stop at once", signal.Signals(signum).name)
+                tree.request_stop()
+            else:
+                log.warning("second signal: stopping now; unacked work will be redelivered")
+                scope.cancel()
+
+
+async def run_gateway(cfg: Config, *, ready: anyio.Event | None = None,
+                      handle_signals: bool = True) -> None:
+    """Run the gateway until a stop signal (or cancellation). See the module docstring.
+
+    Raises ``GatewayError`` subclasses for start-up failures (busy port, no broker, bad
+    configuration) and ``SupervisorEscalation`` when an actor keeps failing.
+    """
+    data = cfg.data_path
+    data.mkdir(parents=True, exist_ok=True)
+    broker: EmbeddedBroker | None = None
+    url = cfg.nats.url
+    if not url:
+        broker = EmbeddedBroker(data / "nats", port=cfg.nats.port,
+                                sync_interval=cfg.nats.sync_interval)
+        await broker.start()
+        url = broker.url
+        log.info("embedded nats-server on %s (store %s)", url, broker.store_dir)
+    try:
+        bus = await NatsBus.connect(url, name="erpgw-gateway")
+        try:
+            subjects = await provision(bus, cfg)
+            ledger = await Ledger.open(data / "ledger.db")
+            try:
+                async with HttpClient(cfg.erp.base_url, timeout=cfg.erp.timeout_s,
+                                      max_connections=cfg.erp.max_connections,
+                                      platform="erp") as erp_http:
+                    await _run_tree(cfg, bus, subjects, ledger, erp_http, ready, handle_signals)
+            finally:
+                await ledger.close()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await bus.close()
+    finally:
+        if broker is not None:
+            with anyio.CancelScope(shield=True):
+                await broker.stop()
+
+
+async def _run_tree(cfg: Config, bus: NatsBus, subjects: Subjects, ledger: Ledger,
+                    erp_http: HttpClient, ready: anyio.Event | None,
+                    handle_signals: bool) -> None:
+    billing_stream = subjects.stream("billing")
+    common = {"bus": bus, "stream": billing_stream, "consumer": cfg.consumers}
+    tree: Supervisor | None = None
+
+    def snapshot() -> dict[str, object]:
+        return tree.statistics() if tree is not None else {}
+
+    def health() -> dict[str, object]:
+        return {"actors": snapshot()}
+
+    children = [
+        ChildSpec("erp-journal", lambda: ErpPoster(
+            "erp-journal", durable="erp-journal", batch=cfg.erp.batch, erp=erp_http,
+            ledger=ledger, dlq=DeadLetterSink(bus, subjects, "billing", billing_stream),
+            **common)),
+        ChildSpec("invoice-router", lambda: InvoiceRouter(
+            "invoice-router", durable="invoice-router", batch=cfg.router.batch,
+            subjects=subjects, accounts=cfg.accounts,
+            dlq=DeadLetterSink(bus, subjects, "billing", billing_stream), **common)),
+        ChildSpec("billing-ingress", lambda: BillingIngress(
+            "billing-ingress", bus=bus, subjects=subjects, settings=cfg.http,
+            secrets=cfg.billing.webhook_secrets, health=health)),
+        ChildSpec("metrics", lambda: MetricsPublisher(
+            "metrics", bus=bus, subject=subjects.metrics, snapshot=snapshot,
+            consumers=[(subjects.stream(lane), d) for lane, d, _ in CONSUMERS])),
+    ]
+    tree = Supervisor("gateway", children, strategy="one_for_one", intensity=5, period=30.0,
+                      on_event=_log_event)
+    async with anyio.create_task_group() as tg:
+
+        async def supervise(*, task_status: anyio.abc.TaskStatus[None]) -> None:
+            try:
+                await tree.run(task_status=task_status)
+            finally:
+                tg.cancel_scope.cancel()  # the tree is done: stop listening for signals
+
+        if handle_signals:
+            tg.start_soon(_signals, tree, tg.cancel_scope)
+        await tg.start(supervise)
+        log.info("gateway ready: webhooks on http://%s:%d%s", cfg.http.host, cfg.http.port,
+                 cfg.http.path)
+        if ready is not None:
+            ready.set()

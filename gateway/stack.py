@@ -1,0 +1,277 @@
+"""A whole system on one machine: broker, simulator and gateway as separate processes.
+
+``erpgw demo``, the integration tests and the bench drive the product exactly as a user would:
+the gateway and the simulator run as their own processes (``python -m gateway up`` / ``sim``)
+talking real HTTP and real NATS, so a drill can SIGKILL the gateway or restart the broker and
+then count from the simulator's ground truth what was lost or doubled.
+
+Logs of every process go to files under the stack's work directory.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+import msgspec
+
+from actors.infra import HttpClient, NatsBus
+from contracts import DeadLetter, GatewayError, JsonCodec, Subjects
+
+from .broker import EmbeddedBroker, free_port
+
+__all__ = ["DrainResult", "Stack", "StackError"]
+
+_letters: JsonCodec[DeadLetter] = JsonCodec(DeadLetter)
+_dec = msgspec.json.Decoder()
+
+
+class StackError(GatewayError):
+    code = "stack.failed"
+
+
+@dataclass
+class DrainResult:
+    audit: dict[str, Any]
+    dead_letters: list[DeadLetter]
+    drained: bool
+    elapsed_s: float
+
+    @property
+    def dlq_keys(self) -> set[str]:
+        """Invoice ids named by dead letters (``billing:<id>:v<n>`` business keys)."""
+        out = set()
+        for dl in self.dead_letters:
+            if dl.business_key and dl.business_key.count(":") >= 2:
+                out.add(dl.business_key.split(":", 2)[1])
+        return out
+
+    @property
+    def lost(self) -> int:
+        """Accepted by the gateway, yet neither posted nor dead-lettered."""
+        unposted = set(self.audit.get("unposted", []))
+        if len(unposted) < int(self.audit.get("unposted_count", 0)):
+            # the audit lists at most 1000 ids; count the rest as lost unless dead-lettered
+            return int(self.audit["unposted_count"]) - len(unposted & self.dlq_keys)
+        return len(unposted - self.dlq_keys)
+
+
+@dataclass
+class Stack:
+    workdir: Path
+    nats_url: str = ""  # empty: start an embedded broker for the stack
+    seed: int = 7
+    ack_wait_s: float = 30.0
+    webhook_secret: str = "whsec_demo"
+    gateway_env: dict[str, str] = field(default_factory=dict)
+    sync_interval: str = "always"
+    broker: EmbeddedBroker | None = field(default=None, init=False)
+    _gateway: subprocess.Popen[bytes] | None = field(default=None, init=False)
+    _sim: subprocess.Popen[bytes] | None = field(default=None, init=False)
+    gateway_port: int = field(default=0, init=False)
+    sim_port: int = field(default=0, init=False)
+    gateway_starts: int = field(default=0, init=False)
+
+    @property
+    def url(self) -> str:
+        return self.nats_url or (self.broker.url if self.broker else "")
+
+    @property
+    def sim_url(self) -> str:
+        return f"http://127.0.0.1:{self.sim_port}"
+
+    @property
+    def gateway_url(self) -> str:
+        return f"http://127.0.0.1:{self.gateway_port}"
+
+    # -- processes -----------------------------------------------------------------------------
+
+    def _spawn(self, args: list[str], log_name: str,
+               env: Mapping[str, str] | None = None) -> subprocess.Popen[bytes]:
+        log = (self.workdir / log_name).open("ab")
+        try:
+            return subprocess.Popen(  # noqa: S603 - our own interpreter and module
+                [sys.executable, "-m", "gateway", *args],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                env={**os.environ, **(env or {})},
+            )
+        finally:
+            log.close()
+
+    async def _wait_http(self, base: str, proc: subprocess.Popen[bytes], what: str,
+                         log_name: str, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        async with HttpClient(base, timeout=2.0, platform=what) as http:
+            while time.monotonic() < deadline:
+                if proc.poll() is not None:
+                    raise StackError(f"{what} exited with code {proc.returncode}; see "
+                                     f"{self.workdir / log_name}:\n{self.tail(log_name)}")
+                try:
+                    await http.get("/healthz")
+                    return
+                except GatewayError:
+                    await anyio.sleep(0.1)
+        raise StackError(f"{what} not ready within {timeout:.0f} s:\n{self.tail(log_name)}")
+
+    def tail(self, log_name: str, lines: int = 15) -> str:
+        try:
+            text = (self.workdir / log_name).read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    async def start(self) -> None:
+        """Start broker (unless external), simulator and gateway; wait until all are ready."""
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        if not self.nats_url:
+            self.broker = EmbeddedBroker(self.workdir / "nats", port=free_port(),
+                                         sync_interval=self.sync_interval)
+            await self.broker.start()
+        self.gateway_port = free_port()
+        self.sim_port = free_port()
+        await self.start_sim()
+        await self.start_gateway()
+
+    async def start_sim(self) -> None:
+        self._sim = self._spawn(
+            ["sim", "--port", str(self.sim_port), "--seed", str(self.seed),
+             "--webhook-url", f"{self.gateway_url}/webhooks/billing",
+             "--webhook-secret", self.webhook_secret], "sim.log")
+        await self._wait_http(self.sim_url, self._sim, "simulator", "sim.log")
+
+    def gateway_config(self) -> Path:
+        path = self.workdir / "gateway.toml"
+        path.write_text(
+            f'data_dir = "{self.workdir / "gateway"}"\n'
+            f'[nats]\nurl = "{self.url}"\n'
+            f"[http]\nport = {self.gateway_port}\n"
+            f'[erp]\nbase_url = "{self.sim_url}"\n'
+            f"[consumers]\nack_wait_s = {self.ack_wait_s}\n"
+        )
+        return path
+
+    async def start_gateway(self, env: Mapping[str, str] | None = None) -> None:
+        """Start (or restart) the gateway process and wait until it serves webhooks."""
+        env = {**self.gateway_env, **(env or {}),
+               "ERPGW_BILLING_WEBHOOK_SECRETS": self.webhook_secret}
+        self._gateway = self._spawn(["up", "--config", str(self.gateway_config())],
+                                    "gateway.log", env)
+        self.gateway_starts += 1
+        await self._wait_http(self.gateway_url, self._gateway, "gateway", "gateway.log")
+
+    @property
+    def gateway_running(self) -> bool:
+        return self._gateway is not None and self._gateway.poll() is None
+
+    def gateway_exit_code(self) -> int | None:
+        return self._gateway.poll() if self._gateway else None
+
+    def kill_gateway(self) -> None:
+        """SIGKILL the gateway process (crash drill)."""
+        if self._gateway is not None and self._gateway.poll() is None:
+            self._gateway.kill()
+            self._gateway.wait()
+
+    async def stop_gateway(self, timeout: float = 15.0) -> int | None:
+        """SIGTERM and wait; SIGKILL after ``timeout``. Returns the exit code."""
+        proc = self._gateway
+        if proc is None:
+            return None
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            deadline = time.monotonic() + timeout
+            while proc.poll() is None and time.monotonic() < deadline:
+                await anyio.sleep(0.05)
+            if proc.poll() is None:
+                proc.kill()
+        return proc.wait()
+
+    async def wait_gateway_exit(self, timeout: float) -> int | None:
+        deadline = time.monotonic() + timeout
+        while self._gateway is not None and self._gateway.poll() is None:
+            if time.monotonic() > deadline:
+                return None
+            await anyio.sleep(0.05)
+        return self._gateway.poll() if self._gateway else None
+
+    async def close(self) -> None:
+        await self.stop_gateway()
+        if self._sim is not None and self._sim.poll() is None:
+            self._sim.send_signal(signal.SIGTERM)
+            try:
+                self._sim.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._sim.kill()
+                self._sim.wait()
+        if self.broker is not None:
+            await self.broker.stop()
+
+    # -- simulator and broker views ------------------------------------------------------------
+
+    async def _sim_call(self, method: str, path: str, body: Any = None) -> Any:
+        async with HttpClient(self.sim_url, timeout=30.0, platform="simulator") as http:
+            raw = None if body is None else msgspec.json.encode(body)
+            resp = await http.request(method, path, raw)
+            return _dec.decode(resp.body) if resp.body else None
+
+    async def bill_run(self, invoices: int, rate: float = 0.0) -> dict[str, Any]:
+        """Ask the billing simulator to issue ``invoices`` invoices at ``rate`` per second."""
+        result: dict[str, Any] = await self._sim_call(
+            "POST", "/billing/v1/bill-runs", {"invoices": invoices, "rate": rate})
+        return result
+
+    async def audit(self) -> dict[str, Any]:
+        result: dict[str, Any] = await self._sim_call("GET", "/sim/v1/audit")
+        return result
+
+    async def set_faults(self, faults: dict[str, Any]) -> None:
+        await self._sim_call("PUT", "/sim/v1/faults", faults)
+
+    async def dead_letters(self) -> list[DeadLetter]:
+        bus = await NatsBus.connect(self.url, name="erpgw-stack")
+        try:
+            raw = await bus.read_stream(Subjects().dlq_stream)
+        finally:
+            await bus.close()
+        return [_letters.decode(r) for r in raw]
+
+    async def wait_drained(self, expected: int, *, stall_timeout: float = 60.0,
+                           progress: Callable[[dict[str, Any], int], None] | None = None,
+                           interval: float = 0.25) -> DrainResult:
+        """Wait until every issued invoice is accepted and then posted or dead-lettered.
+
+        Gives up when nothing moves for ``stall_timeout`` seconds (``drained=False``).
+        """
+        t0 = time.monotonic()
+        last_change = t0
+        last_sig: tuple[int, ...] = ()
+        dead: list[DeadLetter] = []
+        while True:
+            audit = await self.audit()
+            sig = (audit["issued"], audit["accepted"], audit["posted"], audit["postings"])
+            outstanding = audit["unposted_count"]
+            if outstanding:
+                dead = await self.dead_letters()
+            result = DrainResult(audit, dead, False, time.monotonic() - t0)
+            if progress is not None:
+                progress(audit, len(dead))
+            if audit["issued"] >= expected and audit["accepted"] >= audit["issued"] and (
+                    result.lost == 0):
+                result.dead_letters = await self.dead_letters()
+                result.drained = True
+                return result
+            now = time.monotonic()
+            if sig != last_sig:
+                last_sig, last_change = sig, now
+            elif now - last_change > stall_timeout:
+                result.dead_letters = await self.dead_letters()
+                return result
+            await anyio.sleep(interval)

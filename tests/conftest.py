@@ -1,0 +1,32 @@
+"""Shared fixtures: a real nats-server on a free loopback port, started per test."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+from gateway.broker import EmbeddedBroker, free_port
+
+# Deterministic property tests: derandomized, no deadline flakiness on a loaded 2-core box.
+settings.register_profile("erpgw", derandomize=True, deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "erpgw"))
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+async def broker(tmp_path: Path) -> AsyncIterator[EmbeddedBroker]:
+    b = EmbeddedBroker(tmp_path / "nats", port=free_port())
+    await b.start()
+    try:
+        yield b
+    finally:
+        await b.stop()
