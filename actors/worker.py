@@ -47,6 +47,7 @@ class BatchWorker(Actor):
         self.retry = retry or Backoff(base=0.5, factor=2.0, cap=30.0)
         self._rng = random.Random(seed)
         self._consumer: PullConsumer | None = None
+        self._fetch_scope: anyio.CancelScope | None = None
         self.processed = 0
         self.failed = 0
         self.in_flight = 0
@@ -83,13 +84,21 @@ class BatchWorker(Actor):
                 if not d.settled:
                     await d.nak(delay=self.retry_delay(d))
 
+    def request_stop(self) -> None:
+        """Stop after the current batch; a fetch waiting for messages is abandoned at once."""
+        super().request_stop()
+        if self._fetch_scope is not None:
+            self._fetch_scope.cancel()
+
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         self._consumer = await self.bus.pull(self.stream, self.durable)
         task_status.started()
         outage_attempt = 0
         while not self.stop_requested:
+            batch: list[Delivery] = []
             try:
-                batch = await self._consumer.fetch(self.batch, timeout=self.fetch_timeout)
+                with anyio.CancelScope() as self._fetch_scope:
+                    batch = await self._consumer.fetch(self.batch, timeout=self.fetch_timeout)
             except BrokerUnavailable as exc:
                 self.last_error = str(exc)
                 delay = self.retry.delay(outage_attempt, self._rng.random()) + 0.05
@@ -98,6 +107,8 @@ class BatchWorker(Actor):
                 with anyio.move_on_after(delay):
                     await self.wait_stop_requested()
                 continue
+            finally:
+                self._fetch_scope = None
             outage_attempt = 0
             if not batch:
                 continue

@@ -56,7 +56,8 @@ class InvoiceIssued(msgspec.Struct, frozen=True, tag="invoice.issued.v1", tag_fi
         line_sum = sum(line.amount for line in self.lines)
         if line_sum != self.subtotal:
             raise ValueError(
-                f"invoice.lines_total_mismatch: lines sum to {line_sum}, subtotal is {self.subtotal}"
+                f"invoice.lines_total_mismatch: lines sum to {line_sum}, "
+                f"subtotal is {self.subtotal}"
             )
         if self.subtotal + self.tax != self.total:
             raise ValueError(

@@ -1,4 +1,4 @@
-"""A dead letter: a message the gateway gave up on, with everything needed to explain and replay it."""
+"""A dead letter: a message the gateway gave up on, with what it takes to explain and replay it."""
 
 from __future__ import annotations
 

@@ -8,7 +8,6 @@ tag (``invoice.issued.v1``) is the message type, version included.
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated
 
 import msgspec

@@ -73,7 +73,8 @@ def make_envelope(
     )
 
 
-_CODED = re.compile(r"^(?P<code>[a-z_]+\.[a-z_.]+): (?P<msg>.*?)(?: - at `(?P<path>[^`]*)`)?$", re.S)
+_CODED = re.compile(
+    r"^(?P<code>[a-z_]+\.[a-z_.]+): (?P<msg>.*?)(?: - at `(?P<path>[^`]*)`)?$", re.S)
 _WRONG_TYPE = re.compile(r"^Expected `[^`]*`, got `")
 _AT = re.compile(r"^(?P<msg>.*?)(?: - at `(?P<path>[^`]*)`)?$", re.S)
 

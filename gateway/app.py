@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import socket
 from collections.abc import Callable
 
 import anyio
@@ -24,7 +25,7 @@ from actors.infra import HttpClient, Ledger, NatsBus
 from actors.monitor import MetricsPublisher
 from actors.router import InvoiceRouter
 from actors.runtime import ChildSpec, Supervisor, SupervisorEvent
-from contracts import LANES, Subjects
+from contracts import LANES, GatewayError, Subjects
 
 from .broker import EmbeddedBroker
 from .config import Config
@@ -50,6 +51,18 @@ async def provision(bus: NatsBus, cfg: Config) -> Subjects:
     for lane, durable, filt in CONSUMERS:
         await bus.ensure_consumer(subjects.stream(lane), durable, filt(subjects), cfg.consumers)
     return subjects
+
+
+def _check_port(host: str, port: int) -> None:
+    """Fail fast, before anything starts, when the webhook port is taken."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as exc:
+            raise GatewayError(
+                f"cannot listen for webhooks on {host}:{port}: {exc.strerror}; "
+                "choose another with --http-port", code="http.port_busy") from exc
 
 
 def _log_event(ev: SupervisorEvent) -> None:
@@ -81,6 +94,7 @@ async def run_gateway(cfg: Config, *, ready: anyio.Event | None = None,
     """
     data = cfg.data_path
     data.mkdir(parents=True, exist_ok=True)
+    _check_port(cfg.http.host, cfg.http.port)
     broker: EmbeddedBroker | None = None
     url = cfg.nats.url
     if not url:

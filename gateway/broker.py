@@ -139,7 +139,7 @@ class EmbeddedBroker:
         conf = self._write_config()
         log = self.log_path.open("ab")
         try:
-            self._proc = subprocess.Popen(  # noqa: S603 - fixed argv, our own config file
+            self._proc = subprocess.Popen(  # noqa: S603, ASYNC220 - fixed argv; Popen returns at once
                 [binary, "-c", str(conf)],
                 stdin=subprocess.DEVNULL,
                 stdout=log,

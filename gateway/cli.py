@@ -219,13 +219,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("erpgw: interrupted", file=sys.stderr)
         return 130
-    except BaseException as exc:  # noqa: BLE001 - the CLI boundary: explain, never a traceback
+    except BaseException as exc:
         inner = _unwrap(exc)
         if isinstance(inner, KeyboardInterrupt):
             print("erpgw: interrupted", file=sys.stderr)
             return 130
         if isinstance(inner, SystemExit):
             raise inner from None
+        if isinstance(inner, OSError):
+            print(f"erpgw: error: {inner.strerror or inner}", file=sys.stderr)
+            return 3
         if isinstance(inner, GatewayError):
             print(f"erpgw: error [{inner.code}]: {inner.message}", file=sys.stderr)
             return 2 if inner.code.startswith("config.") else 3

@@ -114,7 +114,11 @@ async def run_demo(opts: DemoOptions) -> bool:
         workdir = Path(tmp)
     stack = Stack(workdir, nats_url=opts.nats_url, seed=opts.seed,
                   sync_interval="always" if opts.fsync == "always" else "2m")
-    say = (lambda msg: None) if opts.json else (lambda msg: print(msg, file=sys.stderr))
+
+    def say(msg: str) -> None:
+        if not opts.json:
+            print(msg, file=sys.stderr)
+
     try:
         t0 = time.monotonic()
         say("starting nats-server (JetStream), simulator and gateway ...")

@@ -70,7 +70,7 @@ class Stack:
     nats_url: str = ""  # empty: start an embedded broker for the stack
     seed: int = 7
     ack_wait_s: float = 30.0
-    webhook_secret: str = "whsec_demo"
+    webhook_secret: str = "whsec_demo"  # noqa: S105 - the simulator's demo secret
     gateway_env: dict[str, str] = field(default_factory=dict)
     sync_interval: str = "always"
     broker: EmbeddedBroker | None = field(default=None, init=False)

@@ -29,10 +29,10 @@ from anyio.abc import TaskStatus
 from contracts import (
     BusinessKey,
     ContractError,
+    Envelope,
     GatewayError,
     JsonCodec,
     MsgpackCodec,
-    Envelope,
     Retryable,
     SignatureError,
     Subjects,
@@ -165,11 +165,11 @@ class BillingIngress(Actor):
         app = web.Application(client_max_size=self.settings.max_body_bytes)
         app.router.add_post(self.settings.path, self.webhook)
         app.router.add_get("/healthz", self.healthz)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False,
+                               shutdown_timeout=5.0)
         await runner.setup()
         try:
-            site = web.TCPSite(runner, self.settings.host, self.settings.port, backlog=1024,
-                               shutdown_timeout=5.0)
+            site = web.TCPSite(runner, self.settings.host, self.settings.port, backlog=1024)
             try:
                 await site.start()
             except OSError as exc:

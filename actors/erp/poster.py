@@ -130,12 +130,12 @@ class ErpPoster(BatchWorker):
                         await d.nak(delay=self.retry_delay(d, err))
             return
         except (Permanent, ValueError) as exc:
-            err = exc if isinstance(exc, GatewayError) else Permanent(
+            refusal = exc if isinstance(exc, GatewayError) else Permanent(
                 f"ERP answer could not be read: {exc}", code="erp.bad_response")
-            body_text = getattr(err, "body", None)
+            body_text = getattr(refusal, "body", None)
             for env, _, ds in items:
                 for d in ds:
-                    await self.dlq.send(d, err, business_key=str(env.key),
+                    await self.dlq.send(d, refusal, business_key=str(env.key),
                                         correlation_id=env.correlation_id,
                                         platform_response=body_text)
                     self.failed += 1
@@ -172,10 +172,10 @@ class ErpPoster(BatchWorker):
                 self.processed += 1
         for env, ds, res in rejected:
             code = f"erp.{res.error.code.lower()}" if res.error else "erp.rejected"
-            err = Permanent(res.error.message if res.error else "rejected by the ERP",
-                            code=code)
+            rejection = Permanent(res.error.message if res.error else "rejected by the ERP",
+                                  code=code)
             for d in ds:
-                await self.dlq.send(d, err, business_key=str(env.key),
+                await self.dlq.send(d, rejection, business_key=str(env.key),
                                     correlation_id=env.correlation_id,
                                     platform_response=res.error.message if res.error else None)
                 self.failed += 1

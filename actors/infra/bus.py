@@ -66,7 +66,7 @@ class StreamSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     replicas: int = 1
     duplicate_window_s: float = 600.0
     max_age_s: float = 14 * 24 * 3600.0
-    max_bytes: int = 4 * 1024**3
+    max_bytes: int = 1024**3  # per stream; the embedded server reserves 8 GB for all
     max_msg_size: int = 256 * 1024
 
 
@@ -127,7 +127,7 @@ class Delivery:
         try:
             await coro
             return True
-        except (nats.errors.Error, OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, nats.errors.Error, OSError) as exc:
             log.debug("%s of seq %s not sent: %r", name, self.stream_seq, exc)
             return False
 
@@ -161,7 +161,7 @@ class PullConsumer:
         """
         try:
             msgs = await self._sub.fetch(batch, timeout=timeout)
-        except (nats.errors.TimeoutError, asyncio.TimeoutError):
+        except (TimeoutError, nats.errors.TimeoutError):
             return []
         except (nats.errors.ConnectionClosedError, nats.errors.ConnectionReconnectingError,
                 nats.errors.NoServersError, nats.errors.StaleConnectionError) as exc:
@@ -193,8 +193,11 @@ class NatsBus:
         async def _quiet(exc: Exception) -> None:
             log.warning("nats: %s", exc)
 
+        closing = False
+
         async def _disconnected() -> None:
-            log.warning("nats: disconnected from %s; reconnecting", url)
+            if not closing and not nc.is_closed and not nc.is_draining:
+                log.warning("nats: disconnected from %s; reconnecting", url)
 
         async def _reconnected() -> None:
             log.info("nats: reconnected to %s", url)
@@ -214,7 +217,7 @@ class NatsBus:
                 disconnected_cb=_disconnected,
                 reconnected_cb=_reconnected,
             )
-        except (nats.errors.Error, OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, nats.errors.Error, OSError) as exc:
             raise BrokerUnavailable(f"cannot connect to NATS at {url}: {exc!r}") from exc
         return cls(nc, publish_timeout=publish_timeout)
 
@@ -251,7 +254,7 @@ class NatsBus:
                 await self._js.update_stream(cfg)
         except nats.js.errors.APIError as exc:
             raise BrokerRejected(f"stream {name}: {exc}", code="broker.stream_config") from exc
-        except (nats.errors.Error, asyncio.TimeoutError) as exc:
+        except (TimeoutError, nats.errors.Error) as exc:
             raise BrokerUnavailable(f"stream {name}: {exc!r}") from exc
 
     async def ensure_consumer(self, stream: str, durable: str, filter_subject: str,
@@ -273,7 +276,7 @@ class NatsBus:
         except nats.js.errors.APIError as exc:
             raise BrokerRejected(f"consumer {stream}/{durable}: {exc}",
                                  code="broker.consumer_config") from exc
-        except (nats.errors.Error, asyncio.TimeoutError) as exc:
+        except (TimeoutError, nats.errors.Error) as exc:
             raise BrokerUnavailable(f"consumer {stream}/{durable}: {exc!r}") from exc
 
     async def pull(self, stream: str, durable: str) -> PullConsumer:
@@ -281,24 +284,29 @@ class NatsBus:
         try:
             sub = await self._js.pull_subscribe_bind(durable=durable, stream=stream,
                                                      pending_msgs_limit=4096)
-        except (nats.errors.Error, asyncio.TimeoutError) as exc:
+        except (TimeoutError, nats.errors.Error) as exc:
             raise BrokerUnavailable(f"bind {stream}/{durable}: {exc!r}") from exc
         return PullConsumer(self, sub, stream, durable)
 
     async def consumer_pending(self, stream: str, durable: str) -> tuple[int, int]:
         try:
             info = await self._js.consumer_info(stream, durable, timeout=2.0)
-        except (nats.errors.Error, asyncio.TimeoutError) as exc:
+        except (TimeoutError, nats.errors.Error) as exc:
             raise BrokerUnavailable(f"consumer info {stream}/{durable}: {exc!r}") from exc
         return int(info.num_pending or 0), int(info.num_ack_pending or 0)
 
-    async def stream_messages(self, stream: str) -> int:
-        """How many messages ``stream`` holds; raises ``BrokerUnavailable``."""
+    async def stream_messages(self, stream: str, subject: str | None = None) -> int:
+        """How many messages ``stream`` holds (on ``subject`` only, if given).
+
+        Raises ``BrokerUnavailable``.
+        """
         try:
-            info = await self._js.stream_info(stream)
-        except (nats.errors.Error, asyncio.TimeoutError) as exc:
+            info = await self._js.stream_info(stream, subjects_filter=subject)
+        except (TimeoutError, nats.errors.Error) as exc:
             raise BrokerUnavailable(f"stream info {stream}: {exc!r}") from exc
-        return int(info.state.messages)
+        if subject is None:
+            return int(info.state.messages)
+        return sum((info.state.subjects or {}).values())
 
     async def read_stream(self, stream: str, limit: int = 10_000) -> list[bytes]:
         """The payloads of the first ``limit`` messages of ``stream`` (for tools and reports)."""
@@ -306,13 +314,15 @@ class NatsBus:
         try:
             info = await self._js.stream_info(stream)
             first, last = info.state.first_seq, info.state.last_seq
+            if not info.state.messages:
+                return out
             for seq in range(first, min(last, first + limit - 1) + 1):
                 try:
                     raw = await self._js.get_msg(stream, seq)
                 except nats.js.errors.NotFoundError:
                     continue
                 out.append(raw.data or b"")
-        except (nats.errors.Error, asyncio.TimeoutError) as exc:
+        except (TimeoutError, nats.errors.Error) as exc:
             raise BrokerUnavailable(f"read {stream}: {exc!r}") from exc
         return out
 
@@ -350,7 +360,7 @@ class NatsBus:
         try:
             ack = await self._js.publish(m.subject, m.data, headers=self._headers(m),
                                          timeout=timeout or self._publish_timeout)
-        except (nats.errors.Error, asyncio.TimeoutError, OSError) as exc:
+        except (TimeoutError, nats.errors.Error, OSError) as exc:
             raise self._translate(exc, m.subject) from exc
         return bool(ack.duplicate)
 
@@ -368,7 +378,7 @@ class NatsBus:
             try:
                 futures.append(await self._js.publish_async(m.subject, m.data,
                                                             headers=self._headers(m)))
-            except (nats.errors.Error, asyncio.TimeoutError, OSError) as exc:
+            except (TimeoutError, nats.errors.Error, OSError) as exc:
                 futures.append(self._translate(exc, m.subject))
         pending = [f for f in futures if isinstance(f, asyncio.Future)]
         if pending:
@@ -383,8 +393,8 @@ class NatsBus:
                                                  code="broker.timeout"))
             elif f.cancelled():
                 results.append(BrokerUnavailable(f"publish to {m.subject} cancelled"))
-            elif (exc := f.exception()) is not None:
-                results.append(self._translate(exc, m.subject))
+            elif (failure := f.exception()) is not None:
+                results.append(self._translate(failure, m.subject))
             else:
                 results.append(None)
         return results
@@ -397,13 +407,19 @@ class NatsBus:
             log.debug("emit %s dropped: %r", subject, exc)
 
     async def close(self) -> None:
-        """Drain (flush pending publishes and acks), then close. Never raises."""
+        """Flush what is buffered (acks, publishes), then close. Never raises.
+
+        Not ``drain()``: the actors have already finished and acked their batches, and a pull
+        subscription's prefetched-but-unread messages would keep a drain waiting in vain
+        (they are redelivered to whoever fetches next).
+        """
         if self._nc.is_closed:
             return
         try:
-            await asyncio.wait_for(self._nc.drain(), timeout=5.0)
-        except (nats.errors.Error, asyncio.TimeoutError, OSError) as exc:
-            log.debug("drain: %r", exc)
+            if self._nc.is_connected:
+                await self._nc.flush(timeout=5)
+        except (TimeoutError, nats.errors.Error, OSError) as exc:
+            log.debug("flush before close: %r", exc)
         finally:
             if not self._nc.is_closed:
                 await self._nc.close()

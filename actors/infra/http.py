@@ -15,7 +15,6 @@ payload (SSRF), and refuses any path that is not relative to its base.
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 
 import aiohttp
@@ -106,7 +105,7 @@ class HttpClient:
                 data = await resp.read()
                 status = resp.status
                 retry_after = _retry_after(resp.headers.get("Retry-After"))
-        except (asyncio.TimeoutError, aiohttp.ServerTimeoutError) as exc:
+        except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
             raise Ambiguous(f"{self.platform}: no answer within {self._timeout.total} s "
                             "(the write may have happened)") from exc
         except aiohttp.ServerDisconnectedError as exc:

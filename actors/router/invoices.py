@@ -120,16 +120,16 @@ class InvoiceRouter(BatchWorker):
             owners.append(d)
         results = await self.bus.publish_batch(outs)
         crashpoint("router.after_publish")
-        for d, err in zip(owners, results, strict=True):
-            if err is None:
+        for d, outcome in zip(owners, results, strict=True):
+            if outcome is None:
                 await d.ack()
                 self.processed += 1
-            elif isinstance(err, Retryable) and not self.exhausted(d):
-                self.last_error = str(err)
-                await d.nak(delay=self.retry_delay(d, err))
+            elif isinstance(outcome, Retryable) and not self.exhausted(d):
+                self.last_error = str(outcome)
+                await d.nak(delay=self.retry_delay(d, outcome))
             else:
-                assert isinstance(err, GatewayError)
-                await self.dlq.send(d, err)
+                assert isinstance(outcome, GatewayError)
+                await self.dlq.send(d, outcome)
                 self.failed += 1
 
     def statistics(self) -> dict[str, object]:

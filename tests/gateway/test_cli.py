@@ -1,0 +1,79 @@
+"""The command line as a user meets it: help everywhere, errors that name the problem and
+never a traceback, a demo that reports in JSON."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from gateway.cli import build_parser
+
+
+def erpgw(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "gateway", *args], capture_output=True,
+                          text=True, timeout=timeout, check=False)
+
+
+def test_every_command_has_help() -> None:
+    parser = build_parser()
+    commands = parser._subparsers._group_actions[0].choices  # type: ignore[union-attr]
+    assert {"up", "sim", "demo"} <= set(commands)
+    for name, sub in commands.items():
+        text = sub.format_help()
+        assert name in text and "--" in text
+    top = erpgw("--help")
+    assert top.returncode == 0
+    for name in ("up", "sim", "demo"):
+        assert name in top.stdout
+
+
+def test_bad_config_names_the_setting(tmp_path: Path) -> None:
+    cfg = tmp_path / "erpgw.toml"
+    cfg.write_text("[http]\nport = 'eighty'\n")
+    r = erpgw("up", "--config", str(cfg))
+    assert r.returncode == 2
+    assert "http.port" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_print_config_masks_secrets(tmp_path: Path) -> None:
+    r = subprocess.run([sys.executable, "-m", "gateway", "up", "--print-config"],
+                       capture_output=True, text=True, timeout=60, check=False,
+                       env={"ERPGW_BILLING_WEBHOOK_SECRETS": "canary-secret-123",
+                            "PATH": "/usr/bin:/bin"})
+    assert r.returncode == 0, r.stderr
+    doc = msgspec.json.decode(r.stdout)
+    assert doc["billing"]["webhook_secrets"] == ["***"]
+    assert "canary-secret-123" not in r.stdout + r.stderr
+
+
+@pytest.mark.integration
+def test_busy_ports_fail_fast_with_a_clear_message(tmp_path: Path) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        r = erpgw("up", "--http-port", str(port), "--data-dir", str(tmp_path), timeout=30)
+        assert r.returncode == 3
+        assert "http.port_busy" in r.stderr and str(port) in r.stderr
+        assert "Traceback" not in r.stderr
+        r = erpgw("sim", "--port", str(port), timeout=30)
+        assert r.returncode == 3
+        assert str(port) in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(180)
+def test_demo_json_report() -> None:
+    r = erpgw("demo", "--invoices", "300", "--json")
+    assert r.returncode == 0, r.stderr
+    doc = msgspec.json.decode(r.stdout)
+    assert doc["issued"] == doc["accepted"] == doc["posted"] == 300
+    assert (doc["lost"], doc["duplicates"], doc["dead_lettered"]) == (0, 0, 0)
+    assert doc["throughput_eps"] > 0
+    assert 0 < doc["latency_ms"]["p50"] <= doc["latency_ms"]["p95"] <= doc["latency_ms"]["p99"]
+    assert doc["ok"] is True

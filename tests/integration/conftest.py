@@ -1,0 +1,133 @@
+"""Integration fixtures: a gateway in this process against a real broker, and helpers to
+build signed billing webhooks."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import anyio
+import msgspec
+import pytest
+
+import sim
+from actors.infra import NatsBus
+from contracts import Subjects
+from contracts.platforms.billing import (
+    BillingEvent,
+    BillingInvoice,
+    BillingInvoiceLine,
+    EventData,
+    LineList,
+)
+from contracts.platforms.signing import SIGNATURE_HEADER, sign
+from gateway.app import run_gateway
+from gateway.broker import EmbeddedBroker, free_port
+from gateway.config import Config, load_config
+
+SECRET = "whsec_test"
+
+pytestmark = pytest.mark.integration
+
+
+def billing_event(n: int, *, total_delta: int = 0, currency: str = "usd") -> BillingEvent:
+    line = BillingInvoiceLine(id=f"il_{n}", product="prod_seat", description="seat",
+                              quantity=2, unit_amount=1500, amount=3000)
+    now = int(time.time())
+    inv = BillingInvoice(id=f"in_{n:06d}", number=f"INV-{n}", customer="cus_1",
+                         currency=currency, created=now, period_start=now - 86400 * 30,
+                         period_end=now, lines=LineList(data=[line]), subtotal=3000, tax=300,
+                         total=3300 + total_delta)
+    return BillingEvent(id=f"evt_{n}", type="invoice.finalized", created=now,
+                        data=EventData(object=inv))
+
+
+def signed(body: bytes, *, secret: str = SECRET, at: int | None = None) -> dict[str, str]:
+    return {SIGNATURE_HEADER: sign(secret, body, int(time.time()) if at is None else at),
+            "Content-Type": "application/json"}
+
+
+@dataclass
+class LiveGateway:
+    cfg: Config
+    bus: NatsBus
+    url: str
+    subjects: Subjects
+    sim_url: str
+
+    async def erp_postings(self, external_id: str) -> list[dict[str, Any]]:
+        async with aiohttp.ClientSession() as s, s.get(
+                f"{self.sim_url}/erp/v1/journal-entries",
+                params={"externalId": external_id}) as r:
+            assert r.status == 200
+            doc = msgspec.json.decode(await r.read())
+            items: list[dict[str, Any]] = doc["items"]
+            return items
+
+    async def post(self, body: bytes, headers: dict[str, str]) -> tuple[int, dict[str, object]]:
+        async with aiohttp.ClientSession() as s, s.post(self.url, data=body,
+                                                        headers=headers) as r:
+            return r.status, msgspec.json.decode(await r.read())
+
+    async def billing_messages(self) -> int:
+        """Invoice events stored in the billing lane (what the ingress published)."""
+        return await self.bus.stream_messages(self.subjects.stream("billing"),
+                                              self.subjects.invoice_issued)
+
+
+async def _start(coro: Any, ready: anyio.Event) -> asyncio.Task[None]:
+    # A plain task, not a task group: pytest-asyncio runs fixture setup and teardown in
+    # different tasks, and a cancel scope must be exited in the task that entered it.
+    task = asyncio.create_task(coro)
+    with anyio.fail_after(20):
+        while not ready.is_set():
+            if task.done():
+                task.result()  # raises the start-up error
+            await anyio.sleep(0.01)
+    return task
+
+
+async def _stop(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+@pytest.fixture
+async def sim_url() -> AsyncIterator[str]:
+    """The simulator (billing + ERP) in this process, on a free port."""
+    cfg = sim.SimConfig(port=free_port(), seed=3)
+    ready = anyio.Event()
+    task = await _start(sim.serve(cfg, ready=ready), ready)
+    try:
+        yield f"http://127.0.0.1:{cfg.port}"
+    finally:
+        await _stop(task)
+
+
+@pytest.fixture
+async def live_gateway(broker: EmbeddedBroker, tmp_path: Path,
+                       sim_url: str) -> AsyncIterator[LiveGateway]:
+    port = free_port()
+    cfg = load_config(env={}, overrides={
+        "data_dir": str(tmp_path / "gw"),
+        "nats": {"url": broker.url},
+        "http": {"port": port, "max_body_bytes": 64 * 1024},
+        "billing": {"webhook_secrets": [SECRET]},
+        "erp": {"base_url": sim_url, "timeout_s": 5.0},
+    })
+    bus = await NatsBus.connect(broker.url)
+    ready = anyio.Event()
+    task = await _start(run_gateway(cfg, ready=ready, handle_signals=False), ready)
+    try:
+        yield LiveGateway(cfg, bus, f"http://127.0.0.1:{port}/webhooks/billing",
+                          Subjects(prefix=cfg.nats.prefix), sim_url)
+    finally:
+        await _stop(task)
+        await bus.close()
