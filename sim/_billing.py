@@ -1,0 +1,509 @@
+"""The simulated billing platform: invoice generation and signed webhook delivery.
+
+Theory of operation. ``generate_invoices`` is pure: invoice ``i`` depends only on the seed and
+``i`` (each invoice draws from its own ``random.Random(f"{seed}/{i}")``), so any split of a run
+into chunks produces the same invoices. ``BillingService`` is the shell:
+
+* one *host* coroutine (``run``) owns everything that runs in the background: a task group
+  with ``delivery_concurrency`` delivery workers reading one memory stream (the outbox), plus
+  one issuer task per bill run. Nothing is spawned per invoice.
+* an issuer paces its run (``due_count``), generates invoices in chunks, and for each one
+  takes a slot of a semaphore (``2 * delivery_concurrency`` slots), stamps ``issued_at``,
+  encodes the event once and puts it in the outbox. A worker frees the slot when the event is
+  accepted, so the sim never holds more than that many undelivered events: a slow receiver
+  slows issuance (backpressure) instead of growing memory, and ``issued_at`` is the moment an
+  event was ready to go rather than the start of a queue wait inside the sim.
+* a worker POSTs the body, signed afresh per attempt, until a 2xx, sleeping
+  ``backoff_delay`` between attempts; connection errors and the 10 s timeout count as failed
+  attempts with status 0.
+* all the state one ``reset`` clears lives in an ``_Epoch``. Reset swaps in a new epoch and
+  cancels the old one's task group; the host then starts the new epoch's workers. Invoice and
+  bill-run numbers are not reset, so ids stay unique for the life of the process.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import time
+from datetime import UTC, datetime
+from typing import Annotated
+
+import aiohttp
+import anyio
+import msgspec
+from aiohttp import web
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from contracts.platforms.billing import (
+    BillingEvent,
+    BillingInvoice,
+    BillingInvoiceLine,
+    EventData,
+    LineList,
+)
+from contracts.platforms.signing import SIGNATURE_HEADER, sign
+
+from ._config import SimConfig
+from ._http import SimHTTPError, decode_body, json_response
+from ._records import IssuedInvoice
+
+__all__ = [
+    "BACKOFF_BASE_S",
+    "BACKOFF_CAP_S",
+    "REQUEST_TIMEOUT_S",
+    "BillRunRequest",
+    "BillRunStatus",
+    "BillingService",
+    "Delivery",
+    "EventStatus",
+    "backoff_delay",
+    "due_count",
+    "generate_invoices",
+]
+
+log = logging.getLogger("sim.billing")
+
+BACKOFF_BASE_S = 0.05
+BACKOFF_CAP_S = 2.0
+REQUEST_TIMEOUT_S = 10.0
+MAX_BILL_RUN = 1_000_000
+MAX_RATE = 1_000_000.0  # events/s; bounds the pacing arithmetic (an infinite rate would overflow)
+_CHUNK = 256
+
+_EVENT_ENCODER = msgspec.json.Encoder()
+
+# (product id, description); the weights below make a few products common, as in real catalogs.
+_PRODUCTS: tuple[tuple[str, str], ...] = (
+    ("prod_platform", "Platform subscription"),
+    ("prod_seats", "Additional seats"),
+    ("prod_api", "API calls (per 1k)"),
+    ("prod_storage", "Storage (per GB-month)"),
+    ("prod_support", "Premium support"),
+    ("prod_onboarding", "Onboarding services"),
+    ("prod_sms", "SMS messages"),
+    ("prod_analytics", "Analytics add-on"),
+)
+_PRODUCT_WEIGHTS = (30, 20, 15, 10, 8, 5, 7, 5)
+_CURRENCIES = ("usd", "eur", "gbp", "jpy")
+_CURRENCY_WEIGHTS = (70, 15, 10, 5)
+_LINE_COUNTS = (1, 2, 3, 4, 5)
+_LINE_COUNT_WEIGHTS = (40, 25, 15, 10, 10)
+# Tax rates in basis points (0 to 20 %).
+_TAX_BP = (0, 500, 700, 800, 1000, 1900, 2000)
+_TAX_WEIGHTS = (20, 10, 10, 10, 15, 15, 20)
+
+
+def _month_bounds(now: float) -> tuple[int, int]:
+    """First and last second (unix, UTC) of the month containing ``now``."""
+    dt = datetime.fromtimestamp(now, UTC)
+    start = datetime(dt.year, dt.month, 1, tzinfo=UTC)
+    nxt = datetime(dt.year + dt.month // 12, dt.month % 12 + 1, 1, tzinfo=UTC)
+    return int(start.timestamp()), int(nxt.timestamp()) - 1
+
+
+def _quantity(rng: random.Random) -> int:
+    roll = rng.random()
+    if roll < 0.6:
+        return rng.randint(1, 5)
+    if roll < 0.9:
+        return rng.randint(6, 25)
+    return rng.randint(26, 100)
+
+
+def _invoice(seed: int, index: int, created: int, period: tuple[int, int]) -> BillingInvoice:
+    rng = random.Random(f"{seed}/{index}")
+    currency = rng.choices(_CURRENCIES, _CURRENCY_WEIGHTS)[0]
+    n_lines = rng.choices(_LINE_COUNTS, _LINE_COUNT_WEIGHTS)[0]
+    lines: list[BillingInvoiceLine] = []
+    for k in range(1, n_lines + 1):
+        product, description = rng.choices(_PRODUCTS, _PRODUCT_WEIGHTS)[0]
+        quantity = _quantity(rng)
+        unit_amount = rng.randint(100, 50_000)
+        lines.append(
+            BillingInvoiceLine(
+                id=f"il_{index:06d}_{k}",
+                product=product,
+                description=description,
+                quantity=quantity,
+                unit_amount=unit_amount,
+                amount=quantity * unit_amount,
+            )
+        )
+    subtotal = sum(line.amount for line in lines)
+    tax_bp = rng.choices(_TAX_BP, _TAX_WEIGHTS)[0]
+    tax = (subtotal * tax_bp + 5_000) // 10_000  # round half up, in integers
+    return BillingInvoice(
+        id=f"in_{index:06d}",
+        number=f"INV-{index:06d}",
+        customer=f"cus_{rng.randint(1, 2_000):05d}",
+        currency=currency,
+        created=created,
+        period_start=period[0],
+        period_end=period[1],
+        lines=LineList(data=lines),
+        subtotal=subtotal,
+        tax=tax,
+        total=subtotal + tax,
+    )
+
+
+def generate_invoices(
+    count: int, seed: int, start_index: int, *, now: float | None = None
+) -> list[BillingInvoice]:
+    """``count`` invoices numbered from ``start_index`` (``in_000001`` for index 1).
+
+    A realistic mix: 1-5 lines, quantities 1-100 (mostly small), unit amounts 100-50,000
+    minor units, currencies mostly usd with eur, gbp and some jpy, tax 0-20 % of the subtotal
+    rounded half up. ``created`` is ``now`` (default: the wall clock) and the period is the
+    calendar month (UTC) containing it. Pure when ``now`` is given: invoice ``i`` depends only
+    on ``seed``, ``i`` and ``now``. Raises ``ValueError`` for a negative ``count`` or a
+    ``start_index`` below 1.
+    """
+    if count < 0:
+        raise ValueError(f"count must be >= 0, got {count}")
+    if start_index < 1:
+        raise ValueError(f"start_index must be >= 1, got {start_index}")
+    at = time.time() if now is None else now
+    period = _month_bounds(at)
+    return [_invoice(seed, i, int(at), period) for i in range(start_index, start_index + count)]
+
+
+def backoff_delay(attempt: int, jitter: float) -> float:
+    """Seconds to wait after failed attempt number ``attempt`` (1-based).
+
+    Exponential from ``BACKOFF_BASE_S`` doubling per attempt, capped at ``BACKOFF_CAP_S``;
+    ``jitter`` in [0, 1) picks a point in the upper half of that delay ("equal jitter"), so
+    retries of many events spread out but never fire early. Raises ``ValueError`` for
+    ``attempt < 1``.
+    """
+    if attempt < 1:
+        raise ValueError(f"attempt must be >= 1, got {attempt}")
+    delay = min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2.0 ** min(attempt - 1, 32))
+    return delay / 2 + delay / 2 * jitter
+
+
+def due_count(elapsed: float, rate: float, total: int) -> int:
+    """How many of ``total`` events are due ``elapsed`` seconds into a run at ``rate``/s.
+
+    Event ``k`` (0-based) is due at ``k / rate``, so the first goes at once; ``rate`` 0 means
+    all at once. Raises nothing.
+    """
+    if rate <= 0:
+        return total
+    return min(total, math.floor(max(elapsed, 0.0) * rate) + 1)
+
+
+class BillRunRequest(msgspec.Struct, frozen=True):
+    """Body of ``POST /billing/v1/bill-runs``."""
+
+    invoices: Annotated[int, msgspec.Meta(ge=1, le=MAX_BILL_RUN)]
+    rate: Annotated[float, msgspec.Meta(ge=0.0, le=MAX_RATE)] = 0.0
+
+
+_BILL_RUN_DECODER = msgspec.json.Decoder(BillRunRequest)
+
+
+class BillRunCreated(msgspec.Struct, frozen=True):
+    bill_run_id: str
+    invoices: int
+
+
+class BillRunStatus(msgspec.Struct, frozen=True):
+    """Body of ``GET /billing/v1/bill-runs/{id}``. ``pending`` = issued but not yet accepted."""
+
+    bill_run_id: str
+    invoices: int
+    rate: float
+    issued: int
+    accepted: int
+    pending: int
+    attempts: int
+    done: bool
+
+
+class EventStatus(msgspec.Struct, frozen=True):
+    """Body of ``GET /billing/v1/events/{id}``: one webhook's delivery record.
+
+    ``last_status`` is the last HTTP status received, 0 for a connection error or timeout,
+    null before the first attempt.
+    """
+
+    event_id: str
+    invoice_id: str
+    issued_at: float
+    attempts: int
+    accepted_at: float | None
+    last_status: int | None
+
+
+class Delivery(msgspec.Struct):
+    """Mutable delivery record of one issued invoice's event (written by one worker)."""
+
+    invoice: IssuedInvoice
+    attempts: int = 0
+    accepted_at: float | None = None
+    last_status: int | None = None
+
+
+class _BillRun:
+    __slots__ = ("accepted", "attempts", "id", "invoices", "issued", "rate")
+
+    def __init__(self, run_id: str, invoices: int, rate: float) -> None:
+        self.id = run_id
+        self.invoices = invoices
+        self.rate = rate
+        self.issued = 0
+        self.accepted = 0
+        self.attempts = 0
+
+    def status(self) -> BillRunStatus:
+        return BillRunStatus(
+            bill_run_id=self.id,
+            invoices=self.invoices,
+            rate=self.rate,
+            issued=self.issued,
+            accepted=self.accepted,
+            pending=self.issued - self.accepted,
+            attempts=self.attempts,
+            done=self.accepted == self.invoices,
+        )
+
+
+class _Outbound:
+    __slots__ = ("body", "record", "run")
+
+    def __init__(self, record: Delivery, body: bytes, run: _BillRun) -> None:
+        self.record = record
+        self.body = body
+        self.run = run
+
+
+class _Epoch:
+    """Everything a reset clears: records, runs, the outbox and the tasks working on them."""
+
+    def __init__(self, slots: int) -> None:
+        self.records: dict[str, Delivery] = {}
+        self.runs: dict[str, _BillRun] = {}
+        self.outbox_send: MemoryObjectSendStream[_Outbound]
+        self.outbox_recv: MemoryObjectReceiveStream[_Outbound]
+        self.outbox_send, self.outbox_recv = anyio.create_memory_object_stream[_Outbound](
+            max_buffer_size=math.inf
+        )
+        self.jobs_send: MemoryObjectSendStream[_BillRun]
+        self.jobs_recv: MemoryObjectReceiveStream[_BillRun]
+        self.jobs_send, self.jobs_recv = anyio.create_memory_object_stream[_BillRun](
+            max_buffer_size=math.inf
+        )
+        self.slots = anyio.Semaphore(slots)
+        self.scope: anyio.CancelScope | None = None
+
+    def close(self) -> None:
+        for stream in (self.outbox_send, self.outbox_recv, self.jobs_send, self.jobs_recv):
+            stream.close()
+
+
+class BillingService:
+    """Bill runs and webhook delivery; HTTP handlers for the billing API.
+
+    ``run`` is the host coroutine (one task, started and cancelled by the app's cleanup
+    context); handlers run in aiohttp's request tasks and only touch state synchronously.
+    """
+
+    def __init__(self, config: SimConfig) -> None:
+        if config.delivery_concurrency < 1:
+            raise ValueError(
+                f"delivery_concurrency must be >= 1, got {config.delivery_concurrency}"
+            )
+        if not config.webhook_url.startswith(("http://", "https://")):
+            raise ValueError(f"webhook_url must be an http(s) URL, got {config.webhook_url!r}")
+        self._config = config
+        self._rng = random.Random(config.seed)
+        self._next_invoice = 1
+        self._next_run = 1
+        self._epoch: _Epoch | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self._running = False
+        self._timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S)
+
+    # -- the host ---------------------------------------------------------------------------
+
+    async def run(self, session: aiohttp.ClientSession) -> None:
+        """Run delivery workers and issuers with ``session`` until cancelled.
+
+        Runs in its own task for the life of the app; each reset ends one epoch's task group
+        and this loop starts the next. Raises only what cancels it.
+        """
+        self._session = session
+        self._running = True
+        try:
+            while True:
+                if self._epoch is None:
+                    self._epoch = _Epoch(2 * self._config.delivery_concurrency)
+                epoch = self._epoch
+                try:
+                    async with anyio.create_task_group() as tg:
+                        epoch.scope = tg.cancel_scope
+                        for _ in range(self._config.delivery_concurrency):
+                            tg.start_soon(self._deliver_loop, epoch)
+                        async for bill_run in epoch.jobs_recv:
+                            tg.start_soon(self._issue, epoch, bill_run)
+                finally:
+                    epoch.close()
+        finally:
+            self._running = False
+            self._session = None
+            if self._epoch is not None:  # a reset may have made one the loop never reached
+                self._epoch.close()
+
+    def reset(self) -> None:
+        """Forget every bill run and delivery record; stop issuing and delivering them.
+
+        Synchronous: the next bill run goes to the new epoch at once, and the host starts its
+        workers as soon as the old epoch's tasks are cancelled. Numbering continues.
+        """
+        old = self._epoch
+        self._epoch = _Epoch(2 * self._config.delivery_concurrency)
+        if old is not None:
+            if old.scope is not None:
+                old.scope.cancel()
+            else:  # never started by the host: nothing runs in it
+                old.close()
+
+    # -- state, for the audit and the handlers ------------------------------------------------
+
+    def deliveries(self) -> list[Delivery]:
+        """The delivery records of the current epoch, in issue order."""
+        return [] if self._epoch is None else list(self._epoch.records.values())
+
+    # -- issuing ------------------------------------------------------------------------------
+
+    async def _issue(self, epoch: _Epoch, bill_run: _BillRun) -> None:
+        started = anyio.current_time()
+        sent = 0
+        while sent < bill_run.invoices:
+            elapsed = anyio.current_time() - started
+            due = due_count(elapsed, bill_run.rate, bill_run.invoices)
+            if due <= sent:
+                await anyio.sleep(sent / bill_run.rate - elapsed)
+                continue
+            n = min(due - sent, _CHUNK)
+            first = self._next_invoice
+            self._next_invoice += n
+            for inv in generate_invoices(n, self._config.seed, first, now=time.time()):
+                await epoch.slots.acquire()
+                issued_at = time.time()
+                event = BillingEvent(
+                    id=f"evt_{inv.id}",
+                    type="invoice.finalized",
+                    created=int(issued_at),
+                    data=EventData(object=inv),
+                )
+                record = Delivery(
+                    invoice=IssuedInvoice(
+                        invoice_id=inv.id,
+                        currency=inv.currency.upper(),
+                        total=inv.total,
+                        issued_at=issued_at,
+                    )
+                )
+                epoch.records[inv.id] = record
+                bill_run.issued += 1
+                epoch.outbox_send.send_nowait(
+                    _Outbound(record, _EVENT_ENCODER.encode(event), bill_run)
+                )
+            sent += n
+
+    # -- delivering ---------------------------------------------------------------------------
+
+    async def _deliver_loop(self, epoch: _Epoch) -> None:
+        async for item in epoch.outbox_recv:
+            try:
+                await self._deliver(item)
+            finally:
+                epoch.slots.release()
+
+    async def _deliver(self, item: _Outbound) -> None:
+        record, run = item.record, item.run
+        attempt = 0
+        while True:
+            attempt += 1
+            record.attempts = attempt
+            run.attempts += 1
+            status = await self._post_once(item.body)
+            record.last_status = status
+            if 200 <= status < 300:
+                record.accepted_at = time.time()
+                run.accepted += 1
+                return
+            await anyio.sleep(backoff_delay(attempt, self._rng.random()))
+
+    async def _post_once(self, body: bytes) -> int:
+        """One signed POST of ``body``; its status, or 0 for a connection error or timeout."""
+        session = self._session
+        assert session is not None, "delivery runs only inside BillingService.run"
+        headers = {
+            "Content-Type": "application/json",
+            SIGNATURE_HEADER: sign(self._config.webhook_secret, body, int(time.time())),
+        }
+        try:
+            async with session.post(
+                self._config.webhook_url, data=body, headers=headers, timeout=self._timeout
+            ) as resp:
+                await resp.read()
+                return resp.status
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            log.debug("webhook delivery failed: %r", exc)
+            return 0
+
+    # -- HTTP handlers ------------------------------------------------------------------------
+
+    def _current(self) -> _Epoch:
+        if self._epoch is None:
+            raise SimHTTPError(503, "sim.starting", "the billing service is not running yet")
+        return self._epoch
+
+    async def create_bill_run(self, request: web.Request) -> web.Response:
+        """``POST /billing/v1/bill-runs`` ``{"invoices": N, "rate": R}`` → 202.
+
+        400 naming the field when N is outside 1..1,000,000 or R outside 0..1,000,000; 503
+        when the host task is not running (not started yet, or crashed: see the log).
+        """
+        body = await decode_body(request, _BILL_RUN_DECODER)
+        epoch = self._current()
+        if not self._running:
+            raise SimHTTPError(503, "sim.stopped", "the billing host task is not running")
+        bill_run = _BillRun(f"br_{self._next_run:06d}", body.invoices, body.rate)
+        self._next_run += 1
+        epoch.runs[bill_run.id] = bill_run
+        epoch.jobs_send.send_nowait(bill_run)
+        return json_response(
+            BillRunCreated(bill_run_id=bill_run.id, invoices=bill_run.invoices), status=202
+        )
+
+    async def get_bill_run(self, request: web.Request) -> web.Response:
+        """``GET /billing/v1/bill-runs/{id}`` → ``BillRunStatus``; 404 for an unknown id."""
+        run_id = request.match_info["id"]
+        bill_run = self._current().runs.get(run_id)
+        if bill_run is None:
+            raise SimHTTPError(404, "not_found", f"no bill run {run_id!r}")
+        return json_response(bill_run.status())
+
+    async def get_event(self, request: web.Request) -> web.Response:
+        """``GET /billing/v1/events/{id}`` → ``EventStatus``; 404 for an unknown event id."""
+        event_id = request.match_info["id"]
+        invoice_id = event_id.removeprefix("evt_")
+        record = self._current().records.get(invoice_id) if event_id.startswith("evt_") else None
+        if record is None:
+            raise SimHTTPError(404, "not_found", f"no event {event_id!r}")
+        return json_response(
+            EventStatus(
+                event_id=event_id,
+                invoice_id=invoice_id,
+                issued_at=record.invoice.issued_at,
+                attempts=record.attempts,
+                accepted_at=record.accepted_at,
+                last_status=record.last_status,
+            )
+        )
