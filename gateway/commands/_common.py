@@ -1,0 +1,55 @@
+"""Helpers shared by the command modules."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+__all__ = ["LOG_LEVELS", "add_gateway_flags", "overrides", "run_async"]
+
+LOG_LEVELS = ["debug", "info", "warning", "error"]
+
+
+def run_async(fn: Callable[[], Any]) -> Any:
+    """Run an async entry point on uvloop when available (the production loop)."""
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:  # pragma: no cover - uvloop is a dependency on POSIX
+        return anyio.run(fn)
+    return anyio.run(fn, backend_options={"use_uvloop": True})
+
+
+def add_gateway_flags(p: argparse.ArgumentParser) -> None:
+    """``--config``, ``--nats-url``, ``--nats-port``, ``--data-dir``: where the gateway is."""
+    p.add_argument("--config", type=Path, metavar="FILE",
+                   help="TOML config file (see docs/configuration.md); "
+                        "ERPGW_<SECTION>_<KEY> env vars and these flags override it")
+    p.add_argument("--nats-url", metavar="URL",
+                   help="use this NATS server/cluster instead of starting the embedded one")
+    p.add_argument("--nats-port", type=int, metavar="PORT",
+                   help="client port of the embedded nats-server (default 4222)")
+    p.add_argument("--data-dir", type=Path, metavar="DIR",
+                   help="where the ledger, audit trail and embedded broker store live "
+                        "(default ./data)")
+
+
+def overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """Config overrides from the flags present on ``args``."""
+    o: dict[str, Any] = {}
+    if getattr(args, "nats_url", None):
+        o.setdefault("nats", {})["url"] = args.nats_url
+    if getattr(args, "nats_port", None):
+        o.setdefault("nats", {})["port"] = args.nats_port
+    if getattr(args, "data_dir", None):
+        o["data_dir"] = str(args.data_dir)
+    if getattr(args, "http_port", None):
+        o.setdefault("http", {})["port"] = args.http_port
+    if getattr(args, "erp_url", None):
+        o.setdefault("erp", {})["base_url"] = args.erp_url
+    if getattr(args, "log_level", None):
+        o["log_level"] = args.log_level
+    return o

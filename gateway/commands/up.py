@@ -1,0 +1,44 @@
+"""``erpgw up``: the gateway daemon."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+from ._common import LOG_LEVELS, add_gateway_flags, overrides, run_async
+
+log = logging.getLogger("erpgw.cli")
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from ..app import run_gateway
+    from ..config import load_config
+    from ..logs import setup_logging
+
+    cfg = load_config(args.config, overrides=overrides(args))
+    if args.print_config:
+        import msgspec
+
+        print(msgspec.json.format(msgspec.json.encode(cfg.public()), indent=2).decode())
+        return 0
+    setup_logging(cfg.log_level, json=args.log_json)
+    run_async(lambda: run_gateway(cfg))
+    log.info("gateway stopped cleanly")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    up = sub.add_parser("up", help="run the gateway daemon (Ctrl-C/SIGTERM drains and exits)",
+                        description="Run the gateway: embedded nats-server (unless --nats-url), "
+                                    "billing webhook ingress, invoice router, ERP poster. "
+                                    "The first Ctrl-C/SIGTERM drains in-flight work and exits; "
+                                    "a second stops at once.")
+    add_gateway_flags(up)
+    up.add_argument("--http-port", type=int, metavar="PORT",
+                    help="port of the webhook/health HTTP server (default 8600)")
+    up.add_argument("--erp-url", metavar="URL", help="ERP base URL (default the simulator's)")
+    up.add_argument("--log-level", choices=LOG_LEVELS)
+    up.add_argument("--log-json", action="store_true", help="JSON log lines")
+    up.add_argument("--print-config", action="store_true",
+                    help="print the effective configuration (secrets masked) and exit")
+    up.set_defaults(func=cmd_up)
