@@ -4,7 +4,15 @@ Everything above this package sees our own types and our own error tree
 (``contracts.GatewayError``), never a third-party exception.
 """
 
-from .bus import ConsumerSettings, Delivery, NatsBus, OutMsg, PullConsumer, StreamSettings
+from .bus import (
+    ConsumerSettings,
+    Delivery,
+    NatsBus,
+    OutMsg,
+    PullConsumer,
+    StoredMsg,
+    StreamSettings,
+)
 from .http import HttpClient, HttpResponse
 from .ledger import Ledger, PostingRow
 
@@ -18,5 +26,6 @@ __all__ = [
     "OutMsg",
     "PostingRow",
     "PullConsumer",
+    "StoredMsg",
     "StreamSettings",
 ]

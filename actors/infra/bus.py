@@ -43,6 +43,7 @@ __all__ = [
     "NatsBus",
     "OutMsg",
     "PullConsumer",
+    "StoredMsg",
     "StreamSettings",
 ]
 
@@ -90,6 +91,17 @@ class OutMsg:
     data: bytes
     msg_id: str
     headers: dict[str, str] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredMsg:
+    """A message as the stream stores it (for tools: DLQ, trace, replay)."""
+
+    seq: int
+    subject: str
+    data: bytes
+    headers: dict[str, str]
+    time: float  # unix seconds the stream stored it
 
 
 class Delivery:
@@ -187,23 +199,24 @@ class NatsBus:
 
     @classmethod
     async def connect(cls, url: str, *, name: str = "erpgw", connect_timeout: float = 5.0,
-                      publish_timeout: float = 5.0) -> NatsBus:
-        """Connect (reconnecting forever afterwards). Raises ``BrokerUnavailable``."""
+                      publish_timeout: float = 5.0, wait_for_server: float = 30.0) -> NatsBus:
+        """Connect, waiting up to ``wait_for_server`` s for the server to come up; once
+        connected, reconnect forever. Raises ``BrokerUnavailable``."""
+        connected = False
 
-        async def _quiet(exc: Exception) -> None:
-            log.warning("nats: %s", exc)
-
-        closing = False
+        async def _error(exc: Exception) -> None:
+            log.log(logging.WARNING if connected else logging.DEBUG, "nats: %s", exc)
 
         async def _disconnected() -> None:
-            if not closing and not nc.is_closed and not nc.is_draining:
+            if connected and not nc_ref[0].is_closed and not nc_ref[0].is_draining:
                 log.warning("nats: disconnected from %s; reconnecting", url)
 
         async def _reconnected() -> None:
             log.info("nats: reconnected to %s", url)
 
+        nc_ref: list[Client] = []
         try:
-            nc = await nats.connect(
+            nc = await asyncio.wait_for(nats.connect(
                 url,
                 name=name,
                 connect_timeout=connect_timeout,
@@ -213,12 +226,15 @@ class NatsBus:
                 ping_interval=10,
                 max_outstanding_pings=3,
                 pending_size=64 * 1024 * 1024,
-                error_cb=_quiet,
+                error_cb=_error,
                 disconnected_cb=_disconnected,
                 reconnected_cb=_reconnected,
-            )
-        except (TimeoutError, nats.errors.Error, OSError) as exc:
-            raise BrokerUnavailable(f"cannot connect to NATS at {url}: {exc!r}") from exc
+            ), timeout=wait_for_server)
+        except (nats.errors.Error, OSError, TimeoutError) as exc:
+            raise BrokerUnavailable(f"cannot connect to NATS at {url} "
+                                    f"(waited {wait_for_server:g} s): {exc!r}") from exc
+        nc_ref.append(nc)
+        connected = True
         return cls(nc, publish_timeout=publish_timeout)
 
     @property
@@ -310,18 +326,29 @@ class NatsBus:
 
     async def read_stream(self, stream: str, limit: int = 10_000) -> list[bytes]:
         """The payloads of the first ``limit`` messages of ``stream`` (for tools and reports)."""
-        out: list[bytes] = []
+        return [m.data for m in await self.scan(stream, limit=limit)]
+
+    async def scan(self, stream: str, *, subject: str | None = None, start_seq: int = 1,
+                   limit: int = 10_000) -> list[StoredMsg]:
+        """Stored messages of ``stream`` from ``start_seq`` on, optionally only ``subject``
+        (wildcards allowed), at most ``limit``. For tools (DLQ, trace, replay), not hot paths.
+
+        Raises ``BrokerUnavailable``.
+        """
+        out: list[StoredMsg] = []
+        seq = max(1, start_seq)
         try:
-            info = await self._js.stream_info(stream)
-            first, last = info.state.first_seq, info.state.last_seq
-            if not info.state.messages:
-                return out
-            for seq in range(first, min(last, first + limit - 1) + 1):
+            while len(out) < limit:
                 try:
-                    raw = await self._js.get_msg(stream, seq)
+                    raw = await self._js.get_msg(stream, seq, subject=subject or ">", next=True)
                 except nats.js.errors.NotFoundError:
-                    continue
-                out.append(raw.data or b"")
+                    break
+                if raw.seq is None:
+                    break
+                out.append(StoredMsg(seq=raw.seq, subject=raw.subject or "",
+                                     data=raw.data or b"", headers=dict(raw.headers or {}),
+                                     time=raw.time.timestamp() if raw.time else 0.0))
+                seq = raw.seq + 1
         except (TimeoutError, nats.errors.Error) as exc:
             raise BrokerUnavailable(f"read {stream}: {exc!r}") from exc
         return out

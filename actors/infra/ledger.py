@@ -105,14 +105,19 @@ class Ledger:
         await self._db.close()
 
     async def known(self, keys: Iterable[str]) -> set[str]:
-        """The subset of ``keys`` that already have a posting row (posted or dead-lettered)."""
+        """The subset of ``keys`` already posted.
+
+        A dead-lettered key is not "known": replaying its dead letter after a fix must reach
+        the ERP again (whose idempotency key still guards against a double posting).
+        """
         keys = list(keys)
         found: set[str] = set()
         try:
             for i in range(0, len(keys), 500):
                 chunk = keys[i : i + 500]
                 marks = ",".join("?" * len(chunk))
-                sql = f"SELECT idempotency_key FROM postings WHERE idempotency_key IN ({marks})"  # noqa: S608 - only '?' marks are interpolated
+                sql = ("SELECT idempotency_key FROM postings "  # noqa: S608 - only '?' marks
+                       f"WHERE status = 'posted' AND idempotency_key IN ({marks})")
                 async with self._db.execute(sql, chunk) as cur:
                     found.update(r[0] for r in await cur.fetchall())
         except sqlite3.Error as exc:
@@ -122,7 +127,8 @@ class Ledger:
     async def record(self, rows: Sequence[PostingRow]) -> None:
         """Write posting rows and their audit rows in one durable transaction.
 
-        A key already present is left as it is (first outcome wins) but still audited.
+        A posted key is never changed again; a dead-lettered key becomes posted when a replay
+        succeeds. Every row is audited either way.
         Raises ``LedgerUnavailable``; on failure nothing of the batch is written.
         """
         if not rows:
@@ -138,7 +144,9 @@ class Ledger:
             try:
                 await self._db.executemany(
                     "INSERT INTO postings VALUES (?,?,?,?,?,?,?,?) "
-                    "ON CONFLICT(idempotency_key) DO NOTHING",
+                    "ON CONFLICT(idempotency_key) DO UPDATE SET status = excluded.status, "
+                    "erp_id = excluded.erp_id, recorded_at = excluded.recorded_at "
+                    "WHERE postings.status = 'dead_lettered'",
                     [(r.idempotency_key, r.external_id, r.erp_id, r.status, r.amount,
                       r.currency, r.correlation_id, r.recorded_at) for r in rows],
                 )

@@ -53,3 +53,24 @@ def overrides(args: argparse.Namespace) -> dict[str, Any]:
     if getattr(args, "log_level", None):
         o["log_level"] = args.log_level
     return o
+
+
+def nats_url_for(args: argparse.Namespace) -> tuple[str, str]:
+    """(NATS URL, subject prefix) of the gateway a tool command talks to.
+
+    ``--nats-url`` wins; otherwise the config's ``nats.url``; otherwise the embedded broker of a
+    local ``erpgw up`` (``nats://127.0.0.1:<nats.port>``). Raises ``ConfigError``.
+    """
+    from ..config import load_config
+
+    cfg = load_config(getattr(args, "config", None), overrides=overrides(args))
+    return cfg.nats.url or f"nats://127.0.0.1:{cfg.nats.port}", cfg.nats.prefix
+
+
+def add_tool_flags(p: argparse.ArgumentParser) -> None:
+    """Flags of commands that inspect a running gateway over NATS."""
+    p.add_argument("--config", type=Path, metavar="FILE", help="the gateway's TOML config")
+    p.add_argument("--nats-url", metavar="URL",
+                   help="NATS server of the gateway (default: the config's, or the embedded "
+                        "broker of a local `erpgw up` on 127.0.0.1:4222)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
