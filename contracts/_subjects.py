@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import msgspec
 
-from ._registry import MESSAGE_SPECS
-
 __all__ = ["LANES", "Subjects"]
 
 # Durable lanes with a JetStream stream each. The sync lane is request/reply (no stream) and
@@ -50,30 +48,6 @@ class Subjects(msgspec.Struct, frozen=True):
     @property
     def billing_erp_commands(self) -> str:
         return f"{self.prefix}.billing.cmd.erp.>"
-
-    def event(self, lane: str, type_: str) -> str:
-        """``<prefix>.<lane>.evt.<type>``: an event of type ``type_`` on ``lane``."""
-        return f"{self.prefix}.{lane}.evt.{type_}"
-
-    def command(self, lane: str, type_: str) -> str:
-        """``<prefix>.<lane>.cmd.<type>``: a command of type ``type_`` on ``lane``."""
-        return f"{self.prefix}.{lane}.cmd.{type_}"
-
-    def for_type(self, type_: str) -> str:
-        """The subject of a canonical message type (``invoice.issued.v1``).
-
-        Raises ``KeyError`` for a type that is not in the registry.
-        """
-        spec = MESSAGE_SPECS[type_]
-        name = spec.subject_type or spec.type
-        return self.event(spec.lane, name) if spec.kind == "evt" else self.command(spec.lane, name)
-
-    def lane_commands(self, lane: str) -> str:
-        return f"{self.prefix}.{lane}.cmd.>"
-
-    @property
-    def mon_wildcard(self) -> str:
-        return f"{self.prefix}.mon.>"
 
     def dlq(self, lane: str, code: str) -> str:
         return f"{self.prefix}.dlq.{lane}.{code.replace('.', '_')}"
