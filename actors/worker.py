@@ -25,6 +25,7 @@ from anyio.abc import TaskStatus
 from contracts import Retryable
 
 from .infra.bus import BrokerUnavailable, ConsumerSettings, Delivery, NatsBus, PullConsumer
+from .resilience import Decision, RetryPolicy, decide
 from .runtime import Actor, Backoff
 
 __all__ = ["BatchWorker"]
@@ -45,6 +46,7 @@ class BatchWorker(Actor):
         self.consumer_settings = consumer
         self.batch = batch
         self.retry = retry or Backoff(base=0.5, factor=2.0, cap=30.0)
+        self.policy = RetryPolicy(backoff=self.retry, min_delay=self.retry.base)
         self._rng = random.Random(seed)
         self._consumer: PullConsumer | None = None
         self._fetch_scope: anyio.CancelScope | None = None
@@ -62,9 +64,15 @@ class BatchWorker(Actor):
             delay = max(delay, err.retry_after)
         return delay
 
-    def exhausted(self, d: Delivery) -> bool:
-        """True on the last delivery the consumer allows: dead-letter instead of nak."""
-        return d.num_delivered >= self.consumer_settings.max_deliver
+    def decide(self, d: Delivery, err: Exception) -> Decision:
+        """The retry policy's verdict for ``d`` after ``err`` (see ``actors.resilience``)."""
+        return decide(err, d.num_delivered, self.consumer_settings.max_deliver,
+                      self._rng.random(), self.policy)
+
+    async def gate(self) -> None:
+        """Wait until the next fetch may happen. Default: at once. Adapters guarding a
+        platform override it so that, while the platform is down, work waits in the stream
+        instead of being fetched and failed."""
 
     @abstractmethod
     async def handle(self, batch: Sequence[Delivery]) -> None:
@@ -95,6 +103,9 @@ class BatchWorker(Actor):
         task_status.started()
         outage_attempt = 0
         while not self.stop_requested:
+            await self.gate()
+            if self.stop_requested:
+                break
             batch: list[Delivery] = []
             try:
                 with anyio.CancelScope() as self._fetch_scope:

@@ -17,12 +17,14 @@ from collections.abc import Callable
 
 import anyio
 import anyio.abc
+import msgspec
 
 from actors.billing import BillingIngress
 from actors.deadletter import DeadLetterSink
 from actors.erp import ErpPoster
 from actors.infra import HttpClient, Ledger, NatsBus
 from actors.monitor import MetricsPublisher
+from actors.resilience import CircuitBreaker, RateLimiter, Transition
 from actors.router import InvoiceRouter
 from actors.runtime import ChildSpec, Supervisor, SupervisorEvent
 from contracts import LANES, GatewayError, Subjects
@@ -33,6 +35,7 @@ from .config import Config
 __all__ = ["CONSUMERS", "provision", "run_gateway"]
 
 log = logging.getLogger("erpgw.gateway")
+_json = msgspec.json.Encoder()
 
 # (lane, durable name, filter) of every durable consumer the gateway owns.
 CONSUMERS: tuple[tuple[str, str, Callable[[Subjects], str]], ...] = (
@@ -128,7 +131,6 @@ async def _run_tree(cfg: Config, bus: NatsBus, subjects: Subjects, ledger: Ledge
                     erp_http: HttpClient, ready: anyio.Event | None,
                     handle_signals: bool) -> None:
     billing_stream = subjects.stream("billing")
-    common = {"bus": bus, "stream": billing_stream, "consumer": cfg.consumers}
     tree: Supervisor | None = None
 
     def snapshot() -> dict[str, object]:
@@ -137,15 +139,26 @@ async def _run_tree(cfg: Config, bus: NatsBus, subjects: Subjects, ledger: Ledge
     def health() -> dict[str, object]:
         return {"actors": snapshot()}
 
+    # Breaker and limiter outlive restarts of the poster: a crash-looping adapter must not
+    # reset the evidence that the ERP is down, nor its request budget (fail closed).
+    breaker = CircuitBreaker("erp.journal_bulk", cfg.erp_breaker)
+    limiter = RateLimiter("erp", cfg.erp_limiter)
+
+    async def breaker_events(moves: list[Transition]) -> None:
+        for t in moves:
+            await bus.emit(subjects.mon_event("breaker"), _json.encode(t))
+
     children = [
         ChildSpec("erp-journal", lambda: ErpPoster(
             "erp-journal", durable="erp-journal", batch=cfg.erp.batch, erp=erp_http,
             ledger=ledger, dlq=DeadLetterSink(bus, subjects, "billing", billing_stream),
-            **common)),
+            breaker=breaker, limiter=limiter, on_transitions=breaker_events, bus=bus,
+            stream=billing_stream, consumer=cfg.consumers)),
         ChildSpec("invoice-router", lambda: InvoiceRouter(
             "invoice-router", durable="invoice-router", batch=cfg.router.batch,
             subjects=subjects, accounts=cfg.accounts,
-            dlq=DeadLetterSink(bus, subjects, "billing", billing_stream), **common)),
+            dlq=DeadLetterSink(bus, subjects, "billing", billing_stream), bus=bus,
+            stream=billing_stream, consumer=cfg.consumers)),
         ChildSpec("billing-ingress", lambda: BillingIngress(
             "billing-ingress", bus=bus, subjects=subjects, settings=cfg.http,
             secrets=cfg.billing.webhook_secrets, health=health)),

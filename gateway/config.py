@@ -18,6 +18,7 @@ import msgspec
 
 from actors.billing import IngressSettings
 from actors.infra import ConsumerSettings, StreamSettings
+from actors.resilience import BreakerConfig, LimiterConfig
 from actors.router import AccountMap
 from contracts import GatewayError
 
@@ -66,6 +67,10 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     erp: ErpConfig = msgspec.field(default_factory=ErpConfig)
     router: RouterConfig = msgspec.field(default_factory=RouterConfig)
     accounts: AccountMap = msgspec.field(default_factory=AccountMap)
+    # The ERP bulk endpoint's circuit breaker and the ERP account's request budget.
+    erp_breaker: BreakerConfig = msgspec.field(default_factory=BreakerConfig)
+    erp_limiter: LimiterConfig = msgspec.field(
+        default_factory=lambda: LimiterConfig(rate=50.0, burst=20))
 
     @property
     def data_path(self) -> Path:

@@ -43,6 +43,8 @@ async def select_events(bus: NatsBus, subjects: Subjects, lane: str, *, since: d
     for m in await bus.scan(stream, subject=subjects.lane_events(lane), limit=limit):
         if m.time < cutoff:
             continue
+        k: str | None
+        corr: str | None
         try:
             env = _codec.decode(m.data)
             k, corr = str(env.key), env.correlation_id

@@ -12,8 +12,15 @@ Theory of operation, per batch:
    transaction; only then ack (or dead-letter and term) the inputs.
 
 A retryable failure of the whole request (429, 5xx, timeout, connection) naks the batch with a
-jittered delay no shorter than the platform's ``Retry-After``; on the last allowed delivery the
-message is dead-lettered instead, with the platform's answer as evidence.
+jittered delay no shorter than the platform's ``Retry-After`` (``actors.resilience.decide``); on
+the last allowed delivery the message is dead-lettered instead, with the platform's answer as
+evidence.
+
+Guarding the ERP: a circuit breaker per endpoint stops the poster from *fetching* while the ERP
+is failing (work waits in the stream, nothing is nak'ed or failed), then lets one probe through;
+its state changes are published on ``<prefix>.mon.events.breaker``. A rate limiter (token
+bucket, adaptive on 429 and ``Retry-After``) paces the requests; it fails closed: no permit, no
+request.
 """
 
 from __future__ import annotations
@@ -21,8 +28,10 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
+
+import anyio
 
 from contracts import (
     ContractError,
@@ -39,8 +48,9 @@ from contracts.platforms import erp as wire
 from ..crash import crashpoint
 from ..deadletter import DeadLetterSink
 from ..infra.bus import Delivery
-from ..infra.http import HttpClient, PlatformRejected
+from ..infra.http import HttpClient, HttpResponse, PlatformRejected, PlatformUnavailable
 from ..infra.ledger import Ledger, PostingRow
+from ..resilience import CircuitBreaker, DeadLetter, RateLimiter, Retry, Transition
 from ..stats import percentiles
 from ..worker import BatchWorker
 
@@ -68,16 +78,86 @@ def entry_to_wire(e: PostJournalEntry) -> wire.JournalEntryIn:
 
 class ErpPoster(BatchWorker):
     def __init__(self, name: str, *, erp: HttpClient, ledger: Ledger, dlq: DeadLetterSink,
-                 **kw: object) -> None:
+                 breaker: CircuitBreaker | None = None, limiter: RateLimiter | None = None,
+                 on_transitions: Callable[[list[Transition]], Awaitable[None]] | None = None,
+                 clock: Callable[[], float] = time.monotonic, **kw: object) -> None:
         super().__init__(name, **kw)  # type: ignore[arg-type]
         self.erp = erp
         self.ledger = ledger
         self.dlq = dlq
+        self.breaker = breaker
+        self.limiter = limiter
+        self._on_transitions = on_transitions
+        self._clock = clock
         self.posted = 0
         self.replayed = 0
         self.skipped_known = 0
         self.requests = 0
         self._latency_ms: deque[float] = deque(maxlen=20_000)
+
+    async def gate(self) -> None:
+        """While the breaker is open, wait here (work stays in the stream)."""
+        if self.breaker is None:
+            return
+        await self._publish_transitions()
+        while not self.stop_requested:
+            wait = self.breaker.retry_in(self._clock())
+            if wait <= 0:
+                return
+            with anyio.move_on_after(min(wait, 1.0)):
+                await self.wait_stop_requested()
+
+    async def _publish_transitions(self) -> None:
+        if self.breaker is None:
+            return
+        moves = self.breaker.drain_transitions()
+        for t in moves:
+            log.warning("ERP breaker %s: %s -> %s (%s)", t.breaker, t.source, t.target,
+                        t.reason)
+        if moves and self._on_transitions is not None:
+            await self._on_transitions(moves)
+
+    async def _permit(self) -> None:
+        """Wait for a rate-limiter permit (fails closed: no permit, no request)."""
+        if self.limiter is None:
+            return
+        while True:
+            wait = self.limiter.acquire(1, self._clock())
+            if wait <= 0:
+                return
+            await anyio.sleep(min(wait, 0.5))
+
+    async def _call(self, body: bytes) -> HttpResponse:
+        """One guarded bulk request: breaker, permit, call, outcome fed back to both."""
+        now = self._clock()
+        if self.breaker is not None and not self.breaker.allow(now):
+            raise PlatformUnavailable("ERP circuit breaker is open", code="erp.breaker_open",
+                                      retry_after=self.breaker.retry_in(now))
+        await self._permit()
+        try:
+            resp = await self.erp.post(BULK_PATH, body)
+        except Exception as exc:
+            now = self._clock()
+            if self.breaker is not None:
+                self.breaker.record_error(exc, now)
+            if self.limiter is not None:
+                self.limiter.release(1)
+                if getattr(exc, "code", "") == "http.rate_limited":
+                    self.limiter.on_throttled(getattr(exc, "retry_after", None), now)
+            raise
+        except BaseException:
+            if self.breaker is not None:
+                self.breaker.release()
+            if self.limiter is not None:
+                self.limiter.release(1)
+            raise
+        now = self._clock()
+        if self.breaker is not None:
+            self.breaker.record_success(now)
+        if self.limiter is not None:
+            self.limiter.release(1)
+            self.limiter.on_success(now)
+        return resp
 
     async def handle(self, batch: Sequence[Delivery]) -> None:
         todo: dict[str, tuple[Envelope, PostJournalEntry, list[Delivery]]] = {}
@@ -112,7 +192,7 @@ class ErpPoster(BatchWorker):
         body = _json.encode(wire.BulkRequest(items=[entry_to_wire(e) for _, e, _ in items]))
         self.requests += 1
         try:
-            resp = await self.erp.post(BULK_PATH, body)
+            resp = await self._call(body)
             results = _bulk_dec.decode(resp.body).results  # ContractError is Permanent
             if len(results) != len(items):
                 raise PlatformRejected(
@@ -121,13 +201,18 @@ class ErpPoster(BatchWorker):
         except Retryable as err:
             self.last_error = str(err)
             log.info("ERP bulk of %d not posted (%s): %s", len(items), err.code, err)
-            for _, _, ds in items:
+            await self._publish_transitions()
+            for env, _, ds in items:
                 for d in ds:
-                    if self.exhausted(d):
-                        await self.dlq.send(d, err, platform_response=err.message)
-                        self.failed += 1
-                    else:
-                        await d.nak(delay=self.retry_delay(d, err))
+                    match self.decide(d, err):
+                        case Retry(delay=delay):
+                            await d.nak(delay=delay)
+                        case DeadLetter() as verdict:
+                            await self.dlq.send(d, verdict.as_error(err),
+                                                business_key=str(env.key),
+                                                correlation_id=env.correlation_id,
+                                                platform_response=err.message)
+                            self.failed += 1
             return
         except (Permanent, ValueError) as exc:
             refusal = exc if isinstance(exc, GatewayError) else Permanent(
@@ -183,6 +268,8 @@ class ErpPoster(BatchWorker):
     def statistics(self) -> dict[str, object]:
         return {
             **super().statistics(),
+            "breaker": self.breaker.statistics() if self.breaker else None,
+            "limiter": self.limiter.statistics() if self.limiter else None,
             "posted": self.posted,
             "replayed": self.replayed,
             "skipped_known": self.skipped_known,

@@ -20,12 +20,10 @@ import msgspec
 from contracts import (
     ContractError,
     Envelope,
-    GatewayError,
     InvoiceIssued,
     JournalLine,
     MsgpackCodec,
     PostJournalEntry,
-    Retryable,
     Subjects,
     derive_id,
     make_envelope,
@@ -34,6 +32,7 @@ from contracts import (
 from ..crash import crashpoint
 from ..deadletter import DeadLetterSink
 from ..infra.bus import Delivery, OutMsg
+from ..resilience import DeadLetter, Retry
 from ..worker import BatchWorker
 
 __all__ = ["AccountMap", "InvoiceRouter", "journal_for_invoice", "plan_invoice"]
@@ -124,13 +123,14 @@ class InvoiceRouter(BatchWorker):
             if outcome is None:
                 await d.ack()
                 self.processed += 1
-            elif isinstance(outcome, Retryable) and not self.exhausted(d):
-                self.last_error = str(outcome)
-                await d.nak(delay=self.retry_delay(d, outcome))
             else:
-                assert isinstance(outcome, GatewayError)
-                await self.dlq.send(d, outcome)
-                self.failed += 1
+                self.last_error = str(outcome)
+                match self.decide(d, outcome):
+                    case Retry(delay=delay):
+                        await d.nak(delay=delay)
+                    case DeadLetter() as verdict:
+                        await self.dlq.send(d, verdict.as_error(outcome))
+                        self.failed += 1
 
     def statistics(self) -> dict[str, object]:
         return {**super().statistics(), "skipped": self.skipped,
