@@ -73,6 +73,8 @@ class Stack:
     webhook_secret: str = "whsec_demo"  # noqa: S105 - the simulator's demo secret
     gateway_env: dict[str, str] = field(default_factory=dict)
     sync_interval: str = "always"
+    # Extra TOML appended to the gateway's config (whole sections, e.g. "[erp]\ntimeout_s = 2").
+    gateway_toml: str = ""
     broker: EmbeddedBroker | None = field(default=None, init=False)
     _gateway: subprocess.Popen[bytes] | None = field(default=None, init=False)
     _sim: subprocess.Popen[bytes] | None = field(default=None, init=False)
@@ -148,20 +150,23 @@ class Stack:
         await self._wait_http(self.sim_url, self._sim, "simulator", "sim.log")
 
     def gateway_config(self) -> Path:
+        """Write the gateway's config; the ERP base URL goes by environment variable so that
+        ``gateway_toml`` may carry its own ``[erp]`` section."""
         path = self.workdir / "gateway.toml"
         path.write_text(
             f'data_dir = "{self.workdir / "gateway"}"\n'
             f'[nats]\nurl = "{self.url}"\n'
             f"[http]\nport = {self.gateway_port}\n"
-            f'[erp]\nbase_url = "{self.sim_url}"\n'
             f"[consumers]\nack_wait_s = {self.ack_wait_s}\n"
+            f"{self.gateway_toml}\n"
         )
         return path
 
     async def start_gateway(self, env: Mapping[str, str] | None = None) -> None:
         """Start (or restart) the gateway process and wait until it serves webhooks."""
         env = {**self.gateway_env, **(env or {}),
-               "ERPGW_BILLING_WEBHOOK_SECRETS": self.webhook_secret}
+               "ERPGW_BILLING_WEBHOOK_SECRETS": self.webhook_secret,
+               "ERPGW_ERP_BASE_URL": self.sim_url}
         self._gateway = self._spawn(["up", "--config", str(self.gateway_config())],
                                     "gateway.log", env)
         self.gateway_starts += 1
@@ -170,6 +175,11 @@ class Stack:
     @property
     def gateway_running(self) -> bool:
         return self._gateway is not None and self._gateway.poll() is None
+
+    @property
+    def gateway_pid(self) -> int | None:
+        """PID of the running gateway process (the bench reads its CPU and RSS), else None."""
+        return self._gateway.pid if self.gateway_running and self._gateway else None
 
     def gateway_exit_code(self) -> int | None:
         return self._gateway.poll() if self._gateway else None
