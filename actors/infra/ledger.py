@@ -164,6 +164,35 @@ class Ledger:
             raise LedgerUnavailable(f"ledger write failed: {exc}") from exc
         self._last_hash = prev
 
+    async def find(self, *, correlation_id: str | None = None, external_id: str | None = None,
+                   idempotency_key: str | None = None) -> list[dict[str, object]]:
+        """Posting rows matching any given id, each with its audit trail (for ``trace``)."""
+        clauses, params = [], []
+        for column, value in (("correlation_id", correlation_id), ("external_id", external_id),
+                              ("idempotency_key", idempotency_key)):
+            if value:
+                clauses.append(f"{column} = ?")
+                params.append(value)
+        if not clauses:
+            return []
+        sql = ("SELECT idempotency_key, external_id, erp_id, status, amount, currency, "  # noqa: S608 - fixed column names, '?' values
+               f"correlation_id, recorded_at FROM postings WHERE {' OR '.join(clauses)}")
+        rows: list[dict[str, object]] = []
+        try:
+            async with self._db.execute(sql, params) as cur:
+                names = [c[0] for c in cur.description]
+                for r in await cur.fetchall():
+                    rows.append(dict(zip(names, r, strict=True)))
+            for row in rows:
+                async with self._db.execute(
+                        "SELECT seq, at, event, detail FROM audit WHERE key = ? ORDER BY seq",
+                        (row["idempotency_key"],)) as cur:
+                    row["audit"] = [{"seq": s, "at": a, "event": e, "detail": d}
+                                    for s, a, e, d in await cur.fetchall()]
+        except sqlite3.Error as exc:
+            raise LedgerUnavailable(f"ledger lookup failed: {exc}") from exc
+        return rows
+
     async def counts(self) -> dict[str, int]:
         async with self._db.execute(
             "SELECT status, COUNT(*) FROM postings GROUP BY status"

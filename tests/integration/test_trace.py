@@ -1,0 +1,50 @@
+"""``erpgw trace`` against a drained run: the path of one invoice, in order, with its outcome."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from gateway.stack import Stack
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
+
+
+async def test_trace_follows_an_invoice_to_the_ledger(tmp_path: Path) -> None:
+    stack = Stack(tmp_path, ack_wait_s=2.0, seed=41)
+    await stack.start()
+    try:
+        await stack.bill_run(30)
+        assert (await stack.wait_drained(30, stall_timeout=30)).lost == 0
+
+        def trace(*args: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                [sys.executable, "-m", "gateway", "trace", "--nats-url", stack.url,
+                 "--data-dir", str(tmp_path / "gateway"), *args],
+                capture_output=True, text=True, timeout=60, check=False)
+
+        r = trace("in_000007", "--json")
+        assert r.returncode == 0, r.stderr
+        t = msgspec.json.decode(r.stdout)
+        assert t["outcome"] == "posted"
+        assert t["keys"] == ["billing:in_000007:v1"]
+        steps = [(h["system"], h["step"]) for h in t["hops"]]
+        assert steps[0] == ("billing", "occurred")
+        stored = [h for h in t["hops"] if h["step"] == "stored"]
+        assert [h["subject"].split(".")[2] for h in stored] == ["evt", "cmd"]
+        assert stored[1]["caused_by"] == stored[0]["message_id"]  # causation chain
+        assert steps[-1] == ("erp", "created")
+        times = [h["at"] for h in t["hops"]]
+        assert times == sorted(times)
+        # the same transaction found by its correlation id, and printed for people
+        by_corr = trace(t["correlation_ids"][0])
+        assert by_corr.returncode == 0 and "outcome: posted" in by_corr.stdout
+        assert "in_000007" in by_corr.stdout
+        unknown = trace("in_999999")
+        assert unknown.returncode == 1 and "nothing known" in unknown.stdout
+    finally:
+        await stack.close()
