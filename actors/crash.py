@@ -1,4 +1,6 @@
-"""Deterministic crash points for drills: ``GW_CRASH_AT=<name>[:<nth>]``.
+"""Deterministic crash points and fault hooks for drills.
+
+Crash points: ``GW_CRASH_AT=<name>[:<nth>]``.
 
 ``crashpoint("erp.after_post")`` makes the process ``os._exit(137)`` (what SIGKILL looks like to
 a parent) the nth time execution passes that point (default: the first). Tests use it to prove
@@ -8,6 +10,12 @@ one dictionary lookup.
 Names in use: ``ingress.after_publish`` (stored in JetStream, 2xx not sent),
 ``router.after_publish`` (outputs stored, inputs not acked), ``erp.after_post`` (ERP answered
 2xx, ledger not committed), ``erp.after_commit`` (ledger committed, inputs not acked).
+
+Fault hooks: ``GW_FAULT=<name>[:<value>][,<name>[:<value>]…]`` makes a component misbehave on
+purpose: ``erp.raise_every:N`` (the ERP poster raises a bug-like error once it has handled N
+more messages: supervision drill), ``erp.fail_start`` (the ERP poster fails at every start:
+restart-storm drill), ``ledger.max_page_count:N`` (the ledger database may not grow past N
+pages: disk-full drill). ``fault(name)`` returns the value ("" when set without one) or None.
 """
 
 from __future__ import annotations
@@ -15,7 +23,7 @@ from __future__ import annotations
 import os
 import sys
 
-__all__ = ["CRASH_POINTS", "crashpoint"]
+__all__ = ["CRASH_POINTS", "FAULTS", "crashpoint", "fault"]
 
 CRASH_POINTS = ("ingress.after_publish", "router.after_publish", "erp.after_post",
                 "erp.after_commit")
@@ -31,6 +39,26 @@ def _parse(spec: str) -> tuple[str, int] | None:
 
 
 _TARGET = _parse(os.environ.get("GW_CRASH_AT", ""))
+
+FAULTS = ("erp.raise_every", "erp.fail_start", "ledger.max_page_count")
+
+
+def _parse_faults(spec: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in filter(None, (p.strip() for p in spec.split(","))):
+        name, _, value = item.partition(":")
+        if name not in FAULTS:
+            raise SystemExit(f"GW_FAULT: unknown fault {name!r}; one of {FAULTS}")
+        out[name] = value
+    return out
+
+
+_FAULTS = _parse_faults(os.environ.get("GW_FAULT", ""))
+
+
+def fault(name: str) -> str | None:
+    """The value of fault hook ``name`` if ``GW_FAULT`` sets it, else None."""
+    return _FAULTS.get(name)
 _passes: dict[str, int] = {}
 
 

@@ -166,15 +166,16 @@ async def _run_tree(cfg: Config, bus: NatsBus, subjects: Subjects, ledger: Ledge
             "metrics", bus=bus, subject=subjects.metrics, snapshot=snapshot,
             consumers=[(subjects.stream(lane), d) for lane, d, _ in CONSUMERS])),
     ]
-    tree = Supervisor("gateway", children, strategy="one_for_one", intensity=5, period=30.0,
+    tree = Supervisor("gateway", children, strategy="one_for_one",
+                      intensity=cfg.supervisor.intensity, period=cfg.supervisor.period_s,
                       on_event=_log_event)
     async with anyio.create_task_group() as tg:
 
         async def supervise(*, task_status: anyio.abc.TaskStatus[None]) -> None:
-            try:
-                await tree.run(task_status=task_status)
-            finally:
-                tg.cancel_scope.cancel()  # the tree is done: stop listening for signals
+            await tree.run(task_status=task_status)
+            # The tree stopped cleanly: stop listening for signals. Not in a `finally`: a
+            # cancelled scope would swallow an escalation raised during start-up.
+            tg.cancel_scope.cancel()
 
         if handle_signals:
             tg.start_soon(_signals, tree, tg.cancel_scope)

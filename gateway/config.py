@@ -56,6 +56,13 @@ class RouterConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     batch: int = 256
 
 
+class SupervisorConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    # More than `intensity` restarts within `period` seconds: stop everything and exit non-zero,
+    # so the outer supervisor (systemd, Kubernetes) sees it instead of a hot restart loop.
+    intensity: int = 5
+    period_s: float = 30.0
+
+
 class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     data_dir: str = "data"
     log_level: str = "info"
@@ -66,6 +73,7 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     billing: BillingConfig = msgspec.field(default_factory=BillingConfig)
     erp: ErpConfig = msgspec.field(default_factory=ErpConfig)
     router: RouterConfig = msgspec.field(default_factory=RouterConfig)
+    supervisor: SupervisorConfig = msgspec.field(default_factory=SupervisorConfig)
     accounts: AccountMap = msgspec.field(default_factory=AccountMap)
     # The ERP bulk endpoint's circuit breaker and the ERP account's request budget.
     erp_breaker: BreakerConfig = msgspec.field(default_factory=BreakerConfig)

@@ -32,6 +32,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 
 import anyio
+from anyio.abc import TaskStatus
 
 from contracts import (
     ContractError,
@@ -45,11 +46,11 @@ from contracts import (
 )
 from contracts.platforms import erp as wire
 
-from ..crash import crashpoint
+from ..crash import crashpoint, fault
 from ..deadletter import DeadLetterSink
 from ..infra.bus import Delivery
 from ..infra.http import HttpClient, HttpResponse, PlatformRejected, PlatformUnavailable
-from ..infra.ledger import Ledger, PostingRow
+from ..infra.ledger import Ledger, LedgerUnavailable, PostingRow
 from ..resilience import CircuitBreaker, DeadLetter, RateLimiter, Retry, Transition
 from ..stats import percentiles
 from ..worker import BatchWorker
@@ -94,6 +95,14 @@ class ErpPoster(BatchWorker):
         self.skipped_known = 0
         self.requests = 0
         self._latency_ms: deque[float] = deque(maxlen=20_000)
+        every = fault("erp.raise_every")
+        self._raise_every = int(every) if every and every.isdigit() else 0
+        self._since_raise = 0
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        if fault("erp.fail_start") is not None:
+            raise RuntimeError("fault hook erp.fail_start: the ERP poster fails at start")
+        await super().run(task_status=task_status)
 
     async def gate(self) -> None:
         """While the breaker is open, wait here (work stays in the stream)."""
@@ -160,6 +169,22 @@ class ErpPoster(BatchWorker):
         return resp
 
     async def handle(self, batch: Sequence[Delivery]) -> None:
+        if self._raise_every:
+            self._since_raise += len(batch)
+            if self._since_raise >= self._raise_every:
+                raise RuntimeError(f"fault hook erp.raise_every:{self._raise_every}")
+        try:
+            await self._handle(batch)
+        except LedgerUnavailable as err:
+            # The ERP may already hold some of these postings: a redelivery is answered
+            # 'replayed' under the same idempotency keys, so nak and try again later.
+            self.last_error = str(err)
+            log.error("ledger unavailable, batch of %d will be redelivered: %s", len(batch), err)
+            for d in batch:
+                if not d.settled:
+                    await d.nak(delay=self.retry_delay(d, err))
+
+    async def _handle(self, batch: Sequence[Delivery]) -> None:
         todo: dict[str, tuple[Envelope, PostJournalEntry, list[Delivery]]] = {}
         for d in batch:
             try:

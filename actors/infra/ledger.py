@@ -24,6 +24,8 @@ import anyio
 
 from contracts import Retryable
 
+from ..crash import fault
+
 __all__ = ["Ledger", "LedgerUnavailable", "PostingRow"]
 
 _SCHEMA = """
@@ -94,6 +96,9 @@ class Ledger:
             await db.execute("PRAGMA synchronous=FULL")
             await db.execute("PRAGMA busy_timeout=5000")
             await db.execute("PRAGMA foreign_keys=ON")
+            pages = fault("ledger.max_page_count")
+            if pages and pages.isdigit():  # disk-full drill (GW_FAULT)
+                await db.execute(f"PRAGMA max_page_count={int(pages)}")
             await db.executescript(_SCHEMA)
             async with db.execute("SELECT hash FROM audit ORDER BY seq DESC LIMIT 1") as cur:
                 row = await cur.fetchone()
