@@ -1,7 +1,25 @@
-"""Canonical data contracts: messages, money, ids, errors, subjects. Stdlib + msgspec only."""
+"""Canonical data contracts: messages, money, ids, errors, subjects. Stdlib + msgspec only.
 
-from ._billing import InvoiceIssued, InvoiceLine
+The model at a glance, the authority table, the evolution rules and every error code:
+docs/contracts.md. JSON Schema / AsyncAPI generation and the compatibility checker live in
+``contracts.schema`` (imported on demand: the hot path never needs it).
+"""
+
+from ._authority import AUTHORITY, authority_for, check_authority, check_envelope_authority
+from ._billing import InvoiceIssued, InvoiceIssuedV2, InvoiceLine, InvoiceRead, TaxLine, invoice_v2
+from ._catalog import (
+    OneTimeTerms,
+    PriceTerms,
+    PriceUpserted,
+    ProductUpserted,
+    RecurringTerms,
+    UsageTerms,
+)
+from ._commission import CommissionAccrued, PartnerSettlementIssued, SettlementLine
+from ._credit import CreditMemoIssued, CreditMemoLine
 from ._deadletter import DeadLetter
+from ._deal import DealApproved, DealRegistered, DealRejected
+from ._drift import unknown_fields
 from ._envelope import BusinessKey, Platform
 from ._errors import (
     Broken,
@@ -12,40 +30,113 @@ from ._errors import (
     Retryable,
     SignatureError,
 )
+from ._fields import MAX_AMOUNT
 from ._ids import derive_id, new_id
-from ._ledger import JournalLine, PostJournalEntry
+from ._ledger import JournalEntryPosted, JournalLine, PostJournalEntry
 from ._message import Envelope, JsonCodec, MsgpackCodec, Payload, contract_error, make_envelope
-from ._money import CURRENCY_EXPONENTS, Currency, Money, check_currency, format_amount
+from ._money import (
+    CURRENCY_EXPONENTS,
+    Currency,
+    Money,
+    allocate,
+    allocate_money,
+    apply_rate_bp,
+    check_currency,
+    format_amount,
+    split_evenly,
+)
+from ._order import OrderBooked, OrderLine
+from ._partner import CustomerUpserted, PartnerTier, PartnerTierChanged, PartnerUpserted
+from ._payment import PaymentApplication, PaymentReceived
+from ._registry import MESSAGE_SPECS, MESSAGES, MessageSpec, message_spec
+from ._revenue import RecognitionLine, RevenueScheduleUpdated
 from ._subjects import LANES, Subjects
+from ._subscription import (
+    SubscriptionActivated,
+    SubscriptionAmended,
+    SubscriptionCancelled,
+    SubscriptionItem,
+    SubscriptionRenewed,
+)
+from ._usage import UsageRecorded
 
 __all__ = [
+    "AUTHORITY",
     "CURRENCY_EXPONENTS",
     "LANES",
+    "MAX_AMOUNT",
+    "MESSAGES",
+    "MESSAGE_SPECS",
     "Broken",
     "BusinessKey",
     "Closed",
+    "CommissionAccrued",
     "ContractError",
+    "CreditMemoIssued",
+    "CreditMemoLine",
     "Currency",
+    "CustomerUpserted",
     "DeadLetter",
+    "DealApproved",
+    "DealRegistered",
+    "DealRejected",
     "Envelope",
     "GatewayError",
     "InvoiceIssued",
+    "InvoiceIssuedV2",
     "InvoiceLine",
+    "InvoiceRead",
+    "JournalEntryPosted",
     "JournalLine",
     "JsonCodec",
+    "MessageSpec",
     "Money",
     "MsgpackCodec",
+    "OneTimeTerms",
+    "OrderBooked",
+    "OrderLine",
+    "PartnerSettlementIssued",
+    "PartnerTier",
+    "PartnerTierChanged",
+    "PartnerUpserted",
     "Payload",
+    "PaymentApplication",
+    "PaymentReceived",
     "Permanent",
     "Platform",
     "PostJournalEntry",
+    "PriceTerms",
+    "PriceUpserted",
+    "ProductUpserted",
+    "RecognitionLine",
+    "RecurringTerms",
     "Retryable",
+    "RevenueScheduleUpdated",
+    "SettlementLine",
     "SignatureError",
     "Subjects",
+    "SubscriptionActivated",
+    "SubscriptionAmended",
+    "SubscriptionCancelled",
+    "SubscriptionItem",
+    "SubscriptionRenewed",
+    "TaxLine",
+    "UsageRecorded",
+    "UsageTerms",
+    "allocate",
+    "allocate_money",
+    "apply_rate_bp",
+    "authority_for",
+    "check_authority",
     "check_currency",
+    "check_envelope_authority",
     "contract_error",
     "derive_id",
     "format_amount",
+    "invoice_v2",
     "make_envelope",
+    "message_spec",
     "new_id",
+    "split_evenly",
+    "unknown_fields",
 ]

@@ -1,21 +1,40 @@
-"""Billing-domain canonical messages (authority: the billing platform)."""
+"""Invoices (authority: the billing platform), in two versions.
+
+``invoice.issued.v1`` is what the running gateway publishes; its fields never change. ``v2``
+adds a tax breakdown as a *required* field, which an additive change within v1 could not do
+(a new required field breaks v1 messages already in the stream). v2 keeps every v1 field with
+the same name and type, so:
+
+- a v2 reader accepts v1: decode with the ``InvoiceRead`` union and call ``invoice_v2()``
+  (a v1 invoice becomes one tax line of unknown jurisdiction and rate);
+- a v1 reader tolerates v2 fields: a v2 body read as v1 simply ignores ``tax_lines``, so while
+  any v1 reader remains a producer publishes ``InvoiceIssuedV2.to_v1()`` on the v1 subject
+  (or both), and moves to v2 alone once every reader is upgraded. A v1 reader that receives
+  the v2 *tag* rejects it (``contract.invalid_value`` at ``$.payload.type``): a type it does
+  not know is never silently misread.
+"""
 
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Annotated
+from typing import Annotated, Literal
 
 import msgspec
 
-from ._money import Currency, check_currency
+from ._fields import Amount, RateBp
+from ._invariants import require_known_currency, require_non_negative, violation
+from ._money import CURRENCY_EXPONENTS, Currency
 
-__all__ = ["InvoiceIssued", "InvoiceLine"]
+__all__ = ["InvoiceIssued", "InvoiceIssuedV2", "InvoiceLine", "InvoiceRead", "TaxLine",
+           "invoice_v2"]
 
 NonNegative = Annotated[int, msgspec.Meta(ge=0)]
 Id = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
 
 
 class InvoiceLine(msgspec.Struct, frozen=True):
+    """One charge on an invoice: ``quantity`` x ``unit_amount`` == ``amount``."""
+
     line_id: Id
     product_id: Id
     description: str
@@ -24,11 +43,35 @@ class InvoiceLine(msgspec.Struct, frozen=True):
     amount: NonNegative
 
     def __post_init__(self) -> None:
+        # Inline fast path: this runs for every line of every invoice on the hot path.
+        if self.quantity < 0 or self.unit_amount < 0 or self.amount < 0:
+            require_non_negative(self, "quantity", "unit_amount", "amount")
         if self.quantity * self.unit_amount != self.amount:
-            raise ValueError(
-                f"invoice.line_amount_mismatch: quantity {self.quantity} x unit_amount "
-                f"{self.unit_amount} != amount {self.amount}"
-            )
+            raise violation(
+                "invoice.line_amount_mismatch",
+                f"quantity {self.quantity} x unit_amount {self.unit_amount} != amount "
+                f"{self.amount}", "amount")
+
+
+def _check_invoice(inv: InvoiceIssued | InvoiceIssuedV2) -> None:
+    """The invariants every invoice version shares (inline fast paths: hot)."""
+    if inv.currency not in CURRENCY_EXPONENTS:
+        require_known_currency(inv.currency)
+    if inv.subtotal < 0 or inv.tax < 0 or inv.total < 0:
+        require_non_negative(inv, "subtotal", "tax", "total")
+    if inv.period_start > inv.period_end:
+        raise violation(
+            "invoice.period_reversed",
+            f"period_start {inv.period_start} is after period_end {inv.period_end}",
+            "period_end")
+    line_sum = sum(line.amount for line in inv.lines)
+    if line_sum != inv.subtotal:
+        raise violation("invoice.lines_total_mismatch",
+                        f"lines sum to {line_sum}, subtotal is {inv.subtotal}", "subtotal")
+    if inv.subtotal + inv.tax != inv.total:
+        raise violation("invoice.total_mismatch",
+                        f"subtotal {inv.subtotal} + tax {inv.tax} != total {inv.total}",
+                        "total")
 
 
 class InvoiceIssued(msgspec.Struct, frozen=True, tag="invoice.issued.v1", tag_field="type"):
@@ -47,20 +90,73 @@ class InvoiceIssued(msgspec.Struct, frozen=True, tag="invoice.issued.v1", tag_fi
     total: NonNegative
 
     def __post_init__(self) -> None:
-        check_currency(self.currency)
-        if self.period_start > self.period_end:
-            raise ValueError(
-                f"invoice.period_reversed: period_start {self.period_start} "
-                f"is after period_end {self.period_end}"
-            )
-        line_sum = sum(line.amount for line in self.lines)
-        if line_sum != self.subtotal:
-            raise ValueError(
-                f"invoice.lines_total_mismatch: lines sum to {line_sum}, "
-                f"subtotal is {self.subtotal}"
-            )
-        if self.subtotal + self.tax != self.total:
-            raise ValueError(
-                f"invoice.total_mismatch: subtotal {self.subtotal} + tax {self.tax} "
-                f"!= total {self.total}"
-            )
+        _check_invoice(self)
+
+
+class TaxLine(msgspec.Struct, frozen=True, kw_only=True):
+    """One tax charged on an invoice: who levies it, at what rate, on what base."""
+
+    jurisdiction: Annotated[str, msgspec.Meta(
+        min_length=1, max_length=100,
+        description='where the tax is due, e.g. "US-CA", "DE"; "unknown" when upgraded from v1')]
+    kind: Literal["vat", "gst", "sales", "withholding", "other"] = "other"
+    rate_bp: RateBp | None = None
+    taxable_amount: Amount
+    amount: Amount
+
+    def __post_init__(self) -> None:
+        require_non_negative(self, "taxable_amount", "amount")
+
+
+class InvoiceIssuedV2(msgspec.Struct, frozen=True, tag="invoice.issued.v2", tag_field="type"):
+    """An invoice the billing platform finalised, with its tax broken down by jurisdiction.
+
+    Every v1 field, same name and type, plus ``tax_lines`` (required) summing to ``tax``.
+    """
+
+    invoice_id: Id
+    number: str
+    customer_id: Id
+    currency: Currency
+    issued_at: datetime
+    period_start: date
+    period_end: date
+    lines: Annotated[list[InvoiceLine], msgspec.Meta(min_length=1, max_length=1000)]
+    subtotal: NonNegative
+    tax: NonNegative
+    total: NonNegative
+    tax_lines: Annotated[tuple[TaxLine, ...], msgspec.Meta(max_length=100)]
+
+    def __post_init__(self) -> None:
+        _check_invoice(self)
+        tax_sum = sum(t.amount for t in self.tax_lines)
+        if tax_sum != self.tax:
+            raise violation("invoice.tax_breakdown_mismatch",
+                            f"tax_lines sum to {tax_sum}, tax is {self.tax}", "tax_lines")
+
+    def to_v1(self) -> InvoiceIssued:
+        """The same invoice as ``invoice.issued.v1`` (the tax breakdown is dropped), for
+        readers not yet upgraded."""
+        return InvoiceIssued(
+            invoice_id=self.invoice_id, number=self.number, customer_id=self.customer_id,
+            currency=self.currency, issued_at=self.issued_at, period_start=self.period_start,
+            period_end=self.period_end, lines=self.lines, subtotal=self.subtotal, tax=self.tax,
+            total=self.total)
+
+
+InvoiceRead = InvoiceIssued | InvoiceIssuedV2
+"""What a v2 invoice reader decodes: both versions (normalise with ``invoice_v2``)."""
+
+
+def invoice_v2(inv: InvoiceIssued | InvoiceIssuedV2) -> InvoiceIssuedV2:
+    """Upgrade a v1 invoice to v2 (the whole tax as one line of unknown jurisdiction and
+    rate, on the subtotal); a v2 invoice is returned as is."""
+    if isinstance(inv, InvoiceIssuedV2):
+        return inv
+    tax_lines = (TaxLine(jurisdiction="unknown", taxable_amount=inv.subtotal,
+                         amount=inv.tax),) if inv.tax else ()
+    return InvoiceIssuedV2(
+        invoice_id=inv.invoice_id, number=inv.number, customer_id=inv.customer_id,
+        currency=inv.currency, issued_at=inv.issued_at, period_start=inv.period_start,
+        period_end=inv.period_end, lines=inv.lines, subtotal=inv.subtotal, tax=inv.tax,
+        total=inv.total, tax_lines=tax_lines)

@@ -2,8 +2,12 @@
 
 Internal messages travel as msgpack; anything a person or another language reads travels as
 JSON. Encoders and typed decoders are built once here. Readers are tolerant of unknown fields
-(a newer gateway may add fields within a version) and strict on types, required fields and
-money: a float where an amount belongs is a ``ContractError``.
+(a newer gateway may add fields within a version; ``unknown_fields()`` names them so drift can
+be counted) and strict on types, required fields and money: a float where an amount belongs is
+a ``ContractError``.
+
+``Payload`` is the tagged union of every canonical message (the rows of
+``contracts._registry.MESSAGES``); the tag (``type``) is the message type, version included.
 """
 
 from __future__ import annotations
@@ -14,11 +18,27 @@ from typing import Any, Generic, TypeVar
 
 import msgspec
 
-from ._billing import InvoiceIssued
+from ._billing import InvoiceIssued, InvoiceIssuedV2
+from ._catalog import PriceUpserted, ProductUpserted
+from ._commission import CommissionAccrued, PartnerSettlementIssued
+from ._credit import CreditMemoIssued
+from ._deal import DealApproved, DealRegistered, DealRejected
+from ._drift import unknown_fields
 from ._envelope import BusinessKey, Platform
 from ._errors import ContractError
 from ._ids import new_id
-from ._ledger import PostJournalEntry
+from ._ledger import JournalEntryPosted, PostJournalEntry
+from ._order import OrderBooked
+from ._partner import CustomerUpserted, PartnerTierChanged, PartnerUpserted
+from ._payment import PaymentReceived
+from ._revenue import RevenueScheduleUpdated
+from ._subscription import (
+    SubscriptionActivated,
+    SubscriptionAmended,
+    SubscriptionCancelled,
+    SubscriptionRenewed,
+)
+from ._usage import UsageRecorded
 
 __all__ = [
     "Envelope",
@@ -29,10 +49,37 @@ __all__ = [
     "make_envelope",
 ]
 
-Payload = InvoiceIssued | PostJournalEntry
+Payload = (
+    InvoiceIssued
+    | PostJournalEntry
+    | InvoiceIssuedV2
+    | CreditMemoIssued
+    | PaymentReceived
+    | JournalEntryPosted
+    | CustomerUpserted
+    | PartnerUpserted
+    | PartnerTierChanged
+    | ProductUpserted
+    | PriceUpserted
+    | DealRegistered
+    | DealApproved
+    | DealRejected
+    | OrderBooked
+    | SubscriptionActivated
+    | SubscriptionAmended
+    | SubscriptionRenewed
+    | SubscriptionCancelled
+    | UsageRecorded
+    | RevenueScheduleUpdated
+    | CommissionAccrued
+    | PartnerSettlementIssued
+)
 
 
 class Envelope(msgspec.Struct, frozen=True):
+    """Every canonical message: who says it (``source``), about what (``key``), in which
+    business transaction (``correlation_id``), caused by which message (``causation_id``)."""
+
     id: str
     source: Platform
     tenant: str
@@ -75,6 +122,7 @@ def make_envelope(
 
 _CODED = re.compile(
     r"^(?P<code>[a-z_]+\.[a-z_.]+): (?P<msg>.*?)(?: - at `(?P<path>[^`]*)`)?$", re.S)
+_FIELD = re.compile(r"^(?P<msg>.*) \(field `(?P<field>[^`]+)`\)$", re.S)
 _WRONG_TYPE = re.compile(r"^Expected `[^`]*`, got `")
 _AT = re.compile(r"^(?P<msg>.*?)(?: - at `(?P<path>[^`]*)`)?$", re.S)
 
@@ -85,7 +133,12 @@ def contract_error(exc: Exception) -> ContractError:
     text = str(exc)
     m = _CODED.match(text)
     if m:
-        return ContractError(m["msg"], code=m["code"], path=m["path"] or "$")
+        msg, path = m["msg"], m["path"] or "$"
+        f = _FIELD.match(msg)
+        if f:  # an invariant names the offending field relative to the struct it checks
+            msg, field = f["msg"], f["field"]
+            path = path + field if field.startswith("[") else f"{path}.{field}"
+        return ContractError(msg, code=m["code"], path=path)
     m = _AT.match(text)
     assert m is not None
     msg, path = m["msg"], m["path"] or "$"
@@ -94,7 +147,7 @@ def contract_error(exc: Exception) -> ContractError:
             code = "contract.missing_field"
         elif _WRONG_TYPE.match(msg):
             code = "contract.invalid_type"
-        elif msg.startswith("Invalid value"):
+        elif msg.startswith(("Invalid value", "Invalid enum value")):
             code = "contract.invalid_value"
         else:
             code = "contract.constraint"
@@ -112,6 +165,7 @@ class MsgpackCodec(Generic[T]):
     """Encoder plus typed decoder for the bus, built once per type."""
 
     def __init__(self, type_: type[T]) -> None:
+        self._type = type_
         self._enc = msgspec.msgpack.Encoder()
         self._dec: msgspec.msgpack.Decoder[T] = msgspec.msgpack.Decoder(type_)
 
@@ -125,11 +179,24 @@ class MsgpackCodec(Generic[T]):
         except msgspec.MsgspecError as exc:
             raise contract_error(exc) from exc
 
+    def unknown_fields(self, data: bytes) -> list[str]:
+        """JSON paths of the fields in ``data`` this reader's type does not define (drift).
+
+        An untyped decode plus a walk: call it on a sample, not on every message. Raises
+        ``ContractError`` (``contract.malformed``) when ``data`` is not msgpack at all.
+        """
+        try:
+            raw = msgspec.msgpack.decode(data)
+        except msgspec.MsgspecError as exc:
+            raise contract_error(exc) from exc
+        return unknown_fields(raw, self._type)
+
 
 class JsonCodec(Generic[T]):
     """Encoder plus typed decoder for the edges and monitoring subjects, built once per type."""
 
     def __init__(self, type_: type[T]) -> None:
+        self._type = type_
         self._enc = msgspec.json.Encoder()
         self._dec: msgspec.json.Decoder[T] = msgspec.json.Decoder(type_)
 
@@ -142,3 +209,15 @@ class JsonCodec(Generic[T]):
             return self._dec.decode(data)
         except msgspec.MsgspecError as exc:
             raise contract_error(exc) from exc
+
+    def unknown_fields(self, data: bytes | str) -> list[str]:
+        """JSON paths of the fields in ``data`` this reader's type does not define (drift).
+
+        An untyped decode plus a walk: call it on a sample, not on every message. Raises
+        ``ContractError`` (``contract.malformed``) when ``data`` is not JSON at all.
+        """
+        try:
+            raw = msgspec.json.decode(data)
+        except msgspec.MsgspecError as exc:
+            raise contract_error(exc) from exc
+        return unknown_fields(raw, self._type)

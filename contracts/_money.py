@@ -3,15 +3,30 @@
 The exponent table says how many minor units a major unit has (USD 2, JPY 0, BHD 3). Amounts
 are plain ``int`` fields on documents that carry one ``currency`` for the whole document, so a
 document can never mix currencies; ``Money`` is the free-standing pair for everything else.
+
+Splitting money (a discount over lines, a payment over invoices, revenue over months) goes
+through ``allocate``: largest remainder, so the parts always add up to the whole, no minor unit
+lost or created, and ties broken by position so every process splits the same way.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Annotated
 
 import msgspec
 
-__all__ = ["CURRENCY_EXPONENTS", "Currency", "Money", "check_currency", "format_amount"]
+__all__ = [
+    "CURRENCY_EXPONENTS",
+    "Currency",
+    "Money",
+    "allocate",
+    "allocate_money",
+    "apply_rate_bp",
+    "check_currency",
+    "format_amount",
+    "split_evenly",
+]
 
 # ISO-4217 minor-unit exponents of the currencies the gateway accepts. Extend, never change.
 CURRENCY_EXPONENTS: dict[str, int] = {
@@ -47,3 +62,65 @@ class Money(msgspec.Struct, frozen=True):
 
     def __post_init__(self) -> None:
         check_currency(self.currency)
+
+
+def allocate(amount: int, weights: Sequence[int]) -> list[int]:
+    """Split ``amount`` minor units into ``len(weights)`` parts proportional to ``weights``.
+
+    The parts always sum to ``amount`` exactly and each is within one minor unit of its exact
+    share. Largest remainder: every part first gets the floor of its share, then the units left
+    over go one each to the parts with the largest remainders; equal remainders go to the
+    earlier position (deterministic in every process). A negative amount is split as the
+    mirror image of its absolute value, so ``allocate(-a, w) == [-p for p in allocate(a, w)]``.
+    A zero weight always gets zero.
+
+    Raises ``ValueError`` (code ``money.allocation_weights``) when there are no weights, a
+    weight is negative or not an ``int``, or all weights are zero.
+    """
+    if not weights:
+        raise ValueError("money.allocation_weights: need at least one weight")
+    for i, w in enumerate(weights):
+        if not isinstance(w, int) or isinstance(w, bool) or w < 0:
+            raise ValueError(
+                f"money.allocation_weights: weight {i} is {w!r}, weights are ints >= 0")
+    total = sum(weights)
+    if total == 0:
+        raise ValueError("money.allocation_weights: all weights are zero")
+    if amount < 0:
+        return [-part for part in allocate(-amount, weights)]
+    parts: list[int] = []
+    remainders: list[int] = []
+    for w in weights:
+        q, r = divmod(amount * w, total)
+        parts.append(q)
+        remainders.append(r)
+    left = amount - sum(parts)  # < number of non-zero remainders, so zero weights stay zero
+    for i in sorted(range(len(weights)), key=lambda i: (-remainders[i], i))[:left]:
+        parts[i] += 1
+    return parts
+
+
+def split_evenly(amount: int, parts: int) -> list[int]:
+    """``amount`` in ``parts`` parts that differ by at most one minor unit, larger ones first.
+
+    Raises ``ValueError`` (code ``money.allocation_weights``) when ``parts`` < 1.
+    """
+    if parts < 1:
+        raise ValueError(f"money.allocation_weights: cannot split into {parts} parts")
+    return allocate(amount, [1] * parts)
+
+
+def allocate_money(money: Money, weights: Sequence[int]) -> list[Money]:
+    """``allocate`` for a ``Money``: the parts keep its currency."""
+    return [Money(part, money.currency) for part in allocate(money.amount, weights)]
+
+
+def apply_rate_bp(amount: int, rate_bp: int) -> int:
+    """``amount`` x ``rate_bp`` / 10,000, rounded half away from zero (commission arithmetic).
+
+    ``apply_rate_bp(1005, 5000) == 503``; ``apply_rate_bp(-1005, 5000) == -503``.
+    """
+    q, r = divmod(abs(amount) * rate_bp, 10_000)
+    if 2 * r >= 10_000:
+        q += 1
+    return q if amount >= 0 else -q

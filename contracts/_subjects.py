@@ -6,6 +6,7 @@ its own consumers. Subjects read ``<prefix>.<lane>.<evt|cmd>.<type>``:
 ======================================  ==========================================
 ``erpgw.billing.evt.invoice.issued.v1``  an invoice the billing platform issued
 ``erpgw.billing.cmd.erp.journal.v1``     a journal entry the ERP adapter must post
+``erpgw.<lane>.evt.<type>``              any canonical message: ``for_type(type)``
 ``erpgw.dlq.<lane>.<code>``              dead letters (JSON)
 ``erpgw.dlq.resolved.<action>.<seq>``    a dead letter replayed or purged (JSON)
 ``erpgw.mon.metrics``                    1 s metric snapshots (core NATS, JSON)
@@ -48,6 +49,32 @@ class Subjects(msgspec.Struct, frozen=True):
     @property
     def billing_erp_commands(self) -> str:
         return f"{self.prefix}.billing.cmd.erp.>"
+
+    def event(self, lane: str, type_: str) -> str:
+        """``<prefix>.<lane>.evt.<type>``: an event of type ``type_`` on ``lane``."""
+        return f"{self.prefix}.{lane}.evt.{type_}"
+
+    def command(self, lane: str, type_: str) -> str:
+        """``<prefix>.<lane>.cmd.<type>``: a command of type ``type_`` on ``lane``."""
+        return f"{self.prefix}.{lane}.cmd.{type_}"
+
+    def for_type(self, type_: str) -> str:
+        """The subject of a canonical message type (``invoice.issued.v1``).
+
+        Raises ``KeyError`` for a type that is not in the registry.
+        """
+        from ._registry import MESSAGE_SPECS  # imported here: subjects stay self-contained
+
+        spec = MESSAGE_SPECS[type_]
+        name = spec.subject_type or spec.type
+        return self.event(spec.lane, name) if spec.kind == "evt" else self.command(spec.lane, name)
+
+    def lane_commands(self, lane: str) -> str:
+        return f"{self.prefix}.{lane}.cmd.>"
+
+    @property
+    def mon_wildcard(self) -> str:
+        return f"{self.prefix}.mon.>"
 
     def dlq(self, lane: str, code: str) -> str:
         return f"{self.prefix}.dlq.{lane}.{code.replace('.', '_')}"
