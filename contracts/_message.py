@@ -26,7 +26,7 @@ from ._deal import DealApproved, DealRegistered, DealRejected
 from ._drift import unknown_fields
 from ._envelope import BusinessKey, Platform
 from ._errors import ContractError
-from ._ids import new_id
+from ._ids import derive_id, new_id
 from ._ledger import JournalEntryPosted, PostJournalEntry
 from ._order import OrderBooked
 from ._partner import CustomerUpserted, PartnerTierChanged, PartnerUpserted
@@ -105,7 +105,13 @@ def make_envelope(
     occurred_at: datetime | None = None,
     msg_id: str | None = None,
 ) -> Envelope:
-    """Wrap ``payload``; a caused message inherits the correlation id of its cause."""
+    """Wrap ``payload``; a caused message inherits the correlation id of its cause.
+
+    W3C trace context: a first message starts a trace whose id is its correlation id (so any
+    tracing tool and ``erpgw trace`` name the transaction alike); a caused message continues
+    its cause's trace with a span of its own, derived from its id (deterministic, so a
+    republished message carries the same span).
+    """
     mid = msg_id or new_id()
     return Envelope(
         id=mid,
@@ -116,8 +122,16 @@ def make_envelope(
         causation_id=caused_by.id if caused_by else None,
         key=key,
         payload=payload,
-        traceparent=caused_by.traceparent if caused_by else None,
+        traceparent=_traceparent(caused_by.traceparent if caused_by else None,
+                                 caused_by.correlation_id if caused_by else mid, mid),
     )
+
+
+def _traceparent(parent: str | None, correlation_id: str, mid: str) -> str:
+    trace_id = parent.split("-")[1] if parent and parent.count("-") == 3 else None
+    if trace_id is None:
+        trace_id = derive_id("trace", correlation_id)  # 32 hex digits, never all zero
+    return f"00-{trace_id}-{derive_id('span', mid)[:16]}-01"
 
 
 _CODED = re.compile(

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 import anyio
 import msgspec
@@ -47,7 +47,7 @@ from ..infra.bus import NatsBus, OutMsg
 from ..runtime import Actor
 from .mapping import invoice_from_event
 
-__all__ = ["BillingIngress", "IngressSettings"]
+__all__ = ["BillingIngress", "ExtraRoute", "IngressSettings"]
 
 log = logging.getLogger("erpgw.billing.ingress")
 _events: JsonCodec[BillingEvent] = JsonCodec(BillingEvent)
@@ -55,6 +55,10 @@ _bus_codec: MsgpackCodec[Envelope] = MsgpackCodec(Envelope)
 _json = msgspec.json.Encoder()
 
 HANDLED_TYPES = frozenset({"invoice.finalized"})
+
+# An extra GET endpoint served on the same port (``/metrics``): a synchronous function that
+# answers ``(status, content type, body)``. It runs in the request's task and must not block.
+ExtraRoute = Callable[[], tuple[int, str, bytes]]
 
 
 class IngressSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -75,11 +79,20 @@ def _error(status: int, err: GatewayError, **extra: str) -> web.Response:
                         content_type="application/json")
 
 
+def _serve(route: ExtraRoute) -> Callable[[web.Request], Awaitable[web.Response]]:
+    async def handler(request: web.Request) -> web.Response:
+        status, ctype, body = route()
+        return web.Response(status=status, body=body, headers={"Content-Type": ctype})
+    return handler
+
+
 class BillingIngress(Actor):
     def __init__(self, name: str, *, bus: NatsBus, subjects: Subjects, settings: IngressSettings,
                  secrets: Sequence[str], clock: Callable[[], float] = time.time,
-                 health: Callable[[], dict[str, object]] | None = None) -> None:
+                 health: Callable[[], dict[str, object]] | None = None,
+                 extra_routes: Mapping[str, ExtraRoute] | None = None) -> None:
         super().__init__(name)
+        self._extra_routes = dict(extra_routes or {})
         self.bus = bus
         self.subjects = subjects
         self.settings = settings
@@ -140,7 +153,7 @@ class BillingIngress(Actor):
         env = make_envelope(invoice, source="billing", key=key, tenant=self.settings.tenant,
                             occurred_at=invoice.issued_at)
         out = OutMsg(subject=self.subjects.invoice_issued, data=_bus_codec.encode(env),
-                     msg_id=msg_id)
+                     msg_id=msg_id, headers={"traceparent": env.traceparent or ""})
         self.in_flight += 1
         try:
             duplicate = await self.bus.publish(out)
@@ -165,6 +178,8 @@ class BillingIngress(Actor):
         app = web.Application(client_max_size=self.settings.max_body_bytes)
         app.router.add_post(self.settings.path, self.webhook)
         app.router.add_get("/healthz", self.healthz)
+        for path, route in self._extra_routes.items():
+            app.router.add_get(path, _serve(route))
         runner = web.AppRunner(app, access_log=None, handle_signals=False,
                                shutdown_timeout=5.0)
         await runner.setup()

@@ -88,7 +88,8 @@ def plan_invoice(env: Envelope, subjects: Subjects, accounts: AccountMap) -> Out
     entry = journal_for_invoice(inv, erp_idempotency_key(env), accounts)
     out = make_envelope(entry, source="gateway", key=env.key, caused_by=env,
                         msg_id=derive_id(env.id, "erp.journal"))
-    return OutMsg(subject=subjects.erp_journal, data=_codec.encode(out), msg_id=out.id)
+    return OutMsg(subject=subjects.erp_journal, data=_codec.encode(out), msg_id=out.id,
+                  headers={"traceparent": out.traceparent or ""})
 
 
 class InvoiceRouter(BatchWorker):

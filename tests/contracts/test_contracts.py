@@ -154,3 +154,18 @@ def test_msgspec_float_money_rejected_in_msgpack_too() -> None:
     with pytest.raises(ContractError) as info:
         MSGPACK.decode(msgspec.msgpack.encode(doc))
     assert info.value.code == "contract.invalid_type"
+
+
+def test_w3c_traceparent_is_carried_along_the_chain() -> None:
+    import re
+
+    first = envelope()
+    second = make_envelope(first.payload, source="gateway", key=first.key, caused_by=first)
+    pattern = re.compile(r"^00-[0-9a-f]{32}-[0-9a-f]{16}-01$")
+    assert first.traceparent and pattern.match(first.traceparent)
+    assert second.traceparent and pattern.match(second.traceparent)
+    assert first.traceparent.split("-")[1] == second.traceparent.split("-")[1]  # one trace
+    assert first.traceparent.split("-")[2] != second.traceparent.split("-")[2]  # two spans
+    again = make_envelope(first.payload, source="gateway", key=first.key, caused_by=first,
+                          msg_id=second.id)
+    assert again.traceparent == second.traceparent  # deterministic on republish

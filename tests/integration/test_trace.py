@@ -46,5 +46,22 @@ async def test_trace_follows_an_invoice_to_the_ledger(tmp_path: Path) -> None:
         assert "in_000007" in by_corr.stdout
         unknown = trace("in_999999")
         assert unknown.returncode == 1 and "nothing known" in unknown.stdout
+        # W3C trace context travels in the NATS headers too, one trace per transaction
+        from actors.infra import NatsBus
+        from contracts import Envelope, MsgpackCodec, Subjects
+
+        codec: MsgpackCodec[Envelope] = MsgpackCodec(Envelope)
+        bus = await NatsBus.connect(stack.url)
+        try:
+            stored = await bus.scan(Subjects().stream("billing"))
+        finally:
+            await bus.close()
+        assert len(stored) == 60  # 30 invoice events + 30 journal commands
+        traces: dict[str, set[str]] = {}
+        for m in stored:
+            env = codec.decode(m.data)
+            assert m.headers["traceparent"] == env.traceparent
+            traces.setdefault(env.correlation_id, set()).add(env.traceparent.split("-")[1])
+        assert len(traces) == 30 and all(len(t) == 1 for t in traces.values())
     finally:
         await stack.close()
