@@ -1,10 +1,15 @@
-"""The platform simulator: a billing SaaS and a cloud ERP behind one aiohttp app.
+"""The platform simulator: billing, ERP, revenue and CPQ platforms behind one aiohttp app.
 
-Billing issues invoices in bill runs and delivers them as signed webhooks to the gateway; the
-ERP takes journal entries in bulk and keeps an append-only posting record; ``/sim/v1/audit``
-compares the two (``compute_audit``) to prove no loss and no duplicates. Fault hooks make the
-ERP slow, failing or ambiguous. The sim knows only ``contracts``: it serves the wire shapes in
-``contracts.platforms`` exactly as the real platforms would.
+Billing issues invoices in bill runs and delivers them as signed webhooks to the gateway (and
+lists them for pollers); the ERP takes journal entries in bulk, keeps an append-only posting
+record, GL balances and closed periods; ``/sim/v1/audit`` compares the two (``compute_audit``)
+to prove no loss, no duplicates and no out-of-order versions. Faults are data: runtime settings
+(``PUT /sim/v1/faults``) and a scenario file (``load_scenario``) make the platforms slow,
+failing, ambiguous or rate limited, and make billing's webhooks duplicated, reordered,
+replayed, badly signed or drifted. A revenue platform takes billing lines in all-or-nothing
+batches (without duplicate detection) and a CPQ prices quotes slowly. Each service serves an
+OpenAPI 3.1 document. The sim knows only ``contracts``: it serves the wire shapes
+in ``contracts.platforms`` exactly as the real platforms would. See docs/simulator.md.
 
 Run it with ``serve(SimConfig(...))`` or mount ``create_app(config)`` in an aiohttp runner.
 """
@@ -12,19 +17,30 @@ Run it with ``serve(SimConfig(...))`` or mount ``create_app(config)`` in an aioh
 from __future__ import annotations
 
 from ._app import create_app, serve
-from ._audit import AuditReport, LatencyMs, compute_audit
+from ._audit import AuditReport, FaultInputs, LatencyMs, compute_audit
 from ._billing import generate_invoices
 from ._config import SimConfig
+from ._faults import BillingFaults, ErpFaults, Faults, HttpFaults
 from ._records import IssuedInvoice, Posting
+from ._scenario import Scenario, ScenarioError, load_scenario, parse_scenario
 
 __all__ = [
     "AuditReport",
+    "BillingFaults",
+    "ErpFaults",
+    "FaultInputs",
+    "Faults",
+    "HttpFaults",
     "IssuedInvoice",
     "LatencyMs",
     "Posting",
+    "Scenario",
+    "ScenarioError",
     "SimConfig",
     "compute_audit",
     "create_app",
     "generate_invoices",
+    "load_scenario",
+    "parse_scenario",
     "serve",
 ]

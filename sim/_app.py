@@ -3,15 +3,31 @@
 =========================================  ================================================
 ``GET  /healthz``                          ``{"ok": true}`` (503 ``{"ok": false}`` if the
                                            billing host task has stopped)
-``POST /billing/v1/bill-runs``             start a bill run → 202
+``POST /billing/v1/bill-runs``             start a bill run → 202 (``Idempotency-Key``)
 ``GET  /billing/v1/bill-runs/{id}``        its progress
+``GET  /billing/v1/events``                the events list (``?after=&limit=``)
 ``GET  /billing/v1/events/{id}``           one webhook's delivery record
 ``POST /erp/v1/journal-entries/bulk``      post journal entries
 ``GET  /erp/v1/journal-entries``           postings by ``?externalId=``
-``GET|PUT|DELETE /sim/v1/faults``          fault hooks
+``GET  /erp/v1/gl/balances``               GL totals by ``?period=YYYY-MM``
+``POST /erp/v1/periods/{YYYY-MM}/close``   close a period
+``GET  /erp/v1/periods``                   the closed periods
+``GET  /erp/v1/governance``                the account's limits and their use
+``POST /revenue/v1/batches``               upload billing lines (all-or-nothing)
+``GET  /revenue/v1/batches/{id}``          one batch
+``GET  /cpq/v1/products``                  the catalog
+``POST /cpq/v1/price``                     price a quote (configurable latency)
+``GET|PUT|DELETE /sim/v1/faults``          runtime fault settings
+``GET  /sim/v1/scenario``                  the loaded scenario and its clock
 ``GET  /sim/v1/audit``                     the ground-truth ``AuditReport``
 ``POST /sim/v1/reset``                     forget all state (ids keep counting)
+``GET  /openapi.json``                     OpenAPI 3.1 of everything (also per service:
+                                           ``/billing/``, ``/erp/``, ``/sim/openapi.json``)
 =========================================  ================================================
+
+Every billing route is behind the request-rate limit and every ERP route but governance behind
+the concurrency limit (both off by default); every platform route is behind the fault guard of
+its endpoint (see ``sim._control``).
 """
 
 from __future__ import annotations
@@ -26,11 +42,15 @@ import anyio
 import msgspec
 from aiohttp import web
 
-from ._audit import AuditReport, compute_audit
+from ._audit import AuditReport, FaultInputs, compute_audit
 from ._billing import REQUEST_TIMEOUT_S, BillingService
 from ._config import SimConfig
+from ._control import FaultControl, Handler
+from ._cpq import CpqService
 from ._erp import ErpService
-from ._http import error_middleware, json_response
+from ._http import SimHTTPError, error_middleware, json_response
+from ._openapi import SERVICES, document
+from ._revenue import RevenueService, revenue_audit
 
 __all__ = ["SHUTDOWN_TIMEOUT_S", "create_app", "serve"]
 
@@ -42,6 +62,8 @@ SHUTDOWN_TIMEOUT_S = 2.0
 CONFIG_KEY = web.AppKey("sim.config", SimConfig)
 BILLING_KEY = web.AppKey("sim.billing", BillingService)
 ERP_KEY = web.AppKey("sim.erp", ErpService)
+CONTROL_KEY = web.AppKey("sim.control", FaultControl)
+REVENUE_KEY = web.AppKey("sim.revenue", RevenueService)
 HOST_KEY: web.AppKey[asyncio.Task[None]] = web.AppKey("sim.billing_host")
 
 
@@ -63,8 +85,11 @@ def create_app(config: SimConfig | None = None) -> web.Application:
     http(s)).
     """
     cfg = config or SimConfig()
-    billing = BillingService(cfg)
-    erp = ErpService(cfg)
+    control = FaultControl(cfg.seed, cfg.scenario)
+    billing = BillingService(cfg, control)
+    erp = ErpService(cfg, control)
+    revenue = RevenueService(cfg)
+    cpq = CpqService(cfg, control)
     # Big enough for a full bulk request; aiohttp's 1 MiB default is not.
     app = web.Application(
         middlewares=[error_middleware], client_max_size=max(1 << 20, cfg.erp_max_bulk * 16_384)
@@ -72,36 +97,63 @@ def create_app(config: SimConfig | None = None) -> web.Application:
     app[CONFIG_KEY] = cfg
     app[BILLING_KEY] = billing
     app[ERP_KEY] = erp
+    app[CONTROL_KEY] = control
+    app[REVENUE_KEY] = revenue
     app.cleanup_ctx.append(_billing_host)
-    app.on_shutdown.append(erp.shutdown)
+    app.on_shutdown.append(control.shutdown)
+
+    def bill(endpoint: str, handler: Handler) -> Handler:
+        return billing.limited(control.guard("billing", endpoint, handler))
+
+    def erp_route(endpoint: str, handler: Handler) -> Handler:
+        return erp.gate(control.guard("erp", endpoint, handler))
 
     r = app.router
     r.add_get("/healthz", _healthz)
-    r.add_post("/billing/v1/bill-runs", billing.create_bill_run)
-    r.add_get("/billing/v1/bill-runs/{id}", billing.get_bill_run)
-    r.add_get("/billing/v1/events/{id}", billing.get_event)
-    r.add_post("/erp/v1/journal-entries/bulk", erp.post_bulk)
-    r.add_get("/erp/v1/journal-entries", erp.lookup)
-    r.add_get("/sim/v1/faults", erp.get_faults)
-    r.add_put("/sim/v1/faults", erp.put_faults)
-    r.add_delete("/sim/v1/faults", erp.delete_faults)
+    r.add_post("/billing/v1/bill-runs", bill("bill-runs", billing.create_bill_run))
+    r.add_get("/billing/v1/bill-runs/{id}", bill("bill-runs", billing.get_bill_run))
+    r.add_get("/billing/v1/events", bill("events", billing.list_events))
+    r.add_get("/billing/v1/events/{id}", bill("events", billing.get_event))
+    r.add_post("/erp/v1/journal-entries/bulk", erp_route("journal-entries.bulk", erp.post_bulk))
+    r.add_get("/erp/v1/journal-entries", erp_route("journal-entries", erp.lookup))
+    r.add_get("/erp/v1/gl/balances", erp_route("gl.balances", erp.gl_balances))
+    r.add_post("/erp/v1/periods/{period}/close", erp_route("periods", erp.close_period))
+    r.add_get("/erp/v1/periods", erp_route("periods", erp.list_periods))
+    r.add_get("/erp/v1/governance", control.guard("erp", "governance", erp.governance))
+    r.add_post("/revenue/v1/batches", control.guard("revenue", "batches", revenue.upload))
+    r.add_get("/revenue/v1/batches/{id}", control.guard("revenue", "batches", revenue.get_batch))
+    r.add_get("/cpq/v1/products", control.guard("cpq", "products", cpq.products))
+    r.add_post("/cpq/v1/price", control.guard("cpq", "price", cpq.quote))
+    r.add_get("/sim/v1/faults", control.get_faults)
+    r.add_put("/sim/v1/faults", control.put_faults)
+    r.add_delete("/sim/v1/faults", control.delete_faults)
+    r.add_get("/sim/v1/scenario", control.get_scenario)
     r.add_get("/sim/v1/audit", _audit)
     r.add_post("/sim/v1/reset", _reset)
+    for service in ("all", *SERVICES):
+        prefix = "" if service == "all" else f"/{service}"
+        r.add_get(f"{prefix}/openapi.json", _openapi(document(service)))
     return app
 
 
 async def _billing_host(app: web.Application) -> AsyncIterator[None]:
-    """Cleanup context: the webhook session and the billing host task, for the app's life.
+    """Cleanup context: the webhook session and the host task, for the app's life.
 
-    The host task is the one task the sim creates outside a task group: aiohttp's startup and
-    cleanup hooks are not one scope, so a task group cannot span them. It is cancelled and
-    awaited on cleanup, before the session closes; a crash of it is re-raised there.
+    The host task runs the billing host and the scenario driver in one task group. It is the
+    one task the sim creates outside a task group: aiohttp's startup and cleanup hooks are not
+    one scope, so a task group cannot span them. It is cancelled and awaited on cleanup,
+    before the session closes; a crash of it is re-raised there.
     """
     cfg = app[CONFIG_KEY]
+    control = app[CONTROL_KEY]
+    control.start_clock()
+    if cfg.scenario is not None:
+        for line in cfg.scenario.describe():
+            log.info("%s", line)
     connector = aiohttp.TCPConnector(limit=cfg.delivery_concurrency)
     timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-        host = asyncio.create_task(app[BILLING_KEY].run(session), name="sim.billing.host")
+        host = asyncio.create_task(_host(app, session), name="sim.billing.host")
         host.add_done_callback(_log_crash)
         app[HOST_KEY] = host
         try:
@@ -111,6 +163,32 @@ async def _billing_host(app: web.Application) -> AsyncIterator[None]:
             await asyncio.wait([host])
             if not host.cancelled() and host.exception() is not None:
                 raise RuntimeError("the billing host task crashed") from host.exception()
+
+
+async def _host(app: web.Application, session: aiohttp.ClientSession) -> None:
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(app[BILLING_KEY].run, session)
+        tg.start_soon(_drive_scenario, app)
+
+
+async def _drive_scenario(app: web.Application) -> None:
+    """Fire the scenario's bill runs at their times (seconds on the scenario clock)."""
+    cfg = app[CONFIG_KEY]
+    if cfg.scenario is None:
+        return
+    control = app[CONTROL_KEY]
+    for run in sorted(cfg.scenario.bill_run, key=lambda r: r.at_s):
+        wait = run.at_s - control.elapsed()
+        if wait > 0:
+            await anyio.sleep(wait)
+        try:
+            run_id = app[BILLING_KEY].start_bill_run(run.invoices, run.rate)
+        except SimHTTPError as exc:
+            log.warning("scenario bill run at %.1f s not started: %s", run.at_s, exc.message)
+            continue
+        control.bill_runs_started.append(run_id)
+        log.info("scenario: bill run %s started (%d invoices, rate %g/s)", run_id,
+                 run.invoices, run.rate)
 
 
 def _log_crash(task: asyncio.Task[None]) -> None:
@@ -126,20 +204,43 @@ async def _healthz(request: web.Request) -> web.Response:
 
 async def _audit(request: web.Request) -> web.Response:
     """``GET /sim/v1/audit``: ``AuditReport`` over everything since start or the last reset."""
-    deliveries = request.app[BILLING_KEY].deliveries()
+    billing = request.app[BILLING_KEY]
+    deliveries = billing.deliveries()
+    stats, reordered = billing.fault_stats()
+    faults = FaultInputs(
+        webhook_statuses={mode: dict(s.statuses) for mode, s in stats.items()},
+        reordered=reordered,
+        http={k: dict(v) for k, v in request.app[CONTROL_KEY].injected.items()},
+    )
     report: AuditReport = compute_audit(
         [d.invoice for d in deliveries],
         {d.invoice.invoice_id for d in deliveries if d.accepted_at is not None},
         request.app[ERP_KEY].ledger.postings,
         time.time(),
+        faults=faults,
     )
+    revenue = revenue_audit(request.app[REVENUE_KEY].book,
+                            (d.invoice.invoice_id for d in deliveries))
+    report = msgspec.structs.replace(report, revenue=revenue)
     return json_response(report)
 
 
+def _openapi(doc: dict[str, object]) -> Handler:
+    body = json_response(doc).body
+
+    async def serve_document(request: web.Request) -> web.Response:
+        return web.Response(body=body, content_type="application/json")
+
+    return serve_document
+
+
 async def _reset(request: web.Request) -> web.Response:
-    """``POST /sim/v1/reset``: drop bill runs, deliveries, postings, keys and faults."""
+    """``POST /sim/v1/reset``: drop bill runs, deliveries, postings, keys, periods, runtime
+    faults and fault counters (the scenario and its clock go on)."""
     request.app[BILLING_KEY].reset()
     request.app[ERP_KEY].reset()
+    request.app[CONTROL_KEY].reset()
+    request.app[REVENUE_KEY].reset()
     return json_response(_Reset())
 
 

@@ -1,12 +1,21 @@
 """Ground truth for a run: what billing issued against what the ERP posted.
 
 Theory of operation: the business key of an invoice is its id, and the gateway sends it as the
-journal entry's ``externalId``. So every posting either belongs to an issued invoice (the first
-one counts as ``posted``, any further one as a ``duplicate``) or to nothing we issued
-(``unexpected``), which gives the identity ``postings == posted + duplicates + unexpected``.
+journal entry's ``externalId``, optionally with its version (``in_000001:v2``). So every posting
+either belongs to an issued invoice (the first one counts as ``posted``, any further one with
+the same external id as a ``duplicate``) or to nothing we issued (``unexpected``), which gives
+the identity ``postings == posted + duplicates + unexpected`` when no invoice is posted under
+two versions.
 An invoice whose webhook got a 2xx (``accepted``) but has no posting is ``unposted``: either
 still in flight, or lost. The sim cannot tell which, since it does not see the gateway's dead
 letters; the caller subtracts those to find the truly lost.
+
+ORDER_OK: postings that carry a version are grouped by aggregate (the external id without the
+version) and read in commit order; a posting whose version is below one already applied to the
+same aggregate is a violation (the ERP applied version n after m > n).
+
+The ``faults`` section reports the webhook fault deliveries (sent, statuses, and for the shadow
+modes how many were posted anyway) and the HTTP faults injected per endpoint.
 
 Everything here is pure: no clock (``now`` is passed in), no I/O.
 """
@@ -14,15 +23,77 @@ Everything here is pure: no clock (``now`` is passed in), no I/O.
 from __future__ import annotations
 
 import math
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 
 import msgspec
 
-from ._records import IssuedInvoice, Posting
+from ._faults import DRIFT_MODES, MANGLE_MODES
+from ._records import IssuedInvoice, Posting, split_external_id
+from ._revenue import RevenueAudit
+from ._webhooks import shadow_mode
 
-__all__ = ["MAX_UNPOSTED_LISTED", "AuditReport", "LatencyMs", "compute_audit", "nearest_rank"]
+__all__ = [
+    "MAX_UNPOSTED_LISTED",
+    "SHADOW_MODES",
+    "AuditReport",
+    "BillingFaultReport",
+    "DeliveryReport",
+    "FaultInputs",
+    "FaultReport",
+    "LatencyMs",
+    "compute_audit",
+    "nearest_rank",
+]
 
 MAX_UNPOSTED_LISTED = 1000
+MAX_ORDER_LISTED = 100
+
+# The webhook fault modes whose deliveries carry shadow ids (so postings are attributable).
+SHADOW_MODES = frozenset(MANGLE_MODES) | (frozenset(DRIFT_MODES) - {"unknown_field"})
+
+
+class DeliveryReport(msgspec.Struct, frozen=True):
+    """Extra webhook deliveries of one fault mode.
+
+    ``statuses`` counts the HTTP statuses that came back (0: no answer); ``accepted`` are the
+    2xx, ``refused`` the 4xx, ``failed`` the 5xx and no-answers. ``posted`` counts ERP postings
+    made from this mode's shadow invoices (should be 0); ``null`` for modes that carry the
+    genuine event (duplicate, replay, unknown_field), where a posting is not attributable.
+    """
+
+    sent: int
+    statuses: dict[int, int]
+    accepted: int
+    refused: int
+    failed: int
+    posted: int | None
+
+
+class BillingFaultReport(msgspec.Struct, frozen=True):
+    """``deliveries`` per mode; ``mangled`` sums the five signature-mangling modes;
+    ``reordered`` is how many events reordering moved from their issue position."""
+
+    deliveries: dict[str, DeliveryReport]
+    mangled: DeliveryReport
+    reordered: int
+
+
+class FaultReport(msgspec.Struct, frozen=True):
+    """The ``faults`` section of the audit. ``http`` counts injected faults per
+    ``service/endpoint`` (``erp/account`` for the concurrency limit, ``billing/api`` for the
+    request-rate limit) and kind (``outage``, ``rate_limit``, ``error_503``, ``reset``, …)."""
+
+    billing: BillingFaultReport
+    http: dict[str, dict[str, int]]
+
+
+class FaultInputs(msgspec.Struct, frozen=True):
+    """What the services counted, for ``compute_audit``: per webhook fault mode, the statuses
+    of its extra deliveries; the number of reordered events; the injected HTTP faults."""
+
+    webhook_statuses: Mapping[str, Mapping[int, int]] = {}
+    reordered: int = 0
+    http: Mapping[str, Mapping[str, int]] = {}
 
 
 class LatencyMs(msgspec.Struct, frozen=True):
@@ -42,6 +113,11 @@ class AuditReport(msgspec.Struct, frozen=True):
     keyed by upper-case currency so the two compare directly. ``unposted`` lists at most
     ``MAX_UNPOSTED_LISTED`` ids, sorted; ``unposted_count`` is the full count.
     ``generated_at`` is the ``now`` the report was computed for.
+
+    ORDER_OK holds when ``order_violations`` is 0: ``order_checked`` aggregates had versioned
+    postings, ``order_violating`` lists (sorted, at most 100) those where a lower version was
+    applied after a higher one. ``faults`` is the fault section (see ``FaultReport``);
+    ``revenue`` what the revenue platform received (see ``RevenueAudit``).
     """
 
     issued: int
@@ -59,6 +135,11 @@ class AuditReport(msgspec.Struct, frozen=True):
     last_posted_at: float | None
     throughput_eps: float
     generated_at: float
+    order_checked: int = 0
+    order_violations: int = 0
+    order_violating: list[str] = []
+    faults: FaultReport | None = None
+    revenue: RevenueAudit | None = None
 
 
 def nearest_rank(sorted_values: Sequence[float], pct: float) -> float:
@@ -80,13 +161,16 @@ def compute_audit(
     accepted_ids: Collection[str],
     postings: Iterable[Posting],
     now: float,
+    *,
+    faults: FaultInputs | None = None,
 ) -> AuditReport:
     """Match ``postings`` to ``issued`` invoices by external id and count what went where.
 
     ``accepted_ids`` are the invoice ids whose webhook got a 2xx; ids not among ``issued`` are
     ignored. Postings may come in any order: the first posting of an invoice is the one with
     the lowest ``seq``. ``last_posted_at`` and the throughput consider only postings of issued
-    invoices. Raises nothing for any well-typed input.
+    invoices. With ``faults`` the report has a ``faults`` section. Raises nothing for any
+    well-typed input.
     """
     by_id: dict[str, IssuedInvoice] = {}
     for inv in issued:
@@ -98,18 +182,41 @@ def compute_audit(
     total_postings = 0
     unexpected = 0
     last_posted_at: float | None = None
+    versioned: dict[str, list[tuple[int, int]]] = {}
+    shadow_posted: dict[str, int] = {}
     for p in postings:
         total_postings += 1
         amount_posted[p.currency] = amount_posted.get(p.currency, 0) + p.amount
-        if p.external_id not in by_id:
+        base, version = split_external_id(p.external_id)
+        if version is None:
+            version = p.version
+        if version is not None:
+            versioned.setdefault(base, []).append((p.seq, version))
+        if base not in by_id:
             unexpected += 1
+            mode = shadow_mode(base)
+            if mode is not None and mode in SHADOW_MODES:
+                shadow_posted[mode] = shadow_posted.get(mode, 0) + 1
             continue
         counts[p.external_id] = counts.get(p.external_id, 0) + 1
-        seen = first.get(p.external_id)
+        seen = first.get(base)
         if seen is None or p.seq < seen.seq:
-            first[p.external_id] = p
+            first[base] = p
         if last_posted_at is None or p.accepted_at > last_posted_at:
             last_posted_at = p.accepted_at
+
+    violating: list[str] = []
+    violations = 0
+    for aggregate, applied in versioned.items():
+        highest = -1
+        bad = 0
+        for _, version in sorted(applied):
+            if version < highest:
+                bad += 1
+            highest = max(highest, version)
+        if bad:
+            violations += bad
+            violating.append(aggregate)
 
     accepted = [by_id[i] for i in set(accepted_ids) if i in by_id]
     amount_issued: dict[str, int] = {}
@@ -151,4 +258,39 @@ def compute_audit(
         last_posted_at=last_posted_at,
         throughput_eps=throughput,
         generated_at=now,
+        order_checked=len(versioned),
+        order_violations=violations,
+        order_violating=sorted(violating)[:MAX_ORDER_LISTED],
+        faults=None if faults is None else _fault_report(faults, shadow_posted),
+    )
+
+
+def _delivery_report(statuses: Mapping[int, int], posted: int | None) -> DeliveryReport:
+    return DeliveryReport(
+        sent=sum(statuses.values()),
+        statuses=dict(sorted(statuses.items())),
+        accepted=sum(n for s, n in statuses.items() if 200 <= s < 300),
+        refused=sum(n for s, n in statuses.items() if 400 <= s < 500),
+        failed=sum(n for s, n in statuses.items() if s == 0 or s >= 500),
+        posted=posted,
+    )
+
+
+def _fault_report(faults: FaultInputs, shadow_posted: Mapping[str, int]) -> FaultReport:
+    deliveries: dict[str, DeliveryReport] = {}
+    modes = set(faults.webhook_statuses) | set(shadow_posted)
+    for mode in sorted(modes):
+        statuses = faults.webhook_statuses.get(mode, {})
+        posted = shadow_posted.get(mode, 0) if mode in SHADOW_MODES else None
+        deliveries[mode] = _delivery_report(statuses, posted)
+    mangled_statuses: dict[int, int] = {}
+    for mode in MANGLE_MODES:
+        for status, n in faults.webhook_statuses.get(mode, {}).items():
+            mangled_statuses[status] = mangled_statuses.get(status, 0) + n
+    mangled = _delivery_report(mangled_statuses,
+                               sum(shadow_posted.get(m, 0) for m in MANGLE_MODES))
+    return FaultReport(
+        billing=BillingFaultReport(deliveries=deliveries, mangled=mangled,
+                                   reordered=faults.reordered),
+        http={k: dict(sorted(v.items())) for k, v in sorted(faults.http.items())},
     )

@@ -6,7 +6,7 @@ into chunks produces the same invoices. ``BillingService`` is the shell:
 
 * one *host* coroutine (``run``) owns everything that runs in the background: a task group
   with ``delivery_concurrency`` delivery workers reading one memory stream (the outbox), plus
-  one issuer task per bill run. Nothing is spawned per invoice.
+  one issuer task per bill run. Nothing is spawned per invoice (but see duplicates below).
 * an issuer paces its run (``due_count``), generates invoices in chunks, and for each one
   takes a slot of a semaphore (``2 * delivery_concurrency`` slots), stamps ``issued_at``,
   encodes the event once and puts it in the outbox. A worker frees the slot when the event is
@@ -16,6 +16,16 @@ into chunks produces the same invoices. ``BillingService`` is the shell:
 * a worker POSTs the body, signed afresh per attempt, until a 2xx, sleeping
   ``backoff_delay`` between attempts; connection errors and the 10 s timeout count as failed
   attempts with status 0.
+* webhook faults (``sim._faults.BillingFaults``, from ``PUT /sim/v1/faults`` and scenario
+  windows) are planned per event when it is issued (``plan_webhook``, pure and seeded by the
+  invoice number). The worker sends an event's mangled and drifted extras first, then the
+  genuine delivery (with any concurrent duplicate copies in a small task group, the only
+  per-event tasks), then the later copies and the replay. Extras are sent once, never
+  retried; their statuses are counted per mode (``ModeStats``) for the audit. Reordering
+  holds up to ``reorder_window`` issued events (each holding a slot) and releases them
+  shuffled.
+* the events list (``GET /billing/v1/events``) rebuilds each event from its record (seed,
+  invoice number, times), so listing costs no stored bodies.
 * all the state one ``reset`` clears lives in an ``_Epoch``. Reset swaps in a new epoch and
   cancels the old one's task group; the host then starts the new epoch's workers. Invoice and
   bill-run numbers are not reset, so ids stay unique for the life of the process.
@@ -23,9 +33,12 @@ into chunks produces the same invoices. ``BillingService`` is the shell:
 
 from __future__ import annotations
 
+import bisect
+import hashlib
 import logging
 import math
 import random
+import re
 import time
 from datetime import UTC, datetime
 from typing import Annotated
@@ -38,6 +51,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from contracts.platforms.billing import (
     BillingEvent,
+    BillingEventList,
     BillingInvoice,
     BillingInvoiceLine,
     EventData,
@@ -46,8 +60,11 @@ from contracts.platforms.billing import (
 from contracts.platforms.signing import SIGNATURE_HEADER, sign
 
 from ._config import SimConfig
-from ._http import SimHTTPError, decode_body, json_response
+from ._control import FaultControl, Handler
+from ._faults import WebhookPlan, plan_webhook
+from ._http import SimHTTPError, decode_body, json_response, query_int
 from ._records import IssuedInvoice
+from ._webhooks import drift_body, mangled_request, shadow_event, shuffle_window
 
 __all__ = [
     "BACKOFF_BASE_S",
@@ -58,6 +75,8 @@ __all__ = [
     "BillingService",
     "Delivery",
     "EventStatus",
+    "ModeStats",
+    "TokenBucket",
     "backoff_delay",
     "due_count",
     "generate_invoices",
@@ -71,6 +90,9 @@ REQUEST_TIMEOUT_S = 10.0
 MAX_BILL_RUN = 1_000_000
 MAX_RATE = 1_000_000.0  # events/s; bounds the pacing arithmetic (an infinite rate would overflow)
 _CHUNK = 256
+MAX_EVENTS_PAGE = 1000
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
 
 _EVENT_ENCODER = msgspec.json.Encoder()
 
@@ -239,12 +261,32 @@ class EventStatus(msgspec.Struct, frozen=True):
 
 
 class Delivery(msgspec.Struct):
-    """Mutable delivery record of one issued invoice's event (written by one worker)."""
+    """Mutable delivery record of one issued invoice's event (written by one worker).
+
+    ``index`` is the invoice number, ``created`` the invoice's ``created`` (so the event can be
+    rebuilt byte for byte for the events list) and ``seq`` the event's position in the events
+    list (its cursor), unique for the life of the process.
+    """
 
     invoice: IssuedInvoice
     attempts: int = 0
     accepted_at: float | None = None
     last_status: int | None = None
+    index: int = 0
+    created: int = 0
+    seq: int = 0
+
+
+class ModeStats(msgspec.Struct):
+    """Extra deliveries of one fault mode: how many were sent and the statuses that came back
+    (0 for a connection error or timeout)."""
+
+    sent: int = 0
+    statuses: dict[int, int] = {}
+
+    def add(self, status: int) -> None:
+        self.sent += 1
+        self.statuses[status] = self.statuses.get(status, 0) + 1
 
 
 class _BillRun:
@@ -272,20 +314,30 @@ class _BillRun:
 
 
 class _Outbound:
-    __slots__ = ("body", "record", "run")
+    __slots__ = ("body", "event", "plan", "record", "run")
 
-    def __init__(self, record: Delivery, body: bytes, run: _BillRun) -> None:
+    def __init__(
+        self, record: Delivery, body: bytes, run: _BillRun, event: BillingEvent, plan: WebhookPlan
+    ) -> None:
         self.record = record
         self.body = body
         self.run = run
+        self.event = event
+        self.plan = plan
 
 
 class _Epoch:
-    """Everything a reset clears: records, runs, the outbox and the tasks working on them."""
+    """Everything a reset clears: records, runs, the outbox and the tasks working on them,
+    the events list, the idempotency keys and the webhook fault statistics."""
 
     def __init__(self, slots: int) -> None:
         self.records: dict[str, Delivery] = {}
         self.runs: dict[str, _BillRun] = {}
+        self.order: list[Delivery] = []  # issue order = seq order (the events list)
+        self.seqs: list[int] = []
+        self.idempotency: dict[str, tuple[bytes, int, bytes]] = {}
+        self.stats: dict[str, ModeStats] = {}
+        self.reordered = 0
         self.outbox_send: MemoryObjectSendStream[_Outbound]
         self.outbox_recv: MemoryObjectReceiveStream[_Outbound]
         self.outbox_send, self.outbox_recv = anyio.create_memory_object_stream[_Outbound](
@@ -296,12 +348,40 @@ class _Epoch:
         self.jobs_send, self.jobs_recv = anyio.create_memory_object_stream[_BillRun](
             max_buffer_size=math.inf
         )
+        self.slots_total = slots
         self.slots = anyio.Semaphore(slots)
         self.scope: anyio.CancelScope | None = None
 
     def close(self) -> None:
         for stream in (self.outbox_send, self.outbox_recv, self.jobs_send, self.jobs_recv):
             stream.close()
+
+    def stat(self, mode: str) -> ModeStats:
+        s = self.stats.get(mode)
+        if s is None:
+            s = self.stats[mode] = ModeStats()
+        return s
+
+
+class TokenBucket:
+    """``rate`` tokens per second, at most ``burst`` banked; pure but for the clock passed in.
+
+    ``take(now)`` returns 0.0 when a token was taken, else the seconds until one is due.
+    """
+
+    def __init__(self, rate: float, burst: int, now: float) -> None:
+        self.rate = rate
+        self.burst = max(1, burst)
+        self.tokens = float(self.burst)
+        self.at = now
+
+    def take(self, now: float) -> float:
+        self.tokens = min(float(self.burst), self.tokens + (now - self.at) * self.rate)
+        self.at = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return 0.0
+        return (1.0 - self.tokens) / self.rate
 
 
 class BillingService:
@@ -311,21 +391,28 @@ class BillingService:
     context); handlers run in aiohttp's request tasks and only touch state synchronously.
     """
 
-    def __init__(self, config: SimConfig) -> None:
+    def __init__(self, config: SimConfig, control: FaultControl | None = None) -> None:
         if config.delivery_concurrency < 1:
             raise ValueError(
                 f"delivery_concurrency must be >= 1, got {config.delivery_concurrency}"
             )
         if not config.webhook_url.startswith(("http://", "https://")):
             raise ValueError(f"webhook_url must be an http(s) URL, got {config.webhook_url!r}")
+        if config.billing_rate_limit < 0:
+            raise ValueError(
+                f"billing_rate_limit must be >= 0, got {config.billing_rate_limit}"
+            )
         self._config = config
+        self._control = control or FaultControl(config.seed, config.scenario)
         self._rng = random.Random(config.seed)
         self._next_invoice = 1
         self._next_run = 1
+        self._next_seq = 1
         self._epoch: _Epoch | None = None
         self._session: aiohttp.ClientSession | None = None
         self._running = False
         self._timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S)
+        self._bucket: TokenBucket | None = None
 
     # -- the host ---------------------------------------------------------------------------
 
@@ -377,21 +464,46 @@ class BillingService:
         """The delivery records of the current epoch, in issue order."""
         return [] if self._epoch is None else list(self._epoch.records.values())
 
+    def fault_stats(self) -> tuple[dict[str, ModeStats], int]:
+        """Extra deliveries per fault mode, and how many events reordering moved."""
+        if self._epoch is None:
+            return {}, 0
+        return dict(self._epoch.stats), self._epoch.reordered
+
+    def start_bill_run(self, invoices: int, rate: float) -> str:
+        """Queue a bill run (as ``POST /billing/v1/bill-runs`` does); its id.
+
+        Raises ``SimHTTPError`` 503 when the host task is not running.
+        """
+        epoch = self._current()
+        if not self._running:
+            raise SimHTTPError(503, "sim.stopped", "the billing host task is not running")
+        bill_run = _BillRun(f"br_{self._next_run:06d}", invoices, rate)
+        self._next_run += 1
+        epoch.runs[bill_run.id] = bill_run
+        epoch.jobs_send.send_nowait(bill_run)
+        return bill_run.id
+
     # -- issuing ------------------------------------------------------------------------------
 
     async def _issue(self, epoch: _Epoch, bill_run: _BillRun) -> None:
         started = anyio.current_time()
         sent = 0
+        held: list[_Outbound] = []  # events held back for reordering
         while sent < bill_run.invoices:
             elapsed = anyio.current_time() - started
             due = due_count(elapsed, bill_run.rate, bill_run.invoices)
             if due <= sent:
+                self._release(epoch, held)
                 await anyio.sleep(sent / bill_run.rate - elapsed)
                 continue
             n = min(due - sent, _CHUNK)
             first = self._next_invoice
             self._next_invoice += n
-            for inv in generate_invoices(n, self._config.seed, first, now=time.time()):
+            created = time.time()
+            for offset, inv in enumerate(
+                generate_invoices(n, self._config.seed, first, now=created)
+            ):
                 await epoch.slots.acquire()
                 issued_at = time.time()
                 event = BillingEvent(
@@ -406,32 +518,84 @@ class BillingService:
                         currency=inv.currency.upper(),
                         total=inv.total,
                         issued_at=issued_at,
-                    )
+                    ),
+                    index=first + offset,
+                    created=inv.created,
+                    seq=self._next_seq,
                 )
+                self._next_seq += 1
                 epoch.records[inv.id] = record
+                epoch.order.append(record)
+                epoch.seqs.append(record.seq)
                 bill_run.issued += 1
-                epoch.outbox_send.send_nowait(
-                    _Outbound(record, _EVENT_ENCODER.encode(event), bill_run)
-                )
+                sources = self._control.webhook_sources()
+                plan = plan_webhook(sources, self._config.seed, record.index)
+                out = _Outbound(record, _EVENT_ENCODER.encode(event), bill_run, event, plan)
+                window = min(max(s.reorder_window for s in sources), epoch.slots_total)
+                if window <= 1 and not held:
+                    epoch.outbox_send.send_nowait(out)
+                    continue
+                held.append(out)
+                if len(held) >= window:
+                    self._release(epoch, held)
             sent += n
+        self._release(epoch, held)
+
+    def _release(self, epoch: _Epoch, held: list[_Outbound]) -> None:
+        """Shuffle (seeded) and hand over the events held back for reordering."""
+        if not held:
+            return
+        epoch.reordered += shuffle_window(held, self._config.seed, held[0].record.index)
+        for out in held:
+            epoch.outbox_send.send_nowait(out)
+        held.clear()
 
     # -- delivering ---------------------------------------------------------------------------
 
     async def _deliver_loop(self, epoch: _Epoch) -> None:
         async for item in epoch.outbox_recv:
             try:
-                await self._deliver(item)
+                await self._deliver(epoch, item)
             finally:
                 epoch.slots.release()
 
-    async def _deliver(self, item: _Outbound) -> None:
+    async def _deliver(self, epoch: _Epoch, item: _Outbound) -> None:
+        plan = item.plan
+        if plan.empty:
+            await self._deliver_genuine(item)
+            return
+        secret = self._config.webhook_secret
+        for mode in plan.mangles:
+            shadow = _EVENT_ENCODER.encode(shadow_event(item.event, mode))
+            body, header = mangled_request(mode, shadow, secret, int(time.time()))
+            epoch.stat(mode).add(await self._post_once(body, header))
+        for mode in plan.drifts:
+            body = drift_body(mode, item.event)
+            epoch.stat(mode).add(await self._post_once(body, self._sign(body)))
+        if plan.concurrent_copies:
+            async with anyio.create_task_group() as tg:
+                for _ in range(plan.concurrent_copies):
+                    tg.start_soon(self._send_copy, epoch, item.body)
+                await self._deliver_genuine(item)
+        else:
+            await self._deliver_genuine(item)
+        for _ in range(plan.later_copies):
+            await self._send_copy(epoch, item.body)
+        if plan.replay:
+            old = sign(secret, item.body, int(time.time()) - plan.replay_age_s)
+            epoch.stat("replay").add(await self._post_once(item.body, old))
+
+    async def _send_copy(self, epoch: _Epoch, body: bytes) -> None:
+        epoch.stat("duplicate").add(await self._post_once(body, self._sign(body)))
+
+    async def _deliver_genuine(self, item: _Outbound) -> None:
         record, run = item.record, item.run
         attempt = 0
         while True:
             attempt += 1
             record.attempts = attempt
             run.attempts += 1
-            status = await self._post_once(item.body)
+            status = await self._post_once(item.body, self._sign(item.body))
             record.last_status = status
             if 200 <= status < 300:
                 record.accepted_at = time.time()
@@ -439,14 +603,17 @@ class BillingService:
                 return
             await anyio.sleep(backoff_delay(attempt, self._rng.random()))
 
-    async def _post_once(self, body: bytes) -> int:
-        """One signed POST of ``body``; its status, or 0 for a connection error or timeout."""
+    def _sign(self, body: bytes) -> str:
+        return sign(self._config.webhook_secret, body, int(time.time()))
+
+    async def _post_once(self, body: bytes, signature: str | None) -> int:
+        """One POST of ``body`` with ``signature`` (no header when ``None``); its status, or 0
+        for a connection error or timeout."""
         session = self._session
         assert session is not None, "delivery runs only inside BillingService.run"
-        headers = {
-            "Content-Type": "application/json",
-            SIGNATURE_HEADER: sign(self._config.webhook_secret, body, int(time.time())),
-        }
+        headers = {"Content-Type": "application/json"}
+        if signature is not None:
+            headers[SIGNATURE_HEADER] = signature
         try:
             async with session.post(
                 self._config.webhook_url, data=body, headers=headers, timeout=self._timeout
@@ -459,6 +626,28 @@ class BillingService:
 
     # -- HTTP handlers ------------------------------------------------------------------------
 
+    def limited(self, handler: Handler) -> Handler:
+        """``handler`` behind the billing API's request-rate limit (429 with Retry-After)."""
+        rate = self._config.billing_rate_limit
+        if rate <= 0:
+            return handler
+
+        async def limited(request: web.Request) -> web.StreamResponse:
+            now = anyio.current_time()
+            if self._bucket is None:
+                self._bucket = TokenBucket(rate, self._config.billing_rate_burst, now)
+            wait = self._bucket.take(now)
+            if wait > 0:
+                self._control.count("billing/api", "rate_limited")
+                raise SimHTTPError(
+                    429, "billing.rate_limited",
+                    f"more than {rate:g} requests per second; retry after the Retry-After delay",
+                    headers={"Retry-After": str(max(1, math.ceil(wait)))},
+                )
+            return await handler(request)
+
+        return limited
+
     def _current(self) -> _Epoch:
         if self._epoch is None:
             raise SimHTTPError(503, "sim.starting", "the billing service is not running yet")
@@ -468,19 +657,36 @@ class BillingService:
         """``POST /billing/v1/bill-runs`` ``{"invoices": N, "rate": R}`` → 202.
 
         400 naming the field when N is outside 1..1,000,000 or R outside 0..1,000,000; 503
-        when the host task is not running (not started yet, or crashed: see the log).
+        when the host task is not running (not started yet, or crashed: see the log). With an
+        ``Idempotency-Key`` header: the same key and body again answers the stored response
+        (``Idempotent-Replayed: true``) and starts nothing; the same key with another body
+        answers 422 ``idempotency.key_reused``.
         """
+        key = request.headers.get(IDEMPOTENCY_HEADER)
         body = await decode_body(request, _BILL_RUN_DECODER)
         epoch = self._current()
-        if not self._running:
-            raise SimHTTPError(503, "sim.stopped", "the billing host task is not running")
-        bill_run = _BillRun(f"br_{self._next_run:06d}", body.invoices, body.rate)
-        self._next_run += 1
-        epoch.runs[bill_run.id] = bill_run
-        epoch.jobs_send.send_nowait(bill_run)
-        return json_response(
-            BillRunCreated(bill_run_id=bill_run.id, invoices=bill_run.invoices), status=202
-        )
+        digest = b""
+        if key is not None:
+            if not _KEY.match(key):
+                raise SimHTTPError(400, "request.invalid",
+                                   f"{IDEMPOTENCY_HEADER} must be 1 to 255 visible ASCII "
+                                   "characters", path=IDEMPOTENCY_HEADER)
+            digest = hashlib.sha256(_EVENT_ENCODER.encode(body)).digest()
+            seen = epoch.idempotency.get(key)
+            if seen is not None:
+                if seen[0] != digest:
+                    raise SimHTTPError(
+                        422, "idempotency.key_reused",
+                        f"{IDEMPOTENCY_HEADER} {key!r} was used with a different request body",
+                        path=IDEMPOTENCY_HEADER,
+                    )
+                return web.Response(body=seen[2], status=seen[1], content_type="application/json",
+                                    headers={"Idempotent-Replayed": "true"})
+        run_id = self.start_bill_run(body.invoices, body.rate)
+        encoded = _EVENT_ENCODER.encode(BillRunCreated(bill_run_id=run_id, invoices=body.invoices))
+        if key is not None:
+            epoch.idempotency[key] = (digest, 202, encoded)
+        return web.Response(body=encoded, status=202, content_type="application/json")
 
     async def get_bill_run(self, request: web.Request) -> web.Response:
         """``GET /billing/v1/bill-runs/{id}`` → ``BillRunStatus``; 404 for an unknown id."""
@@ -507,3 +713,29 @@ class BillingService:
                 last_status=record.last_status,
             )
         )
+
+    def _rebuild(self, record: Delivery) -> BillingEvent:
+        """The event of ``record``, byte for byte as its webhook carried it."""
+        inv = _invoice(self._config.seed, record.index, record.created,
+                       _month_bounds(record.created))
+        return BillingEvent(id=f"evt_{inv.id}", type="invoice.finalized",
+                            created=int(record.invoice.issued_at), data=EventData(object=inv))
+
+    async def list_events(self, request: web.Request) -> web.Response:
+        """``GET /billing/v1/events?after=CURSOR&limit=N`` → ``BillingEventList``.
+
+        Events in issue order after ``CURSOR`` (an opaque decimal string; omitted: from the
+        start), at most ``N`` (1..1000, default 100). ``next_cursor`` is the cursor to pass
+        next (unchanged when there was nothing new). 400 naming the parameter otherwise.
+        """
+        after = query_int(request.query.get("after"), "after", 0, 0, 10**18)
+        limit = query_int(request.query.get("limit"), "limit", 100, 1, MAX_EVENTS_PAGE)
+        epoch = self._current()
+        start = bisect.bisect_right(epoch.seqs, after)
+        page = epoch.order[start:start + limit]
+        events = [self._rebuild(r) for r in page]
+        return json_response(BillingEventList(
+            data=events,
+            has_more=start + limit < len(epoch.order),
+            next_cursor=str(page[-1].seq) if page else str(after),
+        ))

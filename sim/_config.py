@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import msgspec
 
+from ._scenario import Scenario
+
 __all__ = ["SimConfig"]
 
 
@@ -14,6 +16,14 @@ class SimConfig(msgspec.Struct, kw_only=True):
     ``delivery_concurrency`` is the number of webhook delivery workers and the size of the HTTP
     connection pool; ``erp_max_bulk`` is the most items the ERP's bulk endpoint accepts at once.
     ``tenant`` names the simulated tenant; the sim reports it but does not partition by it.
+
+    ``scenario`` (optional) is a fault schedule and workload (``sim.load_scenario``).
+    ``erp_concurrency_limit`` caps the ERP requests in flight account-wide (0: no cap); one
+    more is answered 429 ``SSS_REQUEST_LIMIT_EXCEEDED``. ``billing_rate_limit`` caps billing
+    API requests per second (0: no cap) with bursts of ``billing_rate_burst``; above it the
+    billing API answers 429 with ``Retry-After``. ``revenue_max_batch`` is the most lines one
+    revenue upload takes; ``cpq_latency_ms`` is the base latency of CPQ pricing (scenario
+    windows add to it).
     """
 
     host: str = "127.0.0.1"
@@ -24,3 +34,9 @@ class SimConfig(msgspec.Struct, kw_only=True):
     seed: int = 7
     erp_max_bulk: int = 1000
     tenant: str = "default"
+    scenario: Scenario | None = None
+    erp_concurrency_limit: int = 0
+    billing_rate_limit: float = 0.0
+    billing_rate_burst: int = 10
+    revenue_max_batch: int = 500
+    cpq_latency_ms: int = 0

@@ -1,4 +1,5 @@
-"""The simulated ERP: a journal-entry bulk API over an append-only posting record.
+"""The simulated ERP: journal entries in bulk over an append-only posting record, GL balances,
+period close, and an account-wide concurrency limit.
 
 Theory of operation: ``ErpLedger`` is the pure core. It takes decoded items and ``now`` and
 returns one ``BulkItemResult`` per item, in order, appending a ``Posting`` for each item it
@@ -7,61 +8,84 @@ item's canonical encoding (msgspec's JSON of the decoded struct, so whitespace a
 the request do not matter) and the entry id. A key seen with the same digest is ``replayed``
 (nothing new recorded); with another digest, ``rejected`` as ``IDEMPOTENCY_KEY_REUSED``.
 Rejected items record nothing, not even their key, so a corrected retry can still be created.
+The ledger also keeps GL totals per (period, account, currency), where the period is the
+``YYYY-MM`` of the entry's ``tranDate``, and the closed periods: a new entry dated in a closed
+period is ``rejected`` as ``PERIOD_CLOSED`` (a replay of an entry created before the close is
+still ``replayed``). An external id of the form ``<object id>:v<n>`` gives the posting its
+``version`` (for the audit's ORDER_OK).
 
-``ErpService`` is the HTTP shell: it applies the fault plan (``sim._faults``), decodes, calls
-the ledger and encodes. Items within one request are processed in order, so a key repeated
-inside one request behaves exactly like a key repeated across requests.
+``ErpService`` is the HTTP shell: the fault guard (``sim._control``) wraps its handlers, the
+concurrency gate answers 429 ``SSS_REQUEST_LIMIT_EXCEEDED`` beyond the account's limit, and the
+bulk handler decodes, calls the ledger and encodes. Items within one request are processed in
+order, so a key repeated inside one request behaves exactly like a key repeated across requests.
 """
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import random
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
+from datetime import date
 
-import anyio
 import msgspec
 from aiohttp import web
 
 from contracts.platforms.erp import (
+    PERIOD_CLOSED,
+    REQUEST_LIMIT_EXCEEDED,
     BulkItemResult,
     BulkRequest,
     BulkResponse,
     ErpError,
+    GlBalance,
+    GlBalances,
+    Governance,
     JournalEntryIn,
+    JournalEntryList,
+    PeriodList,
+    PeriodStatus,
 )
 
 from ._config import SimConfig
-from ._faults import Faults, plan_bulk
-from ._http import SimHTTPError, decode_body, json_response
-from ._records import Posting
+from ._control import STALL_S, FaultControl, Handler, current_plan, require
+from ._http import SimHTTPError, decode_body, json_response, query_int
+from ._records import Posting, split_external_id
 
-__all__ = ["STALL_S", "ErpLedger", "ErpService", "JournalEntryList", "validate_entry"]
-
-# How long a commit-then-timeout request stalls: longer than any sane client timeout.
-STALL_S = 30.0
+__all__ = [
+    "STALL_S",
+    "ErpLedger",
+    "ErpService",
+    "JournalEntryList",
+    "check_period",
+    "validate_entry",
+]
 
 _BULK_DECODER = msgspec.json.Decoder(BulkRequest)
-_FAULTS_DECODER = msgspec.json.Decoder(Faults)
 _CANONICAL = msgspec.json.Encoder()
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
+_DATE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
+_PERIOD = re.compile(r"^[0-9]{4}-(0[1-9]|1[0-2])$")
 
 
-class JournalEntryList(msgspec.Struct, frozen=True):
-    """Body of ``GET /erp/v1/journal-entries?externalId=…``: postings in commit order."""
-
-    items: list[Posting]
+def check_period(value: str, name: str = "period") -> str:
+    """``value`` when it is a ``YYYY-MM`` period; ``SimHTTPError`` 400 naming ``name`` otherwise."""
+    if not _PERIOD.match(value):
+        raise SimHTTPError(400, "request.invalid", f"{name} must be YYYY-MM, got {value!r}",
+                           path=name)
+    return value
 
 
 def validate_entry(item: JournalEntryIn) -> ErpError | None:
     """The business-rule error for ``item``, or ``None`` when the ERP would accept it.
 
     ``INVALID``: an empty ``idempotencyKey`` or ``externalId``, fewer than two lines, a line
-    without exactly one of debit or credit above zero (negative amounts included), or a
-    currency that is not three upper-case letters. ``UNBALANCED``: debits differ from credits.
-    Structure is checked before balance. Raises nothing.
+    without exactly one of debit or credit above zero (negative amounts included), a currency
+    that is not three upper-case letters, or a ``tranDate`` that is not a ``YYYY-MM-DD`` date.
+    ``UNBALANCED``: debits differ from credits. Structure is checked before balance. Raises
+    nothing.
     """
     if not item.idempotency_key:
         return ErpError(code="INVALID", message="idempotencyKey must not be empty")
@@ -84,6 +108,10 @@ def validate_entry(item: JournalEntryIn) -> ErpError | None:
         return ErpError(
             code="INVALID", message=f"currency must be 3 upper-case letters, got {item.currency!r}"
         )
+    if not _valid_date(item.tran_date):
+        return ErpError(
+            code="INVALID", message=f"tranDate must be a YYYY-MM-DD date, got {item.tran_date!r}"
+        )
     debits = sum(line.debit for line in item.lines)
     credits = sum(line.credit for line in item.lines)
     if debits != credits:
@@ -93,12 +121,23 @@ def validate_entry(item: JournalEntryIn) -> ErpError | None:
     return None
 
 
+def _valid_date(value: str) -> bool:
+    if not _DATE.match(value):
+        return False
+    try:
+        date.fromisoformat(value)
+    except ValueError:
+        return False
+    return True
+
+
 def _digest(item: JournalEntryIn) -> bytes:
     return hashlib.sha256(_CANONICAL.encode(item)).digest()
 
 
 class ErpLedger:
-    """The ERP's books: append-only postings plus the idempotency-key index. Pure, no I/O.
+    """The ERP's books: append-only postings, the idempotency-key index, GL totals and closed
+    periods. Pure, no I/O.
 
     ``first_number`` is the number of the next ``JE-<n>`` id, so a reset ledger can continue
     numbering and never reuse an entry id within one sim process.
@@ -108,7 +147,10 @@ class ErpLedger:
         self._postings: list[Posting] = []
         self._keys: dict[str, tuple[bytes, str]] = {}
         self._by_external: dict[str, list[Posting]] = {}
+        self._totals: dict[tuple[str, str, str], list[int]] = {}
+        self._closed: dict[str, float] = {}
         self._next = first_number
+        self.dropped = 0
 
     @property
     def postings(self) -> Sequence[Posting]:
@@ -123,11 +165,23 @@ class ErpLedger:
         """The postings whose external id is ``external_id``, in commit order (a copy)."""
         return list(self._by_external.get(external_id, ()))
 
-    def post(self, items: Sequence[JournalEntryIn], now: float) -> list[BulkItemResult]:
-        """Apply ``items`` in order at time ``now``; one result per item. Raises nothing."""
-        return [self._post_one(item, now) for item in items]
+    def page(self, after: int, limit: int) -> list[Posting]:
+        """Up to ``limit`` postings with ``seq > after``, in commit order."""
+        start = bisect.bisect_right(self._postings, after, key=lambda p: p.seq)
+        return self._postings[start:start + limit]
 
-    def _post_one(self, item: JournalEntryIn, now: float) -> BulkItemResult:
+    def post(
+        self, items: Sequence[JournalEntryIn], now: float, *, drop: Collection[int] = ()
+    ) -> list[BulkItemResult]:
+        """Apply ``items`` in order at time ``now``; one result per item. Raises nothing.
+
+        Items whose index is in ``drop`` and that would be created are answered ``created``
+        with a fresh id and their key is remembered, but nothing is recorded: the injected
+        "acknowledged but lost" ERP bug (counted in ``dropped``).
+        """
+        return [self._post_one(item, now, i in drop) for i, item in enumerate(items)]
+
+    def _post_one(self, item: JournalEntryIn, now: float, drop: bool) -> BulkItemResult:
         key = item.idempotency_key
         digest = _digest(item)
         seen = self._keys.get(key)
@@ -145,8 +199,21 @@ class ErpLedger:
         error = validate_entry(item)
         if error is not None:
             return BulkItemResult(idempotency_key=key, status="rejected", error=error)
+        period = item.tran_date[:7]
+        if period in self._closed:
+            return BulkItemResult(
+                idempotency_key=key,
+                status="rejected",
+                error=ErpError(code=PERIOD_CLOSED,
+                               message=f"period {period} is closed; post into an open period"),
+            )
         entry_id = f"JE-{self._next}"
         self._next += 1
+        self._keys[key] = (digest, entry_id)
+        if drop:
+            self.dropped += 1
+            return BulkItemResult(idempotency_key=key, status="created", id=entry_id)
+        _, version = split_external_id(item.external_id)
         posting = Posting(
             seq=len(self._postings) + 1,
             id=entry_id,
@@ -155,61 +222,98 @@ class ErpLedger:
             currency=item.currency,
             amount=sum(line.debit for line in item.lines),
             accepted_at=now,
+            version=version,
         )
         self._postings.append(posting)
-        self._keys[key] = (digest, entry_id)
         self._by_external.setdefault(item.external_id, []).append(posting)
+        for line in item.lines:
+            totals = self._totals.setdefault((period, line.account, item.currency), [0, 0])
+            totals[0] += line.debit
+            totals[1] += line.credit
         return BulkItemResult(idempotency_key=key, status="created", id=entry_id)
+
+    def balances(self, period: str) -> GlBalances:
+        """GL totals of ``period`` (``YYYY-MM``) per account and currency, sorted."""
+        rows = [
+            GlBalance(account=account, currency=currency, debit=d, credit=c, balance=d - c)
+            for (p, account, currency), (d, c) in sorted(self._totals.items())
+            if p == period
+        ]
+        return GlBalances(period=period, closed=period in self._closed, balances=rows)
+
+    def close_period(self, period: str, now: float) -> PeriodStatus:
+        """Close ``period`` (idempotent: closing it again keeps the first close time)."""
+        closed_at = self._closed.setdefault(period, now)
+        return PeriodStatus(period=period, status="closed", closed_at=closed_at)
+
+    def closed_periods(self) -> list[str]:
+        return sorted(self._closed)
+
+    def period_status(self, period: str) -> PeriodStatus:
+        closed_at = self._closed.get(period)
+        return PeriodStatus(period=period, status="open" if closed_at is None else "closed",
+                            closed_at=closed_at)
 
 
 class ErpService:
-    """HTTP handlers of the ERP API and of the fault hooks, over one ``ErpLedger``.
+    """HTTP handlers of the ERP API over one ``ErpLedger``.
 
-    Handlers run in aiohttp's request tasks. ``shutdown`` (wired to the app's ``on_shutdown``)
-    wakes every request sleeping for injected latency or a commit-then-timeout stall, so the
-    server stops promptly instead of waiting for them.
+    Handlers run in aiohttp's request tasks. Faults and their sleeps live in the shared
+    ``FaultControl``; ``gate`` counts the requests in flight and enforces the account-wide
+    concurrency limit.
     """
 
-    def __init__(self, config: SimConfig) -> None:
+    def __init__(self, config: SimConfig, control: FaultControl | None = None) -> None:
         if config.erp_max_bulk < 1:
             raise ValueError(f"erp_max_bulk must be >= 1, got {config.erp_max_bulk}")
+        if config.erp_concurrency_limit < 0:
+            raise ValueError(
+                f"erp_concurrency_limit must be >= 0, got {config.erp_concurrency_limit}"
+            )
         self._seed = config.seed
         self._max_bulk = config.erp_max_bulk
-        self._rng = random.Random(config.seed)
+        self._limit = config.erp_concurrency_limit
+        self._control = control or FaultControl(config.seed, config.scenario)
+        self._drop_rng = random.Random(f"{config.seed}/erp/drop")
         self.ledger = ErpLedger()
-        self.faults = Faults()
-        self._pauses: set[anyio.CancelScope] = set()
+        self.in_flight = 0
+        self.limited_requests = 0
 
     def reset(self) -> None:
-        """Forget every posting, key and fault; entry numbering continues (ids stay unique)."""
+        """Forget every posting, key, balance and closed period; entry numbering continues
+        (ids stay unique)."""
         self.ledger = ErpLedger(first_number=self.ledger.next_number)
-        self.faults = Faults()
-        self._rng = random.Random(self._seed)
+        self._drop_rng = random.Random(f"{self._seed}/erp/drop")
+        self.limited_requests = 0
 
-    async def shutdown(self, app: web.Application) -> None:
-        for scope in list(self._pauses):
-            scope.cancel()
+    def gate(self, handler: Handler) -> Handler:
+        """``handler`` counted against the account's concurrency limit: one request over it
+        is answered 429 ``SSS_REQUEST_LIMIT_EXCEEDED`` with ``Retry-After: 1``."""
 
-    async def _pause(self, seconds: float) -> None:
-        with anyio.CancelScope() as scope:
-            self._pauses.add(scope)
+        async def gated(request: web.Request) -> web.StreamResponse:
+            if self._limit and self.in_flight >= self._limit:
+                self.limited_requests += 1
+                self._control.count("erp/account", "concurrency_limit")
+                raise SimHTTPError(
+                    429, REQUEST_LIMIT_EXCEEDED,
+                    f"the account's limit of {self._limit} concurrent requests is reached",
+                    headers={"Retry-After": "1"},
+                )
+            self.in_flight += 1
             try:
-                await anyio.sleep(seconds)
+                return await handler(request)
             finally:
-                self._pauses.discard(scope)
+                self.in_flight -= 1
+
+        return gated
 
     async def post_bulk(self, request: web.Request) -> web.Response:
         """``POST /erp/v1/journal-entries/bulk``: ``BulkRequest`` in, ``BulkResponse`` out.
 
-        Answers 400 (naming the field) for a body that breaks ``BulkRequest``, 413 for more
-        than ``erp_max_bulk`` items, and the injected status (429 with ``Retry-After: 1``,
-        503 during an outage) when a fault fires; those commit nothing.
+        Answers 400 (naming the field) for a body that breaks ``BulkRequest`` and 413 for more
+        than ``erp_max_bulk`` items; those commit nothing. Faults are applied around it by the
+        guard.
         """
-        plan = plan_bulk(self.faults.erp, self._rng)
-        if plan.delay_s > 0:
-            await self._pause(plan.delay_s)
-        if plan.fail_status is not None:
-            raise _fault_error(plan.fail_status)
         bulk = await decode_body(request, _BULK_DECODER)
         if len(bulk.items) > self._max_bulk:
             raise SimHTTPError(
@@ -218,42 +322,52 @@ class ErpService:
                 f"a bulk request takes at most {self._max_bulk} items, got {len(bulk.items)}",
                 path="$.items",
             )
-        results = self.ledger.post(bulk.items, time.time())
-        response = json_response(BulkResponse(results=results))
-        if plan.commit_then_timeout:
-            await self._pause(STALL_S)
-        return response
+        plan = current_plan.get()
+        drop: set[int] = set()
+        if plan.drop_rate > 0:
+            drop = {i for i in range(len(bulk.items)) if self._drop_rng.random() < plan.drop_rate}
+        before = self.ledger.dropped
+        results = self.ledger.post(bulk.items, time.time(), drop=drop)
+        if self.ledger.dropped > before:
+            self._control.count("erp/journal-entries.bulk", "silent_drop",
+                                self.ledger.dropped - before)
+        return json_response(BulkResponse(results=results))
 
     async def lookup(self, request: web.Request) -> web.Response:
-        """``GET /erp/v1/journal-entries?externalId=X``: the postings of X (400 without X)."""
+        """``GET /erp/v1/journal-entries?externalId=X``: the postings of X; without
+        ``externalId``, every posting in commit order after ``after`` (a ``seq``, default 0),
+        at most ``limit`` (1..1000, default 100) — how a reconciler pages through the ledger.
+        400 naming the parameter when one is malformed."""
+        after = query_int(request.query.get("after"), "after", 0, 0, 10**18)
+        limit = query_int(request.query.get("limit"), "limit", 100, 1, 1000)
         external_id = request.query.get("externalId")
-        if not external_id:
-            raise SimHTTPError(
-                400, "request.invalid", "query parameter externalId is required", path="externalId"
-            )
-        return json_response(JournalEntryList(items=self.ledger.by_external_id(external_id)))
+        if external_id is not None:
+            if not external_id:
+                require(request, "externalId")
+            return json_response(JournalEntryList(items=self.ledger.by_external_id(external_id)))
+        return json_response(JournalEntryList(items=self.ledger.page(after, limit)))
 
-    async def get_faults(self, request: web.Request) -> web.Response:
-        return json_response(self.faults)
+    async def gl_balances(self, request: web.Request) -> web.Response:
+        """``GET /erp/v1/gl/balances?period=YYYY-MM`` → ``GlBalances`` (400 naming ``period``)."""
+        period = check_period(require(request, "period"))
+        return json_response(self.ledger.balances(period))
 
-    async def put_faults(self, request: web.Request) -> web.Response:
-        """Replace the fault settings; 400 naming the field for an invalid or unknown one."""
-        self.faults = await decode_body(request, _FAULTS_DECODER)
-        return json_response(self.faults)
+    async def close_period(self, request: web.Request) -> web.Response:
+        """``POST /erp/v1/periods/{YYYY-MM}/close`` → ``PeriodStatus`` (idempotent)."""
+        period = check_period(request.match_info["period"])
+        return json_response(self.ledger.close_period(period, time.time()))
 
-    async def delete_faults(self, request: web.Request) -> web.Response:
-        self.faults = Faults()
-        return json_response(self.faults)
+    async def list_periods(self, request: web.Request) -> web.Response:
+        """``GET /erp/v1/periods`` → the closed periods as ``PeriodStatus`` items."""
+        items = [self.ledger.period_status(p) for p in self.ledger.closed_periods()]
+        return json_response(PeriodList(items=items))
 
-
-def _fault_error(status: int) -> SimHTTPError:
-    if status == 429:
-        return SimHTTPError(
-            429,
-            "erp.rate_limited",
-            "injected fault: too many requests",
-            headers={"Retry-After": "1"},
-        )
-    if status == 503:
-        return SimHTTPError(503, "erp.unavailable", "injected fault: service unavailable")
-    return SimHTTPError(status, "erp.injected_error", f"injected fault: HTTP {status}")
+    async def governance(self, request: web.Request) -> web.Response:
+        """``GET /erp/v1/governance`` → ``Governance`` (not counted against the limit)."""
+        return json_response(Governance(
+            concurrency_limit=self._limit,
+            in_flight=self.in_flight,
+            max_bulk_items=self._max_bulk,
+            limited_requests=self.limited_requests,
+            closed_periods=self.ledger.closed_periods(),
+        ))

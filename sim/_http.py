@@ -8,6 +8,7 @@ shape and the traceback goes to the log, never to the client.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
@@ -17,11 +18,19 @@ from aiohttp.typedefs import Handler
 
 from contracts import contract_error
 
-__all__ = ["ENCODER", "SimHTTPError", "decode_body", "error_middleware", "json_response"]
+__all__ = [
+    "ENCODER",
+    "SimHTTPError",
+    "decode_body",
+    "error_middleware",
+    "json_response",
+    "query_int",
+]
 
 log = logging.getLogger("sim.http")
 
 ENCODER = msgspec.json.Encoder()
+_KEY_PATH = re.compile(r"at `key` in `(\$[^`]*)`")
 
 T = TypeVar("T")
 
@@ -84,7 +93,11 @@ async def decode_body(request: web.Request, decoder: msgspec.json.Decoder[T]) ->
         return decoder.decode(raw)
     except msgspec.MsgspecError as exc:
         err = contract_error(exc)
-        raise SimHTTPError(400, err.code, f"{err.message} (at {err.path})", path=err.path) from exc
+        path = err.path
+        in_key = _KEY_PATH.search(str(exc))  # a bad dict key: "at `key` in `$.erp.error_mix`"
+        if in_key is not None:
+            path = in_key.group(1)
+        raise SimHTTPError(400, err.code, f"{err.message} (at {path})", path=path) from exc
 
 
 @web.middleware
@@ -115,3 +128,16 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
 
 
 _DROP_HEADERS = frozenset({"content-type", "content-length"})
+
+
+def query_int(value: str | None, name: str, default: int, lo: int, hi: int) -> int:
+    """A non-negative integer query parameter in ``lo..hi`` (``default`` when absent).
+
+    Raises ``SimHTTPError`` 400 naming the parameter otherwise.
+    """
+    if value is None or (value == "" and name == "after"):  # "after=" means from the start
+        return default
+    if not value.isdigit() or len(value) > 18 or not lo <= int(value) <= hi:
+        raise SimHTTPError(400, "request.invalid",
+                           f"query parameter {name} must be an integer in {lo}..{hi}", path=name)
+    return int(value)

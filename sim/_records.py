@@ -6,9 +6,28 @@ audit stays a pure function over plain values.
 
 from __future__ import annotations
 
+import re
+
 import msgspec
 
-__all__ = ["IssuedInvoice", "Posting"]
+from contracts.platforms.erp import JournalEntryRecord
+
+__all__ = ["IssuedInvoice", "Posting", "split_external_id"]
+
+# One journal entry the ERP committed (append-only; never changed once written). Encoded as
+# JSON it is the item shape of ``GET /erp/v1/journal-entries`` (camelCase, like the rest of
+# the ERP API); ``version`` is set when the external id names one.
+Posting = JournalEntryRecord
+
+_VERSIONED = re.compile(r"^(?P<base>.+):v(?P<version>[0-9]{1,9})$")
+
+
+def split_external_id(external_id: str) -> tuple[str, int | None]:
+    """``"in_000001:v3"`` → ``("in_000001", 3)``; an id without ``:v<n>`` → ``(id, None)``."""
+    m = _VERSIONED.match(external_id)
+    if m is None:
+        return external_id, None
+    return m.group("base"), int(m.group("version"))
 
 
 class IssuedInvoice(msgspec.Struct, frozen=True):
@@ -22,19 +41,3 @@ class IssuedInvoice(msgspec.Struct, frozen=True):
     currency: str
     total: int
     issued_at: float
-
-
-class Posting(msgspec.Struct, frozen=True, rename="camel"):
-    """One journal entry the ERP committed (append-only; never changed once written).
-
-    Encoded as JSON it is also the item shape of ``GET /erp/v1/journal-entries`` (camelCase,
-    like the rest of the ERP API). ``amount`` is the sum of the entry's debits in minor units.
-    """
-
-    seq: int
-    id: str
-    idempotency_key: str
-    external_id: str
-    currency: str
-    amount: int
-    accepted_at: float

@@ -14,7 +14,14 @@ from typing import Annotated
 
 import msgspec
 
-__all__ = ["BillingEvent", "BillingInvoice", "BillingInvoiceLine", "EventData", "LineList"]
+__all__ = [
+    "BillingEvent",
+    "BillingEventList",
+    "BillingInvoice",
+    "BillingInvoiceLine",
+    "EventData",
+    "LineList",
+]
 
 Amount = Annotated[int, msgspec.Meta(ge=0)]
 
@@ -62,3 +69,17 @@ class BillingEvent(msgspec.Struct, frozen=True):
     data: EventData
     livemode: bool = False
     object: str = "event"
+
+
+class BillingEventList(msgspec.Struct, frozen=True):
+    """Body of ``GET /billing/v1/events?after=CURSOR&limit=N``: events in issue order.
+
+    Pass ``next_cursor`` as ``after`` to read on; it is unchanged when nothing new was issued.
+    ``has_more`` says whether another page is ready now. The events are the ones the webhooks
+    carry, byte for byte, so a poller and a webhook receiver see the same payloads.
+    """
+
+    data: list[BillingEvent]
+    has_more: bool
+    next_cursor: str
+    object: str = "list"

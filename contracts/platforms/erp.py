@@ -13,12 +13,21 @@ from typing import Literal
 import msgspec
 
 __all__ = [
+    "PERIOD_CLOSED",
+    "REQUEST_LIMIT_EXCEEDED",
     "BulkItemResult",
     "BulkRequest",
     "BulkResponse",
     "ErpError",
+    "GlBalance",
+    "GlBalances",
+    "Governance",
     "JournalEntryIn",
+    "JournalEntryList",
+    "JournalEntryRecord",
     "JournalLineIn",
+    "PeriodList",
+    "PeriodStatus",
 ]
 
 
@@ -56,3 +65,83 @@ class BulkItemResult(msgspec.Struct, frozen=True, rename="camel"):
 
 class BulkResponse(msgspec.Struct, frozen=True):
     results: list[BulkItemResult]
+
+
+# -- Reads, periods and governance (added with the simulator's ERP growth) -----------------------
+
+# ``ErpError.code`` of an item posted into a closed period (a business rejection, not retryable).
+PERIOD_CLOSED = "PERIOD_CLOSED"
+# Error ``code`` of the 429 answered when the account's concurrent-request limit is reached.
+REQUEST_LIMIT_EXCEEDED = "SSS_REQUEST_LIMIT_EXCEEDED"
+
+
+class JournalEntryRecord(msgspec.Struct, frozen=True, rename="camel", omit_defaults=True):
+    """One journal entry as the ERP recorded it (append-only, never changed once written).
+
+    The item of ``GET /erp/v1/journal-entries?externalId=…``. ``amount`` is the sum of the
+    entry's debits in minor units; ``seq`` its position in the ERP's commit order.
+    ``version`` is present when the ``externalId`` names one (``<object id>:v<n>``).
+    """
+
+    seq: int
+    id: str
+    idempotency_key: str
+    external_id: str
+    currency: str
+    amount: int
+    accepted_at: float
+    version: int | None = None
+
+
+class JournalEntryList(msgspec.Struct, frozen=True):
+    """Body of ``GET /erp/v1/journal-entries?externalId=…``: postings in commit order."""
+
+    items: list[JournalEntryRecord]
+
+
+class GlBalance(msgspec.Struct, frozen=True):
+    """Totals of one account in one currency over a period (minor units);
+    ``balance`` = ``debit`` - ``credit``."""
+
+    account: str
+    currency: str
+    debit: int
+    credit: int
+    balance: int
+
+
+class GlBalances(msgspec.Struct, frozen=True):
+    """Body of ``GET /erp/v1/gl/balances?period=YYYY-MM``, accounts sorted by
+    (account, currency)."""
+
+    period: str
+    closed: bool
+    balances: list[GlBalance]
+
+
+class PeriodStatus(msgspec.Struct, frozen=True, rename="camel"):
+    """Body of ``POST /erp/v1/periods/{YYYY-MM}/close`` (and of the periods list)."""
+
+    period: str
+    status: Literal["open", "closed"]
+    closed_at: float | None = None
+
+
+class PeriodList(msgspec.Struct, frozen=True):
+    """Body of ``GET /erp/v1/periods``: the closed periods, sorted."""
+
+    items: list[PeriodStatus]
+
+
+class Governance(msgspec.Struct, frozen=True, rename="camel"):
+    """Body of ``GET /erp/v1/governance``: the account's limits and their use right now.
+
+    ``concurrency_limit`` 0 means unlimited; ``limited_requests`` counts the 429s answered
+    with ``SSS_REQUEST_LIMIT_EXCEEDED`` since start (or the last reset).
+    """
+
+    concurrency_limit: int
+    in_flight: int
+    max_bulk_items: int
+    limited_requests: int
+    closed_periods: list[str]

@@ -1,14 +1,75 @@
-"""``erpgw sim``: the platform simulator as a standalone service."""
+"""``erpgw sim``: the platform simulator as a standalone service, and ``erpgw sim audit``."""
 
 from __future__ import annotations
 
 import argparse
 import logging
 import signal
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
 
 import anyio
 
 from ._common import LOG_LEVELS, run_async
+
+DEFAULT_URL = "http://127.0.0.1:8700"
+
+SCENARIO_HELP = """\
+scenario files (--scenario FILE, TOML; every table and key is optional, times are seconds
+since the simulator started; validate one with --check):
+
+  name = "month-end"
+  description = "what this rehearses"
+  seed = 2025                     # used unless --seed is given
+
+  [faults]                        # applied at start, exactly like PUT /sim/v1/faults
+  billing = { duplicate_rate = 0.05 }
+  erp = { latency_ms = 20 }
+
+  [[bill_run]]                    # workload: a bill run fired at at_s
+  at_s = 1
+  invoices = 6000
+  rate = 100                      # invoices/s (0 = all at once)
+
+  [[http]]                        # HTTP faults on an endpoint for a time window
+  service = "erp"                 # erp | billing | revenue | cpq
+  endpoint = "*"                  # erp: journal-entries.bulk, journal-entries, gl.balances,
+                                  #   periods, governance; billing: bill-runs, events;
+                                  #   revenue: batches; cpq: products, price; * = all
+  at_s = 60
+  for_s = 20
+  outage = true                   # 503 for every request
+  # latency_ms = 50                 fixed delay, plus a distribution:
+  # latency = { dist = "lognormal", p50_ms = 40, p99_ms = 600 }   (or fixed ms / uniform
+  #                                 min_ms max_ms)
+  # error_rate = 0.1                that share fails with `status` (503), or by weights:
+  # error_mix = { 500 = 1, 502 = 1, 503 = 2 }
+  # rate_limit_rate = 0.3           429 storm, with Retry-After: retry_after_s (1)
+  # reset_rate = 0.05               TCP reset before anything is done
+  # commit_then_timeout_rate = 0.02 commits, then stalls 30 s (the caller times out)
+  # commit_then_reset_rate = 0.02   commits, then resets the connection
+  # silent_drop_rate = 0.001        (bulk) answers created, records nothing (an ERP bug)
+
+  [[webhooks]]                    # billing webhook faults for events issued in a window
+  at_s = 0
+  for_s = 300
+  duplicate_rate = 0.1            # 2..duplicate_max (3) deliveries, a share
+                                  #   (duplicate_concurrent_rate, 0.5) at the same moment
+  # reorder_window = 16             shuffle delivery order within windows of 16 events
+  # replay_rate = 0.01              re-send the captured request signed replay_age_s (600) ago
+  # mangle_rate = 0.01              one badly signed extra delivery; mangle_modes =
+  #                                 [wrong_secret, body_byte, header_missing, header_garbled,
+  #                                  v0_only]
+  # drift_rate = 0.01               one schema-drifted extra delivery; drift_modes =
+  #                                 [unknown_field, missing_field, int_to_string,
+  #                                  renamed_enum, nested_type_change]
+
+The schedule is logged at start and served at GET /sim/v1/scenario; the fault counts appear in
+GET /sim/v1/audit under "faults". Example: sim/scenarios/month-end.toml. Full reference:
+docs/simulator.md."""
 
 
 def cmd_sim(args: argparse.Namespace) -> int:
@@ -16,10 +77,37 @@ def cmd_sim(args: argparse.Namespace) -> int:
 
     from ..logs import setup_logging
 
+    scenario = None
+    if args.scenario is not None:
+        try:
+            scenario = sim.load_scenario(args.scenario)
+        except sim.ScenarioError as exc:
+            print(f"erpgw: error [scenario.invalid]: {exc}", file=sys.stderr)
+            return 2
+    seed = args.seed if args.seed is not None else (
+        scenario.seed if scenario is not None and scenario.seed is not None else 7)
+    if args.check:
+        if scenario is None:
+            print("erpgw: error: --check needs --scenario FILE", file=sys.stderr)
+            return 2
+        print("\n".join(scenario.describe()))
+        print(f"seed {seed}: OK")
+        return 0
+
     setup_logging(args.log_level, json=args.log_json)
     cfg = sim.SimConfig(host=args.host, port=args.port, webhook_url=args.webhook_url,
-                        webhook_secret=args.webhook_secret, seed=args.seed,
-                        delivery_concurrency=args.concurrency)
+                        webhook_secret=args.webhook_secret, seed=seed,
+                        delivery_concurrency=args.concurrency, scenario=scenario,
+                        erp_max_bulk=args.erp_max_bulk,
+                        erp_concurrency_limit=args.erp_concurrency_limit,
+                        billing_rate_limit=args.billing_rate_limit,
+                        revenue_max_batch=args.revenue_max_batch,
+                        cpq_latency_ms=args.cpq_latency_ms)
+    try:
+        sim.create_app(cfg)  # validate the settings before anything listens
+    except ValueError as exc:
+        print(f"erpgw: error [config.sim]: {exc}", file=sys.stderr)
+        return 2
 
     async def main() -> None:
         async with anyio.create_task_group() as tg:
@@ -35,28 +123,186 @@ def cmd_sim(args: argparse.Namespace) -> int:
             tg.start_soon(lambda: sim.serve(cfg, ready=ready))
             await ready.wait()
             logging.getLogger("erpgw.sim").info(
-                "simulator on http://%s:%d (billing, ERP); webhooks to %s", cfg.host, cfg.port,
-                cfg.webhook_url)
+                "simulator on http://%s:%d (billing, ERP, revenue, CPQ); webhooks to %s; seed %d%s",
+                cfg.host, cfg.port, cfg.webhook_url, seed,
+                f"; scenario {args.scenario}" if scenario is not None else "")
 
     run_async(main)
     return 0
 
 
+# -- erpgw sim audit ---------------------------------------------------------------------------
+
+
+def fetch_audit(url: str, timeout: float = 10.0) -> dict[str, Any]:
+    """``GET {url}/sim/v1/audit`` decoded. Raises ``OSError`` when the sim cannot be reached
+    or answers something else than a JSON object, ``ValueError`` for a non-http(s) URL."""
+    import msgspec
+
+    if not url.startswith(("http://", "https://")):
+        raise ValueError(f"--url must be an http(s) URL, got {url!r}")
+    target = url.rstrip("/") + "/sim/v1/audit"
+    try:
+        with urllib.request.urlopen(target, timeout=timeout) as resp:  # noqa: S310 - http(s) only
+            raw = resp.read()
+    except urllib.error.HTTPError as exc:
+        raise OSError(f"the simulator at {url} answered HTTP {exc.code}") from exc
+    except (urllib.error.URLError, TimeoutError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise OSError(f"cannot reach the simulator at {url}: {reason}") from exc
+    try:
+        doc = msgspec.json.decode(raw)
+    except msgspec.DecodeError as exc:
+        raise OSError(f"the simulator at {url} did not answer JSON") from exc
+    if not isinstance(doc, dict) or "issued" not in doc:
+        raise OSError(f"{url} does not look like the simulator (no audit report)")
+    return doc
+
+
+def problems(audit: dict[str, Any]) -> list[str]:
+    """What the audit shows to be wrong (empty when the run is clean)."""
+    found = []
+    if audit.get("unposted_count", 0):
+        found.append(f"{audit['unposted_count']} accepted but not posted "
+                     "(LOST unless dead-lettered or still in flight)")
+    if audit.get("duplicates", 0):
+        found.append(f"{audit['duplicates']} duplicate posting(s)")
+    if audit.get("unexpected", 0):
+        found.append(f"{audit['unexpected']} posting(s) with no source event")
+    if audit.get("order_violations", 0):
+        found.append(f"{audit['order_violations']} out-of-order version(s) applied")
+    mangled = ((audit.get("faults") or {}).get("billing") or {}).get("mangled") or {}
+    if mangled.get("posted"):
+        found.append(f"{mangled['posted']} badly signed webhook(s) posted")
+    return found
+
+
+def _money(amounts: dict[str, int]) -> str:
+    return ", ".join(f"{cur} {amount}" for cur, amount in amounts.items()) or "-"
+
+
+def format_audit(audit: dict[str, Any], url: str) -> str:
+    """The audit as a human report."""
+    lines = [f"simulator audit of {url}"]
+
+    def row(label: str, value: object) -> None:
+        lines.append(f"  {label:<30}{value}")
+
+    row("issued by billing", audit["issued"])
+    row("accepted (webhook 2xx)", audit["accepted"])
+    row("posted to the ERP", audit["posted"])
+    unposted = audit["unposted_count"]
+    shown = ", ".join(audit["unposted"][:5]) + (" ..." if unposted > 5 else "")
+    row("unposted", f"{unposted}" + (f"  ({shown})" if unposted else ""))
+    row("duplicates (DUP)", audit["duplicates"])
+    row("unexpected (UNEXPECTED)", audit["unexpected"])
+    violations = audit.get("order_violations", 0)
+    row("ORDER_OK", f"{'yes' if not violations else 'NO'} ({violations} violation(s) over "
+        f"{audit.get('order_checked', 0)} versioned aggregate(s))")
+    row("amount issued (accepted)", _money(audit["amount_issued"]))
+    row("amount posted", _money(audit["amount_posted"]))
+    lat = audit["latency_ms"]
+    row("issue-to-post latency", f"p50 {lat['p50']:.1f} ms  p95 {lat['p95']:.1f} ms  "
+        f"p99 {lat['p99']:.1f} ms  max {lat['max']:.1f} ms")
+    row("throughput", f"{audit['throughput_eps']:.1f} invoices/s")
+    faults = audit.get("faults") or {}
+    billing = faults.get("billing") or {}
+    deliveries = billing.get("deliveries") or {}
+    if deliveries or billing.get("reordered"):
+        lines.append("  webhook faults:")
+        for mode, d in deliveries.items():
+            statuses = " ".join(f"{s}x{n}" for s, n in d["statuses"].items())
+            posted = "" if d["posted"] is None else f", posted {d['posted']}"
+            lines.append(f"    {mode:<22}sent {d['sent']} ({statuses}){posted}")
+        mangled = billing.get("mangled") or {}
+        if mangled.get("sent"):
+            share = 100.0 * mangled["refused"] / mangled["sent"]
+            lines.append(f"    {'mangled (all modes)':<22}{mangled['refused']}/{mangled['sent']} "
+                         f"refused with 4xx ({share:.0f} %), posted {mangled['posted']}")
+        if billing.get("reordered"):
+            lines.append(f"    {'reordered events':<22}{billing['reordered']}")
+    http = faults.get("http") or {}
+    if http:
+        lines.append("  injected HTTP faults:")
+        for where, kinds in http.items():
+            lines.append(f"    {where:<28}" + ", ".join(f"{k} {n}" for k, n in kinds.items()))
+    found = problems(audit)
+    lines.append("  " + ("OK: nothing lost, doubled, unexpected or out of order" if not found
+                         else "PROBLEMS: " + "; ".join(found)))
+    return "\n".join(lines)
+
+
+def cmd_sim_audit(args: argparse.Namespace) -> int:
+    try:
+        audit = fetch_audit(args.url, timeout=args.timeout)
+    except ValueError as exc:
+        print(f"erpgw: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"erpgw: error: {exc}", file=sys.stderr)
+        return 3
+    if args.json:
+        import msgspec
+
+        print(msgspec.json.encode(audit).decode())
+    else:
+        print(format_audit(audit, args.url))
+    return 1 if problems(audit) else 0
+
+
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    sm = sub.add_parser("sim", help="run the platform simulator (billing and ERP over HTTP)",
-                        description="Run the simulated billing platform and ERP as HTTP "
-                                    "services on one port. Start a bill run with "
+    sm = sub.add_parser("sim", help="run the platform simulator (billing, ERP, revenue, CPQ)",
+                        formatter_class=argparse.RawDescriptionHelpFormatter,
+                        description="Run the simulated billing platform, ERP, revenue "
+                                    "platform and CPQ as HTTP services on one port.\n"
+                                    "Start a bill run with "
                                     "POST /billing/v1/bill-runs {\"invoices\": N, \"rate\": R}; "
-                                    "read the ground truth at GET /sim/v1/audit.")
+                                    "read the ground truth at GET /sim/v1/audit\n"
+                                    "(or with `erpgw sim audit`). Faults: PUT /sim/v1/faults "
+                                    "at run time, or a scenario file.",
+                        epilog=SCENARIO_HELP)
     sm.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1)")
     sm.add_argument("--port", type=int, default=8700, help="listen port (default 8700)")
     sm.add_argument("--webhook-url", default="http://127.0.0.1:8600/webhooks/billing",
                     help="where billing webhooks are delivered (default the gateway's)")
     sm.add_argument("--webhook-secret", default="whsec_demo",
                     help="webhook signing secret (default whsec_demo)")
-    sm.add_argument("--seed", type=int, default=7, help="seed for invoices and faults (7)")
+    sm.add_argument("--seed", type=int, default=None,
+                    help="seed for invoices and faults (default: the scenario's, else 7)")
     sm.add_argument("--concurrency", type=int, default=32,
                     help="concurrent webhook deliveries (default 32)")
+    sm.add_argument("--scenario", type=Path, metavar="FILE",
+                    help="TOML fault schedule and workload (format below)")
+    sm.add_argument("--check", action="store_true",
+                    help="validate the --scenario file, print its schedule and exit")
+    sm.add_argument("--erp-max-bulk", type=int, default=1000, metavar="N",
+                    help="most items per ERP bulk request (default 1000)")
+    sm.add_argument("--erp-concurrency-limit", type=int, default=0, metavar="N",
+                    help="ERP requests in flight account-wide before 429 "
+                         "SSS_REQUEST_LIMIT_EXCEEDED (default 0: no limit)")
+    sm.add_argument("--billing-rate-limit", type=float, default=0.0, metavar="RPS",
+                    help="billing API requests per second before 429 with Retry-After "
+                         "(default 0: no limit)")
+    sm.add_argument("--revenue-max-batch", type=int, default=500, metavar="N",
+                    help="most lines per revenue batch upload (default 500)")
+    sm.add_argument("--cpq-latency-ms", type=int, default=0, metavar="MS",
+                    help="base latency of CPQ pricing (default 0; scenario windows add to it)")
     sm.add_argument("--log-level", default="info", choices=LOG_LEVELS)
     sm.add_argument("--log-json", action="store_true", help="JSON log lines")
     sm.set_defaults(func=cmd_sim)
+
+    sims = sm.add_subparsers(dest="sim_command", metavar="SUBCOMMAND",
+                             title="subcommands (optional; without one the simulator runs)")
+    au = sims.add_parser("audit", help="print the ground-truth audit of a running simulator",
+                         description="Fetch GET /sim/v1/audit from a running simulator and "
+                                     "print it: issued, accepted, posted, unposted (LOST "
+                                     "unless dead-lettered), DUP, UNEXPECTED, ORDER_OK, "
+                                     "amounts, latency, and the faults it injected. Exits 0 "
+                                     "when clean, 1 when the audit shows a problem, 3 when "
+                                     "the simulator cannot be reached.")
+    au.add_argument("--url", default=DEFAULT_URL,
+                    help=f"the simulator's base URL (default {DEFAULT_URL})")
+    au.add_argument("--json", action="store_true", help="print the audit as one JSON object")
+    au.add_argument("--timeout", type=float, default=10.0, metavar="S",
+                    help="HTTP timeout in seconds (default 10)")
+    au.set_defaults(func=cmd_sim_audit)

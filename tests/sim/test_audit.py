@@ -271,3 +271,87 @@ def test_property_every_posting_is_first_duplicate_or_unexpected(
     assert r.unexpected == len(strays)
     assert r.postings == r.posted + r.duplicates + r.unexpected
     assert r.amount_posted.get("EUR", 0) == 5 * len(strays)
+
+
+# -- versions and ORDER_OK -----------------------------------------------------------------------
+
+
+def test_order_ok_counts_lower_versions_applied_after_higher() -> None:
+    issued = [inv(1), inv(2), inv(3)]
+    ledger = Ledger()
+    ledger.post("in_000001:v1")
+    ledger.post("in_000001:v3")
+    ledger.post("in_000001:v2")  # applied after v3: a violation
+    ledger.post("in_000002:v1")
+    ledger.post("in_000002:v2")
+    ledger.post("in_000003")  # no version: not checked
+
+    r = compute_audit(issued, ids(issued), ledger.postings, now=T0 + 5)
+
+    assert (r.order_checked, r.order_violations, r.order_violating) == (2, 1, ["in_000001"])
+    # Versions are different business keys: posted once per invoice, no duplicates.
+    assert (r.posted, r.duplicates, r.unexpected, r.unposted_count) == (3, 0, 0, 0)
+
+
+def test_the_same_version_twice_is_a_duplicate_not_an_order_violation() -> None:
+    issued = [inv(1)]
+    ledger = Ledger()
+    ledger.post("in_000001:v2")
+    ledger.post("in_000001:v2")
+    r = compute_audit(issued, ids(issued), ledger.postings, now=T0 + 5)
+    assert (r.duplicates, r.order_violations, r.order_checked) == (1, 0, 1)
+
+
+def test_every_violation_is_counted_in_commit_order() -> None:
+    ledger = Ledger()
+    for v in (5, 1, 2, 6, 3):
+        ledger.post(f"agg:v{v}")
+    r = compute_audit([], set(), list(reversed(ledger.postings)), now=T0)
+    assert r.order_violations == 3  # 1, 2 after 5; 3 after 6
+    assert r.unexpected == 5
+
+
+def test_the_version_field_counts_when_the_external_id_has_none() -> None:
+    p = [Posting(seq=s, id=f"JE-{s}", idempotency_key=f"k{s}", external_id="in_000001",
+                 currency="USD", amount=1000, accepted_at=T0, version=v)
+         for s, v in ((1, 4), (2, 3))]
+    r = compute_audit([inv(1)], {"in_000001"}, p, now=T0)
+    assert (r.order_checked, r.order_violations) == (1, 1)
+
+
+# -- the faults section ----------------------------------------------------------------------------
+
+
+def test_fault_report_sorts_statuses_and_attributes_shadow_postings() -> None:
+    from sim import FaultInputs
+
+    ledger = Ledger()
+    ledger.post("in_000001~wrong_secret")
+    ledger.post("in_000002~wrong_secret:v1")
+    ledger.post("in_000003~missing_field")
+    ledger.post("in_000004~not_a_mode")
+    faults = FaultInputs(
+        webhook_statuses={"wrong_secret": {401: 3, 200: 2}, "duplicate": {200: 4, 0: 1},
+                          "header_garbled": {400: 2, 503: 1}},
+        reordered=7,
+        http={"erp/journal-entries.bulk": {"outage": 2}},
+    )
+    r = compute_audit([], set(), ledger.postings, now=T0, faults=faults)
+    assert r.faults is not None
+    d = r.faults.billing.deliveries
+    assert (d["wrong_secret"].sent, d["wrong_secret"].accepted, d["wrong_secret"].refused) == (
+        5, 2, 3)
+    assert d["wrong_secret"].posted == 2
+    assert d["duplicate"].failed == 1 and d["duplicate"].posted is None
+    assert d["missing_field"].sent == 0 and d["missing_field"].posted == 1
+    assert "not_a_mode" not in d
+    mangled = r.faults.billing.mangled
+    assert (mangled.sent, mangled.refused, mangled.failed, mangled.posted) == (8, 5, 1, 2)
+    assert list(mangled.statuses) == [200, 400, 401, 503]
+    assert r.faults.billing.reordered == 7
+    assert r.faults.http == {"erp/journal-entries.bulk": {"outage": 2}}
+    assert r.unexpected == 4
+
+
+def test_no_fault_inputs_no_fault_section() -> None:
+    assert compute_audit([], set(), [], now=T0).faults is None

@@ -244,8 +244,8 @@ async def test_more_than_max_bulk_items_answers_413() -> None:
         assert len(await bulk(http, *items[:3])) == 3
 
 
-async def test_lookup_without_external_id_answers_400(sim: Http) -> None:
-    reply = await sim.get("/erp/v1/journal-entries")
+async def test_lookup_with_an_empty_external_id_answers_400(sim: Http) -> None:
+    reply = await sim.get("/erp/v1/journal-entries?externalId=")
     assert reply.status == 400
     assert reply.body["code"] == "request.invalid"
     assert "externalId" in reply.body["message"]
@@ -262,3 +262,26 @@ async def test_audit_counts_postings_against_issued(sim: Http) -> None:
     (again,) = await bulk(sim, entry())
     assert again["status"] == "created"  # keys were forgotten ...
     assert again["id"] == "JE-2"  # ... but entry ids are never reused
+
+
+async def test_journal_entries_page_through_the_ledger_in_commit_order(sim: Http) -> None:
+    """Without externalId the ERP pages through every posting by seq (the reconciler's read)."""
+    items = [{"idempotencyKey": f"key-{i:04d}", "externalId": f"in_{i}",
+              "tranDate": "2026-11-27", "currency": "USD", "memo": "",
+              "lines": [{"account": "1200", "debit": 100 + i},
+                        {"account": "2400", "credit": 100 + i}]} for i in range(25)]
+    assert (await sim.post("/erp/v1/journal-entries/bulk", json={"items": items})).status == 200
+    seen: list[dict[str, Any]] = []
+    after = 0
+    while True:
+        r = await sim.get(f"/erp/v1/journal-entries?after={after}&limit=10")
+        assert r.status == 200
+        page = r.body["items"]
+        seen += page
+        if len(page) < 10:
+            break
+        after = page[-1]["seq"]
+    assert [p["externalId"] for p in seen] == [f"in_{i}" for i in range(25)]
+    assert [p["amount"] for p in seen] == [100 + i for i in range(25)]
+    bad = await sim.get("/erp/v1/journal-entries?limit=0")
+    assert bad.status == 400 and bad.body["path"] == "limit"

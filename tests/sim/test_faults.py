@@ -28,7 +28,7 @@ def test_no_faults_plan_is_clean_and_draws_nothing() -> None:
 
 def test_outage_wins_over_everything() -> None:
     faults = ErpFaults(outage=True, error_rate=1.0, status=429, commit_then_timeout_rate=1.0)
-    assert plan_bulk(faults, random.Random(1)) == BulkPlan(fail_status=503)
+    assert plan_bulk(faults, random.Random(1)) == BulkPlan(fail_status=503, fault="outage")
 
 
 def test_plan_is_seeded_and_near_the_rate() -> None:
@@ -66,7 +66,15 @@ async def test_error_rate_one_commits_nothing_and_clearing_restores(sim: Http) -
         "latency_ms": 0,
         "outage": False,
         "commit_then_timeout_rate": 0.0,
+        "error_mix": {},
+        "latency": None,
+        "rate_limit_rate": 0.0,
+        "retry_after_s": 1,
+        "reset_rate": 0.0,
+        "commit_then_reset_rate": 0.0,
+        "silent_drop_rate": 0.0,
     }
+    assert cleared.body["billing"]["duplicate_rate"] == 0.0
     (result,) = await bulk(sim, entry())
     assert result["status"] == "created"
 
@@ -143,7 +151,12 @@ async def test_commit_then_timeout_commits_and_the_retry_is_a_replay() -> None:
         ({"erp": {"status": 200}}, "$.erp.status"),
         ({"erp": {"latency_ms": -1}}, "$.erp.latency_ms"),
         ({"erp": {"eror_rate": 0.5}}, "$.erp"),
-        ({"billing": {}}, "$"),
+        ({"revenue": {}}, "$"),
+        ({"billing": {"mangle_modes": []}}, "$.billing.mangle_modes"),
+        ({"billing": {"drift_modes": ["typo"]}}, "$.billing.drift_modes[0]"),
+        ({"billing": {"duplicate_max": 1}}, "$.billing.duplicate_max"),
+        ({"erp": {"error_mix": {"200": 1}}}, "$.erp.error_mix"),
+        ({"erp": {"latency": {"dist": "pareto"}}}, "$.erp.latency.dist"),
     ],
 )
 async def test_bad_fault_settings_answer_400_and_change_nothing(
