@@ -15,10 +15,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from actors.infra import NatsBus, OutMsg
 from contracts import ContractError, Envelope, MsgpackCodec, Subjects, derive_id, new_id
 
-__all__ = ["ReplayItem", "replay_lane", "select_events"]
+from .infra import NatsBus, OutMsg
+
+__all__ = ["REPAIR_HEADER", "ReplayItem", "replay_lane", "select_events"]
 
 _codec: MsgpackCodec[Envelope] = MsgpackCodec(Envelope)
 
@@ -34,13 +35,15 @@ class ReplayItem:
 
 
 async def select_events(bus: NatsBus, subjects: Subjects, lane: str, *, since: datetime,
-                        key: str | None = None, limit: int = 100_000) -> list[ReplayItem]:
-    """The lane's events stored since ``since``; with ``key``, only those whose business key
-    contains it or whose correlation id equals it. Raises ``BrokerUnavailable``."""
+                        key: str | None = None, subject: str | None = None,
+                        limit: int = 100_000) -> list[ReplayItem]:
+    """The lane's events (or the messages on ``subject``) stored since ``since``; with
+    ``key``, only those whose business key contains it or whose correlation id equals it.
+    Raises ``BrokerUnavailable``."""
     stream = subjects.stream(lane)
     cutoff = since.timestamp()
     out: list[ReplayItem] = []
-    for m in await bus.scan(stream, subject=subjects.lane_events(lane), limit=limit):
+    for m in await bus.scan(stream, subject=subject or subjects.lane_events(lane), limit=limit):
         if m.time < cutoff:
             continue
         k: str | None
@@ -56,16 +59,24 @@ async def select_events(bus: NatsBus, subjects: Subjects, lane: str, *, since: d
     return out
 
 
-async def replay_lane(bus: NatsBus, subjects: Subjects, lane: str,
-                      items: list[ReplayItem]) -> str:
+REPAIR_HEADER = "Erpgw-Repair"
+
+
+async def replay_lane(bus: NatsBus, subjects: Subjects, lane: str, items: list[ReplayItem],
+                      *, repair: bool = False) -> str:
     """Republish ``items`` to their subjects; returns the replay run id.
 
-    Raises ``BrokerUnavailable`` (a rerun is safe).
+    ``repair`` marks them (``Erpgw-Repair`` header) so that a platform adapter posts them
+    again even though its ledger records them as done: the reconciler uses it only for a
+    posting it has just proven missing at the platform, and the message's own idempotency
+    key still guards the platform against a double posting. Raises ``BrokerUnavailable``
+    (a rerun is safe).
     """
     run = new_id()
     stream = subjects.stream(lane)
+    headers = {"Erpgw-Replay": run} | ({REPAIR_HEADER: run} if repair else {})
     for it in items:
         await bus.publish(OutMsg(subject=it.subject, data=it.data,
                                  msg_id=derive_id("replay", run, stream, str(it.seq)),
-                                 headers={"Erpgw-Replay": run}))
+                                 headers=headers))
     return run

@@ -56,6 +56,14 @@ class RouterConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     batch: int = 256
 
 
+class ReconcileConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    # How often the reconciler compares billing with the ERP (0: only `erpgw reconcile`).
+    interval_s: float = 300.0
+    grace_s: float = 300.0  # younger invoices without a posting count as in flight
+    repair: bool = True  # re-drive missing postings (safe: their original idempotency key)
+    billing_url: str = "http://127.0.0.1:8700"  # the billing platform's API
+
+
 class SupervisorConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     # More than `intensity` restarts within `period` seconds: stop everything and exit non-zero,
     # so the outer supervisor (systemd, Kubernetes) sees it instead of a hot restart loop.
@@ -74,6 +82,7 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     erp: ErpConfig = msgspec.field(default_factory=ErpConfig)
     router: RouterConfig = msgspec.field(default_factory=RouterConfig)
     supervisor: SupervisorConfig = msgspec.field(default_factory=SupervisorConfig)
+    reconcile: ReconcileConfig = msgspec.field(default_factory=ReconcileConfig)
     accounts: AccountMap = msgspec.field(default_factory=AccountMap)
     # The ERP bulk endpoint's circuit breaker and the ERP account's request budget.
     erp_breaker: BreakerConfig = msgspec.field(default_factory=BreakerConfig)

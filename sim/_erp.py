@@ -176,7 +176,7 @@ class ErpLedger:
         """Apply ``items`` in order at time ``now``; one result per item. Raises nothing.
 
         Items whose index is in ``drop`` and that would be created are answered ``created``
-        with a fresh id and their key is remembered, but nothing is recorded: the injected
+        with a fresh id, but nothing is recorded, not even the idempotency key: the injected
         "acknowledged but lost" ERP bug (counted in ``dropped``).
         """
         return [self._post_one(item, now, i in drop) for i, item in enumerate(items)]
@@ -209,10 +209,12 @@ class ErpLedger:
             )
         entry_id = f"JE-{self._next}"
         self._next += 1
-        self._keys[key] = (digest, entry_id)
         if drop:
+            # The lost write takes its idempotency record with it (same transaction), so a
+            # later repost under the same key is created, not "replayed".
             self.dropped += 1
             return BulkItemResult(idempotency_key=key, status="created", id=entry_id)
+        self._keys[key] = (digest, entry_id)
         _, version = split_external_id(item.external_id)
         posting = Posting(
             seq=len(self._postings) + 1,

@@ -51,6 +51,7 @@ from ..deadletter import DeadLetterSink
 from ..infra.bus import Delivery
 from ..infra.http import HttpClient, HttpResponse, PlatformRejected, PlatformUnavailable
 from ..infra.ledger import Ledger, LedgerUnavailable, PostingRow
+from ..replay import REPAIR_HEADER
 from ..resilience import CircuitBreaker, DeadLetter, RateLimiter, Retry, Transition
 from ..stats import percentiles
 from ..worker import BatchWorker
@@ -204,7 +205,9 @@ class ErpPoster(BatchWorker):
                 slot[2].append(d)  # the same posting twice in one batch: post once
         if not todo:
             return
-        known = await self.ledger.known(todo)
+        repairs = {k for k, (_, _, ds) in todo.items()
+                   if any(REPAIR_HEADER in d.headers for d in ds)}
+        known = await self.ledger.known(todo) - repairs  # a proven-missing posting goes again
         for key in known:
             for d in todo.pop(key)[2]:
                 await d.ack()

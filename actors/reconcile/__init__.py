@@ -10,6 +10,7 @@ from .matching import (
     Repost,
     reconcile,
 )
+from .runner import Reconciler, RunResult, run_once, summary
 
 __all__ = [
     "BREAK_KINDS",
@@ -18,6 +19,10 @@ __all__ = [
     "ErpPosting",
     "Flag",
     "ReconReport",
+    "Reconciler",
     "Repost",
+    "RunResult",
     "reconcile",
+    "run_once",
+    "summary",
 ]

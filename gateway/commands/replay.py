@@ -14,10 +14,10 @@ from ._common import add_tool_flags, nats_url_for, run_async
 
 def cmd_replay(args: argparse.Namespace) -> int:
     from actors.infra import NatsBus
+    from actors.replay import replay_lane, select_events
     from contracts import Subjects
 
     from ..dlq import parse_since
-    from ..replay import replay_lane, select_events
 
     since = parse_since(args.since)
 

@@ -1,0 +1,107 @@
+"""The reconciler against the whole stack: it finds exactly the breaks injected into the ERP
+(postings lost after a 2xx, a double posting, an orphan) and repairs only the safe ones."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import anyio
+import msgspec
+import pytest
+
+from gateway.stack import Stack
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
+
+
+async def settle(stack: Stack, expected_accepted: int) -> dict[str, Any]:
+    """Wait until every invoice is accepted and the ERP's postings stop changing."""
+    last, stable = None, 0
+    with anyio.fail_after(60):
+        while True:
+            audit = await stack.audit()
+            sig = (audit["accepted"], audit["postings"])
+            stable = stable + 1 if sig == last and audit["accepted"] >= expected_accepted else 0
+            if stable >= 8:
+                return audit
+            last = sig
+            await anyio.sleep(0.25)
+
+
+async def erp_post(stack: Stack, key: str, external_id: str, amount: int) -> None:
+    body = {"items": [{"idempotencyKey": key, "externalId": external_id,
+                       "tranDate": "2026-11-27", "currency": "USD", "memo": "injected",
+                       "lines": [{"account": "1200", "debit": amount},
+                                 {"account": "2400", "credit": amount}]}]}
+    async with aiohttp.ClientSession() as s, s.post(
+            f"{stack.sim_url}/erp/v1/journal-entries/bulk", json=body) as r:
+        assert r.status == 200
+        assert (await r.json())["results"][0]["status"] == "created"
+
+
+def reconcile(stack: Stack, *args: str) -> tuple[int, dict[str, Any]]:
+    r = subprocess.run([sys.executable, "-m", "gateway", "reconcile", "--nats-url", stack.url,
+                        "--billing-url", stack.sim_url, "--erp-url", stack.sim_url,
+                        "--grace", "0", "--json", *args],
+                       capture_output=True, text=True, timeout=60, check=False)
+    assert r.returncode in (0, 1), r.stderr
+    doc: dict[str, Any] = msgspec.json.decode(r.stdout)
+    return r.returncode, doc
+
+
+async def test_reconciler_finds_injected_breaks_and_repairs_only_missing(
+        tmp_path: Path) -> None:
+    stack = Stack(tmp_path, ack_wait_s=2.0, seed=61)
+    await stack.start()
+    try:
+        await stack.set_faults({"erp": {"silent_drop_rate": 0.05}})
+        await stack.bill_run(200)
+        audit = await settle(stack, 200)
+        await stack.set_faults({})
+        dropped = audit["unposted_count"]
+        assert dropped > 0  # the ERP said "created" and lost them
+        lost_ids = set(audit["unposted"])
+        # an ERP-side double posting of a posted invoice, and a posting nobody billed
+        posted_id = next(f"in_{i:06d}" for i in range(1, 201) if f"in_{i:06d}" not in lost_ids)
+        inv_total = None
+        async with aiohttp.ClientSession() as s, s.get(
+                f"{stack.sim_url}/erp/v1/journal-entries",
+                params={"externalId": posted_id}) as r:
+            inv_total = (await r.json())["items"][0]["amount"]
+        await erp_post(stack, "manual-double-1", posted_id, inv_total)
+        await erp_post(stack, "manual-orphan-1", "in_999999", 500)
+
+        code, doc = reconcile(stack)
+        assert code == 1
+        assert doc["checked"] == 200
+        assert doc["breaks"]["missing"] == dropped
+        assert doc["breaks"]["duplicate"] == 1 and doc["breaks"]["orphan"] == 1
+        assert doc["breaks"]["amount"] == 0 and doc["breaks"]["currency"] == 0
+        assert {b["key"] for b in doc["breaks_detail"] if b["kind"] == "missing"} == lost_ids
+        assert doc["repaired"] == 0  # without --repair nothing moves
+        proposals = {a["key"]: a["proposal"] for a in doc["actions"] if a["type"] == "flag"}
+        assert proposals[posted_id].startswith("reverse JE-")
+        await anyio.sleep(1.0)
+        assert (await stack.audit())["unposted_count"] == dropped
+
+        code, doc = reconcile(stack, "--repair")
+        assert sorted(doc["repaired_keys"]) == sorted(lost_ids)
+        with anyio.fail_after(30):
+            while (await stack.audit())["unposted_count"]:
+                await anyio.sleep(0.2)
+        after = await stack.audit()
+        assert after["posted"] == 200
+        assert after["amount_issued"] == {
+            cur: amt - (500 if cur == "USD" else 0) - (inv_total if cur == "USD" else 0)
+            for cur, amt in after["amount_posted"].items()}
+        code, doc = reconcile(stack)
+        assert doc["breaks"]["missing"] == 0
+        # the double posting and the orphan are still there: flagged, never auto-"fixed"
+        assert doc["breaks"]["duplicate"] == 1 and doc["breaks"]["orphan"] == 1
+        assert code == 1
+    finally:
+        await stack.close()
