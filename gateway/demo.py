@@ -15,8 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import anyio
 import msgspec
 
+from .drills import Driller
 from .stack import DrainResult, Stack
 
 __all__ = ["DemoOptions", "build_report", "run_demo"]
@@ -32,6 +34,7 @@ class DemoOptions:
     seed: int = 7
     stall_timeout: float = 60.0
     fsync: str = "always"
+    faults: tuple[str, ...] = ()
 
 
 def build_report(result: DrainResult, opts: DemoOptions, wall_s: float) -> dict[str, Any]:
@@ -58,12 +61,28 @@ def build_report(result: DrainResult, opts: DemoOptions, wall_s: float) -> dict[
     }
 
 
+def _drill_lines(r: dict[str, Any]) -> list[str]:
+    if "faults" not in r:
+        return []
+    lines = [f"  faults injected: {', '.join(r['faults'])}"]
+    for name, rec in r["recovery_s"].items():
+        first = rec["first_posting_s"]
+        drained = rec["drained_s"]
+        lines.append(f"    {name:<15} healed -> next ERP posting "
+                     f"{'-' if first is None else f'{first:.2f} s'}, drained "
+                     f"{'-' if drained is None else f'{drained:.2f} s'}")
+    lines.append(f"    dead letters exactly the injected poison: {r['dlq_exact']}")
+    return lines
+
+
 def _human(r: dict[str, Any]) -> str:
     lat = r["latency_ms"]
     verdict = ("OK: nothing lost, nothing doubled" if r["ok"] else
                "FAILED: " + ", ".join(
                    f"{k}={r[k]}" for k in ("lost", "duplicates", "unexpected") if r[k])
-               + ("" if r["drained"] else " (did not drain)"))
+               + ("" if r["drained"] else " (did not drain)")
+               + ("" if r.get("dlq_exact", True) else " (dead letters differ from the "
+                  "injected poison)"))
     rows = [
         ("issued by billing", r["issued"]),
         ("accepted by the gateway", r["accepted"]),
@@ -79,6 +98,7 @@ def _human(r: dict[str, Any]) -> str:
     lines = [f"erpgw demo: bill run of {r['invoices']} invoices, billing -> gateway -> ERP "
              f"({r['wall_s']:.1f} s, broker fsync {r['fsync']})"]
     lines += [f"  {k:<{width}}  {v}" for k, v in rows]
+    lines += _drill_lines(r)
     lines.append(f"  {verdict}")
     return "\n".join(lines)
 
@@ -113,7 +133,11 @@ async def run_demo(opts: DemoOptions) -> bool:
         tmp = tempfile.mkdtemp(prefix="erpgw-demo-")
         workdir = Path(tmp)
     stack = Stack(workdir, nats_url=opts.nats_url, seed=opts.seed,
-                  sync_interval="always" if opts.fsync == "always" else "2m")
+                  sync_interval="always" if opts.fsync == "always" else "2m",
+                  ack_wait_s=5.0 if opts.faults else 30.0)
+    driller = Driller(stack, list(opts.faults), opts.invoices) if opts.faults else None
+    if driller is not None:
+        stack.gateway_toml = driller.gateway_toml
 
     def say(msg: str) -> None:
         if not opts.json:
@@ -126,12 +150,31 @@ async def run_demo(opts: DemoOptions) -> bool:
         say(f"  broker {stack.url}  simulator {stack.sim_url}  gateway {stack.gateway_url}")
         say(f"bill run: {opts.invoices} invoices"
             + (f" at {opts.rate:g}/s" if opts.rate else " issued at once"))
-        await stack.bill_run(opts.invoices, opts.rate)
         progress = _Progress(opts.invoices, enabled=not opts.json)
-        result = await stack.wait_drained(opts.invoices, stall_timeout=opts.stall_timeout,
-                                          progress=progress)
+        if driller is None:
+            await stack.bill_run(opts.invoices, opts.rate)
+            result = await stack.wait_drained(opts.invoices, stall_timeout=opts.stall_timeout,
+                                              progress=progress)
+        else:
+            say(f"faults: {', '.join(opts.faults)}")
+            await driller.before_run()
+            await stack.bill_run(opts.invoices, opts.rate)
+
+            def watch(audit: dict[str, Any], dead: int) -> None:
+                driller.observe(audit)
+                progress(audit, dead)
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(driller.run)
+                result = await stack.wait_drained(opts.invoices,
+                                                  stall_timeout=opts.stall_timeout,
+                                                  progress=watch)
+                tg.cancel_scope.cancel()
         progress.done()
         report = build_report(result, opts, time.monotonic() - t0)
+        if driller is not None:
+            report.update(driller.finish(result))
+            report["ok"] = bool(report["ok"] and report["dlq_exact"])
     except BaseException:
         if tmp is None:
             say(f"logs kept in {workdir}")

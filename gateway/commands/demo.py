@@ -10,10 +10,15 @@ from ._common import run_async
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from ..demo import DemoOptions, run_demo
+    from ..drills import parse_faults
 
+    faults = tuple(parse_faults(args.faults)) if args.faults else ()
+    if "broker-restart" in faults and args.nats_url:
+        raise SystemExit("erpgw demo: --faults broker-restart needs the embedded broker "
+                         "(drop --nats-url)")
     opts = DemoOptions(invoices=args.invoices, rate=args.rate, nats_url=args.nats_url or "",
                        json=args.json, workdir=args.workdir, seed=args.seed,
-                       stall_timeout=args.stall_timeout, fsync=args.fsync)
+                       stall_timeout=args.stall_timeout, fsync=args.fsync, faults=faults)
     ok: bool = run_async(lambda: run_demo(opts))
     return 0 if ok else 1
 
@@ -39,5 +44,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     dm.add_argument("--fsync", choices=["always", "default"], default="always",
                     help="embedded broker fsync policy: always (durable, the default) or the "
                          "server default (2 min), to see what durability costs")
+    dm.add_argument("--faults", metavar="LIST",
+                    help="run under these faults (comma-separated): erp-outage, 5xx-burst, "
+                         "429-storm, commit-timeout, poison, duplicate-webhooks, "
+                         "out-of-order, kill-gateway, broker-restart; the report adds "
+                         "recovery times and whether the dead letters are exactly the "
+                         "injected poison")
     dm.add_argument("--json", action="store_true", help="print the report as one JSON object")
     dm.set_defaults(func=cmd_demo)

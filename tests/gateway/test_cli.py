@@ -77,3 +77,26 @@ def test_demo_json_report() -> None:
     assert doc["throughput_eps"] > 0
     assert 0 < doc["latency_ms"]["p50"] <= doc["latency_ms"]["p95"] <= doc["latency_ms"]["p99"]
     assert doc["ok"] is True
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(240)
+def test_demo_under_faults_reports_recovery_and_dlq_exact() -> None:
+    r = erpgw("demo", "--invoices", "600", "--json", "--faults",
+              "kill-gateway,erp-outage,poison,duplicate-webhooks", timeout=220)
+    assert r.returncode == 0, r.stderr + r.stdout
+    doc = msgspec.json.decode(r.stdout)
+    assert doc["faults"] == ["kill-gateway", "erp-outage", "poison", "duplicate-webhooks"]
+    assert (doc["lost"], doc["duplicates"], doc["posted"]) == (0, 0, 600)
+    assert doc["dlq_exact"] is True and doc["dead_lettered"] == 5
+    for name in ("kill-gateway", "erp-outage"):
+        rec = doc["recovery_s"][name]
+        assert rec["first_posting_s"] is not None and rec["first_posting_s"] >= 0
+        assert rec["drained_s"] >= rec["first_posting_s"]
+    assert doc["webhook_faults"]["deliveries"]["duplicate"]["sent"] > 0  # the fault was felt
+
+
+def test_demo_refuses_an_unknown_fault() -> None:
+    r = erpgw("demo", "--faults", "erp-outage,meteor-strike")
+    assert r.returncode == 3
+    assert "meteor-strike" in r.stderr and "Traceback" not in r.stderr

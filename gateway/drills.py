@@ -1,0 +1,203 @@
+"""Fault drills for ``erpgw demo --faults`` (and the bench): named faults, injected on schedule
+into a running ``Stack``, with their recovery times measured from the simulator's records.
+
+Theory of operation: the ``Driller`` runs beside the demo's drain loop. It polls the
+simulator's audit; each fault starts when the share of issued invoices posted to the ERP
+reaches its trigger (so a fault always hits a run in progress, whatever the machine's speed),
+lasts its window, then heals. For every fault it records when it started and healed, how long
+after healing the ERP received its next posting, and how long after healing everything was
+drained. Webhook faults (duplicates, reordering) apply from the start of the run.
+
+Faults: ``erp-outage`` (every ERP request 503 for 5 s), ``5xx-burst`` (half of them 503 for
+5 s), ``429-storm`` (30 % answered 429 with Retry-After for 8 s), ``commit-timeout`` (20 % of
+requests committed, then no answer, for 4 s; the gateway's ERP timeout is lowered to 2 s),
+``poison`` (5 undecodable messages on the invoice subject at the start), ``duplicate-webhooks``
+(20 % of events delivered 2-3 times, some concurrently), ``out-of-order`` (events shuffled in
+windows of 16), ``kill-gateway`` (SIGKILL the gateway at 40 %, restart it), ``broker-restart``
+(SIGKILL the embedded broker at 50 %, restart it after 1.5 s).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+
+from actors.infra import NatsBus, OutMsg
+from contracts import GatewayError, Subjects
+
+from .stack import DrainResult, Stack
+
+__all__ = ["FAULTS", "Driller", "FaultRecord", "parse_faults"]
+
+POISON_COUNT = 5
+
+
+@dataclass(frozen=True)
+class _Fault:
+    trigger: float  # share of issued invoices posted when it starts (0: at the start)
+    window_s: float = 0.0
+    erp: dict[str, Any] = field(default_factory=dict)
+    billing: dict[str, Any] = field(default_factory=dict)
+
+
+FAULTS: dict[str, _Fault] = {
+    "erp-outage": _Fault(0.25, 5.0, erp={"outage": True}),
+    "5xx-burst": _Fault(0.20, 5.0, erp={"error_rate": 0.5, "status": 503}),
+    "429-storm": _Fault(0.10, 8.0, erp={"error_rate": 0.3, "status": 429}),
+    "commit-timeout": _Fault(0.15, 4.0, erp={"commit_then_timeout_rate": 0.2}),
+    "poison": _Fault(0.0),
+    "duplicate-webhooks": _Fault(0.0, billing={"duplicate_rate": 0.2, "duplicate_max": 3}),
+    "out-of-order": _Fault(0.0, billing={"reorder_window": 16}),
+    "kill-gateway": _Fault(0.40),
+    "broker-restart": _Fault(0.50),
+}
+
+
+def parse_faults(text: str) -> list[str]:
+    """``"erp-outage,kill-gateway"`` → names; raises ``GatewayError`` naming an unknown one."""
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in FAULTS]
+    if unknown:
+        raise GatewayError(f"unknown fault(s) {', '.join(unknown)}; choose from "
+                           f"{', '.join(FAULTS)}", code="cli.bad_fault")
+    return list(dict.fromkeys(names))
+
+
+@dataclass
+class FaultRecord:
+    name: str
+    started_at: float | None = None  # monotonic
+    healed_at: float | None = None
+    postings_at_heal: int = 0
+    first_posting_s: float | None = None
+    drained_s: float | None = None
+
+    def summary(self) -> dict[str, float | None]:
+        return {"first_posting_s": _r(self.first_posting_s), "drained_s": _r(self.drained_s)}
+
+
+def _r(x: float | None) -> float | None:
+    return None if x is None else round(x, 3)
+
+
+class Driller:
+    def __init__(self, stack: Stack, names: list[str], invoices: int) -> None:
+        self.stack = stack
+        self.names = names
+        self.invoices = invoices
+        self.records = {n: FaultRecord(n) for n in names}
+        self._erp_active: dict[str, dict[str, Any]] = {}
+        self._billing: dict[str, Any] = {}
+        for n in names:
+            self._billing.update(FAULTS[n].billing)
+
+    @property
+    def gateway_toml(self) -> str:
+        """Extra gateway config the chosen faults need (a short ERP timeout for commit-timeout,
+        so an unanswered request becomes an ambiguous outcome quickly)."""
+        return "[erp]\ntimeout_s = 2.0\n" if "commit-timeout" in self.names else ""
+
+    async def _apply(self) -> None:
+        erp: dict[str, Any] = {}
+        for settings in self._erp_active.values():
+            erp.update(settings)
+        await self.stack.set_faults({"erp": erp, "billing": self._billing})
+
+    async def before_run(self) -> None:
+        """Faults that apply from the start: webhook misbehaviour and poison messages."""
+        now = time.monotonic()
+        if self._billing:
+            await self._apply()
+        for n in self.names:
+            if FAULTS[n].trigger == 0.0:
+                self.records[n].started_at = now
+        if "poison" in self.names:
+            bus = await NatsBus.connect(self.stack.url, name="erpgw-drill")
+            try:
+                for i in range(POISON_COUNT):
+                    await bus.publish(OutMsg(Subjects().invoice_issued,
+                                             b"\xc1poison-" + str(i).encode(), f"poison-{i}"))
+            finally:
+                await bus.close()
+
+    async def run(self) -> None:
+        """Inject and heal the triggered faults; returns once all have healed."""
+        pending = sorted((n for n in self.names if FAULTS[n].trigger > 0),
+                         key=lambda n: FAULTS[n].trigger)
+        active: list[str] = []
+        while pending or active:
+            audit = await self.stack.audit()
+            share = audit["posted"] / max(1, self.invoices)
+            now = time.monotonic()
+            while pending and share >= FAULTS[pending[0]].trigger:
+                name = pending.pop(0)
+                await self._start(name)
+                active.append(name)
+            for name in list(active):
+                rec = self.records[name]
+                assert rec.started_at is not None
+                if now - rec.started_at >= FAULTS[name].window_s:
+                    await self._heal(name, audit["postings"])
+                    active.remove(name)
+            if share >= 1.0 and pending:  # finished before the trigger: fire what is left now
+                for name in pending:
+                    await self._start(name)
+                    active.append(name)
+                pending.clear()
+            await anyio.sleep(0.1)
+
+    async def _start(self, name: str) -> None:
+        rec = self.records[name]
+        rec.started_at = time.monotonic()
+        fault = FAULTS[name]
+        if fault.erp:
+            self._erp_active[name] = fault.erp
+            await self._apply()
+        elif name == "kill-gateway":
+            self.stack.kill_gateway()
+        elif name == "broker-restart" and self.stack.broker is not None:
+            self.stack.broker.kill()
+
+    async def _heal(self, name: str, postings: int) -> None:
+        rec = self.records[name]
+        if name in self._erp_active:
+            del self._erp_active[name]
+            await self._apply()
+        elif name == "kill-gateway":
+            await anyio.sleep(0.5)
+            await self.stack.start_gateway()
+        elif name == "broker-restart" and self.stack.broker is not None:
+            await anyio.sleep(1.5)
+            await self.stack.broker.start()
+        rec.healed_at = time.monotonic()
+        rec.postings_at_heal = postings
+
+    def observe(self, audit: dict[str, Any]) -> None:
+        """Called with each audit the drain loop reads: the first posting after a heal."""
+        now = time.monotonic()
+        for rec in self.records.values():
+            if rec.healed_at is not None and rec.first_posting_s is None and (
+                    audit["postings"] > rec.postings_at_heal
+                    or audit["posted"] >= self.invoices):
+                rec.first_posting_s = now - rec.healed_at
+
+    def finish(self, result: DrainResult) -> dict[str, Any]:
+        """The report's drill section: faults, recovery times, and DLQ_EXACT."""
+        end = time.monotonic()
+        for rec in self.records.values():
+            if rec.healed_at is None and rec.started_at is not None:
+                rec.healed_at = rec.started_at  # faults that apply from the start
+            if rec.healed_at is not None and result.drained:
+                rec.drained_s = end - rec.healed_at
+        poison = [dl for dl in result.dead_letters if dl.data.startswith(b"\xc1poison-")]
+        expected = POISON_COUNT if "poison" in self.names else 0
+        return {
+            "faults": self.names,
+            "recovery_s": {n: r.summary() for n, r in self.records.items()
+                           if FAULTS[n].trigger > 0 or FAULTS[n].erp},
+            "dlq_exact": len(poison) == expected == len(result.dead_letters),
+            "webhook_faults": result.audit.get("faults", {}).get("billing"),
+        }
