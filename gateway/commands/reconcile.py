@@ -20,7 +20,7 @@ def _period(text: str) -> str:
 
 def cmd_reconcile(args: argparse.Namespace) -> int:
     from actors.infra import HttpClient, NatsBus
-    from actors.reconcile import run_once, summary
+    from actors.reconcile import Flag, run_once, summary
     from contracts import Subjects
 
     from ..config import load_config
@@ -52,10 +52,11 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
                   f"{rep.matched} matched (accuracy {rep.accuracy:.4%})")
             currencies = sorted(set(rep.totals["billing"]) | set(rep.totals["erp"]))
             for cur in currencies:
-                b, e = rep.totals["billing"].get(cur, 0), rep.totals["erp"].get(cur, 0)
-                flag = "" if b == e else "   <-- differs"
-                print(f"  {cur}: billing {format_amount(b, cur):>22}  "
-                      f"ERP {format_amount(e, cur):>22}{flag}")
+                billed = rep.totals["billing"].get(cur, 0)
+                posted = rep.totals["erp"].get(cur, 0)
+                flag = "" if billed == posted else "   <-- differs"
+                print(f"  {cur}: billing {format_amount(billed, cur):>22}  "
+                      f"ERP {format_amount(posted, cur):>22}{flag}")
             for kind, n in rep.by_kind.items():
                 if n:
                     print(f"  {kind:<14} {n}")
@@ -63,8 +64,8 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
                 if b.kind != "in_flight":
                     print(f"    {b.kind:<14} {b.key}: {b.detail}")
             for a in rep.actions:
-                if getattr(a, "proposal", None):
-                    print(f"    proposal for {a.key}: {a.proposal}")  # type: ignore[attr-defined]
+                if isinstance(a, Flag):
+                    print(f"    proposal for {a.key}: {a.proposal}")
             if args.repair:
                 print(f"  repaired (re-driven): {len(result.repaired)}"
                       + (f"; not in any stream: {', '.join(result.unrepairable)}"
