@@ -1,0 +1,247 @@
+"""One leg of load through the real gateway, judged by the simulator.
+
+Theory of operation, per leg: reset the simulator's records (so its audit covers this leg
+only; invoice numbers keep counting, so the leg's invoices are ``in_<first>..in_<last>``),
+read the gateway process's CPU time, ask billing for a bill run of N invoices at the leg's rate
+(0 = all at once), then poll the audit until every invoice is issued, accepted and posted (or
+dead-lettered), sampling the backlog meanwhile from the audit (issued - posted) and from the
+gateway's own ``<prefix>.mon.metrics`` snapshots (consumer pending counts). CPU is read again
+the moment the leg is drained.
+
+Latency: the audit gives p50/p95/p99/max. For p99.9, the CDF and the time series the bench
+reads, after the leg, each invoice's ``issued_at`` (``GET /billing/v1/events/evt_<id>``) and
+its first posting's ``acceptedAt`` (``GET /erp/v1/journal-entries?externalId=<id>``), which is
+exactly what the audit computes from, and checks that its percentiles agree with the audit's.
+If those reads fail, the audit's figures are reported and p99.9 is left out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+import aiohttp
+import nats
+import nats.errors
+
+from gateway.stack import DrainResult, Stack
+
+from ._probe import REDELIVERY_STALL_MS
+from ._proc import cpu_seconds, peak_rss_mb, rss_mb
+from ._report import keeps_up
+from ._stats import (
+    auto_bin,
+    backlog_series,
+    cdf_points,
+    latency_summary,
+    rate_series,
+    window_series,
+)
+
+__all__ = ["GatewayLeg", "run_gateway_leg"]
+
+LOOKUP_CONCURRENCY = 16
+
+Progress = Callable[[str], None]
+
+
+class GatewayLeg:
+    """What one leg asks of the gateway."""
+
+    def __init__(self, name: str, events: int, rate: float | None, first_index: int) -> None:
+        self.name = name
+        self.events = events
+        self.rate = rate
+        self.first_index = first_index
+
+    @property
+    def invoice_ids(self) -> list[str]:
+        return [f"in_{i:06d}" for i in range(self.first_index, self.first_index + self.events)]
+
+
+async def _sim(http: aiohttp.ClientSession, method: str, url: str) -> Any:
+    async with http.request(method, url) as resp:
+        body = await resp.read()
+        if resp.status >= 300:
+            raise RuntimeError(f"simulator {method} {url}: HTTP {resp.status}")
+        return json.loads(body) if body else None
+
+
+class _Metrics:
+    """Backlog from the gateway's 1 s metric snapshots (core NATS, JSON)."""
+
+    def __init__(self) -> None:
+        self.samples: list[tuple[float, dict[str, int]]] = []
+        self._nc: Any = None
+
+    async def start(self, url: str, subject: str) -> None:
+        try:
+            self._nc = await nats.connect(url, name="erpgw-bench-metrics")
+        except (OSError, nats.errors.Error, TimeoutError):
+            self._nc = None
+            return
+
+        async def on_msg(msg: Any) -> None:
+            try:
+                doc = json.loads(msg.data)
+                pending = {k: int(v.get("pending", 0)) + int(v.get("ack_pending", 0))
+                           for k, v in (doc.get("backlog") or {}).items()}
+            except (ValueError, AttributeError, TypeError):
+                return
+            self.samples.append((time.time(), pending))
+
+        await self._nc.subscribe(subject, cb=on_msg)
+
+    async def stop(self) -> None:
+        if self._nc is not None and not self._nc.is_closed:
+            await self._nc.close()
+
+
+async def _per_invoice(http: aiohttp.ClientSession, base: str,
+                       ids: list[str]) -> dict[str, tuple[float, float | None]]:
+    """``{id: (issued_at, first posting accepted_at or None)}`` for every id the sim knows."""
+    out: dict[str, tuple[float, float | None]] = {}
+    queue = list(reversed(ids))
+
+    async def worker() -> None:
+        while queue:
+            inv = queue.pop()
+            ev = await _sim(http, "GET", f"{base}/billing/v1/events/evt_{inv}")
+            posts = await _sim(http, "GET", f"{base}/erp/v1/journal-entries?externalId={inv}")
+            items = posts.get("items", [])
+            first = min(items, key=lambda p: p["seq"])["acceptedAt"] if items else None
+            out[inv] = (float(ev["issued_at"]), None if first is None else float(first))
+
+    await asyncio.gather(*(worker() for _ in range(LOOKUP_CONCURRENCY)))
+    return out
+
+
+async def run_gateway_leg(stack: Stack, leg: GatewayLeg, *, stall_timeout: float,
+                          metrics_subject: str, say: Progress) -> dict[str, Any]:
+    """Drive one leg through ``stack`` and return its figures dict (with ``audit``)."""
+    base = stack.sim_url
+    pid = stack.gateway_pid
+    timeout = aiohttp.ClientTimeout(total=30)
+    async with aiohttp.ClientSession(timeout=timeout) as http:
+        await _sim(http, "POST", f"{base}/sim/v1/reset")
+        metrics = _Metrics()
+        await metrics.start(stack.url, metrics_subject)
+        samples: list[tuple[float, int, int, int]] = []  # t, issued, accepted, posted
+        cpu0 = cpu_seconds(pid)
+        t_start = time.time()
+        await stack.bill_run(leg.events, leg.rate or 0.0)
+        drained, cpu1, audit, dead = False, None, {}, []
+        last_sig: tuple[int, ...] = ()
+        last_change = time.monotonic()
+        try:
+            while True:
+                audit = await stack.audit()
+                now = time.time()
+                samples.append((now, audit["issued"], audit["accepted"], audit["posted"]))
+                say(f"gateway: issued {audit['issued']}/{leg.events}  accepted "
+                    f"{audit['accepted']}  posted {audit['posted']}")
+                sig = (audit["issued"], audit["accepted"], audit["posted"], audit["postings"])
+                if sig != last_sig:
+                    last_sig, last_change = sig, time.monotonic()
+                complete = audit["issued"] >= leg.events and audit["accepted"] >= audit["issued"]
+                if complete and audit["unposted_count"] == 0:
+                    cpu1, drained = cpu_seconds(pid), True
+                    break
+                idle = time.monotonic() - last_change
+                if complete and idle > 3.0:  # the rest may be dead-lettered: ask the DLQ
+                    dead = await stack.dead_letters()
+                    if DrainResult(audit, dead, False, 0.0).lost == 0:
+                        cpu1, drained = cpu_seconds(pid), True
+                        break
+                if idle > stall_timeout:
+                    cpu1 = cpu_seconds(pid)
+                    break
+                await asyncio.sleep(0.25)
+        finally:
+            await metrics.stop()
+        if not dead and audit.get("unposted_count"):
+            dead = await stack.dead_letters()
+        peak = peak_rss_mb(pid)
+        rss_now = rss_mb(pid)
+        say("gateway: reading per-invoice issue and posting times from the simulator")
+        try:
+            per = await _per_invoice(http, base, leg.invoice_ids)
+        except (aiohttp.ClientError, RuntimeError, TimeoutError, KeyError, ValueError):
+            per = {}
+
+    result = DrainResult(audit, dead, drained, time.time() - t_start)
+    ids = set(leg.invoice_ids)
+    dlq_keys = result.dlq_keys & ids
+    unposted = set(audit.get("unposted", []))
+    posted_n = int(audit.get("posted", 0))
+    audit_out = {
+        "issued": audit.get("issued"), "accepted": audit.get("accepted"), "posted": posted_n,
+        "postings": audit.get("postings"), "lost": result.lost,
+        "duplicates": int(audit.get("duplicates", 0)),
+        "unexpected": int(audit.get("unexpected", 0)),
+        "sum_ok": audit.get("amount_issued") == audit.get("amount_posted"),
+        "amount_issued": audit.get("amount_issued"), "amount_posted": audit.get("amount_posted"),
+        "dead_lettered": len(dlq_keys),
+        "dlq_exact": unposted == dlq_keys,
+        "drained": drained,
+        "latency_ms_from_audit": audit.get("latency_ms"),
+    }
+
+    posted = {k: v[1] for k, v in per.items() if v[1] is not None}
+    issued_at = {k: v[0] for k, v in per.items()}
+    lat = [(posted[k] - issued_at[k]) * 1000.0 for k in posted]
+    exact = len(per) == leg.events and len(lat) == posted_n
+    if exact:
+        lat_summary = latency_summary(lat)
+        source = "per-invoice from the simulator (issued_at to first ERP posting)"
+        audit_lat = audit.get("latency_ms", {})
+        if abs(float(audit_lat.get("p99", 0.0)) - float(lat_summary["p99"] or 0.0)) > 0.05:
+            source += "; WARNING: differs from the audit's p99"
+    else:
+        a = audit.get("latency_ms", {})
+        lat_summary = {"n": posted_n, "p50": a.get("p50"), "p95": a.get("p95"),
+                       "p99": a.get("p99"), "p99_9": None, "max": a.get("max"), "mean": None}
+        source = "the simulator's audit (p99.9 unavailable: per-invoice reads failed)"
+    first = min(issued_at.values()) if issued_at else (audit.get("first_issued_at") or t_start)
+    last_arr = max(issued_at.values()) if issued_at else first
+    ok, lag = keeps_up(leg.rate, len(issued_at), first, last_arr)
+    arr_span = last_arr - first
+    bin_s = auto_bin((max(posted.values()) - first) if posted else 0.0)
+    cpu = None if cpu0 is None or cpu1 is None or not posted_n else (cpu1 - cpu0) / posted_n * 1e6
+    return {
+        "kind": "gateway",
+        "available": True,
+        "complete": drained,
+        "events": leg.events,
+        "completed": posted_n,
+        "offered_rate": leg.rate,
+        "throughput_eps": round(float(audit.get("throughput_eps", 0.0)), 1),
+        "arrival_rate_eps": round((len(issued_at) - 1) / arr_span, 1) if arr_span > 0 else None,
+        "keeps_up": ok,
+        "schedule_lag_s": lag,
+        "latency_ms": lat_summary,
+        "redelivery_stalls": sum(1 for x in lat if x >= REDELIVERY_STALL_MS),
+        "latency_source": source,
+        "cpu_us_per_event": None if cpu is None else round(cpu, 1),
+        "cpu_scope": "the gateway process only (webhook ingress, router, ERP poster, ledger)",
+        "peak_rss_mb": peak,
+        "rss_mb_after": rss_now,
+        "wall_s": round((max(posted.values()) - first) if posted else 0.0, 3),
+        "audit": audit_out,
+        "series": {
+            "bin_s": bin_s,
+            "throughput_eps": rate_series(posted.values(), first, bin_s),
+            "p99_ms": window_series(((posted[k], (posted[k] - issued_at[k]) * 1000.0)
+                                     for k in posted), first, bin_s),
+            "backlog": backlog_series(((t, i, p) for t, i, _a, p in samples), first,
+                                      leg.rate, leg.events),
+            "backlog_in_gateway": [(round(t - first, 3), a - p)
+                                   for t, _i, a, p in samples if t >= first],
+            "consumer_pending": [(round(t - first, 3), d) for t, d in metrics.samples
+                                 if t >= first],
+        },
+        "cdf": cdf_points(lat),
+    }

@@ -1,0 +1,414 @@
+"""The bench report: ratios, verdicts against the issue's targets, JSON shape, human table.
+
+Theory of operation: the runner produces one ``Figures`` dict per measured system per leg (a
+leg is one load: ``max`` or a fixed rate, a fixed count of events). Everything here is pure and
+works on those dicts, so the verdict arithmetic is tested without starting anything.
+
+"Better raw path" is decided per leg: at maximum load the raw path (b1 or b2) with the higher
+throughput; at a fixed rate the one with the lower p99 among those that kept up with the offered
+rate (a path that fell behind shows a flattering latency, because arrivals are throttled by the
+same bounded admission the simulator applies), or the faster one if neither kept up.
+
+A verdict's ``met`` is ``True``/``False``, or ``None`` when the run could not measure it (a leg
+not run, a peer not installed, a lane the gateway does not have yet); ``note`` says why.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+__all__ = [
+    "TARGETS",
+    "better_raw_path",
+    "build_report",
+    "keeps_up",
+    "merge_repeats",
+    "ratio",
+    "render_human",
+    "verdicts",
+]
+
+Figures = dict[str, Any]
+
+# id -> (text of the target as the issue states it)
+TARGETS: dict[str, str] = {
+    "correctness": "LOST = 0 and DUP = 0 in every leg (a run with either is failed)",
+    "throughput_vs_raw": "billing throughput >= 70 % of the better raw path (b1/b2)",
+    "throughput_vs_peer": "billing throughput >= 2x the FastStream peer (c)",
+    "p99_at_1k": "invoice posting p99 at 1,000 events/s <= 3x the raw path b1's p99 at 1,000/s",
+    "backlog_at_5k": "at 5,000 events/s no growing backlog",
+    "p99_at_5k": "at 5,000 events/s p99 <= 2x the better raw path's p99",
+    "sync_p99": "sync-lane p99 during a usage flood <= 25 ms and <= 1.5x its idle p99",
+    "cpu_per_event": "CPU per event <= 1.5x the better raw path",
+    "rss_stable": "RSS within +-10 % between a run and a 10x longer one",
+}
+
+
+def ratio(num: float | None, den: float | None) -> float | None:
+    """``num / den`` rounded to 3 places; ``None`` when either is missing or ``den`` is 0."""
+    if num is None or den is None or den == 0:
+        return None
+    return round(num / den, 3)
+
+
+def keeps_up(offered_rate: float | None, events: int, first_arrival: float,
+             last_arrival: float) -> tuple[bool | None, float | None]:
+    """Whether arrivals kept to the offered schedule, and how late the last one was (s).
+
+    Event ``k`` is due ``k / rate`` after the first. Admission is bounded (the simulator lets at
+    most 64 events be outstanding; the baselines use the same window), so a system that cannot
+    keep up delays arrivals instead of queueing them: lateness of the last arrival is the
+    backlog that grew. Tolerance: 0.25 s or 5 % of the schedule, whichever is larger.
+    ``(None, None)`` at maximum load (no schedule).
+    """
+    if not offered_rate or events < 2:
+        return None, None
+    scheduled = (events - 1) / offered_rate
+    lag = max(0.0, (last_arrival - first_arrival) - scheduled)
+    return lag <= max(0.25, 0.05 * scheduled), round(lag, 3)
+
+
+def _p99(f: Mapping[str, Any] | None) -> float | None:
+    if not f or not f.get("available", True):
+        return None
+    value = f.get("latency_ms", {}).get("p99")
+    return float(value) if value is not None else None
+
+
+def _tput(f: Mapping[str, Any] | None) -> float | None:
+    if not f or not f.get("available", True):
+        return None
+    value = f.get("throughput_eps")
+    return float(value) if value is not None else None
+
+
+def better_raw_path(b1: Figures | None, b2: Figures | None,
+                    rate: float | None) -> tuple[str | None, Figures | None]:
+    """``("b1"|"b2", figures)`` of the better raw path for a leg (see module docstring)."""
+    cands = [(k, f) for k, f in (("b1", b1), ("b2", b2)) if f and f.get("available", True)]
+    if not cands:
+        return None, None
+    if rate:
+        kept = [(k, f) for k, f in cands if f.get("keeps_up")]
+        if kept:
+            return min(kept, key=lambda kf: _p99(kf[1]) or float("inf"))
+    return max(cands, key=lambda kf: _tput(kf[1]) or 0.0)
+
+
+def _median_run(runs: list[Figures]) -> Figures:
+    """The run with the median throughput (the lower median for an even count), annotated
+    with every run's throughput and p99 so the spread stays visible."""
+    ok = [f for f in runs if f.get("available", True)]
+    if not ok:
+        return runs[0]
+    ranked = sorted(ok, key=lambda f: _tput(f) or 0.0)
+    chosen = dict(ranked[(len(ranked) - 1) // 2])
+    chosen["repeats"] = {"throughput_eps": [_tput(f) for f in ok],
+                         "p99_ms": [_p99(f) for f in ok],
+                         "cpu_us_per_event": [f.get("cpu_us_per_event") for f in ok]}
+    return chosen
+
+
+def merge_repeats(reps: Sequence[Sequence[Mapping[str, Any]]]) -> list[dict[str, Any]]:
+    """One list of legs from several repetitions of the same legs.
+
+    Each system's figures are those of its median-throughput repetition (every repetition's
+    throughput, p99 and CPU are kept under ``repeats``). Correctness is never a median: the
+    gateway's audit counts LOST, DUP and UNEXPECTED over all repetitions, and a leg drained only
+    if it drained every time. A single repetition is returned unchanged.
+    """
+    if len(reps) == 1:
+        return [dict(leg) for leg in reps[0]]
+    merged: list[dict[str, Any]] = []
+    for i, first in enumerate(reps[0]):
+        same = [rep[i] for rep in reps]
+        gw = _median_run([dict(leg["gateway"]) for leg in same])
+        audits = [leg["gateway"].get("audit", {}) for leg in same]
+        gw["audit"] = {**gw.get("audit", {}),
+                       "lost": sum(int(a.get("lost", 0)) for a in audits),
+                       "duplicates": sum(int(a.get("duplicates", 0)) for a in audits),
+                       "unexpected": sum(int(a.get("unexpected", 0)) for a in audits),
+                       "dead_lettered": sum(int(a.get("dead_lettered", 0)) for a in audits),
+                       "sum_ok": all(bool(a.get("sum_ok")) for a in audits),
+                       "dlq_exact": all(bool(a.get("dlq_exact", True)) for a in audits),
+                       "drained": all(bool(a.get("drained")) for a in audits),
+                       "repetitions": len(audits)}
+        kinds = {k for leg in same for k in leg["baselines"]}
+        merged.append({**first, "gateway": gw, "baselines": {
+            k: _median_run([leg["baselines"][k] for leg in same if k in leg["baselines"]])
+            for k in sorted(kinds)}})
+    return merged
+
+
+def _leg(legs: Sequence[Mapping[str, Any]], rate: float | None) -> Mapping[str, Any] | None:
+    for leg in legs:
+        if (leg.get("rate") or None) == rate:
+            return leg
+    return None
+
+
+def _verdict(vid: str, figure: float | None, bound: float | str, met: bool | None,
+             note: str = "", unit: str = "") -> dict[str, Any]:
+    return {"id": vid, "target": TARGETS[vid], "figure": figure, "bound": bound, "unit": unit,
+            "met": met, "note": note}
+
+
+def _le(figure: float | None, bound: float) -> bool | None:
+    return None if figure is None else figure <= bound
+
+
+def _rate_latency(leg: Mapping[str, Any], met: bool | None) -> tuple[bool | None, str]:
+    """A latency target at a rate holds only if the gateway sustained that rate: one that fell
+    behind had its arrivals throttled by the bounded admission, which flatters its latency."""
+    if leg["gateway"].get("keeps_up") is False:
+        lag = leg["gateway"].get("schedule_lag_s")
+        return False, (f"; the gateway did not sustain {leg.get('rate'):g}/s (last arrival "
+                       f"{_fmt(lag)} s late), so its p99 at that rate was not reached")
+    return met, ""
+
+
+def verdicts(legs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """One verdict per target of the issue, from the legs that were run."""
+    out: list[dict[str, Any]] = []
+    lost = sum(int(leg["gateway"].get("audit", {}).get("lost", 0)) for leg in legs)
+    dup = sum(int(leg["gateway"].get("audit", {}).get("duplicates", 0)) for leg in legs)
+    drained = all(leg["gateway"].get("audit", {}).get("drained", False) for leg in legs)
+    out.append(_verdict("correctness", lost + dup, 0,
+                        lost == 0 and dup == 0 and drained,
+                        f"LOST {lost}, DUP {dup}" + ("" if drained else ", did not drain"),
+                        unit="events"))
+
+    mx = _leg(legs, None)
+    if mx is None:
+        for vid in ("throughput_vs_raw", "throughput_vs_peer"):
+            out.append(_verdict(vid, None, "", None, "needs a --max leg"))
+    else:
+        gw = mx["gateway"]
+        best_key, best = better_raw_path(mx["baselines"].get("b1"), mx["baselines"].get("b2"),
+                                         None)
+        r = ratio(_tput(gw), _tput(best))
+        out.append(_verdict("throughput_vs_raw", r, 0.70, None if r is None else r >= 0.70,
+                            f"gateway {_fmt(_tput(gw))}/s vs {best_key} {_fmt(_tput(best))}/s",
+                            unit="x"))
+        peer = mx["baselines"].get("peer")
+        r = ratio(_tput(gw), _tput(peer))
+        note = (f"gateway {_fmt(_tput(gw))}/s vs peer {_fmt(_tput(peer))}/s" if r is not None
+                else f"peer unavailable: {(peer or {}).get('reason', 'not run')}")
+        if r is not None and (peer or {}).get("redelivery_stalls"):
+            note += (f" (the peer's run had {peer['redelivery_stalls']} event(s) waiting ~30 s "
+                     "for a redelivery, which drags its figure down)")
+        out.append(_verdict("throughput_vs_peer", r, 2.0, None if r is None else r >= 2.0,
+                            note, unit="x"))
+
+    leg1k = _leg(legs, 1000.0)
+    if leg1k is None:
+        out.append(_verdict("p99_at_1k", None, 3.0, None, "needs a 1,000/s leg"))
+    else:
+        gw99, b199 = _p99(leg1k["gateway"]), _p99(leg1k["baselines"].get("b1"))
+        r = ratio(gw99, b199)
+        met, note = _rate_latency(leg1k, _le(r, 3.0))
+        out.append(_verdict("p99_at_1k", r, 3.0, met,
+                            f"gateway p99 {_fmt(gw99)} ms vs b1 p99 {_fmt(b199)} ms{note}",
+                            unit="x"))
+
+    leg5k = _leg(legs, 5000.0)
+    if leg5k is None:
+        out.append(_verdict("backlog_at_5k", None, "keeps up", None, "needs a 5,000/s leg"))
+        out.append(_verdict("p99_at_5k", None, 2.0, None, "needs a 5,000/s leg"))
+    else:
+        gw = leg5k["gateway"]
+        lag = gw.get("schedule_lag_s")
+        out.append(_verdict("backlog_at_5k", lag, "keeps up", gw.get("keeps_up"),
+                            f"last arrival {_fmt(lag)} s behind schedule; achieved "
+                            f"{_fmt(gw.get('arrival_rate_eps'))}/s of 5000/s offered",
+                            unit="s late"))
+        best_key, best = better_raw_path(leg5k["baselines"].get("b1"),
+                                         leg5k["baselines"].get("b2"), 5000.0)
+        r = ratio(_p99(gw), _p99(best))
+        met, note = _rate_latency(leg5k, _le(r, 2.0))
+        out.append(_verdict("p99_at_5k", r, 2.0, met,
+                            f"gateway p99 {_fmt(_p99(gw))} ms vs {best_key} p99 "
+                            f"{_fmt(_p99(best))} ms{note}", unit="x"))
+
+    out.append(_verdict("sync_p99", None, "25 ms and 1.5x idle", None,
+                        "not measurable yet: the gateway has no sync (pricing) lane and no "
+                        "usage lane to flood"))
+
+    base = mx or (legs[0] if legs else None)
+    if base is None:
+        out.append(_verdict("cpu_per_event", None, 1.5, None, "no leg run"))
+    else:
+        best_key, best = better_raw_path(base["baselines"].get("b1"),
+                                         base["baselines"].get("b2"), base.get("rate"))
+        gcpu = base["gateway"].get("cpu_us_per_event")
+        rcpu = (best or {}).get("cpu_us_per_event")
+        r = ratio(gcpu, rcpu)
+        out.append(_verdict("cpu_per_event", r, 1.5, _le(r, 1.5),
+                            f"gateway {_fmt(gcpu)} us/event vs {best_key} {_fmt(rcpu)} "
+                            f"us/event (leg {base['name']})", unit="x"))
+    out.append(_verdict("rss_stable", None, 0.10, None,
+                        "not measured by this bench yet (needs a run and a 10x longer run)"))
+    return out
+
+
+def _fmt(x: Any) -> str:
+    if x is None:
+        return "-"
+    if isinstance(x, float):
+        return f"{x:,.0f}" if abs(x) >= 100 else f"{x:.2f}"
+    return str(x)
+
+
+def _summary(f: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A figures dict without its series (what the top-level JSON keys carry)."""
+    if not f:
+        f = {"available": False, "reason": "not run"}
+    out = {k: v for k, v in f.items() if k not in ("series", "cdf")}
+    if not out.get("available", True):  # same keys, no numbers
+        out.setdefault("throughput_eps", None)
+        out.setdefault("latency_ms", None)
+    return out
+
+
+def _ratios(gw: Mapping[str, Any], other: Mapping[str, Any] | None) -> dict[str, Any]:
+    if not other or not other.get("available", True):
+        reason = (other or {}).get("reason", "not run")
+        return {"available": False, "reason": reason, "throughput": None, "p99": None,
+                "cpu_per_event": None}
+    return {
+        "throughput": ratio(_tput(gw), _tput(other)),
+        "p99": ratio(_p99(gw), _p99(other)),
+        "cpu_per_event": ratio(gw.get("cpu_us_per_event"), other.get("cpu_us_per_event")),
+    }
+
+
+def leg_ratios(leg: Mapping[str, Any]) -> dict[str, Any]:
+    """``vs_raw_path`` and ``vs_peer`` of one leg: gateway figure / other figure."""
+    key, best = better_raw_path(leg["baselines"].get("b1"), leg["baselines"].get("b2"),
+                                leg.get("rate"))
+    return {"vs_raw_path": {"against": key, **_ratios(leg["gateway"], best)},
+            "vs_peer": _ratios(leg["gateway"], leg["baselines"].get("peer"))}
+
+
+def build_report(legs: list[dict[str, Any]], meta: Mapping[str, Any]) -> dict[str, Any]:
+    """The full report: ``meta`` + legs + the primary leg's figures at the top level.
+
+    The primary leg is the ``max`` leg when there is one, else the first. Top-level keys:
+    ``gateway.billing``, ``baselines.raw_hop|raw_path|peer``, ``ratios.vs_raw_path|vs_peer``,
+    ``audit``, ``verdicts``, ``ok`` (False when anything was lost or doubled).
+    """
+    for leg in legs:
+        leg["ratios"] = leg_ratios(leg)
+    primary = _leg(legs, None) or (legs[0] if legs else None)
+    report: dict[str, Any] = {**meta, "legs": legs}
+    if primary is not None:
+        key, best = better_raw_path(primary["baselines"].get("b1"),
+                                    primary["baselines"].get("b2"), primary.get("rate"))
+        raw_path = {**_summary(best), "best": key,
+                    "b1": _summary(primary["baselines"].get("b1")),
+                    "b2": _summary(primary["baselines"].get("b2"))}
+        report["primary_leg"] = primary["name"]
+        report["gateway"] = {"billing": _summary(primary["gateway"])}
+        report["baselines"] = {"raw_hop": _summary(primary["baselines"].get("raw_hop")),
+                               "raw_path": raw_path,
+                               "peer": _summary(primary["baselines"].get("peer"))}
+        report["ratios"] = primary["ratios"]
+    audits = [leg["gateway"].get("audit", {}) for leg in legs]
+    report["audit"] = {
+        "lost": sum(int(a.get("lost", 0)) for a in audits),
+        "duplicates": sum(int(a.get("duplicates", 0)) for a in audits),
+        "unexpected": sum(int(a.get("unexpected", 0)) for a in audits),
+        "sum_ok": all(bool(a.get("sum_ok", False)) for a in audits),
+        "dead_lettered": sum(int(a.get("dead_lettered", 0)) for a in audits),
+        "drained": all(bool(a.get("drained", False)) for a in audits),
+        "per_leg": {leg["name"]: leg["gateway"].get("audit", {}) for leg in legs},
+    }
+    report["verdicts"] = verdicts(legs)
+    a = report["audit"]
+    report["ok"] = bool(legs) and a["lost"] == 0 and a["duplicates"] == 0 and a["drained"]
+    return report
+
+
+# -- human table ------------------------------------------------------------------------------
+
+_ROWS: tuple[tuple[str, str], ...] = (
+    ("gateway", "gateway, billing lane"),
+    ("raw_hop", "(a) raw nats-py one hop"),
+    ("b1", "(b1) raw path, per-message"),
+    ("b2", "(b2) raw path, atomic batches"),
+    ("peer", "(c) peer: FastStream"),
+)
+
+
+def _row(label: str, f: Mapping[str, Any] | None) -> str:
+    if not f:
+        return f"  {label:<32} not run"
+    if not f.get("available", True):
+        return f"  {label:<32} unavailable: {f.get('reason', '?')}"
+    lat = f.get("latency_ms", {})
+    cells = [_fmt(f.get("throughput_eps"))] + [_fmt(lat.get(k)) for k in
+                                                ("p50", "p95", "p99", "p99_9", "max")]
+    cells += [_fmt(f.get("cpu_us_per_event")), _fmt(f.get("peak_rss_mb"))]
+    lag = f.get("schedule_lag_s")
+    tail = "" if lag is None else ("  kept up" if f.get("keeps_up") else f"  behind {lag:.1f} s")
+    reps = (f.get("repeats") or {}).get("throughput_eps")
+    if reps:
+        tail += "  runs: " + "/".join(_fmt(x) for x in reps) + " ev/s"
+    if f.get("redelivery_stalls"):
+        tail += f"  ({f['redelivery_stalls']} waited ~30 s for a redelivery)"
+    return f"  {label:<32}" + "".join(f"{c:>10}" for c in cells) + tail
+
+
+def render_human(report: Mapping[str, Any]) -> str:
+    """The report as a terminal table with one verdict line per target."""
+    m = report.get("machine", {})
+    lines = [
+        f"erpgw bench peak-billing: profile {report.get('profile')}, seed {report.get('seed')}, "
+        f"broker fsync {report.get('fsync')}"
+        + (f", median-throughput run of {report['repeat']} per system"
+           if (report.get("repeat") or 1) > 1 else ""),
+        f"machine: {m.get('nproc')} cores, {m.get('cpu')}, nats-server {m.get('nats_server')}, "
+        f"Python {m.get('python')}; load average {m.get('loadavg_start')} at start, "
+        f"{m.get('loadavg_end')} at end (other processes on the box skew every figure)",
+    ]
+    head = f"  {'':<32}" + "".join(f"{h:>10}" for h in (
+        "ev/s", "p50 ms", "p95 ms", "p99 ms", "p99.9", "max ms", "CPU us/ev", "RSS MB"))
+    for leg in report.get("legs", []):
+        lines.append("")
+        lines.append(f"leg {leg['name']}: {leg['events']} events "
+                     + ("at maximum load" if not leg.get("rate") else
+                        f"offered at {leg['rate']:g}/s"))
+        lines.append(head)
+        lines.append(_row(_ROWS[0][1], leg["gateway"]))
+        for key, label in _ROWS[1:]:
+            lines.append(_row(label, leg["baselines"].get(key)))
+        rr = leg.get("ratios") or leg_ratios(leg)
+        vr, vp = rr["vs_raw_path"], rr["vs_peer"]
+        lines.append(f"  gateway / better raw path ({vr.get('against') or '-'}): throughput "
+                     f"{_fmt(vr.get('throughput'))}x, p99 {_fmt(vr.get('p99'))}x, CPU/event "
+                     f"{_fmt(vr.get('cpu_per_event'))}x;  gateway / peer: throughput "
+                     f"{_fmt(vp.get('throughput'))}x, p99 {_fmt(vp.get('p99'))}x")
+        a = leg["gateway"].get("audit", {})
+        lines.append(f"  audit: issued {a.get('issued')}  posted {a.get('posted')}  LOST "
+                     f"{a.get('lost')}  DUP {a.get('duplicates')}  UNEXPECTED "
+                     f"{a.get('unexpected')}  SUM_OK {'yes' if a.get('sum_ok') else 'NO'}  "
+                     f"dead-lettered {a.get('dead_lettered')}")
+    lines.append("")
+    lines.append("verdicts (same run, same machine, broker fsync "
+                 f"{report.get('fsync')}):")
+    for v in report.get("verdicts", []):
+        tag = {True: "MET ", False: "FAIL", None: "n/a "}[v["met"]]
+        fig = "" if v["figure"] is None else f": {_fmt(v['figure'])}{v['unit'] and ' ' + v['unit']}"
+        bound = f" (bound {v['bound']})" if v["bound"] not in ("", None) else ""
+        lines.append(f"  {tag}  {v['target']}{fig}{bound}; {v['note']}")
+    a = report.get("audit", {})
+    lines.append("")
+    lines.append("RESULT: " + ("OK, nothing lost, nothing doubled" if report.get("ok") else
+                               f"FAILED (LOST {a.get('lost')}, DUP {a.get('duplicates')}"
+                               f"{'' if a.get('drained') else ', did not drain'})"))
+    if report.get("plots"):
+        lines.append(f"plots: {report['plots']}")
+    elif report.get("plots_skipped"):
+        lines.append(f"plots skipped: {report['plots_skipped']}")
+    return "\n".join(lines)

@@ -1,0 +1,273 @@
+"""``erpgw bench peak-billing``: the whole run, from start-up to the report.
+
+Theory of operation:
+
+1. Start the real stack (``gateway.stack.Stack``: embedded nats-server with the chosen fsync
+   policy, ``erpgw sim`` and ``erpgw up`` as separate processes, fixed seed).
+2. Per leg (a bill run of N invoices at maximum load or at a fixed rate): the gateway first
+   (``_gateway.run_gateway_leg``), then, right after it so that both see the same conditions
+   on a shared box, the baselines against the same broker and the same simulator, same N and
+   same load, each in its own process (``python -m bench.baseline``), the simulator reset
+   before each. The gateway idles meanwhile (one fetch per second per consumer, one metrics
+   snapshot per second); its CPU is read only during its own legs.
+3. Stop the gateway.
+4. Build the report (``_report``), print it (table or JSON), write plots and JSON to ``--out``.
+
+Every load is bounded in count (N per leg) and in time (a stall timeout per leg; the baseline
+processes get a hard timeout as well). Only loopback addresses are used.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from contracts import Subjects
+from gateway.stack import Stack
+
+from ._gateway import GatewayLeg, run_gateway_leg
+from ._proc import machine
+from ._report import build_report, merge_repeats, render_human
+
+__all__ = ["PROFILES", "BenchOptions", "Leg", "plan_legs", "run_peak_billing"]
+
+BASELINE_KINDS = ("raw_hop", "b1", "b2", "peer")
+
+
+@dataclass(frozen=True)
+class Leg:
+    name: str
+    events: int
+    rate: float | None  # None: maximum load
+
+
+# profile -> (invoices per leg, rates of the legs; None = maximum load)
+PROFILES: dict[str, tuple[int, tuple[float | None, ...]]] = {
+    "quick": (2000, (None, 1000.0, 5000.0)),
+    "month-end": (10000, (None, 1000.0, 5000.0)),
+}
+
+
+@dataclass(frozen=True)
+class BenchOptions:
+    profile: str = "quick"
+    invoices: int | None = None  # per leg; default from the profile
+    rate: float | None = None  # one leg at this rate instead of the profile's legs
+    max: bool = False  # one leg at maximum load instead of the profile's legs
+    fsync: str = "always"
+    seed: int = 7
+    out: Path | None = None
+    json: bool = False
+    quiet: bool = False
+    workdir: Path | None = None
+    stall_timeout: float = 60.0
+    baselines: tuple[str, ...] = BASELINE_KINDS
+    repeat: int = 1  # run every leg this many times; figures of the median run
+    command: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def plan_legs(opts: BenchOptions) -> list[Leg]:
+    """The legs to run: the profile's, or the single one ``--rate``/``--max`` asks for.
+
+    Raises ``ValueError`` for an unknown profile, a non-positive count or rate.
+    """
+    if opts.profile not in PROFILES:
+        raise ValueError(f"unknown profile {opts.profile!r}; choose from "
+                         f"{', '.join(PROFILES)}")
+    default_n, rates = PROFILES[opts.profile]
+    n = opts.invoices if opts.invoices is not None else default_n
+    if n < 1:
+        raise ValueError(f"--invoices must be at least 1, got {n}")
+    if opts.repeat < 1:
+        raise ValueError(f"--repeat must be at least 1, got {opts.repeat}")
+    if opts.rate is not None and opts.rate <= 0:
+        raise ValueError(f"--rate must be positive, got {opts.rate}")
+    if opts.max:
+        rates = (None,)
+    elif opts.rate is not None:
+        rates = (opts.rate,)
+    return [Leg("max" if r is None else f"{r:g}/s", n, r) for r in rates]
+
+
+class _Progress:
+    """One progress line on stderr: rewritten in place on a terminal, every 2 s otherwise."""
+
+    def __init__(self, enabled: bool, total_steps: int) -> None:
+        self.enabled = enabled
+        self.tty = sys.stderr.isatty()
+        self.total = total_steps
+        self.step = 0
+        self.prefix = ""
+        self.last = 0.0
+        self.t0 = time.monotonic()
+
+    def phase(self, text: str) -> None:
+        self.step += 1
+        self.prefix = text
+        self.say("", force=True)
+
+    def say(self, detail: str, force: bool = False) -> None:
+        if not self.enabled:
+            return
+        now = time.monotonic()
+        if not force and now - self.last < (0.2 if self.tty else 2.0):
+            return
+        self.last = now
+        line = (f"[{self.step}/{self.total} {now - self.t0:5.1f}s] {self.prefix}"
+                + (f": {detail}" if detail else ""))
+        sys.stderr.write(f"\r{line[:160]}\033[K" if self.tty else line + "\n")
+        sys.stderr.flush()
+
+    def done(self) -> None:
+        if self.enabled and self.tty:
+            sys.stderr.write("\n")
+            sys.stderr.flush()
+
+
+def _loadavg() -> str:
+    try:
+        return " ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        return "unknown"
+
+
+async def _reset_sim(sim_url: str) -> None:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
+        async with http.post(f"{sim_url}/sim/v1/reset") as resp:
+            await resp.read()
+
+
+async def _run_baseline(kind: str, leg: Leg, stack: Stack, opts: BenchOptions, idx: int,
+                        workdir: Path) -> dict[str, Any]:
+    await _reset_sim(stack.sim_url)
+    cfg = {"nats_url": stack.url, "sim_url": stack.sim_url, "events": leg.events,
+           "rate": leg.rate, "seed": opts.seed, "run_id": f"{kind}-{idx}",
+           "stall_timeout": min(opts.stall_timeout, 60.0)}
+    log = workdir / f"baseline-{kind}-{idx}.log"
+    hard_timeout = 120.0 + leg.events / 200.0
+    with log.open("wb") as err:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bench.baseline", kind, json.dumps(cfg),
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err)
+        try:
+            out, _ = await asyncio.wait_for(proc.communicate(), hard_timeout)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+            return {"kind": kind, "available": False,
+                    "reason": f"did not finish within {hard_timeout:.0f} s (see {log})"}
+    try:
+        figures: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        tail = log.read_text(errors="replace").strip().splitlines()[-3:]
+        return {"kind": kind, "available": False,
+                "reason": f"baseline process exited {proc.returncode}: {' | '.join(tail)}"}
+    if figures.get("available", True) and not figures.get("complete", False):
+        figures["note"] = (f"incomplete: {figures.get('completed')}/{leg.events} events in the "
+                           "stall timeout")
+    return figures
+
+
+async def _run_legs(stack: Stack, legs: list[Leg], kinds: list[str], opts: BenchOptions,
+                    rep: int, first_index: int, results: list[dict[str, Any]],
+                    progress: _Progress, workdir: Path) -> int:
+    """One repetition of every leg; returns the next free invoice number."""
+    tag = f" (run {rep + 1}/{opts.repeat})" if opts.repeat > 1 else ""
+    for i, leg in enumerate(legs):
+        progress.phase(f"leg {leg.name}{tag}")
+        gl = GatewayLeg(leg.name, leg.events, leg.rate, first_index)
+        gw = await run_gateway_leg(stack, gl, stall_timeout=opts.stall_timeout,
+                                   metrics_subject=Subjects().metrics, say=progress.say)
+        first_index += leg.events
+        result: dict[str, Any] = {"name": leg.name, "rate": leg.rate, "events": leg.events,
+                                  "gateway": gw, "baselines": {}}
+        results.append(result)
+        # The leg's baselines right after it, so both see the same conditions on the box;
+        # the gateway idles meanwhile (a fetch per second and a metrics snapshot).
+        for kind in kinds:
+            progress.phase(f"leg {leg.name}{tag}: baseline {kind}")
+            result["baselines"][kind] = await _run_baseline(kind, leg, stack, opts,
+                                                            rep * len(legs) + i, workdir)
+    return first_index
+
+
+async def run_peak_billing(opts: BenchOptions) -> dict[str, Any]:
+    """Run the bench and return the report; prints nothing but the progress line."""
+    legs = plan_legs(opts)
+    kinds = [k for k in BASELINE_KINDS if k in opts.baselines]
+    progress = _Progress(not opts.quiet, 1 + opts.repeat * len(legs) * (1 + len(kinds)))
+    tmp = None
+    workdir = opts.workdir
+    if workdir is None:
+        tmp = tempfile.mkdtemp(prefix="erpgw-bench-")
+        workdir = Path(tmp)
+    workdir.mkdir(parents=True, exist_ok=True)
+    stack = Stack(workdir, seed=opts.seed,
+                  sync_interval="always" if opts.fsync == "always" else "2m")
+    reps: list[list[dict[str, Any]]] = []
+    load_start = _loadavg()
+    t0 = time.monotonic()
+    try:
+        progress.phase("starting nats-server, simulator and gateway")
+        await stack.start()
+        first_index = 1
+        for rep in range(opts.repeat):
+            results: list[dict[str, Any]] = []
+            reps.append(results)
+            first_index = await _run_legs(stack, legs, kinds, opts, rep, first_index, results,
+                                          progress, workdir)
+        await stack.stop_gateway()
+    except BaseException:
+        progress.done()
+        if tmp is None:
+            print(f"logs kept in {workdir}", file=sys.stderr)
+        raise
+    finally:
+        await stack.close()
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+    progress.done()
+    meta = {
+        "bench": "peak-billing",
+        "command": opts.command or "erpgw bench peak-billing " + shlex.join(sys.argv[3:]),
+        "profile": opts.profile if not (opts.max or opts.rate) else "custom",
+        "seed": opts.seed,
+        "repeat": opts.repeat,
+        "fsync": opts.fsync,
+        "broker_sync_interval": stack.sync_interval,
+        "machine": {**machine(), "loadavg_start": load_start, "loadavg_end": _loadavg()},
+        "wall_s": round(time.monotonic() - t0, 1),
+        "not_built": ["--usage (usage lane)", "--faults", "--duration", "--nats-url/--gateway "
+                      "targets", "sync-lane probe", "RSS 10x comparison"],
+    }
+    return build_report(merge_repeats(reps), meta)
+
+
+def write_outputs(report: dict[str, Any], out: Path) -> list[str]:
+    """``report.json``, ``report.txt`` and the plots (when matplotlib is there) in ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    files = []
+    try:
+        from ._plots import make_plots
+    except ImportError as exc:
+        report["plots_skipped"] = (f"matplotlib is not available ({exc}); "
+                                   "pip install -e '.[bench]' to draw them")
+    else:
+        files = make_plots(report, out)
+        report["plots"] = files
+    (out / "report.json").write_text(json.dumps(report, indent=1))
+    (out / "report.txt").write_text(render_human(report) + "\n")
+    return files

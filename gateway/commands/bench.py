@@ -1,0 +1,105 @@
+"""``erpgw bench peak-billing``: a month-end load through broker, simulator and gateway,
+measured against the raw stack and a peer in the same run (see docs/benchmarks.md)."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+from ._common import run_async
+
+_KINDS = ("raw_hop", "b1", "b2", "peer")
+
+
+def _baselines(text: str) -> tuple[str, ...]:
+    if text.strip() in ("", "none"):
+        return ()
+    kinds = tuple(k.strip() for k in text.split(",") if k.strip())
+    bad = [k for k in kinds if k not in _KINDS]
+    if bad:
+        raise argparse.ArgumentTypeError(
+            f"unknown baseline {', '.join(bad)}; choose from {', '.join(_KINDS)} or none")
+    return kinds
+
+
+def cmd_peak_billing(args: argparse.Namespace) -> int:
+    import msgspec
+
+    from bench import BenchOptions, render_human, run_peak_billing, write_outputs
+
+    opts = BenchOptions(
+        profile=args.profile, invoices=args.invoices, rate=args.rate, max=args.max,
+        fsync=args.fsync, seed=args.seed, out=args.out, json=args.json, quiet=args.quiet,
+        workdir=args.workdir, stall_timeout=args.stall_timeout, baselines=args.baselines,
+        repeat=args.repeat,
+        command="erpgw bench peak-billing " + shlex.join(sys.argv[3:]))
+    try:
+        from bench import plan_legs
+
+        plan_legs(opts)
+    except ValueError as exc:
+        print(f"erpgw bench: error: {exc}", file=sys.stderr)
+        return 2
+    report: dict[str, Any] = run_async(lambda: run_peak_billing(opts))
+    if args.out is not None:
+        write_outputs(report, args.out)
+    elif not args.json:
+        report["plots_skipped"] = "no --out DIR given"
+    if args.json:
+        print(msgspec.json.encode(report).decode())
+    else:
+        print(render_human(report))
+    return 0 if report["ok"] else 1
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    bp = sub.add_parser("bench", help="benchmarks: peak-billing load against baselines",
+                        description="Benchmarks of the real stack, every figure set against "
+                                    "the raw stack measured in the same run.")
+    bsub = bp.add_subparsers(dest="bench", metavar="BENCH")
+    pb = bsub.add_parser(
+        "peak-billing", help="month-end billing load: gateway vs raw nats-py vs a peer",
+        description="Start nats-server, the simulator and the gateway as separate processes, "
+                    "fire bill runs (legs: maximum load, then 1,000/s and 5,000/s; or one leg "
+                    "with --rate/--max) and, right after each, run the baselines on the same "
+                    "broker and simulator with the same counts: (a) raw nats-py one hop, "
+                    "(b1)/(b2) the "
+                    "raw gateway-shaped path with per-message or atomic batch publishes, (c) "
+                    "a FastStream peer. Reports throughput, latency p50/p95/p99/p99.9, CPU "
+                    "per event, peak RSS, backlog, the simulator's audit and one verdict per "
+                    "target of issue 8. Exits 1 if anything was lost or doubled.")
+    pb.add_argument("--profile", default="quick", choices=["quick", "month-end"],
+                    help="quick: 2,000 invoices per leg (make bench); month-end: 10,000")
+    pb.add_argument("--invoices", type=int, metavar="N", help="invoices per leg")
+    load = pb.add_mutually_exclusive_group()
+    load.add_argument("--rate", type=float, metavar="R",
+                      help="one leg, invoices offered at R per second")
+    load.add_argument("--max", action="store_true", help="one leg at maximum load")
+    pb.add_argument("--fsync", choices=["always", "default"], default="always",
+                    help="broker fsync for every system: always (the durable default) or the "
+                         "server default (2 min), to see what durability costs")
+    pb.add_argument("--baselines", type=_baselines, default=_KINDS, metavar="LIST",
+                    help="comma-separated baselines to run: raw_hop,b1,b2,peer (default all) "
+                         "or none")
+    pb.add_argument("--repeat", type=int, default=1, metavar="K",
+                    help="run every leg K times and report each system's median-throughput "
+                         "run (correctness counts every run); default 1")
+    pb.add_argument("--seed", type=int, default=7, help="simulation seed (default 7)")
+    pb.add_argument("--out", type=Path, metavar="DIR",
+                    help="write report.json, report.txt and PNG plots here")
+    pb.add_argument("--workdir", type=Path, metavar="DIR",
+                    help="keep logs and the broker store here (default: a temp dir)")
+    pb.add_argument("--stall-timeout", type=float, default=60.0, metavar="S",
+                    help="give up on a leg when nothing moves for S seconds (default 60)")
+    pb.add_argument("--quiet", action="store_true", help="no progress line on stderr")
+    pb.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    pb.set_defaults(func=cmd_peak_billing)
+
+    def _help(_args: argparse.Namespace) -> int:
+        bp.print_help()
+        return 2
+
+    bp.set_defaults(func=_help)

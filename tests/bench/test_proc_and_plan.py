@@ -1,0 +1,44 @@
+"""Reading CPU and memory of a process from /proc, and choosing the legs of a run."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from bench import BenchOptions, plan_legs
+from bench._proc import cpu_seconds, parse_stat_cpu, peak_rss_mb
+
+
+def test_stat_line_with_spaces_and_parentheses_in_the_name() -> None:
+    fields = ["S"] + ["0"] * 10 + ["250", "50"] + ["0"] * 30
+    line = "4242 (python -m (gw)) " + " ".join(fields)
+    assert parse_stat_cpu(line, ticks=100) == 3.0
+
+
+def test_own_process_is_readable_and_a_missing_one_is_none() -> None:
+    assert (cpu_seconds(os.getpid()) or 0) > 0
+    assert (peak_rss_mb(os.getpid()) or 0) > 1
+    assert cpu_seconds(None) is None and peak_rss_mb(None) is None
+    assert cpu_seconds(2**22 + 12345) is None
+
+
+def test_profile_legs() -> None:
+    legs = plan_legs(BenchOptions())
+    assert [(leg.name, leg.rate) for leg in legs] == [
+        ("max", None), ("1000/s", 1000.0), ("5000/s", 5000.0)]
+    assert all(leg.events == 2000 for leg in legs)
+    assert [leg.events for leg in plan_legs(BenchOptions(profile="month-end"))] == [10_000] * 3
+
+
+def test_rate_or_max_make_a_single_leg() -> None:
+    assert [(leg.name, leg.rate, leg.events) for leg in
+            plan_legs(BenchOptions(rate=250.0, invoices=10))] == [("250/s", 250.0, 10)]
+    assert [leg.name for leg in plan_legs(BenchOptions(max=True))] == ["max"]
+
+
+@pytest.mark.parametrize("opts", [BenchOptions(profile="nope"), BenchOptions(invoices=0),
+                                  BenchOptions(rate=-1.0), BenchOptions(repeat=0)])
+def test_bad_options_are_refused(opts: BenchOptions) -> None:
+    with pytest.raises(ValueError):
+        plan_legs(opts)

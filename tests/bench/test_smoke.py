@@ -1,0 +1,57 @@
+"""One small real run of ``erpgw bench peak-billing`` as a user runs it: every process, every
+baseline, the report's JSON shape and the simulator's verdict on correctness. It asserts what
+the bench reports, never how fast anything was."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import msgspec
+import pytest
+
+pytestmark = pytest.mark.integration
+
+
+def test_small_run_reports_every_section_and_loses_nothing(tmp_path: Path) -> None:
+    r = subprocess.run(
+        [sys.executable, "-m", "gateway", "bench", "peak-billing", "--invoices", "200",
+         "--json", "--quiet", "--out", str(tmp_path / "out")],
+        capture_output=True, text=True, timeout=100, check=False)
+    assert r.returncode == 0, r.stderr[-2000:]
+    doc = msgspec.json.decode(r.stdout)
+
+    assert [leg["name"] for leg in doc["legs"]] == ["max", "1000/s", "5000/s"]
+    billing = doc["gateway"]["billing"]
+    assert billing["throughput_eps"] > 0
+    assert {"p50", "p95", "p99", "p99_9", "max"} <= set(billing["latency_ms"])
+    assert billing["cpu_us_per_event"] > 0 and billing["peak_rss_mb"] > 0
+    for key in ("raw_hop", "raw_path", "peer"):
+        section = doc["baselines"][key]
+        assert {"throughput_eps", "latency_ms"} <= set(section)
+        if section.get("available", True):
+            assert section["throughput_eps"] > 0 and "latency_ms" in section
+        else:
+            assert section["reason"]  # unavailable says why, and gives no number
+    assert doc["baselines"]["raw_path"]["best"] in ("b1", "b2")
+    assert {"vs_raw_path", "vs_peer"} <= set(doc["ratios"])
+    assert doc["audit"]["lost"] == 0 and doc["audit"]["duplicates"] == 0
+    assert doc["audit"]["unexpected"] == 0 and doc["audit"]["sum_ok"] is True
+    assert doc["ok"] is True
+    ids = {v["id"] for v in doc["verdicts"]}
+    assert {"correctness", "throughput_vs_raw", "p99_at_1k", "cpu_per_event"} <= ids
+    assert all(v["met"] in (True, False, None) for v in doc["verdicts"])
+    out = tmp_path / "out"
+    assert (out / "report.json").exists() and (out / "report.txt").exists()
+    if doc.get("plots"):
+        assert all(Path(p).stat().st_size > 0 for p in doc["plots"])
+    else:
+        assert "matplotlib" in doc["plots_skipped"]
+
+
+def test_bad_usage_is_refused_without_a_traceback() -> None:
+    r = subprocess.run([sys.executable, "-m", "gateway", "bench", "peak-billing",
+                        "--invoices", "0"], capture_output=True, text=True, timeout=60,
+                       check=False)
+    assert r.returncode == 2 and "--invoices" in r.stderr and "Traceback" not in r.stderr
