@@ -10,7 +10,16 @@ its own consumers. Subjects read ``<prefix>.<lane>.<evt|cmd>.<type>``:
 ``erpgw.dlq.<lane>.<code>``              dead letters (JSON)
 ``erpgw.dlq.resolved.<action>.<seq>``    a dead letter replayed or purged (JSON)
 ``erpgw.mon.metrics``                    1 s metric snapshots (core NATS, JSON)
+``erpgw.sync.pricing.validate``          pricing validation (request/reply service, JSON)
+``erpgw.sync.order.accept``              order acceptance (request/reply service, JSON)
+``erpgw.commercial.sync.<area>.decided.v1``  final decision after a pending reply (JSON)
 ======================================  ==========================================
+
+The sync lane has no stream: its requests are NATS service calls (``nats micro`` discovery on
+``$SRV.>``). Only its follow-ups are stored, on the commercial stream but under
+``commercial.sync.>``, never ``commercial.evt.>``: they are the gateway's JSON answers
+(``contracts.SyncDecided``), not canonical envelopes, so envelope consumers filter
+``commercial.evt.>`` and never see them.
 """
 
 from __future__ import annotations
@@ -110,3 +119,26 @@ class Subjects(msgspec.Struct, frozen=True):
 
     def mon_event(self, kind: str) -> str:
         return f"{self.prefix}.mon.events.{kind}"
+
+    # -- the synchronous lane (contracts._sync) ------------------------------------------------
+
+    @property
+    def sync_pricing_validate(self) -> str:
+        """The pricing validation service's subject (request/reply)."""
+        return f"{self.prefix}.sync.pricing.validate"
+
+    @property
+    def sync_order_accept(self) -> str:
+        """The order acceptance service's subject (request/reply)."""
+        return f"{self.prefix}.sync.order.accept"
+
+    def sync_decided(self, operation: str) -> str:
+        """Where the final decision of a pending ``operation`` (``pricing.validate`` or
+        ``order.accept``) is published: ``<prefix>.commercial.sync.<pricing|order>.decided.v1``.
+        """
+        return f"{self.prefix}.commercial.sync.{operation.split('.', 1)[0]}.decided.v1"
+
+    @property
+    def sync_follow_ups(self) -> str:
+        """Every follow-up of the sync lane (on the commercial stream)."""
+        return f"{self.prefix}.commercial.sync.>"

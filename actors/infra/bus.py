@@ -11,6 +11,10 @@ caller's deterministic id, so a retry after a crash or timeout is deduplicated b
 ``publish_batch`` pipelines many publishes and waits for all their acks (one round trip of
 latency for the whole batch instead of one per message).
 
+``add_service`` registers a request/reply service with nats-py's ``nats.micro`` (the NATS
+services protocol, discoverable on ``$SRV.>``); its endpoints hand requests to the caller's
+handler through ``ServiceRequest``, so no nats type leaves this module.
+
 Errors: every nats-py exception is translated here. ``BrokerUnavailable`` (retryable) covers
 timeouts, reconnects and a closed connection; ``BrokerRejected`` (permanent) covers a publish the
 server refused for good (no stream for the subject, payload too large).
@@ -20,7 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,12 +32,15 @@ import msgspec
 import nats
 import nats.errors
 import nats.js.errors
+import nats.micro
+import nats.micro.request
+import nats.micro.service
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import api
 from nats.js.client import JetStreamContext
 
-from contracts import Permanent, Retryable
+from contracts import Permanent, Retryable, new_id
 
 __all__ = [
     "BrokerRejected",
@@ -43,6 +50,9 @@ __all__ = [
     "NatsBus",
     "OutMsg",
     "PullConsumer",
+    "ServiceEndpoint",
+    "ServiceHandle",
+    "ServiceRequest",
     "StoredMsg",
     "StreamSettings",
 ]
@@ -51,6 +61,23 @@ log = logging.getLogger("erpgw.bus")
 
 # The server answers this error code when a stream exists with another configuration.
 _STREAM_NAME_IN_USE = 10058
+# Largest atomic batch nats-server accepts (a larger one is refused with 10199).
+MAX_ATOMIC = 1000
+
+
+class _ApiError(msgspec.Struct):
+    code: int = 0
+    err_code: int = 0
+    description: str = ""
+
+
+class _PubAckBody(msgspec.Struct):
+    stream: str = ""
+    seq: int = 0
+    error: _ApiError | None = None
+
+
+_pub_ack = msgspec.json.Decoder(_PubAckBody)
 
 
 class BrokerUnavailable(Retryable):
@@ -189,10 +216,86 @@ class PullConsumer:
         return await self._bus.consumer_pending(self.stream, self.durable)
 
 
+class ServiceRequest:
+    """One request to a service endpoint (see ``NatsBus.add_service``).
+
+    ``respond`` never raises: a reply lost to a broken connection is the requester's timeout.
+    """
+
+    __slots__ = ("_req",)
+
+    def __init__(self, req: nats.micro.request.Request) -> None:
+        self._req = req
+
+    @property
+    def subject(self) -> str:
+        return self._req.subject
+
+    @property
+    def headers(self) -> Mapping[str, str]:
+        return self._req.headers or {}
+
+    @property
+    def data(self) -> bytes:
+        return self._req.data
+
+    async def respond(self, data: bytes, *, headers: Mapping[str, str] | None = None) -> bool:
+        """Send the reply; False when it could not be sent (no reply subject, connection)."""
+        try:
+            await self._req.respond(data, headers=dict(headers) if headers else None)
+            return True
+        except (ValueError, nats.errors.Error, OSError) as exc:
+            log.debug("reply on %s not sent: %r", self.subject, exc)
+            return False
+
+
+ServiceHandler = Callable[[ServiceRequest], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceEndpoint:
+    """An endpoint of a NATS service: requests on ``subject`` go to ``handler``.
+
+    ``handler`` runs in the endpoint subscription's own task (nats-py delivers one message at
+    a time per subscription), so it must only hand the request over (a bounded stream) and
+    return; anything it raises is logged and answered with a generic service error.
+    """
+
+    name: str
+    subject: str
+    handler: ServiceHandler
+    metadata: Mapping[str, str] | None = None
+
+
+class ServiceHandle:
+    """A running NATS service (``NatsBus.add_service``): its identity, and ``stop``."""
+
+    def __init__(self, service: nats.micro.service.Service) -> None:
+        self._service = service
+
+    @property
+    def id(self) -> str:
+        return self._service.id
+
+    def info(self) -> dict[str, Any]:
+        """What ``$SRV.INFO`` answers (name, id, version, endpoints)."""
+        info: dict[str, Any] = self._service.info().to_dict()
+        return info
+
+    async def stop(self) -> None:
+        """Unsubscribe every endpoint and the ``$SRV`` subjects. Never raises."""
+        try:
+            await self._service.stop()
+        except (TimeoutError, nats.errors.Error, OSError) as exc:
+            log.debug("stopping service %s: %r", self._service.id, exc)
+
+
 class NatsBus:
     """One NATS connection with JetStream; see the module docstring."""
 
     def __init__(self, nc: Client, *, publish_timeout: float = 5.0) -> None:
+        self.atomic_commits = 0
+        self.atomic_fallbacks = 0
         self._nc = nc
         self._js: JetStreamContext = nc.jetstream(timeout=publish_timeout)
         self._publish_timeout = publish_timeout
@@ -260,6 +363,7 @@ class NatsBus:
             deny_delete=True,
             deny_purge=True,
             allow_rollup_hdrs=False,
+            allow_atomic=True,  # group commit: one fsync for a whole batch (publish_atomic)
         )
         try:
             try:
@@ -400,31 +504,124 @@ class NatsBus:
         """
         if not msgs:
             return []
+        return [r if isinstance(r, Exception) else None
+                for r in await self._publish_each(msgs, timeout=timeout)]
+
+    async def publish_atomic(self, msgs: Sequence[OutMsg], *,
+                             timeout: float | None = None) -> list[Exception | bool]:
+        """Store ``msgs`` (all bound for one stream) with a single commit, or none of them.
+
+        One result per message, in order: ``False`` stored, ``True`` already stored (a
+        duplicate id), or the translated error. Why: with ``sync_interval: always`` every
+        stored message costs the server an fsync; an atomic batch (``Nats-Batch-Id``,
+        ``-Sequence``, ``-Commit``) costs one for the whole batch.
+
+        The server refuses a whole batch that holds an id it has already stored (or the same
+        id twice); then, and on any other failure of the commit, the batch is published again
+        message by message with the same ids, which the dedupe window sorts out. Never raises
+        for a single message's failure.
+        """
+        if len(msgs) <= 1:
+            out: list[Exception | bool] = []
+            for m in msgs:
+                try:
+                    out.append(await self.publish(m, timeout=timeout))
+                except (BrokerUnavailable, BrokerRejected) as exc:
+                    out.append(exc)
+            return out
+        if len(msgs) > MAX_ATOMIC:
+            head = await self.publish_atomic(msgs[:MAX_ATOMIC], timeout=timeout)
+            return head + await self.publish_atomic(msgs[MAX_ATOMIC:], timeout=timeout)
+        batch_id = new_id()
+        try:
+            for seq, m in enumerate(msgs[:-1], 1):
+                await self._nc.publish(m.subject, m.data, headers=self._headers(m) | {
+                    "Nats-Batch-Id": batch_id, "Nats-Batch-Sequence": str(seq)})
+            last = msgs[-1]
+            reply = await self._nc.request(
+                last.subject, last.data, timeout=timeout or self._publish_timeout,
+                headers=self._headers(last) | {"Nats-Batch-Id": batch_id,
+                                               "Nats-Batch-Sequence": str(len(msgs)),
+                                               "Nats-Batch-Commit": "1"})
+            ack = _pub_ack.decode(reply.data)
+        except (nats.errors.Error, TimeoutError, OSError, msgspec.DecodeError) as exc:
+            log.debug("atomic batch of %d not committed (%r); publishing one by one",
+                      len(msgs), exc)
+            ack = None
+        if ack is not None and ack.error is None:
+            self.atomic_commits += 1
+            return [False] * len(msgs)
+        if ack is not None and ack.error is not None:
+            log.debug("atomic batch of %d refused (%s); publishing one by one", len(msgs),
+                      ack.error)
+        self.atomic_fallbacks += 1
+        return await self._publish_each(msgs, timeout=timeout)
+
+    async def _publish_each(self, msgs: Sequence[OutMsg], *,
+                            timeout: float | None) -> list[Exception | bool]:
         futures: list[asyncio.Future[api.PubAck] | Exception] = []
         for m in msgs:
             try:
                 futures.append(await self._js.publish_async(m.subject, m.data,
                                                             headers=self._headers(m)))
-            except (TimeoutError, nats.errors.Error, OSError) as exc:
+            except (nats.errors.Error, TimeoutError, OSError) as exc:
                 futures.append(self._translate(exc, m.subject))
         pending = [f for f in futures if isinstance(f, asyncio.Future)]
         if pending:
             await asyncio.wait(pending, timeout=timeout or self._publish_timeout)
-        results: list[Exception | None] = []
+        out: list[Exception | bool] = []
         for m, f in zip(msgs, futures, strict=True):
             if isinstance(f, Exception):
-                results.append(f)
+                out.append(f)
             elif not f.done():
                 f.cancel()
-                results.append(BrokerUnavailable(f"no PubAck for {m.subject} in time",
-                                                 code="broker.timeout"))
+                out.append(BrokerUnavailable(f"no PubAck for {m.subject} in time",
+                                             code="broker.timeout"))
             elif f.cancelled():
-                results.append(BrokerUnavailable(f"publish to {m.subject} cancelled"))
+                out.append(BrokerUnavailable(f"publish to {m.subject} cancelled"))
             elif (failure := f.exception()) is not None:
-                results.append(self._translate(failure, m.subject))
+                out.append(self._translate(failure, m.subject))
             else:
-                results.append(None)
-        return results
+                out.append(bool(f.result().duplicate))
+        return out
+
+    async def add_service(self, name: str, version: str, endpoints: Sequence[ServiceEndpoint],
+                          *, description: str = "",
+                          metadata: Mapping[str, str] | None = None,
+                          stats: Callable[[str], dict[str, object]] | None = None,
+                          ) -> ServiceHandle:
+        """Register a NATS service (``nats.micro``: discoverable on ``$SRV.PING|INFO|STATS``)
+        with ``endpoints``; returns its handle (``stop()`` on shutdown). ``stats(endpoint
+        name)`` adds the caller's own figures to each endpoint's ``$SRV.STATS`` data.
+
+        Raises ``BrokerUnavailable`` when the subscriptions cannot be made.
+        """
+
+        def wrap(ep: ServiceEndpoint) -> Callable[[nats.micro.request.Request], Awaitable[None]]:
+            async def handler(req: nats.micro.request.Request) -> None:
+                try:
+                    await ep.handler(ServiceRequest(req))
+                except Exception:
+                    log.exception("service endpoint %s failed", ep.name)
+                    try:
+                        await req.respond_error("500", "internal error")
+                    except (ValueError, nats.errors.Error, OSError) as exc:
+                        log.debug("error reply on %s not sent: %r", ep.subject, exc)
+            return handler
+
+        try:
+            service = await nats.micro.add_service(
+                self._nc, name=name, version=version, description=description,
+                metadata=dict(metadata or {}),
+                stats_handler=(lambda es: stats(es.name)) if stats else None)
+            for ep in endpoints:
+                await service.add_endpoint(name=ep.name, subject=ep.subject,
+                                           handler=wrap(ep), metadata=dict(ep.metadata or {}))
+            # The server has every endpoint's subscription before the caller says "ready".
+            await self._nc.flush(timeout=max(1, int(self._publish_timeout)))
+        except (nats.errors.Error, TimeoutError, OSError) as exc:
+            raise BrokerUnavailable(f"service {name}: {exc!r}") from exc
+        return ServiceHandle(service)
 
     async def emit(self, subject: str, data: bytes) -> None:
         """Core NATS publish (at most once) for monitoring subjects. Never raises."""

@@ -118,10 +118,10 @@ class InvoiceRouter(BatchWorker):
                 continue
             outs.append(out)
             owners.append(d)
-        results = await self.bus.publish_batch(outs)
+        results = await self.bus.publish_atomic(outs)  # one commit for the batch's outputs
         crashpoint("router.after_publish")
         for d, outcome in zip(owners, results, strict=True):
-            if outcome is None:
+            if not isinstance(outcome, Exception):
                 await d.ack()
                 self.processed += 1
             else:

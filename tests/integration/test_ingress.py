@@ -108,6 +108,15 @@ async def test_bad_input_does_not_disturb_good_traffic(live_gateway: LiveGateway
     assert await live_gateway.billing_messages() == good
 
 
+async def test_drifted_event_type_is_refused_with_its_code(live_gateway: LiveGateway) -> None:
+    """F28(d): a renamed enum value in a family we handle is drift: 422 naming $.type."""
+    evt = billing_event(6)
+    body = msgspec.json.encode(msgspec.structs.replace(evt, type="invoice.finalised"))
+    status, doc = await live_gateway.post(body, signed(body))
+    assert (status, doc["code"], doc["path"]) == (422, "webhook.unknown_event_type", "$.type")
+    assert await live_gateway.billing_messages() == 0
+
+
 async def test_unsubscribed_event_type_is_acknowledged_not_published(
         live_gateway: LiveGateway) -> None:
     evt = billing_event(5)
