@@ -2,29 +2,53 @@
 
 The DLQ message id is derived from (stream, stream sequence) so a crash between the DLQ publish
 and the ``term()`` cannot dead-letter the same delivery twice.
+
+Every dead letter is also announced on ``<prefix>.mon.events.dlq`` (core NATS, JSON): a summary
+without the payload bytes, for dashboards and alerts (docs/monitoring.md).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime
+
+import msgspec
 
 from contracts import DeadLetter, GatewayError, JsonCodec, Subjects, derive_id, new_id
 
 from .infra.bus import Delivery, NatsBus, OutMsg
+from .monitor import instance_id
 
 __all__ = ["DeadLetterSink"]
 
 log = logging.getLogger("erpgw.dlq")
 _codec: JsonCodec[DeadLetter] = JsonCodec(DeadLetter)
+_json = msgspec.json.Encoder()
+
+
+def dlq_event(dl: DeadLetter, dlq_subject: str) -> bytes:
+    """The ``mon.events.dlq`` summary of a dead letter (JSON, without the payload bytes)."""
+    return _json.encode({
+        "kind": "dlq", "event": "dead_lettered", "at": dl.failed_at.timestamp(),
+        "instance": instance_id(), "id": dl.id, "lane": dl.lane, "code": dl.code,
+        "reason": dl.reason, "subject": dl.subject, "stream_seq": dl.stream_seq,
+        "attempts": dl.attempts, "business_key": dl.business_key,
+        "correlation_id": dl.correlation_id, "path": dl.path, "dlq_subject": dlq_subject,
+        "bytes": len(dl.data)})
 
 
 class DeadLetterSink:
-    def __init__(self, bus: NatsBus, subjects: Subjects, lane: str, stream: str) -> None:
+    """``observer`` (optional) is told of every dead letter once it is stored (the monitor
+    counts them); it runs in the sending actor's task and must not block."""
+
+    def __init__(self, bus: NatsBus, subjects: Subjects, lane: str, stream: str, *,
+                 observer: Callable[[DeadLetter], None] | None = None) -> None:
         self._bus = bus
         self._subjects = subjects
         self._lane = lane
         self._stream = stream
+        self._observer = observer
         self.count = 0
 
     def letter(self, d: Delivery, err: GatewayError, *, business_key: str | None = None,
@@ -64,3 +88,6 @@ class DeadLetterSink:
         self.count += 1
         log.warning("dead-lettered %s seq=%s code=%s key=%s: %s", d.subject, d.stream_seq,
                     dl.code, dl.business_key, dl.reason)
+        if self._observer is not None:
+            self._observer(dl)
+        await self._bus.emit(self._subjects.mon_event("dlq"), dlq_event(dl, out.subject))

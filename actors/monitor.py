@@ -1,67 +1,896 @@
-"""Metrics publisher: a JSON snapshot every second on ``<prefix>.mon.metrics``.
+"""Business monitoring: 1 s metric snapshots, KPIs against SLA targets, monitoring events and
+the Prometheus text of the same figures. The subjects and every field: docs/monitoring.md.
 
-Fed only by ``statistics()`` of the supervision tree and the consumers' backlog, so it observes
-without touching the hot path. Core NATS (at most once): a missed snapshot is harmless, and any
-NATS client in any language can subscribe and read it.
+Theory of operation
+-------------------
+``Monitor`` is the core. It is built once by the process wiring, like the breaker, so that a
+restart of the metrics actor does not reset what it has seen. It never performs I/O: it is fed
+
+* once a tick (``observe``) with the supervision tree's ``statistics()``, the consumers'
+  backlog and the DLQ stream's counts, and answers the metrics document;
+* every few seconds (``kpis``) and answers the KPI document plus the SLA breaches that started
+  or ended since the previous evaluation;
+* synchronously, from wherever things happen: ``note_supervisor`` (the supervisor's
+  ``on_event``: a bounded queue, never blocks nor raises), ``note_dead_letter`` (the DLQ sink),
+  ``note_breaker`` (the ERP poster's transition callback) and ``note_lag`` (the lag probe).
+
+Actor counters start at 0 again when the supervisor restarts their actor; the core keeps
+monotonic totals by noticing the child's restart count change (a restarted actor's count is
+all new), so the figures on ``mon.metrics`` and ``/metrics`` never go backwards within one
+process. When a child exits, ``note_supervisor`` reads the tree once more (the supervisor
+still holds the exiting instance), so the work it did since the last tick is not lost either.
+Dead letters are counted as the sink reports each one.
+
+Failure recovery time is measured per breaker: from the transition closed→open to the first
+successful ERP posting after the breaker closed again (seen within 0.1 s: the metrics actor
+polls the posting count while it waits for one), or to the close itself when nothing was
+waiting to be posted.
+
+``MetricsPublisher`` is the thin shell: a task group with the lag probe (a sleep-drift probe:
+how late a 0.1 s sleep wakes up is how long the event loop was busy elsewhere) and the tick
+loop, which also forwards queued supervisor events as soon as they arrive. Everything is core
+NATS (at most once): a missed document is harmless, and any client in any language reads JSON.
 """
 
 from __future__ import annotations
 
+import logging
+import math
+import os
+import socket
 import time
-from collections.abc import Callable, Sequence
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
 
 import anyio
 import msgspec
 from anyio.abc import TaskStatus
 
-from contracts import GatewayError
+from contracts import GatewayError, Subjects
 
 from .infra.bus import NatsBus
-from .runtime import Actor
+from .resilience import CircuitBreaker, RateLimiter, Transition
+from .runtime import Actor, SupervisorEvent
 
-__all__ = ["MetricsPublisher"]
+__all__ = [
+    "SCHEMA_VERSION",
+    "LaneWatch",
+    "MetricsPublisher",
+    "Monitor",
+    "SlaConfig",
+    "events_flushed",
+    "flush_events",
+    "instance_id",
+    "kpi_subject",
+    "prometheus_text",
+]
 
+SCHEMA_VERSION = 1
+log = logging.getLogger("erpgw.monitor")
 _json = msgspec.json.Encoder()
+_MAX_QUEUED_EVENTS = 1024
+_MAX_RECOVERIES = 1000
+
+
+_HOST = socket.gethostname()
+
+
+def instance_id() -> str:
+    """``host:pid`` of this gateway process; tells several gateways on one broker apart."""
+    return f"{_HOST}:{os.getpid()}"
+
+
+def kpi_subject(subjects: Subjects) -> str:
+    """``<prefix>.mon.kpi``: the KPI documents."""
+    return f"{subjects.prefix}.mon.kpi"
+
+
+class SlaConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The ``[sla]`` section: targets of the business KPIs and how often they are evaluated.
+
+    Latency and recovery targets are upper bounds; ``0`` means "no target". ``dlq_unresolved``
+    is the most unresolved dead letters tolerated (``0`` is a real target: none); leave it out
+    for no target. Raises ``ValueError`` (``msgspec.ValidationError`` from config) for a
+    negative value or a non-positive interval.
+    """
+
+    invoice_posting_p50_ms: float = 0.0
+    invoice_posting_p95_ms: float = 0.0
+    invoice_posting_p99_ms: float = 5000.0
+    failure_recovery_s: float = 300.0
+    dlq_unresolved: int | None = None
+    kpi_interval_s: float = 5.0
+
+    def __post_init__(self) -> None:
+        for name in ("invoice_posting_p50_ms", "invoice_posting_p95_ms",
+                     "invoice_posting_p99_ms", "failure_recovery_s"):
+            value = getattr(self, name)
+            if not 0 <= value < math.inf:
+                raise ValueError(f"{name} must be finite and >= 0 (0: no target), got {value}")
+        if self.dlq_unresolved is not None and self.dlq_unresolved < 0:
+            raise ValueError(f"dlq_unresolved must be >= 0, got {self.dlq_unresolved}")
+        if not 0 < self.kpi_interval_s < math.inf:
+            raise ValueError(f"kpi_interval_s must be finite and > 0, got {self.kpi_interval_s}")
+
+    def targets(self) -> dict[str, float]:
+        """The targets in force, by KPI name (absent or 0: not checked)."""
+        out: dict[str, float] = {}
+        for name in ("invoice_posting_p50_ms", "invoice_posting_p95_ms",
+                     "invoice_posting_p99_ms", "failure_recovery_s"):
+            if getattr(self, name) > 0:
+                out[name] = float(getattr(self, name))
+        if self.dlq_unresolved is not None:
+            out["dlq_unresolved"] = float(self.dlq_unresolved)
+        return out
+
+
+@dataclass(frozen=True)
+class LaneWatch:
+    """What the monitor reads for one lane.
+
+    ``intake`` is ``(child, counter)``: the actor that accepts work into the lane and the
+    statistics key that counts it. ``consumers`` are ``(stream, durable)`` in pipeline order;
+    what the last one settles has left the lane.
+    """
+
+    lane: str
+    intake: tuple[str, str] | None
+    consumers: tuple[tuple[str, str], ...]
+
+
+class _Totals:
+    """Monotonic totals from actor counters that start at 0 again when the actor restarts."""
+
+    def __init__(self) -> None:
+        self._seen: dict[str, tuple[int, float]] = {}  # key -> (child restarts, raw value)
+        self._total: dict[str, float] = {}
+
+    def update(self, key: str, restarts: int, raw: float) -> float:
+        seen = self._seen.get(key)
+        if seen is None:
+            inc = raw
+        elif seen[0] != restarts or raw < seen[1]:
+            inc = raw  # a fresh actor instance: all its count is new
+        else:
+            inc = raw - seen[1]
+        self._seen[key] = (restarts, raw)
+        self._total[key] = self._total.get(key, 0.0) + inc
+        return self._total[key]
+
+    def get(self, key: str) -> float:
+        return self._total.get(key, 0.0)
+
+
+class _Outage:
+    """One breaker's open period, until the first posting after it closed."""
+
+    __slots__ = ("closed_at", "postings_before", "start", "start_wall")
+
+    def __init__(self, start: float, start_wall: float) -> None:
+        self.start = start
+        self.start_wall = start_wall
+        self.closed_at: float | None = None
+        self.postings_before = 0.0
+
+
+def _num(value: object, default: float = 0.0) -> float:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) \
+        else default
+
+
+def _rate(now: float, before: float, dt: float) -> float:
+    return round(max(0.0, now - before) / dt, 3) if dt > 0 else 0.0
+
+
+class Monitor:
+    """The monitoring core; see the module docstring. Not thread-safe: the event loop's thread.
+
+    ``clock`` is the monotonic clock the breakers and limiters run on; ``wall`` gives unix
+    seconds for the documents' ``at``.
+    """
+
+    def __init__(self, *, lanes: Sequence[LaneWatch], posting_child: str,
+                 breakers: Sequence[CircuitBreaker] = (), limiters: Sequence[RateLimiter] = (),
+                 sla: SlaConfig | None = None, instance: str | None = None,
+                 tree: Callable[[], Mapping[str, Any]] | None = None,
+                 clock: Callable[[], float] = time.monotonic,
+                 wall: Callable[[], float] = time.time) -> None:
+        self.lanes = tuple(lanes)
+        self.posting_child = posting_child
+        self.breakers = tuple(breakers)
+        self.limiters = tuple(limiters)
+        self.sla = sla or SlaConfig()
+        self.tree = tree  # the supervision tree's statistics, read when a child exits
+        self.instance = instance or instance_id()
+        self.clock = clock
+        self.wall = wall
+        self._t0 = clock()
+        self._totals = _Totals()
+        self._seq = 0
+        self._last_at: float | None = None
+        self._prev: dict[str, float] = {}  # totals at the previous snapshot, for the rates
+        self._lag: list[float] = []
+        self._lag_last = 0.0
+        self._events: deque[tuple[str, bytes]] = deque(maxlen=_MAX_QUEUED_EVENTS)
+        self.events_dropped = 0
+        self._escalations = 0
+        self._dead: dict[tuple[str, str], int] = {}
+        self._outages: dict[str, _Outage] = {}
+        self._postings_seen: deque[tuple[float, float]] = deque(maxlen=8)
+        self._recoveries: deque[float] = deque(maxlen=_MAX_RECOVERIES)
+        self._recovery_count = 0
+        self._recovery_max: float | None = None
+        self._over_target = 0
+        self._breaches: dict[str, float] = {}  # KPI name -> wall time the breach started
+        self._breach_count: dict[str, int] = {}
+        self._kpi_seq = 0
+        self._kpi_prev: tuple[float, float] | None = None  # (monotonic, postings) at last KPI
+        self.last_metrics: dict[str, Any] | None = None
+        self.last_kpis: dict[str, Any] | None = None
+        # Set by the running metrics actor: publish queued events now, not at the next tick.
+        self.waker: Callable[[], None] | None = None
+
+    # -- synchronous notes from where things happen -------------------------------------------
+
+    def note_supervisor(self, ev: SupervisorEvent) -> None:
+        """Queue a supervisor event for ``<prefix>.mon.events.supervisor``. Runs in the
+        supervisor's host task: never blocks, never raises (a full queue drops the oldest)."""
+        if ev.kind == "escalated":
+            self._escalations += 1
+        if ev.kind in ("failed", "exited", "stopped") and self.tree is not None:
+            # The supervisor still holds the exiting instance: its counts are final now, and
+            # the next instance starts again from 0.
+            try:
+                tree = self.tree()
+                self._absorb(tree)
+                self._postings(tree, self.clock())
+            except Exception:  # monitoring must never disturb supervision
+                log.warning("monitor: cannot read the exiting actor's counters", exc_info=True)
+        self._queue("supervisor", {
+            "kind": "supervisor", "event": ev.kind, "at": self.wall(), "instance": self.instance,
+            "supervisor": ev.supervisor, "child": ev.child, "restarts": ev.restarts,
+            "error": ev.error, "monotonic_at": ev.at})
+
+    def note_dead_letter(self, lane: str, code: str) -> None:
+        """Count one dead letter (the sink publishes its event itself). Never raises."""
+        key = (lane, code)
+        self._dead[key] = self._dead.get(key, 0) + 1
+
+    def note_breaker(self, t: Transition) -> bytes:
+        """Record a breaker transition for the recovery KPI; returns its monitoring event
+        (JSON for ``<prefix>.mon.events.breaker``). Never raises."""
+        target, source = str(t.target), str(t.source)
+        outage = self._outages.get(t.breaker)
+        if target == "open":
+            if outage is None:
+                self._outages[t.breaker] = _Outage(t.at, self.wall() - (self.clock() - t.at))
+            else:
+                outage.closed_at = None  # re-opened before any posting: the same outage
+        elif target == "closed" and outage is not None:
+            outage.closed_at = t.at
+            outage.postings_before = self._postings_before(t.at)
+        return _json.encode({
+            "kind": "breaker", "event": str(t.event), "at": self.wall(),
+            "instance": self.instance, "breaker": t.breaker, "source": source,
+            "target": target, "reason": t.reason, "monotonic_at": t.at})
+
+    def note_lag(self, lag_s: float) -> None:
+        """One sample of the event-loop lag probe (seconds late). Never raises."""
+        self._lag_last = max(0.0, lag_s)
+        if len(self._lag) < 10_000:
+            self._lag.append(self._lag_last)
+
+    def _queue(self, kind: str, doc: Mapping[str, Any]) -> None:
+        if len(self._events) == self._events.maxlen:
+            self.events_dropped += 1
+        self._events.append((kind, _json.encode(doc)))
+        if self.waker is not None:
+            self.waker()
+
+    def drain_events(self) -> list[tuple[str, bytes]]:
+        """Queued ``(kind, JSON)`` events, oldest first; the queue is emptied."""
+        out = list(self._events)
+        self._events.clear()
+        return out
+
+    @property
+    def has_events(self) -> bool:
+        return bool(self._events)
+
+    # -- recovery time -----------------------------------------------------------------------
+
+    @property
+    def awaiting_posting(self) -> bool:
+        """A breaker closed and the first posting after it is not seen yet."""
+        return any(o.closed_at is not None for o in self._outages.values())
+
+    def _postings_before(self, at: float) -> float:
+        before = [total for seen_at, total in self._postings_seen if seen_at <= at]
+        return before[-1] if before else (self._postings_seen[0][1] if self._postings_seen
+                                          else 0.0)
+
+    def _postings(self, tree: Mapping[str, Any], now: float) -> tuple[float, float, float]:
+        """(created, replayed, their sum) accumulated from the posting child's counters."""
+        child = _child(tree, self.posting_child)
+        restarts = int(_num(child.get("restarts")))
+        actor = child.get("actor") or {}
+        created = self._totals.update("postings.created", restarts, _num(actor.get("posted")))
+        replayed = self._totals.update("postings.replayed", restarts,
+                                       _num(actor.get("replayed")))
+        self._postings_seen.append((now, created + replayed))
+        return created, replayed, created + replayed
+
+    def poll_postings(self, tree: Mapping[str, Any]) -> None:
+        """Between ticks, while ``awaiting_posting``: look for the first posting after a close
+        (the metrics actor calls this from its lag probe, 10 times a second)."""
+        now = self.clock()
+        _, _, total = self._postings(tree, now)
+        self._settle(now, total, idle=False)
+
+    def _settle(self, now: float, postings: float, *, idle: bool) -> None:
+        for name, outage in list(self._outages.items()):
+            if outage.closed_at is None:
+                continue
+            if postings > outage.postings_before:
+                end = now
+            elif idle:
+                end = outage.closed_at  # nothing was waiting: recovered when it closed
+            else:
+                continue
+            took = max(0.0, end - outage.start)
+            self._recoveries.append(took)
+            self._recovery_count += 1
+            self._recovery_max = took if self._recovery_max is None else max(
+                self._recovery_max, took)
+            target = self.sla.failure_recovery_s
+            if target > 0 and took > target:
+                self._over_target += 1
+            del self._outages[name]
+
+    # -- the metrics document ----------------------------------------------------------------
+
+    def _absorb(self, tree: Mapping[str, Any]) -> None:
+        """Fold the actors' counters into the monotonic totals."""
+        for watch in self.lanes:
+            if watch.intake is not None:
+                child = _child(tree, watch.intake[0])
+                self._totals.update(f"{watch.lane}.in", int(_num(child.get("restarts"))),
+                                    _num((child.get("actor") or {}).get(watch.intake[1])))
+            for stream, durable in watch.consumers:
+                child = _consumer_child(tree, stream, durable)
+                restarts = int(_num(child.get("restarts")))
+                actor = child.get("actor") or {}
+                for name in ("processed", "failed"):
+                    self._totals.update(f"{watch.lane}.{durable}.{name}", restarts,
+                                        _num(actor.get(name)))
+
+    def observe(self, tree: Mapping[str, Any], backlog: Mapping[str, tuple[int, int]],
+                dlq_counts: tuple[int, int] | None) -> dict[str, Any]:
+        """The metrics document for this tick (see docs/monitoring.md).
+
+        ``backlog`` maps a durable to ``(pending, ack_pending)`` (missing: the broker did not
+        answer); ``dlq_counts`` is ``(letters, resolutions)`` stored in the DLQ stream, or
+        ``None`` when unknown.
+        """
+        now, wall = self.clock(), self.wall()
+        dt = now - self._last_at if self._last_at is not None else now - self._t0
+        self._last_at = now
+        self._seq += 1
+        self._absorb(tree)
+        created, replayed, postings = self._postings(tree, now)
+        doc: dict[str, Any] = {
+            "v": SCHEMA_VERSION, "instance": self.instance, "seq": self._seq, "at": wall,
+            "uptime_s": round(now - self._t0, 3), "interval_s": round(dt, 3),
+        }
+        rates: dict[str, float] = {}
+
+        def total(key: str) -> int:
+            value = self._totals.get(key)
+            rates[key] = _rate(value, self._prev.get(key, 0.0), dt)
+            self._prev[key] = value
+            return int(value)
+
+        lanes: dict[str, Any] = {}
+        for watch in self.lanes:
+            lane: dict[str, Any] = {"in": 0, "in_per_s": 0.0}
+            if watch.intake is not None:
+                lane["in"] = total(f"{watch.lane}.in")
+                lane["in_per_s"] = rates[f"{watch.lane}.in"]
+            consumers: dict[str, Any] = {}
+            for stream, durable in watch.consumers:
+                actor = _consumer_child(tree, stream, durable).get("actor") or {}
+                key = f"{watch.lane}.{durable}"
+                pending = backlog.get(durable)
+                consumers[durable] = {
+                    "processed": total(f"{key}.processed"),
+                    "processed_per_s": rates[f"{key}.processed"],
+                    "failed": total(f"{key}.failed"),
+                    "failed_per_s": rates[f"{key}.failed"],
+                    "in_flight": int(_num(actor.get("in_flight"))),
+                    "pending": pending[0] if pending else None,
+                    "ack_pending": pending[1] if pending else None,
+                }
+            lane["out"], lane["out_per_s"] = 0, 0.0
+            if watch.consumers:
+                last = consumers[watch.consumers[-1][1]]
+                lane["out"] = last["processed"] + last["failed"]
+                lane["out_per_s"] = round(last["processed_per_s"] + last["failed_per_s"], 3)
+            lane["pending"] = sum(c["pending"] or 0 for c in consumers.values())
+            lane["ack_pending"] = sum(c["ack_pending"] or 0 for c in consumers.values())
+            lane["consumers"] = consumers
+            lanes[watch.lane] = lane
+        doc["lanes"] = lanes
+        doc["backlog"] = {d: {"pending": p, "ack_pending": a} for d, (p, a) in backlog.items()}
+
+        poster = (_child(tree, self.posting_child).get("actor") or {})
+        latency = {k: float(_num(v)) for k, v in (poster.get("latency_ms") or {}).items()}
+        doc["latency_ms"] = {"invoice_posting": {
+            "p50": latency.get("p50", 0.0), "p95": latency.get("p95", 0.0),
+            "p99": latency.get("p99", 0.0), "max": latency.get("max", 0.0),
+            "postings": int(postings)}}
+        doc["postings"] = {"created": int(created), "replayed": int(replayed),
+                           "per_s": _rate(postings, self._prev.get("postings", 0.0), dt)}
+        self._prev["postings"] = postings
+
+        doc["breakers"] = {b.name: self._breaker(b, now) for b in self.breakers}
+        doc["limiters"] = {lim.name: self._limiter(lim, now) for lim in self.limiters}
+
+        dead = sum(self._dead.values())
+        by_lane: dict[str, int] = {}
+        for (lane_name, _code), n in self._dead.items():
+            by_lane[lane_name] = by_lane.get(lane_name, 0) + n
+        doc["dlq"] = {
+            "dead_lettered": dead,
+            "dead_lettered_per_s": _rate(dead, self._prev.get("dlq", 0.0), dt),
+            "by_lane": by_lane,
+            "by_code": {f"{lane_name}/{code}": n for (lane_name, code), n
+                        in sorted(self._dead.items())},
+            "stored": dlq_counts[0] if dlq_counts else None,
+            "resolved": dlq_counts[1] if dlq_counts else None,
+            "unresolved": max(0, dlq_counts[0] - dlq_counts[1]) if dlq_counts else None,
+        }
+        self._prev["dlq"] = float(dead)
+
+        doc["supervisor"] = {
+            "name": tree.get("name"),
+            "restarts": int(_num(tree.get("restarts"))),
+            "escalations": self._escalations,
+            "children": {c.get("name", "?"): {"state": c.get("state"),
+                                              "restarts": int(_num(c.get("restarts"))),
+                                              "last_error": c.get("last_error")}
+                         for c in tree.get("children") or []},
+        }
+        lags = self._lag
+        doc["event_loop"] = {
+            "lag_ms": round(self._lag_last * 1000, 3),
+            "lag_max_ms": round(max(lags) * 1000, 3) if lags else 0.0,
+            "lag_mean_ms": round(sum(lags) / len(lags) * 1000, 3) if lags else 0.0,
+            "samples": len(lags),
+        }
+        self._lag = []
+        doc["events_dropped"] = self.events_dropped
+        doc["actors"] = dict(tree)
+
+        poster_backlog = backlog.get(_durable_of(self.lanes, self.posting_child) or "")
+        idle = poster_backlog is not None and sum(poster_backlog) == 0
+        self._settle(now, postings, idle=idle)
+        self.last_metrics = doc
+        return doc
+
+    def _breaker(self, b: CircuitBreaker, now: float) -> dict[str, Any]:
+        s = b.statistics()
+        return {"state": s["state"], "retry_in_s": round(b.retry_in(now), 3)
+                if math.isfinite(b.retry_in(now)) else None,
+                "consecutive_failures": s["consecutive_failures"],
+                "failure_ratio": round(_num(s["failure_ratio"]), 4),
+                "trips": s["trips"], "reopens": s["reopens"], "closes": s["closes"],
+                "successes": s["successes"], "failures": s["failures"],
+                "rejections": s["rejections"], "refused": s["refused"]}
+
+    def _limiter(self, lim: RateLimiter, now: float) -> dict[str, Any]:
+        s = lim.statistics()
+        hold = lim.hold_until
+        return {"rate": round(_num(s["rate"]), 3), "configured_rate": s["configured_rate"],
+                "burst": s["burst"], "tokens": round(_num(s["tokens"]), 3),
+                "in_flight": s["in_flight"], "concurrency": s["concurrency"],
+                "hold_s": round(max(0.0, hold - now), 3) if math.isfinite(hold) else 0.0,
+                "granted": s["granted"], "refused": s["refused"],
+                "throttles": s["throttles"]}
+
+    # -- the KPI document --------------------------------------------------------------------
+
+    def kpis(self) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """The KPI document and the SLA events (breach started/ended) since the last call.
+
+        Built from the latest metrics document; call ``observe`` first.
+        """
+        now, wall = self.clock(), self.wall()
+        m = self.last_metrics or {}
+        lat = (m.get("latency_ms") or {}).get("invoice_posting") or {}
+        postings = float(lat.get("postings", 0))
+        prev = self._kpi_prev
+        rate = _rate(postings, prev[1], now - prev[0]) if prev else 0.0
+        self._kpi_prev = (now, postings)
+        self._kpi_seq += 1
+        ongoing = [now - o.start for o in self._outages.values()]
+        recent = list(self._recoveries)
+        recovery = {
+            "incidents": self._recovery_count,
+            "last_s": round(recent[-1], 3) if recent else None,
+            "max_s": round(self._recovery_max, 3) if self._recovery_max is not None else None,
+            "mean_s": round(sum(recent) / len(recent), 3) if recent else None,
+            "ongoing_s": round(max(ongoing), 3) if ongoing else None,
+            "over_target": self._over_target,
+        }
+        dlq = m.get("dlq") or {}
+        has_latency = postings > 0
+        values: dict[str, float | None] = {
+            "invoice_posting_p50_ms": lat.get("p50") if has_latency else None,
+            "invoice_posting_p95_ms": lat.get("p95") if has_latency else None,
+            "invoice_posting_p99_ms": lat.get("p99") if has_latency else None,
+            "failure_recovery_s": round(max(ongoing), 3) if ongoing else 0.0,
+            "dlq_unresolved": dlq.get("unresolved"),
+        }
+        events: list[dict[str, Any]] = []
+        checks: dict[str, Any] = {}
+        for name, target in self.sla.targets().items():
+            value = values.get(name)
+            was = self._breaches.get(name)
+            breached = (value > target) if value is not None else was is not None
+            if breached and was is None:
+                self._breaches[name] = wall
+                self._breach_count[name] = self._breach_count.get(name, 0) + 1
+                events.append({"kind": "sla", "event": "started", "at": wall,
+                               "instance": self.instance, "sla": name, "target": target,
+                               "value": value, "since": wall})
+            elif not breached and was is not None:
+                del self._breaches[name]
+                events.append({"kind": "sla", "event": "ended", "at": wall,
+                               "instance": self.instance, "sla": name, "target": target,
+                               "value": value, "since": was,
+                               "duration_s": round(wall - was, 3)})
+            checks[name] = {"target": target, "value": value, "breached": breached,
+                            "since": self._breaches.get(name),
+                            "breaches": self._breach_count.get(name, 0)}
+        doc: dict[str, Any] = {
+            "v": SCHEMA_VERSION, "instance": self.instance, "seq": self._kpi_seq, "at": wall,
+            "metrics_seq": m.get("seq"),
+            "invoice_posting_latency_ms": {k: lat.get(k, 0.0) for k in
+                                           ("p50", "p95", "p99", "max")},
+            "invoices_posted": int(postings),
+            "invoices_posted_per_s": rate,
+            "failure_recovery": recovery,
+            "dlq": {"dead_lettered": dlq.get("dead_lettered", 0), "stored": dlq.get("stored"),
+                    "unresolved": dlq.get("unresolved")},
+            "sla": {"ok": not self._breaches, "breached": sorted(self._breaches),
+                    "checks": checks},
+        }
+        self.last_kpis = doc
+        return doc, events
+
+    # -- Prometheus ----------------------------------------------------------------------------
+
+    def prometheus(self) -> tuple[int, str, bytes]:
+        """``(status, content type, body)`` for ``GET /metrics``: the latest documents in the
+        Prometheus text format 0.0.4 (503 before the first snapshot)."""
+        ctype = "text/plain; version=0.0.4; charset=utf-8"
+        if self.last_metrics is None:
+            return 503, ctype, b"# no metrics snapshot yet\n"
+        return 200, ctype, prometheus_text(self.last_metrics, self.last_kpis).encode()
+
+
+def _child(tree: Mapping[str, Any], name: str) -> Mapping[str, Any]:
+    for c in tree.get("children") or []:
+        if c.get("name") == name:
+            return c  # type: ignore[no-any-return]
+    return {}
+
+
+def _consumer_child(tree: Mapping[str, Any], stream: str, durable: str) -> Mapping[str, Any]:
+    for c in tree.get("children") or []:
+        if (c.get("actor") or {}).get("consumer") == f"{stream}/{durable}":
+            return c  # type: ignore[no-any-return]
+    return _child(tree, durable)
+
+
+def _durable_of(lanes: Iterable[LaneWatch], child: str) -> str | None:
+    for watch in lanes:
+        for _stream, durable in watch.consumers:
+            if durable == child:
+                return durable
+    return None
+
+
+# -- the Prometheus text format ------------------------------------------------------------------
+
+def _esc(value: str) -> str:
+    return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
+
+
+def _fmt(value: float) -> str:
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    return repr(int(value)) if float(value).is_integer() and abs(value) < 2**53 else repr(value)
+
+
+class _Text:
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def family(self, name: str, typ: str, doc: str,
+               samples: Iterable[tuple[Mapping[str, str], object]], suffix: str = "") -> None:
+        rows = [(labels, value) for labels, value in samples
+                if isinstance(value, int | float) and not isinstance(value, bool)]
+        if not rows:
+            return
+        self.lines.append(f"# HELP {name} {doc}")
+        self.lines.append(f"# TYPE {name} {typ}")
+        for labels, value in rows:
+            self.sample(name + suffix, labels, float(value))
+
+    def sample(self, name: str, labels: Mapping[str, str], value: float) -> None:
+        text = ",".join(f'{k}="{_esc(v)}"' for k, v in labels.items())
+        self.lines.append(f"{name}{{{text}}} {_fmt(value)}" if text else f"{name} {_fmt(value)}")
+
+
+def prometheus_text(m: Mapping[str, Any], k: Mapping[str, Any] | None) -> str:
+    """The Prometheus text (format 0.0.4) of a metrics document and a KPI document.
+
+    Every value is the one in the JSON documents, with milliseconds turned into seconds.
+    """
+    t = _Text()
+    t.family("erpgw_metrics_snapshot_seq", "gauge",
+             "Sequence number of the metrics snapshot these figures come from.",
+             [({}, m["seq"])])
+    t.family("erpgw_uptime_seconds", "gauge", "Seconds since the gateway's monitor started.",
+             [({}, m["uptime_s"])])
+    lanes: Mapping[str, Any] = m.get("lanes") or {}
+    t.family("erpgw_lane_in_total", "counter", "Events accepted into the lane at its intake.",
+             [({"lane": n}, ln["in"]) for n, ln in lanes.items()])
+    t.family("erpgw_lane_out_total", "counter",
+             "Events settled by the lane's last stage (processed or dead-lettered).",
+             [({"lane": n}, ln["out"]) for n, ln in lanes.items()])
+    t.family("erpgw_lane_throughput_per_second", "gauge",
+             "Events per second over the last snapshot interval, into and out of the lane.",
+             [({"lane": n, "direction": d}, ln[f"{d}_per_s"]) for n, ln in lanes.items()
+              for d in ("in", "out")])
+    cons = [(n, c, v) for n, ln in lanes.items() for c, v in ln["consumers"].items()]
+    t.family("erpgw_consumer_processed_total", "counter",
+             "Messages a consumer processed and acked.",
+             [({"lane": n, "consumer": c}, v["processed"]) for n, c, v in cons])
+    t.family("erpgw_consumer_failed_total", "counter",
+             "Messages a consumer dead-lettered.",
+             [({"lane": n, "consumer": c}, v["failed"]) for n, c, v in cons])
+    t.family("erpgw_consumer_pending", "gauge",
+             "Messages in the stream not yet delivered to the consumer.",
+             [({"lane": n, "consumer": c}, v["pending"]) for n, c, v in cons])
+    t.family("erpgw_consumer_ack_pending", "gauge",
+             "Messages delivered to the consumer and not yet acknowledged.",
+             [({"lane": n, "consumer": c}, v["ack_pending"]) for n, c, v in cons])
+    lat = (m.get("latency_ms") or {}).get("invoice_posting")
+    if lat is not None:
+        t.family("erpgw_invoice_posting_latency_seconds", "summary",
+                 "From the invoice's issue at the billing platform to its posting in the ERP; "
+                 "quantiles over the ERP poster's recent postings, count since start.",
+                 [({"quantile": q}, round(lat[p] / 1000, 6)) for q, p in
+                  (("0.5", "p50"), ("0.95", "p95"), ("0.99", "p99"))])
+        t.sample("erpgw_invoice_posting_latency_seconds_count", {}, lat["postings"])
+    postings = m.get("postings") or {}
+    t.family("erpgw_erp_postings_total", "counter",
+             "Journal entries the ERP accepted: created, or replayed under a known key.",
+             [({"outcome": o}, postings.get(o)) for o in ("created", "replayed")])
+    breakers: Mapping[str, Any] = m.get("breakers") or {}
+    t.family("erpgw_breaker_state", "gauge", "1 for the state each circuit breaker is in.",
+             [({"breaker": b, "state": s}, 1 if v["state"] == s else 0)
+              for b, v in breakers.items() for s in ("closed", "open", "half_open")])
+    t.family("erpgw_breaker_trips_total", "counter", "Times a breaker opened from closed.",
+             [({"breaker": b}, v["trips"]) for b, v in breakers.items()])
+    t.family("erpgw_breaker_failures_total", "counter",
+             "Calls that failed through the platform's fault.",
+             [({"breaker": b}, v["failures"]) for b, v in breakers.items()])
+    limiters: Mapping[str, Any] = m.get("limiters") or {}
+    for key, name, doc in (
+            ("rate", "erpgw_limiter_rate_per_second", "Permits per second now (adaptive)."),
+            ("burst", "erpgw_limiter_burst", "Bucket size."),
+            ("tokens", "erpgw_limiter_tokens", "Tokens in the bucket at its last use."),
+            ("in_flight", "erpgw_limiter_in_flight", "Permits taken and not yet released."),
+            ("hold_s", "erpgw_limiter_hold_seconds", "Seconds left of a 429/Retry-After hold.")):
+        t.family(name, "gauge", doc, [({"limiter": n}, v[key]) for n, v in limiters.items()])
+    t.family("erpgw_limiter_throttles_total", "counter", "429 answers the limiter adapted to.",
+             [({"limiter": n}, v["throttles"]) for n, v in limiters.items()])
+    dlq = m.get("dlq") or {}
+    t.family("erpgw_dead_letters_total", "counter",
+             "Messages this gateway process dead-lettered, by lane and error code.",
+             [({"lane": key.split("/", 1)[0], "code": key.split("/", 1)[1]}, n)
+              for key, n in (dlq.get("by_code") or {}).items()])
+    t.family("erpgw_dlq_stored", "gauge", "Dead letters stored in the DLQ stream (all time).",
+             [({}, dlq.get("stored"))])
+    t.family("erpgw_dlq_unresolved", "gauge", "Dead letters neither replayed nor purged.",
+             [({}, dlq.get("unresolved"))])
+    sup = m.get("supervisor") or {}
+    t.family("erpgw_supervisor_restarts_total", "counter", "Child restarts by the supervisor.",
+             [({"supervisor": str(sup.get("name"))}, sup.get("restarts"))])
+    t.family("erpgw_supervisor_escalations_total", "counter",
+             "Times a supervisor gave up (restart intensity exceeded).",
+             [({"supervisor": str(sup.get("name"))}, sup.get("escalations"))])
+    children: Mapping[str, Any] = sup.get("children") or {}
+    t.family("erpgw_actor_restarts_total", "counter", "Restarts of each supervised actor.",
+             [({"actor": n}, v["restarts"]) for n, v in children.items()])
+    t.family("erpgw_actor_running", "gauge", "1 while the actor is running.",
+             [({"actor": n}, 1 if v["state"] == "running" else 0) for n, v in children.items()])
+    loop = m.get("event_loop") or {}
+    t.family("erpgw_event_loop_lag_seconds", "gauge",
+             "Event-loop lag: last probe, and the largest over the snapshot interval.",
+             [({"stat": "last"}, round(_num(loop.get("lag_ms")) / 1000, 6)),
+              ({"stat": "max"}, round(_num(loop.get("lag_max_ms")) / 1000, 6))])
+    if k is not None:
+        rec = k.get("failure_recovery") or {}
+        t.family("erpgw_failure_recoveries_total", "counter",
+                 "Breaker outages recovered (first posting after the close).",
+                 [({}, rec.get("incidents"))])
+        t.family("erpgw_failure_recovery_seconds", "gauge",
+                 "Failure recovery time: last and longest recovery, and the outage going on.",
+                 [({"stat": s}, rec.get(f"{s}_s")) for s in ("last", "max", "ongoing")])
+        checks: Mapping[str, Any] = (k.get("sla") or {}).get("checks") or {}
+        t.family("erpgw_sla_target", "gauge", "SLA target of a KPI (its unit is in the name).",
+                 [({"sla": n}, v["target"]) for n, v in checks.items()])
+        t.family("erpgw_sla_value", "gauge", "The KPI's value at the last evaluation.",
+                 [({"sla": n}, v["value"]) for n, v in checks.items()])
+        t.family("erpgw_sla_breached", "gauge", "1 while the KPI breaches its SLA target.",
+                 [({"sla": n}, 1 if v["breached"] else 0) for n, v in checks.items()])
+        t.family("erpgw_sla_breaches_total", "counter", "Breaches that started.",
+                 [({"sla": n}, v["breaches"]) for n, v in checks.items()])
+    return "\n".join(t.lines) + "\n"
+
+
+# -- the shell -----------------------------------------------------------------------------------
+
+async def flush_events(bus: NatsBus, subjects: Subjects, monitor: Monitor) -> None:
+    """Publish the queued monitoring events now."""
+    for kind, data in monitor.drain_events():
+        await bus.emit(subjects.mon_event(kind), data)
+
+
+@asynccontextmanager
+async def events_flushed(bus: NatsBus, subjects: Subjects, monitor: Monitor,
+                         ) -> AsyncIterator[None]:
+    """On the way out, publish what is still queued: the tree stops the metrics actor first,
+    so the other children's "stopped" events and an escalation would otherwise be lost.
+    Shielded and bounded (2 s); the bus must still be open."""
+    try:
+        yield
+    finally:
+        with anyio.CancelScope(shield=True), anyio.move_on_after(2.0):
+            await flush_events(bus, subjects, monitor)
 
 
 class MetricsPublisher(Actor):
-    def __init__(self, name: str, *, bus: NatsBus, subject: str,
-                 snapshot: Callable[[], dict[str, object]],
-                 consumers: Sequence[tuple[str, str]], interval: float = 1.0) -> None:
+    """Publishes ``<prefix>.mon.metrics`` every ``interval`` s, ``<prefix>.mon.kpi`` every
+    ``sla.kpi_interval_s`` s, and the queued events on ``<prefix>.mon.events.<kind>``.
+
+    Runs the tick loop and the lag probe in its own task group. Statistics of the tree and
+    the pure cores are read synchronously; the broker is asked only for the consumers'
+    backlog and the DLQ stream's counts (a broker that does not answer leaves them out).
+    """
+
+    probe_interval = 0.1
+
+    def __init__(self, name: str, *, bus: NatsBus, subjects: Subjects, monitor: Monitor,
+                 snapshot: Callable[[], dict[str, object]], interval: float = 1.0) -> None:
         super().__init__(name)
         self.bus = bus
-        self.subject = subject
+        self.subjects = subjects
+        self.subject = subjects.metrics
+        self.monitor = monitor
         self.snapshot = snapshot
-        self.consumers = tuple(consumers)
         self.interval = interval
         self.published = 0
+        self.kpis_published = 0
+        self.events_published = 0
         self.backlog: dict[str, dict[str, int]] = {}
-        self._t0 = time.monotonic()
+        self._wake: anyio.Event | None = None
 
-    async def _backlog(self) -> dict[str, dict[str, int]]:
-        out: dict[str, dict[str, int]] = {}
-        for stream, durable in self.consumers:
-            try:
-                pending, ack_pending = await self.bus.consumer_pending(stream, durable)
-            except GatewayError:
-                continue
-            out[durable] = {"pending": pending, "ack_pending": ack_pending}
+    def wake(self) -> None:
+        """Publish queued events now rather than at the next tick (synchronous, never
+        blocks). The wiring calls it after queueing a supervisor event."""
+        if self._wake is not None:
+            self._wake.set()
+
+    async def _backlog(self) -> dict[str, tuple[int, int]]:
+        out: dict[str, tuple[int, int]] = {}
+        for watch in self.monitor.lanes:
+            for stream, durable in watch.consumers:
+                try:
+                    out[durable] = await self.bus.consumer_pending(stream, durable)
+                except GatewayError:
+                    continue
         return out
 
+    async def _dlq_counts(self) -> tuple[int, int] | None:
+        s = self.subjects
+        try:
+            return (await self.bus.stream_messages(s.dlq_stream, s.dlq_letters),
+                    await self.bus.stream_messages(s.dlq_stream, s.dlq_resolutions))
+        except GatewayError:
+            return None
+
+    async def _events(self) -> None:
+        for kind, data in self.monitor.drain_events():
+            await self.bus.emit(self.subjects.mon_event(kind), data)
+            self.events_published += 1
+
+    async def _tick(self) -> None:
+        backlog = await self._backlog()
+        dlq = await self._dlq_counts()
+        doc = self.monitor.observe(self.snapshot(), backlog, dlq)
+        self.backlog = doc["backlog"]
+        await self.bus.emit(self.subject, _json.encode(doc))
+        self.published += 1
+
+    async def _kpi(self) -> None:
+        doc, events = self.monitor.kpis()
+        await self.bus.emit(kpi_subject(self.subjects), _json.encode(doc))
+        self.kpis_published += 1
+        for ev in events:
+            await self.bus.emit(self.subjects.mon_event("sla"), _json.encode(ev))
+            self.events_published += 1
+
+    async def _probe(self) -> None:
+        clock = self.monitor.clock
+        while True:
+            t0 = clock()
+            await anyio.sleep(self.probe_interval)
+            self.monitor.note_lag(clock() - t0 - self.probe_interval)
+            if self.monitor.awaiting_posting:
+                self.monitor.poll_postings(self.snapshot())
+
+    def request_stop(self) -> None:
+        super().request_stop()
+        self.wake()
+
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        task_status.started()
+        async with anyio.create_task_group() as tg:
+            await self._tick()
+            await self._events()
+            tg.start_soon(self._probe)
+            self.monitor.waker = self.wake
+            try:
+                task_status.started()
+                await self._loop()
+            finally:
+                self.monitor.waker = None
+            tg.cancel_scope.cancel()
+
+    async def _loop(self) -> None:
+        clock = self.monitor.clock
+        kpi_every = self.monitor.sla.kpi_interval_s
+        next_tick = clock() + self.interval
+        next_kpi = clock() + min(kpi_every, self.interval)
         while not self.stop_requested:
-            self.backlog = await self._backlog()
-            doc = {
-                "at": time.time(),
-                "uptime_s": round(time.monotonic() - self._t0, 3),
-                "backlog": self.backlog,
-                "actors": self.snapshot(),
-            }
-            await self.bus.emit(self.subject, _json.encode(doc))
-            self.published += 1
-            with anyio.move_on_after(self.interval):
-                await self.wait_stop_requested()
+            self._wake = anyio.Event()
+            if self.monitor.has_events:
+                self._wake.set()
+            with anyio.move_on_after(max(0.0, min(next_tick, next_kpi) - clock())):
+                await self._wake.wait()
+            self._wake = None
+            await self._events()
+            if self.stop_requested:
+                return
+            now = clock()
+            if now >= next_tick:
+                await self._tick()
+                # On schedule, not drifting; after a long stall skip the missed ticks.
+                next_tick = max(next_tick + self.interval, now + self.interval / 2)
+            if now >= next_kpi:
+                await self._kpi()
+                next_kpi = max(next_kpi + kpi_every, now + kpi_every / 2)
 
     def statistics(self) -> dict[str, object]:
-        return {"name": self.name, "published": self.published}
+        return {"name": self.name, "published": self.published,
+                "kpis_published": self.kpis_published, "events_published": self.events_published,
+                "events_dropped": self.monitor.events_dropped}

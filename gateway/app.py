@@ -17,16 +17,16 @@ from collections.abc import Callable
 
 import anyio
 import anyio.abc
-import msgspec
 
 from actors.billing import BillingIngress
 from actors.deadletter import DeadLetterSink
 from actors.erp import ErpPoster
 from actors.infra import HttpClient, Ledger, NatsBus
-from actors.monitor import MetricsPublisher
+from actors.monitor import LaneWatch, MetricsPublisher, Monitor, events_flushed
 from actors.resilience import CircuitBreaker, RateLimiter, Transition
 from actors.router import InvoiceRouter
 from actors.runtime import ChildSpec, Supervisor, SupervisorEvent
+from actors.sync import SyncDoor, SyncLane
 from contracts import LANES, GatewayError, Subjects
 
 from .broker import EmbeddedBroker
@@ -35,7 +35,6 @@ from .config import Config
 __all__ = ["CONSUMERS", "provision", "run_gateway"]
 
 log = logging.getLogger("erpgw.gateway")
-_json = msgspec.json.Encoder()
 
 # (lane, durable name, filter) of every durable consumer the gateway owns.
 CONSUMERS: tuple[tuple[str, str, Callable[[Subjects], str]], ...] = (
@@ -144,32 +143,59 @@ async def _run_tree(cfg: Config, bus: NatsBus, subjects: Subjects, ledger: Ledge
     breaker = CircuitBreaker("erp.journal_bulk", cfg.erp_breaker)
     limiter = RateLimiter("erp", cfg.erp_limiter)
 
+    # -- business monitoring (docs/monitoring.md) ------------------------------------------
+    # One Monitor per process, outliving restarts of the metrics actor. It is fed by the tree's
+    # statistics, the DLQ sinks, the breaker's transitions and the supervisor's events (queued,
+    # so the supervisor never waits), and serves GET /metrics on the webhook port.
+    monitor = Monitor(
+        lanes=[LaneWatch("billing", intake=("billing-ingress", "accepted"), consumers=tuple(
+            (subjects.stream(lane), d) for lane, d, _ in CONSUMERS if lane == "billing"))],
+        posting_child="erp-journal", breakers=[breaker], limiters=[limiter], sla=cfg.sla,
+        tree=snapshot)
+
+    def on_event(ev: SupervisorEvent) -> None:
+        _log_event(ev)
+        monitor.note_supervisor(ev)
+
+    def billing_dlq() -> DeadLetterSink:
+        return DeadLetterSink(bus, subjects, "billing", billing_stream,
+                              observer=lambda dl: monitor.note_dead_letter(dl.lane, dl.code))
+
     async def breaker_events(moves: list[Transition]) -> None:
         for t in moves:
-            await bus.emit(subjects.mon_event("breaker"), _json.encode(t))
+            await bus.emit(subjects.mon_event("breaker"), monitor.note_breaker(t))
 
+    sync_door = SyncDoor()
     children = [
         ChildSpec("erp-journal", lambda: ErpPoster(
             "erp-journal", durable="erp-journal", batch=cfg.erp.batch, erp=erp_http,
-            ledger=ledger, dlq=DeadLetterSink(bus, subjects, "billing", billing_stream),
+            ledger=ledger, dlq=billing_dlq(),
             breaker=breaker, limiter=limiter, on_transitions=breaker_events, bus=bus,
             stream=billing_stream, consumer=cfg.consumers)),
         ChildSpec("invoice-router", lambda: InvoiceRouter(
             "invoice-router", durable="invoice-router", batch=cfg.router.batch,
             subjects=subjects, accounts=cfg.accounts,
-            dlq=DeadLetterSink(bus, subjects, "billing", billing_stream), bus=bus,
+            dlq=billing_dlq(), bus=bus,
             stream=billing_stream, consumer=cfg.consumers)),
+        # The synchronous lane (pricing validation, order acceptance): its own actor, CPQ
+        # client and NATS service, no JetStream consumer; its HTTP routes are served on the
+        # webhook port through a door that outlives the lane's restarts. It may finish
+        # detached CPQ calls while stopping, so it gets longer than a CPQ call to stop.
+        ChildSpec("sync-lane", lambda: SyncLane(
+            "sync-lane", bus=bus, subjects=subjects, settings=cfg.cpq, door=sync_door),
+            shutdown_timeout=cfg.cpq.timeout_s + 5.0),
         ChildSpec("billing-ingress", lambda: BillingIngress(
             "billing-ingress", bus=bus, subjects=subjects, settings=cfg.http,
-            secrets=cfg.billing.webhook_secrets, health=health)),
+            secrets=cfg.billing.webhook_secrets, health=health,
+            extra_routes={"/metrics": monitor.prometheus},
+            extra_post_routes=sync_door.routes())),
         ChildSpec("metrics", lambda: MetricsPublisher(
-            "metrics", bus=bus, subject=subjects.metrics, snapshot=snapshot,
-            consumers=[(subjects.stream(lane), d) for lane, d, _ in CONSUMERS])),
+            "metrics", bus=bus, subjects=subjects, monitor=monitor, snapshot=snapshot)),
     ]
     tree = Supervisor("gateway", children, strategy="one_for_one",
                       intensity=cfg.supervisor.intensity, period=cfg.supervisor.period_s,
-                      on_event=_log_event)
-    async with anyio.create_task_group() as tg:
+                      on_event=on_event)
+    async with events_flushed(bus, subjects, monitor), anyio.create_task_group() as tg:
 
         async def supervise(*, task_status: anyio.abc.TaskStatus[None]) -> None:
             await tree.run(task_status=task_status)

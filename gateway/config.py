@@ -18,8 +18,10 @@ import msgspec
 
 from actors.billing import IngressSettings
 from actors.infra import ConsumerSettings, StreamSettings
+from actors.monitor import SlaConfig
 from actors.resilience import BreakerConfig, LimiterConfig
 from actors.router import AccountMap
+from actors.sync import CpqSettings
 from contracts import GatewayError
 
 __all__ = ["Config", "ConfigError", "load_config"]
@@ -88,6 +90,10 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     erp_breaker: BreakerConfig = msgspec.field(default_factory=BreakerConfig)
     erp_limiter: LimiterConfig = msgspec.field(
         default_factory=lambda: LimiterConfig(rate=50.0, burst=20))
+    # Business KPI targets, checked on <prefix>.mon.kpi (docs/monitoring.md).
+    sla: SlaConfig = msgspec.field(default_factory=SlaConfig)
+    # CPQ and the synchronous lane that prices through it (docs/flows.md, sync lane).
+    cpq: CpqSettings = msgspec.field(default_factory=CpqSettings)
 
     @property
     def data_path(self) -> Path:
