@@ -76,6 +76,7 @@ class FaultRecord:
     drained_s: float | None = None
 
     def summary(self) -> dict[str, float | None]:
+        """``first_posting_s`` is null when nothing was left to post once the fault healed."""
         return {"first_posting_s": _r(self.first_posting_s), "drained_s": _r(self.drained_s)}
 
 

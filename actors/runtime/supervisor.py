@@ -235,6 +235,9 @@ class _Escalate(Exception):
 
 
 def _describe(error: BaseException) -> str:
+    # A child's own task group wraps its one real failure in a group: name the failure.
+    while isinstance(error, BaseExceptionGroup) and len(error.exceptions) == 1:
+        error = error.exceptions[0]
     text = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
     if len(text) > _MAX_ERROR_CHARS:
         text = text[: _MAX_ERROR_CHARS - 3] + "..."

@@ -735,3 +735,13 @@ def test_events_encode_as_json_for_the_monitoring_lane() -> None:
     raw = msgspec.json.encode(event)
     assert msgspec.json.decode(raw, type=SupervisorEvent) == event
     assert b'"kind":"failed"' in raw
+
+
+def test_describe_names_the_real_failure_inside_a_group() -> None:
+    from actors.runtime.supervisor import _describe
+
+    inner = RuntimeError("disk on fire")
+    assert _describe(ExceptionGroup("unhandled errors in a TaskGroup", [inner])) == (
+        "RuntimeError: disk on fire")
+    two = ExceptionGroup("g", [inner, ValueError("x")])
+    assert _describe(two).startswith("ExceptionGroup")

@@ -82,7 +82,8 @@ def test_demo_json_report() -> None:
 @pytest.mark.integration
 @pytest.mark.timeout(240)
 def test_demo_under_faults_reports_recovery_and_dlq_exact() -> None:
-    r = erpgw("demo", "--invoices", "600", "--json", "--faults",
+    # Issued over ~2 s, so that every fault fires while the run is in flight.
+    r = erpgw("demo", "--invoices", "600", "--rate", "300", "--json", "--faults",
               "kill-gateway,erp-outage,poison,duplicate-webhooks", timeout=220)
     assert r.returncode == 0, r.stderr + r.stdout
     doc = msgspec.json.decode(r.stdout)
