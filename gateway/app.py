@@ -23,6 +23,7 @@ from actors.deadletter import DeadLetterSink
 from actors.erp import ErpPoster
 from actors.infra import HttpClient, Ledger, NatsBus
 from actors.monitor import LaneWatch, MetricsPublisher, Monitor, events_flushed
+from actors.reconcile import Reconciler
 from actors.resilience import CircuitBreaker, RateLimiter, Transition
 from actors.router import InvoiceRouter
 from actors.runtime import ChildSpec, Supervisor, SupervisorEvent
@@ -113,8 +114,11 @@ async def run_gateway(cfg: Config, *, ready: anyio.Event | None = None,
             try:
                 async with HttpClient(cfg.erp.base_url, timeout=cfg.erp.timeout_s,
                                       max_connections=cfg.erp.max_connections,
-                                      platform="erp") as erp_http:
-                    await _run_tree(cfg, bus, subjects, ledger, erp_http, ready, handle_signals)
+                                      platform="erp") as erp_http, \
+                        HttpClient(cfg.reconcile.billing_url, timeout=30.0,
+                                   max_connections=2, platform="billing") as billing_http:
+                    await _run_tree(cfg, bus, subjects, ledger, erp_http, billing_http, ready,
+                                    handle_signals)
             finally:
                 await ledger.close()
         finally:
@@ -127,7 +131,7 @@ async def run_gateway(cfg: Config, *, ready: anyio.Event | None = None,
 
 
 async def _run_tree(cfg: Config, bus: NatsBus, subjects: Subjects, ledger: Ledger,
-                    erp_http: HttpClient, ready: anyio.Event | None,
+                    erp_http: HttpClient, billing_http: HttpClient, ready: anyio.Event | None,
                     handle_signals: bool) -> None:
     billing_stream = subjects.stream("billing")
     tree: Supervisor | None = None
@@ -192,6 +196,12 @@ async def _run_tree(cfg: Config, bus: NatsBus, subjects: Subjects, ledger: Ledge
         ChildSpec("metrics", lambda: MetricsPublisher(
             "metrics", bus=bus, subjects=subjects, monitor=monitor, snapshot=snapshot)),
     ]
+    if cfg.reconcile.interval_s > 0:
+        # ERP vs billing every interval; repairs only postings proven missing.
+        children.append(ChildSpec("reconciler", lambda: Reconciler(
+            "reconciler", bus=bus, subjects=subjects, billing=billing_http, erp=erp_http,
+            interval_s=cfg.reconcile.interval_s, grace_s=cfg.reconcile.grace_s,
+            repair=cfg.reconcile.repair)))
     tree = Supervisor("gateway", children, strategy="one_for_one",
                       intensity=cfg.supervisor.intensity, period=cfg.supervisor.period_s,
                       on_event=on_event)

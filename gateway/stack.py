@@ -166,7 +166,9 @@ class Stack:
         """Start (or restart) the gateway process and wait until it serves webhooks."""
         env = {**self.gateway_env, **(env or {}),
                "ERPGW_BILLING_WEBHOOK_SECRETS": self.webhook_secret,
-               "ERPGW_ERP_BASE_URL": self.sim_url}
+               "ERPGW_ERP_BASE_URL": self.sim_url,
+               "ERPGW_CPQ_BASE_URL": self.sim_url,
+               "ERPGW_RECONCILE_BILLING_URL": self.sim_url}
         self._gateway = self._spawn(["up", "--config", str(self.gateway_config())],
                                     "gateway.log", env)
         self.gateway_starts += 1

@@ -105,3 +105,34 @@ async def test_reconciler_finds_injected_breaks_and_repairs_only_missing(
         assert code == 1
     finally:
         await stack.close()
+
+
+async def test_the_reconciler_actor_repairs_on_its_own(tmp_path: Path) -> None:
+    """The periodic reconciler inside the gateway finds lost postings and re-drives them, and
+    reports each run on erpgw.mon.recon.report."""
+    import nats
+
+    stack = Stack(tmp_path, ack_wait_s=2.0, seed=62,
+                  gateway_toml="[reconcile]\ninterval_s = 1.0\ngrace_s = 0\n")
+    await stack.start()
+    nc = await nats.connect(stack.url)
+    try:
+        reports = await nc.subscribe("erpgw.mon.recon.report")
+        await stack.set_faults({"erp": {"silent_drop_rate": 0.05}})
+        await stack.bill_run(200)
+        await settle(stack, 200)
+        await stack.set_faults({})
+        with anyio.fail_after(60):
+            while (await stack.audit())["unposted_count"]:
+                await anyio.sleep(0.2)
+        audit = await stack.audit()
+        assert audit["duplicates"] == 0 and audit["posted"] == 200
+        assert audit["faults"]["http"]["erp/journal-entries.bulk"]["silent_drop"] > 0
+        repaired = [line for line in stack.tail("gateway.log", 5000).splitlines()
+                    if "erpgw.reconcile: reconciled" in line and "repaired 0" not in line]
+        assert repaired  # the losses were found and re-driven by the gateway itself
+        report = msgspec.json.decode((await reports.next_msg(timeout=10)).data)
+        assert report["checked"] == 200 and "missing" in report["breaks"]
+    finally:
+        await nc.close()
+        await stack.close()
