@@ -24,9 +24,11 @@ from collections.abc import Callable
 from typing import Any
 
 import aiohttp
+import anyio
 import nats
 import nats.errors
 
+from gateway.drills import Driller
 from gateway.stack import DrainResult, Stack
 
 from ._probe import REDELIVERY_STALL_MS
@@ -120,8 +122,13 @@ async def _per_invoice(http: aiohttp.ClientSession, base: str,
 
 
 async def run_gateway_leg(stack: Stack, leg: GatewayLeg, *, stall_timeout: float,
-                          metrics_subject: str, say: Progress) -> dict[str, Any]:
-    """Drive one leg through ``stack`` and return its figures dict (with ``audit``)."""
+                          metrics_subject: str, say: Progress,
+                          driller: Driller | None = None) -> dict[str, Any]:
+    """Drive one leg through ``stack`` and return its figures dict (with ``audit``).
+
+    With ``driller`` the leg runs under its faults (``gateway.drills``): they fire while the
+    bill run is in flight, and the figures gain a ``drill`` section with recovery times.
+    """
     base = stack.sim_url
     pid = stack.gateway_pid
     timeout = aiohttp.ClientTimeout(total=30)
@@ -132,34 +139,45 @@ async def run_gateway_leg(stack: Stack, leg: GatewayLeg, *, stall_timeout: float
         samples: list[tuple[float, int, int, int]] = []  # t, issued, accepted, posted
         cpu0 = cpu_seconds(pid)
         t_start = time.time()
+        if driller is not None:
+            await driller.before_run()
         await stack.bill_run(leg.events, leg.rate or 0.0)
         drained, cpu1, audit, dead = False, None, {}, []
         last_sig: tuple[int, ...] = ()
         last_change = time.monotonic()
         try:
-            while True:
-                audit = await stack.audit()
-                now = time.time()
-                samples.append((now, audit["issued"], audit["accepted"], audit["posted"]))
-                say(f"gateway: issued {audit['issued']}/{leg.events}  accepted "
-                    f"{audit['accepted']}  posted {audit['posted']}")
-                sig = (audit["issued"], audit["accepted"], audit["posted"], audit["postings"])
-                if sig != last_sig:
-                    last_sig, last_change = sig, time.monotonic()
-                complete = audit["issued"] >= leg.events and audit["accepted"] >= audit["issued"]
-                if complete and audit["unposted_count"] == 0:
-                    cpu1, drained = cpu_seconds(pid), True
-                    break
-                idle = time.monotonic() - last_change
-                if complete and idle > 3.0:  # the rest may be dead-lettered: ask the DLQ
-                    dead = await stack.dead_letters()
-                    if DrainResult(audit, dead, False, 0.0).lost == 0:
+            async with anyio.create_task_group() as drill_tg:
+                if driller is not None:
+                    drill_tg.start_soon(driller.run)
+                while True:
+                    audit = await stack.audit()
+                    if driller is not None:
+                        driller.observe(audit)
+                        pid = stack.gateway_pid or pid  # a kill-gateway drill restarts it
+                    now = time.time()
+                    samples.append((now, audit["issued"], audit["accepted"], audit["posted"]))
+                    say(f"gateway: issued {audit['issued']}/{leg.events}  accepted "
+                        f"{audit['accepted']}  posted {audit['posted']}")
+                    sig = (audit["issued"], audit["accepted"], audit["posted"],
+                           audit["postings"])
+                    if sig != last_sig:
+                        last_sig, last_change = sig, time.monotonic()
+                    complete = (audit["issued"] >= leg.events
+                                and audit["accepted"] >= audit["issued"])
+                    if complete and audit["unposted_count"] == 0:
                         cpu1, drained = cpu_seconds(pid), True
                         break
-                if idle > stall_timeout:
-                    cpu1 = cpu_seconds(pid)
-                    break
-                await asyncio.sleep(0.25)
+                    idle = time.monotonic() - last_change
+                    if complete and idle > 3.0:  # the rest may be dead-lettered: ask the DLQ
+                        dead = await stack.dead_letters()
+                        if DrainResult(audit, dead, False, 0.0).lost == 0:
+                            cpu1, drained = cpu_seconds(pid), True
+                            break
+                    if idle > stall_timeout:
+                        cpu1 = cpu_seconds(pid)
+                        break
+                    await asyncio.sleep(0.25)
+            # (the task group waited for every fault to heal)
         finally:
             await metrics.stop()
         if not dead and audit.get("unposted_count"):
@@ -231,6 +249,7 @@ async def run_gateway_leg(stack: Stack, leg: GatewayLeg, *, stall_timeout: float
         "rss_mb_after": rss_now,
         "wall_s": round((max(posted.values()) - first) if posted else 0.0, 3),
         "audit": audit_out,
+        "drill": driller.finish(result) if driller is not None else None,
         "series": {
             "bin_s": bin_s,
             "throughput_eps": rate_series(posted.values(), first, bin_s),

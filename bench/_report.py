@@ -326,7 +326,13 @@ def build_report(legs: list[dict[str, Any]], meta: Mapping[str, Any]) -> dict[st
     }
     report["verdicts"] = verdicts(legs)
     a = report["audit"]
-    report["ok"] = bool(legs) and a["lost"] == 0 and a["duplicates"] == 0 and a["drained"]
+    drills = [leg["gateway"].get("drill") for leg in legs if leg["gateway"].get("drill")]
+    if drills:
+        report["recovery_s"] = {leg["name"]: leg["gateway"]["drill"]["recovery_s"]
+                                for leg in legs if leg["gateway"].get("drill")}
+        report["dlq_exact"] = all(d["dlq_exact"] for d in drills)
+    report["ok"] = (bool(legs) and a["lost"] == 0 and a["duplicates"] == 0 and a["drained"]
+                    and report.get("dlq_exact", True))
     return report
 
 
@@ -394,6 +400,14 @@ def render_human(report: Mapping[str, Any]) -> str:
                      f"{a.get('lost')}  DUP {a.get('duplicates')}  UNEXPECTED "
                      f"{a.get('unexpected')}  SUM_OK {'yes' if a.get('sum_ok') else 'NO'}  "
                      f"dead-lettered {a.get('dead_lettered')}")
+        drill = leg["gateway"].get("drill")
+        if drill:
+            for name, rec in drill["recovery_s"].items():
+                first, drained = rec["first_posting_s"], rec["drained_s"]
+                lines.append(f"  fault {name}: healed -> next ERP posting "
+                             f"{'-' if first is None else f'{first:.2f} s'}, drained "
+                             f"{'-' if drained is None else f'{drained:.2f} s'}")
+            lines.append(f"  dead letters exactly the injected poison: {drill['dlq_exact']}")
     lines.append("")
     lines.append("verdicts (same run, same machine, broker fsync "
                  f"{report.get('fsync')}):")

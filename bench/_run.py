@@ -35,6 +35,7 @@ from typing import Any
 import aiohttp
 
 from contracts import Subjects
+from gateway.drills import Driller
 from gateway.stack import Stack
 
 from ._gateway import GatewayLeg, run_gateway_leg
@@ -77,6 +78,7 @@ class BenchOptions:
     repeat: int = 1  # run every leg this many times; figures of the median run
     command: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    faults: tuple[str, ...] = ()  # gateway.drills fault names, injected into every leg
 
 
 def plan_legs(opts: BenchOptions) -> list[Leg]:
@@ -189,8 +191,10 @@ async def _run_legs(stack: Stack, legs: list[Leg], kinds: list[str], opts: Bench
     for i, leg in enumerate(legs):
         progress.phase(f"leg {leg.name}{tag}")
         gl = GatewayLeg(leg.name, leg.events, leg.rate, first_index)
+        driller = Driller(stack, list(opts.faults), leg.events) if opts.faults else None
         gw = await run_gateway_leg(stack, gl, stall_timeout=opts.stall_timeout,
-                                   metrics_subject=Subjects().metrics, say=progress.say)
+                                   metrics_subject=Subjects().metrics, say=progress.say,
+                                   driller=driller)
         first_index += leg.events
         result: dict[str, Any] = {"name": leg.name, "rate": leg.rate, "events": leg.events,
                                   "gateway": gw, "baselines": {}}
@@ -217,6 +221,9 @@ async def run_peak_billing(opts: BenchOptions) -> dict[str, Any]:
     workdir.mkdir(parents=True, exist_ok=True)
     stack = Stack(workdir, seed=opts.seed,
                   sync_interval="always" if opts.fsync == "always" else "2m")
+    if opts.faults:  # quicker redelivery after a kill drill, and what the faults need
+        stack.ack_wait_s = 5.0
+        stack.gateway_toml = Driller(stack, list(opts.faults), 1).gateway_toml
     reps: list[list[dict[str, Any]]] = []
     load_start = _loadavg()
     t0 = time.monotonic()
@@ -250,7 +257,8 @@ async def run_peak_billing(opts: BenchOptions) -> dict[str, Any]:
         "broker_sync_interval": stack.sync_interval,
         "machine": {**machine(), "loadavg_start": load_start, "loadavg_end": _loadavg()},
         "wall_s": round(time.monotonic() - t0, 1),
-        "not_built": ["--usage (usage lane)", "--faults", "--duration", "--nats-url/--gateway "
+        "faults": list(opts.faults),
+        "not_built": ["--usage (usage lane)", "--duration", "--nats-url/--gateway "
                       "targets", "sync-lane probe", "RSS 10x comparison"],
     }
     return build_report(merge_repeats(reps), meta)

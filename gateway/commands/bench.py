@@ -30,11 +30,13 @@ def cmd_peak_billing(args: argparse.Namespace) -> int:
 
     from bench import BenchOptions, render_human, run_peak_billing, write_outputs
 
+    from ..drills import parse_faults
+
     opts = BenchOptions(
         profile=args.profile, invoices=args.invoices, rate=args.rate, max=args.max,
         fsync=args.fsync, seed=args.seed, out=args.out, json=args.json, quiet=args.quiet,
         workdir=args.workdir, stall_timeout=args.stall_timeout, baselines=args.baselines,
-        repeat=args.repeat,
+        repeat=args.repeat, faults=tuple(parse_faults(args.faults)) if args.faults else (),
         command="erpgw bench peak-billing " + shlex.join(sys.argv[3:]))
     try:
         from bench import plan_legs
@@ -88,6 +90,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                     help="run every leg K times and report each system's median-throughput "
                          "run (correctness counts every run); default 1")
     pb.add_argument("--seed", type=int, default=7, help="simulation seed (default 7)")
+    pb.add_argument("--faults", metavar="LIST",
+                    help="inject these faults into every gateway leg while it runs (as "
+                         "`erpgw demo --faults`: erp-outage, kill-gateway, 5xx-burst, "
+                         "429-storm, commit-timeout, poison, duplicate-webhooks, out-of-order, "
+                         "broker-restart); each leg reports recovery times")
     pb.add_argument("--out", type=Path, metavar="DIR",
                     help="write report.json, report.txt and PNG plots here")
     pb.add_argument("--workdir", type=Path, metavar="DIR",

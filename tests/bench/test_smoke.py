@@ -55,3 +55,19 @@ def test_bad_usage_is_refused_without_a_traceback() -> None:
                         "--invoices", "0"], capture_output=True, text=True, timeout=60,
                        check=False)
     assert r.returncode == 2 and "--invoices" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_a_leg_under_faults_reports_recovery_and_loses_nothing(tmp_path: Path) -> None:
+    r = subprocess.run(
+        [sys.executable, "-m", "gateway", "bench", "peak-billing", "--invoices", "600",
+         "--rate", "300", "--baselines", "none", "--faults", "erp-outage,kill-gateway",
+         "--json", "--quiet"],
+        capture_output=True, text=True, timeout=150, check=False)
+    assert r.returncode == 0, r.stderr[-2000:]
+    doc = msgspec.json.decode(r.stdout)
+    assert doc["faults"] == ["erp-outage", "kill-gateway"]
+    assert doc["audit"]["lost"] == 0 and doc["audit"]["duplicates"] == 0
+    (leg,) = doc["recovery_s"].values()
+    for name in ("erp-outage", "kill-gateway"):
+        assert leg[name]["first_posting_s"] is not None
+        assert leg[name]["drained_s"] >= leg[name]["first_posting_s"]
