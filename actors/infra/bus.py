@@ -63,6 +63,10 @@ log = logging.getLogger("erpgw.bus")
 _STREAM_NAME_IN_USE = 10058
 # Largest atomic batch nats-server accepts (a larger one is refused with 10199).
 MAX_ATOMIC = 1000
+# An atomic batch holding an id the stream already stored (or one id twice) is refused whole.
+_ATOMIC_DUPLICATE = 10201
+# The stream reached max_bytes / max_msgs with discard=new: it refuses new messages.
+_STORAGE_FULL = frozenset({10077, 10078})
 
 
 class _ApiError(msgspec.Struct):
@@ -474,6 +478,10 @@ class NatsBus:
         if isinstance(exc, nats.errors.MaxPayloadError):
             return BrokerRejected(f"message for {subject} exceeds the server payload limit",
                                   code="broker.payload_too_large")
+        if isinstance(exc, nats.js.errors.APIError) and exc.err_code in _STORAGE_FULL:
+            return BrokerUnavailable(
+                f"stream for {subject} is full ({exc.description}); nothing was stored",
+                code="broker.storage_full", retry_after=5.0)
         if isinstance(exc, nats.js.errors.ServiceUnavailableError):
             return BrokerUnavailable(f"JetStream unavailable for {subject}: {exc}")
         if isinstance(exc, nats.js.errors.APIError):
@@ -552,6 +560,11 @@ class NatsBus:
             self.atomic_commits += 1
             return [False] * len(msgs)
         if ack is not None and ack.error is not None:
+            if ack.error.err_code in _STORAGE_FULL:
+                full = BrokerUnavailable(
+                    f"stream for {msgs[0].subject} is full ({ack.error.description}); "
+                    "nothing was stored", code="broker.storage_full", retry_after=5.0)
+                return [full] * len(msgs)
             log.debug("atomic batch of %d refused (%s); publishing one by one", len(msgs),
                       ack.error)
         self.atomic_fallbacks += 1
