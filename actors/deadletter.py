@@ -17,7 +17,7 @@ import msgspec
 
 from contracts import DeadLetter, GatewayError, JsonCodec, Subjects, derive_id, new_id
 
-from .infra.bus import Delivery, NatsBus, OutMsg
+from .infra.bus import Delivery, NatsBus, OutMsg, StoredMsg
 from .monitor import instance_id
 
 __all__ = ["DeadLetterSink"]
@@ -54,25 +54,31 @@ class DeadLetterSink:
     def letter(self, d: Delivery, err: GatewayError, *, business_key: str | None = None,
                correlation_id: str | None = None, platform_response: str | None = None,
                ) -> tuple[DeadLetter, OutMsg]:
+        return self._letter(d.subject, d.stream_seq, d.data, d.num_delivered, err,
+                            business_key, correlation_id, platform_response)
+
+    def _letter(self, subject: str, seq: int, data: bytes, attempts: int, err: GatewayError,
+                business_key: str | None, correlation_id: str | None,
+                platform_response: str | None) -> tuple[DeadLetter, OutMsg]:
         dl = DeadLetter(
             id=new_id(),
             failed_at=datetime.now(UTC),
             lane=self._lane,
-            subject=d.subject,
-            stream_seq=d.stream_seq,
+            subject=subject,
+            stream_seq=seq,
             code=err.code,
             reason=err.message[:1000],
-            attempts=d.num_delivered,
+            attempts=attempts,
             business_key=business_key,
             correlation_id=correlation_id,
-            data=d.data,
+            data=data,
             path=getattr(err, "path", None),
             platform_response=platform_response,
         )
         out = OutMsg(
             subject=self._subjects.dlq(self._lane, err.code),
             data=_codec.encode(dl),
-            msg_id=derive_id("dlq", self._stream, str(d.stream_seq)),
+            msg_id=derive_id("dlq", self._stream, str(seq)),
         )
         return dl, out
 
@@ -83,10 +89,28 @@ class DeadLetterSink:
         unsettled and will be redelivered, so nothing is dropped.
         """
         dl, out = self.letter(d, err, **context)
-        await self._bus.publish(out)
+        stored = not await self._bus.publish(out)
         await d.term()
+        if stored:
+            await self._announce(dl, out)
+
+    async def send_stored(self, m: StoredMsg, err: GatewayError, *, attempts: int,
+                          business_key: str | None = None,
+                          correlation_id: str | None = None) -> bool:
+        """Dead-letter a message no consumer will deliver again (the server gave up on it),
+        read back from its stream. The DLQ id is the same as a handler's would have been, so
+        a message the handler did dead-letter is not dead-lettered twice. Returns True when
+        the letter is new. Raises ``BrokerUnavailable``."""
+        dl, out = self._letter(m.subject, m.seq, m.data, attempts, err, business_key,
+                               correlation_id, None)
+        if await self._bus.publish(out):
+            return False  # the handler got there first
+        await self._announce(dl, out)
+        return True
+
+    async def _announce(self, dl: DeadLetter, out: OutMsg) -> None:
         self.count += 1
-        log.warning("dead-lettered %s seq=%s code=%s key=%s: %s", d.subject, d.stream_seq,
+        log.warning("dead-lettered %s seq=%s code=%s key=%s: %s", dl.subject, dl.stream_seq,
                     dl.code, dl.business_key, dl.reason)
         if self._observer is not None:
             self._observer(dl)

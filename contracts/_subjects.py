@@ -106,6 +106,17 @@ class Subjects(msgspec.Struct, frozen=True):
         return f"{self.prefix}.{lane}.evt.>"
 
     @property
+    def advisory_stream(self) -> str:
+        """Where the server's max-deliveries advisories for our streams are kept (they are
+        core NATS, at most once: a stream keeps them until the DLQ worker has read them)."""
+        return self.stream("advisories")
+
+    def max_deliveries_advisories(self, lane: str) -> str:
+        """The server's advisory subject for messages of ``lane``'s stream that ran out of
+        deliveries (any consumer)."""
+        return f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{self.stream(lane)}.*"
+
+    @property
     def dlq_stream(self) -> str:
         return self.stream("dlq")
 

@@ -18,6 +18,7 @@ from collections.abc import Callable
 import anyio
 import anyio.abc
 
+from actors.advisories import MaxDeliveriesWorker
 from actors.billing import BillingIngress
 from actors.deadletter import DeadLetterSink
 from actors.erp import ErpPoster
@@ -53,7 +54,14 @@ async def provision(bus: NatsBus, cfg: Config) -> Subjects:
     await bus.ensure_stream(subjects.dlq_stream, [subjects.dlq_wildcard], cfg.streams)
     for lane, durable, filt in CONSUMERS:
         await bus.ensure_consumer(subjects.stream(lane), durable, filt(subjects), cfg.consumers)
+    # The server's max-deliveries advisories, kept until turned into dead letters.
+    advisories = [subjects.max_deliveries_advisories(lane) for lane in LANES]
+    await bus.ensure_stream(subjects.advisory_stream, advisories, cfg.streams)
+    await bus.ensure_consumer(subjects.advisory_stream, ADVISORY_CONSUMER, ">", cfg.consumers)
     return subjects
+
+
+ADVISORY_CONSUMER = "dlq-advisories"
 
 
 def _check_port(host: str, port: int) -> None:
@@ -161,9 +169,12 @@ async def _run_tree(cfg: Config, bus: NatsBus, subjects: Subjects, ledger: Ledge
         _log_event(ev)
         monitor.note_supervisor(ev)
 
-    def billing_dlq() -> DeadLetterSink:
-        return DeadLetterSink(bus, subjects, "billing", billing_stream,
+    def dlq_sink(lane: str, stream: str) -> DeadLetterSink:
+        return DeadLetterSink(bus, subjects, lane, stream,
                               observer=lambda dl: monitor.note_dead_letter(dl.lane, dl.code))
+
+    def billing_dlq() -> DeadLetterSink:
+        return dlq_sink("billing", billing_stream)
 
     async def breaker_events(moves: list[Transition]) -> None:
         for t in moves:
@@ -193,6 +204,11 @@ async def _run_tree(cfg: Config, bus: NatsBus, subjects: Subjects, ledger: Ledge
             secrets=cfg.billing.webhook_secrets, health=health,
             extra_routes={"/metrics": monitor.prometheus},
             extra_post_routes=sync_door.routes())),
+        # Messages the server gave up on without any handler's verdict → dead letters.
+        ChildSpec(ADVISORY_CONSUMER, lambda: MaxDeliveriesWorker(
+            ADVISORY_CONSUMER, subjects=subjects, sink_for=dlq_sink, bus=bus,
+            stream=subjects.advisory_stream, durable=ADVISORY_CONSUMER,
+            consumer=cfg.consumers)),
         ChildSpec("metrics", lambda: MetricsPublisher(
             "metrics", bus=bus, subjects=subjects, monitor=monitor, snapshot=snapshot)),
     ]

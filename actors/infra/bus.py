@@ -432,6 +432,18 @@ class NatsBus:
             return int(info.state.messages)
         return sum((info.state.subjects or {}).values())
 
+    async def get_stored(self, stream: str, seq: int) -> StoredMsg | None:
+        """Message ``seq`` of ``stream``, or None when it is gone. Raises ``BrokerUnavailable``."""
+        try:
+            raw = await self._js.get_msg(stream, seq)
+        except nats.js.errors.NotFoundError:
+            return None
+        except (TimeoutError, nats.errors.Error) as exc:
+            raise BrokerUnavailable(f"read {stream}#{seq}: {exc!r}") from exc
+        return StoredMsg(seq=seq, subject=raw.subject or "", data=raw.data or b"",
+                         headers=dict(raw.headers or {}),
+                         time=raw.time.timestamp() if raw.time else 0.0)
+
     async def read_stream(self, stream: str, limit: int = 10_000) -> list[bytes]:
         """The payloads of the first ``limit`` messages of ``stream`` (for tools and reports)."""
         return [m.data for m in await self.scan(stream, limit=limit)]
