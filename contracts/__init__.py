@@ -48,6 +48,7 @@ from ._money import (
 from ._order import OrderBooked, OrderLine
 from ._partner import CustomerUpserted, PartnerTier, PartnerTierChanged, PartnerUpserted
 from ._payment import PaymentApplication, PaymentReceived
+from ._privacy import PERSONAL_FIELDS, redact
 from ._registry import MESSAGE_SPECS, MESSAGES, MessageSpec, message_spec
 from ._revenue import RecognitionLine, RevenueScheduleUpdated
 from ._subjects import LANES, Subjects
@@ -84,6 +85,7 @@ __all__ = [
     "MAX_AMOUNT",
     "MESSAGES",
     "MESSAGE_SPECS",
+    "PERSONAL_FIELDS",
     "Broken",
     "BusinessKey",
     "Closed",
@@ -167,6 +169,7 @@ __all__ = [
     "make_envelope",
     "message_spec",
     "new_id",
+    "redact",
     "split_evenly",
     "unknown_fields",
 ]

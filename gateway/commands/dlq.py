@@ -80,7 +80,7 @@ def _filtered(args: argparse.Namespace) -> bool:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    from contracts import ContractError, Envelope, MsgpackCodec
+    from contracts import ContractError, Envelope, MsgpackCodec, redact
 
     codec: MsgpackCodec[Envelope] = MsgpackCodec(Envelope)
 
@@ -96,7 +96,8 @@ def cmd_show(args: argparse.Namespace) -> int:
         doc.update(path=rec.letter.path, correlation_id=rec.letter.correlation_id,
                    platform_response=rec.letter.platform_response)
         try:
-            doc["message"] = msgspec.to_builtins(codec.decode(rec.letter.data))
+            message = msgspec.to_builtins(codec.decode(rec.letter.data))
+            doc["message"] = message if args.reveal else redact(message)
         except ContractError as err:
             doc["message"] = None
             doc["undecodable"] = {"error": err.to_dict(), "bytes": len(rec.letter.data),
@@ -155,6 +156,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                            description="Show one dead letter, with its message decoded.")
     add_tool_flags(show)
     show.add_argument("seq_one", type=int, metavar="SEQ", help="DLQ sequence (from `ls`)")
+    show.add_argument("--reveal", action="store_true",
+                      help="show personal data (tax ids, e-mail addresses, …) unmasked")
     show.set_defaults(func=cmd_show)
     for name, action, text in (
             ("replay", "replayed", "re-send the original messages to their original subjects"),

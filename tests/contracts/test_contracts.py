@@ -169,3 +169,17 @@ def test_w3c_traceparent_is_carried_along_the_chain() -> None:
     again = make_envelope(first.payload, source="gateway", key=first.key, caused_by=first,
                           msg_id=second.id)
     assert again.traceparent == second.traceparent  # deterministic on republish
+
+
+def test_redact_masks_personal_fields_at_any_depth() -> None:
+    from contracts import redact
+
+    doc = {"type": "customer.upserted.v1", "customer_id": "cus_1", "tax_id": "DE123456789",
+           "billing_email": "ada@example.com",
+           "nested": [{"iban": "DE44500105175407324931", "amount": 5}]}
+    out = redact(doc)
+    assert out["customer_id"] == "cus_1" and out["nested"][0]["amount"] == 5
+    assert out["tax_id"] == "***89" and out["billing_email"] == "a***@example.com"
+    assert out["nested"][0]["iban"] == "***31"
+    assert "DE123456789" not in str(out) and "ada@" not in str(out)
+    assert doc["tax_id"] == "DE123456789"  # a copy: the original is untouched
