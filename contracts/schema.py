@@ -35,6 +35,14 @@ from ._deadletter import DeadLetter
 from ._message import Envelope
 from ._registry import MESSAGES, MessageSpec
 from ._subjects import LANES, Subjects
+from ._sync import (
+    OrderDecision,
+    OrderRequest,
+    PricingDecision,
+    PricingRequest,
+    SyncDecided,
+    SyncError,
+)
 
 __all__ = [
     "API_VERSION",
@@ -247,6 +255,74 @@ def asyncapi(subjects: Subjects | None = None) -> Schema:
     add_channel("monitor_events", subjects.mon_event("{kind}"), "monitor events",
                 "Monitoring events, core NATS (at most once), JSON.", "MonitorEvent", ("send",),
                 {"parameters": {"kind": {"description": "breaker, sla, dlq, recon, supervisor"}}})
+
+    # The synchronous lane: request/reply (NATS services), JSON, plus its follow-up events.
+    sync_types = (PricingRequest, PricingDecision, OrderRequest, OrderDecision, SyncError,
+                  SyncDecided)
+    refs, sync_defs = msgspec.json.schema_components(sync_types,
+                                                     ref_template=prefix + "{name}")
+    schemas.update(_drop_discriminators(sync_defs))
+    for cls, ref in zip(sync_types, refs, strict=True):
+        name = cls.__name__
+        messages[name] = {"name": name, "title": name, "contentType": "application/json",
+                          "summary": (cls.__doc__ or name).strip().splitlines()[0],
+                          "payload": ref, "tags": [{"name": "lane:sync"}]}
+    for cid, address, request, decision in (
+            ("sync_pricing_validate", subjects.sync_pricing_validate, "PricingRequest",
+             "PricingDecision"),
+            ("sync_order_accept", subjects.sync_order_accept, "OrderRequest", "OrderDecision")):
+        channels[cid] = {
+            "address": address, "title": address,
+            "description": "Request/reply (NATS service `erpgw-sync`, discoverable on "
+                           "`$SRV.>`); the deadline travels in the `Erpgw-Deadline-Ms` header. "
+                           "The reply is the decision or a SyncError.",
+            "messages": {m: {"$ref": f"#/components/messages/{m}"}
+                         for m in (request, decision, "SyncError")}}
+        channels[f"{cid}_reply"] = {"address": None, "title": f"{address} reply",
+                                    "messages": {m: {"$ref": f"#/components/messages/{m}"}
+                                                 for m in (decision, "SyncError")}}
+        operations[f"receive_{cid}"] = {
+            "action": "receive", "channel": {"$ref": f"#/channels/{cid}"},
+            "summary": f"answer {address}",
+            "messages": [{"$ref": f"#/channels/{cid}/messages/{request}"}],
+            "reply": {"channel": {"$ref": f"#/channels/{cid}_reply"},
+                      "messages": [{"$ref": f"#/channels/{cid}_reply/messages/{decision}"},
+                                   {"$ref": f"#/channels/{cid}_reply/messages/SyncError"}]}}
+    add_channel("sync_decided", subjects.sync_decided("{operation}"), "sync follow-ups",
+                "The final decision of a request first answered accepted_pending_validation; "
+                f"JetStream stream `{subjects.stream('commercial')}`.", "SyncDecided",
+                ("send", "receive"),
+                {"parameters": {"operation": {"enum": ["pricing", "order"]}}})
+
+    messages["Kpi"] = {
+        "name": "kpi", "title": "Kpi", "contentType": "application/json",
+        "summary": "Business KPIs with their SLA targets and breaches.",
+        "payload": {"type": "object"}, "tags": [{"name": "lane:mon"}]}
+    add_channel("kpi", f"{subjects.prefix}.mon.kpi", "KPIs",
+                "KPIs (invoice posting latency, failure recovery, DLQ) every few seconds, core "
+                "NATS, JSON.", "Kpi", ("send",))
+    messages["Reconciliation"] = {
+        "name": "reconciliation", "title": "Reconciliation", "contentType": "application/json",
+        "summary": "A reconciliation break, repair or run report.",
+        "payload": {"type": "object"}, "tags": [{"name": "lane:mon"}]}
+    add_channel("reconciliation", f"{subjects.prefix}.mon.recon.{{kind}}", "reconciliation",
+                "Breaks, repairs and run reports of the reconciler, core NATS, JSON.",
+                "Reconciliation", ("send",),
+                {"parameters": {"kind": {"enum": ["break", "repair", "report"]}}})
+    messages["MaxDeliveriesAdvisory"] = {
+        "name": "max_deliveries_advisory", "title": "MaxDeliveriesAdvisory",
+        "contentType": "application/json",
+        "summary": "The server's notice that a message ran out of deliveries (kept so that it "
+                   "becomes a dead letter).",
+        "payload": {"type": "object"}, "tags": [{"name": "lane:dlq"}]}
+    add_channel("max_deliveries_advisories",
+                "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{stream}.{consumer}",
+                "max-deliveries advisories",
+                f"Written by nats-server; kept in stream `{subjects.advisory_stream}`.",
+                "MaxDeliveriesAdvisory", ("receive",),
+                {"x-stream": subjects.advisory_stream,
+                 "parameters": {"stream": {"enum": [subjects.stream(lane) for lane in LANES]},
+                                "consumer": {"description": "the durable consumer"}}})
 
     lanes = "\n".join(f"- `{lane}`: stream `{subjects.stream(lane)}`, subjects "
                       f"`{subjects.lane_wildcard(lane)}`" for lane in LANES)
