@@ -131,6 +131,7 @@ async def run_gateway_leg(stack: Stack, leg: GatewayLeg, *, stall_timeout: float
     """
     base = stack.sim_url
     pid = stack.gateway_pid
+    starts = stack.gateway_starts
     timeout = aiohttp.ClientTimeout(total=30)
     async with aiohttp.ClientSession(timeout=timeout) as http:
         await _sim(http, "POST", f"{base}/sim/v1/reset")
@@ -153,7 +154,6 @@ async def run_gateway_leg(stack: Stack, leg: GatewayLeg, *, stall_timeout: float
                     audit = await stack.audit()
                     if driller is not None:
                         driller.observe(audit)
-                        pid = stack.gateway_pid or pid  # a kill-gateway drill restarts it
                     now = time.time()
                     samples.append((now, audit["issued"], audit["accepted"], audit["posted"]))
                     say(f"gateway: issued {audit['issued']}/{leg.events}  accepted "
@@ -228,7 +228,9 @@ async def run_gateway_leg(stack: Stack, leg: GatewayLeg, *, stall_timeout: float
     ok, lag = keeps_up(leg.rate, len(issued_at), first, last_arr)
     arr_span = last_arr - first
     bin_s = auto_bin((max(posted.values()) - first) if posted else 0.0)
-    cpu = None if cpu0 is None or cpu1 is None or not posted_n else (cpu1 - cpu0) / posted_n * 1e6
+    restarted = stack.gateway_starts != starts  # a kill drill: the CPU counters restarted
+    cpu = (None if cpu0 is None or cpu1 is None or not posted_n or restarted
+           else (cpu1 - cpu0) / posted_n * 1e6)
     return {
         "kind": "gateway",
         "available": True,

