@@ -42,8 +42,8 @@ import anyio
 import msgspec
 from aiohttp import web
 
-from ._audit import AuditReport, FaultInputs, compute_audit
-from ._billing import REQUEST_TIMEOUT_S, BillingService
+from ._audit import AuditReport, FaultInputs, FollowUpReport, compute_audit
+from ._billing import REQUEST_TIMEOUT_S, BillingService, BillRunOptions
 from ._config import SimConfig
 from ._control import FaultControl, Handler
 from ._cpq import CpqService
@@ -182,7 +182,9 @@ async def _drive_scenario(app: web.Application) -> None:
         if wait > 0:
             await anyio.sleep(wait)
         try:
-            run_id = app[BILLING_KEY].start_bill_run(run.invoices, run.rate)
+            run_id = app[BILLING_KEY].start_bill_run(run.invoices, run.rate, BillRunOptions(
+                amend_rate=run.amend_rate, reorder_amendments=run.reorder_amendments,
+                credit_memo_rate=run.credit_memo_rate, payment_rate=run.payment_rate))
         except SimHTTPError as exc:
             log.warning("scenario bill run at %.1f s not started: %s", run.at_s, exc.message)
             continue
@@ -218,10 +220,15 @@ async def _audit(request: web.Request) -> web.Response:
         request.app[ERP_KEY].ledger.postings,
         time.time(),
         faults=faults,
+        rejected=request.app[ERP_KEY].ledger.rejections,
     )
     revenue = revenue_audit(request.app[REVENUE_KEY].book,
                             (d.invoice.invoice_id for d in deliveries))
-    report = msgspec.structs.replace(report, revenue=revenue)
+    followups = billing.followup_counts()
+    report = msgspec.structs.replace(
+        report, revenue=revenue,
+        credit_memos=FollowUpReport(*followups["credit_memos"]),
+        payments=FollowUpReport(*followups["payments"]))
     return json_response(report)
 
 

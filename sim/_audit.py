@@ -10,9 +10,24 @@ An invoice whose webhook got a 2xx (``accepted``) but has no posting is ``unpost
 still in flight, or lost. The sim cannot tell which, since it does not see the gateway's dead
 letters; the caller subtracts those to find the truly lost.
 
+Amendments: an issued invoice whose latest ``version`` is n > 1 counts as ``posted`` only by
+a posting of version n (external id ``<id>:v<n>``); its postings of lower versions (an external
+id without ``:v<n>`` counts as version 1) are ``superseded``: the first posting of each such
+external id, while further ones are ``duplicates`` as usual. So the identity reads
+``postings == posted + duplicates + unexpected + superseded``. ``amount_issued`` uses the
+latest version's total and ``amount_posted_latest`` sums, per currency, the first posting
+of each posted invoice's latest version, so SUM_OK for amended runs compares those two.
+
 ORDER_OK: postings that carry a version are grouped by aggregate (the external id without the
 version) and read in commit order; a posting whose version is below one already applied to the
 same aggregate is a violation (the ERP applied version n after m > n).
+
+Partial batch failure (F19): the ERP's injected ``VALIDATION`` rejections are listed by
+external id (``rejected_ids``, distinct, sorted, capped like ``unposted``; ``rejected_count``
+is the full count). A rejected invoice records no posting, so it is also ``unposted``: a
+gateway that dead-letters business rejections should have exactly ``rejected_count`` dead
+letters from them (DLQ_EXACT), and ``unposted_count - rejected_count`` is what is left to
+explain once the run has drained.
 
 The ``faults`` section reports the webhook fault deliveries (sent, statuses, and for the shadow
 modes how many were posted anyway) and the HTTP faults injected per endpoint.
@@ -40,6 +55,7 @@ __all__ = [
     "DeliveryReport",
     "FaultInputs",
     "FaultReport",
+    "FollowUpReport",
     "LatencyMs",
     "compute_audit",
     "nearest_rank",
@@ -96,6 +112,14 @@ class FaultInputs(msgspec.Struct, frozen=True):
     http: Mapping[str, Mapping[str, int]] = {}
 
 
+class FollowUpReport(msgspec.Struct, frozen=True):
+    """Credit note or payment webhooks of the bill runs: ``issued`` (delivery started) and
+    ``accepted`` (got a 2xx)."""
+
+    issued: int = 0
+    accepted: int = 0
+
+
 class LatencyMs(msgspec.Struct, frozen=True):
     """Issue-to-first-posting latency in milliseconds (nearest-rank percentiles)."""
 
@@ -118,6 +142,13 @@ class AuditReport(msgspec.Struct, frozen=True):
     postings, ``order_violating`` lists (sorted, at most 100) those where a lower version was
     applied after a higher one. ``faults`` is the fault section (see ``FaultReport``);
     ``revenue`` what the revenue platform received (see ``RevenueAudit``).
+    ``credit_memos`` and ``payments`` count those webhooks (issued, accepted).
+    ``amended`` counts issued invoices whose latest version is above 1; ``superseded`` the
+    postings of an amended invoice's older versions (first per external id);
+    ``amount_posted_latest`` the first posting of each posted invoice's latest version, per
+    currency.
+    ``rejected_ids`` (sorted, at most ``MAX_UNPOSTED_LISTED``) are the distinct external ids
+    the ERP rejected with the injected ``VALIDATION`` error; ``rejected_count`` their count.
     """
 
     issued: int
@@ -140,6 +171,13 @@ class AuditReport(msgspec.Struct, frozen=True):
     order_violating: list[str] = []
     faults: FaultReport | None = None
     revenue: RevenueAudit | None = None
+    rejected_ids: list[str] = []
+    rejected_count: int = 0
+    amended: int = 0
+    superseded: int = 0
+    amount_posted_latest: dict[str, int] = {}
+    credit_memos: FollowUpReport = FollowUpReport()
+    payments: FollowUpReport = FollowUpReport()
 
 
 def nearest_rank(sorted_values: Sequence[float], pct: float) -> float:
@@ -163,6 +201,7 @@ def compute_audit(
     now: float,
     *,
     faults: FaultInputs | None = None,
+    rejected: Iterable[str] = (),
 ) -> AuditReport:
     """Match ``postings`` to ``issued`` invoices by external id and count what went where.
 
@@ -170,7 +209,8 @@ def compute_audit(
     ignored. Postings may come in any order: the first posting of an invoice is the one with
     the lowest ``seq``. ``last_posted_at`` and the throughput consider only postings of issued
     invoices. With ``faults`` the report has a ``faults`` section. Raises nothing for any
-    well-typed input.
+    well-typed input. ``rejected`` are the external ids of the ERP's injected item
+    rejections (repeats allowed).
     """
     by_id: dict[str, IssuedInvoice] = {}
     for inv in issued:
@@ -184,6 +224,7 @@ def compute_audit(
     last_posted_at: float | None = None
     versioned: dict[str, list[tuple[int, int]]] = {}
     shadow_posted: dict[str, int] = {}
+    superseded = 0
     for p in postings:
         total_postings += 1
         amount_posted[p.currency] = amount_posted.get(p.currency, 0) + p.amount
@@ -199,6 +240,11 @@ def compute_audit(
                 shadow_posted[mode] = shadow_posted.get(mode, 0) + 1
             continue
         counts[p.external_id] = counts.get(p.external_id, 0) + 1
+        latest = by_id[base].version
+        if latest > 1 and (version or 1) != latest:
+            if counts[p.external_id] == 1:
+                superseded += 1
+            continue
         seen = first.get(base)
         if seen is None or p.seq < seen.seq:
             first[base] = p
@@ -224,6 +270,10 @@ def compute_audit(
         cur = inv.currency.upper()
         amount_issued[cur] = amount_issued.get(cur, 0) + inv.total
     unposted = sorted(inv.invoice_id for inv in accepted if inv.invoice_id not in first)
+
+    amount_latest: dict[str, int] = {}
+    for posting in first.values():
+        amount_latest[posting.currency] = amount_latest.get(posting.currency, 0) + posting.amount
 
     latencies = sorted(
         (posting.accepted_at - by_id[key].issued_at) * 1000.0 for key, posting in first.items()
@@ -262,6 +312,11 @@ def compute_audit(
         order_violations=violations,
         order_violating=sorted(violating)[:MAX_ORDER_LISTED],
         faults=None if faults is None else _fault_report(faults, shadow_posted),
+        rejected_ids=sorted(set(rejected))[:MAX_UNPOSTED_LISTED],
+        rejected_count=len(set(rejected)),
+        amended=sum(1 for inv in by_id.values() if inv.version > 1),
+        superseded=superseded,
+        amount_posted_latest=dict(sorted(amount_latest.items())),
     )
 
 

@@ -50,12 +50,20 @@ from aiohttp import web
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from contracts.platforms.billing import (
+    BillingCreditNote,
     BillingEvent,
     BillingEventList,
     BillingInvoice,
     BillingInvoiceLine,
+    BillingPayment,
+    CreditNoteEvent,
+    CreditNoteEventData,
+    CreditNoteLine,
+    CreditNoteLineList,
     EventData,
     LineList,
+    PaymentEvent,
+    PaymentEventData,
 )
 from contracts.platforms.signing import SIGNATURE_HEADER, sign
 
@@ -70,6 +78,7 @@ __all__ = [
     "BACKOFF_BASE_S",
     "BACKOFF_CAP_S",
     "REQUEST_TIMEOUT_S",
+    "BillRunOptions",
     "BillRunRequest",
     "BillRunStatus",
     "BillingService",
@@ -77,9 +86,12 @@ __all__ = [
     "EventStatus",
     "ModeStats",
     "TokenBucket",
+    "amended_invoice",
     "backoff_delay",
     "due_count",
+    "followup_events",
     "generate_invoices",
+    "plan_amendment",
 ]
 
 log = logging.getLogger("sim.billing")
@@ -135,6 +147,12 @@ def _quantity(rng: random.Random) -> int:
 
 
 def _invoice(seed: int, index: int, created: int, period: tuple[int, int]) -> BillingInvoice:
+    return _invoice_and_tax(seed, index, created, period)[0]
+
+
+def _invoice_and_tax(
+    seed: int, index: int, created: int, period: tuple[int, int]
+) -> tuple[BillingInvoice, int]:
     rng = random.Random(f"{seed}/{index}")
     currency = rng.choices(_CURRENCIES, _CURRENCY_WEIGHTS)[0]
     n_lines = rng.choices(_LINE_COUNTS, _LINE_COUNT_WEIGHTS)[0]
@@ -168,7 +186,82 @@ def _invoice(seed: int, index: int, created: int, period: tuple[int, int]) -> Bi
         subtotal=subtotal,
         tax=tax,
         total=subtotal + tax,
-    )
+    ), tax_bp
+
+
+def amended_invoice(seed: int, index: int, created: int) -> BillingInvoice:
+    """Version 2 of invoice ``index`` (as ``generate_invoices`` makes it with ``now=created``).
+
+    One line, drawn from ``random.Random(f"{seed}/amend/{index}")``, gains 1 to 5 units (an
+    upsell after finalisation); its amount, the subtotal, the tax (the same rate, rounded half
+    up) and the total follow. Pure. Raises nothing.
+    """
+    v1, tax_bp = _invoice_and_tax(seed, index, created, _month_bounds(created))
+    rng = random.Random(f"{seed}/amend/{index}")
+    lines = list(v1.lines.data)
+    k = rng.randrange(len(lines))
+    line = lines[k]
+    quantity = line.quantity + rng.randint(1, 5)
+    lines[k] = msgspec.structs.replace(line, quantity=quantity,
+                                       amount=quantity * line.unit_amount)
+    subtotal = sum(x.amount for x in lines)
+    tax = (subtotal * tax_bp + 5_000) // 10_000
+    return msgspec.structs.replace(v1, lines=LineList(data=lines), subtotal=subtotal, tax=tax,
+                                   total=subtotal + tax, version=2)
+
+
+def plan_amendment(seed: int, index: int, amend_rate: float, reorder_rate: float
+                   ) -> tuple[bool, bool]:
+    """Whether invoice ``index`` gets a version 2 at ``amend_rate``, and whether that v2 is
+    delivered before v1 at ``reorder_rate``. Pure, seeded per invoice; draws nothing when
+    ``amend_rate`` is 0."""
+    if amend_rate <= 0.0:
+        return False, False
+    rng = random.Random(f"{seed}/amend-plan/{index}")
+    amended = rng.random() < amend_rate
+    early = rng.random() < reorder_rate
+    return amended, amended and early
+
+
+def followup_events(seed: int, index: int, invoice: BillingInvoice, created: int,
+                    options: BillRunOptions) -> list[tuple[str, bytes]]:
+    """The credit note and payment webhooks of invoice ``index`` (``invoice`` is its latest
+    version), as (kind, encoded event), in delivery order. Pure, seeded per invoice.
+
+    A credit note (at ``credit_memo_rate``) credits part (10 to 100 %) of one line; a payment
+    (at ``payment_rate``) pays the total less any credit note, ``paid_at`` 1 to 3600 s after
+    ``created``.
+    """
+    rng = random.Random(f"{seed}/followups/{index}")
+    out: list[tuple[str, bytes]] = []
+    credited = 0
+    if options.credit_memo_rate > 0 and rng.random() < options.credit_memo_rate:
+        line = rng.choice(invoice.lines.data)
+        credited = max(1, line.amount * rng.randint(10, 100) // 100) if line.amount else 0
+        note = BillingCreditNote(
+            id=f"cn_{index:06d}", invoice=invoice.id, currency=invoice.currency,
+            lines=CreditNoteLineList(data=[CreditNoteLine(
+                id=f"cnli_{index:06d}_1", invoice_line=line.id, description=line.description,
+                amount=credited)]),
+            amount=credited, created=created)
+        out.append(("credit_memos", _EVENT_ENCODER.encode(CreditNoteEvent(
+            id=f"evt_{note.id}", type="credit_note.created", created=created,
+            data=CreditNoteEventData(object=note)))))
+    if options.payment_rate > 0 and rng.random() < options.payment_rate:
+        paid_at = created + rng.randint(1, 3600)
+        payment = BillingPayment(id=f"py_{index:06d}", invoice=invoice.id,
+                                 amount=max(0, invoice.total - credited),
+                                 currency=invoice.currency, paid_at=paid_at)
+        out.append(("payments", _EVENT_ENCODER.encode(PaymentEvent(
+            id=f"evt_{payment.id}", type="invoice.paid", created=paid_at,
+            data=PaymentEventData(object=payment)))))
+    return out
+
+
+def _updated_event(v2: BillingInvoice, created: int) -> BillingEvent:
+    """The ``invoice.updated`` event carrying version 2 of an invoice."""
+    return BillingEvent(id=f"evt_{v2.id}_v{v2.version}", type="invoice.updated",
+                        created=created, data=EventData(object=v2))
 
 
 def generate_invoices(
@@ -217,11 +310,34 @@ def due_count(elapsed: float, rate: float, total: int) -> int:
     return min(total, math.floor(max(elapsed, 0.0) * rate) + 1)
 
 
+Share = Annotated[float, msgspec.Meta(ge=0.0, le=1.0)]
+
+
+class BillRunOptions(msgspec.Struct, frozen=True, kw_only=True):
+    """The opt-in extras of a bill run (all off by default; see ``BillRunRequest``)."""
+
+    amend_rate: float = 0.0
+    reorder_amendments: float = 0.0
+    credit_memo_rate: float = 0.0
+    payment_rate: float = 0.0
+
+
 class BillRunRequest(msgspec.Struct, frozen=True):
-    """Body of ``POST /billing/v1/bill-runs``."""
+    """Body of ``POST /billing/v1/bill-runs``.
+
+    Opt-in extras (0 = off): ``amend_rate`` is the share of invoices that get a version 2
+    (``invoice.updated``, the full invoice with ``version: 2``) delivered after v1 is
+    accepted; ``reorder_amendments`` the share of those whose v2 is delivered before v1.
+    ``credit_memo_rate`` and ``payment_rate``: the share of invoices that get a
+    ``credit_note.created`` and an ``invoice.paid`` webhook after the invoice was accepted.
+    """
 
     invoices: Annotated[int, msgspec.Meta(ge=1, le=MAX_BILL_RUN)]
     rate: Annotated[float, msgspec.Meta(ge=0.0, le=MAX_RATE)] = 0.0
+    amend_rate: Share = 0.0
+    reorder_amendments: Share = 0.0
+    credit_memo_rate: Share = 0.0
+    payment_rate: Share = 0.0
 
 
 _BILL_RUN_DECODER = msgspec.json.Decoder(BillRunRequest)
@@ -275,6 +391,7 @@ class Delivery(msgspec.Struct):
     index: int = 0
     created: int = 0
     seq: int = 0
+    v2_seq: int = 0  # the seq of the invoice.updated event (0: not amended)
 
 
 class ModeStats(msgspec.Struct):
@@ -290,12 +407,14 @@ class ModeStats(msgspec.Struct):
 
 
 class _BillRun:
-    __slots__ = ("accepted", "attempts", "id", "invoices", "issued", "rate")
+    __slots__ = ("accepted", "attempts", "id", "invoices", "issued", "options", "rate")
 
-    def __init__(self, run_id: str, invoices: int, rate: float) -> None:
+    def __init__(self, run_id: str, invoices: int, rate: float,
+                 options: BillRunOptions | None = None) -> None:
         self.id = run_id
         self.invoices = invoices
         self.rate = rate
+        self.options = options or _NO_OPTIONS
         self.issued = 0
         self.accepted = 0
         self.attempts = 0
@@ -313,8 +432,12 @@ class _BillRun:
         )
 
 
+_NO_OPTIONS = BillRunOptions()
+
+
 class _Outbound:
-    __slots__ = ("body", "event", "plan", "record", "run")
+    __slots__ = ("amendment", "amendment_first", "body", "event", "followups", "plan", "record",
+                 "run")
 
     def __init__(
         self, record: Delivery, body: bytes, run: _BillRun, event: BillingEvent, plan: WebhookPlan
@@ -324,6 +447,9 @@ class _Outbound:
         self.run = run
         self.event = event
         self.plan = plan
+        self.amendment: bytes | None = None  # the invoice.updated body, when amended
+        self.amendment_first = False  # deliver v2 before v1
+        self.followups: list[tuple[str, bytes]] = []  # (kind, body) after acceptance
 
 
 class _Epoch:
@@ -333,10 +459,13 @@ class _Epoch:
     def __init__(self, slots: int) -> None:
         self.records: dict[str, Delivery] = {}
         self.runs: dict[str, _BillRun] = {}
-        self.order: list[Delivery] = []  # issue order = seq order (the events list)
+        # issue order = seq order (the events list): a record and the invoice version
+        self.order: list[tuple[Delivery, int]] = []
         self.seqs: list[int] = []
         self.idempotency: dict[str, tuple[bytes, int, bytes]] = {}
         self.stats: dict[str, ModeStats] = {}
+        # kind ("credit_memos", "payments") -> [issued, accepted]
+        self.followups: dict[str, list[int]] = {"credit_memos": [0, 0], "payments": [0, 0]}
         self.reordered = 0
         self.outbox_send: MemoryObjectSendStream[_Outbound]
         self.outbox_recv: MemoryObjectReceiveStream[_Outbound]
@@ -464,21 +593,29 @@ class BillingService:
         """The delivery records of the current epoch, in issue order."""
         return [] if self._epoch is None else list(self._epoch.records.values())
 
+    def followup_counts(self) -> dict[str, tuple[int, int]]:
+        """Per kind (``credit_memos``, ``payments``): (issued, accepted) webhooks."""
+        if self._epoch is None:
+            return {"credit_memos": (0, 0), "payments": (0, 0)}
+        return {k: (v[0], v[1]) for k, v in self._epoch.followups.items()}
+
     def fault_stats(self) -> tuple[dict[str, ModeStats], int]:
         """Extra deliveries per fault mode, and how many events reordering moved."""
         if self._epoch is None:
             return {}, 0
         return dict(self._epoch.stats), self._epoch.reordered
 
-    def start_bill_run(self, invoices: int, rate: float) -> str:
+    def start_bill_run(self, invoices: int, rate: float,
+                       options: BillRunOptions | None = None) -> str:
         """Queue a bill run (as ``POST /billing/v1/bill-runs`` does); its id.
 
+        ``options`` are the opt-in extras (amendments); default: none.
         Raises ``SimHTTPError`` 503 when the host task is not running.
         """
         epoch = self._current()
         if not self._running:
             raise SimHTTPError(503, "sim.stopped", "the billing host task is not running")
-        bill_run = _BillRun(f"br_{self._next_run:06d}", invoices, rate)
+        bill_run = _BillRun(f"br_{self._next_run:06d}", invoices, rate, options)
         self._next_run += 1
         epoch.runs[bill_run.id] = bill_run
         epoch.jobs_send.send_nowait(bill_run)
@@ -512,25 +649,45 @@ class BillingService:
                     created=int(issued_at),
                     data=EventData(object=inv),
                 )
+                index = first + offset
+                opts = bill_run.options
+                amended, early = plan_amendment(self._config.seed, index, opts.amend_rate,
+                                                opts.reorder_amendments)
+                v2 = amended_invoice(self._config.seed, index, inv.created) if amended else None
+                latest = inv if v2 is None else v2
                 record = Delivery(
                     invoice=IssuedInvoice(
                         invoice_id=inv.id,
                         currency=inv.currency.upper(),
-                        total=inv.total,
+                        total=latest.total,
                         issued_at=issued_at,
+                        version=latest.version,
                     ),
-                    index=first + offset,
+                    index=index,
                     created=inv.created,
                     seq=self._next_seq,
                 )
                 self._next_seq += 1
+                if v2 is not None:
+                    record.v2_seq = self._next_seq
+                    self._next_seq += 1
+                    if early:  # the events list shows v2 first, as the webhooks deliver it
+                        record.seq, record.v2_seq = record.v2_seq, record.seq
                 epoch.records[inv.id] = record
-                epoch.order.append(record)
-                epoch.seqs.append(record.seq)
+                versions = [(record.seq, 1)] + ([(record.v2_seq, 2)] if v2 is not None else [])
+                for seq, version in sorted(versions):
+                    epoch.order.append((record, version))
+                    epoch.seqs.append(seq)
                 bill_run.issued += 1
                 sources = self._control.webhook_sources()
                 plan = plan_webhook(sources, self._config.seed, record.index)
                 out = _Outbound(record, _EVENT_ENCODER.encode(event), bill_run, event, plan)
+                if v2 is not None:
+                    out.amendment = _EVENT_ENCODER.encode(_updated_event(v2, int(issued_at)))
+                    out.amendment_first = early
+                if opts.credit_memo_rate > 0 or opts.payment_rate > 0:
+                    out.followups = followup_events(self._config.seed, index, latest,
+                                                    int(issued_at), opts)
                 window = min(max(s.reorder_window for s in sources), epoch.slots_total)
                 if window <= 1 and not held:
                     epoch.outbox_send.send_nowait(out)
@@ -560,9 +717,38 @@ class BillingService:
                 epoch.slots.release()
 
     async def _deliver(self, epoch: _Epoch, item: _Outbound) -> None:
+        """Deliver one invoice's events: v1 with its fault extras, and an amendment (v2)
+        after v1 is accepted, or before it when reordered. The record is accepted when the
+        last of them is."""
+        amendment = item.amendment
+        if amendment is None:
+            await self._deliver_v1(epoch, item, final=True)
+        elif item.amendment_first:
+            await self._deliver_genuine(item, amendment, final=False)
+            await self._deliver_v1(epoch, item, final=True)
+        else:
+            await self._deliver_v1(epoch, item, final=False)
+            await self._deliver_genuine(item, amendment, final=True)
+        for kind, body in item.followups:
+            counts = epoch.followups[kind]
+            counts[0] += 1
+            await self._deliver_until_accepted(body)
+            counts[1] += 1
+
+    async def _deliver_until_accepted(self, body: bytes) -> None:
+        """POST ``body`` (a credit note or payment event) until a 2xx, with backoff."""
+        attempt = 0
+        while True:
+            attempt += 1
+            status = await self._post_once(body, self._sign(body))
+            if 200 <= status < 300:
+                return
+            await anyio.sleep(backoff_delay(attempt, self._rng.random()))
+
+    async def _deliver_v1(self, epoch: _Epoch, item: _Outbound, *, final: bool) -> None:
         plan = item.plan
         if plan.empty:
-            await self._deliver_genuine(item)
+            await self._deliver_genuine(item, final=final)
             return
         secret = self._config.webhook_secret
         for mode in plan.mangles:
@@ -576,9 +762,9 @@ class BillingService:
             async with anyio.create_task_group() as tg:
                 for _ in range(plan.concurrent_copies):
                     tg.start_soon(self._send_copy, epoch, item.body)
-                await self._deliver_genuine(item)
+                await self._deliver_genuine(item, final=final)
         else:
-            await self._deliver_genuine(item)
+            await self._deliver_genuine(item, final=final)
         for _ in range(plan.later_copies):
             await self._send_copy(epoch, item.body)
         if plan.replay:
@@ -588,18 +774,24 @@ class BillingService:
     async def _send_copy(self, epoch: _Epoch, body: bytes) -> None:
         epoch.stat("duplicate").add(await self._post_once(body, self._sign(body)))
 
-    async def _deliver_genuine(self, item: _Outbound) -> None:
+    async def _deliver_genuine(
+        self, item: _Outbound, body: bytes | None = None, *, final: bool = True
+    ) -> None:
+        """POST ``body`` (default: the invoice's v1 event) until a 2xx; when ``final``, the
+        record (and the bill run) count it accepted."""
         record, run = item.record, item.run
+        payload = item.body if body is None else body
         attempt = 0
         while True:
             attempt += 1
-            record.attempts = attempt
+            record.attempts += 1
             run.attempts += 1
-            status = await self._post_once(item.body, self._sign(item.body))
+            status = await self._post_once(payload, self._sign(payload))
             record.last_status = status
             if 200 <= status < 300:
-                record.accepted_at = time.time()
-                run.accepted += 1
+                if final:
+                    record.accepted_at = time.time()
+                    run.accepted += 1
                 return
             await anyio.sleep(backoff_delay(attempt, self._rng.random()))
 
@@ -682,7 +874,9 @@ class BillingService:
                     )
                 return web.Response(body=seen[2], status=seen[1], content_type="application/json",
                                     headers={"Idempotent-Replayed": "true"})
-        run_id = self.start_bill_run(body.invoices, body.rate)
+        run_id = self.start_bill_run(body.invoices, body.rate, BillRunOptions(
+            amend_rate=body.amend_rate, reorder_amendments=body.reorder_amendments,
+            credit_memo_rate=body.credit_memo_rate, payment_rate=body.payment_rate))
         encoded = _EVENT_ENCODER.encode(BillRunCreated(bill_run_id=run_id, invoices=body.invoices))
         if key is not None:
             epoch.idempotency[key] = (digest, 202, encoded)
@@ -714,8 +908,12 @@ class BillingService:
             )
         )
 
-    def _rebuild(self, record: Delivery) -> BillingEvent:
-        """The event of ``record``, byte for byte as its webhook carried it."""
+    def _rebuild(self, record: Delivery, version: int = 1) -> BillingEvent:
+        """The event of ``record`` (its ``version``), byte for byte as its webhook carried it."""
+        if version == 2:
+            return _updated_event(amended_invoice(self._config.seed, record.index,
+                                                  record.created),
+                                  int(record.invoice.issued_at))
         inv = _invoice(self._config.seed, record.index, record.created,
                        _month_bounds(record.created))
         return BillingEvent(id=f"evt_{inv.id}", type="invoice.finalized",
@@ -733,9 +931,10 @@ class BillingService:
         epoch = self._current()
         start = bisect.bisect_right(epoch.seqs, after)
         page = epoch.order[start:start + limit]
-        events = [self._rebuild(r) for r in page]
+        events = [self._rebuild(r, v) for r, v in page]
+        last = epoch.seqs[start + len(page) - 1] if page else after
         return json_response(BillingEventList(
             data=events,
             has_more=start + limit < len(epoch.order),
-            next_cursor=str(page[-1].seq) if page else str(after),
+            next_cursor=str(last),
         ))

@@ -14,6 +14,12 @@ period is ``rejected`` as ``PERIOD_CLOSED`` (a replay of an entry created before
 still ``replayed``). An external id of the form ``<object id>:v<n>`` gives the posting its
 ``version`` (for the audit's ORDER_OK).
 
+Partial batch failure (F19): with ``item_reject_rate`` on, an item that would be created is
+instead ``rejected`` with ``VALIDATION`` when ``rejects_item(seed, externalId, rate)`` says so.
+The decision depends only on the seed and the external id (not on timing or batch make-up), so
+a resent item is rejected again, as a real validation error would be. The ledger remembers each
+rejection (``rejections``, the external ids in answer order) for the audit.
+
 ``ErpService`` is the HTTP shell: the fault guard (``sim._control``) wraps its handlers, the
 concurrency gate answers 429 ``SSS_REQUEST_LIMIT_EXCEEDED`` beyond the account's limit, and the
 bulk handler decodes, calls the ledger and encodes. Items within one request are processed in
@@ -36,6 +42,7 @@ from aiohttp import web
 from contracts.platforms.erp import (
     PERIOD_CLOSED,
     REQUEST_LIMIT_EXCEEDED,
+    VALIDATION,
     BulkItemResult,
     BulkRequest,
     BulkResponse,
@@ -56,12 +63,24 @@ from ._records import Posting, split_external_id
 
 __all__ = [
     "STALL_S",
+    "VALIDATION",
     "ErpLedger",
     "ErpService",
     "JournalEntryList",
     "check_period",
+    "rejects_item",
     "validate_entry",
 ]
+
+
+def rejects_item(seed: int, external_id: str, rate: float) -> bool:
+    """Whether the injected partial batch failure rejects the item ``external_id`` at ``rate``.
+
+    Pure and seeded per external id: the same item is always answered the same way.
+    """
+    if rate <= 0.0:
+        return False
+    return random.Random(f"{seed}/erp/reject/{external_id}").random() < rate
 
 _BULK_DECODER = msgspec.json.Decoder(BulkRequest)
 _CANONICAL = msgspec.json.Encoder()
@@ -151,6 +170,7 @@ class ErpLedger:
         self._closed: dict[str, float] = {}
         self._next = first_number
         self.dropped = 0
+        self.rejections: list[str] = []
 
     @property
     def postings(self) -> Sequence[Posting]:
@@ -171,17 +191,24 @@ class ErpLedger:
         return self._postings[start:start + limit]
 
     def post(
-        self, items: Sequence[JournalEntryIn], now: float, *, drop: Collection[int] = ()
+        self, items: Sequence[JournalEntryIn], now: float, *, drop: Collection[int] = (),
+        reject: Collection[int] = (),
     ) -> list[BulkItemResult]:
         """Apply ``items`` in order at time ``now``; one result per item. Raises nothing.
 
         Items whose index is in ``drop`` and that would be created are answered ``created``
         with a fresh id, but nothing is recorded, not even the idempotency key: the injected
-        "acknowledged but lost" ERP bug (counted in ``dropped``).
+        "acknowledged but lost" ERP bug (counted in ``dropped``). Items whose index is in
+        ``reject`` and that would be created are answered ``rejected`` with ``VALIDATION``
+        and record nothing but the rejection (``rejections``): the injected partial batch
+        failure. Rejection wins over a drop.
         """
-        return [self._post_one(item, now, i in drop) for i, item in enumerate(items)]
+        return [self._post_one(item, now, i in drop, i in reject)
+                for i, item in enumerate(items)]
 
-    def _post_one(self, item: JournalEntryIn, now: float, drop: bool) -> BulkItemResult:
+    def _post_one(
+        self, item: JournalEntryIn, now: float, drop: bool, reject: bool = False
+    ) -> BulkItemResult:
         key = item.idempotency_key
         digest = _digest(item)
         seen = self._keys.get(key)
@@ -206,6 +233,15 @@ class ErpLedger:
                 status="rejected",
                 error=ErpError(code=PERIOD_CLOSED,
                                message=f"period {period} is closed; post into an open period"),
+            )
+        if reject:
+            self.rejections.append(item.external_id)
+            return BulkItemResult(
+                idempotency_key=key,
+                status="rejected",
+                error=ErpError(code=VALIDATION,
+                               message=f"externalId {item.external_id!r}: field validation "
+                                       "failed (injected partial batch failure)"),
             )
         entry_id = f"JE-{self._next}"
         self._next += 1
@@ -328,11 +364,19 @@ class ErpService:
         drop: set[int] = set()
         if plan.drop_rate > 0:
             drop = {i for i in range(len(bulk.items)) if self._drop_rng.random() < plan.drop_rate}
+        reject: set[int] = set()
+        if plan.reject_rate > 0:
+            reject = {i for i, item in enumerate(bulk.items)
+                      if rejects_item(self._seed, item.external_id, plan.reject_rate)}
         before = self.ledger.dropped
-        results = self.ledger.post(bulk.items, time.time(), drop=drop)
+        rejected_before = len(self.ledger.rejections)
+        results = self.ledger.post(bulk.items, time.time(), drop=drop, reject=reject)
         if self.ledger.dropped > before:
             self._control.count("erp/journal-entries.bulk", "silent_drop",
                                 self.ledger.dropped - before)
+        if len(self.ledger.rejections) > rejected_before:
+            self._control.count("erp/journal-entries.bulk", "item_rejected",
+                                len(self.ledger.rejections) - rejected_before)
         return json_response(BulkResponse(results=results))
 
     async def lookup(self, request: web.Request) -> web.Response:

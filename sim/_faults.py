@@ -115,6 +115,10 @@ class HttpFaults(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_onl
     outcome; ``commit_then_reset_rate``: commits, then resets the connection.
     ``silent_drop_rate`` (journal-entry bulk only): that share of *items* is answered
     ``created`` but never recorded, like an ERP bug that loses acknowledged postings.
+    ``item_reject_rate`` (journal-entry bulk only): that share of *items* (decided per
+    ``externalId`` from the seed, so a resent item is rejected again) is answered ``rejected``
+    with ``VALIDATION``, a business rejection like a field validation error (F19); the rest
+    of the batch is processed normally.
     Precedence: outage, 429, error, reset, then the commit faults.
     """
 
@@ -130,6 +134,7 @@ class HttpFaults(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_onl
     reset_rate: Rate = 0.0
     commit_then_reset_rate: Rate = 0.0
     silent_drop_rate: Rate = 0.0
+    item_reject_rate: Rate = 0.0
 
 
 class ErpFaults(HttpFaults, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -199,7 +204,8 @@ class RequestPlan(msgspec.Struct, frozen=True):
     ``fail_status`` (when set) answers that status (with ``Retry-After: retry_after_s`` for a
     429) and commits nothing; ``reset`` resets the connection and commits nothing;
     ``commit_then_timeout`` commits, then stalls the answer; ``commit_then_reset`` commits,
-    then resets; ``drop_rate`` is the share of items to drop silently. ``fault`` names what
+    then resets; ``drop_rate`` is the share of items to drop silently, ``reject_rate`` the
+    share to reject as ``VALIDATION``. ``fault`` names what
     fired, for the counters (empty when nothing did).
     """
 
@@ -211,6 +217,7 @@ class RequestPlan(msgspec.Struct, frozen=True):
     commit_then_reset: bool = False
     drop_rate: float = 0.0
     fault: str = ""
+    reject_rate: float = 0.0
 
 
 BulkPlan = RequestPlan  # the name of the plan before other endpoints had faults
@@ -227,6 +234,7 @@ def plan_request(faults: HttpFaults, rng: random.Random) -> RequestPlan:
         delay_ms += draw_latency_ms(faults.latency, rng)
     delay_s = delay_ms / 1000.0
     drop = faults.silent_drop_rate
+    reject = faults.item_reject_rate
     if faults.outage:
         return RequestPlan(delay_s=delay_s, fail_status=503, fault="outage")
     if faults.rate_limit_rate > 0.0 and rng.random() < faults.rate_limit_rate:
@@ -243,11 +251,12 @@ def plan_request(faults: HttpFaults, rng: random.Random) -> RequestPlan:
         return RequestPlan(delay_s=delay_s, reset=True, fault="reset")
     if faults.commit_then_timeout_rate > 0.0 and rng.random() < faults.commit_then_timeout_rate:
         return RequestPlan(delay_s=delay_s, commit_then_timeout=True, drop_rate=drop,
-                           fault="commit_then_timeout")
+                           fault="commit_then_timeout", reject_rate=reject)
     if faults.commit_then_reset_rate > 0.0 and rng.random() < faults.commit_then_reset_rate:
         return RequestPlan(delay_s=delay_s, commit_then_reset=True, drop_rate=drop,
-                           fault="commit_then_reset")
-    return RequestPlan(delay_s=delay_s, drop_rate=drop, fault="latency" if delay_s > 0 else "")
+                           fault="commit_then_reset", reject_rate=reject)
+    return RequestPlan(delay_s=delay_s, drop_rate=drop, fault="latency" if delay_s > 0 else "",
+                       reject_rate=reject)
 
 
 def plan_bulk(faults: HttpFaults, rng: random.Random) -> RequestPlan:
@@ -273,6 +282,7 @@ def combine_plans(plans: Sequence[RequestPlan]) -> RequestPlan:
         commit_then_reset=ctr,
         drop_rate=max((p.drop_rate for p in plans), default=0.0),
         fault=faults[0] if faults else ("latency" if delay > 0 else ""),
+        reject_rate=max((p.reject_rate for p in plans), default=0.0),
     )
 
 

@@ -35,9 +35,12 @@ class IssuedInvoice(msgspec.Struct, frozen=True):
 
     ``currency`` is upper-case ISO-4217 (the ERP's spelling), although the webhook carries it
     lower-case as billing platforms do. ``issued_at`` is unix seconds (``time.time()``).
+    ``version`` is the invoice's latest version (2 for an amended invoice, whose ``total`` is
+    then the amended total).
     """
 
     invoice_id: str
     currency: str
     total: int
     issued_at: float
+    version: int = 1

@@ -20,6 +20,10 @@ Format (every table and key is optional; times are seconds since the simulator s
     at_s = 1
     invoices = 6000
     rate = 100                       # invoices/s; 0 = all at once
+    amend_rate = 0.0                 # opt-in: share of invoices that get a v2 (invoice.updated)
+    reorder_amendments = 0.0         # opt-in: share of those v2 delivered before v1
+    credit_memo_rate = 0.0           # opt-in: share that get a credit_note.created webhook
+    payment_rate = 0.0               # opt-in: share that get an invoice.paid webhook
 
     [[http]]                         # HTTP faults on a service's endpoint(s) for a window
     service = "erp"                  # erp | billing | revenue | cpq
@@ -30,7 +34,7 @@ Format (every table and key is optional; times are seconds since the simulator s
                                      # error_rate, status, error_mix = {500 = 1, 503 = 2},
                                      # rate_limit_rate, retry_after_s, reset_rate,
                                      # commit_then_timeout_rate, commit_then_reset_rate,
-                                     # silent_drop_rate
+                                     # silent_drop_rate, item_reject_rate
 
     [[webhooks]]                     # billing webhook faults for a window
     at_s = 0
@@ -106,6 +110,10 @@ class ScheduledBillRun(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     at_s: Seconds
     invoices: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)]
     rate: Annotated[float, msgspec.Meta(ge=0.0, le=1_000_000.0)] = 0.0
+    amend_rate: Annotated[float, msgspec.Meta(ge=0.0, le=1.0)] = 0.0
+    reorder_amendments: Annotated[float, msgspec.Meta(ge=0.0, le=1.0)] = 0.0
+    credit_memo_rate: Annotated[float, msgspec.Meta(ge=0.0, le=1.0)] = 0.0
+    payment_rate: Annotated[float, msgspec.Meta(ge=0.0, le=1.0)] = 0.0
 
 
 class Scenario(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

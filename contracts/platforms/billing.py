@@ -15,12 +15,20 @@ from typing import Annotated
 import msgspec
 
 __all__ = [
+    "BillingCreditNote",
     "BillingEvent",
     "BillingEventList",
     "BillingInvoice",
     "BillingInvoiceLine",
+    "BillingPayment",
+    "CreditNoteEvent",
+    "CreditNoteEventData",
+    "CreditNoteLine",
+    "CreditNoteLineList",
     "EventData",
     "LineList",
+    "PaymentEvent",
+    "PaymentEventData",
 ]
 
 Amount = Annotated[int, msgspec.Meta(ge=0)]
@@ -83,3 +91,76 @@ class BillingEventList(msgspec.Struct, frozen=True):
     has_more: bool
     next_cursor: str
     object: str = "list"
+
+
+# -- Credit notes and payments (added with the simulator's billing growth) -------------------
+
+
+class CreditNoteLine(msgspec.Struct, frozen=True):
+    """One credited line: which invoice line it credits and how much (minor units)."""
+
+    id: str
+    invoice_line: str
+    description: str
+    amount: Amount
+
+
+class CreditNoteLineList(msgspec.Struct, frozen=True):
+    data: list[CreditNoteLine]
+    object: str = "list"
+
+
+class BillingCreditNote(msgspec.Struct, frozen=True):
+    """A credit note against an invoice (Stripe-shaped: ``cn_…``), in the invoice's currency;
+    ``amount`` is the sum of its lines."""
+
+    id: str
+    invoice: str
+    currency: Annotated[str, msgspec.Meta(pattern="^[a-z]{3}$")]
+    lines: CreditNoteLineList
+    amount: Amount
+    created: int
+    reason: str = "order_change"
+    object: str = "credit_note"
+
+
+class CreditNoteEventData(msgspec.Struct, frozen=True):
+    object: BillingCreditNote
+
+
+class CreditNoteEvent(msgspec.Struct, frozen=True):
+    """The ``credit_note.created`` webhook (same envelope and signature as invoices)."""
+
+    id: Annotated[str, msgspec.Meta(min_length=1, max_length=255)]
+    type: str
+    created: int
+    data: CreditNoteEventData
+    livemode: bool = False
+    object: str = "event"
+
+
+class BillingPayment(msgspec.Struct, frozen=True):
+    """A payment of an invoice: ``amount`` in the invoice's currency, ``paid_at`` unix
+    seconds."""
+
+    id: str
+    invoice: str
+    amount: Amount
+    currency: Annotated[str, msgspec.Meta(pattern="^[a-z]{3}$")]
+    paid_at: int
+    object: str = "payment"
+
+
+class PaymentEventData(msgspec.Struct, frozen=True):
+    object: BillingPayment
+
+
+class PaymentEvent(msgspec.Struct, frozen=True):
+    """The ``invoice.paid`` webhook: the payment that settled the invoice."""
+
+    id: Annotated[str, msgspec.Meta(min_length=1, max_length=255)]
+    type: str
+    created: int
+    data: PaymentEventData
+    livemode: bool = False
+    object: str = "event"

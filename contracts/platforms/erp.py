@@ -15,6 +15,7 @@ import msgspec
 __all__ = [
     "PERIOD_CLOSED",
     "REQUEST_LIMIT_EXCEEDED",
+    "VALIDATION",
     "BulkItemResult",
     "BulkRequest",
     "BulkResponse",
@@ -71,6 +72,9 @@ class BulkResponse(msgspec.Struct, frozen=True):
 
 # ``ErpError.code`` of an item posted into a closed period (a business rejection, not retryable).
 PERIOD_CLOSED = "PERIOD_CLOSED"
+# ``ErpError.code`` of an item refused by a field validation (a business rejection, not
+# retryable); the simulator's partial batch failure (``item_reject_rate``) answers it.
+VALIDATION = "VALIDATION"
 # Error ``code`` of the 429 answered when the account's concurrent-request limit is reached.
 REQUEST_LIMIT_EXCEEDED = "SSS_REQUEST_LIMIT_EXCEEDED"
 

@@ -33,6 +33,10 @@ since the simulator started; validate one with --check):
   at_s = 1
   invoices = 6000
   rate = 100                      # invoices/s (0 = all at once)
+  # amend_rate = 0.1                opt-in: that share gets a v2 (invoice.updated event)
+  # reorder_amendments = 0.5        opt-in: that share of the v2 is delivered before v1
+  # credit_memo_rate = 0.1          opt-in: credit_note.created webhooks after acceptance
+  # payment_rate = 0.5              opt-in: invoice.paid webhooks after acceptance
 
   [[http]]                        # HTTP faults on an endpoint for a time window
   service = "erp"                 # erp | billing | revenue | cpq
@@ -52,6 +56,7 @@ since the simulator started; validate one with --check):
   # commit_then_timeout_rate = 0.02 commits, then stalls 30 s (the caller times out)
   # commit_then_reset_rate = 0.02   commits, then resets the connection
   # silent_drop_rate = 0.001        (bulk) answers created, records nothing (an ERP bug)
+  # item_reject_rate = 0.01         (bulk) that share of items is rejected VALIDATION
 
   [[webhooks]]                    # billing webhook faults for events issued in a window
   at_s = 0

@@ -6,7 +6,10 @@ not handle (200), deduplicate by invoice id (a fast 200), and post each new invo
 sim's ERP before answering 2xx. Switches break it on purpose so the tests can check that the
 audit catches what it does wrong: ``verify=False`` processes anything, ``dedup=False`` posts
 every copy, ``skip`` accepts some invoices without posting them (loss), ``versioned`` puts
-``:v<n>`` in the external id.
+``:v<n>`` in the external id. Items the ERP answers ``rejected`` go to ``dead_letters``
+(their external ids), as a gateway's DLQ would, and are not retried. ``updates=True`` also
+posts ``invoice.updated`` events (by version); ``ignore_stale=True`` then skips a version
+below one already posted for the invoice, as a per-aggregate version check would.
 """
 
 from __future__ import annotations
@@ -56,6 +59,8 @@ class GatewayLike:
         skip: Collection[str] = (),
         versioned: bool = False,
         delay_s: float = 0.0,
+        updates: bool = False,
+        ignore_stale: bool = False,
     ) -> None:
         self.secret = secret
         self.erp_url = erp_url
@@ -64,6 +69,11 @@ class GatewayLike:
         self.skip = set(skip)
         self.versioned = versioned
         self.delay_s = delay_s
+        self.updates = updates
+        self.ignore_stale = ignore_stale
+        self.latest: dict[str, int] = {}
+        self.stale: list[str] = []  # event ids skipped as stale
+        self.types: list[str] = []  # event types in arrival order
         self.arrivals: list[str] = []  # event ids in arrival order (every request that parsed)
         self.first_seen: list[str] = []  # event ids in order of first arrival
         self.deliveries: dict[str, int] = defaultdict(int)
@@ -75,6 +85,7 @@ class GatewayLike:
         self.bodies: dict[str, list[bytes]] = defaultdict(list)
         self.processed: set[str] = set()
         self.posted = 0
+        self.dead_letters: list[str] = []
         self._session: aiohttp.ClientSession | None = None
         self.app = web.Application()
         self.app.router.add_post("/hook", self.handle)
@@ -119,12 +130,20 @@ class GatewayLike:
         try:
             if self.delay_s:
                 await anyio.sleep(self.delay_s)
-            if event.type != "invoice.finalized":
+            self.types.append(event.type)
+            handled = ("invoice.finalized", "invoice.updated") if self.updates else (
+                "invoice.finalized",)
+            if event.type not in handled:
                 return web.json_response({"status": "ignored"})
             inv = event.data.object
-            if self.dedup and inv.id in self.processed:
+            seen_key = inv.id if inv.version == 1 else f"{inv.id}:v{inv.version}"
+            if self.dedup and seen_key in self.processed:
                 return web.json_response({"status": "duplicate"})
-            self.processed.add(inv.id)
+            self.processed.add(seen_key)
+            if self.ignore_stale and self.latest.get(inv.id, 0) > inv.version:
+                self.stale.append(eid)
+                return web.json_response({"status": "stale"})
+            self.latest[inv.id] = max(self.latest.get(inv.id, 0), inv.version)
             if inv.id not in self.skip and self.erp_url is not None:
                 n = self.deliveries[eid]
                 key = f"key-{inv.id}-v{inv.version}" + ("" if self.dedup else f"-{n}")
@@ -141,4 +160,6 @@ class GatewayLike:
             assert resp.status == 200, await resp.text()
             results: list[dict[str, Any]] = (await resp.json())["results"]
         self.posted += sum(r["status"] == "created" for r in results)
+        self.dead_letters.extend(e["externalId"] for e, r in zip(entries, results, strict=True)
+                                 if r["status"] == "rejected")
         return results

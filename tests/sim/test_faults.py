@@ -73,6 +73,7 @@ async def test_error_rate_one_commits_nothing_and_clearing_restores(sim: Http) -
         "reset_rate": 0.0,
         "commit_then_reset_rate": 0.0,
         "silent_drop_rate": 0.0,
+        "item_reject_rate": 0.0,
     }
     assert cleared.body["billing"]["duplicate_rate"] == 0.0
     (result,) = await bulk(sim, entry())
