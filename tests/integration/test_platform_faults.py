@@ -80,3 +80,25 @@ async def test_commit_then_timeout_posts_once(tmp_path: Path) -> None:
         assert "(http.ambiguous)" in stack.tail("gateway.log", 5000)  # timeouts did happen
     finally:
         await stack.close()
+
+
+async def test_per_item_rejections_are_dead_lettered_exactly(tmp_path: Path) -> None:
+    """F19: the ERP refuses a few items of each bulk request (validation). Exactly those are
+    dead-lettered, with the ERP's code; the rest of each batch posts; nothing is retried."""
+    stack = Stack(tmp_path, ack_wait_s=2.0, seed=34)
+    await stack.start()
+    try:
+        await stack.set_faults({"erp": {"item_reject_rate": 0.05}})
+        await stack.bill_run(300)
+        result = await stack.wait_drained(300, stall_timeout=45)
+        audit = result.audit
+        assert audit["rejected_count"] > 0
+        assert result.lost == 0 and audit["duplicates"] == 0
+        letters = result.dead_letters
+        assert {dl.code for dl in letters} == {"erp.validation"}
+        assert result.dlq_keys == set(audit["rejected_ids"])  # DLQ_EXACT
+        assert len(letters) == audit["rejected_count"]
+        assert all(dl.attempts == 1 for dl in letters)  # a business rejection is not retried
+        assert audit["posted"] + audit["rejected_count"] == 300
+    finally:
+        await stack.close()
