@@ -28,6 +28,7 @@ import anyio
 import nats
 import nats.errors
 
+from contracts import Subjects
 from gateway.drills import Driller
 from gateway.stack import DrainResult, Stack
 
@@ -42,6 +43,7 @@ from ._stats import (
     rate_series,
     window_series,
 )
+from ._sync_probe import SyncProbe
 
 __all__ = ["GatewayLeg", "run_gateway_leg"]
 
@@ -138,6 +140,16 @@ async def run_gateway_leg(stack: Stack, leg: GatewayLeg, *, stall_timeout: float
         metrics = _Metrics()
         await metrics.start(stack.url, metrics_subject)
         samples: list[tuple[float, int, int, int]] = []  # t, issued, accepted, posted
+        # The sync lane: idle first, then probed all through a maximum-load leg.
+        probe: SyncProbe | None = None
+        idle_lat: list[float] = []
+        if leg.rate is None and driller is None:
+            products = await _sim(http, "GET", f"{base}/cpq/v1/products")
+            if products.get("items"):
+                probe = SyncProbe(stack.url, Subjects().sync_pricing_validate,
+                                  products["items"][0]["id"])
+                idle_lat = await probe.run(count=50)
+        flooding = anyio.Event()
         cpu0 = cpu_seconds(pid)
         t_start = time.time()
         if driller is not None:
@@ -150,6 +162,11 @@ async def run_gateway_leg(stack: Stack, leg: GatewayLeg, *, stall_timeout: float
             async with anyio.create_task_group() as drill_tg:
                 if driller is not None:
                     drill_tg.start_soon(driller.run)
+                flood_lat: list[float] = []
+                if probe is not None:
+                    async def sync_under_load() -> None:
+                        flood_lat.extend(await probe.run(until=flooding))
+                    drill_tg.start_soon(sync_under_load)
                 while True:
                     audit = await stack.audit()
                     if driller is not None:
@@ -177,7 +194,8 @@ async def run_gateway_leg(stack: Stack, leg: GatewayLeg, *, stall_timeout: float
                         cpu1 = cpu_seconds(pid)
                         break
                     await asyncio.sleep(0.25)
-            # (the task group waited for every fault to heal)
+                flooding.set()
+            # (the task group waited for every fault to heal and the sync probe to stop)
         finally:
             await metrics.stop()
         if not dead and audit.get("unposted_count"):
@@ -252,6 +270,10 @@ async def run_gateway_leg(stack: Stack, leg: GatewayLeg, *, stall_timeout: float
         "wall_s": round((max(posted.values()) - first) if posted else 0.0, 3),
         "audit": audit_out,
         "drill": driller.finish(result) if driller is not None else None,
+        "sync_lane": None if probe is None else {
+            "idle_ms": latency_summary(idle_lat), "under_load_ms": latency_summary(flood_lat),
+            "requests": len(idle_lat) + len(flood_lat) + probe.errors, "errors": probe.errors,
+            "load": "the billing flood of this leg (the gateway has no usage lane yet)"},
         "series": {
             "bin_s": bin_s,
             "throughput_eps": rate_series(posted.values(), first, bin_s),

@@ -231,9 +231,18 @@ def verdicts(legs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
                             f"gateway p99 {_fmt(_p99(gw))} ms vs {best_key} p99 "
                             f"{_fmt(_p99(best))} ms{note}", unit="x"))
 
-    out.append(_verdict("sync_p99", None, "25 ms and 1.5x idle", None,
-                        "not measured yet: the bench does not probe the sync (pricing) lane "
-                        "yet, and the gateway has no usage lane to flood"))
+    sync = (mx or {}).get("gateway", {}).get("sync_lane") if mx else None
+    if not sync or not sync["under_load_ms"].get("n"):
+        out.append(_verdict("sync_p99", None, "25 ms and 1.5x idle", None,
+                            "not measured: needs a --max leg (no faults)"))
+    else:
+        idle99, load99 = sync["idle_ms"]["p99"], sync["under_load_ms"]["p99"]
+        slowdown = load99 / idle99 if idle99 else None
+        out.append(_verdict("sync_p99", load99, "25 ms and 1.5x idle",
+                            load99 <= 25.0 and slowdown is not None and slowdown <= 1.5,
+                            f"p99 {_fmt(load99)} ms under load vs {_fmt(idle99)} ms idle "
+                            f"({_fmt(slowdown)}x), {sync['errors']} errors; the flood is billing "
+                            "traffic at maximum load (no usage lane yet)", unit="ms"))
 
     base = mx or (legs[0] if legs else None)
     if base is None:
