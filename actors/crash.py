@@ -9,13 +9,19 @@ one dictionary lookup.
 
 Names in use: ``ingress.after_publish`` (stored in JetStream, 2xx not sent),
 ``router.after_publish`` (outputs stored, inputs not acked), ``erp.after_post`` (ERP answered
-2xx, ledger not committed), ``erp.after_commit`` (ledger committed, inputs not acked).
+2xx, ledger not committed), ``erp.after_commit`` (ledger committed, inputs not acked),
+``revenue.before_upload`` (the upload's lines claimed ``pending`` in the ledger, request not
+sent), ``revenue.after_upload`` (the revenue platform answered 201, ledger still ``pending``),
+``revenue.after_commit`` (ledger says ``uploaded``, inputs not acked).
 
 Fault hooks: ``GW_FAULT=<name>[:<value>][,<name>[:<value>]…]`` makes a component misbehave on
 purpose: ``erp.raise_every:N`` (the ERP poster raises a bug-like error once it has handled N
 more messages: supervision drill), ``erp.fail_start`` (the ERP poster fails at every start:
 restart-storm drill), ``ledger.max_page_count:N`` (the ledger database may not grow past N
-pages: disk-full drill). ``fault(name)`` returns the value ("" when set without one) or None.
+pages: disk-full drill), ``revenue.corrupt_line:<invoice id>`` (the revenue poster sends that
+invoice's first line with a reversed period, which the revenue platform refuses with a 422:
+a rule of the platform the gateway cannot know in advance). ``fault(name)`` returns the
+value ("" when set without one) or None.
 """
 
 from __future__ import annotations
@@ -26,7 +32,8 @@ import sys
 __all__ = ["CRASH_POINTS", "FAULTS", "crashpoint", "fault"]
 
 CRASH_POINTS = ("ingress.after_publish", "router.after_publish", "erp.after_post",
-                "erp.after_commit")
+                "erp.after_commit", "revenue.before_upload", "revenue.after_upload",
+                "revenue.after_commit")
 
 
 def _parse(spec: str) -> tuple[str, int] | None:
@@ -40,7 +47,8 @@ def _parse(spec: str) -> tuple[str, int] | None:
 
 _TARGET = _parse(os.environ.get("GW_CRASH_AT", ""))
 
-FAULTS = ("erp.raise_every", "erp.fail_start", "ledger.max_page_count")
+FAULTS = ("erp.raise_every", "erp.fail_start", "ledger.max_page_count",
+          "revenue.corrupt_line")
 
 
 def _parse_faults(spec: str) -> dict[str, str]:

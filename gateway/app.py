@@ -2,10 +2,11 @@
 
 Start order (each step ready before the next): broker (embedded unless ``nats.url`` is set) →
 bus connection → streams and consumers provisioned → ledger opened → actors, downstream first
-(ERP poster, invoice router), the webhook ingress last, so the gateway accepts traffic only when
-the whole path can carry it. Stop is the reverse: the ingress stops accepting, the router and
-the poster finish their current batch and ack, the bus drains, the ledger closes, the broker
-stops. A second SIGINT/SIGTERM cancels at once (safe: unacked work is redelivered).
+(ERP poster, invoice router, revenue poster), the webhook ingress last, so the gateway accepts
+traffic only when the whole path can carry it. Stop is the reverse: the ingress stops
+accepting, the router and the posters finish their current batch and ack, the bus drains,
+the ledger closes, the broker stops. A second SIGINT/SIGTERM cancels at once (safe: unacked
+work is redelivered).
 """
 
 from __future__ import annotations
@@ -13,19 +14,22 @@ from __future__ import annotations
 import logging
 import signal
 import socket
+import time
 from collections.abc import Callable
 
 import anyio
 import anyio.abc
+import msgspec
 
 from actors.advisories import MaxDeliveriesWorker
 from actors.billing import BillingIngress
 from actors.deadletter import DeadLetterSink
 from actors.erp import ErpPoster
 from actors.infra import HttpClient, Ledger, NatsBus
-from actors.monitor import LaneWatch, MetricsPublisher, Monitor, events_flushed
+from actors.monitor import LaneWatch, MetricsPublisher, Monitor, events_flushed, instance_id
 from actors.reconcile import Reconciler
 from actors.resilience import CircuitBreaker, RateLimiter, Transition
+from actors.revenue import RevenuePoster
 from actors.router import InvoiceRouter
 from actors.runtime import ChildSpec, Supervisor, SupervisorEvent
 from actors.sync import SyncDoor, SyncLane
@@ -34,14 +38,19 @@ from contracts import LANES, GatewayError, Subjects
 from .broker import EmbeddedBroker
 from .config import Config
 
-__all__ = ["CONSUMERS", "provision", "run_gateway"]
+__all__ = ["CONSUMERS", "REVENUE_CONSUMER", "provision", "run_gateway"]
 
 log = logging.getLogger("erpgw.gateway")
+
+# The durable consumer of flow 2's revenue half (the stack and the tests wait on it).
+REVENUE_CONSUMER = "revenue-billing"
 
 # (lane, durable name, filter) of every durable consumer the gateway owns.
 CONSUMERS: tuple[tuple[str, str, Callable[[Subjects], str]], ...] = (
     ("billing", "invoice-router", lambda s: s.billing_events),
     ("billing", "erp-journal", lambda s: s.billing_erp_commands),
+    # Flow 2's revenue half: the same invoice events, to the revenue platform.
+    ("billing", REVENUE_CONSUMER, lambda s: s.invoice_issued),
 )
 
 
@@ -124,9 +133,12 @@ async def run_gateway(cfg: Config, *, ready: anyio.Event | None = None,
                                       max_connections=cfg.erp.max_connections,
                                       platform="erp") as erp_http, \
                         HttpClient(cfg.reconcile.billing_url, timeout=30.0,
-                                   max_connections=2, platform="billing") as billing_http:
-                    await _run_tree(cfg, bus, subjects, ledger, erp_http, billing_http, ready,
-                                    handle_signals)
+                                   max_connections=2, platform="billing") as billing_http, \
+                        HttpClient(cfg.revenue.base_url, timeout=cfg.revenue.timeout_s,
+                                   max_connections=cfg.revenue.max_connections,
+                                   platform="revenue") as revenue_http:
+                    await _run_tree(cfg, bus, subjects, ledger, erp_http, billing_http,
+                                    revenue_http, ready, handle_signals)
             finally:
                 await ledger.close()
         finally:
@@ -139,8 +151,8 @@ async def run_gateway(cfg: Config, *, ready: anyio.Event | None = None,
 
 
 async def _run_tree(cfg: Config, bus: NatsBus, subjects: Subjects, ledger: Ledger,
-                    erp_http: HttpClient, billing_http: HttpClient, ready: anyio.Event | None,
-                    handle_signals: bool) -> None:
+                    erp_http: HttpClient, billing_http: HttpClient, revenue_http: HttpClient,
+                    ready: anyio.Event | None, handle_signals: bool) -> None:
     billing_stream = subjects.stream("billing")
     tree: Supervisor | None = None
 
@@ -154,16 +166,22 @@ async def _run_tree(cfg: Config, bus: NatsBus, subjects: Subjects, ledger: Ledge
     # reset the evidence that the ERP is down, nor its request budget (fail closed).
     breaker = CircuitBreaker("erp.journal_bulk", cfg.erp_breaker)
     limiter = RateLimiter("erp", cfg.erp_limiter)
+    revenue_breaker = CircuitBreaker("revenue.batches", cfg.revenue_breaker)
+    revenue_limiter = RateLimiter("revenue", cfg.revenue_limiter)
 
     # -- business monitoring (docs/monitoring.md) ------------------------------------------
     # One Monitor per process, outliving restarts of the metrics actor. It is fed by the tree's
     # statistics, the DLQ sinks, the breaker's transitions and the supervisor's events (queued,
     # so the supervisor never waits), and serves GET /metrics on the webhook port.
+    # A LaneWatch is a pipeline (what its last consumer settles has left the lane), so the
+    # billing lane is watched along the ERP half; the revenue half is a parallel branch of the
+    # same events and reports through its actor's statistics (in the metrics' actor tree).
     monitor = Monitor(
         lanes=[LaneWatch("billing", intake=("billing-ingress", "accepted"), consumers=tuple(
-            (subjects.stream(lane), d) for lane, d, _ in CONSUMERS if lane == "billing"))],
-        posting_child="erp-journal", breakers=[breaker], limiters=[limiter], sla=cfg.sla,
-        tree=snapshot)
+            (subjects.stream(lane), d) for lane, d, _ in CONSUMERS
+            if lane == "billing" and d != REVENUE_CONSUMER))],
+        posting_child="erp-journal", breakers=[breaker, revenue_breaker],
+        limiters=[limiter, revenue_limiter], sla=cfg.sla, tree=snapshot)
 
     def on_event(ev: SupervisorEvent) -> None:
         _log_event(ev)
@@ -180,6 +198,15 @@ async def _run_tree(cfg: Config, bus: NatsBus, subjects: Subjects, ledger: Ledge
         for t in moves:
             await bus.emit(subjects.mon_event("breaker"), monitor.note_breaker(t))
 
+    async def revenue_breaker_events(moves: list[Transition]) -> None:
+        # Same event as the ERP breaker's, but not through note_breaker: the recovery KPI
+        # measures ERP outages by ERP postings, which say nothing about the revenue platform.
+        for t in moves:
+            await bus.emit(subjects.mon_event("breaker"), msgspec.json.encode({
+                "kind": "breaker", "event": str(t.event), "at": time.time(),
+                "instance": instance_id(), "breaker": t.breaker, "source": str(t.source),
+                "target": str(t.target), "reason": t.reason, "monotonic_at": t.at}))
+
     sync_door = SyncDoor()
     children = [
         ChildSpec("erp-journal", lambda: ErpPoster(
@@ -192,6 +219,19 @@ async def _run_tree(cfg: Config, bus: NatsBus, subjects: Subjects, ledger: Ledge
             subjects=subjects, accounts=cfg.accounts,
             dlq=billing_dlq(), bus=bus,
             stream=billing_stream, consumer=cfg.consumers)),
+    ]
+    if cfg.revenue.enabled:
+        # Flow 2's revenue half (docs/flows.md): its own consumer, client, breaker and budget.
+        # Cancelling it mid-upload would leave that upload in doubt, so a graceful stop waits
+        # longer than an upload may take.
+        children.append(ChildSpec(REVENUE_CONSUMER, lambda: RevenuePoster(
+            REVENUE_CONSUMER, durable=REVENUE_CONSUMER, batch=cfg.revenue.batch,
+            revenue=revenue_http, ledger=ledger, dlq=billing_dlq(), subjects=subjects,
+            max_batch_lines=cfg.revenue.max_batch_lines, breaker=revenue_breaker,
+            limiter=revenue_limiter, on_transitions=revenue_breaker_events, bus=bus,
+            stream=billing_stream, consumer=cfg.consumers),
+            shutdown_timeout=cfg.revenue.timeout_s + 5.0))
+    children += [
         # The synchronous lane (pricing validation, order acceptance): its own actor, CPQ
         # client and NATS service, no JetStream consumer; its HTTP routes are served on the
         # webhook port through a door that outlives the lane's restarts. It may finish

@@ -12,7 +12,7 @@ import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 
@@ -58,6 +58,17 @@ class RouterConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     batch: int = 256
 
 
+class RevenueConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    # The revenue platform's batch upload API (flow 2, docs/flows.md). It has no idempotency
+    # key: this process's ledger is the only guard, so run the adapter in one process only.
+    enabled: bool = True
+    base_url: str = "http://127.0.0.1:8700"
+    timeout_s: float = 10.0  # per upload; no answer in time leaves its lines in doubt
+    max_batch_lines: Annotated[int, msgspec.Meta(ge=1)] = 500  # the platform's upload limit
+    batch: Annotated[int, msgspec.Meta(ge=1)] = 200  # invoices per fetch (~450 lines)
+    max_connections: int = 4
+
+
 class ReconcileConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     # How often the reconciler compares billing with the ERP (0: only `erpgw reconcile`).
     interval_s: float = 300.0
@@ -90,6 +101,11 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     erp_breaker: BreakerConfig = msgspec.field(default_factory=BreakerConfig)
     erp_limiter: LimiterConfig = msgspec.field(
         default_factory=lambda: LimiterConfig(rate=50.0, burst=20))
+    # The revenue platform: its adapter, its upload endpoint's breaker, its account's budget.
+    revenue: RevenueConfig = msgspec.field(default_factory=RevenueConfig)
+    revenue_breaker: BreakerConfig = msgspec.field(default_factory=BreakerConfig)
+    revenue_limiter: LimiterConfig = msgspec.field(
+        default_factory=lambda: LimiterConfig(rate=10.0, burst=5))
     # Business KPI targets, checked on <prefix>.mon.kpi (docs/monitoring.md).
     sla: SlaConfig = msgspec.field(default_factory=SlaConfig)
     # CPQ and the synchronous lane that prices through it (docs/flows.md, sync lane).

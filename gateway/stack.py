@@ -26,9 +26,10 @@ import msgspec
 from actors.infra import HttpClient, NatsBus
 from contracts import DeadLetter, GatewayError, JsonCodec, Subjects
 
+from .app import REVENUE_CONSUMER
 from .broker import EmbeddedBroker, free_port
 
-__all__ = ["DrainResult", "Stack", "StackError"]
+__all__ = ["DrainResult", "RevenueResult", "Stack", "StackError"]
 
 _letters: JsonCodec[DeadLetter] = JsonCodec(DeadLetter)
 _dec = msgspec.json.Decoder()
@@ -65,6 +66,23 @@ class DrainResult:
 
 
 @dataclass
+class RevenueResult:
+    """What the revenue platform should hold and what it does (flow 2's revenue half).
+
+    ``expected_lines`` / ``expected_amount`` (subtotals per upper-case currency) come from the
+    invoices billing issued (its events API), ``audit`` is the simulator's ``revenue`` section,
+    ``lines_by_invoice`` the number of lines of each issued invoice. ``drained``: the gateway's
+    revenue consumer has nothing pending nor unacknowledged.
+    """
+
+    audit: dict[str, Any]
+    expected_lines: int
+    expected_amount: dict[str, int]
+    lines_by_invoice: dict[str, int]
+    drained: bool
+
+
+@dataclass
 class Stack:
     workdir: Path
     nats_url: str = ""  # empty: start an embedded broker for the stack
@@ -75,6 +93,8 @@ class Stack:
     sync_interval: str = "always"
     # Extra TOML appended to the gateway's config (whole sections, e.g. "[erp]\ntimeout_s = 2").
     gateway_toml: str = ""
+    # Extra arguments of `erpgw sim` (e.g. ("--scenario", "faults.toml")).
+    sim_args: tuple[str, ...] = ()
     broker: EmbeddedBroker | None = field(default=None, init=False)
     _gateway: subprocess.Popen[bytes] | None = field(default=None, init=False)
     _sim: subprocess.Popen[bytes] | None = field(default=None, init=False)
@@ -146,7 +166,7 @@ class Stack:
         self._sim = self._spawn(
             ["sim", "--port", str(self.sim_port), "--seed", str(self.seed),
              "--webhook-url", f"{self.gateway_url}/webhooks/billing",
-             "--webhook-secret", self.webhook_secret], "sim.log")
+             "--webhook-secret", self.webhook_secret, *self.sim_args], "sim.log")
         await self._wait_http(self.sim_url, self._sim, "simulator", "sim.log")
 
     def gateway_config(self) -> Path:
@@ -167,6 +187,7 @@ class Stack:
         env = {**self.gateway_env, **(env or {}),
                "ERPGW_BILLING_WEBHOOK_SECRETS": self.webhook_secret,
                "ERPGW_ERP_BASE_URL": self.sim_url,
+               "ERPGW_REVENUE_BASE_URL": self.sim_url,
                "ERPGW_CPQ_BASE_URL": self.sim_url,
                "ERPGW_RECONCILE_BILLING_URL": self.sim_url}
         self._gateway = self._spawn(["up", "--config", str(self.gateway_config())],
@@ -287,3 +308,60 @@ class Stack:
                 result.dead_letters = await self.dead_letters()
                 return result
             await anyio.sleep(interval)
+
+    # -- flow 2's revenue half -----------------------------------------------------------------
+
+    async def issued_invoices(self) -> list[dict[str, Any]]:
+        """Every invoice billing issued, as its ``invoice.finalized`` webhook carried it (the
+        events API, in pages; later versions are flow 5's business, not counted here)."""
+        out: list[dict[str, Any]] = []
+        cursor = ""
+        while True:
+            page = await self._sim_call(
+                "GET", "/billing/v1/events?limit=1000" + (f"&after={cursor}" if cursor else ""))
+            out += [e["data"]["object"] for e in page["data"]
+                    if e["type"] == "invoice.finalized"]
+            if not page["has_more"] or not page["data"]:
+                return out
+            cursor = page["next_cursor"]
+
+    async def revenue_pending(self) -> tuple[int, int]:
+        """``(num_pending, num_ack_pending)`` of the gateway's revenue consumer."""
+        bus = await NatsBus.connect(self.url, name="erpgw-stack")
+        try:
+            return await bus.consumer_pending(Subjects().stream("billing"), REVENUE_CONSUMER)
+        finally:
+            await bus.close()
+
+    async def wait_revenue(self, *, stall_timeout: float = 60.0,
+                           interval: float = 0.25) -> RevenueResult:
+        """Wait until the gateway's revenue consumer has nothing left (call it once the ERP
+        side drained, so that every invoice is in the stream), then compare the revenue
+        platform's records with what billing issued. Gives up when nothing moves for
+        ``stall_timeout`` seconds (``drained=False``)."""
+        last_sig: tuple[int, ...] = ()
+        last_change = time.monotonic()
+        drained = False
+        while True:
+            pending = await self.revenue_pending()
+            revenue = (await self.audit()).get("revenue") or {}
+            if pending == (0, 0):
+                drained = True
+                break
+            sig = (*pending, int(revenue.get("lines", 0)))
+            now = time.monotonic()
+            if sig != last_sig:
+                last_sig, last_change = sig, now
+            elif now - last_change > stall_timeout:
+                break
+            await anyio.sleep(interval)
+        invoices = await self.issued_invoices()
+        amount: dict[str, int] = {}
+        for inv in invoices:
+            cur = str(inv["currency"]).upper()
+            amount[cur] = amount.get(cur, 0) + int(inv["subtotal"])
+        by_invoice = {str(inv["id"]): len(inv["lines"]["data"]) for inv in invoices}
+        audit = (await self.audit()).get("revenue") or {}
+        return RevenueResult(audit=audit, expected_lines=sum(by_invoice.values()),
+                             expected_amount=dict(sorted(amount.items())),
+                             lines_by_invoice=by_invoice, drained=drained)

@@ -1,0 +1,412 @@
+"""Revenue poster: issued invoices → their billing lines at the revenue platform, each line
+recorded there once, or flagged for a person — never twice.
+
+The revenue platform (``contracts.platforms.revenue``) takes uploads of at most N lines,
+all-or-nothing, and has **no idempotency key and no way to ask whether a line is there**: an
+upload sent twice is recorded twice. So the gateway's ledger (``uploads`` table, one row per
+line id) is the only guard, and the one thing it cannot know by itself is what happened to an
+upload whose answer never came back.
+
+Theory of operation, per fetched batch of ``invoice.issued.v1`` envelopes:
+
+1. decode (a contract violation is dead-lettered at once); one ``RevenueLineIn`` per invoice
+   line, line id ``<invoice id>:<line id>`` (``plan.revenue_lines``);
+2. read the lines' states from the ledger. ``uploaded`` and ``in_doubt`` lines are skipped.
+   A ``pending`` line was claimed by an attempt that never finished (the process died, or the
+   actor was restarted, between claiming it and recording the answer): it is moved to
+   ``in_doubt`` and *not* sent again (see below);
+3. pack the rest into uploads of at most ``max_batch_lines`` (``plan.pack``). For each upload:
+   breaker and rate-limiter permit, then **claim** its lines ``pending`` in one ledger
+   transaction (crash point ``revenue.before_upload``), then send it; on 201 (crash point
+   ``revenue.after_upload``) record them ``uploaded`` with the platform's batch id, one
+   transaction (crash point ``revenue.after_commit``);
+4. settle: ack every invoice whose lines are all uploaded, in doubt or skipped; dead-letter an
+   invoice the platform refused; nak (or, on the last delivery, dead-letter) the rest.
+
+Answers: a 422 names the bad lines: their invoices are dead-lettered with the platform's error
+(``revenue.<code>``), their lines recorded ``rejected``, and the other lines of the upload are
+uploaded again at once, never dropped with them; a 422 that cannot be read, or a 413 (more
+lines than the platform takes), is bisected between invoices. Another 4xx dead-letters the
+upload's invoices. An error status (429, 5xx) or a connection that could not be opened records
+nothing (``plan.never_recorded``): the lines are ``released`` and the invoices nak'ed (the
+breaker opens on repeated faults: the poster then stops fetching and the work waits in the
+stream). No answer after the request left (timeout, disconnect, reset): the lines go
+``in_doubt`` and their invoices are acknowledged (unknown is not failed: no dead letter).
+
+The crash window, and why ``in_doubt`` is never re-sent. Between the claim and the record of the
+answer the ledger cannot tell "sent and recorded" from "never sent". Re-sending would double
+revenue whenever the platform had the lines; not re-sending loses them whenever it did not. The
+gateway presumes *recorded* and flags: only the time between the claim's commit and the whole
+request being handed to the kernel (hundreds of microseconds on a LAN; longer for a large upload
+over a slow link) can leave lines unsent — a process killed after that still has its request
+delivered by the kernel — while the rest of the window (the platform's work, the answer, the
+ledger commit) holds lines that *are* recorded; and an understated revenue line awaiting a
+person is the conservative error, a doubled one is not. So duplicates are impossible by
+construction (a line is sent only from a state that proves no earlier send of it can have been
+recorded), and an in-doubt line is logged, counted (``in_doubt_lines``), announced on
+``<prefix>.mon.events.revenue`` and kept in the ledger with its audit trail until a person checks
+it at the platform (docs/errors.md, ``revenue.upload_in_doubt``; ``Ledger.resolve_in_doubt``).
+If the platform ever offers a lookup by line id, step 2 should ask it instead of presuming.
+docs/flows.md has the whole argument and what the crash-point tests prove.
+
+Limits: the ledger is this process's. Run the revenue poster in one gateway process only
+(``revenue.enabled``); a redelivery to another process with another ledger would upload again.
+An invoice larger than one upload can be half recorded if a later part is refused
+(``Ledger.find_uploads`` says which lines are). Everything runs in the worker's task; ``handle``
+naks the batch on ``LedgerUnavailable`` and lets anything else reach the supervisor.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+import anyio
+import msgspec
+from anyio.abc import TaskStatus
+
+from contracts import (
+    ContractError,
+    Envelope,
+    GatewayError,
+    InvoiceIssued,
+    InvoiceIssuedV2,
+    JsonCodec,
+    MsgpackCodec,
+    Permanent,
+    Retryable,
+    Subjects,
+    new_id,
+)
+from contracts.platforms.revenue import RevenueBatch, RevenueLineIn
+
+from ..crash import crashpoint, fault
+from ..deadletter import DeadLetterSink
+from ..infra.bus import Delivery
+from ..infra.http import HttpClient, PlatformRejected
+from ..infra.ledger import Ledger, LedgerUnavailable, UploadRow
+from ..monitor import instance_id
+from ..resilience import CircuitBreaker, DeadLetter, RateLimiter, Retry, Transition
+from ..stats import percentiles
+from ..worker import BatchWorker
+from .guard import PlatformGuard
+from .plan import (
+    accepted_batch_id,
+    halves,
+    never_recorded,
+    pack,
+    refused_invoices,
+    revenue_lines,
+)
+
+__all__ = ["PLATFORM", "UPLOAD_PATH", "RevenuePoster"]
+
+log = logging.getLogger("erpgw.revenue")
+_codec: MsgpackCodec[Envelope] = MsgpackCodec(Envelope)
+_batch: JsonCodec[RevenueBatch] = JsonCodec(RevenueBatch)
+_json = msgspec.json.Encoder()
+
+PLATFORM = "revenue"
+UPLOAD_PATH = "/revenue/v1/batches"
+BREAKER_OPEN = "revenue.breaker_open"
+# Ledger states a line may be (re)sent from: never claimed, or proven not recorded.
+_SENDABLE = (None, "released", "rejected")
+
+
+@dataclass
+class _Invoice:
+    """One invoice of the batch: its envelope, every delivery of it, and how it ends."""
+
+    env: Envelope
+    deliveries: list[Delivery]
+    lines: list[RevenueLineIn]
+    refusal: GatewayError | None = None  # dead-letter (permanent)
+    platform_response: str | None = None
+    retry: Exception | None = None  # nak / retry policy
+    done: set[str] = field(default_factory=set)  # line ids settled: at the platform or in doubt
+
+    @property
+    def unfinished(self) -> bool:
+        return any(ln.line_id not in self.done for ln in self.lines)
+
+
+class RevenuePoster(BatchWorker):
+    def __init__(self, name: str, *, revenue: HttpClient, ledger: Ledger, dlq: DeadLetterSink,
+                 subjects: Subjects, max_batch_lines: int = 500,
+                 breaker: CircuitBreaker | None = None, limiter: RateLimiter | None = None,
+                 on_transitions: Callable[[list[Transition]], Awaitable[None]] | None = None,
+                 clock: Callable[[], float] = time.monotonic, **kw: object) -> None:
+        super().__init__(name, **kw)  # type: ignore[arg-type]
+        if max_batch_lines < 1:
+            raise ValueError(f"max_batch_lines must be >= 1, got {max_batch_lines}")
+        self.guard = PlatformGuard("revenue", revenue, open_code=BREAKER_OPEN, breaker=breaker,
+                                   limiter=limiter, on_transitions=on_transitions, clock=clock)
+        self.ledger = ledger
+        self.dlq = dlq
+        self.subjects = subjects
+        self.max_batch_lines = max_batch_lines
+        self.requests = 0
+        self.uploaded_lines = 0
+        self.skipped_lines = 0
+        self.in_doubt_lines = 0
+        self.rejected_invoices = 0
+        self._latency_ms: deque[float] = deque(maxlen=20_000)
+        self._corrupt = fault("revenue.corrupt_line")
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        counts = await self.ledger.upload_counts(PLATFORM)
+        if counts.get("in_doubt") or counts.get("pending"):
+            log.error("revenue: %d line(s) in doubt and %d claimed by an unfinished attempt "
+                      "in the ledger; see docs/errors.md (revenue.upload_in_doubt)",
+                      counts.get("in_doubt", 0), counts.get("pending", 0))
+        await super().run(task_status=task_status)
+
+    async def gate(self) -> None:
+        """While the revenue breaker is open, wait here (work stays in the stream)."""
+        await self.guard.gate(self)
+
+    async def handle(self, batch: Sequence[Delivery]) -> None:
+        try:
+            await self._handle(batch)
+        except LedgerUnavailable as err:
+            # Safe: a line is only ever sent after its claim committed, and a claim left
+            # behind by this failure is read as "in doubt" next time, never sent again.
+            self.last_error = str(err)
+            log.error("ledger unavailable, batch of %d will be redelivered: %s", len(batch), err)
+            for d in batch:
+                if not d.settled:
+                    await d.nak(delay=self.retry_delay(d, err))
+
+    # -- one batch -----------------------------------------------------------------------------
+
+    async def _handle(self, batch: Sequence[Delivery]) -> None:
+        invoices: dict[str, _Invoice] = {}
+        for d in batch:
+            try:
+                env = _codec.decode(d.data)
+                inv = env.payload
+                if not isinstance(inv, InvoiceIssued | InvoiceIssuedV2):
+                    raise ContractError(f"revenue poster cannot handle {env.type}",
+                                        code="route.unexpected_type", path="$.payload.type")
+                lines = self._lines(inv)
+            except ContractError as err:
+                await self.dlq.send(d, err)
+                self.failed += 1
+                continue
+            item = invoices.get(inv.invoice_id)
+            if item is None:  # the same invoice twice in one batch: its lines once
+                invoices[inv.invoice_id] = _Invoice(env, [d], lines)
+            else:
+                item.deliveries.append(d)
+        if not invoices:
+            return
+        states = await self.ledger.upload_states(
+            PLATFORM, (ln.line_id for it in invoices.values() for ln in it.lines))
+        stale = [ln for it in invoices.values() for ln in it.lines
+                 if states.get(ln.line_id) == "pending"]
+        if stale:
+            await self._in_doubt(stale, invoices, "claimed by an upload attempt that never "
+                                 "recorded its answer (the process or the actor stopped)")
+        groups = []
+        for it in invoices.values():
+            todo = []
+            for ln in it.lines:
+                if states.get(ln.line_id) in _SENDABLE:
+                    todo.append(ln)
+                elif ln.line_id not in it.done:  # uploaded or in doubt before this batch
+                    it.done.add(ln.line_id)
+                    self.skipped_lines += 1
+            groups.append(todo)
+        for lines in pack(groups, self.max_batch_lines):
+            stop = await self._upload(lines, invoices)
+            if stop is not None:  # the platform is failing: leave the rest to a redelivery
+                for it in invoices.values():
+                    if it.refusal is None and it.unfinished:
+                        it.retry = stop
+                break
+        await self._settle(invoices.values())
+
+    def _lines(self, inv: InvoiceIssued | InvoiceIssuedV2) -> list[RevenueLineIn]:
+        lines = revenue_lines(inv)
+        if self._corrupt and inv.invoice_id == self._corrupt:  # drill: GW_FAULT
+            first = lines[0]
+            before = (inv.period_start - timedelta(days=1)).isoformat()
+            lines[0] = msgspec.structs.replace(first, period_end=before)
+        return lines
+
+    def _rows(self, lines: Iterable[RevenueLineIn], invoices: dict[str, _Invoice], status: str,
+              attempt: str, detail: str, batch_id: str | None = None) -> list[UploadRow]:
+        now = time.time()
+        return [UploadRow(PLATFORM, ln.line_id, ln.invoice_id, status, attempt, batch_id,
+                          ln.amount, ln.currency, invoices[ln.invoice_id].env.correlation_id,
+                          now, detail) for ln in lines]
+
+    async def _upload(self, lines: list[RevenueLineIn],
+                      invoices: dict[str, _Invoice]) -> Exception | None:
+        """Send ``lines`` (one upload; a 422 may split it), recording every step in the ledger.
+        Returns the error when the platform is failing (stop uploading this batch), else None.
+        Raises ``LedgerUnavailable``."""
+        queue = [lines]
+        while queue:
+            part = [ln for ln in queue.pop(0) if invoices[ln.invoice_id].refusal is None]
+            if not part:
+                continue
+            attempt = new_id()
+            claimed = False
+
+            async def claim(part: list[RevenueLineIn] = part, attempt: str = attempt) -> None:
+                nonlocal claimed
+                await self.ledger.record_uploads(self._rows(
+                    part, invoices, "pending", attempt, f"attempt {attempt}: {len(part)} lines"))
+                claimed = True
+                crashpoint("revenue.before_upload")
+
+            body = _batch.encode(RevenueBatch(lines=part))
+            self.requests += 1
+            try:
+                resp = await self.guard.post(UPLOAD_PATH, body, before_send=claim)
+            except PlatformRejected as err:  # nothing of the upload was recorded
+                if err.status in (413, 422):
+                    queue[:0] = await self._refused(part, err, invoices, attempt)
+                else:  # 400, 401, 404...: the upload itself is wrong, not a line
+                    await self._refuse(part, invoices, attempt, err, err.body)
+                continue
+            except Permanent as err:
+                await self._refuse(part, invoices, attempt, err, None)
+                continue
+            except LedgerUnavailable:
+                raise  # the claim did not commit: nothing was sent (see handle)
+            except Retryable as err:
+                self.last_error = str(err)
+                await self.guard.publish_transitions()
+                if not claimed:  # refused by the breaker: nothing was claimed or sent
+                    return err
+                if never_recorded(err):
+                    await self.ledger.record_uploads(self._rows(
+                        part, invoices, "released", attempt,
+                        f"not recorded by the platform ({err.code}): {err}"[:500]))
+                    log.info("revenue upload of %d lines not recorded (%s): %s", len(part),
+                             err.code, err)
+                else:
+                    await self._in_doubt(part, invoices,
+                                         f"no answer after sending ({err.code}): {err}",
+                                         attempt)
+                return err
+            crashpoint("revenue.after_upload")
+            batch_id = accepted_batch_id(resp.body)
+            await self.ledger.record_uploads(self._rows(
+                part, invoices, "uploaded", attempt, f"batch {batch_id}", batch_id))
+            crashpoint("revenue.after_commit")
+            self.uploaded_lines += len(part)
+            for ln in part:
+                invoices[ln.invoice_id].done.add(ln.line_id)
+            now = datetime.now(UTC)
+            for inv_id in dict.fromkeys(ln.invoice_id for ln in part):
+                occurred = invoices[inv_id].env.occurred_at
+                self._latency_ms.append((now - occurred).total_seconds() * 1000)
+        return None
+
+    async def _refused(self, part: list[RevenueLineIn], err: PlatformRejected,
+                       invoices: dict[str, _Invoice], attempt: str) -> list[list[RevenueLineIn]]:
+        """A 422 (or a 413: more lines than the platform takes): dead-letter the refused
+        invoices, release the other lines and return them as the uploads to send next; when
+        the answer does not name the lines, send halves (split between invoices) until it
+        does or one invoice is left, which is then the one refused."""
+        refused = refused_invoices(part, err.body) if err.status == 422 else None
+        if refused is None:
+            parts = halves(part)
+            if len(parts) == 1:
+                await self._refuse(part, invoices, attempt, err, err.body)
+                return []
+            log.warning("revenue upload of %d lines refused with %d without naming the lines; "
+                        "sending it in halves", len(part), err.status)
+            await self.ledger.record_uploads(self._rows(
+                part, invoices, "released", attempt,
+                f"refused with {err.status} not naming the lines; sent again in halves"))
+            return parts
+        for inv_id, errors in refused.items():
+            it = invoices[inv_id]
+            it.refusal = Permanent(
+                "; ".join(f"{line_id}: [{code}] {msg}" for line_id, code, msg in errors)[:1000],
+                code=f"revenue.{errors[0][1].lower()}")
+            it.platform_response = err.body
+        rest = [ln for ln in part if ln.invoice_id not in refused]
+        await self.ledger.record_uploads(
+            self._rows([ln for ln in part if ln.invoice_id in refused], invoices, "rejected",
+                       attempt, f"422: {err.body}"[:500])
+            + self._rows(rest, invoices, "released", attempt,
+                         "upload refused for other invoices' lines; sent again without them"))
+        log.warning("revenue upload refused for %d invoice(s) (%s); %d other line(s) sent "
+                    "again", len(refused), ", ".join(sorted(refused)), len(rest))
+        return [rest] if rest else []
+
+    async def _refuse(self, part: list[RevenueLineIn], invoices: dict[str, _Invoice],
+                      attempt: str, err: GatewayError, body: str | None) -> None:
+        """The platform refused the whole upload: its invoices are dead-lettered."""
+        await self.ledger.record_uploads(self._rows(part, invoices, "rejected", attempt,
+                                                    f"[{err.code}] {err}"[:500]))
+        for inv_id in dict.fromkeys(ln.invoice_id for ln in part):
+            invoices[inv_id].refusal = err
+            invoices[inv_id].platform_response = body
+
+    async def _in_doubt(self, lines: list[RevenueLineIn], invoices: dict[str, _Invoice],
+                        reason: str, attempt: str | None = None) -> None:
+        """Lines that may or may not be at the platform: flag them, never send them again."""
+        await self.ledger.record_uploads(self._rows(
+            lines, invoices, "in_doubt", attempt or new_id(), reason[:500]))
+        for ln in lines:
+            invoices[ln.invoice_id].done.add(ln.line_id)
+        ids = sorted({ln.invoice_id for ln in lines})
+        self.in_doubt_lines += len(lines)
+        self.last_error = f"revenue.upload_in_doubt: {len(lines)} line(s): {reason}"
+        log.error("revenue: %d line(s) of %d invoice(s) in doubt, not sent again "
+                  "(revenue.upload_in_doubt): %s; invoices %s", len(lines), len(ids), reason,
+                  ", ".join(ids[:20]) + (" ..." if len(ids) > 20 else ""))
+        await self.bus.emit(self.subjects.mon_event("revenue"), _json.encode({
+            "kind": "revenue", "event": "upload_in_doubt", "code": "revenue.upload_in_doubt",
+            "at": time.time(), "instance": instance_id(), "reason": reason,
+            "lines": [ln.line_id for ln in lines[:200]], "line_count": len(lines),
+            "invoices": ids[:200]}))
+
+    async def _settle(self, invoices: Iterable[_Invoice]) -> None:
+        """Ack, dead-letter or nak every delivery, after the ledger has everything."""
+        for it in invoices:
+            key, corr = str(it.env.key), it.env.correlation_id
+            if it.refusal is not None:
+                self.rejected_invoices += 1
+                for d in it.deliveries:
+                    await self.dlq.send(d, it.refusal, business_key=key, correlation_id=corr,
+                                        platform_response=it.platform_response)
+                    self.failed += 1
+            elif it.retry is not None:
+                for d in it.deliveries:
+                    match self.decide(d, it.retry):
+                        case Retry(delay=delay):
+                            await d.nak(delay=delay)
+                        case DeadLetter() as verdict:
+                            await self.dlq.send(d, verdict.as_error(it.retry), business_key=key,
+                                                correlation_id=corr,
+                                                platform_response=str(it.retry))
+                            self.failed += 1
+            else:
+                assert not it.unfinished, f"invoice {it.env.key} settled with lines to send"
+                for d in it.deliveries:
+                    await d.ack()
+                    self.processed += 1
+
+    def statistics(self) -> dict[str, object]:
+        return {
+            **super().statistics(),
+            **self.guard.statistics(),
+            "requests": self.requests,
+            "uploaded_lines": self.uploaded_lines,
+            "skipped_lines": self.skipped_lines,
+            "in_doubt_lines": self.in_doubt_lines,
+            "rejected_invoices": self.rejected_invoices,
+            "dead_lettered": self.dlq.count,
+            "latency_ms": percentiles(self._latency_ms),
+        }

@@ -1,0 +1,253 @@
+"""The revenue poster over fakes (a scripted platform, a real ledger in a temporary file):
+the answers the simulator cannot be made to give — an unreadable 422, a timeout after
+sending, a claim left behind — and what each leaves in the ledger and on the deliveries."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+
+from actors.infra import ConsumerSettings
+from actors.infra.http import Ambiguous, HttpResponse, PlatformRejected, PlatformUnavailable
+from actors.infra.ledger import Ledger, UploadRow
+from actors.revenue import PLATFORM, RevenuePoster
+from contracts import (
+    BusinessKey,
+    InvoiceIssued,
+    InvoiceLine,
+    MsgpackCodec,
+    Subjects,
+    make_envelope,
+)
+from contracts.platforms.revenue import (
+    RevenueBatch,
+    RevenueBatchResult,
+    RevenueLineError,
+    RevenueLineIn,
+)
+
+_codec = MsgpackCodec(object)
+_batch = msgspec.json.Decoder(RevenueBatch)
+
+
+def envelope(n: int, lines: int = 2) -> bytes:
+    items = [InvoiceLine(line_id=f"il_{k}", product_id="prod", description="", quantity=1,
+                         unit_amount=100, amount=100) for k in range(1, lines + 1)]
+    inv = InvoiceIssued(invoice_id=f"in_{n}", number=f"INV-{n}", customer_id="cus_1",
+                        currency="USD", issued_at=datetime(2025, 3, 1, tzinfo=UTC),
+                        period_start=date(2025, 3, 1), period_end=date(2025, 3, 31),
+                        lines=items, subtotal=100 * lines, tax=0, total=100 * lines)
+    env = make_envelope(inv, source="billing",
+                        key=BusinessKey(source="billing", object_id=inv.invoice_id, version=1))
+    return _codec.encode(env)
+
+
+class FakeDelivery:
+    def __init__(self, data: bytes, num_delivered: int = 1) -> None:
+        self.data = data
+        self.num_delivered = num_delivered
+        self.stream_seq = 1
+        self.subject = "erpgw.billing.evt.invoice.issued.v1"
+        self.headers: dict[str, str] = {}
+        self.settled = False
+        self.verdict: str | None = None
+
+    async def _set(self, verdict: str) -> bool:
+        self.settled, self.verdict = True, verdict
+        return True
+
+    async def ack(self) -> bool:
+        return await self._set("ack")
+
+    async def nak(self, delay: float | None = None) -> bool:
+        return await self._set("nak")
+
+    async def term(self) -> bool:
+        return await self._set("term")
+
+    async def in_progress(self) -> bool:
+        return True
+
+
+class FakeSink:
+    def __init__(self) -> None:
+        self.letters: list[tuple[str, str | None]] = []
+        self.count = 0
+
+    async def send(self, d: FakeDelivery, err: Any, **context: Any) -> None:
+        self.letters.append((err.code, context.get("business_key")))
+        self.count += 1
+        await d.term()
+
+
+class FakeBus:
+    def __init__(self) -> None:
+        self.emitted: list[tuple[str, dict[str, Any]]] = []
+
+    async def emit(self, subject: str, data: bytes) -> None:
+        self.emitted.append((subject, msgspec.json.decode(data)))
+
+
+Answer = Callable[[list[RevenueLineIn]], HttpResponse]
+
+
+class Platform:
+    """A scripted revenue platform: each upload is answered by the next script entry (the
+    last repeats) and, when accepted, recorded."""
+
+    def __init__(self, *script: Answer) -> None:
+        self.script = list(script)
+        self.uploads: list[list[str]] = []
+        self.recorded: list[str] = []
+
+    async def post(self, path: str, body: bytes, **_: Any) -> HttpResponse:
+        lines = _batch.decode(body).lines
+        self.uploads.append([ln.line_id for ln in lines])
+        answer = self.script.pop(0) if len(self.script) > 1 else self.script[0]
+        resp = answer(lines)
+        self.recorded += [ln.line_id for ln in lines]
+        return resp
+
+
+def accept(lines: list[RevenueLineIn]) -> HttpResponse:
+    return HttpResponse(201, msgspec.json.encode(RevenueBatchResult(
+        batch_id="RB-1", status="accepted", lines=len(lines))))
+
+
+def fail(err: Exception) -> Answer:
+    def answer(lines: list[RevenueLineIn]) -> HttpResponse:
+        raise err
+    return answer
+
+
+def refuse_invoice(invoice_id: str, readable: bool = True) -> Answer:
+    """422 when the upload holds ``invoice_id``'s lines, else accept."""
+    def answer(lines: list[RevenueLineIn]) -> HttpResponse:
+        bad = [i for i, ln in enumerate(lines) if ln.invoice_id == invoice_id]
+        if not bad:
+            return accept(lines)
+        body = msgspec.json.encode(RevenueBatchResult(
+            batch_id=None, status="rejected", lines=len(lines),
+            errors=[RevenueLineError(index=i, code="INVALID", message="no") for i in bad]))
+        raise PlatformRejected("422", status=422,
+                               body=body.decode() if readable else "<html>422</html>")
+    return answer
+
+
+@pytest.fixture
+async def ledger(tmp_path: Path) -> AsyncIterator[Ledger]:
+    ledger = await Ledger.open(tmp_path / "ledger.db")
+    try:
+        yield ledger
+    finally:
+        await ledger.close()
+
+
+def poster(platform: Platform, ledger: Ledger, max_lines: int = 500) -> RevenuePoster:
+    return RevenuePoster("revenue-billing", revenue=platform, ledger=ledger, dlq=FakeSink(),
+                         subjects=Subjects(), max_batch_lines=max_lines, bus=FakeBus(),
+                         stream="ERPGW_BILLING", durable="revenue-billing",
+                         consumer=ConsumerSettings(), seed=1)
+
+
+async def states(ledger: Ledger) -> dict[str, str]:
+    return {r.line_id: r.status for r in await ledger.find_uploads(PLATFORM)}
+
+
+async def test_an_unreadable_422_is_bisected_down_to_the_refused_invoice(ledger: Ledger) -> None:
+    platform = Platform(refuse_invoice("in_3", readable=False))
+    p = poster(platform, ledger)
+    batch = [FakeDelivery(envelope(n)) for n in range(1, 6)]
+    await p.handle(batch)
+    assert [d.verdict for d in batch] == ["ack", "ack", "term", "ack", "ack"]
+    assert p.dlq.letters == [("http.rejected", "billing:in_3:v1")]
+    assert sorted(platform.recorded) == sorted(
+        f"in_{n}:il_{k}" for n in (1, 2, 4, 5) for k in (1, 2))
+    got = await states(ledger)
+    assert {v for k, v in got.items() if k.startswith("in_3:")} == {"rejected"}
+    assert {v for k, v in got.items() if not k.startswith("in_3:")} == {"uploaded"}
+
+
+async def test_a_readable_422_sends_the_other_lines_again_at_once(ledger: Ledger) -> None:
+    platform = Platform(refuse_invoice("in_2"))
+    p = poster(platform, ledger)
+    batch = [FakeDelivery(envelope(n)) for n in range(1, 4)]
+    await p.handle(batch)
+    assert len(platform.uploads) == 2  # the refused upload, then the rest in one
+    assert [d.verdict for d in batch] == ["ack", "term", "ack"]
+    assert p.dlq.letters == [("revenue.invalid", "billing:in_2:v1")]
+
+
+async def test_more_lines_than_the_platform_takes_are_sent_in_halves(ledger: Ledger) -> None:
+    def small(lines: list[RevenueLineIn]) -> HttpResponse:
+        if len(lines) > 3:
+            raise PlatformRejected("413", status=413, body='{"code": "too_many"}')
+        return accept(lines)
+    platform = Platform(small)
+    p = poster(platform, ledger)
+    batch = [FakeDelivery(envelope(n)) for n in range(1, 5)]
+    await p.handle(batch)
+    assert [d.verdict for d in batch] == ["ack"] * 4
+    assert sorted(platform.recorded) == sorted(
+        f"in_{n}:il_{k}" for n in range(1, 5) for k in (1, 2))
+
+
+async def test_no_answer_after_sending_is_in_doubt_and_never_sent_again(ledger: Ledger) -> None:
+    platform = Platform(fail(Ambiguous("no answer within 10 s")), accept)
+    p = poster(platform, ledger)
+    first = [FakeDelivery(envelope(1))]
+    await p.handle(first)
+    assert first[0].verdict == "ack"  # outcome unknown, not failed: flagged, not dead-lettered
+    assert set((await states(ledger)).values()) == {"in_doubt"}
+    assert p.in_doubt_lines == 2 and p.dlq.letters == []
+    (subject, event), = p.bus.emitted
+    assert subject == "erpgw.mon.events.revenue" and event["event"] == "upload_in_doubt"
+    assert event["invoices"] == ["in_1"] and event["line_count"] == 2
+    again = [FakeDelivery(envelope(1), num_delivered=2)]  # a replay, say
+    await p.handle(again)
+    assert again[0].verdict == "ack" and len(platform.uploads) == 1
+    assert p.skipped_lines == 2
+
+
+async def test_a_claim_left_behind_is_held_in_doubt(ledger: Ledger) -> None:
+    """What a restart finds after dying between the claim and the answer."""
+    await ledger.record_uploads([
+        UploadRow(PLATFORM, f"in_1:il_{k}", "in_1", "pending", "a0", None, 100, "USD", None,
+                  time.time()) for k in (1, 2)])
+    platform = Platform(accept)
+    p = poster(platform, ledger)
+    batch = [FakeDelivery(envelope(1)), FakeDelivery(envelope(2))]
+    await p.handle(batch)
+    assert [d.verdict for d in batch] == ["ack", "ack"]
+    assert platform.uploads == [["in_2:il_1", "in_2:il_2"]]
+    assert await states(ledger) == {"in_1:il_1": "in_doubt", "in_1:il_2": "in_doubt",
+                                    "in_2:il_1": "uploaded", "in_2:il_2": "uploaded"}
+
+
+async def test_an_error_status_records_nothing_so_the_lines_go_again(ledger: Ledger) -> None:
+    platform = Platform(fail(PlatformUnavailable("503", code="http.server_error")), accept)
+    p = poster(platform, ledger)
+    first = [FakeDelivery(envelope(1))]
+    await p.handle(first)
+    assert first[0].verdict == "nak"
+    assert set((await states(ledger)).values()) == {"released"}
+    again = [FakeDelivery(envelope(1), num_delivered=2)]
+    await p.handle(again)
+    assert again[0].verdict == "ack"
+    assert set((await states(ledger)).values()) == {"uploaded"}
+    assert platform.uploads[0] == platform.uploads[1]  # the same lines, proven not recorded
+
+
+async def test_one_invoice_twice_in_a_batch_is_sent_once(ledger: Ledger) -> None:
+    platform = Platform(accept)
+    p = poster(platform, ledger, max_lines=3)
+    batch = [FakeDelivery(envelope(1)), FakeDelivery(envelope(1)), FakeDelivery(envelope(2))]
+    await p.handle(batch)
+    assert [d.verdict for d in batch] == ["ack", "ack", "ack"]
+    assert platform.uploads == [["in_1:il_1", "in_1:il_2"], ["in_2:il_1", "in_2:il_2"]]
