@@ -48,8 +48,9 @@ from contracts.platforms import erp as wire
 
 from ..crash import crashpoint, fault
 from ..deadletter import DeadLetterSink
+from ..guard import PlatformGuard
 from ..infra.bus import Delivery
-from ..infra.http import HttpClient, HttpResponse, PlatformRejected, PlatformUnavailable
+from ..infra.http import HttpClient, PlatformRejected
 from ..infra.ledger import Ledger, LedgerUnavailable, PostingRow
 from ..replay import REPAIR_HEADER
 from ..resilience import CircuitBreaker, DeadLetter, RateLimiter, Retry, Transition
@@ -89,8 +90,8 @@ class ErpPoster(BatchWorker):
         self.dlq = dlq
         self.breaker = breaker
         self.limiter = limiter
-        self._on_transitions = on_transitions
-        self._clock = clock
+        self.guard = PlatformGuard("ERP", erp, open_code="erp.breaker_open", breaker=breaker,
+                                   limiter=limiter, on_transitions=on_transitions, clock=clock)
         self.posted = 0
         self.replayed = 0
         self.skipped_known = 0
@@ -107,67 +108,7 @@ class ErpPoster(BatchWorker):
 
     async def gate(self) -> None:
         """While the breaker is open, wait here (work stays in the stream)."""
-        if self.breaker is None:
-            return
-        await self._publish_transitions()
-        while not self.stop_requested:
-            wait = self.breaker.retry_in(self._clock())
-            if wait <= 0:
-                return
-            with anyio.move_on_after(min(wait, 1.0)):
-                await self.wait_stop_requested()
-
-    async def _publish_transitions(self) -> None:
-        if self.breaker is None:
-            return
-        moves = self.breaker.drain_transitions()
-        for t in moves:
-            log.warning("ERP breaker %s: %s -> %s (%s)", t.breaker, t.source, t.target,
-                        t.reason)
-        if moves and self._on_transitions is not None:
-            await self._on_transitions(moves)
-
-    async def _permit(self) -> None:
-        """Wait for a rate-limiter permit (fails closed: no permit, no request)."""
-        if self.limiter is None:
-            return
-        while True:
-            wait = self.limiter.acquire(1, self._clock())
-            if wait <= 0:
-                return
-            await anyio.sleep(min(wait, 0.5))
-
-    async def _call(self, body: bytes) -> HttpResponse:
-        """One guarded bulk request: breaker, permit, call, outcome fed back to both."""
-        now = self._clock()
-        if self.breaker is not None and not self.breaker.allow(now):
-            raise PlatformUnavailable("ERP circuit breaker is open", code="erp.breaker_open",
-                                      retry_after=self.breaker.retry_in(now))
-        await self._permit()
-        try:
-            resp = await self.erp.post(BULK_PATH, body)
-        except Exception as exc:
-            now = self._clock()
-            if self.breaker is not None:
-                self.breaker.record_error(exc, now)
-            if self.limiter is not None:
-                self.limiter.release(1)
-                if getattr(exc, "code", "") == "http.rate_limited":
-                    self.limiter.on_throttled(getattr(exc, "retry_after", None), now)
-            raise
-        except BaseException:
-            if self.breaker is not None:
-                self.breaker.release()
-            if self.limiter is not None:
-                self.limiter.release(1)
-            raise
-        now = self._clock()
-        if self.breaker is not None:
-            self.breaker.record_success(now)
-        if self.limiter is not None:
-            self.limiter.release(1)
-            self.limiter.on_success(now)
-        return resp
+        await self.guard.gate(self)
 
     async def handle(self, batch: Sequence[Delivery]) -> None:
         if self._raise_every:
@@ -220,7 +161,7 @@ class ErpPoster(BatchWorker):
         body = _json.encode(wire.BulkRequest(items=[entry_to_wire(e) for _, e, _ in items]))
         self.requests += 1
         try:
-            resp = await self._call(body)
+            resp = await self.guard.post(BULK_PATH, body)
             results = _bulk_dec.decode(resp.body).results  # ContractError is Permanent
             if len(results) != len(items):
                 raise PlatformRejected(
@@ -229,7 +170,7 @@ class ErpPoster(BatchWorker):
         except Retryable as err:
             self.last_error = str(err)
             log.info("ERP bulk of %d not posted (%s): %s", len(items), err.code, err)
-            await self._publish_transitions()
+            await self.guard.publish_transitions()
             for env, _, ds in items:
                 for d in ds:
                     match self.decide(d, err):

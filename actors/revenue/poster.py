@@ -86,6 +86,7 @@ from contracts.platforms.revenue import RevenueBatch, RevenueLineIn
 
 from ..crash import crashpoint, fault
 from ..deadletter import DeadLetterSink
+from ..guard import PlatformGuard
 from ..infra.bus import Delivery
 from ..infra.http import HttpClient, PlatformRejected
 from ..infra.ledger import Ledger, LedgerUnavailable, UploadRow
@@ -93,7 +94,6 @@ from ..monitor import instance_id
 from ..resilience import CircuitBreaker, DeadLetter, RateLimiter, Retry, Transition
 from ..stats import percentiles
 from ..worker import BatchWorker
-from .guard import PlatformGuard
 from .plan import (
     accepted_batch_id,
     halves,

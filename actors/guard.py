@@ -3,9 +3,8 @@
 Why it exists: every adapter that writes to a platform needs the same three moves around each
 request (``actors.resilience`` has the pure cores): wait while the breaker is open instead of
 fetching work (``gate``), take a permit before calling (fail closed: no permit, no request),
-then feed the outcome back to both (``post``). This module is the one place those moves live
-for adapters written from now on; the ERP poster (``actors.erp.poster``) still carries its
-own copy of them and should delegate here when it is next touched.
+then feed the outcome back to both (``post``). This module is the one place those moves live;
+the ERP poster and the revenue poster both delegate to it.
 
 ``post`` takes a ``before_send`` hook that runs after the breaker and the limiter said yes and
 immediately before the request leaves: an adapter whose platform has no idempotency key records
@@ -22,9 +21,9 @@ from collections.abc import Awaitable, Callable
 
 import anyio
 
-from ..infra.http import HttpClient, HttpResponse, PlatformUnavailable
-from ..resilience import CircuitBreaker, RateLimiter, Transition
-from ..runtime import Actor
+from .infra.http import HttpClient, HttpResponse, PlatformUnavailable
+from .resilience import CircuitBreaker, RateLimiter, Transition
+from .runtime import Actor
 
 __all__ = ["PlatformGuard"]
 
