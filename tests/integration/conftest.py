@@ -121,6 +121,10 @@ async def live_gateway(broker: EmbeddedBroker, tmp_path: Path,
         "http": {"port": port, "max_body_bytes": 64 * 1024},
         "billing": {"webhook_secrets": [SECRET]},
         "erp": {"base_url": sim_url, "timeout_s": 5.0},
+        # every platform the gateway talks to is the in-process simulator
+        "revenue": {"base_url": sim_url},
+        "cpq": {"base_url": sim_url},
+        "reconcile": {"billing_url": sim_url},
     })
     bus = await NatsBus.connect(broker.url)
     ready = anyio.Event()
