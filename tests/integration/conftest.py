@@ -111,21 +111,23 @@ async def sim_url() -> AsyncIterator[str]:
         await _stop(task)
 
 
-@pytest.fixture
-async def live_gateway(broker: EmbeddedBroker, tmp_path: Path,
-                       sim_url: str) -> AsyncIterator[LiveGateway]:
+@contextlib.asynccontextmanager
+async def running_gateway(broker: EmbeddedBroker, tmp_path: Path, sim_url: str,
+                          **overrides: Any) -> AsyncIterator[LiveGateway]:
+    """A gateway in this process on a free port, every platform pointed at the in-process
+    simulator; ``overrides`` are config sections merged over that (e.g. ``sla={...}``)."""
     port = free_port()
-    cfg = load_config(env={}, overrides={
+    doc: dict[str, Any] = {
         "data_dir": str(tmp_path / "gw"),
         "nats": {"url": broker.url},
         "http": {"port": port, "max_body_bytes": 64 * 1024},
         "billing": {"webhook_secrets": [SECRET]},
         "erp": {"base_url": sim_url, "timeout_s": 5.0},
-        # every platform the gateway talks to is the in-process simulator
         "revenue": {"base_url": sim_url},
         "cpq": {"base_url": sim_url},
         "reconcile": {"billing_url": sim_url},
-    })
+    }
+    cfg = load_config(env={}, overrides={**doc, **overrides})
     bus = await NatsBus.connect(broker.url)
     ready = anyio.Event()
     task = await _start(run_gateway(cfg, ready=ready, handle_signals=False), ready)
@@ -135,3 +137,10 @@ async def live_gateway(broker: EmbeddedBroker, tmp_path: Path,
     finally:
         await _stop(task)
         await bus.close()
+
+
+@pytest.fixture
+async def live_gateway(broker: EmbeddedBroker, tmp_path: Path,
+                       sim_url: str) -> AsyncIterator[LiveGateway]:
+    async with running_gateway(broker, tmp_path, sim_url) as gw:
+        yield gw

@@ -14,13 +14,9 @@ import nats
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from actors.infra import NatsBus
-from contracts import Subjects
-from gateway.app import run_gateway
-from gateway.broker import EmbeddedBroker, free_port
-from gateway.config import load_config
+from gateway.broker import EmbeddedBroker
 
-from .conftest import SECRET, LiveGateway, _start, _stop, billing_event, signed
+from .conftest import LiveGateway, billing_event, running_gateway, signed
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
 
@@ -29,25 +25,10 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
 async def watched_gateway(broker: EmbeddedBroker, tmp_path: Path,
                           sim_url: str) -> AsyncIterator[LiveGateway]:
     """A live gateway with KPIs every second and an absurdly low posting-latency target."""
-    port = free_port()
-    cfg = load_config(env={}, overrides={
-        "data_dir": str(tmp_path / "gw"),
-        "nats": {"url": broker.url},
-        "http": {"port": port},
-        "billing": {"webhook_secrets": [SECRET]},
-        "erp": {"base_url": sim_url, "timeout_s": 5.0},
-        "sla": {"kpi_interval_s": 1.0, "invoice_posting_p99_ms": 0.001,
-                "dlq_unresolved": 5},
-    })
-    bus = await NatsBus.connect(broker.url)
-    ready = anyio.Event()
-    task = await _start(run_gateway(cfg, ready=ready, handle_signals=False), ready)
-    try:
-        yield LiveGateway(cfg, bus, f"http://127.0.0.1:{port}/webhooks/billing",
-                          Subjects(prefix=cfg.nats.prefix), sim_url)
-    finally:
-        await _stop(task)
-        await bus.close()
+    async with running_gateway(broker, tmp_path, sim_url,
+                               sla={"kpi_interval_s": 1.0, "invoice_posting_p99_ms": 0.001,
+                                    "dlq_unresolved": 5}) as gw:
+        yield gw
 
 
 class Watcher:
