@@ -6,8 +6,10 @@ runs, a heartbeat tells the server every ``ack_wait/3`` seconds that the unsettl
 still being worked on, so a slow platform never causes a concurrent redelivery. ``handle`` must
 settle each delivery (ack after its effect is durable, nak with a delay, or dead-letter + term).
 
-If ``handle`` raises (a bug, or a failure it chose not to classify), the unsettled deliveries are
-nak'ed with a delay and the exception propagates to the supervisor, which restarts the actor.
+If ``handle`` raises a ``Retryable`` (a passing failure of the whole batch, e.g. the ledger is
+busy or its disk is full), the unsettled deliveries are nak'ed with a delay (never before its
+``retry_after``) and the worker carries on. Anything else (a bug) naks them too and propagates to
+the supervisor, which restarts the actor.
 A stop request is honoured between batches: the current batch is finished, never abandoned.
 """
 
@@ -86,11 +88,12 @@ class BatchWorker(Actor):
                 if not d.settled:
                     await d.in_progress()
 
-    async def _nak_unsettled(self, batch: Sequence[Delivery]) -> None:
+    async def _nak_unsettled(self, batch: Sequence[Delivery],
+                             err: Retryable | None = None) -> None:
         with anyio.move_on_after(5, shield=True):
             for d in batch:
                 if not d.settled:
-                    await d.nak(delay=self.retry_delay(d))
+                    await d.nak(delay=self.retry_delay(d, err))
 
     def request_stop(self) -> None:
         """Stop after the current batch; a fetch waiting for messages is abandoned at once."""
@@ -131,6 +134,17 @@ class BatchWorker(Actor):
                     await self.handle(batch)
                     tg.cancel_scope.cancel()
             except Exception as exc:
+                inner: BaseException = exc
+                while isinstance(inner, BaseExceptionGroup) and len(inner.exceptions) == 1:
+                    inner = inner.exceptions[0]
+                if isinstance(inner, Retryable):
+                    # A passing failure of the whole batch (the ledger is busy or full): its
+                    # unsettled messages come back after a delay; the actor need not restart.
+                    self.last_error = f"[{inner.code}] {inner}"
+                    log.error("%s: batch of %d will be redelivered: %s", self.name, len(batch),
+                              self.last_error)
+                    await self._nak_unsettled(batch, inner)
+                    continue
                 self.last_error = repr(exc)
                 await self._nak_unsettled(batch)
                 raise

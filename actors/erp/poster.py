@@ -51,7 +51,7 @@ from ..deadletter import DeadLetterSink
 from ..guard import PlatformGuard
 from ..infra.bus import Delivery
 from ..infra.http import HttpClient, PlatformRejected
-from ..infra.ledger import Ledger, LedgerUnavailable, PostingRow
+from ..infra.ledger import Ledger, PostingRow
 from ..replay import REPAIR_HEADER
 from ..resilience import CircuitBreaker, DeadLetter, RateLimiter, Retry, Transition
 from ..stats import percentiles
@@ -115,18 +115,8 @@ class ErpPoster(BatchWorker):
             self._since_raise += len(batch)
             if self._since_raise >= self._raise_every:
                 raise RuntimeError(f"fault hook erp.raise_every:{self._raise_every}")
-        try:
-            await self._handle(batch)
-        except LedgerUnavailable as err:
-            # The ERP may already hold some of these postings: a redelivery is answered
-            # 'replayed' under the same idempotency keys, so nak and try again later.
-            self.last_error = str(err)
-            log.error("ledger unavailable, batch of %d will be redelivered: %s", len(batch), err)
-            for d in batch:
-                if not d.settled:
-                    await d.nak(delay=self.retry_delay(d, err))
-
-    async def _handle(self, batch: Sequence[Delivery]) -> None:
+        # LedgerUnavailable (retryable) propagates: the worker naks the batch. Safe: the ERP
+        # answers a redelivered posting 'replayed' under its idempotency key.
         todo: dict[str, tuple[Envelope, PostJournalEntry, list[Delivery]]] = {}
         for d in batch:
             try:

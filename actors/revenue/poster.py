@@ -169,21 +169,12 @@ class RevenuePoster(BatchWorker):
         """While the revenue breaker is open, wait here (work stays in the stream)."""
         await self.guard.gate(self)
 
-    async def handle(self, batch: Sequence[Delivery]) -> None:
-        try:
-            await self._handle(batch)
-        except LedgerUnavailable as err:
-            # Safe: a line is only ever sent after its claim committed, and a claim left
-            # behind by this failure is read as "in doubt" next time, never sent again.
-            self.last_error = str(err)
-            log.error("ledger unavailable, batch of %d will be redelivered: %s", len(batch), err)
-            for d in batch:
-                if not d.settled:
-                    await d.nak(delay=self.retry_delay(d, err))
-
     # -- one batch -----------------------------------------------------------------------------
 
-    async def _handle(self, batch: Sequence[Delivery]) -> None:
+    async def handle(self, batch: Sequence[Delivery]) -> None:
+        """LedgerUnavailable (retryable) propagates: the worker naks the batch. Safe: a line is
+        only ever sent after its claim committed, and a claim left behind by this failure is
+        read as "in doubt" next time, never sent again."""
         invoices: dict[str, _Invoice] = {}
         for d in batch:
             try:

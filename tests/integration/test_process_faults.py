@@ -87,7 +87,7 @@ async def test_full_ledger_disk_blocks_acks_then_recovers(tmp_path: Path) -> Non
         await stack.start_gateway()
         await stack.bill_run(400)
         with anyio.fail_after(60):
-            while "ledger unavailable" not in stack.tail("gateway.log", 2000):
+            while "[ledger.unavailable]" not in stack.tail("gateway.log", 2000):
                 await anyio.sleep(0.2)
         await stack.stop_gateway()
         stack.gateway_env = {}
