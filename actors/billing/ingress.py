@@ -1,15 +1,20 @@
-"""Billing webhook ingress: the gateway's front door for invoices.
+"""Webhook ingress: the gateway's front door for platform events (billing, partner portal).
 
-Theory of operation, per request (each request runs in aiohttp's own handler task):
+Each platform is a ``WebhookSource``: its path, signing secrets, signature header and the table
+of event types it routes (``mapping.EventRoute``). Theory of operation, per request (each
+request runs in aiohttp's own handler task):
 
 1. refuse a body over ``max_body_bytes`` with 413 — from ``Content-Length`` before reading, and
    while streaming for chunked bodies, so memory stays bounded;
-2. verify the ``Billing-Signature`` over the exact raw bytes, before parsing (401/400);
-3. decode the platform event (400 naming the field) and map it to the canonical
-   ``invoice.issued.v1`` (422 naming the broken invariant);
-4. publish to JetStream with ``Nats-Msg-Id`` = derive(billing, invoice id, version) and wait for
-   the PubAck; only then answer 2xx. A duplicate webhook is deduplicated by the stream and still
-   answered 2xx; a broker outage answers 503 with ``Retry-After`` so the platform retries.
+2. verify the source's signature header over the exact raw bytes, before parsing (401/400);
+3. read the event's ``type``, decode the body with that type's route (400 naming the field) and
+   map it to its canonical message (422 naming the broken invariant); a type the source does not
+   route is answered ``ignored`` — unless it belongs to a family the source routes
+   (``invoice.finalised``): that is schema drift, refused with 422 so it is seen;
+4. publish to JetStream on the canonical type's subject with ``Nats-Msg-Id`` derived from the
+   business key and wait for the PubAck; only then answer 2xx. A duplicate webhook is
+   deduplicated by the stream and still answered 2xx; a broker outage answers 503 with
+   ``Retry-After`` so the platform retries.
 
 Group commit: the handlers of concurrent webhooks hand their message to one committer task,
 which stores whatever arrived while its previous commit was in flight as one atomic batch (one
@@ -26,6 +31,8 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import anyio
 import msgspec
@@ -33,7 +40,6 @@ from aiohttp import web
 from anyio.abc import TaskStatus
 
 from contracts import (
-    BusinessKey,
     ContractError,
     Envelope,
     GatewayError,
@@ -42,27 +48,44 @@ from contracts import (
     Retryable,
     SignatureError,
     Subjects,
-    derive_id,
     make_envelope,
 )
 from contracts.platforms import signing
-from contracts.platforms.billing import BillingEvent
 
 from ..crash import crashpoint
 from ..infra.bus import NatsBus, OutMsg
 from ..runtime import Actor
-from .mapping import invoice_from_event
+from .mapping import BILLING_ROUTES, EventHead, EventRoute
 
-__all__ = ["BillingIngress", "ExtraRoute", "IngressSettings", "PostRoute"]
+__all__ = ["BillingIngress", "ExtraRoute", "IngressSettings", "PostRoute", "WebhookSource",
+           "billing_source"]
 
 log = logging.getLogger("erpgw.billing.ingress")
-_events: JsonCodec[BillingEvent] = JsonCodec(BillingEvent)
+_heads: JsonCodec[EventHead] = JsonCodec(EventHead)
 _bus_codec: MsgpackCodec[Envelope] = MsgpackCodec(Envelope)
 _json = msgspec.json.Encoder()
 
-HANDLED_TYPES = frozenset({"invoice.finalized"})
-# Event families the gateway subscribes to: an unknown type inside one is drift, not noise.
-DRIFT_GUARD_PREFIXES = ("invoice.",)
+
+@dataclass(frozen=True, slots=True)
+class WebhookSource:
+    """One platform's webhooks: where they arrive, how they are signed, what they carry.
+
+    ``drift_prefixes``: event families the source subscribes to; an unknown type inside one is
+    drift (422), not noise (``ignored``).
+    """
+
+    name: str  # the platform (``billing``, ``partner``): the envelope's source
+    path: str
+    secrets: tuple[str, ...]
+    routes: Mapping[str, EventRoute[Any]]
+    drift_prefixes: tuple[str, ...] = ()
+    signature_header: str = signing.SIGNATURE_HEADER
+
+
+def billing_source(path: str, secrets: Sequence[str]) -> WebhookSource:
+    """The billing platform's webhooks (invoices, credit notes, payments…)."""
+    prefixes = tuple(sorted({t.split(".", 1)[0] + "." for t in BILLING_ROUTES}))
+    return WebhookSource("billing", path, tuple(secrets), BILLING_ROUTES, prefixes)
 
 # An extra GET endpoint served on the same port (``/metrics``): a synchronous function that
 # answers ``(status, content type, body)``. It runs in the request's task and must not block.
@@ -140,14 +163,16 @@ class BillingIngress(Actor):
                  secrets: Sequence[str], clock: Callable[[], float] = time.time,
                  health: Callable[[], dict[str, object]] | None = None,
                  extra_routes: Mapping[str, ExtraRoute] | None = None,
-                 extra_post_routes: Mapping[str, PostRoute] | None = None) -> None:
+                 extra_post_routes: Mapping[str, PostRoute] | None = None,
+                 sources: Sequence[WebhookSource] = ()) -> None:
         super().__init__(name)
         self._extra_routes = dict(extra_routes or {})
         self._extra_post_routes = dict(extra_post_routes or {})
         self.bus = bus
         self.subjects = subjects
         self.settings = settings
-        self._secrets = tuple(secrets)
+        # The billing platform at ``settings.path``, then any other platform's webhooks.
+        self.sources = (billing_source(settings.path, secrets), *sources)
         self._clock = clock
         self._health = health
         self.counts: dict[str, int] = {"accepted": 0, "duplicate": 0, "ignored": 0}
@@ -173,7 +198,13 @@ class BillingIngress(Actor):
             chunks.append(chunk)
         return b"".join(chunks)
 
-    async def webhook(self, request: web.Request) -> web.Response:
+    def _webhook(self, source: WebhookSource
+                 ) -> Callable[[web.Request], Awaitable[web.Response]]:
+        async def handler(request: web.Request) -> web.Response:
+            return await self.webhook(source, request)
+        return handler
+
+    async def webhook(self, source: WebhookSource, request: web.Request) -> web.Response:
         if request.headers.get("Content-Encoding", "identity") not in ("identity", ""):
             return self._reject(415, ContractError("compressed webhook bodies are not accepted",
                                                    code="body.encoding"))
@@ -183,35 +214,39 @@ class BillingIngress(Actor):
                 f"body exceeds the limit of {self.settings.max_body_bytes} bytes",
                 code="body.too_large"))
         try:
-            signing.verify(request.headers.get(signing.SIGNATURE_HEADER), body, self._secrets,
+            signing.verify(request.headers.get(source.signature_header), body, source.secrets,
                            now=self._clock(), tolerance=self.settings.tolerance_s)
         except SignatureError as err:
             return self._reject(400 if err.code == "signature.malformed" else 401, err)
         try:
-            evt = _events.decode(body)
+            head = _heads.decode(body)
         except ContractError as err:
             return self._reject(400, err)
-        if evt.type not in HANDLED_TYPES and evt.type.startswith(DRIFT_GUARD_PREFIXES):
-            # A type in a family we handle but do not know (``invoice.finalised``): schema
-            # drift, refused so that it is seen; never silently treated as "not subscribed".
-            return self._reject(422, ContractError(
-                f"unknown event type {evt.type!r}; expected one of {sorted(HANDLED_TYPES)}",
-                code="webhook.unknown_event_type", path="$.type"))
-        if evt.type not in HANDLED_TYPES:
+        route = source.routes.get(head.type)
+        if route is None:
+            if head.type.startswith(source.drift_prefixes):
+                # A type in a family we handle but do not know (``invoice.finalised``): schema
+                # drift, refused so that it is seen; never silently treated as "not subscribed".
+                return self._reject(422, ContractError(
+                    f"unknown event type {head.type!r}; expected one of "
+                    f"{sorted(source.routes)}", code="webhook.unknown_event_type",
+                    path="$.type"))
             self.counts["ignored"] += 1
-            log.info("webhook %s of type %s ignored (not subscribed)", evt.id, evt.type)
-            return web.json_response({"status": "ignored", "type": evt.type})
+            log.info("%s webhook %s of type %s ignored (not subscribed)", source.name, head.id,
+                     head.type)
+            return web.json_response({"status": "ignored", "type": head.type})
         try:
-            invoice = invoice_from_event(evt)
+            evt = route.decode(body)
+        except ContractError as err:
+            return self._reject(400, err)
+        try:
+            inbound = route.map(evt)
         except ContractError as err:
             return self._reject(422, err)
-        inv = evt.data.object
-        key = BusinessKey(source="billing", object_id=inv.id, version=inv.version)
-        msg_id = derive_id("billing", inv.id, str(inv.version))
-        env = make_envelope(invoice, source="billing", key=key, tenant=self.settings.tenant,
-                            occurred_at=invoice.issued_at)
-        out = OutMsg(subject=self.subjects.invoice_issued, data=_bus_codec.encode(env),
-                     msg_id=msg_id, headers={"traceparent": env.traceparent or ""})
+        env = make_envelope(inbound.payload, source=source.name, key=inbound.key,
+                            tenant=self.settings.tenant, occurred_at=inbound.occurred_at)
+        out = OutMsg(subject=self.subjects.for_type(env.type), data=_bus_codec.encode(env),
+                     msg_id=inbound.msg_id, headers={"traceparent": env.traceparent or ""})
         self.in_flight += 1
         try:
             duplicate = await self._group.publish(out)
@@ -224,7 +259,7 @@ class BillingIngress(Actor):
         crashpoint("ingress.after_publish")
         status = "duplicate" if duplicate else "accepted"
         self.counts[status] += 1
-        return web.json_response({"status": status, "id": msg_id})
+        return web.json_response({"status": status, "id": inbound.msg_id})
 
     def _serve_post(self, route: PostRoute) -> Callable[[web.Request], Awaitable[web.Response]]:
         async def handler(request: web.Request) -> web.Response:
@@ -245,7 +280,8 @@ class BillingIngress(Actor):
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         app = web.Application(client_max_size=self.settings.max_body_bytes)
-        app.router.add_post(self.settings.path, self.webhook)
+        for source in self.sources:
+            app.router.add_post(source.path, self._webhook(source))
         app.router.add_get("/healthz", self.healthz)
         for path, route in self._extra_routes.items():
             app.router.add_get(path, _serve(route))
@@ -265,8 +301,9 @@ class BillingIngress(Actor):
                     raise GatewayError(
                         f"cannot listen on {self.settings.host}:{self.settings.port}: "
                         f"{exc.strerror}", code="http.port_busy") from exc
-                log.info("billing webhooks on http://%s:%d%s", self.settings.host,
-                         self.settings.port, self.settings.path)
+                for source in self.sources:
+                    log.info("%s webhooks on http://%s:%d%s", source.name, self.settings.host,
+                             self.settings.port, source.path)
                 task_status.started()
                 await self.wait_stop_requested()
             finally:
