@@ -8,10 +8,19 @@ outcome and its audit trail; the DLQ stream records failures. ``trace`` joins th
 
 A query is a correlation id, a business key (``billing:in_000001:v1``) or an object id
 (``in_000001``).
+
+Across transactions: a payment is its own transaction, but it names the invoices it settles,
+a commission names its invoice and a settlement its commissions. So the messages that match the
+query directly name the objects of interest (their own and those they reference); every stored
+message that references one of those objects joins the trace, transitively (a commission on a
+paid invoice pulls in its settlement), and with it the rest of its transaction. References are
+followed downstream only from what joined, so one settlement does not pull in every other
+invoice it pays commission on. The revenue platform's lines come from the ledger's ``uploads``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -29,7 +38,7 @@ from contracts import (
     Subjects,
 )
 
-__all__ = ["Hop", "Trace", "trace"]
+__all__ = ["Hop", "Trace", "references", "select_transactions", "trace"]
 
 _codec: MsgpackCodec[Envelope] = MsgpackCodec(Envelope)
 _letters: JsonCodec[DeadLetter] = JsonCodec(DeadLetter)
@@ -58,6 +67,62 @@ def _matches(env: Envelope, query: str) -> bool:
     return (query in (env.correlation_id, env.id, str(env.key), env.key.object_id))
 
 
+# Fields naming another party, not a business object of the transaction: following them would
+# join every transaction of a customer, partner or product.
+_NOT_FOLLOWED = frozenset({"customer_id", "partner_id", "product_id", "line_id", "price_id",
+                           "request_id", "quote_id"})
+# How far references are followed (invoice → payment → commission → settlement is 3).
+_MAX_ROUNDS = 4
+
+
+def references(payload: Any) -> set[str]:
+    """The ids of the business objects ``payload`` names: every ``*_id`` field, nested ones
+    (a payment's applications, a settlement's lines) included, but parties and products."""
+    out: set[str] = set()
+
+    def walk(value: Any) -> None:
+        if isinstance(value, dict):
+            for k, v in value.items():
+                if isinstance(v, str) and k.endswith("_id") and k not in _NOT_FOLLOWED and v:
+                    out.add(v)
+                elif isinstance(v, dict | list | tuple):
+                    walk(v)
+        elif isinstance(value, list | tuple):
+            for item in value:
+                walk(item)
+
+    walk(msgspec.to_builtins(payload))
+    return out
+
+
+def select_transactions(envs: Sequence[Envelope], query: str) -> set[str]:
+    """The correlation ids of the transactions ``query`` concerns (pure; see the module
+    docstring): direct matches, then every message referencing an object already joined."""
+    joined = [env for env in envs if _matches(env, query)]
+    objects = {env.key.object_id for env in joined}
+    for env in joined:
+        objects |= references(env.payload)
+    refs = [(env, references(env.payload)) for env in envs]
+    correlations = {env.correlation_id for env in joined}
+    for _ in range(_MAX_ROUNDS):
+        grown = False
+        for env, named in refs:
+            if env.correlation_id not in correlations and named & objects:
+                correlations.add(env.correlation_id)
+                objects.add(env.key.object_id)
+                grown = True
+        if not grown:
+            break
+    return correlations
+
+
+def _revenue_hops(rows: Iterable[Any]) -> list[Hop]:
+    return [Hop(at=r.recorded_at, system="revenue", step=r.status,
+                detail=f"line {r.line_id} {r.amount} {r.currency}"
+                       + (f" batch {r.batch_id}" if r.batch_id else ""))
+            for r in rows]
+
+
 def _describe(env: Envelope) -> str:
     p = env.payload
     amount = getattr(p, "total", None)
@@ -79,8 +144,8 @@ async def trace(bus: NatsBus, subjects: Subjects, query: str, *,
             except ContractError:
                 continue
             envs.append((m, env))
-    # Two passes: direct matches name the transactions; then everything in them.
-    correlations = {env.correlation_id for _, env in envs if _matches(env, query)}
+    # Direct matches and what references them name the transactions; then everything in them.
+    correlations = select_transactions([env for _, env in envs], query)
     hops: list[Hop] = []
     keys: set[str] = set()
     first_seen: set[str] = set()
@@ -116,8 +181,12 @@ async def trace(bus: NatsBus, subjects: Subjects, query: str, *,
                 rows += await ledger.find(correlation_id=corr)
             if not correlations:
                 rows += await ledger.find(external_id=query)
+            invoices = {k.split(":")[1] for k in keys if k.startswith("billing:")}
+            uploads = [u for inv in sorted(invoices or {query})
+                       for u in await ledger.find_uploads("revenue", invoice_id=inv)]
         finally:
             await ledger.close()
+        hops += _revenue_hops(uploads)
         for row in rows:
             for a in row["audit"]:
                 hops.append(Hop(at=float(a["at"]), system="erp", step=str(a["event"]),

@@ -41,9 +41,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("trace", help="follow one transaction across systems, with timings",
                        description="Print the path of one business transaction: when the "
                                    "source platform issued it, every message the gateway "
-                                   "stored for it (lane, subject, sequence), dead letters, and "
-                                   "the ERP outcome from the ledger's audit trail. Exits 1 "
-                                   "when nothing is known about the query.")
+                                   "stored for it (lane, subject, sequence), dead letters, "
+                                   "the ERP outcome from the ledger's audit trail and the "
+                                   "revenue platform's lines. Transactions that reference it "
+                                   "join the trace (an invoice's payment, commission and "
+                                   "settlement). Exits 1 when nothing is known about the "
+                                   "query.")
     add_tool_flags(p)
     p.add_argument("--data-dir", type=Path, metavar="DIR",
                    help="the gateway's data dir, for its ledger (default ./data)")

@@ -1,4 +1,5 @@
-"""``erpgw trace`` against a drained run: the path of one invoice, in order, with its outcome."""
+"""``erpgw trace`` against a drained run: the path of one invoice, in order, with its outcome
+(the ERP posting and the revenue platform's lines)."""
 
 from __future__ import annotations
 
@@ -37,7 +38,11 @@ async def test_trace_follows_an_invoice_to_the_ledger(tmp_path: Path) -> None:
         stored = [h for h in t["hops"] if h["step"] == "stored"]
         assert [h["subject"].split(".")[2] for h in stored] == ["evt", "cmd"]
         assert stored[1]["caused_by"] == stored[0]["message_id"]  # causation chain
-        assert steps[-1] == ("erp", "created")
+        # both halves of flow 2: the ERP posting and each line at the revenue platform
+        assert ("erp", "created") in steps
+        revenue = [h for h in t["hops"] if h["system"] == "revenue"]
+        assert revenue and all(h["step"] == "uploaded" for h in revenue)
+        assert all(h["detail"].startswith("line in_000007:") for h in revenue)
         times = [h["at"] for h in t["hops"]]
         assert times == sorted(times)
         # the same transaction found by its correlation id, and printed for people
