@@ -20,13 +20,14 @@ from ._app import create_app, serve
 from ._audit import AuditReport, FaultInputs, LatencyMs, compute_audit
 from ._billing import generate_invoices
 from ._config import SimConfig
-from ._faults import BillingFaults, ErpFaults, Faults, HttpFaults
+from ._faults import BillingFaults, CpqFaults, ErpFaults, Faults, HttpFaults, RevenueFaults
 from ._records import IssuedInvoice, Posting
 from ._scenario import Scenario, ScenarioError, load_scenario, parse_scenario
 
 __all__ = [
     "AuditReport",
     "BillingFaults",
+    "CpqFaults",
     "ErpFaults",
     "FaultInputs",
     "Faults",
@@ -34,6 +35,7 @@ __all__ = [
     "IssuedInvoice",
     "LatencyMs",
     "Posting",
+    "RevenueFaults",
     "Scenario",
     "ScenarioError",
     "SimConfig",

@@ -7,6 +7,8 @@
 ``GET  /billing/v1/bill-runs/{id}``        its progress
 ``GET  /billing/v1/events``                the events list (``?after=&limit=``)
 ``GET  /billing/v1/events/{id}``           one webhook's delivery record
+``GET  /billing/v1/customers[/{id}]``      customers (seeded; ``?starting_after=&limit=``)
+``GET  /erp/v1/customers``                 customers named by the ERP's postings
 ``POST /erp/v1/journal-entries/bulk``      post journal entries
 ``GET  /erp/v1/journal-entries``           postings by ``?externalId=``
 ``GET  /erp/v1/gl/balances``               GL totals by ``?period=YYYY-MM``
@@ -15,6 +17,30 @@
 ``GET  /erp/v1/governance``                the account's limits and their use
 ``POST /revenue/v1/batches``               upload billing lines (all-or-nothing)
 ``GET  /revenue/v1/batches/{id}``          one batch
+``GET  /revenue/v1/reports/billings``      what was recorded per invoice (``?period=&after=``)
+``POST /billing/v1/usage-records/bulk``    rate usage aggregates (``Idempotency-Key``)
+``POST /sim/v1/usage-runs``                seeded usage records to send the gateway
+``POST /erp/v1/vendor-bills``              record a vendor bill (``Idempotency-Key``)
+``GET  /erp/v1/vendor-bills``              vendor bills (``?externalId=``)
+``GET  /partner/v1/partners|tiers``        the partner programme
+``GET  /partner/v1/attributions/{cust}``   who resells a customer (404: direct)
+``POST /partner/v1/settlements``           record a settlement (``Idempotency-Key``)
+``GET  /partner/v1/settlements``           commission statements (``?partner=``)
+``POST /partner/v1/deal-runs``             start a deal run (webhooks to the gateway)
+``GET  /partner/v1/deal-runs/{id}``        its progress
+``GET  /partner/v1/deals/{id}``            a deal's latest version
+``POST /billing/v1/subscriptions``         create a subscription (``Idempotency-Key``)
+``GET  /billing/v1/subscriptions/{id}``    one subscription
+``POST /billing/v1/subscriptions/{id}/cancel``  cancel it (idempotent)
+``POST /billing/v1/subscription-changes``  amend/renew/cancel subscriptions (webhooks)
+``GET  /billing/v1/subscription-changes/{id}``  that run's progress
+``POST /erp/v1/sales-orders/{id}/revise``  restate an order's lines at a later version
+``POST /erp/v1/sales-orders``              create a sales order (``Idempotency-Key``)
+``GET  /erp/v1/sales-orders``              orders by ``?externalId=``
+``POST /erp/v1/sales-orders/{id}/close``   close an order (a reversal; idempotent)
+``PUT  /revenue/v1/contracts/{id}``        upsert a revenue contract by version
+``GET  /revenue/v1/contracts/{id}``        one contract and its schedule
+``GET  /revenue/v1/recognition``           recognised per currency by ``?period=YYYY-MM``
 ``GET  /cpq/v1/products``                  the catalog
 ``POST /cpq/v1/price``                     price a quote (configurable latency)
 ``GET|PUT|DELETE /sim/v1/faults``          runtime fault settings
@@ -47,10 +73,19 @@ from ._billing import REQUEST_TIMEOUT_S, BillingService, BillRunOptions
 from ._config import SimConfig
 from ._control import FaultControl, Handler
 from ._cpq import CpqService
+from ._customers import CustomerService
+from ._deals import DealService, deal_audit
 from ._erp import ErpService
+from ._erp_orders import SalesOrderService
+from ._erp_payables import PayablesService
 from ._http import SimHTTPError, error_middleware, json_response
 from ._openapi import SERVICES, document
+from ._partner import PartnerService, commissioned_invoices, settlement_audit
 from ._revenue import RevenueService, revenue_audit
+from ._revenue_contracts import RevenueContractService
+from ._sub_changes import ChangeService, lifecycle_audit
+from ._subscriptions import SubscriptionService
+from ._usage import UsageService, usage_audit
 
 __all__ = ["SHUTDOWN_TIMEOUT_S", "create_app", "serve"]
 
@@ -65,6 +100,14 @@ ERP_KEY = web.AppKey("sim.erp", ErpService)
 CONTROL_KEY = web.AppKey("sim.control", FaultControl)
 REVENUE_KEY = web.AppKey("sim.revenue", RevenueService)
 HOST_KEY: web.AppKey[asyncio.Task[None]] = web.AppKey("sim.billing_host")
+USAGE_KEY = web.AppKey("sim.usage", UsageService)
+PARTNER_KEY = web.AppKey("sim.partner", PartnerService)
+PAYABLES_KEY = web.AppKey("sim.payables", PayablesService)
+DEALS_KEY = web.AppKey("sim.deals", DealService)
+SUBSCRIPTIONS_KEY = web.AppKey("sim.subscriptions", SubscriptionService)
+ORDERS_KEY = web.AppKey("sim.sales_orders", SalesOrderService)
+CONTRACTS_KEY = web.AppKey("sim.revenue_contracts", RevenueContractService)
+CHANGES_KEY = web.AppKey("sim.subscription_changes", ChangeService)
 
 
 class _Health(msgspec.Struct, frozen=True):
@@ -88,8 +131,9 @@ def create_app(config: SimConfig | None = None) -> web.Application:
     control = FaultControl(cfg.seed, cfg.scenario)
     billing = BillingService(cfg, control)
     erp = ErpService(cfg, control)
-    revenue = RevenueService(cfg)
+    revenue = RevenueService(cfg, control)
     cpq = CpqService(cfg, control)
+    customers = CustomerService(cfg.seed, billing, erp)
     # Big enough for a full bulk request; aiohttp's 1 MiB default is not.
     app = web.Application(
         middlewares=[error_middleware], client_max_size=max(1 << 20, cfg.erp_max_bulk * 16_384)
@@ -99,6 +143,20 @@ def create_app(config: SimConfig | None = None) -> web.Application:
     app[ERP_KEY] = erp
     app[CONTROL_KEY] = control
     app[REVENUE_KEY] = revenue
+    usage = app[USAGE_KEY] = UsageService()
+    partner = app[PARTNER_KEY] = PartnerService(cfg.seed)
+    payables = app[PAYABLES_KEY] = PayablesService()
+    # Flow 1 (deal to contract): the deal engine decides which sales orders and revenue
+    # contracts the ERP and the revenue platform refuse (its injected saga faults).
+    deals = app[DEALS_KEY] = DealService(
+        seed=cfg.seed, webhook_url=cfg.partner_webhook_url,
+        webhook_secret=cfg.partner_webhook_secret, attribute=partner.portal.attribute)
+    subscriptions = app[SUBSCRIPTIONS_KEY] = SubscriptionService()
+    orders = app[ORDERS_KEY] = SalesOrderService(deals.rejects_order)
+    contracts = app[CONTRACTS_KEY] = RevenueContractService(deals.rejects_contract)
+    changes = app[CHANGES_KEY] = ChangeService(
+        subscriptions.book, seed=cfg.seed, webhook_url=cfg.webhook_url,
+        webhook_secret=cfg.webhook_secret)
     app.cleanup_ctx.append(_billing_host)
     app.on_shutdown.append(control.shutdown)
 
@@ -114,14 +172,51 @@ def create_app(config: SimConfig | None = None) -> web.Application:
     r.add_get("/billing/v1/bill-runs/{id}", bill("bill-runs", billing.get_bill_run))
     r.add_get("/billing/v1/events", bill("events", billing.list_events))
     r.add_get("/billing/v1/events/{id}", bill("events", billing.get_event))
+    r.add_get("/billing/v1/customers", bill("customers", customers.list_billing))
+    r.add_get("/billing/v1/customers/{id}", bill("customers", customers.get_billing))
+    r.add_get("/erp/v1/customers", erp_route("customers", customers.list_erp))
     r.add_post("/erp/v1/journal-entries/bulk", erp_route("journal-entries.bulk", erp.post_bulk))
     r.add_get("/erp/v1/journal-entries", erp_route("journal-entries", erp.lookup))
     r.add_get("/erp/v1/gl/balances", erp_route("gl.balances", erp.gl_balances))
     r.add_post("/erp/v1/periods/{period}/close", erp_route("periods", erp.close_period))
     r.add_get("/erp/v1/periods", erp_route("periods", erp.list_periods))
     r.add_get("/erp/v1/governance", control.guard("erp", "governance", erp.governance))
+    r.add_post("/erp/v1/vendor-bills", erp_route("vendor-bills", payables.post_bill))
+    r.add_get("/erp/v1/vendor-bills", erp_route("vendor-bills", payables.list_bills))
+    r.add_get("/partner/v1/partners", control.guard("partner", "partners", partner.partners))
+    r.add_get("/partner/v1/tiers", control.guard("partner", "tiers", partner.tiers))
+    r.add_get("/partner/v1/attributions/{customer}",
+              control.guard("partner", "attributions", partner.attribution))
+    r.add_post("/partner/v1/settlements",
+               control.guard("partner", "settlements", partner.post_settlement))
+    r.add_get("/partner/v1/settlements",
+              control.guard("partner", "settlements", partner.list_settlements))
+    r.add_post("/billing/v1/usage-records/bulk",
+               bill("usage-records.bulk", usage.post_bulk))
+    r.add_post("/sim/v1/usage-runs", usage.create_run)
+    r.add_post("/partner/v1/deal-runs", control.guard("partner", "deal-runs", deals.create_run))
+    r.add_get("/partner/v1/deal-runs/{id}", control.guard("partner", "deal-runs", deals.get_run))
+    r.add_get("/partner/v1/deals/{id}", control.guard("partner", "deals", deals.get_deal))
+    r.add_post("/billing/v1/subscriptions", bill("subscriptions", subscriptions.create))
+    r.add_get("/billing/v1/subscriptions/{id}", bill("subscriptions", subscriptions.get))
+    r.add_post("/billing/v1/subscriptions/{id}/cancel",
+               bill("subscriptions", subscriptions.cancel))
+    r.add_post("/erp/v1/sales-orders", erp_route("sales-orders", orders.create))
+    r.add_get("/erp/v1/sales-orders", erp_route("sales-orders", orders.lookup))
+    r.add_post("/erp/v1/sales-orders/{id}/close", erp_route("sales-orders", orders.close))
+    r.add_post("/erp/v1/sales-orders/{id}/revise", erp_route("sales-orders", orders.revise))
+    r.add_post("/billing/v1/subscription-changes", bill("subscription-changes",
+                                                       changes.create_run))
+    r.add_get("/billing/v1/subscription-changes/{id}", bill("subscription-changes",
+                                                           changes.get_run))
+    r.add_put("/revenue/v1/contracts/{id}", control.guard("revenue", "contracts", contracts.put))
+    r.add_get("/revenue/v1/contracts/{id}", control.guard("revenue", "contracts", contracts.get))
+    r.add_get("/revenue/v1/recognition",
+              control.guard("revenue", "recognition", contracts.recognition))
     r.add_post("/revenue/v1/batches", control.guard("revenue", "batches", revenue.upload))
     r.add_get("/revenue/v1/batches/{id}", control.guard("revenue", "batches", revenue.get_batch))
+    r.add_get("/revenue/v1/reports/billings",
+              control.guard("revenue", "reports", revenue.billings_report))
     r.add_get("/cpq/v1/products", control.guard("cpq", "products", cpq.products))
     r.add_post("/cpq/v1/price", control.guard("cpq", "price", cpq.quote))
     r.add_get("/sim/v1/faults", control.get_faults)
@@ -168,6 +263,8 @@ async def _billing_host(app: web.Application) -> AsyncIterator[None]:
 async def _host(app: web.Application, session: aiohttp.ClientSession) -> None:
     async with anyio.create_task_group() as tg:
         tg.start_soon(app[BILLING_KEY].run, session)
+        tg.start_soon(app[DEALS_KEY].run, session)
+        tg.start_soon(app[CHANGES_KEY].run, session)
         tg.start_soon(_drive_scenario, app)
 
 
@@ -208,6 +305,7 @@ async def _audit(request: web.Request) -> web.Response:
     """``GET /sim/v1/audit``: ``AuditReport`` over everything since start or the last reset."""
     billing = request.app[BILLING_KEY]
     deliveries = billing.deliveries()
+    notes, payments = billing.accepted_followups()
     stats, reordered = billing.fault_stats()
     faults = FaultInputs(
         webhook_statuses={mode: dict(s.statuses) for mode, s in stats.items()},
@@ -221,6 +319,11 @@ async def _audit(request: web.Request) -> web.Response:
         time.time(),
         faults=faults,
         rejected=request.app[ERP_KEY].ledger.rejections,
+        altered=[(a.external_id, a.currency, a.recorded - a.sent)
+                 for a in request.app[ERP_KEY].ledger.alterations],
+        # A zero payment (an invoice fully credited) has nothing to post.
+        followups={"credit_memos": [n.id for n in notes],
+                   "payments": [p.id for p in payments if p.amount > 0]},
     )
     revenue = revenue_audit(request.app[REVENUE_KEY].book,
                             (d.invoice.invoice_id for d in deliveries))
@@ -229,6 +332,22 @@ async def _audit(request: web.Request) -> web.Response:
         report, revenue=revenue,
         credit_memos=FollowUpReport(*followups["credit_memos"]),
         payments=FollowUpReport(*followups["payments"]))
+    partner = request.app[PARTNER_KEY].portal
+    bills = request.app[PAYABLES_KEY].book.bills
+    accepted_at = billing.followup_accepted_at()
+    report = msgspec.structs.replace(report, settlements=settlement_audit(
+        partner, (b.external_id for b in bills),
+        commissioned_invoices(partner, payments, accepted_at),
+        payables_at={b.external_id: b.accepted_at for b in reversed(bills)},
+        paid_at={p.invoice: accepted_at[p.id] for p in payments if p.id in accepted_at}))
+    report = msgspec.structs.replace(report, usage=usage_audit(
+        request.app[USAGE_KEY].book, (line for _, line in request.app[REVENUE_KEY].book.lines)))
+    report = msgspec.structs.replace(report, deals=deal_audit(
+        request.app[DEALS_KEY].registry, request.app[SUBSCRIPTIONS_KEY].book,
+        request.app[ORDERS_KEY].book, request.app[CONTRACTS_KEY].book),
+        subscriptions=lifecycle_audit(
+            request.app[SUBSCRIPTIONS_KEY].book, request.app[ORDERS_KEY].book,
+            request.app[CONTRACTS_KEY].book, request.app[CHANGES_KEY]))
     return json_response(report)
 
 
@@ -248,6 +367,14 @@ async def _reset(request: web.Request) -> web.Response:
     request.app[ERP_KEY].reset()
     request.app[CONTROL_KEY].reset()
     request.app[REVENUE_KEY].reset()
+    request.app[USAGE_KEY].reset()
+    request.app[PARTNER_KEY].reset()
+    request.app[PAYABLES_KEY].reset()
+    request.app[DEALS_KEY].reset()
+    request.app[SUBSCRIPTIONS_KEY].reset()
+    request.app[CHANGES_KEY].reset(request.app[SUBSCRIPTIONS_KEY].book)
+    request.app[ORDERS_KEY].reset()
+    request.app[CONTRACTS_KEY].reset()
     return json_response(_Reset())
 
 

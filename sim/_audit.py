@@ -14,13 +14,19 @@ Amendments: an issued invoice whose latest ``version`` is n > 1 counts as ``post
 a posting of version n (external id ``<id>:v<n>``); its postings of lower versions (an external
 id without ``:v<n>`` counts as version 1) are ``superseded``: the first posting of each such
 external id, while further ones are ``duplicates`` as usual. So the identity reads
-``postings == posted + duplicates + unexpected + superseded``. ``amount_issued`` uses the
-latest version's total and ``amount_posted_latest`` sums, per currency, the first posting
-of each posted invoice's latest version, so SUM_OK for amended runs compares those two.
+``postings == posted + duplicates + unexpected + superseded + reversals``. ``amount_issued``
+uses the latest version's total and ``amount_posted_latest`` sums, per currency, the first
+posting of each posted invoice's latest version, so SUM_OK for amended runs compares those two.
+
+Reversals: a posting with external id ``<external id>:reversal`` cancels the posting with
+that external id (the gateway replaces a superseded version that way); it counts as one of the
+``reversals`` (and ``amount_reversed``), never as a version of its invoice, and its amount
+counts negative in ``amount_posted``.
 
 ORDER_OK: postings that carry a version are grouped by aggregate (the external id without the
-version) and read in commit order; a posting whose version is below one already applied to the
-same aggregate is a violation (the ERP applied version n after m > n).
+version; an amended invoice's unversioned posting is its version 1) and read in commit order;
+a posting whose version is below one already applied to the same aggregate is a violation
+(the ERP applied version n after m > n).
 
 Partial batch failure (F19): the ERP's injected ``VALIDATION`` rejections are listed by
 external id (``rejected_ids``, distinct, sorted, capped like ``unposted``; ``rejected_count``
@@ -28,6 +34,12 @@ is the full count). A rejected invoice records no posting, so it is also ``unpos
 gateway that dead-letters business rejections should have exactly ``rejected_count`` dead
 letters from them (DLQ_EXACT), and ``unposted_count - rejected_count`` is what is left to
 explain once the run has drained.
+
+Altered amounts: the postings the ERP recorded with another amount than sent (the injected
+``alter_amount_rate``) are listed by external id (``altered_ids``, sorted, capped;
+``altered_count``), and ``amount_altered`` sums, per currency, what they added to (or took
+off) ``amount_posted``: SUM_OK fails by exactly that, and a reconciler should report exactly
+those ids as amount breaks.
 
 The ``faults`` section reports the webhook fault deliveries (sent, statuses, and for the shadow
 modes how many were posted anyway) and the HTTP faults injected per endpoint.
@@ -42,17 +54,23 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 
 import msgspec
 
+from ._deals import DealAudit
 from ._faults import DRIFT_MODES, MANGLE_MODES
+from ._partner import SettlementAudit
 from ._records import IssuedInvoice, Posting, split_external_id
 from ._revenue import RevenueAudit
+from ._sub_changes import LifecycleAudit
+from ._usage import UsageAudit
 from ._webhooks import shadow_mode
 
 __all__ = [
+    "FOLLOWUP_PREFIXES",
     "MAX_UNPOSTED_LISTED",
     "SHADOW_MODES",
     "AuditReport",
     "BillingFaultReport",
     "DeliveryReport",
+    "DocumentPostings",
     "FaultInputs",
     "FaultReport",
     "FollowUpReport",
@@ -62,7 +80,17 @@ __all__ = [
 ]
 
 MAX_UNPOSTED_LISTED = 1000
+
+# Journal postings whose external id starts with one of these belong to a follow-up document
+# (a credit memo's reversal, a payment's cash application), not to an invoice: they are
+# counted per kind in their own section and never touch the invoice counts.
+FOLLOWUP_PREFIXES = {"cn_": "credit_memos", "py_": "payments"}
 MAX_ORDER_LISTED = 100
+
+# A posting whose external id is another's plus this suffix reverses that one (the gateway
+# posts an amendment as the reversal of the applied version plus the new version in full;
+# the same suffix as ``actors.erp.ordering.REVERSAL_SUFFIX``, which the sim cannot import).
+REVERSAL_SUFFIX = ":reversal"
 
 # The webhook fault modes whose deliveries carry shadow ids (so postings are attributable).
 SHADOW_MODES = frozenset(MANGLE_MODES) | (frozenset(DRIFT_MODES) - {"unknown_field"})
@@ -120,6 +148,46 @@ class FollowUpReport(msgspec.Struct, frozen=True):
     accepted: int = 0
 
 
+class DocumentPostings(msgspec.Struct, frozen=True):
+    """Journal postings of one follow-up document kind (external id ``cn_…`` or ``py_…``).
+
+    ``issued`` documents billing delivered (webhook 2xx); ``posted`` those with at least one
+    posting; ``postings`` all postings of the kind, ``duplicates`` those beyond the first per
+    external id, ``unexpected`` those naming a document billing never delivered; ``unposted``
+    = ``issued - posted``; ``amount`` sums every posting per currency. Exactly once is
+    ``posted == issued``, ``duplicates == 0``, ``unexpected == 0``.
+    """
+
+    issued: int = 0
+    posted: int = 0
+    postings: int = 0
+    duplicates: int = 0
+    unexpected: int = 0
+    unposted: int = 0
+    amount: dict[str, int] = {}
+
+
+def document_postings(issued_ids: Collection[str], postings: Iterable[Posting]
+                      ) -> DocumentPostings:
+    """Count ``postings`` (all of one follow-up kind) against the ``issued_ids``. Pure."""
+    issued = set(issued_ids)
+    counts: dict[str, int] = {}
+    amount: dict[str, int] = {}
+    unexpected = total = 0
+    for p in postings:
+        total += 1
+        amount[p.currency] = amount.get(p.currency, 0) + p.amount
+        base, _ = split_external_id(p.external_id)
+        if base not in issued:
+            unexpected += 1
+            continue
+        counts[base] = counts.get(base, 0) + 1
+    return DocumentPostings(
+        issued=len(issued), posted=len(counts), postings=total,
+        duplicates=sum(c - 1 for c in counts.values()), unexpected=unexpected,
+        unposted=len(issued) - len(counts), amount=dict(sorted(amount.items())))
+
+
 class LatencyMs(msgspec.Struct, frozen=True):
     """Issue-to-first-posting latency in milliseconds (nearest-rank percentiles)."""
 
@@ -149,6 +217,14 @@ class AuditReport(msgspec.Struct, frozen=True):
     currency.
     ``rejected_ids`` (sorted, at most ``MAX_UNPOSTED_LISTED``) are the distinct external ids
     the ERP rejected with the injected ``VALIDATION`` error; ``rejected_count`` their count.
+    ``altered_ids`` (sorted, at most ``MAX_UNPOSTED_LISTED``) are the external ids the ERP
+    recorded with another amount than sent; ``altered_count`` their count; ``amount_altered``
+    the recorded minus the sent amounts per currency.
+    ``reversals`` counts the postings reversing a superseded one (external id
+    ``<reversed external id>:reversal``, first per external id) and ``amount_reversed`` sums
+    them per currency. A reversal counts negative in ``amount_posted`` (it cancels what it
+    reverses), so with every superseded posting reversed ``amount_posted == amount_issued``
+    holds for amended runs too: the books hold each invoice's latest version once.
     """
 
     issued: int
@@ -178,6 +254,18 @@ class AuditReport(msgspec.Struct, frozen=True):
     amount_posted_latest: dict[str, int] = {}
     credit_memos: FollowUpReport = FollowUpReport()
     payments: FollowUpReport = FollowUpReport()
+    usage: UsageAudit | None = None  # flow 4: usage records rated and recorded (sim._usage)
+    # Flow 2 credit memos / flow 3 (see DocumentPostings and sim._partner.SettlementAudit).
+    credit_memo_postings: DocumentPostings = DocumentPostings()
+    payment_postings: DocumentPostings = DocumentPostings()
+    settlements: SettlementAudit | None = None
+    altered_ids: list[str] = []
+    altered_count: int = 0
+    amount_altered: dict[str, int] = {}
+    reversals: int = 0  # flow 6: postings reversing a superseded version
+    amount_reversed: dict[str, int] = {}
+    deals: DealAudit | None = None  # flow 1: deals against subscriptions, orders, contracts
+    subscriptions: LifecycleAudit | None = None  # flow 5: changed subscriptions in sync
 
 
 def nearest_rank(sorted_values: Sequence[float], pct: float) -> float:
@@ -202,6 +290,8 @@ def compute_audit(
     *,
     faults: FaultInputs | None = None,
     rejected: Iterable[str] = (),
+    altered: Iterable[tuple[str, str, int]] = (),
+    followups: Mapping[str, Collection[str]] | None = None,
 ) -> AuditReport:
     """Match ``postings`` to ``issued`` invoices by external id and count what went where.
 
@@ -210,7 +300,8 @@ def compute_audit(
     the lowest ``seq``. ``last_posted_at`` and the throughput consider only postings of issued
     invoices. With ``faults`` the report has a ``faults`` section. Raises nothing for any
     well-typed input. ``rejected`` are the external ids of the ERP's injected item
-    rejections (repeats allowed).
+    rejections (repeats allowed). ``altered`` are ``(external id, currency, recorded - sent)``
+    of the postings the ERP recorded with an altered amount.
     """
     by_id: dict[str, IssuedInvoice] = {}
     for inv in issued:
@@ -225,12 +316,37 @@ def compute_audit(
     versioned: dict[str, list[tuple[int, int]]] = {}
     shadow_posted: dict[str, int] = {}
     superseded = 0
+    reversals = 0
+    amount_reversed: dict[str, int] = {}
+    # Follow-up documents' postings (FOLLOWUP_PREFIXES) are counted apart, per kind:
+    # ``followups`` maps a kind to the ids of its delivered documents.
+    diverted: dict[str, list[Posting]] = {kind: [] for kind in FOLLOWUP_PREFIXES.values()}
     for p in postings:
+        kind = FOLLOWUP_PREFIXES.get(p.external_id[:3])
+        if kind is not None:
+            diverted[kind].append(p)
+            continue
         total_postings += 1
+        if p.external_id.endswith(REVERSAL_SUFFIX):
+            # The gateway's reversal of a superseded posting: it takes its amount off the books
+            # (``amount_posted``), is counted apart (first per external id; further ones are
+            # duplicates) and is never a version of the invoice.
+            amount_posted[p.currency] = amount_posted.get(p.currency, 0) - p.amount
+            reversed_base, _ = split_external_id(p.external_id[:-len(REVERSAL_SUFFIX)])
+            if reversed_base not in by_id:
+                unexpected += 1
+                continue
+            counts[p.external_id] = counts.get(p.external_id, 0) + 1
+            if counts[p.external_id] == 1:
+                reversals += 1
+                amount_reversed[p.currency] = amount_reversed.get(p.currency, 0) + p.amount
+            continue
         amount_posted[p.currency] = amount_posted.get(p.currency, 0) + p.amount
         base, version = split_external_id(p.external_id)
         if version is None:
             version = p.version
+        if version is None and base in by_id and by_id[base].version > 1:
+            version = 1  # an amended invoice's unversioned posting is its version 1
         if version is not None:
             versioned.setdefault(base, []).append((p.seq, version))
         if base not in by_id:
@@ -292,6 +408,12 @@ def compute_audit(
         if span > 0:
             throughput = len(first) / span
 
+    altered_ids: set[str] = set()
+    amount_altered: dict[str, int] = {}
+    for external_id, currency, delta in altered:
+        altered_ids.add(external_id)
+        amount_altered[currency] = amount_altered.get(currency, 0) + delta
+
     return AuditReport(
         issued=len(by_id),
         accepted=len(accepted),
@@ -317,6 +439,15 @@ def compute_audit(
         amended=sum(1 for inv in by_id.values() if inv.version > 1),
         superseded=superseded,
         amount_posted_latest=dict(sorted(amount_latest.items())),
+        reversals=reversals,
+        amount_reversed=dict(sorted(amount_reversed.items())),
+        credit_memo_postings=document_postings(
+            (followups or {}).get("credit_memos", ()), diverted["credit_memos"]),
+        payment_postings=document_postings(
+            (followups or {}).get("payments", ()), diverted["payments"]),
+        altered_ids=sorted(altered_ids)[:MAX_UNPOSTED_LISTED],
+        altered_count=len(altered_ids),
+        amount_altered=dict(sorted(amount_altered.items())),
     )
 
 

@@ -58,12 +58,14 @@ from contracts.platforms.billing import (
     BillingPayment,
     CreditNoteEvent,
     CreditNoteEventData,
+    CreditNoteEventList,
     CreditNoteLine,
     CreditNoteLineList,
     EventData,
     LineList,
     PaymentEvent,
     PaymentEventData,
+    PaymentEventList,
 )
 from contracts.platforms.signing import SIGNATURE_HEADER, sign
 
@@ -107,6 +109,10 @@ IDEMPOTENCY_HEADER = "Idempotency-Key"
 _KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
 
 _EVENT_ENCODER = msgspec.json.Encoder()
+_NOTE_DECODER = msgspec.json.Decoder(CreditNoteEvent)
+# ``GET /billing/v1/events?type=`` values and the follow-up kind each lists.
+_FOLLOWUP_TYPES = {"credit_note.created": "credit_memos", "invoice.paid": "payments"}
+_PAYMENT_DECODER = msgspec.json.Decoder(PaymentEvent)
 
 # (product id, description); the weights below make a few products common, as in real catalogs.
 _PRODUCTS: tuple[tuple[str, str], ...] = (
@@ -243,7 +249,7 @@ def followup_events(seed: int, index: int, invoice: BillingInvoice, created: int
             lines=CreditNoteLineList(data=[CreditNoteLine(
                 id=f"cnli_{index:06d}_1", invoice_line=line.id, description=line.description,
                 amount=credited)]),
-            amount=credited, created=created)
+            amount=credited, created=created, customer=invoice.customer)
         out.append(("credit_memos", _EVENT_ENCODER.encode(CreditNoteEvent(
             id=f"evt_{note.id}", type="credit_note.created", created=created,
             data=CreditNoteEventData(object=note)))))
@@ -251,7 +257,8 @@ def followup_events(seed: int, index: int, invoice: BillingInvoice, created: int
         paid_at = created + rng.randint(1, 3600)
         payment = BillingPayment(id=f"py_{index:06d}", invoice=invoice.id,
                                  amount=max(0, invoice.total - credited),
-                                 currency=invoice.currency, paid_at=paid_at)
+                                 currency=invoice.currency, paid_at=paid_at,
+                                 customer=invoice.customer)
         out.append(("payments", _EVENT_ENCODER.encode(PaymentEvent(
             id=f"evt_{payment.id}", type="invoice.paid", created=paid_at,
             data=PaymentEventData(object=payment)))))
@@ -466,6 +473,11 @@ class _Epoch:
         self.stats: dict[str, ModeStats] = {}
         # kind ("credit_memos", "payments") -> [issued, accepted]
         self.followups: dict[str, list[int]] = {"credit_memos": [0, 0], "payments": [0, 0]}
+        # (kind, body) of every accepted follow-up webhook, in acceptance order (the audit's
+        # ground truth of credit memos, payments and the settlements they should cause)
+        self.accepted_followups: list[tuple[str, bytes]] = []
+        # document id (cn_…, py_…) -> when its webhook got the 2xx (unix s)
+        self.followup_accepted_at: dict[str, float] = {}
         self.reordered = 0
         self.outbox_send: MemoryObjectSendStream[_Outbound]
         self.outbox_recv: MemoryObjectReceiveStream[_Outbound]
@@ -598,6 +610,23 @@ class BillingService:
         if self._epoch is None:
             return {"credit_memos": (0, 0), "payments": (0, 0)}
         return {k: (v[0], v[1]) for k, v in self._epoch.followups.items()}
+
+    def accepted_followups(self) -> tuple[list[BillingCreditNote], list[BillingPayment]]:
+        """The credit notes and payments whose webhook got a 2xx, in acceptance order."""
+        if self._epoch is None:
+            return [], []
+        notes: list[BillingCreditNote] = []
+        payments: list[BillingPayment] = []
+        for kind, body in self._epoch.accepted_followups:
+            if kind == "credit_memos":
+                notes.append(_NOTE_DECODER.decode(body).data.object)
+            else:
+                payments.append(_PAYMENT_DECODER.decode(body).data.object)
+        return notes, payments
+
+    def followup_accepted_at(self) -> dict[str, float]:
+        """When each credit note's and payment's webhook got its 2xx, by document id."""
+        return {} if self._epoch is None else dict(self._epoch.followup_accepted_at)
 
     def fault_stats(self) -> tuple[dict[str, ModeStats], int]:
         """Extra deliveries per fault mode, and how many events reordering moved."""
@@ -734,6 +763,9 @@ class BillingService:
             counts[0] += 1
             await self._deliver_until_accepted(body)
             counts[1] += 1
+            epoch.accepted_followups.append((kind, body))
+            prefix = "cn" if kind == "credit_memos" else "py"
+            epoch.followup_accepted_at[f"{prefix}_{item.record.index:06d}"] = time.time()
 
     async def _deliver_until_accepted(self, body: bytes) -> None:
         """POST ``body`` (a credit note or payment event) until a 2xx, with backoff."""
@@ -919,16 +951,41 @@ class BillingService:
         return BillingEvent(id=f"evt_{inv.id}", type="invoice.finalized",
                             created=int(record.invoice.issued_at), data=EventData(object=inv))
 
+    def _list_followups(self, epoch: _Epoch, event_type: str, after: int,
+                        limit: int) -> web.Response:
+        """A page of the delivered credit note or payment events (``event_type``); the cursor
+        is a position in their delivery order. 400 for another type."""
+        kind = _FOLLOWUP_TYPES.get(event_type)
+        if kind is None:
+            raise SimHTTPError(400, "request.invalid",
+                               f"type must be one of {', '.join(sorted(_FOLLOWUP_TYPES))}",
+                               path="type")
+        bodies = [body for k, body in epoch.accepted_followups if k == kind]
+        page = bodies[after:after + limit]
+        cursor = str(after + len(page)) if page else str(after)
+        more = after + limit < len(bodies)
+        if kind == "credit_memos":
+            return json_response(CreditNoteEventList(
+                data=[_NOTE_DECODER.decode(b) for b in page], has_more=more, next_cursor=cursor))
+        return json_response(PaymentEventList(
+            data=[_PAYMENT_DECODER.decode(b) for b in page], has_more=more, next_cursor=cursor))
+
     async def list_events(self, request: web.Request) -> web.Response:
         """``GET /billing/v1/events?after=CURSOR&limit=N`` → ``BillingEventList``.
 
         Events in issue order after ``CURSOR`` (an opaque decimal string; omitted: from the
         start), at most ``N`` (1..1000, default 100). ``next_cursor`` is the cursor to pass
         next (unchanged when there was nothing new). 400 naming the parameter otherwise.
+        ``type=credit_note.created`` or ``type=invoice.paid`` lists those events instead
+        (``CreditNoteEventList`` / ``PaymentEventList``), in delivery order, once delivered;
+        without ``type`` the list holds the invoice events, as it always did.
         """
         after = query_int(request.query.get("after"), "after", 0, 0, 10**18)
         limit = query_int(request.query.get("limit"), "limit", 100, 1, MAX_EVENTS_PAGE)
         epoch = self._current()
+        kind = request.query.get("type")
+        if kind is not None:
+            return self._list_followups(epoch, kind, after, limit)
         start = bisect.bisect_right(epoch.seqs, after)
         page = epoch.order[start:start + limit]
         events = [self._rebuild(r, v) for r, v in page]

@@ -23,7 +23,9 @@ class SimConfig(msgspec.Struct, kw_only=True):
     API requests per second (0: no cap) with bursts of ``billing_rate_burst``; above it the
     billing API answers 429 with ``Retry-After``. ``revenue_max_batch`` is the most lines one
     revenue upload takes; ``cpq_latency_ms`` is the base latency of CPQ pricing (scenario
-    windows add to it).
+    windows add to it). Deal runs (the partner portal) deliver their webhooks to
+    ``partner_webhook_url`` signed with ``partner_webhook_secret`` (header
+    ``Partner-Signature``) unless a run names another URL.
     """
 
     host: str = "127.0.0.1"
@@ -40,3 +42,5 @@ class SimConfig(msgspec.Struct, kw_only=True):
     billing_rate_burst: int = 10
     revenue_max_batch: int = 500
     cpq_latency_ms: int = 0
+    partner_webhook_url: str = "http://127.0.0.1:8600/webhooks/partner"
+    partner_webhook_secret: str = "whsec_partner_demo"  # noqa: S105 - public demo secret

@@ -5,8 +5,9 @@ Theory of operation. One ``FaultControl`` per app holds the runtime ``Faults`` (
 seeded generator per endpoint, and counters of every fault it injected. A service wraps each
 handler with ``guard(service, endpoint, handler)``: the guard plans the request from the
 runtime faults (the ``erp`` section applies to the journal-entry bulk endpoint only, as it
-always has) plus the scenario windows covering the endpoint now, then delays, fails, or resets
-the request before the handler runs, or stalls or resets it after the handler committed.
+always has; the ``revenue`` and ``cpq`` sections to every route of their platform) plus the
+scenario windows covering the endpoint now, then delays, fails, or resets the request before
+the handler runs, or stalls or resets it after the handler committed.
 
 Sleeps for injected latency and stalls go through ``pause``, so shutdown can wake them all.
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import logging
 import random
 import socket
 import struct
@@ -24,7 +26,15 @@ import anyio
 import msgspec
 from aiohttp import web
 
-from ._faults import BillingFaults, Faults, RequestPlan, combine_plans, plan_request
+from ._faults import (
+    BillingFaults,
+    Faults,
+    HttpFaults,
+    RequestPlan,
+    combine_plans,
+    describe,
+    plan_request,
+)
 from ._http import SimHTTPError, decode_body, json_response
 from ._scenario import Scenario, Schedule
 
@@ -33,10 +43,13 @@ __all__ = [
     "FaultControl",
     "ScenarioState",
     "current_plan",
+    "describe_faults",
     "fault_error",
     "require",
     "reset_connection",
 ]
+
+log = logging.getLogger("sim")
 
 # How long a commit-then-timeout request stalls: longer than any sane client timeout.
 STALL_S = 30.0
@@ -44,6 +57,8 @@ STALL_S = 30.0
 _FAULTS_DECODER = msgspec.json.Decoder(Faults)
 _HEALTHY = RequestPlan()
 _HEALTHY_ERP = Faults().erp
+_HEALTHY_REVENUE = Faults().revenue
+_HEALTHY_CPQ = Faults().cpq
 
 # The plan of the request being handled (set by the guard, in the request's own task).
 current_plan: contextvars.ContextVar[RequestPlan] = contextvars.ContextVar(
@@ -130,12 +145,23 @@ class FaultControl:
             rng = self._rngs[key] = random.Random(f"{self._seed}/http/{key}")
         return rng
 
+    def _runtime(self, service: str, endpoint: str) -> HttpFaults | None:
+        """The runtime section that applies to ``service``'s ``endpoint``, unless healthy."""
+        if service == "erp" and endpoint == "journal-entries.bulk" and (
+                self.faults.erp != _HEALTHY_ERP):
+            return self.faults.erp
+        if service == "revenue" and self.faults.revenue != _HEALTHY_REVENUE:
+            return self.faults.revenue
+        if service == "cpq" and self.faults.cpq != _HEALTHY_CPQ:
+            return self.faults.cpq
+        return None
+
     def plan(self, service: str, endpoint: str) -> RequestPlan:
         """The plan for one request to ``service``'s ``endpoint`` now; counts what fired."""
         sources = list(self.schedule.http(service, endpoint, self.elapsed()))
-        if service == "erp" and endpoint == "journal-entries.bulk" and (
-                self.faults.erp != _HEALTHY_ERP):
-            sources.insert(0, self.faults.erp)
+        runtime = self._runtime(service, endpoint)
+        if runtime is not None:
+            sources.insert(0, runtime)
         if not sources:
             return _HEALTHY
         key = f"{service}/{endpoint}"
@@ -202,8 +228,10 @@ class FaultControl:
         return json_response(self.faults)
 
     async def put_faults(self, request: web.Request) -> web.Response:
-        """Replace the fault settings; 400 naming the field for an invalid or unknown one."""
+        """Replace the fault settings; 400 naming the field for an invalid or unknown one.
+        The new settings are logged (the runtime part of the fault schedule)."""
         self.faults = await decode_body(request, _FAULTS_DECODER)
+        log.info("runtime faults: %s", describe_faults(self.faults))
         return json_response(self.faults)
 
     async def delete_faults(self, request: web.Request) -> web.Response:
@@ -217,6 +245,12 @@ class FaultControl:
         return json_response(ScenarioState(
             scenario=self.schedule.scenario, elapsed_s=t, active_http=http,
             active_webhooks=hooks, bill_runs_started=list(self.bill_runs_started)))
+
+
+def describe_faults(faults: Faults) -> str:
+    """``faults`` as one log line, section by section (``erp [healthy], revenue [outage=True]``)."""
+    return ", ".join(f"{name} [{describe(getattr(faults, name))}]"
+                     for name in ("erp", "billing", "revenue", "cpq"))
 
 
 def require(request: web.Request, name: str) -> str:

@@ -20,6 +20,14 @@ The decision depends only on the seed and the external id (not on timing or batc
 a resent item is rejected again, as a real validation error would be. The ledger remembers each
 rejection (``rejections``, the external ids in answer order) for the audit.
 
+Altered amounts: with ``alter_amount_rate`` on, an item that would be created is created, but
+recorded with another amount than sent (``altered_delta``: 1 to 10 % more or less, never zero
+or negative), as a platform bug or a manual edit in the ERP would leave it; the GL totals
+follow (the first debit and the first credit line change by the same delta, so the entry stays
+balanced). Which items is decided per ``externalId`` from the seed (``alters_item``); the ledger
+keeps every alteration (``alterations``) for the audit. Only a reconciler comparing the ERP
+with billing can find it.
+
 ``ErpService`` is the HTTP shell: the fault guard (``sim._control``) wraps its handlers, the
 concurrency gate answers 429 ``SSS_REQUEST_LIMIT_EXCEEDED`` beyond the account's limit, and the
 bulk handler decodes, calls the ledger and encodes. Items within one request are processed in
@@ -33,7 +41,8 @@ import hashlib
 import random
 import re
 import time
-from collections.abc import Collection, Sequence
+from collections import deque
+from collections.abc import Collection, Mapping, Sequence
 from datetime import date
 
 import msgspec
@@ -64,10 +73,14 @@ from ._records import Posting, split_external_id
 __all__ = [
     "STALL_S",
     "VALIDATION",
+    "Alteration",
     "ErpLedger",
     "ErpService",
     "JournalEntryList",
+    "altered_delta",
+    "alters_item",
     "check_period",
+    "customer_named",
     "rejects_item",
     "validate_entry",
 ]
@@ -82,11 +95,54 @@ def rejects_item(seed: int, external_id: str, rate: float) -> bool:
         return False
     return random.Random(f"{seed}/erp/reject/{external_id}").random() < rate
 
+
+def alters_item(seed: int, external_id: str, rate: float) -> bool:
+    """Whether the injected amount alteration hits the item ``external_id`` at ``rate``.
+
+    Pure and seeded per external id (like ``rejects_item``, with its own stream).
+    """
+    if rate <= 0.0:
+        return False
+    return random.Random(f"{seed}/erp/alter/{external_id}").random() < rate
+
+
+def altered_delta(seed: int, external_id: str, amount: int) -> int:
+    """How much the ERP's record of ``external_id`` differs from the ``amount`` sent: 1 to 10 %
+    of it (at least one minor unit), added or taken off, never zero and never leaving a
+    non-positive amount. Pure."""
+    rng = random.Random(f"{seed}/erp/alter-delta/{external_id}")
+    magnitude = max(1, amount * rng.randint(1, 10) // 100)
+    if rng.random() < 0.5 and amount - magnitude > 0:
+        return -magnitude
+    return magnitude
+
+
+class Alteration(msgspec.Struct, frozen=True):
+    """One posting the ERP recorded with another amount than sent (the injected fault)."""
+
+    external_id: str
+    entry_id: str
+    currency: str
+    sent: int
+    recorded: int
+
 _BULK_DECODER = msgspec.json.Decoder(BulkRequest)
 _CANONICAL = msgspec.json.Encoder()
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
 _DATE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
 _PERIOD = re.compile(r"^[0-9]{4}-(0[1-9]|1[0-2])$")
+# How an entry names its customer: "Invoice INV-000001 (in_000001) customer cus_00042".
+_CUSTOMER = re.compile(r"\bcustomer ([A-Za-z0-9_.:-]+)")
+
+
+def customer_named(item: JournalEntryIn) -> str | None:
+    """The customer id the entry's memo (or else its first line memo naming one) gives as
+    ``customer <id>``; ``None`` when none does. The ERP's customer list is built from it."""
+    for memo in (item.memo, *(line.memo for line in item.lines)):
+        m = _CUSTOMER.search(memo)
+        if m is not None:
+            return m.group(1)
+    return None
 
 
 def check_period(value: str, name: str = "period") -> str:
@@ -171,6 +227,8 @@ class ErpLedger:
         self._next = first_number
         self.dropped = 0
         self.rejections: list[str] = []
+        self.alterations: list[Alteration] = []
+        self.customers: dict[str, str] = {}  # entry id -> the customer its memo names
 
     @property
     def postings(self) -> Sequence[Posting]:
@@ -192,7 +250,7 @@ class ErpLedger:
 
     def post(
         self, items: Sequence[JournalEntryIn], now: float, *, drop: Collection[int] = (),
-        reject: Collection[int] = (),
+        reject: Collection[int] = (), alter: Mapping[int, int] | None = None,
     ) -> list[BulkItemResult]:
         """Apply ``items`` in order at time ``now``; one result per item. Raises nothing.
 
@@ -201,13 +259,17 @@ class ErpLedger:
         "acknowledged but lost" ERP bug (counted in ``dropped``). Items whose index is in
         ``reject`` and that would be created are answered ``rejected`` with ``VALIDATION``
         and record nothing but the rejection (``rejections``): the injected partial batch
-        failure. Rejection wins over a drop.
+        failure. Rejection wins over a drop. Items whose index is in ``alter`` and that are
+        created are recorded with their amount changed by the mapped delta (see the module
+        docstring) and listed in ``alterations``; a drop wins over an alteration.
         """
-        return [self._post_one(item, now, i in drop, i in reject)
+        deltas = alter or {}
+        return [self._post_one(item, now, i in drop, i in reject, deltas.get(i, 0))
                 for i, item in enumerate(items)]
 
     def _post_one(
-        self, item: JournalEntryIn, now: float, drop: bool, reject: bool = False
+        self, item: JournalEntryIn, now: float, drop: bool, reject: bool = False,
+        delta: int = 0,
     ) -> BulkItemResult:
         key = item.idempotency_key
         digest = _digest(item)
@@ -252,22 +314,37 @@ class ErpLedger:
             return BulkItemResult(idempotency_key=key, status="created", id=entry_id)
         self._keys[key] = (digest, entry_id)
         _, version = split_external_id(item.external_id)
+        sent = sum(line.debit for line in item.lines)
+        if delta:
+            self.alterations.append(Alteration(item.external_id, entry_id, item.currency, sent,
+                                               sent + delta))
         posting = Posting(
             seq=len(self._postings) + 1,
             id=entry_id,
             idempotency_key=key,
             external_id=item.external_id,
             currency=item.currency,
-            amount=sum(line.debit for line in item.lines),
+            amount=sent + delta,
             accepted_at=now,
             version=version,
         )
         self._postings.append(posting)
+        customer = customer_named(item)
+        if customer is not None:
+            self.customers[entry_id] = customer
         self._by_external.setdefault(item.external_id, []).append(posting)
+        debit_moved = credit_moved = not delta
         for line in item.lines:
             totals = self._totals.setdefault((period, line.account, item.currency), [0, 0])
             totals[0] += line.debit
             totals[1] += line.credit
+            # The altered amount shows in the GL too, on one debit and one credit line.
+            if not debit_moved and line.debit > 0:
+                totals[0] += delta
+                debit_moved = True
+            elif not credit_moved and line.credit > 0:
+                totals[1] += delta
+                credit_moved = True
         return BulkItemResult(idempotency_key=key, status="created", id=entry_id)
 
     def balances(self, period: str) -> GlBalances:
@@ -316,6 +393,9 @@ class ErpService:
         self.ledger = ErpLedger()
         self.in_flight = 0
         self.limited_requests = 0
+        # Arrival times of the latest requests (governance reports them: the real rate, F35).
+        self.requests = 0
+        self.request_times: deque[float] = deque(maxlen=10_000)
 
     def reset(self) -> None:
         """Forget every posting, key, balance and closed period; entry numbering continues
@@ -323,12 +403,16 @@ class ErpService:
         self.ledger = ErpLedger(first_number=self.ledger.next_number)
         self._drop_rng = random.Random(f"{self._seed}/erp/drop")
         self.limited_requests = 0
+        self.requests = 0
+        self.request_times.clear()
 
     def gate(self, handler: Handler) -> Handler:
         """``handler`` counted against the account's concurrency limit: one request over it
         is answered 429 ``SSS_REQUEST_LIMIT_EXCEEDED`` with ``Retry-After: 1``."""
 
         async def gated(request: web.Request) -> web.StreamResponse:
+            self.requests += 1
+            self.request_times.append(time.monotonic())
             if self._limit and self.in_flight >= self._limit:
                 self.limited_requests += 1
                 self._control.count("erp/account", "concurrency_limit")
@@ -368,9 +452,20 @@ class ErpService:
         if plan.reject_rate > 0:
             reject = {i for i, item in enumerate(bulk.items)
                       if rejects_item(self._seed, item.external_id, plan.reject_rate)}
+        alter: dict[int, int] = {}
+        if plan.alter_rate > 0:
+            alter = {i: altered_delta(self._seed, item.external_id,
+                                      sum(line.debit for line in item.lines))
+                     for i, item in enumerate(bulk.items)
+                     if alters_item(self._seed, item.external_id, plan.alter_rate)}
         before = self.ledger.dropped
         rejected_before = len(self.ledger.rejections)
-        results = self.ledger.post(bulk.items, time.time(), drop=drop, reject=reject)
+        altered_before = len(self.ledger.alterations)
+        results = self.ledger.post(bulk.items, time.time(), drop=drop, reject=reject,
+                                   alter=alter)
+        if len(self.ledger.alterations) > altered_before:
+            self._control.count("erp/journal-entries.bulk", "amount_altered",
+                                len(self.ledger.alterations) - altered_before)
         if self.ledger.dropped > before:
             self._control.count("erp/journal-entries.bulk", "silent_drop",
                                 self.ledger.dropped - before)
@@ -416,4 +511,6 @@ class ErpService:
             max_bulk_items=self._max_bulk,
             limited_requests=self.limited_requests,
             closed_periods=self.ledger.closed_periods(),
+            requests=self.requests,
+            request_times=list(self.request_times),
         ))

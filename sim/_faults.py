@@ -30,6 +30,7 @@ __all__ = [
     "MANGLE_MODES",
     "BillingFaults",
     "BulkPlan",
+    "CpqFaults",
     "DriftMode",
     "ErpFaults",
     "Faults",
@@ -39,6 +40,7 @@ __all__ = [
     "LognormalLatency",
     "MangleMode",
     "RequestPlan",
+    "RevenueFaults",
     "UniformLatency",
     "WebhookPlan",
     "combine_plans",
@@ -118,7 +120,12 @@ class HttpFaults(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_onl
     ``item_reject_rate`` (journal-entry bulk only): that share of *items* (decided per
     ``externalId`` from the seed, so a resent item is rejected again) is answered ``rejected``
     with ``VALIDATION``, a business rejection like a field validation error (F19); the rest
-    of the batch is processed normally.
+    of the batch is processed normally. On the revenue upload it makes that share of *lines*
+    (decided per ``lineId``) invalid, so the whole batch is answered 422 naming them (the
+    platform is all-or-nothing).
+    ``alter_amount_rate`` (journal-entry bulk only): that share of *items* (decided per
+    ``externalId`` from the seed) is created, but recorded with a different amount than sent,
+    like a platform bug or a manual edit in the ERP; the reconciler must find it.
     Precedence: outage, 429, error, reset, then the commit faults.
     """
 
@@ -135,11 +142,40 @@ class HttpFaults(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_onl
     commit_then_reset_rate: Rate = 0.0
     silent_drop_rate: Rate = 0.0
     item_reject_rate: Rate = 0.0
+    alter_amount_rate: Rate = 0.0
 
 
 class ErpFaults(HttpFaults, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """``HttpFaults`` of ``POST /erp/v1/journal-entries/bulk`` (the ``erp`` section of
     ``PUT /sim/v1/faults``)."""
+
+
+def _refuse_erp_only(faults: HttpFaults, service: str, fields: tuple[str, ...]) -> None:
+    for name in fields:
+        if getattr(faults, name) > 0.0:
+            raise ValueError(f"{name} applies to the ERP's journal-entry bulk endpoint only, "
+                             f"not to {service}")
+
+
+class RevenueFaults(HttpFaults, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """``HttpFaults`` of every revenue platform route (the ``revenue`` section of
+    ``PUT /sim/v1/faults``). ``item_reject_rate`` rejects that share of uploaded *lines*
+    (seeded per ``lineId``): the batch is answered 422 naming them, nothing is recorded.
+    ``silent_drop_rate`` and ``alter_amount_rate`` are ERP-only: a value above 0 is refused
+    (``ValueError``, a 400 naming the section)."""
+
+    def __post_init__(self) -> None:
+        _refuse_erp_only(self, "revenue", ("silent_drop_rate", "alter_amount_rate"))
+
+
+class CpqFaults(HttpFaults, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """``HttpFaults`` of every CPQ route (the ``cpq`` section of ``PUT /sim/v1/faults``).
+    The item-level faults (``silent_drop_rate``, ``item_reject_rate``,
+    ``alter_amount_rate``) do not apply: a value above 0 is refused (``ValueError``)."""
+
+    def __post_init__(self) -> None:
+        _refuse_erp_only(self, "cpq", ("silent_drop_rate", "item_reject_rate",
+                                       "alter_amount_rate"))
 
 
 MangleMode = Literal["wrong_secret", "body_byte", "header_missing", "header_garbled", "v0_only"]
@@ -190,12 +226,15 @@ class BillingFaults(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_
 class Faults(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """All runtime fault settings; the body of ``PUT``/``GET /sim/v1/faults``.
 
-    ``erp`` applies to the journal-entry bulk endpoint, ``billing`` to webhook delivery.
+    ``erp`` applies to the journal-entry bulk endpoint, ``billing`` to webhook delivery,
+    ``revenue`` to every revenue platform route and ``cpq`` to every CPQ route.
     Unknown fields are refused (400) so that a misspelt fault is not silently ignored.
     """
 
     erp: ErpFaults = msgspec.field(default_factory=ErpFaults)
     billing: BillingFaults = msgspec.field(default_factory=BillingFaults)
+    revenue: RevenueFaults = msgspec.field(default_factory=RevenueFaults)
+    cpq: CpqFaults = msgspec.field(default_factory=CpqFaults)
 
 
 class RequestPlan(msgspec.Struct, frozen=True):
@@ -205,7 +244,8 @@ class RequestPlan(msgspec.Struct, frozen=True):
     429) and commits nothing; ``reset`` resets the connection and commits nothing;
     ``commit_then_timeout`` commits, then stalls the answer; ``commit_then_reset`` commits,
     then resets; ``drop_rate`` is the share of items to drop silently, ``reject_rate`` the
-    share to reject as ``VALIDATION``. ``fault`` names what
+    share to reject as ``VALIDATION``, ``alter_rate`` the share of created items recorded
+    with another amount. ``fault`` names what
     fired, for the counters (empty when nothing did).
     """
 
@@ -218,6 +258,7 @@ class RequestPlan(msgspec.Struct, frozen=True):
     drop_rate: float = 0.0
     fault: str = ""
     reject_rate: float = 0.0
+    alter_rate: float = 0.0
 
 
 BulkPlan = RequestPlan  # the name of the plan before other endpoints had faults
@@ -235,6 +276,7 @@ def plan_request(faults: HttpFaults, rng: random.Random) -> RequestPlan:
     delay_s = delay_ms / 1000.0
     drop = faults.silent_drop_rate
     reject = faults.item_reject_rate
+    alter = faults.alter_amount_rate
     if faults.outage:
         return RequestPlan(delay_s=delay_s, fail_status=503, fault="outage")
     if faults.rate_limit_rate > 0.0 and rng.random() < faults.rate_limit_rate:
@@ -251,12 +293,12 @@ def plan_request(faults: HttpFaults, rng: random.Random) -> RequestPlan:
         return RequestPlan(delay_s=delay_s, reset=True, fault="reset")
     if faults.commit_then_timeout_rate > 0.0 and rng.random() < faults.commit_then_timeout_rate:
         return RequestPlan(delay_s=delay_s, commit_then_timeout=True, drop_rate=drop,
-                           fault="commit_then_timeout", reject_rate=reject)
+                           fault="commit_then_timeout", reject_rate=reject, alter_rate=alter)
     if faults.commit_then_reset_rate > 0.0 and rng.random() < faults.commit_then_reset_rate:
         return RequestPlan(delay_s=delay_s, commit_then_reset=True, drop_rate=drop,
-                           fault="commit_then_reset", reject_rate=reject)
+                           fault="commit_then_reset", reject_rate=reject, alter_rate=alter)
     return RequestPlan(delay_s=delay_s, drop_rate=drop, fault="latency" if delay_s > 0 else "",
-                       reject_rate=reject)
+                       reject_rate=reject, alter_rate=alter)
 
 
 def plan_bulk(faults: HttpFaults, rng: random.Random) -> RequestPlan:
@@ -283,6 +325,7 @@ def combine_plans(plans: Sequence[RequestPlan]) -> RequestPlan:
         drop_rate=max((p.drop_rate for p in plans), default=0.0),
         fault=faults[0] if faults else ("latency" if delay > 0 else ""),
         reject_rate=max((p.reject_rate for p in plans), default=0.0),
+        alter_rate=max((p.alter_rate for p in plans), default=0.0),
     )
 
 

@@ -13,28 +13,71 @@ from typing import Any
 
 import msgspec
 
-from contracts.platforms.billing import BillingEventList
+from contracts.platforms.billing import (
+    BillingCustomer,
+    BillingCustomerList,
+    BillingEventList,
+    BillingSubscription,
+    CreditNoteEventList,
+    PaymentEventList,
+    SubscriptionIn,
+)
 from contracts.platforms.cpq import PriceQuote, PriceRequest, ProductList
 from contracts.platforms.erp import (
     BulkRequest,
     BulkResponse,
+    ErpCustomerList,
     GlBalances,
     Governance,
     JournalEntryList,
     PeriodList,
     PeriodStatus,
+    SalesOrderClose,
+    SalesOrderIn,
+    SalesOrderList,
+    SalesOrderRecord,
+    SalesOrderRevision,
+    VendorBillIn,
+    VendorBillList,
+    VendorBillRecord,
 )
-from contracts.platforms.revenue import RevenueBatch, RevenueBatchResult
+from contracts.platforms.partner import (
+    Attribution,
+    PartnerDeal,
+    PartnerList,
+    SettlementIn,
+    SettlementList,
+    SettlementReceipt,
+    TierList,
+)
+from contracts.platforms.revenue import (
+    BillingReport,
+    ContractError,
+    RecognitionTotals,
+    RevenueBatch,
+    RevenueBatchResult,
+    RevenueContract,
+    RevenueContractIn,
+)
+from contracts.platforms.usage import (
+    UsageBulkRequest,
+    UsageBulkResponse,
+    UsageRunCreated,
+    UsageRunRequest,
+)
 
 from ._audit import AuditReport
 from ._billing import BillRunCreated, BillRunRequest, BillRunStatus, EventStatus
 from ._control import ScenarioState
 from ._cpq import CATALOG
+from ._deals import DealRunCreated, DealRunRequest, DealRunStatus
 from ._faults import Faults
+from ._partner import PARTNERS
+from ._sub_changes import ChangeRunRequest, ChangeRunStatus
 
 __all__ = ["SERVICES", "ApiError", "document"]
 
-SERVICES = ("billing", "erp", "revenue", "cpq", "sim")
+SERVICES = ("billing", "erp", "revenue", "cpq", "partner", "sim")
 _REF = "#/components/schemas/{name}"
 
 
@@ -57,22 +100,34 @@ class ResetDone(msgspec.Struct, frozen=True):
 
 _TYPES: tuple[Any, ...] = (
     ApiError, Health, ResetDone, BillRunRequest, BillRunCreated, BillRunStatus, EventStatus,
-    BillingEventList, BulkRequest, BulkResponse, JournalEntryList, GlBalances, PeriodStatus,
+    BillingEventList, CreditNoteEventList, PaymentEventList, BulkRequest, BulkResponse,
+    JournalEntryList, GlBalances, PeriodStatus,
     PeriodList, Governance, Faults, ScenarioState, AuditReport, RevenueBatch,
     RevenueBatchResult, ProductList, PriceRequest, PriceQuote,
+    UsageBulkRequest, UsageBulkResponse, UsageRunRequest, UsageRunCreated,
+    VendorBillIn, VendorBillRecord, VendorBillList, PartnerList, TierList, Attribution,
+    SettlementIn, SettlementReceipt, SettlementList,
 )
 
 
 def _components() -> dict[str, Any]:
     _, components = msgspec.json.schema_components(_TYPES, ref_template=_REF)
     # JSON object keys are strings: say which strings an int-keyed map takes.
-    for name in ("ErpFaults",):
+    for name in ("ErpFaults", "RevenueFaults", "CpqFaults"):
         mix = components[name]["properties"]["error_mix"]
         mix["propertyNames"] = {"pattern": "^[45][0-9][0-9]$"}
+    # The item-level faults are the ERP bulk endpoint's (and the revenue upload's rejects).
+    for name, erp_only in (("RevenueFaults", ("silent_drop_rate", "alter_amount_rate")),
+                           ("CpqFaults", ("silent_drop_rate", "item_reject_rate",
+                                          "alter_amount_rate"))):
+        for field in erp_only:
+            components[name]["properties"][field]["maximum"] = 0.0
     # CPQ prices only what its catalog and price books hold.
     components["PriceItem"]["properties"]["product"]["enum"] = [p.id for p in CATALOG]
     currencies = sorted({c for p in CATALOG for c in p.list_prices})
     components["PriceRequest"]["properties"]["currency"]["enum"] = currencies
+    # The partner portal settles only the programme's partners.
+    components["SettlementIn"]["properties"]["partner"]["enum"] = [p.id for p in PARTNERS]
     return components
 
 
@@ -114,6 +169,9 @@ def _path(name: str, schema: dict[str, Any]) -> dict[str, Any]:
     return {"name": name, "in": "path", "required": True, "schema": schema}
 
 
+_IDEMPOTENCY_KEY = {"name": "Idempotency-Key", "in": "header", "required": True,
+                    "schema": {"type": "string", "minLength": 1, "maxLength": 255,
+                               "pattern": "^[\\x21-\\x7e]+$"}}
 _ID = {"type": "string", "minLength": 1, "maxLength": 200, "pattern": "^[A-Za-z0-9_.:~-]+$"}
 _PERIOD = {"type": "string", "pattern": "^[0-9]{4}-(0[1-9]|1[0-2])$"}
 
@@ -130,6 +188,16 @@ def _billing() -> dict[str, Any]:
             "responses": {"202": _json("BillRunCreated", "the bill run was started"),
                           **_errors(400, 422, *_FAULTS)},
         }},
+        "/billing/v1/usage-records/bulk": {"post": {
+            "operationId": "rateUsage", "summary": "Rate usage aggregates in bulk",
+            "parameters": [{"name": "Idempotency-Key", "in": "header", "required": False,
+                            "schema": {"type": "string", "minLength": 1, "maxLength": 255,
+                                       "pattern": "^[\\x21-\\x7e]+$"}}],
+            "requestBody": {"required": True, "content": {
+                "application/json": {"schema": _ref("UsageBulkRequest")}}},
+            "responses": {"200": _json("UsageBulkResponse", "one result per item, in order"),
+                          **_errors(400, 413, 422, *_FAULTS)},
+        }},
         "/billing/v1/bill-runs/{id}": {"get": {
             "operationId": "getBillRun", "summary": "A bill run's progress",
             "parameters": [_path("id", _ID)],
@@ -143,8 +211,15 @@ def _billing() -> dict[str, Any]:
                        "the next_cursor of the previous page (empty: from the start)"),
                 _query("limit", {"type": "integer", "minimum": 1, "maximum": 1000}, False,
                        "page size (default 100)"),
+                _query("type", {"type": "string",
+                                "enum": ["credit_note.created", "invoice.paid"]}, False,
+                       "list these events (delivered, in delivery order) instead of the "
+                       "invoice events"),
             ],
-            "responses": {"200": _json("BillingEventList", "a page of events"),
+            "responses": {"200": {"description": "a page of events", "content": {
+                "application/json": {"schema": {"anyOf": [
+                    _ref("BillingEventList"), _ref("CreditNoteEventList"),
+                    _ref("PaymentEventList")]}}}},
                           **_errors(400, *_FAULTS)},
         }},
         "/billing/v1/events/{id}": {"get": {
@@ -196,6 +271,25 @@ def _erp() -> dict[str, Any]:
             "responses": {"200": _json("PeriodList", "closed periods, sorted"),
                           **_errors(*_FAULTS)},
         }},
+        "/erp/v1/vendor-bills": {
+            "post": {
+                "operationId": "postVendorBill",
+                "summary": "Record a vendor bill (idempotent by Idempotency-Key)",
+                "parameters": [_IDEMPOTENCY_KEY],
+                "requestBody": {"required": True, "content": {
+                    "application/json": {"schema": _ref("VendorBillIn")}}},
+                "responses": {"201": _json("VendorBillRecord", "recorded"),
+                              "200": _json("VendorBillRecord", "replayed: already recorded"),
+                              **_errors(400, 422, *_FAULTS)},
+            },
+            "get": {
+                "operationId": "listVendorBills", "summary": "Vendor bills in commit order",
+                "parameters": [_query("externalId", {"type": "string"}, False,
+                                      "only the bills of this business key")],
+                "responses": {"200": _json("VendorBillList", "the bills"),
+                              **_errors(*_FAULTS)},
+            },
+        },
         "/erp/v1/governance": {"get": {
             "operationId": "getGovernance", "summary": "The account's limits and their use",
             "responses": {"200": _json("Governance", "limits"), **_errors(500, 502, 503)},
@@ -240,6 +334,44 @@ def _cpq() -> dict[str, Any]:
     }
 
 
+def _partner() -> dict[str, Any]:
+    return {
+        "/partner/v1/partners": {"get": {
+            "operationId": "listPartners", "summary": "The partner programme's partners",
+            "responses": {"200": _json("PartnerList", "partners"), **_errors(*_FAULTS)},
+        }},
+        "/partner/v1/tiers": {"get": {
+            "operationId": "listTiers", "summary": "Tiers and their commission rates",
+            "responses": {"200": _json("TierList", "tiers"), **_errors(*_FAULTS)},
+        }},
+        "/partner/v1/attributions/{customer}": {"get": {
+            "operationId": "getAttribution", "summary": "Which partner resells a customer",
+            "parameters": [_path("customer", _ID)],
+            "responses": {"200": _json("Attribution", "the partner of record"),
+                          **_errors(400, 404, *_FAULTS)},
+        }},
+        "/partner/v1/settlements": {
+            "post": {
+                "operationId": "recordSettlement",
+                "summary": "Record a settlement (idempotent by Idempotency-Key)",
+                "parameters": [_IDEMPOTENCY_KEY],
+                "requestBody": {"required": True, "content": {
+                    "application/json": {"schema": _ref("SettlementIn")}}},
+                "responses": {"201": _json("SettlementReceipt", "recorded"),
+                              "200": _json("SettlementReceipt", "replayed: already recorded"),
+                              **_errors(400, 404, 422, *_FAULTS)},
+            },
+            "get": {
+                "operationId": "listSettlements", "summary": "Commission statements",
+                "parameters": [_query("partner", {"type": "string"}, False,
+                                      "only this partner's settlements")],
+                "responses": {"200": _json("SettlementList", "settlements in recording order"),
+                              **_errors(*_FAULTS)},
+            },
+        },
+    }
+
+
 def _sim() -> dict[str, Any]:
     faults_body = {"required": True, "content": {"application/json": {"schema": _ref("Faults")}}}
     return {
@@ -260,17 +392,254 @@ def _sim() -> dict[str, Any]:
                                      "responses": {"200": _json("ScenarioState", "state")}}},
         "/sim/v1/audit": {"get": {"operationId": "getAudit", "summary": "The ground-truth audit",
                                   "responses": {"200": _json("AuditReport", "the audit")}}},
+        "/sim/v1/usage-runs": {"post": {
+            "operationId": "createUsageRun", "summary": "Seeded usage records to send",
+            "requestBody": {"required": True, "content": {
+                "application/json": {"schema": _ref("UsageRunRequest")}}},
+            "responses": {"201": _json("UsageRunCreated", "the records (ground truth kept)"),
+                          **_errors(400)},
+        }},
         "/sim/v1/reset": {"post": {"operationId": "reset", "summary": "Forget all state",
                                    "responses": {"200": _json("ResetDone", "done")}}},
     }
 
 
-_PATHS = {"billing": _billing, "erp": _erp, "revenue": _revenue, "cpq": _cpq, "sim": _sim}
+# -- flow 1 (deal to contract): deals, subscriptions, sales orders, revenue contracts ----------
+
+_TYPES += (
+    DealRunRequest, DealRunCreated, DealRunStatus, PartnerDeal, SubscriptionIn,
+    BillingSubscription, SalesOrderIn, SalesOrderRecord, SalesOrderList, SalesOrderClose,
+    RevenueContractIn, RevenueContract, RecognitionTotals, ContractError, ChangeRunRequest,
+    ChangeRunStatus, SalesOrderRevision,
+)
+
+
+def _flow1_billing() -> dict[str, Any]:
+    sub = [_path("id", _ID)]
+    return {
+        "/billing/v1/subscriptions": {"post": {
+            "operationId": "createSubscription",
+            "summary": "Create a subscription (idempotent by Idempotency-Key)",
+            "parameters": [_IDEMPOTENCY_KEY],
+            "requestBody": {"required": True, "content": {
+                "application/json": {"schema": _ref("SubscriptionIn")}}},
+            "responses": {"201": _json("BillingSubscription", "created"),
+                          "200": _json("BillingSubscription", "replayed: already created"),
+                          **_errors(400, 422, *_FAULTS)},
+        }},
+        "/billing/v1/subscriptions/{id}": {"get": {
+            "operationId": "getSubscription", "summary": "One subscription",
+            "parameters": sub,
+            "responses": {"200": _json("BillingSubscription", "the subscription"),
+                          **_errors(404, *_FAULTS)},
+        }},
+        "/billing/v1/subscription-changes": {"post": {
+            "operationId": "createSubscriptionChanges",
+            "summary": "Amend, renew or cancel active subscriptions (webhooks, flow 5)",
+            "requestBody": {"required": True, "content": {
+                "application/json": {"schema": _ref("ChangeRunRequest")}}},
+            "responses": {"202": _json("ChangeRunStatus", "the change run was started"),
+                          **_errors(400, *_FAULTS)},
+        }},
+        "/billing/v1/subscription-changes/{id}": {"get": {
+            "operationId": "getSubscriptionChanges", "summary": "A change run's progress",
+            "parameters": [_path("id", _ID)],
+            "responses": {"200": _json("ChangeRunStatus", "its progress"),
+                          **_errors(404, *_FAULTS)},
+        }},
+        "/billing/v1/subscriptions/{id}/cancel": {"post": {
+            "operationId": "cancelSubscription", "summary": "Cancel a subscription (idempotent)",
+            "parameters": sub,
+            "responses": {"200": _json("BillingSubscription", "cancelled"),
+                          **_errors(404, *_FAULTS)},
+        }},
+    }
+
+
+def _flow1_erp() -> dict[str, Any]:
+    return {
+        "/erp/v1/sales-orders": {
+            "post": {
+                "operationId": "createSalesOrder",
+                "summary": "Create a sales order (idempotent by Idempotency-Key)",
+                "parameters": [_IDEMPOTENCY_KEY],
+                "requestBody": {"required": True, "content": {
+                    "application/json": {"schema": _ref("SalesOrderIn")}}},
+                "responses": {"201": _json("SalesOrderRecord", "created"),
+                              "200": _json("SalesOrderRecord", "replayed: already created"),
+                              "422": _json("ErpError", "refused (INVALID, CREDIT_HOLD, "
+                                                       "IDEMPOTENCY_KEY_REUSED)"),
+                              **_errors(400, *_FAULTS)},
+            },
+            "get": {
+                "operationId": "findSalesOrders", "summary": "Sales orders by external id",
+                "parameters": [_query("externalId", {"type": "string", "minLength": 1}, True,
+                                      "the business key (the deal id)")],
+                "responses": {"200": _json("SalesOrderList", "orders in creation order"),
+                              **_errors(400, *_FAULTS)},
+            },
+        },
+        "/erp/v1/sales-orders/{id}/revise": {"post": {
+            "operationId": "reviseSalesOrder",
+            "summary": "Restate a sales order's lines at a later version (flow 5)",
+            "parameters": [_path("id", _ID)],
+            "requestBody": {"required": True, "content": {
+                "application/json": {"schema": _ref("SalesOrderRevision")}}},
+            "responses": {"200": _json("SalesOrderRecord", "revised, or replayed"),
+                          "409": _json("ErpError", "STALE_VERSION or VERSION_CONFLICT"),
+                          "422": _json("ErpError", "ORDER_CLOSED"),
+                          **_errors(400, 404, *_FAULTS)},
+        }},
+        "/erp/v1/sales-orders/{id}/close": {"post": {
+            "operationId": "closeSalesOrder",
+            "summary": "Close a sales order (a reversal, never a delete; idempotent)",
+            "parameters": [_path("id", _ID)],
+            "requestBody": {"required": False, "content": {
+                "application/json": {"schema": _ref("SalesOrderClose")}}},
+            "responses": {"200": _json("SalesOrderRecord", "closed"),
+                          **_errors(400, 404, *_FAULTS)},
+        }},
+    }
+
+
+def _flow1_revenue() -> dict[str, Any]:
+    return {
+        "/revenue/v1/contracts/{id}": {
+            "put": {
+                "operationId": "putRevenueContract",
+                "summary": "Create or update a revenue contract by version",
+                "parameters": [_path("id", _ID)],
+                "requestBody": {"required": True, "content": {
+                    "application/json": {"schema": _ref("RevenueContractIn")}}},
+                "responses": {"201": _json("RevenueContract", "created"),
+                              "200": _json("RevenueContract", "updated, or replayed"),
+                              "409": _json("ContractError",
+                                           "STALE_VERSION or VERSION_CONFLICT"),
+                              "422": _json("ContractError", "CONTRACT_REJECTED"),
+                              **_errors(400, *_FAULTS)},
+            },
+            "get": {
+                "operationId": "getRevenueContract", "summary": "A contract and its schedule",
+                "parameters": [_path("id", _ID)],
+                "responses": {"200": _json("RevenueContract", "the contract"),
+                              **_errors(404, *_FAULTS)},
+            },
+        },
+        "/revenue/v1/recognition": {"get": {
+            "operationId": "getRecognition", "summary": "What the contracts recognise in a month",
+            "parameters": [_query("period", _PERIOD, True, "YYYY-MM")],
+            "responses": {"200": _json("RecognitionTotals", "per currency"),
+                          **_errors(400, *_FAULTS)},
+        }},
+    }
+
+
+def _flow1_partner() -> dict[str, Any]:
+    return {
+        "/partner/v1/deal-runs": {"post": {
+            "operationId": "createDealRun",
+            "summary": "Register and decide seeded deals, delivered as signed webhooks",
+            "requestBody": {"required": True, "content": {
+                "application/json": {"schema": _ref("DealRunRequest")}}},
+            "responses": {"202": _json("DealRunCreated", "the deal run was started"),
+                          **_errors(400, *_FAULTS)},
+        }},
+        "/partner/v1/deal-runs/{id}": {"get": {
+            "operationId": "getDealRun", "summary": "A deal run's progress",
+            "parameters": [_path("id", _ID)],
+            "responses": {"200": _json("DealRunStatus", "its progress"),
+                          **_errors(404, *_FAULTS)},
+        }},
+        "/partner/v1/deals/{id}": {"get": {
+            "operationId": "getDeal", "summary": "A deal's latest version",
+            "parameters": [_path("id", _ID)],
+            "responses": {"200": _json("PartnerDeal", "the deal"), **_errors(404, *_FAULTS)},
+        }},
+    }
+
+
+_FLOW1 = {"billing": _flow1_billing, "erp": _flow1_erp, "revenue": _flow1_revenue,
+          "partner": _flow1_partner}
+
+
+# -- customers (billing's records, the ERP's view from its postings) ----------------------------
+
+_TYPES += (BillingCustomer, BillingCustomerList, ErpCustomerList)
+
+
+def _billing_customers() -> dict[str, Any]:
+    return {
+        "/billing/v1/customers": {"get": {
+            "operationId": "listCustomers", "summary": "Customers by id (seeded)",
+            "parameters": [
+                _query("starting_after", {"type": "string"}, False,
+                       "the id of the last customer of the previous page"),
+                _query("limit", {"type": "integer", "minimum": 1, "maximum": 100}, False,
+                       "page size (default 10)"),
+                _query("invoiced", {"type": "string", "enum": ["true", "false"]}, False,
+                       "only customers of invoices issued since start or reset"),
+            ],
+            "responses": {"200": _json("BillingCustomerList", "a page of customers"),
+                          **_errors(400, *_FAULTS)},
+        }},
+        "/billing/v1/customers/{id}": {"get": {
+            "operationId": "getCustomer", "summary": "One customer",
+            "parameters": [_path("id", _ID)],
+            "responses": {"200": _json("BillingCustomer", "the customer"),
+                          **_errors(404, *_FAULTS)},
+        }},
+    }
+
+
+def _erp_customers() -> dict[str, Any]:
+    return {
+        "/erp/v1/customers": {"get": {
+            "operationId": "listErpCustomers",
+            "summary": "Customers named by the ERP's postings, with their totals",
+            "responses": {"200": _json("ErpCustomerList", "customers by id"),
+                          **_errors(*_FAULTS)},
+        }},
+    }
+
+
+_CUSTOMERS = {"billing": _billing_customers, "erp": _erp_customers}
+
+
+# -- reconciliation reads: the revenue platform's billings report --------------------------------
+
+_TYPES += (BillingReport,)
+
+
+def _revenue_reports() -> dict[str, Any]:
+    return {
+        "/revenue/v1/reports/billings": {"get": {
+            "operationId": "getBillingsReport",
+            "summary": "What the platform recorded per invoice (amount, lines), in pages",
+            "parameters": [
+                _query("period", _PERIOD, False,
+                       "only invoices with a line recorded in this UTC month"),
+                _query("after", {"type": "string", "maxLength": 200}, False,
+                       "the last invoice id of the previous page (empty: from the start)"),
+                _query("limit", {"type": "integer", "minimum": 1, "maximum": 1000}, False,
+                       "page size (default 100)"),
+            ],
+            "responses": {"200": _json("BillingReport", "a page, by invoice id"),
+                          **_errors(400, *_FAULTS)},
+        }},
+    }
+
+
+_REPORTS = {"revenue": _revenue_reports}
+
+
+_PATHS = {"billing": _billing, "erp": _erp, "revenue": _revenue, "cpq": _cpq,
+          "partner": _partner, "sim": _sim}
 _TITLES = {
     "billing": "Simulated billing platform",
     "erp": "Simulated ERP",
     "revenue": "Simulated revenue platform",
     "cpq": "Simulated CPQ",
+    "partner": "Simulated partner portal",
     "sim": "Simulator control and audit",
     "all": "erpgw platform simulator",
 }
@@ -285,6 +654,9 @@ def document(service: str = "all") -> dict[str, Any]:
     paths: dict[str, Any] = {}
     for name in names:
         paths.update(_PATHS[name]())
+        paths.update(_FLOW1.get(name, dict)())
+        paths.update(_CUSTOMERS.get(name, dict)())
+        paths.update(_REPORTS.get(name, dict)())
     return {
         "openapi": "3.1.0",
         "info": {"title": _TITLES[service], "version": "1.0.0",

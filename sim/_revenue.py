@@ -5,19 +5,29 @@ real one) no duplicate detection.
 all of them (append-only, numbered batches) or none, returning the per-line errors. The same
 line uploaded twice is recorded twice: counting those is the audit's job (``RevenueAudit``).
 ``RevenueService`` is the HTTP shell (the fault guard wraps it like every platform route).
+
+Partial batch failure: with ``item_reject_rate`` on (the ``revenue`` section of the runtime
+faults, or a scenario window on ``revenue/batches``), a line is rejected with ``VALIDATION``
+when ``rejects_line(seed, lineId, rate)`` says so, decided per line id like the ERP's item
+rejection, so a resent line is rejected again. The platform being all-or-nothing, the batch
+is then answered 422 naming those lines and nothing is recorded; the book remembers the
+rejected line ids (``rejections``) for the audit.
 """
 
 from __future__ import annotations
 
+import random
 import re
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from datetime import date
 
 import msgspec
 from aiohttp import web
 
 from contracts.platforms.revenue import (
+    BillingReport,
+    BillingReportRow,
     RevenueBatch,
     RevenueBatchResult,
     RevenueLineError,
@@ -25,9 +35,22 @@ from contracts.platforms.revenue import (
 )
 
 from ._config import SimConfig
-from ._http import SimHTTPError, decode_body, json_response
+from ._control import FaultControl, current_plan
+from ._erp import check_period
+from ._http import SimHTTPError, decode_body, json_response, query_int
 
-__all__ = ["RevenueAudit", "RevenueBook", "RevenueService", "revenue_audit", "validate_line"]
+__all__ = ["RevenueAudit", "RevenueBook", "RevenueService", "rejects_line", "revenue_audit",
+           "validate_line"]
+
+
+def rejects_line(seed: int, line_id: str, rate: float) -> bool:
+    """Whether the injected partial batch failure rejects the line ``line_id`` at ``rate``.
+
+    Pure and seeded per line id: the same line is always answered the same way.
+    """
+    if rate <= 0.0:
+        return False
+    return random.Random(f"{seed}/revenue/reject/{line_id}").random() < rate
 
 _DECODER = msgspec.json.Decoder(RevenueBatch)
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
@@ -62,6 +85,10 @@ def validate_line(index: int, line: RevenueLineIn) -> RevenueLineError | None:
     if start > end:
         return RevenueLineError(index=index, code="PERIOD_REVERSED",
                                 message=f"periodStart {start} is after periodEnd {end}")
+    if line.kind == "usage" and (not line.usage_ids or line.quantity is None
+                                 or line.quantity < 0):
+        return RevenueLineError(index=index, code="INVALID",
+                                message="a usage line names its usageIds and a quantity >= 0")
     return None
 
 
@@ -72,15 +99,28 @@ class RevenueBook:
     def __init__(self, *, first_batch: int = 1) -> None:
         self.lines: list[tuple[str, RevenueLineIn]] = []  # (batch id, line), upload order
         self.batches: dict[str, int] = {}
+        self.rejections: list[str] = []  # line ids rejected by the injected fault
         self._next = first_batch
 
     @property
     def next_batch(self) -> int:
         return self._next
 
-    def upload(self, lines: Sequence[RevenueLineIn]) -> RevenueBatchResult:
-        """Record all of ``lines`` as one batch, or none when any is invalid."""
-        errors = [e for i, line in enumerate(lines) if (e := validate_line(i, line)) is not None]
+    def upload(self, lines: Sequence[RevenueLineIn],
+               reject: Collection[int] = ()) -> RevenueBatchResult:
+        """Record all of ``lines`` as one batch, or none when any is invalid. Valid lines whose
+        index is in ``reject`` are refused with ``VALIDATION`` (the injected partial batch
+        failure) and remembered in ``rejections``."""
+        errors: list[RevenueLineError] = []
+        for i, line in enumerate(lines):
+            error = validate_line(i, line)
+            if error is None and i in reject:
+                self.rejections.append(line.line_id)
+                error = RevenueLineError(index=i, code="VALIDATION",
+                                         message=f"lineId {line.line_id!r}: field validation "
+                                                 "failed (injected partial batch failure)")
+            if error is not None:
+                errors.append(error)
         if errors:
             return RevenueBatchResult(batch_id=None, status="rejected", lines=len(lines),
                                       errors=errors)
@@ -90,17 +130,41 @@ class RevenueBook:
         self.lines.extend((batch_id, line) for line in lines)
         return RevenueBatchResult(batch_id=batch_id, status="accepted", lines=len(lines))
 
+    def billings(self, after: str, limit: int,
+                 batches: Collection[str] | None = None) -> BillingReport:
+        """The billings report (``contracts.platforms.revenue.BillingReport``): per invoice id
+        above ``after``, in id order, at most ``limit`` rows, what its billing lines add up to;
+        only lines of ``batches`` when given. Usage lines are left out. Raises nothing."""
+        rows: dict[str, list[RevenueLineIn]] = {}
+        for batch_id, line in self.lines:
+            if line.kind == "usage" or line.invoice_id <= after:
+                continue
+            if batches is None or batch_id in batches:
+                rows.setdefault(line.invoice_id, []).append(line)
+        ids = sorted(rows)
+        page = ids[:limit]
+        return BillingReport(
+            items=[BillingReportRow(invoice_id=i, currency=rows[i][0].currency,
+                                    amount=sum(ln.amount for ln in rows[i]),
+                                    lines=len(rows[i]),
+                                    distinct_lines=len({ln.line_id for ln in rows[i]}))
+                   for i in page],
+            has_more=len(ids) > limit, next_after=page[-1] if page else after)
+
 
 class RevenueAudit(msgspec.Struct, frozen=True):
     """The ``revenue`` section of the audit: ``batches`` and ``lines`` uploaded,
     ``duplicate_lines`` = sum of (uploads - 1) per ``lineId`` (the platform does not detect them),
-    ``unexpected_lines`` for invoices billing never issued, ``amount`` per currency."""
+    ``unexpected_lines`` for invoices billing never issued, ``amount`` per currency;
+    ``rejected_lines`` the distinct line ids refused by the injected ``VALIDATION``. Billing
+    lines only: usage lines (``kind: "usage"``) are in the audit's ``usage`` section."""
 
     batches: int
     lines: int
     duplicate_lines: int
     unexpected_lines: int
     amount: dict[str, int]
+    rejected_lines: int = 0
 
 
 def revenue_audit(book: RevenueBook, issued_ids: Iterable[str]) -> RevenueAudit:
@@ -108,23 +172,31 @@ def revenue_audit(book: RevenueBook, issued_ids: Iterable[str]) -> RevenueAudit:
     counts: dict[str, int] = {}
     amount: dict[str, int] = {}
     unexpected = 0
+    lines = 0
     for _, line in book.lines:
+        if line.kind == "usage":
+            continue
+        lines += 1
         counts[line.line_id] = counts.get(line.line_id, 0) + 1
         amount[line.currency] = amount.get(line.currency, 0) + line.amount
         if line.invoice_id not in issued:
             unexpected += 1
-    return RevenueAudit(batches=len(book.batches), lines=len(book.lines),
+    return RevenueAudit(batches=len(book.batches), lines=lines,
                         duplicate_lines=sum(c - 1 for c in counts.values()),
-                        unexpected_lines=unexpected, amount=dict(sorted(amount.items())))
+                        unexpected_lines=unexpected, amount=dict(sorted(amount.items())),
+                        rejected_lines=len(set(book.rejections)))
 
 
 class RevenueService:
-    """``POST /revenue/v1/batches`` and ``GET /revenue/v1/batches/{id}``."""
+    """``POST /revenue/v1/batches``, ``GET /revenue/v1/batches/{id}`` and
+    ``GET /revenue/v1/reports/billings``."""
 
-    def __init__(self, config: SimConfig) -> None:
+    def __init__(self, config: SimConfig, control: FaultControl | None = None) -> None:
         if config.revenue_max_batch < 1:
             raise ValueError(f"revenue_max_batch must be >= 1, got {config.revenue_max_batch}")
         self._max = config.revenue_max_batch
+        self._seed = config.seed
+        self._control = control
         self.book = RevenueBook()
         self.uploaded_at: dict[str, float] = {}
 
@@ -140,7 +212,14 @@ class RevenueService:
             raise SimHTTPError(413, "request.too_many_items",
                                f"a batch takes at most {self._max} lines, got {len(batch.lines)}",
                                path="$.lines")
-        result = self.book.upload(batch.lines)
+        rate = current_plan.get().reject_rate
+        reject = {i for i, line in enumerate(batch.lines)
+                  if rejects_line(self._seed, line.line_id, rate)} if rate > 0 else set()
+        before = len(self.book.rejections)
+        result = self.book.upload(batch.lines, reject)
+        if self._control is not None and len(self.book.rejections) > before:
+            self._control.count("revenue/batches", "item_rejected",
+                                len(self.book.rejections) - before)
         if result.batch_id is not None:
             self.uploaded_at[result.batch_id] = time.time()
         return json_response(result, status=201 if result.status == "accepted" else 422)
@@ -152,3 +231,20 @@ class RevenueService:
             raise SimHTTPError(404, "not_found", f"no batch {batch_id!r}")
         return json_response(RevenueBatchResult(batch_id=batch_id, status="accepted",
                                                 lines=lines))
+
+    async def billings_report(self, request: web.Request) -> web.Response:
+        """``GET /revenue/v1/reports/billings?period=&after=&limit=`` → ``BillingReport``
+        (``RevenueBook.billings``; ``period`` keeps the batches recorded in that UTC month).
+        400 naming the parameter when one is malformed."""
+        after = request.query.get("after", "")
+        if len(after) > 200:
+            raise SimHTTPError(400, "request.invalid", "after is at most 200 characters",
+                               path="after")
+        limit = query_int(request.query.get("limit"), "limit", 100, 1, 1000)
+        batches: set[str] | None = None
+        period = request.query.get("period")
+        if period is not None:
+            check_period(period)
+            batches = {b for b, at in self.uploaded_at.items()
+                       if time.strftime("%Y-%m", time.gmtime(at)) == period}
+        return json_response(self.book.billings(after, limit, batches))

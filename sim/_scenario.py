@@ -15,6 +15,7 @@ Format (every table and key is optional; times are seconds since the simulator s
 
     [faults]                         # applied at start, exactly as PUT /sim/v1/faults
     billing = { duplicate_rate = 0.05 }
+    revenue = { error_rate = 0.1 }   # erp | billing | revenue | cpq sections
 
     [[bill_run]]                     # the workload: a bill run fired at at_s
     at_s = 1
@@ -34,7 +35,8 @@ Format (every table and key is optional; times are seconds since the simulator s
                                      # error_rate, status, error_mix = {500 = 1, 503 = 2},
                                      # rate_limit_rate, retry_after_s, reset_rate,
                                      # commit_then_timeout_rate, commit_then_reset_rate,
-                                     # silent_drop_rate, item_reject_rate
+                                     # silent_drop_rate, item_reject_rate,
+                                     # alter_amount_rate
 
     [[webhooks]]                     # billing webhook faults for a window
     at_s = 0
@@ -67,8 +69,9 @@ __all__ = [
 
 # The endpoints a fault window can name, per service ("*" names them all).
 ENDPOINTS: dict[str, tuple[str, ...]] = {
-    "erp": ("journal-entries.bulk", "journal-entries", "gl.balances", "periods", "governance"),
-    "billing": ("bill-runs", "events"),
+    "erp": ("journal-entries.bulk", "journal-entries", "gl.balances", "periods", "governance",
+            "customers"),
+    "billing": ("bill-runs", "events", "customers"),
     "revenue": ("batches",),
     "cpq": ("products", "price"),
 }
@@ -136,7 +139,9 @@ class Scenario(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         ]
         if self.faults != Faults():
             lines.append(f"  from start          faults: erp [{describe(self.faults.erp)}], "
-                         f"billing [{describe(self.faults.billing)}]")
+                         f"billing [{describe(self.faults.billing)}], "
+                         f"revenue [{describe(self.faults.revenue)}], "
+                         f"cpq [{describe(self.faults.cpq)}]")
         events: list[tuple[float, int, str]] = []
         for i, run in enumerate(self.bill_run):
             at = f"t={run.at_s:8.1f}s"

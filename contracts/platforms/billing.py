@@ -10,7 +10,8 @@ Amounts are integer minor units, currencies lower-case, times unix seconds, as S
 
 from __future__ import annotations
 
-from typing import Annotated
+from datetime import date
+from typing import Annotated, Literal
 
 import msgspec
 
@@ -122,6 +123,7 @@ class BillingCreditNote(msgspec.Struct, frozen=True):
     created: int
     reason: str = "order_change"
     object: str = "credit_note"
+    customer: str = ""  # the invoice's customer (Stripe sends it; older sims did not)
 
 
 class CreditNoteEventData(msgspec.Struct, frozen=True):
@@ -149,6 +151,7 @@ class BillingPayment(msgspec.Struct, frozen=True):
     currency: Annotated[str, msgspec.Meta(pattern="^[a-z]{3}$")]
     paid_at: int
     object: str = "payment"
+    customer: str = ""  # the invoice's customer (older sims did not send it)
 
 
 class PaymentEventData(msgspec.Struct, frozen=True):
@@ -164,3 +167,153 @@ class PaymentEvent(msgspec.Struct, frozen=True):
     data: PaymentEventData
     livemode: bool = False
     object: str = "event"
+
+
+class CreditNoteEventList(msgspec.Struct, frozen=True):
+    """Body of ``GET /billing/v1/events?type=credit_note.created``: the credit note events
+    delivered (2xx), in delivery order; paged like ``BillingEventList``."""
+
+    data: list[CreditNoteEvent]
+    has_more: bool
+    next_cursor: str
+    object: str = "list"
+
+
+class PaymentEventList(msgspec.Struct, frozen=True):
+    """Body of ``GET /billing/v1/events?type=invoice.paid``: the payment events delivered
+    (2xx), in delivery order; paged like ``BillingEventList``."""
+
+    data: list[PaymentEvent]
+    has_more: bool
+    next_cursor: str
+    object: str = "list"
+
+
+__all__ += ["CreditNoteEventList", "PaymentEventList"]
+
+
+# -- Subscriptions (created by the gateway's deal saga; flow 1) -------------------------------
+#
+# ``POST /billing/v1/subscriptions`` (header ``Idempotency-Key``) with ``SubscriptionIn`` →
+# ``BillingSubscription`` (201 created; 200 with ``Idempotent-Replayed: true`` for the same key
+# and body; 422 ``idempotency.key_reused`` for the same key with another body).
+# ``GET /billing/v1/subscriptions/{id}``; ``POST /billing/v1/subscriptions/{id}/cancel``
+# (idempotent: cancelling a cancelled subscription answers it unchanged). Webhooks
+# ``customer.subscription.created|updated|deleted`` carry the subscription and its ``version``.
+
+__all__ += ["BillingSubscription", "SubscriptionEvent", "SubscriptionEventData", "SubscriptionIn",
+            "SubscriptionItemIn", "SubscriptionItemRecord", "SubscriptionPhase"]
+
+
+class SubscriptionItemIn(msgspec.Struct, frozen=True):
+    """``quantity`` units of ``product`` at the net ``unit_amount`` per billing interval."""
+
+    product: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+    quantity: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)]
+    unit_amount: Annotated[int, msgspec.Meta(ge=0, le=2**53 - 1)]
+
+
+class SubscriptionIn(msgspec.Struct, frozen=True):
+    """Body of ``POST /billing/v1/subscriptions``: ``start_date`` is ``YYYY-MM-DD``; the
+    subscription runs ``term_months`` from it. ``metadata`` is free text the platform keeps
+    (the gateway puts the deal id in ``deal_id``)."""
+
+    customer: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+    currency: Annotated[str, msgspec.Meta(pattern="^[a-z]{3}$")]
+    items: Annotated[list[SubscriptionItemIn], msgspec.Meta(min_length=1, max_length=200)]
+    start_date: date
+    term_months: Annotated[int, msgspec.Meta(ge=1, le=120)]
+    interval: Literal["month", "year"] = "month"
+    metadata: dict[str, str] = {}
+
+
+class SubscriptionItemRecord(msgspec.Struct, frozen=True):
+    id: str
+    product: str
+    quantity: int
+    unit_amount: Amount
+    amount: Amount
+
+
+class SubscriptionPhase(msgspec.Struct, frozen=True):
+    """A stretch of the subscription with one item set, ``start_date``..``end_date``
+    (inclusive; whole calendar months). Like Stripe's subscription schedule phases."""
+
+    start_date: date
+    end_date: date
+    items: list[SubscriptionItemRecord]
+
+
+class BillingSubscription(msgspec.Struct, frozen=True):
+    """A subscription as billing keeps it. ``version`` goes up on every change (1 at
+    creation); ``status`` ``canceled`` after a cancellation (``canceled_at`` unix seconds).
+    ``amount`` is the sum of the current items' amounts per interval. ``phases`` restate the
+    whole subscription, every version (flow 5): an amendment splits the last phase at its
+    ``effective_date``, a renewal appends a phase, a cancellation cuts the phases at its
+    ``effective_date``; ``change`` names the change that made this version (``create``,
+    ``amend``, ``renew``, ``cancel``) and ``proration`` what it adds to (or takes off) the
+    remaining term, in minor units."""
+
+    id: str
+    customer: str
+    currency: str
+    items: list[SubscriptionItemRecord]
+    amount: Amount
+    start_date: date
+    end_date: date
+    term_months: int
+    interval: str
+    created: int
+    status: Literal["active", "canceled"] = "active"
+    version: int = 1
+    canceled_at: int | None = None
+    metadata: dict[str, str] = {}
+    object: str = "subscription"
+    phases: list[SubscriptionPhase] = []
+    change: str = "create"
+    effective_date: date | None = None
+    proration: int = 0
+
+
+class SubscriptionEventData(msgspec.Struct, frozen=True):
+    object: BillingSubscription
+
+
+class SubscriptionEvent(msgspec.Struct, frozen=True):
+    """``customer.subscription.created|updated|deleted`` (same envelope and signature as
+    invoices)."""
+
+    id: Annotated[str, msgspec.Meta(min_length=1, max_length=255)]
+    type: str
+    created: int
+    data: SubscriptionEventData
+    livemode: bool = False
+    object: str = "event"
+
+
+# -- customers (GET /billing/v1/customers, /billing/v1/customers/{id}) -------------------------
+
+
+class BillingCustomer(msgspec.Struct, frozen=True):
+    """A customer of the billing platform (Stripe's shape, trimmed). ``currency`` is the
+    customer's preferred currency, lower-case; ``country`` ISO 3166-1 alpha-2; ``created``
+    unix seconds. An invoice's ``customer`` names one of these."""
+
+    id: str
+    name: str
+    email: str
+    country: str
+    currency: str
+    created: int
+    object: str = "customer"
+
+
+class BillingCustomerList(msgspec.Struct, frozen=True):
+    """Body of ``GET /billing/v1/customers?starting_after=&limit=``: customers by id."""
+
+    data: list[BillingCustomer]
+    has_more: bool
+    object: str = "list"
+
+
+__all__ += ["BillingCustomer", "BillingCustomerList"]

@@ -157,7 +157,8 @@ async def test_concurrency_limit_answers_sss_request_limit_exceeded() -> None:
 async def test_no_limit_by_default_and_governance_reports_it(sim: Http) -> None:
     gov = (await sim.get("/erp/v1/governance")).body
     assert gov == {"concurrencyLimit": 0, "inFlight": 0, "maxBulkItems": 1000,
-                   "limitedRequests": 0, "closedPeriods": []}
+                   "limitedRequests": 0, "closedPeriods": [], "requests": 0,
+                   "requestTimes": []}
 
 
 async def test_lookup_answers_the_contract_shape(sim: Http) -> None:

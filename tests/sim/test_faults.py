@@ -74,8 +74,10 @@ async def test_error_rate_one_commits_nothing_and_clearing_restores(sim: Http) -
         "commit_then_reset_rate": 0.0,
         "silent_drop_rate": 0.0,
         "item_reject_rate": 0.0,
+        "alter_amount_rate": 0.0,
     }
     assert cleared.body["billing"]["duplicate_rate"] == 0.0
+    assert cleared.body["revenue"]["outage"] is False and cleared.body["cpq"]["error_rate"] == 0
     (result,) = await bulk(sim, entry())
     assert result["status"] == "created"
 
@@ -152,7 +154,10 @@ async def test_commit_then_timeout_commits_and_the_retry_is_a_replay() -> None:
         ({"erp": {"status": 200}}, "$.erp.status"),
         ({"erp": {"latency_ms": -1}}, "$.erp.latency_ms"),
         ({"erp": {"eror_rate": 0.5}}, "$.erp"),
-        ({"revenue": {}}, "$"),
+        ({"crm": {}}, "$"),
+        ({"revenue": {"silent_drop_rate": 0.1}}, "$.revenue"),
+        ({"revenue": {"alter_amount_rate": 0.1}}, "$.revenue"),
+        ({"cpq": {"item_reject_rate": 0.1}}, "$.cpq"),
         ({"billing": {"mangle_modes": []}}, "$.billing.mangle_modes"),
         ({"billing": {"drift_modes": ["typo"]}}, "$.billing.drift_modes[0]"),
         ({"billing": {"duplicate_max": 1}}, "$.billing.duplicate_max"),

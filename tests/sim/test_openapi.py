@@ -41,7 +41,7 @@ def test_documents_cover_every_route_and_are_openapi_31() -> None:
             for op in ops.values():
                 assert op["operationId"] and op["responses"]
     with pytest.raises(KeyError):
-        document("partner")
+        document("nonesuch")
 
 
 async def test_documents_are_served(sim: Http) -> None:

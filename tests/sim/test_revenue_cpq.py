@@ -75,7 +75,8 @@ async def test_revenue_uploads_over_http_and_the_audit_counts_duplicates(sim: Ht
     revenue = (await sim.get("/sim/v1/audit")).body["revenue"]
     assert revenue == {"batches": 2, "lines": 5, "duplicate_lines": 2,
                        "unexpected_lines": 5,  # nothing was issued in this test
-                       "amount": {"USD": 1001 + 1002 + 1003 + 1002 + 1003}}
+                       "amount": {"USD": 1001 + 1002 + 1003 + 1002 + 1003},
+                       "rejected_lines": 0}
     await sim.post("/sim/v1/reset")
     assert (await sim.get("/sim/v1/audit")).body["revenue"]["lines"] == 0
     again = await sim.post(BATCHES, json={"lines": [line(1)]})
