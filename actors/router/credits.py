@@ -1,0 +1,129 @@
+"""Credit memo router: ``credit_memo.issued.v1`` → one reversing ERP journal entry command.
+
+The accounting mirrors ``journal_for_invoice`` (pure, ``journal_for_credit_memo``): debit
+deferred revenue with the subtotal and tax payable with the tax, credit accounts receivable
+with the total. A full credit memo of an invoice therefore posts exactly the invoice's entry
+with debits and credits swapped (a property test proves it). A credit memo's lines may be
+signed (a line can re-charge part of the credit), so a negative subtotal or tax moves to the
+other side instead of being posted negative.
+
+The command goes to the same subject as the invoices' (``erp.journal``), so the existing ERP
+poster posts it in its bulk requests: ``externalId`` = the credit memo id, idempotency key
+derived from the memo's business key (``erp_idempotency_key``), ``Nats-Msg-Id`` derived from
+(input id, ``erp.journal``). Batches are processed like the invoice router's: plan every
+message, publish the outputs as one atomic batch, ack the inputs whose outputs are stored.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+from contracts import (
+    ContractError,
+    CreditMemoIssued,
+    Envelope,
+    JournalLine,
+    MsgpackCodec,
+    PostJournalEntry,
+    Subjects,
+    contract_error,
+    derive_id,
+    make_envelope,
+)
+
+from ..deadletter import DeadLetterSink
+from ..infra.bus import Delivery, OutMsg
+from ..worker import BatchWorker
+from .invoices import AccountMap, erp_idempotency_key
+
+__all__ = ["CreditMemoRouter", "journal_for_credit_memo", "plan_credit_memo"]
+
+log = logging.getLogger("erpgw.router.credits")
+_codec: MsgpackCodec[Envelope] = MsgpackCodec(Envelope)
+
+
+def _side(account: str, amount: int, memo: str, *, debit: bool) -> JournalLine:
+    """``amount`` on the debit (``debit``) or credit side; a negative amount on the other."""
+    if (amount > 0) == debit:
+        return JournalLine(account=account, debit=abs(amount), memo=memo)
+    return JournalLine(account=account, credit=abs(amount), memo=memo)
+
+
+def journal_for_credit_memo(cm: CreditMemoIssued, key: str,
+                            accounts: AccountMap) -> PostJournalEntry:
+    """The balanced reversing entry of a credit memo: Dr deferred revenue ``subtotal``, Dr tax
+    payable ``tax``, Cr receivable ``total`` (zero parts omitted, negative parts on the other
+    side). Pure. Raises ``ValueError`` (``journal.*``) only for a memo breaking its own
+    invariants, which ``CreditMemoIssued`` already refuses (``total > 0``)."""
+    memo = (f"Credit memo {cm.number} ({cm.credit_memo_id}) customer {cm.customer_id}"
+            + (f" reverses {cm.invoice_id}" if cm.invoice_id else ""))
+    lines: list[JournalLine] = []
+    if cm.subtotal:
+        lines.append(_side(accounts.deferred_revenue, cm.subtotal, "deferred revenue reversed",
+                           debit=True))
+    if cm.tax:
+        lines.append(_side(accounts.tax_payable, cm.tax, "tax reversed", debit=True))
+    lines.append(JournalLine(account=accounts.receivable, credit=cm.total, memo=memo))
+    return PostJournalEntry(
+        idempotency_key=key,
+        external_id=cm.credit_memo_id,
+        posting_date=cm.issued_at.date(),
+        currency=cm.currency,
+        memo=memo,
+        lines=lines,
+    )
+
+
+def plan_credit_memo(env: Envelope, subjects: Subjects, accounts: AccountMap) -> OutMsg:
+    """The ``erp.journal`` command for one credit memo envelope.
+
+    Raises ``ContractError``: ``route.unexpected_type`` for another payload,
+    ``journal.*`` when the entry cannot be balanced.
+    """
+    cm = env.payload
+    if not isinstance(cm, CreditMemoIssued):
+        raise ContractError(f"credit memo router cannot handle {env.type}",
+                            code="route.unexpected_type", path="$.payload.type")
+    try:
+        entry = journal_for_credit_memo(cm, erp_idempotency_key(env), accounts)
+    except ValueError as exc:
+        raise contract_error(exc) from exc
+    out = make_envelope(entry, source="gateway", key=env.key, caused_by=env,
+                        msg_id=derive_id(env.id, "erp.journal"))
+    return OutMsg(subject=subjects.erp_journal, data=_codec.encode(out), msg_id=out.id,
+                  headers={"traceparent": out.traceparent or ""})
+
+
+class CreditMemoRouter(BatchWorker):
+    """The durable consumer ``credit-router`` (docs/flows.md, "Flow 2: credit memos")."""
+
+    def __init__(self, name: str, *, subjects: Subjects, dlq: DeadLetterSink,
+                 accounts: AccountMap | None = None, **kw: object) -> None:
+        super().__init__(name, **kw)  # type: ignore[arg-type]
+        self.subjects = subjects
+        self.dlq = dlq
+        self.accounts = accounts or AccountMap()
+
+    async def handle(self, batch: Sequence[Delivery]) -> None:
+        outs: list[OutMsg] = []
+        owners: list[Delivery] = []
+        for d in batch:
+            try:
+                outs.append(plan_credit_memo(_codec.decode(d.data), self.subjects,
+                                             self.accounts))
+            except ContractError as err:
+                await self.dlq.send(d, err)
+                self.failed += 1
+                continue
+            owners.append(d)
+        results = await self.bus.publish_atomic(outs)
+        for d, outcome in zip(owners, results, strict=True):
+            if not isinstance(outcome, Exception):
+                await d.ack()
+                self.processed += 1
+                continue
+            await self.fail(d, outcome, self.dlq)
+
+    def statistics(self) -> dict[str, object]:
+        return {**super().statistics(), "dead_lettered": self.dlq.count}
