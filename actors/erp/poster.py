@@ -4,12 +4,18 @@ Theory of operation, per batch:
 
 1. decode every command (a contract violation is dead-lettered at once);
 2. drop the ones whose idempotency key the ledger already holds (a redelivery after a crash
-   or a lost ack): ack them, nothing goes to the ERP;
+   or a lost ack): ack them, nothing goes to the ERP. A posting of a versioned document (an
+   invoice and its amendments, flow 6) is judged by its aggregate's applied and claimed
+   versions instead (``actors.erp.ordering.plan_order``): a redelivered, stale or superseded
+   version is acked without posting (audited first), a newer one is sent with the reversal of
+   the version it replaces, and the versions about to be sent are claimed in the ledger in one
+   transaction before the request;
 3. send the rest in one bulk request, each item with its idempotency key, so a retry after an
    ambiguous outcome (timeout after the ERP committed) is answered ``replayed`` and never
    posts twice;
-4. write the outcomes (posted / dead-lettered) and their audit rows to the ledger in one
-   transaction; only then ack (or dead-letter and term) the inputs.
+4. write the outcomes (posted / dead-lettered), the aggregates' applied versions and their
+   audit rows to the ledger in one transaction; only then ack (or dead-letter and term) the
+   inputs.
 
 A retryable failure of the whole request (429, 5xx, timeout, connection) naks the batch with a
 jittered delay no shorter than the platform's ``Retry-After`` (``actors.resilience.decide``); on
@@ -32,6 +38,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 
 import anyio
+import msgspec
 from anyio.abc import TaskStatus
 
 from contracts import (
@@ -51,11 +58,23 @@ from ..deadletter import DeadLetterSink
 from ..guard import PlatformGuard
 from ..infra.bus import Delivery
 from ..infra.http import HttpClient, PlatformRejected
-from ..infra.ledger import Ledger, PostingRow
+from ..infra.ledger import Ledger, PostingRow, VersionMark
 from ..replay import REPAIR_HEADER
-from ..resilience import CircuitBreaker, DeadLetter, RateLimiter, Retry, Transition
+from ..resilience import CircuitBreaker, Limiter, Transition
 from ..stats import percentiles
 from ..worker import BatchWorker
+from .ordering import (
+    REVERSAL_SUFFIX,
+    Aggregate,
+    Applied,
+    Apply,
+    Candidate,
+    Claim,
+    Skip,
+    State,
+    aggregate_of,
+    plan_order,
+)
 
 __all__ = ["ErpPoster", "entry_to_wire"]
 
@@ -63,6 +82,20 @@ log = logging.getLogger("erpgw.erp")
 _codec: MsgpackCodec[Envelope] = MsgpackCodec(Envelope)
 _json: JsonCodec[wire.BulkRequest] = JsonCodec(wire.BulkRequest)
 _bulk_dec: JsonCodec[wire.BulkResponse] = JsonCodec(wire.BulkResponse)
+# The applied entry of an aggregate, and a claim's entries, as the ledger's ``versions`` keeps
+# them.
+_entry_codec: JsonCodec[PostJournalEntry] = JsonCodec(PostJournalEntry)
+
+
+class _Entries(msgspec.Struct, frozen=True):
+    entries: list[PostJournalEntry]
+
+
+_entries_codec: JsonCodec[_Entries] = JsonCodec(_Entries)
+
+# One posting to make: the command, its deliveries, and what ordering decided (the entries to
+# send: a reversal of the aggregate's applied version first, if any, then the command's own).
+_Item = tuple[Envelope, PostJournalEntry, list[Delivery], Apply, Aggregate | None]
 
 BULK_PATH = "/erp/v1/journal-entries/bulk"
 
@@ -81,7 +114,7 @@ def entry_to_wire(e: PostJournalEntry) -> wire.JournalEntryIn:
 
 class ErpPoster(BatchWorker):
     def __init__(self, name: str, *, erp: HttpClient, ledger: Ledger, dlq: DeadLetterSink,
-                 breaker: CircuitBreaker | None = None, limiter: RateLimiter | None = None,
+                 breaker: CircuitBreaker | None = None, limiter: Limiter | None = None,
                  on_transitions: Callable[[list[Transition]], Awaitable[None]] | None = None,
                  clock: Callable[[], float] = time.monotonic, **kw: object) -> None:
         super().__init__(name, **kw)  # type: ignore[arg-type]
@@ -95,6 +128,9 @@ class ErpPoster(BatchWorker):
         self.posted = 0
         self.replayed = 0
         self.skipped_known = 0
+        self.stale = 0  # an older version than the applied one (flow 6): skipped
+        self.superseded = 0  # a newer version of the same aggregate was in the batch
+        self.reversals = 0  # applied versions reversed by an amendment
         self.requests = 0
         self._latency_ms: deque[float] = deque(maxlen=20_000)
         every = fault("erp.raise_every")
@@ -138,46 +174,106 @@ class ErpPoster(BatchWorker):
             return
         repairs = {k for k, (_, _, ds) in todo.items()
                    if any(REPAIR_HEADER in d.headers for d in ds)}
-        known = await self.ledger.known(todo) - repairs  # a proven-missing posting goes again
+        aggregates = {k: aggregate_of(env.key, entry) for k, (env, entry, _) in todo.items()}
+        # Postings outside any aggregate: skip the keys already posted. Ordered ones are judged
+        # by their aggregate's applied version instead (a posted key whose amendment is not
+        # complete yet, e.g. its reversal was refused, must be sent again to finish it).
+        unordered = [k for k, agg in aggregates.items() if agg is None]
+        known = await self.ledger.known(unordered) - repairs  # a proven-missing one goes again
         for key in known:
             for d in todo.pop(key)[2]:
                 await d.ack()
                 self.skipped_known += 1
         if not todo:
             return
-        await self._post(list(todo.values()))
+        items = await self._order(todo, aggregates, repairs)
+        if items:
+            await self._post(items)
 
-    async def _post(self, items: list[tuple[Envelope, PostJournalEntry, list[Delivery]]]) -> None:
-        body = _json.encode(wire.BulkRequest(items=[entry_to_wire(e) for _, e, _ in items]))
+    async def _order(self, todo: dict[str, tuple[Envelope, PostJournalEntry, list[Delivery]]],
+                     aggregates: dict[str, Aggregate | None], repairs: set[str]
+                     ) -> list[_Item]:
+        """Apply per-aggregate ordering (``plan_order``) to the batch: skipped commands are
+        audited and acked here, the versions about to be applied are claimed in the same
+        transaction (before any ERP request); the rest are returned with what to send.
+        Raises ``LedgerUnavailable`` (nothing acked)."""
+        states = await self._states({agg for agg in aggregates.values() if agg is not None})
+        keys = list(todo)
+        verdicts = plan_order([Candidate(aggregates[k], todo[k][0].key.version, todo[k][1],
+                                         k in repairs) for k in keys], states)
+        items: list[_Item] = []
+        skipped: list[tuple[Skip, Envelope, list[Delivery]]] = []
+        for k, verdict in zip(keys, verdicts, strict=True):
+            env, entry, ds = todo[k]
+            if isinstance(verdict, Skip):
+                skipped.append((verdict, env, ds))
+            else:
+                items.append((env, entry, ds, verdict, aggregates[k]))
+        now = time.time()
+        notes = [(now, f"version.{v.reason}", str(env.key), f"applied=v{v.applied_version}")
+                 for v, env, _ in skipped if v.reason != "applied"]
+        # Claimed before the request: after a crash the ERP may hold the version without the
+        # ledger knowing, and an older version arriving then must not be posted after it.
+        claims = [VersionMark(agg[0], agg[1], env.key.version,
+                              _entries_codec.encode(_Entries(list(plan.entries))), now)
+                  for env, _, _, plan, agg in items if agg is not None]
+        await self.ledger.claim_versions(claims, notes=notes)  # durable before acks and sends
+        for verdict, env, ds in skipped:
+            if verdict.reason != "applied":
+                log.info("ERP posting %s skipped: %s (applied version %d)", env.key,
+                         verdict.reason, verdict.applied_version)
+            for d in ds:
+                await d.ack()
+                if verdict.reason == "stale":
+                    self.stale += 1
+                elif verdict.reason == "superseded":
+                    self.superseded += 1
+                else:
+                    self.skipped_known += 1
+        return items
+
+    async def _states(self, aggregates: set[Aggregate]) -> dict[Aggregate, State]:
+        """The ordering state of ``aggregates`` from the ledger. Raises ``LedgerUnavailable``."""
+        if not aggregates:
+            return {}
+        rows = await self.ledger.aggregate_versions(aggregates)
+        claims = {agg: Claim(r.claimed, tuple(_entries_codec.decode(r.claimed_entry).entries))
+                  for agg, r in rows.items()
+                  if r.claimed is not None and r.claimed_entry is not None}
+        posted = await self.ledger.posting_states(
+            e.idempotency_key for c in claims.values() for e in c.entries)
+        refused = frozenset(k for k, status in posted.items() if status == "dead_lettered")
+        return {agg: State(
+            applied=None if r.version is None or r.entry is None else Applied(
+                r.version, _entry_codec.decode(r.entry)),
+            claimed=claims.get(agg), refused=refused) for agg, r in rows.items()}
+
+    async def _post(self, items: list[_Item]) -> None:
+        flat = [e for _, _, _, plan, _ in items for e in plan.entries]
+        body = _json.encode(wire.BulkRequest(items=[entry_to_wire(e) for e in flat]))
         self.requests += 1
         try:
             resp = await self.guard.post(BULK_PATH, body)
             results = _bulk_dec.decode(resp.body).results  # ContractError is Permanent
-            if len(results) != len(items):
+            if len(results) != len(flat):
                 raise PlatformRejected(
-                    f"ERP answered {len(results)} results for {len(items)} items",
+                    f"ERP answered {len(results)} results for {len(flat)} items",
                     status=resp.status, body="", code="erp.bad_response")
         except Retryable as err:
             self.last_error = str(err)
-            log.info("ERP bulk of %d not posted (%s): %s", len(items), err.code, err)
+            log.info("ERP bulk of %d not posted (%s): %s", len(flat), err.code, err)
             await self.guard.publish_transitions()
-            for env, _, ds in items:
+            for env, _, ds, _, _ in items:
                 for d in ds:
-                    match self.decide(d, err):
-                        case Retry(delay=delay):
-                            await d.nak(delay=delay)
-                        case DeadLetter() as verdict:
-                            await self.dlq.send(d, verdict.as_error(err),
-                                                business_key=str(env.key),
-                                                correlation_id=env.correlation_id,
-                                                platform_response=err.message)
-                            self.failed += 1
+                    await self.fail(d, err, self.dlq, business_key=str(env.key),
+                                    correlation_id=env.correlation_id,
+                                    platform_response=err.message)
             return
         except (Permanent, ValueError) as exc:
             refusal = exc if isinstance(exc, GatewayError) else Permanent(
                 f"ERP answer could not be read: {exc}", code="erp.bad_response")
             body_text = getattr(refusal, "body", None)
-            for env, _, ds in items:
+            for env, _, ds, _, _ in items:
                 for d in ds:
                     await self.dlq.send(d, refusal, business_key=str(env.key),
                                         correlation_id=env.correlation_id,
@@ -187,25 +283,39 @@ class ErpPoster(BatchWorker):
         crashpoint("erp.after_post")
         now = time.time()
         rows: list[PostingRow] = []
+        versions: list[VersionMark] = []
+        done: list[tuple[Envelope, list[Delivery], wire.BulkItemResult]] = []
         rejected: list[tuple[Envelope, list[Delivery], wire.BulkItemResult]] = []
-        for (env, entry, ds), res in zip(items, results, strict=True):
-            if res.status == "rejected":
-                rejected.append((env, ds, res))
-                detail = f"{res.error.code if res.error else 'REJECTED'}"
-                rows.append(PostingRow(entry.idempotency_key, entry.external_id, None,
-                                       "dead_lettered", entry.amount, entry.currency,
-                                       env.correlation_id, now, "dead_lettered", detail))
-            else:
-                rows.append(PostingRow(entry.idempotency_key, entry.external_id, res.id,
-                                       "posted", entry.amount, entry.currency,
-                                       env.correlation_id, now, res.status,
-                                       f"erp_id={res.id}"))
-        await self.ledger.record(rows)
+        answers = iter(results)
+        for env, entry, ds, plan, agg in items:
+            # An amendment's reversal and new version stand or fall together: the aggregate
+            # moves on only when the ERP holds both, so a refusal of either is dead-lettered
+            # and its replay sends both again (the one already posted is answered replayed).
+            group = [(e, next(answers)) for e in plan.entries]
+            for e, res in group:
+                if res.status == "rejected":
+                    rows.append(PostingRow(e.idempotency_key, e.external_id, None,
+                                           "dead_lettered", e.amount, e.currency,
+                                           env.correlation_id, now, "dead_lettered",
+                                           f"{res.error.code if res.error else 'REJECTED'}"))
+                else:
+                    rows.append(PostingRow(e.idempotency_key, e.external_id, res.id, "posted",
+                                           e.amount, e.currency, env.correlation_id, now,
+                                           res.status, f"erp_id={res.id}"))
+            refused = next((res for _, res in group if res.status == "rejected"), None)
+            if refused is not None:
+                rejected.append((env, ds, refused))
+                continue
+            done.append((env, ds, group[-1][1]))
+            if agg is not None:
+                versions.append(VersionMark(agg[0], agg[1], env.key.version,
+                                            _entry_codec.encode(entry), now))
+            self.reversals += sum(1 for e, res in group if res.status == "created"
+                                  and e.external_id.endswith(REVERSAL_SUFFIX))
+        await self.ledger.record(rows, versions=versions)
         crashpoint("erp.after_commit")
         now_dt = datetime.now(UTC)
-        for (env, _entry, ds), res in zip(items, results, strict=True):
-            if res.status == "rejected":
-                continue
+        for env, ds, res in done:
             if res.status == "created":
                 self.posted += 1
             else:
@@ -232,6 +342,9 @@ class ErpPoster(BatchWorker):
             "posted": self.posted,
             "replayed": self.replayed,
             "skipped_known": self.skipped_known,
+            "stale": self.stale,
+            "superseded": self.superseded,
+            "reversals": self.reversals,
             "requests": self.requests,
             "dead_lettered": self.dlq.count,
             "latency_ms": percentiles(self._latency_ms),
