@@ -22,10 +22,10 @@ from collections.abc import Awaitable, Callable
 import anyio
 
 from .infra.http import HttpClient, HttpResponse, PlatformUnavailable
-from .resilience import CircuitBreaker, RateLimiter, Transition
+from .resilience import CircuitBreaker, Limiter, Transition
 from .runtime import Actor
 
-__all__ = ["PlatformGuard"]
+__all__ = ["PlatformGuard", "guarded_call"]
 
 log = logging.getLogger("erpgw.guard")
 
@@ -38,7 +38,7 @@ class PlatformGuard:
     """
 
     def __init__(self, name: str, http: HttpClient, *, open_code: str,
-                 breaker: CircuitBreaker | None = None, limiter: RateLimiter | None = None,
+                 breaker: CircuitBreaker | None = None, limiter: Limiter | None = None,
                  on_transitions: Callable[[list[Transition]], Awaitable[None]] | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.name = name
@@ -73,67 +73,90 @@ class PlatformGuard:
         if moves and self._on_transitions is not None:
             await self._on_transitions(moves)
 
-    async def _permit(self) -> None:
-        if self.limiter is None:
-            return
-        while True:
-            wait = self.limiter.acquire(1, self._clock())
-            if wait <= 0:
-                return
-            await anyio.sleep(min(wait, 0.5))
-
     async def post(self, path: str, body: bytes, *,
-                   before_send: Callable[[], Awaitable[None]] | None = None) -> HttpResponse:
-        """One guarded POST: breaker, permit, ``before_send``, the request, and its outcome fed
-        back to breaker and limiter.
+                   before_send: Callable[[], Awaitable[None]] | None = None,
+                   headers: dict[str, str] | None = None) -> HttpResponse:
+        """One guarded POST: breaker, permit, ``before_send``, the request (with ``headers``,
+        e.g. an ``Idempotency-Key``), and its outcome fed back to breaker and limiter.
 
         Raises ``PlatformUnavailable`` with ``open_code`` when the breaker refuses (nothing
         else has happened then: ``before_send`` did not run), whatever ``before_send`` raises
         (nothing sent; breaker and permit released without a verdict), and the ``HttpClient``
         errors (see ``actors.infra.http``).
         """
-        now = self._clock()
-        if self.breaker is not None and not self.breaker.allow(now):
-            raise PlatformUnavailable(f"{self.name} circuit breaker is open",
-                                      code=self.open_code, retry_after=self.breaker.retry_in(now))
-        permitted = sent = False
-        try:
-            await self._permit()
-            permitted = True
-            if before_send is not None:
-                await before_send()
-            sent = True
-            resp = await self.http.post(path, body)
-        except Exception as exc:
-            if not sent:
-                self._release(permitted)
-                raise
-            now = self._clock()
-            if self.breaker is not None:
-                self.breaker.record_error(exc, now)
-            if self.limiter is not None:
-                self.limiter.release(1)
-                if getattr(exc, "code", "") == "http.rate_limited":
-                    self.limiter.on_throttled(getattr(exc, "retry_after", None), now)
-            raise
-        except BaseException:
-            self._release(permitted)
-            raise
-        now = self._clock()
-        if self.breaker is not None:
-            self.breaker.record_success(now)
-        if self.limiter is not None:
-            self.limiter.release(1)
-            self.limiter.on_success(now)
-        return resp
+        def refuse(retry_after: float) -> PlatformUnavailable:
+            return PlatformUnavailable(f"{self.name} circuit breaker is open",
+                                       code=self.open_code, retry_after=retry_after)
 
-    def _release(self, permitted: bool) -> None:
-        """No verdict on the platform: give back the probe slot (and the permit, if taken)."""
-        if self.breaker is not None:
-            self.breaker.release()
-        if self.limiter is not None and permitted:
-            self.limiter.release(1)
+        return await guarded_call(lambda: self.http.post(path, body, headers=headers),
+                                  breaker=self.breaker, limiter=self.limiter, refuse=refuse,
+                                  before_send=before_send, clock=self._clock)
 
     def statistics(self) -> dict[str, object]:
         return {"breaker": self.breaker.statistics() if self.breaker else None,
                 "limiter": self.limiter.statistics() if self.limiter else None}
+
+
+async def _permit(limiter: Limiter, clock: Callable[[], float]) -> None:
+    """Wait for one permit (fail closed: no permit, no request). Cancellable."""
+    while True:
+        wait = limiter.acquire(1, clock())
+        if wait <= 0:
+            return
+        await anyio.sleep(min(wait, 0.5))
+
+
+async def guarded_call(send: Callable[[], Awaitable[HttpResponse]], *,
+                       breaker: CircuitBreaker | None, limiter: Limiter | None,
+                       refuse: Callable[[float], Exception],
+                       before_send: Callable[[], Awaitable[None]] | None = None,
+                       clock: Callable[[], float] = time.monotonic) -> HttpResponse:
+    """``send()`` behind ``breaker`` and one permit of ``limiter`` (either may be None), its
+    outcome fed back to both: an error to the breaker, a 429 to the limiter (``on_throttled``
+    with the platform's Retry-After), a success to both. Runs in the caller's task.
+
+    Raises ``refuse(retry_after)`` when the breaker refuses (nothing else happened then),
+    whatever ``before_send`` raises (nothing sent; breaker and permit released without a
+    verdict) and whatever ``send`` raises.
+    """
+    now = clock()
+    if breaker is not None and not breaker.allow(now):
+        raise refuse(breaker.retry_in(now))
+    permitted = sent = False
+
+    def release() -> None:  # no verdict on the platform: give back probe slot and permit
+        if breaker is not None:
+            breaker.release()
+        if limiter is not None and permitted:
+            limiter.release(1)
+
+    try:
+        if limiter is not None:
+            await _permit(limiter, clock)
+        permitted = True
+        if before_send is not None:
+            await before_send()
+        sent = True
+        resp = await send()
+    except Exception as exc:
+        if not sent:
+            release()
+            raise
+        now = clock()
+        if breaker is not None:
+            breaker.record_error(exc, now)
+        if limiter is not None:
+            limiter.release(1)
+            if getattr(exc, "code", "") == "http.rate_limited":
+                limiter.on_throttled(getattr(exc, "retry_after", None), now)
+        raise
+    except BaseException:
+        release()
+        raise
+    now = clock()
+    if breaker is not None:
+        breaker.record_success(now)
+    if limiter is not None:
+        limiter.release(1)
+        limiter.on_success(now)
+    return resp

@@ -12,9 +12,11 @@ by the actor shell (``actors.worker.BatchWorker`` and the adapters such as
    ``next_probe_at``, lets ``probes`` calls through, and publishes ``drain_transitions()`` on
    ``erpgw.mon.events.breaker``.
 2. *May we call it now?* ``RateLimiter.acquire(n, now)`` or ``lease(max_n, now)``: one budget
-   per platform account (rate, burst, concurrency), shared by every adapter through the
-   rate-limiter actor, adaptive on 429: ``on_throttled(retry_after, now)`` holds and slows,
-   ``on_success(now)`` recovers.
+   per platform account (rate, burst, concurrency), adaptive on 429: ``on_throttled(retry_after,
+   now)`` holds and slows, ``on_success(now)`` recovers. Adapters hold a ``Limiter`` (the
+   protocol): the account handle of the process's ``actors.limits.LimiterHub``, which the
+   rate-limiter actor opens with fresh budgets and closes when it dies (no permit then: fail
+   closed).
 3. *The call failed: now what?* ``decide(error, attempt, max_deliver, rand, policy)`` returns
    ``Retry(delay)`` (nak with that delay) or ``DeadLetter(code, reason)`` (dead-letter, term).
 
@@ -51,7 +53,7 @@ from .classify import (
     is_ambiguous,
     retry_after_of,
 )
-from .limiter import Lease, LimiterConfig, RateLimiter
+from .limiter import Lease, Limiter, LimiterConfig, RateLimiter
 from .retry import (
     DEFAULT_POLICY,
     EXHAUSTED,
@@ -79,6 +81,7 @@ __all__ = [
     "DeadLetter",
     "Decision",
     "Lease",
+    "Limiter",
     "LimiterConfig",
     "RateLimiter",
     "Retry",

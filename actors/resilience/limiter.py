@@ -5,19 +5,24 @@ Theory of operation
 A *permit* is the right to make one call to the platform: one token from the bucket (the
 rate: ``rate`` permits per second, at most ``burst`` at once) and one slot of the concurrency
 cap (calls in flight at once, e.g. NetSuite's account concurrency). Every adapter that talks to
-the same platform account shares one ``RateLimiter``, owned by the rate-limiter actor.
+the same platform account shares one budget of the process: ``actors.limits.LimiterHub`` holds
+one ``RateLimiter`` per account, the ``RateLimiterActor`` opens it with fresh ``RateLimiter`` s
+when it starts and closes it when it stops or dies, and adapters hold the hub's account handles
+(``Limiter``, the protocol below, which ``RateLimiter`` itself also satisfies).
 
 Two ways to take permits:
 
 * ``acquire(n, now)``: ``0.0`` when granted, else the seconds to wait before asking again
   (``math.inf``: wait for a ``release``/``return_lease``, no amount of time will do). Each
-  granted permit's slot is given back with ``release`` when its call ends.
-* ``lease(max_n, now)``: up to ``max_n`` permits at once, valid until ``expires_at``, so an
-  adapter asks the limiter actor once per batch instead of once per call. When the adapter is
-  done (every call it started under the lease has ended) it returns the lease with the number
-  of permits it did not use: their tokens go back to the bucket, all its slots are freed.
-  A lease never returned is reclaimed ``reclaim_after`` seconds after it expires, so a crashed
-  adapter cannot jam the account forever.
+  granted permit's slot is given back with ``release`` when its call ends. This is what the
+  adapters use (``actors.guard.PlatformGuard``): the hub lives in the adapters' own event loop,
+  so a permit is a plain method call.
+* ``lease(max_n, now)``: up to ``max_n`` permits at once, valid until ``expires_at``, for a
+  caller that would otherwise pay a round trip per permit (none does today). When the caller
+  is done (every call it started under the lease has ended) it returns the lease with the
+  number of permits it did not use: their tokens go back to the bucket, all its slots are
+  freed. A lease never returned is reclaimed ``reclaim_after`` seconds after it expires, so a
+  crashed caller cannot jam the account forever.
 
 Adaptive on the platform's answer: ``on_throttled(retry_after, now)`` (a 429) empties the
 bucket, holds every grant until ``now + retry_after`` (``throttle_hold`` without a header),
@@ -35,26 +40,55 @@ Invariants (tests/resilience/test_limiter.py states each as a hypothesis propert
 * a lease is granted at most ``max_n`` permits and at most what the bucket holds.
 
 The bucket starts empty (``start_full=False``): a restarted limiter (F35) ramps up at ``rate``
-instead of granting a burst the platform may already have seen from the previous incarnation.
-If the limiter actor is down, adapters get no permits and pause: the limiter fails closed.
+instead of granting a burst the platform may already have seen from the previous incarnation;
+``adopt`` hands it what the previous incarnation knew that is a fact about the world (calls
+still in flight, the platform's Retry-After deadline). While no incarnation is running, the
+hub's handles grant nothing: the limiter fails closed (``actors.limits``).
 
 Pure: ``now`` is the caller's monotonic clock in seconds; nothing here sleeps, reads a clock,
-logs or performs I/O. Not thread-safe; owned by one actor's task.
+logs or performs I/O. Not thread-safe; used from the event loop's thread only.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Protocol
 
 import msgspec
 
 from .classify import clamp_retry_after
 
-__all__ = ["Lease", "LimiterConfig", "RateLimiter"]
+__all__ = ["Lease", "Limiter", "LimiterConfig", "RateLimiter"]
 
 # Float slack when comparing token counts: a caller that waits exactly the advised time must
 # be granted, not told to wait another 1e-16 s.
 _EPS = 1e-9
+
+
+class Limiter(Protocol):
+    """What an adapter (``actors.guard.PlatformGuard``) and monitoring (``actors.monitor``)
+    need of one platform account's budget: ``RateLimiter`` and the account handles of
+    ``actors.limits.LimiterHub`` both provide it. The methods mean what they mean on
+    ``RateLimiter``."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def config(self) -> LimiterConfig: ...
+
+    @property
+    def hold_until(self) -> float: ...
+
+    def acquire(self, n: int, now: float) -> float: ...
+
+    def release(self, n: int = 1) -> None: ...
+
+    def on_throttled(self, retry_after: float | None, now: float) -> None: ...
+
+    def on_success(self, now: float) -> None: ...
+
+    def statistics(self) -> dict[str, object]: ...
 
 
 class LimiterConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -203,7 +237,8 @@ class RateLimiter:
                 and lease.id in self._leases and now >= self._hold_until)
 
     def statistics(self) -> dict[str, object]:
-        """A JSON-ready snapshot for the limiter actor's ``statistics()``. Raises nothing."""
+        """A JSON-ready snapshot (the account handle's and the rate-limiter actor's
+        ``statistics()`` build on it). Raises nothing."""
         cfg = self._config
         return {
             "name": self._name,
@@ -220,6 +255,28 @@ class RateLimiter:
             "epoch": self._epoch,
             **self._counts,
         }
+
+    def adopt(self, in_flight: int, hold_until: float, now: float) -> None:
+        """Take over from a previous incarnation of this account's budget (F35): ``in_flight``
+        permits it granted are still in their calls (they hold concurrency slots here until
+        ``release`` d, but no tokens) and the platform asked for no call before ``hold_until``.
+        The bucket stays as it is (a fresh one is empty) and fills from ``now`` or from the
+        deadline, whichever is later.
+
+        Raises ``ValueError`` when ``in_flight`` is negative.
+        """
+        if in_flight < 0:
+            raise ValueError(f"adopt: in_flight must be >= 0, got {in_flight}")
+        self._advance(now)
+        self._acquired += in_flight
+        if hold_until > self._hold_until:
+            self._hold_until = hold_until
+            self._last = max(now, hold_until)
+
+    def tick(self, now: float) -> None:
+        """Housekeeping without a request: reclaim abandoned leases and fill the bucket up to
+        ``now`` (so ``statistics`` shows tokens as of now). Raises nothing."""
+        self._advance(now)
 
     # -- taking and giving back permits ----------------------------------------------------
 
