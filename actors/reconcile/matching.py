@@ -2,7 +2,8 @@
 
 Pure: records in, breaks and a repair plan out. No I/O, no clock (``now`` is passed in).
 
-Per business key (the billing document id, which the ERP carries as its external id):
+Per business key (the billing document id — an invoice, a credit note or a payment — which
+the ERP carries as its external id):
 
 =================  ==============================================================  ===========
 break              when                                                            repair
@@ -18,6 +19,15 @@ break              when                                                         
 ``orphan``         the ERP holds a posting no billing document explains            ``Flag``
 =================  ==============================================================  ===========
 
+Versions and reversals (flow 6): the ERP posting of version n > 1 of a document carries the
+external id ``<id>:v<n>``, and an amendment reverses the entry it replaces with a posting
+``<that external id>:reversal``. So first the reversals cancel the entries they name (neither
+counts any more), and what remains are the document's *live* postings. Billing's latest
+version must have exactly one live posting; an older version still live beside it is a
+``duplicate`` (its reversal is missing: propose it); only older versions live and the latest
+not posted is ``missing`` (or in flight, or dead-lettered) like any unposted document. A
+reversal naming no posting is an ``orphan``.
+
 Only ``missing`` is repaired automatically, by re-driving the original event from its stream
 with its original idempotency key (safe: if the posting did exist after all, the ERP answers
 "replayed"). A duplicate or a wrong amount is never "fixed" by the gateway: it is flagged with
@@ -32,17 +42,33 @@ from collections.abc import Iterable
 import msgspec
 
 __all__ = [
+    "BREAK_KINDS",
+    "EXPLAINED_KINDS",
+    "REVERSAL_SUFFIX",
+    "Action",
     "BillingDoc",
     "Break",
     "ErpPosting",
     "Flag",
     "ReconReport",
     "Repost",
+    "Reupload",
     "reconcile",
+    "split_external_id",
 ]
 
+REVERSAL_SUFFIX = ":reversal"
+
+# Every break kind, all legs. The first seven are the ERP leg's (this module); the
+# ``revenue_*`` and ``in_doubt`` kinds the revenue leg's (``.revenue``); ``gl`` and the
+# ``payable_*`` kinds the GL and payables legs' (``.books``). ``in_flight`` and
+# ``dead_lettered`` serve every leg (the break's ``leg`` says which).
 BREAK_KINDS = ("missing", "in_flight", "dead_lettered", "duplicate", "amount", "currency",
-               "orphan")
+               "orphan", "revenue_missing", "revenue_duplicate", "revenue_amount",
+               "revenue_orphan", "in_doubt", "gl", "payable_missing", "payable_duplicate",
+               "payable_amount", "payable_orphan")
+# Kinds that are not (yet) a break for a person: timing, or explained by a dead letter.
+EXPLAINED_KINDS = frozenset({"in_flight", "dead_lettered"})
 
 
 class BillingDoc(msgspec.Struct, frozen=True):
@@ -50,6 +76,19 @@ class BillingDoc(msgspec.Struct, frozen=True):
     currency: str
     amount: int  # minor units
     issued_at: float  # unix seconds
+    version: int = 1  # the document's latest version at billing
+
+
+def split_external_id(external_id: str) -> tuple[str, int, bool]:
+    """``(document id, version, is a reversal)`` of an ERP external id (pure):
+    ``in_1`` → ``("in_1", 1, False)``, ``in_1:v2`` → ``("in_1", 2, False)``,
+    ``in_1:v2:reversal`` → ``("in_1", 2, True)`` (the reversal of version 2's entry)."""
+    reversal = external_id.endswith(REVERSAL_SUFFIX)
+    base = external_id[:-len(REVERSAL_SUFFIX)] if reversal else external_id
+    doc, sep, tail = base.rpartition(":v")
+    if sep and doc and tail.isdigit():
+        return doc, int(tail), reversal
+    return base, 1, reversal
 
 
 class ErpPosting(msgspec.Struct, frozen=True):
@@ -64,12 +103,20 @@ class Break(msgspec.Struct, frozen=True):
     key: str
     detail: str
     billing_amount: int | None = None
-    erp_amount: int | None = None
+    erp_amount: int | None = None  # the other system's amount (ERP, revenue platform, GL)
     currency: str | None = None
+    leg: str = "erp"  # erp | revenue | gl | payables
 
 
 class Repost(msgspec.Struct, frozen=True, tag="repost"):
     """Re-drive the source event of ``key`` (same idempotency key) through the gateway."""
+
+    key: str
+
+
+class Reupload(msgspec.Struct, frozen=True, tag="reupload"):
+    """Re-drive invoice ``key``'s issued event to the revenue poster: the ledger proves none
+    of its lines was sent (no row, or ``released``), and the poster sends only such lines."""
 
     key: str
 
@@ -82,11 +129,14 @@ class Flag(msgspec.Struct, frozen=True, tag="flag"):
     proposal: str
 
 
+Action = Repost | Reupload | Flag
+
+
 class ReconReport(msgspec.Struct, frozen=True):
     checked: int
     matched: int
     breaks: list[Break]
-    actions: list[Repost | Flag]
+    actions: list[Action]
     totals: dict[str, dict[str, int]]  # system -> currency -> minor units
     by_kind: dict[str, int]
 
@@ -109,40 +159,59 @@ def reconcile(billing: Iterable[BillingDoc], erp: Iterable[ErpPosting], *, now: 
               dead_lettered: Iterable[str] = ()) -> ReconReport:
     """Compare the three views; see the module docstring. Raises nothing."""
     docs = {d.key: d for d in billing}
-    postings: dict[str, list[ErpPosting]] = defaultdict(list)
-    for p in erp:
-        postings[p.key].append(p)
+    everything = list(erp)
+    reversed_ids = {p.key[:-len(REVERSAL_SUFFIX)] for p in everything
+                    if p.key.endswith(REVERSAL_SUFFIX)}
+    posted_ids = {p.key for p in everything}
+    # Live postings by document: neither a reversal nor reversed.
+    postings: dict[str, list[tuple[int, ErpPosting]]] = defaultdict(list)
+    breaks: list[Break] = []
+    actions: list[Action] = []
+    for p in everything:
+        doc_id, version, is_reversal = split_external_id(p.key)
+        if is_reversal:
+            if p.key[:-len(REVERSAL_SUFFIX)] not in posted_ids:
+                breaks.append(Break("orphan", p.key, f"reversal {p.erp_id} reverses no "
+                                    "posting", None, p.amount, p.currency))
+                actions.append(Flag(p.key, "orphan", f"investigate {p.erp_id}"))
+        elif p.key not in reversed_ids:
+            postings[doc_id].append((version, p))
     flying = set(in_flight)
     dead = set(dead_lettered)
-    breaks: list[Break] = []
-    actions: list[Repost | Flag] = []
     totals: dict[str, dict[str, int]] = {"billing": defaultdict(int), "erp": defaultdict(int)}
     matched = 0
     for key in sorted(docs):
         doc = docs[key]
         totals["billing"][doc.currency] += doc.amount
-        got = postings.get(key, [])
+        live = postings.get(key, [])
+        got = [p for v, p in live if v == doc.version]
+        stale = [p for v, p in live if v != doc.version]
         if not got:
+            superseded = (f"; version(s) {sorted(v for v, _ in live)} still posted"
+                          if stale else "")
             if key in dead:
                 breaks.append(Break("dead_lettered", key, "no posting: a dead letter explains "
-                                    "it (see erpgw dlq)", doc.amount, None, doc.currency))
+                                    f"it (see erpgw dlq){superseded}", doc.amount, None,
+                                    doc.currency))
             elif key in flying or now - doc.issued_at < grace_s:
                 breaks.append(Break("in_flight", key, "no posting yet: still within the grace "
-                                    "period or in the gateway's backlog", doc.amount, None,
-                                    doc.currency))
-            else:
-                breaks.append(Break("missing", key, "billed, never posted to the ERP",
+                                    f"period or in the gateway's backlog{superseded}",
                                     doc.amount, None, doc.currency))
+            else:
+                at = f" at version {doc.version}" if doc.version > 1 else ""
+                breaks.append(Break("missing", key, f"billed, never posted to the ERP{at}"
+                                    f"{superseded}", doc.amount, None, doc.currency))
                 actions.append(Repost(key))
             continue
         ok = True
-        if len(got) > 1:
+        if len(got) > 1 or stale:
             ok = False
-            ids = ", ".join(p.erp_id for p in got)
-            breaks.append(Break("duplicate", key, f"{len(got)} postings: {ids}", doc.amount,
-                                sum(p.amount for p in got), doc.currency))
+            ids = ", ".join(p.erp_id for p in got + stale)
+            breaks.append(Break("duplicate", key, f"{len(got) + len(stale)} live postings: "
+                                f"{ids}", doc.amount, sum(p.amount for p in got + stale),
+                                doc.currency))
             actions.append(Flag(key, "duplicate",
-                                "reverse " + ", ".join(p.erp_id for p in got[1:])))
+                                "reverse " + ", ".join(p.erp_id for p in got[1:] + stale)))
         first = got[0]
         if first.currency != doc.currency:
             ok = False
@@ -158,12 +227,12 @@ def reconcile(billing: Iterable[BillingDoc], erp: Iterable[ErpPosting], *, now: 
                                 f"{doc.amount} {doc.currency}"))
         matched += ok
     for key in sorted(set(postings) - set(docs)):
-        for p in postings[key]:
+        for _, p in postings[key]:
             breaks.append(Break("orphan", key, f"posting {p.erp_id} matches no billing "
                                 "document", None, p.amount, p.currency))
             actions.append(Flag(key, "orphan", f"investigate {p.erp_id}; reverse if unfounded"))
     for ps in postings.values():
-        for p in ps:
+        for _, p in ps:
             totals["erp"][p.currency] += p.amount
     by_kind = {k: 0 for k in BREAK_KINDS}
     for b in breaks:

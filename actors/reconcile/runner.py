@@ -2,69 +2,238 @@
 
 One ``run_once`` is one reconciliation: it pages through the billing platform's event list and
 the ERP's journal entries (their public APIs, through the rate-limited HTTP clients), reads the
-dead letters from the DLQ stream, calls the pure ``reconcile``, publishes every break and the
-report on ``<prefix>.mon.recon.*`` (JSON), and — when ``repair`` is on — re-drives each missing
-posting's original event from the billing lane stream (same idempotency key, so a posting that
-existed after all is answered "replayed"). ``Reconciler`` runs it periodically as an actor.
+dead letters from the DLQ stream, calls the pure ``reconcile``, publishes every break, every
+proposal for a person (a ``Flag``: a duplicate, a wrong amount or currency, an orphan; never
+applied by the gateway) and the report on ``<prefix>.mon.recon.*`` (JSON), and — when
+``repair`` is on — re-drives each missing posting's original event from the billing lane
+stream (same idempotency key, so a posting that existed after all is answered "replayed").
+``Reconciler`` runs it periodically as an actor.
+
+The other legs run when their sources are given: the revenue leg (``revenue``: the platform's
+billings report, and ``ledger``: the gateway's upload rows, the only proof that a line was
+never sent; see ``.revenue``), the GL leg (``accounts``: the ERP's GL balances of the periods
+of billing's documents against the postings those documents make, ``.books``) and the payables
+leg (``partner``: the portal's settlements against the ERP's vendor bills). With ``repair``,
+an invoice whose revenue lines the ledger proves never sent is re-driven to the revenue
+poster (its issued event, without the repair header: the poster sends only lines the ledger
+says were never sent, so never twice). Every read pages with at most ``PAGE`` items.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
+from typing import Any, Protocol, TypeVar
+from urllib.parse import quote
 
 import anyio
 import msgspec
 from anyio.abc import TaskStatus
 
 from contracts import DeadLetter, GatewayError, JsonCodec, Subjects
-from contracts.platforms.billing import BillingEventList
-from contracts.platforms.erp import JournalEntryList
+from contracts.platforms.billing import (
+    BillingEventList,
+    BillingInvoice,
+    CreditNoteEventList,
+    PaymentEventList,
+)
+from contracts.platforms.erp import GlBalances, JournalEntryList, VendorBillList
+from contracts.platforms.partner import SettlementList
+from contracts.platforms.revenue import BillingReport
 
-from ..infra import HttpClient, NatsBus
+from ..infra import HttpClient, Ledger, NatsBus
 from ..replay import replay_lane, select_events
 from ..runtime import Actor
-from .matching import BillingDoc, ErpPosting, ReconReport, Repost, reconcile
+from .books import (
+    GlDoc,
+    GlRow,
+    Payable,
+    Settlement,
+    expected_balances,
+    reconcile_gl,
+    reconcile_payables,
+)
+from .matching import (
+    EXPLAINED_KINDS,
+    BillingDoc,
+    ErpPosting,
+    Flag,
+    ReconReport,
+    Repost,
+    Reupload,
+    reconcile,
+)
+from .overview import Overview, overview
+from .revenue import LedgerView, RevenueDoc, RevenueRecord, reconcile_revenue
 
 __all__ = ["Reconciler", "RunResult", "run_once"]
 
 log = logging.getLogger("erpgw.reconcile")
 _events: JsonCodec[BillingEventList] = JsonCodec(BillingEventList)
+_credit_notes: JsonCodec[CreditNoteEventList] = JsonCodec(CreditNoteEventList)
+_payments: JsonCodec[PaymentEventList] = JsonCodec(PaymentEventList)
+# The invoice events whose invoice the ERP must hold (the latest version of each).
+INVOICE_EVENTS = frozenset({"invoice.finalized", "invoice.updated"})
+T_co = TypeVar("T_co", covariant=True)
 _entries: JsonCodec[JournalEntryList] = JsonCodec(JournalEntryList)
 _letters: JsonCodec[DeadLetter] = JsonCodec(DeadLetter)
+_report: JsonCodec[BillingReport] = JsonCodec(BillingReport)
+_gl: JsonCodec[GlBalances] = JsonCodec(GlBalances)
+_settlements: JsonCodec[SettlementList] = JsonCodec(SettlementList)
+_bills: JsonCodec[VendorBillList] = JsonCodec(VendorBillList)
 _json = msgspec.json.Encoder()
 PAGE = 1000
+# The roles of the account map the GL leg compares (the accounts flow 2 and 3 post to).
+GL_ROLES = ("receivable", "deferred_revenue", "tax_payable", "cash")
 
 
 class RunResult(msgspec.Struct, frozen=True):
     period: str | None
     started_at: float
     elapsed_s: float
-    report: ReconReport
+    report: ReconReport  # the ERP leg (billing documents vs journal entries)
     repaired: list[str]
     unrepairable: list[str]
+    # every leg that ran, by name (erp, revenue, gl, payables), and what they add up to
+    legs: dict[str, ReconReport] = {}
+    reuploaded: list[str] = []
+
+    @property
+    def overview(self) -> Overview:
+        return overview(self.legs or {"erp": self.report},
+                        repaired=len(self.repaired) + len(self.reuploaded))
 
 
 def _period_of(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m")
 
 
-async def billing_docs(billing: HttpClient, period: str | None) -> list[BillingDoc]:
-    """Finalized invoices from the billing platform's event list (all pages)."""
-    docs: dict[str, BillingDoc] = {}
+class _Page(Protocol[T_co]):
+    @property
+    def data(self) -> Sequence[T_co]: ...
+    @property
+    def has_more(self) -> bool: ...
+    @property
+    def next_cursor(self) -> str: ...
+
+
+async def _read_all(billing: HttpClient, query: str, codec: JsonCodec[Any]) -> list[Any]:
+    """Every item of a billing event list (``query`` selects which), page after page."""
+    out: list[Any] = []
     cursor = "0"
     while True:
-        page = _events.decode((await billing.get(
-            f"/billing/v1/events?after={cursor}&limit={PAGE}")).body)
-        for evt in page.data:
-            inv = evt.data.object
-            if evt.type != "invoice.finalized" or (period and _period_of(inv.created) != period):
-                continue
-            docs[inv.id] = BillingDoc(inv.id, inv.currency.upper(), inv.total, float(inv.created))
+        page: _Page[Any] = codec.decode((await billing.get(
+            f"/billing/v1/events?{query}after={cursor}&limit={PAGE}")).body)
+        out += page.data
         if not page.has_more or page.next_cursor == cursor:
-            return list(docs.values())
+            return out
         cursor = page.next_cursor
+
+
+class BillingRead(msgspec.Struct, frozen=True):
+    """Billing's documents of one run, as each leg needs them: ``docs`` for the ERP leg,
+    ``revenue`` (invoices with every version's subtotal and line count), ``gl`` (each
+    document's parts, dated like its posting) and ``invoice_ids`` (every invoice billing
+    ever issued, whatever the period: not a revenue orphan)."""
+
+    docs: list[BillingDoc]
+    revenue: list[RevenueDoc]
+    gl: list[GlDoc]
+    invoice_ids: set[str]
+
+
+async def read_billing(billing: HttpClient, period: str | None) -> BillingRead:
+    """Every document billing issued, from its event lists (all pages); only those of
+    ``period`` (the month they were issued) when given. The ERP must hold each invoice at its
+    latest version (its total), each credit note (its amount, the reversing entry) and each
+    payment (its amount, the cash application). Raises ``GatewayError`` subclasses."""
+    invoices: list[BillingInvoice] = [e.data.object for e in await _read_all(billing, "", _events)
+                                      if e.type in INVOICE_EVENTS]
+    notes = await _read_all(billing, "type=credit_note.created&", _credit_notes)
+    payments = await _read_all(billing, "type=invoice.paid&", _payments)
+    found = [BillingDoc(o.id, o.currency.upper(), o.total, float(o.created), o.version)
+             for o in invoices]
+    found += [BillingDoc(e.data.object.id, e.data.object.currency.upper(),
+                         e.data.object.amount, float(e.data.object.created)) for e in notes]
+    found += [BillingDoc(e.data.object.id, e.data.object.currency.upper(),
+                         e.data.object.amount, float(e.created)) for e in payments]
+    docs: dict[str, BillingDoc] = {}
+    for doc in found:
+        if period and _period_of(doc.issued_at) != period:
+            continue
+        if doc.key not in docs or docs[doc.key].version < doc.version:
+            docs[doc.key] = doc
+    latest: dict[str, BillingInvoice] = {}
+    versions: dict[str, dict[int, tuple[int, int]]] = {}
+    for o in invoices:
+        versions.setdefault(o.id, {})[o.version] = (o.subtotal, len(o.lines.data))
+        if o.id not in latest or latest[o.id].version < o.version:
+            latest[o.id] = o
+    revenue = [RevenueDoc(o.id, o.currency.upper(), o.subtotal, len(o.lines.data),
+                          float(o.created), tuple(versions[o.id][v]
+                                                  for v in sorted(versions[o.id])))
+               for o in latest.values() if o.id in docs]
+    gl = [GlDoc(o.id, "invoice", _period_of(float(o.created)), o.currency.upper(), o.total,
+                o.subtotal, o.tax) for o in latest.values() if o.id in docs]
+    gl += [GlDoc(e.data.object.id, "credit_note", _period_of(float(e.data.object.created)),
+                 e.data.object.currency.upper(), e.data.object.amount)
+           for e in notes if e.data.object.id in docs]
+    gl += [GlDoc(e.data.object.id, "payment", _period_of(float(e.data.object.paid_at)),
+                 e.data.object.currency.upper(), e.data.object.amount)
+           for e in payments if e.data.object.id in docs]
+    return BillingRead(list(docs.values()), revenue, gl, set(latest))
+
+
+async def billing_docs(billing: HttpClient, period: str | None) -> list[BillingDoc]:
+    """The documents the ERP must hold (``read_billing(...).docs``)."""
+    return (await read_billing(billing, period)).docs
+
+
+async def revenue_records(revenue: HttpClient) -> list[RevenueRecord]:
+    """Every row of the revenue platform's billings report (all pages)."""
+    out: list[RevenueRecord] = []
+    after = ""
+    while True:
+        page = _report.decode((await revenue.get(
+            f"/revenue/v1/reports/billings?after={quote(after)}&limit={PAGE}")).body)
+        out += [RevenueRecord(r.invoice_id, r.currency.upper(), r.amount, r.lines,
+                              r.distinct_lines) for r in page.items]
+        if not page.has_more or not page.items or page.next_after == after:
+            return out
+        after = page.next_after
+
+
+async def ledger_views(ledger: Ledger) -> dict[str, LedgerView]:
+    """The ledger's revenue upload rows, per invoice (``LedgerView``). Raises
+    ``LedgerUnavailable``."""
+    counts: dict[str, dict[str, int]] = {}
+    for row in await ledger.find_uploads("revenue"):
+        c = counts.setdefault(row.invoice_id, {"amount": 0})
+        c[row.status] = c.get(row.status, 0) + 1
+        if row.status in ("uploaded", "in_doubt"):
+            c["amount"] += row.amount
+    return {inv: LedgerView(**c) for inv, c in counts.items()}
+
+
+async def gl_rows(erp: HttpClient, periods: Sequence[str]) -> list[GlRow]:
+    """The ERP's GL balances of ``periods``, one request each."""
+    out: list[GlRow] = []
+    for period in periods:
+        body = _gl.decode((await erp.get(f"/erp/v1/gl/balances?period={period}")).body)
+        out += [GlRow(period, b.account, b.currency.upper(), b.balance) for b in body.balances]
+    return out
+
+
+async def payables(partner: HttpClient, erp: HttpClient
+                   ) -> tuple[list[Settlement], list[Payable]]:
+    """The portal's settlements and the ERP's vendor bills (both list APIs are unpaged)."""
+    settled = _settlements.decode((await partner.get("/partner/v1/settlements")).body)
+    bills = _bills.decode((await erp.get("/erp/v1/vendor-bills")).body)
+    return ([Settlement(s.id, s.currency.upper(), s.total, s.recorded_at)
+             for s in settled.items],
+            [Payable(b.external_id, b.id, b.currency.upper(), b.amount) for b in bills.items])
 
 
 async def erp_postings(erp: HttpClient) -> list[ErpPosting]:
@@ -91,20 +260,49 @@ async def dead_lettered(bus: NatsBus, subjects: Subjects) -> set[str]:
 
 
 async def run_once(bus: NatsBus, subjects: Subjects, billing: HttpClient, erp: HttpClient, *,
-                   period: str | None = None, grace_s: float = 300.0,
-                   repair: bool = True) -> RunResult:
-    """One reconciliation (see the module docstring). Raises ``GatewayError`` subclasses when
-    a platform or the broker cannot be read; nothing is repaired then."""
+                   period: str | None = None, grace_s: float = 300.0, repair: bool = True,
+                   revenue: HttpClient | None = None, ledger: Ledger | None = None,
+                   partner: HttpClient | None = None,
+                   accounts: Mapping[str, str] | None = None) -> RunResult:
+    """One reconciliation (see the module docstring): the ERP leg always; the revenue leg with
+    ``revenue`` (repairs only with ``ledger`` too), the GL leg with ``accounts`` (role →
+    account number), the payables leg with ``partner``. Raises ``GatewayError`` subclasses
+    when a platform, the ledger or the broker cannot be read; nothing is repaired then."""
     t0 = time.time()
-    docs = await billing_docs(billing, period)
+    read = await read_billing(billing, period)
     postings = await erp_postings(erp)
     dead = await dead_lettered(bus, subjects)
-    report = reconcile(docs, postings, now=time.time(), grace_s=grace_s, dead_lettered=dead)
-    for b in report.breaks:
-        if b.kind != "in_flight":
-            await bus.emit(f"{subjects.prefix}.mon.recon.break", _json.encode(b))
+    now = time.time()
+    report = reconcile(read.docs, postings, now=now, grace_s=grace_s, dead_lettered=dead)
+    legs: dict[str, ReconReport] = {"erp": report}
+    if revenue is not None:
+        views = await ledger_views(ledger) if ledger is not None else None
+        legs["revenue"] = reconcile_revenue(read.revenue, await revenue_records(revenue),
+                                            ledger=views, now=now, grace_s=grace_s,
+                                            dead_lettered=dead, known=read.invoice_ids)
+    if accounts is not None:
+        # Not expected at the ERP: documents still in flight, and those the gateway gave up
+        # on (their dead letters are the evidence, reported as dead_lettered).
+        explained = {b.key for b in report.breaks if b.kind in EXPLAINED_KINDS}
+        periods = [period] if period else sorted({d.period for d in read.gl})
+        expected = expected_balances((d for d in read.gl if d.key not in explained),
+                                     accounts)
+        legs["gl"] = reconcile_gl(expected, await gl_rows(erp, periods),
+                                  accounts=[accounts[r] for r in GL_ROLES], periods=periods,
+                                  headline=accounts["receivable"])
+    if partner is not None:
+        settled, bills = await payables(partner, erp)
+        legs["payables"] = reconcile_payables(settled, bills, now=now, grace_s=grace_s)
+    for leg in legs.values():
+        for b in leg.breaks:
+            if b.kind != "in_flight":
+                await bus.emit(f"{subjects.prefix}.mon.recon.break", _json.encode(b))
+        for action in leg.actions:
+            if isinstance(action, Flag):  # for a person to approve: never applied here
+                await bus.emit(f"{subjects.prefix}.mon.recon.proposal", _json.encode(action))
     repaired: list[str] = []
     unrepairable: list[str] = []
+    reuploaded: list[str] = []
     if repair:
         since = datetime.fromtimestamp(0, UTC)
         for action in report.actions:
@@ -121,28 +319,64 @@ async def run_once(bus: NatsBus, subjects: Subjects, billing: HttpClient, erp: H
                     {"key": action.key, "action": "repost", "events": len(items)}))
             else:
                 unrepairable.append(action.key)  # never reached the gateway: not in a stream
-    result = RunResult(period, t0, round(time.time() - t0, 3), report, repaired, unrepairable)
+        # Reupload actions exist only when the ledger was read (its proof of "never sent").
+        for action in legs["revenue"].actions if "revenue" in legs else []:
+            if not isinstance(action, Reupload):
+                continue
+            # The invoice's issued event again, *without* the repair header: the revenue
+            # poster then sends only the lines its ledger says were never sent.
+            items = await select_events(bus, subjects, "billing", since=since,
+                                        key=f"billing:{action.key}:",
+                                        subject=subjects.invoice_issued)
+            if items:
+                await replay_lane(bus, subjects, "billing", items[-1:])
+                reuploaded.append(action.key)
+                await bus.emit(f"{subjects.prefix}.mon.recon.repair", _json.encode(
+                    {"key": action.key, "action": "reupload", "events": len(items)}))
+            else:
+                unrepairable.append(action.key)
+    result = RunResult(period, t0, round(time.time() - t0, 3), report, repaired, unrepairable,
+                       legs, reuploaded)
     await bus.emit(f"{subjects.prefix}.mon.recon.report", _json.encode(summary(result)))
     return result
 
 
 def summary(r: RunResult) -> dict[str, object]:
+    """The run's report as JSON-ready data (``<prefix>.mon.recon.report``, ``erpgw reconcile
+    --json``): the ERP leg's ``checked``/``matched``/``totals``/``accuracy`` as before, and
+    over every leg: ``breaks`` by kind, ``legs`` (each leg's checked, matched, totals per
+    system and currency, breaks), ``auto_repairable_share``, ``auto_repaired_share`` and
+    ``revenue_event_accuracy`` (revenue-matched invoices ÷ invoices checked, ``None`` when the
+    revenue leg did not run)."""
     rep = r.report
+    ov = r.overview
     return {"period": r.period, "at": r.started_at, "elapsed_s": r.elapsed_s,
-            "checked": rep.checked, "matched": rep.matched, "breaks": rep.by_kind,
+            "checked": rep.checked, "matched": rep.matched, "breaks": ov.by_kind,
             "totals": rep.totals, "accuracy": round(rep.accuracy, 6),
-            "auto_repairable_share": round(rep.auto_repairable_share, 6),
-            "repaired": len(r.repaired), "unrepairable": len(r.unrepairable)}
+            "auto_repairable_share": round(ov.auto_repairable_share, 6),
+            "auto_repaired_share": round(ov.auto_repaired_share, 6),
+            "revenue_event_accuracy": (None if ov.revenue_event_accuracy is None
+                                       else round(ov.revenue_event_accuracy, 6)),
+            "legs": {name: {"checked": leg.checked, "matched": leg.matched,
+                            "totals": leg.totals,
+                            "breaks": {k: n for k, n in leg.by_kind.items() if n}}
+                     for name, leg in (r.legs or {"erp": rep}).items()},
+            "repaired": len(r.repaired), "reuploaded": len(r.reuploaded),
+            "unrepairable": len(r.unrepairable)}
 
 
 class Reconciler(Actor):
     """Runs ``run_once`` every ``interval_s`` seconds (the first run after one interval)."""
 
     def __init__(self, name: str, *, bus: NatsBus, subjects: Subjects, billing: HttpClient,
-                 erp: HttpClient, interval_s: float, grace_s: float, repair: bool) -> None:
+                 erp: HttpClient, interval_s: float, grace_s: float, repair: bool,
+                 revenue: HttpClient | None = None, ledger: Ledger | None = None,
+                 partner: HttpClient | None = None,
+                 accounts: Mapping[str, str] | None = None) -> None:
         super().__init__(name)
         self.bus, self.subjects, self.billing, self.erp = bus, subjects, billing, erp
         self.interval_s, self.grace_s, self.repair = interval_s, grace_s, repair
+        self.revenue, self.ledger, self.partner, self.accounts = revenue, ledger, partner, accounts
         self.runs = 0
         self.last: dict[str, object] | None = None
         self.last_error: str | None = None
@@ -156,7 +390,9 @@ class Reconciler(Actor):
                 return
             try:
                 result = await run_once(self.bus, self.subjects, self.billing, self.erp,
-                                        grace_s=self.grace_s, repair=self.repair)
+                                        grace_s=self.grace_s, repair=self.repair,
+                                        revenue=self.revenue, ledger=self.ledger,
+                                        partner=self.partner, accounts=self.accounts)
             except GatewayError as err:  # a platform is down: try again next period
                 self.last_error = f"[{err.code}] {err.message}"
                 log.warning("reconciliation skipped: %s", self.last_error)
@@ -165,8 +401,8 @@ class Reconciler(Actor):
             self.last = summary(result)
             log.info("reconciled %d documents: %d matched, breaks %s, repaired %d",
                      result.report.checked, result.report.matched,
-                     {k: v for k, v in result.report.by_kind.items() if v},
-                     len(result.repaired))
+                     {k: v for k, v in result.overview.by_kind.items() if v},
+                     len(result.repaired) + len(result.reuploaded))
 
     def statistics(self) -> dict[str, object]:
         return {"name": self.name, "runs": self.runs, "last": self.last,

@@ -1,15 +1,23 @@
-"""``erpgw reconcile``: ERP vs billing (vs the dead letters), once, now."""
+"""``erpgw reconcile``: billing vs the ERP, the revenue platform, the GL and the payables (vs
+the dead letters and the gateway's ledger), once, now."""
 
 from __future__ import annotations
 
 import argparse
 import re
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import msgspec
 
 from contracts import format_amount
 
 from ._common import add_tool_flags, nats_url_for, run_async
+
+if TYPE_CHECKING:
+    from actors.reconcile import Overview, RunResult
+
+LEGS = ("revenue", "gl", "payables")
 
 
 def _period(text: str) -> str:
@@ -18,83 +26,153 @@ def _period(text: str) -> str:
     return text
 
 
+def _legs(text: str) -> list[str]:
+    legs = [leg.strip() for leg in text.split(",") if leg.strip() and leg.strip() != "erp"]
+    unknown = sorted(set(legs) - set(LEGS))
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown leg(s) {', '.join(unknown)}; "
+                                         f"known: erp, {', '.join(LEGS)}")
+    return legs
+
+
 def cmd_reconcile(args: argparse.Namespace) -> int:
-    from actors.infra import HttpClient, NatsBus
-    from actors.reconcile import Flag, run_once, summary
+    from actors.infra import HttpClient, Ledger, NatsBus
+    from actors.reconcile import EXPLAINED_KINDS, run_once, summary
     from contracts import Subjects
 
     from ..config import load_config
 
-    cfg = load_config(args.config)
+    cfg = load_config(args.config, overrides={"data_dir": str(args.data_dir)}
+                      if args.data_dir else None)
+    legs = cfg.reconcile.legs if args.legs is None else args.legs
+    ledger_path = cfg.data_path / "ledger.db"
 
-    async def go() -> int:
+    async def reconcile_now() -> RunResult:
         url, prefix = nats_url_for(args)
         bus = await NatsBus.connect(url, name="erpgw-reconcile", wait_for_server=5.0)
+        # The gateway's ledger (read while the gateway runs, like `erpgw trace`): the revenue
+        # leg's proof that a line was never sent. Without it revenue is compared, not repaired.
+        ledger = (await Ledger.open(ledger_path)
+                  if "revenue" in legs and ledger_path.exists() else None)
         try:
             async with HttpClient(args.billing_url or cfg.reconcile.billing_url,
                                   platform="billing") as billing, \
-                    HttpClient(args.erp_url or cfg.erp.base_url, platform="erp") as erp:
-                result = await run_once(bus, Subjects(prefix=prefix), billing, erp,
-                                        period=args.period, grace_s=args.grace,
-                                        repair=args.repair)
+                    HttpClient(args.erp_url or cfg.erp.base_url, platform="erp") as erp, \
+                    HttpClient(args.revenue_url or cfg.revenue.base_url,
+                               platform="revenue") as revenue, \
+                    HttpClient(args.partner_url or cfg.partner.base_url,
+                               platform="partner") as partner:
+                return await run_once(
+                    bus, Subjects(prefix=prefix), billing, erp, period=args.period,
+                    grace_s=args.grace, repair=args.repair,
+                    revenue=revenue if "revenue" in legs else None, ledger=ledger,
+                    partner=partner if "payables" in legs else None,
+                    accounts=msgspec.structs.asdict(cfg.accounts) if "gl" in legs else None)
         finally:
+            if ledger is not None:
+                await ledger.close()
             await bus.close()
-        rep = result.report
+
+    async def go() -> int:
+        result = await reconcile_now()
+        ov = result.overview
         if args.json:
             doc = summary(result) | {
                 "breaks_detail": msgspec.to_builtins(
-                    [b for b in rep.breaks if b.kind != "in_flight"]),
-                "actions": msgspec.to_builtins(rep.actions),
-                "repaired_keys": result.repaired, "unrepairable_keys": result.unrepairable}
+                    [b for b in ov.breaks if b.kind != "in_flight"]),
+                "actions": msgspec.to_builtins(
+                    [a for leg in result.legs.values() for a in leg.actions]),
+                "repaired_keys": result.repaired, "reuploaded_keys": result.reuploaded,
+                "unrepairable_keys": result.unrepairable,
+                "ledger": str(ledger_path) if "revenue" in legs and ledger_path.exists()
+                else None}
             print(msgspec.json.encode(doc).decode())
         else:
-            print(f"reconciliation {args.period or 'all periods'}: {rep.checked} billed, "
-                  f"{rep.matched} matched (accuracy {rep.accuracy:.4%})")
-            currencies = sorted(set(rep.totals["billing"]) | set(rep.totals["erp"]))
-            for cur in currencies:
-                billed = rep.totals["billing"].get(cur, 0)
-                posted = rep.totals["erp"].get(cur, 0)
-                flag = "" if billed == posted else "   <-- differs"
-                print(f"  {cur}: billing {format_amount(billed, cur):>22}  "
-                      f"ERP {format_amount(posted, cur):>22}{flag}")
-            for kind, n in rep.by_kind.items():
-                if n:
-                    print(f"  {kind:<14} {n}")
-            for b in rep.breaks:
-                if b.kind != "in_flight":
-                    print(f"    {b.kind:<14} {b.key}: {b.detail}")
-            for a in rep.actions:
-                if isinstance(a, Flag):
-                    print(f"    proposal for {a.key}: {a.proposal}")
-            if args.repair:
-                print(f"  repaired (re-driven): {len(result.repaired)}"
-                      + (f"; not in any stream: {', '.join(result.unrepairable)}"
-                         if result.unrepairable else ""))
-            print(f"  auto-repairable share of breaks: {rep.auto_repairable_share:.1%}")
-        real = sum(n for k, n in rep.by_kind.items() if k not in ("in_flight", "dead_lettered"))
+            _print_table(args, result, ov)
+        real = sum(n for k, n in ov.by_kind.items() if k not in EXPLAINED_KINDS)
         return 1 if real else 0
 
     return int(run_async(go))
 
 
+def _print_table(args: argparse.Namespace, result: RunResult, ov: Overview) -> None:
+    from actors.reconcile import Flag
+
+    rep = result.report
+    print(f"reconciliation {args.period or 'all periods'}: {rep.checked} billing documents, "
+          f"{rep.matched} matched in the ERP (accuracy {rep.accuracy:.4%})")
+    for name, leg in result.legs.items():
+        systems = list(leg.totals)
+        currencies = sorted({c for t in leg.totals.values() for c in t})
+        print(f"  {name}: {leg.checked} checked, {leg.matched} matched")
+        for cur in currencies:
+            amounts = [leg.totals[s].get(cur, 0) for s in systems]
+            cells = "  ".join(f"{s} {format_amount(a, cur):>20}" for s, a in zip(systems, amounts,
+                                                                          strict=True))
+            # a system with no totals at all (no ledger read) is not a difference
+            seen = {a for sys_, a in zip(systems, amounts, strict=True) if leg.totals[sys_]}
+            differs = "" if len(seen) <= 1 else "   <-- differs"
+            print(f"    {cur}: {cells}{differs}")
+    print("  breaks by class:")
+    for kind, n in ov.by_kind.items():
+        if n:
+            print(f"    {kind:<18} {n}")
+    if not any(ov.by_kind.values()):
+        print("    none")
+    for b in ov.breaks:
+        if b.kind != "in_flight":
+            print(f"    [{b.leg}] {b.kind:<18} {b.key}: {b.detail}")
+    for leg in result.legs.values():
+        for a in leg.actions:
+            if isinstance(a, Flag):
+                print(f"    proposal for {a.key}: {a.proposal}")
+    if args.repair:
+        print(f"  repaired: {len(result.repaired)} re-posted, {len(result.reuploaded)} "
+              "re-driven to revenue"
+              + (f"; not in any stream: {', '.join(result.unrepairable)}"
+                 if result.unrepairable else ""))
+    print(f"  auto-repairable share of breaks: {ov.auto_repairable_share:.1%}; "
+          f"auto-repaired: {ov.auto_repaired_share:.1%}")
+    if ov.revenue_event_accuracy is not None:
+        print(f"  revenue event accuracy: {ov.revenue_event_accuracy:.4%} "
+              "(invoices revenue-matched / checked)")
+
+
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("reconcile", help="match ERP postings against billing; repair the safe",
-                       description="Read every finalized invoice from the billing platform and "
-                                   "every journal entry from the ERP (their APIs), plus the "
-                                   "dead letters, and classify each difference: missing, "
-                                   "in flight, dead-lettered, duplicate, amount, currency, "
-                                   "orphan. With --repair, missing postings are re-driven from "
-                                   "the stream with their original idempotency key; duplicates "
-                                   "and wrong amounts are only reported, with a reversal "
-                                   "proposal. Exits 1 when a break other than in-flight or "
-                                   "dead-lettered remains.")
+    p = sub.add_parser("reconcile", help="match billing with the ERP, revenue, GL and payables; "
+                                         "repair the safe",
+                       description="Read billing's invoices, credit notes and payments, the "
+                                   "ERP's journal entries, GL balances and vendor bills, the "
+                                   "revenue platform's billings report, the partner portal's "
+                                   "settlements (their APIs, in pages), the dead letters and "
+                                   "the gateway's ledger, and classify each difference: "
+                                   "missing, in flight, dead-lettered, duplicate, amount, "
+                                   "currency, orphan; revenue_missing, revenue_duplicate, "
+                                   "revenue_amount, revenue_orphan, in_doubt; gl; "
+                                   "payable_missing, payable_duplicate, payable_amount, "
+                                   "payable_orphan. With --repair, missing postings are "
+                                   "re-driven from the stream with their original idempotency "
+                                   "key, and invoices whose revenue lines the ledger proves "
+                                   "never sent are re-driven to the revenue poster; everything "
+                                   "else is only reported, with a proposal for a person. Exits "
+                                   "1 when a break other than in-flight or dead-lettered "
+                                   "remains.")
     add_tool_flags(p)
     p.add_argument("--period", type=_period, metavar="YYYY-MM",
-                   help="only invoices issued in this month (default: all)")
+                   help="only documents issued in this month (default: all)")
     p.add_argument("--grace", type=float, default=300.0, metavar="S",
-                   help="invoices younger than S seconds count as in flight (default 300)")
+                   help="documents younger than S seconds count as in flight (default 300)")
     p.add_argument("--repair", action="store_true",
-                   help="re-drive missing postings from the stream (safe: same idempotency key)")
+                   help="re-drive missing postings (same idempotency key) and revenue lines "
+                        "the ledger proves never sent")
+    p.add_argument("--legs", type=_legs, metavar="LIST",
+                   help="comma-separated legs besides billing vs ERP: revenue, gl, payables "
+                        "(default: reconcile.legs, all three)")
+    p.add_argument("--data-dir", type=Path, metavar="DIR",
+                   help="the gateway's data dir, for its ledger (default: data_dir of the "
+                        "config; without a ledger revenue is compared but never repaired)")
     p.add_argument("--billing-url", metavar="URL", help="billing platform API base URL")
     p.add_argument("--erp-url", metavar="URL", help="ERP API base URL")
+    p.add_argument("--revenue-url", metavar="URL", help="revenue platform API base URL")
+    p.add_argument("--partner-url", metavar="URL", help="partner portal API base URL")
     p.set_defaults(func=cmd_reconcile)

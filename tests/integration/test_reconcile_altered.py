@@ -1,0 +1,91 @@
+"""The ERP records some postings with another amount than the gateway sent (the simulator's
+``alter_amount_rate``: a platform bug or a manual edit). The reconciler must report exactly
+those as amount breaks, publish them on ``erpgw.mon.recon.*`` with a reversal proposal, and
+never repair them itself, not even with ``--repair``."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import anyio
+import msgspec
+import pytest
+
+from gateway.stack import Stack
+
+from .test_reconcile import reconcile, settle
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
+
+
+async def test_reconciler_reports_exactly_the_altered_postings_and_never_fixes_them(
+        tmp_path: Path) -> None:
+    import nats
+
+    stack = Stack(tmp_path, ack_wait_s=2.0, seed=63)
+    await stack.start()
+    nc = await nats.connect(stack.url)
+    try:
+        published = await nc.subscribe("erpgw.mon.recon.>")
+        await stack.set_faults({"erp": {"alter_amount_rate": 0.05}})
+        await stack.bill_run(200)
+        audit = await settle(stack, 200)
+        await stack.set_faults({})
+        altered = set(audit["altered_ids"])
+        assert altered and audit["altered_count"] == len(altered)
+        assert audit["posted"] == 200 and audit["duplicates"] == 0  # nothing else went wrong
+        assert audit["amount_posted"] != audit["amount_issued"]  # SUM_OK fails
+
+        code, doc = reconcile(stack, "--repair")
+        assert code == 1
+        assert doc["breaks"]["amount"] == len(altered)
+        # the GL leg sees the altered amounts too (per account and currency, not per invoice)
+        assert {k: n for k, n in doc["breaks"].items() if n and k != "gl"} == {
+            "amount": len(altered)}
+        assert doc["breaks"]["gl"] > 0
+        assert {b["key"] for b in doc["breaks_detail"] if b["kind"] == "amount"} == altered
+        proposals = {a["key"]: a["proposal"] for a in doc["actions"]
+                     if a["type"] == "flag" and a["kind"] == "amount"}
+        assert set(proposals) == altered
+        assert all(p.startswith("reverse JE-") and " and repost " in p
+                   for p in proposals.values())
+        assert doc["repaired"] == 0 and doc["repaired_keys"] == []  # flagged, never fixed
+
+        events: list[tuple[str, dict[str, Any]]] = []
+        with anyio.fail_after(10):
+            while not any(s.endswith(".report") for s, _ in events):
+                msg = await published.next_msg(timeout=10)
+                events.append((msg.subject, msgspec.json.decode(msg.data)))
+        assert {d["key"] for s, d in events
+                if s == "erpgw.mon.recon.break" and d["kind"] == "amount"} == altered
+        assert {d["key"] for s, d in events
+                if s == "erpgw.mon.recon.proposal" and d["kind"] == "amount"} == altered
+        assert not any(s == "erpgw.mon.recon.repair" for s, _ in events)
+
+        await anyio.sleep(1.0)
+        after = await stack.audit()  # the ERP's books are as they were: nothing reposted
+        assert after["postings"] == audit["postings"]
+        assert after["altered_ids"] == audit["altered_ids"]
+    finally:
+        await nc.close()
+        await stack.close()
+
+
+@pytest.mark.timeout(150)
+def test_demo_drill_altered_amount_finds_exactly_the_altered_postings() -> None:
+    r = subprocess.run([sys.executable, "-m", "gateway", "demo", "--invoices", "300", "--json",
+                        "--faults", "altered-amount"],
+                       capture_output=True, text=True, timeout=140, check=False)
+    assert r.returncode == 0, r.stderr + r.stdout
+    doc = msgspec.json.decode(r.stdout)
+    alt = doc["altered_amount"]
+    assert alt["altered"] > 0
+    assert alt["exact"] is True
+    assert alt["found"] == alt["published"] == alt["altered"]
+    assert alt["missed"] == alt["unexplained"] == [] and alt["repaired"] == 0
+    assert len(alt["proposals"]) == alt["altered"]
+    assert doc["ok"] is True and doc["posted"] == 300 and doc["duplicates"] == 0
+    assert "altered-amount" not in doc["recovery_s"]
