@@ -44,6 +44,7 @@ from ._stats import (
     window_series,
 )
 from ._sync_probe import SyncProbe
+from ._usage import UsageFlood
 
 __all__ = ["GatewayLeg", "run_gateway_leg"]
 
@@ -123,13 +124,46 @@ async def _per_invoice(http: aiohttp.ClientSession, base: str,
     return out
 
 
+def progress_bar(frac: float, width: int = 20) -> str:
+    """``[#########...........]  45%`` for a share done between 0 and 1 (clamped)."""
+    frac = min(1.0, max(0.0, frac))
+    full = int(frac * width)
+    return f"[{'#' * full}{'.' * (width - full)}] {frac * 100:3.0f}%"
+
+
+async def _first_index(http: aiohttp.ClientSession, base: str, leg: GatewayLeg) -> None:
+    """Set ``leg.first_index`` from the first event of the simulator's current epoch.
+
+    The simulator numbers invoices for the life of its process and the bench resets it before
+    each leg, so the lowest invoice number among the leg's first events is its first invoice
+    (the first 256, since a reordering fault may shuffle events in windows of 16). Left
+    unchanged when the read fails (the per-invoice reads then fail too, and the audit's
+    figures are reported).
+    """
+    try:
+        page = await _sim(http, "GET", f"{base}/billing/v1/events?limit=256")
+        ids = [str(e["data"]["object"]["id"]) for e in page["data"]]
+    except (aiohttp.ClientError, RuntimeError, TimeoutError, KeyError, TypeError, ValueError):
+        return
+    numbers = [int(i[3:]) for i in ids if i.startswith("in_") and i[3:].isdigit()]
+    if numbers:
+        leg.first_index = min(numbers)
+
+
 async def run_gateway_leg(stack: Stack, leg: GatewayLeg, *, stall_timeout: float,
                           metrics_subject: str, say: Progress,
-                          driller: Driller | None = None) -> dict[str, Any]:
+                          driller: Driller | None = None,
+                          lean: bool = False, usage: int = 0) -> dict[str, Any]:
     """Drive one leg through ``stack`` and return its figures dict (with ``audit``).
 
     With ``driller`` the leg runs under its faults (``gateway.drills``): they fire while the
     bill run is in flight, and the figures gain a ``drill`` section with recovery times.
+    ``lean`` (the RSS check's runs): no sync probe and no per-invoice latency reads, only the
+    audit, CPU and memory. ``leg.first_index`` is corrected to the simulator's first invoice
+    number of the leg (a targeted simulator may have issued invoices before). ``usage`` N > 0
+    (the maximum-load leg only, without faults): N usage records flood the usage lane at
+    maximum rate alongside the invoices (``bench._usage``), the sync probe runs until they are
+    all recorded, and the figures gain a ``usage`` section.
     """
     base = stack.sim_url
     pid = stack.gateway_pid
@@ -143,12 +177,16 @@ async def run_gateway_leg(stack: Stack, leg: GatewayLeg, *, stall_timeout: float
         # The sync lane: idle first, then probed all through a maximum-load leg.
         probe: SyncProbe | None = None
         idle_lat: list[float] = []
-        if leg.rate is None and driller is None:
+        if leg.rate is None and driller is None and not lean:
             products = await _sim(http, "GET", f"{base}/cpq/v1/products")
             if products.get("items"):
                 probe = SyncProbe(stack.url, Subjects().sync_pricing_validate,
                                   products["items"][0]["id"])
                 idle_lat = await probe.run(count=50)
+        flood: UsageFlood | None = None
+        if usage > 0 and probe is not None:
+            flood = UsageFlood(stack.gateway_url, base, usage)
+            await flood.prepare(http)
         flooding = anyio.Event()
         cpu0 = cpu_seconds(pid)
         t_start = time.time()
@@ -167,14 +205,19 @@ async def run_gateway_leg(stack: Stack, leg: GatewayLeg, *, stall_timeout: float
                     async def sync_under_load() -> None:
                         flood_lat.extend(await probe.run(until=flooding))
                     drill_tg.start_soon(sync_under_load)
+                if flood is not None:
+                    drill_tg.start_soon(flood.send, http)
                 while True:
                     audit = await stack.audit()
                     if driller is not None:
                         driller.observe(audit)
                     now = time.time()
                     samples.append((now, audit["issued"], audit["accepted"], audit["posted"]))
-                    say(f"gateway: issued {audit['issued']}/{leg.events}  accepted "
-                        f"{audit['accepted']}  posted {audit['posted']}")
+                    say(f"{progress_bar(audit['posted'] / max(1, leg.events))} gateway: "
+                        f"issued {audit['issued']}/{leg.events}  accepted "
+                        f"{audit['accepted']}  posted {audit['posted']}"
+                        + (f"  t {now - t_start:.0f}/{leg.events / leg.rate:.0f} s"
+                           if leg.rate else ""))
                     sig = (audit["issued"], audit["accepted"], audit["posted"],
                            audit["postings"])
                     if sig != last_sig:
@@ -194,6 +237,16 @@ async def run_gateway_leg(stack: Stack, leg: GatewayLeg, *, stall_timeout: float
                         cpu1 = cpu_seconds(pid)
                         break
                     await asyncio.sleep(0.25)
+                if flood is not None:  # the usage flood goes on: wait for it, bounded
+                    last_n, moved = -1, time.monotonic()
+                    while not flood.observe((await stack.audit()).get("usage")):
+                        n = int(flood.audit.get("revenue_recorded", 0))
+                        say(f"{progress_bar(n / max(1, usage))} usage: recorded {n}/{usage}")
+                        if n != last_n:
+                            last_n, moved = n, time.monotonic()
+                        elif time.monotonic() - moved > stall_timeout:
+                            break
+                        await asyncio.sleep(0.25)
                 flooding.set()
             # (the task group waited for every fault to heal and the sync probe to stop)
         finally:
@@ -202,11 +255,14 @@ async def run_gateway_leg(stack: Stack, leg: GatewayLeg, *, stall_timeout: float
             dead = await stack.dead_letters()
         peak = peak_rss_mb(pid)
         rss_now = rss_mb(pid)
-        say("gateway: reading per-invoice issue and posting times from the simulator")
-        try:
-            per = await _per_invoice(http, base, leg.invoice_ids)
-        except (aiohttp.ClientError, RuntimeError, TimeoutError, KeyError, ValueError):
-            per = {}
+        await _first_index(http, base, leg)
+        per: dict[str, tuple[float, float | None]] = {}
+        if not lean:
+            say("gateway: reading per-invoice issue and posting times from the simulator")
+            try:
+                per = await _per_invoice(http, base, leg.invoice_ids)
+            except (aiohttp.ClientError, RuntimeError, TimeoutError, KeyError, ValueError):
+                per = {}
 
     result = DrainResult(audit, dead, drained, time.time() - t_start)
     ids = set(leg.invoice_ids)
@@ -273,7 +329,10 @@ async def run_gateway_leg(stack: Stack, leg: GatewayLeg, *, stall_timeout: float
         "sync_lane": None if probe is None else {
             "idle_ms": latency_summary(idle_lat), "under_load_ms": latency_summary(flood_lat),
             "requests": len(idle_lat) + len(flood_lat) + probe.errors, "errors": probe.errors,
-            "load": "the billing flood of this leg (the gateway has no usage lane yet)"},
+            "load": ("the billing flood of this leg" if flood is None else
+                     f"a usage flood of {usage} records at maximum rate alongside the "
+                     "billing flood of this leg")},
+        "usage": None if flood is None else flood.figures(),
         "series": {
             "bin_s": bin_s,
             "throughput_eps": rate_series(posted.values(), first, bin_s),

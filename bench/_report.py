@@ -40,6 +40,8 @@ TARGETS: dict[str, str] = {
     "backlog_at_5k": "at 5,000 events/s no growing backlog",
     "p99_at_5k": "at 5,000 events/s p99 <= 2x the better raw path's p99",
     "sync_p99": "sync-lane p99 during a usage flood <= 25 ms and <= 1.5x its idle p99",
+    "usage_throughput": "usage lane: every record of the flood rated and recorded once "
+                        "(LOST 0, DUP 0); its throughput is reported",
     "cpu_per_event": "CPU per event <= 1.5x the better raw path",
     "rss_stable": "RSS within +-10 % between a run and a 10x longer one",
 }
@@ -168,12 +170,33 @@ def _rate_latency(leg: Mapping[str, Any], met: bool | None) -> tuple[bool | None
     return met, ""
 
 
-def verdicts(legs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """One verdict per target of the issue, from the legs that were run."""
+def rss_verdict(rss: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The ``rss_stable`` verdict from the ``--rss-check`` section (``bench._rss``), or n/a."""
+    if not rss:
+        return _verdict("rss_stable", None, 0.10, None,
+                        "not measured in this run (pass --rss-check: a run and a 10x longer "
+                        "one, each in a fresh gateway process)")
+    short, long_ = rss["runs"][0], rss["runs"][1]
+    change = rss.get("change")
+    note = (f"peak RSS {_fmt(short['peak_rss_mb'])} MB after {short['invoices']} invoices, "
+            f"{_fmt(long_['peak_rss_mb'])} MB after {long_['invoices']} "
+            f"({'-' if change is None else f'{change * 100:+.1f} %'})")
+    return _verdict("rss_stable", change, rss.get("bound", 0.10), rss.get("met"), note,
+                    unit="(relative change)")
+
+
+def verdicts(legs: Sequence[Mapping[str, Any]],
+             rss: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+    """One verdict per target of the issue, from the legs that were run (and ``rss``, the
+    ``--rss-check`` section, for the RSS target)."""
     out: list[dict[str, Any]] = []
     lost = sum(int(leg["gateway"].get("audit", {}).get("lost", 0)) for leg in legs)
     dup = sum(int(leg["gateway"].get("audit", {}).get("duplicates", 0)) for leg in legs)
     drained = all(leg["gateway"].get("audit", {}).get("drained", False) for leg in legs)
+    for leg in legs:  # flow 4's usage flood: a usage record lost or doubled fails the run too
+        u = leg["gateway"].get("usage") or {}
+        lost += int(u.get("lost", 0))
+        dup += int(u.get("duplicates", 0))
     out.append(_verdict("correctness", lost + dup, 0,
                         lost == 0 and dup == 0 and drained,
                         f"LOST {lost}, DUP {dup}" + ("" if drained else ", did not drain"),
@@ -232,6 +255,7 @@ def verdicts(legs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
                             f"{_fmt(_p99(best))} ms{note}", unit="x"))
 
     sync = (mx or {}).get("gateway", {}).get("sync_lane") if mx else None
+    usage = (mx or {}).get("gateway", {}).get("usage") if mx else None
     if not sync or not sync["under_load_ms"].get("n"):
         out.append(_verdict("sync_p99", None, "25 ms and 1.5x idle", None,
                             "not measured: needs a --max leg (no faults)"))
@@ -241,8 +265,22 @@ def verdicts(legs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
         out.append(_verdict("sync_p99", load99, "25 ms and 1.5x idle",
                             load99 <= 25.0 and slowdown is not None and slowdown <= 1.5,
                             f"p99 {_fmt(load99)} ms under load vs {_fmt(idle99)} ms idle "
-                            f"({_fmt(slowdown)}x), {sync['errors']} errors; the flood is billing "
-                            "traffic at maximum load (no usage lane yet)", unit="ms"))
+                            f"({_fmt(slowdown)}x), {sync['errors']} errors; the load: "
+                            f"{sync.get('load', 'the billing flood of this leg')}"
+                            + ("" if usage else " (no usage flood: run with --usage N)"),
+                            unit="ms"))
+    if not usage:
+        out.append(_verdict("usage_throughput", None, "LOST 0, DUP 0", None,
+                            "not measured: needs --usage N and a --max leg (no faults)"))
+    else:
+        out.append(_verdict("usage_throughput", usage.get("throughput_eps"), "LOST 0, DUP 0",
+                            usage.get("complete") and usage.get("lost") == 0
+                            and usage.get("duplicates") == 0,
+                            f"{usage.get('revenue_recorded')}/{usage.get('records')} records "
+                            f"rated and recorded in {_fmt(usage.get('wall_s'))} s (intake "
+                            f"{_fmt(usage.get('intake_eps'))}/s, {usage.get('aggregates')} "
+                            f"aggregates), LOST {usage.get('lost')}, DUP "
+                            f"{usage.get('duplicates')}", unit="records/s"))
 
     base = mx or (legs[0] if legs else None)
     if base is None:
@@ -254,10 +292,11 @@ def verdicts(legs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
         rcpu = (best or {}).get("cpu_us_per_event")
         r = ratio(gcpu, rcpu)
         out.append(_verdict("cpu_per_event", r, 1.5, _le(r, 1.5),
-                            f"gateway {_fmt(gcpu)} us/event vs {best_key} {_fmt(rcpu)} "
-                            f"us/event (leg {base['name']})", unit="x"))
-    out.append(_verdict("rss_stable", None, 0.10, None,
-                        "not measured by this bench yet (needs a run and a 10x longer run)"))
+                            f"gateway {_fmt(gcpu)} us/event vs "
+                            + (f"{best_key} {_fmt(rcpu)} us/event" if best_key else
+                               "no raw path run")
+                            + f" (leg {base['name']})", unit="x"))
+    out.append(rss_verdict(rss))
     return out
 
 
@@ -323,6 +362,9 @@ def build_report(legs: list[dict[str, Any]], meta: Mapping[str, Any]) -> dict[st
                                "raw_path": raw_path,
                                "peer": _summary(primary["baselines"].get("peer"))}
         report["ratios"] = primary["ratios"]
+    usage_leg = next((leg for leg in legs if leg["gateway"].get("usage")), None)
+    if usage_leg is not None:  # gateway.usage.throughput_eps and the rest of the flood
+        report.setdefault("gateway", {})["usage"] = usage_leg["gateway"]["usage"]
     audits = [leg["gateway"].get("audit", {}) for leg in legs]
     report["audit"] = {
         "lost": sum(int(a.get("lost", 0)) for a in audits),
@@ -333,7 +375,16 @@ def build_report(legs: list[dict[str, Any]], meta: Mapping[str, Any]) -> dict[st
         "drained": all(bool(a.get("drained", False)) for a in audits),
         "per_leg": {leg["name"]: leg["gateway"].get("audit", {}) for leg in legs},
     }
-    report["verdicts"] = verdicts(legs)
+    for leg in legs:  # flow 4's usage flood counts too
+        u = leg["gateway"].get("usage") or {}
+        report["audit"]["lost"] += int(u.get("lost", 0))
+        report["audit"]["duplicates"] += int(u.get("duplicates", 0))
+    rss = meta.get("rss_check")
+    report["verdicts"] = verdicts(legs, rss)
+    if rss:  # the RSS check's runs are gateway runs too: what they lose or double counts
+        report["audit"]["lost"] += int(rss["lost"])
+        report["audit"]["duplicates"] += int(rss["duplicates"])
+        report["audit"]["drained"] = report["audit"]["drained"] and bool(rss["drained"])
     a = report["audit"]
     drills = [leg["gateway"].get("drill") for leg in legs if leg["gateway"].get("drill")]
     if drills:
@@ -387,6 +438,12 @@ def render_human(report: Mapping[str, Any]) -> str:
         f"Python {m.get('python')}; load average {m.get('loadavg_start')} at start, "
         f"{m.get('loadavg_end')} at end (other processes on the box skew every figure)",
     ]
+    topo = report.get("topology")
+    if topo:
+        lines.append("; ".join(f"{k} {v}" for k, v in topo.items()))
+    if report.get("duration_s"):
+        lines.append(f"--duration {report['duration_s']:g} s: one leg, the rate held for that "
+                     "long (rate x duration invoices)")
     head = f"  {'':<32}" + "".join(f"{h:>10}" for h in (
         "ev/s", "p50 ms", "p95 ms", "p99 ms", "p99.9", "max ms", "CPU us/ev", "RSS MB"))
     for leg in report.get("legs", []):
@@ -417,6 +474,14 @@ def render_human(report: Mapping[str, Any]) -> str:
                              f"{'-' if first is None else f'{first:.2f} s'}, drained "
                              f"{'-' if drained is None else f'{drained:.2f} s'}")
             lines.append(f"  dead letters exactly the injected poison: {drill['dlq_exact']}")
+    rss = report.get("rss_check")
+    if rss:
+        lines.append("")
+        lines.append("RSS check (maximum load, a fresh gateway process per run):")
+        for r in rss["runs"]:
+            lines.append(f"  {r['label']:<8} {r['invoices']:>7} invoices  peak RSS "
+                         f"{_fmt(r['peak_rss_mb'])} MB  {_fmt(r['throughput_eps'])} ev/s  "
+                         f"{r['wall_s']} s  LOST {r['lost']}  DUP {r['duplicates']}")
     lines.append("")
     lines.append("verdicts (same run, same machine, broker fsync "
                  f"{report.get('fsync')}):")

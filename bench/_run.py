@@ -3,14 +3,17 @@
 Theory of operation:
 
 1. Start the real stack (``gateway.stack.Stack``: embedded nats-server with the chosen fsync
-   policy, ``erpgw sim`` and ``erpgw up`` as separate processes, fixed seed).
+   policy, ``erpgw sim`` and ``erpgw up`` as separate processes, fixed seed), or target what
+   ``--nats-url`` / ``--gateway`` / ``--sim`` name instead (``_target``: what is started and
+   what is targeted, and which combinations are refused).
 2. Per leg (a bill run of N invoices at maximum load or at a fixed rate): the gateway first
    (``_gateway.run_gateway_leg``), then, right after it so that both see the same conditions
    on a shared box, the baselines against the same broker and the same simulator, same N and
    same load, each in its own process (``python -m bench.baseline``), the simulator reset
    before each. The gateway idles meanwhile (one fetch per second per consumer, one metrics
    snapshot per second); its CPU is read only during its own legs.
-3. Stop the gateway.
+3. With ``--rss-check``: a fresh gateway for N invoices, another for 10 x N (``_rss``).
+   Then stop the gateway (a targeted one is left alone).
 4. Build the report (``_report``), print it (table or JSON), write plots and JSON to ``--out``.
 
 Every load is bounded in count (N per leg) and in time (a stall timeout per leg; the baseline
@@ -41,10 +44,15 @@ from gateway.stack import Stack
 from ._gateway import GatewayLeg, run_gateway_leg
 from ._proc import machine
 from ._report import build_report, merge_repeats, render_human
+from ._rss import run_rss_check
+from ._target import broker_problem, check_targets, make_stack, topology
 
-__all__ = ["PROFILES", "BenchOptions", "Leg", "plan_legs", "run_peak_billing"]
+__all__ = ["PROFILES", "BenchOptions", "Leg", "invoices_for_duration", "plan_legs",
+           "run_peak_billing"]
 
 BASELINE_KINDS = ("raw_hop", "b1", "b2", "peer")
+MAX_BILL_RUN = 1_000_000  # sim/_billing.py: the largest bill run the simulator accepts
+RSS_BASE = 1000  # --rss-check: 1,000 and 10,000 invoices unless --invoices says otherwise
 
 
 @dataclass(frozen=True)
@@ -79,18 +87,33 @@ class BenchOptions:
     command: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
     faults: tuple[str, ...] = ()  # gateway.drills fault names, injected into every leg
+    # --duration S: one leg at --rate R for S seconds (R x S invoices); see plan_legs
+    duration: float | None = None
+    # Targets (bench/_target.py): a broker, or broker + simulator + gateway, already running.
+    nats_url: str | None = None
+    gateway_url: str | None = None
+    sim_url: str | None = None
+    gateway_pid: int | None = None
+    fsync_given: bool = False  # --fsync was on the command line (refused with --nats-url)
+    rss_check: bool = False  # also a fresh run and a 10x longer one, compare peak RSS
+    usage: int = 0  # --usage N: N usage records flood the usage lane during the max leg
 
 
 def plan_legs(opts: BenchOptions) -> list[Leg]:
     """The legs to run: the profile's, or the single one ``--rate``/``--max`` asks for.
 
-    Raises ``ValueError`` for an unknown profile, a non-positive count or rate.
+    Raises ``ValueError`` for an unknown profile, a non-positive count or rate, a
+    ``--duration`` that conflicts with the other load options, or targets that do not fit
+    together (``bench._target.check_targets``).
     """
     if opts.profile not in PROFILES:
         raise ValueError(f"unknown profile {opts.profile!r}; choose from "
                          f"{', '.join(PROFILES)}")
     default_n, rates = PROFILES[opts.profile]
     n = opts.invoices if opts.invoices is not None else default_n
+    check_targets(opts)
+    if opts.duration is not None:
+        n = invoices_for_duration(opts)
     if n < 1:
         raise ValueError(f"--invoices must be at least 1, got {n}")
     if opts.repeat < 1:
@@ -102,6 +125,29 @@ def plan_legs(opts: BenchOptions) -> list[Leg]:
     elif opts.rate is not None:
         rates = (opts.rate,)
     return [Leg("max" if r is None else f"{r:g}/s", n, r) for r in rates]
+
+
+def invoices_for_duration(opts: BenchOptions) -> int:
+    """The count ``--duration S`` asks for: ``--rate R`` x S, at least 1.
+
+    Raises ``ValueError`` naming the options when ``--duration`` comes with ``--invoices`` (two
+    answers to "how many"), with ``--max`` or without ``--rate`` (no pace to hold for S
+    seconds), or is not positive, or asks for more than the simulator's largest bill run.
+    """
+    s = opts.duration
+    if s is None or s <= 0:
+        raise ValueError(f"--duration must be positive, got {s}")
+    if opts.invoices is not None:
+        raise ValueError("--duration and --invoices conflict: --duration S sends --rate R x S "
+                         "invoices; give one of them")
+    if opts.max or opts.rate is None:
+        raise ValueError("--duration needs --rate R (it holds that rate for S seconds); it "
+                         "cannot be combined with --max or a profile's legs")
+    n = max(1, round(opts.rate * s))
+    if n > MAX_BILL_RUN:
+        raise ValueError(f"--rate x --duration is {n:,} invoices; the simulator's bill runs "
+                         f"hold at most {MAX_BILL_RUN:,}")
+    return n
 
 
 class _Progress:
@@ -194,8 +240,8 @@ async def _run_legs(stack: Stack, legs: list[Leg], kinds: list[str], opts: Bench
         driller = Driller(stack, list(opts.faults), leg.events) if opts.faults else None
         gw = await run_gateway_leg(stack, gl, stall_timeout=opts.stall_timeout,
                                    metrics_subject=Subjects().metrics, say=progress.say,
-                                   driller=driller)
-        first_index += leg.events
+                                   driller=driller, usage=opts.usage)
+        first_index = gl.first_index + leg.events  # gl learnt the leg's first invoice number
         result: dict[str, Any] = {"name": leg.name, "rate": leg.rate, "events": leg.events,
                                   "gateway": gw, "baselines": {}}
         results.append(result)
@@ -212,30 +258,45 @@ async def run_peak_billing(opts: BenchOptions) -> dict[str, Any]:
     """Run the bench and return the report; prints nothing but the progress line."""
     legs = plan_legs(opts)
     kinds = [k for k in BASELINE_KINDS if k in opts.baselines]
-    progress = _Progress(not opts.quiet, 1 + opts.repeat * len(legs) * (1 + len(kinds)))
+    progress = _Progress(not opts.quiet, 1 + opts.repeat * len(legs) * (1 + len(kinds))
+                         + (2 if opts.rss_check else 0))
     tmp = None
     workdir = opts.workdir
     if workdir is None:
         tmp = tempfile.mkdtemp(prefix="erpgw-bench-")
         workdir = Path(tmp)
     workdir.mkdir(parents=True, exist_ok=True)
-    stack = Stack(workdir, seed=opts.seed,
-                  sync_interval="always" if opts.fsync == "always" else "2m")
+    stack = make_stack(opts, workdir)
+    skipped: str | None = None  # why the baselines cannot use a targeted broker
+    rss: dict[str, Any] | None = None
     if opts.faults:  # quicker redelivery after a kill drill, and what the faults need
         stack.ack_wait_s = 5.0
         stack.gateway_toml = Driller(stack, list(opts.faults), 1).gateway_toml
     reps: list[list[dict[str, Any]]] = []
+    topo = topology(opts)
     load_start = _loadavg()
     t0 = time.monotonic()
     try:
-        progress.phase("starting nats-server, simulator and gateway")
+        progress.phase("; ".join(f"{k} {v.split(':')[0]}" for k, v in topo.items()))
         await stack.start()
+        if opts.nats_url and kinds:
+            problem = await broker_problem(stack.url)
+            if problem:
+                skipped = (f"skipped: the targeted broker {opts.nats_url} cannot carry the "
+                           f"baselines ({problem})")
         first_index = 1
         for rep in range(opts.repeat):
             results: list[dict[str, Any]] = []
             reps.append(results)
-            first_index = await _run_legs(stack, legs, kinds, opts, rep, first_index, results,
-                                          progress, workdir)
+            first_index = await _run_legs(stack, legs, [] if skipped else kinds, opts, rep,
+                                          first_index, results, progress, workdir)
+            for leg_result in results if skipped else ():
+                leg_result["baselines"] = {k: {"kind": k, "available": False, "reason": skipped}
+                                           for k in kinds}
+        if opts.rss_check:
+            rss, first_index = await run_rss_check(
+                stack, opts.invoices or RSS_BASE, first_index, stall_timeout=opts.stall_timeout,
+                phase=progress.phase, say=progress.say)
         await stack.stop_gateway()
     except BaseException:
         progress.done()
@@ -253,13 +314,15 @@ async def run_peak_billing(opts: BenchOptions) -> dict[str, Any]:
         "profile": opts.profile if not (opts.max or opts.rate) else "custom",
         "seed": opts.seed,
         "repeat": opts.repeat,
-        "fsync": opts.fsync,
-        "broker_sync_interval": stack.sync_interval,
+        "fsync": opts.fsync if not opts.nats_url else "the targeted broker's own",
+        "broker_sync_interval": stack.sync_interval if not opts.nats_url else "unknown",
+        "topology": topo,
+        "duration_s": opts.duration,
+        "rss_check": rss,
         "machine": {**machine(), "loadavg_start": load_start, "loadavg_end": _loadavg()},
         "wall_s": round(time.monotonic() - t0, 1),
         "faults": list(opts.faults),
-        "not_built": ["--usage (usage lane)", "--duration", "--nats-url/--gateway "
-                      "targets", "sync-lane probe", "RSS 10x comparison"],
+        "not_built": ["--usage (usage lane)", "sync-lane probe"],
     }
     return build_report(merge_repeats(reps), meta)
 

@@ -34,10 +34,14 @@ def cmd_peak_billing(args: argparse.Namespace) -> int:
 
     opts = BenchOptions(
         profile=args.profile, invoices=args.invoices, rate=args.rate, max=args.max,
-        fsync=args.fsync, seed=args.seed, out=args.out, json=args.json, quiet=args.quiet,
+        fsync=args.fsync or "always", fsync_given=args.fsync is not None, seed=args.seed,
+        out=args.out, json=args.json, quiet=args.quiet,
         workdir=args.workdir, stall_timeout=args.stall_timeout, baselines=args.baselines,
         repeat=args.repeat, faults=tuple(parse_faults(args.faults)) if args.faults else (),
-        command="erpgw bench peak-billing " + shlex.join(sys.argv[3:]))
+        command="erpgw bench peak-billing " + shlex.join(sys.argv[3:]),
+        duration=args.duration, nats_url=args.nats_url, gateway_url=args.gateway,
+        sim_url=args.sim, gateway_pid=args.gateway_pid, rss_check=args.rss_check,
+        usage=args.usage)
     try:
         from bench import plan_legs
 
@@ -55,6 +59,53 @@ def cmd_peak_billing(args: argparse.Namespace) -> int:
     else:
         print(render_human(report))
     return 0 if report["ok"] else 1
+
+
+def cmd_kill_soak(args: argparse.Namespace) -> int:
+    """``erpgw bench kill-soak``: exit 0 when nothing was lost or doubled and every restart was
+    ready in time, 1 otherwise, 2 for bad options."""
+    import msgspec
+
+    from bench._soak import SoakOptions, render_soak, run_soak
+
+    opts = SoakOptions(kills=args.kills, duration=args.duration, rate=args.rate,
+                       seed=args.seed, workdir=args.workdir, quiet=args.quiet,
+                       stall_timeout=args.stall_timeout,
+                       command="erpgw bench kill-soak " + shlex.join(sys.argv[3:]))
+    try:
+        opts.check()
+    except ValueError as exc:
+        print(f"erpgw bench: error: {exc}", file=sys.stderr)
+        return 2
+    report: dict[str, Any] = run_async(lambda: run_soak(opts))
+    print(msgspec.json.encode(report).decode() if args.json else render_soak(report))
+    return 0 if report["ok"] and report["restart_ok"] else 1
+
+
+def _register_soak(bsub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    ks = bsub.add_parser(
+        "kill-soak", help="fault F1: random SIGKILLs of the gateway during a run (make soak)",
+        description="Start nats-server, the simulator and the gateway, fire one bill run at "
+                    "--rate for --duration seconds and SIGKILL the gateway --kills times at "
+                    "seeded uniform random moments, restarting it each time as a supervisor "
+                    "would; then drain and judge from the simulator's audit. Exits 1 if "
+                    "anything was lost or doubled, the sums differ, or a restart took more "
+                    "than 5 s to be ready (RELIABILITY.md, F1).")
+    ks.add_argument("--kills", type=int, default=30, help="SIGKILLs in the run (default 30)")
+    ks.add_argument("--duration", type=float, default=600.0, metavar="S",
+                    help="length of the bill run in seconds (default 600)")
+    ks.add_argument("--rate", type=float, default=200.0, metavar="R",
+                    help="invoices per second (default 200)")
+    ks.add_argument("--seed", type=int, default=7,
+                    help="seed of the kill times and of the simulation (default 7)")
+    ks.add_argument("--stall-timeout", type=float, default=120.0, metavar="S",
+                    help="give up draining when nothing moves for S seconds (default 120)")
+    ks.add_argument("--workdir", type=Path, metavar="DIR",
+                    help="keep logs and the broker store here (default: a temp dir, kept "
+                         "only when the soak fails)")
+    ks.add_argument("--quiet", action="store_true", help="no progress line on stderr")
+    ks.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    ks.set_defaults(func=cmd_kill_soak)
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -80,9 +131,38 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     load.add_argument("--rate", type=float, metavar="R",
                       help="one leg, invoices offered at R per second")
     load.add_argument("--max", action="store_true", help="one leg at maximum load")
-    pb.add_argument("--fsync", choices=["always", "default"], default="always",
+    pb.add_argument("--fsync", choices=["always", "default"], default=None,
                     help="broker fsync for every system: always (the durable default) or the "
-                         "server default (2 min), to see what durability costs")
+                         "server default (2 min), to see what durability costs; only for a "
+                         "broker the bench starts")
+    pb.add_argument("--duration", type=float, metavar="S",
+                    help="one leg at --rate R for S seconds (R x S invoices); needs --rate, "
+                         "excludes --invoices and --max")
+    tg = pb.add_argument_group(
+        "targets", "run against processes that are already running instead of starting them "
+                   "(docs/benchmarks.md, 'Targeting a running deployment')")
+    tg.add_argument("--nats-url", metavar="URL",
+                    help="use this broker instead of starting one: the gateway (when the "
+                         "bench starts it) and the baselines use it")
+    tg.add_argument("--gateway", metavar="URL",
+                    help="a running gateway (its HTTP base URL): start neither gateway nor "
+                         "simulator; needs --sim and --nats-url")
+    tg.add_argument("--sim", metavar="URL",
+                    help="the running simulator that delivers webhooks to --gateway and that "
+                         "it posts to; its audit judges the run (the bench resets it before "
+                         "each leg)")
+    tg.add_argument("--gateway-pid", type=int, metavar="PID",
+                    help="with --gateway on this machine: read that process's CPU and RSS")
+    pb.add_argument("--rss-check", action="store_true",
+                    help="after the legs, run a fresh gateway for N invoices (--invoices, "
+                         "default 1,000) and another for "
+                         "10 x N at maximum load and compare their peak RSS (target: within "
+                         "+-10 %%)")
+    pb.add_argument("--usage", type=int, default=0, metavar="N",
+                    help="during the maximum-load leg, also fire N usage records at the "
+                         "gateway's POST /usage/v1/records at maximum rate; reports the usage "
+                         "lane's throughput and the sync-lane p99 during that flood vs idle "
+                         "(default 0: no usage flood)")
     pb.add_argument("--baselines", type=_baselines, default=_KINDS, metavar="LIST",
                     help="comma-separated baselines to run: raw_hop,b1,b2,peer (default all) "
                          "or none")
@@ -104,6 +184,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     pb.add_argument("--quiet", action="store_true", help="no progress line on stderr")
     pb.add_argument("--json", action="store_true", help="print the report as one JSON object")
     pb.set_defaults(func=cmd_peak_billing)
+    _register_soak(bsub)
 
     def _help(_args: argparse.Namespace) -> int:
         bp.print_help()
