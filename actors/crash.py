@@ -12,7 +12,15 @@ Names in use: ``ingress.after_publish`` (stored in JetStream, 2xx not sent),
 2xx, ledger not committed), ``erp.after_commit`` (ledger committed, inputs not acked),
 ``revenue.before_upload`` (the upload's lines claimed ``pending`` in the ledger, request not
 sent), ``revenue.after_upload`` (the revenue platform answered 201, ledger still ``pending``),
-``revenue.after_commit`` (ledger says ``uploaded``, inputs not acked).
+``revenue.after_commit`` (ledger says ``uploaded``, inputs not acked),
+``saga.after_step`` (a deal saga's step or reversal was answered by its platform, its state not
+yet committed: the step is redone under the same idempotency key), ``subscription.after_write``
+(flow 5: the ERP order and the revenue contract hold a subscription's new version, the ledger
+not yet: the version is applied again, answered as replays),
+``usage.before_billing`` / ``usage.before_revenue`` (flow 4: usage records claimed ``pending``
+for billing / revenue, request not sent), ``usage.after_billing`` / ``usage.after_revenue``
+(the platform answered, ledger still ``pending``), ``usage.after_billing_commit`` (billing's
+answer committed, revenue not sent).
 
 Fault hooks: ``GW_FAULT=<name>[:<value>][,<name>[:<value>]…]`` makes a component misbehave on
 purpose: ``erp.raise_every:N`` (the ERP poster raises a bug-like error once it has handled N
@@ -20,8 +28,10 @@ more messages: supervision drill), ``erp.fail_start`` (the ERP poster fails at e
 restart-storm drill), ``ledger.max_page_count:N`` (the ledger database may not grow past N
 pages: disk-full drill), ``revenue.corrupt_line:<invoice id>`` (the revenue poster sends that
 invoice's first line with a reversed period, which the revenue platform refuses with a 422:
-a rule of the platform the gateway cannot know in advance). ``fault(name)`` returns the
-value ("" when set without one) or None.
+a rule of the platform the gateway cannot know in advance), ``limiter.crash_after:S`` (the
+rate-limiter actor raises once, S seconds after it started: F35's drill; adapters pause until
+the supervisor restarts it) and ``limiter.down_for:D`` (its restart then takes D s longer).
+``fault(name)`` returns the value ("" when set without one) or None.
 """
 
 from __future__ import annotations
@@ -33,7 +43,10 @@ __all__ = ["CRASH_POINTS", "FAULTS", "crashpoint", "fault"]
 
 CRASH_POINTS = ("ingress.after_publish", "router.after_publish", "erp.after_post",
                 "erp.after_commit", "revenue.before_upload", "revenue.after_upload",
-                "revenue.after_commit")
+                "revenue.after_commit", "saga.after_step", "subscription.after_write",
+                # flow 4 (actors/usage/aggregator.py): claimed / answered / committed, per half
+                "usage.before_billing", "usage.after_billing", "usage.after_billing_commit",
+                "usage.before_revenue", "usage.after_revenue")
 
 
 def _parse(spec: str) -> tuple[str, int] | None:
@@ -48,7 +61,9 @@ def _parse(spec: str) -> tuple[str, int] | None:
 _TARGET = _parse(os.environ.get("GW_CRASH_AT", ""))
 
 FAULTS = ("erp.raise_every", "erp.fail_start", "ledger.max_page_count",
-          "revenue.corrupt_line")
+          "revenue.corrupt_line",
+          # F35 (actors/limits.py): the rate-limiter actor raises once, S seconds after start
+          "limiter.crash_after", "limiter.down_for")
 
 
 def _parse_faults(spec: str) -> dict[str, str]:

@@ -52,8 +52,9 @@ from anyio.abc import TaskStatus
 from contracts import GatewayError, Subjects
 
 from .infra.bus import NatsBus
-from .resilience import CircuitBreaker, RateLimiter, Transition
+from .resilience import CircuitBreaker, Limiter, Transition
 from .runtime import Actor, SupervisorEvent
+from .stats import percentiles
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -73,6 +74,11 @@ log = logging.getLogger("erpgw.monitor")
 _json = msgspec.json.Encoder()
 _MAX_QUEUED_EVENTS = 1024
 _MAX_RECOVERIES = 1000
+# The revenue poster's line counters that revenue event accuracy is computed from.
+_REVENUE_LINES = ("uploaded_lines", "in_doubt_lines", "rejected_lines", "dead_lettered_lines")
+# KPIs whose SLA target is a lower bound (breached below it); the others are upper bounds.
+_LOWER_BOUND = frozenset({"revenue_event_accuracy"})
+_MAX_SETTLEMENT_CYCLES = 20_000
 
 
 _HOST = socket.gethostname()
@@ -93,8 +99,9 @@ class SlaConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
 
     Latency and recovery targets are upper bounds; ``0`` means "no target". ``dlq_unresolved``
     is the most unresolved dead letters tolerated (``0`` is a real target: none); leave it out
-    for no target. Raises ``ValueError`` (``msgspec.ValidationError`` from config) for a
-    negative value or a non-positive interval.
+    for no target. ``revenue_event_accuracy`` is a lower bound (breached below it), within
+    0..1, 0 for no target. Raises ``ValueError`` (``msgspec.ValidationError`` from config)
+    for a negative value, an accuracy above 1 or a non-positive interval.
     """
 
     invoice_posting_p50_ms: float = 0.0
@@ -103,6 +110,8 @@ class SlaConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     failure_recovery_s: float = 300.0
     dlq_unresolved: int | None = None
     kpi_interval_s: float = 5.0
+    # A lower bound (0..1; 0: no target): lines uploaded exactly once / lines that should be.
+    revenue_event_accuracy: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("invoice_posting_p50_ms", "invoice_posting_p95_ms",
@@ -114,6 +123,9 @@ class SlaConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
             raise ValueError(f"dlq_unresolved must be >= 0, got {self.dlq_unresolved}")
         if not 0 < self.kpi_interval_s < math.inf:
             raise ValueError(f"kpi_interval_s must be finite and > 0, got {self.kpi_interval_s}")
+        if not 0 <= self.revenue_event_accuracy <= 1:
+            raise ValueError("revenue_event_accuracy must be within 0..1 (0: no target), got "
+                             f"{self.revenue_event_accuracy}")
 
     def targets(self) -> dict[str, float]:
         """The targets in force, by KPI name (absent or 0: not checked)."""
@@ -124,6 +136,8 @@ class SlaConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
                 out[name] = float(getattr(self, name))
         if self.dlq_unresolved is not None:
             out["dlq_unresolved"] = float(self.dlq_unresolved)
+        if self.revenue_event_accuracy > 0:
+            out["revenue_event_accuracy"] = float(self.revenue_event_accuracy)
         return out
 
 
@@ -193,13 +207,16 @@ class Monitor:
     """
 
     def __init__(self, *, lanes: Sequence[LaneWatch], posting_child: str,
-                 breakers: Sequence[CircuitBreaker] = (), limiters: Sequence[RateLimiter] = (),
+                 breakers: Sequence[CircuitBreaker] = (), limiters: Sequence[Limiter] = (),
                  sla: SlaConfig | None = None, instance: str | None = None,
+                 revenue_child: str | None = None,
                  tree: Callable[[], Mapping[str, Any]] | None = None,
                  clock: Callable[[], float] = time.monotonic,
                  wall: Callable[[], float] = time.time) -> None:
         self.lanes = tuple(lanes)
         self.posting_child = posting_child
+        # The revenue poster, whose line counters give revenue event accuracy (None: not run).
+        self.revenue_child = revenue_child
         self.breakers = tuple(breakers)
         self.limiters = tuple(limiters)
         self.sla = sla or SlaConfig()
@@ -232,6 +249,9 @@ class Monitor:
         self.last_kpis: dict[str, Any] | None = None
         # Set by the running metrics actor: publish queued events now, not at the next tick.
         self.waker: Callable[[], None] | None = None
+        # Flow 3: payment received at the gateway -> payable posted in the ERP (ms), recent.
+        self._settlement_cycles: deque[float] = deque(maxlen=_MAX_SETTLEMENT_CYCLES)
+        self.settlements_posted = 0
 
     # -- synchronous notes from where things happen -------------------------------------------
 
@@ -253,6 +273,12 @@ class Monitor:
             "kind": "supervisor", "event": ev.kind, "at": self.wall(), "instance": self.instance,
             "supervisor": ev.supervisor, "child": ev.child, "restarts": ev.restarts,
             "error": ev.error, "monotonic_at": ev.at})
+
+    def note_settlement_cycle(self, ms: float) -> None:
+        """A partner settlement's payable was posted in the ERP ``ms`` after its payment
+        reached the gateway (flow 3's cycle time, ``partner_settlement_cycle_ms``)."""
+        self._settlement_cycles.append(max(0.0, ms))
+        self.settlements_posted += 1
 
     def note_dead_letter(self, lane: str, code: str) -> None:
         """Count one dead letter (the sink publishes its event itself). Never raises."""
@@ -366,6 +392,12 @@ class Monitor:
                 for name in ("processed", "failed"):
                     self._totals.update(f"{watch.lane}.{durable}.{name}", restarts,
                                         _num(actor.get(name)))
+        if self.revenue_child is not None:
+            child = _child(tree, self.revenue_child)
+            restarts = int(_num(child.get("restarts")))
+            actor = child.get("actor") or {}
+            for name in _REVENUE_LINES:
+                self._totals.update(f"revenue.{name}", restarts, _num(actor.get(name)))
 
     def observe(self, tree: Mapping[str, Any], backlog: Mapping[str, tuple[int, int]],
                 dlq_counts: tuple[int, int] | None) -> dict[str, Any]:
@@ -490,7 +522,7 @@ class Monitor:
                 "successes": s["successes"], "failures": s["failures"],
                 "rejections": s["rejections"], "refused": s["refused"]}
 
-    def _limiter(self, lim: RateLimiter, now: float) -> dict[str, Any]:
+    def _limiter(self, lim: Limiter, now: float) -> dict[str, Any]:
         s = lim.statistics()
         hold = lim.hold_until
         return {"rate": round(_num(s["rate"]), 3), "configured_rate": s["configured_rate"],
@@ -498,7 +530,9 @@ class Monitor:
                 "in_flight": s["in_flight"], "concurrency": s["concurrency"],
                 "hold_s": round(max(0.0, hold - now), 3) if math.isfinite(hold) else 0.0,
                 "granted": s["granted"], "refused": s["refused"],
-                "throttles": s["throttles"]}
+                "throttles": s["throttles"],
+                # False while the rate-limiter actor is down: the account grants nothing (F35).
+                "open": bool(s.get("open", True))}
 
     # -- the KPI document --------------------------------------------------------------------
 
@@ -526,6 +560,7 @@ class Monitor:
             "over_target": self._over_target,
         }
         dlq = m.get("dlq") or {}
+        revenue, accuracy = self._revenue_accuracy()
         has_latency = postings > 0
         values: dict[str, float | None] = {
             "invoice_posting_p50_ms": lat.get("p50") if has_latency else None,
@@ -533,13 +568,17 @@ class Monitor:
             "invoice_posting_p99_ms": lat.get("p99") if has_latency else None,
             "failure_recovery_s": round(max(ongoing), 3) if ongoing else 0.0,
             "dlq_unresolved": dlq.get("unresolved"),
+            "revenue_event_accuracy": accuracy,
         }
         events: list[dict[str, Any]] = []
         checks: dict[str, Any] = {}
         for name, target in self.sla.targets().items():
             value = values.get(name)
             was = self._breaches.get(name)
-            breached = (value > target) if value is not None else was is not None
+            if value is None:
+                breached = was is not None
+            else:
+                breached = value < target if name in _LOWER_BOUND else value > target
             if breached and was is None:
                 self._breaches[name] = wall
                 self._breach_count[name] = self._breach_count.get(name, 0) + 1
@@ -563,6 +602,11 @@ class Monitor:
             "invoices_posted": int(postings),
             "invoices_posted_per_s": rate,
             "failure_recovery": recovery,
+            "revenue_event_accuracy": accuracy,
+            "revenue_lines": revenue,
+            "partner_settlement_cycle_ms": {
+                **percentiles(self._settlement_cycles, (50, 99)),
+                "settlements": self.settlements_posted},
             "dlq": {"dead_lettered": dlq.get("dead_lettered", 0), "stored": dlq.get("stored"),
                     "unresolved": dlq.get("unresolved")},
             "sla": {"ok": not self._breaches, "breached": sorted(self._breaches),
@@ -570,6 +614,17 @@ class Monitor:
         }
         self.last_kpis = doc
         return doc, events
+
+    def _revenue_accuracy(self) -> tuple[dict[str, int] | None, float | None]:
+        """The revenue poster's line totals and revenue event accuracy: lines uploaded exactly
+        once ÷ lines that should have been (uploaded + in doubt + rejected + dead-lettered).
+        ``(None, None)`` without a revenue poster; accuracy ``None`` before its first line."""
+        if self.revenue_child is None:
+            return None, None
+        lines = {name.removesuffix("_lines"): int(self._totals.get(f"revenue.{name}"))
+                 for name in _REVENUE_LINES}
+        due = sum(lines.values())
+        return lines, (round(lines["uploaded"] / due, 6) if due else None)
 
     # -- Prometheus ----------------------------------------------------------------------------
 
@@ -736,6 +791,18 @@ def prometheus_text(m: Mapping[str, Any], k: Mapping[str, Any] | None) -> str:
         t.family("erpgw_failure_recovery_seconds", "gauge",
                  "Failure recovery time: last and longest recovery, and the outage going on.",
                  [({"stat": s}, rec.get(f"{s}_s")) for s in ("last", "max", "ongoing")])
+        t.family("erpgw_revenue_event_accuracy", "gauge",
+                 "Revenue lines uploaded exactly once / lines that should have been.",
+                 [({}, k.get("revenue_event_accuracy"))])
+        cycle = k.get("partner_settlement_cycle_ms") or {}
+        if cycle.get("settlements"):
+            t.family("erpgw_partner_settlement_cycle_seconds", "gauge",
+                     "Partner settlement cycle time (payment at the gateway -> ERP payable).",
+                     [({"quantile": q}, cycle[f"p{p}"] / 1000) for q, p in (("0.5", "50"),
+                                                                          ("0.99", "99"))])
+        t.family("erpgw_partner_settlements_total", "counter",
+                 "Partner settlements whose payable the ERP recorded (cycle times measured).",
+                 [({}, cycle.get("settlements"))])
         checks: Mapping[str, Any] = (k.get("sla") or {}).get("checks") or {}
         t.family("erpgw_sla_target", "gauge", "SLA target of a KPI (its unit is in the name).",
                  [({"sla": n}, v["target"]) for n, v in checks.items()])

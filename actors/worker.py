@@ -26,8 +26,9 @@ from anyio.abc import TaskStatus
 
 from contracts import Retryable
 
+from .deadletter import DeadLetterSink
 from .infra.bus import BrokerUnavailable, ConsumerSettings, Delivery, NatsBus, PullConsumer
-from .resilience import Decision, RetryPolicy, decide
+from .resilience import DeadLetter, Decision, Retry, RetryPolicy, decide
 from .runtime import Actor, Backoff
 
 __all__ = ["BatchWorker"]
@@ -70,6 +71,20 @@ class BatchWorker(Actor):
         """The retry policy's verdict for ``d`` after ``err`` (see ``actors.resilience``)."""
         return decide(err, d.num_delivered, self.consumer_settings.max_deliver,
                       self._rng.random(), self.policy)
+
+    async def fail(self, d: Delivery, err: Exception, dlq: DeadLetterSink,
+                   **context: str | None) -> None:
+        """Settle ``d`` whose work failed with ``err``: nak it with backoff when ``decide``
+        says another delivery is worth it, else dead-letter it with ``context`` (business
+        key, correlation id, platform response; then ``failed`` counts it). Runs in the
+        actor's task. Raises what ``nak`` and ``dlq.send`` raise."""
+        self.last_error = str(err)
+        match self.decide(d, err):
+            case Retry(delay=delay):
+                await d.nak(delay=delay)
+            case DeadLetter() as verdict:
+                await dlq.send(d, verdict.as_error(err), **context)
+                self.failed += 1
 
     async def gate(self) -> None:
         """Wait until the next fetch may happen. Default: at once. Adapters guarding a

@@ -1,8 +1,9 @@
 """Process wiring: broker, bus, ledger, HTTP clients and the supervision tree.
 
 Start order (each step ready before the next): broker (embedded unless ``nats.url`` is set) →
-bus connection → streams and consumers provisioned → ledger opened → actors, downstream first
-(ERP poster, invoice router, revenue poster), the webhook ingress last, so the gateway accepts
+bus connection → streams and consumers provisioned → ledger opened → actors: the rate limiter
+(it opens the platform accounts' request budgets), then downstream first (ERP poster, invoice
+router, revenue poster), the webhook ingress last, so the gateway accepts
 traffic only when the whole path can carry it. Stop is the reverse: the ingress stops
 accepting, the router and the posters finish their current batch and ack, the bus drains,
 the ledger closes, the broker stops. A second SIGINT/SIGTERM cancels at once (safe: unacked
@@ -22,18 +23,33 @@ import anyio.abc
 import msgspec
 
 from actors.advisories import MaxDeliveriesWorker
-from actors.billing import BillingIngress
+from actors.billing import BillingIngress, WebhookSource
+from actors.commercial import (
+    SAGA_CONSUMER,
+    SUBSCRIPTION_CONSUMER,
+    DealSaga,
+    SagaBreakers,
+    SagaUrls,
+    SubscriptionSync,
+)
 from actors.deadletter import DeadLetterSink
 from actors.erp import ErpPoster
+from actors.guard import PlatformGuard
 from actors.infra import HttpClient, Ledger, NatsBus
+from actors.limits import CrashOnce, LimiterHub, RateLimiterActor
 from actors.monitor import LaneWatch, MetricsPublisher, Monitor, events_flushed, instance_id
+from actors.partner import PARTNER_ROUTES
+from actors.payments import AttributionClient, CommissionRouter, PaymentRouter, SettlementPoster
 from actors.reconcile import Reconciler
-from actors.resilience import CircuitBreaker, RateLimiter, Transition
+from actors.resilience import CircuitBreaker, Transition
 from actors.revenue import RevenuePoster
 from actors.router import InvoiceRouter
+from actors.router.credits import CreditMemoRouter
 from actors.runtime import ChildSpec, Supervisor, SupervisorEvent
 from actors.sync import SyncDoor, SyncLane
+from actors.usage import UsageAggregator, UsageDoor, UsageIntake
 from contracts import LANES, GatewayError, Subjects
+from contracts.platforms.partner import DEAL_SIGNATURE_HEADER
 
 from .broker import EmbeddedBroker
 from .config import Config
@@ -45,12 +61,36 @@ log = logging.getLogger("erpgw.gateway")
 # The durable consumer of flow 2's revenue half (the stack and the tests wait on it).
 REVENUE_CONSUMER = "revenue-billing"
 
+# The durable consumer of flow 4 (usage records → billing rating and revenue).
+USAGE_CONSUMER = "usage-aggregator"
+
+# Credit memos (flow 2) and flow 3's consumers (payment to settlement; docs/flows.md).
+CREDIT_CONSUMER = "credit-router"
+PAYMENT_CONSUMER = "payment-router"
+COMMISSION_CONSUMER = "commission-router"
+SETTLEMENT_CONSUMER = "partner-settlement"
+
 # (lane, durable name, filter) of every durable consumer the gateway owns.
 CONSUMERS: tuple[tuple[str, str, Callable[[Subjects], str]], ...] = (
-    ("billing", "invoice-router", lambda s: s.billing_events),
+    # Invoice events only: credit memos and payments have consumers of their own below.
+    ("billing", "invoice-router", lambda s: s.event("billing", "invoice.>")),
     ("billing", "erp-journal", lambda s: s.billing_erp_commands),
     # Flow 2's revenue half: the same invoice events, to the revenue platform.
     ("billing", REVENUE_CONSUMER, lambda s: s.invoice_issued),
+    # Flow 4: its own lane and stream, so a usage flood never queues in front of invoices.
+    ("usage", USAGE_CONSUMER, lambda s: s.for_type("usage.recorded.v1")),
+    # Flow 1: approved deals, to the deal saga (subscription, sales order, revenue contract).
+    ("commercial", SAGA_CONSUMER, lambda s: s.for_type("deal.approved.v1")),
+    # Flow 5: the saga's subscriptions amended, renewed, cancelled → ERP order and revenue.
+    ("commercial", SUBSCRIPTION_CONSUMER, lambda s: s.event("commercial", "subscription.>")),
+    # Flow 2's credit memos: reversing entries, to the ERP poster's command subject.
+    ("billing", CREDIT_CONSUMER, lambda s: s.for_type("credit_memo.issued.v1")),
+    # Flow 3: payments -> cash application (parked until the invoice is posted), and
+    # payments -> partner commissions (revpartner lane) -> settlements (portal + ERP payable).
+    ("billing", PAYMENT_CONSUMER, lambda s: s.for_type("payment.received.v1")),
+    ("billing", COMMISSION_CONSUMER, lambda s: s.for_type("payment.received.v1")),
+    ("revpartner", SETTLEMENT_CONSUMER,
+     lambda s: s.for_type("partner.commission.accrued.v1")),
 )
 
 
@@ -136,9 +176,17 @@ async def run_gateway(cfg: Config, *, ready: anyio.Event | None = None,
                                    max_connections=2, platform="billing") as billing_http, \
                         HttpClient(cfg.revenue.base_url, timeout=cfg.revenue.timeout_s,
                                    max_connections=cfg.revenue.max_connections,
-                                   platform="revenue") as revenue_http:
+                                   platform="revenue") as revenue_http, \
+                        HttpClient(cfg.usage.billing_url or cfg.reconcile.billing_url,
+                                   timeout=cfg.usage.timeout_s,
+                                   max_connections=cfg.usage.max_connections,
+                                   platform="billing") as usage_http, \
+                        HttpClient(cfg.partner.base_url, timeout=cfg.partner.timeout_s,
+                                   max_connections=cfg.payments.max_connections,
+                                   platform="partner") as partner_http:
                     await _run_tree(cfg, bus, subjects, ledger, erp_http, billing_http,
-                                    revenue_http, ready, handle_signals)
+                                    revenue_http, ready, handle_signals, usage_http=usage_http,
+                                    partner_http=partner_http)
             finally:
                 await ledger.close()
         finally:
@@ -152,7 +200,8 @@ async def run_gateway(cfg: Config, *, ready: anyio.Event | None = None,
 
 async def _run_tree(cfg: Config, bus: NatsBus, subjects: Subjects, ledger: Ledger,
                     erp_http: HttpClient, billing_http: HttpClient, revenue_http: HttpClient,
-                    ready: anyio.Event | None, handle_signals: bool) -> None:
+                    ready: anyio.Event | None, handle_signals: bool, *,
+                    usage_http: HttpClient, partner_http: HttpClient) -> None:
     billing_stream = subjects.stream("billing")
     tree: Supervisor | None = None
 
@@ -165,9 +214,16 @@ async def _run_tree(cfg: Config, bus: NatsBus, subjects: Subjects, ledger: Ledge
     # Breaker and limiter outlive restarts of the poster: a crash-looping adapter must not
     # reset the evidence that the ERP is down, nor its request budget (fail closed).
     breaker = CircuitBreaker("erp.journal_bulk", cfg.erp_breaker)
-    limiter = RateLimiter("erp", cfg.erp_limiter)
+    # One request budget per platform ACCOUNT for the process (actors/limits.py), shared by
+    # every adapter of that account, owned by the `rate-limiter` child below: while it is
+    # down the handles grant nothing (F35). usage_limiter is the billing account's budget.
+    limits = LimiterHub({"erp": cfg.erp_limiter, "revenue": cfg.revenue_limiter,
+                         "billing": cfg.usage_limiter, "partner": cfg.partner_limiter})
+    limiter = limits.account("erp")
     revenue_breaker = CircuitBreaker("revenue.batches", cfg.revenue_breaker)
-    revenue_limiter = RateLimiter("revenue", cfg.revenue_limiter)
+    revenue_limiter = limits.account("revenue")
+    usage_breaker = CircuitBreaker("billing.usage_bulk", cfg.usage_breaker)
+    usage_limiter = limits.account("billing")
 
     # -- business monitoring (docs/monitoring.md) ------------------------------------------
     # One Monitor per process, outliving restarts of the metrics actor. It is fed by the tree's
@@ -179,9 +235,13 @@ async def _run_tree(cfg: Config, bus: NatsBus, subjects: Subjects, ledger: Ledge
     monitor = Monitor(
         lanes=[LaneWatch("billing", intake=("billing-ingress", "accepted"), consumers=tuple(
             (subjects.stream(lane), d) for lane, d, _ in CONSUMERS
-            if lane == "billing" and d != REVENUE_CONSUMER))],
+            if lane == "billing" and d not in (REVENUE_CONSUMER, CREDIT_CONSUMER,
+                                               PAYMENT_CONSUMER, COMMISSION_CONSUMER))),
+            LaneWatch("usage", intake=("usage-intake", "accepted"),
+                      consumers=((subjects.stream("usage"), USAGE_CONSUMER),))],
         posting_child="erp-journal", breakers=[breaker, revenue_breaker],
-        limiters=[limiter, revenue_limiter], sla=cfg.sla, tree=snapshot)
+        limiters=limits.accounts, sla=cfg.sla, tree=snapshot,
+        revenue_child=REVENUE_CONSUMER if cfg.revenue.enabled else None)
 
     def on_event(ev: SupervisorEvent) -> None:
         _log_event(ev)
@@ -208,7 +268,12 @@ async def _run_tree(cfg: Config, bus: NatsBus, subjects: Subjects, ledger: Ledge
                 "target": str(t.target), "reason": t.reason, "monotonic_at": t.at}))
 
     sync_door = SyncDoor()
+    usage_door = UsageDoor()
+    limiter_crash = CrashOnce.from_fault()  # F35's drill: GW_FAULT=limiter.crash_after:S
     children = [
+        # First: it opens the budgets, so "ready" adapters can take permits.
+        ChildSpec("rate-limiter", lambda: RateLimiterActor(
+            "rate-limiter", limits, crash=limiter_crash)),
         ChildSpec("erp-journal", lambda: ErpPoster(
             "erp-journal", durable="erp-journal", batch=cfg.erp.batch, erp=erp_http,
             ledger=ledger, dlq=billing_dlq(),
@@ -231,7 +296,90 @@ async def _run_tree(cfg: Config, bus: NatsBus, subjects: Subjects, ledger: Ledge
             limiter=revenue_limiter, on_transitions=revenue_breaker_events, bus=bus,
             stream=billing_stream, consumer=cfg.consumers),
             shutdown_timeout=cfg.revenue.timeout_s + 5.0))
+    if cfg.usage.enabled:
+        # Flow 4 (docs/flows.md): the usage lane's aggregator, with its own consumer, billing
+        # client, breaker and budget (revenue uploads share flow 2's breaker and budget: one
+        # platform account). Stops like the revenue poster: never mid-request.
+        children.append(ChildSpec(USAGE_CONSUMER, lambda: UsageAggregator(
+            USAGE_CONSUMER, durable=USAGE_CONSUMER, batch=cfg.usage.batch,
+            billing=usage_http, revenue=revenue_http, ledger=ledger,
+            dlq=dlq_sink("usage", subjects.stream("usage")), subjects=subjects,
+            max_bulk_items=cfg.usage.max_bulk_items,
+            max_batch_lines=cfg.revenue.max_batch_lines, billing_breaker=usage_breaker,
+            billing_limiter=usage_limiter, revenue_breaker=revenue_breaker,
+            revenue_limiter=revenue_limiter, on_transitions=revenue_breaker_events, bus=bus,
+            stream=subjects.stream("usage"), consumer=cfg.consumers),
+            shutdown_timeout=max(cfg.usage.timeout_s, cfg.revenue.timeout_s) * 2 + 5.0))
+    # Flow 2's credit memos: reversing entries through the same ERP poster.
+    children.append(ChildSpec(CREDIT_CONSUMER, lambda: CreditMemoRouter(
+        CREDIT_CONSUMER, durable=CREDIT_CONSUMER, batch=cfg.router.batch, subjects=subjects,
+        accounts=cfg.accounts, dlq=billing_dlq(), bus=bus, stream=billing_stream,
+        consumer=cfg.consumers)))
+    if cfg.payments.enabled:
+        # Flow 3 (docs/flows.md). The portal's breaker and budget, and the payables' breaker,
+        # outlive restarts like the ERP's; vendor bills share the ERP account's budget.
+        partner_breaker = CircuitBreaker("partner.settlements", cfg.partner_breaker)
+        partner_limiter = limits.account("partner")
+        payables_breaker = CircuitBreaker("erp.vendor_bills", cfg.erp_breaker)
+        attribution = AttributionClient(partner_http, ttl_s=cfg.payments.attribution_ttl_s)
+        revpartner_stream = subjects.stream("revpartner")
+        children += [
+            ChildSpec(PAYMENT_CONSUMER, lambda: PaymentRouter(
+                PAYMENT_CONSUMER, durable=PAYMENT_CONSUMER, batch=cfg.payments.batch,
+                subjects=subjects, ledger=ledger, accounts=cfg.accounts, dlq=billing_dlq(),
+                recheck_s=cfg.payments.park_recheck_s, bus=bus, stream=billing_stream,
+                consumer=cfg.consumers)),
+            ChildSpec(COMMISSION_CONSUMER, lambda: CommissionRouter(
+                COMMISSION_CONSUMER, durable=COMMISSION_CONSUMER, batch=cfg.payments.batch,
+                subjects=subjects, attribution=attribution, dlq=billing_dlq(), bus=bus,
+                stream=billing_stream, consumer=cfg.consumers)),
+            ChildSpec(SETTLEMENT_CONSUMER, lambda: SettlementPoster(
+                SETTLEMENT_CONSUMER, durable=SETTLEMENT_CONSUMER,
+                batch=cfg.payments.settlement_batch, subjects=subjects, ledger=ledger,
+                accounts=cfg.accounts, on_cycle=monitor.note_settlement_cycle,
+                portal=PlatformGuard("partner portal", partner_http,
+                                     open_code="partner.breaker_open", breaker=partner_breaker,
+                                     limiter=partner_limiter,
+                                     on_transitions=revenue_breaker_events),
+                erp=PlatformGuard("ERP payables", erp_http, open_code="erp.breaker_open",
+                                  breaker=payables_breaker, limiter=limiter,
+                                  on_transitions=revenue_breaker_events),
+                dlq=dlq_sink("revpartner", revpartner_stream), bus=bus,
+                stream=revpartner_stream, consumer=cfg.consumers),
+                shutdown_timeout=cfg.partner.timeout_s + cfg.erp.timeout_s + 5.0),
+        ]
+    if cfg.deals.enabled:
+        # Flow 1 (docs/flows.md): the deal saga, with its own clients to the five platforms it
+        # calls and a breaker per platform (outliving its restarts). It stops between deals,
+        # never in the middle of one's step.
+        # Its calls take permits from the same account budgets as every other adapter (CPQ
+        # has no budget: its reads are the sync lane's, bounded by its own concurrency).
+        saga_breakers = SagaBreakers(cfg.deals_breaker, limiters={
+            p: limits.account(p) for p in ("partner", "billing", "erp", "revenue")})
+        children.append(ChildSpec(SAGA_CONSUMER, lambda: DealSaga(
+            SAGA_CONSUMER, durable=SAGA_CONSUMER, batch=cfg.deals.batch, urls=SagaUrls(
+                partner=cfg.partner.base_url, cpq=cfg.cpq.base_url,
+                billing=cfg.deals.billing_url or cfg.reconcile.billing_url,
+                erp=cfg.erp.base_url, revenue=cfg.revenue.base_url),
+            timeout_s=cfg.deals.timeout_s, max_connections=cfg.deals.max_connections,
+            breakers=saga_breakers, ledger=ledger, subjects=subjects,
+            dlq=dlq_sink("commercial", subjects.stream("commercial")), bus=bus,
+            stream=subjects.stream("commercial"), consumer=cfg.consumers),
+            shutdown_timeout=cfg.deals.timeout_s * 2 + 5.0))
+        children.append(ChildSpec(SUBSCRIPTION_CONSUMER, lambda: SubscriptionSync(
+            SUBSCRIPTION_CONSUMER, durable=SUBSCRIPTION_CONSUMER, batch=cfg.deals.batch,
+            erp_url=cfg.erp.base_url, revenue_url=cfg.revenue.base_url,
+            timeout_s=cfg.deals.timeout_s, max_connections=cfg.deals.max_connections,
+            ledger=ledger, dlq=dlq_sink("commercial", subjects.stream("commercial")), bus=bus,
+            stream=subjects.stream("commercial"), consumer=cfg.consumers),
+            shutdown_timeout=cfg.deals.timeout_s * 3 + 5.0))
     children += [
+        # The usage intake (POST /usage/v1/records through its door on the webhook port): its
+        # own group commit on the usage stream.
+        ChildSpec("usage-intake", lambda: UsageIntake(
+            "usage-intake", bus=bus, subjects=subjects, door=usage_door,
+            api_tokens=cfg.usage.api_tokens, max_records=cfg.usage.max_records,
+            tenant=cfg.http.tenant)),
         # The synchronous lane (pricing validation, order acceptance): its own actor, CPQ
         # client and NATS service, no JetStream consumer; its HTTP routes are served on the
         # webhook port through a door that outlives the lane's restarts. It may finish
@@ -243,7 +391,12 @@ async def _run_tree(cfg: Config, bus: NatsBus, subjects: Subjects, ledger: Ledge
             "billing-ingress", bus=bus, subjects=subjects, settings=cfg.http,
             secrets=cfg.billing.webhook_secrets, health=health,
             extra_routes={"/metrics": monitor.prometheus},
-            extra_post_routes=sync_door.routes())),
+            extra_post_routes={**sync_door.routes(), **usage_door.routes()},
+            # The partner portal's deal webhooks (flow 1) on the same port.
+            sources=[WebhookSource(
+                "partner", cfg.partner.webhook_path, tuple(cfg.partner.webhook_secrets),
+                PARTNER_ROUTES, drift_prefixes=("deal.",),
+                signature_header=DEAL_SIGNATURE_HEADER)])),
         # Messages the server gave up on without any handler's verdict → dead letters.
         ChildSpec(ADVISORY_CONSUMER, lambda: MaxDeliveriesWorker(
             ADVISORY_CONSUMER, subjects=subjects, sink_for=dlq_sink, bus=bus,
@@ -254,10 +407,16 @@ async def _run_tree(cfg: Config, bus: NatsBus, subjects: Subjects, ledger: Ledge
     ]
     if cfg.reconcile.interval_s > 0:
         # ERP vs billing every interval; repairs only postings proven missing.
+        legs = cfg.reconcile.legs
         children.append(ChildSpec("reconciler", lambda: Reconciler(
             "reconciler", bus=bus, subjects=subjects, billing=billing_http, erp=erp_http,
             interval_s=cfg.reconcile.interval_s, grace_s=cfg.reconcile.grace_s,
-            repair=cfg.reconcile.repair)))
+            repair=cfg.reconcile.repair,
+            revenue=revenue_http if "revenue" in legs else None,
+            # The ledger proves "never sent" only where the revenue poster runs.
+            ledger=ledger if "revenue" in legs and cfg.revenue.enabled else None,
+            partner=partner_http if "payables" in legs else None,
+            accounts=msgspec.structs.asdict(cfg.accounts) if "gl" in legs else None)))
     tree = Supervisor("gateway", children, strategy="one_for_one",
                       intensity=cfg.supervisor.intensity, period=cfg.supervisor.period_s,
                       on_event=on_event)

@@ -12,7 +12,7 @@ import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -69,12 +69,73 @@ class RevenueConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     max_connections: int = 4
 
 
+class UsageConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    # Flow 4 (docs/flows.md): usage records in, rated by billing and recorded at the revenue
+    # platform, each once. Its own lane, consumer and budgets, so a flood waits in the usage
+    # stream instead of in front of invoices or pricing. Like the revenue half, the guard is
+    # this process's ledger: enable the aggregator in one process only.
+    enabled: bool = True
+    # Bearer tokens accepted by POST /usage/v1/records; several while one is being rotated.
+    # Prefer ERPGW_USAGE_API_TOKENS (comma-separated) over the file.
+    api_tokens: list[str] = msgspec.field(default_factory=lambda: ["usage_demo_token"])
+    max_records: Annotated[int, msgspec.Meta(ge=1)] = 1000  # records per request (else 413)
+    billing_url: str = ""  # the billing platform's API; empty: reconcile.billing_url
+    timeout_s: float = 10.0  # per request; no answer in time leaves its records in doubt
+    batch: Annotated[int, msgspec.Meta(ge=1)] = 256  # records per fetch (<= max_ack_pending)
+    max_bulk_items: Annotated[int, msgspec.Meta(ge=1)] = 500  # aggregates per rating request
+    max_connections: int = 4
+
+    def __repr__(self) -> str:
+        return (f"UsageConfig(enabled={self.enabled}, api_tokens=[{len(self.api_tokens)} "
+                f"hidden], batch={self.batch})")
+
+
+class PartnerConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    # The partner portal: its deal webhooks (flow 1, docs/flows.md) and its API. Prefer
+    # ERPGW_PARTNER_WEBHOOK_SECRETS (comma-separated) over the file for the secrets.
+    webhook_path: str = "/webhooks/partner"
+    webhook_secrets: list[str] = msgspec.field(default_factory=lambda: ["whsec_partner_demo"])
+    base_url: str = "http://127.0.0.1:8700"
+    timeout_s: float = 10.0
+
+    def __repr__(self) -> str:
+        return (f"PartnerConfig(webhook_path={self.webhook_path!r}, webhook_secrets="
+                f"[{len(self.webhook_secrets)} hidden], base_url={self.base_url!r})")
+
+
+class PaymentsConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    # Flow 3 (docs/flows.md): payments -> cash application in the ERP (parked until the
+    # invoice is posted), partner commissions and their settlements (portal + ERP payable).
+    # Like the revenue half, the parking is this process's ledger: enable it in one process.
+    enabled: bool = True
+    batch: Annotated[int, msgspec.Meta(ge=1)] = 100  # payments per fetch
+    park_recheck_s: Annotated[float, msgspec.Meta(gt=0)] = 2.0  # how often parked ones recheck
+    attribution_ttl_s: float = 300.0  # how long a customer's partner (or none) is cached
+    settlement_batch: Annotated[int, msgspec.Meta(ge=1)] = 50  # commissions per fetch
+    max_connections: int = 4  # to the partner portal
+
+
+class DealsConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    # Flow 1 (docs/flows.md): the deal saga (approved deal -> subscription, sales order,
+    # revenue contract). Every write carries an idempotency key, so several processes may
+    # run it; it calls the partner portal, CPQ, billing, the ERP and the revenue platform.
+    enabled: bool = True
+    batch: Annotated[int, msgspec.Meta(ge=1)] = 16  # deals per fetch, run one after another
+    timeout_s: float = 10.0  # per platform call; a timeout is retried under the same key
+    billing_url: str = ""  # the billing platform's API; empty: reconcile.billing_url
+    max_connections: int = 4  # per platform
+
+
 class ReconcileConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     # How often the reconciler compares billing with the ERP (0: only `erpgw reconcile`).
     interval_s: float = 300.0
     grace_s: float = 300.0  # younger invoices without a posting count as in flight
     repair: bool = True  # re-drive missing postings (safe: their original idempotency key)
     billing_url: str = "http://127.0.0.1:8700"  # the billing platform's API
+    # The legs compared besides billing vs the ERP's journal entries (which always runs):
+    # revenue (billings report + ledger), gl (GL balances), payables (settlements vs bills).
+    legs: list[Literal["revenue", "gl", "payables"]] = msgspec.field(
+        default_factory=lambda: ["revenue", "gl", "payables"])
 
 
 class SupervisorConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -106,10 +167,27 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     revenue_breaker: BreakerConfig = msgspec.field(default_factory=BreakerConfig)
     revenue_limiter: LimiterConfig = msgspec.field(
         default_factory=lambda: LimiterConfig(rate=10.0, burst=5))
+    # Flow 4: usage records (intake, aggregator), the billing rating endpoint's breaker and the
+    # billing account's budget for it (uploads share the revenue breaker and budget above).
+    usage: UsageConfig = msgspec.field(default_factory=UsageConfig)
+    usage_breaker: BreakerConfig = msgspec.field(default_factory=BreakerConfig)
+    usage_limiter: LimiterConfig = msgspec.field(
+        default_factory=lambda: LimiterConfig(rate=20.0, burst=10))
     # Business KPI targets, checked on <prefix>.mon.kpi (docs/monitoring.md).
     sla: SlaConfig = msgspec.field(default_factory=SlaConfig)
     # CPQ and the synchronous lane that prices through it (docs/flows.md, sync lane).
     cpq: CpqSettings = msgspec.field(default_factory=CpqSettings)
+    # Flow 1: the partner portal's deal webhooks and API, and the deal saga.
+    partner: PartnerConfig = msgspec.field(default_factory=PartnerConfig)
+    deals: DealsConfig = msgspec.field(default_factory=DealsConfig)
+    # One breaker per platform the deal saga calls (partner, cpq, billing, erp, revenue).
+    deals_breaker: BreakerConfig = msgspec.field(default_factory=BreakerConfig)
+    # Flow 3: payments, commissions, settlements; the portal's settlement endpoint's breaker
+    # and the portal account's budget (vendor bills use the ERP's budget, their own breaker).
+    payments: PaymentsConfig = msgspec.field(default_factory=PaymentsConfig)
+    partner_breaker: BreakerConfig = msgspec.field(default_factory=BreakerConfig)
+    partner_limiter: LimiterConfig = msgspec.field(
+        default_factory=lambda: LimiterConfig(rate=50.0, burst=20))
 
     @property
     def data_path(self) -> Path:
@@ -119,6 +197,8 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         """The effective configuration as plain data, secrets masked."""
         doc: dict[str, Any] = msgspec.to_builtins(self)
         doc["billing"]["webhook_secrets"] = ["***"] * len(self.billing.webhook_secrets)
+        doc["usage"]["api_tokens"] = ["***"] * len(self.usage.api_tokens)
+        doc["partner"]["webhook_secrets"] = ["***"] * len(self.partner.webhook_secrets)
         return doc
 
 

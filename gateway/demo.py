@@ -25,8 +25,11 @@ from typing import Any
 import anyio
 import msgspec
 
+from .deal_demo import changes_ok, deals_ok, run_changes, run_deals
 from .drills import Driller
+from .money_demo import money_figures, money_ok, wait_money
 from .stack import DrainResult, RevenueResult, Stack
+from .usage_demo import USAGE_RECORDS, run_usage
 
 __all__ = ["DemoOptions", "build_report", "revenue_figures", "run_demo"]
 
@@ -42,6 +45,9 @@ class DemoOptions:
     stall_timeout: float = 60.0
     fsync: str = "always"
     faults: tuple[str, ...] = ()
+    # Credit memos and flow 3 (payment to settlement) in a run without injected faults.
+    credit_memo_rate: float = 0.1
+    payment_rate: float = 0.25
 
 
 def revenue_figures(rev: RevenueResult) -> dict[str, Any]:
@@ -126,6 +132,16 @@ def _drill_lines(r: dict[str, Any]) -> list[str]:
                      f"{'-' if first is None else f'{first:.2f} s'}, drained "
                      f"{'-' if drained is None else f'{drained:.2f} s'}")
     lines.append(f"    dead letters exactly the injected poison: {r['dlq_exact']}")
+    alt = r.get("altered_amount")
+    if alt is not None:
+        lines.append(f"    altered ERP amounts: {alt['altered']} altered, {alt['found']} found by "
+                     f"the reconciler ({alt['published']} published), exact: {alt['exact']}, "
+                     f"repaired: {alt['repaired']}")
+    order = r.get("order")
+    if order is not None:
+        lines.append(f"    amendments: {order['amended']} invoices amended, "
+                     f"{order['superseded']} earlier versions posted then reversed "
+                     f"({order['reversals']} reversals), ORDER_OK: {order['order_ok']}")
     return lines
 
 
@@ -141,6 +157,22 @@ def _revenue_lines(r: dict[str, Any]) -> list[tuple[str, object]]:
                                        f"  (revenue event accuracy "
                                        f"{r['kpi']['revenue_event_accuracy']:.4f})"),
         ("revenue lines doubled", rev["duplicate_lines"]),
+    ]
+
+
+def _money_lines(r: dict[str, Any]) -> list[tuple[str, object]]:
+    flows = r.get("flows", {})
+    if "payment_to_settlement" not in flows:
+        return []
+    cm, cash, st = (flows["credit_memo_to_ledger"], flows["payment_to_cash"],
+                    flows["payment_to_settlement"])
+    cycle = r["kpi"]["partner_settlement_cycle_ms"]
+    return [
+        ("credit memos reversed once", f"{cm['completed']}/{cm['expected']}"),
+        ("payments cash-applied once", f"{cash['completed']}/{cash['expected']}"),
+        ("partner settlements once", f"{st['completed']}/{st['expected']}  (portal + ERP "
+                                     f"payable; cycle p50 {cycle['p50']} ms, "
+                                     f"p99 {cycle['p99']} ms)"),
     ]
 
 
@@ -176,6 +208,16 @@ def _human(r: dict[str, Any]) -> str:
         ("invoice posting latency",
          f"p50 {lat['p50']:.1f} ms  p95 {lat['p95']:.1f} ms  p99 {lat['p99']:.1f} ms"),
         *_revenue_lines(r),
+        *_money_lines(r),
+        *([("usage records counted once", "{completed}/{expected} (lost {lost}, doubled "
+            "{duplicates})".format(**r["flows"]["usage"]))] if "usage" in r.get("flows", {})
+          else []),
+        *([("deals to contracts", "{completed}/{expected} (compensated {compensated}/"
+            "{refused}, doubled {duplicates})".format(**r["flows"]["deal_to_contract"]))]
+          if "deal_to_contract" in r.get("flows", {}) else []),
+        *([("subscription changes in sync", "{completed}/{expected} ({changes} changes, "
+            "{reordered} shuffled)".format(**r["flows"]["subscription_changes"]))]
+          if "subscription_changes" in r.get("flows", {}) else []),
     ]
     width = max(len(k) for k, _ in rows)
     lines = [f"erpgw demo: bill run of {r['invoices']} invoices, billing -> gateway -> ERP"
@@ -237,13 +279,15 @@ async def run_demo(opts: DemoOptions) -> bool:
             + (f" at {opts.rate:g}/s" if opts.rate else " issued at once"))
         progress = _Progress(opts.invoices, enabled=not opts.json)
         if driller is None:
-            await stack.bill_run(opts.invoices, opts.rate)
+            await stack.bill_run(opts.invoices, opts.rate,
+                                 credit_memo_rate=opts.credit_memo_rate,
+                                 payment_rate=opts.payment_rate)
             result = await stack.wait_drained(opts.invoices, stall_timeout=opts.stall_timeout,
                                               progress=progress)
         else:
             say(f"faults: {', '.join(opts.faults)}")
             await driller.before_run()
-            await stack.bill_run(opts.invoices, opts.rate)
+            await stack.bill_run(opts.invoices, opts.rate, **driller.bill_options)
 
             def watch(audit: dict[str, Any], dead: int) -> None:
                 driller.observe(audit)
@@ -260,10 +304,34 @@ async def run_demo(opts: DemoOptions) -> bool:
                                               progress=watch)
         progress.done()
         revenue = await stack.wait_revenue(stall_timeout=opts.stall_timeout)
+        # Flow 4: a usage run through the gateway (docs/flows.md, "Flow 4: usage").
+        usage = await run_usage(stack, USAGE_RECORDS, seed=opts.seed,
+                                stall_timeout=opts.stall_timeout)
         report = build_report(result, opts, time.monotonic() - t0, revenue)
+        report.setdefault("flows", {})["usage"] = usage
+        report["ok"] = bool(report["ok"] and usage["lost"] == 0
+                            and usage["duplicates"] == 0 and usage["amount_ok"])
+        # Flow 1: a deal run through the gateway's saga (docs/flows.md, "Flow 1").
+        deals = await run_deals(stack, stall_timeout=opts.stall_timeout)
+        report["flows"]["deal_to_contract"] = deals
+        changes = await run_changes(stack, stall_timeout=opts.stall_timeout)  # flow 5
+        report["flows"]["subscription_changes"] = changes
+        report["ok"] = bool(report["ok"] and deals_ok(deals) and changes_ok(changes))
+        if driller is None and (opts.credit_memo_rate or opts.payment_rate):
+            # Credit memos and flow 3 (docs/flows.md), judged by the simulator's audit.
+            audit, settled = await wait_money(stack, opts.invoices, opts.credit_memo_rate,
+                                              opts.payment_rate,
+                                              stall_timeout=opts.stall_timeout)
+            money = money_figures(audit, settled)
+            report["flows"].update(money["flows"])
+            report.setdefault("kpi", {}).update(money["kpi"])
+            report["ok"] = bool(report["ok"] and money_ok(money))
         if driller is not None:
             report.update(driller.finish(result))
-            report["ok"] = bool(report["ok"] and report["dlq_exact"])
+            report.update(await driller.after_run(result))
+            report["ok"] = bool(report["ok"] and report["dlq_exact"]
+                                and report.get("altered_amount", {}).get("exact", True)
+                                and report.get("order", {}).get("order_ok", True))
     except BaseException:
         if tmp is None:
             say(f"logs kept in {workdir}")

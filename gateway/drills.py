@@ -13,8 +13,15 @@ Faults: ``erp-outage`` (every ERP request 503 for 5 s), ``5xx-burst`` (half of t
 requests committed, then no answer, for 4 s; the gateway's ERP timeout is lowered to 2 s),
 ``poison`` (5 undecodable messages on the invoice subject at the start), ``duplicate-webhooks``
 (20 % of events delivered 2-3 times, some concurrently), ``out-of-order`` (events shuffled in
-windows of 16), ``kill-gateway`` (SIGKILL the gateway at 40 %, restart it), ``broker-restart``
-(SIGKILL the embedded broker at 50 %, restart it after 1.5 s).
+windows of 16, and 20 % of invoices amended with an ``invoice.updated`` version 2, half of those
+delivered before their version 1; the report's ``order`` section has ORDER_OK),
+``kill-gateway`` (SIGKILL the gateway at 40 %, restart it), ``broker-restart`` (SIGKILL the
+embedded broker at 50 %, restart it after 1.5 s), ``altered-amount`` (from the start, the ERP
+records 2 % of postings with another amount than sent, as a platform bug or a
+manual edit would; after the run the reconciler is run once, without repair, and the report's
+``altered_amount`` section compares the amount breaks it found and published on
+``erpgw.mon.recon.break`` with the postings the simulator altered: ``exact`` when they are the
+same set, each flagged with a reversal proposal and none repaired).
 """
 
 from __future__ import annotations
@@ -24,8 +31,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
+import msgspec
 
-from actors.infra import NatsBus, OutMsg
+from actors.infra import HttpClient, NatsBus, OutMsg
+from actors.reconcile import Flag, run_once
 from contracts import GatewayError, Subjects
 
 from .stack import DrainResult, Stack
@@ -41,6 +50,8 @@ class _Fault:
     window_s: float = 0.0
     erp: dict[str, Any] = field(default_factory=dict)
     billing: dict[str, Any] = field(default_factory=dict)
+    recovers: bool = True  # a fault with a recovery time to measure
+    bill_run: dict[str, float] = field(default_factory=dict)  # extras of the demo's bill run
 
 
 FAULTS: dict[str, _Fault] = {
@@ -50,10 +61,15 @@ FAULTS: dict[str, _Fault] = {
     "commit-timeout": _Fault(0.15, 4.0, erp={"commit_then_timeout_rate": 0.2}),
     "poison": _Fault(0.0),
     "duplicate-webhooks": _Fault(0.0, billing={"duplicate_rate": 0.2, "duplicate_max": 3}),
-    "out-of-order": _Fault(0.0, billing={"reorder_window": 16}),
+    "out-of-order": _Fault(0.0, billing={"reorder_window": 16},
+                           bill_run={"amend_rate": 0.2, "reorder_amendments": 0.5}),
     "kill-gateway": _Fault(0.40),
     "broker-restart": _Fault(0.50),
+    "altered-amount": _Fault(0.0, erp={"alter_amount_rate": 0.02}, recovers=False),
 }
+
+# How many ids the altered-amount section lists (the counts are always complete).
+MAX_LISTED = 100
 
 
 def parse_faults(text: str) -> list[str]:
@@ -80,6 +96,20 @@ class FaultRecord:
         return {"first_posting_s": _r(self.first_posting_s), "drained_s": _r(self.drained_s)}
 
 
+def _order_section(audit: dict[str, Any]) -> dict[str, Any]:
+    """Flow 6 in the drill report: amended invoices, how their older versions ended
+    (superseded postings, each reversed), and ORDER_OK (no version applied after a newer one)."""
+    return {
+        "amended": audit.get("amended", 0),
+        "superseded": audit.get("superseded", 0),
+        "reversals": audit.get("reversals", 0),
+        "order_checked": audit.get("order_checked", 0),
+        "order_violations": audit.get("order_violations", 0),
+        "order_ok": audit.get("order_violations", 0) == 0,
+        "sum_ok": audit.get("amount_posted_latest") == audit.get("amount_issued"),
+    }
+
+
 def _r(x: float | None) -> float | None:
     return None if x is None else round(x, 3)
 
@@ -92,8 +122,11 @@ class Driller:
         self.records = {n: FaultRecord(n) for n in names}
         self._erp_active: dict[str, dict[str, Any]] = {}
         self._billing: dict[str, Any] = {}
+        # The bill run's opt-in extras the chosen faults need (amendments for out-of-order).
+        self.bill_options: dict[str, float] = {}
         for n in names:
             self._billing.update(FAULTS[n].billing)
+            self.bill_options.update(FAULTS[n].bill_run)
 
     @property
     def gateway_toml(self) -> str:
@@ -110,7 +143,10 @@ class Driller:
     async def before_run(self) -> None:
         """Faults that apply from the start: webhook misbehaviour and poison messages."""
         now = time.monotonic()
-        if self._billing:
+        for n in self.names:
+            if FAULTS[n].trigger == 0.0 and FAULTS[n].erp:
+                self._erp_active[n] = FAULTS[n].erp  # for the whole run
+        if self._billing or self._erp_active:
             await self._apply()
         for n in self.names:
             if FAULTS[n].trigger == 0.0:
@@ -198,7 +234,66 @@ class Driller:
         return {
             "faults": self.names,
             "recovery_s": {n: r.summary() for n, r in self.records.items()
-                           if FAULTS[n].trigger > 0 or FAULTS[n].erp},
+                           if FAULTS[n].recovers and (FAULTS[n].trigger > 0 or FAULTS[n].erp)},
             "dlq_exact": len(poison) == expected == len(result.dead_letters),
             "webhook_faults": result.audit.get("faults", {}).get("billing"),
+            **({"order": _order_section(result.audit)} if self.bill_options else {}),
+        }
+
+    async def after_run(self, result: DrainResult) -> dict[str, Any]:
+        """Checks that need the drained run: for ``altered-amount``, one reconciliation (no
+        repair) compared with the postings the simulator altered. Returns the report section
+        (empty without such a drill). Raises ``GatewayError`` when the broker or a platform
+        cannot be read."""
+        if "altered-amount" not in self.names:
+            return {}
+        return {"altered_amount": await self._reconcile_altered(result.audit)}
+
+    async def _reconcile_altered(self, audit: dict[str, Any]) -> dict[str, Any]:
+        import nats  # a core subscription to what the reconciler publishes
+
+        altered = set(audit.get("altered_ids", []))
+        subjects = Subjects()
+        published: list[dict[str, Any]] = []
+        nc = await nats.connect(self.stack.url, name="erpgw-drill-recon")
+        try:
+            async def collect(msg: Any) -> None:
+                doc = msgspec.json.decode(msg.data)
+                if isinstance(doc, dict):
+                    published.append({"subject": msg.subject, **doc})
+
+            sub = await nc.subscribe(f"{subjects.prefix}.mon.recon.>", cb=collect)
+            bus = await NatsBus.connect(self.stack.url, name="erpgw-drill")
+            try:
+                async with HttpClient(self.stack.sim_url, platform="billing") as billing, \
+                        HttpClient(self.stack.sim_url, platform="erp") as erp:
+                    run = await run_once(bus, subjects, billing, erp, grace_s=0.0,
+                                         repair=False)
+            finally:
+                await bus.close()
+            await nc.flush()
+            with anyio.move_on_after(5.0):  # until the report (published last) is seen
+                while not any(p["subject"].endswith(".report") for p in published):
+                    await anyio.sleep(0.05)
+            await sub.unsubscribe()
+        finally:
+            await nc.close()
+        found = {b.key for b in run.report.breaks if b.kind == "amount"}
+        proposals = {a.key: a.proposal for a in run.report.actions
+                     if isinstance(a, Flag) and a.kind == "amount"}
+        on_bus = {p["key"] for p in published
+                  if p["subject"].endswith(".break") and p.get("kind") == "amount"}
+        proposed_on_bus = {p["key"] for p in published
+                           if p["subject"].endswith(".proposal") and p.get("kind") == "amount"}
+        return {
+            "altered": len(altered),
+            "found": len(found),
+            "published": len(on_bus),
+            "exact": bool(altered) and found == altered == on_bus == proposed_on_bus
+            and len(altered) == int(audit.get("altered_count", 0)),
+            "missed": sorted(altered - found)[:MAX_LISTED],
+            "unexplained": sorted(found - altered)[:MAX_LISTED],
+            "repaired": len(run.repaired),
+            "amount_altered": audit.get("amount_altered", {}),
+            "proposals": dict(sorted(proposals.items())[:MAX_LISTED]),
         }

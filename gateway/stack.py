@@ -166,7 +166,9 @@ class Stack:
         self._sim = self._spawn(
             ["sim", "--port", str(self.sim_port), "--seed", str(self.seed),
              "--webhook-url", f"{self.gateway_url}/webhooks/billing",
-             "--webhook-secret", self.webhook_secret, *self.sim_args], "sim.log")
+             "--webhook-secret", self.webhook_secret,
+             "--partner-webhook-url", f"{self.gateway_url}/webhooks/partner",
+             *self.sim_args], "sim.log")
         await self._wait_http(self.sim_url, self._sim, "simulator", "sim.log")
 
     def gateway_config(self) -> Path:
@@ -189,6 +191,7 @@ class Stack:
                "ERPGW_ERP_BASE_URL": self.sim_url,
                "ERPGW_REVENUE_BASE_URL": self.sim_url,
                "ERPGW_CPQ_BASE_URL": self.sim_url,
+               "ERPGW_PARTNER_BASE_URL": self.sim_url,
                "ERPGW_RECONCILE_BILLING_URL": self.sim_url}
         self._gateway = self._spawn(["up", "--config", str(self.gateway_config())],
                                     "gateway.log", env)
@@ -255,14 +258,64 @@ class Stack:
             resp = await http.request(method, path, raw)
             return _dec.decode(resp.body) if resp.body else None
 
-    async def bill_run(self, invoices: int, rate: float = 0.0) -> dict[str, Any]:
-        """Ask the billing simulator to issue ``invoices`` invoices at ``rate`` per second."""
+    async def bill_run(self, invoices: int, rate: float = 0.0,
+                       **options: float) -> dict[str, Any]:
+        """Ask the billing simulator to issue ``invoices`` invoices at ``rate`` per second;
+        ``options`` are the bill run's opt-in extras (``amend_rate``, ``reorder_amendments``,
+        …; see ``sim._billing.BillRunRequest``)."""
         result: dict[str, Any] = await self._sim_call(
-            "POST", "/billing/v1/bill-runs", {"invoices": invoices, "rate": rate})
+            "POST", "/billing/v1/bill-runs", {"invoices": invoices, "rate": rate, **options})
         return result
+
+    async def deal_run(self, deals: int, **options: float) -> dict[str, Any]:
+        """Ask the partner portal to register ``deals`` deals, delivered to the gateway;
+        ``options`` are the run's rates in camelCase (``rejectRate``…) or snake_case
+        (``reject_rate``…; see ``sim._deals.DealRunRequest``)."""
+        body: dict[str, Any] = {"deals": deals}
+        for name, value in options.items():
+            head, *rest = name.split("_")
+            body[head + "".join(w.title() for w in rest)] = value
+        result: dict[str, Any] = await self._sim_call("POST", "/partner/v1/deal-runs", body)
+        return result
+
+    async def subscription_changes(self, count: int, *, reorder_rate: float = 0.0,
+                                   seed: int | None = None) -> dict[str, Any]:
+        """Ask billing to amend, renew or cancel up to ``count`` active subscriptions (flow 5),
+        their webhooks to the gateway, ``reorder_rate`` of them shuffled."""
+        body: dict[str, Any] = {"count": count, "reorderRate": reorder_rate}
+        if seed is not None:
+            body["seed"] = seed
+        result: dict[str, Any] = await self._sim_call(
+            "POST", "/billing/v1/subscription-changes", body)
+        return result
+
+    async def wait_deals(self, deals: int, *, stall_timeout: float = 60.0,
+                         interval: float = 0.25) -> dict[str, Any]:
+        """The audit's ``deals`` section once ``deals`` deals were delivered and every
+        approved one completed or compensated, or when nothing moved for ``stall_timeout``
+        seconds (check ``incomplete_count``)."""
+        last: tuple[int, ...] = ()
+        last_change = time.monotonic()
+        while True:
+            section: dict[str, Any] = (await self.audit()).get("deals") or {}
+            if section.get("accepted") == deals and section.get("incomplete_count") == 0:
+                return section
+            sig = tuple(int(v) for v in section.values() if isinstance(v, int))
+            now = time.monotonic()
+            if sig != last:
+                last, last_change = sig, now
+            elif now - last_change > stall_timeout:
+                return section
+            await anyio.sleep(interval)
 
     async def audit(self) -> dict[str, Any]:
         result: dict[str, Any] = await self._sim_call("GET", "/sim/v1/audit")
+        return result
+
+    async def erp_governance(self) -> dict[str, Any]:
+        """The ERP account's limits and use (``contracts.platforms.erp.Governance`` as JSON),
+        e.g. the arrival times of its requests."""
+        result: dict[str, Any] = await self._sim_call("GET", "/erp/v1/governance")
         return result
 
     async def set_faults(self, faults: dict[str, Any]) -> None:

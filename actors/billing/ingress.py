@@ -57,8 +57,8 @@ from ..infra.bus import NatsBus, OutMsg
 from ..runtime import Actor
 from .mapping import BILLING_ROUTES, EventHead, EventRoute
 
-__all__ = ["BillingIngress", "ExtraRoute", "IngressSettings", "PostRoute", "WebhookSource",
-           "billing_source"]
+__all__ = ["BillingIngress", "ExtraRoute", "GroupCommit", "IngressSettings", "PostRoute",
+           "WebhookSource", "billing_source"]
 
 log = logging.getLogger("erpgw.billing.ingress")
 _heads: JsonCodec[EventHead] = JsonCodec(EventHead)
@@ -84,7 +84,9 @@ class WebhookSource:
 
 def billing_source(path: str, secrets: Sequence[str]) -> WebhookSource:
     """The billing platform's webhooks (invoices, credit notes, payments…)."""
-    prefixes = tuple(sorted({t.split(".", 1)[0] + "." for t in BILLING_ROUTES}))
+    # The family is the type without its last part: "customer.subscription." is routed (flow
+    # 5), other "customer." events are not ours (ignored, not drift).
+    prefixes = tuple(sorted({t.rsplit(".", 1)[0] + "." for t in BILLING_ROUTES}))
     return WebhookSource("billing", path, tuple(secrets), BILLING_ROUTES, prefixes)
 
 # An extra GET endpoint served on the same port (``/metrics``): a synchronous function that
@@ -124,8 +126,9 @@ def _serve(route: ExtraRoute) -> Callable[[web.Request], Awaitable[web.Response]
 class _GroupCommit:
     """Gathers publishes from concurrent handlers; one atomic commit per gathering.
 
-    ``publish`` runs in a handler's task and waits for its message's outcome; ``run`` is the
-    committer, a task of the ingress actor's task group.
+    ``publish`` (``publish_many``) runs in a handler's task and waits for its message's
+    (messages') outcome; ``run`` is the committer, a task of the owning actor's task group.
+    Every message of one committer must be bound for one stream (an atomic batch is).
     """
 
     def __init__(self, bus: NatsBus, max_batch: int = 256) -> None:
@@ -145,6 +148,18 @@ class _GroupCommit:
             raise outcome
         return outcome
 
+    async def publish_many(self, msgs: Sequence[OutMsg]) -> list[Exception | bool]:
+        """``publish`` for several messages at once (one request's records): their outcomes in
+        order, True for an id the stream already held, never raising for one message."""
+        loop = asyncio.get_running_loop()
+        futs: list[asyncio.Future[Exception | bool]] = []
+        for m in msgs:
+            fut: asyncio.Future[Exception | bool] = loop.create_future()
+            self._queue.append((m, fut))
+            futs.append(fut)
+        self._wake.set()
+        return [await f for f in futs]
+
     async def run(self) -> None:
         while True:
             await self._wake.wait()
@@ -156,6 +171,10 @@ class _GroupCommit:
                 for (_, fut), outcome in zip(take, results, strict=True):
                     if not fut.done():
                         fut.set_result(outcome)
+
+
+# The group commit, for other intakes on the gateway port (flow 4's usage records).
+GroupCommit = _GroupCommit
 
 
 class BillingIngress(Actor):

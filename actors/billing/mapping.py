@@ -19,20 +19,34 @@ import msgspec
 from contracts import (
     BusinessKey,
     ContractError,
+    CreditMemoIssued,
+    CreditMemoLine,
     InvoiceIssued,
     InvoiceLine,
     JsonCodec,
+    PaymentApplication,
+    PaymentReceived,
     contract_error,
     derive_id,
 )
-from contracts.platforms.billing import BillingEvent
+from contracts.platforms.billing import (
+    BillingEvent,
+    CreditNoteEvent,
+    PaymentEvent,
+    SubscriptionEvent,
+)
+
+from .subscriptions import subscription_change
 
 __all__ = [
     "BILLING_ROUTES",
     "EventHead",
     "EventRoute",
     "Inbound",
+    "inbound_credit_note",
     "inbound_invoice",
+    "inbound_invoice_update",
+    "inbound_payment",
     "invoice_from_event",
     "timestamp",
 ]
@@ -112,7 +126,89 @@ def inbound_invoice(evt: BillingEvent) -> Inbound:
                    invoice.issued_at)
 
 
+def _mapped(build: Callable[[], T]) -> T:
+    """``build()`` with an invariant's ``ValueError`` as a ``ContractError`` under
+    ``$.data.object``."""
+    try:
+        return build()
+    except (ValueError, OverflowError) as exc:
+        err = contract_error(exc)
+        raise ContractError(err.message, code=err.code, path="$.data.object") from exc
+
+
+def inbound_credit_note(evt: CreditNoteEvent) -> Inbound:
+    """``credit_note.created`` → ``credit_memo.issued.v1`` keyed by the credit note id.
+
+    The note credits parts of invoice lines without tax: each line becomes one credit memo
+    line (quantity 1, the credited amount; ``product_id`` names the credited invoice line, the
+    note does not carry the product), ``tax`` 0. Raises ``ContractError`` for a note without a
+    customer (``credit_memo.customer_missing``) or one breaking an invariant (a zero total).
+    """
+    note = evt.data.object
+    if not note.customer:
+        raise ContractError(f"credit note {note.id} names no customer",
+                            code="credit_memo.customer_missing", path="$.data.object.customer")
+    memo = _mapped(lambda: CreditMemoIssued(
+        credit_memo_id=note.id, number=note.id, customer_id=note.customer,
+        invoice_id=note.invoice, currency=note.currency.upper(),
+        issued_at=timestamp(note.created),
+        reason="pricing_correction" if note.reason == "order_change" else "other",
+        lines=tuple(CreditMemoLine(line_id=ln.id, product_id=ln.invoice_line,
+                                   description=ln.description[:2000], quantity=1,
+                                   unit_amount=ln.amount, amount=ln.amount)
+                    for ln in note.lines.data),
+        subtotal=note.amount, tax=0, total=note.amount))
+    key = BusinessKey(source="billing", object_id=note.id, version=1)
+    return Inbound(memo, key, derive_id("billing", note.id, "1"), memo.issued_at)
+
+
+def inbound_payment(evt: PaymentEvent) -> Inbound:
+    """``invoice.paid`` → ``payment.received.v1`` (one application: the paid invoice) keyed by
+    the payment id. Raises ``ContractError`` for a payment without a customer
+    (``payment.customer_missing``) or one breaking an invariant."""
+    pay = evt.data.object
+    if not pay.customer:
+        raise ContractError(f"payment {pay.id} names no customer",
+                            code="payment.customer_missing", path="$.data.object.customer")
+    currency = pay.currency.upper()
+    payment = _mapped(lambda: PaymentReceived(
+        payment_id=pay.id, customer_id=pay.customer, currency=currency, amount=pay.amount,
+        received_at=timestamp(pay.paid_at),
+        applications=(PaymentApplication(invoice_id=pay.invoice, amount=pay.amount,
+                                         currency=currency),)))
+    key = BusinessKey(source="billing", object_id=pay.id, version=1)
+    return Inbound(payment, key, derive_id("billing", pay.id, "1"), payment.received_at)
+
+
+def inbound_invoice_update(evt: BillingEvent) -> Inbound:
+    """``invoice.updated`` (an amendment: the whole invoice again, ``version`` >= 2) → the same
+    ``invoice.issued.v1`` as a finalized invoice, keyed by (invoice id, version): the version is
+    the *invoice's* (the aggregate's ``BusinessKey.version``), not a schema version, so the
+    payload stays ``invoice.issued.v1`` and every consumer of issued invoices sees it in place.
+    The ERP poster orders the versions (``actors.erp.ordering``).
+
+    Raises ``ContractError`` as ``invoice_from_event`` does, and ``invoice.update_version`` for
+    a version below 2: version 1 is the finalized invoice, and the stream would silently drop a
+    different body under its message id.
+    """
+    version = evt.data.object.version
+    if version < 2:
+        raise ContractError(f"invoice.updated carries version {version}; amendments start at 2",
+                            code="invoice.update_version", path="$.data.object.version")
+    return inbound_invoice(evt)
+
+
 # The billing platform's event types the gateway subscribes to.
 BILLING_ROUTES: Mapping[str, EventRoute[Any]] = MappingProxyType({
     "invoice.finalized": EventRoute(JsonCodec(BillingEvent), inbound_invoice),
+    "invoice.updated": EventRoute(JsonCodec(BillingEvent), inbound_invoice_update),
+    # Flow 2 credit memos and flow 3 (docs/flows.md): subject credit_memo.issued.v1 /
+    # payment.received.v1 on the billing lane.
+    "credit_note.created": EventRoute(JsonCodec(CreditNoteEvent), inbound_credit_note),
+    "invoice.paid": EventRoute(JsonCodec(PaymentEvent), inbound_payment),
+    # Flow 5 (docs/flows.md): subscription changes, on the commercial lane.
+    "customer.subscription.updated": EventRoute(
+        JsonCodec(SubscriptionEvent), lambda e: Inbound(*subscription_change(e))),
+    "customer.subscription.deleted": EventRoute(
+        JsonCodec(SubscriptionEvent), lambda e: Inbound(*subscription_change(e))),
 })

@@ -14,7 +14,7 @@ from .bus import (
     StreamSettings,
 )
 from .http import HttpClient, HttpResponse
-from .ledger import Ledger, PostingRow
+from .ledger import Ledger, PostingRow, VersionMark, VersionRow
 
 __all__ = [
     "ConsumerSettings",
@@ -28,4 +28,6 @@ __all__ = [
     "PullConsumer",
     "StoredMsg",
     "StreamSettings",
+    "VersionMark",
+    "VersionRow",
 ]

@@ -16,6 +16,12 @@ transaction per batch of rows, each row audited in it, in the same hash chain. S
 share one ``Ledger``: write transactions take turns (one lock), so they never interleave on the
 connection.
 
+``versions`` holds, per aggregate (source, object id), the highest version whose posting the
+ERP holds and that posting's entry (per-aggregate ordering, ``actors.erp.ordering``), written
+in the same transaction as the postings that applied it and never moving down; and the version
+being applied (``claimed``, with its entry), committed *before* its ERP request, so that after
+a crash the poster knows which version may be at the ERP without the ledger knowing it.
+
 Errors: ``LedgerUnavailable`` (retryable: busy, disk full, I/O) — the caller must not ack.
 """
 
@@ -40,9 +46,13 @@ __all__ = [
     "UPLOAD_TRANSITIONS",
     "Ledger",
     "LedgerUnavailable",
+    "ParkedPayment",
     "PostingRow",
+    "SettlementRow",
     "UploadConflict",
     "UploadRow",
+    "VersionMark",
+    "VersionRow",
 ]
 
 _SCHEMA = """
@@ -81,6 +91,45 @@ CREATE TABLE IF NOT EXISTS uploads (
     PRIMARY KEY (platform, line_id)
 );
 CREATE INDEX IF NOT EXISTS uploads_invoice ON uploads(platform, invoice_id);
+CREATE TABLE IF NOT EXISTS versions (
+    source        TEXT NOT NULL,
+    object_id     TEXT NOT NULL,
+    version       INTEGER,
+    entry         BLOB,
+    claimed       INTEGER,
+    claimed_entry BLOB,
+    recorded_at   REAL NOT NULL,
+    PRIMARY KEY (source, object_id)
+);
+CREATE TABLE IF NOT EXISTS parked_payments (
+    payment_id  TEXT PRIMARY KEY,
+    invoice_ids TEXT NOT NULL,
+    envelope    BLOB NOT NULL,
+    subject     TEXT NOT NULL,
+    stream_seq  INTEGER NOT NULL,
+    parked_at   REAL NOT NULL,
+    status      TEXT NOT NULL CHECK (status IN ('parked', 'resumed')),
+    resumed_at  REAL
+);
+CREATE TABLE IF NOT EXISTS settlements (
+    settlement_id  TEXT PRIMARY KEY,
+    commission_id  TEXT NOT NULL,
+    partner_id     TEXT NOT NULL,
+    portal_key     TEXT NOT NULL,
+    erp_key        TEXT NOT NULL,
+    erp_id         TEXT,
+    amount         INTEGER NOT NULL,
+    currency       TEXT NOT NULL,
+    correlation_id TEXT,
+    recorded_at    REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS sagas (
+    saga_id        TEXT PRIMARY KEY,
+    status         TEXT NOT NULL,
+    state          BLOB NOT NULL,
+    correlation_id TEXT,
+    updated_at     REAL NOT NULL
+);
 CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit
 BEGIN SELECT RAISE(ABORT, 'audit is append-only'); END;
 CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit
@@ -155,6 +204,38 @@ class UploadRow:
         return f"{self.platform}:{self.line_id}"
 
 
+@dataclass(frozen=True, slots=True)
+class VersionRow:
+    """One aggregate (``source``, ``object_id``) in the ``versions`` table: the version the ERP
+    holds and the entry that applied it (``version``/``entry``, None: none yet), and the version
+    claimed for an ERP request whose outcome is not recorded yet (``claimed``/
+    ``claimed_entry``). Entries are encoded by the caller. See ``actors.erp.ordering``."""
+
+    source: str
+    object_id: str
+    version: int | None
+    entry: bytes | None
+    claimed: int | None
+    claimed_entry: bytes | None
+    recorded_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class VersionMark:
+    """A version of an aggregate and its entry (encoded by the caller): claimed before the ERP
+    request (``Ledger.claim_versions``), or applied once the ERP holds it (``Ledger.record``)."""
+
+    source: str
+    object_id: str
+    version: int
+    entry: bytes
+    recorded_at: float
+
+    @property
+    def audit_key(self) -> str:
+        return f"{self.source}:{self.object_id}:v{self.version}"
+
+
 # (at, event, key, detail) of one audit row, before it is chained.
 _AuditItem = tuple[float, str, str, str]
 
@@ -162,6 +243,35 @@ _AuditItem = tuple[float, str, str, str]
 def _chain(prev: str, at: float, event: str, key: str, detail: str) -> str:
     row = f"{prev}|{at!r}|{event}|{key}|{detail}".encode()
     return hashlib.sha256(row).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class ParkedPayment:
+    """A payment held until the ERP posting of every invoice it applies to is in ``postings``
+    (flow 3's ordering: a payment may arrive before its invoice was posted)."""
+
+    payment_id: str
+    invoice_ids: tuple[str, ...]
+    envelope: bytes  # the payment's envelope as it was delivered (msgpack)
+    subject: str  # where it was delivered from, and its stream sequence (for a dead letter)
+    stream_seq: int
+    parked_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class SettlementRow:
+    """A partner settlement recorded at the portal and posted as a payable in the ERP."""
+
+    settlement_id: str
+    commission_id: str
+    partner_id: str
+    portal_key: str
+    erp_key: str
+    erp_id: str | None
+    amount: int
+    currency: str
+    correlation_id: str | None
+    recorded_at: float
 
 
 class Ledger:
@@ -214,14 +324,19 @@ class Ledger:
             raise LedgerUnavailable(f"ledger lookup failed: {exc}") from exc
         return found
 
-    async def record(self, rows: Sequence[PostingRow]) -> None:
+    async def record(self, rows: Sequence[PostingRow], *, versions: Sequence[VersionMark] = (),
+                     notes: Sequence[tuple[float, str, str, str]] = ()) -> None:
         """Write posting rows and their audit rows in one durable transaction.
 
         A posted key is never changed again; a dead-lettered key becomes posted when a replay
-        succeeds. Every row is audited either way.
+        succeeds. Every row is audited either way. ``versions`` move aggregates to the versions
+        the postings applied (never down: a lower version than the stored one is ignored; a
+        claim at or below the new version is cleared), each audited as ``version.applied``;
+        ``notes`` are further audit rows ``(at, event, key, detail)`` of the same batch (e.g.
+        a stale version skipped), so they are durable before their messages are acked.
         Raises ``LedgerUnavailable``; on failure nothing of the batch is written.
         """
-        if not rows:
+        if not rows and not versions and not notes:
             return
 
         async def write() -> None:
@@ -233,9 +348,86 @@ class Ledger:
                 [(r.idempotency_key, r.external_id, r.erp_id, r.status, r.amount,
                   r.currency, r.correlation_id, r.recorded_at) for r in rows],
             )
+            # SET expressions read the row as it was (SQLite upsert semantics).
+            await self._db.executemany(
+                "INSERT INTO versions VALUES (?,?,?,?,NULL,NULL,?) "
+                "ON CONFLICT(source, object_id) DO UPDATE SET version = excluded.version, "
+                "entry = excluded.entry, recorded_at = excluded.recorded_at, "
+                "claimed = CASE WHEN versions.claimed <= excluded.version THEN NULL "
+                "ELSE versions.claimed END, "
+                "claimed_entry = CASE WHEN versions.claimed <= excluded.version THEN NULL "
+                "ELSE versions.claimed_entry END "
+                "WHERE versions.version IS NULL OR excluded.version >= versions.version",
+                [(v.source, v.object_id, v.version, v.entry, v.recorded_at) for v in versions],
+            )
 
-        await self._transaction(write, [(r.recorded_at, r.audit_event, r.idempotency_key,
-                                         r.audit_detail) for r in rows])
+        audit = [(r.recorded_at, r.audit_event, r.idempotency_key, r.audit_detail)
+                 for r in rows]
+        audit += [(v.recorded_at, "version.applied", v.audit_key, "") for v in versions]
+        await self._transaction(write, [*audit, *notes])
+
+    async def claim_versions(self, claims: Sequence[VersionMark], *,
+                             notes: Sequence[tuple[float, str, str, str]] = ()) -> None:
+        """Record, durably and before the ERP request, that ``claims`` are being applied (each
+        audited as ``version.claimed``): until ``record`` applies them, the poster treats them
+        as possibly at the ERP. ``notes``: further audit rows, as for ``record``.
+        Raises ``LedgerUnavailable``; on failure nothing is written."""
+        if not claims and not notes:
+            return
+
+        async def write() -> None:
+            await self._db.executemany(
+                "INSERT INTO versions VALUES (?,?,NULL,NULL,?,?,?) "
+                "ON CONFLICT(source, object_id) DO UPDATE SET claimed = excluded.claimed, "
+                "claimed_entry = excluded.claimed_entry, recorded_at = excluded.recorded_at",
+                [(c.source, c.object_id, c.version, c.entry, c.recorded_at) for c in claims],
+            )
+
+        await self._transaction(write, [*[(c.recorded_at, "version.claimed", c.audit_key, "")
+                                          for c in claims], *notes])
+
+    async def posting_states(self, keys: Iterable[str]) -> dict[str, str]:
+        """The status (``posted``/``dead_lettered``) of each of ``keys`` that has a posting row.
+
+        Raises ``LedgerUnavailable``.
+        """
+        wanted = list(dict.fromkeys(keys))
+        found: dict[str, str] = {}
+        try:
+            for i in range(0, len(wanted), 500):
+                chunk = wanted[i : i + 500]
+                marks = ",".join("?" * len(chunk))
+                sql = ("SELECT idempotency_key, status FROM postings "  # noqa: S608 - only '?' marks
+                       f"WHERE idempotency_key IN ({marks})")
+                async with self._db.execute(sql, chunk) as cur:
+                    found.update((r[0], r[1]) for r in await cur.fetchall())
+        except sqlite3.Error as exc:
+            raise LedgerUnavailable(f"ledger lookup failed: {exc}") from exc
+        return found
+
+    async def aggregate_versions(self, aggregates: Iterable[tuple[str, str]]
+                                 ) -> dict[tuple[str, str], VersionRow]:
+        """The ``versions`` row of each of ``aggregates`` (``(source, object id)``) that has one.
+
+        Raises ``LedgerUnavailable``.
+        """
+        wanted = list(dict.fromkeys(aggregates))
+        found: dict[tuple[str, str], VersionRow] = {}
+        try:
+            for i in range(0, len(wanted), 250):
+                chunk = wanted[i : i + 250]
+                marks = ",".join("(?,?)" for _ in chunk)
+                sql = ("SELECT source, object_id, version, entry, claimed, claimed_entry, "  # noqa: S608 - only '?' marks
+                       f"recorded_at FROM versions WHERE (source, object_id) IN (VALUES {marks})")
+                params = [part for agg in chunk for part in agg]
+                async with self._db.execute(sql, params) as cur:
+                    for r in await cur.fetchall():
+                        found[(r[0], r[1])] = VersionRow(
+                            r[0], r[1], r[2], None if r[3] is None else bytes(r[3]), r[4],
+                            None if r[5] is None else bytes(r[5]), float(r[6]))
+        except sqlite3.Error as exc:
+            raise LedgerUnavailable(f"ledger lookup failed: {exc}") from exc
+        return found
 
     async def _transaction(self, write: Callable[[], Awaitable[None]],
                            audit: Sequence[_AuditItem]) -> None:
@@ -315,6 +507,11 @@ class Ledger:
                 "ON CONFLICT(platform, line_id) DO UPDATE SET status = excluded.status, "
                 "attempt = excluded.attempt, "
                 "batch_id = COALESCE(excluded.batch_id, uploads.batch_id), "
+                # A rating platform tells the amount only in its answer, and a claim names
+                # the aggregate the line is sent in this time (flow 4).
+                "amount = excluded.amount, currency = excluded.currency, "
+                "invoice_id = CASE WHEN excluded.status = 'pending' "
+                "THEN excluded.invoice_id ELSE uploads.invoice_id END, "
                 "recorded_at = excluded.recorded_at",
                 [(r.platform, r.line_id, r.invoice_id, r.status, r.attempt, r.batch_id,
                   r.amount, r.currency, r.correlation_id, r.recorded_at) for r in rows],
@@ -322,6 +519,23 @@ class Ledger:
 
         await self._transaction(write, [(r.recorded_at, f"upload.{r.status}", r.audit_key,
                                          r.audit_detail) for r in rows])
+
+    async def upload_amounts(self, platform: str,
+                             line_ids: Iterable[str]) -> dict[str, tuple[int, str]]:
+        """``(amount, currency)`` of every line of ``line_ids`` that has an upload row (flow 4
+        keeps the amount billing rated each usage record at). Raises ``LedgerUnavailable``."""
+        ids = list(dict.fromkeys(line_ids))
+        found: dict[str, tuple[int, str]] = {}
+        try:
+            for i in range(0, len(ids), 500):
+                chunk = ids[i : i + 500]
+                sql = ("SELECT line_id, amount, currency FROM uploads "  # noqa: S608 - '?' only
+                       f"WHERE platform = ? AND line_id IN ({','.join('?' * len(chunk))})")
+                async with self._db.execute(sql, [platform, *chunk]) as cur:
+                    found.update((r[0], (r[1], r[2])) for r in await cur.fetchall())
+        except sqlite3.Error as exc:
+            raise LedgerUnavailable(f"ledger lookup failed: {exc}") from exc
+        return found
 
     async def find_uploads(self, platform: str, *, status: str | None = None,
                            invoice_id: str | None = None) -> list[UploadRow]:
@@ -414,3 +628,142 @@ class Ledger:
                     return int(seq)
                 prev = h
         return None
+
+    # -- flow 3: parked payments and partner settlements -----------------------------------
+
+    async def posted_external_ids(self, external_ids: Iterable[str]) -> set[str]:
+        """The subset of ``external_ids`` with a posting the ERP holds (status ``posted``),
+        under the id itself or a versioned one (``<id>:v<n>``). Raises ``LedgerUnavailable``."""
+        found: set[str] = set()
+        try:
+            for external_id in dict.fromkeys(external_ids):
+                async with self._db.execute(
+                        "SELECT 1 FROM postings WHERE status = 'posted' AND (external_id = ? "
+                        "OR (external_id >= ? AND external_id < ?)) LIMIT 1",
+                        (external_id, f"{external_id}:v", f"{external_id}:w")) as cur:
+                    if await cur.fetchone() is not None:
+                        found.add(external_id)
+        except sqlite3.Error as exc:
+            raise LedgerUnavailable(f"ledger lookup failed: {exc}") from exc
+        return found
+
+    async def park_payments(self, rows: Sequence[ParkedPayment]) -> None:
+        """Hold ``rows`` (audited ``payment.parked``) in one durable transaction; a payment
+        already held (or resumed) is left as it is. Raises ``LedgerUnavailable``."""
+        if not rows:
+            return
+
+        async def write() -> None:
+            await self._db.executemany(
+                "INSERT INTO parked_payments VALUES (?,?,?,?,?,?,'parked',NULL) "
+                "ON CONFLICT(payment_id) DO NOTHING",
+                [(r.payment_id, " ".join(r.invoice_ids), r.envelope, r.subject, r.stream_seq,
+                  r.parked_at) for r in rows])
+
+        await self._transaction(write, [(r.parked_at, "payment.parked", r.payment_id,
+                                         "waits for invoice(s) " + " ".join(r.invoice_ids))
+                                        for r in rows])
+
+    async def parked_payments(self) -> list[ParkedPayment]:
+        """The payments still held, oldest first. Raises ``LedgerUnavailable``."""
+        try:
+            async with self._db.execute(
+                    "SELECT payment_id, invoice_ids, envelope, subject, stream_seq, parked_at "
+                    "FROM parked_payments WHERE status = 'parked' "
+                    "ORDER BY parked_at, payment_id") as cur:
+                return [ParkedPayment(p, tuple(i.split()), bytes(e), subj, seq, at)
+                        for p, i, e, subj, seq, at in await cur.fetchall()]
+        except sqlite3.Error as exc:
+            raise LedgerUnavailable(f"ledger lookup failed: {exc}") from exc
+
+    async def resume_payments(self, payment_ids: Sequence[str], now: float,
+                              detail: str = "invoice(s) posted") -> None:
+        """Mark held payments ``resumed`` (their outputs are published, or they were
+        dead-lettered: ``detail`` says which), audited ``payment.resumed``. Raises
+        ``LedgerUnavailable``."""
+        if not payment_ids:
+            return
+
+        async def write() -> None:
+            await self._db.executemany(
+                "UPDATE parked_payments SET status = 'resumed', resumed_at = ? "
+                "WHERE payment_id = ? AND status = 'parked'",
+                [(now, p) for p in payment_ids])
+
+        await self._transaction(write, [(now, "payment.resumed", p, detail)
+                                        for p in payment_ids])
+
+    async def record_settlements(self, rows: Sequence[SettlementRow]) -> None:
+        """Record settlements done at both platforms (audited ``settlement.recorded``) in one
+        durable transaction; a settlement already recorded is kept. Raises
+        ``LedgerUnavailable``."""
+        if not rows:
+            return
+
+        async def write() -> None:
+            await self._db.executemany(
+                "INSERT INTO settlements VALUES (?,?,?,?,?,?,?,?,?,?) "
+                "ON CONFLICT(settlement_id) DO NOTHING",
+                [(r.settlement_id, r.commission_id, r.partner_id, r.portal_key, r.erp_key,
+                  r.erp_id, r.amount, r.currency, r.correlation_id, r.recorded_at)
+                 for r in rows])
+
+        await self._transaction(write, [
+            (r.recorded_at, "settlement.recorded", r.settlement_id,
+             f"partner={r.partner_id} amount={r.amount} {r.currency} erp_id={r.erp_id}")
+            for r in rows])
+
+    async def settled(self, settlement_ids: Iterable[str]) -> set[str]:
+        """The subset of ``settlement_ids`` already recorded. Raises ``LedgerUnavailable``."""
+        ids = list(dict.fromkeys(settlement_ids))
+        found: set[str] = set()
+        try:
+            for i in range(0, len(ids), 500):
+                chunk = ids[i : i + 500]
+                marks = ",".join("?" * len(chunk))
+                sql = ("SELECT settlement_id FROM settlements "  # noqa: S608 - only '?' marks
+                       f"WHERE settlement_id IN ({marks})")
+                async with self._db.execute(sql, chunk) as cur:
+                    found.update(r[0] for r in await cur.fetchall())
+        except sqlite3.Error as exc:
+            raise LedgerUnavailable(f"ledger lookup failed: {exc}") from exc
+        return found
+
+    # -- flow 1: deal sagas (actors.commercial) ------------------------------------------------
+
+    async def saga_state(self, saga_id: str) -> bytes | None:
+        """The stored state of saga ``saga_id`` (the caller's encoding), or None before its
+        first step. Raises ``LedgerUnavailable``."""
+        try:
+            async with self._db.execute("SELECT state FROM sagas WHERE saga_id = ?",
+                                        (saga_id,)) as cur:
+                row = await cur.fetchone()
+        except sqlite3.Error as exc:
+            raise LedgerUnavailable(f"ledger lookup failed: {exc}") from exc
+        return None if row is None else bytes(row[0])
+
+    async def save_saga(self, saga_id: str, status: str, state: bytes, *,
+                        correlation_id: str | None, now: float, event: str,
+                        detail: str = "") -> None:
+        """Store saga ``saga_id``'s new ``state`` with one audit row (``saga.<event>``, key
+        ``saga:<id>``) in one durable transaction: a step's outcome is durable before the saga
+        goes on (so a crash resumes after it). Raises ``LedgerUnavailable``."""
+
+        async def write() -> None:
+            await self._db.execute(
+                "INSERT INTO sagas VALUES (?,?,?,?,?) ON CONFLICT(saga_id) DO UPDATE SET "
+                "status = excluded.status, state = excluded.state, "
+                "updated_at = excluded.updated_at",
+                (saga_id, status, state, correlation_id, now))
+
+        await self._transaction(write, [(now, f"saga.{event}", f"saga:{saga_id}",
+                                         detail[:1000])])
+
+    async def saga_counts(self) -> dict[str, int]:
+        """Sagas by status. Raises ``LedgerUnavailable``."""
+        try:
+            async with self._db.execute(
+                    "SELECT status, COUNT(*) FROM sagas GROUP BY status") as cur:
+                return {status: n for status, n in await cur.fetchall()}
+        except sqlite3.Error as exc:
+            raise LedgerUnavailable(f"ledger lookup failed: {exc}") from exc

@@ -91,7 +91,7 @@ from ..infra.bus import Delivery
 from ..infra.http import HttpClient, PlatformRejected
 from ..infra.ledger import Ledger, LedgerUnavailable, UploadRow
 from ..monitor import instance_id
-from ..resilience import CircuitBreaker, DeadLetter, RateLimiter, Retry, Transition
+from ..resilience import CircuitBreaker, DeadLetter, Limiter, Retry, Transition
 from ..stats import percentiles
 from ..worker import BatchWorker
 from .plan import (
@@ -137,7 +137,7 @@ class _Invoice:
 class RevenuePoster(BatchWorker):
     def __init__(self, name: str, *, revenue: HttpClient, ledger: Ledger, dlq: DeadLetterSink,
                  subjects: Subjects, max_batch_lines: int = 500,
-                 breaker: CircuitBreaker | None = None, limiter: RateLimiter | None = None,
+                 breaker: CircuitBreaker | None = None, limiter: Limiter | None = None,
                  on_transitions: Callable[[list[Transition]], Awaitable[None]] | None = None,
                  clock: Callable[[], float] = time.monotonic, **kw: object) -> None:
         super().__init__(name, **kw)  # type: ignore[arg-type]
@@ -154,6 +154,10 @@ class RevenuePoster(BatchWorker):
         self.skipped_lines = 0
         self.in_doubt_lines = 0
         self.rejected_invoices = 0
+        # Lines that should have been uploaded and will not be, for revenue event accuracy:
+        # refused by the platform, or of invoices dead-lettered once retries gave up.
+        self.rejected_lines = 0
+        self.dead_lettered_lines = 0
         self._latency_ms: deque[float] = deque(maxlen=20_000)
         self._corrupt = fault("revenue.corrupt_line")
 
@@ -326,6 +330,7 @@ class RevenuePoster(BatchWorker):
                 code=f"revenue.{errors[0][1].lower()}")
             it.platform_response = err.body
         rest = [ln for ln in part if ln.invoice_id not in refused]
+        self.rejected_lines += len(part) - len(rest)
         await self.ledger.record_uploads(
             self._rows([ln for ln in part if ln.invoice_id in refused], invoices, "rejected",
                        attempt, f"422: {err.body}"[:500])
@@ -340,6 +345,7 @@ class RevenuePoster(BatchWorker):
         """The platform refused the whole upload: its invoices are dead-lettered."""
         await self.ledger.record_uploads(self._rows(part, invoices, "rejected", attempt,
                                                     f"[{err.code}] {err}"[:500]))
+        self.rejected_lines += len(part)
         for inv_id in dict.fromkeys(ln.invoice_id for ln in part):
             invoices[inv_id].refusal = err
             invoices[inv_id].platform_response = body
@@ -374,11 +380,14 @@ class RevenuePoster(BatchWorker):
                                         platform_response=it.platform_response)
                     self.failed += 1
             elif it.retry is not None:
+                unsent = sum(1 for ln in it.lines if ln.line_id not in it.done)
                 for d in it.deliveries:
                     match self.decide(d, it.retry):
                         case Retry(delay=delay):
                             await d.nak(delay=delay)
                         case DeadLetter() as verdict:
+                            self.dead_lettered_lines += unsent
+                            unsent = 0  # once per invoice, whatever its deliveries
                             await self.dlq.send(d, verdict.as_error(it.retry), business_key=key,
                                                 correlation_id=corr,
                                                 platform_response=str(it.retry))
@@ -398,6 +407,8 @@ class RevenuePoster(BatchWorker):
             "skipped_lines": self.skipped_lines,
             "in_doubt_lines": self.in_doubt_lines,
             "rejected_invoices": self.rejected_invoices,
+            "rejected_lines": self.rejected_lines,
+            "dead_lettered_lines": self.dead_lettered_lines,
             "dead_lettered": self.dlq.count,
             "latency_ms": percentiles(self._latency_ms),
         }

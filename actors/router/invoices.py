@@ -31,8 +31,8 @@ from contracts import (
 
 from ..crash import crashpoint
 from ..deadletter import DeadLetterSink
+from ..erp.ordering import versioned_external_id
 from ..infra.bus import Delivery, OutMsg
-from ..resilience import DeadLetter, Retry
 from ..worker import BatchWorker
 
 __all__ = ["AccountMap", "InvoiceRouter", "journal_for_invoice", "plan_invoice"]
@@ -47,6 +47,10 @@ class AccountMap(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     receivable: str = "1200"
     deferred_revenue: str = "2400"
     tax_payable: str = "2200"
+    # Flow 3: the bank account a payment is applied to, and the expense account of partner
+    # commissions (the lines of a settlement's vendor bill).
+    cash: str = "1000"
+    partner_commission: str = "6100"
 
 
 def erp_idempotency_key(env: Envelope) -> str:
@@ -55,9 +59,14 @@ def erp_idempotency_key(env: Envelope) -> str:
     return derive_id("erp.journal", k.source, k.object_id, str(k.version))
 
 
-def journal_for_invoice(inv: InvoiceIssued, key: str, accounts: AccountMap) -> PostJournalEntry:
-    """The balanced journal entry for an issued invoice (requires ``inv.total > 0``)."""
+def journal_for_invoice(inv: InvoiceIssued, key: str, accounts: AccountMap,
+                        version: int = 1) -> PostJournalEntry:
+    """The balanced journal entry for version ``version`` of an issued invoice (requires
+    ``inv.total > 0``). Its external id is the invoice id, with ``:v<n>`` from version 2 on
+    (an amendment; the ERP poster orders versions and reverses the one it replaces)."""
     memo = f"Invoice {inv.number} ({inv.invoice_id}) customer {inv.customer_id}"
+    if version > 1:
+        memo += f" version {version}"
     lines = [JournalLine(account=accounts.receivable, debit=inv.total, memo=memo)]
     if inv.subtotal:
         lines.append(JournalLine(account=accounts.deferred_revenue, credit=inv.subtotal,
@@ -66,7 +75,7 @@ def journal_for_invoice(inv: InvoiceIssued, key: str, accounts: AccountMap) -> P
         lines.append(JournalLine(account=accounts.tax_payable, credit=inv.tax, memo="tax"))
     return PostJournalEntry(
         idempotency_key=key,
-        external_id=inv.invoice_id,
+        external_id=versioned_external_id(inv.invoice_id, version),
         posting_date=inv.issued_at.date(),
         currency=inv.currency,
         memo=memo,
@@ -85,7 +94,7 @@ def plan_invoice(env: Envelope, subjects: Subjects, accounts: AccountMap) -> Out
                             code="route.unexpected_type", path="$.payload.type")
     if inv.total == 0:
         return None  # nothing to post for a zero invoice
-    entry = journal_for_invoice(inv, erp_idempotency_key(env), accounts)
+    entry = journal_for_invoice(inv, erp_idempotency_key(env), accounts, env.key.version)
     out = make_envelope(entry, source="gateway", key=env.key, caused_by=env,
                         msg_id=derive_id(env.id, "erp.journal"))
     return OutMsg(subject=subjects.erp_journal, data=_codec.encode(out), msg_id=out.id,
@@ -125,13 +134,7 @@ class InvoiceRouter(BatchWorker):
                 await d.ack()
                 self.processed += 1
             else:
-                self.last_error = str(outcome)
-                match self.decide(d, outcome):
-                    case Retry(delay=delay):
-                        await d.nak(delay=delay)
-                    case DeadLetter() as verdict:
-                        await self.dlq.send(d, verdict.as_error(outcome))
-                        self.failed += 1
+                await self.fail(d, outcome, self.dlq)
 
     def statistics(self) -> dict[str, object]:
         return {**super().statistics(), "skipped": self.skipped,

@@ -47,7 +47,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     dm.add_argument("--faults", metavar="LIST",
                     help="run under these faults (comma-separated): erp-outage, 5xx-burst, "
                          "429-storm, commit-timeout, poison, duplicate-webhooks, "
-                         "out-of-order, kill-gateway, broker-restart; the report adds "
+                         "out-of-order (also amended invoices, some version 2 before "
+                         "version 1; reports ORDER_OK), kill-gateway, broker-restart, "
+                         "altered-amount (the ERP records 2 %% of postings with another "
+                         "amount; the reconciler must find exactly those); the report adds "
                          "recovery times and whether the dead letters are exactly the "
                          "injected poison")
     dm.add_argument("--json", action="store_true", help="print the report as one JSON object")

@@ -27,7 +27,8 @@ since the simulator started; validate one with --check):
 
   [faults]                        # applied at start, exactly like PUT /sim/v1/faults
   billing = { duplicate_rate = 0.05 }
-  erp = { latency_ms = 20 }
+  erp = { latency_ms = 20 }       # the journal-entry bulk endpoint
+  revenue = { error_rate = 0.05 } # every revenue route; cpq = {...}: every CPQ route
 
   [[bill_run]]                    # workload: a bill run fired at at_s
   at_s = 1
@@ -56,7 +57,10 @@ since the simulator started; validate one with --check):
   # commit_then_timeout_rate = 0.02 commits, then stalls 30 s (the caller times out)
   # commit_then_reset_rate = 0.02   commits, then resets the connection
   # silent_drop_rate = 0.001        (bulk) answers created, records nothing (an ERP bug)
-  # item_reject_rate = 0.01         (bulk) that share of items is rejected VALIDATION
+  # item_reject_rate = 0.01         (bulk) that share of items is rejected VALIDATION;
+  #                                 (revenue batches) that share of lines: the batch is 422
+  # alter_amount_rate = 0.01        (bulk) that share is recorded with another amount than
+  #                                 sent (a platform bug or manual edit; for the reconciler)
 
   [[webhooks]]                    # billing webhook faults for events issued in a window
   at_s = 0
@@ -73,8 +77,8 @@ since the simulator started; validate one with --check):
   #                                  renamed_enum, nested_type_change]
 
 The schedule is logged at start and served at GET /sim/v1/scenario; the fault counts appear in
-GET /sim/v1/audit under "faults". Example: sim/scenarios/month-end.toml. Full reference:
-docs/simulator.md."""
+GET /sim/v1/audit under "faults". Example: sim/scenarios/month-end.toml (a month-end peak of
+12,000 invoices with a 20 s ERP outage). Full reference: docs/simulator.md."""
 
 
 def cmd_sim(args: argparse.Namespace) -> int:
@@ -107,7 +111,9 @@ def cmd_sim(args: argparse.Namespace) -> int:
                         erp_concurrency_limit=args.erp_concurrency_limit,
                         billing_rate_limit=args.billing_rate_limit,
                         revenue_max_batch=args.revenue_max_batch,
-                        cpq_latency_ms=args.cpq_latency_ms)
+                        cpq_latency_ms=args.cpq_latency_ms,
+                        partner_webhook_url=args.partner_webhook_url,
+                        partner_webhook_secret=args.partner_webhook_secret)
     try:
         sim.create_app(cfg)  # validate the settings before anything listens
     except ValueError as exc:
@@ -179,6 +185,13 @@ def problems(audit: dict[str, Any]) -> list[str]:
     mangled = ((audit.get("faults") or {}).get("billing") or {}).get("mangled") or {}
     if mangled.get("posted"):
         found.append(f"{mangled['posted']} badly signed webhook(s) posted")
+    if audit.get("altered_count", 0):
+        found.append(f"{audit['altered_count']} posting(s) recorded with another amount than "
+                     "sent (SUM_OK fails; for the reconciler)")
+    deals = audit.get("deals") or {}
+    if deals.get("duplicates", 0) or deals.get("unexpected", 0):
+        found.append(f"flow 1: {deals['duplicates']} duplicate and {deals['unexpected']} "
+                     "unexpected subscription(s)/order(s)/contract(s)")
     return found
 
 
@@ -206,6 +219,11 @@ def format_audit(audit: dict[str, Any], url: str) -> str:
         f"{audit.get('order_checked', 0)} versioned aggregate(s))")
     row("amount issued (accepted)", _money(audit["amount_issued"]))
     row("amount posted", _money(audit["amount_posted"]))
+    altered = audit.get("altered_count", 0)
+    if altered:
+        ids = ", ".join(audit["altered_ids"][:5]) + (" ..." if altered > 5 else "")
+        row("amounts altered by the ERP", f"{altered}  ({ids}; net "
+            f"{_money(audit.get('amount_altered', {}))})")
     lat = audit["latency_ms"]
     row("issue-to-post latency", f"p50 {lat['p50']:.1f} ms  p95 {lat['p95']:.1f} ms  "
         f"p99 {lat['p99']:.1f} ms  max {lat['max']:.1f} ms")
@@ -231,6 +249,12 @@ def format_audit(audit: dict[str, Any], url: str) -> str:
         lines.append("  injected HTTP faults:")
         for where, kinds in http.items():
             lines.append(f"    {where:<28}" + ", ".join(f"{k} {n}" for k, n in kinds.items()))
+    deals = audit.get("deals") or {}
+    if deals.get("deals"):
+        row("deals (flow 1)", f"{deals['deals']} ({deals['approved']} approved): "
+            f"{deals['completed']} completed, {deals['compensated']} compensated of "
+            f"{deals['injected_failures']} refused, {deals['incomplete_count']} incomplete, "
+            f"DUP {deals['duplicates']}")
     found = problems(audit)
     lines.append("  " + ("OK: nothing lost, doubled, unexpected or out of order" if not found
                          else "PROBLEMS: " + "; ".join(found)))
@@ -272,6 +296,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                     help="where billing webhooks are delivered (default the gateway's)")
     sm.add_argument("--webhook-secret", default="whsec_demo",
                     help="webhook signing secret (default whsec_demo)")
+    sm.add_argument("--partner-webhook-url", default="http://127.0.0.1:8600/webhooks/partner",
+                    help="where the partner portal's deal webhooks are delivered (default "
+                         "the gateway's; a deal run may name another)")
+    sm.add_argument("--partner-webhook-secret", default="whsec_partner_demo",
+                    help="deal webhook signing secret (default whsec_partner_demo)")
     sm.add_argument("--seed", type=int, default=None,
                     help="seed for invoices and faults (default: the scenario's, else 7)")
     sm.add_argument("--concurrency", type=int, default=32,

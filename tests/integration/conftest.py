@@ -48,6 +48,27 @@ def billing_event(n: int, *, total_delta: int = 0, currency: str = "usd") -> Bil
                         data=EventData(object=inv))
 
 
+def find_child(tree: dict[str, Any], name: str) -> dict[str, Any] | None:
+    """The statistics of the actor ``name`` in a supervision tree's statistics."""
+    for child in tree.get("children", ()):
+        if child["name"] == name:
+            found: dict[str, Any] = child["actor"]
+            return found
+        deeper = find_child(child.get("actor") or {}, name)
+        if deeper is not None:
+            return deeper
+    return None
+
+
+async def actor_stats(base_url: str, name: str) -> dict[str, Any]:
+    """The statistics of the actor ``name``, from the gateway's ``/healthz``."""
+    async with aiohttp.ClientSession() as s, s.get(f"{base_url}/healthz") as r:
+        doc = msgspec.json.decode(await r.read())
+    stats = find_child(doc["actors"], name)
+    assert stats is not None, f"no actor {name} in /healthz"
+    return stats
+
+
 def signed(body: bytes, *, secret: str = SECRET, at: int | None = None) -> dict[str, str]:
     return {SIGNATURE_HEADER: sign(secret, body, int(time.time()) if at is None else at),
             "Content-Type": "application/json"}
@@ -125,6 +146,7 @@ async def running_gateway(broker: EmbeddedBroker, tmp_path: Path, sim_url: str,
         "erp": {"base_url": sim_url, "timeout_s": 5.0},
         "revenue": {"base_url": sim_url},
         "cpq": {"base_url": sim_url},
+        "partner": {"base_url": sim_url},
         "reconcile": {"billing_url": sim_url},
     }
     cfg = load_config(env={}, overrides={**doc, **overrides})

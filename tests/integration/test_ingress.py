@@ -171,7 +171,7 @@ async def test_metrics_snapshots_on_nats(live_gateway: LiveGateway) -> None:
                 erp = next(c for c in children if c["name"] == "erp-journal")
                 if (erp["actor"] or {}).get("posted", 0) >= 1:
                     break
-        assert set(doc["backlog"]) == {"invoice-router", "erp-journal"}
+        assert set(doc["backlog"]) == {"invoice-router", "erp-journal", "usage-aggregator"}
         assert erp["actor"]["latency_ms"]["p50"] > 0
         ingress = next(c for c in children if c["name"] == "billing-ingress")
         assert ingress["actor"]["accepted"] == 1

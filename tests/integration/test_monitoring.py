@@ -100,7 +100,8 @@ async def test_metrics_kpis_events_and_prometheus(watched_gateway: LiveGateway) 
         assert router["processed"] == 4 and poster["processed"] == 4
         assert router["failed"] == 0 and poster["in_flight"] == 0
         assert {router["pending"], router["ack_pending"]} <= {0}
-        assert set(m["backlog"]) == {"invoice-router", "erp-journal"}  # kept for old readers
+        assert set(m["backlog"]) == {"invoice-router", "erp-journal",
+                                     "usage-aggregator"}  # kept for old readers
         # every invoice went through within the sampled seconds: some interval saw it move
         seen = w.docs[s.metrics]
         assert max(d["lanes"]["billing"]["in_per_s"] for d in seen) > 0
