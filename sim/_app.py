@@ -10,6 +10,7 @@
 ``GET  /billing/v1/customers[/{id}]``      customers (seeded; ``?starting_after=&limit=``)
 ``GET  /erp/v1/customers``                 customers named by the ERP's postings
 ``POST /erp/v1/journal-entries/bulk``      post journal entries
+``POST /erp/v1/journal-entries``           post one journal entry
 ``GET  /erp/v1/journal-entries``           postings by ``?externalId=``
 ``GET  /erp/v1/gl/balances``               GL totals by ``?period=YYYY-MM``
 ``POST /erp/v1/periods/{YYYY-MM}/close``   close a period
@@ -42,6 +43,7 @@
 ``GET  /revenue/v1/contracts/{id}``        one contract and its schedule
 ``GET  /revenue/v1/recognition``           recognised per currency by ``?period=YYYY-MM``
 ``GET  /cpq/v1/products``                  the catalog
+``GET  /cpq/v1/price-books``               list prices per currency (``?currency=``)
 ``POST /cpq/v1/price``                     price a quote (configurable latency)
 ``GET|PUT|DELETE /sim/v1/faults``          runtime fault settings
 ``GET  /sim/v1/scenario``                  the loaded scenario and its clock
@@ -176,6 +178,7 @@ def create_app(config: SimConfig | None = None) -> web.Application:
     r.add_get("/billing/v1/customers/{id}", bill("customers", customers.get_billing))
     r.add_get("/erp/v1/customers", erp_route("customers", customers.list_erp))
     r.add_post("/erp/v1/journal-entries/bulk", erp_route("journal-entries.bulk", erp.post_bulk))
+    r.add_post("/erp/v1/journal-entries", erp_route("journal-entries", erp.post_one))
     r.add_get("/erp/v1/journal-entries", erp_route("journal-entries", erp.lookup))
     r.add_get("/erp/v1/gl/balances", erp_route("gl.balances", erp.gl_balances))
     r.add_post("/erp/v1/periods/{period}/close", erp_route("periods", erp.close_period))
@@ -218,6 +221,7 @@ def create_app(config: SimConfig | None = None) -> web.Application:
     r.add_get("/revenue/v1/reports/billings",
               control.guard("revenue", "reports", revenue.billings_report))
     r.add_get("/cpq/v1/products", control.guard("cpq", "products", cpq.products))
+    r.add_get("/cpq/v1/price-books", control.guard("cpq", "price-books", cpq.price_books))
     r.add_post("/cpq/v1/price", control.guard("cpq", "price", cpq.quote))
     r.add_get("/sim/v1/faults", control.get_faults)
     r.add_put("/sim/v1/faults", control.put_faults)

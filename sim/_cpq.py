@@ -12,6 +12,9 @@ from aiohttp import web
 
 from contracts.platforms.cpq import (
     CatalogProduct,
+    PriceBook,
+    PriceBookEntry,
+    PriceBookList,
     PricedLine,
     PriceQuote,
     PriceRequest,
@@ -22,7 +25,7 @@ from ._config import SimConfig
 from ._control import FaultControl
 from ._http import SimHTTPError, decode_body, json_response
 
-__all__ = ["CATALOG", "CpqService", "price"]
+__all__ = ["CATALOG", "CpqService", "price", "price_books"]
 
 _DECODER = msgspec.json.Decoder(PriceRequest)
 
@@ -41,6 +44,16 @@ CATALOG: tuple[CatalogProduct, ...] = tuple(
     )
 )
 _BY_ID = {p.id: p for p in CATALOG}
+
+
+def price_books() -> list[PriceBook]:
+    """One price book per currency the catalog prices in (``pb_usd``…), products in catalog
+    order. Pure."""
+    currencies = sorted({c for p in CATALOG for c in p.list_prices})
+    return [PriceBook(id=f"pb_{cur.lower()}", currency=cur,
+                      entries=[PriceBookEntry(product=p.id, unit_price=p.list_prices[cur])
+                               for p in CATALOG if cur in p.list_prices])
+            for cur in currencies]
 
 
 def price(request: PriceRequest) -> PriceQuote:
@@ -65,7 +78,8 @@ def price(request: PriceRequest) -> PriceQuote:
 
 
 class CpqService:
-    """``GET /cpq/v1/products`` and ``POST /cpq/v1/price`` (after ``cpq_latency_ms``)."""
+    """``GET /cpq/v1/products``, ``GET /cpq/v1/price-books`` and ``POST /cpq/v1/price``
+    (after ``cpq_latency_ms``)."""
 
     def __init__(self, config: SimConfig, control: FaultControl) -> None:
         if config.cpq_latency_ms < 0:
@@ -75,6 +89,17 @@ class CpqService:
 
     async def products(self, request: web.Request) -> web.Response:
         return json_response(ProductList(items=list(CATALOG)))
+
+    async def price_books(self, request: web.Request) -> web.Response:
+        """Every price book, or ``?currency=XXX``'s alone (404 ``cpq.no_price_book``)."""
+        books = price_books()
+        currency = request.query.get("currency")
+        if currency is not None:
+            books = [b for b in books if b.currency == currency]
+            if not books:
+                raise SimHTTPError(404, "cpq.no_price_book", f"no price book in {currency!r}",
+                                   path="currency")
+        return json_response(PriceBookList(items=books))
 
     async def quote(self, request: web.Request) -> web.Response:
         body = await decode_body(request, _DECODER)

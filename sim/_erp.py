@@ -127,6 +127,7 @@ class Alteration(msgspec.Struct, frozen=True):
     recorded: int
 
 _BULK_DECODER = msgspec.json.Decoder(BulkRequest)
+_ENTRY_DECODER = msgspec.json.Decoder(JournalEntryIn)
 _CANONICAL = msgspec.json.Encoder()
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
 _DATE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
@@ -444,35 +445,51 @@ class ErpService:
                 f"a bulk request takes at most {self._max_bulk} items, got {len(bulk.items)}",
                 path="$.items",
             )
+        return json_response(BulkResponse(results=self._post(bulk.items,
+                                                              "erp/journal-entries.bulk")))
+
+    async def post_one(self, request: web.Request) -> web.Response:
+        """``POST /erp/v1/journal-entries``: one ``JournalEntryIn``, exactly a bulk request of
+        one item. Answers 200 with its ``BulkItemResult``, as the bulk endpoint does per item:
+        ``created``, ``replayed`` (the idempotency key was seen: nothing new posted) or
+        ``rejected`` (its ``error`` says which business rule). 400 naming the field for a body
+        that breaks ``JournalEntryIn``."""
+        entry = await decode_body(request, _ENTRY_DECODER)
+        (result,) = self._post([entry], "erp/journal-entries")
+        return json_response(result)
+
+    def _post(self, items: list[JournalEntryIn], endpoint: str) -> list[BulkItemResult]:
+        """Post ``items`` under the request's fault plan (silent drops, per-item rejections,
+        altered amounts), counting each injected fault under ``endpoint``."""
         plan = current_plan.get()
         drop: set[int] = set()
         if plan.drop_rate > 0:
-            drop = {i for i in range(len(bulk.items)) if self._drop_rng.random() < plan.drop_rate}
+            drop = {i for i in range(len(items)) if self._drop_rng.random() < plan.drop_rate}
         reject: set[int] = set()
         if plan.reject_rate > 0:
-            reject = {i for i, item in enumerate(bulk.items)
+            reject = {i for i, item in enumerate(items)
                       if rejects_item(self._seed, item.external_id, plan.reject_rate)}
         alter: dict[int, int] = {}
         if plan.alter_rate > 0:
             alter = {i: altered_delta(self._seed, item.external_id,
                                       sum(line.debit for line in item.lines))
-                     for i, item in enumerate(bulk.items)
+                     for i, item in enumerate(items)
                      if alters_item(self._seed, item.external_id, plan.alter_rate)}
         before = self.ledger.dropped
         rejected_before = len(self.ledger.rejections)
         altered_before = len(self.ledger.alterations)
-        results = self.ledger.post(bulk.items, time.time(), drop=drop, reject=reject,
+        results = self.ledger.post(items, time.time(), drop=drop, reject=reject,
                                    alter=alter)
         if len(self.ledger.alterations) > altered_before:
-            self._control.count("erp/journal-entries.bulk", "amount_altered",
+            self._control.count(endpoint, "amount_altered",
                                 len(self.ledger.alterations) - altered_before)
         if self.ledger.dropped > before:
-            self._control.count("erp/journal-entries.bulk", "silent_drop",
+            self._control.count(endpoint, "silent_drop",
                                 self.ledger.dropped - before)
         if len(self.ledger.rejections) > rejected_before:
-            self._control.count("erp/journal-entries.bulk", "item_rejected",
+            self._control.count(endpoint, "item_rejected",
                                 len(self.ledger.rejections) - rejected_before)
-        return json_response(BulkResponse(results=results))
+        return results
 
     async def lookup(self, request: web.Request) -> web.Response:
         """``GET /erp/v1/journal-entries?externalId=X``: the postings of X; without

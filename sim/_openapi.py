@@ -22,13 +22,15 @@ from contracts.platforms.billing import (
     PaymentEventList,
     SubscriptionIn,
 )
-from contracts.platforms.cpq import PriceQuote, PriceRequest, ProductList
+from contracts.platforms.cpq import PriceBookList, PriceQuote, PriceRequest, ProductList
 from contracts.platforms.erp import (
+    BulkItemResult,
     BulkRequest,
     BulkResponse,
     ErpCustomerList,
     GlBalances,
     Governance,
+    JournalEntryIn,
     JournalEntryList,
     PeriodList,
     PeriodStatus,
@@ -103,7 +105,8 @@ _TYPES: tuple[Any, ...] = (
     BillingEventList, CreditNoteEventList, PaymentEventList, BulkRequest, BulkResponse,
     JournalEntryList, GlBalances, PeriodStatus,
     PeriodList, Governance, Faults, ScenarioState, AuditReport, RevenueBatch,
-    RevenueBatchResult, ProductList, PriceRequest, PriceQuote,
+    RevenueBatchResult, ProductList, PriceRequest, PriceQuote, PriceBookList, JournalEntryIn,
+    BulkItemResult,
     UsageBulkRequest, UsageBulkResponse, UsageRunRequest, UsageRunCreated,
     VendorBillIn, VendorBillRecord, VendorBillList, PartnerList, TierList, Attribution,
     SettlementIn, SettlementReceipt, SettlementList,
@@ -240,7 +243,14 @@ def _erp() -> dict[str, Any]:
             "responses": {"200": _json("BulkResponse", "one result per item, in order"),
                           **_errors(400, 413, *_FAULTS)},
         }},
-        "/erp/v1/journal-entries": {"get": {
+        "/erp/v1/journal-entries": {"post": {
+            "operationId": "postJournalEntry", "summary": "Post one journal entry",
+            "requestBody": {"required": True, "content": {
+                "application/json": {"schema": _ref("JournalEntryIn")}}},
+            "responses": {"200": _json("BulkItemResult", "its result, as a bulk item's: "
+                                       "created, replayed or rejected"),
+                          **_errors(400, *_FAULTS)},
+        }, "get": {
             "operationId": "findJournalEntries",
             "summary": "Postings by external id, or every posting after a seq (paging)",
             "parameters": [
@@ -322,6 +332,13 @@ def _cpq() -> dict[str, Any]:
         "/cpq/v1/products": {"get": {
             "operationId": "listProducts", "summary": "The catalog with list prices",
             "responses": {"200": _json("ProductList", "the catalog"), **_errors(*_FAULTS)},
+        }},
+        "/cpq/v1/price-books": {"get": {
+            "operationId": "listPriceBooks", "summary": "List prices per currency",
+            "parameters": [_query("currency", {"type": "string", "pattern": "^[A-Z]{3}$"},
+                                  False, "one currency's book only")],
+            "responses": {"200": _json("PriceBookList", "the price books"),
+                          **_errors(404, *_FAULTS)},
         }},
         "/cpq/v1/price": {"post": {
             "operationId": "priceQuote", "summary": "Price a quote (slow, like real CPQ)",

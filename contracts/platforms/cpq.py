@@ -1,6 +1,8 @@
 """The CPQ platform's catalog and pricing API (shaped like a CPQ/price-book service).
 
-``GET /cpq/v1/products`` lists the catalog with list prices per currency (minor units).
+``GET /cpq/v1/products`` lists the catalog with list prices per currency (minor units);
+``GET /cpq/v1/price-books`` the same prices as one price book per currency
+(``?currency=EUR`` for one).
 ``POST /cpq/v1/price`` prices a quote: ``{"currency": "USD", "items": [{"product": …,
 "quantity": …}], "discountBp": 0}`` → ``PriceQuote``. Real CPQ pricing is slow; the simulator's
 latency is configurable.
@@ -12,7 +14,8 @@ from typing import Annotated
 
 import msgspec
 
-__all__ = ["CatalogProduct", "PriceItem", "PriceQuote", "PriceRequest", "PricedLine", "ProductList"]
+__all__ = ["CatalogProduct", "PriceBook", "PriceBookEntry", "PriceBookList", "PriceItem",
+           "PriceQuote", "PriceRequest", "PricedLine", "ProductList"]
 
 
 class CatalogProduct(msgspec.Struct, frozen=True, rename="camel"):
@@ -52,3 +55,20 @@ class PriceQuote(msgspec.Struct, frozen=True, rename="camel"):
     subtotal: int
     discount: int
     total: int
+
+
+class PriceBookEntry(msgspec.Struct, frozen=True, rename="camel"):
+    product: str
+    unit_price: int  # minor units of the book's currency
+
+
+class PriceBook(msgspec.Struct, frozen=True):
+    """The list prices of every product sold in ``currency``."""
+
+    id: str
+    currency: str
+    entries: list[PriceBookEntry]
+
+
+class PriceBookList(msgspec.Struct, frozen=True):
+    items: list[PriceBook]

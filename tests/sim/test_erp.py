@@ -285,3 +285,22 @@ async def test_journal_entries_page_through_the_ledger_in_commit_order(sim: Http
     assert [p["amount"] for p in seen] == [100 + i for i in range(25)]
     bad = await sim.get("/erp/v1/journal-entries?limit=0")
     assert bad.status == 400 and bad.body["path"] == "limit"
+
+
+async def test_a_single_journal_entry_is_created_replayed_or_rejected(sim: Http) -> None:
+    created = await sim.post("/erp/v1/journal-entries", json=entry())
+    assert (created.status, created.body["status"], created.body["id"]) == (200, "created",
+                                                                              "JE-1")
+    again = await sim.post("/erp/v1/journal-entries", json=entry())
+    assert (again.status, again.body["status"], again.body["id"]) == (200, "replayed", "JE-1")
+    # the bulk endpoint shares the same books: the key is known there too
+    assert (await bulk(sim, entry()))[0]["status"] == "replayed"
+    unbalanced = entry("key-00000002", "in_000002",
+                       lines=[{"account": "1200", "debit": 1201},
+                              {"account": "4000", "credit": 1000}])
+    refused = await sim.post("/erp/v1/journal-entries", json=unbalanced)
+    assert (refused.status, refused.body["status"]) == (200, "rejected")
+    assert refused.body["error"]["code"]
+    bad = await sim.post("/erp/v1/journal-entries", json={"externalId": "x"})
+    assert bad.status == 400 and bad.body["path"]
+    assert len(await lookup(sim, "in_000001")) == 1

@@ -144,3 +144,15 @@ async def test_cpq_pricing_latency_is_configurable_and_scheduled() -> None:
         assert anyio.current_time() - t0 < 0.1
         injected = (await http.get("/sim/v1/audit")).body["faults"]["http"]
         assert injected == {"cpq/price": {"latency": 1}}
+
+
+async def test_price_books_hold_the_catalog_prices_per_currency(sim: Http) -> None:
+    books = (await sim.get("/cpq/v1/price-books")).body["items"]
+    assert [b["currency"] for b in books] == ["EUR", "GBP", "JPY", "USD"]
+    eur = next(b for b in books if b["currency"] == "EUR")
+    assert {e["product"]: e["unitPrice"] for e in eur["entries"]} == {
+        p.id: p.list_prices["EUR"] for p in CATALOG}
+    one = await sim.get("/cpq/v1/price-books?currency=USD")
+    assert [b["id"] for b in one.body["items"]] == ["pb_usd"]
+    none = await sim.get("/cpq/v1/price-books?currency=CHF")
+    assert (none.status, none.body["code"]) == (404, "cpq.no_price_book")
