@@ -9,16 +9,21 @@ from ._common import run_async
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from ..demo import DemoOptions, run_demo
+    from ..demo import DemoOptions, parse_flows, run_demo
     from ..drills import parse_faults
 
     faults = tuple(parse_faults(args.faults)) if args.faults else ()
+    try:
+        flows = parse_flows(args.flows)
+    except ValueError as exc:
+        raise SystemExit(f"erpgw demo: --flows: {exc}") from None
     if "broker-restart" in faults and args.nats_url:
         raise SystemExit("erpgw demo: --faults broker-restart needs the embedded broker "
                          "(drop --nats-url)")
     opts = DemoOptions(invoices=args.invoices, rate=args.rate, nats_url=args.nats_url or "",
                        json=args.json, workdir=args.workdir, seed=args.seed,
-                       stall_timeout=args.stall_timeout, fsync=args.fsync, faults=faults)
+                       stall_timeout=args.stall_timeout, fsync=args.fsync, faults=faults,
+                       flows=flows)
     ok: bool = run_async(lambda: run_demo(opts))
     return 0 if ok else 1
 
@@ -53,5 +58,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                          "amount; the reconciler must find exactly those); the report adds "
                          "recovery times and whether the dead letters are exactly the "
                          "injected poison")
+    dm.add_argument("--flows", default="all", metavar="LIST",
+                    help="what runs besides the bill run (flow 2): all (default), invoices "
+                         "(the bill run alone), or any of money (credit memos, payments, "
+                         "settlements), usage, deals, changes (subscription amendments; "
+                         "needs deals)")
     dm.add_argument("--json", action="store_true", help="print the report as one JSON object")
     dm.set_defaults(func=cmd_demo)

@@ -83,8 +83,8 @@ def test_demo_json_report() -> None:
 @pytest.mark.timeout(240)
 def test_demo_under_faults_reports_recovery_and_dlq_exact() -> None:
     # Issued over ~2 s, so that every fault fires while the run is in flight.
-    r = erpgw("demo", "--invoices", "600", "--rate", "300", "--json", "--faults",
-              "kill-gateway,erp-outage,poison,duplicate-webhooks", timeout=220)
+    r = erpgw("demo", "--invoices", "600", "--rate", "300", "--json", "--flows", "invoices",
+              "--faults", "kill-gateway,erp-outage,poison,duplicate-webhooks", timeout=220)
     assert r.returncode == 0, r.stderr + r.stdout
     doc = msgspec.json.decode(r.stdout)
     assert doc["faults"] == ["kill-gateway", "erp-outage", "poison", "duplicate-webhooks"]
@@ -95,6 +95,13 @@ def test_demo_under_faults_reports_recovery_and_dlq_exact() -> None:
     assert rec["drained_s"] >= rec["first_posting_s"]
     assert doc["recovery_s"]["kill-gateway"]["drained_s"] is not None
     assert doc["webhook_faults"]["deliveries"]["duplicate"]["sent"] > 0  # the fault was felt
+
+
+def test_demo_refuses_an_unknown_flow_naming_it() -> None:
+    r = erpgw("demo", "--flows", "usage,teleport")
+    assert r.returncode != 0 and "teleport" in r.stderr and "Traceback" not in r.stderr
+    r = erpgw("demo", "--flows", "changes")
+    assert r.returncode != 0 and "add 'deals'" in r.stderr
 
 
 def test_demo_refuses_an_unknown_fault() -> None:

@@ -9,7 +9,7 @@ import sys
 import msgspec
 import pytest
 
-from gateway.demo import DemoOptions, build_report, revenue_figures
+from gateway.demo import DemoOptions, build_report, parse_flows, revenue_figures
 from gateway.stack import DrainResult, RevenueResult
 
 
@@ -53,7 +53,8 @@ def test_ok_needs_no_revenue_duplicate() -> None:
 @pytest.mark.integration
 @pytest.mark.timeout(120)
 def test_demo_reports_both_halves_of_flow_2() -> None:
-    r = subprocess.run([sys.executable, "-m", "gateway", "demo", "--invoices", "200", "--json"],
+    r = subprocess.run([sys.executable, "-m", "gateway", "demo", "--invoices", "200", "--json",
+                        "--flows", "invoices"],
                        capture_output=True, text=True, timeout=110, check=False)
     assert r.returncode == 0, r.stderr
     doc = msgspec.json.decode(r.stdout)
@@ -64,3 +65,20 @@ def test_demo_reports_both_halves_of_flow_2() -> None:
     rev = doc["revenue"]
     assert rev["duplicate_lines"] == 0 and rev["lines"] == rev["expected_lines"] >= 200
     assert rev["amount"] == rev["expected_amount"]
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("all", {"money", "usage", "deals", "changes"}),
+    ("invoices", set()),
+    ("usage, money", {"usage", "money"}),
+    ("invoices,deals,changes", {"deals", "changes"}),
+])
+def test_parse_flows(text: str, expected: set[str]) -> None:
+    assert parse_flows(text) == expected
+
+
+def test_parse_flows_names_what_is_wrong() -> None:
+    with pytest.raises(ValueError, match="teleport"):
+        parse_flows("usage,teleport")
+    with pytest.raises(ValueError, match="add 'deals'"):
+        parse_flows("changes")

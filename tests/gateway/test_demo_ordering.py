@@ -26,7 +26,8 @@ def test_the_order_section_reads_the_audit() -> None:
 @pytest.mark.integration
 @pytest.mark.timeout(240)
 def test_demo_out_of_order_amends_and_reports_order_ok() -> None:
-    r = erpgw("demo", "--invoices", "300", "--rate", "300", "--json", "--faults",
+    r = erpgw("demo", "--invoices", "300", "--rate", "300", "--json", "--flows", "invoices",
+              "--faults",
               "out-of-order", timeout=220)
     assert r.returncode == 0, r.stderr + r.stdout
     doc = msgspec.json.decode(r.stdout)

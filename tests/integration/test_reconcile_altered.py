@@ -77,7 +77,7 @@ async def test_reconciler_reports_exactly_the_altered_postings_and_never_fixes_t
 @pytest.mark.timeout(150)
 def test_demo_drill_altered_amount_finds_exactly_the_altered_postings() -> None:
     r = subprocess.run([sys.executable, "-m", "gateway", "demo", "--invoices", "300", "--json",
-                        "--faults", "altered-amount"],
+                        "--flows", "invoices", "--faults", "altered-amount"],
                        capture_output=True, text=True, timeout=140, check=False)
     assert r.returncode == 0, r.stderr + r.stdout
     doc = msgspec.json.decode(r.stdout)
