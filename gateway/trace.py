@@ -181,12 +181,15 @@ async def trace(bus: NatsBus, subjects: Subjects, query: str, *,
                 rows += await ledger.find(correlation_id=corr)
             if not correlations:
                 rows += await ledger.find(external_id=query)
+            known = await ledger.lineage(correlations)
             invoices = {k.split(":")[1] for k in keys if k.startswith("billing:")}
             uploads = [u for inv in sorted(invoices or {query})
                        for u in await ledger.find_uploads("revenue", invoice_id=inv)]
         finally:
             await ledger.close()
         hops += _revenue_hops(uploads)
+        hops += [Hop(at=at, system=system, step=step, detail=detail)
+                 for at, system, step, detail in known]
         for row in rows:
             for a in row["audit"]:
                 hops.append(Hop(at=float(a["at"]), system="erp", step=str(a["event"]),

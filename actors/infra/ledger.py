@@ -611,6 +611,31 @@ class Ledger:
             raise LedgerUnavailable(f"ledger lookup failed: {exc}") from exc
         return rows
 
+    async def lineage(self, correlation_ids: Iterable[str]) -> list[tuple[float, str, str, str]]:
+        """What the settlement and saga tables know of these transactions, for ``trace``:
+        ``(at, system, step, detail)`` per row. Raises ``LedgerUnavailable``."""
+        ids = list(dict.fromkeys(correlation_ids))
+        out: list[tuple[float, str, str, str]] = []
+        try:
+            for i in range(0, len(ids), 500):
+                chunk = ids[i:i + 500]
+                marks = ",".join("?" * len(chunk))
+                async with self._db.execute(
+                        "SELECT recorded_at, settlement_id, partner_id, amount, currency, erp_id "  # noqa: S608 - only '?' marks
+                        f"FROM settlements WHERE correlation_id IN ({marks})", chunk) as cur:
+                    out += [(at, "partner", "settled",
+                             f"settlement {sid} {amount} {cur_} to partner {pid}; ERP payable "
+                             f"{erp_id or '-'}")
+                            for at, sid, pid, amount, cur_, erp_id in await cur.fetchall()]
+                async with self._db.execute(
+                        "SELECT updated_at, saga_id, status FROM sagas "  # noqa: S608 - only '?' marks
+                        f"WHERE correlation_id IN ({marks})", chunk) as cur:
+                    out += [(at, "gateway", f"saga {status}", f"deal saga {sid}")
+                            for at, sid, status in await cur.fetchall()]
+        except sqlite3.Error as exc:
+            raise LedgerUnavailable(f"ledger lookup failed: {exc}") from exc
+        return out
+
     async def counts(self) -> dict[str, int]:
         async with self._db.execute(
             "SELECT status, COUNT(*) FROM postings GROUP BY status"

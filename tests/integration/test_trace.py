@@ -70,3 +70,48 @@ async def test_trace_follows_an_invoice_to_the_ledger(tmp_path: Path) -> None:
         assert len(traces) == 30 and all(len(t) == 1 for t in traces.values())
     finally:
         await stack.close()
+
+
+async def test_trace_of_a_paid_invoice_follows_payment_commission_and_settlement(
+        tmp_path: Path) -> None:
+    """Tracing an invoice pulls in the transactions that reference it: its payment (cash
+    application), the partner's commission and the settlement (portal + ERP payable)."""
+    import anyio
+
+    stack = Stack(tmp_path, ack_wait_s=2.0, seed=42)
+    await stack.start()
+    try:
+        await stack.bill_run(30, payment_rate=1.0)
+        assert (await stack.wait_drained(30, stall_timeout=30)).lost == 0
+        with anyio.fail_after(60):
+            while True:
+                audit = await stack.audit()
+                s, paid = audit["settlements"], audit["payment_postings"]
+                if (s["expected"] and s["payables"] == s["expected"]
+                        and paid["issued"] and paid["posted"] == paid["issued"]):
+                    break
+                await anyio.sleep(0.3)
+        settled = None
+        for i in range(1, 31):
+            r = subprocess.run(
+                [sys.executable, "-m", "gateway", "trace", "--nats-url", stack.url,
+                 "--data-dir", str(tmp_path / "gateway"), f"in_{i:06d}", "--json"],
+                capture_output=True, text=True, timeout=60, check=False)
+            assert r.returncode == 0, r.stderr
+            t = msgspec.json.decode(r.stdout)
+            if any(h["step"] == "settled" for h in t["hops"]):
+                settled = t
+                break
+        assert settled is not None, "no traced invoice shows its settlement"
+        details = [h["detail"] for h in settled["hops"]]
+        assert any(d.startswith("payment.received.v1") for d in details)
+        assert any(d.startswith("partner.commission.accrued.v1") for d in details)
+        assert any(d.startswith("partner.settlement.issued.v1") for d in details)
+        erp = [h["detail"] for h in settled["hops"] if h["system"] == "erp"]
+        assert any("external id in_" in d for d in erp)  # the AR posting
+        assert any("external id py_" in d for d in erp)  # the cash application
+        (line,) = [h for h in settled["hops"] if h["step"] == "settled"]
+        assert line["system"] == "partner" and "ERP payable" in line["detail"]
+        assert len(settled["correlation_ids"]) >= 2  # several transactions, one trace
+    finally:
+        await stack.close()
