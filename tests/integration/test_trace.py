@@ -93,11 +93,11 @@ async def test_trace_of_a_paid_invoice_follows_payment_commission_and_settlement
                 await anyio.sleep(0.3)
         settled = None
         for i in range(1, 31):
-            r = subprocess.run(
+            r = await anyio.run_process(
                 [sys.executable, "-m", "gateway", "trace", "--nats-url", stack.url,
                  "--data-dir", str(tmp_path / "gateway"), f"in_{i:06d}", "--json"],
-                capture_output=True, text=True, timeout=60, check=False)
-            assert r.returncode == 0, r.stderr
+                check=False)
+            assert r.returncode == 0, r.stderr.decode()
             t = msgspec.json.decode(r.stdout)
             if any(h["step"] == "settled" for h in t["hops"]):
                 settled = t
