@@ -40,7 +40,7 @@ from actors.limits import CrashOnce, LimiterHub, RateLimiterActor
 from actors.monitor import LaneWatch, MetricsPublisher, Monitor, events_flushed, instance_id
 from actors.partner import PARTNER_ROUTES
 from actors.payments import AttributionClient, CommissionRouter, PaymentRouter, SettlementPoster
-from actors.reconcile import Reconciler
+from actors.reconcile import Budgeted, Reconciler
 from actors.resilience import CircuitBreaker, Transition
 from actors.revenue import RevenuePoster
 from actors.router import InvoiceRouter
@@ -409,13 +409,18 @@ async def _run_tree(cfg: Config, bus: NatsBus, subjects: Subjects, ledger: Ledge
         # ERP vs billing every interval; repairs only postings proven missing.
         legs = cfg.reconcile.legs
         children.append(ChildSpec("reconciler", lambda: Reconciler(
-            "reconciler", bus=bus, subjects=subjects, billing=billing_http, erp=erp_http,
+            # Its reads take permits of the same account budgets as the adapters' writes.
+            "reconciler", bus=bus, subjects=subjects,
+            billing=Budgeted(billing_http, limits.account("billing")),
+            erp=Budgeted(erp_http, limits.account("erp")),
             interval_s=cfg.reconcile.interval_s, grace_s=cfg.reconcile.grace_s,
             repair=cfg.reconcile.repair,
-            revenue=revenue_http if "revenue" in legs else None,
+            revenue=Budgeted(revenue_http, limits.account("revenue"))
+            if "revenue" in legs else None,
             # The ledger proves "never sent" only where the revenue poster runs.
             ledger=ledger if "revenue" in legs and cfg.revenue.enabled else None,
-            partner=partner_http if "payables" in legs else None,
+            partner=Budgeted(partner_http, limits.account("partner"))
+            if "payables" in legs else None,
             accounts=msgspec.structs.asdict(cfg.accounts) if "gl" in legs else None)))
     tree = Supervisor("gateway", children, strategy="one_for_one",
                       intensity=cfg.supervisor.intensity, period=cfg.supervisor.period_s,

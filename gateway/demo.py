@@ -301,11 +301,11 @@ async def run_demo(opts: DemoOptions) -> bool:
         say(f"bill run: {opts.invoices} invoices"
             + (f" at {opts.rate:g}/s" if opts.rate else " issued at once"))
         progress = _Progress(opts.invoices, enabled=not opts.json)
-        money = "money" in opts.flows
+        with_money = "money" in opts.flows
         if driller is None:
             await stack.bill_run(opts.invoices, opts.rate,
-                                 credit_memo_rate=opts.credit_memo_rate if money else 0.0,
-                                 payment_rate=opts.payment_rate if money else 0.0)
+                                 credit_memo_rate=opts.credit_memo_rate if with_money else 0.0,
+                                 payment_rate=opts.payment_rate if with_money else 0.0)
             result = await stack.wait_drained(opts.invoices, stall_timeout=opts.stall_timeout,
                                               progress=progress)
         else:
@@ -346,7 +346,7 @@ async def run_demo(opts: DemoOptions) -> bool:
             changes = await run_changes(stack, stall_timeout=opts.stall_timeout)  # flow 5
             report["flows"]["subscription_changes"] = changes
             report["ok"] = bool(report["ok"] and changes_ok(changes))
-        if driller is None and money and (opts.credit_memo_rate or opts.payment_rate):
+        if driller is None and with_money and (opts.credit_memo_rate or opts.payment_rate):
             # Credit memos and flow 3 (docs/flows.md), judged by the simulator's audit.
             audit, settled = await wait_money(stack, opts.invoices, opts.credit_memo_rate,
                                               opts.payment_rate,

@@ -43,8 +43,10 @@ from contracts.platforms.erp import GlBalances, JournalEntryList, VendorBillList
 from contracts.platforms.partner import SettlementList
 from contracts.platforms.revenue import BillingReport
 
-from ..infra import HttpClient, Ledger, NatsBus
+from ..guard import guarded_call
+from ..infra import HttpResponse, Ledger, NatsBus
 from ..replay import replay_lane, select_events
+from ..resilience import Limiter
 from ..runtime import Actor
 from .books import (
     GlDoc,
@@ -110,6 +112,33 @@ def _period_of(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m")
 
 
+class Reader(Protocol):
+    """What the reconciler reads a platform through: an ``Reader``, or one behind the
+    platform account's request budget (``Budgeted``)."""
+
+    async def get(self, path: str) -> HttpResponse: ...
+
+
+class Budgeted:
+    """``http``'s reads, each taking a permit of the platform account's budget first (the
+    same budget the adapters post under, so reconciling never pushes the account over its
+    limits; fail closed while the rate-limiter actor is down). Runs in the caller's task."""
+
+    def __init__(self, http: Reader, limiter: Limiter) -> None:
+        self.http = http
+        self.limiter = limiter
+
+    async def get(self, path: str) -> HttpResponse:
+        """Raises what ``http.get`` raises."""
+        return await guarded_call(lambda: self.http.get(path), breaker=None,
+                                  limiter=self.limiter, refuse=_no_breaker)
+
+
+def _no_breaker(retry_after: float) -> Exception:
+    """``guarded_call``'s refusal, never called: a ``Budgeted`` read has no breaker."""
+    return RuntimeError(f"no breaker refuses reconciliation reads ({retry_after})")
+
+
 class _Page(Protocol[T_co]):
     @property
     def data(self) -> Sequence[T_co]: ...
@@ -119,7 +148,7 @@ class _Page(Protocol[T_co]):
     def next_cursor(self) -> str: ...
 
 
-async def _read_all(billing: HttpClient, query: str, codec: JsonCodec[Any]) -> list[Any]:
+async def _read_all(billing: Reader, query: str, codec: JsonCodec[Any]) -> list[Any]:
     """Every item of a billing event list (``query`` selects which), page after page."""
     out: list[Any] = []
     cursor = "0"
@@ -144,7 +173,7 @@ class BillingRead(msgspec.Struct, frozen=True):
     invoice_ids: set[str]
 
 
-async def read_billing(billing: HttpClient, period: str | None) -> BillingRead:
+async def read_billing(billing: Reader, period: str | None) -> BillingRead:
     """Every document billing issued, from its event lists (all pages); only those of
     ``period`` (the month they were issued) when given. The ERP must hold each invoice at its
     latest version (its total), each credit note (its amount, the reversing entry) and each
@@ -186,12 +215,12 @@ async def read_billing(billing: HttpClient, period: str | None) -> BillingRead:
     return BillingRead(list(docs.values()), revenue, gl, set(latest))
 
 
-async def billing_docs(billing: HttpClient, period: str | None) -> list[BillingDoc]:
+async def billing_docs(billing: Reader, period: str | None) -> list[BillingDoc]:
     """The documents the ERP must hold (``read_billing(...).docs``)."""
     return (await read_billing(billing, period)).docs
 
 
-async def revenue_records(revenue: HttpClient) -> list[RevenueRecord]:
+async def revenue_records(revenue: Reader) -> list[RevenueRecord]:
     """Every row of the revenue platform's billings report (all pages)."""
     out: list[RevenueRecord] = []
     after = ""
@@ -217,7 +246,7 @@ async def ledger_views(ledger: Ledger) -> dict[str, LedgerView]:
     return {inv: LedgerView(**c) for inv, c in counts.items()}
 
 
-async def gl_rows(erp: HttpClient, periods: Sequence[str]) -> list[GlRow]:
+async def gl_rows(erp: Reader, periods: Sequence[str]) -> list[GlRow]:
     """The ERP's GL balances of ``periods``, one request each."""
     out: list[GlRow] = []
     for period in periods:
@@ -226,7 +255,7 @@ async def gl_rows(erp: HttpClient, periods: Sequence[str]) -> list[GlRow]:
     return out
 
 
-async def payables(partner: HttpClient, erp: HttpClient
+async def payables(partner: Reader, erp: Reader
                    ) -> tuple[list[Settlement], list[Payable]]:
     """The portal's settlements and the ERP's vendor bills (both list APIs are unpaged)."""
     settled = _settlements.decode((await partner.get("/partner/v1/settlements")).body)
@@ -236,7 +265,7 @@ async def payables(partner: HttpClient, erp: HttpClient
             [Payable(b.external_id, b.id, b.currency.upper(), b.amount) for b in bills.items])
 
 
-async def erp_postings(erp: HttpClient) -> list[ErpPosting]:
+async def erp_postings(erp: Reader) -> list[ErpPosting]:
     """Every journal entry the ERP recorded (all pages)."""
     out: list[ErpPosting] = []
     after = 0
@@ -259,10 +288,10 @@ async def dead_lettered(bus: NatsBus, subjects: Subjects) -> set[str]:
     return out
 
 
-async def run_once(bus: NatsBus, subjects: Subjects, billing: HttpClient, erp: HttpClient, *,
+async def run_once(bus: NatsBus, subjects: Subjects, billing: Reader, erp: Reader, *,
                    period: str | None = None, grace_s: float = 300.0, repair: bool = True,
-                   revenue: HttpClient | None = None, ledger: Ledger | None = None,
-                   partner: HttpClient | None = None,
+                   revenue: Reader | None = None, ledger: Ledger | None = None,
+                   partner: Reader | None = None,
                    accounts: Mapping[str, str] | None = None) -> RunResult:
     """One reconciliation (see the module docstring): the ERP leg always; the revenue leg with
     ``revenue`` (repairs only with ``ledger`` too), the GL leg with ``accounts`` (role →
@@ -368,10 +397,10 @@ def summary(r: RunResult) -> dict[str, object]:
 class Reconciler(Actor):
     """Runs ``run_once`` every ``interval_s`` seconds (the first run after one interval)."""
 
-    def __init__(self, name: str, *, bus: NatsBus, subjects: Subjects, billing: HttpClient,
-                 erp: HttpClient, interval_s: float, grace_s: float, repair: bool,
-                 revenue: HttpClient | None = None, ledger: Ledger | None = None,
-                 partner: HttpClient | None = None,
+    def __init__(self, name: str, *, bus: NatsBus, subjects: Subjects, billing: Reader,
+                 erp: Reader, interval_s: float, grace_s: float, repair: bool,
+                 revenue: Reader | None = None, ledger: Ledger | None = None,
+                 partner: Reader | None = None,
                  accounts: Mapping[str, str] | None = None) -> None:
         super().__init__(name)
         self.bus, self.subjects, self.billing, self.erp = bus, subjects, billing, erp
