@@ -37,12 +37,12 @@ def register(sub: Any) -> None:
         "monitor", help="live dashboard of a running gateway (from erpgw.mon.> on NATS)",
         description="Live terminal dashboard of a running gateway: lanes, backlog, throughput,\n"
                     "posting latency, circuit breakers, rate limiter, dead letters, supervisor\n"
-                    "restarts, SLA and recent events. It reads only the gateway's monitoring\n"
-                    "subjects (<prefix>.mon.>), so any gateway the NATS server reaches can be\n"
-                    "watched, a remote one included. Ctrl-C quits.\n\n"
+                    "restarts, SLA, the latest reconciliation and recent events. It reads only\n"
+                    "the gateway's monitoring subjects (<prefix>.mon.>), so any gateway the NATS\n"
+                    "server reaches can be watched, a remote one included. Ctrl-C quits.\n\n"
                     "--once prints one snapshot and exits; --once --json prints it as JSON\n"
-                    "(metrics, kpi, recent events); --json alone streams every document as a\n"
-                    "JSON line. Subjects and fields: docs/monitoring.md.",
+                    "(metrics, kpi, recon, recent events); --json alone streams every document\n"
+                    "as a JSON line. Subjects and fields: docs/monitoring.md.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="examples:\n  erpgw monitor\n  erpgw monitor --nats-url nats://gw-1:4222\n"
                "  erpgw monitor --once --json | jq .metrics.lanes")
@@ -80,6 +80,7 @@ class MonitorView:
         self.history = max(1, history)
         self.metrics: dict[str, Any] | None = None
         self.kpi: dict[str, Any] | None = None
+        self.recon: dict[str, Any] | None = None  # the latest reconciliation report
         self.metrics_at = 0.0  # local receipt time, for staleness
         self.events: deque[dict[str, Any]] = deque(maxlen=max_events)
         self.throughput: dict[str, deque[float]] = {}
@@ -123,13 +124,16 @@ class MonitorView:
         if self.pinned is not None and isinstance(inst, str) and inst != self.pinned:
             return None
         kind = rest.split(".", 1)[1] if rest.startswith("events.") else rest
+        if rest == "recon.report":
+            self.recon = doc
         self.events.append({"subject": subject, "kind": doc.get("kind", kind), **doc})
         return "event"
 
     def summary(self) -> dict[str, Any]:
         """The JSON of ``--once --json``: the latest documents and the recent events."""
         return {"instance": self.instance, "instances": sorted(self.instances),
-                "metrics": self.metrics, "kpi": self.kpi, "events": list(self.events),
+                "metrics": self.metrics, "kpi": self.kpi, "recon": self.recon,
+                "events": list(self.events),
                 "throughput": {lane: list(h) for lane, h in self.throughput.items()}}
 
     # -- rendering -----------------------------------------------------------------------------
@@ -150,7 +154,7 @@ class MonitorView:
         return Group(
             self._header(m, now, source),
             self._lanes(m),
-            Columns([self._latency(m), self._sla()], expand=False),
+            Columns([self._latency(m), self._sla(), self._recon()], expand=False),
             Columns([self._breakers(m), self._limiters(m), self._dlq(m)], expand=False),
             Columns([self._supervisor(m), self._events()], expand=False),
         )
@@ -230,6 +234,24 @@ class MonitorView:
         for name, c in ((self.kpi.get("sla") or {}).get("checks") or {}).items():
             t.add_row(name, _f(c.get("value")), _f(c.get("target")),
                       "[red bold]BREACHED[/]" if c.get("breached") else "[green]ok[/]")
+        return t
+
+    def _recon(self) -> Any:
+        from rich.table import Table
+
+        t = Table(title="reconciliation", title_justify="left")
+        t.add_column("")
+        t.add_column("", justify="right")
+        r = self.recon
+        if r is None:
+            t.add_row("(no mon.recon.report yet)", "")
+            return t
+        breaks = {k: v for k, v in (r.get("breaks") or {}).items() if v}
+        t.add_row("period", str(r.get("period") or "all"))
+        t.add_row("checked / matched", f"{_i(r.get('checked'))} / {_i(r.get('matched'))}")
+        t.add_row("breaks", ", ".join(f"{k} {v}" for k, v in breaks.items()) or "[green]none[/]")
+        t.add_row("repaired", _i(r.get("repaired")))
+        t.add_row("accuracy", _f(r.get("accuracy")))
         return t
 
     def _breakers(self, m: dict[str, Any]) -> Any:

@@ -296,8 +296,20 @@ def test_view_renders_every_panel() -> None:
                  "erp-journal", "latency p99", "42 ms", "last recovery", "2.5 s",
                  "invoice_posting_p99_ms", "BREACHED", "erp.journal_bulk", "closed", "100/100",
                  "dead letters", "unresolved", "supervisor gateway",
-                 "billing-ingress", "closed → open: 3 consecutive failures"):
+                 "billing-ingress", "closed → open: 3 consecutive failures",
+                 "no mon.recon.report yet"):
         assert part in text, part
+    view.feed("erpgw.mon.recon.report", {"instance": "a:1", "period": "2026-11", "checked": 120,
+                                         "matched": 117, "breaks": {"missing": 2, "amount": 1,
+                                                                    "orphan": 0},
+                                         "repaired": 2, "accuracy": 0.975})
+    console = Console(record=True, width=200, color_system=None)
+    console.print(view.render(now=105.0))
+    text = console.export_text()
+    for part in ("reconciliation", "2026-11", "120 / 117", "missing 2, amount 1", "0.97"):
+        assert part in text, part
+    assert "orphan 0" not in text  # classes without a break are left out
+    assert view.summary()["recon"]["matched"] == 117
 
 
 def test_event_lines() -> None:
