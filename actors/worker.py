@@ -19,15 +19,16 @@ import logging
 import random
 import time
 from abc import abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import anyio
 from anyio.abc import TaskStatus
 
-from contracts import Retryable
+from contracts import ContractError, Retryable
 
+from .crash import crashpoint
 from .deadletter import DeadLetterSink
-from .infra.bus import BrokerUnavailable, ConsumerSettings, Delivery, NatsBus, PullConsumer
+from .infra.bus import BrokerUnavailable, ConsumerSettings, Delivery, NatsBus, OutMsg, PullConsumer
 from .resilience import DeadLetter, Decision, Retry, RetryPolicy, decide
 from .runtime import Actor, Backoff
 
@@ -85,6 +86,44 @@ class BatchWorker(Actor):
             case DeadLetter() as verdict:
                 await dlq.send(d, verdict.as_error(err), **context)
                 self.failed += 1
+
+    async def route(self, batch: Sequence[Delivery], plan: Callable[[Delivery], OutMsg | None],
+                    dlq: DeadLetterSink, *, crash_at: str | None = None) -> tuple[int, int]:
+        """The router's step: ``plan`` one output per delivery, publish them all as one atomic
+        batch (one commit), then ack each delivery whose output is stored and ``fail`` the
+        others. A delivery ``plan`` refuses (``ContractError``) is dead-lettered at once; one
+        it plans nothing for (``None``) is acked. Returns ``(published, skipped)``: the
+        deliveries acked after their output was stored, and those acked with nothing to
+        publish. ``crash_at`` names the crash point between the commit and the acks. Runs in
+        the actor's task."""
+        outs: list[OutMsg] = []
+        owners: list[Delivery] = []
+        skipped = 0
+        for d in batch:
+            try:
+                out = plan(d)
+            except ContractError as err:
+                await dlq.send(d, err)
+                self.failed += 1
+                continue
+            if out is None:
+                skipped += 1
+                await d.ack()
+                continue
+            outs.append(out)
+            owners.append(d)
+        results = await self.bus.publish_atomic(outs)
+        if crash_at is not None:
+            crashpoint(crash_at)
+        published = 0
+        for d, outcome in zip(owners, results, strict=True):
+            if isinstance(outcome, Exception):
+                await self.fail(d, outcome, dlq)
+                continue
+            await d.ack()
+            published += 1
+            self.processed += 1
+        return published, skipped
 
     async def gate(self) -> None:
         """Wait until the next fetch may happen. Default: at once. Adapters guarding a

@@ -43,14 +43,12 @@ from contracts import (
     Retryable,
     Subjects,
     contract_error,
-    derive_id,
-    make_envelope,
 )
 
 from ..deadletter import DeadLetterSink
 from ..infra.bus import Delivery, OutMsg, StoredMsg
 from ..infra.ledger import Ledger, ParkedPayment
-from ..router.invoices import AccountMap, erp_idempotency_key
+from ..router.invoices import AccountMap, erp_idempotency_key, journal_command
 from ..worker import BatchWorker
 from .plan import journal_for_payment
 
@@ -77,10 +75,7 @@ def plan_cash(env: Envelope, subjects: Subjects, accounts: AccountMap) -> OutMsg
         entry = journal_for_payment(payment, erp_idempotency_key(env), accounts)
     except ValueError as exc:
         raise contract_error(exc) from exc
-    out = make_envelope(entry, source="gateway", key=env.key, caused_by=env,
-                        msg_id=derive_id(env.id, "erp.journal"))
-    return OutMsg(subject=subjects.erp_journal, data=_codec.encode(out), msg_id=out.id,
-                  headers={"traceparent": out.traceparent or ""})
+    return journal_command(env, entry, subjects)
 
 
 class PaymentRouter(BatchWorker):
@@ -146,29 +141,12 @@ class PaymentRouter(BatchWorker):
         await self._apply(ready)
 
     async def _apply(self, ready: Sequence[tuple[Delivery, Envelope]]) -> None:
-        outs: list[OutMsg] = []
-        owners: list[Delivery] = []
-        for d, env in ready:
-            try:
-                out = plan_cash(env, self.subjects, self.accounts)
-            except ContractError as err:
-                await self.dlq.send(d, err)
-                self.failed += 1
-                continue
-            if out is None:
-                self.skipped += 1
-                await d.ack()
-                continue
-            outs.append(out)
-            owners.append(d)
-        results = await self.bus.publish_atomic(outs)
-        for d, outcome in zip(owners, results, strict=True):
-            if not isinstance(outcome, Exception):
-                await d.ack()
-                self.applied += 1
-                self.processed += 1
-                continue
-            await self.fail(d, outcome, self.dlq)
+        envs = {id(d): env for d, env in ready}
+        applied, skipped = await self.route(
+            [d for d, _ in ready],
+            lambda d: plan_cash(envs[id(d)], self.subjects, self.accounts), self.dlq)
+        self.applied += applied
+        self.skipped += skipped
 
     async def resume_parked(self) -> int:
         """Publish the cash application of every parked payment whose invoices the ERP now

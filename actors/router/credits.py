@@ -28,14 +28,12 @@ from contracts import (
     PostJournalEntry,
     Subjects,
     contract_error,
-    derive_id,
-    make_envelope,
 )
 
 from ..deadletter import DeadLetterSink
 from ..infra.bus import Delivery, OutMsg
 from ..worker import BatchWorker
-from .invoices import AccountMap, erp_idempotency_key
+from .invoices import AccountMap, erp_idempotency_key, journal_command
 
 __all__ = ["CreditMemoRouter", "journal_for_credit_memo", "plan_credit_memo"]
 
@@ -89,10 +87,7 @@ def plan_credit_memo(env: Envelope, subjects: Subjects, accounts: AccountMap) ->
         entry = journal_for_credit_memo(cm, erp_idempotency_key(env), accounts)
     except ValueError as exc:
         raise contract_error(exc) from exc
-    out = make_envelope(entry, source="gateway", key=env.key, caused_by=env,
-                        msg_id=derive_id(env.id, "erp.journal"))
-    return OutMsg(subject=subjects.erp_journal, data=_codec.encode(out), msg_id=out.id,
-                  headers={"traceparent": out.traceparent or ""})
+    return journal_command(env, entry, subjects)
 
 
 class CreditMemoRouter(BatchWorker):
@@ -106,24 +101,8 @@ class CreditMemoRouter(BatchWorker):
         self.accounts = accounts or AccountMap()
 
     async def handle(self, batch: Sequence[Delivery]) -> None:
-        outs: list[OutMsg] = []
-        owners: list[Delivery] = []
-        for d in batch:
-            try:
-                outs.append(plan_credit_memo(_codec.decode(d.data), self.subjects,
-                                             self.accounts))
-            except ContractError as err:
-                await self.dlq.send(d, err)
-                self.failed += 1
-                continue
-            owners.append(d)
-        results = await self.bus.publish_atomic(outs)
-        for d, outcome in zip(owners, results, strict=True):
-            if not isinstance(outcome, Exception):
-                await d.ack()
-                self.processed += 1
-                continue
-            await self.fail(d, outcome, self.dlq)
+        await self.route(batch, lambda d: plan_credit_memo(_codec.decode(d.data), self.subjects,
+                                                           self.accounts), self.dlq)
 
     def statistics(self) -> dict[str, object]:
         return {**super().statistics(), "dead_lettered": self.dlq.count}

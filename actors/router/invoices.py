@@ -29,13 +29,13 @@ from contracts import (
     make_envelope,
 )
 
-from ..crash import crashpoint
 from ..deadletter import DeadLetterSink
 from ..erp.ordering import versioned_external_id
 from ..infra.bus import Delivery, OutMsg
 from ..worker import BatchWorker
 
-__all__ = ["AccountMap", "InvoiceRouter", "journal_for_invoice", "plan_invoice"]
+__all__ = ["AccountMap", "InvoiceRouter", "journal_command", "journal_for_invoice",
+           "plan_invoice"]
 
 log = logging.getLogger("erpgw.router.invoices")
 _codec: MsgpackCodec[Envelope] = MsgpackCodec(Envelope)
@@ -95,6 +95,12 @@ def plan_invoice(env: Envelope, subjects: Subjects, accounts: AccountMap) -> Out
     if inv.total == 0:
         return None  # nothing to post for a zero invoice
     entry = journal_for_invoice(inv, erp_idempotency_key(env), accounts, env.key.version)
+    return journal_command(env, entry, subjects)
+
+
+def journal_command(env: Envelope, entry: PostJournalEntry, subjects: Subjects) -> OutMsg:
+    """``entry`` as the ``erp.journal`` command caused by ``env``: its message id derived from
+    (``env``'s id, "erp.journal"), so a redelivered cause republishes the same id."""
     out = make_envelope(entry, source="gateway", key=env.key, caused_by=env,
                         msg_id=derive_id(env.id, "erp.journal"))
     return OutMsg(subject=subjects.erp_journal, data=_codec.encode(out), msg_id=out.id,
@@ -111,30 +117,10 @@ class InvoiceRouter(BatchWorker):
         self.skipped = 0
 
     async def handle(self, batch: Sequence[Delivery]) -> None:
-        outs: list[OutMsg] = []
-        owners: list[Delivery] = []
-        for d in batch:
-            try:
-                env = _codec.decode(d.data)
-                out = plan_invoice(env, self.subjects, self.accounts)
-            except ContractError as err:
-                await self.dlq.send(d, err)
-                self.failed += 1
-                continue
-            if out is None:
-                self.skipped += 1
-                await d.ack()
-                continue
-            outs.append(out)
-            owners.append(d)
-        results = await self.bus.publish_atomic(outs)  # one commit for the batch's outputs
-        crashpoint("router.after_publish")
-        for d, outcome in zip(owners, results, strict=True):
-            if not isinstance(outcome, Exception):
-                await d.ack()
-                self.processed += 1
-            else:
-                await self.fail(d, outcome, self.dlq)
+        _, skipped = await self.route(
+            batch, lambda d: plan_invoice(_codec.decode(d.data), self.subjects, self.accounts),
+            self.dlq, crash_at="router.after_publish")
+        self.skipped += skipped
 
     def statistics(self) -> dict[str, object]:
         return {**super().statistics(), "skipped": self.skipped,
