@@ -40,6 +40,7 @@ import math
 import random
 import re
 import time
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Annotated
 
@@ -94,6 +95,8 @@ __all__ = [
     "followup_events",
     "generate_invoices",
     "plan_amendment",
+    "post_signed",
+    "until_accepted",
 ]
 
 log = logging.getLogger("sim.billing")
@@ -304,6 +307,34 @@ def backoff_delay(attempt: int, jitter: float) -> float:
         raise ValueError(f"attempt must be >= 1, got {attempt}")
     delay = min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2.0 ** min(attempt - 1, 32))
     return delay / 2 + delay / 2 * jitter
+
+
+async def post_signed(session: aiohttp.ClientSession, url: str, body: bytes, *,
+                      header: str, signature: str | None,
+                      timeout: aiohttp.ClientTimeout) -> int:
+    """One webhook POST of ``body`` with ``signature`` in ``header`` (no header when
+    ``None``): its status, or 0 for a connection error or timeout (never raises those)."""
+    headers = {"Content-Type": "application/json"}
+    if signature is not None:
+        headers[header] = signature
+    try:
+        async with session.post(url, data=body, headers=headers, timeout=timeout) as resp:
+            await resp.read()
+            return resp.status
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        log.debug("webhook delivery to %s failed: %r", url, exc)
+        return 0
+
+
+async def until_accepted(post: Callable[[], Awaitable[int]], rng: random.Random) -> None:
+    """Call ``post`` (one delivery attempt, answering its status) until a 2xx, sleeping
+    ``backoff_delay`` between attempts: at-least-once delivery, as the platforms do."""
+    attempt = 0
+    while True:
+        attempt += 1
+        if 200 <= await post() < 300:
+            return
+        await anyio.sleep(backoff_delay(attempt, rng.random()))
 
 
 def due_count(elapsed: float, rate: float, total: int) -> int:
@@ -769,13 +800,7 @@ class BillingService:
 
     async def _deliver_until_accepted(self, body: bytes) -> None:
         """POST ``body`` (a credit note or payment event) until a 2xx, with backoff."""
-        attempt = 0
-        while True:
-            attempt += 1
-            status = await self._post_once(body, self._sign(body))
-            if 200 <= status < 300:
-                return
-            await anyio.sleep(backoff_delay(attempt, self._rng.random()))
+        await until_accepted(lambda: self._post_once(body, self._sign(body)), self._rng)
 
     async def _deliver_v1(self, epoch: _Epoch, item: _Outbound, *, final: bool) -> None:
         plan = item.plan
@@ -813,19 +838,17 @@ class BillingService:
         record (and the bill run) count it accepted."""
         record, run = item.record, item.run
         payload = item.body if body is None else body
-        attempt = 0
-        while True:
-            attempt += 1
+
+        async def attempt() -> int:
             record.attempts += 1
             run.attempts += 1
-            status = await self._post_once(payload, self._sign(payload))
-            record.last_status = status
-            if 200 <= status < 300:
-                if final:
-                    record.accepted_at = time.time()
-                    run.accepted += 1
-                return
-            await anyio.sleep(backoff_delay(attempt, self._rng.random()))
+            record.last_status = await self._post_once(payload, self._sign(payload))
+            return record.last_status
+
+        await until_accepted(attempt, self._rng)
+        if final:
+            record.accepted_at = time.time()
+            run.accepted += 1
 
     def _sign(self, body: bytes) -> str:
         return sign(self._config.webhook_secret, body, int(time.time()))
@@ -835,18 +858,9 @@ class BillingService:
         for a connection error or timeout."""
         session = self._session
         assert session is not None, "delivery runs only inside BillingService.run"
-        headers = {"Content-Type": "application/json"}
-        if signature is not None:
-            headers[SIGNATURE_HEADER] = signature
-        try:
-            async with session.post(
-                self._config.webhook_url, data=body, headers=headers, timeout=self._timeout
-            ) as resp:
-                await resp.read()
-                return resp.status
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            log.debug("webhook delivery failed: %r", exc)
-            return 0
+        return await post_signed(session, self._config.webhook_url, body,
+                                 header=SIGNATURE_HEADER, signature=signature,
+                                 timeout=self._timeout)
 
     # -- HTTP handlers ------------------------------------------------------------------------
 

@@ -45,7 +45,7 @@ from contracts.platforms.partner import (
 )
 from contracts.platforms.signing import sign
 
-from ._billing import REQUEST_TIMEOUT_S, backoff_delay
+from ._billing import REQUEST_TIMEOUT_S, post_signed, until_accepted
 from ._cpq import CATALOG
 from ._erp_orders import SalesOrderBook
 from ._http import SimHTTPError, decode_body, json_response
@@ -454,26 +454,18 @@ class DealService:
         run.accepted += 1
 
     async def _until_accepted(self, run: _Run, body: bytes) -> None:
-        attempt = 0
-        while True:
-            attempt += 1
+        async def attempt() -> int:
             run.attempts += 1
-            if 200 <= await self._post_once(run.url, body) < 300:
-                return
-            await anyio.sleep(backoff_delay(attempt, self._rng.random()))
+            return await self._post_once(run.url, body)
+
+        await until_accepted(attempt, self._rng)
 
     async def _post_once(self, url: str, body: bytes) -> int:
         session = self._session
         assert session is not None, "delivery runs only inside DealService.run"
-        headers = {"Content-Type": "application/json",
-                   DEAL_SIGNATURE_HEADER: sign(self._secret, body, int(time.time()))}
-        try:
-            async with session.post(url, data=body, headers=headers,
-                                    timeout=self._timeout) as resp:
-                await resp.read()
-                return resp.status
-        except (aiohttp.ClientError, TimeoutError):
-            return 0
+        return await post_signed(session, url, body, header=DEAL_SIGNATURE_HEADER,
+                                 signature=sign(self._secret, body, int(time.time())),
+                                 timeout=self._timeout)
 
     # -- HTTP handlers ------------------------------------------------------------------------
 

@@ -38,7 +38,7 @@ from contracts.platforms.billing import (
 )
 from contracts.platforms.signing import SIGNATURE_HEADER, sign
 
-from ._billing import REQUEST_TIMEOUT_S, backoff_delay
+from ._billing import REQUEST_TIMEOUT_S, post_signed, until_accepted
 from ._erp_orders import SalesOrderBook
 from ._http import SimHTTPError, decode_body, json_response
 from ._revenue_contracts import ContractBook
@@ -223,25 +223,14 @@ class ChangeService:
                 tg.start_soon(worker)
 
     async def _until_accepted(self, url: str, body: bytes) -> None:
-        attempt = 0
-        while True:
-            attempt += 1
-            if 200 <= await self._post_once(url, body) < 300:
-                return
-            await anyio.sleep(backoff_delay(attempt, self._rng.random()))
+        await until_accepted(lambda: self._post_once(url, body), self._rng)
 
     async def _post_once(self, url: str, body: bytes) -> int:
         session = self._session
         assert session is not None, "delivery runs only inside ChangeService.run"
-        headers = {"Content-Type": "application/json",
-                   SIGNATURE_HEADER: sign(self._secret, body, int(time.time()))}
-        try:
-            async with session.post(url, data=body, headers=headers,
-                                    timeout=self._timeout) as resp:
-                await resp.read()
-                return resp.status
-        except (aiohttp.ClientError, TimeoutError):
-            return 0
+        return await post_signed(session, url, body, header=SIGNATURE_HEADER,
+                                 signature=sign(self._secret, body, int(time.time())),
+                                 timeout=self._timeout)
 
 
 _DECODER = msgspec.json.Decoder(ChangeRunRequest)
