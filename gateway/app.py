@@ -28,20 +28,19 @@ from actors.commercial import (
     SAGA_CONSUMER,
     SUBSCRIPTION_CONSUMER,
     DealSaga,
-    SagaBreakers,
-    SagaUrls,
+    SagaPlatforms,
     SubscriptionSync,
 )
 from actors.deadletter import DeadLetterSink
 from actors.erp import ErpPoster
-from actors.guard import PlatformGuard
-from actors.infra import HttpClient, Ledger, NatsBus
+from actors.infra import Ledger, NatsBus
 from actors.limits import CrashOnce, LimiterHub, RateLimiterActor
 from actors.monitor import LaneWatch, MetricsPublisher, Monitor, events_flushed, instance_id
 from actors.partner import PARTNER_ROUTES
 from actors.payments import AttributionClient, CommissionRouter, PaymentRouter, SettlementPoster
-from actors.reconcile import Budgeted, Reconciler
-from actors.resilience import CircuitBreaker, Transition
+from actors.platforms import Platforms, PlatformSpec, open_platforms
+from actors.reconcile import Reconciler
+from actors.resilience import Transition
 from actors.revenue import RevenuePoster
 from actors.router import InvoiceRouter
 from actors.router.credits import CreditMemoRouter
@@ -169,24 +168,11 @@ async def run_gateway(cfg: Config, *, ready: anyio.Event | None = None,
             subjects = await provision(bus, cfg)
             ledger = await Ledger.open(data / "ledger.db")
             try:
-                async with HttpClient(cfg.erp.base_url, timeout=cfg.erp.timeout_s,
-                                      max_connections=cfg.erp.max_connections,
-                                      platform="erp") as erp_http, \
-                        HttpClient(cfg.reconcile.billing_url, timeout=30.0,
-                                   max_connections=2, platform="billing") as billing_http, \
-                        HttpClient(cfg.revenue.base_url, timeout=cfg.revenue.timeout_s,
-                                   max_connections=cfg.revenue.max_connections,
-                                   platform="revenue") as revenue_http, \
-                        HttpClient(cfg.usage.billing_url or cfg.reconcile.billing_url,
-                                   timeout=cfg.usage.timeout_s,
-                                   max_connections=cfg.usage.max_connections,
-                                   platform="billing") as usage_http, \
-                        HttpClient(cfg.partner.base_url, timeout=cfg.partner.timeout_s,
-                                   max_connections=cfg.payments.max_connections,
-                                   platform="partner") as partner_http:
-                    await _run_tree(cfg, bus, subjects, ledger, erp_http, billing_http,
-                                    revenue_http, ready, handle_signals, usage_http=usage_http,
-                                    partner_http=partner_http)
+                limits = _limits(cfg)
+                async with open_platforms(platform_specs(cfg), limiters={
+                        name: limits.account(name) for name in LIMITED}) as platforms:
+                    await _run_tree(cfg, bus, subjects, ledger, platforms, limits, ready,
+                                    handle_signals)
             finally:
                 await ledger.close()
         finally:
@@ -198,10 +184,39 @@ async def run_gateway(cfg: Config, *, ready: anyio.Event | None = None,
                 await broker.stop()
 
 
+# The platform accounts with a request budget (CPQ has none: its calls are the synchronous
+# lane's, bounded by the lane's own concurrency).
+LIMITED = ("erp", "revenue", "billing", "partner")
+
+
+def _limits(cfg: Config) -> LimiterHub:
+    """One request budget per platform ACCOUNT for the process (actors/limits.py), shared by
+    every flow that calls the account, owned by the `rate-limiter` child: while it is down
+    the handles grant nothing (F35)."""
+    return LimiterHub({"erp": cfg.erp_limiter, "revenue": cfg.revenue_limiter,
+                       "billing": cfg.usage_limiter, "partner": cfg.partner_limiter})
+
+
+def platform_specs(cfg: Config) -> dict[str, PlatformSpec]:
+    """How to reach each platform, from the configuration alone."""
+    billing_url = cfg.billing.base_url or cfg.reconcile.billing_url
+    return {
+        "erp": PlatformSpec(cfg.erp.base_url, timeout_s=cfg.erp.timeout_s,
+                            max_connections=cfg.erp.max_connections),
+        "billing": PlatformSpec(billing_url, timeout_s=cfg.billing.timeout_s,
+                                max_connections=cfg.billing.max_connections),
+        "revenue": PlatformSpec(cfg.revenue.base_url, timeout_s=cfg.revenue.timeout_s,
+                                max_connections=cfg.revenue.max_connections),
+        "partner": PlatformSpec(cfg.partner.base_url, timeout_s=cfg.partner.timeout_s,
+                                max_connections=cfg.partner.max_connections),
+        "cpq": PlatformSpec(cfg.cpq.base_url, timeout_s=cfg.cpq.timeout_s,
+                            max_connections=cfg.cpq.max_connections),
+    }
+
+
 async def _run_tree(cfg: Config, bus: NatsBus, subjects: Subjects, ledger: Ledger,
-                    erp_http: HttpClient, billing_http: HttpClient, revenue_http: HttpClient,
-                    ready: anyio.Event | None, handle_signals: bool, *,
-                    usage_http: HttpClient, partner_http: HttpClient) -> None:
+                    platforms: Platforms, limits: LimiterHub, ready: anyio.Event | None,
+                    handle_signals: bool) -> None:
     billing_stream = subjects.stream("billing")
     tree: Supervisor | None = None
 
@@ -211,19 +226,47 @@ async def _run_tree(cfg: Config, bus: NatsBus, subjects: Subjects, ledger: Ledge
     def health() -> dict[str, object]:
         return {"actors": snapshot()}
 
-    # Breaker and limiter outlive restarts of the poster: a crash-looping adapter must not
-    # reset the evidence that the ERP is down, nor its request budget (fail closed).
-    breaker = CircuitBreaker("erp.journal_bulk", cfg.erp_breaker)
-    # One request budget per platform ACCOUNT for the process (actors/limits.py), shared by
-    # every adapter of that account, owned by the `rate-limiter` child below: while it is
-    # down the handles grant nothing (F35). usage_limiter is the billing account's budget.
-    limits = LimiterHub({"erp": cfg.erp_limiter, "revenue": cfg.revenue_limiter,
-                         "billing": cfg.usage_limiter, "partner": cfg.partner_limiter})
-    limiter = limits.account("erp")
-    revenue_breaker = CircuitBreaker("revenue.batches", cfg.revenue_breaker)
-    revenue_limiter = limits.account("revenue")
-    usage_breaker = CircuitBreaker("billing.usage_bulk", cfg.usage_breaker)
-    usage_limiter = limits.account("billing")
+    # -- the platforms' endpoints (actors/platforms) ---------------------------------------
+    # Every flow reaches a platform through an endpoint of its Platform: a breaker per
+    # endpoint and the account's budget, both outliving restarts of the actors (a
+    # crash-looping adapter must not reset the evidence that its platform is down, nor its
+    # request budget). The ERP journal's breaker changes feed the recovery KPI (note_breaker);
+    # every other breaker's changes are published as plain events.
+    async def breaker_events(moves: list[Transition]) -> None:
+        for t in moves:
+            await bus.emit(subjects.mon_event("breaker"), monitor.note_breaker(t))
+
+    async def revenue_breaker_events(moves: list[Transition]) -> None:
+        # Same event as the ERP breaker's, but not through note_breaker: the recovery KPI
+        # measures ERP outages by ERP postings, which say nothing about other platforms.
+        for t in moves:
+            await bus.emit(subjects.mon_event("breaker"), msgspec.json.encode({
+                "kind": "breaker", "event": str(t.event), "at": time.time(),
+                "instance": instance_id(), "breaker": t.breaker, "source": str(t.source),
+                "target": str(t.target), "reason": t.reason, "monotonic_at": t.at}))
+
+    for p in platforms.all():
+        p.on_transitions = revenue_breaker_events
+    erp_journal = platforms.erp.endpoint("journal_bulk", open_code="erp.breaker_open",
+                                         label="ERP", config=cfg.erp_breaker,
+                                         on_transitions=breaker_events)
+    revenue_batches = platforms.revenue.endpoint("batches", open_code="revenue.breaker_open",
+                                                 label="revenue", config=cfg.revenue_breaker)
+    usage_rating = platforms.billing.endpoint("usage_bulk", open_code="usage.breaker_open",
+                                              label="billing.usage", config=cfg.usage_breaker)
+    portal_settlements = platforms.partner.endpoint(
+        "settlements", open_code="partner.breaker_open", label="partner portal",
+        config=cfg.partner_breaker)
+    portal_attributions = platforms.partner.endpoint(
+        "attributions", open_code="partner.breaker_open", config=cfg.partner_breaker)
+    erp_payables = platforms.erp.endpoint("vendor_bills", open_code="erp.breaker_open",
+                                          label="ERP payables", config=cfg.erp_breaker)
+    saga_platforms = SagaPlatforms.of(platforms, cfg.deals_breaker)
+    erp_orders = platforms.erp.endpoint("sales_orders", open_code="erp.breaker_open",
+                                        config=cfg.deals_breaker)
+    revenue_contracts = platforms.revenue.endpoint(
+        "contracts", open_code="revenue.breaker_open", config=cfg.deals_breaker)
+    cpq_price = platforms.cpq.endpoint("price", open_code="cpq.breaker_open", budget=False)
 
     # -- business monitoring (docs/monitoring.md) ------------------------------------------
     # One Monitor per process, outliving restarts of the metrics actor. It is fed by the tree's
@@ -239,7 +282,7 @@ async def _run_tree(cfg: Config, bus: NatsBus, subjects: Subjects, ledger: Ledge
                                                PAYMENT_CONSUMER, COMMISSION_CONSUMER))),
             LaneWatch("usage", intake=("usage-intake", "accepted"),
                       consumers=((subjects.stream("usage"), USAGE_CONSUMER),))],
-        posting_child="erp-journal", breakers=[breaker, revenue_breaker],
+        posting_child="erp-journal", breakers=platforms.breakers,
         limiters=limits.accounts, sla=cfg.sla, tree=snapshot,
         revenue_child=REVENUE_CONSUMER if cfg.revenue.enabled else None)
 
@@ -254,19 +297,6 @@ async def _run_tree(cfg: Config, bus: NatsBus, subjects: Subjects, ledger: Ledge
     def billing_dlq() -> DeadLetterSink:
         return dlq_sink("billing", billing_stream)
 
-    async def breaker_events(moves: list[Transition]) -> None:
-        for t in moves:
-            await bus.emit(subjects.mon_event("breaker"), monitor.note_breaker(t))
-
-    async def revenue_breaker_events(moves: list[Transition]) -> None:
-        # Same event as the ERP breaker's, but not through note_breaker: the recovery KPI
-        # measures ERP outages by ERP postings, which say nothing about the revenue platform.
-        for t in moves:
-            await bus.emit(subjects.mon_event("breaker"), msgspec.json.encode({
-                "kind": "breaker", "event": str(t.event), "at": time.time(),
-                "instance": instance_id(), "breaker": t.breaker, "source": str(t.source),
-                "target": str(t.target), "reason": t.reason, "monotonic_at": t.at}))
-
     sync_door = SyncDoor()
     usage_door = UsageDoor()
     limiter_crash = CrashOnce.from_fault()  # F35's drill: GW_FAULT=limiter.crash_after:S
@@ -275,10 +305,9 @@ async def _run_tree(cfg: Config, bus: NatsBus, subjects: Subjects, ledger: Ledge
         ChildSpec("rate-limiter", lambda: RateLimiterActor(
             "rate-limiter", limits, crash=limiter_crash)),
         ChildSpec("erp-journal", lambda: ErpPoster(
-            "erp-journal", durable="erp-journal", batch=cfg.erp.batch, erp=erp_http,
-            ledger=ledger, dlq=billing_dlq(),
-            breaker=breaker, limiter=limiter, on_transitions=breaker_events, bus=bus,
-            stream=billing_stream, consumer=cfg.consumers)),
+            "erp-journal", durable="erp-journal", batch=cfg.erp.batch, erp=erp_journal,
+            ledger=ledger, dlq=billing_dlq(), bus=bus, stream=billing_stream,
+            consumer=cfg.consumers)),
         ChildSpec("invoice-router", lambda: InvoiceRouter(
             "invoice-router", durable="invoice-router", batch=cfg.router.batch,
             subjects=subjects, accounts=cfg.accounts,
@@ -291,9 +320,8 @@ async def _run_tree(cfg: Config, bus: NatsBus, subjects: Subjects, ledger: Ledge
         # longer than an upload may take.
         children.append(ChildSpec(REVENUE_CONSUMER, lambda: RevenuePoster(
             REVENUE_CONSUMER, durable=REVENUE_CONSUMER, batch=cfg.revenue.batch,
-            revenue=revenue_http, ledger=ledger, dlq=billing_dlq(), subjects=subjects,
-            max_batch_lines=cfg.revenue.max_batch_lines, breaker=revenue_breaker,
-            limiter=revenue_limiter, on_transitions=revenue_breaker_events, bus=bus,
+            revenue=revenue_batches, ledger=ledger, dlq=billing_dlq(), subjects=subjects,
+            max_batch_lines=cfg.revenue.max_batch_lines, bus=bus,
             stream=billing_stream, consumer=cfg.consumers),
             shutdown_timeout=cfg.revenue.timeout_s + 5.0))
     if cfg.usage.enabled:
@@ -302,26 +330,22 @@ async def _run_tree(cfg: Config, bus: NatsBus, subjects: Subjects, ledger: Ledge
         # platform account). Stops like the revenue poster: never mid-request.
         children.append(ChildSpec(USAGE_CONSUMER, lambda: UsageAggregator(
             USAGE_CONSUMER, durable=USAGE_CONSUMER, batch=cfg.usage.batch,
-            billing=usage_http, revenue=revenue_http, ledger=ledger,
+            billing=usage_rating, revenue=revenue_batches, ledger=ledger,
             dlq=dlq_sink("usage", subjects.stream("usage")), subjects=subjects,
             max_bulk_items=cfg.usage.max_bulk_items,
-            max_batch_lines=cfg.revenue.max_batch_lines, billing_breaker=usage_breaker,
-            billing_limiter=usage_limiter, revenue_breaker=revenue_breaker,
-            revenue_limiter=revenue_limiter, on_transitions=revenue_breaker_events, bus=bus,
+            max_batch_lines=cfg.revenue.max_batch_lines, bus=bus,
             stream=subjects.stream("usage"), consumer=cfg.consumers),
-            shutdown_timeout=max(cfg.usage.timeout_s, cfg.revenue.timeout_s) * 2 + 5.0))
+            shutdown_timeout=max(cfg.billing.timeout_s, cfg.revenue.timeout_s) * 2 + 5.0))
     # Flow 2's credit memos: reversing entries through the same ERP poster.
     children.append(ChildSpec(CREDIT_CONSUMER, lambda: CreditMemoRouter(
         CREDIT_CONSUMER, durable=CREDIT_CONSUMER, batch=cfg.router.batch, subjects=subjects,
         accounts=cfg.accounts, dlq=billing_dlq(), bus=bus, stream=billing_stream,
         consumer=cfg.consumers)))
     if cfg.payments.enabled:
-        # Flow 3 (docs/flows.md). The portal's breaker and budget, and the payables' breaker,
-        # outlive restarts like the ERP's; vendor bills share the ERP account's budget.
-        partner_breaker = CircuitBreaker("partner.settlements", cfg.partner_breaker)
-        partner_limiter = limits.account("partner")
-        payables_breaker = CircuitBreaker("erp.vendor_bills", cfg.erp_breaker)
-        attribution = AttributionClient(partner_http, ttl_s=cfg.payments.attribution_ttl_s)
+        # Flow 3 (docs/flows.md): the portal's endpoints and the ERP's payables endpoint
+        # (vendor bills share the ERP account's budget).
+        attribution = AttributionClient(portal_attributions,
+                                        ttl_s=cfg.payments.attribution_ttl_s)
         revpartner_stream = subjects.stream("revpartner")
         children += [
             ChildSpec(PAYMENT_CONSUMER, lambda: PaymentRouter(
@@ -337,42 +361,29 @@ async def _run_tree(cfg: Config, bus: NatsBus, subjects: Subjects, ledger: Ledge
                 SETTLEMENT_CONSUMER, durable=SETTLEMENT_CONSUMER,
                 batch=cfg.payments.settlement_batch, subjects=subjects, ledger=ledger,
                 accounts=cfg.accounts, on_cycle=monitor.note_settlement_cycle,
-                portal=PlatformGuard("partner portal", partner_http,
-                                     open_code="partner.breaker_open", breaker=partner_breaker,
-                                     limiter=partner_limiter,
-                                     on_transitions=revenue_breaker_events),
-                erp=PlatformGuard("ERP payables", erp_http, open_code="erp.breaker_open",
-                                  breaker=payables_breaker, limiter=limiter,
-                                  on_transitions=revenue_breaker_events),
+                portal=portal_settlements, erp=erp_payables,
                 dlq=dlq_sink("revpartner", revpartner_stream), bus=bus,
                 stream=revpartner_stream, consumer=cfg.consumers),
                 shutdown_timeout=cfg.partner.timeout_s + cfg.erp.timeout_s + 5.0),
         ]
     if cfg.deals.enabled:
-        # Flow 1 (docs/flows.md): the deal saga, with its own clients to the five platforms it
-        # calls and a breaker per platform (outliving its restarts). It stops between deals,
-        # never in the middle of one's step.
-        # Its calls take permits from the same account budgets as every other adapter (CPQ
-        # has no budget: its reads are the sync lane's, bounded by its own concurrency).
-        saga_breakers = SagaBreakers(cfg.deals_breaker, limiters={
-            p: limits.account(p) for p in ("partner", "billing", "erp", "revenue")})
+        # A step's call may take as long as its platform's timeout: stopping waits for it.
+        slowest = max(p.http.timeout_s for p in platforms.all())
+        # Flow 1 (docs/flows.md): the deal saga, through its own endpoint at each of the five
+        # platforms it calls (a breaker per platform, outliving its restarts; the accounts'
+        # budgets). It stops between deals, never in the middle of one's step.
         children.append(ChildSpec(SAGA_CONSUMER, lambda: DealSaga(
-            SAGA_CONSUMER, durable=SAGA_CONSUMER, batch=cfg.deals.batch, urls=SagaUrls(
-                partner=cfg.partner.base_url, cpq=cfg.cpq.base_url,
-                billing=cfg.deals.billing_url or cfg.reconcile.billing_url,
-                erp=cfg.erp.base_url, revenue=cfg.revenue.base_url),
-            timeout_s=cfg.deals.timeout_s, max_connections=cfg.deals.max_connections,
-            breakers=saga_breakers, ledger=ledger, subjects=subjects,
+            SAGA_CONSUMER, durable=SAGA_CONSUMER, batch=cfg.deals.batch,
+            platforms=saga_platforms, ledger=ledger, subjects=subjects,
             dlq=dlq_sink("commercial", subjects.stream("commercial")), bus=bus,
             stream=subjects.stream("commercial"), consumer=cfg.consumers),
-            shutdown_timeout=cfg.deals.timeout_s * 2 + 5.0))
+            shutdown_timeout=slowest * 2 + 5.0))
         children.append(ChildSpec(SUBSCRIPTION_CONSUMER, lambda: SubscriptionSync(
             SUBSCRIPTION_CONSUMER, durable=SUBSCRIPTION_CONSUMER, batch=cfg.deals.batch,
-            erp_url=cfg.erp.base_url, revenue_url=cfg.revenue.base_url,
-            timeout_s=cfg.deals.timeout_s, max_connections=cfg.deals.max_connections,
-            ledger=ledger, dlq=dlq_sink("commercial", subjects.stream("commercial")), bus=bus,
+            erp=erp_orders, revenue=revenue_contracts, ledger=ledger,
+            dlq=dlq_sink("commercial", subjects.stream("commercial")), bus=bus,
             stream=subjects.stream("commercial"), consumer=cfg.consumers),
-            shutdown_timeout=cfg.deals.timeout_s * 3 + 5.0))
+            shutdown_timeout=slowest * 3 + 5.0))
     children += [
         # The usage intake (POST /usage/v1/records through its door on the webhook port): its
         # own group commit on the usage stream.
@@ -385,7 +396,8 @@ async def _run_tree(cfg: Config, bus: NatsBus, subjects: Subjects, ledger: Ledge
         # webhook port through a door that outlives the lane's restarts. It may finish
         # detached CPQ calls while stopping, so it gets longer than a CPQ call to stop.
         ChildSpec("sync-lane", lambda: SyncLane(
-            "sync-lane", bus=bus, subjects=subjects, settings=cfg.cpq, door=sync_door),
+            "sync-lane", bus=bus, subjects=subjects, settings=cfg.cpq, cpq=cpq_price,
+            door=sync_door),
             shutdown_timeout=cfg.cpq.timeout_s + 5.0),
         ChildSpec("billing-ingress", lambda: BillingIngress(
             "billing-ingress", bus=bus, subjects=subjects, settings=cfg.http,
@@ -411,16 +423,13 @@ async def _run_tree(cfg: Config, bus: NatsBus, subjects: Subjects, ledger: Ledge
         children.append(ChildSpec("reconciler", lambda: Reconciler(
             # Its reads take permits of the same account budgets as the adapters' writes.
             "reconciler", bus=bus, subjects=subjects,
-            billing=Budgeted(billing_http, limits.account("billing")),
-            erp=Budgeted(erp_http, limits.account("erp")),
+            billing=platforms.billing.reader(), erp=platforms.erp.reader(),
             interval_s=cfg.reconcile.interval_s, grace_s=cfg.reconcile.grace_s,
             repair=cfg.reconcile.repair,
-            revenue=Budgeted(revenue_http, limits.account("revenue"))
-            if "revenue" in legs else None,
+            revenue=platforms.revenue.reader() if "revenue" in legs else None,
             # The ledger proves "never sent" only where the revenue poster runs.
             ledger=ledger if "revenue" in legs and cfg.revenue.enabled else None,
-            partner=Budgeted(partner_http, limits.account("partner"))
-            if "payables" in legs else None,
+            partner=platforms.partner.reader() if "payables" in legs else None,
             accounts=msgspec.structs.asdict(cfg.accounts) if "gl" in legs else None)))
     tree = Supervisor("gateway", children, strategy="one_for_one",
                       intensity=cfg.supervisor.intensity, period=cfg.supervisor.period_s,

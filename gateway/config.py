@@ -42,9 +42,15 @@ class BillingConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     # Webhook signing secrets; several while a secret is being rotated. Prefer the environment
     # variable ERPGW_BILLING_WEBHOOK_SECRETS (comma-separated) over the file.
     webhook_secrets: list[str] = msgspec.field(default_factory=lambda: ["whsec_demo"])
+    # The billing platform's API (usage rating, subscriptions, the reconciler's reads): one
+    # pool for the process. Empty: reconcile.billing_url.
+    base_url: str = ""
+    timeout_s: float = 10.0  # per request; a rating request unanswered in time is in doubt
+    max_connections: int = 8
 
     def __repr__(self) -> str:
-        return f"BillingConfig(webhook_secrets=[{len(self.webhook_secrets)} hidden])"
+        return (f"BillingConfig(webhook_secrets=[{len(self.webhook_secrets)} hidden], "
+                f"base_url={self.base_url!r})")
 
 
 class ErpConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -79,11 +85,8 @@ class UsageConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     # Prefer ERPGW_USAGE_API_TOKENS (comma-separated) over the file.
     api_tokens: list[str] = msgspec.field(default_factory=lambda: ["usage_demo_token"])
     max_records: Annotated[int, msgspec.Meta(ge=1)] = 1000  # records per request (else 413)
-    billing_url: str = ""  # the billing platform's API; empty: reconcile.billing_url
-    timeout_s: float = 10.0  # per request; no answer in time leaves its records in doubt
     batch: Annotated[int, msgspec.Meta(ge=1)] = 256  # records per fetch (<= max_ack_pending)
     max_bulk_items: Annotated[int, msgspec.Meta(ge=1)] = 500  # aggregates per rating request
-    max_connections: int = 4
 
     def __repr__(self) -> str:
         return (f"UsageConfig(enabled={self.enabled}, api_tokens=[{len(self.api_tokens)} "
@@ -97,6 +100,7 @@ class PartnerConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     webhook_secrets: list[str] = msgspec.field(default_factory=lambda: ["whsec_partner_demo"])
     base_url: str = "http://127.0.0.1:8700"
     timeout_s: float = 10.0
+    max_connections: int = 4
 
     def __repr__(self) -> str:
         return (f"PartnerConfig(webhook_path={self.webhook_path!r}, webhook_secrets="
@@ -112,7 +116,6 @@ class PaymentsConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     park_recheck_s: Annotated[float, msgspec.Meta(gt=0)] = 2.0  # how often parked ones recheck
     attribution_ttl_s: float = 300.0  # how long a customer's partner (or none) is cached
     settlement_batch: Annotated[int, msgspec.Meta(ge=1)] = 50  # commissions per fetch
-    max_connections: int = 4  # to the partner portal
 
 
 class DealsConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -121,9 +124,6 @@ class DealsConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     # run it; it calls the partner portal, CPQ, billing, the ERP and the revenue platform.
     enabled: bool = True
     batch: Annotated[int, msgspec.Meta(ge=1)] = 16  # deals per fetch, run one after another
-    timeout_s: float = 10.0  # per platform call; a timeout is retried under the same key
-    billing_url: str = ""  # the billing platform's API; empty: reconcile.billing_url
-    max_connections: int = 4  # per platform
 
 
 class ReconcileConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -131,7 +131,7 @@ class ReconcileConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     interval_s: float = 300.0
     grace_s: float = 300.0  # younger invoices without a posting count as in flight
     repair: bool = True  # re-drive missing postings (safe: their original idempotency key)
-    billing_url: str = "http://127.0.0.1:8700"  # the billing platform's API
+    billing_url: str = "http://127.0.0.1:8700"  # billing's API unless billing.base_url is set
     # The legs compared besides billing vs the ERP's journal entries (which always runs):
     # revenue (billings report + ledger), gl (GL balances), payables (settlements vs bills).
     legs: list[Literal["revenue", "gl", "payables"]] = msgspec.field(

@@ -33,7 +33,8 @@ from typing import Any
 import anyio
 import msgspec
 
-from actors.infra import HttpClient, NatsBus, OutMsg
+from actors.infra import NatsBus, OutMsg
+from actors.infra.http import HttpClient
 from actors.reconcile import Flag, run_once
 from contracts import GatewayError, Subjects
 

@@ -23,7 +23,8 @@ from typing import Any
 import anyio
 import msgspec
 
-from actors.infra import HttpClient, NatsBus
+from actors.infra import NatsBus
+from actors.infra.http import HttpClient
 from contracts import DeadLetter, GatewayError, JsonCodec, Subjects
 
 from .app import REVENUE_CONSUMER

@@ -15,7 +15,7 @@ from typing import Any
 import anyio
 import msgspec
 
-from actors.infra import HttpClient
+from actors.infra.http import HttpClient
 
 from .stack import Stack
 

@@ -26,12 +26,12 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
 import anyio
 import msgspec
-from anyio.abc import TaskStatus
 
 from contracts import (
     BusinessKey,
@@ -56,22 +56,16 @@ from contracts.platforms.revenue import RevenueContract
 
 from ..crash import crashpoint
 from ..deadletter import DeadLetterSink
-from ..guard import guarded_call
 from ..infra.bus import Delivery, OutMsg
-from ..infra.http import HttpClient, HttpResponse, PlatformUnavailable
 from ..infra.ledger import Ledger
 from ..monitor import instance_id
-from ..resilience import (
-    BreakerConfig,
-    CircuitBreaker,
-    Limiter,
-    Transition,
-)
+from ..platforms import PlatformGuard, Platforms, segment
+from ..resilience import BreakerConfig, CircuitBreaker, Transition
 from ..worker import BatchWorker
 from . import lifecycle, saga
 from .saga import Complete, Do, SagaState, Settled, Undo
 
-__all__ = ["SAGA_CONSUMER", "DealSaga", "SagaBreakers", "SagaClients", "SagaUrls"]
+__all__ = ["SAGA_CONSUMER", "DealSaga", "SagaPlatforms"]
 
 log = logging.getLogger("erpgw.commercial.saga")
 
@@ -89,28 +83,6 @@ _json = msgspec.json.Encoder()
 _generic = msgspec.json.Decoder()
 
 
-@dataclass(frozen=True, slots=True)
-class SagaClients:
-    """One HTTP client per platform the saga calls (their base URLs come from config)."""
-
-    partner: HttpClient
-    cpq: HttpClient
-    billing: HttpClient
-    erp: HttpClient
-    revenue: HttpClient
-
-
-@dataclass(frozen=True, slots=True)
-class SagaUrls:
-    """The base URL of every platform the saga calls (config only: never from a payload)."""
-
-    partner: str
-    cpq: str
-    billing: str
-    erp: str
-    revenue: str
-
-
 def _refusal(platform: str, err: GatewayError) -> tuple[str, str]:
     """(code, reason) of a permanent refusal: the platform's own error code when its body
     names one (``erp.credit_hold``), else the error's."""
@@ -126,48 +98,48 @@ def _refusal(platform: str, err: GatewayError) -> tuple[str, str]:
     return code, reason
 
 
-class SagaBreakers:
-    """One circuit breaker per platform the saga writes to or reads from (they outlive the
-    actor's restarts: the app builds them), and the request budget of each platform account
-    it shares with the other adapters (``limiters``, from the rate-limiter actor's hub). A
-    call goes through ``call``: refused at once while its breaker is open
-    (``saga.breaker_open``, retryable: the deal waits), else it waits for a permit of its
-    account (fail closed), and its outcome is fed back to both. ``retry_in`` is how long until
-    every breaker lets calls through again: the saga stops fetching until then, so deals wait
-    in the stream during an outage instead of being tried and dead-lettered one by one. Runs
-    in the actor's task."""
+@dataclass(frozen=True, slots=True)
+class SagaPlatforms:
+    """The saga's endpoint at each platform it calls (``actors.platforms``): a breaker per
+    platform (``saga.<platform>``, outliving the actor's restarts: the platforms keep their
+    endpoints) and the account budget every other adapter of that platform shares. A call is
+    refused at once while its breaker is open (``saga.breaker_open``, retryable: the deal
+    waits), else it waits for a permit (fail closed). ``retry_in`` is how long until every
+    breaker lets calls through again: the saga stops fetching until then, so deals wait in the
+    stream during an outage instead of being tried and dead-lettered one by one."""
 
-    PLATFORMS = ("partner", "cpq", "billing", "erp", "revenue")
+    PLATFORMS: ClassVar[tuple[str, ...]] = ("partner", "cpq", "billing", "erp", "revenue")
 
-    def __init__(self, config: BreakerConfig | None = None, *,
-                 limiters: dict[str, Limiter] | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        self.by_platform = {p: CircuitBreaker(f"saga.{p}", config) for p in self.PLATFORMS}
-        self.limiters = dict(limiters or {})
-        self._clock = clock
+    partner: PlatformGuard
+    cpq: PlatformGuard
+    billing: PlatformGuard
+    erp: PlatformGuard
+    revenue: PlatformGuard
 
-    def retry_in(self) -> float:
-        now = self._clock()
-        return max(b.retry_in(now) for b in self.by_platform.values())
+    @classmethod
+    def of(cls, platforms: Platforms, config: BreakerConfig | None = None) -> SagaPlatforms:
+        """The ``saga`` endpoint of each platform (CPQ without a budget: its reads are the
+        synchronous lane's, bounded by its own concurrency)."""
+        def guard(name: str) -> PlatformGuard:
+            return getattr(platforms, name).endpoint(  # type: ignore[no-any-return]
+                "saga", open_code="saga.breaker_open", label=f"{name} (deal saga)",
+                breaker=CircuitBreaker(f"saga.{name}", config), budget=name != "cpq")
+        return cls(**{p: guard(p) for p in cls.PLATFORMS})
 
-    async def call(self, platform: str, send: Callable[[], Awaitable[HttpResponse]]
-                   ) -> HttpResponse:
-        """``send()`` behind ``platform``'s breaker and account budget. Raises
-        ``PlatformUnavailable`` (``saga.breaker_open``) while the breaker is open, and
-        whatever ``send`` raises."""
-        def refuse(retry_after: float) -> PlatformUnavailable:
-            return PlatformUnavailable(f"{platform} circuit breaker is open (deal saga)",
-                                       code="saga.breaker_open", retry_after=retry_after)
+    def guards(self) -> tuple[PlatformGuard, ...]:
+        return (self.partner, self.cpq, self.billing, self.erp, self.revenue)
 
-        return await guarded_call(send, breaker=self.by_platform[platform],
-                                  limiter=self.limiters.get(platform), refuse=refuse,
-                                  clock=self._clock)
+    def retry_in(self, now: float) -> float:
+        return max(g.breaker.retry_in(now) for g in self.guards() if g.breaker is not None)
 
     def drain_transitions(self) -> list[Transition]:
-        return [t for b in self.by_platform.values() for t in b.drain_transitions()]
+        return [t for g in self.guards() if g.breaker is not None
+                for t in g.breaker.drain_transitions()]
 
     def statistics(self) -> dict[str, object]:
-        return {p: b.statistics() for p, b in self.by_platform.items()}
+        return {p: g.breaker.statistics() for p, g in zip(self.PLATFORMS, self.guards(),
+                                                           strict=True)
+                if g.breaker is not None}
 
 
 class DealSaga(BatchWorker):
@@ -175,15 +147,12 @@ class DealSaga(BatchWorker):
     docstring). ``statistics()`` counts sagas completed, compensated and failed, steps done
     and reversals."""
 
-    def __init__(self, name: str, *, urls: SagaUrls, ledger: Ledger, subjects: Subjects,
-                 dlq: DeadLetterSink, timeout_s: float = 10.0, max_connections: int = 4,
-                 breakers: SagaBreakers | None = None, **kw: object) -> None:
+    def __init__(self, name: str, *, platforms: SagaPlatforms, ledger: Ledger,
+                 subjects: Subjects, dlq: DeadLetterSink,
+                 clock: Callable[[], float] = time.monotonic, **kw: object) -> None:
         super().__init__(name, **kw)  # type: ignore[arg-type]
-        self.breakers = breakers or SagaBreakers()
-        self.urls = urls
-        self.timeout_s = timeout_s
-        self.max_connections = max_connections
-        self._clients: SagaClients | None = None
+        self.platforms = platforms
+        self._clock = clock
         self.ledger = ledger
         self.subjects = subjects
         self.dlq = dlq
@@ -194,41 +163,19 @@ class DealSaga(BatchWorker):
         """While a platform's breaker is open, do not fetch (the deals wait in the stream)."""
         await self._transitions()
         while not self.stop_requested:
-            wait = self.breakers.retry_in()
+            wait = self.platforms.retry_in(self._clock())
             if wait <= 0:
                 return
             with anyio.move_on_after(min(wait, 1.0)):
                 await self.wait_stop_requested()
 
     async def _transitions(self) -> None:
-        for t in self.breakers.drain_transitions():
+        for t in self.platforms.drain_transitions():
             log.warning("breaker %s: %s -> %s (%s)", t.breaker, t.source, t.target, t.reason)
             await self.bus.emit(self.subjects.mon_event("breaker"), _json.encode({
                 "kind": "breaker", "event": str(t.event), "at": time.time(),
                 "instance": instance_id(), "breaker": t.breaker, "source": str(t.source),
                 "target": str(t.target), "reason": t.reason, "monotonic_at": t.at}))
-
-    @property
-    def clients(self) -> SagaClients:
-        assert self._clients is not None, "the saga's clients live inside run()"
-        return self._clients
-
-    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        """Open one client per platform (its own pool), then consume until stopped."""
-        u, t, n = self.urls, self.timeout_s, self.max_connections
-        async with HttpClient(u.partner, timeout=t, max_connections=n,
-                              platform="partner") as partner, \
-                HttpClient(u.cpq, timeout=t, max_connections=n, platform="cpq") as cpq, \
-                HttpClient(u.billing, timeout=t, max_connections=n,
-                           platform="billing") as billing, \
-                HttpClient(u.erp, timeout=t, max_connections=n, platform="erp") as erp, \
-                HttpClient(u.revenue, timeout=t, max_connections=n,
-                           platform="revenue") as revenue:
-            self._clients = SagaClients(partner, cpq, billing, erp, revenue)
-            try:
-                await super().run(task_status=task_status)
-            finally:
-                self._clients = None
 
     async def handle(self, batch: Sequence[Delivery]) -> None:
         for d in batch:
@@ -332,13 +279,11 @@ class DealSaga(BatchWorker):
         plan = state.plan
         events: list[tuple[Payload, BusinessKey, str]] = []
         if step == "enrich":
-            c = self.clients
-            resp = await self.breakers.call("partner", lambda: c.partner.get(
-                f"/partner/v1/deals/{approval.deal_id}"))
+            p = self.platforms
+            resp = await p.partner.get(f"/partner/v1/deals/{segment(approval.deal_id)}")
             deal = _deal.decode(resp.body)
             body = _json.encode(saga.price_request(deal))
-            quote = _quote.decode((await self.breakers.call(
-                "cpq", lambda: c.cpq.post("/cpq/v1/price", body))).body)
+            quote = _quote.decode((await p.cpq.post("/cpq/v1/price", body)).body)
             plan = saga.plan_deal(approval, deal, quote)
             result = f"total={plan.total} {plan.currency}"
             events.append((saga.order_booked(plan), BusinessKey(
@@ -347,23 +292,22 @@ class DealSaga(BatchWorker):
             assert plan is not None, "enrich is done before any other step"
             if step == "subscription":
                 body = _json.encode(saga.subscription_request(plan))
-                resp = await self.breakers.call("billing", lambda: self.clients.billing.post(
-                    "/billing/v1/subscriptions", body, headers={"Idempotency-Key": key}))
+                resp = await self.platforms.billing.post(
+                    "/billing/v1/subscriptions", body, headers={"Idempotency-Key": key})
                 sub = _sub.decode(resp.body)
                 result = sub.id
                 events.append((saga.subscription_activated(plan, sub), BusinessKey(
                     source="billing", object_id=sub.id, version=sub.version), "billing"))
             elif step == "sales_order":
                 body = _json.encode(saga.sales_order_request(plan, state.done["subscription"]))
-                resp = await self.breakers.call("erp", lambda: self.clients.erp.post(
-                    "/erp/v1/sales-orders", body, headers={"Idempotency-Key": key}))
+                resp = await self.platforms.erp.post(
+                    "/erp/v1/sales-orders", body, headers={"Idempotency-Key": key})
                 result = _order.decode(resp.body).id
             else:
                 body = _json.encode(saga.revenue_contract_request(
                     plan, state.done["subscription"]))
-                path = f"/revenue/v1/contracts/{plan.deal_id}"
-                resp = await self.breakers.call("revenue", lambda: self.clients.revenue.request(
-                    "PUT", path, body))
+                resp = await self.platforms.revenue.request(
+                    "PUT", f"/revenue/v1/contracts/{segment(plan.deal_id)}", body)
                 contract = _contract.decode(resp.body)
                 result = f"{contract.id}:v{contract.version}"
                 events += [(s, BusinessKey(source="revenue", object_id=s.schedule_id,
@@ -385,9 +329,9 @@ class DealSaga(BatchWorker):
         result: str
         if step == "subscription":
             key = saga.step_key(state.deal_id, f"undo.{step}")
-            resp = await self.breakers.call("billing", lambda: self.clients.billing.post(
-                f"/billing/v1/subscriptions/{target}/cancel", b"{}",
-                headers={"Idempotency-Key": key}))
+            resp = await self.platforms.billing.post(
+                f"/billing/v1/subscriptions/{segment(target)}/cancel", b"{}",
+                headers={"Idempotency-Key": key})
             sub = _sub.decode(resp.body)
             result = sub.status
             events.append((saga.subscription_cancelled(sub, note), BusinessKey(
@@ -405,8 +349,9 @@ class DealSaga(BatchWorker):
         else:
             key = saga.step_key(state.deal_id, f"undo.{step}")
             body = _json.encode(SalesOrderClose(reason=note))
-            resp = await self.breakers.call("erp", lambda: self.clients.erp.post(
-                f"/erp/v1/sales-orders/{target}/close", body, headers={"Idempotency-Key": key}))
+            resp = await self.platforms.erp.post(
+                f"/erp/v1/sales-orders/{segment(target)}/close", body,
+                headers={"Idempotency-Key": key})
             result = _order.decode(resp.body).status
         crashpoint("saga.after_step")
         await self._publish(env, f"undo.{step}", events)
@@ -439,7 +384,7 @@ class DealSaga(BatchWorker):
 
     def statistics(self) -> dict[str, object]:
         return {**super().statistics(), **self.counts, "dead_lettered": self.dlq.count,
-                "breakers": self.breakers.statistics()}
+                "breakers": self.platforms.statistics()}
 
 
 # Which platform answers each step (for the dead letter's code).

@@ -30,9 +30,7 @@ import logging
 import time
 from collections.abc import Sequence
 
-import anyio
 import msgspec
-from anyio.abc import TaskStatus
 
 from contracts import (
     ContractError,
@@ -51,8 +49,8 @@ from contracts.platforms.erp import SalesOrderClose
 from ..crash import crashpoint
 from ..deadletter import DeadLetterSink
 from ..infra.bus import Delivery
-from ..infra.http import HttpClient
 from ..infra.ledger import Ledger
+from ..platforms import PlatformGuard, segment
 from ..worker import BatchWorker
 from . import lifecycle
 
@@ -84,32 +82,21 @@ def _order_key(d: Delivery) -> tuple[str, int, int]:
 class SubscriptionSync(BatchWorker):
     """See the module docstring. ``statistics()`` counts versions applied, stale, early."""
 
-    def __init__(self, name: str, *, erp_url: str, revenue_url: str, ledger: Ledger,
-                 dlq: DeadLetterSink, timeout_s: float = 10.0, max_connections: int = 4,
-                 **kw: object) -> None:
+    def __init__(self, name: str, *, erp: PlatformGuard, revenue: PlatformGuard,
+                 ledger: Ledger, dlq: DeadLetterSink, **kw: object) -> None:
         super().__init__(name, **kw)  # type: ignore[arg-type]
-        self.erp_url = erp_url
-        self.revenue_url = revenue_url
-        self.timeout_s = timeout_s
-        self.max_connections = max_connections
+        # The ERP's and the revenue platform's endpoints for this flow (actors.platforms):
+        # a breaker each and the accounts' budgets.
+        self.erp = erp
+        self.revenue = revenue
         self.ledger = ledger
         self.dlq = dlq
-        self._erp: HttpClient | None = None
-        self._revenue: HttpClient | None = None
         self.counts = {"applied": 0, "stale": 0, "early": 0, "activations": 0}
 
-    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        """Open the ERP and revenue clients, then consume until stopped."""
-        t, n = self.timeout_s, self.max_connections
-        async with HttpClient(self.erp_url, timeout=t, max_connections=n,
-                              platform="erp") as erp, \
-                HttpClient(self.revenue_url, timeout=t, max_connections=n,
-                           platform="revenue") as revenue:
-            self._erp, self._revenue = erp, revenue
-            try:
-                await super().run(task_status=task_status)
-            finally:
-                self._erp = self._revenue = None
+    async def gate(self) -> None:
+        """While either platform's breaker is open, wait (the changes stay in the stream)."""
+        await self.erp.gate(self)
+        await self.revenue.gate(self)
 
     async def handle(self, batch: Sequence[Delivery]) -> None:
         for d in sorted(batch, key=_order_key):
@@ -163,16 +150,15 @@ class SubscriptionSync(BatchWorker):
                 raise NotYet(f"subscription {sub_id} v{version} waits for v"
                              f"{applied.version + 1}")
         state = lifecycle.evolve(applied.state, change)
-        assert self._erp is not None and self._revenue is not None
         revision = lifecycle.order_revision(state, version)
-        await self._erp.post(f"/erp/v1/sales-orders/{state.order_id}/revise",
-                             _enc.encode(revision))
+        order = segment(state.order_id)
+        await self.erp.post(f"/erp/v1/sales-orders/{order}/revise", _enc.encode(revision))
         if state.cancelled:
-            await self._erp.post(f"/erp/v1/sales-orders/{state.order_id}/close",
-                                 _enc.encode(SalesOrderClose(
-                                     reason=f"subscription {sub_id} cancelled (v{version})")))
-        await self._revenue.request(
-            "PUT", f"/revenue/v1/contracts/{state.deal_id}",
+            await self.erp.post(f"/erp/v1/sales-orders/{order}/close",
+                                _enc.encode(SalesOrderClose(
+                                    reason=f"subscription {sub_id} cancelled (v{version})")))
+        await self.revenue.request(
+            "PUT", f"/revenue/v1/contracts/{segment(state.deal_id)}",
             _enc.encode(lifecycle.contract_request(state, version, sub_id)))
         crashpoint("subscription.after_write")
         await self.ledger.save_saga(
@@ -184,5 +170,6 @@ class SubscriptionSync(BatchWorker):
         self.counts["applied"] += 1
 
     def statistics(self) -> dict[str, object]:
-        return {**super().statistics(), **self.counts, "dead_lettered": self.dlq.count}
+        return {**super().statistics(), **self.counts, "dead_lettered": self.dlq.count,
+                "erp": self.erp.statistics(), "revenue": self.revenue.statistics()}
 

@@ -34,7 +34,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
 import anyio
@@ -55,12 +55,10 @@ from contracts.platforms import erp as wire
 
 from ..crash import crashpoint, fault
 from ..deadletter import DeadLetterSink
-from ..guard import PlatformGuard
 from ..infra.bus import Delivery
-from ..infra.http import HttpClient, PlatformRejected
 from ..infra.ledger import Ledger, PostingRow, VersionMark
+from ..platforms import PlatformGuard, PlatformRejected
 from ..replay import REPAIR_HEADER
-from ..resilience import CircuitBreaker, Limiter, Transition
 from ..stats import percentiles
 from ..worker import BatchWorker
 from .ordering import (
@@ -113,18 +111,15 @@ def entry_to_wire(e: PostJournalEntry) -> wire.JournalEntryIn:
 
 
 class ErpPoster(BatchWorker):
-    def __init__(self, name: str, *, erp: HttpClient, ledger: Ledger, dlq: DeadLetterSink,
-                 breaker: CircuitBreaker | None = None, limiter: Limiter | None = None,
-                 on_transitions: Callable[[list[Transition]], Awaitable[None]] | None = None,
-                 clock: Callable[[], float] = time.monotonic, **kw: object) -> None:
+    def __init__(self, name: str, *, erp: PlatformGuard, ledger: Ledger, dlq: DeadLetterSink,
+                 **kw: object) -> None:
         super().__init__(name, **kw)  # type: ignore[arg-type]
-        self.erp = erp
+        # The ERP's journal endpoint (actors.platforms): its breaker and the account budget.
+        self.guard = erp
+        self.breaker = erp.breaker
+        self.limiter = erp.limiter
         self.ledger = ledger
         self.dlq = dlq
-        self.breaker = breaker
-        self.limiter = limiter
-        self.guard = PlatformGuard("ERP", erp, open_code="erp.breaker_open", breaker=breaker,
-                                   limiter=limiter, on_transitions=on_transitions, clock=clock)
         self.posted = 0
         self.replayed = 0
         self.skipped_known = 0

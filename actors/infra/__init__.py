@@ -1,7 +1,9 @@
 """Infrastructure shells: the only modules that import nats, aiosqlite or aiohttp's client.
 
 Everything above this package sees our own types and our own error tree
-(``contracts.GatewayError``), never a third-party exception.
+(``contracts.GatewayError``), never a third-party exception. The HTTP client
+(``actors.infra.http``) is not re-exported here: flows reach platforms only through
+``actors.platforms``, and import-linter keeps it so.
 """
 
 from .bus import (
@@ -13,14 +15,11 @@ from .bus import (
     StoredMsg,
     StreamSettings,
 )
-from .http import HttpClient, HttpResponse
 from .ledger import Ledger, PostingRow, VersionMark, VersionRow
 
 __all__ = [
     "ConsumerSettings",
     "Delivery",
-    "HttpClient",
-    "HttpResponse",
     "Ledger",
     "NatsBus",
     "OutMsg",

@@ -11,17 +11,29 @@ A platform answer is sorted once, here, by what the caller should do:
 
 The base URL comes from configuration only; the client never dials a host taken from a
 payload (SSRF), and refuses any path that is not relative to its base.
+
+Credentials: a client built with ``signer`` asks it for the authentication headers of every
+request immediately before sending (OAuth 1.0a signs method, URL and a fresh nonce; a bearer
+token may be refreshed), so no request of that client can leave without them.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 import aiohttp
 
 from contracts import Permanent, Retryable
 
-__all__ = ["Ambiguous", "HttpClient", "HttpResponse", "PlatformRejected", "PlatformUnavailable"]
+__all__ = ["Ambiguous", "HttpClient", "HttpResponse", "PlatformRejected", "PlatformUnavailable",
+           "RequestSigner"]
+
+
+class RequestSigner(Protocol):
+    """What adds a platform's credentials to one request (``actors.platforms.auth``)."""
+
+    async def headers(self, method: str, url: str, body: bytes | None) -> dict[str, str]: ...
 
 
 class PlatformUnavailable(Retryable):
@@ -62,8 +74,9 @@ class HttpClient:
     """A keep-alive client for one platform base URL."""
 
     def __init__(self, base_url: str, *, timeout: float = 10.0, max_connections: int = 16,
-                 platform: str = "platform") -> None:
+                 platform: str = "platform", signer: RequestSigner | None = None) -> None:
         self._base = base_url.rstrip("/")
+        self._signer = signer
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._max_connections = max_connections
         self._session: aiohttp.ClientSession | None = None
@@ -86,9 +99,17 @@ class HttpClient:
         """POST ``body`` (JSON) to ``base + path``; see the module docstring for what raises."""
         return await self.request("POST", path, body, headers=headers)
 
-    async def get(self, path: str) -> HttpResponse:
+    async def get(self, path: str, *, headers: dict[str, str] | None = None) -> HttpResponse:
         """GET ``base + path``; see the module docstring for what raises."""
-        return await self.request("GET", path, None)
+        return await self.request("GET", path, None, headers=headers)
+
+    @property
+    def base_url(self) -> str:
+        return self._base
+
+    @property
+    def timeout_s(self) -> float:
+        return float(self._timeout.total or 0.0)
 
     async def request(self, method: str, path: str, body: bytes | None, *,
                       headers: dict[str, str] | None = None) -> HttpResponse:
@@ -100,6 +121,8 @@ class HttpClient:
         if headers:
             hdrs.update(headers)
         url = self._base + path
+        if self._signer is not None:
+            hdrs.update(await self._signer.headers(method, url, body))
         try:
             async with self._session.request(method, url, data=body, headers=hdrs) as resp:
                 data = await resp.read()

@@ -3,7 +3,7 @@
 ``GET /partner/v1/attributions/{customer}`` answers the partner of record (200) or 404 for a
 direct customer (no partner, no commission). Answers, a 404 included, are cached for ``ttl_s``
 (a deal registered later is seen after that), at most ``max_entries`` customers (the oldest
-answer is dropped first). Errors are the ``HttpClient``'s (``Retryable`` for 429/5xx/timeouts,
+answer is dropped first). Errors are the platform guard's (``Retryable`` for 429/5xx/timeouts,
 ``Permanent`` for other 4xx); an answer that does not decode is ``ContractError``.
 
 Runs in the calling actor's task; not thread-safe.
@@ -12,14 +12,13 @@ Runs in the calling actor's task; not thread-safe.
 from __future__ import annotations
 
 import time
-import urllib.parse
 from collections import OrderedDict
 from collections.abc import Callable
 
 from contracts import JsonCodec
 from contracts.platforms.partner import Attribution
 
-from ..infra.http import HttpClient, PlatformRejected
+from ..platforms import PlatformGuard, PlatformRejected, segment
 
 __all__ = ["ATTRIBUTIONS_PATH", "AttributionClient"]
 
@@ -28,11 +27,12 @@ _decoder: JsonCodec[Attribution] = JsonCodec(Attribution)
 
 
 class AttributionClient:
-    """Attribution lookups against the portal at ``http``'s base URL, cached."""
+    """Attribution lookups through the partner portal's ``portal`` endpoint (its breaker and
+    the account's budget), cached."""
 
-    def __init__(self, http: HttpClient, *, ttl_s: float = 300.0, max_entries: int = 100_000,
+    def __init__(self, portal: PlatformGuard, *, ttl_s: float = 300.0, max_entries: int = 100_000,
                  clock: Callable[[], float] = time.monotonic) -> None:
-        self.http = http
+        self.portal = portal
         self.ttl_s = ttl_s
         self.max_entries = max_entries
         self._clock = clock
@@ -53,7 +53,7 @@ class AttributionClient:
             return cached[1]
         self.lookups += 1
         try:
-            resp = await self.http.get(ATTRIBUTIONS_PATH + urllib.parse.quote(customer, safe=""))
+            resp = await self.portal.get(ATTRIBUTIONS_PATH + segment(customer))
             found: Attribution | None = _decoder.decode(resp.body)
         except PlatformRejected as exc:
             if exc.status != 404:

@@ -51,10 +51,9 @@ from contracts.platforms.erp import VendorBillIn, VendorBillRecord
 from contracts.platforms.partner import SettlementIn
 
 from ..deadletter import DeadLetterSink
-from ..guard import PlatformGuard
 from ..infra.bus import Delivery, OutMsg
-from ..infra.http import PlatformRejected
 from ..infra.ledger import Ledger, SettlementRow
+from ..platforms import PlatformGuard, PlatformRejected
 from ..router.invoices import AccountMap
 from ..worker import BatchWorker
 from .plan import (

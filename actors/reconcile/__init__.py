@@ -25,7 +25,7 @@ from .matching import (
 )
 from .overview import Overview, overview
 from .revenue import LedgerView, RevenueDoc, RevenueRecord, reconcile_revenue
-from .runner import GL_ROLES, Budgeted, Reader, Reconciler, RunResult, run_once, summary
+from .runner import GL_ROLES, Reader, Reconciler, RunResult, run_once, summary
 
 __all__ = [
     "BREAK_KINDS",
@@ -34,7 +34,6 @@ __all__ = [
     "Action",
     "BillingDoc",
     "Break",
-    "Budgeted",
     "ErpPosting",
     "Flag",
     "GlDoc",

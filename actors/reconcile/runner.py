@@ -43,10 +43,9 @@ from contracts.platforms.erp import GlBalances, JournalEntryList, VendorBillList
 from contracts.platforms.partner import SettlementList
 from contracts.platforms.revenue import BillingReport
 
-from ..guard import guarded_call
-from ..infra import HttpResponse, Ledger, NatsBus
+from ..infra import Ledger, NatsBus
+from ..platforms import HttpResponse
 from ..replay import replay_lane, select_events
-from ..resilience import Limiter
 from ..runtime import Actor
 from .books import (
     GlDoc,
@@ -113,30 +112,10 @@ def _period_of(ts: float) -> str:
 
 
 class Reader(Protocol):
-    """What the reconciler reads a platform through: an ``Reader``, or one behind the
-    platform account's request budget (``Budgeted``)."""
+    """What the reconciler reads a platform through: the platform's budgeted reader
+    (``actors.platforms.Platform.reader``), or any client with the same ``get``."""
 
     async def get(self, path: str) -> HttpResponse: ...
-
-
-class Budgeted:
-    """``http``'s reads, each taking a permit of the platform account's budget first (the
-    same budget the adapters post under, so reconciling never pushes the account over its
-    limits; fail closed while the rate-limiter actor is down). Runs in the caller's task."""
-
-    def __init__(self, http: Reader, limiter: Limiter) -> None:
-        self.http = http
-        self.limiter = limiter
-
-    async def get(self, path: str) -> HttpResponse:
-        """Raises what ``http.get`` raises."""
-        return await guarded_call(lambda: self.http.get(path), breaker=None,
-                                  limiter=self.limiter, refuse=_no_breaker)
-
-
-def _no_breaker(retry_after: float) -> Exception:
-    """``guarded_call``'s refusal, never called: a ``Budgeted`` read has no breaker."""
-    return RuntimeError(f"no breaker refuses reconciliation reads ({retry_after})")
 
 
 class _Page(Protocol[T_co]):

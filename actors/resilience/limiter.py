@@ -15,7 +15,7 @@ Two ways to take permits:
 * ``acquire(n, now)``: ``0.0`` when granted, else the seconds to wait before asking again
   (``math.inf``: wait for a ``release``/``return_lease``, no amount of time will do). Each
   granted permit's slot is given back with ``release`` when its call ends. This is what the
-  adapters use (``actors.guard.PlatformGuard``): the hub lives in the adapters' own event loop,
+  adapters use (``actors.platforms.PlatformGuard``): the hub lives in the adapters' own event loop,
   so a permit is a plain method call.
 * ``lease(max_n, now)``: up to ``max_n`` permits at once, valid until ``expires_at``, for a
   caller that would otherwise pay a round trip per permit (none does today). When the caller
@@ -66,7 +66,7 @@ _EPS = 1e-9
 
 
 class Limiter(Protocol):
-    """What an adapter (``actors.guard.PlatformGuard``) and monitoring (``actors.monitor``)
+    """What an adapter (``actors.platforms.PlatformGuard``) and monitoring (``actors.monitor``)
     need of one platform account's budget: ``RateLimiter`` and the account handles of
     ``actors.limits.LimiterHub`` both provide it. The methods mean what they mean on
     ``RateLimiter``."""

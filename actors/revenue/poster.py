@@ -61,7 +61,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -86,12 +86,11 @@ from contracts.platforms.revenue import RevenueBatch, RevenueLineIn
 
 from ..crash import crashpoint, fault
 from ..deadletter import DeadLetterSink
-from ..guard import PlatformGuard
 from ..infra.bus import Delivery
-from ..infra.http import HttpClient, PlatformRejected
 from ..infra.ledger import Ledger, LedgerUnavailable, UploadRow
 from ..monitor import instance_id
-from ..resilience import CircuitBreaker, DeadLetter, Limiter, Retry, Transition
+from ..platforms import PlatformGuard, PlatformRejected
+from ..resilience import DeadLetter, Retry
 from ..stats import percentiles
 from ..worker import BatchWorker
 from .plan import (
@@ -135,16 +134,13 @@ class _Invoice:
 
 
 class RevenuePoster(BatchWorker):
-    def __init__(self, name: str, *, revenue: HttpClient, ledger: Ledger, dlq: DeadLetterSink,
-                 subjects: Subjects, max_batch_lines: int = 500,
-                 breaker: CircuitBreaker | None = None, limiter: Limiter | None = None,
-                 on_transitions: Callable[[list[Transition]], Awaitable[None]] | None = None,
-                 clock: Callable[[], float] = time.monotonic, **kw: object) -> None:
+    def __init__(self, name: str, *, revenue: PlatformGuard, ledger: Ledger,
+                 dlq: DeadLetterSink, subjects: Subjects, max_batch_lines: int = 500,
+                 **kw: object) -> None:
         super().__init__(name, **kw)  # type: ignore[arg-type]
         if max_batch_lines < 1:
             raise ValueError(f"max_batch_lines must be >= 1, got {max_batch_lines}")
-        self.guard = PlatformGuard("revenue", revenue, open_code=BREAKER_OPEN, breaker=breaker,
-                                   limiter=limiter, on_transitions=on_transitions, clock=clock)
+        self.guard = revenue  # the revenue platform's batch endpoint (actors.platforms)
         self.ledger = ledger
         self.dlq = dlq
         self.subjects = subjects

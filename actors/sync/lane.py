@@ -69,7 +69,7 @@ from contracts import (
 from contracts.platforms.cpq import PriceQuote
 
 from ..infra.bus import NatsBus, OutMsg, ServiceEndpoint, ServiceHandle, ServiceRequest
-from ..infra.http import HttpClient, PlatformRejected
+from ..platforms import PlatformGuard, PlatformRejected
 from ..runtime import Actor
 from .rules import (
     Refusal,
@@ -166,16 +166,16 @@ class SyncLane(Actor):
     """The synchronous lane's actor; see the module docstring."""
 
     def __init__(self, name: str, *, bus: NatsBus, subjects: Subjects, settings: CpqSettings,
-                 door: SyncDoor | None = None,
+                 cpq: PlatformGuard, door: SyncDoor | None = None,
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         super().__init__(name)
         self.bus = bus
+        self.cpq = cpq  # CPQ's pricing endpoint (actors.platforms): its pool and breaker
         self.subjects = subjects
         self.settings = settings
         self._door = door
         self._clock = clock
         self._tg: anyio.abc.TaskGroup | None = None
-        self._http: HttpClient | None = None
         self._send: MemoryObjectSendStream[_Job] | None = None
         self._service: ServiceHandle | None = None
         self._in_flight = 0
@@ -191,10 +191,9 @@ class SyncLane(Actor):
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
                   ) -> None:
         s = self.settings
-        async with HttpClient(s.base_url, timeout=s.timeout_s, max_connections=s.max_connections,
-                              platform="cpq") as http, anyio.create_task_group() as tg:
+        async with anyio.create_task_group() as tg:
             send, receive = anyio.create_memory_object_stream[_Job](s.max_in_flight)
-            self._tg, self._http, self._send = tg, http, send
+            self._tg, self._send = tg, send
             with receive:
                 for _ in range(s.max_in_flight):
                     tg.start_soon(self._worker, receive.clone())
@@ -399,11 +398,10 @@ class SyncLane(Actor):
 
     async def _price(self, call: _Call) -> None:
         """One CPQ call; records its outcome on ``call``. Never raises a ``GatewayError``."""
-        assert self._http is not None
         call.pricing = call.refusal = call.error = None
         headers = {"traceparent": call.traceparent} if call.traceparent else None
         try:
-            resp = await self._http.post(
+            resp = await self.cpq.post(
                 "/cpq/v1/price", _price_requests.encode(to_price_request(call.req)),
                 headers=headers)
             call.pricing = pricing_from_quote(_quotes.decode(resp.body), call.req)

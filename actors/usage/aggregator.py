@@ -52,7 +52,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import anyio
@@ -77,12 +77,10 @@ from contracts.platforms.usage import UsageBulkRequest, UsageBulkResponse
 
 from ..crash import crashpoint
 from ..deadletter import DeadLetterSink
-from ..guard import PlatformGuard
 from ..infra.bus import Delivery
-from ..infra.http import HttpClient, PlatformRejected
 from ..infra.ledger import Ledger, LedgerUnavailable, UploadRow
 from ..monitor import instance_id
-from ..resilience import CircuitBreaker, Limiter, Transition
+from ..platforms import PlatformGuard, PlatformRejected
 from ..revenue.plan import accepted_batch_id, halves, never_recorded, pack, refused_invoices
 from ..worker import BatchWorker
 from .plan import (
@@ -134,24 +132,16 @@ def _decode(data: bytes) -> Envelope:
 
 
 class UsageAggregator(BatchWorker):
-    def __init__(self, name: str, *, billing: HttpClient, revenue: HttpClient, ledger: Ledger,
-                 dlq: DeadLetterSink, subjects: Subjects, max_bulk_items: int = 500,
-                 max_batch_lines: int = 500,
-                 billing_breaker: CircuitBreaker | None = None,
-                 billing_limiter: Limiter | None = None,
-                 revenue_breaker: CircuitBreaker | None = None,
-                 revenue_limiter: Limiter | None = None,
-                 on_transitions: Callable[[list[Transition]], Awaitable[None]] | None = None,
-                 clock: Callable[[], float] = time.monotonic, **kw: object) -> None:
+    def __init__(self, name: str, *, billing: PlatformGuard, revenue: PlatformGuard,
+                 ledger: Ledger, dlq: DeadLetterSink, subjects: Subjects,
+                 max_bulk_items: int = 500, max_batch_lines: int = 500, **kw: object) -> None:
         super().__init__(name, **kw)  # type: ignore[arg-type]
         if max_bulk_items < 1 or max_batch_lines < 1:
             raise ValueError("max_bulk_items and max_batch_lines must be >= 1")
-        self.billing = PlatformGuard("billing.usage", billing, open_code="usage.breaker_open",
-                                     breaker=billing_breaker, limiter=billing_limiter,
-                                     on_transitions=on_transitions, clock=clock)
-        self.revenue = PlatformGuard("revenue", revenue, open_code="revenue.breaker_open",
-                                     breaker=revenue_breaker, limiter=revenue_limiter,
-                                     on_transitions=on_transitions, clock=clock)
+        # Billing's usage rating endpoint and the revenue platform's batch endpoint
+        # (actors.platforms: their breakers and account budgets).
+        self.billing = billing
+        self.revenue = revenue
         self.ledger = ledger
         self.dlq = dlq
         self.subjects = subjects

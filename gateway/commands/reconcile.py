@@ -4,6 +4,7 @@ the dead letters and the gateway's ledger), once, now."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -36,10 +37,12 @@ def _legs(text: str) -> list[str]:
 
 
 def cmd_reconcile(args: argparse.Namespace) -> int:
-    from actors.infra import HttpClient, Ledger, NatsBus
+    from actors.infra import Ledger, NatsBus
+    from actors.platforms import open_platforms
     from actors.reconcile import EXPLAINED_KINDS, run_once, summary
     from contracts import Subjects
 
+    from ..app import platform_specs
     from ..config import load_config
 
     cfg = load_config(args.config, overrides={"data_dir": str(args.data_dir)}
@@ -55,18 +58,19 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
         ledger = (await Ledger.open(ledger_path)
                   if "revenue" in legs and ledger_path.exists() else None)
         try:
-            async with HttpClient(args.billing_url or cfg.reconcile.billing_url,
-                                  platform="billing") as billing, \
-                    HttpClient(args.erp_url or cfg.erp.base_url, platform="erp") as erp, \
-                    HttpClient(args.revenue_url or cfg.revenue.base_url,
-                               platform="revenue") as revenue, \
-                    HttpClient(args.partner_url or cfg.partner.base_url,
-                               platform="partner") as partner:
+            # The platforms as the gateway reaches them (credentials, dialects), at the URLs
+            # given on the command line if any; no budgets: this run is the only reader.
+            specs = platform_specs(cfg)
+            for name, url in (("billing", args.billing_url), ("erp", args.erp_url),
+                              ("revenue", args.revenue_url), ("partner", args.partner_url)):
+                if url:
+                    specs[name] = dataclasses.replace(specs[name], base_url=url)
+            async with open_platforms(specs, limiters={}) as p:
                 return await run_once(
-                    bus, Subjects(prefix=prefix), billing, erp, period=args.period,
-                    grace_s=args.grace, repair=args.repair,
-                    revenue=revenue if "revenue" in legs else None, ledger=ledger,
-                    partner=partner if "payables" in legs else None,
+                    bus, Subjects(prefix=prefix), p.billing.reader(), p.erp.reader(),
+                    period=args.period, grace_s=args.grace, repair=args.repair,
+                    revenue=p.revenue.reader() if "revenue" in legs else None, ledger=ledger,
+                    partner=p.partner.reader() if "payables" in legs else None,
                     accounts=msgspec.structs.asdict(cfg.accounts) if "gl" in legs else None)
         finally:
             if ledger is not None:

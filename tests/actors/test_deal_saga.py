@@ -4,15 +4,17 @@ bodies and canonical events it builds, and the partner webhook mapping (no I/O).
 from __future__ import annotations
 
 from datetime import UTC, date, datetime
+from typing import Any
 
 import msgspec
 import pytest
 
-from actors.commercial import SagaBreakers, saga
+from actors.commercial import SagaPlatforms, saga
 from actors.commercial.saga import Complete, Do, SagaState, Settled, Undo
 from actors.infra.http import HttpResponse, PlatformRejected, PlatformUnavailable
 from actors.partner import PARTNER_ROUTES
-from actors.resilience import BreakerConfig
+from actors.platforms import PlatformGuard
+from actors.resilience import BreakerConfig, CircuitBreaker
 from contracts import ContractError, DealApproved, DealRegistered, DealRejected
 from contracts.platforms.billing import BillingSubscription, SubscriptionItemRecord
 from contracts.platforms.cpq import PriceRequest
@@ -187,32 +189,45 @@ def test_deal_webhooks_map_to_canonical_messages_keyed_by_version() -> None:
     assert err.value.path.startswith("$.data.object")
 
 
+class _Down:
+    """A platform that answers every request with ``answer()``, counting the calls."""
+
+    def __init__(self, answer: Exception) -> None:
+        self.answer = answer
+        self.calls = 0
+
+    async def request(self, *_: Any, **__: Any) -> HttpResponse:
+        self.calls += 1
+        raise self.answer
+
+
 async def test_the_saga_breakers_open_on_faults_and_refuse_without_calling() -> None:
     now = [0.0]
-    breakers = SagaBreakers(BreakerConfig(consecutive_failures=2, open_for=5.0),
-                            clock=lambda: now[0])
-    calls = 0
+    revenue = _Down(PlatformUnavailable("revenue: server error 503", code="http.server_error"))
+    erp = _Down(PlatformRejected("erp: rejected", status=422, body='{"code": "CREDIT_HOLD"}'))
+    config = BreakerConfig(consecutive_failures=2, open_for=5.0)
 
-    async def down() -> HttpResponse:
-        nonlocal calls
-        calls += 1
-        raise PlatformUnavailable("revenue: server error 503", code="http.server_error")
+    def guard(name: str, http: _Down) -> PlatformGuard:
+        return PlatformGuard(name, http, open_code="saga.breaker_open",  # type: ignore[arg-type]
+                             breaker=CircuitBreaker(f"saga.{name}", config),
+                             clock=lambda: now[0])
 
-    async def refuse() -> HttpResponse:
-        raise PlatformRejected("erp: rejected", status=422, body='{"code": "CREDIT_HOLD"}')
-
+    platforms = SagaPlatforms(partner=guard("partner", erp), cpq=guard("cpq", erp),
+                              billing=guard("billing", erp), erp=guard("erp", erp),
+                              revenue=guard("revenue", revenue))
     for _ in range(2):
         with pytest.raises(PlatformUnavailable):
-            await breakers.call("revenue", down)
-    assert breakers.retry_in() == 5.0
+            await platforms.revenue.post("/revenue/v1/batches", b"{}")
+    assert platforms.retry_in(now[0]) == 5.0
     with pytest.raises(PlatformUnavailable) as err:
-        await breakers.call("revenue", down)
-    assert err.value.code == "saga.breaker_open" and calls == 2  # refused without a call
+        await platforms.revenue.post("/revenue/v1/batches", b"{}")
+    assert err.value.code == "saga.breaker_open" and revenue.calls == 2  # refused, no call
     for _ in range(3):  # a business refusal is not a fault: the ERP's breaker stays closed
         with pytest.raises(PlatformRejected):
-            await breakers.call("erp", refuse)
-    assert breakers.by_platform["erp"].retry_in(now[0]) == 0
+            await platforms.erp.post("/erp/v1/sales-orders", b"{}")
+    assert erp.calls == 3
+    assert platforms.erp.breaker is not None and platforms.erp.breaker.retry_in(now[0]) == 0
     now[0] = 6.0
-    assert breakers.retry_in() == 0  # half-open: one probe may go
-    assert [(t.breaker, str(t.target)) for t in breakers.drain_transitions()] == [
+    assert platforms.retry_in(now[0]) == 0  # half-open: one probe may go
+    assert [(t.breaker, str(t.target)) for t in platforms.drain_transitions()] == [
         ("saga.revenue", "open")]

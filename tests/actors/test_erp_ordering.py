@@ -31,6 +31,7 @@ from actors.erp.ordering import (
 from actors.infra import ConsumerSettings
 from actors.infra.http import HttpResponse
 from actors.infra.ledger import Ledger, LedgerUnavailable, VersionMark
+from actors.platforms import PlatformGuard
 from actors.router.invoices import AccountMap, erp_idempotency_key, journal_for_invoice
 from contracts import (
     BusinessKey,
@@ -212,7 +213,7 @@ class FakeErp:
         self.reject: set[str] = set()
         self.requests: list[list[str]] = []
 
-    async def post(self, path: str, body: bytes, **_: Any) -> HttpResponse:
+    async def request(self, method: str, path: str, body: bytes, **_: Any) -> HttpResponse:
         items = _bulk.decode(body).items
         self.requests.append([i.external_id for i in items])
         results = self.books.post(items, 1.0, reject={
@@ -235,7 +236,8 @@ async def ledger(tmp_path: Path) -> AsyncIterator[Ledger]:
 
 
 def make_poster(erp: FakeErp, ledger: Ledger) -> ErpPoster:
-    return ErpPoster("erp-journal", erp=erp, ledger=ledger, dlq=FakeSink(),  # type: ignore[arg-type]
+    guard = PlatformGuard("erp.journal", erp, open_code="erp.breaker_open")  # type: ignore[arg-type]
+    return ErpPoster("erp-journal", erp=guard, ledger=ledger, dlq=FakeSink(),  # type: ignore[arg-type]
                      bus=FakeBus(), stream="ERPGW_BILLING", durable="erp-journal",
                      consumer=ConsumerSettings(), seed=1)
 

@@ -16,7 +16,8 @@ import pytest
 from actors.infra import ConsumerSettings
 from actors.infra.http import Ambiguous, HttpResponse, PlatformRejected, PlatformUnavailable
 from actors.infra.ledger import Ledger, UploadRow
-from actors.revenue import PLATFORM, RevenuePoster
+from actors.platforms import PlatformGuard
+from actors.revenue import BREAKER_OPEN, PLATFORM, RevenuePoster
 from contracts import (
     BusinessKey,
     InvoiceIssued,
@@ -106,7 +107,7 @@ class Platform:
         self.uploads: list[list[str]] = []
         self.recorded: list[str] = []
 
-    async def post(self, path: str, body: bytes, **_: Any) -> HttpResponse:
+    async def request(self, method: str, path: str, body: bytes, **_: Any) -> HttpResponse:
         lines = _batch.decode(body).lines
         self.uploads.append([ln.line_id for ln in lines])
         answer = self.script.pop(0) if len(self.script) > 1 else self.script[0]
@@ -150,7 +151,8 @@ async def ledger(tmp_path: Path) -> AsyncIterator[Ledger]:
 
 
 def poster(platform: Platform, ledger: Ledger, max_lines: int = 500) -> RevenuePoster:
-    return RevenuePoster("revenue-billing", revenue=platform, ledger=ledger, dlq=FakeSink(),
+    guard = PlatformGuard("revenue", platform, open_code=BREAKER_OPEN)  # type: ignore[arg-type]
+    return RevenuePoster("revenue-billing", revenue=guard, ledger=ledger, dlq=FakeSink(),
                          subjects=Subjects(), max_batch_lines=max_lines, bus=FakeBus(),
                          stream="ERPGW_BILLING", durable="revenue-billing",
                          consumer=ConsumerSettings(), seed=1)

@@ -17,6 +17,7 @@ import pytest
 from actors.infra import ConsumerSettings
 from actors.infra.http import Ambiguous, HttpResponse, PlatformUnavailable
 from actors.infra.ledger import Ledger, UploadRow
+from actors.platforms import PlatformGuard
 from actors.usage import BILLING, REVENUE, UsageAggregator
 from actors.usage.plan import aggregate
 from contracts import (
@@ -81,8 +82,8 @@ class Billing:
         self.script = list(script)
         self.requests: list[tuple[str, list[str]]] = []  # (idempotency key, usage ids)
 
-    async def post(self, path: str, body: bytes, *, headers: dict[str, str] | None = None,
-                   **_: Any) -> HttpResponse:
+    async def request(self, method: str, path: str, body: bytes, *,
+                      headers: dict[str, str] | None = None, **_: Any) -> HttpResponse:
         items = _bulk.decode(body).items
         self.requests.append(((headers or {}).get("Idempotency-Key", ""),
                               [u for i in items for u in i.usage_ids]))
@@ -95,7 +96,7 @@ class Revenue:
         self.script = list(script)
         self.lines: list[RevenueLineIn] = []
 
-    async def post(self, path: str, body: bytes, **_: Any) -> HttpResponse:
+    async def request(self, method: str, path: str, body: bytes, **_: Any) -> HttpResponse:
         lines = _batch.decode(body).lines
         answer = self.script.pop(0) if len(self.script) > 1 else self.script[0]
         resp = answer(lines)
@@ -113,8 +114,12 @@ async def ledger(tmp_path: Path) -> AsyncIterator[Ledger]:
 
 
 def aggregator(billing: Billing, revenue: Revenue, ledger: Ledger) -> UsageAggregator:
-    return UsageAggregator("usage-aggregator", billing=billing,  # type: ignore[arg-type]
-                           revenue=revenue, ledger=ledger, dlq=FakeSink(),
+    return UsageAggregator("usage-aggregator",
+                           billing=PlatformGuard("billing.usage", billing,  # type: ignore[arg-type]
+                                                 open_code="usage.breaker_open"),
+                           revenue=PlatformGuard("revenue", revenue,  # type: ignore[arg-type]
+                                                 open_code="revenue.breaker_open"),
+                           ledger=ledger, dlq=FakeSink(),
                            subjects=Subjects(), bus=FakeBus(), stream="ERPGW_USAGE",
                            durable="usage-aggregator", consumer=ConsumerSettings(), seed=1)
 

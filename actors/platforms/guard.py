@@ -1,10 +1,11 @@
 """One platform endpoint behind its circuit breaker and its account's rate limiter.
 
-Why it exists: every adapter that writes to a platform needs the same three moves around each
-request (``actors.resilience`` has the pure cores): wait while the breaker is open instead of
-fetching work (``gate``), take a permit before calling (fail closed: no permit, no request),
-then feed the outcome back to both (``post``). This module is the one place those moves live;
-the ERP poster and the revenue poster both delegate to it.
+Why it exists: every call to a platform needs the same three moves around each request
+(``actors.resilience`` has the pure cores): wait while the breaker is open instead of fetching
+work (``gate``), take a permit before calling (fail closed: no permit, no request), then feed
+the outcome back to both (``post``/``get``/``request``). This module is the one place those
+moves live; every flow reaches a platform through a ``PlatformGuard`` handed out by its
+``Platform`` (``actors.platforms``).
 
 ``post`` takes a ``before_send`` hook that runs after the breaker and the limiter said yes and
 immediately before the request leaves: an adapter whose platform has no idempotency key records
@@ -17,15 +18,29 @@ from __future__ import annotations
 
 import logging
 import time
+import urllib.parse
 from collections.abc import Awaitable, Callable
 
 import anyio
 
-from .infra.http import HttpClient, HttpResponse, PlatformUnavailable
-from .resilience import CircuitBreaker, Limiter, Transition
-from .runtime import Actor
+from contracts import ContractError
 
-__all__ = ["PlatformGuard", "guarded_call"]
+from ..infra.http import HttpClient, HttpResponse, PlatformUnavailable
+from ..resilience import CircuitBreaker, Limiter, Transition
+from ..runtime import Actor
+
+__all__ = ["PlatformGuard", "guarded_call", "segment"]
+
+
+def segment(value: str) -> str:
+    """``value`` escaped as one URL path segment: an id from a payload can never add a
+    segment, climb with ``..`` or start a query (S11, S21). Raises ``ContractError``
+    (``platform.bad_id``, permanent: the message is dead-lettered) for an empty id or a dot
+    segment."""
+    if value in ("", ".", ".."):
+        raise ContractError(f"{value!r} cannot name a platform record in a URL path",
+                            code="platform.bad_id")
+    return urllib.parse.quote(value, safe="")
 
 log = logging.getLogger("erpgw.guard")
 
@@ -84,13 +99,25 @@ class PlatformGuard:
         (nothing sent; breaker and permit released without a verdict), and the ``HttpClient``
         errors (see ``actors.infra.http``).
         """
+        return await self.request("POST", path, body, before_send=before_send,
+                                  headers=headers)
+
+    async def get(self, path: str, *, headers: dict[str, str] | None = None) -> HttpResponse:
+        """One guarded GET; raises like ``post``."""
+        return await self.request("GET", path, None, headers=headers)
+
+    async def request(self, method: str, path: str, body: bytes | None, *,
+                      before_send: Callable[[], Awaitable[None]] | None = None,
+                      headers: dict[str, str] | None = None) -> HttpResponse:
+        """One guarded request of any method; raises like ``post``."""
         def refuse(retry_after: float) -> PlatformUnavailable:
             return PlatformUnavailable(f"{self.name} circuit breaker is open",
                                        code=self.open_code, retry_after=retry_after)
 
-        return await guarded_call(lambda: self.http.post(path, body, headers=headers),
-                                  breaker=self.breaker, limiter=self.limiter, refuse=refuse,
-                                  before_send=before_send, clock=self._clock)
+        return await guarded_call(
+            lambda: self.http.request(method, path, body, headers=headers),
+            breaker=self.breaker, limiter=self.limiter, refuse=refuse,
+            before_send=before_send, clock=self._clock)
 
     def statistics(self) -> dict[str, object]:
         return {"breaker": self.breaker.statistics() if self.breaker else None,
