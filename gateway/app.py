@@ -23,7 +23,6 @@ import anyio.abc
 import msgspec
 
 from actors.advisories import MaxDeliveriesWorker
-from actors.billing import BillingIngress, WebhookSource
 from actors.commercial import (
     SAGA_CONSUMER,
     SUBSCRIPTION_CONSUMER,
@@ -34,11 +33,13 @@ from actors.commercial import (
 from actors.deadletter import DeadLetterSink
 from actors.erp import ErpPoster
 from actors.infra import Ledger, NatsBus
+from actors.ingress import WebhookIngress
 from actors.limits import CrashOnce, LimiterHub, RateLimiterActor
 from actors.monitor import LaneWatch, MetricsPublisher, Monitor, events_flushed, instance_id
-from actors.partner import PARTNER_ROUTES
 from actors.payments import AttributionClient, CommissionRouter, PaymentRouter, SettlementPoster
 from actors.platforms import Platforms, PlatformSpec, open_platforms
+from actors.platforms.billing import billing_source
+from actors.platforms.partner import partner_source
 from actors.reconcile import Reconciler
 from actors.resilience import Transition
 from actors.revenue import RevenuePoster
@@ -48,7 +49,6 @@ from actors.runtime import ChildSpec, Supervisor, SupervisorEvent
 from actors.sync import SyncDoor, SyncLane
 from actors.usage import UsageAggregator, UsageDoor, UsageIntake
 from contracts import LANES, GatewayError, Subjects
-from contracts.platforms.partner import DEAL_SIGNATURE_HEADER
 
 from .broker import EmbeddedBroker
 from .config import Config
@@ -399,16 +399,15 @@ async def _run_tree(cfg: Config, bus: NatsBus, subjects: Subjects, ledger: Ledge
             "sync-lane", bus=bus, subjects=subjects, settings=cfg.cpq, cpq=cpq_price,
             door=sync_door),
             shutdown_timeout=cfg.cpq.timeout_s + 5.0),
-        ChildSpec("billing-ingress", lambda: BillingIngress(
+        ChildSpec("billing-ingress", lambda: WebhookIngress(
             "billing-ingress", bus=bus, subjects=subjects, settings=cfg.http,
-            secrets=cfg.billing.webhook_secrets, health=health,
+            health=health,
             extra_routes={"/metrics": monitor.prometheus},
             extra_post_routes={**sync_door.routes(), **usage_door.routes()},
-            # The partner portal's deal webhooks (flow 1) on the same port.
-            sources=[WebhookSource(
-                "partner", cfg.partner.webhook_path, tuple(cfg.partner.webhook_secrets),
-                PARTNER_ROUTES, drift_prefixes=("deal.",),
-                signature_header=DEAL_SIGNATURE_HEADER)])),
+            # The billing platform's webhooks, and the partner portal's deal webhooks (flow
+            # 1), on the same port.
+            sources=[billing_source(cfg.http.path, cfg.billing.webhook_secrets),
+                     partner_source(cfg.partner.webhook_path, cfg.partner.webhook_secrets)])),
         # Messages the server gave up on without any handler's verdict → dead letters.
         ChildSpec(ADVISORY_CONSUMER, lambda: MaxDeliveriesWorker(
             ADVISORY_CONSUMER, subjects=subjects, sink_for=dlq_sink, bus=bus,

@@ -16,8 +16,8 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from actors.billing import IngressSettings
 from actors.infra import ConsumerSettings, StreamSettings
+from actors.ingress import IngressSettings
 from actors.monitor import SlaConfig
 from actors.resilience import BreakerConfig, LimiterConfig
 from actors.router import AccountMap

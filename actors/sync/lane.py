@@ -503,7 +503,7 @@ class SyncDoor:
             self._lane = None
 
     def routes(self) -> dict[str, PostRoute]:
-        """``{path: route}`` for ``BillingIngress(extra_post_routes=...)``."""
+        """``{path: route}`` for ``WebhookIngress(extra_post_routes=...)``."""
         return {path: self._route(op) for path, op in HTTP_ROUTES.items()}
 
     def _route(self, op: SyncOperation) -> PostRoute:

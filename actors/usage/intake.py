@@ -54,8 +54,8 @@ from contracts import (
 )
 from contracts.platforms.usage import UsageRecordIn
 
-from ..billing.ingress import GroupCommit, PostRoute
 from ..infra.bus import NatsBus, OutMsg
+from ..ingress import GroupCommit, PostRoute
 from ..runtime import Actor
 
 __all__ = ["RECORDS_PATH", "UsageDoor", "UsageIntake", "usage_message"]
@@ -208,7 +208,7 @@ class UsageDoor:
             self._intake = None
 
     def routes(self) -> dict[str, PostRoute]:
-        """``{path: route}`` for ``BillingIngress(extra_post_routes=...)``."""
+        """``{path: route}`` for ``WebhookIngress(extra_post_routes=...)``."""
         async def route(body: bytes, headers: Mapping[str, str]) -> tuple[int, str, bytes]:
             intake = self._intake
             if intake is None:

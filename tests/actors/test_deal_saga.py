@@ -12,8 +12,8 @@ import pytest
 from actors.commercial import SagaPlatforms, saga
 from actors.commercial.saga import Complete, Do, SagaState, Settled, Undo
 from actors.infra.http import HttpResponse, PlatformRejected, PlatformUnavailable
-from actors.partner import PARTNER_ROUTES
 from actors.platforms import PlatformGuard
+from actors.platforms.partner import PARTNER_ROUTES
 from actors.resilience import BreakerConfig, CircuitBreaker
 from contracts import ContractError, DealApproved, DealRegistered, DealRejected
 from contracts.platforms.billing import BillingSubscription, SubscriptionItemRecord

@@ -13,7 +13,6 @@ from typing import Any
 import msgspec
 import pytest
 
-from actors.billing.mapping import BILLING_ROUTES
 from actors.erp import ErpPoster
 from actors.erp.ordering import (
     REVERSAL_SUFFIX,
@@ -32,6 +31,7 @@ from actors.infra import ConsumerSettings
 from actors.infra.http import HttpResponse
 from actors.infra.ledger import Ledger, LedgerUnavailable, VersionMark
 from actors.platforms import PlatformGuard
+from actors.platforms.billing import BILLING_ROUTES
 from actors.router.invoices import AccountMap, erp_idempotency_key, journal_for_invoice
 from contracts import (
     BusinessKey,

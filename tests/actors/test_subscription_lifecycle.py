@@ -9,9 +9,9 @@ from datetime import UTC, date, datetime
 
 import pytest
 
-from actors.billing.subscriptions import subscription_change
 from actors.commercial import lifecycle
 from actors.commercial.lifecycle import LifecycleState, Phase, PhaseItem
+from actors.platforms.billing.subscriptions import subscription_change
 from contracts import (
     ContractError,
     SubscriptionAmended,

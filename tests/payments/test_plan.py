@@ -11,7 +11,6 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from actors.billing.mapping import inbound_credit_note, inbound_payment
 from actors.lifecycle.arithmetic import reversing_credit_memo
 from actors.monitor import Monitor, prometheus_text
 from actors.payments.plan import (
@@ -25,6 +24,7 @@ from actors.payments.plan import (
     settlement_for,
     settlement_to_wire,
 )
+from actors.platforms.billing.erpgw import inbound_credit_note, inbound_payment
 from actors.router.credits import journal_for_credit_memo
 from actors.router.invoices import AccountMap, journal_for_invoice
 from contracts import (

@@ -27,12 +27,9 @@ published. Error bodies are JSON ``{"code", "message"[, "path"]}`` and never ech
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
 
 import anyio
 import msgspec
@@ -55,39 +52,16 @@ from contracts.platforms import signing
 from ..crash import crashpoint
 from ..infra.bus import NatsBus, OutMsg
 from ..runtime import Actor
-from .mapping import BILLING_ROUTES, EventHead, EventRoute
+from .group_commit import GroupCommit
+from .routes import EventHead, WebhookSource
 
-__all__ = ["BillingIngress", "ExtraRoute", "GroupCommit", "IngressSettings", "PostRoute",
-           "WebhookSource", "billing_source"]
+__all__ = ["ExtraRoute", "IngressSettings", "PostRoute", "WebhookIngress"]
 
-log = logging.getLogger("erpgw.billing.ingress")
+log = logging.getLogger("erpgw.ingress")
 _heads: JsonCodec[EventHead] = JsonCodec(EventHead)
 _bus_codec: MsgpackCodec[Envelope] = MsgpackCodec(Envelope)
 _json = msgspec.json.Encoder()
 
-
-@dataclass(frozen=True, slots=True)
-class WebhookSource:
-    """One platform's webhooks: where they arrive, how they are signed, what they carry.
-
-    ``drift_prefixes``: event families the source subscribes to; an unknown type inside one is
-    drift (422), not noise (``ignored``).
-    """
-
-    name: str  # the platform (``billing``, ``partner``): the envelope's source
-    path: str
-    secrets: tuple[str, ...]
-    routes: Mapping[str, EventRoute[Any]]
-    drift_prefixes: tuple[str, ...] = ()
-    signature_header: str = signing.SIGNATURE_HEADER
-
-
-def billing_source(path: str, secrets: Sequence[str]) -> WebhookSource:
-    """The billing platform's webhooks (invoices, credit notes, payments…)."""
-    # The family is the type without its last part: "customer.subscription." is routed (flow
-    # 5), other "customer." events are not ours (ignored, not drift).
-    prefixes = tuple(sorted({t.rsplit(".", 1)[0] + "." for t in BILLING_ROUTES}))
-    return WebhookSource("billing", path, tuple(secrets), BILLING_ROUTES, prefixes)
 
 # An extra GET endpoint served on the same port (``/metrics``): a synchronous function that
 # answers ``(status, content type, body)``. It runs in the request's task and must not block.
@@ -123,81 +97,26 @@ def _serve(route: ExtraRoute) -> Callable[[web.Request], Awaitable[web.Response]
     return handler
 
 
-class _GroupCommit:
-    """Gathers publishes from concurrent handlers; one atomic commit per gathering.
-
-    ``publish`` (``publish_many``) runs in a handler's task and waits for its message's
-    (messages') outcome; ``run`` is the committer, a task of the owning actor's task group.
-    Every message of one committer must be bound for one stream (an atomic batch is).
-    """
-
-    def __init__(self, bus: NatsBus, max_batch: int = 256) -> None:
-        self._bus = bus
-        self._max = max_batch
-        self._queue: list[tuple[OutMsg, asyncio.Future[Exception | bool]]] = []
-        self._wake = anyio.Event()
-        self.commits = 0
-
-    async def publish(self, m: OutMsg) -> bool:
-        """True when the stream already held this id. Raises the translated broker error."""
-        fut: asyncio.Future[Exception | bool] = asyncio.get_running_loop().create_future()
-        self._queue.append((m, fut))
-        self._wake.set()
-        outcome = await fut
-        if isinstance(outcome, Exception):
-            raise outcome
-        return outcome
-
-    async def publish_many(self, msgs: Sequence[OutMsg]) -> list[Exception | bool]:
-        """``publish`` for several messages at once (one request's records): their outcomes in
-        order, True for an id the stream already held, never raising for one message."""
-        loop = asyncio.get_running_loop()
-        futs: list[asyncio.Future[Exception | bool]] = []
-        for m in msgs:
-            fut: asyncio.Future[Exception | bool] = loop.create_future()
-            self._queue.append((m, fut))
-            futs.append(fut)
-        self._wake.set()
-        return [await f for f in futs]
-
-    async def run(self) -> None:
-        while True:
-            await self._wake.wait()
-            self._wake = anyio.Event()
-            while self._queue:
-                take, self._queue = self._queue[:self._max], self._queue[self._max:]
-                results = await self._bus.publish_atomic([m for m, _ in take])
-                self.commits += 1
-                for (_, fut), outcome in zip(take, results, strict=True):
-                    if not fut.done():
-                        fut.set_result(outcome)
-
-
-# The group commit, for other intakes on the gateway port (flow 4's usage records).
-GroupCommit = _GroupCommit
-
-
-class BillingIngress(Actor):
+class WebhookIngress(Actor):
     def __init__(self, name: str, *, bus: NatsBus, subjects: Subjects, settings: IngressSettings,
-                 secrets: Sequence[str], clock: Callable[[], float] = time.time,
+                 sources: Sequence[WebhookSource], clock: Callable[[], float] = time.time,
                  health: Callable[[], dict[str, object]] | None = None,
                  extra_routes: Mapping[str, ExtraRoute] | None = None,
-                 extra_post_routes: Mapping[str, PostRoute] | None = None,
-                 sources: Sequence[WebhookSource] = ()) -> None:
+                 extra_post_routes: Mapping[str, PostRoute] | None = None) -> None:
         super().__init__(name)
         self._extra_routes = dict(extra_routes or {})
         self._extra_post_routes = dict(extra_post_routes or {})
         self.bus = bus
         self.subjects = subjects
         self.settings = settings
-        # The billing platform at ``settings.path``, then any other platform's webhooks.
-        self.sources = (billing_source(settings.path, secrets), *sources)
+        # Every platform's webhooks, each at its own path (the dialect modules build them).
+        self.sources = tuple(sources)
         self._clock = clock
         self._health = health
         self.counts: dict[str, int] = {"accepted": 0, "duplicate": 0, "ignored": 0}
         self.rejected: dict[str, int] = {}
         self.in_flight = 0
-        self._group = _GroupCommit(bus)
+        self._group = GroupCommit(bus)
 
     def _reject(self, status: int, err: GatewayError) -> web.Response:
         self.rejected[err.code] = self.rejected.get(err.code, 0) + 1

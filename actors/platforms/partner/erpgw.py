@@ -10,7 +10,7 @@ unix seconds; a date that does not parse, or a decision without the fields it ne
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import date
 from types import MappingProxyType
 from typing import Any
@@ -25,11 +25,12 @@ from contracts import (
     contract_error,
     derive_id,
 )
-from contracts.platforms.partner import DealEvent, PartnerDeal
+from contracts.platforms.partner import DEAL_SIGNATURE_HEADER, DealEvent, PartnerDeal
 
-from ..billing.mapping import EventRoute, Inbound, timestamp
+from ...ingress.routes import EventRoute, Inbound, WebhookSource, timestamp
 
-__all__ = ["PARTNER_ROUTES", "deal_approved", "deal_registered", "deal_rejected"]
+__all__ = ["PARTNER_ROUTES", "deal_approved", "deal_registered", "deal_rejected",
+           "partner_source"]
 
 _OBJECT = "$.data.object"
 
@@ -104,3 +105,10 @@ PARTNER_ROUTES: Mapping[str, EventRoute[Any]] = MappingProxyType({
     "deal.approved": EventRoute(_events, deal_approved),
     "deal.rejected": EventRoute(_events, deal_rejected),
 })
+
+
+def partner_source(path: str, secrets: Sequence[str]) -> WebhookSource:
+    """The partner portal's deal webhooks (flow 1), signed with ``Partner-Signature``; an
+    unknown ``deal.*`` type is drift."""
+    return WebhookSource("partner", path, tuple(secrets), PARTNER_ROUTES,
+                         drift_prefixes=("deal.",), signature_header=DEAL_SIGNATURE_HEADER)

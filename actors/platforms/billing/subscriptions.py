@@ -8,8 +8,8 @@ from ``effective_date``), ``renew`` → ``SubscriptionRenewed`` (a new term
 ``Nats-Msg-Id`` derived from that key, so a resent webhook is stored once and consumers apply
 versions in order (``actors.commercial.lifecycle``).
 
-Kept apart from ``actors.billing.mapping`` (which routes these functions) so the subscription
-shapes stay in one place; they return the fields of an ``Inbound``.
+Kept apart from ``actors.platforms.billing.erpgw`` (which routes these functions) so the
+subscription shapes stay in one place; they return the fields of an ``Inbound``.
 """
 
 from __future__ import annotations

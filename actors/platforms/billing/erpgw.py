@@ -1,4 +1,5 @@
-"""Platform webhook events → canonical messages (pure).
+"""The billing platform's own (``erpgw``) dialect: its webhook events → canonical messages
+(pure).
 
 Each event type the gateway subscribes to has an ``EventRoute``: a typed decoder for its body
 and a mapping to an ``Inbound`` (the canonical payload, its business key, the deterministic
@@ -8,13 +9,9 @@ so adding a webhook type is one function here and one row in the source's route 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from collections.abc import Mapping, Sequence
 from types import MappingProxyType
-from typing import Any, Generic, NamedTuple, TypeVar
-
-import msgspec
+from typing import Any, TypeVar
 
 from contracts import (
     BusinessKey,
@@ -36,55 +33,20 @@ from contracts.platforms.billing import (
     SubscriptionEvent,
 )
 
+from ...ingress.routes import EventRoute, Inbound, WebhookSource, mapped, timestamp
 from .subscriptions import subscription_change
 
 __all__ = [
     "BILLING_ROUTES",
-    "EventHead",
-    "EventRoute",
-    "Inbound",
+    "billing_source",
     "inbound_credit_note",
     "inbound_invoice",
     "inbound_invoice_update",
     "inbound_payment",
     "invoice_from_event",
-    "timestamp",
 ]
 
 T = TypeVar("T")
-
-
-class EventHead(msgspec.Struct, frozen=True):
-    """What every platform event has: enough to pick its route (the rest is ignored here)."""
-
-    id: str
-    type: str
-
-
-class Inbound(NamedTuple):
-    """What one webhook event becomes: a canonical payload to publish on its type's subject."""
-
-    payload: Any  # a canonical payload struct (a member of ``contracts.Payload``)
-    key: BusinessKey
-    msg_id: str  # the Nats-Msg-Id: derived from the business key, so resends dedupe
-    occurred_at: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class EventRoute(Generic[T]):
-    """How one event type is decoded (400 when it fails) and mapped (422 when the decoded
-    object breaks a canonical invariant; ``map`` raises ``ContractError``)."""
-
-    decoder: JsonCodec[T]
-    map: Callable[[T], Inbound]
-
-    def decode(self, body: bytes) -> T:
-        return self.decoder.decode(body)
-
-
-def timestamp(value: int) -> datetime:
-    """A platform's unix-seconds timestamp as an aware UTC datetime."""
-    return datetime.fromtimestamp(value, UTC)
 
 
 def invoice_from_event(evt: BillingEvent) -> InvoiceIssued:
@@ -126,16 +88,6 @@ def inbound_invoice(evt: BillingEvent) -> Inbound:
                    invoice.issued_at)
 
 
-def _mapped(build: Callable[[], T]) -> T:
-    """``build()`` with an invariant's ``ValueError`` as a ``ContractError`` under
-    ``$.data.object``."""
-    try:
-        return build()
-    except (ValueError, OverflowError) as exc:
-        err = contract_error(exc)
-        raise ContractError(err.message, code=err.code, path="$.data.object") from exc
-
-
 def inbound_credit_note(evt: CreditNoteEvent) -> Inbound:
     """``credit_note.created`` → ``credit_memo.issued.v1`` keyed by the credit note id.
 
@@ -148,7 +100,7 @@ def inbound_credit_note(evt: CreditNoteEvent) -> Inbound:
     if not note.customer:
         raise ContractError(f"credit note {note.id} names no customer",
                             code="credit_memo.customer_missing", path="$.data.object.customer")
-    memo = _mapped(lambda: CreditMemoIssued(
+    memo = mapped(lambda: CreditMemoIssued(
         credit_memo_id=note.id, number=note.id, customer_id=note.customer,
         invoice_id=note.invoice, currency=note.currency.upper(),
         issued_at=timestamp(note.created),
@@ -171,7 +123,7 @@ def inbound_payment(evt: PaymentEvent) -> Inbound:
         raise ContractError(f"payment {pay.id} names no customer",
                             code="payment.customer_missing", path="$.data.object.customer")
     currency = pay.currency.upper()
-    payment = _mapped(lambda: PaymentReceived(
+    payment = mapped(lambda: PaymentReceived(
         payment_id=pay.id, customer_id=pay.customer, currency=currency, amount=pay.amount,
         received_at=timestamp(pay.paid_at),
         applications=(PaymentApplication(invoice_id=pay.invoice, amount=pay.amount,
@@ -212,3 +164,11 @@ BILLING_ROUTES: Mapping[str, EventRoute[Any]] = MappingProxyType({
     "customer.subscription.deleted": EventRoute(
         JsonCodec(SubscriptionEvent), lambda e: Inbound(*subscription_change(e))),
 })
+
+
+def billing_source(path: str, secrets: Sequence[str]) -> WebhookSource:
+    """The billing platform's webhooks (invoices, credit notes, payments…)."""
+    # The family is the type without its last part: "customer.subscription." is routed (flow
+    # 5), other "customer." events are not ours (ignored, not drift).
+    prefixes = tuple(sorted({t.rsplit(".", 1)[0] + "." for t in BILLING_ROUTES}))
+    return WebhookSource("billing", path, tuple(secrets), BILLING_ROUTES, prefixes)
