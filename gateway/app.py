@@ -16,7 +16,7 @@ import logging
 import signal
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import anyio
 import anyio.abc
@@ -40,6 +40,8 @@ from actors.limits import CrashOnce, LimiterHub, RateLimiterActor
 from actors.monitor import LaneWatch, MetricsPublisher, Monitor, events_flushed, instance_id
 from actors.partner import PARTNER_ROUTES
 from actors.payments import AttributionClient, CommissionRouter, PaymentRouter, SettlementPoster
+from actors.platforms.auth import AuthError, load_auth
+from actors.platforms.erp import JournalClient, build_journal_client
 from actors.reconcile import Budgeted, Reconciler
 from actors.resilience import CircuitBreaker, Transition
 from actors.revenue import RevenuePoster
@@ -54,7 +56,7 @@ from contracts.platforms.partner import DEAL_SIGNATURE_HEADER
 from .broker import EmbeddedBroker
 from .config import Config
 
-__all__ = ["CONSUMERS", "REVENUE_CONSUMER", "provision", "run_gateway"]
+__all__ = ["CONSUMERS", "REVENUE_CONSUMER", "erp_journal_client", "provision", "run_gateway"]
 
 log = logging.getLogger("erpgw.gateway")
 
@@ -145,13 +147,55 @@ async def _signals(tree: Supervisor, scope: anyio.CancelScope) -> None:
                 scope.cancel()
 
 
+def _is_loopback(url: str) -> bool:
+    import ipaddress
+    from urllib.parse import urlsplit
+
+    host = urlsplit(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def erp_journal_client(cfg: Config, *, environ: Mapping[str, str] | None = None
+                       ) -> Callable[[PlatformGuard], JournalClient]:
+    """How the ERP poster builds its journal client: the configured dialect with the
+    configured credentials, read (env, files) now. A non-loopback ERP URL without credentials,
+    or with the simulator's demo credentials, is refused naming the setting.
+
+    Raises ``AuthError`` (``auth.*``, docs/errors.md)."""
+    from sim._netsuite_tba import DEMO_TBA  # the public demo secrets, refused off loopback
+
+    settings = cfg.erp.auth
+    if settings.type == "oauth1_tba" and settings.account is None and cfg.erp.account:
+        settings = msgspec.structs.replace(settings, account=cfg.erp.account)
+    remote = not _is_loopback(cfg.erp.base_url)
+    if remote and settings.type == "none":
+        raise AuthError(f"erp.auth.type: the ERP at {cfg.erp.base_url} is not on this "
+                        "machine and erp.auth configures no credentials",
+                        code="auth.missing_credentials")
+    refused = (DEMO_TBA.consumer_key, DEMO_TBA.consumer_secret, DEMO_TBA.token_id,
+               DEMO_TBA.token_secret) if remote else ()
+    auth = load_auth(settings, environ=environ, where="erp.auth", refused=refused)
+    erp = cfg.erp
+    return lambda guard: build_journal_client(
+        erp.dialect, guard, auth=auth, concurrency=erp.concurrency,
+        subsidiary=erp.subsidiary or None, currency_ids=erp.currency_ids,
+        account_ids=erp.account_ids)
+
+
 async def run_gateway(cfg: Config, *, ready: anyio.Event | None = None,
                       handle_signals: bool = True) -> None:
     """Run the gateway until a stop signal (or cancellation). See the module docstring.
 
     Raises ``GatewayError`` subclasses for start-up failures (busy port, no broker, bad
-    configuration) and ``SupervisorEscalation`` when an actor keeps failing.
+    configuration, ``auth.*`` for the ERP's credentials) and ``SupervisorEscalation`` when an
+    actor keeps failing.
     """
+    journal_client = erp_journal_client(cfg)  # credentials first: refuse before listening
     data = cfg.data_path
     data.mkdir(parents=True, exist_ok=True)
     _check_port(cfg.http.host, cfg.http.port)
@@ -170,7 +214,8 @@ async def run_gateway(cfg: Config, *, ready: anyio.Event | None = None,
             ledger = await Ledger.open(data / "ledger.db")
             try:
                 async with HttpClient(cfg.erp.base_url, timeout=cfg.erp.timeout_s,
-                                      max_connections=cfg.erp.max_connections,
+                                      max_connections=max(cfg.erp.max_connections,
+                                                          cfg.erp.concurrency),
                                       platform="erp") as erp_http, \
                         HttpClient(cfg.reconcile.billing_url, timeout=30.0,
                                    max_connections=2, platform="billing") as billing_http, \
@@ -186,7 +231,7 @@ async def run_gateway(cfg: Config, *, ready: anyio.Event | None = None,
                                    platform="partner") as partner_http:
                     await _run_tree(cfg, bus, subjects, ledger, erp_http, billing_http,
                                     revenue_http, ready, handle_signals, usage_http=usage_http,
-                                    partner_http=partner_http)
+                                    partner_http=partner_http, journal_client=journal_client)
             finally:
                 await ledger.close()
         finally:
@@ -201,7 +246,9 @@ async def run_gateway(cfg: Config, *, ready: anyio.Event | None = None,
 async def _run_tree(cfg: Config, bus: NatsBus, subjects: Subjects, ledger: Ledger,
                     erp_http: HttpClient, billing_http: HttpClient, revenue_http: HttpClient,
                     ready: anyio.Event | None, handle_signals: bool, *,
-                    usage_http: HttpClient, partner_http: HttpClient) -> None:
+                    usage_http: HttpClient, partner_http: HttpClient,
+                    journal_client: Callable[[PlatformGuard], JournalClient] | None = None
+                    ) -> None:
     billing_stream = subjects.stream("billing")
     tree: Supervisor | None = None
 
@@ -217,7 +264,11 @@ async def _run_tree(cfg: Config, bus: NatsBus, subjects: Subjects, ledger: Ledge
     # One request budget per platform ACCOUNT for the process (actors/limits.py), shared by
     # every adapter of that account, owned by the `rate-limiter` child below: while it is
     # down the handles grant nothing (F35). usage_limiter is the billing account's budget.
-    limits = LimiterHub({"erp": cfg.erp_limiter, "revenue": cfg.revenue_limiter,
+    erp_limits = cfg.erp_limiter
+    if cfg.erp.dialect == "netsuite" and erp_limits.concurrency is None:
+        # NetSuite governs concurrency per account: the budget never exceeds it either.
+        erp_limits = msgspec.structs.replace(erp_limits, concurrency=cfg.erp.concurrency)
+    limits = LimiterHub({"erp": erp_limits, "revenue": cfg.revenue_limiter,
                          "billing": cfg.usage_limiter, "partner": cfg.partner_limiter})
     limiter = limits.account("erp")
     revenue_breaker = CircuitBreaker("revenue.batches", cfg.revenue_breaker)
@@ -278,7 +329,7 @@ async def _run_tree(cfg: Config, bus: NatsBus, subjects: Subjects, ledger: Ledge
             "erp-journal", durable="erp-journal", batch=cfg.erp.batch, erp=erp_http,
             ledger=ledger, dlq=billing_dlq(),
             breaker=breaker, limiter=limiter, on_transitions=breaker_events, bus=bus,
-            stream=billing_stream, consumer=cfg.consumers)),
+            stream=billing_stream, consumer=cfg.consumers, client=journal_client)),
         ChildSpec("invoice-router", lambda: InvoiceRouter(
             "invoice-router", durable="invoice-router", batch=cfg.router.batch,
             subjects=subjects, accounts=cfg.accounts,

@@ -19,6 +19,7 @@ import msgspec
 from actors.billing import IngressSettings
 from actors.infra import ConsumerSettings, StreamSettings
 from actors.monitor import SlaConfig
+from actors.platforms.auth import AuthSettings
 from actors.resilience import BreakerConfig, LimiterConfig
 from actors.router import AccountMap
 from actors.sync import CpqSettings
@@ -52,6 +53,20 @@ class ErpConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     timeout_s: float = 10.0
     batch: int = 100  # journal entries per bulk request (= per fetched batch)
     max_connections: int = 8
+    # The ERP's API (actors/platforms/erp): "erpgw" (the bulk API) or "netsuite" (SuiteTalk
+    # REST: one upsert per entry, `concurrency` of them in flight).
+    dialect: Literal["erpgw", "netsuite"] = "erpgw"
+    account: str = ""  # NetSuite account id (e.g. 1234567_SB1): the TBA realm by default
+    subsidiary: str = ""  # NetSuite subsidiary internal id of the journal entries ("": none)
+    # NetSuite: upserts in flight at once, at most the account's concurrency limit (minus
+    # what other integrations of the account use). Also caps the ERP account's budget.
+    concurrency: Annotated[int, msgspec.Meta(ge=1, le=100)] = 5
+    # NetSuite internal ids: ISO currency -> currency record id, chart account -> account id.
+    # Unmapped currencies go by refName (their ISO code), unmapped accounts by their number.
+    currency_ids: dict[str, str] = msgspec.field(default_factory=dict)
+    account_ids: dict[str, str] = msgspec.field(default_factory=dict)
+    # Credentials of every ERP request (actors/platforms/auth.py, docs/configuration.md).
+    auth: AuthSettings = msgspec.field(default_factory=AuthSettings)
 
 
 class RouterConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -199,6 +214,7 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         doc["billing"]["webhook_secrets"] = ["***"] * len(self.billing.webhook_secrets)
         doc["usage"]["api_tokens"] = ["***"] * len(self.usage.api_tokens)
         doc["partner"]["webhook_secrets"] = ["***"] * len(self.partner.webhook_secrets)
+        doc["erp"]["auth"] = self.erp.auth.public()
         return doc
 
 

@@ -33,7 +33,7 @@ import base64
 import os
 import stat
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from pathlib import Path
 from typing import Any, Literal, Protocol, TypeVar
 from urllib.parse import urlencode
@@ -405,14 +405,16 @@ def _is_set(settings: AuthSettings, name: str) -> bool:
 
 
 def load_auth(settings: AuthSettings, *, environ: Mapping[str, str] | None = None,
-              where: str = "auth", transport: TokenTransport | None = None) -> Auth:
+              where: str = "auth", transport: TokenTransport | None = None,
+              refused: Collection[str] = ()) -> Auth:
     """The ``Auth`` that ``settings`` describe; ``where`` is the settings' dotted name
     (``erp.auth``) used in error messages. Secrets are read now (env, files), once.
 
     Raises ``AuthError``: ``auth.missing_setting`` (a field the type needs is absent),
     ``auth.unexpected_setting`` (a field of another type is set), ``auth.conflicting_secret``,
     ``auth.env_unset``, ``auth.file_unreadable``, ``auth.file_mode``,
-    ``auth.private_key_invalid``.
+    ``auth.private_key_invalid``, ``auth.demo_secret`` (a secret's value is one of
+    ``refused``: the simulator's public demo credentials outside the loopback).
     """
     env = os.environ if environ is None else environ
     kind = settings.type
@@ -431,6 +433,11 @@ def load_auth(settings: AuthSettings, *, environ: Mapping[str, str] | None = Non
                             code="auth.missing_setting")
     s = {name: _secret(settings, name, where, env) for name in SECRET_FIELDS
          if name in allowed}
+    for name, secret in s.items():
+        if secret is not None and secret.reveal() in refused:
+            raise AuthError(f"{where}.{name}: is the simulator's public demo credential; "
+                            "it is accepted only for a loopback platform URL",
+                            code="auth.demo_secret")
     if kind == "none":
         return NoAuth()
     if kind == "bearer":
