@@ -43,7 +43,9 @@ from ._money import (
     apply_rate_bp,
     check_currency,
     format_amount,
+    from_decimal,
     split_evenly,
+    to_decimal,
 )
 from ._order import OrderBooked, OrderLine
 from ._partner import CustomerUpserted, PartnerTier, PartnerTierChanged, PartnerUpserted
@@ -165,11 +167,13 @@ __all__ = [
     "contract_error",
     "derive_id",
     "format_amount",
+    "from_decimal",
     "invoice_v2",
     "make_envelope",
     "message_spec",
     "new_id",
     "redact",
     "split_evenly",
+    "to_decimal",
     "unknown_fields",
 ]

@@ -12,6 +12,7 @@ lost or created, and ties broken by position so every process splits the same wa
 from __future__ import annotations
 
 from collections.abc import Sequence
+from decimal import Decimal, InvalidOperation
 from typing import Annotated
 
 import msgspec
@@ -25,7 +26,9 @@ __all__ = [
     "apply_rate_bp",
     "check_currency",
     "format_amount",
+    "from_decimal",
     "split_evenly",
+    "to_decimal",
 ]
 
 # ISO-4217 minor-unit exponents of the currencies the gateway accepts. Extend, never change.
@@ -124,3 +127,47 @@ def apply_rate_bp(amount: int, rate_bp: int) -> int:
     if 2 * r >= 10_000:
         q += 1
     return q if amount >= 0 else -q
+
+
+def to_decimal(amount: int, currency: str) -> Decimal:
+    """Minor units as the exact decimal amount a vendor API speaks, with exactly the
+    currency's ISO-4217 exponent of fraction digits: ``to_decimal(12345, "USD") ==
+    Decimal("123.45")``, ``to_decimal(500, "JPY") == Decimal("500")``, ``to_decimal(1, "KWD")
+    == Decimal("0.001")``. Exact for every int (no context rounding). Raises ``ValueError``
+    (``money.unknown_currency``) for a currency not in ``CURRENCY_EXPONENTS``."""
+    check_currency(currency)
+    if not isinstance(amount, int) or isinstance(amount, bool):
+        raise ValueError(f"money.not_minor_units: {amount!r} is not an int of minor units")
+    sign, digits, _ = Decimal(amount).as_tuple()
+    return Decimal((sign, digits, -CURRENCY_EXPONENTS[currency]))
+
+
+def from_decimal(value: Decimal | str | int, currency: str) -> int:
+    """A vendor's decimal amount back to minor units, exactly: ``from_decimal("123.45",
+    "USD") == 12345``; ``"123.450"`` is accepted (trailing zeros), ``"123.456"`` in USD is
+    not. Never goes through a float. Raises ``ValueError``: ``money.unknown_currency``,
+    ``money.not_decimal`` (not a finite decimal), ``money.inexact`` (more fraction digits
+    than the currency has minor units)."""
+    check_currency(currency)
+    if isinstance(value, float):
+        raise ValueError("money.not_decimal: a float cannot carry an exact amount")
+    try:
+        d = Decimal(value)
+    except (InvalidOperation, TypeError, ValueError) as exc:
+        raise ValueError(f"money.not_decimal: {value!r} is not a decimal amount") from exc
+    if not d.is_finite():
+        raise ValueError(f"money.not_decimal: {value!r} is not a finite amount")
+    exp = CURRENCY_EXPONENTS[currency]
+    sign, digits, e = d.as_tuple()
+    assert isinstance(e, int)
+    shift = e + exp  # the exponent of the amount in minor units
+    if shift >= 0:
+        units = int("".join(map(str, digits)) or "0") * 10**shift
+    else:
+        kept, dropped = digits[:shift], digits[shift:]
+        if any(dropped):
+            raise ValueError(f"money.inexact: {value!r} has more than {exp} fraction digits "
+                             f"for {currency}")
+        units = int("".join(map(str, kept)) or "0")
+    result: int = -units if sign else units
+    return result

@@ -16,7 +16,7 @@ import logging
 import signal
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import anyio
 import anyio.abc
@@ -37,8 +37,9 @@ from actors.ingress import WebhookIngress
 from actors.limits import CrashOnce, LimiterHub, RateLimiterActor
 from actors.monitor import LaneWatch, MetricsPublisher, Monitor, events_flushed, instance_id
 from actors.payments import AttributionClient, CommissionRouter, PaymentRouter, SettlementPoster
-from actors.platforms import Platforms, PlatformSpec, open_platforms
+from actors.platforms import PlatformGuard, Platforms, PlatformSpec, open_platforms
 from actors.platforms.billing import billing_source
+from actors.platforms.erp import JournalClient, build_journal_client
 from actors.platforms.partner import partner_source
 from actors.reconcile import Reconciler
 from actors.resilience import Transition
@@ -52,8 +53,10 @@ from contracts import LANES, GatewayError, Subjects
 
 from .broker import EmbeddedBroker
 from .config import Config
+from .credentials import platform_credentials
 
-__all__ = ["CONSUMERS", "REVENUE_CONSUMER", "provision", "run_gateway"]
+__all__ = ["CONSUMERS", "REVENUE_CONSUMER", "erp_journal_client", "platform_specs", "provision",
+           "run_gateway"]
 
 log = logging.getLogger("erpgw.gateway")
 
@@ -149,8 +152,10 @@ async def run_gateway(cfg: Config, *, ready: anyio.Event | None = None,
     """Run the gateway until a stop signal (or cancellation). See the module docstring.
 
     Raises ``GatewayError`` subclasses for start-up failures (busy port, no broker, bad
-    configuration) and ``SupervisorEscalation`` when an actor keeps failing.
+    configuration, ``auth.*`` for a platform's credentials) and ``SupervisorEscalation`` when
+    an actor keeps failing.
     """
+    specs = platform_specs(cfg)  # credentials first: refuse before listening
     data = cfg.data_path
     data.mkdir(parents=True, exist_ok=True)
     _check_port(cfg.http.host, cfg.http.port)
@@ -169,7 +174,7 @@ async def run_gateway(cfg: Config, *, ready: anyio.Event | None = None,
             ledger = await Ledger.open(data / "ledger.db")
             try:
                 limits = _limits(cfg)
-                async with open_platforms(platform_specs(cfg), limiters={
+                async with open_platforms(specs, limiters={
                         name: limits.account(name) for name in LIMITED}) as platforms:
                     await _run_tree(cfg, bus, subjects, ledger, platforms, limits, ready,
                                     handle_signals)
@@ -193,25 +198,49 @@ def _limits(cfg: Config) -> LimiterHub:
     """One request budget per platform ACCOUNT for the process (actors/limits.py), shared by
     every flow that calls the account, owned by the `rate-limiter` child: while it is down
     the handles grant nothing (F35)."""
-    return LimiterHub({"erp": cfg.erp_limiter, "revenue": cfg.revenue_limiter,
+    erp_limits = cfg.erp_limiter
+    if cfg.erp.dialect == "netsuite" and erp_limits.concurrency is None:
+        # NetSuite governs concurrency per account: the budget never exceeds it either.
+        erp_limits = msgspec.structs.replace(erp_limits, concurrency=cfg.erp.concurrency)
+    return LimiterHub({"erp": erp_limits, "revenue": cfg.revenue_limiter,
                        "billing": cfg.usage_limiter, "partner": cfg.partner_limiter})
 
 
-def platform_specs(cfg: Config) -> dict[str, PlatformSpec]:
-    """How to reach each platform, from the configuration alone."""
-    billing_url = cfg.billing.base_url or cfg.reconcile.billing_url
+def platform_specs(cfg: Config, *, environ: Mapping[str, str] | None = None
+                   ) -> dict[str, PlatformSpec]:
+    """How to reach each platform, from the configuration alone: URL, pool, dialect and the
+    credentials every request carries (read from env and files now).
+
+    Raises ``AuthError`` (``auth.*``, docs/errors.md) naming the setting: a platform off this
+    machine without credentials or with the simulator's demo ones, a secret file readable by
+    others, a missing variable."""
+    signers = platform_credentials(cfg, environ=environ)
     return {
         "erp": PlatformSpec(cfg.erp.base_url, timeout_s=cfg.erp.timeout_s,
-                            max_connections=cfg.erp.max_connections),
-        "billing": PlatformSpec(billing_url, timeout_s=cfg.billing.timeout_s,
-                                max_connections=cfg.billing.max_connections),
+                            max_connections=max(cfg.erp.max_connections, cfg.erp.concurrency),
+                            dialect=cfg.erp.dialect, signer=signers["erp"]),
+        "billing": PlatformSpec(cfg.billing_url, timeout_s=cfg.billing.timeout_s,
+                                max_connections=cfg.billing.max_connections,
+                                signer=signers["billing"]),
         "revenue": PlatformSpec(cfg.revenue.base_url, timeout_s=cfg.revenue.timeout_s,
-                                max_connections=cfg.revenue.max_connections),
+                                max_connections=cfg.revenue.max_connections,
+                                signer=signers["revenue"]),
         "partner": PlatformSpec(cfg.partner.base_url, timeout_s=cfg.partner.timeout_s,
-                                max_connections=cfg.partner.max_connections),
+                                max_connections=cfg.partner.max_connections,
+                                signer=signers["partner"]),
         "cpq": PlatformSpec(cfg.cpq.base_url, timeout_s=cfg.cpq.timeout_s,
-                            max_connections=cfg.cpq.max_connections),
+                            max_connections=cfg.cpq.max_connections, signer=signers["cpq"]),
     }
+
+
+def erp_journal_client(cfg: Config) -> Callable[[PlatformGuard], JournalClient]:
+    """How the ERP poster builds its journal client: the configured dialect over the ERP's
+    journal endpoint (whose pool signs every request with the ERP's credentials)."""
+    erp = cfg.erp
+    return lambda guard: build_journal_client(
+        erp.dialect, guard, concurrency=erp.concurrency,
+        subsidiary=erp.subsidiary or None, currency_ids=erp.currency_ids,
+        account_ids=erp.account_ids)
 
 
 async def _run_tree(cfg: Config, bus: NatsBus, subjects: Subjects, ledger: Ledger,
@@ -307,7 +336,7 @@ async def _run_tree(cfg: Config, bus: NatsBus, subjects: Subjects, ledger: Ledge
         ChildSpec("erp-journal", lambda: ErpPoster(
             "erp-journal", durable="erp-journal", batch=cfg.erp.batch, erp=erp_journal,
             ledger=ledger, dlq=billing_dlq(), bus=bus, stream=billing_stream,
-            consumer=cfg.consumers)),
+            consumer=cfg.consumers, client=erp_journal_client(cfg))),
         ChildSpec("invoice-router", lambda: InvoiceRouter(
             "invoice-router", durable="invoice-router", batch=cfg.router.batch,
             subjects=subjects, accounts=cfg.accounts,

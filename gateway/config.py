@@ -19,6 +19,7 @@ import msgspec
 from actors.infra import ConsumerSettings, StreamSettings
 from actors.ingress import IngressSettings
 from actors.monitor import SlaConfig
+from actors.platforms.auth import AuthSettings
 from actors.resilience import BreakerConfig, LimiterConfig
 from actors.router import AccountMap
 from actors.sync import CpqSettings
@@ -47,6 +48,8 @@ class BillingConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     base_url: str = ""
     timeout_s: float = 10.0  # per request; a rating request unanswered in time is in doubt
     max_connections: int = 8
+    # Credentials of every billing API request (actors/platforms/auth.py).
+    auth: AuthSettings = msgspec.field(default_factory=AuthSettings)
 
     def __repr__(self) -> str:
         return (f"BillingConfig(webhook_secrets=[{len(self.webhook_secrets)} hidden], "
@@ -58,6 +61,20 @@ class ErpConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     timeout_s: float = 10.0
     batch: int = 100  # journal entries per bulk request (= per fetched batch)
     max_connections: int = 8
+    # The ERP's API (actors/platforms/erp): "erpgw" (the bulk API) or "netsuite" (SuiteTalk
+    # REST: one upsert per entry, `concurrency` of them in flight).
+    dialect: Literal["erpgw", "netsuite"] = "erpgw"
+    account: str = ""  # NetSuite account id (e.g. 1234567_SB1): the TBA realm by default
+    subsidiary: str = ""  # NetSuite subsidiary internal id of the journal entries ("": none)
+    # NetSuite: upserts in flight at once, at most the account's concurrency limit (minus
+    # what other integrations of the account use). Also caps the ERP account's budget.
+    concurrency: Annotated[int, msgspec.Meta(ge=1, le=100)] = 5
+    # NetSuite internal ids: ISO currency -> currency record id, chart account -> account id.
+    # Unmapped currencies go by refName (their ISO code), unmapped accounts by their number.
+    currency_ids: dict[str, str] = msgspec.field(default_factory=dict)
+    account_ids: dict[str, str] = msgspec.field(default_factory=dict)
+    # Credentials of every ERP request (actors/platforms/auth.py, docs/configuration.md).
+    auth: AuthSettings = msgspec.field(default_factory=AuthSettings)
 
 
 class RouterConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -73,6 +90,8 @@ class RevenueConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     max_batch_lines: Annotated[int, msgspec.Meta(ge=1)] = 500  # the platform's upload limit
     batch: Annotated[int, msgspec.Meta(ge=1)] = 200  # invoices per fetch (~450 lines)
     max_connections: int = 4
+    # Credentials of every revenue platform request (actors/platforms/auth.py).
+    auth: AuthSettings = msgspec.field(default_factory=AuthSettings)
 
 
 class UsageConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -101,6 +120,8 @@ class PartnerConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     base_url: str = "http://127.0.0.1:8700"
     timeout_s: float = 10.0
     max_connections: int = 4
+    # Credentials of every partner portal API request (actors/platforms/auth.py).
+    auth: AuthSettings = msgspec.field(default_factory=AuthSettings)
 
     def __repr__(self) -> str:
         return (f"PartnerConfig(webhook_path={self.webhook_path!r}, webhook_secrets="
@@ -193,12 +214,19 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     def data_path(self) -> Path:
         return Path(self.data_dir)
 
+    @property
+    def billing_url(self) -> str:
+        """The billing platform's API: ``billing.base_url``, else ``reconcile.billing_url``."""
+        return self.billing.base_url or self.reconcile.billing_url
+
     def public(self) -> dict[str, Any]:
         """The effective configuration as plain data, secrets masked."""
         doc: dict[str, Any] = msgspec.to_builtins(self)
         doc["billing"]["webhook_secrets"] = ["***"] * len(self.billing.webhook_secrets)
         doc["usage"]["api_tokens"] = ["***"] * len(self.usage.api_tokens)
         doc["partner"]["webhook_secrets"] = ["***"] * len(self.partner.webhook_secrets)
+        for section in ("erp", "billing", "revenue", "partner", "cpq"):
+            doc[section]["auth"] = getattr(self, section).auth.public()
         return doc
 
 

@@ -25,13 +25,16 @@ from typing import Any
 import anyio
 import msgspec
 
+from contracts import GatewayError
+
 from .deal_demo import changes_ok, deals_ok, run_changes, run_deals
 from .drills import Driller
 from .money_demo import money_figures, money_ok, wait_money
 from .stack import DrainResult, RevenueResult, Stack
 from .usage_demo import USAGE_RECORDS, run_usage
 
-__all__ = ["FLOWS", "DemoOptions", "build_report", "parse_flows", "revenue_figures", "run_demo"]
+__all__ = ["DIALECTS", "FLOWS", "DemoOptions", "build_report", "netsuite_figures",
+           "parse_dialects", "parse_flows", "revenue_figures", "run_demo"]
 
 
 # The flows a demo can run besides the bill run (flow 2, always): credit memos and payments to
@@ -56,6 +59,21 @@ def parse_flows(text: str) -> frozenset[str]:
     return frozenset(names)
 
 
+# The real vendors a demo can speak instead of the simulator's own formats: ``stripe`` (the
+# billing platform) and ``netsuite`` (the ERP).
+DIALECTS = ("stripe", "netsuite")
+
+
+def parse_dialects(text: str) -> frozenset[str]:
+    """A comma-separated subset of ``DIALECTS``; raises ``ValueError`` naming an unknown one."""
+    names = {n.strip() for n in text.split(",") if n.strip()}
+    unknown = sorted(names - set(DIALECTS))
+    if unknown:
+        raise ValueError(f"unknown dialect(s) {', '.join(unknown)}; choose from "
+                         f"{', '.join(DIALECTS)}")
+    return frozenset(names)
+
+
 @dataclass(frozen=True)
 class DemoOptions:
     invoices: int = 2000
@@ -71,6 +89,63 @@ class DemoOptions:
     credit_memo_rate: float = 0.1
     payment_rate: float = 0.25
     flows: frozenset[str] = frozenset(FLOWS)
+    dialects: frozenset[str] = frozenset()
+
+
+async def netsuite_figures(stack: Stack, audit: dict[str, Any]) -> dict[str, Any]:
+    """What the NetSuite-speaking ERP holds, read back the way an accountant would: SuiteQL
+    (signed with TBA, paged) over the journal entries, their decimal amounts summed per
+    currency for each invoice's latest version, against the billed (accepted) totals. Also
+    the account's governance figures: requests, 429s, unauthenticated requests."""
+    from decimal import Decimal
+
+    from actors.infra.http import HttpClient
+    from actors.platforms import PlatformGuard
+    from actors.platforms.auth import AuthSettings, load_auth
+    from actors.platforms.erp import NetSuiteQuery
+    from contracts import CURRENCY_EXPONENTS, to_decimal
+    from sim._netsuite_tba import DEMO_TBA
+
+    auth = load_auth(AuthSettings(
+        type="oauth1_tba", account=DEMO_TBA.account, consumer_key=DEMO_TBA.consumer_key,
+        consumer_secret=DEMO_TBA.consumer_secret, token_id=DEMO_TBA.token_id,
+        token_secret=DEMO_TBA.token_secret), environ={})
+    latest: dict[str, tuple[int, str, Decimal]] = {}
+    async with HttpClient(stack.sim_url, platform="erp", signer=auth) as http:
+        query = NetSuiteQuery(PlatformGuard("ERP", http, open_code="erp.breaker_open"))
+        q = ("SELECT t.externalid AS externalid, c.symbol AS currency, "
+             "SUM(tl.debitforeignamount) AS debit FROM transaction t "
+             "JOIN transactionline tl ON tl.transaction = t.id "
+             "JOIN currency c ON c.id = t.currency WHERE t.recordtype = 'journalentry' "
+             "GROUP BY t.externalid, c.symbol ORDER BY t.externalid")
+        rows = 0
+        async for row in query.rows(q):
+            rows += 1
+            eid, cur = str(row["externalid"]), str(row["currency"])
+            if eid.endswith(":reversal") or eid.startswith(("cn_", "py_")):
+                continue
+            base, _, ver = eid.partition(":v")
+            version = int(ver) if ver.isdigit() else 1
+            if base not in latest or latest[base][0] < version:
+                latest[base] = (version, cur, Decimal(str(row["debit"])))
+    erp: dict[str, Decimal] = {}
+    for _, cur, amount in latest.values():
+        erp[cur] = erp.get(cur, Decimal(0)) + amount
+    billed = {cur: to_decimal(int(v), cur) for cur, v in audit.get("amount_issued", {}).items()
+              if cur in CURRENCY_EXPONENTS}
+    gov = await stack.erp_governance()
+    http_faults = (audit.get("faults") or {}).get("http", {})
+    unauthorized = sum(int(v.get("unauthorized", 0)) for k, v in http_faults.items()
+                       if k.startswith("erp/"))
+    return {
+        "journal_entries": rows,
+        "erp_decimal_amounts": {c: str(v) for c, v in sorted(erp.items())},
+        "billed_amounts": {c: str(v) for c, v in sorted(billed.items())},
+        "amounts_match": erp == billed,
+        "requests": gov.get("requests", 0),
+        "throttled_429": gov.get("limitedRequests", 0),
+        "unauthorized_401": unauthorized,
+    }
 
 
 def revenue_figures(rev: RevenueResult) -> dict[str, Any]:
@@ -216,7 +291,12 @@ def _human(r: dict[str, Any]) -> str:
     verdict = ("OK: nothing lost, nothing doubled" if r["ok"] else
                "FAILED: " + ", ".join(
                    [f"{k}={r[k]}" for k in ("lost", "duplicates", "unexpected") if r[k]]
-                   + _revenue_failures(r))
+                   + _revenue_failures(r)
+                   + (["ERP decimal amounts differ from the billed amounts"]
+                      if not r.get("netsuite", {}).get("amounts_match", True) else [])
+                   + ([f"NetSuite refused {r['netsuite']['unauthorized_401']} requests as "
+                       "unauthenticated: check erp.auth"]
+                      if r.get("netsuite", {}).get("unauthorized_401") else []))
                + ("" if r["drained"] else " (did not drain)")
                + ("" if r.get("dlq_exact", True) else " (dead letters differ from the "
                   "injected poison)"))
@@ -242,6 +322,16 @@ def _human(r: dict[str, Any]) -> str:
             "{reordered} shuffled)".format(**r["flows"]["subscription_changes"]))]
           if "subscription_changes" in r.get("flows", {}) else []),
     ]
+    ns = r.get("netsuite")
+    if ns is not None:
+        rows += [
+            ("NetSuite journal entries", f"{ns['journal_entries']} (SuiteQL, TBA-signed); "
+                                         f"{ns['requests']} requests, {ns['throttled_429']} "
+                                         f"throttled (429), {ns['unauthorized_401']} refused "
+                                         "(401 INVALID_LOGIN)"),
+            ("ERP decimals = billed", f"{ns['amounts_match']}  " + ", ".join(
+                f"{c} {v}" for c, v in ns["erp_decimal_amounts"].items())),
+        ]
     width = max(len(k) for k, _ in rows)
     lines = [f"erpgw demo: bill run of {r['invoices']} invoices, billing -> gateway -> ERP"
              f"{' + revenue' if 'revenue' in r else ''} "
@@ -282,9 +372,13 @@ async def run_demo(opts: DemoOptions) -> bool:
     if workdir is None:
         tmp = tempfile.mkdtemp(prefix="erpgw-demo-")
         workdir = Path(tmp)
+    if "stripe" in opts.dialects:
+        raise GatewayError("erpgw demo --dialects stripe: the Stripe billing dialect is not in "
+                           "this build", code="config.invalid")
     stack = Stack(workdir, nats_url=opts.nats_url, seed=opts.seed,
                   sync_interval="always" if opts.fsync == "always" else "2m",
-                  ack_wait_s=5.0 if opts.faults else 30.0)
+                  ack_wait_s=5.0 if opts.faults else 30.0,
+                  netsuite="netsuite" in opts.dialects)
     driller = Driller(stack, list(opts.faults), opts.invoices) if opts.faults else None
     if driller is not None:
         stack.gateway_toml = driller.gateway_toml
@@ -330,6 +424,10 @@ async def run_demo(opts: DemoOptions) -> bool:
         revenue = await stack.wait_revenue(stall_timeout=opts.stall_timeout)
         report = build_report(result, opts, time.monotonic() - t0, revenue)
         report.setdefault("flows", {})
+        if "netsuite" in opts.dialects:
+            ns = await netsuite_figures(stack, result.audit)
+            report["netsuite"] = ns
+            report["ok"] = bool(report["ok"] and ns["amounts_match"])
         if "usage" in opts.flows:
             # Flow 4: a usage run through the gateway (docs/flows.md, "Flow 4: usage").
             usage = await run_usage(stack, USAGE_RECORDS, seed=opts.seed,

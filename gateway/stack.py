@@ -96,6 +96,11 @@ class Stack:
     gateway_toml: str = ""
     # Extra arguments of `erpgw sim` (e.g. ("--scenario", "faults.toml")).
     sim_args: tuple[str, ...] = ()
+    # The ERP speaks NetSuite REST (sim --erp-dialect netsuite, gateway erp.dialect =
+    # "netsuite"); with ``netsuite_auth`` the gateway signs with the simulator's loopback-only
+    # demo TBA credentials, read from environment variables (never written to the TOML).
+    netsuite: bool = False
+    netsuite_auth: bool = True
     broker: EmbeddedBroker | None = field(default=None, init=False)
     _gateway: subprocess.Popen[bytes] | None = field(default=None, init=False)
     _sim: subprocess.Popen[bytes] | None = field(default=None, init=False)
@@ -169,6 +174,7 @@ class Stack:
              "--webhook-url", f"{self.gateway_url}/webhooks/billing",
              "--webhook-secret", self.webhook_secret,
              "--partner-webhook-url", f"{self.gateway_url}/webhooks/partner",
+             *(("--erp-dialect", "netsuite") if self.netsuite else ()),
              *self.sim_args], "sim.log")
         await self._wait_http(self.sim_url, self._sim, "simulator", "sim.log")
 
@@ -182,12 +188,37 @@ class Stack:
             f"[http]\nport = {self.gateway_port}\n"
             f"[consumers]\nack_wait_s = {self.ack_wait_s}\n"
             f"{self.gateway_toml}\n"
+            f"{self._netsuite_toml()}"
         )
         return path
 
+    def _netsuite_toml(self) -> str:
+        if not self.netsuite:
+            return ""
+        # NetSuite governs concurrency, not a rate: a budget well above what 5 upserts in
+        # flight can use, so the account's limit is what paces the poster.
+        toml = "[erp_limiter]\nrate = 1000.0\nburst = 200\n"
+        if self.netsuite_auth:
+            toml += ('[erp.auth]\ntype = "oauth1_tba"\n'
+                     'consumer_key_env = "NS_CONSUMER_KEY"\n'
+                     'consumer_secret_env = "NS_CONSUMER_SECRET"\n'
+                     'token_id_env = "NS_TOKEN_ID"\ntoken_secret_env = "NS_TOKEN_SECRET"\n')
+        return toml
+
+    def _netsuite_env(self) -> dict[str, str]:
+        if not self.netsuite:
+            return {}
+        from sim._netsuite_tba import DEMO_TBA
+
+        return {"ERPGW_ERP_DIALECT": "netsuite", "ERPGW_ERP_ACCOUNT": DEMO_TBA.account,
+                "ERPGW_ERP_SUBSIDIARY": "1", "ERPGW_ERP_CONCURRENCY": "5",
+                "NS_CONSUMER_KEY": DEMO_TBA.consumer_key,
+                "NS_CONSUMER_SECRET": DEMO_TBA.consumer_secret,
+                "NS_TOKEN_ID": DEMO_TBA.token_id, "NS_TOKEN_SECRET": DEMO_TBA.token_secret}
+
     async def start_gateway(self, env: Mapping[str, str] | None = None) -> None:
         """Start (or restart) the gateway process and wait until it serves webhooks."""
-        env = {**self.gateway_env, **(env or {}),
+        env = {**self._netsuite_env(), **self.gateway_env, **(env or {}),
                "ERPGW_BILLING_WEBHOOK_SECRETS": self.webhook_secret,
                "ERPGW_ERP_BASE_URL": self.sim_url,
                "ERPGW_REVENUE_BASE_URL": self.sim_url,

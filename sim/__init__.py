@@ -21,10 +21,12 @@ from ._audit import AuditReport, FaultInputs, LatencyMs, compute_audit
 from ._billing import generate_invoices
 from ._config import SimConfig
 from ._faults import BillingFaults, CpqFaults, ErpFaults, Faults, HttpFaults, RevenueFaults
+from ._netsuite_tba import DEMO_TBA
 from ._records import IssuedInvoice, Posting
 from ._scenario import Scenario, ScenarioError, load_scenario, parse_scenario
 
 __all__ = [
+    "DEMO_SECRETS",
     "AuditReport",
     "BillingFaults",
     "CpqFaults",
@@ -46,3 +48,10 @@ __all__ = [
     "parse_scenario",
     "serve",
 ]
+
+# Every credential the simulator accepts or signs with by default: public, for the demo on
+# this machine only (the gateway refuses them for anything off loopback).
+DEMO_SECRETS: frozenset[str] = frozenset({
+    SimConfig().webhook_secret, SimConfig().partner_webhook_secret,
+    DEMO_TBA.consumer_key, DEMO_TBA.consumer_secret, DEMO_TBA.token_id, DEMO_TBA.token_secret,
+})

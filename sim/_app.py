@@ -81,6 +81,7 @@ from ._erp import ErpService
 from ._erp_orders import SalesOrderService
 from ._erp_payables import PayablesService
 from ._http import SimHTTPError, error_middleware, json_response
+from ._netsuite import NetSuiteService
 from ._openapi import SERVICES, document
 from ._partner import PartnerService, commissioned_invoices, settlement_audit
 from ._revenue import RevenueService, revenue_audit
@@ -99,6 +100,7 @@ SHUTDOWN_TIMEOUT_S = 2.0
 CONFIG_KEY = web.AppKey("sim.config", SimConfig)
 BILLING_KEY = web.AppKey("sim.billing", BillingService)
 ERP_KEY = web.AppKey("sim.erp", ErpService)
+NETSUITE_KEY = web.AppKey("sim.netsuite", NetSuiteService)
 CONTROL_KEY = web.AppKey("sim.control", FaultControl)
 REVENUE_KEY = web.AppKey("sim.revenue", RevenueService)
 HOST_KEY: web.AppKey[asyncio.Task[None]] = web.AppKey("sim.billing_host")
@@ -177,8 +179,19 @@ def create_app(config: SimConfig | None = None) -> web.Application:
     r.add_get("/billing/v1/customers", bill("customers", customers.list_billing))
     r.add_get("/billing/v1/customers/{id}", bill("customers", customers.get_billing))
     r.add_get("/erp/v1/customers", erp_route("customers", customers.list_erp))
-    r.add_post("/erp/v1/journal-entries/bulk", erp_route("journal-entries.bulk", erp.post_bulk))
-    r.add_post("/erp/v1/journal-entries", erp_route("journal-entries", erp.post_one))
+    if cfg.erp_dialect == "netsuite":
+        # The journal entries speak NetSuite REST instead of the bulk API (sim/_netsuite.py).
+        netsuite = app[NETSUITE_KEY] = NetSuiteService(
+            erp, control, seed=cfg.seed, concurrency_limit=cfg.netsuite_concurrency_limit,
+            latency_ms=cfg.netsuite_latency_ms)
+        record = "/services/rest/record/v1/journalEntry/{ref}"
+        r.add_put(record, netsuite.route("journalEntry", netsuite.upsert))
+        r.add_get(record, netsuite.route("journalEntry", netsuite.get))
+        r.add_post("/services/rest/query/v1/suiteql", netsuite.route("suiteql", netsuite.suiteql))
+    else:
+        r.add_post("/erp/v1/journal-entries/bulk",
+                   erp_route("journal-entries.bulk", erp.post_bulk))
+        r.add_post("/erp/v1/journal-entries", erp_route("journal-entries", erp.post_one))
     r.add_get("/erp/v1/journal-entries", erp_route("journal-entries", erp.lookup))
     r.add_get("/erp/v1/gl/balances", erp_route("gl.balances", erp.gl_balances))
     r.add_post("/erp/v1/periods/{period}/close", erp_route("periods", erp.close_period))
@@ -369,6 +382,8 @@ async def _reset(request: web.Request) -> web.Response:
     faults and fault counters (the scenario and its clock go on)."""
     request.app[BILLING_KEY].reset()
     request.app[ERP_KEY].reset()
+    if NETSUITE_KEY in request.app:
+        request.app[NETSUITE_KEY].reset()
     request.app[CONTROL_KEY].reset()
     request.app[REVENUE_KEY].reset()
     request.app[USAGE_KEY].reset()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import msgspec
 
 from ._scenario import Scenario
@@ -44,3 +46,8 @@ class SimConfig(msgspec.Struct, kw_only=True):
     cpq_latency_ms: int = 0
     partner_webhook_url: str = "http://127.0.0.1:8600/webhooks/partner"
     partner_webhook_secret: str = "whsec_partner_demo"  # noqa: S105 - public demo secret
+    # The ERP's dialect: "erpgw" (the bulk API) or "netsuite" (SuiteTalk REST with TBA, its
+    # concurrency limit and per-request latency; sim/_netsuite.py).
+    erp_dialect: Literal["erpgw", "netsuite"] = "erpgw"
+    netsuite_concurrency_limit: int = 5
+    netsuite_latency_ms: int = 30

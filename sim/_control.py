@@ -90,6 +90,11 @@ def reset_connection(request: web.Request) -> None:
     transport.abort()
 
 
+# The ERP's journal-entry endpoints: the runtime ``erp`` faults and the scenario windows naming
+# either apply to both (the bulk API and NetSuite's ``journalEntry`` record).
+JOURNAL_ENDPOINTS = ("journal-entries.bulk", "journalEntry")
+
+
 def fault_error(service: str, plan: RequestPlan) -> SimHTTPError:
     """The JSON error a failing plan answers (``<service>.rate_limited`` with ``Retry-After``
     for 429, ``<service>.unavailable`` for 503, ``<service>.injected_error`` otherwise)."""
@@ -147,7 +152,8 @@ class FaultControl:
 
     def _runtime(self, service: str, endpoint: str) -> HttpFaults | None:
         """The runtime section that applies to ``service``'s ``endpoint``, unless healthy."""
-        if service == "erp" and endpoint == "journal-entries.bulk" and (
+        # The journal-entry endpoint of either ERP dialect (bulk, or NetSuite's record).
+        if service == "erp" and endpoint in JOURNAL_ENDPOINTS and (
                 self.faults.erp != _HEALTHY_ERP):
             return self.faults.erp
         if service == "revenue" and self.faults.revenue != _HEALTHY_REVENUE:

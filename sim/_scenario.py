@@ -129,6 +129,8 @@ class Scenario(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     bill_run: list[ScheduledBillRun] = []
     http: list[HttpWindow] = []
     webhooks: list[WebhookWindow] = []
+    # The ERP's dialect the simulator speaks (``--erp-dialect`` wins): erpgw or netsuite.
+    erp_dialect: Literal["erpgw", "netsuite"] | None = None
 
     def describe(self) -> list[str]:
         """The schedule as log lines, in time order (bill runs, then windows, by ``at_s``)."""

@@ -10,9 +10,11 @@ Theory of operation, per batch:
    version is acked without posting (audited first), a newer one is sent with the reversal of
    the version it replaces, and the versions about to be sent are claimed in the ledger in one
    transaction before the request;
-3. send the rest in one bulk request, each item with its idempotency key, so a retry after an
-   ambiguous outcome (timeout after the ERP committed) is answered ``replayed`` and never
-   posts twice;
+3. send the rest through the ERP's client (``actors.platforms.erp``, one per dialect: the
+   simulator's bulk request, or NetSuite upserts with the account's concurrency in flight),
+   each item with its idempotency key, so a retry after an ambiguous outcome (timeout after
+   the ERP committed) is answered ``replayed`` and never posts twice; the client answers per
+   entry or raises for the whole batch when any entry could not be made durable;
 4. write the outcomes (posted / dead-lettered), the aggregates' applied versions and their
    audit rows to the ledger in one transaction; only then ack (or dead-letter and term) the
    inputs.
@@ -34,7 +36,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
 import anyio
@@ -57,7 +59,8 @@ from ..crash import crashpoint, fault
 from ..deadletter import DeadLetterSink
 from ..infra.bus import Delivery
 from ..infra.ledger import Ledger, PostingRow, VersionMark
-from ..platforms import PlatformGuard, PlatformRejected
+from ..platforms import PlatformGuard
+from ..platforms.erp import ErpgwJournalClient, JournalClient, entry_to_wire
 from ..replay import REPAIR_HEADER
 from ..stats import percentiles
 from ..worker import BatchWorker
@@ -78,8 +81,6 @@ __all__ = ["ErpPoster", "entry_to_wire"]
 
 log = logging.getLogger("erpgw.erp")
 _codec: MsgpackCodec[Envelope] = MsgpackCodec(Envelope)
-_json: JsonCodec[wire.BulkRequest] = JsonCodec(wire.BulkRequest)
-_bulk_dec: JsonCodec[wire.BulkResponse] = JsonCodec(wire.BulkResponse)
 # The applied entry of an aggregate, and a claim's entries, as the ledger's ``versions`` keeps
 # them.
 _entry_codec: JsonCodec[PostJournalEntry] = JsonCodec(PostJournalEntry)
@@ -95,23 +96,11 @@ _entries_codec: JsonCodec[_Entries] = JsonCodec(_Entries)
 # send: a reversal of the aggregate's applied version first, if any, then the command's own).
 _Item = tuple[Envelope, PostJournalEntry, list[Delivery], Apply, Aggregate | None]
 
-BULK_PATH = "/erp/v1/journal-entries/bulk"
-
-
-def entry_to_wire(e: PostJournalEntry) -> wire.JournalEntryIn:
-    return wire.JournalEntryIn(
-        idempotency_key=e.idempotency_key,
-        external_id=e.external_id,
-        tran_date=e.posting_date.isoformat(),
-        currency=e.currency,
-        memo=e.memo,
-        lines=[wire.JournalLineIn(account=ln.account, debit=ln.debit, credit=ln.credit,
-                                  memo=ln.memo) for ln in e.lines],
-    )
 
 
 class ErpPoster(BatchWorker):
     def __init__(self, name: str, *, erp: PlatformGuard, ledger: Ledger, dlq: DeadLetterSink,
+                 client: Callable[[PlatformGuard], JournalClient] | None = None,
                  **kw: object) -> None:
         super().__init__(name, **kw)  # type: ignore[arg-type]
         # The ERP's journal endpoint (actors.platforms): its breaker and the account budget.
@@ -120,13 +109,14 @@ class ErpPoster(BatchWorker):
         self.limiter = erp.limiter
         self.ledger = ledger
         self.dlq = dlq
+        # The ERP's dialect (actors.platforms.erp): the simulator's bulk API by default.
+        self.client: JournalClient = (client or ErpgwJournalClient)(self.guard)
         self.posted = 0
         self.replayed = 0
         self.skipped_known = 0
         self.stale = 0  # an older version than the applied one (flow 6): skipped
         self.superseded = 0  # a newer version of the same aggregate was in the batch
         self.reversals = 0  # applied versions reversed by an amendment
-        self.requests = 0
         self._latency_ms: deque[float] = deque(maxlen=20_000)
         every = fault("erp.raise_every")
         self._raise_every = int(every) if every and every.isdigit() else 0
@@ -245,15 +235,11 @@ class ErpPoster(BatchWorker):
 
     async def _post(self, items: list[_Item]) -> None:
         flat = [e for _, _, _, plan, _ in items for e in plan.entries]
-        body = _json.encode(wire.BulkRequest(items=[entry_to_wire(e) for e in flat]))
-        self.requests += 1
+        # Entries whose delivery is not the first may have reached the ERP already.
+        redelivered = {e.idempotency_key for _, _, ds, plan, _ in items
+                       if any(getattr(d, "num_delivered", 1) > 1 for d in ds) for e in plan.entries}
         try:
-            resp = await self.guard.post(BULK_PATH, body)
-            results = _bulk_dec.decode(resp.body).results  # ContractError is Permanent
-            if len(results) != len(flat):
-                raise PlatformRejected(
-                    f"ERP answered {len(results)} results for {len(flat)} items",
-                    status=resp.status, body="", code="erp.bad_response")
+            results = await self.client.post_journal_entries(flat, redelivered=redelivered)
         except Retryable as err:
             self.last_error = str(err)
             log.info("ERP bulk of %d not posted (%s): %s", len(flat), err.code, err)
@@ -340,7 +326,8 @@ class ErpPoster(BatchWorker):
             "stale": self.stale,
             "superseded": self.superseded,
             "reversals": self.reversals,
-            "requests": self.requests,
+            "requests": self.client.requests,
+            "client": self.client.statistics(),
             "dead_lettered": self.dlq.count,
             "latency_ms": percentiles(self._latency_ms),
         }

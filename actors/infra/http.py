@@ -82,6 +82,10 @@ class HttpClient:
         self._session: aiohttp.ClientSession | None = None
         self.platform = platform
 
+    def url(self, path: str) -> str:
+        """The absolute URL ``path`` is sent to (what request signatures cover)."""
+        return self._base + path
+
     async def __aenter__(self) -> HttpClient:
         self._session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=self._max_connections),

@@ -70,6 +70,7 @@ from contracts.platforms.cpq import PriceQuote
 
 from ..infra.bus import NatsBus, OutMsg, ServiceEndpoint, ServiceHandle, ServiceRequest
 from ..platforms import PlatformGuard, PlatformRejected
+from ..platforms.auth import AuthSettings
 from ..runtime import Actor
 from .rules import (
     Refusal,
@@ -121,6 +122,8 @@ class CpqSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     max_connections: int = 16
     max_in_flight: int = 64  # requests being decided at once (and queued NATS requests)
     max_pending: int = 1000  # CPQ calls at once, detached ones included
+    # Credentials of every CPQ request (actors/platforms/auth.py).
+    auth: AuthSettings = msgspec.field(default_factory=AuthSettings)
 
 
 @dataclass(slots=True)

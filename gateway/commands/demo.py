@@ -9,7 +9,7 @@ from ._common import run_async
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from ..demo import DemoOptions, parse_flows, run_demo
+    from ..demo import DemoOptions, parse_dialects, parse_flows, run_demo
     from ..drills import parse_faults
 
     faults = tuple(parse_faults(args.faults)) if args.faults else ()
@@ -17,13 +17,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
         flows = parse_flows(args.flows)
     except ValueError as exc:
         raise SystemExit(f"erpgw demo: --flows: {exc}") from None
+    try:
+        dialects = parse_dialects(args.dialects or "")
+    except ValueError as exc:
+        raise SystemExit(f"erpgw demo: --dialects: {exc}") from None
     if "broker-restart" in faults and args.nats_url:
         raise SystemExit("erpgw demo: --faults broker-restart needs the embedded broker "
                          "(drop --nats-url)")
     opts = DemoOptions(invoices=args.invoices, rate=args.rate, nats_url=args.nats_url or "",
                        json=args.json, workdir=args.workdir, seed=args.seed,
                        stall_timeout=args.stall_timeout, fsync=args.fsync, faults=faults,
-                       flows=flows)
+                       flows=flows, dialects=dialects)
     ok: bool = run_async(lambda: run_demo(opts))
     return 0 if ok else 1
 
@@ -63,5 +67,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                          "(the bill run alone), or any of money (credit memos, payments, "
                          "settlements), usage, deals, changes (subscription amendments; "
                          "needs deals)")
+    dm.add_argument("--dialects", metavar="LIST", default="",
+                    help="speak real vendors' formats (comma-separated): netsuite (the ERP as "
+                         "NetSuite SuiteTalk REST with TBA credentials; the report adds the "
+                         "ERP's decimal amounts per currency against the billed ones), stripe "
+                         "(the billing platform as Stripe)")
     dm.add_argument("--json", action="store_true", help="print the report as one JSON object")
     dm.set_defaults(func=cmd_demo)

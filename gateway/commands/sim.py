@@ -113,7 +113,12 @@ def cmd_sim(args: argparse.Namespace) -> int:
                         revenue_max_batch=args.revenue_max_batch,
                         cpq_latency_ms=args.cpq_latency_ms,
                         partner_webhook_url=args.partner_webhook_url,
-                        partner_webhook_secret=args.partner_webhook_secret)
+                        partner_webhook_secret=args.partner_webhook_secret,
+                        erp_dialect=args.erp_dialect or (
+                            scenario.erp_dialect if scenario is not None
+                            and scenario.erp_dialect else "erpgw"),
+                        netsuite_concurrency_limit=args.netsuite_concurrency_limit,
+                        netsuite_latency_ms=args.netsuite_latency_ms)
     try:
         sim.create_app(cfg)  # validate the settings before anything listens
     except ValueError as exc:
@@ -321,6 +326,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                     help="most lines per revenue batch upload (default 500)")
     sm.add_argument("--cpq-latency-ms", type=int, default=0, metavar="MS",
                     help="base latency of CPQ pricing (default 0; scenario windows add to it)")
+    sm.add_argument("--erp-dialect", choices=("erpgw", "netsuite"), default=None,
+                    help="the ERP's API: erpgw (bulk, the default) or netsuite (SuiteTalk REST "
+                         "with TBA; default from the scenario file's erp_dialect)")
+    sm.add_argument("--netsuite-concurrency-limit", type=int, default=5, metavar="N",
+                    help="netsuite dialect: the account's concurrent requests (default 5; "
+                         "0: no cap); one more is answered 429")
+    sm.add_argument("--netsuite-latency-ms", type=int, default=30, metavar="MS",
+                    help="netsuite dialect: per-request latency, +-50%% (default 30)")
     sm.add_argument("--log-level", default="info", choices=LOG_LEVELS)
     sm.add_argument("--log-json", action="store_true", help="JSON log lines")
     sm.set_defaults(func=cmd_sim)

@@ -1,0 +1,65 @@
+"""The ``erpgw`` dialect: the simulator's bulk journal API, one request per batch
+(``contracts.platforms.erp``): every entry carries its idempotency key and the ERP answers
+``created``/``replayed``/``rejected`` per item."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+
+from contracts import JsonCodec, PostJournalEntry
+from contracts.platforms import erp as wire
+
+from ...infra.http import PlatformRejected
+from ..auth import Auth, NoAuth
+from ..guard import PlatformGuard
+from .client import BeforeSend
+
+__all__ = ["BULK_PATH", "ErpgwJournalClient", "entry_to_wire"]
+
+BULK_PATH = "/erp/v1/journal-entries/bulk"
+_json: JsonCodec[wire.BulkRequest] = JsonCodec(wire.BulkRequest)
+_bulk_dec: JsonCodec[wire.BulkResponse] = JsonCodec(wire.BulkResponse)
+
+
+def entry_to_wire(e: PostJournalEntry) -> wire.JournalEntryIn:
+    return wire.JournalEntryIn(
+        idempotency_key=e.idempotency_key,
+        external_id=e.external_id,
+        tran_date=e.posting_date.isoformat(),
+        currency=e.currency,
+        memo=e.memo,
+        lines=[wire.JournalLineIn(account=ln.account, debit=ln.debit, credit=ln.credit,
+                                  memo=ln.memo) for ln in e.lines],
+    )
+
+
+class ErpgwJournalClient:
+    dialect = "erpgw"
+
+    def __init__(self, guard: PlatformGuard, *, auth: Auth | None = None) -> None:
+        self.guard = guard
+        self.auth = auth or NoAuth()
+        self.requests = 0
+
+    async def post_journal_entries(self, entries: Sequence[PostJournalEntry], *,
+                                   before_send: BeforeSend | None = None,
+                                   redelivered: Collection[str] = ()
+                                   ) -> list[wire.BulkItemResult]:
+        """One bulk POST for ``entries``; raises the ``HttpClient`` errors, and
+        ``PlatformRejected`` ``erp.bad_response`` for a result count other than the items."""
+        body = _json.encode(wire.BulkRequest(items=[entry_to_wire(e) for e in entries]))
+        url_of = getattr(self.guard.http, "url", None)
+        url = url_of(BULK_PATH) if url_of is not None else BULK_PATH
+        headers = await self.auth.headers("POST", url, body)
+        self.requests += 1
+        resp = await self.guard.post(BULK_PATH, body, before_send=before_send,
+                                     headers=headers or None)
+        results = _bulk_dec.decode(resp.body).results  # ContractError is Permanent
+        if len(results) != len(entries):
+            raise PlatformRejected(
+                f"ERP answered {len(results)} results for {len(entries)} items",
+                status=resp.status, body="", code="erp.bad_response")
+        return results
+
+    def statistics(self) -> dict[str, object]:
+        return {"dialect": self.dialect, "requests": self.requests}

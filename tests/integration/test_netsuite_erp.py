@@ -1,0 +1,55 @@
+"""The whole path with the ERP speaking NetSuite REST (broker, NetSuite-speaking simulator and
+gateway as separate processes, judged by the simulator's ground truth): every invoice posted
+exactly once under a 429 storm, the decimal amounts equal to the billed ones; and a gateway
+without credentials posts nothing and says why."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import anyio
+import pytest
+
+from gateway.demo import netsuite_figures
+from gateway.stack import Stack
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
+
+
+async def test_each_invoice_posts_once_under_a_429_storm(tmp_path: Path) -> None:
+    stack = Stack(tmp_path, ack_wait_s=3.0, seed=13, netsuite=True)
+    await stack.start()
+    try:
+        # a third of the upserts answered 429 (the older SSS_REQUEST_LIMIT_EXCEEDED body)
+        await stack.set_faults({"erp": {"rate_limit_rate": 0.3, "retry_after_s": 0}})
+        await stack.bill_run(300)
+        result = await stack.wait_drained(300, stall_timeout=60)
+        a = result.audit
+        assert result.drained and a["issued"] == 300 and a["accepted"] == 300
+        assert result.lost == 0 and a["duplicates"] == 0 and a["unexpected"] == 0
+        assert a["posted"] == 300 and result.dead_letters == []
+        assert a["faults"]["http"]["erp/journalEntry"]["rate_limit"] > 0
+        ns = await netsuite_figures(stack, a)
+        assert ns["amounts_match"], ns
+        assert ns["unauthorized_401"] == 0
+    finally:
+        await stack.close()
+
+
+async def test_without_credentials_nothing_posts_and_the_sim_says_why(tmp_path: Path) -> None:
+    stack = Stack(tmp_path, ack_wait_s=3.0, seed=13, netsuite=True, netsuite_auth=False)
+    await stack.start()
+    try:
+        await stack.bill_run(20)
+        with anyio.fail_after(60):  # wait for the refusals, not for time to pass
+            while True:
+                audit = await stack.audit()
+                refused = audit["faults"]["http"].get("erp/journalEntry", {})
+                if refused.get("unauthorized", 0) > 0 and audit["accepted"] == 20:
+                    break
+                await anyio.sleep(0.1)
+        assert audit["posted"] == 0
+        log = (tmp_path / "gateway.log").read_text()
+        assert "erp.unauthorized" in log or "erp.auth" in log
+    finally:
+        await stack.close()
