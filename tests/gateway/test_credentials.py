@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from actors.platforms.auth import AuthError
-from gateway.credentials import platform_credentials
 from gateway.config import load_config
+from gateway.credentials import platform_credentials
 from sim._netsuite_tba import DEMO_TBA
 
 

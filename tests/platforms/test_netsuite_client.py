@@ -9,9 +9,9 @@ from collections.abc import AsyncIterator
 from datetime import date
 
 import pytest
-from actors.platforms import PlatformGuard
 
 from actors.infra.http import HttpClient
+from actors.platforms import PlatformGuard
 from actors.platforms.auth import AuthSettings, load_auth
 from actors.platforms.erp import NetSuiteJournalClient, NetSuiteQuery
 from actors.resilience import BreakerConfig, CircuitBreaker, LimiterConfig, RateLimiter
