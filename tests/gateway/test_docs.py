@@ -24,7 +24,7 @@ def _settings(struct: type[msgspec.Struct], prefix: str = "") -> list[str]:
 
 def _documented_as(setting: str) -> str:
     """Every platform's ``auth`` table has the same settings, documented once."""
-    section, _, rest = setting.partition(".")
+    _, _, rest = setting.partition(".")
     return f"<platform>.{rest}" if rest.startswith("auth.") else setting
 
 
