@@ -321,7 +321,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                     help="most lines per revenue batch upload (default 500)")
     sm.add_argument("--cpq-latency-ms", type=int, default=0, metavar="MS",
                     help="base latency of CPQ pricing (default 0; scenario windows add to it)")
-    sm.add_argument("--log-level", default="info", choices=LOG_LEVELS)
+    sm.add_argument("--log-level", default="info", choices=LOG_LEVELS,
+                    help="log level (default: %(default)s)")
     sm.add_argument("--log-json", action="store_true", help="JSON log lines")
     sm.set_defaults(func=cmd_sim)
 

@@ -1,6 +1,6 @@
 """The rate-limiter hub and actor (actors/limits.py): fail closed while down, ramp up after a
 restart, the concurrency cap across incarnations (pure, with hypothesis), and the actor under
-a real supervisor: crash → closed → restarted within 1 s → open (F35)."""
+a real supervisor: crash → closed → restarted → open (F35)."""
 
 from __future__ import annotations
 
