@@ -15,7 +15,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,13 +24,14 @@ import anyio
 import msgspec
 
 from actors.infra import NatsBus
+from actors.infra.bus import BrokerUnavailable
 from actors.infra.http import HttpClient
-from contracts import DeadLetter, GatewayError, JsonCodec, Subjects
+from contracts import LANES, DeadLetter, GatewayError, JsonCodec, Subjects
 
 from .app import REVENUE_CONSUMER
 from .broker import EmbeddedBroker, free_port
 
-__all__ = ["DrainResult", "RevenueResult", "Stack", "StackError"]
+__all__ = ["ConsumerState", "DrainResult", "Quiescence", "RevenueResult", "Stack", "StackError"]
 
 _letters: JsonCodec[DeadLetter] = JsonCodec(DeadLetter)
 _dec = msgspec.json.Decoder()
@@ -40,12 +41,64 @@ class StackError(GatewayError):
     code = "stack.failed"
 
 
+@dataclass(frozen=True)
+class ConsumerState:
+    """One durable consumer as the broker reports it (``consumer info``)."""
+
+    stream: str
+    name: str
+    num_pending: int
+    num_ack_pending: int
+    num_redelivered: int
+    delivered_stream_seq: int
+    ack_floor_stream_seq: int
+
+    @property
+    def idle(self) -> bool:
+        """Nothing left to deliver and nothing delivered but unacknowledged: no redelivery
+        can be due (a redelivery is always of an ack-pending message)."""
+        return self.num_pending == 0 and self.num_ack_pending == 0
+
+
+@dataclass
+class Quiescence:
+    """What ``Stack.wait_quiet`` saw last: ``quiet`` when every consumer was idle and the
+    simulator's counts and the consumers' states were unchanged across reads ``settle_s``
+    apart; otherwise the consumers that were still busy."""
+
+    quiet: bool
+    audit: dict[str, Any]
+    consumers: list[ConsumerState]
+    waited_s: float
+
+    @property
+    def busy(self) -> list[ConsumerState]:
+        return [c for c in self.consumers if not c.idle]
+
+
+def counts_signature(doc: Any) -> Any:
+    """The counting part of an audit: every int, str and bool, nested, without floats (which
+    are timestamps, latencies and rates, and change with every read) and without the
+    ``faults`` section (what the simulator injected, not what the platforms hold)."""
+    if isinstance(doc, dict):
+        return tuple((k, counts_signature(v)) for k, v in sorted(doc.items())
+                     if not isinstance(v, float) and k != "faults")
+    if isinstance(doc, list):
+        return tuple(counts_signature(v) for v in doc if not isinstance(v, float))
+    return doc
+
+
 @dataclass
 class DrainResult:
+    """``drained``: nothing is lost, and (when counted after ``Stack.wait_quiet``) ``quiet``:
+    every consumer idle and the counts stable, so ``audit`` holds every duplicate there will
+    ever be."""
+
     audit: dict[str, Any]
     dead_letters: list[DeadLetter]
     drained: bool
     elapsed_s: float
+    quiet: bool = False
 
     @property
     def dlq_keys(self) -> set[str]:
@@ -101,6 +154,8 @@ class Stack:
     # demo TBA credentials, read from environment variables (never written to the TOML).
     netsuite: bool = False
     netsuite_auth: bool = True
+    # The gateway's nats.prefix (its subjects and stream names).
+    nats_prefix: str = "erpgw"
     broker: EmbeddedBroker | None = field(default=None, init=False)
     _gateway: subprocess.Popen[bytes] | None = field(default=None, init=False)
     _sim: subprocess.Popen[bytes] | None = field(default=None, init=False)
@@ -184,7 +239,7 @@ class Stack:
         path = self.workdir / "gateway.toml"
         path.write_text(
             f'data_dir = "{self.workdir / "gateway"}"\n'
-            f'[nats]\nurl = "{self.url}"\n'
+            f'[nats]\nurl = "{self.url}"\nprefix = "{self.nats_prefix}"\n'
             f"[http]\nport = {self.gateway_port}\n"
             f"[consumers]\nack_wait_s = {self.ack_wait_s}\n"
             f"{self.gateway_toml}\n"
@@ -344,6 +399,22 @@ class Stack:
         result: dict[str, Any] = await self._sim_call("GET", "/sim/v1/audit")
         return result
 
+    async def injected(self, service: str, kind: str) -> int:
+        """How many times the simulator injected fault ``kind`` (``outage``, ``error_503``,
+        ``rate_limit``, ``commit_then_timeout``…) into requests to ``service`` (``erp``…)."""
+        http = ((await self.audit()).get("faults") or {}).get("http") or {}
+        return sum(int(kinds.get(kind, 0)) for where, kinds in http.items()
+                   if where.split("/", 1)[0] == service)
+
+    async def wait_injected(self, service: str, kind: str, at_least: int, *,
+                            timeout: float = 60.0) -> int:
+        """Wait until the simulator injected fault ``kind`` into ``service`` ``at_least``
+        times: the event that proves the gateway met the fault. ``timeout`` guards a hang."""
+        with anyio.fail_after(timeout):
+            while (n := await self.injected(service, kind)) < at_least:
+                await anyio.sleep(0.1)
+        return n
+
     async def erp_governance(self) -> dict[str, Any]:
         """The ERP account's limits and use (``contracts.platforms.erp.Governance`` as JSON),
         e.g. the arrival times of its requests."""
@@ -353,20 +424,150 @@ class Stack:
     async def set_faults(self, faults: dict[str, Any]) -> None:
         await self._sim_call("PUT", "/sim/v1/faults", faults)
 
+    @property
+    def subjects(self) -> Subjects:
+        return Subjects(prefix=self.nats_prefix)
+
     async def dead_letters(self) -> list[DeadLetter]:
         bus = await NatsBus.connect(self.url, name="erpgw-stack")
         try:
-            raw = await bus.read_stream(Subjects().dlq_stream)
+            raw = await bus.read_stream(self.subjects.dlq_stream)
         finally:
             await bus.close()
         return [_letters.decode(r) for r in raw]
 
+    def _streams(self) -> list[str]:
+        """The gateway's streams: one per lane, the DLQ and the advisories."""
+        subjects = self.subjects
+        return [*(subjects.stream(lane) for lane in LANES), subjects.dlq_stream,
+                subjects.advisory_stream]
+
+    async def consumer_states(self) -> list[ConsumerState]:
+        """Every durable, explicitly acknowledged consumer on the gateway's streams (whatever
+        the configuration enabled), sorted by stream and name. Raises ``BrokerUnavailable``."""
+        import nats  # the manager API lists consumers; the bus knows only the gateway's own
+
+        try:
+            nc = await nats.connect(self.url, name="erpgw-stack", allow_reconnect=False,
+                                    connect_timeout=2.0)
+        except (nats.errors.Error, OSError, TimeoutError) as exc:
+            raise BrokerUnavailable(f"cannot connect to NATS at {self.url}: {exc!r}") from exc
+        out: list[ConsumerState] = []
+        try:
+            jsm = nc.jsm()
+            for stream in self._streams():
+                try:
+                    infos = await jsm.consumers_info(stream)
+                except nats.js.errors.NotFoundError:
+                    continue
+                for ci in infos:
+                    if not ci.config.durable_name or (
+                            ci.config.ack_policy != nats.js.api.AckPolicy.EXPLICIT):
+                        continue
+                    out.append(ConsumerState(
+                        stream=stream, name=ci.name, num_pending=int(ci.num_pending or 0),
+                        num_ack_pending=int(ci.num_ack_pending or 0),
+                        num_redelivered=int(ci.num_redelivered or 0),
+                        delivered_stream_seq=ci.delivered.stream_seq if ci.delivered else 0,
+                        ack_floor_stream_seq=ci.ack_floor.stream_seq if ci.ack_floor else 0))
+        except (nats.errors.Error, OSError, TimeoutError) as exc:
+            raise BrokerUnavailable(f"consumer info on {self.url}: {exc!r}") from exc
+        finally:
+            await nc.close()
+        return sorted(out, key=lambda c: (c.stream, c.name))
+
+    async def stream_last_seq(self, lane: str) -> int:
+        """The last sequence of ``lane``'s stream (``dlq`` and ``advisories`` name those
+        streams). Raises ``BrokerUnavailable``."""
+        import nats
+
+        stream = self.subjects.stream(lane)
+        try:
+            nc = await nats.connect(self.url, name="erpgw-stack", allow_reconnect=False,
+                                    connect_timeout=2.0)
+        except (nats.errors.Error, OSError, TimeoutError) as exc:
+            raise BrokerUnavailable(f"cannot connect to NATS at {self.url}: {exc!r}") from exc
+        try:
+            info = await nc.jsm().stream_info(stream)
+        except (nats.errors.Error, OSError, TimeoutError) as exc:
+            raise BrokerUnavailable(f"stream info {stream}: {exc!r}") from exc
+        finally:
+            await nc.close()
+        return int(info.state.last_seq)
+
+    async def lane_last_seqs(self) -> dict[str, int]:
+        """The last sequence of every lane's stream: equal before and after a command proves
+        the command published nothing. Raises ``BrokerUnavailable``."""
+        return {lane: await self.stream_last_seq(lane) for lane in LANES}
+
+    async def wait_consumed(self, lane: str, durable: str, seq: int, *,
+                            timeout: float = 60.0, interval: float = 0.1) -> ConsumerState:
+        """Wait until ``durable`` on ``lane``'s stream has had every message up to stream
+        sequence ``seq`` delivered and acknowledged (its ack floor reached ``seq`` or beyond,
+        nothing ack-pending): the event that proves the work published up to ``seq`` ran.
+        Raises ``TimeoutError`` after ``timeout`` (a guard against a hang, not a speed
+        target)."""
+        stream = self.subjects.stream(lane)
+        with anyio.fail_after(timeout):
+            while True:
+                for c in await self.consumer_states():
+                    if (c.stream, c.name) == (stream, durable) and c.num_ack_pending == 0 and (
+                            c.ack_floor_stream_seq >= seq or (
+                                c.num_pending == 0 and c.delivered_stream_seq >= seq)):
+                        return c
+                await anyio.sleep(interval)
+
+    async def wait_quiet(self, *, timeout: float = 60.0, settle_s: float | None = None,
+                         interval: float = 0.25,
+                         held: Collection[str] = ()) -> Quiescence:
+        """Wait until the whole system is at rest, the moment to count duplicates.
+
+        At rest: every durable consumer has ``num_pending`` and ``num_ack_pending`` at zero
+        (so no redelivery is due), and the simulator's counts and every consumer's delivered
+        and acknowledged sequences read the same across reads at least ``settle_s`` apart
+        (default: ``ack_wait_s``, at most 2 s), so a webhook retry or a late posting between
+        two reads is seen. Consumers named in ``held`` (held back on purpose, e.g. behind a
+        platform outage the test keeps on) are left out: they need not be idle.
+        Returns ``quiet=False`` with the last reads after ``timeout``.
+        """
+        settle = min(self.ack_wait_s, 2.0) if settle_s is None else settle_s
+        t0 = time.monotonic()
+        stable_since: float | None = None
+        last_sig: Any = None
+        audit: dict[str, Any] = {}
+        consumers: list[ConsumerState] = []
+        while True:
+            try:
+                consumers = await self.consumer_states()
+                audit = await self.audit()
+            except GatewayError:
+                consumers, stable_since, last_sig = [], None, None  # broker down: not at rest
+            else:
+                sig = (counts_signature(audit),
+                       tuple(c for c in consumers if c.name not in held))
+                now = time.monotonic()
+                idle = bool(consumers) and all(c.idle or c.name in held for c in consumers)
+                if not idle or sig != last_sig:
+                    stable_since = now if idle else None
+                    last_sig = sig
+                elif stable_since is not None and now - stable_since >= settle:
+                    return Quiescence(True, audit, consumers, now - t0)
+            if time.monotonic() - t0 > timeout:
+                return Quiescence(False, audit, consumers, time.monotonic() - t0)
+            await anyio.sleep(interval)
+
     async def wait_drained(self, expected: int, *, stall_timeout: float = 60.0,
                            progress: Callable[[dict[str, Any], int], None] | None = None,
-                           interval: float = 0.25) -> DrainResult:
-        """Wait until every issued invoice is accepted and then posted or dead-lettered.
+                           interval: float = 0.25, quiesce: bool = True,
+                           held: Collection[str] = ()) -> DrainResult:
+        """Wait until every issued invoice is accepted and then posted or dead-lettered, then
+        (``quiesce``) until the system is at rest (``wait_quiet``), and count from the audit
+        read at rest: a duplicate posted after nothing was missing any more is counted.
 
-        Gives up when nothing moves for ``stall_timeout`` seconds (``drained=False``).
+        Gives up when nothing moves for ``stall_timeout`` seconds (``drained=False``), or when
+        the system is not at rest within ``stall_timeout`` (``quiet=False``). Without
+        ``quiesce`` the result is the first instant nothing is missing (for progress views,
+        not for counting duplicates). ``held``: see ``wait_quiet``.
         """
         t0 = time.monotonic()
         last_change = t0
@@ -383,9 +584,7 @@ class Stack:
                 progress(audit, len(dead))
             if audit["issued"] >= expected and audit["accepted"] >= audit["issued"] and (
                     result.lost == 0):
-                result.dead_letters = await self.dead_letters()
-                result.drained = True
-                return result
+                break
             now = time.monotonic()
             if sig != last_sig:
                 last_sig, last_change = sig, now
@@ -393,6 +592,16 @@ class Stack:
                 result.dead_letters = await self.dead_letters()
                 return result
             await anyio.sleep(interval)
+        if quiesce:
+            rest = await self.wait_quiet(timeout=stall_timeout, interval=interval, held=held)
+            result.audit, result.quiet = rest.audit or result.audit, rest.quiet
+            if progress is not None:
+                progress(result.audit, len(dead))
+        result.dead_letters = await self.dead_letters()
+        result.drained = result.lost == 0 and result.audit["issued"] >= expected and (
+            result.quiet or not quiesce)
+        result.elapsed_s = time.monotonic() - t0
+        return result
 
     # -- flow 2's revenue half -----------------------------------------------------------------
 
@@ -414,7 +623,7 @@ class Stack:
         """``(num_pending, num_ack_pending)`` of the gateway's revenue consumer."""
         bus = await NatsBus.connect(self.url, name="erpgw-stack")
         try:
-            return await bus.consumer_pending(Subjects().stream("billing"), REVENUE_CONSUMER)
+            return await bus.consumer_pending(self.subjects.stream("billing"), REVENUE_CONSUMER)
         finally:
             await bus.close()
 

@@ -334,7 +334,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                          "0: no cap); one more is answered 429")
     sm.add_argument("--netsuite-latency-ms", type=int, default=30, metavar="MS",
                     help="netsuite dialect: per-request latency, +-50%% (default 30)")
-    sm.add_argument("--log-level", default="info", choices=LOG_LEVELS)
+    sm.add_argument("--log-level", default="info", choices=LOG_LEVELS,
+                    help="log level (default: %(default)s)")
     sm.add_argument("--log-json", action="store_true", help="JSON log lines")
     sm.set_defaults(func=cmd_sim)
 

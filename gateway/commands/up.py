@@ -37,7 +37,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     up.add_argument("--http-port", type=int, metavar="PORT",
                     help="port of the webhook/health HTTP server (default 8600)")
     up.add_argument("--erp-url", metavar="URL", help="ERP base URL (default the simulator's)")
-    up.add_argument("--log-level", choices=LOG_LEVELS)
+    up.add_argument("--log-level", choices=LOG_LEVELS,
+                    help="log level (default: the config's log_level)")
     up.add_argument("--log-json", action="store_true", help="JSON log lines")
     up.add_argument("--print-config", action="store_true",
                     help="print the effective configuration (secrets masked) and exit")

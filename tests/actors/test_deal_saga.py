@@ -17,7 +17,7 @@ from actors.platforms.partner import PARTNER_ROUTES
 from actors.resilience import BreakerConfig, CircuitBreaker
 from contracts import ContractError, DealApproved, DealRegistered, DealRejected
 from contracts.platforms.billing import BillingSubscription, SubscriptionItemRecord
-from contracts.platforms.cpq import PriceRequest
+from contracts.platforms.cpq import PricedLine, PriceQuote, PriceRequest
 from contracts.platforms.partner import DealEvent, DealEventData, PartnerDeal
 from contracts.platforms.revenue import RevenueContract
 from sim._cpq import price
@@ -103,9 +103,8 @@ def test_the_plan_splits_money_exactly() -> None:
         assert plan.total == sum(ln.term_amount for ln in plan.lines)
         assert plan.monthly_total * plan.term_months == plan.total
         for ln in plan.lines:
+            # (the per-unit rounding itself: the literal table below)
             assert ln.list_unit_amount - ln.discount_unit_amount == ln.unit_amount
-            assert ln.discount_unit_amount == (ln.list_unit_amount * deal.discount_bp
-                                               + 5_000) // 10_000
         sub = saga.subscription_request(plan)
         assert sum(i.quantity * i.unit_amount for i in sub.items) * plan.term_months == \
             plan.total
@@ -231,3 +230,39 @@ async def test_the_saga_breakers_open_on_faults_and_refuse_without_calling() -> 
     assert platforms.retry_in(now[0]) == 0  # half-open: one probe may go
     assert [(t.breaker, str(t.target)) for t in platforms.drain_transitions()] == [
         ("saga.revenue", "open")]
+
+
+# (currency, list unit price, discount in basis points) -> (discount per unit, net unit price),
+# worked out by hand in minor units: half a minor unit rounds up, less rounds down.
+DISCOUNT_TABLE = [
+    ("USD", 10_000, 1_000, 1_000, 9_000),  # exact: 10 % of $100.00
+    ("USD", 105, 1_000, 11, 94),  # 10.5 ¢ off: the half cent rounds up
+    ("USD", 104, 1_000, 10, 94),  # 10.4 ¢ off: rounds down
+    ("USD", 1_005, 5_000, 503, 502),  # 502.5 ¢ off
+    ("USD", 1_999, 1_500, 300, 1_699),  # 299.85 ¢ off
+    ("USD", 1, 4_999, 0, 1),  # 0.4999 ¢ off: nothing
+    ("USD", 1, 5_000, 1, 0),  # 0.5 ¢ off: the whole cent
+    ("JPY", 3, 5_000, 2, 1),  # ¥1.5 off (the yen has no minor unit): ¥2
+    ("JPY", 1_999, 2_500, 500, 1_499),  # ¥499.75 off
+    ("BHD", 12_345, 1_000, 1_235, 11_110),  # 1234.5 fils off (3 decimals)
+    ("BHD", 1_001, 2_500, 250, 751),  # 250.25 fils off
+]
+
+
+@pytest.mark.parametrize(("currency", "list_unit", "bp", "off", "net"), DISCOUNT_TABLE)
+def test_the_plan_discounts_per_unit_as_the_table_says(currency: str, list_unit: int, bp: int,
+                                                       off: int, net: int) -> None:
+    """An oracle independent of the planner's formula: literal amounts, rounding included."""
+    base = _deal()
+    deal = msgspec.structs.replace(base, currency=currency, discount_bp=bp,
+                                   items=[base.items[0]])
+    qty = deal.items[0].quantity
+    quote = PriceQuote(currency=currency, lines=[PricedLine(
+        product=deal.items[0].product, quantity=qty, unit_price=list_unit,
+        amount=list_unit * qty)], subtotal=list_unit * qty, discount=0, total=list_unit * qty)
+    plan = saga.plan_deal(_approval(deal), deal, quote)
+    [line] = plan.lines
+    assert (line.list_unit_amount, line.discount_unit_amount, line.unit_amount) == (
+        list_unit, off, net)
+    assert line.monthly_amount == net * qty
+    assert plan.total == net * qty * deal.term_months

@@ -3,6 +3,7 @@ never a traceback, a demo that reports in JSON."""
 
 from __future__ import annotations
 
+import argparse
 import socket
 import subprocess
 import sys
@@ -19,17 +20,25 @@ def erpgw(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
                           text=True, timeout=timeout, check=False)
 
 
-def test_every_command_has_help() -> None:
+def test_every_command_and_option_is_described() -> None:
+    """Every command has a summary in ``erpgw --help`` and a description of its own, and
+    every option says what it does (argparse would print an option without a word)."""
     parser = build_parser()
-    commands = parser._subparsers._group_actions[0].choices  # type: ignore[union-attr]
-    assert {"up", "sim", "demo"} <= set(commands)
+    group = parser._subparsers._group_actions[0]  # type: ignore[union-attr]
+    commands = group.choices
+    assert {"up", "sim", "demo", "dlq", "replay", "reconcile"} <= set(commands)
+    summaries = {a.dest: a.help for a in group._choices_actions}
     for name, sub in commands.items():
-        text = sub.format_help()
-        assert name in text and "--" in text
+        assert summaries.get(name), f"erpgw {name} has no summary in erpgw --help"
+        assert sub.description, f"erpgw {name} has no description"
+        undocumented = [a.option_strings or [a.dest] for a in sub._actions
+                        if not isinstance(a, (argparse._HelpAction, argparse._SubParsersAction))
+                        and (not a.help or a.help == argparse.SUPPRESS)]
+        assert undocumented == [], f"erpgw {name}: options without help {undocumented}"
     top = erpgw("--help")
     assert top.returncode == 0
-    for name in ("up", "sim", "demo"):
-        assert name in top.stdout
+    for name, summary in summaries.items():
+        assert name in top.stdout and str(summary).split()[0] in top.stdout
 
 
 def test_bad_config_names_the_setting(tmp_path: Path) -> None:

@@ -27,7 +27,7 @@ from contracts.platforms.billing import (
     LineList,
 )
 from contracts.platforms.signing import SIGNATURE_HEADER, sign
-from gateway.app import run_gateway
+from gateway.app import CONSUMERS, run_gateway
 from gateway.broker import EmbeddedBroker, free_port
 from gateway.config import Config, load_config
 
@@ -95,6 +95,17 @@ class LiveGateway:
         async with aiohttp.ClientSession() as s, s.post(self.url, data=body,
                                                         headers=headers) as r:
             return r.status, msgspec.json.decode(await r.read())
+
+    async def wait_idle(self, timeout: float = 60.0) -> None:
+        """Until every durable consumer of the gateway has nothing pending nor unacknowledged
+        in two reads in a row (no redelivery can be due): the moment to count."""
+        idle_reads = 0
+        with anyio.fail_after(timeout):  # a guard against a hang, not a speed target
+            while idle_reads < 2:
+                states = [await self.bus.consumer_pending(self.subjects.stream(lane), durable)
+                          for lane, durable, _ in CONSUMERS]
+                idle_reads = idle_reads + 1 if all(s == (0, 0) for s in states) else 0
+                await anyio.sleep(0.1)
 
     async def billing_messages(self) -> int:
         """Invoice events stored in the billing lane (what the ingress published)."""

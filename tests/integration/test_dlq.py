@@ -55,10 +55,12 @@ async def test_rejected_postings_are_replayed_after_the_fix(tmp_path: Path) -> N
         assert refused.returncode == 2 and "--all-matching" in refused.stderr
 
         await stack.set_faults({})
+        before = await stack.stream_last_seq("billing")
         dry = dlq(stack, "replay", "--code", "http.", "--dry-run")
         assert dry.returncode == 0 and "20 letter(s) would be replayed" in dry.stdout
-        await anyio.sleep(1.0)
-        assert (await stack.audit())["posted"] == 0  # a dry run moves nothing
+        # A dry run moves nothing: the command has returned and the lane holds no new message.
+        assert await stack.stream_last_seq("billing") == before
+        assert (await stack.audit())["posted"] == 0
 
         done = dlq(stack, "replay", "--code", "http.")
         assert done.returncode == 0 and "20 letter(s) replayed" in done.stdout
@@ -71,8 +73,10 @@ async def test_rejected_postings_are_replayed_after_the_fix(tmp_path: Path) -> N
         assert {r["resolved"] for r in rows(stack, "--all")} == {"replayed"}  # ... not deleted
         again = dlq(stack, "replay", "--code", "http.")
         assert "nothing to replay" in again.stdout
-        await anyio.sleep(1.0)
-        assert (await stack.audit())["duplicates"] == 0
+        rest = await stack.wait_quiet()  # every consumer idle, the counts stable
+        assert rest.quiet, rest.busy
+        assert (rest.audit["posted"], rest.audit["postings"], rest.audit["duplicates"]) == (
+            20, 20, 0)
     finally:
         await stack.close()
 
@@ -124,10 +128,18 @@ async def test_replay_of_history_doubles_nothing(tmp_path: Path) -> None:
 
         one = replay("--key", "in_000001", "--dry-run")
         assert one["events"] == 1 and one["run"] is None
+        router_before = next(c for c in await stack.consumer_states()
+                             if c.name == "invoice-router")
         everything = replay()
         assert everything["events"] == 60 and everything["run"]
-        await anyio.sleep(3.0)  # let the republished events flow through router and poster
-        audit = await stack.audit()
+        # The event that proves the replay ran through: the router has acknowledged the
+        # lane's last message (the replay's), then the whole system is at rest.
+        last = await stack.stream_last_seq("billing")
+        router = await stack.wait_consumed("billing", "invoice-router", last)
+        assert router.delivered_stream_seq >= last > router_before.delivered_stream_seq
+        rest = await stack.wait_quiet()
+        assert rest.quiet, rest.busy
+        audit = rest.audit
         assert (audit["posted"], audit["postings"], audit["duplicates"]) == (60, 60, 0)
     finally:
         await stack.close()

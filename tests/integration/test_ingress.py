@@ -146,7 +146,7 @@ async def test_duplicate_webhooks_post_once(live_gateway: LiveGateway) -> None:
     with anyio.fail_after(20):
         while not await live_gateway.erp_postings("in_000077"):
             await anyio.sleep(0.05)
-    await anyio.sleep(0.5)  # a second posting, if there were one, would arrive meanwhile
+    await live_gateway.wait_idle()  # a second posting, if there were one, has arrived now
     postings = await live_gateway.erp_postings("in_000077")
     assert len(postings) == 1
     assert postings[0]["amount"] == 3300

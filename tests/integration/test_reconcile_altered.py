@@ -39,6 +39,7 @@ async def test_reconciler_reports_exactly_the_altered_postings_and_never_fixes_t
         assert audit["posted"] == 200 and audit["duplicates"] == 0  # nothing else went wrong
         assert audit["amount_posted"] != audit["amount_issued"]  # SUM_OK fails
 
+        seqs = await stack.lane_last_seqs()
         code, doc = reconcile(stack, "--repair")
         assert code == 1
         assert doc["breaks"]["amount"] == len(altered)
@@ -65,8 +66,12 @@ async def test_reconciler_reports_exactly_the_altered_postings_and_never_fixes_t
                 if s == "erpgw.mon.recon.proposal" and d["kind"] == "amount"} == altered
         assert not any(s == "erpgw.mon.recon.repair" for s, _ in events)
 
-        await anyio.sleep(1.0)
-        after = await stack.audit()  # the ERP's books are as they were: nothing reposted
+        # The run is over (its report was seen) and it published no command on any lane;
+        # at rest, the ERP's books are as they were: nothing reposted.
+        assert await stack.lane_last_seqs() == seqs
+        rest = await stack.wait_quiet()
+        assert rest.quiet, rest.busy
+        after = rest.audit
         assert after["postings"] == audit["postings"]
         assert after["altered_ids"] == audit["altered_ids"]
     finally:

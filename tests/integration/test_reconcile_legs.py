@@ -91,6 +91,7 @@ async def test_revenue_leg_reports_doubled_and_lost_lines_and_repairs_only_the_p
             "tranDate": "2026-11-27", "memo": "injected", "lines": [
                 {"account": "6100", "amount": 700}]}, key="manual-bill-1")
 
+        seqs = await stack.lane_last_seqs()
         code, doc = reconcile(stack, "--repair")
         assert code == 1
         assert nonzero(doc) == {"in_doubt": len(doubted), "revenue_duplicate": 1,
@@ -107,8 +108,10 @@ async def test_revenue_leg_reports_doubled_and_lost_lines_and_repairs_only_the_p
         assert "reverse 1 doubled line(s)" in proposals[inv["id"]]
         # in doubt is never re-sent, not even with --repair: nothing moved at the platform
         assert doc["reuploaded"] == 0 and doc["repaired"] == 0
-        await anyio.sleep(1.0)
-        assert await revenue_lines(stack) == rev.audit["lines"] + 1
+        assert await stack.lane_last_seqs() == seqs  # no command re-driven on any lane
+        rest = await stack.wait_quiet()
+        assert rest.quiet, rest.busy
+        assert rest.audit["revenue"]["lines"] == rev.audit["lines"] + 1
 
         # A person checks the platform (the report says: absent) and releases the lines.
         assert await stack.stop_gateway() == 0

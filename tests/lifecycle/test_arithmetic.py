@@ -12,7 +12,6 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from actors.lifecycle import (
-    DEFAULT_TIER_RATES_BP,
     TIER_ORDER,
     Period,
     amended_charges,
@@ -211,12 +210,39 @@ def test_commission_on_instalments_reconciles_with_the_total(payments: list[int]
     assert all(0 <= c <= p for c, p in zip(parts, payments, strict=True))
 
 
-@given(st.integers(0, MAX_AMOUNT), st.sampled_from(TIER_ORDER))
-def test_commission_satisfies_the_canonical_accrual(paid: int, tier: str) -> None:
-    rate = DEFAULT_TIER_RATES_BP[tier]
-    CommissionAccrued(commission_id="c1", partner_id="p1", invoice_id="in1", customer_id="cu1",
-                      currency="USD", basis_amount=paid, rate_bp=rate,
-                      amount=commission_for_tier(paid, tier), accrued_at=T0)
+# (paid, tier) -> commission, by hand: the tiers' rates are 5, 10, 15 and 20 %; half a minor
+# unit rounds away from zero (a refund claws back the mirror amount).
+COMMISSION_TABLE = [
+    (10_000, "registered", 500),
+    (10, "registered", 1),  # 0.5 -> 1
+    (9, "registered", 0),  # 0.45 -> 0
+    (-10, "registered", -1),  # a refund of 10: -0.5 -> -1
+    (15, "silver", 2),  # 1.5 -> 2
+    (14, "silver", 1),  # 1.4 -> 1
+    (10, "gold", 2),  # 1.5 -> 2
+    (3, "gold", 0),  # 0.45 -> 0
+    (25, "platinum", 5),
+    (0, "platinum", 0),
+]
+
+
+@pytest.mark.parametrize(("paid", "tier", "earned"), COMMISSION_TABLE)
+def test_commission_per_tier_as_the_table_says(paid: int, tier: str, earned: int) -> None:
+    assert commission_for_tier(paid, tier) == earned
+
+
+def test_the_canonical_accrual_refuses_an_amount_off_by_one() -> None:
+    """The accrual checks its amount against its basis and rate: the right one is taken, one
+    minor unit more or less is refused with the invariant's code."""
+    def accrual(amount: int) -> CommissionAccrued:
+        return CommissionAccrued(commission_id="c1", partner_id="p1", invoice_id="in1",
+                                 customer_id="cu1", currency="USD", basis_amount=15,
+                                 rate_bp=1_000, amount=amount, accrued_at=T0)
+
+    assert accrual(2).amount == 2  # 1.5 -> 2, as commission_for_tier(15, "silver")
+    for wrong in (1, 3):
+        with pytest.raises(ValueError, match=r"^commission\.amount_mismatch: "):
+            accrual(wrong)
 
 
 # -- credit memos ----------------------------------------------------------------------------------

@@ -117,7 +117,7 @@ def test_payables_property(settled: list[tuple[str, int]], billed: list[tuple[st
 @given(st.lists(st.tuples(st.sampled_from(["invoice", "credit_note", "payment"]),
                           st.integers(0, 10_000), st.integers(0, 1_000),
                           st.sampled_from(["USD", "EUR"])), max_size=15))
-def test_gl_expectation_is_balanced_and_matches_itself(
+def test_gl_expectation_is_balanced_and_any_one_off_balance_breaks(
         docs: list[tuple[str, int, int, str]]) -> None:
     gl_docs = [GlDoc(f"d{i}", kind, P, cur, total + tax if kind == "invoice" else total,
                      total, tax if kind == "invoice" else 0)
@@ -127,3 +127,9 @@ def test_gl_expectation_is_balanced_and_matches_itself(
         assert sum(v for (_, _, c), v in want.items() if c == cur) == 0
     r = gl(want, rows(want))
     assert r.breaks == [] and r.matched == r.checked
+    # ... and the comparison is not blind: one balance off by one minor unit is a break.
+    for key in list(want)[:3]:
+        off = rows({**want, key: want[key] + 1})
+        broken = gl(want, off)
+        assert broken.matched == broken.checked - 1
+        assert [b.leg for b in broken.breaks] == ["gl"]

@@ -24,12 +24,13 @@ signature mangling              test_webhook_faults
 
 from __future__ import annotations
 
+import ast
 import random
+import re
 import time
 from pathlib import Path
 
 import msgspec
-import pytest
 
 from sim import SimConfig
 from sim._faults import (
@@ -55,11 +56,95 @@ def _knobs() -> list[str]:
     return names + list(DRIFT_MODES) + list(MANGLE_MODES)
 
 
-@pytest.mark.parametrize("knob", _knobs())
-def test_every_fault_setting_and_mode_is_exercised_by_a_sim_test(knob: str) -> None:
-    """A new fault setting or mode needs a test here (this file and the helpers aside)."""
-    sources = [p.read_text() for p in HERE.glob("test_*.py") if p.name != Path(__file__).name]
-    assert any(knob in text for text in sources), f"no sim test mentions {knob}"
+# Each fault setting or mode -> the sim test that sets it and asserts what it does (over real
+# HTTP unless its name says "plan"). A new setting needs a row here, and the row's test must
+# exist, name the setting and assert.
+EXERCISED_BY: dict[str, str] = {
+    "error_rate": "test_faults.py::test_error_rate_one_commits_nothing_and_clearing_restores",
+    "status": "test_faults.py::test_other_injected_status",
+    "latency_ms": "test_erp_growth.py::test_concurrency_limit_answers_sss_request_limit_exceeded",
+    "outage": "test_faults.py::test_outage_wins_over_everything",
+    "commit_then_timeout_rate":
+        "test_faults.py::test_commit_then_timeout_commits_and_the_retry_is_a_replay",
+    "error_mix": "test_revenue_faults.py::test_error_mix_answers_its_statuses_and_records_nothing",
+    "latency":
+        "test_fault_coverage.py::test_lognormal_latency_delays_each_request_by_its_seeded_draw",
+    "rate_limit_rate": "test_revenue_faults.py::test_429_storm_carries_retry_after",
+    "retry_after_s": "test_revenue_faults.py::test_429_storm_carries_retry_after",
+    "reset_rate": "test_scenario.py::test_reset_faults_reset_the_connection_and_commit_nothing",
+    "commit_then_reset_rate":
+        "test_scenario.py::test_commit_then_reset_commits_and_the_retry_is_a_replay",
+    "silent_drop_rate": "test_scenario.py::test_silent_drop_answers_created_but_records_nothing",
+    "item_reject_rate": "test_partial_failure.py::test_bulk_rejects_a_share_and_processes_the_rest",
+    "alter_amount_rate": "test_altered_amount.py::test_altered_postings_show_in_the_audit",
+    "duplicate_rate":
+        "test_webhook_faults.py::test_duplicates_arrive_as_planned_some_concurrently_each_signed",
+    "duplicate_max":
+        "test_webhook_faults.py::test_duplicates_arrive_as_planned_some_concurrently_each_signed",
+    "duplicate_concurrent_rate":
+        "test_webhook_faults.py::test_duplicates_arrive_as_planned_some_concurrently_each_signed",
+    "reorder_window": "test_webhook_faults.py::test_reordering_shuffles_within_windows_only",
+    "replay_rate": "test_webhook_faults.py::"
+                   "test_replays_carry_the_captured_body_with_an_old_timestamp_and_are_refused",
+    "replay_age_s": "test_webhook_faults.py::test_sources_add_up_and_a_mode_is_used_once",
+    "mangle_rate":
+        "test_webhook_faults.py::test_mangled_deliveries_are_all_refused_and_never_posted",
+    "mangle_modes":
+        "test_webhook_faults.py::test_a_receiver_that_skips_verification_is_caught_by_the_audit",
+    "drift_rate": "test_webhook_faults.py::"
+                  "test_drifted_deliveries_refused_except_the_tolerated_unknown_field",
+    "drift_modes": "test_webhook_faults.py::"
+                   "test_mangle_and_drift_modes_are_drawn_from_the_configured_ones",
+    **{mode: "test_webhook_faults.py::test_drift_modes_break_the_schema_where_they_say"
+       for mode in ("unknown_field", "missing_field", "int_to_string", "renamed_enum",
+                    "nested_type_change")},
+    **{mode: "test_webhook_faults.py::test_every_mangle_mode_fails_verification"
+       for mode in ("wrong_secret", "body_byte", "header_missing", "header_garbled",
+                    "v0_only")},
+}
+
+
+def _test_source(ref: str) -> str | None:
+    """The source of test function ``file::name`` in this folder (decorators included), or
+    None when there is no such test."""
+    file, name = ref.split("::")
+    path = HERE / file
+    if not path.exists():
+        return None
+    text = path.read_text(encoding="utf-8")
+    for node in ast.parse(text).body:
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.name == name:
+            parts = [ast.get_source_segment(text, d) or "" for d in node.decorator_list]
+            return "".join(parts) + (ast.get_source_segment(text, node) or "")
+    return None
+
+
+def test_every_fault_setting_and_mode_is_set_by_a_test_that_asserts_its_effect() -> None:
+    """Not "the name appears in some file": each setting maps to one test, which exists,
+    sets the setting (its name as a key, a keyword or a mode string) and asserts."""
+    missing = sorted(set(_knobs()) - set(EXERCISED_BY))
+    assert missing == [], f"fault settings no test is registered for: {missing}"
+    stale = sorted(set(EXERCISED_BY) - set(_knobs()))
+    assert stale == [], f"registered settings the simulator no longer has: {stale}"
+    problems = []
+    for knob, ref in sorted(EXERCISED_BY.items()):
+        source = _test_source(ref)
+        if source is None:
+            problems.append(f"{knob}: no test {ref}")
+            continue
+        sets = re.search(rf"[\"']{knob}[\"']|\b{knob}\s*=", source)
+        if sets is None:
+            problems.append(f"{knob}: {ref} does not set it")
+        if "assert" not in source:
+            problems.append(f"{knob}: {ref} asserts nothing")
+    assert problems == []
+
+
+def test_the_registry_check_refuses_a_test_that_only_mentions_a_setting() -> None:
+    """The check above is not blind: a missing test, and one not setting the knob, are seen."""
+    assert _test_source("test_faults.py::test_no_such_test") is None
+    source = _test_source("test_faults.py::test_outage_wins_over_everything")
+    assert source is not None and re.search(r"[\"']reorder_window[\"']", source) is None
 
 
 async def test_lognormal_latency_delays_each_request_by_its_seeded_draw() -> None:

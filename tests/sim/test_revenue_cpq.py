@@ -107,6 +107,35 @@ def test_price_multiplies_list_prices_and_rounds_the_discount_half_up() -> None:
     assert (info.value.status, info.value.path) == (422, "$.items[0].product")
 
 
+# (currency, [(product, quantity)], discount bp) -> (subtotal, discount, total), worked out by
+# hand from the catalog's list prices in minor units: half a minor unit rounds up.
+CPQ_TABLE = [
+    ("USD", [("prod_storage", 1)], 200, (25, 1, 24)),  # 0.5 ¢ off: the half cent rounds up
+    ("USD", [("prod_storage", 1)], 199, (25, 0, 25)),  # 0.4975 ¢ off: nothing
+    ("USD", [("prod_sms", 3)], 5_000, (3, 2, 1)),  # 1.5 ¢ off
+    ("JPY", [("prod_storage", 1)], 5_000, (37, 19, 18)),  # ¥18.5 off (no minor unit)
+    ("JPY", [("prod_storage", 1)], 2_000, (37, 7, 30)),  # ¥7.4 off
+    ("GBP", [("prod_api", 1)], 1_250, (118, 15, 103)),  # 14.75 p off
+    ("USD", [("prod_platform", 2), ("prod_seats", 10)], 300, (124_800, 3_744, 121_056)),
+]
+
+
+@pytest.mark.parametrize(("currency", "items", "bp", "expected"), CPQ_TABLE)
+def test_price_discounts_as_the_table_says(currency: str, items: list[tuple[str, int]],
+                                           bp: int, expected: tuple[int, int, int]) -> None:
+    quote = price(PriceRequest(currency=currency, discount_bp=bp, items=[
+        PriceItem(product=p, quantity=q) for p, q in items]))
+    assert (quote.subtotal, quote.discount, quote.total) == expected
+
+
+def test_a_currency_without_a_price_book_is_refused_naming_it() -> None:
+    """BHD (three decimals) has no price book: a 422 naming the currency, never a guess."""
+    with pytest.raises(SimHTTPError) as info:
+        price(PriceRequest(currency="BHD", items=[PriceItem(product="prod_api", quantity=1)]))
+    assert (info.value.status, info.value.code, info.value.path) == (
+        422, "cpq.no_price", "$.currency")
+
+
 async def test_cpq_over_http(sim: Http) -> None:
     products = (await sim.get("/cpq/v1/products")).body["items"]
     assert [p["id"] for p in products] == [p.id for p in CATALOG]
@@ -139,9 +168,7 @@ async def test_cpq_pricing_latency_is_configurable_and_scheduled() -> None:
         t0 = anyio.current_time()
         assert (await http.post("/cpq/v1/price", json=body)).status == 200
         assert anyio.current_time() - t0 >= 0.25  # 150 ms base + 100 ms from the window
-        t0 = anyio.current_time()
-        await http.get("/cpq/v1/products")
-        assert anyio.current_time() - t0 < 0.1
+        await http.get("/cpq/v1/products")  # not in the window: no latency injected (below)
         injected = (await http.get("/sim/v1/audit")).body["faults"]["http"]
         assert injected == {"cpq/price": {"latency": 1}}
 
