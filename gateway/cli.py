@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 from contracts import GatewayError
 
-from . import commands
+from . import __version__, commands
 
 __all__ = ["build_parser", "main"]
 
@@ -37,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="erpgw keeps a partner portal, billing SaaS, revenue platform and cloud ERP "
                     "in step over NATS JetStream: nothing lost, nothing doubled.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--version", action="version", version="erpgw 0.1.0")
+    parser.add_argument("--version", action="version", version=f"erpgw {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in _command_modules():
         importlib.import_module(f"{commands.__name__}.{name}").register(sub)
