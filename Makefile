@@ -43,9 +43,10 @@ $(BENCH_STAMP): $(STAMP) pyproject.toml
 bench: $(BENCH_STAMP)  ## set up, then run the quick peak-billing bench and print its verdicts
 	$(BIN)/erpgw bench peak-billing --profile quick --rss-check --usage 5000 --out $(BENCH_OUT)
 
-# Fault F1 (RELIABILITY.md): 30 SIGKILLs of the gateway at random moments of a 10-minute bill
-# run at 200 invoices/s, each followed by a restart; fails unless LOST = 0 and DUP = 0.
-soak: $(STAMP)  ## F1 soak: 30 random SIGKILLs of the gateway in a 10-min run (~10.5 min)
+# The kill soak (docs/benchmarks.md): 30 SIGKILLs of the gateway at random moments of a
+# 10-minute bill run at 200 invoices/s, each followed by a restart; fails unless LOST = 0 and
+# DUP = 0.
+soak: $(STAMP)  ## kill soak: 30 random SIGKILLs of the gateway in a 10-min run (~10.5 min)
 	$(BIN)/erpgw bench kill-soak --kills 30 --duration 600 --rate 200
 
 constraints: $(STAMP)  ## re-pin constraints.txt to what the virtualenv has installed
