@@ -232,16 +232,23 @@ async def _run_tree(cfg: Config, bus: NatsBus, subjects: Subjects, ledger: Ledge
     # A LaneWatch is a pipeline (what its last consumer settles has left the lane), so the
     # billing lane is watched along the ERP half; the revenue half is a parallel branch of the
     # same events and reports through its actor's statistics (in the metrics' actor tree).
+    branches = (REVENUE_CONSUMER, CREDIT_CONSUMER, PAYMENT_CONSUMER, COMMISSION_CONSUMER)
     monitor = Monitor(
         lanes=[LaneWatch("billing", intake=("billing-ingress", "accepted"), consumers=tuple(
             (subjects.stream(lane), d) for lane, d, _ in CONSUMERS
-            if lane == "billing" and d not in (REVENUE_CONSUMER, CREDIT_CONSUMER,
-                                               PAYMENT_CONSUMER, COMMISSION_CONSUMER))),
+            if lane == "billing" and d not in branches), branches=tuple(
+            (subjects.stream(lane), d) for lane, d, _ in CONSUMERS
+            if lane == "billing" and d in branches)),
             LaneWatch("usage", intake=("usage-intake", "accepted"),
-                      consumers=((subjects.stream("usage"), USAGE_CONSUMER),))],
-        posting_child="erp-journal", breakers=[breaker, revenue_breaker],
-        limiters=limits.accounts, sla=cfg.sla, tree=snapshot,
+                      consumers=((subjects.stream("usage"), USAGE_CONSUMER),)),
+            LaneWatch("commercial", intake=None, consumers=tuple(
+                (subjects.stream(lane), d) for lane, d, _ in CONSUMERS if lane == "commercial")),
+            LaneWatch("revpartner", intake=None, consumers=tuple(
+                (subjects.stream(lane), d) for lane, d, _ in CONSUMERS if lane == "revpartner"))],
+        posting_child="erp-journal", breakers=[breaker, revenue_breaker, usage_breaker],
+        limiters=limits.accounts, sla=cfg.sla, tree=snapshot, ingress_child="billing-ingress",
         revenue_child=REVENUE_CONSUMER if cfg.revenue.enabled else None)
+    monitor.watch_http(erp_http, billing_http, revenue_http, usage_http, partner_http)
 
     def on_event(ev: SupervisorEvent) -> None:
         _log_event(ev)
@@ -278,7 +285,8 @@ async def _run_tree(cfg: Config, bus: NatsBus, subjects: Subjects, ledger: Ledge
             "erp-journal", durable="erp-journal", batch=cfg.erp.batch, erp=erp_http,
             ledger=ledger, dlq=billing_dlq(),
             breaker=breaker, limiter=limiter, on_transitions=breaker_events, bus=bus,
-            stream=billing_stream, consumer=cfg.consumers)),
+            stream=billing_stream, consumer=cfg.consumers,
+            latency_observer=monitor.posting_observer("erp"))),
         ChildSpec("invoice-router", lambda: InvoiceRouter(
             "invoice-router", durable="invoice-router", batch=cfg.router.batch,
             subjects=subjects, accounts=cfg.accounts,
@@ -294,7 +302,8 @@ async def _run_tree(cfg: Config, bus: NatsBus, subjects: Subjects, ledger: Ledge
             revenue=revenue_http, ledger=ledger, dlq=billing_dlq(), subjects=subjects,
             max_batch_lines=cfg.revenue.max_batch_lines, breaker=revenue_breaker,
             limiter=revenue_limiter, on_transitions=revenue_breaker_events, bus=bus,
-            stream=billing_stream, consumer=cfg.consumers),
+            stream=billing_stream, consumer=cfg.consumers,
+            latency_observer=monitor.posting_observer("revenue")),
             shutdown_timeout=cfg.revenue.timeout_s + 5.0))
     if cfg.usage.enabled:
         # Flow 4 (docs/flows.md): the usage lane's aggregator, with its own consumer, billing
@@ -321,6 +330,7 @@ async def _run_tree(cfg: Config, bus: NatsBus, subjects: Subjects, ledger: Ledge
         partner_breaker = CircuitBreaker("partner.settlements", cfg.partner_breaker)
         partner_limiter = limits.account("partner")
         payables_breaker = CircuitBreaker("erp.vendor_bills", cfg.erp_breaker)
+        monitor.watch_breakers(partner_breaker, payables_breaker)
         attribution = AttributionClient(partner_http, ttl_s=cfg.payments.attribution_ttl_s)
         revpartner_stream = subjects.stream("revpartner")
         children += [
@@ -356,6 +366,7 @@ async def _run_tree(cfg: Config, bus: NatsBus, subjects: Subjects, ledger: Ledge
         # has no budget: its reads are the sync lane's, bounded by its own concurrency).
         saga_breakers = SagaBreakers(cfg.deals_breaker, limiters={
             p: limits.account(p) for p in ("partner", "billing", "erp", "revenue")})
+        monitor.watch_breakers(*saga_breakers.by_platform.values())
         children.append(ChildSpec(SAGA_CONSUMER, lambda: DealSaga(
             SAGA_CONSUMER, durable=SAGA_CONSUMER, batch=cfg.deals.batch, urls=SagaUrls(
                 partner=cfg.partner.base_url, cpq=cfg.cpq.base_url,

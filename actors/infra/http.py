@@ -15,13 +15,19 @@ payload (SSRF), and refuses any path that is not relative to its base.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import aiohttp
 
 from contracts import Permanent, Retryable
 
-__all__ = ["Ambiguous", "HttpClient", "HttpResponse", "PlatformRejected", "PlatformUnavailable"]
+__all__ = ["Ambiguous", "HttpClient", "HttpResponse", "PlatformRejected", "PlatformUnavailable",
+           "RequestObserver"]
+
+# (platform, method, path, status or "timeout"/"connection_error", seconds): one request.
+RequestObserver = Callable[[str, str, str, str, float], None]
 
 
 class PlatformUnavailable(Retryable):
@@ -68,6 +74,8 @@ class HttpClient:
         self._max_connections = max_connections
         self._session: aiohttp.ClientSession | None = None
         self.platform = platform
+        # Told of every request once it is answered or failed (monitoring); never raises.
+        self.observer: RequestObserver | None = None
 
     async def __aenter__(self) -> HttpClient:
         self._session = aiohttp.ClientSession(
@@ -100,21 +108,33 @@ class HttpClient:
         if headers:
             hdrs.update(headers)
         url = self._base + path
+        started = time.monotonic()
+        outcome: str | None = "connection_error"
         try:
             async with self._session.request(method, url, data=body, headers=hdrs) as resp:
                 data = await resp.read()
                 status = resp.status
+                outcome = str(status)
                 retry_after = _retry_after(resp.headers.get("Retry-After"))
         except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
+            outcome = "timeout"
             raise Ambiguous(f"{self.platform}: no answer within {self._timeout.total} s "
                             "(the write may have happened)") from exc
         except aiohttp.ServerDisconnectedError as exc:
+            outcome = "disconnected"
             raise Ambiguous(f"{self.platform}: disconnected before answering") from exc
         except aiohttp.ClientConnectionError as exc:
             raise PlatformUnavailable(f"{self.platform}: cannot connect: {exc}",
                                       code="http.connection") from exc
         except aiohttp.ClientError as exc:
             raise PlatformUnavailable(f"{self.platform}: {exc!r}") from exc
+        except BaseException:
+            outcome = None  # cancelled: not the platform's doing, not observed
+            raise
+        finally:
+            if self.observer is not None and outcome is not None:
+                self.observer(self.platform, method, path, outcome,
+                              time.monotonic() - started)
         if 200 <= status < 300:
             return HttpResponse(status, data)
         text = data[:2000].decode(errors="replace")
