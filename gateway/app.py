@@ -17,6 +17,7 @@ import signal
 import socket
 import time
 from collections.abc import Callable
+from urllib.parse import urlsplit, urlunsplit
 
 import anyio
 import anyio.abc
@@ -51,6 +52,7 @@ from actors.usage import UsageAggregator, UsageDoor, UsageIntake
 from contracts import LANES, GatewayError, Subjects
 from contracts.platforms.partner import DEAL_SIGNATURE_HEADER
 
+from . import __version__
 from .broker import EmbeddedBroker
 from .config import Config
 
@@ -125,6 +127,16 @@ def _check_port(host: str, port: int) -> None:
                 "choose another with --http-port", code="http.port_busy") from exc
 
 
+def _public_url(url: str) -> str:
+    """``url`` without credentials (``nats://user:secret@host`` -> ``nats://host``), for
+    logs; several comma-separated servers each lose theirs."""
+    out = []
+    for one in url.split(","):
+        parts = urlsplit(one.strip())
+        out.append(urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2])))
+    return ",".join(out)
+
+
 def _log_event(ev: SupervisorEvent) -> None:
     if ev.kind in ("failed", "escalated"):
         log.warning("supervisor %s: child %s %s (%s)", ev.supervisor, ev.child, ev.kind,
@@ -186,7 +198,9 @@ async def run_gateway(cfg: Config, *, ready: anyio.Event | None = None,
                                    platform="partner") as partner_http:
                     await _run_tree(cfg, bus, subjects, ledger, erp_http, billing_http,
                                     revenue_http, ready, handle_signals, usage_http=usage_http,
-                                    partner_http=partner_http)
+                                    partner_http=partner_http,
+                                    broker=f"{_public_url(url)} "
+                                           f"({'embedded' if broker else 'external'})")
             finally:
                 await ledger.close()
         finally:
@@ -201,7 +215,8 @@ async def run_gateway(cfg: Config, *, ready: anyio.Event | None = None,
 async def _run_tree(cfg: Config, bus: NatsBus, subjects: Subjects, ledger: Ledger,
                     erp_http: HttpClient, billing_http: HttpClient, revenue_http: HttpClient,
                     ready: anyio.Event | None, handle_signals: bool, *,
-                    usage_http: HttpClient, partner_http: HttpClient) -> None:
+                    usage_http: HttpClient, partner_http: HttpClient,
+                    broker: str = "") -> None:
     billing_stream = subjects.stream("billing")
     tree: Supervisor | None = None
 
@@ -447,7 +462,9 @@ async def _run_tree(cfg: Config, bus: NatsBus, subjects: Subjects, ledger: Ledge
         if handle_signals:
             tg.start_soon(_signals, tree, tg.cancel_scope)
         await tg.start(supervise)
-        log.info("gateway ready: webhooks on http://%s:%d%s", cfg.http.host, cfg.http.port,
-                 cfg.http.path)
+        base = f"http://{cfg.http.host}:{cfg.http.port}"
+        log.info("erpgw %s ready: webhooks %s%s and %s%s, metrics %s/metrics; broker %s",
+                 __version__, base, cfg.http.path, base, cfg.partner.webhook_path, base,
+                 broker or "connected")
         if ready is not None:
             ready.set()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import urllib.error
@@ -124,7 +125,8 @@ def cmd_sim(args: argparse.Namespace) -> int:
         print(f"seed {seed}: OK")
         return 0
 
-    setup_logging(args.log_level, json=args.log_json)
+    setup_logging(args.log_level, json=args.log_json or os.environ.get(
+        "ERPGW_LOG_JSON", "").strip().lower() in ("1", "true", "yes"))
     cfg = sim.SimConfig(host=args.host, port=args.port, webhook_url=args.webhook_url,
                         webhook_secret=args.webhook_secret, seed=seed,
                         delivery_concurrency=args.concurrency, scenario=scenario,
@@ -345,7 +347,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     sm.add_argument("--cpq-latency-ms", type=int, default=0, metavar="MS",
                     help="base latency of CPQ pricing (default 0; scenario windows add to it)")
     sm.add_argument("--log-level", default="info", choices=LOG_LEVELS)
-    sm.add_argument("--log-json", action="store_true", help="JSON log lines")
+    sm.add_argument("--log-json", action="store_true",
+                    help="JSON log lines (also: ERPGW_LOG_JSON=1)")
     sm.set_defaults(func=cmd_sim)
 
     sims = sm.add_subparsers(dest="sim_command", metavar="SUBCOMMAND",
