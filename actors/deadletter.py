@@ -111,7 +111,9 @@ class DeadLetterSink:
     async def _announce(self, dl: DeadLetter, out: OutMsg) -> None:
         self.count += 1
         log.warning("dead-lettered %s seq=%s code=%s key=%s: %s", dl.subject, dl.stream_seq,
-                    dl.code, dl.business_key, dl.reason)
+                    dl.code, dl.business_key, dl.reason,
+                    extra={"code": dl.code, "business_key": dl.business_key,
+                           "correlation_id": dl.correlation_id})
         if self._observer is not None:
             self._observer(dl)
         await self._bus.emit(self._subjects.mon_event("dlq"), dlq_event(dl, out.subject))

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from typing import Any
 
-__all__ = ["percentiles"]
+import msgspec
+
+__all__ = ["WorkerStats", "percentiles"]
 
 
 def percentiles(values: Iterable[float], qs: tuple[float, ...] = (50, 95, 99)) -> dict[str, float]:
@@ -21,3 +24,29 @@ def percentiles(values: Iterable[float], qs: tuple[float, ...] = (50, 95, 99)) -
         out[key] = round(data[rank - 1], 3)
     out["max"] = round(data[-1], 3) if data else 0.0
     return out
+
+
+class WorkerStats(msgspec.Struct, kw_only=True):
+    """The counters every JetStream worker reports (the common part of ``statistics()``).
+
+    The monitor reads a worker's statistics through this struct, so renaming a counter is a
+    type error rather than a KPI silently stuck at 0.
+    """
+
+    name: str = ""
+    consumer: str = ""
+    processed: int = 0  # deliveries acked after their effect was durable
+    failed: int = 0  # deliveries dead-lettered
+    retried: int = 0  # deliveries handed back with a delay (nak) for another attempt
+    in_flight: int = 0
+    batches: int = 0
+    last_error: str | None = None
+
+    @classmethod
+    def of(cls, statistics: Mapping[str, Any]) -> WorkerStats:
+        """Read from an actor's ``statistics()`` (its other keys ignored); the zero stats
+        when they are not a worker's."""
+        try:
+            return msgspec.convert(statistics, cls)
+        except msgspec.ValidationError:
+            return cls()

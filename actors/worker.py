@@ -22,6 +22,7 @@ from abc import abstractmethod
 from collections.abc import Callable, Sequence
 
 import anyio
+import msgspec
 from anyio.abc import TaskStatus
 
 from contracts import ContractError, Retryable
@@ -31,8 +32,9 @@ from .deadletter import DeadLetterSink
 from .infra.bus import BrokerUnavailable, ConsumerSettings, Delivery, NatsBus, OutMsg, PullConsumer
 from .resilience import DeadLetter, Decision, Retry, RetryPolicy, decide
 from .runtime import Actor, Backoff
+from .stats import WorkerStats
 
-__all__ = ["BatchWorker"]
+__all__ = ["BatchWorker", "WorkerStats"]
 
 log = logging.getLogger("erpgw.worker")
 
@@ -42,7 +44,8 @@ class BatchWorker(Actor):
 
     def __init__(self, name: str, *, bus: NatsBus, stream: str, durable: str,
                  consumer: ConsumerSettings, batch: int = 100,
-                 retry: Backoff | None = None, seed: int | None = None) -> None:
+                 retry: Backoff | None = None, seed: int | None = None,
+                 latency_observer: Callable[[float], None] | None = None) -> None:
         super().__init__(name)
         self.bus = bus
         self.stream = stream
@@ -58,7 +61,10 @@ class BatchWorker(Actor):
         self.failed = 0
         self.in_flight = 0
         self.batches = 0
+        self.retried = 0
         self.last_error: str | None = None
+        # Called with each posting's latency (ms) by workers that post to a platform.
+        self.latency_observer = latency_observer
 
     def retry_delay(self, d: Delivery, err: Retryable | None = None) -> float:
         """Delay before redelivery: jittered backoff, never earlier than a ``Retry-After``."""
@@ -83,6 +89,7 @@ class BatchWorker(Actor):
         match self.decide(d, err):
             case Retry(delay=delay):
                 await d.nak(delay=delay)
+                self.retried += 1
             case DeadLetter() as verdict:
                 await dlq.send(d, verdict.as_error(err), **context)
                 self.failed += 1
@@ -148,6 +155,7 @@ class BatchWorker(Actor):
             for d in batch:
                 if not d.settled:
                     await d.nak(delay=self.retry_delay(d, err))
+                    self.retried += 1
 
     def request_stop(self) -> None:
         """Stop after the current batch; a fetch waiting for messages is abandoned at once."""
@@ -211,13 +219,16 @@ class BatchWorker(Actor):
             log.debug("%s: batch of %d in %.1f ms", self.name, len(batch),
                       (time.monotonic() - started) * 1000)
 
+    def observe_latency(self, ms: float) -> None:
+        """Report one posting's latency (ms) to the ``latency_observer``, if any."""
+        if self.latency_observer is not None:
+            self.latency_observer(ms)
+
+    def worker_stats(self) -> WorkerStats:
+        return WorkerStats(name=self.name, consumer=f"{self.stream}/{self.durable}",
+                           processed=self.processed, failed=self.failed, retried=self.retried,
+                           in_flight=self.in_flight, batches=self.batches,
+                           last_error=self.last_error)
+
     def statistics(self) -> dict[str, object]:
-        return {
-            "name": self.name,
-            "consumer": f"{self.stream}/{self.durable}",
-            "processed": self.processed,
-            "failed": self.failed,
-            "in_flight": self.in_flight,
-            "batches": self.batches,
-            "last_error": self.last_error,
-        }
+        return msgspec.structs.asdict(self.worker_stats())

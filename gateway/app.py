@@ -17,6 +17,7 @@ import signal
 import socket
 import time
 from collections.abc import Callable, Mapping
+from urllib.parse import urlsplit, urlunsplit
 
 import anyio
 import anyio.abc
@@ -51,6 +52,7 @@ from actors.sync import SyncDoor, SyncLane
 from actors.usage import UsageAggregator, UsageDoor, UsageIntake
 from contracts import LANES, GatewayError, Subjects
 
+from . import __version__
 from .broker import EmbeddedBroker
 from .config import Config
 from .credentials import platform_credentials
@@ -127,6 +129,16 @@ def _check_port(host: str, port: int) -> None:
                 "choose another with --http-port", code="http.port_busy") from exc
 
 
+def _public_url(url: str) -> str:
+    """``url`` without credentials (``nats://user:secret@host`` -> ``nats://host``), for
+    logs; several comma-separated servers each lose theirs."""
+    out = []
+    for one in url.split(","):
+        parts = urlsplit(one.strip())
+        out.append(urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2])))
+    return ",".join(out)
+
+
 def _log_event(ev: SupervisorEvent) -> None:
     if ev.kind in ("failed", "escalated"):
         log.warning("supervisor %s: child %s %s (%s)", ev.supervisor, ev.child, ev.kind,
@@ -177,7 +189,9 @@ async def run_gateway(cfg: Config, *, ready: anyio.Event | None = None,
                 async with open_platforms(specs, limiters={
                         name: limits.account(name) for name in LIMITED}) as platforms:
                     await _run_tree(cfg, bus, subjects, ledger, platforms, limits, ready,
-                                    handle_signals)
+                                    handle_signals,
+                                    broker=f"{_public_url(url)} "
+                                           f"({'embedded' if broker else 'external'})")
             finally:
                 await ledger.close()
         finally:
@@ -245,7 +259,7 @@ def erp_journal_client(cfg: Config) -> Callable[[PlatformGuard], JournalClient]:
 
 async def _run_tree(cfg: Config, bus: NatsBus, subjects: Subjects, ledger: Ledger,
                     platforms: Platforms, limits: LimiterHub, ready: anyio.Event | None,
-                    handle_signals: bool) -> None:
+                    handle_signals: bool, *, broker: str = "") -> None:
     billing_stream = subjects.stream("billing")
     tree: Supervisor | None = None
 
@@ -304,16 +318,23 @@ async def _run_tree(cfg: Config, bus: NatsBus, subjects: Subjects, ledger: Ledge
     # A LaneWatch is a pipeline (what its last consumer settles has left the lane), so the
     # billing lane is watched along the ERP half; the revenue half is a parallel branch of the
     # same events and reports through its actor's statistics (in the metrics' actor tree).
+    branches = (REVENUE_CONSUMER, CREDIT_CONSUMER, PAYMENT_CONSUMER, COMMISSION_CONSUMER)
     monitor = Monitor(
         lanes=[LaneWatch("billing", intake=("billing-ingress", "accepted"), consumers=tuple(
             (subjects.stream(lane), d) for lane, d, _ in CONSUMERS
-            if lane == "billing" and d not in (REVENUE_CONSUMER, CREDIT_CONSUMER,
-                                               PAYMENT_CONSUMER, COMMISSION_CONSUMER))),
+            if lane == "billing" and d not in branches), branches=tuple(
+            (subjects.stream(lane), d) for lane, d, _ in CONSUMERS
+            if lane == "billing" and d in branches)),
             LaneWatch("usage", intake=("usage-intake", "accepted"),
-                      consumers=((subjects.stream("usage"), USAGE_CONSUMER),))],
+                      consumers=((subjects.stream("usage"), USAGE_CONSUMER),)),
+            LaneWatch("commercial", intake=None, consumers=tuple(
+                (subjects.stream(lane), d) for lane, d, _ in CONSUMERS if lane == "commercial")),
+            LaneWatch("revpartner", intake=None, consumers=tuple(
+                (subjects.stream(lane), d) for lane, d, _ in CONSUMERS if lane == "revpartner"))],
         posting_child="erp-journal", breakers=platforms.breakers,
-        limiters=limits.accounts, sla=cfg.sla, tree=snapshot,
+        limiters=limits.accounts, sla=cfg.sla, tree=snapshot, ingress_child="billing-ingress",
         revenue_child=REVENUE_CONSUMER if cfg.revenue.enabled else None)
+    monitor.watch_http(*(p.http for p in platforms.all()))
 
     def on_event(ev: SupervisorEvent) -> None:
         _log_event(ev)
@@ -336,7 +357,8 @@ async def _run_tree(cfg: Config, bus: NatsBus, subjects: Subjects, ledger: Ledge
         ChildSpec("erp-journal", lambda: ErpPoster(
             "erp-journal", durable="erp-journal", batch=cfg.erp.batch, erp=erp_journal,
             ledger=ledger, dlq=billing_dlq(), bus=bus, stream=billing_stream,
-            consumer=cfg.consumers, client=erp_journal_client(cfg))),
+            consumer=cfg.consumers, client=erp_journal_client(cfg),
+            latency_observer=monitor.posting_observer("erp"))),
         ChildSpec("invoice-router", lambda: InvoiceRouter(
             "invoice-router", durable="invoice-router", batch=cfg.router.batch,
             subjects=subjects, accounts=cfg.accounts,
@@ -351,7 +373,8 @@ async def _run_tree(cfg: Config, bus: NatsBus, subjects: Subjects, ledger: Ledge
             REVENUE_CONSUMER, durable=REVENUE_CONSUMER, batch=cfg.revenue.batch,
             revenue=revenue_batches, ledger=ledger, dlq=billing_dlq(), subjects=subjects,
             max_batch_lines=cfg.revenue.max_batch_lines, bus=bus,
-            stream=billing_stream, consumer=cfg.consumers),
+            stream=billing_stream, consumer=cfg.consumers,
+            latency_observer=monitor.posting_observer("revenue")),
             shutdown_timeout=cfg.revenue.timeout_s + 5.0))
     if cfg.usage.enabled:
         # Flow 4 (docs/flows.md): the usage lane's aggregator, with its own consumer, billing
@@ -473,7 +496,9 @@ async def _run_tree(cfg: Config, bus: NatsBus, subjects: Subjects, ledger: Ledge
         if handle_signals:
             tg.start_soon(_signals, tree, tg.cancel_scope)
         await tg.start(supervise)
-        log.info("gateway ready: webhooks on http://%s:%d%s", cfg.http.host, cfg.http.port,
-                 cfg.http.path)
+        base = f"http://{cfg.http.host}:{cfg.http.port}"
+        log.info("erpgw %s ready: webhooks %s%s and %s%s, metrics %s/metrics; broker %s",
+                 __version__, base, cfg.http.path, base, cfg.partner.webhook_path, base,
+                 broker or "connected")
         if ready is not None:
             ready.set()

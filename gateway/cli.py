@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import pkgutil
+import signal
 import sys
 from collections.abc import Sequence
 
 from contracts import GatewayError
 
-from . import commands
+from . import __version__, commands
 
 __all__ = ["build_parser", "main"]
 
@@ -37,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="erpgw keeps a partner portal, billing SaaS, revenue platform and cloud ERP "
                     "in step over NATS JetStream: nothing lost, nothing doubled.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--version", action="version", version="erpgw 0.1.0")
+    parser.add_argument("--version", action="version", version=f"erpgw {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in _command_modules():
         importlib.import_module(f"{commands.__name__}.{name}").register(sub)
@@ -50,14 +52,33 @@ def _unwrap(exc: BaseException) -> BaseException:
     return exc
 
 
+def _reader_gone() -> int:
+    """The reader of our output closed it (``erpgw ... | head``): stop quietly, like a
+    command killed by SIGPIPE, and keep the interpreter's final flush from complaining."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return 128 + signal.SIGPIPE
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 2
+    try:
+        args = parser.parse_args(argv)  # --help and --version print here
+        if not getattr(args, "func", None):
+            parser.print_help()
+            return 2
+    except SystemExit:
+        try:
+            sys.stdout.flush()
+        except BrokenPipeError:
+            return _reader_gone()
+        raise
+    except BrokenPipeError:
+        return _reader_gone()
     try:
         code: int = args.func(args)
+        sys.stdout.flush()  # inside the boundary: a reader that went away is seen here
         return code
     except KeyboardInterrupt:
         print("erpgw: interrupted", file=sys.stderr)
@@ -69,12 +90,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 130
         if isinstance(inner, SystemExit):
             raise inner from None
+        if isinstance(inner, BrokenPipeError):
+            return _reader_gone()
         if isinstance(inner, OSError):
             print(f"erpgw: error: {inner.strerror or inner}", file=sys.stderr)
             return 3
         if isinstance(inner, GatewayError):
             print(f"erpgw: error [{inner.code}]: {inner.message}", file=sys.stderr)
-            return 2 if inner.code.startswith("config.") else 3
+            return 2 if inner.code.startswith(("config.", "cli.")) else 3
         if type(inner).__name__ == "SupervisorEscalation":
             print(f"erpgw: stopped: {inner} (cause: {inner.__cause__!r})", file=sys.stderr)
             return 1

@@ -25,6 +25,8 @@ from actors.router import AccountMap
 from actors.sync import CpqSettings
 from contracts import GatewayError
 
+from .logs import LogConfig
+
 __all__ = ["Config", "ConfigError", "load_config"]
 
 
@@ -169,6 +171,7 @@ class SupervisorConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True)
 class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     data_dir: str = "data"
     log_level: str = "info"
+    log: LogConfig = msgspec.field(default_factory=LogConfig)  # [log] json = true
     nats: NatsConfig = msgspec.field(default_factory=NatsConfig)
     streams: StreamSettings = msgspec.field(default_factory=StreamSettings)
     consumers: ConsumerSettings = msgspec.field(default_factory=ConsumerSettings)

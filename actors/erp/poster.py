@@ -301,7 +301,9 @@ class ErpPoster(BatchWorker):
                 self.posted += 1
             else:
                 self.replayed += 1
-            self._latency_ms.append((now_dt - env.occurred_at).total_seconds() * 1000)
+            latency_ms = (now_dt - env.occurred_at).total_seconds() * 1000
+            self._latency_ms.append(latency_ms)
+            self.observe_latency(latency_ms)
             for d in ds:
                 await d.ack()
                 self.processed += 1

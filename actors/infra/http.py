@@ -19,6 +19,8 @@ token may be refreshed), so no request of that client can leave without them.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -27,7 +29,10 @@ import aiohttp
 from contracts import Permanent, Retryable
 
 __all__ = ["Ambiguous", "HttpClient", "HttpResponse", "PlatformRejected", "PlatformUnavailable",
-           "RequestSigner"]
+           "RequestObserver", "RequestSigner"]
+
+# (platform, method, path, status or "timeout"/"connection_error", seconds): one request.
+RequestObserver = Callable[[str, str, str, str, float], None]
 
 
 class RequestSigner(Protocol):
@@ -81,6 +86,8 @@ class HttpClient:
         self._max_connections = max_connections
         self._session: aiohttp.ClientSession | None = None
         self.platform = platform
+        # Told of every request once it is answered or failed (monitoring); never raises.
+        self.observer: RequestObserver | None = None
 
     def url(self, path: str) -> str:
         """The absolute URL ``path`` is sent to (what request signatures cover)."""
@@ -127,21 +134,33 @@ class HttpClient:
         url = self._base + path
         if self._signer is not None:
             hdrs.update(await self._signer.headers(method, url, body))
+        started = time.monotonic()
+        outcome: str | None = "connection_error"
         try:
             async with self._session.request(method, url, data=body, headers=hdrs) as resp:
                 data = await resp.read()
                 status = resp.status
+                outcome = str(status)
                 retry_after = _retry_after(resp.headers.get("Retry-After"))
         except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
+            outcome = "timeout"
             raise Ambiguous(f"{self.platform}: no answer within {self._timeout.total} s "
                             "(the write may have happened)") from exc
         except aiohttp.ServerDisconnectedError as exc:
+            outcome = "disconnected"
             raise Ambiguous(f"{self.platform}: disconnected before answering") from exc
         except aiohttp.ClientConnectionError as exc:
             raise PlatformUnavailable(f"{self.platform}: cannot connect: {exc}",
                                       code="http.connection") from exc
         except aiohttp.ClientError as exc:
             raise PlatformUnavailable(f"{self.platform}: {exc!r}") from exc
+        except BaseException:
+            outcome = None  # cancelled: not the platform's doing, not observed
+            raise
+        finally:
+            if self.observer is not None and outcome is not None:
+                self.observer(self.platform, method, path, outcome,
+                              time.monotonic() - started)
         if 200 <= status < 300:
             return HttpResponse(status, data)
         text = data[:2000].decode(errors="replace")

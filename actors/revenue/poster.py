@@ -298,7 +298,9 @@ class RevenuePoster(BatchWorker):
             now = datetime.now(UTC)
             for inv_id in dict.fromkeys(ln.invoice_id for ln in part):
                 occurred = invoices[inv_id].env.occurred_at
-                self._latency_ms.append((now - occurred).total_seconds() * 1000)
+                latency_ms = (now - occurred).total_seconds() * 1000
+                self._latency_ms.append(latency_ms)
+                self.observe_latency(latency_ms)
         return None
 
     async def _refused(self, part: list[RevenueLineIn], err: PlatformRejected,

@@ -9,9 +9,36 @@ from typing import Any
 
 import anyio
 
-__all__ = ["LOG_LEVELS", "add_gateway_flags", "overrides", "run_async"]
+__all__ = ["LOG_LEVELS", "add_gateway_flags", "faults_arg", "overrides", "run_async",
+           "since_arg"]
 
 LOG_LEVELS = ["debug", "info", "warning", "error"]
+
+
+def since_arg(text: str) -> str:
+    """argparse ``type`` of ``--since``: a bad value is a usage error (exit 2) naming it."""
+    from contracts import GatewayError
+
+    from ..dlq import parse_since
+
+    try:
+        parse_since(text)
+    except GatewayError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r}: use 30m, 2h, 1d or an ISO time") from exc
+    return text
+
+
+def faults_arg(text: str) -> str:
+    """argparse ``type`` of ``--faults``: an unknown fault is a usage error (exit 2) naming it."""
+    from contracts import GatewayError
+
+    from ..drills import parse_faults
+
+    try:
+        parse_faults(text)
+    except GatewayError as exc:
+        raise argparse.ArgumentTypeError(exc.message) from exc
+    return text
 
 
 def run_async(fn: Callable[[], Any]) -> Any:

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ._common import run_async
+from ._common import faults_arg, run_async
 
 _KINDS = ("raw_hop", "b1", "b2", "peer")
 
@@ -84,13 +84,13 @@ def cmd_kill_soak(args: argparse.Namespace) -> int:
 
 def _register_soak(bsub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     ks = bsub.add_parser(
-        "kill-soak", help="fault F1: random SIGKILLs of the gateway during a run (make soak)",
+        "kill-soak", help="kill soak: random SIGKILLs of the gateway during a run (make soak)",
         description="Start nats-server, the simulator and the gateway, fire one bill run at "
                     "--rate for --duration seconds and SIGKILL the gateway --kills times at "
                     "seeded uniform random moments, restarting it each time as a supervisor "
                     "would; then drain and judge from the simulator's audit. Exits 1 if "
                     "anything was lost or doubled, the sums differ, or a restart took more "
-                    "than 5 s to be ready (RELIABILITY.md, F1).")
+                    "than 5 s to be ready (docs/benchmarks.md, 'the kill soak').")
     ks.add_argument("--kills", type=int, default=30, help="SIGKILLs in the run (default 30)")
     ks.add_argument("--duration", type=float, default=600.0, metavar="S",
                     help="length of the bill run in seconds (default 600)")
@@ -170,7 +170,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                     help="run every leg K times and report each system's median-throughput "
                          "run (correctness counts every run); default 1")
     pb.add_argument("--seed", type=int, default=7, help="simulation seed (default 7)")
-    pb.add_argument("--faults", metavar="LIST",
+    pb.add_argument("--faults", metavar="LIST", type=faults_arg,
                     help="inject these faults into every gateway leg while it runs (as "
                          "`erpgw demo --faults`: erp-outage, kill-gateway, 5xx-burst, "
                          "429-storm, commit-timeout, poison, duplicate-webhooks, out-of-order, "

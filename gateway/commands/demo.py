@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
-from ._common import run_async
+from ._common import faults_arg, run_async
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -16,14 +17,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
     try:
         flows = parse_flows(args.flows)
     except ValueError as exc:
-        raise SystemExit(f"erpgw demo: --flows: {exc}") from None
+        print(f"erpgw demo: error: argument --flows: {exc}", file=sys.stderr)
+        return 2
     try:
         dialects = parse_dialects(args.dialects or "")
     except ValueError as exc:
-        raise SystemExit(f"erpgw demo: --dialects: {exc}") from None
+        print(f"erpgw demo: error: argument --dialects: {exc}", file=sys.stderr)
+        return 2
     if "broker-restart" in faults and args.nats_url:
-        raise SystemExit("erpgw demo: --faults broker-restart needs the embedded broker "
-                         "(drop --nats-url)")
+        print("erpgw demo: error: --faults broker-restart needs the embedded broker "
+              "(drop --nats-url)", file=sys.stderr)
+        return 2
     opts = DemoOptions(invoices=args.invoices, rate=args.rate, nats_url=args.nats_url or "",
                        json=args.json, workdir=args.workdir, seed=args.seed,
                        stall_timeout=args.stall_timeout, fsync=args.fsync, faults=faults,
@@ -53,7 +57,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     dm.add_argument("--fsync", choices=["always", "default"], default="always",
                     help="embedded broker fsync policy: always (durable, the default) or the "
                          "server default (2 min), to see what durability costs")
-    dm.add_argument("--faults", metavar="LIST",
+    dm.add_argument("--faults", metavar="LIST", type=faults_arg,
                     help="run under these faults (comma-separated): erp-outage, 5xx-burst, "
                          "429-storm, commit-timeout, poison, duplicate-webhooks, "
                          "out-of-order (also amended invoices, some version 2 before "

@@ -9,14 +9,15 @@ from typing import Any
 
 import msgspec
 
-from ._common import add_tool_flags, nats_url_for, run_async
+from ._common import add_tool_flags, nats_url_for, run_async, since_arg
 
 
 def _filters(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lane", help="only this lane (billing, commercial, usage, revpartner)")
     p.add_argument("--code", help="only error codes starting with this (e.g. erp. or contract.)")
     p.add_argument("--key", help="only business keys containing this (e.g. an invoice id)")
-    p.add_argument("--since", metavar="WHEN", help="only letters since 30m, 2h, 1d or ISO time")
+    p.add_argument("--since", metavar="WHEN", type=since_arg,
+                   help="only letters since 30m, 2h, 1d or ISO time")
     p.add_argument("--seq", type=int, nargs="*", metavar="SEQ", help="only these DLQ sequences")
 
 

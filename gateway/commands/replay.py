@@ -9,7 +9,7 @@ import msgspec
 
 from contracts import LANES
 
-from ._common import add_tool_flags, nats_url_for, run_async
+from ._common import add_tool_flags, nats_url_for, run_async, since_arg
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
@@ -58,7 +58,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                                    "already posted, so only work that was lost is redone.")
     add_tool_flags(p)
     p.add_argument("--lane", required=True, choices=LANES, help="which lane's stream")
-    p.add_argument("--since", required=True, metavar="WHEN",
+    p.add_argument("--since", required=True, metavar="WHEN", type=since_arg,
                    help="events stored since 30m, 2h, 1d ago or an ISO time")
     p.add_argument("--key", help="only events whose business key contains this (an invoice id) "
                                  "or whose correlation id equals it")

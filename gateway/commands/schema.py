@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -73,9 +74,16 @@ def cmd_asyncapi(args: argparse.Namespace) -> int:
     return 0
 
 
+def shipped_snapshot() -> Path:
+    """The schema snapshot installed with the contracts (the released messages)."""
+    return Path(str(resources.files("contracts").joinpath("schemas")))
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     from contracts.schema import compare, format_report, json_schemas
 
+    if args.against is None:
+        args.against = shipped_snapshot()
     try:
         old = load_schema_dir(args.against)
     except (FileNotFoundError, ValueError) as exc:
@@ -151,8 +159,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                     "exit status: 0 compatible (additive changes only), 1 a breaking change, "
                     "2 DIR missing or unreadable.",
         epilog=f"example: erpgw schema check --against {SNAPSHOT} --json")
-    ck.add_argument("--against", type=Path, metavar="DIR", required=True,
-                    help="directory of the snapshot to compare with")
+    ck.add_argument("--against", type=Path, metavar="DIR",
+                    help="directory of the snapshot to compare with (default: the snapshot "
+                         "installed with this release)")
     ck.add_argument("--json", action="store_true",
                     help="print one JSON object: against, compatible, breaking[], additive[]")
     ck.set_defaults(func=cmd_check)

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import urllib.error
 import urllib.request
+from importlib import resources
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
@@ -77,8 +80,27 @@ since the simulator started; validate one with --check):
   #                                  renamed_enum, nested_type_change]
 
 The schedule is logged at start and served at GET /sim/v1/scenario; the fault counts appear in
-GET /sim/v1/audit under "faults". Example: sim/scenarios/month-end.toml (a month-end peak of
-12,000 invoices with a 20 s ERP outage). Full reference: docs/simulator.md."""
+GET /sim/v1/audit under "faults". Shipped scenarios, usable by name (--scenario month-end):
+{shipped}. month-end is a month-end peak of 12,000 invoices with a 20 s ERP outage.
+Full reference: docs/simulator.md in the source tree."""
+
+
+def shipped_scenarios() -> dict[str, Traversable]:
+    """The scenario files installed with the simulator, by name (file stem)."""
+    folder = resources.files("sim").joinpath("scenarios")
+    if not folder.is_dir():
+        return {}
+    return {f.name.removesuffix(".toml"): f for f in folder.iterdir()
+            if f.name.endswith(".toml")}
+
+
+def _load(sim_mod: Any, ref: Path) -> Any:
+    """A scenario from a file path, or else from a shipped scenario of that name."""
+    shipped = shipped_scenarios()
+    if not ref.exists() and str(ref) in shipped:
+        entry = shipped[str(ref)]
+        return sim_mod.parse_scenario(entry.read_bytes(), source=f"shipped scenario {ref}")
+    return sim_mod.load_scenario(ref)
 
 
 def cmd_sim(args: argparse.Namespace) -> int:
@@ -89,7 +111,7 @@ def cmd_sim(args: argparse.Namespace) -> int:
     scenario = None
     if args.scenario is not None:
         try:
-            scenario = sim.load_scenario(args.scenario)
+            scenario = _load(sim, args.scenario)
         except sim.ScenarioError as exc:
             print(f"erpgw: error [scenario.invalid]: {exc}", file=sys.stderr)
             return 2
@@ -103,7 +125,8 @@ def cmd_sim(args: argparse.Namespace) -> int:
         print(f"seed {seed}: OK")
         return 0
 
-    setup_logging(args.log_level, json=args.log_json)
+    setup_logging(args.log_level, json=args.log_json or os.environ.get(
+        "ERPGW_LOG_JSON", "").strip().lower() in ("1", "true", "yes"))
     cfg = sim.SimConfig(host=args.host, port=args.port, webhook_url=args.webhook_url,
                         webhook_secret=args.webhook_secret, seed=seed,
                         delivery_concurrency=args.concurrency, scenario=scenario,
@@ -294,7 +317,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                                     "read the ground truth at GET /sim/v1/audit\n"
                                     "(or with `erpgw sim audit`). Faults: PUT /sim/v1/faults "
                                     "at run time, or a scenario file.",
-                        epilog=SCENARIO_HELP)
+                        epilog=SCENARIO_HELP.replace("{shipped}",
+                            ", ".join(sorted(shipped_scenarios())) or "none"))
     sm.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1)")
     sm.add_argument("--port", type=int, default=8700, help="listen port (default 8700)")
     sm.add_argument("--webhook-url", default="http://127.0.0.1:8600/webhooks/billing",
@@ -311,7 +335,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     sm.add_argument("--concurrency", type=int, default=32,
                     help="concurrent webhook deliveries (default 32)")
     sm.add_argument("--scenario", type=Path, metavar="FILE",
-                    help="TOML fault schedule and workload (format below)")
+                    help="TOML fault schedule and workload (format below), or the name of a "
+                         "shipped scenario")
     sm.add_argument("--check", action="store_true",
                     help="validate the --scenario file, print its schedule and exit")
     sm.add_argument("--erp-max-bulk", type=int, default=1000, metavar="N",
@@ -336,7 +361,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                     help="netsuite dialect: per-request latency, +-50%% (default 30)")
     sm.add_argument("--log-level", default="info", choices=LOG_LEVELS,
                     help="log level (default: %(default)s)")
-    sm.add_argument("--log-json", action="store_true", help="JSON log lines")
+    sm.add_argument("--log-json", action="store_true",
+                    help="JSON log lines (also: ERPGW_LOG_JSON=1)")
     sm.set_defaults(func=cmd_sim)
 
     sims = sm.add_subparsers(dest="sim_command", metavar="SUBCOMMAND",

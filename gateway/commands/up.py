@@ -21,7 +21,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 
         print(msgspec.json.format(msgspec.json.encode(cfg.public()), indent=2).decode())
         return 0
-    setup_logging(cfg.log_level, json=args.log_json)
+    setup_logging(cfg.log_level, json=args.log_json or cfg.log.json)
     run_async(lambda: run_gateway(cfg))
     log.info("gateway stopped cleanly")
     return 0
@@ -39,7 +39,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     up.add_argument("--erp-url", metavar="URL", help="ERP base URL (default the simulator's)")
     up.add_argument("--log-level", choices=LOG_LEVELS,
                     help="log level (default: the config's log_level)")
-    up.add_argument("--log-json", action="store_true", help="JSON log lines")
+    up.add_argument("--log-json", action="store_true",
+                    help="JSON log lines (also: log.json = true in the config, "
+                         "ERPGW_LOG_JSON=1)")
     up.add_argument("--print-config", action="store_true",
                     help="print the effective configuration (secrets masked) and exit")
     up.set_defaults(func=cmd_up)

@@ -190,6 +190,15 @@ def test_sla_latency_breach_starts_and_ends() -> None:
     assert k["sla"]["checks"]["invoice_posting_p99_ms"]["breaches"] == 1
 
 
+def _families(text: str) -> dict[str, Any]:
+    return {f.name: f for f in text_string_to_metric_families(text)}
+
+
+def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for f in text_string_to_metric_families(text) for s in f.samples}
+
+
 def test_prometheus_text_parses_and_carries_the_json_figures() -> None:
     clock = Clock()
     limiter = RateLimiter("erp")
@@ -201,26 +210,100 @@ def test_prometheus_text_parses_and_carries_the_json_figures() -> None:
     k, _ = mon.kpis()
     status, ctype, body = mon.prometheus()
     assert status == 200 and ctype == "text/plain; version=0.0.4; charset=utf-8"
-    assert body.decode() == prometheus_text(m, k)
-    families = {f.name: f for f in text_string_to_metric_families(body.decode())}
-    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
-               for f in families.values() for s in f.samples}
+    snapshot = _samples(prometheus_text(m, k))
+    samples = _samples(body.decode())
+    assert snapshot.items() <= samples.items()  # the scrape carries every document figure
     assert samples[("erpgw_lane_in_total", (("lane", "billing"),))] == 4
     assert samples[("erpgw_lane_out_total", (("lane", "billing"),))] == 4
     assert samples[("erpgw_consumer_failed_total",
                     (("consumer", "erp-journal"), ("lane", "billing")))] == 1
-    assert samples[("erpgw_invoice_posting_latency_seconds", (("quantile", "0.99"),))] == 1.2345
-    assert samples[("erpgw_invoice_posting_latency_seconds_count", ())] == 3
+    assert samples[("erpgw_consumer_retries_total",
+                    (("consumer", "erp-journal"), ("lane", "billing")))] == 0
     assert samples[("erpgw_dead_letters_total",
                     (("code", 'odd"code\\x'), ("lane", "billing")))] == 1
     assert samples[("erpgw_dlq_unresolved", ())] == 1
     assert samples[("erpgw_limiter_rate_per_second", (("limiter", "erp"),))] == 100
     assert samples[("erpgw_sla_target", (("sla", "invoice_posting_p99_ms"),))] == 5000
+    assert samples[("erpgw_breaker_state", (("breaker", "erp.journal_bulk"),
+                                            ("state", "closed")))] == 1
+    families = _families(body.decode())
     assert families["erpgw_lane_in"].type == "counter"
-    assert families["erpgw_invoice_posting_latency_seconds"].type == "summary"
     assert families["erpgw_breaker_state"].type == "gauge"
-    # every family has HELP and TYPE, every name is a valid Prometheus name
+    # the process's own figures: build info and the process collector
+    (build,) = families["erpgw_build_info"].samples
+    assert build.name == "erpgw_build_info" and build.labels["version"]
+    assert samples[("process_cpu_seconds_total", ())] > 0
+    # every family has HELP and TYPE
     assert all(f.documentation for f in families.values())
+
+
+def test_histograms_of_postings_and_platform_requests() -> None:
+    from actors.infra.http import HttpClient
+
+    clock = Clock()
+    mon = monitor(clock)
+    erp = mon.posting_observer("erp")
+    for ms in (40.0, 400.0, 4000.0, 400_000.0):
+        erp(ms)
+    client = HttpClient("http://erp.invalid", platform="erp")
+    mon.watch_http(client)
+    assert client.observer is not None
+    client.observer("erp", "POST", "/erp/v1/journal-entries/bulk", "200", 0.02)
+    client.observer("erp", "POST", "/erp/v1/journal-entries/bulk", "429", 0.003)
+    client.observer("partner", "GET", "/partner/v1/attributions/in_0042?x=1", "timeout", 10.0)
+    clock.t += 1
+    mon.observe(tree(), IDLE, None)
+    text = mon.prometheus()[2].decode()
+    families = _families(text)
+    assert families["erpgw_invoice_posting_latency_seconds"].type == "histogram"
+    assert families["erpgw_platform_request_duration_seconds"].type == "histogram"
+    samples = _samples(text)
+    flow = (("flow", "erp"),)
+    assert samples[("erpgw_invoice_posting_latency_seconds_count", flow)] == 4
+    assert samples[("erpgw_invoice_posting_latency_seconds_sum", flow)] == pytest.approx(404.44)
+    assert samples[("erpgw_invoice_posting_latency_seconds_bucket", (("flow", "erp"),
+                                                                     ("le", "0.05")))] == 1
+    assert samples[("erpgw_invoice_posting_latency_seconds_bucket", (("flow", "erp"),
+                                                                     ("le", "5.0")))] == 3
+    assert samples[("erpgw_invoice_posting_latency_seconds_bucket", (("flow", "erp"),
+                                                                     ("le", "+Inf")))] == 4
+    bulk = (("endpoint", "/erp/v1/journal-entries/bulk"), ("method", "POST"),
+            ("platform", "erp"))
+    assert samples[("erpgw_platform_request_duration_seconds_count",
+                    (*bulk[:2], ("platform", "erp"), ("status", "429")))] == 1
+    assert samples[("erpgw_platform_rate_limited_responses_total",
+                    (("endpoint", "/erp/v1/journal-entries/bulk"), ("platform", "erp")))] == 1
+    # ids and query strings are folded out of the endpoint label
+    assert samples[("erpgw_platform_request_duration_seconds_count",
+                    (("endpoint", "/partner/v1/attributions/{id}"), ("method", "GET"),
+                     ("platform", "partner"), ("status", "timeout")))] == 1
+
+
+def test_each_monitor_has_its_own_registry() -> None:
+    a, b = monitor(Clock()), monitor(Clock())
+    a.posting_observer("erp")(100.0)
+    for mon in (a, b):
+        mon.clock.t += 1  # type: ignore[attr-defined]
+        mon.observe(tree(), IDLE, None)
+    count = ("erpgw_invoice_posting_latency_seconds_count", (("flow", "erp"),))
+    assert _samples(a.prometheus()[2].decode())[count] == 1
+    assert count not in _samples(b.prometheus()[2].decode())
+
+
+def test_webhook_answers_are_counted_by_outcome_and_code() -> None:
+    clock = Clock()
+    mon = monitor(clock, ingress_child="billing-ingress")
+    t = tree(accepted=5)
+    t["children"][2]["actor"].update(duplicate=2, ignored=1,
+                                     rejected={"webhook.bad_signature": 3})
+    clock.t += 1
+    m = mon.observe(t, IDLE, None)
+    assert m["webhooks"] == {"accepted": 5, "duplicate": 2, "ignored": 1,
+                             "rejected": {"webhook.bad_signature": 3}}
+    samples = _samples(mon.prometheus()[2].decode())
+    assert samples[("erpgw_webhooks_total", (("code", ""), ("outcome", "accepted")))] == 5
+    assert samples[("erpgw_webhooks_total", (("code", "webhook.bad_signature"),
+                                             ("outcome", "rejected")))] == 3
 
 
 def test_sla_config_section() -> None:

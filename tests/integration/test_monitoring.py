@@ -14,6 +14,8 @@ import nats
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from contracts import LANES
+from gateway.app import CONSUMERS
 from gateway.broker import EmbeddedBroker
 
 from .conftest import LiveGateway, billing_event, running_gateway, signed
@@ -95,13 +97,14 @@ async def test_metrics_kpis_events_and_prometheus(watched_gateway: LiveGateway) 
         assert m["seq"] >= 1 and 0.5 <= m["interval_s"] <= 3 and m["uptime_s"] > 0
         lane = m["lanes"]["billing"]
         assert lane["in"] == 4 and lane["out"] == 4
-        assert set(lane["consumers"]) == {"invoice-router", "erp-journal"}
+        # the pipeline, then the lane's branches (parallel readers of the same events)
+        assert set(lane["consumers"]) == {d for ln, d, _ in CONSUMERS if ln == "billing"}
         router, poster = lane["consumers"]["invoice-router"], lane["consumers"]["erp-journal"]
         assert router["processed"] == 4 and poster["processed"] == 4
         assert router["failed"] == 0 and poster["in_flight"] == 0
         assert {router["pending"], router["ack_pending"]} <= {0}
-        assert set(m["backlog"]) == {"invoice-router", "erp-journal",
-                                     "usage-aggregator"}  # kept for old readers
+        assert set(m["backlog"]) == {d for _, d, _ in CONSUMERS}  # kept for old readers
+        assert set(m["lanes"]) == set(LANES)
         # every invoice went through within the sampled seconds: some interval saw it move
         seen = w.docs[s.metrics]
         assert max(d["lanes"]["billing"]["in_per_s"] for d in seen) > 0
@@ -180,9 +183,33 @@ async def test_metrics_kpis_events_and_prometheus(watched_gateway: LiveGateway) 
             assert _one(p, "erpgw_consumer_pending", lane="billing", consumer=c) == v["pending"]
         assert _one(p, "erpgw_erp_postings_total", outcome="created") == 4
         lat = m["latency_ms"]["invoice_posting"]
-        assert _one(p, "erpgw_invoice_posting_latency_seconds", quantile="0.99") == \
-            pytest.approx(lat["p99"] / 1000)
-        assert _one(p, "erpgw_invoice_posting_latency_seconds_count") == lat["postings"] == 4
+        # the posting latency histogram: one observation per posting, buckets cumulative
+        assert _one(p, "erpgw_invoice_posting_latency_seconds_count", flow="erp") == \
+            lat["postings"] == 4
+        assert _one(p, "erpgw_invoice_posting_latency_seconds_bucket", flow="erp",
+                    le="+Inf") == 4
+        assert 0 < _one(p, "erpgw_invoice_posting_latency_seconds_sum", flow="erp") <= \
+            4 * lat["max"] / 1000 + 1e-6
+        # the ERP's requests, by endpoint and status: 4 posted (200), the rejected one (422)
+        bulk = {"platform": "erp", "endpoint": "/erp/v1/journal-entries/bulk", "method": "POST"}
+        assert _one(p, "erpgw_platform_request_duration_seconds_count", status="200",
+                    **bulk) >= 1
+        assert _one(p, "erpgw_platform_request_duration_seconds_count", status="422",
+                    **bulk) >= 1
+        # every breaker of the process, and every lane's consumers
+        breakers = {lbl["breaker"] for (name, labels) in p if name == "erpgw_breaker_state"
+                    for lbl in [dict(labels)]}
+        assert breakers == {"erp.journal_bulk", "revenue.batches", "billing.usage_bulk",
+                                "partner.settlements", "partner.attributions",
+                                "erp.vendor_bills", "erp.sales_orders", "revenue.contracts",
+                                "cpq.price", "saga.partner", "saga.cpq", "saga.billing",
+                                "saga.erp", "saga.revenue"}
+        pending = {(dict(labels)["lane"], dict(labels)["consumer"]) for (name, labels) in p
+                   if name == "erpgw_consumer_pending"}
+        assert pending == {(ln, d) for ln, d, _ in CONSUMERS}
+        assert _one(p, "erpgw_webhooks_total", outcome="accepted", code="") == 5
+        assert _one(p, "process_open_fds") > 0
+        assert "erpgw_build_info" in {name for name, _ in p}
         assert _one(p, "erpgw_dead_letters_total", lane="billing", code="http.rejected") == 1
         assert _one(p, "erpgw_dlq_unresolved") == m["dlq"]["unresolved"] == 1
         assert _one(p, "erpgw_breaker_state", breaker="erp.journal_bulk", state="closed") == 1
@@ -195,7 +222,8 @@ async def test_metrics_kpis_events_and_prometheus(watched_gateway: LiveGateway) 
         assert _one(p, "erpgw_sla_breached", sla="invoice_posting_p99_ms") == 1
         assert _one(p, "erpgw_sla_target", sla="invoice_posting_p99_ms") == 0.001
         types = {f.name: f.type for f in text_string_to_metric_families(text)}
-        assert types["erpgw_invoice_posting_latency_seconds"] == "summary"
+        assert types["erpgw_invoice_posting_latency_seconds"] == "histogram"
+        assert types["erpgw_platform_request_duration_seconds"] == "histogram"
         assert types["erpgw_lane_in"] == "counter"  # the parser drops the _total suffix
         assert types["erpgw_consumer_pending"] == "gauge"
     finally:

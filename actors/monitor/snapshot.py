@@ -1,5 +1,5 @@
-"""Business monitoring: 1 s metric snapshots, KPIs against SLA targets, monitoring events and
-the Prometheus text of the same figures. The subjects and every field: docs/monitoring.md.
+"""The monitoring core: 1 s metric snapshots, KPIs against SLA targets and monitoring events.
+The subjects and every field: docs/monitoring.md.
 
 Theory of operation
 -------------------
@@ -26,10 +26,9 @@ successful ERP posting after the breaker closed again (seen within 0.1 s: the me
 polls the posting count while it waits for one), or to the close itself when nothing was
 waiting to be posted.
 
-``MetricsPublisher`` is the thin shell: a task group with the lag probe (a sleep-drift probe:
-how late a 0.1 s sleep wakes up is how long the event loop was busy elsewhere) and the tick
-loop, which also forwards queued supervisor events as soon as they arrive. Everything is core
-NATS (at most once): a missed document is harmless, and any client in any language reads JSON.
+The Prometheus side (``actors.monitor.prometheus``) renders the same documents, plus the
+histograms and counters fed as things happen (``posting_observer``, ``watch_http``), from one
+registry per ``Monitor``; the NATS side (``actors.monitor.publisher``) publishes them.
 """
 
 from __future__ import annotations
@@ -40,34 +39,27 @@ import os
 import socket
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
-import anyio
 import msgspec
-from anyio.abc import TaskStatus
 
-from contracts import GatewayError, Subjects
+from contracts import Subjects
 
-from .infra.bus import NatsBus
-from .resilience import CircuitBreaker, Limiter, Transition
-from .runtime import Actor, SupervisorEvent
-from .stats import percentiles
+from ..resilience import CircuitBreaker, Limiter, Transition
+from ..runtime import SupervisorEvent
+from ..stats import WorkerStats, percentiles
+from .prometheus import CONTENT_TYPE, Exposition
+from .sla import LOWER_BOUND, SlaConfig
 
-__all__ = [
-    "SCHEMA_VERSION",
-    "LaneWatch",
-    "MetricsPublisher",
-    "Monitor",
-    "SlaConfig",
-    "events_flushed",
-    "flush_events",
-    "instance_id",
-    "kpi_subject",
-    "prometheus_text",
-]
+__all__ = ["SCHEMA_VERSION", "LaneWatch", "Monitor", "instance_id", "kpi_subject"]
+
+
+class _Observed(Protocol):
+    """A platform's connection pool (``actors.infra.http.HttpClient``): told of each request."""
+
+    observer: Callable[[str, str, str, str, float], None] | None
 
 SCHEMA_VERSION = 1
 log = logging.getLogger("erpgw.monitor")
@@ -76,9 +68,9 @@ _MAX_QUEUED_EVENTS = 1024
 _MAX_RECOVERIES = 1000
 # The revenue poster's line counters that revenue event accuracy is computed from.
 _REVENUE_LINES = ("uploaded_lines", "in_doubt_lines", "rejected_lines", "dead_lettered_lines")
-# KPIs whose SLA target is a lower bound (breached below it); the others are upper bounds.
-_LOWER_BOUND = frozenset({"revenue_event_accuracy"})
 _MAX_SETTLEMENT_CYCLES = 20_000
+# The webhook ingress's answers other than a rejection (rejections are counted by code).
+_WEBHOOK_OUTCOMES = ("accepted", "duplicate", "ignored")
 
 
 _HOST = socket.gethostname()
@@ -94,51 +86,6 @@ def kpi_subject(subjects: Subjects) -> str:
     return f"{subjects.prefix}.mon.kpi"
 
 
-class SlaConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """The ``[sla]`` section: targets of the business KPIs and how often they are evaluated.
-
-    Latency and recovery targets are upper bounds; ``0`` means "no target". ``dlq_unresolved``
-    is the most unresolved dead letters tolerated (``0`` is a real target: none); leave it out
-    for no target. ``revenue_event_accuracy`` is a lower bound (breached below it), within
-    0..1, 0 for no target. Raises ``ValueError`` (``msgspec.ValidationError`` from config)
-    for a negative value, an accuracy above 1 or a non-positive interval.
-    """
-
-    invoice_posting_p50_ms: float = 0.0
-    invoice_posting_p95_ms: float = 0.0
-    invoice_posting_p99_ms: float = 5000.0
-    failure_recovery_s: float = 300.0
-    dlq_unresolved: int | None = None
-    kpi_interval_s: float = 5.0
-    # A lower bound (0..1; 0: no target): lines uploaded exactly once / lines that should be.
-    revenue_event_accuracy: float = 0.0
-
-    def __post_init__(self) -> None:
-        for name in ("invoice_posting_p50_ms", "invoice_posting_p95_ms",
-                     "invoice_posting_p99_ms", "failure_recovery_s"):
-            value = getattr(self, name)
-            if not 0 <= value < math.inf:
-                raise ValueError(f"{name} must be finite and >= 0 (0: no target), got {value}")
-        if self.dlq_unresolved is not None and self.dlq_unresolved < 0:
-            raise ValueError(f"dlq_unresolved must be >= 0, got {self.dlq_unresolved}")
-        if not 0 < self.kpi_interval_s < math.inf:
-            raise ValueError(f"kpi_interval_s must be finite and > 0, got {self.kpi_interval_s}")
-        if not 0 <= self.revenue_event_accuracy <= 1:
-            raise ValueError("revenue_event_accuracy must be within 0..1 (0: no target), got "
-                             f"{self.revenue_event_accuracy}")
-
-    def targets(self) -> dict[str, float]:
-        """The targets in force, by KPI name (absent or 0: not checked)."""
-        out: dict[str, float] = {}
-        for name in ("invoice_posting_p50_ms", "invoice_posting_p95_ms",
-                     "invoice_posting_p99_ms", "failure_recovery_s"):
-            if getattr(self, name) > 0:
-                out[name] = float(getattr(self, name))
-        if self.dlq_unresolved is not None:
-            out["dlq_unresolved"] = float(self.dlq_unresolved)
-        if self.revenue_event_accuracy > 0:
-            out["revenue_event_accuracy"] = float(self.revenue_event_accuracy)
-        return out
 
 
 @dataclass(frozen=True)
@@ -147,12 +94,19 @@ class LaneWatch:
 
     ``intake`` is ``(child, counter)``: the actor that accepts work into the lane and the
     statistics key that counts it. ``consumers`` are ``(stream, durable)`` in pipeline order;
-    what the last one settles has left the lane.
+    what the last one settles has left the lane. ``branches`` are the lane's other consumers
+    (parallel readers of the same events): reported like the others, never counted as "out".
     """
 
     lane: str
     intake: tuple[str, str] | None
     consumers: tuple[tuple[str, str], ...]
+    branches: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def watched(self) -> tuple[tuple[str, str], ...]:
+        """Every consumer reported: the pipeline, then the branches."""
+        return self.consumers + self.branches
 
 
 class _Totals:
@@ -211,12 +165,15 @@ class Monitor:
                  sla: SlaConfig | None = None, instance: str | None = None,
                  revenue_child: str | None = None,
                  tree: Callable[[], Mapping[str, Any]] | None = None,
+                 ingress_child: str | None = None, version: str | None = None,
                  clock: Callable[[], float] = time.monotonic,
                  wall: Callable[[], float] = time.time) -> None:
         self.lanes = tuple(lanes)
         self.posting_child = posting_child
         # The revenue poster, whose line counters give revenue event accuracy (None: not run).
         self.revenue_child = revenue_child
+        # The webhook ingress, whose answers are counted by outcome and code (None: not run).
+        self.ingress_child = ingress_child
         self.breakers = tuple(breakers)
         self.limiters = tuple(limiters)
         self.sla = sla or SlaConfig()
@@ -226,6 +183,7 @@ class Monitor:
         self.wall = wall
         self._t0 = clock()
         self._totals = _Totals()
+        self._webhook_codes: set[str] = set()
         self._seq = 0
         self._last_at: float | None = None
         self._prev: dict[str, float] = {}  # totals at the previous snapshot, for the rates
@@ -252,6 +210,9 @@ class Monitor:
         # Flow 3: payment received at the gateway -> payable posted in the ERP (ms), recent.
         self._settlement_cycles: deque[float] = deque(maxlen=_MAX_SETTLEMENT_CYCLES)
         self.settlements_posted = 0
+        # This process's Prometheus registry: the documents above, histograms, process metrics.
+        self.exposition = Exposition(lambda: (self.last_metrics, self.last_kpis),
+                                     version=version)
 
     # -- synchronous notes from where things happen -------------------------------------------
 
@@ -385,13 +346,24 @@ class Monitor:
                 child = _child(tree, watch.intake[0])
                 self._totals.update(f"{watch.lane}.in", int(_num(child.get("restarts"))),
                                     _num((child.get("actor") or {}).get(watch.intake[1])))
-            for stream, durable in watch.consumers:
+            for stream, durable in watch.watched:
                 child = _consumer_child(tree, stream, durable)
                 restarts = int(_num(child.get("restarts")))
-                actor = child.get("actor") or {}
-                for name in ("processed", "failed"):
-                    self._totals.update(f"{watch.lane}.{durable}.{name}", restarts,
-                                        _num(actor.get(name)))
+                stats = WorkerStats.of(child.get("actor") or {})
+                key = f"{watch.lane}.{durable}"
+                self._totals.update(f"{key}.processed", restarts, stats.processed)
+                self._totals.update(f"{key}.failed", restarts, stats.failed)
+                self._totals.update(f"{key}.retried", restarts, stats.retried)
+        if self.ingress_child is not None:
+            child = _child(tree, self.ingress_child)
+            restarts = int(_num(child.get("restarts")))
+            actor = child.get("actor") or {}
+            for name in _WEBHOOK_OUTCOMES:
+                self._totals.update(f"webhooks.{name}", restarts, _num(actor.get(name)))
+            rejected = actor.get("rejected")
+            for code, n in (rejected.items() if isinstance(rejected, Mapping) else ()):
+                self._webhook_codes.add(str(code))
+                self._totals.update(f"webhooks.rejected.{code}", restarts, _num(n))
         if self.revenue_child is not None:
             child = _child(tree, self.revenue_child)
             restarts = int(_num(child.get("restarts")))
@@ -432,8 +404,8 @@ class Monitor:
                 lane["in"] = total(f"{watch.lane}.in")
                 lane["in_per_s"] = rates[f"{watch.lane}.in"]
             consumers: dict[str, Any] = {}
-            for stream, durable in watch.consumers:
-                actor = _consumer_child(tree, stream, durable).get("actor") or {}
+            for stream, durable in watch.watched:
+                stats = WorkerStats.of(_consumer_child(tree, stream, durable).get("actor") or {})
                 key = f"{watch.lane}.{durable}"
                 pending = backlog.get(durable)
                 consumers[durable] = {
@@ -441,7 +413,8 @@ class Monitor:
                     "processed_per_s": rates[f"{key}.processed"],
                     "failed": total(f"{key}.failed"),
                     "failed_per_s": rates[f"{key}.failed"],
-                    "in_flight": int(_num(actor.get("in_flight"))),
+                    "retried": total(f"{key}.retried"),
+                    "in_flight": stats.in_flight,
                     "pending": pending[0] if pending else None,
                     "ack_pending": pending[1] if pending else None,
                 }
@@ -467,6 +440,11 @@ class Monitor:
                            "per_s": _rate(postings, self._prev.get("postings", 0.0), dt)}
         self._prev["postings"] = postings
 
+        if self.ingress_child is not None:
+            doc["webhooks"] = {
+                **{name: int(self._totals.get(f"webhooks.{name}")) for name in _WEBHOOK_OUTCOMES},
+                "rejected": {code: int(self._totals.get(f"webhooks.rejected.{code}"))
+                             for code in sorted(self._webhook_codes)}}
         doc["breakers"] = {b.name: self._breaker(b, now) for b in self.breakers}
         doc["limiters"] = {lim.name: self._limiter(lim, now) for lim in self.limiters}
 
@@ -578,7 +556,7 @@ class Monitor:
             if value is None:
                 breached = was is not None
             else:
-                breached = value < target if name in _LOWER_BOUND else value > target
+                breached = value < target if name in LOWER_BOUND else value > target
             if breached and was is None:
                 self._breaches[name] = wall
                 self._breach_count[name] = self._breach_count.get(name, 0) + 1
@@ -628,13 +606,29 @@ class Monitor:
 
     # -- Prometheus ----------------------------------------------------------------------------
 
+    def posting_observer(self, flow: str) -> Callable[[float], None]:
+        """A callback for one flow's poster: each call observes one posting's latency (ms,
+        from the event's occurrence to its posting) in the posting-latency histogram."""
+        histogram = self.exposition.posting_latency.labels(flow=flow)
+        return lambda ms: histogram.observe(max(0.0, ms) / 1000)
+
+    def watch_http(self, *clients: _Observed) -> None:
+        """Observe every request of these platform clients (latency by endpoint and status,
+        429 answers)."""
+        for client in clients:
+            client.observer = self.exposition.observe_request
+
+    def watch_breakers(self, *breakers: CircuitBreaker) -> None:
+        """Report these breakers too (those made after the monitor, e.g. per flow)."""
+        known = {b.name for b in self.breakers}
+        self.breakers += tuple(b for b in breakers if b.name not in known)
+
     def prometheus(self) -> tuple[int, str, bytes]:
-        """``(status, content type, body)`` for ``GET /metrics``: the latest documents in the
-        Prometheus text format 0.0.4 (503 before the first snapshot)."""
-        ctype = "text/plain; version=0.0.4; charset=utf-8"
+        """``(status, content type, body)`` for ``GET /metrics``: this process's registry in
+        the Prometheus text format 0.0.4 (503 before the first snapshot)."""
         if self.last_metrics is None:
-            return 503, ctype, b"# no metrics snapshot yet\n"
-        return 200, ctype, prometheus_text(self.last_metrics, self.last_kpis).encode()
+            return 503, CONTENT_TYPE, b"# no metrics snapshot yet\n"
+        return 200, CONTENT_TYPE, self.exposition.render()
 
 
 def _child(tree: Mapping[str, Any], name: str) -> Mapping[str, Any]:
@@ -657,307 +651,3 @@ def _durable_of(lanes: Iterable[LaneWatch], child: str) -> str | None:
             if durable == child:
                 return durable
     return None
-
-
-# -- the Prometheus text format ------------------------------------------------------------------
-
-def _esc(value: str) -> str:
-    return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
-
-
-def _fmt(value: float) -> str:
-    if math.isnan(value):
-        return "NaN"
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    return repr(int(value)) if float(value).is_integer() and abs(value) < 2**53 else repr(value)
-
-
-class _Text:
-    def __init__(self) -> None:
-        self.lines: list[str] = []
-
-    def family(self, name: str, typ: str, doc: str,
-               samples: Iterable[tuple[Mapping[str, str], object]], suffix: str = "") -> None:
-        rows = [(labels, value) for labels, value in samples
-                if isinstance(value, int | float) and not isinstance(value, bool)]
-        if not rows:
-            return
-        self.lines.append(f"# HELP {name} {doc}")
-        self.lines.append(f"# TYPE {name} {typ}")
-        for labels, value in rows:
-            self.sample(name + suffix, labels, float(value))
-
-    def sample(self, name: str, labels: Mapping[str, str], value: float) -> None:
-        text = ",".join(f'{k}="{_esc(v)}"' for k, v in labels.items())
-        self.lines.append(f"{name}{{{text}}} {_fmt(value)}" if text else f"{name} {_fmt(value)}")
-
-
-def prometheus_text(m: Mapping[str, Any], k: Mapping[str, Any] | None) -> str:
-    """The Prometheus text (format 0.0.4) of a metrics document and a KPI document.
-
-    Every value is the one in the JSON documents, with milliseconds turned into seconds.
-    """
-    t = _Text()
-    t.family("erpgw_metrics_snapshot_seq", "gauge",
-             "Sequence number of the metrics snapshot these figures come from.",
-             [({}, m["seq"])])
-    t.family("erpgw_uptime_seconds", "gauge", "Seconds since the gateway's monitor started.",
-             [({}, m["uptime_s"])])
-    lanes: Mapping[str, Any] = m.get("lanes") or {}
-    t.family("erpgw_lane_in_total", "counter", "Events accepted into the lane at its intake.",
-             [({"lane": n}, ln["in"]) for n, ln in lanes.items()])
-    t.family("erpgw_lane_out_total", "counter",
-             "Events settled by the lane's last stage (processed or dead-lettered).",
-             [({"lane": n}, ln["out"]) for n, ln in lanes.items()])
-    t.family("erpgw_lane_throughput_per_second", "gauge",
-             "Events per second over the last snapshot interval, into and out of the lane.",
-             [({"lane": n, "direction": d}, ln[f"{d}_per_s"]) for n, ln in lanes.items()
-              for d in ("in", "out")])
-    cons = [(n, c, v) for n, ln in lanes.items() for c, v in ln["consumers"].items()]
-    t.family("erpgw_consumer_processed_total", "counter",
-             "Messages a consumer processed and acked.",
-             [({"lane": n, "consumer": c}, v["processed"]) for n, c, v in cons])
-    t.family("erpgw_consumer_failed_total", "counter",
-             "Messages a consumer dead-lettered.",
-             [({"lane": n, "consumer": c}, v["failed"]) for n, c, v in cons])
-    t.family("erpgw_consumer_pending", "gauge",
-             "Messages in the stream not yet delivered to the consumer.",
-             [({"lane": n, "consumer": c}, v["pending"]) for n, c, v in cons])
-    t.family("erpgw_consumer_ack_pending", "gauge",
-             "Messages delivered to the consumer and not yet acknowledged.",
-             [({"lane": n, "consumer": c}, v["ack_pending"]) for n, c, v in cons])
-    lat = (m.get("latency_ms") or {}).get("invoice_posting")
-    if lat is not None:
-        t.family("erpgw_invoice_posting_latency_seconds", "summary",
-                 "From the invoice's issue at the billing platform to its posting in the ERP; "
-                 "quantiles over the ERP poster's recent postings, count since start.",
-                 [({"quantile": q}, round(lat[p] / 1000, 6)) for q, p in
-                  (("0.5", "p50"), ("0.95", "p95"), ("0.99", "p99"))])
-        t.sample("erpgw_invoice_posting_latency_seconds_count", {}, lat["postings"])
-    postings = m.get("postings") or {}
-    t.family("erpgw_erp_postings_total", "counter",
-             "Journal entries the ERP accepted: created, or replayed under a known key.",
-             [({"outcome": o}, postings.get(o)) for o in ("created", "replayed")])
-    breakers: Mapping[str, Any] = m.get("breakers") or {}
-    t.family("erpgw_breaker_state", "gauge", "1 for the state each circuit breaker is in.",
-             [({"breaker": b, "state": s}, 1 if v["state"] == s else 0)
-              for b, v in breakers.items() for s in ("closed", "open", "half_open")])
-    t.family("erpgw_breaker_trips_total", "counter", "Times a breaker opened from closed.",
-             [({"breaker": b}, v["trips"]) for b, v in breakers.items()])
-    t.family("erpgw_breaker_failures_total", "counter",
-             "Calls that failed through the platform's fault.",
-             [({"breaker": b}, v["failures"]) for b, v in breakers.items()])
-    limiters: Mapping[str, Any] = m.get("limiters") or {}
-    for key, name, doc in (
-            ("rate", "erpgw_limiter_rate_per_second", "Permits per second now (adaptive)."),
-            ("burst", "erpgw_limiter_burst", "Bucket size."),
-            ("tokens", "erpgw_limiter_tokens", "Tokens in the bucket at its last use."),
-            ("in_flight", "erpgw_limiter_in_flight", "Permits taken and not yet released."),
-            ("hold_s", "erpgw_limiter_hold_seconds", "Seconds left of a 429/Retry-After hold.")):
-        t.family(name, "gauge", doc, [({"limiter": n}, v[key]) for n, v in limiters.items()])
-    t.family("erpgw_limiter_throttles_total", "counter", "429 answers the limiter adapted to.",
-             [({"limiter": n}, v["throttles"]) for n, v in limiters.items()])
-    dlq = m.get("dlq") or {}
-    t.family("erpgw_dead_letters_total", "counter",
-             "Messages this gateway process dead-lettered, by lane and error code.",
-             [({"lane": key.split("/", 1)[0], "code": key.split("/", 1)[1]}, n)
-              for key, n in (dlq.get("by_code") or {}).items()])
-    t.family("erpgw_dlq_stored", "gauge", "Dead letters stored in the DLQ stream (all time).",
-             [({}, dlq.get("stored"))])
-    t.family("erpgw_dlq_unresolved", "gauge", "Dead letters neither replayed nor purged.",
-             [({}, dlq.get("unresolved"))])
-    sup = m.get("supervisor") or {}
-    t.family("erpgw_supervisor_restarts_total", "counter", "Child restarts by the supervisor.",
-             [({"supervisor": str(sup.get("name"))}, sup.get("restarts"))])
-    t.family("erpgw_supervisor_escalations_total", "counter",
-             "Times a supervisor gave up (restart intensity exceeded).",
-             [({"supervisor": str(sup.get("name"))}, sup.get("escalations"))])
-    children: Mapping[str, Any] = sup.get("children") or {}
-    t.family("erpgw_actor_restarts_total", "counter", "Restarts of each supervised actor.",
-             [({"actor": n}, v["restarts"]) for n, v in children.items()])
-    t.family("erpgw_actor_running", "gauge", "1 while the actor is running.",
-             [({"actor": n}, 1 if v["state"] == "running" else 0) for n, v in children.items()])
-    loop = m.get("event_loop") or {}
-    t.family("erpgw_event_loop_lag_seconds", "gauge",
-             "Event-loop lag: last probe, and the largest over the snapshot interval.",
-             [({"stat": "last"}, round(_num(loop.get("lag_ms")) / 1000, 6)),
-              ({"stat": "max"}, round(_num(loop.get("lag_max_ms")) / 1000, 6))])
-    if k is not None:
-        rec = k.get("failure_recovery") or {}
-        t.family("erpgw_failure_recoveries_total", "counter",
-                 "Breaker outages recovered (first posting after the close).",
-                 [({}, rec.get("incidents"))])
-        t.family("erpgw_failure_recovery_seconds", "gauge",
-                 "Failure recovery time: last and longest recovery, and the outage going on.",
-                 [({"stat": s}, rec.get(f"{s}_s")) for s in ("last", "max", "ongoing")])
-        t.family("erpgw_revenue_event_accuracy", "gauge",
-                 "Revenue lines uploaded exactly once / lines that should have been.",
-                 [({}, k.get("revenue_event_accuracy"))])
-        cycle = k.get("partner_settlement_cycle_ms") or {}
-        if cycle.get("settlements"):
-            t.family("erpgw_partner_settlement_cycle_seconds", "gauge",
-                     "Partner settlement cycle time (payment at the gateway -> ERP payable).",
-                     [({"quantile": q}, cycle[f"p{p}"] / 1000) for q, p in (("0.5", "50"),
-                                                                          ("0.99", "99"))])
-        t.family("erpgw_partner_settlements_total", "counter",
-                 "Partner settlements whose payable the ERP recorded (cycle times measured).",
-                 [({}, cycle.get("settlements"))])
-        checks: Mapping[str, Any] = (k.get("sla") or {}).get("checks") or {}
-        t.family("erpgw_sla_target", "gauge", "SLA target of a KPI (its unit is in the name).",
-                 [({"sla": n}, v["target"]) for n, v in checks.items()])
-        t.family("erpgw_sla_value", "gauge", "The KPI's value at the last evaluation.",
-                 [({"sla": n}, v["value"]) for n, v in checks.items()])
-        t.family("erpgw_sla_breached", "gauge", "1 while the KPI breaches its SLA target.",
-                 [({"sla": n}, 1 if v["breached"] else 0) for n, v in checks.items()])
-        t.family("erpgw_sla_breaches_total", "counter", "Breaches that started.",
-                 [({"sla": n}, v["breaches"]) for n, v in checks.items()])
-    return "\n".join(t.lines) + "\n"
-
-
-# -- the shell -----------------------------------------------------------------------------------
-
-async def flush_events(bus: NatsBus, subjects: Subjects, monitor: Monitor) -> None:
-    """Publish the queued monitoring events now."""
-    for kind, data in monitor.drain_events():
-        await bus.emit(subjects.mon_event(kind), data)
-
-
-@asynccontextmanager
-async def events_flushed(bus: NatsBus, subjects: Subjects, monitor: Monitor,
-                         ) -> AsyncIterator[None]:
-    """On the way out, publish what is still queued: the tree stops the metrics actor first,
-    so the other children's "stopped" events and an escalation would otherwise be lost.
-    Shielded and bounded (2 s); the bus must still be open."""
-    try:
-        yield
-    finally:
-        with anyio.CancelScope(shield=True), anyio.move_on_after(2.0):
-            await flush_events(bus, subjects, monitor)
-
-
-class MetricsPublisher(Actor):
-    """Publishes ``<prefix>.mon.metrics`` every ``interval`` s, ``<prefix>.mon.kpi`` every
-    ``sla.kpi_interval_s`` s, and the queued events on ``<prefix>.mon.events.<kind>``.
-
-    Runs the tick loop and the lag probe in its own task group. Statistics of the tree and
-    the pure cores are read synchronously; the broker is asked only for the consumers'
-    backlog and the DLQ stream's counts (a broker that does not answer leaves them out).
-    """
-
-    probe_interval = 0.1
-
-    def __init__(self, name: str, *, bus: NatsBus, subjects: Subjects, monitor: Monitor,
-                 snapshot: Callable[[], dict[str, object]], interval: float = 1.0) -> None:
-        super().__init__(name)
-        self.bus = bus
-        self.subjects = subjects
-        self.subject = subjects.metrics
-        self.monitor = monitor
-        self.snapshot = snapshot
-        self.interval = interval
-        self.published = 0
-        self.kpis_published = 0
-        self.events_published = 0
-        self.backlog: dict[str, dict[str, int]] = {}
-        self._wake: anyio.Event | None = None
-
-    def wake(self) -> None:
-        """Publish queued events now rather than at the next tick (synchronous, never
-        blocks). The wiring calls it after queueing a supervisor event."""
-        if self._wake is not None:
-            self._wake.set()
-
-    async def _backlog(self) -> dict[str, tuple[int, int]]:
-        out: dict[str, tuple[int, int]] = {}
-        for watch in self.monitor.lanes:
-            for stream, durable in watch.consumers:
-                try:
-                    out[durable] = await self.bus.consumer_pending(stream, durable)
-                except GatewayError:
-                    continue
-        return out
-
-    async def _dlq_counts(self) -> tuple[int, int] | None:
-        s = self.subjects
-        try:
-            return (await self.bus.stream_messages(s.dlq_stream, s.dlq_letters),
-                    await self.bus.stream_messages(s.dlq_stream, s.dlq_resolutions))
-        except GatewayError:
-            return None
-
-    async def _events(self) -> None:
-        for kind, data in self.monitor.drain_events():
-            await self.bus.emit(self.subjects.mon_event(kind), data)
-            self.events_published += 1
-
-    async def _tick(self) -> None:
-        backlog = await self._backlog()
-        dlq = await self._dlq_counts()
-        doc = self.monitor.observe(self.snapshot(), backlog, dlq)
-        self.backlog = doc["backlog"]
-        await self.bus.emit(self.subject, _json.encode(doc))
-        self.published += 1
-
-    async def _kpi(self) -> None:
-        doc, events = self.monitor.kpis()
-        await self.bus.emit(kpi_subject(self.subjects), _json.encode(doc))
-        self.kpis_published += 1
-        for ev in events:
-            await self.bus.emit(self.subjects.mon_event("sla"), _json.encode(ev))
-            self.events_published += 1
-
-    async def _probe(self) -> None:
-        clock = self.monitor.clock
-        while True:
-            t0 = clock()
-            await anyio.sleep(self.probe_interval)
-            self.monitor.note_lag(clock() - t0 - self.probe_interval)
-            if self.monitor.awaiting_posting:
-                self.monitor.poll_postings(self.snapshot())
-
-    def request_stop(self) -> None:
-        super().request_stop()
-        self.wake()
-
-    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        async with anyio.create_task_group() as tg:
-            await self._tick()
-            await self._events()
-            tg.start_soon(self._probe)
-            self.monitor.waker = self.wake
-            try:
-                task_status.started()
-                await self._loop()
-            finally:
-                self.monitor.waker = None
-            tg.cancel_scope.cancel()
-
-    async def _loop(self) -> None:
-        clock = self.monitor.clock
-        kpi_every = self.monitor.sla.kpi_interval_s
-        next_tick = clock() + self.interval
-        next_kpi = clock() + min(kpi_every, self.interval)
-        while not self.stop_requested:
-            self._wake = anyio.Event()
-            if self.monitor.has_events:
-                self._wake.set()
-            with anyio.move_on_after(max(0.0, min(next_tick, next_kpi) - clock())):
-                await self._wake.wait()
-            self._wake = None
-            await self._events()
-            if self.stop_requested:
-                return
-            now = clock()
-            if now >= next_tick:
-                await self._tick()
-                # On schedule, not drifting; after a long stall skip the missed ticks.
-                next_tick = max(next_tick + self.interval, now + self.interval / 2)
-            if now >= next_kpi:
-                await self._kpi()
-                next_kpi = max(next_kpi + kpi_every, now + kpi_every / 2)
-
-    def statistics(self) -> dict[str, object]:
-        return {"name": self.name, "published": self.published,
-                "kpis_published": self.kpis_published, "events_published": self.events_published,
-                "events_dropped": self.monitor.events_dropped}
