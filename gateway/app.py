@@ -16,7 +16,7 @@ import logging
 import signal
 import socket
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 
 import anyio
 import anyio.abc
@@ -40,10 +40,11 @@ from actors.limits import CrashOnce, LimiterHub, RateLimiterActor
 from actors.monitor import LaneWatch, MetricsPublisher, Monitor, events_flushed, instance_id
 from actors.partner import PARTNER_ROUTES
 from actors.payments import AttributionClient, CommissionRouter, PaymentRouter, SettlementPoster
-from actors.platforms.auth import AuthError, load_auth
-from actors.platforms.erp import JournalClient, build_journal_client
+from actors.platforms.auth import Auth, AuthError, NoAuth, load_auth
+from actors.platforms.erp import JournalClient, NetSuiteQuery, build_journal_client
 from actors.reconcile import Budgeted, Reconciler
-from actors.resilience import CircuitBreaker, Transition
+from actors.reconcile.matching import ErpPosting
+from actors.resilience import CircuitBreaker, Limiter, Transition
 from actors.revenue import RevenuePoster
 from actors.router import InvoiceRouter
 from actors.router.credits import CreditMemoRouter
@@ -56,7 +57,8 @@ from contracts.platforms.partner import DEAL_SIGNATURE_HEADER
 from .broker import EmbeddedBroker
 from .config import Config
 
-__all__ = ["CONSUMERS", "REVENUE_CONSUMER", "erp_journal_client", "provision", "run_gateway"]
+__all__ = ["CONSUMERS", "REVENUE_CONSUMER", "erp_auth", "erp_journal_client",
+           "erp_postings_reader", "provision", "run_gateway"]
 
 log = logging.getLogger("erpgw.gateway")
 
@@ -160,13 +162,10 @@ def _is_loopback(url: str) -> bool:
         return False
 
 
-def erp_journal_client(cfg: Config, *, environ: Mapping[str, str] | None = None
-                       ) -> Callable[[PlatformGuard], JournalClient]:
-    """How the ERP poster builds its journal client: the configured dialect with the
-    configured credentials, read (env, files) now. A non-loopback ERP URL without credentials,
-    or with the simulator's demo credentials, is refused naming the setting.
-
-    Raises ``AuthError`` (``auth.*``, docs/errors.md)."""
+def erp_auth(cfg: Config, *, environ: Mapping[str, str] | None = None) -> Auth:
+    """The ERP's credentials (``[erp.auth]``), read (env, files) now. A non-loopback ERP URL
+    without credentials, or with the simulator's demo credentials, is refused naming the
+    setting. Raises ``AuthError`` (``auth.*``, docs/errors.md)."""
     from sim._netsuite_tba import DEMO_TBA  # the public demo secrets, refused off loopback
 
     settings = cfg.erp.auth
@@ -179,12 +178,36 @@ def erp_journal_client(cfg: Config, *, environ: Mapping[str, str] | None = None
                         code="auth.missing_credentials")
     refused = (DEMO_TBA.consumer_key, DEMO_TBA.consumer_secret, DEMO_TBA.token_id,
                DEMO_TBA.token_secret) if remote else ()
-    auth = load_auth(settings, environ=environ, where="erp.auth", refused=refused)
+    return load_auth(settings, environ=environ, where="erp.auth", refused=refused)
+
+
+def erp_journal_client(cfg: Config, *, environ: Mapping[str, str] | None = None,
+                       auth: Auth | None = None) -> Callable[[PlatformGuard], JournalClient]:
+    """How the ERP poster builds its journal client: the configured dialect with the
+    configured credentials (``erp_auth``). Raises ``AuthError``."""
+    creds = auth if auth is not None else erp_auth(cfg, environ=environ)
     erp = cfg.erp
     return lambda guard: build_journal_client(
-        erp.dialect, guard, auth=auth, concurrency=erp.concurrency,
+        erp.dialect, guard, auth=creds, concurrency=erp.concurrency,
         subsidiary=erp.subsidiary or None, currency_ids=erp.currency_ids,
         account_ids=erp.account_ids)
+
+
+def erp_postings_reader(cfg: Config, http: HttpClient, limiter: Limiter | None, auth: Auth
+                        ) -> Callable[[], Awaitable[list[ErpPosting]]] | None:
+    """The reconciler's read of the ERP's journal entries in the ERP's dialect: SuiteQL for
+    ``netsuite`` (paged, signed, one permit of the ERP budget per page); ``None`` (the
+    ``erpgw`` lookup) otherwise."""
+    if cfg.erp.dialect != "netsuite":
+        return None
+    query = NetSuiteQuery(PlatformGuard("ERP SuiteQL", http, open_code="erp.breaker_open",
+                                        limiter=limiter), auth=auth)
+
+    async def read() -> list[ErpPosting]:
+        return [ErpPosting(eid, rid, cur, amount)
+                for eid, rid, cur, amount in await query.postings()]
+
+    return read
 
 
 async def run_gateway(cfg: Config, *, ready: anyio.Event | None = None,
@@ -195,7 +218,8 @@ async def run_gateway(cfg: Config, *, ready: anyio.Event | None = None,
     configuration, ``auth.*`` for the ERP's credentials) and ``SupervisorEscalation`` when an
     actor keeps failing.
     """
-    journal_client = erp_journal_client(cfg)  # credentials first: refuse before listening
+    auth = erp_auth(cfg)  # credentials first: refuse before listening
+    journal_client = erp_journal_client(cfg, auth=auth)
     data = cfg.data_path
     data.mkdir(parents=True, exist_ok=True)
     _check_port(cfg.http.host, cfg.http.port)
@@ -231,7 +255,8 @@ async def run_gateway(cfg: Config, *, ready: anyio.Event | None = None,
                                    platform="partner") as partner_http:
                     await _run_tree(cfg, bus, subjects, ledger, erp_http, billing_http,
                                     revenue_http, ready, handle_signals, usage_http=usage_http,
-                                    partner_http=partner_http, journal_client=journal_client)
+                                    partner_http=partner_http, journal_client=journal_client,
+                                    erp_auth=auth)
             finally:
                 await ledger.close()
         finally:
@@ -247,8 +272,8 @@ async def _run_tree(cfg: Config, bus: NatsBus, subjects: Subjects, ledger: Ledge
                     erp_http: HttpClient, billing_http: HttpClient, revenue_http: HttpClient,
                     ready: anyio.Event | None, handle_signals: bool, *,
                     usage_http: HttpClient, partner_http: HttpClient,
-                    journal_client: Callable[[PlatformGuard], JournalClient] | None = None
-                    ) -> None:
+                    journal_client: Callable[[PlatformGuard], JournalClient] | None = None,
+                    erp_auth: Auth | None = None) -> None:
     billing_stream = subjects.stream("billing")
     tree: Supervisor | None = None
 
@@ -472,6 +497,8 @@ async def _run_tree(cfg: Config, bus: NatsBus, subjects: Subjects, ledger: Ledge
             ledger=ledger if "revenue" in legs and cfg.revenue.enabled else None,
             partner=Budgeted(partner_http, limits.account("partner"))
             if "payables" in legs else None,
+            postings=erp_postings_reader(cfg, erp_http, limits.account("erp"),
+                                         erp_auth or NoAuth()),
             accounts=msgspec.structs.asdict(cfg.accounts) if "gl" in legs else None)))
     tree = Supervisor("gateway", children, strategy="one_for_one",
                       intensity=cfg.supervisor.intensity, period=cfg.supervisor.period_s,

@@ -40,6 +40,7 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
     from actors.reconcile import EXPLAINED_KINDS, run_once, summary
     from contracts import Subjects
 
+    from ..app import erp_auth, erp_postings_reader
     from ..config import load_config
 
     cfg = load_config(args.config, overrides={"data_dir": str(args.data_dir)}
@@ -67,7 +68,9 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
                     grace_s=args.grace, repair=args.repair,
                     revenue=revenue if "revenue" in legs else None, ledger=ledger,
                     partner=partner if "payables" in legs else None,
-                    accounts=msgspec.structs.asdict(cfg.accounts) if "gl" in legs else None)
+                    accounts=msgspec.structs.asdict(cfg.accounts) if "gl" in legs else None,
+                    # netsuite: the journal entries through SuiteQL, signed like the poster
+                    postings=erp_postings_reader(cfg, erp, None, erp_auth(cfg)))
         finally:
             if ledger is not None:
                 await ledger.close()

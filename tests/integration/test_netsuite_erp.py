@@ -10,8 +10,14 @@ from pathlib import Path
 import anyio
 import pytest
 
+from actors.infra import HttpClient, NatsBus
+from actors.reconcile import run_once
+from contracts import Subjects
+from gateway.app import erp_auth, erp_postings_reader
+from gateway.config import load_config
 from gateway.demo import netsuite_figures
 from gateway.stack import Stack
+from sim._netsuite_tba import DEMO_TBA
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
@@ -32,6 +38,25 @@ async def test_each_invoice_posts_once_under_a_429_storm(tmp_path: Path) -> None
         ns = await netsuite_figures(stack, a)
         assert ns["amounts_match"], ns
         assert ns["unauthorized_401"] == 0
+        # The reconciler reads the journal entries through SuiteQL (signed): all matched.
+        cfg = load_config(env={}, overrides={"erp": {
+            "dialect": "netsuite", "base_url": stack.sim_url, "account": DEMO_TBA.account,
+            "auth": {"type": "oauth1_tba", "consumer_key": DEMO_TBA.consumer_key,
+                     "consumer_secret": DEMO_TBA.consumer_secret,
+                     "token_id": DEMO_TBA.token_id, "token_secret": DEMO_TBA.token_secret}}})
+        bus = await NatsBus.connect(stack.url, name="test-recon")
+        try:
+            async with HttpClient(stack.sim_url, platform="billing") as billing, \
+                    HttpClient(stack.sim_url, platform="erp") as erp:
+                reader = erp_postings_reader(cfg, erp, None, erp_auth(cfg))
+                assert reader is not None
+                assert len(await reader()) == 300
+                run = await run_once(bus, Subjects(), billing, erp, grace_s=0.0,
+                                     repair=False, postings=reader)
+        finally:
+            await bus.close()
+        assert run.report.matched == 300
+        assert [b for b in run.report.breaks if b.kind != "in_flight"] == []
     finally:
         await stack.close()
 

@@ -322,6 +322,25 @@ class NetSuiteQuery:
                 return
             offset += page.count
 
+    async def postings(self) -> list[tuple[str, str, str, int]]:
+        """Every journal entry NetSuite holds as (external id, internal id, currency, debit
+        total in minor units): what the reconciler compares billing with."""
+        q = ("SELECT t.id AS id, t.externalid AS externalid, c.symbol AS currency, "
+             "SUM(tl.debitforeignamount) AS debit FROM transaction t "
+             "JOIN transactionline tl ON tl.transaction = t.id "
+             "JOIN currency c ON c.id = t.currency WHERE t.recordtype = 'journalentry' "
+             "GROUP BY t.id, t.externalid, c.symbol ORDER BY t.id")
+        out: list[tuple[str, str, str, int]] = []
+        async for row in self.rows(q):
+            cur = str(row.get("currency", ""))
+            try:
+                out.append((str(row["externalid"]), str(row.get("id") or ""), cur,
+                            from_decimal(Decimal(str(row.get("debit") or "0")), cur)))
+            except (KeyError, ValueError) as exc:
+                raise Retryable(f"SuiteQL row unreadable: {exc}",
+                                code="erp.bad_response") from exc
+        return out
+
     async def journal_entries(self, external_ids: Sequence[str] | None = None
                               ) -> dict[str, tuple[str, int]]:
         """External id → (currency, debit total in minor units) of the journal entries
