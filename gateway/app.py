@@ -16,7 +16,7 @@ import logging
 import signal
 import socket
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from urllib.parse import urlsplit, urlunsplit
 
 import anyio
@@ -38,11 +38,12 @@ from actors.ingress import WebhookIngress
 from actors.limits import CrashOnce, LimiterHub, RateLimiterActor
 from actors.monitor import LaneWatch, MetricsPublisher, Monitor, events_flushed, instance_id
 from actors.payments import AttributionClient, CommissionRouter, PaymentRouter, SettlementPoster
-from actors.platforms import PlatformGuard, Platforms, PlatformSpec, open_platforms
+from actors.platforms import Platform, PlatformGuard, Platforms, PlatformSpec, open_platforms
 from actors.platforms.billing import billing_source
-from actors.platforms.erp import JournalClient, build_journal_client
+from actors.platforms.erp import JournalClient, NetSuiteQuery, build_journal_client
 from actors.platforms.partner import partner_source
 from actors.reconcile import Reconciler
+from actors.reconcile.matching import ErpPosting
 from actors.resilience import Transition
 from actors.revenue import RevenuePoster
 from actors.router import InvoiceRouter
@@ -57,8 +58,8 @@ from .broker import EmbeddedBroker
 from .config import Config
 from .credentials import platform_credentials
 
-__all__ = ["CONSUMERS", "REVENUE_CONSUMER", "erp_journal_client", "platform_specs", "provision",
-           "run_gateway"]
+__all__ = ["CONSUMERS", "REVENUE_CONSUMER", "erp_journal_client", "erp_postings_reader",
+           "platform_specs", "provision", "run_gateway"]
 
 log = logging.getLogger("erpgw.gateway")
 
@@ -157,6 +158,22 @@ async def _signals(tree: Supervisor, scope: anyio.CancelScope) -> None:
             else:
                 log.warning("second signal: stopping now; unacked work will be redelivered")
                 scope.cancel()
+
+
+def erp_postings_reader(cfg: Config, erp: Platform
+                        ) -> Callable[[], Awaitable[list[ErpPosting]]] | None:
+    """The reconciler's read of the ERP's journal entries in the ERP's dialect: SuiteQL for
+    ``netsuite`` (paged, signed by the ERP's pool, one permit of the ERP budget per page);
+    ``None`` (the ``erpgw`` lookup) otherwise."""
+    if cfg.erp.dialect != "netsuite":
+        return None
+    query = NetSuiteQuery(erp.reader())
+
+    async def read() -> list[ErpPosting]:
+        return [ErpPosting(eid, rid, cur, amount)
+                for eid, rid, cur, amount in await query.postings()]
+
+    return read
 
 
 async def run_gateway(cfg: Config, *, ready: anyio.Event | None = None,
@@ -481,6 +498,7 @@ async def _run_tree(cfg: Config, bus: NatsBus, subjects: Subjects, ledger: Ledge
             # The ledger proves "never sent" only where the revenue poster runs.
             ledger=ledger if "revenue" in legs and cfg.revenue.enabled else None,
             partner=platforms.partner.reader() if "payables" in legs else None,
+            postings=erp_postings_reader(cfg, platforms.erp),
             accounts=msgspec.structs.asdict(cfg.accounts) if "gl" in legs else None)))
     tree = Supervisor("gateway", children, strategy="one_for_one",
                       intensity=cfg.supervisor.intensity, period=cfg.supervisor.period_s,

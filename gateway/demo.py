@@ -137,13 +137,15 @@ async def netsuite_figures(stack: Stack, audit: dict[str, Any]) -> dict[str, Any
     http_faults = (audit.get("faults") or {}).get("http", {})
     unauthorized = sum(int(v.get("unauthorized", 0)) for k, v in http_faults.items()
                        if k.startswith("erp/"))
+    injected_429 = sum(int(n) for k, v in http_faults.items() if k.startswith("erp/")
+                       for fault, n in v.items() if fault in ("error_429", "rate_limit"))
     return {
         "journal_entries": rows,
         "erp_decimal_amounts": {c: str(v) for c, v in sorted(erp.items())},
         "billed_amounts": {c: str(v) for c, v in sorted(billed.items())},
         "amounts_match": erp == billed,
         "requests": gov.get("requests", 0),
-        "throttled_429": gov.get("limitedRequests", 0),
+        "throttled_429": gov.get("limitedRequests", 0) + injected_429,
         "unauthorized_401": unauthorized,
     }
 

@@ -30,7 +30,7 @@ gets the first answer again. Every error body is NetSuite's (``o:errorDetails``)
 
 SuiteQL understands the journal query of the gateway's reconciler (``SELECT … FROM transaction
 … WHERE t.recordtype = 'journalentry' [AND t.externalid IN ('…', …)] …``), answering rows
-``{externalid, currency, debit}`` (strings, as SuiteQL answers) ordered by external id, paged
+``{id, externalid, currency, debit}`` (strings, as SuiteQL answers) ordered by external id, paged
 by ``limit`` (1..1000) and ``offset`` (a multiple of ``limit``); another query is ``400
 INVALID_PARAMETER``.
 """
@@ -281,7 +281,8 @@ class NetSuiteService:
         if posting:  # what the books say (an altered amount shows here, as in a real ERP)
             debit = posting[0].amount
         amount: Decimal = to_decimal(debit, cur)
-        return {"links": [], "externalid": eid, "currency": cur, "debit": str(amount)}
+        return {"links": [], "id": rec.id or "", "externalid": eid, "currency": cur,
+                "debit": str(amount)}
 
     def statistics(self) -> dict[str, int]:
         return {"records": len(self.records), "unauthorized": self.unauthorized,

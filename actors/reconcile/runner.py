@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
 from urllib.parse import quote
@@ -271,17 +271,21 @@ async def run_once(bus: NatsBus, subjects: Subjects, billing: Reader, erp: Reade
                    period: str | None = None, grace_s: float = 300.0, repair: bool = True,
                    revenue: Reader | None = None, ledger: Ledger | None = None,
                    partner: Reader | None = None,
-                   accounts: Mapping[str, str] | None = None) -> RunResult:
+                   accounts: Mapping[str, str] | None = None,
+                   postings: Callable[[], Awaitable[list[ErpPosting]]] | None = None
+                   ) -> RunResult:
     """One reconciliation (see the module docstring): the ERP leg always; the revenue leg with
     ``revenue`` (repairs only with ``ledger`` too), the GL leg with ``accounts`` (role →
-    account number), the payables leg with ``partner``. Raises ``GatewayError`` subclasses
+    account number), the payables leg with ``partner``. ``postings`` reads the ERP's journal
+    entries in the ERP's own dialect (NetSuite: SuiteQL); by default the ``erpgw`` lookup
+    through ``erp``. Raises ``GatewayError`` subclasses
     when a platform, the ledger or the broker cannot be read; nothing is repaired then."""
     t0 = time.time()
     read = await read_billing(billing, period)
-    postings = await erp_postings(erp)
+    postings_read = await (postings() if postings is not None else erp_postings(erp))
     dead = await dead_lettered(bus, subjects)
     now = time.time()
-    report = reconcile(read.docs, postings, now=now, grace_s=grace_s, dead_lettered=dead)
+    report = reconcile(read.docs, postings_read, now=now, grace_s=grace_s, dead_lettered=dead)
     legs: dict[str, ReconReport] = {"erp": report}
     if revenue is not None:
         views = await ledger_views(ledger) if ledger is not None else None
@@ -380,8 +384,10 @@ class Reconciler(Actor):
                  erp: Reader, interval_s: float, grace_s: float, repair: bool,
                  revenue: Reader | None = None, ledger: Ledger | None = None,
                  partner: Reader | None = None,
-                 accounts: Mapping[str, str] | None = None) -> None:
+                 accounts: Mapping[str, str] | None = None,
+                 postings: Callable[[], Awaitable[list[ErpPosting]]] | None = None) -> None:
         super().__init__(name)
+        self.postings = postings
         self.bus, self.subjects, self.billing, self.erp = bus, subjects, billing, erp
         self.interval_s, self.grace_s, self.repair = interval_s, grace_s, repair
         self.revenue, self.ledger, self.partner, self.accounts = revenue, ledger, partner, accounts
@@ -400,7 +406,8 @@ class Reconciler(Actor):
                 result = await run_once(self.bus, self.subjects, self.billing, self.erp,
                                         grace_s=self.grace_s, repair=self.repair,
                                         revenue=self.revenue, ledger=self.ledger,
-                                        partner=self.partner, accounts=self.accounts)
+                                        partner=self.partner, accounts=self.accounts,
+                                        postings=self.postings)
             except GatewayError as err:  # a platform is down: try again next period
                 self.last_error = f"[{err.code}] {err.message}"
                 log.warning("reconciliation skipped: %s", self.last_error)

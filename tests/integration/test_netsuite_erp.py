@@ -5,13 +5,21 @@ without credentials posts nothing and says why."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import anyio
 import pytest
 
+from actors.infra import NatsBus
+from actors.platforms import open_platforms
+from actors.reconcile import run_once
+from contracts import Subjects
+from gateway.app import erp_postings_reader, platform_specs
+from gateway.config import load_config
 from gateway.demo import netsuite_figures
 from gateway.stack import Stack
+from sim._netsuite_tba import DEMO_TBA
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
@@ -32,6 +40,26 @@ async def test_each_invoice_posts_once_under_a_429_storm(tmp_path: Path) -> None
         ns = await netsuite_figures(stack, a)
         assert ns["amounts_match"], ns
         assert ns["unauthorized_401"] == 0
+        # The reconciler reads the journal entries through SuiteQL (signed): all matched.
+        cfg = load_config(env={}, overrides={"erp": {
+            "dialect": "netsuite", "base_url": stack.sim_url, "account": DEMO_TBA.account,
+            "auth": {"type": "oauth1_tba", "consumer_key": DEMO_TBA.consumer_key,
+                     "consumer_secret": DEMO_TBA.consumer_secret,
+                     "token_id": DEMO_TBA.token_id, "token_secret": DEMO_TBA.token_secret}}})
+        bus = await NatsBus.connect(stack.url, name="test-recon")
+        try:
+            specs = platform_specs(cfg, environ={})
+            specs["billing"] = dataclasses.replace(specs["billing"], base_url=stack.sim_url)
+            async with open_platforms(specs, limiters={}) as p:
+                reader = erp_postings_reader(cfg, p.erp)
+                assert reader is not None
+                assert len(await reader()) == 300
+                run = await run_once(bus, Subjects(), p.billing.reader(), p.erp.reader(),
+                                     grace_s=0.0, repair=False, postings=reader)
+        finally:
+            await bus.close()
+        assert run.report.matched == 300
+        assert [b for b in run.report.breaks if b.kind != "in_flight"] == []
     finally:
         await stack.close()
 

@@ -169,3 +169,27 @@ def test_amounts_on_the_wire_are_exact_decimals() -> None:
     rec = msgspec.json.decode(body, type=ns.JournalEntryRecord)
     assert rec.currency.ref_name == "KWD" and rec.subsidiary == ns.Ref(id="1")
     assert sum(from_decimal(ln.debit, "KWD") for ln in rec.line.items if ln.debit) == e.amount
+
+
+async def test_a_half_open_breaker_lets_the_batch_wait_for_its_probe(
+        netsuite_sim: tuple[Http, str]) -> None:
+    """Five requests at once meet a half-open breaker: one is the probe, the others wait for
+    its verdict instead of failing the batch with no known retry time."""
+    import time
+
+    from actors.infra.http import PlatformUnavailable
+    from actors.resilience import BreakerState
+
+    http, base = netsuite_sim
+    async with HttpClient(base, platform="erp", max_connections=8) as erp:
+        client = _client(erp, concurrency=5)
+        breaker = client.guard.breaker
+        assert breaker is not None
+        past = time.monotonic() - 600  # tripped long ago: the next call is the probe
+        for _ in range(10):
+            breaker.record_error(PlatformUnavailable("down", code="http.server_error"), past)
+        assert breaker.state is BreakerState.OPEN
+        results = await client.post_journal_entries(entries(20, seed=4))
+        assert [r.status for r in results] == ["created"] * 20
+        assert breaker.state is BreakerState.CLOSED
+    assert len(await _postings(http)) == 20

@@ -34,6 +34,7 @@ to the upsert (one request per entry in the common case).
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from decimal import Decimal
@@ -47,12 +48,14 @@ from contracts.platforms import netsuite as ns
 from contracts.platforms.erp import BulkItemResult, ErpError
 
 from ...infra.http import HttpResponse, PlatformRejected, PlatformUnavailable
+from ...resilience import BreakerState
 from ..auth import Auth, NoAuth
 from ..guard import PlatformGuard, guarded_call
 from .client import BeforeSend
 
 __all__ = ["NetSuiteJournalClient", "NetSuiteQuery", "entry_record"]
 
+log = logging.getLogger("erpgw.erp.netsuite")
 _enc = ns.decimal_encoder()
 _err_dec = msgspec.json.Decoder(ns.ErrorBody)
 _rec_dec = msgspec.json.Decoder(ns.JournalEntryRecord)
@@ -99,6 +102,7 @@ class _Guarded:
         self.requests = 0
         self.throttled = 0
         self.unauthorized = 0
+        self.calls = 0  # guarded calls under way (waiting for a permit or sent)
         self.in_flight = 0  # requests sent and not answered yet (after the permit)
         self.max_in_flight = 0
 
@@ -140,8 +144,28 @@ class _Guarded:
             return PlatformUnavailable(f"{self.guard.name} circuit breaker is open",
                                        code=self.guard.open_code, retry_after=retry_after)
 
-        return await guarded_call(send, breaker=self.guard.breaker, limiter=self.guard.limiter,
-                                  refuse=refuse, clock=self._clock)
+        while True:
+            self.calls += 1
+            try:
+                return await guarded_call(send, breaker=self.guard.breaker,
+                                          limiter=self.guard.limiter, refuse=refuse,
+                                          clock=self._clock)
+            except PlatformUnavailable as exc:
+                breaker = self.guard.breaker
+                if (exc.code != self.guard.open_code or breaker is None
+                        or breaker.state is not BreakerState.HALF_OPEN):
+                    raise
+                # Another request of this account holds the half-open breaker's probe slot:
+                # wait for its verdict (closed: go on; open again: refused with the open
+                # period) instead of failing the batch with no known retry time.
+            except GatewayError:
+                raise
+            except Exception as exc:
+                log.warning("NetSuite %s %s failed unexpectedly: %r", method, path, exc)
+                raise
+            finally:
+                self.calls -= 1
+            await anyio.sleep(0.05)
 
 
 class NetSuiteJournalClient:
@@ -263,6 +287,7 @@ class NetSuiteJournalClient:
     def statistics(self) -> dict[str, object]:
         return {"dialect": self.dialect, "requests": self._io.requests,
                 "concurrency": self.concurrency, "max_in_flight": self._io.max_in_flight,
+                "calls": self._io.calls, "in_flight": self._io.in_flight,
                 "throttled": self._io.throttled, "retried_throttled": self.retried_throttled,
                 "unauthorized": self._io.unauthorized, "lookups": self.lookups}
 
@@ -296,6 +321,25 @@ class NetSuiteQuery:
             if not page.has_more or page.count == 0:
                 return
             offset += page.count
+
+    async def postings(self) -> list[tuple[str, str, str, int]]:
+        """Every journal entry NetSuite holds as (external id, internal id, currency, debit
+        total in minor units): what the reconciler compares billing with."""
+        q = ("SELECT t.id AS id, t.externalid AS externalid, c.symbol AS currency, "
+             "SUM(tl.debitforeignamount) AS debit FROM transaction t "
+             "JOIN transactionline tl ON tl.transaction = t.id "
+             "JOIN currency c ON c.id = t.currency WHERE t.recordtype = 'journalentry' "
+             "GROUP BY t.id, t.externalid, c.symbol ORDER BY t.id")
+        out: list[tuple[str, str, str, int]] = []
+        async for row in self.rows(q):
+            cur = str(row.get("currency", ""))
+            try:
+                out.append((str(row["externalid"]), str(row.get("id") or ""), cur,
+                            from_decimal(Decimal(str(row.get("debit") or "0")), cur)))
+            except (KeyError, ValueError) as exc:
+                raise Retryable(f"SuiteQL row unreadable: {exc}",
+                                code="erp.bad_response") from exc
+        return out
 
     async def journal_entries(self, external_ids: Sequence[str] | None = None
                               ) -> dict[str, tuple[str, int]]:
