@@ -361,14 +361,17 @@ class Stack:
     async def wait_deals(self, deals: int, *, stall_timeout: float = 60.0,
                          interval: float = 0.25) -> dict[str, Any]:
         """The audit's ``deals`` section once ``deals`` deals were delivered and every
-        approved one completed or compensated, or when nothing moved for ``stall_timeout``
-        seconds (check ``incomplete_count``)."""
+        approved one completed or compensated, read at rest (``wait_quiet``: a late duplicate
+        is counted), or when nothing moved for ``stall_timeout`` seconds (check
+        ``incomplete_count``)."""
         last: tuple[int, ...] = ()
         last_change = time.monotonic()
         while True:
             section: dict[str, Any] = (await self.audit()).get("deals") or {}
             if section.get("accepted") == deals and section.get("incomplete_count") == 0:
-                return section
+                rest = await self.wait_quiet(timeout=stall_timeout, interval=interval)
+                settled: dict[str, Any] = rest.audit.get("deals") or section
+                return settled
             sig = tuple(int(v) for v in section.values() if isinstance(v, int))
             now = time.monotonic()
             if sig != last:
