@@ -157,6 +157,7 @@ async def _signals(tree: Supervisor, scope: anyio.CancelScope) -> None:
                 tree.request_stop()
             else:
                 log.warning("second signal: stopping now; unacked work will be redelivered")
+                tree.stop_now()  # the tree's stop is shielded: cancel its children now
                 scope.cancel()
 
 

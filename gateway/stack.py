@@ -52,6 +52,14 @@ class ConsumerState:
     num_redelivered: int
     delivered_stream_seq: int
     ack_floor_stream_seq: int
+    delivered_consumer_seq: int = 0  # deliveries to this consumer (redeliveries included)
+
+    @property
+    def activity(self) -> tuple[str, str, int, int, int, int]:
+        """What changes only when this consumer is delivered or acknowledges something (the
+        stream sequences also move when other subjects are stored in its stream)."""
+        return (self.stream, self.name, self.num_pending, self.num_ack_pending,
+                self.num_redelivered, self.delivered_consumer_seq)
 
     @property
     def idle(self) -> bool:
@@ -70,6 +78,7 @@ class Quiescence:
     audit: dict[str, Any]
     consumers: list[ConsumerState]
     waited_s: float
+    moving: list[str] = field(default_factory=list)  # what changed at the last read
 
     @property
     def busy(self) -> list[ConsumerState]:
@@ -303,6 +312,11 @@ class Stack:
             self._gateway.kill()
             self._gateway.wait()
 
+    def signal_gateway(self, signum: int) -> None:
+        """Send ``signum`` to the running gateway process (a stop drill: SIGTERM, SIGINT)."""
+        if self._gateway is not None and self._gateway.poll() is None:
+            self._gateway.send_signal(signum)
+
     async def stop_gateway(self, timeout: float = 15.0) -> int | None:
         """SIGTERM and wait; SIGKILL after ``timeout``. Returns the exit code."""
         proc = self._gateway
@@ -379,14 +393,17 @@ class Stack:
     async def wait_deals(self, deals: int, *, stall_timeout: float = 60.0,
                          interval: float = 0.25) -> dict[str, Any]:
         """The audit's ``deals`` section once ``deals`` deals were delivered and every
-        approved one completed or compensated, or when nothing moved for ``stall_timeout``
-        seconds (check ``incomplete_count``)."""
+        approved one completed or compensated, read at rest (``wait_quiet``: a late duplicate
+        is counted), or when nothing moved for ``stall_timeout`` seconds (check
+        ``incomplete_count``)."""
         last: tuple[int, ...] = ()
         last_change = time.monotonic()
         while True:
             section: dict[str, Any] = (await self.audit()).get("deals") or {}
             if section.get("accepted") == deals and section.get("incomplete_count") == 0:
-                return section
+                rest = await self.wait_quiet(timeout=stall_timeout, interval=interval)
+                settled: dict[str, Any] = rest.audit.get("deals") or section
+                return settled
             sig = tuple(int(v) for v in section.values() if isinstance(v, int))
             now = time.monotonic()
             if sig != last:
@@ -469,7 +486,9 @@ class Stack:
                         num_ack_pending=int(ci.num_ack_pending or 0),
                         num_redelivered=int(ci.num_redelivered or 0),
                         delivered_stream_seq=ci.delivered.stream_seq if ci.delivered else 0,
-                        ack_floor_stream_seq=ci.ack_floor.stream_seq if ci.ack_floor else 0))
+                        ack_floor_stream_seq=ci.ack_floor.stream_seq if ci.ack_floor else 0,
+                        delivered_consumer_seq=(ci.delivered.consumer_seq
+                                                if ci.delivered else 0)))
         except (nats.errors.Error, OSError, TimeoutError) as exc:
             raise BrokerUnavailable(f"consumer info on {self.url}: {exc!r}") from exc
         finally:
@@ -536,6 +555,7 @@ class Stack:
         last_sig: Any = None
         audit: dict[str, Any] = {}
         consumers: list[ConsumerState] = []
+        moving: list[str] = []
         while True:
             try:
                 consumers = await self.consumer_states()
@@ -544,16 +564,19 @@ class Stack:
                 consumers, stable_since, last_sig = [], None, None  # broker down: not at rest
             else:
                 sig = (counts_signature(audit),
-                       tuple(c for c in consumers if c.name not in held))
+                       tuple(c.activity for c in consumers if c.name not in held))
                 now = time.monotonic()
                 idle = bool(consumers) and all(c.idle or c.name in held for c in consumers)
+                if last_sig is not None and sig != last_sig:
+                    moving = [f"audit.{k}" for (k, v) in set(sig[0]) ^ set(last_sig[0])] + [
+                        f"{a[0]}/{a[1]}" for a in sorted(set(sig[1]) ^ set(last_sig[1]))]
                 if not idle or sig != last_sig:
                     stable_since = now if idle else None
                     last_sig = sig
                 elif stable_since is not None and now - stable_since >= settle:
                     return Quiescence(True, audit, consumers, now - t0)
             if time.monotonic() - t0 > timeout:
-                return Quiescence(False, audit, consumers, time.monotonic() - t0)
+                return Quiescence(False, audit, consumers, time.monotonic() - t0, moving)
             await anyio.sleep(interval)
 
     async def wait_drained(self, expected: int, *, stall_timeout: float = 60.0,

@@ -301,6 +301,7 @@ class Supervisor(Actor):
         self._exits: deque[_Run] = deque()
         self._wakeup: anyio.Event | None = None
         self._starting: _Run | None = None
+        self._stop_now = False  # stop_now(): no shutdown timeouts, cancel every child
 
     @property
     def strategy(self) -> Strategy:
@@ -360,6 +361,21 @@ class Supervisor(Actor):
             self._wakeup.set()
         if self._starting is not None:
             self._begin_stop(self._starting)
+
+    def stop_now(self) -> None:
+        """Stop at once (a second stop signal): as ``request_stop``, but every child, nested
+        supervisors' children included, is cancelled now instead of being given its shutdown
+        timeout. Safe for consumers: what they had not acknowledged is redelivered."""
+        self._stop_now = True
+        self.request_stop()
+        for slot in self._slots:
+            run = slot.current
+            if run is None or run.done.is_set():
+                continue
+            if isinstance(run.actor, Supervisor):
+                run.actor.stop_now()
+            self._begin_stop(run)
+            run.scope.cancel()  # also one already given its timeout by request_stop
 
     def statistics(self) -> dict[str, object]:
         """Name, state, strategy, total restarts, intensity and one entry per child."""
@@ -547,7 +563,7 @@ class Supervisor(Actor):
         if run.stopping or run.done.is_set():
             return
         run.stopping = True
-        timeout = run.slot.spec.shutdown_timeout
+        timeout = 0.0 if self._stop_now else run.slot.spec.shutdown_timeout
         if run.actor is not None:
             try:
                 run.actor.request_stop()
@@ -570,7 +586,9 @@ class Supervisor(Actor):
             if not run.done.is_set():
                 self._begin_stop(run)
                 await run.done.wait()
-            if run.cancelled:
+            if run.cancelled and self._stop_now:
+                error = "cancelled: stopping at once"
+            elif run.cancelled:
                 error = f"cancelled after its {slot.spec.shutdown_timeout:g}s shutdown timeout"
                 logger.warning("%s: child %r %s", self.name, slot.spec.name, error)
             elif run.error is not None and not run.reported:

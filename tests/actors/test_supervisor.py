@@ -745,3 +745,25 @@ def test_describe_names_the_real_failure_inside_a_group() -> None:
         "RuntimeError: disk on fire")
     two = ExceptionGroup("g", [inner, ValueError("x")])
     assert _describe(two).startswith("ExceptionGroup")
+
+
+async def test_stop_now_cancels_every_child_without_waiting_out_shutdown_timeouts() -> None:
+    """A second stop signal: the first stop gives each child its shutdown timeout (10 min
+    here, and the child ignores its stop); ``stop_now`` cancels every child at once, nested
+    supervisors' children included, and says so."""
+    h = Harness()
+    stubborn = h.spec("X", Step(ignore_stop=True), shutdown_timeout=600.0)
+
+    def inner() -> Supervisor:
+        return Supervisor("inner", [stubborn], backoff=FAST, on_event=h.on_event)
+
+    outer = make(h, [h.spec("P"), ChildSpec("inner", inner, shutdown_timeout=600.0)])
+    with anyio.fail_after(WAIT):  # a guard against a hang: 600 s is what a drain would take
+        async with anyio.create_task_group() as tg:
+            await tg.start(outer.run)
+            await h.wait_for("X:ready")
+            outer.request_stop()  # draining: X ignores it, it has 600 s
+            outer.stop_now()
+    stopped = {e.child: e.error for e in h.events if e.kind == "stopped"}
+    assert stopped["X"] == "cancelled: stopping at once"
+    assert not any("shutdown timeout" in (e.error or "") for e in h.events)

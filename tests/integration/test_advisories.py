@@ -26,7 +26,7 @@ async def test_exhausted_messages_are_dead_lettered_from_the_advisory(tmp_path: 
                 await anyio.sleep(0.25)
         # At rest (every consumer, the advisory one included, idle): no letter is still due.
         rest = await stack.wait_quiet()
-        assert rest.quiet, rest.busy
+        assert rest.quiet, (rest.busy, rest.moving)
         letters = await stack.dead_letters()
         assert len(letters) == 20  # exactly one letter per exhausted message
         assert {dl.code for dl in letters} == {"retry.max_deliveries"}

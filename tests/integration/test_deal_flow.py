@@ -36,15 +36,20 @@ async def _call(method: str, url: str, body: Any = None) -> Any:
         return msgspec.json.decode(await r.read())
 
 
-async def wait_deals(sim_url: str, deals: int, timeout: float = 90.0) -> dict[str, Any]:
+async def wait_deals(sim_url: str, deals: int, gw: LiveGateway,
+                     timeout: float = 90.0) -> dict[str, Any]:
     """The audit's ``deals`` section once every deal was delivered and every approved deal
-    completed or compensated (fails after ``timeout`` seconds with the last section)."""
+    completed or compensated, read again once every consumer of the gateway is idle (so a
+    late duplicate is counted); fails after ``timeout`` seconds with the last section."""
     section: dict[str, Any] = {}
     with anyio.move_on_after(timeout):
         while True:
             section = (await _call("GET", f"{sim_url}/sim/v1/audit"))["deals"]
             if section["accepted"] == deals and section["incomplete_count"] == 0:
-                return section
+                await gw.wait_idle()
+                settled: dict[str, Any] = (await _call("GET", f"{sim_url}/sim/v1/audit"))[
+                    "deals"]
+                return settled
             await anyio.sleep(0.2)
     raise AssertionError(f"deals did not settle within {timeout:.0f} s: {section}")
 
@@ -76,7 +81,7 @@ async def test_deals_become_contracts_exactly_once(broker: EmbeddedBroker, tmp_p
             "deals": 40, "seed": 5, "webhookUrl": hook, "rejectRate": 0.2,
             "orderRejectRate": 0.1, "contractRejectRate": 0.1})
         assert run["deals"] == 40
-        section = await wait_deals(sim_url, 40)
+        section = await wait_deals(sim_url, 40, gw)
         assert_exact(section)
         assert section["rejected"] > 0 and section["injected_failures"] > 0
         letters = await saga_letters(gw)
@@ -159,7 +164,7 @@ async def test_amendments_renewals_and_cancellations_reach_the_erp_and_revenue_i
         hook = gw.url.replace("/webhooks/billing", "/webhooks/partner")
         await _call("POST", f"{sim_url}/partner/v1/deal-runs", {
             "deals": 30, "seed": 8, "webhookUrl": hook, "rejectRate": 0.0})
-        deals = await wait_deals(sim_url, 30)
+        deals = await wait_deals(sim_url, 30, gw)
         assert deals["completed"] == 30
         run = await _call("POST", f"{sim_url}/billing/v1/subscription-changes", {
             "count": 20, "seed": 4, "reorderRate": 0.5, "webhookUrl": gw.url})
@@ -196,6 +201,6 @@ async def test_a_revenue_outage_holds_deals_back_then_they_complete(
         assert audit["deals"]["revenue_contracts"] == 0
         assert audit["deals"]["sales_orders_created"] > 0
         await _call("DELETE", f"{sim_url}/sim/v1/faults")
-        section = await wait_deals(sim_url, 10)
+        section = await wait_deals(sim_url, 10, gw)
         assert section["completed"] == 10 and section["duplicates"] == 0, section
         assert await saga_letters(gw) == []

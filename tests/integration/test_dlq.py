@@ -74,7 +74,7 @@ async def test_rejected_postings_are_replayed_after_the_fix(tmp_path: Path) -> N
         again = dlq(stack, "replay", "--code", "http.")
         assert "nothing to replay" in again.stdout
         rest = await stack.wait_quiet()  # every consumer idle, the counts stable
-        assert rest.quiet, rest.busy
+        assert rest.quiet, (rest.busy, rest.moving)
         assert (rest.audit["posted"], rest.audit["postings"], rest.audit["duplicates"]) == (
             20, 20, 0)
     finally:
@@ -138,7 +138,7 @@ async def test_replay_of_history_doubles_nothing(tmp_path: Path) -> None:
         router = await stack.wait_consumed("billing", "invoice-router", last)
         assert router.delivered_stream_seq >= last > router_before.delivered_stream_seq
         rest = await stack.wait_quiet()
-        assert rest.quiet, rest.busy
+        assert rest.quiet, (rest.busy, rest.moving)
         audit = rest.audit
         assert (audit["posted"], audit["postings"], audit["duplicates"]) == (60, 60, 0)
     finally:

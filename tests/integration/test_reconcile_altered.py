@@ -70,7 +70,7 @@ async def test_reconciler_reports_exactly_the_altered_postings_and_never_fixes_t
         # at rest, the ERP's books are as they were: nothing reposted.
         assert await stack.lane_last_seqs() == seqs
         rest = await stack.wait_quiet()
-        assert rest.quiet, rest.busy
+        assert rest.quiet, (rest.busy, rest.moving)
         after = rest.audit
         assert after["postings"] == audit["postings"]
         assert after["altered_ids"] == audit["altered_ids"]

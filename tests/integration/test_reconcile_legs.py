@@ -110,7 +110,7 @@ async def test_revenue_leg_reports_doubled_and_lost_lines_and_repairs_only_the_p
         assert doc["reuploaded"] == 0 and doc["repaired"] == 0
         assert await stack.lane_last_seqs() == seqs  # no command re-driven on any lane
         rest = await stack.wait_quiet()
-        assert rest.quiet, rest.busy
+        assert rest.quiet, (rest.busy, rest.moving)
         assert rest.audit["revenue"]["lines"] == rev.audit["lines"] + 1
 
         # A person checks the platform (the report says: absent) and releases the lines.

@@ -393,3 +393,26 @@ def test_cpq_refusals_point_into_the_request() -> None:
     assert "cpq.no_price" in r.message
     r = cpq_refusal(400, "<html>bad gateway</html>")
     assert (r.code, r.path) == ("pricing.cpq_rejected", "$")
+
+
+async def test_a_full_lane_answers_sync_overloaded_at_once(broker: EmbeddedBroker,
+                                                           tmp_path: Path) -> None:
+    """docs/errors.md: ``sync.overloaded`` (503, retryable) when ``cpq.max_pending`` CPQ calls
+    are running. One slow call, detached after its pending answer, fills a lane of one; the
+    next request, over NATS and over HTTP, is refused with the code instead of queueing."""
+    async with lane_stack(broker, tmp_path, cpq_latency_ms=20_000, max_pending=1,
+                          max_in_flight=1) as lane:
+        first, _ = await lane.ask(SUBJECTS.sync_pricing_validate, {
+            "request_id": "busy-1", "currency": "USD", "items": BASKET},
+            deadline_ms=100, timeout=10)
+        assert isinstance(first, PricingDecision)
+        assert first.status == "accepted_pending_validation"  # its CPQ call runs on
+        refused, headers = await lane.ask(SUBJECTS.sync_pricing_validate, {
+            "request_id": "busy-2", "currency": "USD", "items": BASKET}, timeout=10)
+        assert isinstance(refused, SyncError), refused
+        assert (refused.code, refused.retryable) == ("sync.overloaded", True)
+        assert headers["Nats-Service-Error-Code"] == "503"
+        status, over_http = await lane.post("/sync/v1/pricing/validate", {
+            "request_id": "busy-3", "currency": "USD", "items": BASKET})
+        assert status == 503 and isinstance(over_http, SyncError)
+        assert over_http.code == "sync.overloaded"

@@ -301,18 +301,21 @@ async def test_reset_stops_a_run_in_progress() -> None:
     config = SimConfig(port=free_port(), webhook_url=f"http://{HOST}:{free_port()}/hook")
     async with running_sim(config) as http:
         await http.post("/billing/v1/bill-runs", json={"invoices": 1000, "rate": 20})
-        await anyio.sleep(0.2)
+        with anyio.fail_after(30):  # the run is under way (an event, not a time)
+            while (await http.get("/billing/v1/bill-runs/br_000001")).body["issued"] < 2:
+                await anyio.sleep(0.02)
         await http.post("/sim/v1/reset")
-        await anyio.sleep(0.2)
-        audit = (await http.get("/sim/v1/audit")).body
-        assert audit["issued"] == 0
         # The new epoch works: a fresh run is issued (and keeps failing to deliver, silently).
         await http.post("/billing/v1/bill-runs", json={"invoices": 2})
-        with anyio.fail_after(5):
+        with anyio.fail_after(30):
             while True:
                 if (await http.get("/billing/v1/bill-runs/br_000002")).body["issued"] == 2:
                     break
                 await anyio.sleep(0.02)
+        # By the time the new run has issued both, the stopped one (20/s) would have issued
+        # more if it went on: the audit holds the new run's 2 alone.
+        audit = (await http.get("/sim/v1/audit")).body
+        assert audit["issued"] == 2
 
 
 @pytest.mark.parametrize(

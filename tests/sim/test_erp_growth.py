@@ -3,6 +3,7 @@ governance endpoint, and the response shapes published in ``contracts.platforms.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import anyio
@@ -123,21 +124,26 @@ async def test_concurrency_limit_answers_sss_request_limit_exceeded() -> None:
     config = SimConfig(port=free_port(), webhook_url=f"http://{HOST}:1/x",
                        erp_concurrency_limit=2)
     async with running_sim(config) as http:
-        await http.put("/sim/v1/faults", json={"erp": {"latency_ms": 400}})
+        await http.put("/sim/v1/faults", json={"erp": {"latency_ms": 2_000}})
         replies: list[Any] = []
         governance: list[Governance] = []
 
         async def one(n: int) -> None:
             replies.append(await http.post(BULK, json={"items": [dated(n, "2025-11-01")]}))
 
+        async def until(done: Callable[[Governance], bool]) -> Governance:
+            with anyio.fail_after(30):  # a guard against a hang, not a speed target
+                while not done(gov := await decode(http, "/erp/v1/governance", Governance)):
+                    await anyio.sleep(0.01)
+            return gov
+
         async with anyio.create_task_group() as tg:
             tg.start_soon(one, 1)
             tg.start_soon(one, 2)
-            await anyio.sleep(0.1)  # both are in flight, sleeping in the injected latency
+            await until(lambda g: g.in_flight == 2)  # both sleep in the injected latency
             tg.start_soon(one, 3)
             tg.start_soon(one, 4)
-            await anyio.sleep(0.1)
-            governance.append(await decode(http, "/erp/v1/governance", Governance))
+            governance.append(await until(lambda g: g.limited_requests == 2))
         statuses = sorted(r.status for r in replies)
         assert statuses == [200, 200, 429, 429]
         for r in replies:
