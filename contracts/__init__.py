@@ -6,7 +6,18 @@ docs/contracts.md. JSON Schema / AsyncAPI generation and the compatibility check
 """
 
 from ._authority import AUTHORITY, authority_for, check_authority, check_envelope_authority
-from ._billing import InvoiceIssued, InvoiceIssuedV2, InvoiceLine, InvoiceRead, TaxLine, invoice_v2
+from ._billing import (
+    InvoiceIssued,
+    InvoiceIssuedV2,
+    InvoiceIssuedV3,
+    InvoiceLine,
+    InvoiceLineV3,
+    InvoiceRead,
+    LineTax,
+    TaxLine,
+    invoice_v2,
+    tax_by_jurisdiction,
+)
 from ._catalog import (
     OneTimeTerms,
     PriceTerms,
@@ -104,11 +115,14 @@ __all__ = [
     "GatewayError",
     "InvoiceIssued",
     "InvoiceIssuedV2",
+    "InvoiceIssuedV3",
     "InvoiceLine",
+    "InvoiceLineV3",
     "InvoiceRead",
     "JournalEntryPosted",
     "JournalLine",
     "JsonCodec",
+    "LineTax",
     "MessageSpec",
     "Money",
     "MsgpackCodec",
@@ -171,5 +185,6 @@ __all__ = [
     "new_id",
     "redact",
     "split_evenly",
+    "tax_by_jurisdiction",
     "unknown_fields",
 ]
