@@ -16,6 +16,7 @@ from ._billing import (
     LineTax,
     TaxLine,
     invoice_v2,
+    revenue_by_line,
     tax_by_jurisdiction,
 )
 from ._catalog import (
@@ -184,6 +185,7 @@ __all__ = [
     "message_spec",
     "new_id",
     "redact",
+    "revenue_by_line",
     "split_evenly",
     "tax_by_jurisdiction",
     "unknown_fields",

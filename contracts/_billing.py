@@ -29,7 +29,7 @@ from ._invariants import (
     require_ordered,
     violation,
 )
-from ._money import CURRENCY_EXPONENTS, Currency
+from ._money import CURRENCY_EXPONENTS, Currency, allocate
 
 __all__ = ["InvoiceIssued", "InvoiceIssuedV2", "InvoiceLine", "InvoiceRead", "TaxLine",
            "invoice_v2"]
@@ -175,7 +175,7 @@ def invoice_v2(inv: InvoiceIssued | InvoiceIssuedV2) -> InvoiceIssuedV2:
 # credits), several taxes per line (per jurisdiction, added to the price or included in it).
 # Those are changes of meaning, so they are a new version with its own line struct.
 
-__all__ += ["InvoiceIssuedV3", "InvoiceLineV3", "LineTax", "tax_by_jurisdiction"]
+__all__ += ["InvoiceIssuedV3", "InvoiceLineV3", "LineTax", "revenue_by_line", "tax_by_jurisdiction"]
 
 
 class LineTax(msgspec.Struct, frozen=True, kw_only=True):
@@ -288,3 +288,22 @@ def tax_by_jurisdiction(inv: InvoiceIssuedV3) -> dict[str, int]:
         for t in ln.taxes:
             out[t.jurisdiction] = out.get(t.jurisdiction, 0) + t.amount
     return out
+
+
+def revenue_by_line(inv: InvoiceIssuedV3) -> list[int]:
+    """The revenue each line of ``inv`` credits, in minor units (pure).
+
+    A line's revenue is its ``net_amount`` (amount less discounts and included tax). Credit
+    lines (negative: prorations) reduce the revenue of the invoice's positive lines, in
+    proportion (``allocate``: nothing lost or created), so that a proration never posts as a
+    debit to deferred revenue while the invoice as a whole bills revenue. The parts sum to
+    ``inv.net_revenue`` exactly; when that is negative (credits outweigh charges) every line
+    keeps its own net amount.
+    """
+    nets = [ln.net_amount for ln in inv.lines]
+    credit = sum(n for n in nets if n < 0)
+    if credit == 0 or sum(nets) < 0:
+        return nets
+    positive = [max(n, 0) for n in nets]
+    taken = allocate(-credit, positive)
+    return [p - t for p, t in zip(positive, taken, strict=True)]

@@ -40,6 +40,7 @@ from actors.limits import CrashOnce, LimiterHub, RateLimiterActor
 from actors.monitor import LaneWatch, MetricsPublisher, Monitor, events_flushed, instance_id
 from actors.partner import PARTNER_ROUTES
 from actors.payments import AttributionClient, CommissionRouter, PaymentRouter, SettlementPoster
+from actors.platforms.billing.stripe import stripe_source
 from actors.reconcile import Budgeted, Reconciler
 from actors.resilience import CircuitBreaker, Transition
 from actors.revenue import RevenuePoster
@@ -102,7 +103,11 @@ async def provision(bus: NatsBus, cfg: Config) -> Subjects:
                                 cfg.streams)
     await bus.ensure_stream(subjects.dlq_stream, [subjects.dlq_wildcard], cfg.streams)
     for lane, durable, filt in CONSUMERS:
-        await bus.ensure_consumer(subjects.stream(lane), durable, filt(subjects), cfg.consumers)
+        subject = filt(subjects)
+        if durable == REVENUE_CONSUMER and cfg.billing.dialect == "stripe":
+            # Stripe's invoices arrive as invoice.issued.v3 (actors.platforms.billing.stripe).
+            subject = subjects.for_type("invoice.issued.v3")
+        await bus.ensure_consumer(subjects.stream(lane), durable, subject, cfg.consumers)
     # The server's max-deliveries advisories, kept until turned into dead letters.
     advisories = [subjects.max_deliveries_advisories(lane) for lane in LANES]
     await bus.ensure_stream(subjects.advisory_stream, advisories, cfg.streams)
@@ -390,6 +395,8 @@ async def _run_tree(cfg: Config, bus: NatsBus, subjects: Subjects, ledger: Ledge
         ChildSpec("billing-ingress", lambda: BillingIngress(
             "billing-ingress", bus=bus, subjects=subjects, settings=cfg.http,
             secrets=cfg.billing.webhook_secrets, health=health,
+            billing=(stripe_source(cfg.http.path, cfg.billing.webhook_secrets)
+                     if cfg.billing.dialect == "stripe" else None),
             extra_routes={"/metrics": monitor.prometheus},
             extra_post_routes={**sync_door.routes(), **usage_door.routes()},
             # The partner portal's deal webhooks (flow 1) on the same port.

@@ -23,8 +23,11 @@ from actors.resilience import BreakerConfig, LimiterConfig
 from actors.router import AccountMap
 from actors.sync import CpqSettings
 from contracts import GatewayError
+from contracts.platforms.stripe import STRIPE_API_VERSION
 
 __all__ = ["Config", "ConfigError", "load_config"]
+
+_MASK = "***"
 
 
 class ConfigError(GatewayError):
@@ -42,9 +45,18 @@ class BillingConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     # Webhook signing secrets; several while a secret is being rotated. Prefer the environment
     # variable ERPGW_BILLING_WEBHOOK_SECRETS (comma-separated) over the file.
     webhook_secrets: list[str] = msgspec.field(default_factory=lambda: ["whsec_demo"])
+    # The billing platform's wire format: "erpgw" (the simulator's own, the default) or
+    # "stripe" (Stripe's webhooks, ``Stripe-Signature``, invoices as invoice.issued.v3).
+    dialect: Literal["erpgw", "stripe"] = "erpgw"
+    # Stripe only: the secret key (sk_live_…/sk_test_…) for API reads (events, invoices).
+    # Prefer the environment variable ERPGW_BILLING_STRIPE_SECRET_KEY over the file.
+    stripe_secret_key: str = ""
+    stripe_api_version: str = STRIPE_API_VERSION  # sent as Stripe-Version on every read
 
     def __repr__(self) -> str:
-        return f"BillingConfig(webhook_secrets=[{len(self.webhook_secrets)} hidden])"
+        return (f"BillingConfig(dialect={self.dialect!r}, webhook_secrets="
+                f"[{len(self.webhook_secrets)} hidden], stripe_secret_key="
+                f"{'***' if self.stripe_secret_key else ''!r})")
 
 
 class ErpConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -197,6 +209,8 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         """The effective configuration as plain data, secrets masked."""
         doc: dict[str, Any] = msgspec.to_builtins(self)
         doc["billing"]["webhook_secrets"] = ["***"] * len(self.billing.webhook_secrets)
+        if self.billing.stripe_secret_key:
+            doc["billing"]["stripe_secret_key"] = _MASK
         doc["usage"]["api_tokens"] = ["***"] * len(self.usage.api_tokens)
         doc["partner"]["webhook_secrets"] = ["***"] * len(self.partner.webhook_secrets)
         return doc

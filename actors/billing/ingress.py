@@ -80,6 +80,8 @@ class WebhookSource:
     routes: Mapping[str, EventRoute[Any]]
     drift_prefixes: tuple[str, ...] = ()
     signature_header: str = signing.SIGNATURE_HEADER
+    # Types the source knows and deliberately does not map (answered ``ignored``, never drift).
+    acknowledged: frozenset[str] = frozenset()
 
 
 def billing_source(path: str, secrets: Sequence[str]) -> WebhookSource:
@@ -183,15 +185,17 @@ class BillingIngress(Actor):
                  health: Callable[[], dict[str, object]] | None = None,
                  extra_routes: Mapping[str, ExtraRoute] | None = None,
                  extra_post_routes: Mapping[str, PostRoute] | None = None,
-                 sources: Sequence[WebhookSource] = ()) -> None:
+                 sources: Sequence[WebhookSource] = (),
+                 billing: WebhookSource | None = None) -> None:
         super().__init__(name)
         self._extra_routes = dict(extra_routes or {})
         self._extra_post_routes = dict(extra_post_routes or {})
         self.bus = bus
         self.subjects = subjects
         self.settings = settings
-        # The billing platform at ``settings.path``, then any other platform's webhooks.
-        self.sources = (billing_source(settings.path, secrets), *sources)
+        # The billing platform at ``settings.path`` (``billing``: another dialect's source),
+        # then any other platform's webhooks.
+        self.sources = (billing or billing_source(settings.path, secrets), *sources)
         self._clock = clock
         self._health = health
         self.counts: dict[str, int] = {"accepted": 0, "duplicate": 0, "ignored": 0}
@@ -234,7 +238,8 @@ class BillingIngress(Actor):
                 code="body.too_large"))
         try:
             signing.verify(request.headers.get(source.signature_header), body, source.secrets,
-                           now=self._clock(), tolerance=self.settings.tolerance_s)
+                           now=self._clock(), tolerance=self.settings.tolerance_s,
+                           header_name=source.signature_header)
         except SignatureError as err:
             return self._reject(400 if err.code == "signature.malformed" else 401, err)
         try:
@@ -243,7 +248,7 @@ class BillingIngress(Actor):
             return self._reject(400, err)
         route = source.routes.get(head.type)
         if route is None:
-            if head.type.startswith(source.drift_prefixes):
+            if head.type.startswith(source.drift_prefixes) and head.type not in source.acknowledged:
                 # A type in a family we handle but do not know (``invoice.finalised``): schema
                 # drift, refused so that it is seen; never silently treated as "not subscribed".
                 return self._reject(422, ContractError(
@@ -262,6 +267,9 @@ class BillingIngress(Actor):
             inbound = route.map(evt)
         except ContractError as err:
             return self._reject(422, err)
+        if inbound is None:  # a known event with nothing to publish (a dialect's no-op)
+            self.counts["ignored"] += 1
+            return web.json_response({"status": "ignored", "type": head.type})
         env = make_envelope(inbound.payload, source=source.name, key=inbound.key,
                             tenant=self.settings.tenant, occurred_at=inbound.occurred_at)
         out = OutMsg(subject=self.subjects.for_type(env.type), data=_bus_codec.encode(env),

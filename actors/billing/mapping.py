@@ -76,7 +76,7 @@ class EventRoute(Generic[T]):
     object breaks a canonical invariant; ``map`` raises ``ContractError``)."""
 
     decoder: JsonCodec[T]
-    map: Callable[[T], Inbound]
+    map: Callable[[T], Inbound | None]  # None: nothing to publish (answered ``ignored``)
 
     def decode(self, body: bytes) -> T:
         return self.decoder.decode(body)

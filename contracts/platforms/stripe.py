@@ -76,24 +76,24 @@ class _Base(msgspec.Struct, frozen=True, kw_only=True):
     """Every Stripe struct: frozen, keyword-only, unknown fields ignored (msgspec's default)."""
 
 
-class StripeRequest(_Base):
+class StripeRequest(_Base, frozen=True, kw_only=True):
     """What caused an event: the API request's id and idempotency key (null: automatic)."""
 
     id: str | None = None
     idempotency_key: str | None = None
 
 
-class StripePeriod(_Base):
+class StripePeriod(_Base, frozen=True, kw_only=True):
     start: int
     end: int
 
 
-class StripePriceDetails(_Base):
+class StripePriceDetails(_Base, frozen=True, kw_only=True):
     price: str | None = None
     product: str | None = None
 
 
-class StripeLinePricing(_Base):
+class StripeLinePricing(_Base, frozen=True, kw_only=True):
     """How a line was priced: ``type`` ``price_details`` names the price and its product;
     ``unit_amount_decimal`` is a decimal string (null for tiered prices)."""
 
@@ -102,24 +102,24 @@ class StripeLinePricing(_Base):
     unit_amount_decimal: str | None = None
 
 
-class StripeProrationDetails(_Base):
+class StripeProrationDetails(_Base, frozen=True, kw_only=True):
     credited_items: dict[str, Any] | None = None
 
 
-class StripeSubscriptionItemDetails(_Base):
+class StripeSubscriptionItemDetails(_Base, frozen=True, kw_only=True):
     subscription: str | None = None
     subscription_item: str | None = None
     invoice_item: str | None = None
     proration: bool = False
 
 
-class StripeInvoiceItemDetails(_Base):
+class StripeInvoiceItemDetails(_Base, frozen=True, kw_only=True):
     invoice_item: str | None = None
     subscription: str | None = None
     proration: bool = False
 
 
-class StripeLineParent(_Base):
+class StripeLineParent(_Base, frozen=True, kw_only=True):
     """Where a line came from: ``type`` ``subscription_item_details`` or
     ``invoice_item_details`` (the matching member is set)."""
 
@@ -140,16 +140,16 @@ class StripeLineParent(_Base):
         return item.subscription if item is not None else None
 
 
-class StripeDiscountAmount(_Base):
+class StripeDiscountAmount(_Base, frozen=True, kw_only=True):
     amount: int
     discount: str | None = None
 
 
-class StripeTaxRateDetails(_Base):
+class StripeTaxRateDetails(_Base, frozen=True, kw_only=True):
     tax_rate: str | None = None
 
 
-class StripeTax(_Base):
+class StripeTax(_Base, frozen=True, kw_only=True):
     """One tax on a line (or, in ``total_taxes``, on the invoice). ``tax_behavior`` says
     whether ``amount`` is added to the line (``exclusive``) or already in it (``inclusive``).
     ``jurisdiction``/``percentage`` are not on Stripe's tax object (they live on the tax rate);
@@ -166,7 +166,7 @@ class StripeTax(_Base):
     percentage: float | None = None
 
 
-class StripeInvoiceLine(_Base):
+class StripeInvoiceLine(_Base, frozen=True, kw_only=True):
     id: str
     object: str = "line_item"
     amount: int
@@ -182,7 +182,7 @@ class StripeInvoiceLine(_Base):
     subtotal: int | None = None
 
 
-class StripeList(_Base):
+class StripeList(_Base, frozen=True, kw_only=True):
     object: str = "list"
     has_more: bool = False
     url: str | None = None
@@ -192,14 +192,14 @@ class StripeLineList(StripeList, frozen=True, kw_only=True):
     data: list[StripeInvoiceLine]
 
 
-class StripeStatusTransitions(_Base):
+class StripeStatusTransitions(_Base, frozen=True, kw_only=True):
     finalized_at: int | None = None
     paid_at: int | None = None
     voided_at: int | None = None
     marked_uncollectible_at: int | None = None
 
 
-class StripeInvoice(_Base):
+class StripeInvoice(_Base, frozen=True, kw_only=True):
     id: str
     object: str = "invoice"
     number: str | None = None
@@ -226,7 +226,7 @@ class StripeInvoice(_Base):
     metadata: dict[str, str] | None = None
 
 
-class StripeCreditNoteLine(_Base):
+class StripeCreditNoteLine(_Base, frozen=True, kw_only=True):
     id: str
     object: str = "credit_note_line_item"
     type: str = "invoice_line_item"
@@ -242,7 +242,7 @@ class StripeCreditNoteLineList(StripeList, frozen=True, kw_only=True):
     data: list[StripeCreditNoteLine]
 
 
-class StripeCreditNote(_Base):
+class StripeCreditNote(_Base, frozen=True, kw_only=True):
     id: str
     object: str = "credit_note"
     number: str | None = None
@@ -261,7 +261,7 @@ class StripeCreditNote(_Base):
     voided_at: int | None = None
 
 
-class StripeRefund(_Base):
+class StripeRefund(_Base, frozen=True, kw_only=True):
     id: str
     object: str = "refund"
     amount: int
@@ -275,7 +275,7 @@ class StripeRefundList(StripeList, frozen=True, kw_only=True):
     data: list[StripeRefund] = []
 
 
-class StripeCharge(_Base):
+class StripeCharge(_Base, frozen=True, kw_only=True):
     id: str
     object: str = "charge"
     amount: int
@@ -287,14 +287,14 @@ class StripeCharge(_Base):
     refunds: StripeRefundList | None = None
 
 
-class StripePrice(_Base):
+class StripePrice(_Base, frozen=True, kw_only=True):
     id: str
     product: str | None = None
     unit_amount: int | None = None
     currency: Lower3 | None = None
 
 
-class StripeSubscriptionItem(_Base):
+class StripeSubscriptionItem(_Base, frozen=True, kw_only=True):
     id: str
     quantity: int | None = None
     price: StripePrice | None = None
@@ -306,7 +306,7 @@ class StripeSubscriptionItemList(StripeList, frozen=True, kw_only=True):
     data: list[StripeSubscriptionItem] = []
 
 
-class StripeSubscription(_Base):
+class StripeSubscription(_Base, frozen=True, kw_only=True):
     id: str
     object: str = "subscription"
     customer: str | None = None
@@ -320,14 +320,14 @@ class StripeSubscription(_Base):
     metadata: dict[str, str] | None = None
 
 
-class StripeEventData(_Base):
+class StripeEventData(_Base, frozen=True, kw_only=True):
     """``data`` of an event whose object is not decoded yet."""
 
     object: dict[str, Any]
     previous_attributes: dict[str, Any] | None = None
 
 
-class _EventBase(_Base):
+class _EventBase(_Base, frozen=True, kw_only=True):
     id: EventId
     object: str = "event"
     api_version: str | None = None
@@ -344,7 +344,7 @@ class StripeEventHead(_EventBase, frozen=True, kw_only=True):
     data: StripeEventData
 
 
-class _InvoiceData(_Base):
+class _InvoiceData(_Base, frozen=True, kw_only=True):
     object: StripeInvoice
     previous_attributes: dict[str, Any] | None = None
 
@@ -355,7 +355,7 @@ class StripeInvoiceEvent(_EventBase, frozen=True, kw_only=True):
     data: _InvoiceData
 
 
-class _CreditNoteData(_Base):
+class _CreditNoteData(_Base, frozen=True, kw_only=True):
     object: StripeCreditNote
     previous_attributes: dict[str, Any] | None = None
 
@@ -366,7 +366,7 @@ class StripeCreditNoteEvent(_EventBase, frozen=True, kw_only=True):
     data: _CreditNoteData
 
 
-class _ChargeData(_Base):
+class _ChargeData(_Base, frozen=True, kw_only=True):
     object: StripeCharge
     previous_attributes: dict[str, Any] | None = None
 
@@ -377,7 +377,7 @@ class StripeChargeEvent(_EventBase, frozen=True, kw_only=True):
     data: _ChargeData
 
 
-class _SubscriptionData(_Base):
+class _SubscriptionData(_Base, frozen=True, kw_only=True):
     object: StripeSubscription
     previous_attributes: dict[str, Any] | None = None
 

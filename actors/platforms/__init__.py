@@ -1,0 +1,1 @@
+"""One adapter per platform: its client, its dialects and its wire mapping."""

@@ -1,0 +1,1 @@
+"""The billing platform's adapter: its dialects (``erpgw``, ``stripe``)."""
