@@ -18,7 +18,7 @@ import shutil
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,8 @@ from .money_demo import money_figures, money_ok, wait_money
 from .stack import DrainResult, RevenueResult, Stack
 from .usage_demo import USAGE_RECORDS, run_usage
 
-__all__ = ["FLOWS", "DemoOptions", "build_report", "parse_flows", "revenue_figures", "run_demo"]
+__all__ = ["FLOWS", "DemoOptions", "build_report", "parse_dialects", "parse_flows",
+           "revenue_figures", "run_demo"]
 
 
 # The flows a demo can run besides the bill run (flow 2, always): credit memos and payments to
@@ -56,6 +57,39 @@ def parse_flows(text: str) -> frozenset[str]:
     return frozenset(names)
 
 
+# The vendors' wire formats a demo can speak, by platform; ``erpgw`` (the default) is the
+# simulator's own. Shorthands name the vendor alone.
+DIALECTS: dict[str, tuple[str, ...]] = {"billing": ("erpgw", "stripe"),
+                                        "erp": ("erpgw", "netsuite")}
+_SHORTHANDS = {"stripe": ("billing", "stripe"), "netsuite": ("erp", "netsuite")}
+
+
+def parse_dialects(text: str) -> dict[str, str]:
+    """``stripe,netsuite`` or ``billing=stripe,erp=netsuite`` (any mix) → {platform: dialect}
+    for every platform in ``DIALECTS`` (``erpgw`` unless named). Raises ``ValueError`` naming
+    an unknown item or a platform named twice."""
+    out = {platform: "erpgw" for platform in DIALECTS}
+    seen: set[str] = set()
+    for item in (i.strip() for i in text.split(",")):
+        if not item:
+            continue
+        platform, sep, dialect = item.partition("=")
+        if not sep:
+            if item not in _SHORTHANDS:
+                raise ValueError(f"unknown dialect {item!r}; choose from "
+                                 f"{', '.join(sorted(_SHORTHANDS))} or PLATFORM=DIALECT")
+            platform, dialect = _SHORTHANDS[item]
+        platform, dialect = platform.strip(), dialect.strip()
+        if dialect not in DIALECTS.get(platform, ()):
+            raise ValueError(f"unknown dialect {item!r}; "
+                             + "; ".join(f"{p}: {', '.join(d)}" for p, d in DIALECTS.items()))
+        if platform in seen:
+            raise ValueError(f"platform {platform!r} named twice in {text!r}")
+        seen.add(platform)
+        out[platform] = dialect
+    return out
+
+
 @dataclass(frozen=True)
 class DemoOptions:
     invoices: int = 2000
@@ -71,6 +105,9 @@ class DemoOptions:
     credit_memo_rate: float = 0.1
     payment_rate: float = 0.25
     flows: frozenset[str] = frozenset(FLOWS)
+    # The platforms' wire formats (``parse_dialects``): billing "erpgw" | "stripe".
+    billing_dialect: str = "erpgw"
+    erp_dialect: str = "erpgw"
 
 
 def revenue_figures(rev: RevenueResult) -> dict[str, Any]:
@@ -292,6 +329,20 @@ async def run_demo(opts: DemoOptions) -> bool:
     def say(msg: str) -> None:
         if not opts.json:
             print(msg, file=sys.stderr)
+
+    if opts.billing_dialect == "stripe":
+        # The simulator sends Stripe's webhooks (Stripe-Signature) and the gateway reads them.
+        stack.sim_args = (*stack.sim_args, "--billing-dialect", "stripe")
+        stack.gateway_env["ERPGW_BILLING_DIALECT"] = "stripe"
+        dropped = sorted(opts.flows & {"deals", "changes"})
+        if dropped:
+            # The simulator's subscription webhooks (flows 1 and 5) are in its own dialect only.
+            say(f"billing dialect stripe: flows {', '.join(dropped)} skipped (the simulator "
+                "sends subscription webhooks in the erpgw dialect only)")
+            opts = replace(opts, flows=opts.flows - {"deals", "changes"})
+    if opts.erp_dialect != "erpgw":
+        print(f"erpgw demo: erp dialect {opts.erp_dialect!r} is not available in this build; "
+              "the ERP stays in the erpgw dialect", file=sys.stderr)
 
     try:
         t0 = time.monotonic()

@@ -44,3 +44,8 @@ class SimConfig(msgspec.Struct, kw_only=True):
     cpq_latency_ms: int = 0
     partner_webhook_url: str = "http://127.0.0.1:8600/webhooks/partner"
     partner_webhook_secret: str = "whsec_partner_demo"  # noqa: S105 - public demo secret
+    # The billing platform's wire format: "erpgw" (its own) or "stripe" (Stripe-shaped events
+    # signed with Stripe-Signature, and Stripe's /v1/events and /v1/invoices lists, which
+    # check ``Authorization: Bearer <stripe_secret_key>``).
+    billing_dialect: str = "erpgw"
+    stripe_secret_key: str = "sk_test_erpgw_demo"  # noqa: S105 - the public demo key

@@ -9,7 +9,7 @@ from ._common import run_async
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from ..demo import DemoOptions, parse_flows, run_demo
+    from ..demo import DemoOptions, parse_dialects, parse_flows, run_demo
     from ..drills import parse_faults
 
     faults = tuple(parse_faults(args.faults)) if args.faults else ()
@@ -17,13 +17,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
         flows = parse_flows(args.flows)
     except ValueError as exc:
         raise SystemExit(f"erpgw demo: --flows: {exc}") from None
+    try:
+        dialects = parse_dialects(args.dialects)
+    except ValueError as exc:
+        raise SystemExit(f"erpgw demo: --dialects: {exc}") from None
     if "broker-restart" in faults and args.nats_url:
         raise SystemExit("erpgw demo: --faults broker-restart needs the embedded broker "
                          "(drop --nats-url)")
     opts = DemoOptions(invoices=args.invoices, rate=args.rate, nats_url=args.nats_url or "",
                        json=args.json, workdir=args.workdir, seed=args.seed,
                        stall_timeout=args.stall_timeout, fsync=args.fsync, faults=faults,
-                       flows=flows)
+                       flows=flows, billing_dialect=dialects["billing"],
+                       erp_dialect=dialects["erp"])
     ok: bool = run_async(lambda: run_demo(opts))
     return 0 if ok else 1
 
@@ -63,5 +68,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                          "(the bill run alone), or any of money (credit memos, payments, "
                          "settlements), usage, deals, changes (subscription amendments; "
                          "needs deals)")
+    dm.add_argument("--dialects", default="", metavar="LIST",
+                    help="the platforms' wire formats, comma-separated: stripe (billing speaks "
+                         "Stripe), netsuite (the ERP speaks NetSuite), or PLATFORM=DIALECT "
+                         "(billing=erpgw|stripe, erp=erpgw|netsuite); default: erpgw for all")
     dm.add_argument("--json", action="store_true", help="print the report as one JSON object")
     dm.set_defaults(func=cmd_demo)
