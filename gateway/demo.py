@@ -401,7 +401,8 @@ async def run_demo(opts: DemoOptions) -> bool:
             # Credit memos and flow 3 (docs/flows.md), judged by the simulator's audit.
             audit, settled = await wait_money(stack, opts.invoices, opts.credit_memo_rate,
                                               opts.payment_rate,
-                                              stall_timeout=opts.stall_timeout)
+                                              stall_timeout=opts.stall_timeout,
+                                              billing_dialect=opts.billing_dialect)
             money = money_figures(audit, settled)
             report["flows"].update(money["flows"])
             report.setdefault("kpi", {}).update(money["kpi"])

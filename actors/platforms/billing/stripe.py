@@ -251,14 +251,14 @@ def inbound_updated(evt: StripeInvoiceEvent) -> Inbound | None:
 def inbound_paid(evt: StripeInvoiceEvent) -> Inbound:
     """``invoice.paid`` (the invoice, now ``paid``) → ``payment.received.v1``: the amount paid,
     applied to the invoice, received at ``status_transitions.paid_at`` (else the event's time).
-    The payment id is derived from the invoice (``<invoice id>-payment``): an invoice is paid
-    once, so resends deduplicate."""
+    The payment id is derived from the invoice (``py_`` + the invoice id without its ``in_``):
+    an invoice is paid once, so resends deduplicate."""
     inv = evt.data.object
     customer = _required(inv.customer, f"invoice {inv.id} customer", f"{_OBJ}.customer")
     paid_at = (inv.status_transitions.paid_at if inv.status_transitions else None) or evt.created
     currency = inv.currency.upper()
     applied = max(0, min(inv.amount_paid, inv.total))
-    payment_id = f"{inv.id}-payment"
+    payment_id = "py_" + inv.id.removeprefix("in_")
     payment = _mapped(lambda: PaymentReceived(
         payment_id=payment_id, customer_id=customer, currency=currency,
         amount=inv.amount_paid, received_at=_at(paid_at), reference=inv.number or inv.id,
@@ -269,18 +269,18 @@ def inbound_paid(evt: StripeInvoiceEvent) -> Inbound:
 
 
 def inbound_voided(evt: StripeInvoiceEvent) -> Inbound:
-    """``invoice.voided`` → a ``credit_memo.issued.v1`` that reverses the invoice in full
-    (id ``<invoice id>-void``, reason ``cancellation``): one memo line per invoice line with
-    the revenue that line posted, ``tax`` the invoice's tax, ``total`` its total. Its ERP
-    entry (debit deferred revenue and tax, credit receivable) cancels the invoice's entry
-    exactly when taxes post to one account. Raises ``ContractError``
+    """``invoice.voided`` → a ``credit_memo.issued.v1`` that reverses the invoice in full (id
+    ``cn_void_`` + the invoice id without its ``in_``, reason ``cancellation``): one memo line
+    per invoice line with the revenue that line posted, ``tax`` the invoice's tax, ``total``
+    its total. Its ERP entry (debit deferred revenue and tax, credit receivable) cancels the
+    invoice's entry exactly when taxes post to one account. Raises ``ContractError``
     (``credit_memo.nothing_to_reverse``) for a void of an invoice that billed nothing."""
     inv = invoice_from_stripe(evt.data.object)
     if inv.total <= 0:
         raise ContractError(f"voided invoice {inv.invoice_id} totals {inv.total}; nothing to "
                             "reverse", code="credit_memo.nothing_to_reverse",
                             path=f"{_OBJ}.total")
-    memo_id = f"{inv.invoice_id}-void"
+    memo_id = "cn_void_" + inv.invoice_id.removeprefix("in_")
     at = _at((evt.data.object.status_transitions.voided_at
               if evt.data.object.status_transitions else None) or evt.created)
     memo = _mapped(lambda: CreditMemoIssued(
