@@ -25,6 +25,8 @@ from contracts import (
     InvoiceIssued,
     InvoiceIssuedV2,
     InvoiceIssuedV3,
+    InvoiceLine,
+    InvoiceLineV3,
     JsonCodec,
     Retryable,
     revenue_by_line,
@@ -66,8 +68,9 @@ def revenue_lines(inv: InvoiceIssued | InvoiceIssuedV2 | InvoiceIssuedV3
     Raises ``ContractError`` (``revenue.duplicate_line_id``) when two lines share an id: the
     id is what keeps a line from being recorded twice, so such an invoice is never sent.
     """
+    lines: Sequence[InvoiceLine | InvoiceLineV3] = inv.lines
     seen: set[str] = set()
-    for i, ln in enumerate(inv.lines):
+    for i, ln in enumerate(lines):
         if ln.line_id in seen:
             raise ContractError(f"invoice {inv.invoice_id} has line id {ln.line_id!r} twice",
                                 code="revenue.duplicate_line_id",
@@ -80,7 +83,7 @@ def revenue_lines(inv: InvoiceIssued | InvoiceIssuedV2 | InvoiceIssuedV3
     return [RevenueLineIn(line_id=revenue_line_id(inv.invoice_id, ln.line_id),
                           invoice_id=inv.invoice_id, product=ln.product_id, currency=currency,
                           amount=amount, period_start=start, period_end=end)
-            for ln, amount in zip(inv.lines, amounts, strict=True)]
+            for ln, amount in zip(lines, amounts, strict=True)]
 
 
 def pack(groups: Sequence[Sequence[RevenueLineIn]], max_lines: int) -> list[list[RevenueLineIn]]:
