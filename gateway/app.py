@@ -12,6 +12,7 @@ work is redelivered).
 
 from __future__ import annotations
 
+import functools
 import logging
 import signal
 import socket
@@ -40,7 +41,7 @@ from actors.limits import CrashOnce, LimiterHub, RateLimiterActor
 from actors.monitor import LaneWatch, MetricsPublisher, Monitor, events_flushed, instance_id
 from actors.partner import PARTNER_ROUTES
 from actors.payments import AttributionClient, CommissionRouter, PaymentRouter, SettlementPoster
-from actors.platforms.billing.stripe import stripe_source
+from actors.platforms.billing.stripe import StripeReader, read_billing_stripe, stripe_source
 from actors.reconcile import Budgeted, Reconciler
 from actors.resilience import CircuitBreaker, Transition
 from actors.revenue import RevenuePoster
@@ -419,6 +420,11 @@ async def _run_tree(cfg: Config, bus: NatsBus, subjects: Subjects, ledger: Ledge
             # Its reads take permits of the same account budgets as the adapters' writes.
             "reconciler", bus=bus, subjects=subjects,
             billing=Budgeted(billing_http, limits.account("billing")),
+            billing_read=(functools.partial(read_billing_stripe, StripeReader(
+                billing_http, cfg.billing.stripe_secret_key,
+                api_version=cfg.billing.stripe_api_version,
+                limiter=limits.account("billing")))
+                if cfg.billing.dialect == "stripe" else None),
             erp=Budgeted(erp_http, limits.account("erp")),
             interval_s=cfg.reconcile.interval_s, grace_s=cfg.reconcile.grace_s,
             repair=cfg.reconcile.repair,

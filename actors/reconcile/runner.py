@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
 from urllib.parse import quote
@@ -215,6 +215,10 @@ async def read_billing(billing: Reader, period: str | None) -> BillingRead:
     return BillingRead(list(docs.values()), revenue, gl, set(latest))
 
 
+# Reads billing's documents of a period (``None``: all) in a dialect of its own.
+BillingReadFn = Callable[[str | None], Awaitable[BillingRead]]
+
+
 async def billing_docs(billing: Reader, period: str | None) -> list[BillingDoc]:
     """The documents the ERP must hold (``read_billing(...).docs``)."""
     return (await read_billing(billing, period)).docs
@@ -292,13 +296,17 @@ async def run_once(bus: NatsBus, subjects: Subjects, billing: Reader, erp: Reade
                    period: str | None = None, grace_s: float = 300.0, repair: bool = True,
                    revenue: Reader | None = None, ledger: Ledger | None = None,
                    partner: Reader | None = None,
-                   accounts: Mapping[str, str] | None = None) -> RunResult:
+                   accounts: Mapping[str, str] | None = None,
+                   billing_read: BillingReadFn | None = None) -> RunResult:
     """One reconciliation (see the module docstring): the ERP leg always; the revenue leg with
     ``revenue`` (repairs only with ``ledger`` too), the GL leg with ``accounts`` (role →
     account number), the payables leg with ``partner``. Raises ``GatewayError`` subclasses
-    when a platform, the ledger or the broker cannot be read; nothing is repaired then."""
+    when a platform, the ledger or the broker cannot be read; nothing is repaired then.
+    ``billing_read`` reads billing in another dialect than the simulator's own (Stripe's:
+    ``actors.platforms.billing.stripe.read_billing_stripe``) instead of ``billing``."""
     t0 = time.time()
-    read = await read_billing(billing, period)
+    read = (await billing_read(period) if billing_read is not None
+            else await read_billing(billing, period))
     postings = await erp_postings(erp)
     dead = await dead_lettered(bus, subjects)
     now = time.time()
@@ -401,8 +409,10 @@ class Reconciler(Actor):
                  erp: Reader, interval_s: float, grace_s: float, repair: bool,
                  revenue: Reader | None = None, ledger: Ledger | None = None,
                  partner: Reader | None = None,
-                 accounts: Mapping[str, str] | None = None) -> None:
+                 accounts: Mapping[str, str] | None = None,
+                 billing_read: BillingReadFn | None = None) -> None:
         super().__init__(name)
+        self.billing_read = billing_read
         self.bus, self.subjects, self.billing, self.erp = bus, subjects, billing, erp
         self.interval_s, self.grace_s, self.repair = interval_s, grace_s, repair
         self.revenue, self.ledger, self.partner, self.accounts = revenue, ledger, partner, accounts
@@ -421,7 +431,8 @@ class Reconciler(Actor):
                 result = await run_once(self.bus, self.subjects, self.billing, self.erp,
                                         grace_s=self.grace_s, repair=self.repair,
                                         revenue=self.revenue, ledger=self.ledger,
-                                        partner=self.partner, accounts=self.accounts)
+                                        partner=self.partner, accounts=self.accounts,
+                                        billing_read=self.billing_read)
             except GatewayError as err:  # a platform is down: try again next period
                 self.last_error = f"[{err.code}] {err.message}"
                 log.warning("reconciliation skipped: %s", self.last_error)

@@ -46,6 +46,7 @@ __all__ = [
     "StripeEventHead",
     "StripeEventList",
     "StripeInvoice",
+    "StripeInvoiceData",
     "StripeInvoiceEvent",
     "StripeInvoiceLine",
     "StripeInvoiceList",
@@ -344,7 +345,7 @@ class StripeEventHead(_EventBase, frozen=True, kw_only=True):
     data: StripeEventData
 
 
-class _InvoiceData(_Base, frozen=True, kw_only=True):
+class StripeInvoiceData(_Base, frozen=True, kw_only=True):
     object: StripeInvoice
     previous_attributes: dict[str, Any] | None = None
 
@@ -352,7 +353,7 @@ class _InvoiceData(_Base, frozen=True, kw_only=True):
 class StripeInvoiceEvent(_EventBase, frozen=True, kw_only=True):
     """``invoice.*`` events: ``data.object`` is the invoice."""
 
-    data: _InvoiceData
+    data: StripeInvoiceData
 
 
 class _CreditNoteData(_Base, frozen=True, kw_only=True):

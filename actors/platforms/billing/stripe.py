@@ -31,6 +31,7 @@ Outbound (``StripeReader``): ``GET /v1/events`` and ``GET /v1/invoices`` paged w
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -39,6 +40,7 @@ from types import MappingProxyType
 from typing import Any, TypeVar
 
 import anyio
+import msgspec
 
 from contracts import (
     BusinessKey,
@@ -65,6 +67,7 @@ from contracts.platforms.stripe import (
     StripeCreditNoteEvent,
     StripeEventList,
     StripeInvoice,
+    StripeInvoiceData,
     StripeInvoiceEvent,
     StripeInvoiceLine,
     StripeInvoiceList,
@@ -75,7 +78,13 @@ from contracts.platforms.stripe import (
 
 from ...billing.ingress import WebhookSource
 from ...billing.mapping import EventRoute, Inbound
+from ...guard import guarded_call
 from ...infra.http import HttpClient, HttpResponse, PlatformUnavailable
+from ...reconcile.books import GlDoc
+from ...reconcile.matching import BillingDoc
+from ...reconcile.revenue import RevenueDoc
+from ...reconcile.runner import BillingRead
+from ...resilience import Limiter
 
 __all__ = [
     "ACKNOWLEDGED",
@@ -87,6 +96,7 @@ __all__ = [
     "stripe_source",
 ]
 
+log = logging.getLogger("erpgw.platforms.billing.stripe")
 SIGNATURE_HEADER = "Stripe-Signature"
 T = TypeVar("T")
 _OBJ = "$.data.object"
@@ -473,6 +483,8 @@ class StripeReader:
     page_size: int = 100
     max_rate_limited: int = 8  # 429s in a row before giving up (then ``Retryable`` is raised)
     sleep: Callable[[float], Awaitable[None]] = anyio.sleep
+    # The billing account's request budget: each read takes a permit, a 429 slows it down.
+    limiter: Limiter | None = None
 
     def __repr__(self) -> str:  # never show the key
         return f"StripeReader(api_version={self.api_version!r}, secret_key='***')"
@@ -485,7 +497,9 @@ class StripeReader:
         """One GET; a 429 waits its ``Retry-After`` (1 s when absent) and asks again."""
         for attempt in range(self.max_rate_limited + 1):
             try:
-                return await self.http.request("GET", path, None, headers=self._headers())
+                return await guarded_call(
+                    lambda: self.http.request("GET", path, None, headers=self._headers()),
+                    breaker=None, limiter=self.limiter, refuse=_no_breaker)
             except PlatformUnavailable as exc:
                 if exc.code != "http.rate_limited" or attempt == self.max_rate_limited:
                     raise
@@ -533,3 +547,80 @@ class StripeReader:
 
 _EVENTS: JsonCodec[StripeEventList] = JsonCodec(StripeEventList)
 _INVOICES: JsonCodec[StripeInvoiceList] = JsonCodec(StripeInvoiceList)
+
+
+def _no_breaker(retry_after: float) -> Exception:
+    """``guarded_call``'s refusal, never called: Stripe reads have no breaker of their own."""
+    return RuntimeError(f"no breaker refuses Stripe reads ({retry_after})")
+
+
+def _month(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m")
+
+
+READ_TYPES = ("invoice.finalized", "invoice.voided", "invoice.paid", "credit_note.created")
+
+
+async def read_billing_stripe(reader: StripeReader, period: str | None) -> BillingRead:
+    """What the reconciler compares with the ERP, read from Stripe's ``GET /v1/events``
+    (``READ_TYPES``; Stripe keeps 30 days of events): each finalized invoice at its total
+    (revenue: its net revenue and line count; GL: net revenue and tax), each void and credit
+    note as the credit memo the gateway posts (on the GL as the invoice entry reversed), each
+    payment at ``amount_paid``; only documents of ``period`` (``YYYY-MM`` of their creation)
+    when given. A document the gateway would refuse (its mapping raises) is skipped and logged.
+    Raises what ``StripeReader.events`` raises."""
+    docs: dict[str, BillingDoc] = {}
+    revenue: list[RevenueDoc] = []
+    gl: list[GlDoc] = []
+    invoice_ids: set[str] = set()
+    for head in await reader.events(types=READ_TYPES):
+        try:
+            doc, rev, parts = _read_one(head.type, head.data.object, head.created)
+        except (ContractError, msgspec.ValidationError) as exc:
+            log.warning("reconciliation skips Stripe event %s (%s): %s", head.id, head.type, exc)
+            continue
+        if rev is not None:
+            invoice_ids.add(rev.key)
+        if period and _month(doc.issued_at) != period:
+            continue
+        docs[doc.key] = doc
+        if rev is not None:
+            revenue.append(rev)
+        gl.append(parts)
+    return BillingRead(list(docs.values()), revenue, gl, invoice_ids)
+
+
+def _read_one(event_type: str, obj: dict[str, Any], created: int
+              ) -> tuple[BillingDoc, RevenueDoc | None, GlDoc]:
+    if event_type == "credit_note.created":
+        memo = credit_memo_from_note(msgspec.convert(obj, StripeCreditNote))
+        return _memo_docs(memo)
+    inv = msgspec.convert(obj, StripeInvoice)
+    if event_type == "invoice.paid":
+        at = float((inv.status_transitions.paid_at if inv.status_transitions else None)
+                   or created)
+        key = "py_" + inv.id.removeprefix("in_")
+        return (BillingDoc(key, inv.currency.upper(), inv.amount_paid, at),
+                None, GlDoc(key, "payment", _month(at), inv.currency.upper(), inv.amount_paid))
+    if event_type == "invoice.voided":
+        evt = StripeInvoiceEvent(id="evt_read", created=created, type=event_type,
+                                 data=StripeInvoiceData(object=inv))
+        memo = inbound_voided(evt).payload
+        return _memo_docs(memo)
+    canonical = invoice_from_stripe(inv)
+    at = canonical.issued_at.timestamp()
+    return (BillingDoc(canonical.invoice_id, canonical.currency, canonical.total, at),
+            RevenueDoc(canonical.invoice_id, canonical.currency, canonical.net_revenue,
+                       len(canonical.lines), at,
+                       ((canonical.net_revenue, len(canonical.lines)),)),
+            GlDoc(canonical.invoice_id, "invoice", _month(at), canonical.currency,
+                  canonical.total, canonical.net_revenue, canonical.tax))
+
+
+def _memo_docs(memo: CreditMemoIssued) -> tuple[BillingDoc, None, GlDoc]:
+    at = memo.issued_at.timestamp()
+    # On the GL a credit memo with tax is an invoice entry reversed (receivable, deferred
+    # revenue and tax, each the other way round).
+    return (BillingDoc(memo.credit_memo_id, memo.currency, memo.total, at), None,
+            GlDoc(memo.credit_memo_id, "invoice", _month(at), memo.currency, -memo.total,
+                  -memo.subtotal, -memo.tax))
