@@ -114,13 +114,26 @@ def test_source_routes_drift_and_acknowledged_types() -> None:
 
 
 def test_zero_decimal_and_three_decimal_currencies_keep_every_minor_unit() -> None:
+    # JPY: Stripe's amounts are whole yen; BHD: fils (three decimals, multiples of 10).
     for currency, scale in (("jpy", 1), ("bhd", 10)):
         obj = invoice_object(created=T0)
         obj["currency"] = currency
+        for key in ("subtotal", "total"):
+            obj[key] *= scale
+        obj["total_discount_amounts"][0]["amount"] *= scale
+        obj["total_taxes"][0]["amount"] *= scale
         for line in obj["lines"]["data"]:
             line["currency"] = currency
+            line["amount"] *= scale
+            for d in line["discount_amounts"]:
+                d["amount"] *= scale
+            for t in line["taxes"]:
+                t["amount"] *= scale
         inv = invoice_from_stripe(msgspec.convert(obj, StripeInvoice))
-        assert inv.currency == currency.upper() and inv.total == 36679 * scale // scale
+        assert (inv.currency, inv.total, inv.tax) == (currency.upper(), 36679 * scale,
+                                                      2479 * scale)
+        entry = journal_for_invoice_v3(inv, "k" * 32, AccountMap())
+        assert entry.currency == currency.upper() and entry.amount == 36679 * scale
 
 
 def test_paid_voided_credit_note_and_subscription_events() -> None:
