@@ -6,7 +6,19 @@ docs/contracts.md. JSON Schema / AsyncAPI generation and the compatibility check
 """
 
 from ._authority import AUTHORITY, authority_for, check_authority, check_envelope_authority
-from ._billing import InvoiceIssued, InvoiceIssuedV2, InvoiceLine, InvoiceRead, TaxLine, invoice_v2
+from ._billing import (
+    InvoiceIssued,
+    InvoiceIssuedV2,
+    InvoiceIssuedV3,
+    InvoiceLine,
+    InvoiceLineV3,
+    InvoiceRead,
+    LineTax,
+    TaxLine,
+    invoice_v2,
+    revenue_by_line,
+    tax_by_jurisdiction,
+)
 from ._catalog import (
     OneTimeTerms,
     PriceTerms,
@@ -106,11 +118,14 @@ __all__ = [
     "GatewayError",
     "InvoiceIssued",
     "InvoiceIssuedV2",
+    "InvoiceIssuedV3",
     "InvoiceLine",
+    "InvoiceLineV3",
     "InvoiceRead",
     "JournalEntryPosted",
     "JournalLine",
     "JsonCodec",
+    "LineTax",
     "MessageSpec",
     "Money",
     "MsgpackCodec",
@@ -173,7 +188,9 @@ __all__ = [
     "message_spec",
     "new_id",
     "redact",
+    "revenue_by_line",
     "split_evenly",
+    "tax_by_jurisdiction",
     "to_decimal",
     "unknown_fields",
 ]

@@ -21,15 +21,20 @@ from typing import Annotated, Literal
 
 import msgspec
 
-from ._fields import Amount, RateBp
-from ._invariants import require_known_currency, require_non_negative, violation
-from ._money import CURRENCY_EXPONENTS, Currency
+from ._fields import Amount, Id, Quantity, RateBp, SignedAmount, Text, Timestamp
+from ._invariants import (
+    require_known_currency,
+    require_lines_sum,
+    require_non_negative,
+    require_ordered,
+    violation,
+)
+from ._money import CURRENCY_EXPONENTS, Currency, allocate
 
 __all__ = ["InvoiceIssued", "InvoiceIssuedV2", "InvoiceLine", "InvoiceRead", "TaxLine",
            "invoice_v2"]
 
 NonNegative = Annotated[int, msgspec.Meta(ge=0)]
-Id = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
 
 
 class InvoiceLine(msgspec.Struct, frozen=True):
@@ -160,3 +165,145 @@ def invoice_v2(inv: InvoiceIssued | InvoiceIssuedV2) -> InvoiceIssuedV2:
         currency=inv.currency, issued_at=inv.issued_at, period_start=inv.period_start,
         period_end=inv.period_end, lines=inv.lines, subtotal=inv.subtotal, tax=inv.tax,
         total=inv.total, tax_lines=tax_lines)
+
+
+# -- v3: real billing platforms' invoices (Stripe) -------------------------------------------
+#
+# v1/v2 lines are ``quantity`` x ``unit_amount`` == ``amount`` >= 0, and the invoice is
+# ``subtotal + tax``. Real invoices break both: tiered and volume prices (the amount is not
+# quantity x a unit price), discounts per line and per invoice, negative lines (proration
+# credits), several taxes per line (per jurisdiction, added to the price or included in it).
+# Those are changes of meaning, so they are a new version with its own line struct.
+
+__all__ += ["InvoiceIssuedV3", "InvoiceLineV3", "LineTax", "revenue_by_line", "tax_by_jurisdiction"]
+
+
+class LineTax(msgspec.Struct, frozen=True, kw_only=True):
+    """One tax on one invoice line. ``inclusive``: ``amount`` is already inside the line's
+    ``amount`` (a gross price); otherwise it is added on top (exclusive). Signed: a proration
+    credit line carries negative tax."""
+
+    jurisdiction: Annotated[str, msgspec.Meta(
+        min_length=1, max_length=100,
+        description='where the tax is due ("US-CA", "DE"), or the tax rate id when the '
+                    "platform names no jurisdiction")]
+    kind: Literal["vat", "gst", "sales", "withholding", "other"] = "other"
+    rate_bp: RateBp | None = None
+    inclusive: bool = False
+    taxable_amount: SignedAmount
+    amount: SignedAmount
+
+
+class InvoiceLineV3(msgspec.Struct, frozen=True, kw_only=True):
+    """One line of a real invoice. ``amount`` is what the price charges (any pricing: per unit,
+    tiered, volume, flat; it need not be ``quantity`` x ``unit_amount``), before discounts and
+    without exclusive tax; negative for a credit (a proration). ``discount_amount`` is the
+    discount given on it (line and invoice discounts alike), ``taxes`` its taxes.
+    ``net_amount`` (``amount - discount_amount -`` inclusive taxes) is the line's revenue."""
+
+    line_id: Id
+    product_id: Id
+    description: Text = ""
+    quantity: Quantity = 1
+    unit_amount: SignedAmount | None = None
+    amount: SignedAmount
+    discount_amount: Amount = 0
+    taxes: Annotated[tuple[LineTax, ...], msgspec.Meta(max_length=20)] = ()
+    proration: bool = False
+    subscription_id: Id | None = None
+    period_start: date | None = None
+    period_end: date | None = None
+
+    def __post_init__(self) -> None:
+        require_non_negative(self, "quantity", "discount_amount")
+        require_ordered(self.period_start, self.period_end, "period_start", "period_end")
+
+    @property
+    def inclusive_tax(self) -> int:
+        return sum(t.amount for t in self.taxes if t.inclusive)
+
+    @property
+    def exclusive_tax(self) -> int:
+        return sum(t.amount for t in self.taxes if not t.inclusive)
+
+    @property
+    def net_amount(self) -> int:
+        """The line's revenue: its amount less its discount and any tax included in it."""
+        return self.amount - self.discount_amount - self.inclusive_tax
+
+
+class InvoiceIssuedV3(msgspec.Struct, frozen=True, kw_only=True, tag="invoice.issued.v3",
+                      tag_field="type"):
+    """An invoice the billing platform finalised, as real platforms issue them (signed lines,
+    discounts, taxes per line and jurisdiction). Minor units of ``currency``.
+
+    ``subtotal`` = the lines' amounts; ``discount`` = their discounts; ``tax`` = every tax
+    (inclusive and exclusive); ``total`` = ``subtotal - discount +`` exclusive tax (negative
+    when credits outweigh charges).
+    """
+
+    invoice_id: Id
+    number: Annotated[str, msgspec.Meta(max_length=200)]
+    customer_id: Id
+    currency: Currency
+    issued_at: Timestamp
+    period_start: date
+    period_end: date
+    lines: Annotated[tuple[InvoiceLineV3, ...], msgspec.Meta(min_length=1, max_length=1000)]
+    subtotal: SignedAmount
+    discount: Amount = 0
+    tax: SignedAmount = 0
+    total: SignedAmount
+    source_status: Annotated[str, msgspec.Meta(max_length=50)] = ""
+
+    def __post_init__(self) -> None:
+        require_known_currency(self.currency)
+        require_non_negative(self, "discount")
+        require_ordered(self.period_start, self.period_end, "period_start", "period_end",
+                        code="invoice.period_reversed")
+        require_lines_sum((ln.amount for ln in self.lines), self.subtotal, "subtotal",
+                          code="invoice.lines_total_mismatch")
+        require_lines_sum((ln.discount_amount for ln in self.lines), self.discount, "discount",
+                          code="invoice.discount_mismatch")
+        tax = sum(t.amount for ln in self.lines for t in ln.taxes)
+        if tax != self.tax:
+            raise violation("invoice.tax_breakdown_mismatch",
+                            f"line taxes sum to {tax}, tax is {self.tax}", "tax")
+        exclusive = sum(ln.exclusive_tax for ln in self.lines)
+        if self.subtotal - self.discount + exclusive != self.total:
+            raise violation("invoice.total_mismatch",
+                            f"subtotal {self.subtotal} - discount {self.discount} + exclusive "
+                            f"tax {exclusive} != total {self.total}", "total")
+
+    @property
+    def net_revenue(self) -> int:
+        """The invoice's revenue: ``total`` less every tax."""
+        return sum(ln.net_amount for ln in self.lines)
+
+
+def tax_by_jurisdiction(inv: InvoiceIssuedV3) -> dict[str, int]:
+    """Every tax of ``inv`` summed per jurisdiction, in order of first appearance."""
+    out: dict[str, int] = {}
+    for ln in inv.lines:
+        for t in ln.taxes:
+            out[t.jurisdiction] = out.get(t.jurisdiction, 0) + t.amount
+    return out
+
+
+def revenue_by_line(inv: InvoiceIssuedV3) -> list[int]:
+    """The revenue each line of ``inv`` credits, in minor units (pure).
+
+    A line's revenue is its ``net_amount`` (amount less discounts and included tax). Credit
+    lines (negative: prorations) reduce the revenue of the invoice's positive lines, in
+    proportion (``allocate``: nothing lost or created), so that a proration never posts as a
+    debit to deferred revenue while the invoice as a whole bills revenue. The parts sum to
+    ``inv.net_revenue`` exactly; when that is negative (credits outweigh charges) every line
+    keeps its own net amount.
+    """
+    nets = [ln.net_amount for ln in inv.lines]
+    credit = sum(n for n in nets if n < 0)
+    if credit == 0 or sum(nets) < 0:
+        return nets
+    positive = [max(n, 0) for n in nets]
+    taken = allocate(-credit, positive)
+    return [p - t for p, t in zip(positive, taken, strict=True)]

@@ -18,7 +18,7 @@ from typing import Any, Generic, TypeVar
 
 import msgspec
 
-from ._billing import InvoiceIssued, InvoiceIssuedV2
+from ._billing import InvoiceIssued, InvoiceIssuedV2, InvoiceIssuedV3
 from ._catalog import PriceUpserted, ProductUpserted
 from ._commission import CommissionAccrued, PartnerSettlementIssued
 from ._credit import CreditMemoIssued
@@ -53,6 +53,7 @@ Payload = (
     InvoiceIssued
     | PostJournalEntry
     | InvoiceIssuedV2
+    | InvoiceIssuedV3
     | CreditMemoIssued
     | PaymentReceived
     | JournalEntryPosted

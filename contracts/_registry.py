@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Literal
 
-from ._billing import InvoiceIssued, InvoiceIssuedV2
+from ._billing import InvoiceIssued, InvoiceIssuedV2, InvoiceIssuedV3
 from ._catalog import PriceUpserted, ProductUpserted
 from ._commission import CommissionAccrued, PartnerSettlementIssued
 from ._credit import CreditMemoIssued
@@ -78,6 +78,7 @@ MESSAGES: tuple[MessageSpec, ...] = (
     # billing: documents that become ledger postings
     _(InvoiceIssued, "invoice", "billing", "evt"),
     _(InvoiceIssuedV2, "invoice", "billing", "evt"),
+    _(InvoiceIssuedV3, "invoice", "billing", "evt"),
     _(CreditMemoIssued, "credit_memo", "billing", "evt"),
     _(PaymentReceived, "payment", "billing", "evt"),
     _(PostJournalEntry, "ledger", "billing", "cmd", subject_type="erp.journal.v1"),

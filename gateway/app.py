@@ -12,6 +12,7 @@ work is redelivered).
 
 from __future__ import annotations
 
+import functools
 import logging
 import signal
 import socket
@@ -40,10 +41,12 @@ from actors.monitor import LaneWatch, MetricsPublisher, Monitor, events_flushed,
 from actors.payments import AttributionClient, CommissionRouter, PaymentRouter, SettlementPoster
 from actors.platforms import Platform, PlatformGuard, Platforms, PlatformSpec, open_platforms
 from actors.platforms.billing import billing_source
+from actors.platforms.billing.stripe import StripeReader, stripe_source
 from actors.platforms.erp import JournalClient, NetSuiteQuery, build_journal_client
 from actors.platforms.partner import partner_source
 from actors.reconcile import Reconciler
 from actors.reconcile.matching import ErpPosting
+from actors.reconcile.stripe import read_billing_stripe
 from actors.resilience import Transition
 from actors.revenue import RevenuePoster
 from actors.router import InvoiceRouter
@@ -107,7 +110,11 @@ async def provision(bus: NatsBus, cfg: Config) -> Subjects:
                                 cfg.streams)
     await bus.ensure_stream(subjects.dlq_stream, [subjects.dlq_wildcard], cfg.streams)
     for lane, durable, filt in CONSUMERS:
-        await bus.ensure_consumer(subjects.stream(lane), durable, filt(subjects), cfg.consumers)
+        subject = filt(subjects)
+        if durable == REVENUE_CONSUMER and cfg.billing.dialect == "stripe":
+            # Stripe's invoices arrive as invoice.issued.v3 (actors.platforms.billing.stripe).
+            subject = subjects.for_type("invoice.issued.v3")
+        await bus.ensure_consumer(subjects.stream(lane), durable, subject, cfg.consumers)
     # The server's max-deliveries advisories, kept until turned into dead letters.
     advisories = [subjects.max_deliveries_advisories(lane) for lane in LANES]
     await bus.ensure_stream(subjects.advisory_stream, advisories, cfg.streams)
@@ -476,7 +483,9 @@ async def _run_tree(cfg: Config, bus: NatsBus, subjects: Subjects, ledger: Ledge
             extra_post_routes={**sync_door.routes(), **usage_door.routes()},
             # The billing platform's webhooks, and the partner portal's deal webhooks (flow
             # 1), on the same port.
-            sources=[billing_source(cfg.http.path, cfg.billing.webhook_secrets),
+            # Billing's in its dialect: Stripe's events and Stripe-Signature, or its own.
+            sources=[(stripe_source if cfg.billing.dialect == "stripe" else billing_source)(
+                         cfg.http.path, cfg.billing.webhook_secrets),
                      partner_source(cfg.partner.webhook_path, cfg.partner.webhook_secrets)])),
         # Messages the server gave up on without any handler's verdict → dead letters.
         ChildSpec(ADVISORY_CONSUMER, lambda: MaxDeliveriesWorker(
@@ -493,6 +502,9 @@ async def _run_tree(cfg: Config, bus: NatsBus, subjects: Subjects, ledger: Ledge
             # Its reads take permits of the same account budgets as the adapters' writes.
             "reconciler", bus=bus, subjects=subjects,
             billing=platforms.billing.reader(), erp=platforms.erp.reader(),
+            billing_read=(functools.partial(read_billing_stripe, StripeReader(
+                platforms.billing.reader(), api_version=cfg.billing.stripe_api_version))
+                if cfg.billing.dialect == "stripe" else None),
             interval_s=cfg.reconcile.interval_s, grace_s=cfg.reconcile.grace_s,
             repair=cfg.reconcile.repair,
             revenue=platforms.revenue.reader() if "revenue" in legs else None,

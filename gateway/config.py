@@ -24,10 +24,13 @@ from actors.resilience import BreakerConfig, LimiterConfig
 from actors.router import AccountMap
 from actors.sync import CpqSettings
 from contracts import GatewayError
+from contracts.platforms.stripe import STRIPE_API_VERSION
 
 from .logs import LogConfig
 
 __all__ = ["Config", "ConfigError", "load_config"]
+
+_MASK = "***"
 
 
 class ConfigError(GatewayError):
@@ -45,17 +48,23 @@ class BillingConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     # Webhook signing secrets; several while a secret is being rotated. Prefer the environment
     # variable ERPGW_BILLING_WEBHOOK_SECRETS (comma-separated) over the file.
     webhook_secrets: list[str] = msgspec.field(default_factory=lambda: ["whsec_demo"])
+    # The billing platform's wire format: "erpgw" (the simulator's own, the default) or
+    # "stripe" (Stripe's webhooks, ``Stripe-Signature``, invoices as invoice.issued.v3; the
+    # reconciler reads Stripe's /v1/events with the secret key in billing.auth, a bearer).
+    dialect: Literal["erpgw", "stripe"] = "erpgw"
+    stripe_api_version: str = STRIPE_API_VERSION  # sent as Stripe-Version on every read
     # The billing platform's API (usage rating, subscriptions, the reconciler's reads): one
     # pool for the process. Empty: reconcile.billing_url.
     base_url: str = ""
     timeout_s: float = 10.0  # per request; a rating request unanswered in time is in doubt
     max_connections: int = 8
-    # Credentials of every billing API request (actors/platforms/auth.py).
+    # Credentials of every billing API request (actors/platforms/auth.py): for Stripe,
+    # type = "bearer" with the secret key (token_env / token_file).
     auth: AuthSettings = msgspec.field(default_factory=AuthSettings)
 
     def __repr__(self) -> str:
-        return (f"BillingConfig(webhook_secrets=[{len(self.webhook_secrets)} hidden], "
-                f"base_url={self.base_url!r})")
+        return (f"BillingConfig(dialect={self.dialect!r}, webhook_secrets="
+                f"[{len(self.webhook_secrets)} hidden], base_url={self.base_url!r})")
 
 
 class ErpConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

@@ -18,14 +18,12 @@ import shutil
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import anyio
 import msgspec
-
-from contracts import GatewayError
 
 from .deal_demo import changes_ok, deals_ok, run_changes, run_deals
 from .drills import Driller
@@ -59,19 +57,37 @@ def parse_flows(text: str) -> frozenset[str]:
     return frozenset(names)
 
 
-# The real vendors a demo can speak instead of the simulator's own formats: ``stripe`` (the
-# billing platform) and ``netsuite`` (the ERP).
-DIALECTS = ("stripe", "netsuite")
+# The vendors' wire formats a demo can speak, by platform; ``erpgw`` (the default) is the
+# simulator's own. Shorthands name the vendor alone.
+DIALECTS: dict[str, tuple[str, ...]] = {"billing": ("erpgw", "stripe"),
+                                        "erp": ("erpgw", "netsuite")}
+_SHORTHANDS = {"stripe": ("billing", "stripe"), "netsuite": ("erp", "netsuite")}
 
 
-def parse_dialects(text: str) -> frozenset[str]:
-    """A comma-separated subset of ``DIALECTS``; raises ``ValueError`` naming an unknown one."""
-    names = {n.strip() for n in text.split(",") if n.strip()}
-    unknown = sorted(names - set(DIALECTS))
-    if unknown:
-        raise ValueError(f"unknown dialect(s) {', '.join(unknown)}; choose from "
-                         f"{', '.join(DIALECTS)}")
-    return frozenset(names)
+def parse_dialects(text: str) -> dict[str, str]:
+    """``stripe,netsuite`` or ``billing=stripe,erp=netsuite`` (any mix) → {platform: dialect}
+    for every platform in ``DIALECTS`` (``erpgw`` unless named). Raises ``ValueError`` naming
+    an unknown item or a platform named twice."""
+    out = {platform: "erpgw" for platform in DIALECTS}
+    seen: set[str] = set()
+    for item in (i.strip() for i in text.split(",")):
+        if not item:
+            continue
+        platform, sep, dialect = item.partition("=")
+        if not sep:
+            if item not in _SHORTHANDS:
+                raise ValueError(f"unknown dialect {item!r}; choose from "
+                                 f"{', '.join(sorted(_SHORTHANDS))} or PLATFORM=DIALECT")
+            platform, dialect = _SHORTHANDS[item]
+        platform, dialect = platform.strip(), dialect.strip()
+        if dialect not in DIALECTS.get(platform, ()):
+            raise ValueError(f"unknown dialect {item!r}; "
+                             + "; ".join(f"{p}: {', '.join(d)}" for p, d in DIALECTS.items()))
+        if platform in seen:
+            raise ValueError(f"platform {platform!r} named twice in {text!r}")
+        seen.add(platform)
+        out[platform] = dialect
+    return out
 
 
 @dataclass(frozen=True)
@@ -89,7 +105,9 @@ class DemoOptions:
     credit_memo_rate: float = 0.1
     payment_rate: float = 0.25
     flows: frozenset[str] = frozenset(FLOWS)
-    dialects: frozenset[str] = frozenset()
+    # The platforms' wire formats (``parse_dialects``): billing "erpgw" | "stripe".
+    billing_dialect: str = "erpgw"
+    erp_dialect: str = "erpgw"
 
 
 async def netsuite_figures(stack: Stack, audit: dict[str, Any]) -> dict[str, Any]:
@@ -374,13 +392,10 @@ async def run_demo(opts: DemoOptions) -> bool:
     if workdir is None:
         tmp = tempfile.mkdtemp(prefix="erpgw-demo-")
         workdir = Path(tmp)
-    if "stripe" in opts.dialects:
-        raise GatewayError("erpgw demo --dialects stripe: the Stripe billing dialect is not in "
-                           "this build", code="config.invalid")
     stack = Stack(workdir, nats_url=opts.nats_url, seed=opts.seed,
                   sync_interval="always" if opts.fsync == "always" else "2m",
                   ack_wait_s=5.0 if opts.faults else 30.0,
-                  netsuite="netsuite" in opts.dialects)
+                  netsuite=opts.erp_dialect == "netsuite")
     driller = Driller(stack, list(opts.faults), opts.invoices) if opts.faults else None
     if driller is not None:
         stack.gateway_toml = driller.gateway_toml
@@ -388,6 +403,17 @@ async def run_demo(opts: DemoOptions) -> bool:
     def say(msg: str) -> None:
         if not opts.json:
             print(msg, file=sys.stderr)
+
+    if opts.billing_dialect == "stripe":
+        # The simulator sends Stripe's webhooks (Stripe-Signature) and the gateway reads them.
+        stack.sim_args = (*stack.sim_args, "--billing-dialect", "stripe")
+        stack.gateway_env["ERPGW_BILLING_DIALECT"] = "stripe"
+        dropped = sorted(opts.flows & {"deals", "changes"})
+        if dropped:
+            # The simulator's subscription webhooks (flows 1 and 5) are in its own dialect only.
+            say(f"billing dialect stripe: flows {', '.join(dropped)} skipped (the simulator "
+                "sends subscription webhooks in the erpgw dialect only)")
+            opts = replace(opts, flows=opts.flows - {"deals", "changes"})
 
     try:
         t0 = time.monotonic()
@@ -426,7 +452,7 @@ async def run_demo(opts: DemoOptions) -> bool:
         revenue = await stack.wait_revenue(stall_timeout=opts.stall_timeout)
         report = build_report(result, opts, time.monotonic() - t0, revenue)
         report.setdefault("flows", {})
-        if "netsuite" in opts.dialects:
+        if opts.erp_dialect == "netsuite":
             ns = await netsuite_figures(stack, result.audit)
             report["netsuite"] = ns
             report["ok"] = bool(report["ok"] and ns["amounts_match"])
@@ -450,7 +476,8 @@ async def run_demo(opts: DemoOptions) -> bool:
             # Credit memos and flow 3 (docs/flows.md), judged by the simulator's audit.
             audit, settled = await wait_money(stack, opts.invoices, opts.credit_memo_rate,
                                               opts.payment_rate,
-                                              stall_timeout=opts.stall_timeout)
+                                              stall_timeout=opts.stall_timeout,
+                                              billing_dialect=opts.billing_dialect)
             money = money_figures(audit, settled)
             report["flows"].update(money["flows"])
             report.setdefault("kpi", {}).update(money["kpi"])

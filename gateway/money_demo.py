@@ -22,18 +22,24 @@ __all__ = ["expected_followups", "money_figures", "money_ok", "wait_money"]
 
 
 def expected_followups(seed: int, invoices: int, first: int, credit_memo_rate: float,
-                       payment_rate: float) -> tuple[int, int]:
+                       payment_rate: float, billing_dialect: str = "erpgw") -> tuple[int, int]:
     """How many credit notes and payments a bill run of ``invoices`` numbered from ``first``
     sends (billing's draws are seeded per invoice and do not depend on the issue time, so the
-    simulator's own pure functions tell)."""
+    simulator's own pure functions tell). In Stripe's dialect a void counts as a credit
+    note (it is posted as a reversing credit memo)."""
     from sim import generate_invoices  # the simulator, as `erpgw sim` loads it: on demand
     from sim._billing import BillRunOptions, followup_events
+    from sim._stripe import followup_events as stripe_followups
+    from sim._stripe import stripe_invoice
 
     opts = BillRunOptions(credit_memo_rate=credit_memo_rate, payment_rate=payment_rate)
     notes = payments = 0
     for i in range(first, first + invoices):
-        for kind, _ in followup_events(seed, i, generate_invoices(1, seed, i, now=0)[0], 0,
-                                       opts):
+        events = (stripe_followups(seed, i, stripe_invoice(seed, i, 0), 0, credit_memo_rate,
+                                   payment_rate) if billing_dialect == "stripe"
+                  else followup_events(seed, i, generate_invoices(1, seed, i, now=0)[0], 0,
+                                       opts))
+        for kind, _ in events:
             if kind == "credit_memos":
                 notes += 1
             else:
@@ -51,12 +57,13 @@ def _settled(audit: dict[str, Any], notes: int, payments: int) -> bool:
 
 
 async def wait_money(stack: Stack, invoices: int, credit_memo_rate: float, payment_rate: float,
-                     *, stall_timeout: float = 60.0) -> tuple[dict[str, Any], bool]:
+                     *, stall_timeout: float = 60.0, billing_dialect: str = "erpgw"
+                     ) -> tuple[dict[str, Any], bool]:
     """The audit once the follow-ups of the stack's first bill run of ``invoices`` were all
     delivered, posted and settled (``True``), or when nothing moved for ``stall_timeout``
     seconds (``False``). Raises what ``Stack.audit`` raises."""
     notes, payments = expected_followups(stack.seed, invoices, 1, credit_memo_rate,
-                                         payment_rate)
+                                         payment_rate, billing_dialect)
     last: tuple[int, ...] = ()
     last_change = time.monotonic()
     while True:

@@ -145,6 +145,17 @@ class RevenueResult:
     drained: bool
 
 
+def _revenue_of(inv: dict[str, Any]) -> int:
+    """The revenue an issued invoice bills: its subtotal; for a Stripe invoice, its lines net
+    of their discounts and of any tax included in their prices."""
+    if "total_discount_amounts" not in inv:
+        return int(inv["subtotal"])
+    return sum(int(ln["amount"]) - sum(int(d["amount"]) for d in ln.get("discount_amounts") or ())
+               - sum(int(t["amount"]) for t in ln.get("taxes") or ()
+                     if t.get("tax_behavior") == "inclusive")
+               for ln in inv["lines"]["data"])
+
+
 @dataclass
 class Stack:
     workdir: Path
@@ -676,7 +687,7 @@ class Stack:
         amount: dict[str, int] = {}
         for inv in invoices:
             cur = str(inv["currency"]).upper()
-            amount[cur] = amount.get(cur, 0) + int(inv["subtotal"])
+            amount[cur] = amount.get(cur, 0) + _revenue_of(inv)
         by_invoice = {str(inv["id"]): len(inv["lines"]["data"]) for inv in invoices}
         audit = (await self.audit()).get("revenue") or {}
         return RevenueResult(audit=audit, expected_lines=sum(by_invoice.values()),

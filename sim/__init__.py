@@ -52,6 +52,6 @@ __all__ = [
 # Every credential the simulator accepts or signs with by default: public, for the demo on
 # this machine only (the gateway refuses them for anything off loopback).
 DEMO_SECRETS: frozenset[str] = frozenset({
-    SimConfig().webhook_secret, SimConfig().partner_webhook_secret,
+    SimConfig().webhook_secret, SimConfig().partner_webhook_secret, SimConfig().stripe_secret_key,
     DEMO_TBA.consumer_key, DEMO_TBA.consumer_secret, DEMO_TBA.token_id, DEMO_TBA.token_secret,
 })

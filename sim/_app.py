@@ -176,6 +176,8 @@ def create_app(config: SimConfig | None = None) -> web.Application:
     r.add_get("/billing/v1/bill-runs/{id}", bill("bill-runs", billing.get_bill_run))
     r.add_get("/billing/v1/events", bill("events", billing.list_events))
     r.add_get("/billing/v1/events/{id}", bill("events", billing.get_event))
+    r.add_get("/v1/events", bill("stripe.events", billing.stripe_events))
+    r.add_get("/v1/invoices", bill("stripe.invoices", billing.stripe_invoices))
     r.add_get("/billing/v1/customers", bill("customers", customers.list_billing))
     r.add_get("/billing/v1/customers/{id}", bill("customers", customers.get_billing))
     r.add_get("/erp/v1/customers", erp_route("customers", customers.list_erp))

@@ -75,6 +75,10 @@ from ._control import FaultControl, Handler
 from ._faults import WebhookPlan, plan_webhook
 from ._http import SimHTTPError, decode_body, json_response, query_int
 from ._records import IssuedInvoice
+from ._stripe import SIGNATURE_HEADER as STRIPE_SIGNATURE_HEADER
+from ._stripe import StripeLog, check_key, project_followup, stripe_invoice
+from ._stripe import event_body as stripe_event_body
+from ._stripe import followup_events as stripe_followups
 from ._webhooks import drift_body, mangled_request, shadow_event, shuffle_window
 
 __all__ = [
@@ -510,6 +514,7 @@ class _Epoch:
         # document id (cn_…, py_…) -> when its webhook got the 2xx (unix s)
         self.followup_accepted_at: dict[str, float] = {}
         self.reordered = 0
+        self.stripe_log = StripeLog()  # the Stripe dialect's events and invoices lists
         self.outbox_send: MemoryObjectSendStream[_Outbound]
         self.outbox_recv: MemoryObjectReceiveStream[_Outbound]
         self.outbox_send, self.outbox_recv = anyio.create_memory_object_stream[_Outbound](
@@ -574,7 +579,12 @@ class BillingService:
             raise ValueError(
                 f"billing_rate_limit must be >= 0, got {config.billing_rate_limit}"
             )
+        if config.billing_dialect not in ("erpgw", "stripe"):
+            raise ValueError(f"billing_dialect must be erpgw or stripe, got "
+                             f"{config.billing_dialect!r}")
         self._config = config
+        # Stripe's dialect: Stripe-shaped events signed with Stripe-Signature (sim._stripe).
+        self._stripe = config.billing_dialect == "stripe"
         self._control = control or FaultControl(config.seed, config.scenario)
         self._rng = random.Random(config.seed)
         self._next_invoice = 1
@@ -649,7 +659,13 @@ class BillingService:
         notes: list[BillingCreditNote] = []
         payments: list[BillingPayment] = []
         for kind, body in self._epoch.accepted_followups:
-            if kind == "credit_memos":
+            if self._stripe:
+                doc = project_followup(kind, body)
+                if isinstance(doc, BillingCreditNote):
+                    notes.append(doc)
+                else:
+                    payments.append(doc)
+            elif kind == "credit_memos":
                 notes.append(_NOTE_DECODER.decode(body).data.object)
             else:
                 payments.append(_PAYMENT_DECODER.decode(body).data.object)
@@ -715,11 +731,16 @@ class BillingService:
                                                 opts.reorder_amendments)
                 v2 = amended_invoice(self._config.seed, index, inv.created) if amended else None
                 latest = inv if v2 is None else v2
+                stripe_doc = None
+                if self._stripe:  # the same id and times; Stripe's invoice, no amendments
+                    stripe_doc = stripe_invoice(self._config.seed, index, int(issued_at))
+                    v2, latest = None, inv
                 record = Delivery(
                     invoice=IssuedInvoice(
                         invoice_id=inv.id,
-                        currency=inv.currency.upper(),
-                        total=latest.total,
+                        currency=(inv.currency if stripe_doc is None
+                                  else stripe_doc["currency"]).upper(),
+                        total=latest.total if stripe_doc is None else stripe_doc["total"],
                         issued_at=issued_at,
                         version=latest.version,
                     ),
@@ -741,11 +762,22 @@ class BillingService:
                 bill_run.issued += 1
                 sources = self._control.webhook_sources()
                 plan = plan_webhook(sources, self._config.seed, record.index)
-                out = _Outbound(record, _EVENT_ENCODER.encode(event), bill_run, event, plan)
+                body = _EVENT_ENCODER.encode(event)
+                if stripe_doc is not None:
+                    body = stripe_event_body(f"evt_{inv.id}", "invoice.finalized",
+                                             int(issued_at), stripe_doc)
+                    epoch.stripe_log.add(body)
+                out = _Outbound(record, body, bill_run, event, plan)
                 if v2 is not None:
                     out.amendment = _EVENT_ENCODER.encode(_updated_event(v2, int(issued_at)))
                     out.amendment_first = early
-                if opts.credit_memo_rate > 0 or opts.payment_rate > 0:
+                if stripe_doc is not None:
+                    out.followups = stripe_followups(self._config.seed, index, stripe_doc,
+                                                     int(issued_at), opts.credit_memo_rate,
+                                                     opts.payment_rate)
+                    for _, fbody in out.followups:
+                        epoch.stripe_log.add(fbody)
+                elif opts.credit_memo_rate > 0 or opts.payment_rate > 0:
                     out.followups = followup_events(self._config.seed, index, latest,
                                                     int(issued_at), opts)
                 window = min(max(s.reorder_window for s in sources), epoch.slots_total)
@@ -796,6 +828,8 @@ class BillingService:
             counts[1] += 1
             epoch.accepted_followups.append((kind, body))
             prefix = "cn" if kind == "credit_memos" else "py"
+            if self._stripe and kind == "credit_memos" and b'"invoice.voided"' in body:
+                prefix = "cn_void"
             epoch.followup_accepted_at[f"{prefix}_{item.record.index:06d}"] = time.time()
 
     async def _deliver_until_accepted(self, body: bytes) -> None:
@@ -804,6 +838,10 @@ class BillingService:
 
     async def _deliver_v1(self, epoch: _Epoch, item: _Outbound, *, final: bool) -> None:
         plan = item.plan
+        if self._stripe and (plan.mangles or plan.drifts):
+            # Mangled and drifted copies are built from the erpgw event: in Stripe's dialect
+            # only the shape-blind faults (copies, replays) apply.
+            plan = msgspec.structs.replace(plan, mangles=(), drifts=())
         if plan.empty:
             await self._deliver_genuine(item, final=final)
             return
@@ -858,8 +896,9 @@ class BillingService:
         for a connection error or timeout."""
         session = self._session
         assert session is not None, "delivery runs only inside BillingService.run"
+        header = STRIPE_SIGNATURE_HEADER if self._stripe else SIGNATURE_HEADER
         return await post_signed(session, self._config.webhook_url, body,
-                                 header=SIGNATURE_HEADER, signature=signature,
+                                 header=header, signature=signature,
                                  timeout=self._timeout)
 
     # -- HTTP handlers ------------------------------------------------------------------------
@@ -978,6 +1017,10 @@ class BillingService:
         page = bodies[after:after + limit]
         cursor = str(after + len(page)) if page else str(after)
         more = after + limit < len(bodies)
+        if self._stripe:  # the Stripe events as delivered
+            return web.Response(body=_EVENT_ENCODER.encode({
+                "object": "list", "data": [msgspec.Raw(b) for b in page], "has_more": more,
+                "next_cursor": cursor}), content_type="application/json")
         if kind == "credit_memos":
             return json_response(CreditNoteEventList(
                 data=[_NOTE_DECODER.decode(b) for b in page], has_more=more, next_cursor=cursor))
@@ -1002,10 +1045,46 @@ class BillingService:
             return self._list_followups(epoch, kind, after, limit)
         start = bisect.bisect_right(epoch.seqs, after)
         page = epoch.order[start:start + limit]
-        events = [self._rebuild(r, v) for r, v in page]
         last = epoch.seqs[start + len(page) - 1] if page else after
+        if self._stripe:  # Stripe's invoice.finalized events, as their webhooks carried them
+            raw = [msgspec.Raw(stripe_event_body(
+                f"evt_{r.invoice.invoice_id}", "invoice.finalized", int(r.invoice.issued_at),
+                stripe_invoice(self._config.seed, r.index, int(r.invoice.issued_at))))
+                for r, _ in page]
+            return web.Response(body=_EVENT_ENCODER.encode({
+                "object": "list", "data": raw, "has_more": start + limit < len(epoch.order),
+                "next_cursor": str(last)}), content_type="application/json")
+        events = [self._rebuild(r, v) for r, v in page]
         return json_response(BillingEventList(
             data=events,
             has_more=start + limit < len(epoch.order),
             next_cursor=str(last),
         ))
+
+    # -- Stripe's list APIs (the Stripe dialect) -----------------------------------------------
+
+    def _stripe_list(self, request: web.Request, which: str) -> web.Response:
+        try:
+            if not self._stripe:
+                raise SimHTTPError(404, "resource_missing",
+                                   "Stripe's API is served only with --billing-dialect stripe")
+            check_key(request, self._config.stripe_secret_key)
+            log = self._current().stripe_log
+            body = (log.list_events(request.query) if which == "events"
+                    else log.list_invoices(request.query))
+        except SimHTTPError as err:  # Stripe's error body
+            error = {"type": "invalid_request_error", "code": err.code,
+                     "message": err.message}
+            if err.path:
+                error["param"] = err.path
+            return web.Response(status=err.status, body=_EVENT_ENCODER.encode({"error": error}),
+                                headers=err.headers, content_type="application/json")
+        return web.Response(body=body, content_type="application/json")
+
+    async def stripe_events(self, request: web.Request) -> web.Response:
+        """``GET /v1/events?limit=&starting_after=&type=`` (Bearer secret key): newest first."""
+        return self._stripe_list(request, "events")
+
+    async def stripe_invoices(self, request: web.Request) -> web.Response:
+        """``GET /v1/invoices?limit=&starting_after=&status=`` (Bearer secret key)."""
+        return self._stripe_list(request, "invoices")

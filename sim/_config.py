@@ -51,3 +51,8 @@ class SimConfig(msgspec.Struct, kw_only=True):
     erp_dialect: Literal["erpgw", "netsuite"] = "erpgw"
     netsuite_concurrency_limit: int = 5
     netsuite_latency_ms: int = 30
+    # The billing platform's wire format: "erpgw" (its own) or "stripe" (Stripe-shaped events
+    # signed with Stripe-Signature, and Stripe's /v1/events and /v1/invoices lists, which
+    # check ``Authorization: Bearer <stripe_secret_key>``).
+    billing_dialect: str = "erpgw"
+    stripe_secret_key: str = "sk_test_erpgw_demo"  # noqa: S105 - the public demo key

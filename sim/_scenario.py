@@ -12,6 +12,7 @@ Format (every table and key is optional; times are seconds since the simulator s
     name = "month-end"
     description = "..."
     seed = 2025                      # used unless --seed is given
+    billing_dialect = "stripe"       # "erpgw" (default) | "stripe"; --billing-dialect wins
 
     [faults]                         # applied at start, exactly as PUT /sim/v1/faults
     billing = { duplicate_rate = 0.05 }
@@ -126,6 +127,7 @@ class Scenario(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     description: str = ""
     seed: int | None = None
     faults: Faults = msgspec.field(default_factory=Faults)
+    billing_dialect: Literal["erpgw", "stripe"] | None = None
     bill_run: list[ScheduledBillRun] = []
     http: list[HttpWindow] = []
     webhooks: list[WebhookWindow] = []

@@ -47,7 +47,7 @@ class EventRoute(Generic[T]):
     object breaks a canonical invariant; ``map`` raises ``ContractError``)."""
 
     decoder: JsonCodec[T]
-    map: Callable[[T], Inbound]
+    map: Callable[[T], Inbound | None]  # None: nothing to publish (answered ``ignored``)
 
     def decode(self, body: bytes) -> T:
         return self.decoder.decode(body)
@@ -82,3 +82,5 @@ class WebhookSource:
     routes: Mapping[str, EventRoute[Any]]
     drift_prefixes: tuple[str, ...] = ()
     signature_header: str = signing.SIGNATURE_HEADER
+    # Types the source knows and deliberately does not map (answered ``ignored``, never drift).
+    acknowledged: frozenset[str] = frozenset()

@@ -153,7 +153,8 @@ class WebhookIngress(Actor):
                 code="body.too_large"))
         try:
             signing.verify(request.headers.get(source.signature_header), body, source.secrets,
-                           now=self._clock(), tolerance=self.settings.tolerance_s)
+                           now=self._clock(), tolerance=self.settings.tolerance_s,
+                           header_name=source.signature_header)
         except SignatureError as err:
             return self._reject(400 if err.code == "signature.malformed" else 401, err)
         try:
@@ -162,7 +163,7 @@ class WebhookIngress(Actor):
             return self._reject(400, err)
         route = source.routes.get(head.type)
         if route is None:
-            if head.type.startswith(source.drift_prefixes):
+            if head.type.startswith(source.drift_prefixes) and head.type not in source.acknowledged:
                 # A type in a family we handle but do not know (``invoice.finalised``): schema
                 # drift, refused so that it is seen; never silently treated as "not subscribed".
                 return self._reject(422, ContractError(
@@ -181,6 +182,9 @@ class WebhookIngress(Actor):
             inbound = route.map(evt)
         except ContractError as err:
             return self._reject(422, err)
+        if inbound is None:  # a known event with nothing to publish (a dialect's no-op)
+            self.counts["ignored"] += 1
+            return web.json_response({"status": "ignored", "type": head.type})
         env = make_envelope(inbound.payload, source=source.name, key=inbound.key,
                             tenant=self.settings.tenant, occurred_at=inbound.occurred_at)
         out = OutMsg(subject=self.subjects.for_type(env.type), data=_bus_codec.encode(env),

@@ -194,6 +194,10 @@ async def read_billing(billing: Reader, period: str | None) -> BillingRead:
     return BillingRead(list(docs.values()), revenue, gl, set(latest))
 
 
+# Reads billing's documents of a period (``None``: all) in a dialect of its own.
+BillingReadFn = Callable[[str | None], Awaitable[BillingRead]]
+
+
 async def billing_docs(billing: Reader, period: str | None) -> list[BillingDoc]:
     """The documents the ERP must hold (``read_billing(...).docs``)."""
     return (await read_billing(billing, period)).docs
@@ -272,16 +276,19 @@ async def run_once(bus: NatsBus, subjects: Subjects, billing: Reader, erp: Reade
                    revenue: Reader | None = None, ledger: Ledger | None = None,
                    partner: Reader | None = None,
                    accounts: Mapping[str, str] | None = None,
-                   postings: Callable[[], Awaitable[list[ErpPosting]]] | None = None
-                   ) -> RunResult:
+                   postings: Callable[[], Awaitable[list[ErpPosting]]] | None = None,
+                   billing_read: BillingReadFn | None = None) -> RunResult:
     """One reconciliation (see the module docstring): the ERP leg always; the revenue leg with
     ``revenue`` (repairs only with ``ledger`` too), the GL leg with ``accounts`` (role →
     account number), the payables leg with ``partner``. ``postings`` reads the ERP's journal
     entries in the ERP's own dialect (NetSuite: SuiteQL); by default the ``erpgw`` lookup
-    through ``erp``. Raises ``GatewayError`` subclasses
-    when a platform, the ledger or the broker cannot be read; nothing is repaired then."""
+    through ``erp``. ``billing_read`` reads billing in another dialect than the simulator's
+    own (Stripe's: ``actors.reconcile.stripe.read_billing_stripe``) instead of ``billing``.
+    Raises ``GatewayError`` subclasses when a platform, the ledger or the broker cannot be
+    read; nothing is repaired then."""
     t0 = time.time()
-    read = await read_billing(billing, period)
+    read = (await billing_read(period) if billing_read is not None
+            else await read_billing(billing, period))
     postings_read = await (postings() if postings is not None else erp_postings(erp))
     dead = await dead_lettered(bus, subjects)
     now = time.time()
@@ -385,9 +392,11 @@ class Reconciler(Actor):
                  revenue: Reader | None = None, ledger: Ledger | None = None,
                  partner: Reader | None = None,
                  accounts: Mapping[str, str] | None = None,
-                 postings: Callable[[], Awaitable[list[ErpPosting]]] | None = None) -> None:
+                 postings: Callable[[], Awaitable[list[ErpPosting]]] | None = None,
+                 billing_read: BillingReadFn | None = None) -> None:
         super().__init__(name)
         self.postings = postings
+        self.billing_read = billing_read
         self.bus, self.subjects, self.billing, self.erp = bus, subjects, billing, erp
         self.interval_s, self.grace_s, self.repair = interval_s, grace_s, repair
         self.revenue, self.ledger, self.partner, self.accounts = revenue, ledger, partner, accounts
@@ -407,7 +416,8 @@ class Reconciler(Actor):
                                         grace_s=self.grace_s, repair=self.repair,
                                         revenue=self.revenue, ledger=self.ledger,
                                         partner=self.partner, accounts=self.accounts,
-                                        postings=self.postings)
+                                        postings=self.postings,
+                                        billing_read=self.billing_read)
             except GatewayError as err:  # a platform is down: try again next period
                 self.last_error = f"[{err.code}] {err.message}"
                 log.warning("reconciliation skipped: %s", self.last_error)

@@ -20,7 +20,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from contracts import ContractError, InvoiceIssued, InvoiceIssuedV2, JsonCodec, Retryable
+from contracts import (
+    ContractError,
+    InvoiceIssued,
+    InvoiceIssuedV2,
+    InvoiceIssuedV3,
+    InvoiceLine,
+    InvoiceLineV3,
+    JsonCodec,
+    Retryable,
+    revenue_by_line,
+)
 from contracts.platforms.revenue import RevenueBatchResult, RevenueLineIn
 
 __all__ = [
@@ -47,15 +57,20 @@ def revenue_line_id(invoice_id: str, line_id: str) -> str:
     return f"{invoice_id}:{line_id}"
 
 
-def revenue_lines(inv: InvoiceIssued | InvoiceIssuedV2) -> list[RevenueLineIn]:
+def revenue_lines(inv: InvoiceIssued | InvoiceIssuedV2 | InvoiceIssuedV3
+                  ) -> list[RevenueLineIn]:
     """The billing lines of ``inv`` for the revenue platform: the billed amount of each line,
-    recognised over the invoice's service period (dates inclusive), currency upper-case.
+    recognised over the invoice's service period (dates inclusive), currency upper-case. For
+    ``invoice.issued.v3`` the amount is the line's revenue (``revenue_by_line``: net of its
+    discounts and included tax, prorations netted against the charges), the same figure the
+    ERP entry credits to deferred revenue.
 
     Raises ``ContractError`` (``revenue.duplicate_line_id``) when two lines share an id: the
     id is what keeps a line from being recorded twice, so such an invoice is never sent.
     """
+    lines: Sequence[InvoiceLine | InvoiceLineV3] = inv.lines
     seen: set[str] = set()
-    for i, ln in enumerate(inv.lines):
+    for i, ln in enumerate(lines):
         if ln.line_id in seen:
             raise ContractError(f"invoice {inv.invoice_id} has line id {ln.line_id!r} twice",
                                 code="revenue.duplicate_line_id",
@@ -63,10 +78,12 @@ def revenue_lines(inv: InvoiceIssued | InvoiceIssuedV2) -> list[RevenueLineIn]:
         seen.add(ln.line_id)
     start, end = inv.period_start.isoformat(), inv.period_end.isoformat()
     currency = inv.currency.upper()
+    amounts = (revenue_by_line(inv) if isinstance(inv, InvoiceIssuedV3)
+               else [ln.amount for ln in inv.lines])
     return [RevenueLineIn(line_id=revenue_line_id(inv.invoice_id, ln.line_id),
                           invoice_id=inv.invoice_id, product=ln.product_id, currency=currency,
-                          amount=ln.amount, period_start=start, period_end=end)
-            for ln in inv.lines]
+                          amount=amount, period_start=start, period_end=end)
+            for ln, amount in zip(lines, amounts, strict=True)]
 
 
 def pack(groups: Sequence[Sequence[RevenueLineIn]], max_lines: int) -> list[list[RevenueLineIn]]:

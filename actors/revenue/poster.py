@@ -75,6 +75,7 @@ from contracts import (
     GatewayError,
     InvoiceIssued,
     InvoiceIssuedV2,
+    InvoiceIssuedV3,
     JsonCodec,
     MsgpackCodec,
     Permanent,
@@ -180,7 +181,7 @@ class RevenuePoster(BatchWorker):
             try:
                 env = _codec.decode(d.data)
                 inv = env.payload
-                if not isinstance(inv, InvoiceIssued | InvoiceIssuedV2):
+                if not isinstance(inv, InvoiceIssued | InvoiceIssuedV2 | InvoiceIssuedV3):
                     raise ContractError(f"revenue poster cannot handle {env.type}",
                                         code="route.unexpected_type", path="$.payload.type")
                 lines = self._lines(inv)
@@ -221,7 +222,8 @@ class RevenuePoster(BatchWorker):
                 break
         await self._settle(invoices.values())
 
-    def _lines(self, inv: InvoiceIssued | InvoiceIssuedV2) -> list[RevenueLineIn]:
+    def _lines(self, inv: InvoiceIssued | InvoiceIssuedV2 | InvoiceIssuedV3
+               ) -> list[RevenueLineIn]:
         lines = revenue_lines(inv)
         if self._corrupt and inv.invoice_id == self._corrupt:  # drill: GW_FAULT
             first = lines[0]

@@ -21,12 +21,16 @@ from contracts import (
     ContractError,
     Envelope,
     InvoiceIssued,
+    InvoiceIssuedV3,
     JournalLine,
     MsgpackCodec,
     PostJournalEntry,
     Subjects,
+    contract_error,
     derive_id,
     make_envelope,
+    revenue_by_line,
+    tax_by_jurisdiction,
 )
 
 from ..deadletter import DeadLetterSink
@@ -35,7 +39,7 @@ from ..infra.bus import Delivery, OutMsg
 from ..worker import BatchWorker
 
 __all__ = ["AccountMap", "InvoiceRouter", "journal_command", "journal_for_invoice",
-           "plan_invoice"]
+           "journal_for_invoice_v3", "plan_invoice"]
 
 log = logging.getLogger("erpgw.router.invoices")
 _codec: MsgpackCodec[Envelope] = MsgpackCodec(Envelope)
@@ -51,6 +55,12 @@ class AccountMap(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     # commissions (the lines of a settlement's vendor bill).
     cash: str = "1000"
     partner_commission: str = "6100"
+    # Tax payable per tax jurisdiction ("DE", "US-CA"); a jurisdiction not listed posts to
+    # ``tax_payable``. Empty (the default): one tax account for every jurisdiction.
+    tax_payable_by_jurisdiction: dict[str, str] = {}
+
+    def tax_account(self, jurisdiction: str) -> str:
+        return self.tax_payable_by_jurisdiction.get(jurisdiction, self.tax_payable)
 
 
 def erp_idempotency_key(env: Envelope) -> str:
@@ -83,12 +93,63 @@ def journal_for_invoice(inv: InvoiceIssued, key: str, accounts: AccountMap,
     )
 
 
+def _side(account: str, amount: int, memo: str, *, credit: bool) -> JournalLine:
+    """``amount`` on the credit (``credit``) or debit side; a negative amount on the other."""
+    if (amount > 0) == credit:
+        return JournalLine(account=account, credit=abs(amount), memo=memo)
+    return JournalLine(account=account, debit=abs(amount), memo=memo)
+
+
+def journal_for_invoice_v3(inv: InvoiceIssuedV3, key: str, accounts: AccountMap,
+                           version: int = 1) -> PostJournalEntry:
+    """The balanced journal entry of a real platform's invoice (``invoice.issued.v3``).
+
+    Debit receivable ``total``; credit deferred revenue per line with the line's revenue net
+    of its discounts and included tax (``revenue_by_line``; zero lines omitted); credit tax
+    payable per jurisdiction (``AccountMap.tax_account``) with every tax of that
+    jurisdiction, inclusive and exclusive. Negative amounts go to the other side. Credits less
+    debits: net revenue + tax = subtotal - discount + exclusive tax = total, so the entry
+    balances to the minor unit. Raises ``ValueError`` (``journal.*``) only when every line
+    is zero (nothing to post; ``plan_invoice`` skips a zero total first).
+    """
+    memo = f"Invoice {inv.number or inv.invoice_id} ({inv.invoice_id}) customer {inv.customer_id}"
+    if version > 1:
+        memo += f" version {version}"
+    lines = [_side(accounts.receivable, inv.total, memo, credit=False)] if inv.total else []
+    for ln, amount in zip(inv.lines, revenue_by_line(inv), strict=True):
+        if amount:
+            what = "proration" if ln.proration else "deferred revenue"
+            lines.append(_side(accounts.deferred_revenue, amount,
+                               f"{what} {ln.line_id} {ln.product_id}"[:200], credit=True))
+    for jurisdiction, amount in tax_by_jurisdiction(inv).items():
+        if amount:
+            lines.append(_side(accounts.tax_account(jurisdiction), amount,
+                               f"tax {jurisdiction}", credit=True))
+    return PostJournalEntry(
+        idempotency_key=key,
+        external_id=versioned_external_id(inv.invoice_id, version),
+        posting_date=inv.issued_at.date(),
+        currency=inv.currency,
+        memo=memo,
+        lines=lines,
+    )
+
+
 def plan_invoice(env: Envelope, subjects: Subjects, accounts: AccountMap) -> OutMsg | None:
     """What to publish for one inbound envelope; None when there is nothing to post.
 
     Raises ``ContractError`` for an envelope that is not an issued invoice.
     """
     inv = env.payload
+    if isinstance(inv, InvoiceIssuedV3):
+        if inv.total == 0:
+            return None  # nothing to post for a zero invoice
+        try:
+            entry = journal_for_invoice_v3(inv, erp_idempotency_key(env), accounts,
+                                           env.key.version)
+        except ValueError as exc:
+            raise contract_error(exc) from exc
+        return journal_command(env, entry, subjects)
     if not isinstance(inv, InvoiceIssued):
         raise ContractError(f"invoice router cannot handle {env.type}",
                             code="route.unexpected_type", path="$.payload.type")

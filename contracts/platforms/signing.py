@@ -61,15 +61,18 @@ def verify(
     *,
     now: float,
     tolerance: float = DEFAULT_TOLERANCE_S,
+    header_name: str = SIGNATURE_HEADER,
 ) -> int:
     """Check ``header`` against ``body``; return the signed timestamp.
 
     Raises ``SignatureError`` with code ``signature.missing``, ``signature.malformed``,
     ``signature.stale`` (outside ``tolerance`` seconds of ``now``, either direction) or
     ``signature.mismatch``. The timestamp is checked before any digest is computed.
+    ``header_name`` only names the header in errors (``Stripe-Signature`` for Stripe's
+    webhooks: the same scheme; names other than ``t`` and ``v1``, such as ``v0``, are ignored).
     """
     if not header:
-        raise SignatureError(f"missing {SIGNATURE_HEADER} header", code="signature.missing")
+        raise SignatureError(f"missing {header_name} header", code="signature.missing")
     if len(header) > 2048:
         raise SignatureError("signature header too long", code="signature.malformed")
     timestamp, sigs = _parse(header)

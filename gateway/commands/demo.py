@@ -31,7 +31,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     opts = DemoOptions(invoices=args.invoices, rate=args.rate, nats_url=args.nats_url or "",
                        json=args.json, workdir=args.workdir, seed=args.seed,
                        stall_timeout=args.stall_timeout, fsync=args.fsync, faults=faults,
-                       flows=flows, dialects=dialects)
+                       flows=flows, billing_dialect=dialects["billing"],
+                       erp_dialect=dialects["erp"])
     ok: bool = run_async(lambda: run_demo(opts))
     return 0 if ok else 1
 
@@ -71,10 +72,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                          "(the bill run alone), or any of money (credit memos, payments, "
                          "settlements), usage, deals, changes (subscription amendments; "
                          "needs deals)")
-    dm.add_argument("--dialects", metavar="LIST", default="",
-                    help="speak real vendors' formats (comma-separated): netsuite (the ERP as "
-                         "NetSuite SuiteTalk REST with TBA credentials; the report adds the "
-                         "ERP's decimal amounts per currency against the billed ones), stripe "
-                         "(the billing platform as Stripe)")
+    dm.add_argument("--dialects", default="", metavar="LIST",
+                    help="the platforms' wire formats, comma-separated: stripe (billing speaks "
+                         "Stripe), netsuite (the ERP speaks NetSuite), or PLATFORM=DIALECT "
+                         "(billing=erpgw|stripe, erp=erpgw|netsuite); default: erpgw for all")
     dm.add_argument("--json", action="store_true", help="print the report as one JSON object")
     dm.set_defaults(func=cmd_demo)

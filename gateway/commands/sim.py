@@ -26,6 +26,7 @@ since the simulator started; validate one with --check):
 
   name = "month-end"
   description = "what this rehearses"
+  billing_dialect = "stripe"   # erpgw (default) | stripe; --billing-dialect wins
   seed = 2025                     # used unless --seed is given
 
   [faults]                        # applied at start, exactly like PUT /sim/v1/faults
@@ -141,7 +142,11 @@ def cmd_sim(args: argparse.Namespace) -> int:
                             scenario.erp_dialect if scenario is not None
                             and scenario.erp_dialect else "erpgw"),
                         netsuite_concurrency_limit=args.netsuite_concurrency_limit,
-                        netsuite_latency_ms=args.netsuite_latency_ms)
+                        netsuite_latency_ms=args.netsuite_latency_ms,
+                        billing_dialect=(args.billing_dialect
+                                         or (scenario.billing_dialect if scenario else None)
+                                         or "erpgw"),
+                        stripe_secret_key=args.stripe_secret_key)
     try:
         sim.create_app(cfg)  # validate the settings before anything listens
     except ValueError as exc:
@@ -330,6 +335,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                          "the gateway's; a deal run may name another)")
     sm.add_argument("--partner-webhook-secret", default="whsec_partner_demo",
                     help="deal webhook signing secret (default whsec_partner_demo)")
+    sm.add_argument("--billing-dialect", choices=["erpgw", "stripe"], default=None,
+                    help="the billing platform's wire format: erpgw (its own, the default) or "
+                         "stripe (Stripe-shaped events signed with Stripe-Signature, and "
+                         "Stripe's /v1/events and /v1/invoices lists); default: the "
+                         "scenario's, else erpgw")
+    sm.add_argument("--stripe-secret-key", default="sk_test_erpgw_demo", metavar="KEY",
+                    help="the bearer key Stripe's list APIs accept (default sk_test_erpgw_demo)")
     sm.add_argument("--seed", type=int, default=None,
                     help="seed for invoices and faults (default: the scenario's, else 7)")
     sm.add_argument("--concurrency", type=int, default=32,

@@ -25,9 +25,12 @@ from contracts import (
     Envelope,
     InvoiceIssued,
     InvoiceIssuedV2,
+    InvoiceIssuedV3,
     InvoiceLine,
+    InvoiceLineV3,
     JournalEntryPosted,
     JournalLine,
+    LineTax,
     Money,
     OneTimeTerms,
     OrderBooked,
@@ -111,6 +114,35 @@ def invoices(draw: st.DrawFn, v2: bool = False) -> InvoiceIssued | InvoiceIssued
                 rate_bp=draw(opt(rates)), taxable_amount=draw(small), amount=p)
         for p in parts)
     return InvoiceIssuedV2(**common, tax_lines=tax_lines)
+
+
+@st.composite
+def invoices_v3(draw: st.DrawFn) -> InvoiceIssuedV3:
+    """Real-platform invoices: any pricing, signed lines, discounts, taxes per jurisdiction."""
+    lines = []
+    for i in range(draw(st.integers(1, 6))):
+        amount = draw(st.integers(-10**6, 10**7))
+        discount = draw(st.integers(0, max(0, amount))) if draw(st.booleans()) else 0
+        taxes = tuple(
+            LineTax(jurisdiction=draw(st.sampled_from(["DE", "US-CA", "US-NY", "JP", "BH"])),
+                    kind=draw(st.sampled_from(["vat", "gst", "sales", "other"])),
+                    rate_bp=draw(opt(rates)), inclusive=draw(st.booleans()),
+                    taxable_amount=amount - discount,
+                    amount=(amount - discount) * draw(st.integers(0, 2500)) // 10_000)
+            for _ in range(draw(st.integers(0, 3))))
+        lines.append(InvoiceLineV3(line_id=f"il_{i}", product_id=draw(ids),
+                                   quantity=draw(quantities), amount=amount,
+                                   discount_amount=discount, taxes=taxes,
+                                   proration=amount < 0))
+    start, end = draw(date_range())
+    sub = sum(x.amount for x in lines)
+    disc = sum(x.discount_amount for x in lines)
+    return InvoiceIssuedV3(
+        invoice_id=draw(ids), number=draw(texts), customer_id=draw(ids),
+        currency=draw(currencies), issued_at=draw(instants), period_start=start,
+        period_end=end, lines=tuple(lines), subtotal=sub, discount=disc,
+        tax=sum(t.amount for x in lines for t in x.taxes),
+        total=sub - disc + sum(x.exclusive_tax for x in lines))
 
 
 @st.composite
@@ -317,6 +349,7 @@ PAYLOADS: dict[str, st.SearchStrategy[Any]] = {
         note=texts),
     "invoice.issued.v1": invoices(),
     "invoice.issued.v2": invoices(v2=True),
+    "invoice.issued.v3": invoices_v3(),
     "credit_memo.issued.v1": credit_memos(),
     "payment.received.v1": payments(),
     "erp.journal.post.v1": journal_entries(),

@@ -19,6 +19,8 @@ from contracts import (
     JsonCodec,
     MsgpackCodec,
     contract_error,
+    from_decimal,
+    to_decimal,
 )
 
 from .samples import SAMPLES, as_doc, envelope_of, set_path
@@ -182,12 +184,21 @@ CONSTRUCT_CASES: list[tuple[str, Callable[[], Any], str, str]] = [
      "credit_memo.non_positive_total", "$.total"),
     ("invoice v2", lambda: replace(S["invoice.issued.v2"], tax_lines=()),
      "invoice.tax_breakdown_mismatch", "$.tax_lines"),
+    ("invoice v3", lambda: replace(S["invoice.issued.v3"], discount=1000),
+     "invoice.discount_mismatch", "$.discount"),
+    ("invoice v3", lambda: replace(S["invoice.issued.v3"], total=12000),
+     "invoice.total_mismatch", "$.total"),
     ("invoice v1", lambda: replace(S["invoice.issued.v1"], currency="XXX"),
      "money.unknown_currency", "$.currency"),
     ("commission", lambda: replace(S["partner.commission.accrued.v1"], rate_bp=1000),
      "commission.amount_mismatch", "$.amount"),
     ("journal line", lambda: replace(S["erp.journal.post.v1"].lines[0], debit=-5),
      "amount.negative", "$.debit"),
+    # A vendor's decimal amounts (NetSuite) to and from minor units, exactly.
+    ("to decimal", lambda: to_decimal(1.5, "USD"), "money.not_minor_units", "$"),  # type: ignore[arg-type]
+    ("from decimal", lambda: from_decimal(1.5, "USD"), "money.not_decimal", "$"),  # type: ignore[arg-type]
+    ("from decimal", lambda: from_decimal("NaN", "USD"), "money.not_decimal", "$"),
+    ("from decimal", lambda: from_decimal("1.005", "USD"), "money.inexact", "$"),
 ]
 
 
