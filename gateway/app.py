@@ -37,6 +37,7 @@ from actors.deadletter import DeadLetterSink
 from actors.erp import ErpPoster
 from actors.guard import PlatformGuard
 from actors.infra import HttpClient, Ledger, NatsBus
+from actors.infra.http import request_observer
 from actors.limits import CrashOnce, LimiterHub, RateLimiterActor
 from actors.monitor import LaneWatch, MetricsPublisher, Monitor, events_flushed, instance_id
 from actors.partner import PARTNER_ROUTES
@@ -263,7 +264,10 @@ async def _run_tree(cfg: Config, bus: NatsBus, subjects: Subjects, ledger: Ledge
         posting_child="erp-journal", breakers=[breaker, revenue_breaker, usage_breaker],
         limiters=limits.accounts, sla=cfg.sla, tree=snapshot, ingress_child="billing-ingress",
         revenue_child=REVENUE_CONSUMER if cfg.revenue.enabled else None)
+    # Every platform request is observed: these clients, and those the actors make themselves
+    # (deal saga, subscription sync, sync lane), which start with this context's observer.
     monitor.watch_http(erp_http, billing_http, revenue_http, usage_http, partner_http)
+    request_observer.set(monitor.exposition.observe_request)
 
     def on_event(ev: SupervisorEvent) -> None:
         _log_event(ev)

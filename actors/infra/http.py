@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 import aiohttp
@@ -24,10 +25,14 @@ import aiohttp
 from contracts import Permanent, Retryable
 
 __all__ = ["Ambiguous", "HttpClient", "HttpResponse", "PlatformRejected", "PlatformUnavailable",
-           "RequestObserver"]
+           "RequestObserver", "request_observer"]
 
 # (platform, method, path, status or "timeout"/"connection_error", seconds): one request.
 RequestObserver = Callable[[str, str, str, str, float], None]
+# The observer a client made in this context starts with: the process wiring sets it before
+# the actors start, so the clients they make for themselves are observed too.
+request_observer: ContextVar[RequestObserver | None] = ContextVar("erpgw_request_observer",
+                                                                  default=None)
 
 
 class PlatformUnavailable(Retryable):
@@ -75,7 +80,7 @@ class HttpClient:
         self._session: aiohttp.ClientSession | None = None
         self.platform = platform
         # Told of every request once it is answered or failed (monitoring); never raises.
-        self.observer: RequestObserver | None = None
+        self.observer: RequestObserver | None = request_observer.get()
 
     async def __aenter__(self) -> HttpClient:
         self._session = aiohttp.ClientSession(

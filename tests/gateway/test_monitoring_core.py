@@ -418,3 +418,28 @@ def test_worker_stats_read_typed_and_a_wrong_type_is_reported(
     with caplog.at_level("WARNING", logger="erpgw.stats"):
         assert WorkerStats.of({"name": "odd", "processed": "many"}) == WorkerStats()
     assert "processed" in caplog.text
+
+
+async def test_clients_made_later_in_the_context_are_observed() -> None:
+    import anyio
+
+    from actors.infra import HttpClient
+    from actors.infra.http import request_observer
+
+    seen: list[str] = []
+    made: dict[str, HttpClient] = {}
+
+    async def actor() -> None:  # an actor that makes its own client, in a task of the tree
+        made["inside"] = HttpClient("http://cpq.invalid", platform="cpq")
+
+    async def gateway() -> None:
+        request_observer.set(lambda platform, *_: seen.append(platform))
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(actor)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(gateway)
+    outside = HttpClient("http://cpq.invalid", platform="cpq")
+    assert made["inside"].observer is not None and outside.observer is None
+    made["inside"].observer("cpq", "POST", "/cpq/v1/price", "200", 0.01)
+    assert seen == ["cpq"]
