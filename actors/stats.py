@@ -1,7 +1,8 @@
-"""Small pure helpers for statistics that actors report."""
+"""Helpers for the statistics that actors report: percentiles, and the typed worker counters."""
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -9,6 +10,9 @@ from typing import Any
 import msgspec
 
 __all__ = ["WorkerStats", "percentiles"]
+
+log = logging.getLogger("erpgw.stats")
+_warned: set[str] = set()
 
 
 def percentiles(values: Iterable[float], qs: tuple[float, ...] = (50, 95, 99)) -> dict[str, float]:
@@ -48,5 +52,9 @@ class WorkerStats(msgspec.Struct, kw_only=True):
         when they are not a worker's."""
         try:
             return msgspec.convert(statistics, cls)
-        except msgspec.ValidationError:
+        except msgspec.ValidationError as exc:
+            if str(exc) not in _warned:  # loud once: a counter of the wrong type reads as 0
+                _warned.add(str(exc))
+                log.warning("worker statistics of %r do not read as WorkerStats: %s",
+                            statistics.get("name"), exc)
             return cls()

@@ -341,8 +341,8 @@ async def _run_tree(cfg: Config, bus: NatsBus, subjects: Subjects, ledger: Ledge
     # statistics, the DLQ sinks, the breaker's transitions and the supervisor's events (queued,
     # so the supervisor never waits), and serves GET /metrics on the webhook port.
     # A LaneWatch is a pipeline (what its last consumer settles has left the lane), so the
-    # billing lane is watched along the ERP half; the revenue half is a parallel branch of the
-    # same events and reports through its actor's statistics (in the metrics' actor tree).
+    # billing lane is watched along the ERP half; the revenue half, credit memos, payments and
+    # commissions are branches (parallel readers of the same events): reported, not "out".
     branches = (REVENUE_CONSUMER, CREDIT_CONSUMER, PAYMENT_CONSUMER, COMMISSION_CONSUMER)
     monitor = Monitor(
         lanes=[LaneWatch("billing", intake=("billing-ingress", "accepted"), consumers=tuple(

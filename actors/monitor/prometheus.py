@@ -272,7 +272,8 @@ def _kpi_families(k: Mapping[str, Any]) -> Iterator[Metric | None]:
                   [([], rec.get("incidents"))])
     yield _family(g, "erpgw_failure_recovery_seconds",
                   "Failure recovery time: last and longest recovery, and the outage going on.",
-                  ["stat"], [([s], rec.get(f"{s}_s")) for s in ("last", "max", "ongoing")])
+                  ["stat"], [([s], rec.get(f"{s}_s")) for s in ("last", "max")]
+                  + [(["ongoing"], rec.get("ongoing_s") or 0.0)])  # 0: no outage going on
     yield _family(g, "erpgw_revenue_event_accuracy",
                   "Revenue lines uploaded exactly once / lines that should have been.", [],
                   [([], k.get("revenue_event_accuracy"))])

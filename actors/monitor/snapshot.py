@@ -491,14 +491,15 @@ class Monitor:
         return doc
 
     def _breaker(self, b: CircuitBreaker, now: float) -> dict[str, Any]:
-        s = b.statistics()
-        return {"state": s["state"], "retry_in_s": round(b.retry_in(now), 3)
-                if math.isfinite(b.retry_in(now)) else None,
-                "consecutive_failures": s["consecutive_failures"],
-                "failure_ratio": round(_num(s["failure_ratio"]), 4),
-                "trips": s["trips"], "reopens": s["reopens"], "closes": s["closes"],
-                "successes": s["successes"], "failures": s["failures"],
-                "rejections": s["rejections"], "refused": s["refused"]}
+        s = b.stats()
+        retry_in = b.retry_in(now)
+        return {"state": s.state,
+                "retry_in_s": round(retry_in, 3) if math.isfinite(retry_in) else None,
+                "consecutive_failures": s.consecutive_failures,
+                "failure_ratio": round(s.failure_ratio, 4),
+                "trips": s.trips, "reopens": s.reopens, "closes": s.closes,
+                "successes": s.successes, "failures": s.failures,
+                "rejections": s.rejections, "refused": s.refused}
 
     def _limiter(self, lim: Limiter, now: float) -> dict[str, Any]:
         s = lim.statistics()

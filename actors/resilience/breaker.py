@@ -62,6 +62,7 @@ __all__ = [
     "BreakerConfig",
     "BreakerEvent",
     "BreakerState",
+    "BreakerStats",
     "BreakerTransitionError",
     "CircuitBreaker",
     "Transition",
@@ -73,6 +74,34 @@ class BreakerState(enum.StrEnum):
     CLOSED = "closed"
     OPEN = "open"
     HALF_OPEN = "half_open"
+
+
+class BreakerStats(msgspec.Struct, kw_only=True, frozen=True):
+    """A breaker's ``statistics()``, typed: readers use the attributes, so renaming a counter
+    is a type error rather than a figure silently missing."""
+
+    name: str
+    state: str  # a BreakerState value
+    next_probe_at: float | None
+    consecutive_failures: int
+    window_calls: int
+    window_failures: int
+    failure_ratio: float
+    probes_in_flight: int
+    open_for: float
+    reopen_level: int
+    transitions_pending: int
+    transitions_dropped: int
+    allowed: int  # calls let through
+    refused: int  # calls refused while open
+    successes: int
+    rejections: int  # business refusals (4xx): never open the breaker
+    failures: int  # platform faults
+    released: int
+    late: int
+    trips: int  # closed -> open
+    reopens: int  # half_open -> open
+    closes: int  # half_open -> closed
 
 
 class BreakerEvent(enum.StrEnum):
@@ -264,24 +293,25 @@ class CircuitBreaker:
             return max(0.0, self._open_until - now)
         return 0.0 if self._probes < self._config.probes else math.inf
 
-    def statistics(self) -> dict[str, object]:
-        """A JSON-ready snapshot for health and monitoring. Raises nothing."""
+    def stats(self) -> BreakerStats:
+        """A typed snapshot for health and monitoring. Raises nothing."""
         calls = len(self._window)
-        return {
-            "name": self._name,
-            "state": self._state.value,
-            "next_probe_at": self._open_until,
-            "consecutive_failures": self._consecutive,
-            "window_calls": calls,
-            "window_failures": self._window_failures,
-            "failure_ratio": self._window_failures / calls if calls else 0.0,
-            "probes_in_flight": self._probes,
-            "open_for": self._opened_for,
-            "reopen_level": self._reopens,
-            "transitions_pending": len(self._pending),
-            "transitions_dropped": self._dropped,
-            **self._counts,
-        }
+        c = self._counts
+        return BreakerStats(
+            name=self._name, state=self._state.value, next_probe_at=self._open_until,
+            consecutive_failures=self._consecutive, window_calls=calls,
+            window_failures=self._window_failures,
+            failure_ratio=self._window_failures / calls if calls else 0.0,
+            probes_in_flight=self._probes, open_for=self._opened_for,
+            reopen_level=self._reopens, transitions_pending=len(self._pending),
+            transitions_dropped=self._dropped, allowed=c["allowed"], refused=c["refused"],
+            successes=c["successes"], rejections=c["rejections"], failures=c["failures"],
+            released=c["released"], late=c["late"], trips=c["trips"], reopens=c["reopens"],
+            closes=c["closes"])
+
+    def statistics(self) -> dict[str, object]:
+        """``stats()`` as JSON-ready data for health and monitoring. Raises nothing."""
+        return msgspec.structs.asdict(self.stats())
 
     # -- the call protocol -----------------------------------------------------------------
 

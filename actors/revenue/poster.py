@@ -385,6 +385,7 @@ class RevenuePoster(BatchWorker):
                     match self.decide(d, it.retry):
                         case Retry(delay=delay):
                             await d.nak(delay=delay)
+                            self.retried += 1
                         case DeadLetter() as verdict:
                             self.dead_lettered_lines += unsent
                             unsent = 0  # once per invoice, whatever its deliveries

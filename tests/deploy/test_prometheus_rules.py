@@ -5,6 +5,7 @@ its ``for:``). promtool comes from Debian's ``prometheus`` package, installed he
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -17,6 +18,8 @@ import yaml
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "prometheus"
 RULES = DEPLOY / "alerts.yml"
+DASHBOARD = DEPLOY.parent / "grafana" / "erpgw.json"
+_METRIC = re.compile(r"\b(erpgw_[a-z0-9_]+|process_[a-z0-9_]+)\b")
 
 
 def rule_metrics(path: Path = RULES) -> set[str]:
@@ -25,7 +28,19 @@ def rule_metrics(path: Path = RULES) -> set[str]:
     names: set[str] = set()
     for group in doc["groups"]:
         for rule in group["rules"]:
-            names |= set(re.findall(r"\b(erpgw_[a-z0-9_]+|process_[a-z0-9_]+)\b", rule["expr"]))
+            names |= set(_METRIC.findall(rule["expr"]))
+    return names
+
+
+def dashboard_metrics(path: Path = DASHBOARD) -> set[str]:
+    """Every metric name of ours a query of the Grafana dashboard uses."""
+    doc: dict[str, Any] = json.loads(path.read_text())
+    names: set[str] = set()
+    for panel in doc["panels"]:
+        for target in panel.get("targets", []):
+            names |= set(_METRIC.findall(target["expr"]))
+    for var in doc.get("templating", {}).get("list", []):
+        names |= set(_METRIC.findall(str(var.get("query", ""))))
     return names
 
 
@@ -75,7 +90,22 @@ def test_the_alerts_fire_when_they_should(promtool: str) -> None:
     assert "SUCCESS" in r.stdout
 
 
-def test_the_rules_name_our_metrics() -> None:
+def test_the_rules_and_the_dashboard_name_our_metrics() -> None:
     names = rule_metrics()
     assert {"erpgw_breaker_state", "erpgw_dead_letters_total",
             "erpgw_invoice_posting_latency_seconds_bucket", "erpgw_webhooks_total"} <= names
+    board = dashboard_metrics()
+    assert {"erpgw_lane_out_total", "erpgw_invoice_posting_latency_seconds_bucket",
+            "erpgw_consumer_pending", "erpgw_breaker_state", "erpgw_dlq_unresolved",
+            "erpgw_sla_value"} <= board
+
+
+def test_the_dashboard_is_importable_grafana_json() -> None:
+    doc = json.loads(DASHBOARD.read_text())
+    assert doc["uid"] and doc["title"] == "erpgw" and doc["schemaVersion"] >= 36
+    ids = [p["id"] for p in doc["panels"]]
+    assert len(ids) == len(set(ids))  # Grafana keys panels by id
+    for panel in doc["panels"]:
+        assert panel["targets"] and all(t["expr"] and t["refId"] for t in panel["targets"])
+        pos = panel["gridPos"]
+        assert pos["x"] + pos["w"] <= 24  # the grid is 24 columns wide

@@ -403,3 +403,18 @@ def test_event_lines() -> None:
         "erp-journal failed (restarts 1): boom"
     assert describe_event({"kind": "recon", "subject": "s", "at": 1, "break": "missing"}) == \
         '{"break":"missing"}'
+
+
+def test_worker_stats_read_typed_and_a_wrong_type_is_reported(
+        caplog: pytest.LogCaptureFixture) -> None:
+    from actors.stats import WorkerStats
+
+    good = {"name": "erp-journal", "consumer": f"{S}/erp-journal", "processed": 7,
+            "failed": 1, "retried": 2, "in_flight": 0, "batches": 3, "last_error": None,
+            "posted": 7, "latency_ms": {"p50": 1.0}}  # a subclass's extra keys are ignored
+    assert WorkerStats.of(good) == WorkerStats(name="erp-journal", consumer=f"{S}/erp-journal",
+                                               processed=7, failed=1, retried=2, batches=3)
+    assert msgspec.structs.asdict(WorkerStats.of(good)).keys() <= good.keys()
+    with caplog.at_level("WARNING", logger="erpgw.stats"):
+        assert WorkerStats.of({"name": "odd", "processed": "many"}) == WorkerStats()
+    assert "processed" in caplog.text
