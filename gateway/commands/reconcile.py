@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -67,7 +67,8 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
                     grace_s=args.grace, repair=args.repair,
                     revenue=revenue if "revenue" in legs else None, ledger=ledger,
                     partner=partner if "payables" in legs else None,
-                    accounts=msgspec.structs.asdict(cfg.accounts) if "gl" in legs else None)
+                    accounts=msgspec.structs.asdict(cfg.accounts) if "gl" in legs else None,
+                    billing_read=_stripe_read(cfg, billing))
         finally:
             if ledger is not None:
                 await ledger.close()
@@ -136,6 +137,18 @@ def _print_table(args: argparse.Namespace, result: RunResult, ov: Overview) -> N
     if ov.revenue_event_accuracy is not None:
         print(f"  revenue event accuracy: {ov.revenue_event_accuracy:.4%} "
               "(invoices revenue-matched / checked)")
+
+
+def _stripe_read(cfg: Any, billing: Any) -> Any:
+    """With ``billing.dialect = "stripe"``: billing read from Stripe's events (else None)."""
+    if cfg.billing.dialect != "stripe":
+        return None
+    import functools
+
+    from actors.platforms.billing.stripe import StripeReader, read_billing_stripe
+
+    return functools.partial(read_billing_stripe, StripeReader(
+        billing, cfg.billing.stripe_secret_key, api_version=cfg.billing.stripe_api_version))
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
