@@ -46,6 +46,7 @@ from actors.platforms.erp import JournalClient, NetSuiteQuery, build_journal_cli
 from actors.platforms.partner import partner_source
 from actors.reconcile import Reconciler
 from actors.reconcile.matching import ErpPosting
+from actors.reconcile.runner import BillingReadFn
 from actors.reconcile.stripe import read_billing_stripe
 from actors.resilience import Transition
 from actors.revenue import RevenuePoster
@@ -62,7 +63,7 @@ from .config import Config
 from .credentials import platform_credentials
 
 __all__ = ["CONSUMERS", "REVENUE_CONSUMER", "erp_journal_client", "erp_postings_reader",
-           "platform_specs", "provision", "run_gateway"]
+           "platform_specs", "provision", "run_gateway", "stripe_billing_read"]
 
 log = logging.getLogger("erpgw.gateway")
 
@@ -166,6 +167,15 @@ async def _signals(tree: Supervisor, scope: anyio.CancelScope) -> None:
                 log.warning("second signal: stopping now; unacked work will be redelivered")
                 tree.stop_now()  # the tree's stop is shielded: cancel its children now
                 scope.cancel()
+
+
+def stripe_billing_read(cfg: Config, billing: Platform) -> BillingReadFn | None:
+    """The reconciler's read of billing in Stripe's dialect (``GET /v1/events`` through the
+    billing platform's budgeted reader); ``None`` (billing's own event list) otherwise."""
+    if cfg.billing.dialect != "stripe":
+        return None
+    return functools.partial(read_billing_stripe, StripeReader(
+        billing.reader(), api_version=cfg.billing.stripe_api_version))
 
 
 def erp_postings_reader(cfg: Config, erp: Platform
@@ -502,9 +512,7 @@ async def _run_tree(cfg: Config, bus: NatsBus, subjects: Subjects, ledger: Ledge
             # Its reads take permits of the same account budgets as the adapters' writes.
             "reconciler", bus=bus, subjects=subjects,
             billing=platforms.billing.reader(), erp=platforms.erp.reader(),
-            billing_read=(functools.partial(read_billing_stripe, StripeReader(
-                platforms.billing.reader(), api_version=cfg.billing.stripe_api_version))
-                if cfg.billing.dialect == "stripe" else None),
+            billing_read=stripe_billing_read(cfg, platforms.billing),
             interval_s=cfg.reconcile.interval_s, grace_s=cfg.reconcile.grace_s,
             repair=cfg.reconcile.repair,
             revenue=platforms.revenue.reader() if "revenue" in legs else None,

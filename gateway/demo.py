@@ -25,6 +25,8 @@ from typing import Any
 import anyio
 import msgspec
 
+import sim
+
 from .deal_demo import changes_ok, deals_ok, run_changes, run_deals
 from .drills import Driller
 from .money_demo import money_figures, money_ok, wait_money
@@ -408,6 +410,10 @@ async def run_demo(opts: DemoOptions) -> bool:
         # The simulator sends Stripe's webhooks (Stripe-Signature) and the gateway reads them.
         stack.sim_args = (*stack.sim_args, "--billing-dialect", "stripe")
         stack.gateway_env["ERPGW_BILLING_DIALECT"] = "stripe"
+        # The reconciler reads Stripe's lists with the simulator's test key (loopback only).
+        stack.gateway_env["ERPGW_DEMO_STRIPE_KEY"] = sim.SimConfig().stripe_secret_key
+        stack.gateway_toml += ('\n[billing.auth]\ntype = "bearer"\n'
+                               'token_env = "ERPGW_DEMO_STRIPE_KEY"\n')
         dropped = sorted(opts.flows & {"deals", "changes"})
         if dropped:
             # The simulator's subscription webhooks (flows 1 and 5) are in its own dialect only.

@@ -1065,10 +1065,10 @@ class BillingService:
 
     def _stripe_list(self, request: web.Request, which: str) -> web.Response:
         try:
+            check_key(request, self._config.stripe_secret_key)
             if not self._stripe:
                 raise SimHTTPError(404, "resource_missing",
                                    "Stripe's API is served only with --billing-dialect stripe")
-            check_key(request, self._config.stripe_secret_key)
             log = self._current().stripe_log
             body = (log.list_events(request.query) if which == "events"
                     else log.list_invoices(request.query))

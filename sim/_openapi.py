@@ -646,7 +646,42 @@ def _revenue_reports() -> dict[str, Any]:
     }
 
 
+def _stripe_lists() -> dict[str, Any]:
+    """Stripe's list APIs, served with ``--billing-dialect stripe`` (docs/simulator.md)."""
+    error = {"description": "Stripe's error body", "content": {"application/json": {
+        "schema": {"type": "object", "required": ["error"], "properties": {"error": {
+            "type": "object", "properties": {k: {"type": "string"} for k in
+                                             ("type", "code", "message", "param")}}}}}}}
+    auth = {"name": "Authorization", "in": "header", "required": True,
+            "schema": {"type": "string", "pattern": "^Bearer sk_(test|live)_"},
+            "description": "Bearer <the secret key>"}
+    page = [_query("limit", {"type": "integer", "minimum": 1, "maximum": 100}, False,
+                   "page size (default 10)"),
+            _query("starting_after", {"type": "string"}, False,
+                   "the id of the last object of the previous page")]
+    listed = {"description": "a page, newest first", "content": {"application/json": {
+        "schema": {"type": "object", "required": ["object", "data", "has_more"],
+                   "properties": {"object": {"const": "list"},
+                                  "data": {"type": "array", "items": {"type": "object"}},
+                                  "has_more": {"type": "boolean"},
+                                  "url": {"type": "string"}}}}}}
+
+    def op(op_id: str, summary: str, extra: dict[str, Any]) -> dict[str, Any]:
+        return {"get": {"operationId": op_id, "summary": summary,
+                        "parameters": [auth, *page, extra],
+                        "responses": {"200": listed, "400": error, "401": error,
+                                      "404": error, **_errors(*_FAULTS)}}}
+
+    return {
+        "/v1/events": op("stripeListEvents", "Stripe's events, newest first",
+                         _query("type", {"type": "string"}, False, "only this event type")),
+        "/v1/invoices": op("stripeListInvoices", "Stripe's invoices, newest first",
+                           _query("status", {"type": "string"}, False, "only this status")),
+    }
+
+
 _REPORTS = {"revenue": _revenue_reports}
+_STRIPE = {"billing": _stripe_lists}
 
 
 _PATHS = {"billing": _billing, "erp": _erp, "revenue": _revenue, "cpq": _cpq,
@@ -674,6 +709,7 @@ def document(service: str = "all") -> dict[str, Any]:
         paths.update(_FLOW1.get(name, dict)())
         paths.update(_CUSTOMERS.get(name, dict)())
         paths.update(_REPORTS.get(name, dict)())
+        paths.update(_STRIPE.get(name, dict)())
     return {
         "openapi": "3.1.0",
         "info": {"title": _TITLES[service], "version": "1.0.0",

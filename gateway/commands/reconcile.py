@@ -42,7 +42,7 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
     from actors.reconcile import EXPLAINED_KINDS, run_once, summary
     from contracts import Subjects
 
-    from ..app import erp_postings_reader, platform_specs
+    from ..app import erp_postings_reader, platform_specs, stripe_billing_read
     from ..config import load_config
 
     cfg = load_config(args.config, overrides={"data_dir": str(args.data_dir)}
@@ -73,7 +73,8 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
                     partner=p.partner.reader() if "payables" in legs else None,
                     accounts=msgspec.structs.asdict(cfg.accounts) if "gl" in legs else None,
                     # netsuite: the journal entries through SuiteQL, signed like the poster
-                    postings=erp_postings_reader(cfg, p.erp))
+                    postings=erp_postings_reader(cfg, p.erp),
+                    billing_read=stripe_billing_read(cfg, p.billing))
         finally:
             if ledger is not None:
                 await ledger.close()
