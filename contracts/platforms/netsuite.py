@@ -6,7 +6,10 @@ Record service, journal entries (``/services/rest/record/v1/journalEntry``):
 - upsert by external id: ``PUT /services/rest/record/v1/journalEntry/eid:<externalId>`` with
   a ``JournalEntryRecord`` body and header ``X-NetSuite-Idempotency-Key: <uuid>``; success is
   ``204 No Content`` whether the record was created or updated (a ``Location`` header names
-  the record). The same idempotency key again gets the same answer and changes nothing;
+  the record). The upsert by external id makes a repeat harmless; the idempotency key is
+  NetSuite's de-duplication of asynchronous requests (``Prefer: respond-async``: a repeat
+  answers ``400 IDEMPOTENCY_ERROR`` with the first job's ``Location``), sent on every upsert
+  so that an asynchronous mode can rely on it; the simulator replays the first answer;
 - read: ``GET /services/rest/record/v1/journalEntry/eid:<externalId>`` answers 200 with the
   record (``id`` added) or 404;
 - references (``subsidiary``, ``currency``, ``account``) are objects ``{"id": "…"}`` (internal

@@ -22,9 +22,10 @@ Answers, per entry:
 - ``5xx``, timeouts, connection errors, the breaker open: the batch is not durable; the
   remaining entries are not started and the call raises that error (the poster naks the batch).
 
-Created or replayed: NetSuite answers an upsert ``204`` either way, and ``X-NetSuite-
-Idempotency-Key`` (a UUID derived from the posting's idempotency key) only makes a repeat of
-the same request harmless; it does not say "replayed". So an entry whose delivery may have
+Created or replayed: NetSuite answers an upsert ``204`` either way; the upsert by external id
+makes a repeat harmless, and ``X-NetSuite-Idempotency-Key`` (a UUID derived from the posting's
+idempotency key; NetSuite de-duplicates asynchronous requests by it) does not say "replayed"
+for a synchronous request. So an entry whose delivery may have
 reached NetSuite before (the poster passes its key in ``redelivered``) is first read back
 (``GET .../eid:<externalId>``): found with the same amounts, it is ``replayed`` and not sent
 again; found with other amounts, it is ``rejected`` ``DUPLICATE_EXTERNAL_ID`` (a posted entry
