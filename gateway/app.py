@@ -190,7 +190,7 @@ def erp_journal_client(cfg: Config, *, environ: Mapping[str, str] | None = None,
     return lambda guard: build_journal_client(
         erp.dialect, guard, auth=creds, concurrency=erp.concurrency,
         subsidiary=erp.subsidiary or None, currency_ids=erp.currency_ids,
-        account_ids=erp.account_ids)
+        account_ids=erp.account_ids, async_requests=erp.async_requests)
 
 
 def erp_postings_reader(cfg: Config, http: HttpClient, limiter: Limiter | None, auth: Auth

@@ -15,7 +15,8 @@ payload (SSRF), and refuses any path that is not relative to its base.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 import aiohttp
 
@@ -37,16 +38,19 @@ class Ambiguous(Retryable):
 class PlatformRejected(Permanent):
     code = "http.rejected"
 
-    def __init__(self, message: str, *, status: int, body: str, code: str | None = None) -> None:
+    def __init__(self, message: str, *, status: int, body: str, code: str | None = None,
+                 headers: Mapping[str, str] | None = None) -> None:
         super().__init__(message, code=code)
         self.status = status
         self.body = body
+        self.headers: Mapping[str, str] = headers or {}
 
 
 @dataclass(frozen=True, slots=True)
 class HttpResponse:
     status: int
     body: bytes
+    headers: Mapping[str, str] = field(default_factory=dict)  # e.g. a 202's Location
 
 
 def _retry_after(value: str | None) -> float | None:
@@ -109,6 +113,7 @@ class HttpClient:
                 data = await resp.read()
                 status = resp.status
                 retry_after = _retry_after(resp.headers.get("Retry-After"))
+                location = resp.headers.get("Location")
         except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
             raise Ambiguous(f"{self.platform}: no answer within {self._timeout.total} s "
                             "(the write may have happened)") from exc
@@ -119,8 +124,9 @@ class HttpClient:
                                       code="http.connection") from exc
         except aiohttp.ClientError as exc:
             raise PlatformUnavailable(f"{self.platform}: {exc!r}") from exc
+        kept = {"Location": location} if location else {}
         if 200 <= status < 300:
-            return HttpResponse(status, data)
+            return HttpResponse(status, data, kept)
         text = data[:2000].decode(errors="replace")
         if status == 429:
             raise PlatformUnavailable(f"{self.platform}: rate limited (429)",
@@ -129,4 +135,4 @@ class HttpClient:
             raise PlatformUnavailable(f"{self.platform}: server error {status}",
                                       code="http.server_error", retry_after=retry_after)
         raise PlatformRejected(f"{self.platform}: request rejected with {status}",
-                               status=status, body=text)
+                               status=status, body=text, headers=kept)

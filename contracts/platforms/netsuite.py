@@ -39,7 +39,9 @@ import msgspec
 from .._money import from_decimal, to_decimal
 
 __all__ = [
+    "ASYNC_JOB_PATH",
     "CONCURRENCY_LIMIT_EXCEEDED",
+    "IDEMPOTENCY_ERROR",
     "IDEMPOTENCY_HEADER",
     "INVALID_LOGIN",
     "JOURNAL_PATH",
@@ -62,6 +64,9 @@ __all__ = [
 
 JOURNAL_PATH = "/services/rest/record/v1/journalEntry"
 SUITEQL_PATH = "/services/rest/query/v1/suiteql"
+ASYNC_JOB_PATH = "/services/rest/async/v1/job"
+# o:errorCode of an asynchronous request repeating an idempotency key (Location: its job).
+IDEMPOTENCY_ERROR = "IDEMPOTENCY_ERROR"
 IDEMPOTENCY_HEADER = "X-NetSuite-Idempotency-Key"
 
 # o:errorCode of the account's concurrency governance (429), current and older forms.
@@ -145,6 +150,23 @@ class ErrorBody(msgspec.Struct, frozen=True, omit_defaults=True):
     @property
     def message(self) -> str:
         return self.details[0].detail if self.details else self.title
+
+
+class AsyncJob(msgspec.Struct, frozen=True):
+    """``GET /services/rest/async/v1/job/<id>``: ``progress`` is ``pending``, ``succeeded``
+    or ``failed``; the task list (``…/task``) names the task whose ``…/result`` is the answer
+    the synchronous request would have had."""
+
+    id: str
+    completed: bool
+    progress: str = ""
+
+
+class AsyncTasks(msgspec.Struct, frozen=True):
+    items: list[dict[str, Any]]
+
+
+__all__ += ["AsyncJob", "AsyncTasks"]
 
 
 class SuiteQlRequest(msgspec.Struct, frozen=True):
