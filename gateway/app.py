@@ -289,7 +289,7 @@ def erp_journal_client(cfg: Config) -> Callable[[PlatformGuard], JournalClient]:
     return lambda guard: build_journal_client(
         erp.dialect, guard, concurrency=erp.concurrency,
         subsidiary=erp.subsidiary or None, currency_ids=erp.currency_ids,
-        account_ids=erp.account_ids)
+        account_ids=erp.account_ids, async_requests=erp.async_requests)
 
 
 async def _run_tree(cfg: Config, bus: NatsBus, subjects: Subjects, ledger: Ledger,

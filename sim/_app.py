@@ -190,6 +190,10 @@ def create_app(config: SimConfig | None = None) -> web.Application:
         r.add_put(record, netsuite.route("journalEntry", netsuite.upsert))
         r.add_get(record, netsuite.route("journalEntry", netsuite.get))
         r.add_post("/services/rest/query/v1/suiteql", netsuite.route("suiteql", netsuite.suiteql))
+        job = "/services/rest/async/v1/job/{job}"
+        r.add_get(job, netsuite.route("async", netsuite.get_job))
+        r.add_get(job + "/task", netsuite.route("async", netsuite.get_tasks))
+        r.add_get(job + "/task/{task}/result", netsuite.route("async", netsuite.get_task_result))
     else:
         r.add_post("/erp/v1/journal-entries/bulk",
                    erp_route("journal-entries.bulk", erp.post_bulk))

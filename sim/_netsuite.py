@@ -5,6 +5,14 @@ Routes (``contracts.platforms.netsuite`` has the shapes):
 ``PUT  /services/rest/record/v1/journalEntry/eid:<externalId>``  upsert a journal entry: 204
 ``GET  /services/rest/record/v1/journalEntry/eid:<externalId>``  the record, or 404
 ``POST /services/rest/query/v1/suiteql?limit=&offset=``           SuiteQL over the journals
+``GET  /services/rest/async/v1/job/<id>`` (``/task``, ``/task/<id>/result``)  asynchronous jobs
+
+An upsert with ``Prefer: respond-async`` is answered ``202`` with ``Location:
+/services/rest/async/v1/job/<id>`` and ``Preference-Applied: respond-async``; the job is
+``pending`` for the request latency, then ``succeeded`` (or ``failed``) and its task's result is
+the answer the synchronous request would have had. An asynchronous request repeating an
+``X-NetSuite-Idempotency-Key`` is answered ``400 IDEMPOTENCY_ERROR`` with the first job's
+``Location`` (nothing is applied again).
 
 Every request, in this order:
 
@@ -39,6 +47,7 @@ from __future__ import annotations
 
 import random
 import re
+import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -111,6 +120,9 @@ class NetSuiteService:
         self._rng = random.Random(f"{seed}/netsuite/latency")
         self.records: dict[str, tuple[str, ns.JournalEntryRecord]] = {}  # eid -> (id, record)
         self._answers: OrderedDict[str, tuple[int, bytes]] = OrderedDict()
+        # asynchronous jobs: id -> (done at (monotonic), status, body); idempotency key -> id
+        self.jobs: dict[str, tuple[float, int, bytes]] = {}
+        self._job_keys: dict[str, str] = {}
         self.unauthorized = 0
         self.limited = 0
         self.max_in_flight = 0
@@ -118,6 +130,8 @@ class NetSuiteService:
     def reset(self) -> None:
         self.records.clear()
         self._answers.clear()
+        self.jobs.clear()
+        self._job_keys.clear()
         self.unauthorized = self.limited = self.max_in_flight = 0
 
     # -- the request path: auth, concurrency, latency, faults ---------------------------------
@@ -174,15 +188,68 @@ class NetSuiteService:
             except ValueError:
                 return error_response(400, "INVALID_HEADER",
                                       f"{ns.IDEMPOTENCY_HEADER} must be a UUID")
-            if key in self._answers:
-                status, body = self._answers[key]
-                return self._replay(status, body)
+        if "respond-async" in request.headers.get("Prefer", ""):
+            return await self._upsert_async(request, eid, key)
+        if key is not None and key in self._answers:
+            status, body = self._answers[key]
+            return self._replay(status, body)
         answer = self._upsert(eid, await request.read())
         if key is not None and answer.status < 500:
             self._answers[key] = (answer.status, bytes(answer.body or b""))  # type: ignore[arg-type]
             while len(self._answers) > 100_000:
                 self._answers.popitem(last=False)
         return answer
+
+    async def _upsert_async(self, request: web.Request, eid: str,
+                            key: str | None) -> web.Response:
+        applied = {"Preference-Applied": "respond-async"}
+        if key is not None and key in self._job_keys:
+            return error_response(
+                400, "IDEMPOTENCY_ERROR", "A request with the same idempotency key is already "
+                "submitted. See the Location header for the previously submitted job.",
+                headers={**applied, "Location": self._job_path(self._job_keys[key])})
+        answer = self._upsert(eid, await request.read())
+        job = str(len(self.jobs) + 1)
+        self.jobs[job] = (time.monotonic() + self.latency_s, answer.status,
+                          bytes(answer.body or b""))  # type: ignore[arg-type]
+        if key is not None:
+            self._job_keys[key] = job
+        return web.Response(status=202, headers={**applied, "Location": self._job_path(job)})
+
+    @staticmethod
+    def _job_path(job: str) -> str:
+        return f"{ns.ASYNC_JOB_PATH}/{job}"
+
+    def _job(self, request: web.Request) -> tuple[str, tuple[float, int, bytes]]:
+        job = request.match_info["job"]
+        found = self.jobs.get(job)
+        if found is None:
+            raise SimHTTPError(404, "not_found", f"job {job} was not found")
+        return job, found
+
+    async def get_job(self, request: web.Request) -> web.StreamResponse:
+        job, (done_at, status, _) = self._job(request)
+        done = time.monotonic() >= done_at
+        base = f"{request.scheme}://{request.host}{self._job_path(job)}"
+        return json_response({
+            "links": [{"rel": "self", "href": base}], "id": job, "completed": done,
+            "progress": ("succeeded" if status < 400 else "failed") if done else "pending",
+            "task": {"links": [{"rel": "self", "href": f"{base}/task"}]}})
+
+    async def get_tasks(self, request: web.Request) -> web.StreamResponse:
+        job, _ = self._job(request)
+        base = f"{request.scheme}://{request.host}{self._job_path(job)}/task"
+        return json_response({"links": [{"rel": "self", "href": base}], "count": 1,
+                              "hasMore": False, "offset": 0, "totalResults": 1,
+                              "items": [{"links": [{"rel": "self", "href": f"{base}/{job}"}]}]})
+
+    async def get_task_result(self, request: web.Request) -> web.StreamResponse:
+        job, (done_at, status, body) = self._job(request)
+        if request.match_info["task"] != job:
+            raise SimHTTPError(404, "not_found", "no such task")
+        if time.monotonic() < done_at:
+            return error_response(400, "INVALID_REQUEST", f"job {job} is not completed")
+        return self._replay(status, body)
 
     def _replay(self, status: int, body: bytes) -> web.Response:
         if status == 204:

@@ -20,8 +20,8 @@ token may be refreshed), so no request of that client can leave without them.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import aiohttp
@@ -54,16 +54,19 @@ class Ambiguous(Retryable):
 class PlatformRejected(Permanent):
     code = "http.rejected"
 
-    def __init__(self, message: str, *, status: int, body: str, code: str | None = None) -> None:
+    def __init__(self, message: str, *, status: int, body: str, code: str | None = None,
+                 headers: Mapping[str, str] | None = None) -> None:
         super().__init__(message, code=code)
         self.status = status
         self.body = body
+        self.headers: Mapping[str, str] = headers or {}
 
 
 @dataclass(frozen=True, slots=True)
 class HttpResponse:
     status: int
     body: bytes
+    headers: Mapping[str, str] = field(default_factory=dict)  # e.g. a 202's Location
 
 
 def _retry_after(value: str | None) -> float | None:
@@ -142,6 +145,7 @@ class HttpClient:
                 status = resp.status
                 outcome = str(status)
                 retry_after = _retry_after(resp.headers.get("Retry-After"))
+                location = resp.headers.get("Location")
         except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
             outcome = "timeout"
             raise Ambiguous(f"{self.platform}: no answer within {self._timeout.total} s "
@@ -161,8 +165,9 @@ class HttpClient:
             if self.observer is not None and outcome is not None:
                 self.observer(self.platform, method, path, outcome,
                               time.monotonic() - started)
+        kept = {"Location": location} if location else {}
         if 200 <= status < 300:
-            return HttpResponse(status, data)
+            return HttpResponse(status, data, kept)
         text = data[:2000].decode(errors="replace")
         if status == 429:
             raise PlatformUnavailable(f"{self.platform}: rate limited (429)",
@@ -171,4 +176,4 @@ class HttpClient:
             raise PlatformUnavailable(f"{self.platform}: server error {status}",
                                       code="http.server_error", retry_after=retry_after)
         raise PlatformRejected(f"{self.platform}: request rejected with {status}",
-                               status=status, body=text)
+                               status=status, body=text, headers=kept)

@@ -6,7 +6,10 @@ Record service, journal entries (``/services/rest/record/v1/journalEntry``):
 - upsert by external id: ``PUT /services/rest/record/v1/journalEntry/eid:<externalId>`` with
   a ``JournalEntryRecord`` body and header ``X-NetSuite-Idempotency-Key: <uuid>``; success is
   ``204 No Content`` whether the record was created or updated (a ``Location`` header names
-  the record). The same idempotency key again gets the same answer and changes nothing;
+  the record). The upsert by external id makes a repeat harmless; the idempotency key is
+  NetSuite's de-duplication of asynchronous requests (``Prefer: respond-async``: a repeat
+  answers ``400 IDEMPOTENCY_ERROR`` with the first job's ``Location``), sent on every upsert
+  so that an asynchronous mode can rely on it; the simulator replays the first answer;
 - read: ``GET /services/rest/record/v1/journalEntry/eid:<externalId>`` answers 200 with the
   record (``id`` added) or 404;
 - references (``subsidiary``, ``currency``, ``account``) are objects ``{"id": "…"}`` (internal
@@ -36,7 +39,9 @@ import msgspec
 from .._money import from_decimal, to_decimal
 
 __all__ = [
+    "ASYNC_JOB_PATH",
     "CONCURRENCY_LIMIT_EXCEEDED",
+    "IDEMPOTENCY_ERROR",
     "IDEMPOTENCY_HEADER",
     "INVALID_LOGIN",
     "JOURNAL_PATH",
@@ -59,6 +64,9 @@ __all__ = [
 
 JOURNAL_PATH = "/services/rest/record/v1/journalEntry"
 SUITEQL_PATH = "/services/rest/query/v1/suiteql"
+ASYNC_JOB_PATH = "/services/rest/async/v1/job"
+# o:errorCode of an asynchronous request repeating an idempotency key (Location: its job).
+IDEMPOTENCY_ERROR = "IDEMPOTENCY_ERROR"
 IDEMPOTENCY_HEADER = "X-NetSuite-Idempotency-Key"
 
 # o:errorCode of the account's concurrency governance (429), current and older forms.
@@ -142,6 +150,23 @@ class ErrorBody(msgspec.Struct, frozen=True, omit_defaults=True):
     @property
     def message(self) -> str:
         return self.details[0].detail if self.details else self.title
+
+
+class AsyncJob(msgspec.Struct, frozen=True):
+    """``GET /services/rest/async/v1/job/<id>``: ``progress`` is ``pending``, ``succeeded``
+    or ``failed``; the task list (``…/task``) names the task whose ``…/result`` is the answer
+    the synchronous request would have had."""
+
+    id: str
+    completed: bool
+    progress: str = ""
+
+
+class AsyncTasks(msgspec.Struct, frozen=True):
+    items: list[dict[str, Any]]
+
+
+__all__ += ["AsyncJob", "AsyncTasks"]
 
 
 class SuiteQlRequest(msgspec.Struct, frozen=True):

@@ -193,3 +193,26 @@ async def test_a_half_open_breaker_lets_the_batch_wait_for_its_probe(
         assert [r.status for r in results] == ["created"] * 20
         assert breaker.state is BreakerState.CLOSED
     assert len(await _postings(http)) == 20
+
+
+async def test_asynchronous_requests_poll_the_job_and_know_a_replay(
+        netsuite_sim: tuple[Http, str]) -> None:
+    http, base = netsuite_sim
+    batch = entries(12, seed=6)
+    async with HttpClient(base, platform="erp", max_connections=8) as erp:
+        client = _client(erp, concurrency=4)
+        client.async_requests = True
+        first = await client.post_journal_entries(batch)
+        assert [r.status for r in first] == ["created"] * 12
+        assert client.statistics()["async_jobs"] == 12
+        # the same postings again: NetSuite names the earlier jobs (IDEMPOTENCY_ERROR)
+        again = await client.post_journal_entries(batch)
+        assert [r.status for r in again] == ["replayed"] * 12
+        # another posting for a taken external id: the job fails, a business rejection
+        import msgspec
+        other = msgspec.structs.replace(batch[0], idempotency_key="key-async-other", lines=[
+            JournalLine("1100", debit=9), JournalLine("4000", credit=9)])
+        (res,) = await client.post_journal_entries([other])
+        assert res.status == "rejected" and res.error is not None
+        assert res.error.code == "USER_ERROR"
+    assert len(await _postings(http)) == 12

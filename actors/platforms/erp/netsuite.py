@@ -22,9 +22,10 @@ Answers, per entry:
 - ``5xx``, timeouts, connection errors, the breaker open: the batch is not durable; the
   remaining entries are not started and the call raises that error (the poster naks the batch).
 
-Created or replayed: NetSuite answers an upsert ``204`` either way, and ``X-NetSuite-
-Idempotency-Key`` (a UUID derived from the posting's idempotency key) only makes a repeat of
-the same request harmless; it does not say "replayed". So an entry whose delivery may have
+Created or replayed: NetSuite answers an upsert ``204`` either way; the upsert by external id
+makes a repeat harmless, and ``X-NetSuite-Idempotency-Key`` (a UUID derived from the posting's
+idempotency key; NetSuite de-duplicates asynchronous requests by it) does not say "replayed"
+for a synchronous request. So an entry whose delivery may have
 reached NetSuite before (the poster passes its key in ``redelivered``) is first read back
 (``GET .../eid:<externalId>``): found with the same amounts, it is ``replayed`` and not sent
 again; found with other amounts, it is ``rejected`` ``DUPLICATE_EXTERNAL_ID`` (a posted entry
@@ -38,7 +39,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from decimal import Decimal
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 import anyio
 import msgspec
@@ -175,6 +176,7 @@ class NetSuiteJournalClient:
                  concurrency: int = 5, subsidiary: str | None = None,
                  currency_ids: Mapping[str, str] | None = None,
                  account_ids: Mapping[str, str] | None = None, throttle_retries: int = 8,
+                 async_requests: bool = False, async_timeout_s: float = 120.0,
                  clock: Callable[[], float] = time.monotonic) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
@@ -184,7 +186,11 @@ class NetSuiteJournalClient:
         self.currency_ids = dict(currency_ids or {})
         self.account_ids = dict(account_ids or {})
         self.throttle_retries = throttle_retries
+        self.async_requests = async_requests
+        self.async_timeout_s = async_timeout_s
         self._io = _Guarded(guard, auth or NoAuth(), clock)
+        self._clock = clock
+        self.jobs = 0
         self.lookups = 0
         self.retried_throttled = 0
 
@@ -237,6 +243,8 @@ class NetSuiteJournalClient:
         attempt = 0
         while True:
             try:
+                if self.async_requests:
+                    return await self._put_async(e, path, body, headers)
                 await self._io.call("PUT", path, body, headers)
                 return BulkItemResult(e.idempotency_key, "created", id=f"eid:{e.external_id}")
             except PlatformRejected as exc:
@@ -251,6 +259,53 @@ class NetSuiteJournalClient:
                 self.retried_throttled += 1
                 if self.guard.limiter is None:  # no budget to hold us back: back off here
                     await anyio.sleep(min(exc.retry_after or 0.05 * 2**attempt, 2.0))
+
+    async def _put_async(self, e: PostJournalEntry, path: str, body: bytes,
+                         headers: dict[str, str]) -> BulkItemResult:
+        """The upsert as an asynchronous request: ``202`` and a job to poll, whose task's
+        result is the upsert's answer. A repeat of the idempotency key is answered ``400
+        IDEMPOTENCY_ERROR`` naming the first job: its success is ``replayed``. Raises
+        ``PlatformRejected`` with the result's status and body when the job failed, and
+        ``Retryable`` ``erp.async_pending`` when it is not done within ``async_timeout_s``."""
+        replayed = False
+        try:
+            resp = await self._io.call("PUT", path, body,
+                                       {**headers, "Prefer": "respond-async"})
+            location = resp.headers.get("Location", "")
+        except PlatformRejected as exc:
+            err = _error_of(exc)
+            location = exc.headers.get("Location", "")
+            if err is None or err.code != ns.IDEMPOTENCY_ERROR or not location:
+                raise
+            replayed = True
+        job = urlsplit(location).path
+        if not job.startswith(ns.ASYNC_JOB_PATH + "/"):
+            raise PlatformRejected(f"NetSuite answered an asynchronous request without a job "
+                                   f"({location!r})", status=202, body="",
+                                   code="erp.bad_response")
+        self.jobs += 1
+        deadline = self._clock() + self.async_timeout_s
+        wait = 0.02
+        while True:
+            state = msgspec.json.decode((await self._io.call("GET", job, None)).body,
+                                        type=ns.AsyncJob)
+            if state.completed:
+                break
+            if self._clock() >= deadline:
+                raise Retryable(f"NetSuite job {job} not completed within "
+                                f"{self.async_timeout_s:g} s", code="erp.async_pending")
+            await anyio.sleep(wait)
+            wait = min(wait * 2, 1.0)
+        tasks = msgspec.json.decode((await self._io.call("GET", job + "/task", None)).body,
+                                    type=ns.AsyncTasks)
+        hrefs = [ln.get("href", "") for item in tasks.items for ln in item.get("links", [])
+                 if ln.get("rel") == "self"]
+        if not hrefs:
+            raise PlatformRejected(f"NetSuite job {job} has no task", status=200, body="",
+                                   code="erp.bad_response")
+        await self._io.call("GET", urlsplit(hrefs[0]).path + "/result", None)
+        return BulkItemResult(e.idempotency_key, "replayed" if replayed else "created",
+                              id=f"eid:{e.external_id}")
 
     async def _lookup(self, path: str) -> ns.JournalEntryRecord | None:
         self.lookups += 1
@@ -289,7 +344,8 @@ class NetSuiteJournalClient:
                 "concurrency": self.concurrency, "max_in_flight": self._io.max_in_flight,
                 "calls": self._io.calls, "in_flight": self._io.in_flight,
                 "throttled": self._io.throttled, "retried_throttled": self.retried_throttled,
-                "unauthorized": self._io.unauthorized, "lookups": self.lookups}
+                "unauthorized": self._io.unauthorized, "lookups": self.lookups,
+                "async_jobs": self.jobs}
 
 
 class NetSuiteQuery:
