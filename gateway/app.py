@@ -13,10 +13,12 @@ work is redelivered).
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from pathlib import Path
 
 import anyio
 import anyio.abc
@@ -53,6 +55,7 @@ from contracts.platforms.partner import DEAL_SIGNATURE_HEADER
 
 from .broker import EmbeddedBroker
 from .config import Config
+from .identities import ACTOR_ROLE, auth_for, identities_dir
 
 __all__ = ["CONSUMERS", "REVENUE_CONSUMER", "provision", "run_gateway"]
 
@@ -112,6 +115,10 @@ async def provision(bus: NatsBus, cfg: Config) -> Subjects:
 
 ADVISORY_CONSUMER = "dlq-advisories"
 
+# The broker identities the gateway process connects as, one connection each (see
+# gateway/identities.py and docs/security.md).
+GATEWAY_ROLES: tuple[str, ...] = tuple(dict.fromkeys([*ACTOR_ROLE.values(), "telemetry"]))
+
 
 def _check_port(host: str, port: int) -> None:
     """Fail fast, before anything starts, when the webhook port is taken."""
@@ -153,21 +160,36 @@ async def run_gateway(cfg: Config, *, ready: anyio.Event | None = None,
     configuration) and ``SupervisorEscalation`` when an actor keeps failing.
     """
     data = cfg.data_path
-    data.mkdir(parents=True, exist_ok=True)
+    data.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(data, 0o700)  # the ledger and the broker's seeds live here (S28)
     _check_port(cfg.http.host, cfg.http.port)
     broker: EmbeddedBroker | None = None
     url = cfg.nats.url
     if not url:
         broker = EmbeddedBroker(data / "nats", port=cfg.nats.port,
-                                sync_interval=cfg.nats.sync_interval)
+                                sync_interval=cfg.nats.sync_interval,
+                                identities_dir=identities_dir(cfg), prefix=cfg.nats.prefix,
+                                encryption_key_file=Path(cfg.nats.encryption_key_file)
+                                if cfg.nats.encryption_key_file else None)
         await broker.start()
         url = broker.url
         log.info("embedded nats-server on %s (store %s)", url, broker.store_dir)
     try:
-        bus = await NatsBus.connect(url, name="erpgw-gateway")
+        buses: dict[str, NatsBus] = {}
         try:
-            subjects = await provision(bus, cfg)
+            # Provisioning is the admin identity's alone; the actors run on their roles'.
+            admin = await NatsBus.connect(url, name="erpgw-gateway-admin",
+                                          auth=auth_for(cfg, "admin", required=False))
+            try:
+                subjects = await provision(admin, cfg)
+            finally:
+                await admin.close()
+            for role in GATEWAY_ROLES:
+                buses[role] = await NatsBus.connect(url, name=f"erpgw-gateway-{role}",
+                                                    auth=auth_for(cfg, role, required=False))
             ledger = await Ledger.open(data / "ledger.db")
+            for path in data.glob("ledger.db*"):
+                path.chmod(0o600)
             try:
                 async with HttpClient(cfg.erp.base_url, timeout=cfg.erp.timeout_s,
                                       max_connections=cfg.erp.max_connections,
@@ -184,26 +206,29 @@ async def run_gateway(cfg: Config, *, ready: anyio.Event | None = None,
                         HttpClient(cfg.partner.base_url, timeout=cfg.partner.timeout_s,
                                    max_connections=cfg.payments.max_connections,
                                    platform="partner") as partner_http:
-                    await _run_tree(cfg, bus, subjects, ledger, erp_http, billing_http,
+                    await _run_tree(cfg, buses, subjects, ledger, erp_http, billing_http,
                                     revenue_http, ready, handle_signals, usage_http=usage_http,
                                     partner_http=partner_http)
             finally:
                 await ledger.close()
         finally:
             with anyio.CancelScope(shield=True):
-                await bus.close()
+                for bus in buses.values():
+                    await bus.close()
     finally:
         if broker is not None:
             with anyio.CancelScope(shield=True):
                 await broker.stop()
 
 
-async def _run_tree(cfg: Config, bus: NatsBus, subjects: Subjects, ledger: Ledger,
+async def _run_tree(cfg: Config, buses: Mapping[str, NatsBus], subjects: Subjects,
+                    ledger: Ledger,
                     erp_http: HttpClient, billing_http: HttpClient, revenue_http: HttpClient,
                     ready: anyio.Event | None, handle_signals: bool, *,
                     usage_http: HttpClient, partner_http: HttpClient) -> None:
     billing_stream = subjects.stream("billing")
     tree: Supervisor | None = None
+    bus = buses["telemetry"]  # metrics, breaker and supervisor events (<prefix>.mon.>)
 
     def snapshot() -> dict[str, object]:
         return tree.statistics() if tree is not None else {}
@@ -247,12 +272,13 @@ async def _run_tree(cfg: Config, bus: NatsBus, subjects: Subjects, ledger: Ledge
         _log_event(ev)
         monitor.note_supervisor(ev)
 
-    def dlq_sink(lane: str, stream: str) -> DeadLetterSink:
-        return DeadLetterSink(bus, subjects, lane, stream,
+    def dlq_sink(lane: str, stream: str, role: str) -> DeadLetterSink:
+        # On the connection of the actor that dead-letters (its role may publish letters).
+        return DeadLetterSink(buses[role], subjects, lane, stream,
                               observer=lambda dl: monitor.note_dead_letter(dl.lane, dl.code))
 
-    def billing_dlq() -> DeadLetterSink:
-        return dlq_sink("billing", billing_stream)
+    def billing_dlq(role: str) -> DeadLetterSink:
+        return dlq_sink("billing", billing_stream, role)
 
     async def breaker_events(moves: list[Transition]) -> None:
         for t in moves:
@@ -276,13 +302,13 @@ async def _run_tree(cfg: Config, bus: NatsBus, subjects: Subjects, ledger: Ledge
             "rate-limiter", limits, crash=limiter_crash)),
         ChildSpec("erp-journal", lambda: ErpPoster(
             "erp-journal", durable="erp-journal", batch=cfg.erp.batch, erp=erp_http,
-            ledger=ledger, dlq=billing_dlq(),
-            breaker=breaker, limiter=limiter, on_transitions=breaker_events, bus=bus,
+            ledger=ledger, dlq=billing_dlq("erp"),
+            breaker=breaker, limiter=limiter, on_transitions=breaker_events, bus=buses["erp"],
             stream=billing_stream, consumer=cfg.consumers)),
         ChildSpec("invoice-router", lambda: InvoiceRouter(
             "invoice-router", durable="invoice-router", batch=cfg.router.batch,
             subjects=subjects, accounts=cfg.accounts,
-            dlq=billing_dlq(), bus=bus,
+            dlq=billing_dlq("router"), bus=buses["router"],
             stream=billing_stream, consumer=cfg.consumers)),
     ]
     if cfg.revenue.enabled:
@@ -291,9 +317,9 @@ async def _run_tree(cfg: Config, bus: NatsBus, subjects: Subjects, ledger: Ledge
         # longer than an upload may take.
         children.append(ChildSpec(REVENUE_CONSUMER, lambda: RevenuePoster(
             REVENUE_CONSUMER, durable=REVENUE_CONSUMER, batch=cfg.revenue.batch,
-            revenue=revenue_http, ledger=ledger, dlq=billing_dlq(), subjects=subjects,
+            revenue=revenue_http, ledger=ledger, dlq=billing_dlq("revenue"), subjects=subjects,
             max_batch_lines=cfg.revenue.max_batch_lines, breaker=revenue_breaker,
-            limiter=revenue_limiter, on_transitions=revenue_breaker_events, bus=bus,
+            limiter=revenue_limiter, on_transitions=revenue_breaker_events, bus=buses["revenue"],
             stream=billing_stream, consumer=cfg.consumers),
             shutdown_timeout=cfg.revenue.timeout_s + 5.0))
     if cfg.usage.enabled:
@@ -303,17 +329,19 @@ async def _run_tree(cfg: Config, bus: NatsBus, subjects: Subjects, ledger: Ledge
         children.append(ChildSpec(USAGE_CONSUMER, lambda: UsageAggregator(
             USAGE_CONSUMER, durable=USAGE_CONSUMER, batch=cfg.usage.batch,
             billing=usage_http, revenue=revenue_http, ledger=ledger,
-            dlq=dlq_sink("usage", subjects.stream("usage")), subjects=subjects,
+            dlq=dlq_sink("usage", subjects.stream("usage"), "usage"), subjects=subjects,
             max_bulk_items=cfg.usage.max_bulk_items,
             max_batch_lines=cfg.revenue.max_batch_lines, billing_breaker=usage_breaker,
             billing_limiter=usage_limiter, revenue_breaker=revenue_breaker,
-            revenue_limiter=revenue_limiter, on_transitions=revenue_breaker_events, bus=bus,
+            revenue_limiter=revenue_limiter, on_transitions=revenue_breaker_events,
+            bus=buses["usage"],
             stream=subjects.stream("usage"), consumer=cfg.consumers),
             shutdown_timeout=max(cfg.usage.timeout_s, cfg.revenue.timeout_s) * 2 + 5.0))
     # Flow 2's credit memos: reversing entries through the same ERP poster.
     children.append(ChildSpec(CREDIT_CONSUMER, lambda: CreditMemoRouter(
         CREDIT_CONSUMER, durable=CREDIT_CONSUMER, batch=cfg.router.batch, subjects=subjects,
-        accounts=cfg.accounts, dlq=billing_dlq(), bus=bus, stream=billing_stream,
+        accounts=cfg.accounts, dlq=billing_dlq("router"), bus=buses["router"],
+        stream=billing_stream,
         consumer=cfg.consumers)))
     if cfg.payments.enabled:
         # Flow 3 (docs/flows.md). The portal's breaker and budget, and the payables' breaker,
@@ -326,12 +354,14 @@ async def _run_tree(cfg: Config, bus: NatsBus, subjects: Subjects, ledger: Ledge
         children += [
             ChildSpec(PAYMENT_CONSUMER, lambda: PaymentRouter(
                 PAYMENT_CONSUMER, durable=PAYMENT_CONSUMER, batch=cfg.payments.batch,
-                subjects=subjects, ledger=ledger, accounts=cfg.accounts, dlq=billing_dlq(),
-                recheck_s=cfg.payments.park_recheck_s, bus=bus, stream=billing_stream,
+                subjects=subjects, ledger=ledger, accounts=cfg.accounts,
+                dlq=billing_dlq("router"), recheck_s=cfg.payments.park_recheck_s,
+                bus=buses["router"], stream=billing_stream,
                 consumer=cfg.consumers)),
             ChildSpec(COMMISSION_CONSUMER, lambda: CommissionRouter(
                 COMMISSION_CONSUMER, durable=COMMISSION_CONSUMER, batch=cfg.payments.batch,
-                subjects=subjects, attribution=attribution, dlq=billing_dlq(), bus=bus,
+                subjects=subjects, attribution=attribution, dlq=billing_dlq("router"),
+                bus=buses["router"],
                 stream=billing_stream, consumer=cfg.consumers)),
             ChildSpec(SETTLEMENT_CONSUMER, lambda: SettlementPoster(
                 SETTLEMENT_CONSUMER, durable=SETTLEMENT_CONSUMER,
@@ -344,7 +374,7 @@ async def _run_tree(cfg: Config, bus: NatsBus, subjects: Subjects, ledger: Ledge
                 erp=PlatformGuard("ERP payables", erp_http, open_code="erp.breaker_open",
                                   breaker=payables_breaker, limiter=limiter,
                                   on_transitions=revenue_breaker_events),
-                dlq=dlq_sink("revpartner", revpartner_stream), bus=bus,
+                dlq=dlq_sink("revpartner", revpartner_stream, "partner"), bus=buses["partner"],
                 stream=revpartner_stream, consumer=cfg.consumers),
                 shutdown_timeout=cfg.partner.timeout_s + cfg.erp.timeout_s + 5.0),
         ]
@@ -363,21 +393,23 @@ async def _run_tree(cfg: Config, bus: NatsBus, subjects: Subjects, ledger: Ledge
                 erp=cfg.erp.base_url, revenue=cfg.revenue.base_url),
             timeout_s=cfg.deals.timeout_s, max_connections=cfg.deals.max_connections,
             breakers=saga_breakers, ledger=ledger, subjects=subjects,
-            dlq=dlq_sink("commercial", subjects.stream("commercial")), bus=bus,
+            dlq=dlq_sink("commercial", subjects.stream("commercial"), "commercial"),
+            bus=buses["commercial"],
             stream=subjects.stream("commercial"), consumer=cfg.consumers),
             shutdown_timeout=cfg.deals.timeout_s * 2 + 5.0))
         children.append(ChildSpec(SUBSCRIPTION_CONSUMER, lambda: SubscriptionSync(
             SUBSCRIPTION_CONSUMER, durable=SUBSCRIPTION_CONSUMER, batch=cfg.deals.batch,
             erp_url=cfg.erp.base_url, revenue_url=cfg.revenue.base_url,
             timeout_s=cfg.deals.timeout_s, max_connections=cfg.deals.max_connections,
-            ledger=ledger, dlq=dlq_sink("commercial", subjects.stream("commercial")), bus=bus,
+            ledger=ledger, dlq=dlq_sink("commercial", subjects.stream("commercial"), "commercial"),
+            bus=buses["commercial"],
             stream=subjects.stream("commercial"), consumer=cfg.consumers),
             shutdown_timeout=cfg.deals.timeout_s * 3 + 5.0))
     children += [
         # The usage intake (POST /usage/v1/records through its door on the webhook port): its
         # own group commit on the usage stream.
         ChildSpec("usage-intake", lambda: UsageIntake(
-            "usage-intake", bus=bus, subjects=subjects, door=usage_door,
+            "usage-intake", bus=buses["ingress"], subjects=subjects, door=usage_door,
             api_tokens=cfg.usage.api_tokens, max_records=cfg.usage.max_records,
             tenant=cfg.http.tenant)),
         # The synchronous lane (pricing validation, order acceptance): its own actor, CPQ
@@ -385,10 +417,11 @@ async def _run_tree(cfg: Config, bus: NatsBus, subjects: Subjects, ledger: Ledge
         # webhook port through a door that outlives the lane's restarts. It may finish
         # detached CPQ calls while stopping, so it gets longer than a CPQ call to stop.
         ChildSpec("sync-lane", lambda: SyncLane(
-            "sync-lane", bus=bus, subjects=subjects, settings=cfg.cpq, door=sync_door),
+            "sync-lane", bus=buses["sync"], subjects=subjects, settings=cfg.cpq,
+            door=sync_door),
             shutdown_timeout=cfg.cpq.timeout_s + 5.0),
         ChildSpec("billing-ingress", lambda: BillingIngress(
-            "billing-ingress", bus=bus, subjects=subjects, settings=cfg.http,
+            "billing-ingress", bus=buses["ingress"], subjects=subjects, settings=cfg.http,
             secrets=cfg.billing.webhook_secrets, health=health,
             extra_routes={"/metrics": monitor.prometheus},
             extra_post_routes={**sync_door.routes(), **usage_door.routes()},
@@ -399,7 +432,9 @@ async def _run_tree(cfg: Config, bus: NatsBus, subjects: Subjects, ledger: Ledge
                 signature_header=DEAL_SIGNATURE_HEADER)])),
         # Messages the server gave up on without any handler's verdict → dead letters.
         ChildSpec(ADVISORY_CONSUMER, lambda: MaxDeliveriesWorker(
-            ADVISORY_CONSUMER, subjects=subjects, sink_for=dlq_sink, bus=bus,
+            ADVISORY_CONSUMER, subjects=subjects,
+            sink_for=lambda lane, stream: dlq_sink(lane, stream, "deadletter"),
+            bus=buses["deadletter"],
             stream=subjects.advisory_stream, durable=ADVISORY_CONSUMER,
             consumer=cfg.consumers)),
         ChildSpec("metrics", lambda: MetricsPublisher(
@@ -410,7 +445,7 @@ async def _run_tree(cfg: Config, bus: NatsBus, subjects: Subjects, ledger: Ledge
         legs = cfg.reconcile.legs
         children.append(ChildSpec("reconciler", lambda: Reconciler(
             # Its reads take permits of the same account budgets as the adapters' writes.
-            "reconciler", bus=bus, subjects=subjects,
+            "reconciler", bus=buses["reconciler"], subjects=subjects,
             billing=Budgeted(billing_http, limits.account("billing")),
             erp=Budgeted(erp_http, limits.account("erp")),
             interval_s=cfg.reconcile.interval_s, grace_s=cfg.reconcile.grace_s,

@@ -18,6 +18,7 @@ import msgspec
 
 from actors.billing import IngressSettings
 from actors.infra import ConsumerSettings, StreamSettings
+from actors.infra.bus import mask_url
 from actors.monitor import SlaConfig
 from actors.resilience import BreakerConfig, LimiterConfig
 from actors.router import AccountMap
@@ -36,6 +37,24 @@ class NatsConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     port: int = 4222  # the embedded server's client port
     prefix: str = "erpgw"
     sync_interval: str = "always"  # the embedded server's fsync policy; "2m" only to measure
+    # Credentials for an external broker (at most one kind; see docs/security.md). The embedded
+    # broker needs none of them: its role seeds live in `identities_dir`.
+    creds: str = ""  # a JWT + NKey credentials file
+    nkey_seed_file: str = ""  # an NKey seed file
+    user: str = ""
+    password: str = ""  # prefer ERPGW_NATS_PASSWORD or password_file
+    password_file: str = ""
+    # One NKey seed per role (default <data_dir>/identities; the embedded broker writes them).
+    identities_dir: str = ""
+    # The embedded broker's JetStream store is encrypted with the key in this file (0600).
+    encryption_key_file: str = ""
+
+    def __repr__(self) -> str:
+        return (f"NatsConfig(url={mask_url(self.url)!r}, port={self.port}, "
+                f"prefix={self.prefix!r}, creds={self.creds!r}, "
+                f"nkey_seed_file={self.nkey_seed_file!r}, user={self.user!r}, "
+                f"password={'***' if self.password else ''!r}, "
+                f"identities_dir={self.identities_dir!r})")
 
 
 class BillingConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -199,6 +218,9 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         doc["billing"]["webhook_secrets"] = ["***"] * len(self.billing.webhook_secrets)
         doc["usage"]["api_tokens"] = ["***"] * len(self.usage.api_tokens)
         doc["partner"]["webhook_secrets"] = ["***"] * len(self.partner.webhook_secrets)
+        doc["nats"]["url"] = mask_url(self.nats.url)
+        if self.nats.password:
+            doc["nats"]["password"] = "***"  # noqa: S105 - the mask, not a password
         return doc
 
 

@@ -24,6 +24,7 @@ import anyio
 import msgspec
 
 from actors.infra import HttpClient, NatsBus
+from actors.infra.bus import NatsAuth
 from contracts import DeadLetter, GatewayError, JsonCodec, Subjects
 
 from .app import REVENUE_CONSUMER
@@ -107,6 +108,24 @@ class Stack:
         return self.nats_url or (self.broker.url if self.broker else "")
 
     @property
+    def data_dir(self) -> Path:
+        """The gateway's data directory (pass it as ``--data-dir`` to the CLI tools)."""
+        return self.workdir / "gateway"
+
+    @property
+    def identities_dir(self) -> Path:
+        return self.data_dir / "identities"
+
+    def auth(self, role: str = "admin") -> NatsAuth | None:
+        """Credentials of broker identity ``role`` (None with an external broker)."""
+        return self.broker.auth(role) if self.broker is not None else None
+
+    def nats_options(self, role: str = "admin") -> dict[str, Any]:
+        """Keyword arguments of ``nats.connect`` for identity ``role`` (tests, bench)."""
+        auth = self.auth(role)
+        return auth.options() if auth is not None else {}
+
+    @property
     def sim_url(self) -> str:
         return f"http://127.0.0.1:{self.sim_port}"
 
@@ -154,8 +173,11 @@ class Stack:
         """Start broker (unless external), simulator and gateway; wait until all are ready."""
         self.workdir.mkdir(parents=True, exist_ok=True)
         if not self.nats_url:
+            # Authentication on, as in production: the role seeds go where the gateway (its
+            # data dir) and the CLI tools (`--data-dir <workdir>/gateway`) look for them.
             self.broker = EmbeddedBroker(self.workdir / "nats", port=free_port(),
-                                         sync_interval=self.sync_interval)
+                                         sync_interval=self.sync_interval,
+                                         identities_dir=self.identities_dir)
             await self.broker.start()
         self.gateway_port = free_port()
         self.sim_port = free_port()
@@ -176,7 +198,7 @@ class Stack:
         ``gateway_toml`` may carry its own ``[erp]`` section."""
         path = self.workdir / "gateway.toml"
         path.write_text(
-            f'data_dir = "{self.workdir / "gateway"}"\n'
+            f'data_dir = "{self.data_dir}"\n'
             f'[nats]\nurl = "{self.url}"\n'
             f"[http]\nport = {self.gateway_port}\n"
             f"[consumers]\nack_wait_s = {self.ack_wait_s}\n"
@@ -322,7 +344,7 @@ class Stack:
         await self._sim_call("PUT", "/sim/v1/faults", faults)
 
     async def dead_letters(self) -> list[DeadLetter]:
-        bus = await NatsBus.connect(self.url, name="erpgw-stack")
+        bus = await NatsBus.connect(self.url, name="erpgw-stack", auth=self.auth("operator"))
         try:
             raw = await bus.read_stream(Subjects().dlq_stream)
         finally:
@@ -380,7 +402,7 @@ class Stack:
 
     async def revenue_pending(self) -> tuple[int, int]:
         """``(num_pending, num_ack_pending)`` of the gateway's revenue consumer."""
-        bus = await NatsBus.connect(self.url, name="erpgw-stack")
+        bus = await NatsBus.connect(self.url, name="erpgw-stack", auth=self.auth("operator"))
         try:
             return await bus.consumer_pending(Subjects().stream("billing"), REVENUE_CONSUMER)
         finally:

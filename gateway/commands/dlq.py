@@ -9,7 +9,7 @@ from typing import Any
 
 import msgspec
 
-from ._common import add_tool_flags, nats_url_for, run_async
+from ._common import add_tool_flags, nats_auth_for, nats_url_for, run_async
 
 
 def _filters(p: argparse.ArgumentParser) -> None:
@@ -26,7 +26,8 @@ async def _with_bus(args: argparse.Namespace,
     from contracts import Subjects
 
     url, prefix = nats_url_for(args)
-    bus = await NatsBus.connect(url, name="erpgw-dlq", wait_for_server=5.0)
+    bus = await NatsBus.connect(url, name="erpgw-dlq", wait_for_server=5.0,
+                                auth=nats_auth_for(args, "operator"))
     try:
         return await fn(bus, Subjects(prefix=prefix))
     finally:

@@ -37,7 +37,7 @@ open_for_cap = 1.0
 
 def monitor_cli(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "gateway", "monitor", "--nats-url", stack.url,
-                           "--wait", "15", *args], capture_output=True, text=True, timeout=60,
+                           "--data-dir", str(stack.data_dir), "--wait", "15", *args], capture_output=True, text=True, timeout=60,
                           check=False)
 
 
@@ -48,7 +48,7 @@ async def test_monitoring_a_gateway_in_trouble(tmp_path: Path) -> None:
                   gateway_env={"GW_FAULT": "erp.raise_every:25"})
     await stack.start()
     w = Watcher()
-    nc = await nats.connect(stack.url)
+    nc = await nats.connect(stack.url, **stack.nats_options())
     try:
         await nc.subscribe(s.mon_wildcard, cb=w.on)
         await nc.flush()

@@ -33,7 +33,7 @@ async def gateway_stats(stack: Stack, child: str) -> dict[str, Any]:
 async def wait_consumers_idle(stack: Stack, timeout: float = 60) -> None:
     """Until the router and the ERP poster have nothing pending nor unacknowledged: after the
     audit shows every latest version posted, late older versions may still be in flight."""
-    bus = await NatsBus.connect(stack.url, name="erpgw-test")
+    bus = await NatsBus.connect(stack.url, auth=stack.auth(), name="erpgw-test")
     stream = Subjects().stream("billing")
     try:
         with anyio.fail_after(timeout):
