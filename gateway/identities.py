@@ -218,8 +218,10 @@ def role_permissions(subjects: Subjects,
         "telemetry": actor("telemetry", dlq=False, reads=[
             *(f"$JS.API.CONSUMER.INFO.{s}.*" for s in every_stream),
             f"$JS.API.STREAM.INFO.{subjects.dlq_stream}"]),
-        # The reconciler: reads the DLQ and the billing lane, repairs by replaying an event.
-        "reconciler": actor("reconciler", subjects.billing_events, dlq=False, reads=[
+        # The reconciler: reads the DLQ and the billing lane; repairs by replaying the ERP
+        # command of a posting proven missing, or an invoice's issued event (revenue leg).
+        "reconciler": actor("reconciler", subjects.billing_erp_commands, subjects.invoice_issued,
+                            dlq=False, reads=[
             f"$JS.API.STREAM.MSG.GET.{subjects.dlq_stream}",
             f"$JS.API.STREAM.MSG.GET.{subjects.stream('billing')}"]),
         # The operator's CLI: reads every stream; replays onto the lanes; resolution markers.

@@ -19,7 +19,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
 def dlq(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "gateway", "dlq", *args, "--nats-url",
-                           stack.url, "--data-dir", str(stack.data_dir)], capture_output=True, text=True, timeout=60, check=False)
+                           stack.url, "--data-dir", str(stack.data_dir)],
+                          capture_output=True, text=True, timeout=60, check=False)
 
 
 def rows(stack: Stack, *args: str) -> list[dict[str, Any]]:
