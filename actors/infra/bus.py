@@ -23,6 +23,7 @@ server refused for good (no stream for the subject, payload too large).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import ssl
 import urllib.parse
@@ -390,7 +391,8 @@ class NatsBus:
             log.info("nats: reconnected to %s", shown)
 
         nc_ref: list[Client] = []
-        attempt = asyncio.ensure_future(nats.connect(
+        client = Client()
+        attempt = asyncio.ensure_future(client.connect(
             url,
             name=name,
             connect_timeout=connect_timeout,
@@ -419,8 +421,11 @@ class NatsBus:
         if not attempt.done():
             attempt.cancel()
         try:
-            nc = await attempt
+            await attempt
+            nc = client
         except (nats.errors.Error, OSError, TimeoutError, asyncio.CancelledError) as exc:
+            with contextlib.suppress(Exception):
+                await client.close()  # the refused attempt's socket
             if refused or "authorization violation" in str(exc).lower():
                 raise BrokerRejected(
                     f"NATS at {shown} refused the credentials ({auth or NatsAuth()!r}): "
