@@ -117,8 +117,12 @@ class Stack:
         return self.data_dir / "identities"
 
     def auth(self, role: str = "admin") -> NatsAuth | None:
-        """Credentials of broker identity ``role`` (None with an external broker)."""
-        return self.broker.auth(role) if self.broker is not None else None
+        """Credentials of broker identity ``role``; with an external broker, the seed file
+        named by ``ERPGW_NATS_NKEY_SEED_FILE`` (the gateway's own setting), if any."""
+        if self.broker is not None:
+            return self.broker.auth(role)
+        seed = os.environ.get("ERPGW_NATS_NKEY_SEED_FILE", "")
+        return NatsAuth(seed_file=seed) if seed else None
 
     def nats_options(self, role: str = "admin") -> dict[str, Any]:
         """Keyword arguments of ``nats.connect`` for identity ``role`` (tests, bench)."""
