@@ -24,6 +24,7 @@ import anyio
 import anyio.abc
 import msgspec
 
+from actors import crash
 from actors.advisories import MaxDeliveriesWorker
 from actors.billing import BillingIngress, WebhookSource
 from actors.commercial import (
@@ -38,6 +39,7 @@ from actors.deadletter import DeadLetterSink
 from actors.erp import ErpPoster
 from actors.guard import PlatformGuard
 from actors.infra import HttpClient, Ledger, NatsBus
+from actors.infra.bus import mask_url
 from actors.limits import CrashOnce, LimiterHub, RateLimiterActor
 from actors.monitor import LaneWatch, MetricsPublisher, Monitor, events_flushed, instance_id
 from actors.partner import PARTNER_ROUTES
@@ -132,6 +134,16 @@ def _check_port(host: str, port: int) -> None:
                 "choose another with --http-port", code="http.port_busy") from exc
 
 
+def _check_drills(cfg: Config) -> None:
+    """Fault hooks act only in drill mode, and never off loopback (actors/crash.py)."""
+    for var in crash.ignored_hooks():
+        log.warning("%s is set but drill mode is off (%s=1): ignored", var, crash.DRILLS_VAR)
+    crash.refuse_off_loopback([
+        cfg.http.host, mask_url(cfg.nats.url), cfg.erp.base_url, cfg.revenue.base_url,
+        cfg.cpq.base_url, cfg.partner.base_url, cfg.reconcile.billing_url,
+        cfg.usage.billing_url, cfg.deals.billing_url])
+
+
 def _log_event(ev: SupervisorEvent) -> None:
     if ev.kind in ("failed", "escalated"):
         log.warning("supervisor %s: child %s %s (%s)", ev.supervisor, ev.child, ev.kind,
@@ -163,6 +175,7 @@ async def run_gateway(cfg: Config, *, ready: anyio.Event | None = None,
     data.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.chmod(data, 0o700)  # the ledger and the broker's seeds live here (S28)
     _check_port(cfg.http.host, cfg.http.port)
+    _check_drills(cfg)
     broker: EmbeddedBroker | None = None
     url = cfg.nats.url
     if not url:

@@ -213,6 +213,8 @@ class Stack:
     async def start_gateway(self, env: Mapping[str, str] | None = None) -> None:
         """Start (or restart) the gateway process and wait until it serves webhooks."""
         env = {**self.gateway_env, **(env or {}),
+               # Drill mode: GW_FAULT / GW_CRASH_AT act (this stack is all on loopback).
+               "ERPGW_DRILLS": "1",
                "ERPGW_BILLING_WEBHOOK_SECRETS": self.webhook_secret,
                "ERPGW_ERP_BASE_URL": self.sim_url,
                "ERPGW_REVENUE_BASE_URL": self.sim_url,
