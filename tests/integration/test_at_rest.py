@@ -101,7 +101,8 @@ async def test_a_key_file_others_can_read_is_refused(tmp_path: Path) -> None:
 
 def _probe(env: dict[str, str]) -> str:
     code = ("from actors import crash; "
-            "print(repr(crash.fault('erp.fail_start')), crash.hooks_active(), crash.ignored_hooks())")
+            "print(repr(crash.fault('erp.fail_start')), crash.hooks_active(), "
+            "crash.ignored_hooks())")
     clean = {k: v for k, v in os.environ.items()
              if k not in ("GW_FAULT", "GW_CRASH_AT", "ERPGW_DRILLS")}
     return subprocess.run([sys.executable, "-c", code], env={**clean, **env},
