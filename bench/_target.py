@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 import nats
 import nats.errors
+from nats.aio.client import Client
 from nats.js import api
 
 from gateway.stack import Stack, StackError
@@ -181,11 +182,12 @@ async def broker_problem(url: str, options: dict[str, Any] | None = None) -> str
 
     try:
         # One attempt (nats-py retries an initial connect forever with 0), bounded in time.
-        nc = nats.NATS()
-        await asyncio.wait_for(nc.connect(
-            url, name="erpgw-bench-check", connect_timeout=5, max_reconnect_attempts=1,
-            allow_reconnect=False, reconnect_time_wait=0.2, error_cb=quiet,
-            **(options or {})), 15)
+        nc = Client()
+        opts: dict[str, Any] = {
+            "name": "erpgw-bench-check", "connect_timeout": 5, "max_reconnect_attempts": 1,
+            "allow_reconnect": False, "reconnect_time_wait": 0.2, "error_cb": quiet,
+            **(options or {})}
+        await asyncio.wait_for(nc.connect(url, **opts), 15)
     except (OSError, nats.errors.Error, TimeoutError) as exc:
         with contextlib.suppress(Exception):
             await nc.close()  # a refused attempt's socket

@@ -392,21 +392,14 @@ class NatsBus:
 
         nc_ref: list[Client] = []
         client = Client()
-        attempt = asyncio.ensure_future(client.connect(
-            url,
-            name=name,
-            connect_timeout=connect_timeout,
-            allow_reconnect=True,
-            max_reconnect_attempts=-1,
-            reconnect_time_wait=0.25,
-            ping_interval=10,
-            max_outstanding_pings=3,
-            pending_size=64 * 1024 * 1024,
-            error_cb=_error,
-            disconnected_cb=_disconnected,
-            reconnected_cb=_reconnected,
-            **(auth.options() if auth else {}),
-        ))
+        # nats-py annotates some float options as int: pass them through one mapping.
+        options: dict[str, Any] = {
+            "name": name, "connect_timeout": connect_timeout, "allow_reconnect": True,
+            "max_reconnect_attempts": -1, "reconnect_time_wait": 0.25, "ping_interval": 10,
+            "max_outstanding_pings": 3, "pending_size": 64 * 1024 * 1024, "error_cb": _error,
+            "disconnected_cb": _disconnected, "reconnected_cb": _reconnected,
+            **(auth.options() if auth else {})}
+        attempt = asyncio.ensure_future(client.connect(url, **options))
         # A refused credential stays refused: give up at the first refusal, not at the
         # end of `wait_for_server` (the client would retry it until then).
         gave_up = asyncio.ensure_future(refused_evt.wait())
