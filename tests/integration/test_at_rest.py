@@ -124,3 +124,11 @@ def test_drill_mode_refuses_a_listener_off_loopback(tmp_path: Path) -> None:
     assert r.returncode != 0 and "Traceback" not in r.stderr
     assert "drills.off_loopback" in r.stderr and "0.0.0.0" in r.stderr
     assert not (tmp_path / "data" / "nats").exists()  # refused before the broker started
+
+
+async def test_the_embedded_broker_listens_on_loopback_only(broker: EmbeddedBroker) -> None:
+    conf = (broker.store_dir / "nats-server.conf").read_text()
+    assert f"listen: 127.0.0.1:{broker.port}" in conf
+    # No monitoring (http/https) port, no cluster, gateway or leaf node listener.
+    for word in ("http", "https", "monitor_port", "cluster", "gateway", "leafnodes"):
+        assert f"\n{word}" not in conf and not conf.startswith(word), word
