@@ -38,7 +38,7 @@ import anyio
 from actors.infra.bus import NatsAuth
 from contracts import GatewayError, Subjects
 
-__all__ = ["BrokerError", "EmbeddedBroker", "find_nats_server", "free_port"]
+__all__ = ["BrokerError", "BrokerTls", "EmbeddedBroker", "find_nats_server", "free_port"]
 
 
 class BrokerError(GatewayError):
@@ -74,6 +74,13 @@ def _port_busy(host: str, port: int) -> bool:
         return s.connect_ex((host, port)) == 0
 
 
+@dataclass(frozen=True)
+class BrokerTls:
+    cert: Path
+    key: Path
+    ca: Path | None = None  # set: client certificates are required and verified against it
+
+
 @dataclass
 class EmbeddedBroker:
     """One ``nats-server`` process with JetStream, its store under ``store_dir``.
@@ -94,11 +101,14 @@ class EmbeddedBroker:
     identities_dir: Path | None = None
     prefix: str = "erpgw"  # subject prefix the permissions are written for
     encryption_key_file: Path | None = None
+    # Serve TLS only (``cert``, ``key``; with ``ca`` clients must present a certificate it
+    # signed: mutual TLS). Clients then need ``client_tls`` (see ``tls_client``).
+    tls: BrokerTls | None = None
     _proc: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
 
     @property
     def url(self) -> str:
-        return f"nats://{self.host}:{self.port}"
+        return f"{'tls' if self.tls else 'nats'}://{self.host}:{self.port}"
 
     @property
     def log_path(self) -> Path:
@@ -143,6 +153,16 @@ class EmbeddedBroker:
         subjects = Subjects(prefix=self.prefix)
         return authorization_block(keys, role_permissions(subjects, gateway_consumers(subjects)))
 
+    def _tls_block(self) -> str:
+        t = self.tls
+        if t is None:
+            return ""
+        lines = ["tls {", f'  cert_file: "{t.cert}"', f'  key_file: "{t.key}"',
+                 "  timeout: 5"]
+        if t.ca is not None:
+            lines += [f'  ca_file: "{t.ca}"', "  verify: true"]
+        return "\n".join([*lines, "}"]) + "\n"
+
     def _encryption_key(self) -> str:
         path = self.encryption_key_file
         if path is None:
@@ -180,6 +200,7 @@ class EmbeddedBroker:
                 "  max_memory_store: 256MB\n"
                 f"{cipher}"
                 "}\n"
+                f"{self._tls_block()}"
                 f"{self._authorization()}"
             )
         return conf

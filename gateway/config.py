@@ -32,6 +32,19 @@ class ConfigError(GatewayError):
     code = "config.invalid"
 
 
+class NatsTlsConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """TLS to the broker: ``ca`` verifies the server (never switched off; empty: the system's
+    trust store); ``cert`` + ``key`` are the client's certificate for mutual TLS."""
+
+    ca: str = ""
+    cert: str = ""
+    key: str = ""
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.ca or self.cert)
+
+
 class NatsConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     url: str = ""  # empty: start the embedded nats-server
     port: int = 4222  # the embedded server's client port
@@ -48,6 +61,8 @@ class NatsConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     identities_dir: str = ""
     # The embedded broker's JetStream store is encrypted with the key in this file (0600).
     encryption_key_file: str = ""
+    # TLS for every connection to the broker (docs/security.md); off when empty.
+    tls: NatsTlsConfig = msgspec.field(default_factory=NatsTlsConfig)
 
     def __repr__(self) -> str:
         return (f"NatsConfig(url={mask_url(self.url)!r}, port={self.port}, "

@@ -23,7 +23,9 @@ Seeds never leave the identities directory: the server's config holds only publi
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import ssl
 import stat
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -31,7 +33,7 @@ from pathlib import Path
 
 import nkeys
 
-from actors.infra.bus import NatsAuth
+from actors.infra.bus import NatsAuth, client_tls
 from contracts import LANES, GatewayError, Subjects
 
 from .config import Config
@@ -295,6 +297,19 @@ def identities_dir(cfg: Config) -> Path:
 
 
 def auth_for(cfg: Config, role: str, *, required: bool = True) -> NatsAuth | None:
+    """The credentials (see ``_credential``) and TLS (``nats.tls``) of a ``role`` connection."""
+    auth = _credential(cfg, role, required=required)
+    t = cfg.nats.tls
+    if not t.enabled:
+        return auth
+    try:
+        ctx = client_tls(t.ca, t.cert, t.key)
+    except (OSError, ssl.SSLError) as exc:
+        raise IdentityError(f"nats.tls: {exc}", code="config.invalid") from exc
+    return dataclasses.replace(auth or NatsAuth(), tls=ctx)
+
+
+def _credential(cfg: Config, role: str, *, required: bool = True) -> NatsAuth | None:
     """The credentials a connection of ``role`` presents to the broker of ``cfg``.
 
     An external broker's single credential (``nats.creds``, ``nats.nkey_seed_file`` or
