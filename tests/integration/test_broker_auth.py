@@ -25,7 +25,7 @@ from actors.infra import NatsBus
 from actors.infra.bus import BrokerRejected, NatsAuth
 from contracts import Subjects
 from gateway.app import provision
-from gateway.broker import EmbeddedBroker
+from gateway.broker import EmbeddedBroker, free_port
 from gateway.config import load_config
 from gateway.identities import ROLES, IdentityError, ensure_seeds, public_key, seed_path
 
@@ -228,3 +228,44 @@ def test_seeds_are_private(tmp_path: Path) -> None:
     with pytest.raises(IdentityError) as err:
         public_key(seed_path(d, "monitor"))
     assert err.value.code == "broker.identity_mode"
+
+
+async def test_the_gateway_with_its_embedded_broker_runs_on_role_identities(
+        tmp_path: Path, sim_url: str) -> None:
+    """`erpgw up` without nats.url: its own broker refuses anonymous clients, the monitor
+    identity (seed from the data dir) reads what the gateway's telemetry publishes, and may
+    publish nothing."""
+    from gateway.app import run_gateway
+
+    from .conftest import _start, _stop
+
+    port = free_port()
+    data = tmp_path / "data"
+    cfg = load_config(env={}, overrides={
+        "data_dir": str(data), "nats": {"port": port}, "http": {"port": free_port()},
+        "erp": {"base_url": sim_url}, "revenue": {"base_url": sim_url},
+        "cpq": {"base_url": sim_url}, "partner": {"base_url": sim_url},
+        "reconcile": {"billing_url": sim_url}})
+    ready = anyio.Event()
+    task = await _start(run_gateway(cfg, ready=ready, handle_signals=False), ready)
+    url = f"nats://127.0.0.1:{port}"
+    try:
+        with pytest.raises(BrokerRejected):
+            await NatsBus.connect(url, wait_for_server=10)
+        mon = Client()
+        mon.nc = await nats.connect(url, error_cb=mon._error, allow_reconnect=False,
+                                    nkeys_seed=str(seed_path(data / "identities", "monitor")),
+                                    inbox_prefix="_INBOX.monitor")
+        try:
+            sub = await mon.nc.subscribe(S.metrics)
+            got = await sub.next_msg(timeout=30)  # the gateway's metrics, every few seconds
+            assert msgspec.json.decode(got.data)
+            await mon.nc.publish(S.invoice_issued, b"forged")
+            await mon.violation(S.invoice_issued)
+        finally:
+            await mon.nc.close()
+    finally:
+        await _stop(task)
+    conf = (data / "nats" / "nats-server.conf").read_text()
+    assert "authorization {" in conf and "permissions" in conf
+    assert all(seed_path(data / "identities", r).read_text().strip() not in conf for r in ROLES)
