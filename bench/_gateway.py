@@ -180,10 +180,10 @@ async def run_gateway_leg(stack: Stack, leg: GatewayLeg, *, stall_timeout: float
         if leg.rate is None and driller is None and not lean:
             products = await _sim(http, "GET", f"{base}/cpq/v1/products")
             if products.get("items"):
-                # A sync-lane client from outside the gateway: no role of its own yet, so
-                # the bench's admin identity (docs/security.md).
+                # A caller of the sync lane from outside the gateway: its own identity.
                 probe = SyncProbe(stack.url, Subjects().sync_pricing_validate,
-                                  products["items"][0]["id"], options=stack.nats_options("admin"))
+                                  products["items"][0]["id"],
+                                  options=stack.nats_options("sync-client"))
                 idle_lat = await probe.run(count=50)
         flood: UsageFlood | None = None
         if usage > 0 and probe is not None:

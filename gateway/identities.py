@@ -60,7 +60,7 @@ __all__ = [
 # dashboard's, `admin` provisioning's (and the bench's raw baselines').
 ROLES: tuple[str, ...] = (
     "ingress", "sync", "router", "erp", "revenue", "usage", "partner", "commercial",
-    "deadletter", "telemetry", "reconciler", "operator", "monitor", "admin",
+    "deadletter", "telemetry", "reconciler", "operator", "monitor", "sync-client", "admin",
 )
 
 # Which role fetches from each durable consumer (its name as provisioned by the gateway).
@@ -233,6 +233,11 @@ def role_permissions(subjects: Subjects,
                      *(f"$JS.API.STREAM.MSG.GET.{s}" for s in every_stream),
                      *(f"$JS.API.CONSUMER.INFO.{s}.*" for s in every_stream)),
             subscribe=(f"{inbox_prefix('operator')}.>",)),
+        # A caller of the synchronous lane from outside the gateway (pricing validation,
+        # order acceptance): requests, service discovery, and the follow-up decisions (core).
+        "sync-client": Permissions(
+            publish=(f"{p}.sync.>", "$SRV.>"),
+            subscribe=(f"{inbox_prefix('sync-client')}.>", subjects.sync_follow_ups)),
         # The dashboard: read-only on the mon subjects.
         "monitor": Permissions(subscribe=(mon, f"{inbox_prefix('monitor')}.>"),
                                publish_deny=(">",)),

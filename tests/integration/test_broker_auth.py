@@ -264,6 +264,16 @@ async def test_the_gateway_with_its_embedded_broker_runs_on_role_identities(
             await mon.violation(S.invoice_issued)
         finally:
             await mon.nc.close()
+        # A caller of the synchronous lane gets its answer through its own identity.
+        caller = await nats.connect(url, allow_reconnect=False, inbox_prefix="_INBOX.sync-client",
+                                    nkeys_seed=str(seed_path(data / "identities", "sync-client")))
+        try:
+            reply = await caller.request(S.sync_pricing_validate, msgspec.json.encode(
+                {"currency": "USD", "items": [{"product_id": "prod_x", "quantity": 1}]}),
+                timeout=20)
+            assert reply.data
+        finally:
+            await caller.close()
     finally:
         await _stop(task)
     conf = (data / "nats" / "nats-server.conf").read_text()
