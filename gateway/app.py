@@ -55,7 +55,7 @@ from actors.usage import UsageAggregator, UsageDoor, UsageIntake
 from contracts import LANES, GatewayError, Subjects
 from contracts.platforms.partner import DEAL_SIGNATURE_HEADER
 
-from .broker import EmbeddedBroker
+from .broker import BrokerTls, EmbeddedBroker
 from .config import Config
 from .identities import ACTOR_ROLE, auth_for, identities_dir
 
@@ -134,6 +134,13 @@ def _check_port(host: str, port: int) -> None:
                 "choose another with --http-port", code="http.port_busy") from exc
 
 
+def _server_tls(cfg: Config) -> BrokerTls | None:
+    t = cfg.nats.server_tls
+    if not t.cert:
+        return None
+    return BrokerTls(cert=Path(t.cert), key=Path(t.key), ca=Path(t.ca) if t.ca else None)
+
+
 def _check_drills(cfg: Config) -> None:
     """Fault hooks act only in drill mode, and never off loopback (actors/crash.py)."""
     for var in crash.ignored_hooks():
@@ -183,7 +190,8 @@ async def run_gateway(cfg: Config, *, ready: anyio.Event | None = None,
                                 sync_interval=cfg.nats.sync_interval,
                                 identities_dir=identities_dir(cfg), prefix=cfg.nats.prefix,
                                 encryption_key_file=Path(cfg.nats.encryption_key_file)
-                                if cfg.nats.encryption_key_file else None)
+                                if cfg.nats.encryption_key_file else None,
+                                tls=_server_tls(cfg))
         await broker.start()
         url = broker.url
         log.info("embedded nats-server on %s (store %s)", url, broker.store_dir)

@@ -63,6 +63,9 @@ class NatsConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     encryption_key_file: str = ""
     # TLS for every connection to the broker (docs/security.md); off when empty.
     tls: NatsTlsConfig = msgspec.field(default_factory=NatsTlsConfig)
+    # The embedded broker serves TLS only with this certificate; with `ca` set, clients must
+    # present a certificate it signed (mutual TLS). Off when empty.
+    server_tls: NatsTlsConfig = msgspec.field(default_factory=NatsTlsConfig)
 
     def __repr__(self) -> str:
         return (f"NatsConfig(url={mask_url(self.url)!r}, port={self.port}, "

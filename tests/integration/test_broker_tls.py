@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+import anyio
 import pytest
 import trustme
 
@@ -101,3 +102,38 @@ async def test_a_server_certificate_for_another_host_is_refused(tmp_path: Path,
             await NatsBus.connect(broker.url, auth=good_client, wait_for_server=3)
     finally:
         await broker.stop()
+
+
+async def test_the_gateway_serves_its_embedded_broker_over_mutual_tls(
+        tmp_path: Path, pki: dict[str, Path], sim_url: str) -> None:
+    """`erpgw up` with nats.server_tls and nats.tls: its actors connect over mutual TLS (the
+    gateway becomes ready), a client without a certificate is refused."""
+    from gateway.app import run_gateway
+
+    from .conftest import _start, _stop
+
+    port = free_port()
+    cfg = load_config(env={}, overrides={
+        "data_dir": str(tmp_path / "data"), "http": {"port": free_port()},
+        "nats": {"port": port,
+                 "server_tls": {"cert": str(pki["server_crt"]), "key": str(pki["server_key"]),
+                                "ca": str(pki["ca"])},
+                 "tls": {"ca": str(pki["ca"]), "cert": str(pki["client_crt"]),
+                         "key": str(pki["client_key"])}},
+        "erp": {"base_url": sim_url}, "revenue": {"base_url": sim_url},
+        "cpq": {"base_url": sim_url}, "partner": {"base_url": sim_url},
+        "reconcile": {"billing_url": sim_url}})
+    ready = anyio.Event()
+    task = await _start(run_gateway(cfg, ready=ready, handle_signals=False), ready)
+    url = f"tls://127.0.0.1:{port}"
+    try:
+        operator = auth_for(cfg, "operator")
+        assert operator is not None and operator.tls is not None
+        bus = await NatsBus.connect(url, auth=operator, wait_for_server=10)
+        assert await bus.stream_messages("ERPGW_BILLING") == 0
+        await bus.close()
+        bare = dataclasses.replace(operator, tls=client_tls(str(pki["ca"])))
+        with pytest.raises((BrokerUnavailable, BrokerRejected)):
+            await NatsBus.connect(url, auth=bare, wait_for_server=3)
+    finally:
+        await _stop(task)
