@@ -200,6 +200,10 @@ async def test_router_cannot_fetch_from_another_roles_consumer(
         with pytest.raises(nats.errors.TimeoutError):
             await sub.fetch(1, timeout=1)
         await router.violation(f"$JS.API.CONSUMER.MSG.NEXT.{BILLING}.erp-journal")
+        # ...nor subscribe outside its allow-list (the lane's raw events, another's inbox)...
+        for subject in (S.lane_wildcard("billing"), "_INBOX.erp.>"):
+            await router.nc.subscribe(subject)
+            await router.violation(subject)
         # ...nor may the ERP adapter publish ERP commands (only the routers do).
         await erp.nc.publish(S.erp_journal, b"forged")
         await erp.violation(S.erp_journal)
