@@ -32,14 +32,38 @@ a rule of the platform the gateway cannot know in advance), ``limiter.crash_afte
 rate-limiter actor raises once, S seconds after it started: F35's drill; adapters pause until
 the supervisor restarts it) and ``limiter.down_for:D`` (its restart then takes D s longer).
 ``fault(name)`` returns the value ("" when set without one) or None.
+
+Drill mode (S22): both variables are ignored unless ``ERPGW_DRILLS=1`` is set too (the demo,
+drill and test launchers set it), so a stray variable in a production environment cannot crash
+or corrupt anything; ``ignored_hooks()`` names what was ignored, for a warning at start. With
+drill mode on and a hook set, ``refuse_off_loopback`` refuses to start a gateway whose
+listener or any platform URL is not on loopback (``drills.off_loopback``).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import sys
+import urllib.parse
+from collections.abc import Iterable
 
-__all__ = ["CRASH_POINTS", "FAULTS", "crashpoint", "fault"]
+from contracts import GatewayError
+
+__all__ = ["CRASH_POINTS", "DRILLS_VAR", "FAULTS", "DrillError", "crashpoint", "drills_enabled",
+           "fault", "hooks_active", "ignored_hooks", "refuse_off_loopback"]
+
+DRILLS_VAR = "ERPGW_DRILLS"
+_HOOK_VARS = ("GW_CRASH_AT", "GW_FAULT")
+
+
+class DrillError(GatewayError):
+    code = "drills.off_loopback"
+
+
+def drills_enabled() -> bool:
+    """Drill mode: ``ERPGW_DRILLS=1``. Without it no fault hook or crash point acts."""
+    return os.environ.get(DRILLS_VAR) == "1"
 
 CRASH_POINTS = ("ingress.after_publish", "router.after_publish", "erp.after_post",
                 "erp.after_commit", "revenue.before_upload", "revenue.after_upload",
@@ -58,7 +82,7 @@ def _parse(spec: str) -> tuple[str, int] | None:
     return name, int(nth) if nth.isdigit() and int(nth) > 0 else 1
 
 
-_TARGET = _parse(os.environ.get("GW_CRASH_AT", ""))
+_TARGET = _parse(os.environ.get("GW_CRASH_AT", "")) if drills_enabled() else None
 
 FAULTS = ("erp.raise_every", "erp.fail_start", "ledger.max_page_count",
           "revenue.corrupt_line",
@@ -76,7 +100,43 @@ def _parse_faults(spec: str) -> dict[str, str]:
     return out
 
 
-_FAULTS = _parse_faults(os.environ.get("GW_FAULT", ""))
+_FAULTS = _parse_faults(os.environ.get("GW_FAULT", "")) if drills_enabled() else {}
+
+
+def hooks_active() -> bool:
+    """True when a crash point or fault hook is armed (drill mode on and one set)."""
+    return _TARGET is not None or bool(_FAULTS)
+
+
+def ignored_hooks() -> list[str]:
+    """The hook variables set in the environment but ignored because drill mode is off."""
+    return [] if drills_enabled() else [v for v in _HOOK_VARS if os.environ.get(v)]
+
+
+def _loopback(url_or_host: str) -> bool:
+    host = urllib.parse.urlsplit(url_or_host).hostname if "://" in url_or_host else url_or_host
+    for part in (host or "").split(","):
+        name = part.strip().strip("[]")
+        if name == "localhost":
+            continue
+        try:
+            if not ipaddress.ip_address(name).is_loopback:
+                return False
+        except ValueError:
+            return False
+    return bool(host)
+
+
+def refuse_off_loopback(targets: Iterable[str]) -> None:
+    """Raise ``DrillError`` when a hook is armed and a listener host or URL in ``targets``
+    (empty ones skipped) is not on loopback: drills only ever run on one machine."""
+    if not hooks_active():
+        return
+    off = [t for t in targets if t and not _loopback(t)]
+    if off:
+        raise DrillError(f"drill hooks ({', '.join(v for v in _HOOK_VARS if os.environ.get(v))})"
+                         f" refuse to run with listeners or platforms off loopback: "
+                         f"{', '.join(off)}")
 
 
 def fault(name: str) -> str | None:

@@ -82,9 +82,9 @@ class _Metrics:
         self.samples: list[tuple[float, dict[str, int]]] = []
         self._nc: Any = None
 
-    async def start(self, url: str, subject: str) -> None:
+    async def start(self, url: str, subject: str, options: dict[str, Any]) -> None:
         try:
-            self._nc = await nats.connect(url, name="erpgw-bench-metrics")
+            self._nc = await nats.connect(url, name="erpgw-bench-metrics", **options)
         except (OSError, nats.errors.Error, TimeoutError):
             self._nc = None
             return
@@ -172,7 +172,7 @@ async def run_gateway_leg(stack: Stack, leg: GatewayLeg, *, stall_timeout: float
     async with aiohttp.ClientSession(timeout=timeout) as http:
         await _sim(http, "POST", f"{base}/sim/v1/reset")
         metrics = _Metrics()
-        await metrics.start(stack.url, metrics_subject)
+        await metrics.start(stack.url, metrics_subject, stack.nats_options("monitor"))
         samples: list[tuple[float, int, int, int]] = []  # t, issued, accepted, posted
         # The sync lane: idle first, then probed all through a maximum-load leg.
         probe: SyncProbe | None = None
@@ -180,8 +180,10 @@ async def run_gateway_leg(stack: Stack, leg: GatewayLeg, *, stall_timeout: float
         if leg.rate is None and driller is None and not lean:
             products = await _sim(http, "GET", f"{base}/cpq/v1/products")
             if products.get("items"):
+                # A caller of the sync lane from outside the gateway: its own identity.
                 probe = SyncProbe(stack.url, Subjects().sync_pricing_validate,
-                                  products["items"][0]["id"])
+                                  products["items"][0]["id"],
+                                  options=stack.nats_options("sync-client"))
                 idle_lat = await probe.run(count=50)
         flood: UsageFlood | None = None
         if usage > 0 and probe is not None:

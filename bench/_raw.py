@@ -77,6 +77,9 @@ class BaselineConfig:
     nats_url: str
     sim_url: str
     events: int
+    # The broker identity's NKey seed file (the embedded broker's admin: the baselines create
+    # and delete streams of their own, which only the admin identity may do).
+    nats_seed: str = ""
     rate: float | None = None  # None: maximum load
     seed: int = 7
     window: int = 64  # outstanding admitted events, as the simulator allows the gateway
@@ -85,6 +88,11 @@ class BaselineConfig:
     adapter_batch: int = 100
     stall_timeout: float = 60.0
     max_ack_pending: int = 256
+
+
+def seed_option(cfg: BaselineConfig) -> dict[str, str]:
+    """``nats.connect`` keyword for the baseline's broker identity (none: anonymous)."""
+    return {"nkeys_seed": cfg.nats_seed} if cfg.nats_seed else {}
 
 
 class AtomicRefused(Exception):
@@ -139,7 +147,7 @@ class _Pipe:
 
     async def open(self, streams: int) -> JetStreamContext:
         self.nc = await nats.connect(self.cfg.nats_url, name=f"bench-{self.cfg.run_id}",
-                                     pending_size=64 * 1024 * 1024)
+                                     pending_size=64 * 1024 * 1024, **seed_option(self.cfg))
         self.js = self.nc.jetstream(timeout=10.0)
         names = [(self.in_stream, self.in_subject), (self.out_stream, self.out_subject)]
         for name, subject in names[:streams]:

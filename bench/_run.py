@@ -201,7 +201,9 @@ async def _reset_sim(sim_url: str) -> None:
 async def _run_baseline(kind: str, leg: Leg, stack: Stack, opts: BenchOptions, idx: int,
                         workdir: Path) -> dict[str, Any]:
     await _reset_sim(stack.sim_url)
-    cfg = {"nats_url": stack.url, "sim_url": stack.sim_url, "events": leg.events,
+    admin = stack.auth("admin")  # the raw baselines run as the broker's admin identity
+    cfg = {"nats_url": stack.url, "nats_seed": admin.seed_file if admin else "",
+           "sim_url": stack.sim_url, "events": leg.events,
            "rate": leg.rate, "seed": opts.seed, "run_id": f"{kind}-{idx}",
            "stall_timeout": min(opts.stall_timeout, 60.0)}
     log = workdir / f"baseline-{kind}-{idx}.log"
@@ -280,7 +282,7 @@ async def run_peak_billing(opts: BenchOptions) -> dict[str, Any]:
         progress.phase("; ".join(f"{k} {v.split(':')[0]}" for k, v in topo.items()))
         await stack.start()
         if opts.nats_url and kinds:
-            problem = await broker_problem(stack.url)
+            problem = await broker_problem(stack.url, stack.nats_options("admin"))
             if problem:
                 skipped = (f"skipped: the targeted broker {opts.nats_url} cannot carry the "
                            f"baselines ({problem})")

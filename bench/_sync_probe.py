@@ -8,6 +8,7 @@ calls CPQ for every request). Run once on an idle gateway and once during a floo
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import anyio
 import msgspec
@@ -22,8 +23,10 @@ _dec = msgspec.json.Decoder()
 
 class SyncProbe:
     def __init__(self, nats_url: str, subject: str, product: str, currency: str = "USD",
-                 interval: float = 0.02, timeout: float = 2.0) -> None:
+                 interval: float = 0.02, timeout: float = 2.0,
+                 options: dict[str, Any] | None = None) -> None:
         self.nats_url, self.subject = nats_url, subject
+        self.options = options or {}  # nats.connect credentials
         self.interval, self.timeout = interval, timeout
         self.body = _enc.encode({"currency": currency,
                                  "items": [{"product_id": product, "quantity": 1}]})
@@ -34,7 +37,7 @@ class SyncProbe:
                   until: anyio.Event | None = None) -> list[float]:
         """Send ``count`` requests, or until ``until`` is set; returns this run's latencies."""
         out: list[float] = []
-        nc = await nats.connect(self.nats_url, connect_timeout=5)
+        nc = await nats.connect(self.nats_url, connect_timeout=5, **self.options)
         try:
             n = 0
             while (count is None or n < count) and not (until is not None and until.is_set()):

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 import nats
 import nats.errors
+from nats.aio.client import Client
 from nats.js import api
 
 from gateway.stack import Stack, StackError
@@ -139,7 +140,7 @@ class TargetStack(Stack):
                                              f"HTTP {resp.status}")
                 except (aiohttp.ClientError, TimeoutError) as exc:
                     raise StackError(f"the {what} at {base} does not answer: {exc}") from exc
-        problem = await broker_problem(self.url)
+        problem = await broker_problem(self.url, self.nats_options("admin"))
         if problem and "JetStream" not in problem:
             raise StackError(f"the broker at {self.url}: {problem}")
 
@@ -169,7 +170,7 @@ def make_stack(opts: BenchOptions, workdir: Path) -> Stack:
     return Stack(workdir, nats_url=opts.nats_url or "", seed=opts.seed, sync_interval=sync)
 
 
-async def broker_problem(url: str) -> str | None:
+async def broker_problem(url: str, options: dict[str, Any] | None = None) -> str | None:
     """Why the broker at ``url`` cannot carry the baselines, or None when it can.
 
     The baselines create file-backed streams of their own (``BENCH_*``) and delete them
@@ -181,10 +182,15 @@ async def broker_problem(url: str) -> str | None:
 
     try:
         # One attempt (nats-py retries an initial connect forever with 0), bounded in time.
-        nc = await asyncio.wait_for(nats.connect(
-            url, name="erpgw-bench-check", connect_timeout=5, max_reconnect_attempts=1,
-            allow_reconnect=False, reconnect_time_wait=0.2, error_cb=quiet), 15)
+        nc = Client()
+        opts: dict[str, Any] = {
+            "name": "erpgw-bench-check", "connect_timeout": 5, "max_reconnect_attempts": 1,
+            "allow_reconnect": False, "reconnect_time_wait": 0.2, "error_cb": quiet,
+            **(options or {})}
+        await asyncio.wait_for(nc.connect(url, **opts), 15)
     except (OSError, nats.errors.Error, TimeoutError) as exc:
+        with contextlib.suppress(Exception):
+            await nc.close()  # a refused attempt's socket
         return f"cannot connect ({exc or type(exc).__name__})"
     name = f"BENCH_CHECK_{os.getpid()}"
     try:

@@ -14,16 +14,19 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import signal
 import socket
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import anyio
 import anyio.abc
 import msgspec
 
+from actors import crash
 from actors.advisories import MaxDeliveriesWorker
 from actors.commercial import (
     SAGA_CONSUMER,
@@ -35,6 +38,7 @@ from actors.commercial import (
 from actors.deadletter import DeadLetterSink
 from actors.erp import ErpPoster
 from actors.infra import Ledger, NatsBus
+from actors.infra.bus import mask_url
 from actors.ingress import WebhookIngress
 from actors.limits import CrashOnce, LimiterHub, RateLimiterActor
 from actors.monitor import LaneWatch, MetricsPublisher, Monitor, events_flushed, instance_id
@@ -58,9 +62,10 @@ from actors.usage import UsageAggregator, UsageDoor, UsageIntake
 from contracts import LANES, GatewayError, Subjects
 
 from . import __version__
-from .broker import EmbeddedBroker
+from .broker import BrokerTls, EmbeddedBroker
 from .config import Config
 from .credentials import platform_credentials
+from .identities import ACTOR_ROLE, auth_for, identities_dir
 
 __all__ = ["CONSUMERS", "REVENUE_CONSUMER", "erp_journal_client", "erp_postings_reader",
            "platform_specs", "provision", "run_gateway", "stripe_billing_read"]
@@ -138,6 +143,27 @@ def _check_port(host: str, port: int) -> None:
                 "choose another with --http-port", code="http.port_busy") from exc
 
 
+# The broker identities the gateway process connects as, one connection each (see
+# gateway/identities.py and docs/security.md).
+GATEWAY_ROLES: tuple[str, ...] = tuple(dict.fromkeys([*ACTOR_ROLE.values(), "telemetry"]))
+
+
+def _server_tls(cfg: Config) -> BrokerTls | None:
+    t = cfg.nats.server_tls
+    if not t.cert:
+        return None
+    return BrokerTls(cert=Path(t.cert), key=Path(t.key), ca=Path(t.ca) if t.ca else None)
+
+
+def _check_drills(cfg: Config) -> None:
+    """Fault hooks act only in drill mode, and never off loopback (actors/crash.py)."""
+    for var in crash.ignored_hooks():
+        log.warning("%s is set but drill mode is off (%s=1): ignored", var, crash.DRILLS_VAR)
+    crash.refuse_off_loopback([
+        cfg.http.host, mask_url(cfg.nats.url), cfg.erp.base_url, cfg.revenue.base_url,
+        cfg.cpq.base_url, cfg.partner.base_url, cfg.billing_url])
+
+
 def _public_url(url: str) -> str:
     """``url`` without credentials (``nats://user:secret@host`` -> ``nats://host``), for
     logs; several comma-separated servers each lose theirs."""
@@ -204,26 +230,43 @@ async def run_gateway(cfg: Config, *, ready: anyio.Event | None = None,
     """
     specs = platform_specs(cfg)  # credentials first: refuse before listening
     data = cfg.data_path
-    data.mkdir(parents=True, exist_ok=True)
+    data.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(data, 0o700)  # the ledger and the broker's seeds live here (S28)
+    _check_drills(cfg)
     _check_port(cfg.http.host, cfg.http.port)
     broker: EmbeddedBroker | None = None
     url = cfg.nats.url
     if not url:
         broker = EmbeddedBroker(data / "nats", port=cfg.nats.port,
-                                sync_interval=cfg.nats.sync_interval)
+                                sync_interval=cfg.nats.sync_interval,
+                                identities_dir=identities_dir(cfg), prefix=cfg.nats.prefix,
+                                encryption_key_file=Path(cfg.nats.encryption_key_file)
+                                if cfg.nats.encryption_key_file else None,
+                                tls=_server_tls(cfg))
         await broker.start()
         url = broker.url
         log.info("embedded nats-server on %s (store %s)", url, broker.store_dir)
     try:
-        bus = await NatsBus.connect(url, name="erpgw-gateway")
+        buses: dict[str, NatsBus] = {}
         try:
-            subjects = await provision(bus, cfg)
+            # Provisioning is the admin identity's alone; the actors run on their roles'.
+            admin = await NatsBus.connect(url, name="erpgw-gateway-admin",
+                                          auth=auth_for(cfg, "admin", required=False))
+            try:
+                subjects = await provision(admin, cfg)
+            finally:
+                await admin.close()
+            for role in GATEWAY_ROLES:
+                buses[role] = await NatsBus.connect(url, name=f"erpgw-gateway-{role}",
+                                                    auth=auth_for(cfg, role, required=False))
             ledger = await Ledger.open(data / "ledger.db")
+            for path in data.glob("ledger.db*"):
+                path.chmod(0o600)
             try:
                 limits = _limits(cfg)
                 async with open_platforms(specs, limiters={
                         name: limits.account(name) for name in LIMITED}) as platforms:
-                    await _run_tree(cfg, bus, subjects, ledger, platforms, limits, ready,
+                    await _run_tree(cfg, buses, subjects, ledger, platforms, limits, ready,
                                     handle_signals,
                                     broker=f"{_public_url(url)} "
                                            f"({'embedded' if broker else 'external'})")
@@ -231,7 +274,8 @@ async def run_gateway(cfg: Config, *, ready: anyio.Event | None = None,
                 await ledger.close()
         finally:
             with anyio.CancelScope(shield=True):
-                await bus.close()
+                for bus in buses.values():
+                    await bus.close()
     finally:
         if broker is not None:
             with anyio.CancelScope(shield=True):
@@ -292,9 +336,11 @@ def erp_journal_client(cfg: Config) -> Callable[[PlatformGuard], JournalClient]:
         account_ids=erp.account_ids, async_requests=erp.async_requests)
 
 
-async def _run_tree(cfg: Config, bus: NatsBus, subjects: Subjects, ledger: Ledger,
-                    platforms: Platforms, limits: LimiterHub, ready: anyio.Event | None,
-                    handle_signals: bool, *, broker: str = "") -> None:
+async def _run_tree(cfg: Config, buses: Mapping[str, NatsBus], subjects: Subjects,
+                    ledger: Ledger, platforms: Platforms, limits: LimiterHub,
+                    ready: anyio.Event | None, handle_signals: bool, *,
+                    broker: str = "") -> None:
+    bus = buses["telemetry"]  # metrics, breaker and supervisor events (<prefix>.mon.>)
     billing_stream = subjects.stream("billing")
     tree: Supervisor | None = None
 
@@ -375,12 +421,13 @@ async def _run_tree(cfg: Config, bus: NatsBus, subjects: Subjects, ledger: Ledge
         _log_event(ev)
         monitor.note_supervisor(ev)
 
-    def dlq_sink(lane: str, stream: str) -> DeadLetterSink:
-        return DeadLetterSink(bus, subjects, lane, stream,
+    def dlq_sink(lane: str, stream: str, role: str) -> DeadLetterSink:
+        # On the connection of the actor that dead-letters (its role may publish letters).
+        return DeadLetterSink(buses[role], subjects, lane, stream,
                               observer=lambda dl: monitor.note_dead_letter(dl.lane, dl.code))
 
-    def billing_dlq() -> DeadLetterSink:
-        return dlq_sink("billing", billing_stream)
+    def billing_dlq(role: str) -> DeadLetterSink:
+        return dlq_sink("billing", billing_stream, role)
 
     sync_door = SyncDoor()
     usage_door = UsageDoor()
@@ -391,13 +438,13 @@ async def _run_tree(cfg: Config, bus: NatsBus, subjects: Subjects, ledger: Ledge
             "rate-limiter", limits, crash=limiter_crash)),
         ChildSpec("erp-journal", lambda: ErpPoster(
             "erp-journal", durable="erp-journal", batch=cfg.erp.batch, erp=erp_journal,
-            ledger=ledger, dlq=billing_dlq(), bus=bus, stream=billing_stream,
+            ledger=ledger, dlq=billing_dlq("erp"), bus=buses["erp"], stream=billing_stream,
             consumer=cfg.consumers, client=erp_journal_client(cfg),
             latency_observer=monitor.posting_observer("erp"))),
         ChildSpec("invoice-router", lambda: InvoiceRouter(
             "invoice-router", durable="invoice-router", batch=cfg.router.batch,
             subjects=subjects, accounts=cfg.accounts,
-            dlq=billing_dlq(), bus=bus,
+            dlq=billing_dlq("router"), bus=buses["router"],
             stream=billing_stream, consumer=cfg.consumers)),
     ]
     if cfg.revenue.enabled:
@@ -406,8 +453,8 @@ async def _run_tree(cfg: Config, bus: NatsBus, subjects: Subjects, ledger: Ledge
         # longer than an upload may take.
         children.append(ChildSpec(REVENUE_CONSUMER, lambda: RevenuePoster(
             REVENUE_CONSUMER, durable=REVENUE_CONSUMER, batch=cfg.revenue.batch,
-            revenue=revenue_batches, ledger=ledger, dlq=billing_dlq(), subjects=subjects,
-            max_batch_lines=cfg.revenue.max_batch_lines, bus=bus,
+            revenue=revenue_batches, ledger=ledger, dlq=billing_dlq("revenue"),
+            subjects=subjects, max_batch_lines=cfg.revenue.max_batch_lines, bus=buses["revenue"],
             stream=billing_stream, consumer=cfg.consumers,
             latency_observer=monitor.posting_observer("revenue")),
             shutdown_timeout=cfg.revenue.timeout_s + 5.0))
@@ -418,15 +465,16 @@ async def _run_tree(cfg: Config, bus: NatsBus, subjects: Subjects, ledger: Ledge
         children.append(ChildSpec(USAGE_CONSUMER, lambda: UsageAggregator(
             USAGE_CONSUMER, durable=USAGE_CONSUMER, batch=cfg.usage.batch,
             billing=usage_rating, revenue=revenue_batches, ledger=ledger,
-            dlq=dlq_sink("usage", subjects.stream("usage")), subjects=subjects,
+            dlq=dlq_sink("usage", subjects.stream("usage"), "usage"), subjects=subjects,
             max_bulk_items=cfg.usage.max_bulk_items,
-            max_batch_lines=cfg.revenue.max_batch_lines, bus=bus,
+            max_batch_lines=cfg.revenue.max_batch_lines, bus=buses["usage"],
             stream=subjects.stream("usage"), consumer=cfg.consumers),
             shutdown_timeout=max(cfg.billing.timeout_s, cfg.revenue.timeout_s) * 2 + 5.0))
     # Flow 2's credit memos: reversing entries through the same ERP poster.
     children.append(ChildSpec(CREDIT_CONSUMER, lambda: CreditMemoRouter(
         CREDIT_CONSUMER, durable=CREDIT_CONSUMER, batch=cfg.router.batch, subjects=subjects,
-        accounts=cfg.accounts, dlq=billing_dlq(), bus=bus, stream=billing_stream,
+        accounts=cfg.accounts, dlq=billing_dlq("router"), bus=buses["router"],
+        stream=billing_stream,
         consumer=cfg.consumers)))
     if cfg.payments.enabled:
         # Flow 3 (docs/flows.md): the portal's endpoints and the ERP's payables endpoint
@@ -437,19 +485,21 @@ async def _run_tree(cfg: Config, bus: NatsBus, subjects: Subjects, ledger: Ledge
         children += [
             ChildSpec(PAYMENT_CONSUMER, lambda: PaymentRouter(
                 PAYMENT_CONSUMER, durable=PAYMENT_CONSUMER, batch=cfg.payments.batch,
-                subjects=subjects, ledger=ledger, accounts=cfg.accounts, dlq=billing_dlq(),
-                recheck_s=cfg.payments.park_recheck_s, bus=bus, stream=billing_stream,
+                subjects=subjects, ledger=ledger, accounts=cfg.accounts,
+                dlq=billing_dlq("router"), recheck_s=cfg.payments.park_recheck_s,
+                bus=buses["router"], stream=billing_stream,
                 consumer=cfg.consumers)),
             ChildSpec(COMMISSION_CONSUMER, lambda: CommissionRouter(
                 COMMISSION_CONSUMER, durable=COMMISSION_CONSUMER, batch=cfg.payments.batch,
-                subjects=subjects, attribution=attribution, dlq=billing_dlq(), bus=bus,
+                subjects=subjects, attribution=attribution, dlq=billing_dlq("router"),
+                bus=buses["router"],
                 stream=billing_stream, consumer=cfg.consumers)),
             ChildSpec(SETTLEMENT_CONSUMER, lambda: SettlementPoster(
                 SETTLEMENT_CONSUMER, durable=SETTLEMENT_CONSUMER,
                 batch=cfg.payments.settlement_batch, subjects=subjects, ledger=ledger,
                 accounts=cfg.accounts, on_cycle=monitor.note_settlement_cycle,
                 portal=portal_settlements, erp=erp_payables,
-                dlq=dlq_sink("revpartner", revpartner_stream), bus=bus,
+                dlq=dlq_sink("revpartner", revpartner_stream, "partner"), bus=buses["partner"],
                 stream=revpartner_stream, consumer=cfg.consumers),
                 shutdown_timeout=cfg.partner.timeout_s + cfg.erp.timeout_s + 5.0),
         ]
@@ -462,20 +512,22 @@ async def _run_tree(cfg: Config, bus: NatsBus, subjects: Subjects, ledger: Ledge
         children.append(ChildSpec(SAGA_CONSUMER, lambda: DealSaga(
             SAGA_CONSUMER, durable=SAGA_CONSUMER, batch=cfg.deals.batch,
             platforms=saga_platforms, ledger=ledger, subjects=subjects,
-            dlq=dlq_sink("commercial", subjects.stream("commercial")), bus=bus,
+            dlq=dlq_sink("commercial", subjects.stream("commercial"), "commercial"),
+            bus=buses["commercial"],
             stream=subjects.stream("commercial"), consumer=cfg.consumers),
             shutdown_timeout=slowest * 2 + 5.0))
         children.append(ChildSpec(SUBSCRIPTION_CONSUMER, lambda: SubscriptionSync(
             SUBSCRIPTION_CONSUMER, durable=SUBSCRIPTION_CONSUMER, batch=cfg.deals.batch,
             erp=erp_orders, revenue=revenue_contracts, ledger=ledger,
-            dlq=dlq_sink("commercial", subjects.stream("commercial")), bus=bus,
+            dlq=dlq_sink("commercial", subjects.stream("commercial"), "commercial"),
+            bus=buses["commercial"],
             stream=subjects.stream("commercial"), consumer=cfg.consumers),
             shutdown_timeout=slowest * 3 + 5.0))
     children += [
         # The usage intake (POST /usage/v1/records through its door on the webhook port): its
         # own group commit on the usage stream.
         ChildSpec("usage-intake", lambda: UsageIntake(
-            "usage-intake", bus=bus, subjects=subjects, door=usage_door,
+            "usage-intake", bus=buses["ingress"], subjects=subjects, door=usage_door,
             api_tokens=cfg.usage.api_tokens, max_records=cfg.usage.max_records,
             tenant=cfg.http.tenant)),
         # The synchronous lane (pricing validation, order acceptance): its own actor, CPQ
@@ -483,11 +535,11 @@ async def _run_tree(cfg: Config, bus: NatsBus, subjects: Subjects, ledger: Ledge
         # webhook port through a door that outlives the lane's restarts. It may finish
         # detached CPQ calls while stopping, so it gets longer than a CPQ call to stop.
         ChildSpec("sync-lane", lambda: SyncLane(
-            "sync-lane", bus=bus, subjects=subjects, settings=cfg.cpq, cpq=cpq_price,
+            "sync-lane", bus=buses["sync"], subjects=subjects, settings=cfg.cpq, cpq=cpq_price,
             door=sync_door),
             shutdown_timeout=cfg.cpq.timeout_s + 5.0),
         ChildSpec("billing-ingress", lambda: WebhookIngress(
-            "billing-ingress", bus=bus, subjects=subjects, settings=cfg.http,
+            "billing-ingress", bus=buses["ingress"], subjects=subjects, settings=cfg.http,
             health=health,
             extra_routes={"/metrics": monitor.prometheus},
             extra_post_routes={**sync_door.routes(), **usage_door.routes()},
@@ -499,7 +551,9 @@ async def _run_tree(cfg: Config, bus: NatsBus, subjects: Subjects, ledger: Ledge
                      partner_source(cfg.partner.webhook_path, cfg.partner.webhook_secrets)])),
         # Messages the server gave up on without any handler's verdict → dead letters.
         ChildSpec(ADVISORY_CONSUMER, lambda: MaxDeliveriesWorker(
-            ADVISORY_CONSUMER, subjects=subjects, sink_for=dlq_sink, bus=bus,
+            ADVISORY_CONSUMER, subjects=subjects,
+            sink_for=lambda lane, stream: dlq_sink(lane, stream, "deadletter"),
+            bus=buses["deadletter"],
             stream=subjects.advisory_stream, durable=ADVISORY_CONSUMER,
             consumer=cfg.consumers)),
         ChildSpec("metrics", lambda: MetricsPublisher(
@@ -510,7 +564,7 @@ async def _run_tree(cfg: Config, bus: NatsBus, subjects: Subjects, ledger: Ledge
         legs = cfg.reconcile.legs
         children.append(ChildSpec("reconciler", lambda: Reconciler(
             # Its reads take permits of the same account budgets as the adapters' writes.
-            "reconciler", bus=bus, subjects=subjects,
+            "reconciler", bus=buses["reconciler"], subjects=subjects,
             billing=platforms.billing.reader(), erp=platforms.erp.reader(),
             billing_read=stripe_billing_read(cfg, platforms.billing),
             interval_s=cfg.reconcile.interval_s, grace_s=cfg.reconcile.grace_s,

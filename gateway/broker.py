@@ -7,6 +7,14 @@ redirected to ``nats-server.log`` there, and wait until the server both accepts 
 and reports that it is ready. ``stop()`` sends SIGTERM (the server flushes and exits) and falls
 back to SIGKILL after a grace period; ``kill()`` is the drill for crash tests.
 
+Authentication: with ``identities_dir`` set the server requires an NKey user for every
+connection; ``start`` creates the missing role seeds there (``gateway/identities.py``) and writes
+their public keys and permissions into the config. Without it the server is open to anyone on
+loopback, which only unit tests of the broker itself use.
+
+At rest: with ``encryption_key_file`` set, JetStream encrypts its store (``cipher: chachapoly``);
+the key goes to the server by environment variable, never into the config file.
+
 Errors are explicit: a missing binary, a busy port or a server that dies at start raise
 ``BrokerError`` with the reason and the tail of the server's log.
 """
@@ -17,17 +25,20 @@ import os
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import anyio
 
-from contracts import GatewayError
+from actors.infra.bus import NatsAuth
+from contracts import GatewayError, Subjects
 
-__all__ = ["BrokerError", "EmbeddedBroker", "find_nats_server", "free_port"]
+__all__ = ["BrokerError", "BrokerTls", "EmbeddedBroker", "find_nats_server", "free_port"]
 
 
 class BrokerError(GatewayError):
@@ -63,6 +74,13 @@ def _port_busy(host: str, port: int) -> bool:
         return s.connect_ex((host, port)) == 0
 
 
+@dataclass(frozen=True)
+class BrokerTls:
+    cert: Path
+    key: Path
+    ca: Path | None = None  # set: client certificates are required and verified against it
+
+
 @dataclass
 class EmbeddedBroker:
     """One ``nats-server`` process with JetStream, its store under ``store_dir``.
@@ -79,11 +97,18 @@ class EmbeddedBroker:
     max_payload: int = 1024 * 1024
     max_file_store: str = "8GB"
     server_name: str = "erpgw"
+    # Where the role seeds live (None: no authentication at all; tests of the broker only).
+    identities_dir: Path | None = None
+    prefix: str = "erpgw"  # subject prefix the permissions are written for
+    encryption_key_file: Path | None = None
+    # Serve TLS only (``cert``, ``key``; with ``ca`` clients must present a certificate it
+    # signed: mutual TLS). Clients then need ``client_tls`` (see ``tls_client``).
+    tls: BrokerTls | None = None
     _proc: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
 
     @property
     def url(self) -> str:
-        return f"nats://{self.host}:{self.port}"
+        return f"{'tls' if self.tls else 'nats'}://{self.host}:{self.port}"
 
     @property
     def log_path(self) -> Path:
@@ -97,21 +122,87 @@ class EmbeddedBroker:
     def pid(self) -> int | None:
         return self._proc.pid if self._proc else None
 
-    def _write_config(self) -> Path:
-        self.store_dir.mkdir(parents=True, exist_ok=True)
-        conf = self.store_dir / "nats-server.conf"
-        conf.write_text(
-            "# written by erpgw; edits are overwritten at every start\n"
-            f'server_name: "{self.server_name}"\n'
-            f"listen: {self.host}:{self.port}\n"
-            f"max_payload: {self.max_payload}\n"
-            "jetstream {\n"
-            f'  store_dir: "{self.store_dir / "js"}"\n'
-            f"  sync_interval: {self.sync_interval}\n"
-            f"  max_file_store: {self.max_file_store}\n"
-            "  max_memory_store: 256MB\n"
-            "}\n"
+    @property
+    def auth_required(self) -> bool:
+        return self.identities_dir is not None
+
+    def auth(self, role: str = "admin") -> NatsAuth | None:
+        """Credentials of ``role`` for this broker (None when it requires none)."""
+        if self.identities_dir is None:
+            return None
+        from .identities import role_auth
+
+        return role_auth(role, self.identities_dir)
+
+    def nats_options(self, role: str = "admin") -> dict[str, Any]:
+        """Keyword arguments of ``nats.connect`` for identity ``role`` (tests, bench)."""
+        auth = self.auth(role)
+        return auth.options() if auth is not None else {}
+
+    def _authorization(self) -> str:
+        if self.identities_dir is None:
+            return ""
+        from .identities import (
+            authorization_block,
+            ensure_seeds,
+            gateway_consumers,
+            role_permissions,
         )
+
+        keys = ensure_seeds(self.identities_dir)
+        subjects = Subjects(prefix=self.prefix)
+        return authorization_block(keys, role_permissions(subjects, gateway_consumers(subjects)))
+
+    def _tls_block(self) -> str:
+        t = self.tls
+        if t is None:
+            return ""
+        lines = ["tls {", f'  cert_file: "{t.cert}"', f'  key_file: "{t.key}"',
+                 "  timeout: 5"]
+        if t.ca is not None:
+            lines += [f'  ca_file: "{t.ca}"', "  verify: true"]
+        return "\n".join([*lines, "}"]) + "\n"
+
+    def _encryption_key(self) -> str:
+        path = self.encryption_key_file
+        if path is None:
+            return ""
+        try:
+            mode = stat.S_IMODE(path.stat().st_mode)
+            key = path.read_text().strip()
+        except OSError as exc:
+            raise BrokerError(f"nats.encryption_key_file {path}: {exc.strerror}",
+                              code="broker.encryption_key") from exc
+        if mode & 0o077:
+            raise BrokerError(f"nats.encryption_key_file {path} is readable by others (mode "
+                              f"{mode:04o}); run `chmod 600 {path}`", code="broker.encryption_key")
+        if len(key) < 32:
+            raise BrokerError(f"nats.encryption_key_file {path}: the key must have at least "
+                              "32 characters", code="broker.encryption_key")
+        return key
+
+    def _write_config(self, encrypted: bool) -> Path:
+        self.store_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(self.store_dir, 0o700)  # also tighten a directory made earlier
+        conf = self.store_dir / "nats-server.conf"
+        cipher = ("  cipher: chachapoly\n  key: $ERPGW_NATS_STORE_KEY\n" if encrypted else "")
+        fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(
+                "# written by erpgw; edits are overwritten at every start\n"
+                f'server_name: "{self.server_name}"\n'
+                f"listen: {self.host}:{self.port}\n"
+                f"max_payload: {self.max_payload}\n"
+                "jetstream {\n"
+                f'  store_dir: "{self.store_dir / "js"}"\n'
+                f"  sync_interval: {self.sync_interval}\n"
+                f"  max_file_store: {self.max_file_store}\n"
+                "  max_memory_store: 256MB\n"
+                f"{cipher}"
+                "}\n"
+                f"{self._tls_block()}"
+                f"{self._authorization()}"
+            )
         return conf
 
     def _log_tail(self, lines: int = 8) -> str:
@@ -136,7 +227,11 @@ class EmbeddedBroker:
                 "--nats-port, or use that server with --nats-url",
                 code="broker.port_busy",
             )
-        conf = self._write_config()
+        key = self._encryption_key()
+        conf = self._write_config(encrypted=bool(key))
+        env = {k: v for k, v in os.environ.items() if k != "ERPGW_NATS_STORE_KEY"}
+        if key:
+            env["ERPGW_NATS_STORE_KEY"] = key
         log = self.log_path.open("ab")
         try:
             self._proc = subprocess.Popen(  # noqa: S603, ASYNC220 - fixed argv; Popen returns at once
@@ -144,6 +239,7 @@ class EmbeddedBroker:
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=log,
+                env=env,
                 start_new_session=True,  # a Ctrl-C to the gateway must not kill the broker first
             )
         finally:

@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from actors.infra import ConsumerSettings, StreamSettings
+from actors.infra.bus import mask_url
 from actors.ingress import IngressSettings
 from actors.monitor import SlaConfig
 from actors.platforms.auth import AuthSettings
@@ -37,11 +38,47 @@ class ConfigError(GatewayError):
     code = "config.invalid"
 
 
+class NatsTlsConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """TLS to the broker: ``ca`` verifies the server (never switched off; empty: the system's
+    trust store); ``cert`` + ``key`` are the client's certificate for mutual TLS."""
+
+    ca: str = ""
+    cert: str = ""
+    key: str = ""
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.ca or self.cert)
+
+
 class NatsConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     url: str = ""  # empty: start the embedded nats-server
     port: int = 4222  # the embedded server's client port
     prefix: str = "erpgw"
     sync_interval: str = "always"  # the embedded server's fsync policy; "2m" only to measure
+    # Credentials for an external broker (at most one kind; see docs/security.md). The embedded
+    # broker needs none of them: its role seeds live in `identities_dir`.
+    creds: str = ""  # a JWT + NKey credentials file
+    nkey_seed_file: str = ""  # an NKey seed file
+    user: str = ""
+    password: str = ""  # prefer ERPGW_NATS_PASSWORD or password_file
+    password_file: str = ""
+    # One NKey seed per role (default <data_dir>/identities; the embedded broker writes them).
+    identities_dir: str = ""
+    # The embedded broker's JetStream store is encrypted with the key in this file (0600).
+    encryption_key_file: str = ""
+    # TLS for every connection to the broker (docs/security.md); off when empty.
+    tls: NatsTlsConfig = msgspec.field(default_factory=NatsTlsConfig)
+    # The embedded broker serves TLS only with this certificate; with `ca` set, clients must
+    # present a certificate it signed (mutual TLS). Off when empty.
+    server_tls: NatsTlsConfig = msgspec.field(default_factory=NatsTlsConfig)
+
+    def __repr__(self) -> str:
+        return (f"NatsConfig(url={mask_url(self.url)!r}, port={self.port}, "
+                f"prefix={self.prefix!r}, creds={self.creds!r}, "
+                f"nkey_seed_file={self.nkey_seed_file!r}, user={self.user!r}, "
+                f"password={'***' if self.password else ''!r}, "
+                f"identities_dir={self.identities_dir!r})")
 
 
 class BillingConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -242,6 +279,9 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         doc["partner"]["webhook_secrets"] = ["***"] * len(self.partner.webhook_secrets)
         for section in ("erp", "billing", "revenue", "partner", "cpq"):
             doc[section]["auth"] = getattr(self, section).auth.public()
+        doc["nats"]["url"] = mask_url(self.nats.url)
+        if self.nats.password:
+            doc["nats"]["password"] = "***"  # noqa: S105 - the mask, not a password
         return doc
 
 

@@ -153,7 +153,9 @@ class Driller:
             if FAULTS[n].trigger == 0.0:
                 self.records[n].started_at = now
         if "poison" in self.names:
-            bus = await NatsBus.connect(self.stack.url, name="erpgw-drill")
+            # What a compromised or buggy webhook intake could publish: the ingress identity.
+            bus = await NatsBus.connect(self.stack.url, name="erpgw-drill",
+                                        auth=self.stack.auth("ingress"))
             try:
                 for i in range(POISON_COUNT):
                     await bus.publish(OutMsg(Subjects().invoice_issued,
@@ -256,7 +258,8 @@ class Driller:
         altered = set(audit.get("altered_ids", []))
         subjects = Subjects()
         published: list[dict[str, Any]] = []
-        nc = await nats.connect(self.stack.url, name="erpgw-drill-recon")
+        nc = await nats.connect(self.stack.url, name="erpgw-drill-recon",
+                                **self.stack.nats_options("monitor"))
         try:
             async def collect(msg: Any) -> None:
                 doc = msgspec.json.decode(msg.data)
@@ -264,7 +267,8 @@ class Driller:
                     published.append({"subject": msg.subject, **doc})
 
             sub = await nc.subscribe(f"{subjects.prefix}.mon.recon.>", cb=collect)
-            bus = await NatsBus.connect(self.stack.url, name="erpgw-drill")
+            bus = await NatsBus.connect(self.stack.url, name="erpgw-drill",
+                                        auth=self.stack.auth("operator"))
             try:
                 async with HttpClient(self.stack.sim_url, platform="billing") as billing, \
                         HttpClient(self.stack.sim_url, platform="erp") as erp:

@@ -24,7 +24,7 @@ import anyio
 import msgspec
 
 from actors.infra import NatsBus
-from actors.infra.bus import BrokerUnavailable
+from actors.infra.bus import BrokerUnavailable, NatsAuth
 from actors.infra.http import HttpClient
 from contracts import LANES, DeadLetter, GatewayError, JsonCodec, Subjects
 
@@ -188,6 +188,28 @@ class Stack:
         return self.nats_url or (self.broker.url if self.broker else "")
 
     @property
+    def data_dir(self) -> Path:
+        """The gateway's data directory (pass it as ``--data-dir`` to the CLI tools)."""
+        return self.workdir / "gateway"
+
+    @property
+    def identities_dir(self) -> Path:
+        return self.data_dir / "identities"
+
+    def auth(self, role: str = "admin") -> NatsAuth | None:
+        """Credentials of broker identity ``role``; with an external broker, the seed file
+        named by ``ERPGW_NATS_NKEY_SEED_FILE`` (the gateway's own setting), if any."""
+        if self.broker is not None:
+            return self.broker.auth(role)
+        seed = os.environ.get("ERPGW_NATS_NKEY_SEED_FILE", "")
+        return NatsAuth(seed_file=seed) if seed else None
+
+    def nats_options(self, role: str = "admin") -> dict[str, Any]:
+        """Keyword arguments of ``nats.connect`` for identity ``role`` (tests, bench)."""
+        auth = self.auth(role)
+        return auth.options() if auth is not None else {}
+
+    @property
     def sim_url(self) -> str:
         return f"http://127.0.0.1:{self.sim_port}"
 
@@ -235,8 +257,11 @@ class Stack:
         """Start broker (unless external), simulator and gateway; wait until all are ready."""
         self.workdir.mkdir(parents=True, exist_ok=True)
         if not self.nats_url:
+            # Authentication on, as in production: the role seeds go where the gateway (its
+            # data dir) and the CLI tools (`--data-dir <workdir>/gateway`) look for them.
             self.broker = EmbeddedBroker(self.workdir / "nats", port=free_port(),
-                                         sync_interval=self.sync_interval)
+                                         sync_interval=self.sync_interval,
+                                         identities_dir=self.identities_dir)
             await self.broker.start()
         self.gateway_port = free_port()
         self.sim_port = free_port()
@@ -258,7 +283,7 @@ class Stack:
         ``gateway_toml`` may carry its own ``[erp]`` section."""
         path = self.workdir / "gateway.toml"
         path.write_text(
-            f'data_dir = "{self.workdir / "gateway"}"\n'
+            f'data_dir = "{self.data_dir}"\n'
             f'[nats]\nurl = "{self.url}"\nprefix = "{self.nats_prefix}"\n'
             f"[http]\nport = {self.gateway_port}\n"
             f"[consumers]\nack_wait_s = {self.ack_wait_s}\n"
@@ -294,6 +319,8 @@ class Stack:
     async def start_gateway(self, env: Mapping[str, str] | None = None) -> None:
         """Start (or restart) the gateway process and wait until it serves webhooks."""
         env = {**self._netsuite_env(), **self.gateway_env, **(env or {}),
+               # Drill mode: GW_FAULT / GW_CRASH_AT act (this stack is all on loopback).
+               "ERPGW_DRILLS": "1",
                "ERPGW_BILLING_WEBHOOK_SECRETS": self.webhook_secret,
                "ERPGW_ERP_BASE_URL": self.sim_url,
                "ERPGW_REVENUE_BASE_URL": self.sim_url,
@@ -457,7 +484,7 @@ class Stack:
         return Subjects(prefix=self.nats_prefix)
 
     async def dead_letters(self) -> list[DeadLetter]:
-        bus = await NatsBus.connect(self.url, name="erpgw-stack")
+        bus = await NatsBus.connect(self.url, name="erpgw-stack", auth=self.auth("operator"))
         try:
             raw = await bus.read_stream(self.subjects.dlq_stream)
         finally:
@@ -477,7 +504,7 @@ class Stack:
 
         try:
             nc = await nats.connect(self.url, name="erpgw-stack", allow_reconnect=False,
-                                    connect_timeout=2.0)
+                                    connect_timeout=2.0, **self.nats_options("admin"))
         except (nats.errors.Error, OSError, TimeoutError) as exc:
             raise BrokerUnavailable(f"cannot connect to NATS at {self.url}: {exc!r}") from exc
         out: list[ConsumerState] = []
@@ -514,7 +541,7 @@ class Stack:
         stream = self.subjects.stream(lane)
         try:
             nc = await nats.connect(self.url, name="erpgw-stack", allow_reconnect=False,
-                                    connect_timeout=2.0)
+                                    connect_timeout=2.0, **self.nats_options("admin"))
         except (nats.errors.Error, OSError, TimeoutError) as exc:
             raise BrokerUnavailable(f"cannot connect to NATS at {self.url}: {exc!r}") from exc
         try:
@@ -655,7 +682,7 @@ class Stack:
 
     async def revenue_pending(self) -> tuple[int, int]:
         """``(num_pending, num_ack_pending)`` of the gateway's revenue consumer."""
-        bus = await NatsBus.connect(self.url, name="erpgw-stack")
+        bus = await NatsBus.connect(self.url, name="erpgw-stack", auth=self.auth("operator"))
         try:
             return await bus.consumer_pending(self.subjects.stream("billing"), REVENUE_CONSUMER)
         finally:

@@ -24,7 +24,10 @@ def anyio_backend() -> str:
 
 @pytest.fixture
 async def broker(tmp_path: Path) -> AsyncIterator[EmbeddedBroker]:
-    b = EmbeddedBroker(tmp_path / "nats", port=free_port())
+    # Authentication on, as in production; the seeds go where a gateway with data dir
+    # tmp_path/"gw" (the integration tests' live gateway) finds them.
+    b = EmbeddedBroker(tmp_path / "nats", port=free_port(),
+                       identities_dir=tmp_path / "gw" / "identities")
     await b.start()
     try:
         yield b

@@ -23,7 +23,10 @@ server refused for good (no stream for the subject, payload too large).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import ssl
+import urllib.parse
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -47,6 +50,7 @@ __all__ = [
     "BrokerUnavailable",
     "ConsumerSettings",
     "Delivery",
+    "NatsAuth",
     "NatsBus",
     "OutMsg",
     "PullConsumer",
@@ -55,6 +59,8 @@ __all__ = [
     "ServiceRequest",
     "StoredMsg",
     "StreamSettings",
+    "client_tls",
+    "mask_url",
 ]
 
 log = logging.getLogger("erpgw.bus")
@@ -90,6 +96,69 @@ class BrokerUnavailable(Retryable):
 
 class BrokerRejected(Permanent):
     code = "broker.rejected"
+
+
+def client_tls(ca: str = "", cert: str = "", key: str = "") -> ssl.SSLContext:
+    """A client TLS context that always verifies the server (``ca``: its CA bundle; empty:
+    the system's trust store) and the hostname; ``cert`` + ``key``: the client's certificate
+    for mutual TLS. Verification cannot be turned off here, by design."""
+    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=ca or None)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    if cert:
+        ctx.load_cert_chain(cert, key or None)
+    return ctx
+
+
+def mask_url(url: str) -> str:
+    """``url`` with any password (or token) in its user-info replaced by ``***``."""
+    out = []
+    for part in url.split(","):
+        try:
+            parsed = urllib.parse.urlsplit(part)
+        except ValueError:
+            out.append("***")
+            continue
+        if parsed.password is not None or (parsed.username and "@" in parsed.netloc):
+            host = parsed.netloc.rpartition("@")[2]
+            user = parsed.username if parsed.password is not None else ""
+            netloc = f"{user}:***@{host}" if user else f"***@{host}"
+            part = urllib.parse.urlunsplit(parsed._replace(netloc=netloc))
+        out.append(part)
+    return ",".join(out)
+
+
+@dataclass(frozen=True)
+class NatsAuth:
+    """How a connection proves who it is (at most one of seed, creds, user/password), its
+    inbox prefix and its TLS context. ``repr`` never shows the password."""
+
+    seed_file: str = ""  # an NKey seed file (``S…``)
+    creds_file: str = ""  # a JWT + NKey credentials file
+    user: str = ""
+    password: str = ""
+    inbox_prefix: str = ""  # replies land under it (per-role prefixes; see gateway/identities)
+    tls: ssl.SSLContext | None = None
+
+    def __repr__(self) -> str:
+        kind = ("seed " + self.seed_file if self.seed_file else
+                "creds " + self.creds_file if self.creds_file else
+                f"user {self.user} (password hidden)" if self.user else "anonymous")
+        return f"NatsAuth({kind}, inbox={self.inbox_prefix or '_INBOX'}, tls={bool(self.tls)})"
+
+    def options(self) -> dict[str, Any]:
+        opts: dict[str, Any] = {}
+        if self.seed_file:
+            opts["nkeys_seed"] = self.seed_file
+        if self.creds_file:
+            opts["user_credentials"] = self.creds_file
+        if self.user:
+            opts["user"] = self.user
+            opts["password"] = self.password
+        if self.inbox_prefix:
+            opts["inbox_prefix"] = self.inbox_prefix
+        if self.tls is not None:
+            opts["tls"] = self.tls
+        return opts
 
 
 class StreamSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -306,39 +375,67 @@ class NatsBus:
 
     @classmethod
     async def connect(cls, url: str, *, name: str = "erpgw", connect_timeout: float = 5.0,
-                      publish_timeout: float = 5.0, wait_for_server: float = 30.0) -> NatsBus:
-        """Connect, waiting up to ``wait_for_server`` s for the server to come up; once
-        connected, reconnect forever. Raises ``BrokerUnavailable``."""
+                      publish_timeout: float = 5.0, wait_for_server: float = 30.0,
+                      auth: NatsAuth | None = None) -> NatsBus:
+        """Connect with ``auth`` (anonymous without), waiting up to ``wait_for_server`` s for
+        the server to come up; once connected, reconnect forever.
+
+        Raises ``BrokerRejected`` (``broker.auth``) when the server refuses the credentials,
+        ``BrokerUnavailable`` when it cannot be reached. A password in ``url`` is never shown.
+        """
         connected = False
+        shown = mask_url(url)
+        refused: list[str] = []
+        refused_evt = asyncio.Event()
 
         async def _error(exc: Exception) -> None:
+            text = str(exc)
+            if "authorization violation" in text.lower() and not connected:
+                refused.append(text)
+                refused_evt.set()
             log.log(logging.WARNING if connected else logging.DEBUG, "nats: %s", exc)
 
         async def _disconnected() -> None:
             if connected and not nc_ref[0].is_closed and not nc_ref[0].is_draining:
-                log.warning("nats: disconnected from %s; reconnecting", url)
+                log.warning("nats: disconnected from %s; reconnecting", shown)
 
         async def _reconnected() -> None:
-            log.info("nats: reconnected to %s", url)
+            log.info("nats: reconnected to %s", shown)
 
         nc_ref: list[Client] = []
+        client = Client()
+        # nats-py annotates some float options as int: pass them through one mapping.
+        options: dict[str, Any] = {
+            "name": name, "connect_timeout": connect_timeout, "allow_reconnect": True,
+            "max_reconnect_attempts": -1, "reconnect_time_wait": 0.25, "ping_interval": 10,
+            "max_outstanding_pings": 3, "pending_size": 64 * 1024 * 1024, "error_cb": _error,
+            "disconnected_cb": _disconnected, "reconnected_cb": _reconnected,
+            **(auth.options() if auth else {})}
+        attempt = asyncio.ensure_future(client.connect(url, **options))
+        # A refused credential stays refused: give up at the first refusal, not at the
+        # end of `wait_for_server` (the client would retry it until then).
+        gave_up = asyncio.ensure_future(refused_evt.wait())
         try:
-            nc = await asyncio.wait_for(nats.connect(
-                url,
-                name=name,
-                connect_timeout=connect_timeout,
-                allow_reconnect=True,
-                max_reconnect_attempts=-1,
-                reconnect_time_wait=0.25,
-                ping_interval=10,
-                max_outstanding_pings=3,
-                pending_size=64 * 1024 * 1024,
-                error_cb=_error,
-                disconnected_cb=_disconnected,
-                reconnected_cb=_reconnected,
-            ), timeout=wait_for_server)
-        except (nats.errors.Error, OSError, TimeoutError) as exc:
-            raise BrokerUnavailable(f"cannot connect to NATS at {url} "
+            await asyncio.wait({attempt, gave_up}, timeout=wait_for_server,
+                               return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:
+            attempt.cancel()
+            raise
+        finally:
+            gave_up.cancel()
+        if not attempt.done():
+            attempt.cancel()
+        try:
+            await attempt
+            nc = client
+        except (nats.errors.Error, OSError, TimeoutError, asyncio.CancelledError) as exc:
+            with contextlib.suppress(Exception):
+                await client.close()  # the refused attempt's socket
+            if refused or "authorization violation" in str(exc).lower():
+                raise BrokerRejected(
+                    f"NATS at {shown} refused the credentials ({auth or NatsAuth()!r}): "
+                    "Authorization Violation", code="broker.auth") from exc
+            raise BrokerUnavailable(f"cannot connect to NATS at {shown} "
                                     f"(waited {wait_for_server:g} s): {exc!r}") from exc
         nc_ref.append(nc)
         connected = True

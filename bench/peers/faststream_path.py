@@ -34,7 +34,7 @@ from pydantic import BaseModel
 from sim import generate_invoices
 
 from .._probe import Arrivals, Probe
-from .._raw import BULK_PATH, BaselineConfig
+from .._raw import BULK_PATH, BaselineConfig, seed_option
 
 __all__ = ["run_peer"]
 
@@ -99,7 +99,7 @@ async def run_peer(cfg: BaselineConfig) -> dict[str, Any]:
     # per-message lines), keep only warnings and errors.
     quiet = logging.getLogger("bench.peer.faststream")
     quiet.setLevel(logging.WARNING)
-    broker = NatsBroker(cfg.nats_url, logger=quiet)
+    broker = NatsBroker(cfg.nats_url, logger=quiet, **seed_option(cfg))
     probe = Probe(cfg.events)
     http: aiohttp.ClientSession | None = None
     to_erp = broker.publisher(out_subject, stream=out_stream)
@@ -169,14 +169,14 @@ async def run_peer(cfg: BaselineConfig) -> dict[str, Any]:
                 t.cancel()
             await asyncio.gather(*workers, sampler, return_exceptions=True)
             await broker.stop()
-            await _delete_streams(cfg.nats_url, [in_stream.name, out_stream.name])
+            await _delete_streams(cfg, [in_stream.name, out_stream.name])
     out = probe.figures("peer", cfg.rate, complete)
     out["variant"] = "FastStream NatsBroker, pydantic JSON, per-message router handler"
     return out
 
 
-async def _delete_streams(url: str, names: list[str]) -> None:
-    nc = await nats.connect(url, name="bench-peer-cleanup")
+async def _delete_streams(cfg: BaselineConfig, names: list[str]) -> None:
+    nc = await nats.connect(cfg.nats_url, name="bench-peer-cleanup", **seed_option(cfg))
     try:
         js = nc.jetstream()
         for name in names:

@@ -9,6 +9,8 @@ from typing import Any
 
 import anyio
 
+from actors.infra.bus import NatsAuth
+
 __all__ = ["LOG_LEVELS", "add_gateway_flags", "faults_arg", "overrides", "run_async",
            "since_arg"]
 
@@ -94,10 +96,24 @@ def nats_url_for(args: argparse.Namespace) -> tuple[str, str]:
     return cfg.nats.url or f"nats://127.0.0.1:{cfg.nats.port}", cfg.nats.prefix
 
 
+def nats_auth_for(args: argparse.Namespace, role: str) -> NatsAuth | None:
+    """The credentials of broker identity ``role`` (``operator`` or ``monitor``) for a tool
+    command: the config's external-broker credential, else the role's seed in the data dir of
+    a local ``erpgw up`` (``--data-dir``). Raises ``IdentityError`` naming the missing file."""
+    from ..config import load_config
+    from ..identities import auth_for
+
+    cfg = load_config(getattr(args, "config", None), overrides=overrides(args))
+    return auth_for(cfg, role, required=True)
+
+
 def add_tool_flags(p: argparse.ArgumentParser) -> None:
     """Flags of commands that inspect a running gateway over NATS."""
     p.add_argument("--config", type=Path, metavar="FILE", help="the gateway's TOML config")
     p.add_argument("--nats-url", metavar="URL",
                    help="NATS server of the gateway (default: the config's, or the embedded "
                         "broker of a local `erpgw up` on 127.0.0.1:4222)")
+    p.add_argument("--data-dir", type=Path, metavar="DIR",
+                   help="data directory of the gateway (default ./data): its ledger, and its "
+                        "identities/ with the broker credentials this command connects with")
     p.add_argument("--json", action="store_true", help="machine-readable output")

@@ -9,7 +9,7 @@ from typing import Any
 
 import msgspec
 
-from ._common import add_tool_flags, nats_url_for, run_async, since_arg
+from ._common import add_tool_flags, nats_auth_for, nats_url_for, run_async, since_arg
 
 
 def _filters(p: argparse.ArgumentParser) -> None:
@@ -27,7 +27,8 @@ async def _with_bus(args: argparse.Namespace,
     from contracts import Subjects
 
     url, prefix = nats_url_for(args)
-    bus = await NatsBus.connect(url, name="erpgw-dlq", wait_for_server=5.0)
+    bus = await NatsBus.connect(url, name="erpgw-dlq", wait_for_server=5.0,
+                                auth=nats_auth_for(args, "operator"))
     try:
         return await fn(bus, Subjects(prefix=prefix))
     finally:

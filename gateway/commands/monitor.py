@@ -18,12 +18,15 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import msgspec
 
-from ._common import add_tool_flags, nats_url_for, run_async
+from ._common import add_tool_flags, nats_auth_for, nats_url_for, run_async
+
+if TYPE_CHECKING:
+    from actors.infra.bus import NatsAuth
 
 __all__ = ["MonitorView", "register", "sparkline"]
 
@@ -372,7 +375,8 @@ def _duration(v: Any) -> str:
 # -- the shell ---------------------------------------------------------------------------------
 
 @asynccontextmanager
-async def _subscription(url: str, subject: str, wait: float = 10.0) -> AsyncIterator[Any]:
+async def _subscription(url: str, subject: str, wait: float = 10.0,
+                        auth: NatsAuth | None = None) -> AsyncIterator[Any]:
     """A core NATS subscription to ``subject``; reconnects by itself once connected.
 
     Raises ``BrokerUnavailable`` when the server cannot be reached within ``wait`` seconds.
@@ -390,7 +394,8 @@ async def _subscription(url: str, subject: str, wait: float = 10.0) -> AsyncIter
             nc = await nats.connect(url, name="erpgw-monitor", connect_timeout=min(3, wait),
                                     allow_reconnect=True, max_reconnect_attempts=-1,
                                     reconnect_time_wait=0.5, error_cb=_quiet,
-                                    disconnected_cb=_quiet, reconnected_cb=_quiet)
+                                    disconnected_cb=_quiet, reconnected_cb=_quiet,
+                                    **(auth.options() if auth else {}))
     except (nats.errors.Error, OSError, TimeoutError) as exc:
         raise BrokerUnavailable(f"cannot reach NATS at {url} (waited {wait:g} s): "
                                 f"{exc!r}") from exc
@@ -408,11 +413,12 @@ def _decode(data: bytes) -> Any:
         return None
 
 
-async def _once(args: argparse.Namespace, url: str, prefix: str) -> int:
+async def _once(args: argparse.Namespace, url: str, prefix: str,
+                auth: NatsAuth | None = None) -> int:
     from contracts import GatewayError
 
     view = MonitorView(prefix, instance=args.instance, history=args.history)
-    async with _subscription(url, f"{prefix}.mon.>", args.wait) as sub:
+    async with _subscription(url, f"{prefix}.mon.>", args.wait, auth) as sub:
         with anyio.move_on_after(args.wait):
             async for msg in sub.messages:
                 view.feed(msg.subject, _decode(msg.data))
@@ -438,8 +444,9 @@ async def _until_signal(scope: anyio.CancelScope) -> None:
             return
 
 
-async def _stream_json(url: str, prefix: str, instance: str | None, wait: float) -> int:
-    async with _subscription(url, f"{prefix}.mon.>", wait) as sub, \
+async def _stream_json(url: str, prefix: str, instance: str | None, wait: float,
+                       auth: NatsAuth | None = None) -> int:
+    async with _subscription(url, f"{prefix}.mon.>", wait, auth) as sub, \
             anyio.create_task_group() as tg:
         tg.start_soon(_until_signal, tg.cancel_scope)
         async for msg in sub.messages:
@@ -453,7 +460,8 @@ async def _stream_json(url: str, prefix: str, instance: str | None, wait: float)
     return 0
 
 
-async def _live(args: argparse.Namespace, url: str, prefix: str) -> int:
+async def _live(args: argparse.Namespace, url: str, prefix: str,
+                auth: NatsAuth | None = None) -> int:
     from rich.console import Console
     from rich.live import Live
 
@@ -464,7 +472,7 @@ async def _live(args: argparse.Namespace, url: str, prefix: str) -> int:
         async for msg in sub.messages:
             view.feed(msg.subject, _decode(msg.data))
 
-    async with _subscription(url, f"{prefix}.mon.>", args.wait) as sub:
+    async with _subscription(url, f"{prefix}.mon.>", args.wait, auth) as sub:
         with Live(view.render(source=url), console=console, auto_refresh=False,
                   screen=console.is_terminal, redirect_stdout=False,
                   redirect_stderr=False) as live:
@@ -479,8 +487,9 @@ async def _live(args: argparse.Namespace, url: str, prefix: str) -> int:
 
 def cmd_monitor(args: argparse.Namespace) -> int:
     url, prefix = nats_url_for(args)
+    auth = nats_auth_for(args, "monitor")  # read-only on <prefix>.mon.>
     if args.once:
-        return int(run_async(lambda: _once(args, url, prefix)))
+        return int(run_async(lambda: _once(args, url, prefix, auth)))
     if args.json:
-        return int(run_async(lambda: _stream_json(url, prefix, args.instance, args.wait)))
-    return int(run_async(lambda: _live(args, url, prefix)))
+        return int(run_async(lambda: _stream_json(url, prefix, args.instance, args.wait, auth)))
+    return int(run_async(lambda: _live(args, url, prefix, auth)))

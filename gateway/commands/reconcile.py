@@ -6,14 +6,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import re
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import msgspec
 
 from contracts import format_amount
 
-from ._common import add_tool_flags, nats_url_for, run_async
+from ._common import add_tool_flags, nats_auth_for, nats_url_for, run_async
 
 if TYPE_CHECKING:
     from actors.reconcile import Overview, RunResult
@@ -52,7 +51,8 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
 
     async def reconcile_now() -> RunResult:
         url, prefix = nats_url_for(args)
-        bus = await NatsBus.connect(url, name="erpgw-reconcile", wait_for_server=5.0)
+        bus = await NatsBus.connect(url, name="erpgw-reconcile", wait_for_server=5.0,
+                                    auth=nats_auth_for(args, "operator"))
         # The gateway's ledger (read while the gateway runs, like `erpgw trace`): the revenue
         # leg's proof that a line was never sent. Without it revenue is compared, not repaired.
         ledger = (await Ledger.open(ledger_path)
@@ -175,9 +175,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--legs", type=_legs, metavar="LIST",
                    help="comma-separated legs besides billing vs ERP: revenue, gl, payables "
                         "(default: reconcile.legs, all three)")
-    p.add_argument("--data-dir", type=Path, metavar="DIR",
-                   help="the gateway's data dir, for its ledger (default: data_dir of the "
-                        "config; without a ledger revenue is compared but never repaired)")
     p.add_argument("--billing-url", metavar="URL", help="billing platform API base URL")
     p.add_argument("--erp-url", metavar="URL", help="ERP API base URL")
     p.add_argument("--revenue-url", metavar="URL", help="revenue platform API base URL")

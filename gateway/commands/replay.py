@@ -9,7 +9,7 @@ import msgspec
 
 from contracts import LANES
 
-from ._common import add_tool_flags, nats_url_for, run_async, since_arg
+from ._common import add_tool_flags, nats_auth_for, nats_url_for, run_async, since_arg
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
@@ -24,7 +24,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
     async def go() -> int:
         url, prefix = nats_url_for(args)
         subjects = Subjects(prefix=prefix)
-        bus = await NatsBus.connect(url, name="erpgw-replay", wait_for_server=5.0)
+        bus = await NatsBus.connect(url, name="erpgw-replay", wait_for_server=5.0,
+                                    auth=nats_auth_for(args, "operator"))
         try:
             items = await select_events(bus, subjects, args.lane, since=since, key=args.key)
             run = None if args.dry_run or not items else await replay_lane(

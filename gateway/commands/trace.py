@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import msgspec
 
-from ._common import add_tool_flags, nats_url_for, run_async
+from ._common import add_tool_flags, nats_auth_for, nats_url_for, run_async
 
 
 def cmd_trace(args: argparse.Namespace) -> int:
@@ -25,7 +24,8 @@ def cmd_trace(args: argparse.Namespace) -> int:
 
     async def go() -> int:
         url, prefix = nats_url_for(args)
-        bus = await NatsBus.connect(url, name="erpgw-trace", wait_for_server=5.0)
+        bus = await NatsBus.connect(url, name="erpgw-trace", wait_for_server=5.0,
+                                    auth=nats_auth_for(args, "operator"))
         try:
             t = await trace(bus, Subjects(prefix=prefix), args.query,
                             ledger_path=ledger_path)
@@ -48,8 +48,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                                    "settlement). Exits 1 when nothing is known about the "
                                    "query.")
     add_tool_flags(p)
-    p.add_argument("--data-dir", type=Path, metavar="DIR",
-                   help="the gateway's data dir, for its ledger (default ./data)")
     p.add_argument("query", help="a correlation id, a business key (billing:in_000001:v1) or an "
                                  "object id (in_000001)")
     p.set_defaults(func=cmd_trace)

@@ -21,7 +21,7 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 async def nc(broker: EmbeddedBroker) -> AsyncIterator[Client]:
-    client = await nats.connect(broker.url)
+    client = await nats.connect(broker.url, **broker.nats_options())
     js = client.jetstream()
     await js.add_stream(api.StreamConfig(name="T", subjects=["t.>"], allow_atomic=True,
                                          storage=api.StorageType.FILE, duplicate_window=600))

@@ -44,7 +44,7 @@ async def test_broker_is_durable_by_default(broker: EmbeddedBroker) -> None:
 
 async def test_provisioning_is_idempotent_and_safe(broker: EmbeddedBroker) -> None:
     cfg = load_config(env={}, overrides={"nats": {"url": broker.url}})
-    bus = await NatsBus.connect(broker.url)
+    bus = await NatsBus.connect(broker.url, auth=broker.auth())
     try:
         subjects = await provision(bus, cfg)
         await provision(bus, cfg)  # a second start changes nothing

@@ -82,6 +82,13 @@ class LiveGateway:
     subjects: Subjects
     sim_url: str
 
+    def nats_options(self, role: str = "admin") -> dict[str, Any]:
+        """``nats.connect`` keyword arguments of broker identity ``role``."""
+        from gateway.identities import auth_for
+
+        auth = auth_for(self.cfg, role)
+        return auth.options() if auth is not None else {}
+
     async def erp_postings(self, external_id: str) -> list[dict[str, Any]]:
         async with aiohttp.ClientSession() as s, s.get(
                 f"{self.sim_url}/erp/v1/journal-entries",
@@ -161,7 +168,7 @@ async def running_gateway(broker: EmbeddedBroker, tmp_path: Path, sim_url: str,
         "reconcile": {"billing_url": sim_url},
     }
     cfg = load_config(env={}, overrides={**doc, **overrides})
-    bus = await NatsBus.connect(broker.url)
+    bus = await NatsBus.connect(broker.url, auth=broker.auth())
     ready = anyio.Event()
     task = await _start(run_gateway(cfg, ready=ready, handle_signals=False), ready)
     try:

@@ -19,7 +19,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
 def dlq(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "gateway", "dlq", *args, "--nats-url",
-                           stack.url], capture_output=True, text=True, timeout=60, check=False)
+                           stack.url, "--data-dir", str(stack.data_dir)],
+                          capture_output=True, text=True, timeout=60, check=False)
 
 
 def rows(stack: Stack, *args: str) -> list[dict[str, Any]]:
@@ -89,7 +90,7 @@ async def test_poison_is_dead_lettered_without_blocking_and_can_be_purged(
     stack = Stack(tmp_path, ack_wait_s=2.0, seed=22)
     await stack.start()
     try:
-        bus = await NatsBus.connect(stack.url)
+        bus = await NatsBus.connect(stack.url, auth=stack.auth())
         try:
             for i in range(3):  # undecodable bytes on the invoice subject
                 await bus.publish(OutMsg(Subjects().invoice_issued, b"\xc1poison" + bytes([i]),
@@ -120,7 +121,8 @@ async def test_replay_of_history_doubles_nothing(tmp_path: Path) -> None:
 
         def replay(*args: str) -> dict[str, Any]:
             r = subprocess.run([sys.executable, "-m", "gateway", "replay", "--lane", "billing",
-                                "--since", "1h", "--json", "--nats-url", stack.url, *args],
+                                "--since", "1h", "--json", "--nats-url", stack.url,
+                                "--data-dir", str(stack.data_dir), *args],
                                capture_output=True, text=True, timeout=60, check=False)
             assert r.returncode == 0, r.stderr
             doc: dict[str, Any] = msgspec.json.decode(r.stdout)

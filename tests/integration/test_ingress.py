@@ -160,7 +160,7 @@ async def test_metrics_snapshots_on_nats(live_gateway: LiveGateway) -> None:
     import anyio
     import nats
 
-    nc = await nats.connect(live_gateway.cfg.nats.url)
+    nc = await nats.connect(live_gateway.cfg.nats.url, **live_gateway.nats_options())
     try:
         sub = await nc.subscribe(live_gateway.subjects.metrics)
         body = msgspec.json.encode(billing_event(90))

@@ -85,7 +85,7 @@ async def test_metrics_kpis_events_and_prometheus(watched_gateway: LiveGateway) 
     gw = watched_gateway
     s = gw.subjects
     w = Watcher()
-    nc = await nats.connect(gw.cfg.nats.url)
+    nc = await nats.connect(gw.cfg.nats.url, **gw.nats_options())
     try:
         await nc.subscribe(s.mon_wildcard, cb=w.on)
         await nc.flush()

@@ -37,8 +37,8 @@ open_for_cap = 1.0
 
 def monitor_cli(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "gateway", "monitor", "--nats-url", stack.url,
-                           "--wait", "15", *args], capture_output=True, text=True, timeout=60,
-                          check=False)
+                           "--data-dir", str(stack.data_dir), "--wait", "15", *args],
+                          capture_output=True, text=True, timeout=60, check=False)
 
 
 async def test_monitoring_a_gateway_in_trouble(tmp_path: Path) -> None:
@@ -48,7 +48,7 @@ async def test_monitoring_a_gateway_in_trouble(tmp_path: Path) -> None:
                   gateway_env={"GW_FAULT": "erp.raise_every:25"})
     await stack.start()
     w = Watcher()
-    nc = await nats.connect(stack.url)
+    nc = await nats.connect(stack.url, **stack.nats_options())
     try:
         await nc.subscribe(s.mon_wildcard, cb=w.on)
         await nc.flush()
@@ -127,9 +127,18 @@ async def test_monitoring_a_gateway_in_trouble(tmp_path: Path) -> None:
 
 def test_monitor_without_a_gateway_says_so(tmp_path: Path) -> None:
     from gateway.broker import free_port
+    from gateway.identities import ensure_seeds
 
+    ensure_seeds(tmp_path / "identities", ["monitor"])
+    url = f"nats://127.0.0.1:{free_port()}"
     r = subprocess.run([sys.executable, "-m", "gateway", "monitor", "--once", "--json",
-                        "--nats-url", f"nats://127.0.0.1:{free_port()}", "--wait", "2"],
+                        "--nats-url", url, "--data-dir", str(tmp_path), "--wait", "2"],
                        capture_output=True, text=True, timeout=60, check=False)
     assert r.returncode == 3 and "Traceback" not in r.stderr
     assert "broker.unavailable" in r.stderr
+    # Without the monitor identity's seed, the missing credential is named.
+    r = subprocess.run([sys.executable, "-m", "gateway", "monitor", "--once", "--json",
+                        "--nats-url", url, "--data-dir", str(tmp_path / "none"), "--wait", "2"],
+                       capture_output=True, text=True, timeout=60, check=False)
+    assert r.returncode == 3 and "Traceback" not in r.stderr
+    assert "broker.identity_missing" in r.stderr and "monitor.nk" in r.stderr

@@ -58,7 +58,7 @@ async def test_a_payment_before_its_invoice_is_parked_then_applied_once(
         async def on_kpi(msg: Any) -> None:
             kpis.append(msgspec.json.decode(msg.data))
 
-        nc = await nats.connect(gw.cfg.nats.url)
+        nc = await nats.connect(gw.cfg.nats.url, **gw.nats_options())
         try:
             await nc.subscribe(f"{gw.subjects.prefix}.mon.kpi", cb=on_kpi)
             await _payment_before_invoice(gw)
@@ -182,7 +182,7 @@ async def republish(stack: Stack) -> int:
     """Every stored payment and commission again, under new message ids (past the dedupe
     window, as a replay or a late redelivery would be)."""
     subjects = Subjects()
-    bus = await NatsBus.connect(stack.url, name="erpgw-test")
+    bus = await NatsBus.connect(stack.url, auth=stack.auth(), name="erpgw-test")
     count = 0
     try:
         for lane, type_ in (("billing", "payment.received.v1"),

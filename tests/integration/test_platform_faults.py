@@ -23,7 +23,7 @@ async def test_5xx_burst_opens_the_breaker_then_recovers(tmp_path: Path) -> None
                   gateway_toml="[erp_breaker]\nconsecutive_failures = 3\nopen_for = 0.5\n"
                                "open_for_cap = 2.0\n")
     await stack.start()
-    nc = await nats.connect(stack.url)
+    nc = await nats.connect(stack.url, **stack.nats_options())
     try:
         events = await nc.subscribe(Subjects().mon_event("breaker"))
         await stack.set_faults({"erp": {"error_rate": 1.0, "status": 503}})

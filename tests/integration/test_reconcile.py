@@ -119,7 +119,7 @@ async def test_the_reconciler_actor_repairs_on_its_own(tmp_path: Path) -> None:
     stack = Stack(tmp_path, ack_wait_s=2.0, seed=62,
                   gateway_toml="[reconcile]\ninterval_s = 1.0\ngrace_s = 0\nlegs = []\n")
     await stack.start()
-    nc = await nats.connect(stack.url)
+    nc = await nats.connect(stack.url, **stack.nats_options())
     try:
         reports = await nc.subscribe("erpgw.mon.recon.report")
         await stack.set_faults({"erp": {"silent_drop_rate": 0.05}})

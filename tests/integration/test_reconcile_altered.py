@@ -27,7 +27,7 @@ async def test_reconciler_reports_exactly_the_altered_postings_and_never_fixes_t
 
     stack = Stack(tmp_path, ack_wait_s=2.0, seed=63)
     await stack.start()
-    nc = await nats.connect(stack.url)
+    nc = await nats.connect(stack.url, **stack.nats_options())
     try:
         published = await nc.subscribe("erpgw.mon.recon.>")
         await stack.set_faults({"erp": {"alter_amount_rate": 0.05}})

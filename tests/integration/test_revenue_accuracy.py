@@ -29,7 +29,7 @@ async def test_revenue_event_accuracy_matches_the_platforms_records(tmp_path: Pa
     stack = Stack(tmp_path, ack_wait_s=2.0, seed=64, gateway_toml=TOML)
     await stack.start()
     w = Watcher()
-    nc = await nats.connect(stack.url)
+    nc = await nats.connect(stack.url, **stack.nats_options())
     try:
         await nc.subscribe(s.mon_wildcard, cb=w.on)
         await nc.flush()

@@ -116,7 +116,7 @@ async def test_sigkill_mid_run_never_doubles_revenue(tmp_path: Path) -> None:
 
 async def _replay_invoices(stack: Stack, invoice_ids: set[str]) -> None:
     """What `erpgw replay --lane billing --key <invoice>` does, for several invoices."""
-    bus = await NatsBus.connect(stack.url, name="test-replay")
+    bus = await NatsBus.connect(stack.url, auth=stack.auth(), name="test-replay")
     try:
         subjects = Subjects()
         items = await select_events(bus, subjects, "billing",
@@ -226,7 +226,7 @@ async def test_revenue_outage_then_recovery(tmp_path: Path) -> None:
                   gateway_toml="[revenue_breaker]\nconsecutive_failures = 2\nopen_for = 1.0\n"
                                "open_for_cap = 2.0\n")
     await stack.start()
-    nc = await nats.connect(stack.url)
+    nc = await nats.connect(stack.url, **stack.nats_options())
     try:
         events = await nc.subscribe(Subjects().mon_event("breaker"))
         # The outage is switched off by the test, not by a clock: however slow the machine,

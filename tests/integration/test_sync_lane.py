@@ -110,8 +110,8 @@ async def lane_stack(broker: EmbeddedBroker, tmp_path: Path, *, cpq_latency_ms: 
     })
     ready = anyio.Event()
     gw_task = await _start(run_gateway(cfg, ready=ready, handle_signals=False), ready)
-    nc = await nats.connect(broker.url)
-    bus = await NatsBus.connect(broker.url)
+    nc = await nats.connect(broker.url, **broker.nats_options())
+    bus = await NatsBus.connect(broker.url, auth=broker.auth())
     try:
         yield Lane(cfg, nc, bus, f"http://127.0.0.1:{port}", sim_url)
     finally:
@@ -350,8 +350,8 @@ async def test_stopping_finishes_a_pending_decision(broker: EmbeddedBroker,
         "cpq": {"base_url": sim_url, "timeout_s": 5.0}})
     ready = anyio.Event()
     gw_task = await _start(run_gateway(cfg, ready=ready, handle_signals=False), ready)
-    bus = await NatsBus.connect(broker.url)
-    nc = await nats.connect(broker.url)
+    bus = await NatsBus.connect(broker.url, auth=broker.auth())
+    nc = await nats.connect(broker.url, **broker.nats_options())
     try:
         msg = await nc.request(SUBJECTS.sync_pricing_validate, msgspec.json.encode({
             "request_id": "stop-1", "currency": "USD", "items": BASKET}),

@@ -56,7 +56,7 @@ async def test_trace_follows_an_invoice_to_the_ledger(tmp_path: Path) -> None:
         from contracts import Envelope, MsgpackCodec, Subjects
 
         codec: MsgpackCodec[Envelope] = MsgpackCodec(Envelope)
-        bus = await NatsBus.connect(stack.url)
+        bus = await NatsBus.connect(stack.url, auth=stack.auth())
         try:
             stored = await bus.scan(Subjects().stream("billing"))
         finally:

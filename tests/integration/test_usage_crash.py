@@ -46,7 +46,7 @@ async def _send_all(stack: Stack, records: list[Any]) -> int:
 
 
 async def _usage_drained(stack: Stack, timeout: float = 60.0) -> dict[str, Any]:
-    bus = await NatsBus.connect(stack.url)
+    bus = await NatsBus.connect(stack.url, auth=stack.auth())
     try:
         with anyio.fail_after(timeout):
             while await bus.consumer_pending(Subjects().stream("usage"),
