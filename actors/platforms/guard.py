@@ -17,6 +17,7 @@ Runs in the owning actor's task; not thread-safe (like the cores).
 from __future__ import annotations
 
 import logging
+import math
 import time
 import urllib.parse
 from collections.abc import Awaitable, Callable
@@ -30,6 +31,9 @@ from ..resilience import CircuitBreaker, Limiter, Transition
 from ..runtime import Actor
 
 __all__ = ["PlatformGuard", "guarded_call", "segment"]
+
+# How often a call waiting for a half-open breaker's probe looks again.
+_PROBE_POLL_S = 0.05
 
 
 def segment(value: str) -> str:
@@ -142,13 +146,21 @@ async def guarded_call(send: Callable[[], Awaitable[HttpResponse]], *,
     outcome fed back to both: an error to the breaker, a 429 to the limiter (``on_throttled``
     with the platform's Retry-After), a success to both. Runs in the caller's task.
 
-    Raises ``refuse(retry_after)`` when the breaker refuses (nothing else happened then),
+    Raises ``refuse(retry_after)`` when the breaker refuses (nothing else happened then; a
+    half-open breaker whose probe is out makes the call wait for the probe's verdict),
     whatever ``before_send`` raises (nothing sent; breaker and permit released without a
     verdict) and whatever ``send`` raises.
     """
     now = clock()
-    if breaker is not None and not breaker.allow(now):
-        raise refuse(breaker.retry_in(now))
+    while breaker is not None and not breaker.allow(now):
+        wait = breaker.retry_in(now)
+        if wait < math.inf:
+            raise refuse(wait)
+        # Half-open with every probe slot taken by a concurrent call: wait for that probe's
+        # verdict (closed: go on; open again: refused with the open period) instead of
+        # refusing with no known retry time (which would park the work for the longest delay).
+        await anyio.sleep(_PROBE_POLL_S)
+        now = clock()
     permitted = sent = False
 
     def release() -> None:  # no verdict on the platform: give back probe slot and permit
