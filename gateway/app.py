@@ -282,9 +282,8 @@ async def run_gateway(cfg: Config, *, ready: anyio.Event | None = None,
                 await broker.stop()
 
 
-# The platform accounts with a request budget (CPQ has none: its calls are the synchronous
-# lane's, bounded by the lane's own concurrency).
-LIMITED = ("erp", "revenue", "billing", "partner")
+# The platform accounts with a request budget: every platform.
+LIMITED = ("erp", "revenue", "billing", "partner", "cpq")
 
 
 def _limits(cfg: Config) -> LimiterHub:
@@ -296,7 +295,8 @@ def _limits(cfg: Config) -> LimiterHub:
         # NetSuite governs concurrency per account: the budget never exceeds it either.
         erp_limits = msgspec.structs.replace(erp_limits, concurrency=cfg.erp.concurrency)
     return LimiterHub({"erp": erp_limits, "revenue": cfg.revenue_limiter,
-                       "billing": cfg.usage_limiter, "partner": cfg.partner_limiter})
+                       "billing": cfg.usage_limiter, "partner": cfg.partner_limiter,
+                       "cpq": cfg.cpq_limiter})
 
 
 def platform_specs(cfg: Config, *, environ: Mapping[str, str] | None = None
@@ -390,7 +390,7 @@ async def _run_tree(cfg: Config, buses: Mapping[str, NatsBus], subjects: Subject
                                         config=cfg.deals_breaker)
     revenue_contracts = platforms.revenue.endpoint(
         "contracts", open_code="revenue.breaker_open", config=cfg.deals_breaker)
-    cpq_price = platforms.cpq.endpoint("price", open_code="cpq.breaker_open", budget=False)
+    cpq_price = platforms.cpq.endpoint("price", open_code="cpq.breaker_open")
 
     # -- business monitoring (docs/monitoring.md) ------------------------------------------
     # One Monitor per process, outliving restarts of the metrics actor. It is fed by the tree's

@@ -250,6 +250,9 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     sla: SlaConfig = msgspec.field(default_factory=SlaConfig)
     # CPQ and the synchronous lane that prices through it (docs/flows.md, sync lane).
     cpq: CpqSettings = msgspec.field(default_factory=CpqSettings)
+    # The CPQ account's request budget (pricing calls of the sync lane and the deal saga).
+    cpq_limiter: LimiterConfig = msgspec.field(
+        default_factory=lambda: LimiterConfig(rate=200.0, burst=100))
     # Flow 1: the partner portal's deal webhooks and API, and the deal saga.
     partner: PartnerConfig = msgspec.field(default_factory=PartnerConfig)
     deals: DealsConfig = msgspec.field(default_factory=DealsConfig)

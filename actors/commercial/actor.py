@@ -118,12 +118,11 @@ class SagaPlatforms:
 
     @classmethod
     def of(cls, platforms: Platforms, config: BreakerConfig | None = None) -> SagaPlatforms:
-        """The ``saga`` endpoint of each platform (CPQ without a budget: its reads are the
-        synchronous lane's, bounded by its own concurrency)."""
+        """The ``saga`` endpoint of each platform, within each account's budget."""
         def guard(name: str) -> PlatformGuard:
             return getattr(platforms, name).endpoint(  # type: ignore[no-any-return]
                 "saga", open_code="saga.breaker_open", label=f"{name} (deal saga)",
-                breaker=CircuitBreaker(f"saga.{name}", config), budget=name != "cpq")
+                breaker=CircuitBreaker(f"saga.{name}", config))
         return cls(**{p: guard(p) for p in cls.PLATFORMS})
 
     def guards(self) -> tuple[PlatformGuard, ...]:
