@@ -63,6 +63,9 @@ async def run_changes(stack: Stack, count: int = DEMO_CHANGES, *,
         subs = (await stack.audit()).get("subscriptions") or {}
         sig = (int(subs.get("in_sync", 0)), int(subs.get("accepted", 0)))
         if sig[0] >= int(run["subscriptions"]) and sig[1] >= int(run["changes"]):
+            # Read again at rest: a late stale version would show as out of sync then.
+            rest = await stack.wait_quiet(timeout=stall_timeout)
+            subs = rest.audit.get("subscriptions") or subs
             break
         if sig != last:
             last, moved = sig, time.monotonic()

@@ -49,6 +49,9 @@ async def run_usage(stack: Stack, count: int, *, seed: int, token: str = DEMO_TO
             usage = _dec.decode((await sim.get("/sim/v1/audit")).body).get("usage") or {}
             done = int(usage.get("revenue_recorded", 0))
             if done >= count:
+                # Count at rest: a record doubled by a late redelivery is in the audit then.
+                rest = await stack.wait_quiet(timeout=stall_timeout)
+                usage = rest.audit.get("usage") or usage
                 break
             if done != last:
                 last, moved = done, time.monotonic()
