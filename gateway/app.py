@@ -1,7 +1,9 @@
 """Process wiring: broker, bus, ledger, HTTP clients and the supervision tree.
 
 Start order (each step ready before the next): broker (embedded unless ``nats.url`` is set) →
-bus connection → streams and consumers provisioned → ledger opened → actors: the rate limiter
+streams and consumers provisioned on the broker's admin identity (that connection then closed)
+→ one bus connection per broker role the actors run on (``gateway/identities.py``) → ledger
+opened → actors: the rate limiter
 (it opens the platform accounts' request budgets), then downstream first (ERP poster, invoice
 router, revenue poster), the webhook ingress last, so the gateway accepts
 traffic only when the whole path can carry it. Stop is the reverse: the ingress stops

@@ -27,10 +27,14 @@ NATS_JS = "2.29.3"  # the official NATS client for Node.js (nats.js v2)
 
 # Reads two metrics snapshots and answers what it understood of them, one JSON line each.
 SCRIPT = r"""
-const { connect, StringCodec } = require(process.argv[2]);
+const { connect, StringCodec, nkeyAuthenticator } = require(process.argv[2]);
 const [server, subject] = [process.argv[3], process.argv[4]];
+// The broker's read-only monitor identity (its NKey seed file).
+const seed = require("fs").readFileSync(process.argv[5], "utf8").trim();
 (async () => {
-  const nc = await connect({ servers: server, name: "erpgw-node-test" });
+  const nc = await connect({ servers: server, name: "erpgw-node-test",
+    authenticator: nkeyAuthenticator(new TextEncoder().encode(seed)),
+    inboxPrefix: "_INBOX.monitor" });
   const timer = setTimeout(() => { console.error("no snapshot in 20 s"); process.exit(2); },
                            20000);
   const sc = StringCodec();
@@ -87,7 +91,8 @@ async def test_node_client_reads_the_metrics(live_gateway: LiveGateway,
     try:
         done = await anyio.run_process(
             [shutil.which("node") or "node", str(script), str(client),
-             live_gateway.cfg.nats.url, live_gateway.subjects.metrics], check=True)
+             live_gateway.cfg.nats.url, live_gateway.subjects.metrics,
+             str(live_gateway.cfg.data_path / "identities" / "monitor.nk")], check=True)
     except subprocess.CalledProcessError as exc:
         pytest.fail(f"node client failed ({exc.returncode}): {exc.stderr.decode()}")
     docs = [json.loads(line) for line in done.stdout.decode().splitlines()]
