@@ -18,7 +18,7 @@ import shutil
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -414,13 +414,6 @@ async def run_demo(opts: DemoOptions) -> bool:
         stack.gateway_env["ERPGW_DEMO_STRIPE_KEY"] = sim.SimConfig().stripe_secret_key
         stack.gateway_toml += ('\n[billing.auth]\ntype = "bearer"\n'
                                'token_env = "ERPGW_DEMO_STRIPE_KEY"\n')
-        dropped = sorted(opts.flows & {"deals", "changes"})
-        if dropped:
-            # The simulator's subscription webhooks (flows 1 and 5) are in its own dialect only.
-            say(f"billing dialect stripe: flows {', '.join(dropped)} skipped (the simulator "
-                "sends subscription webhooks in the erpgw dialect only)")
-            opts = replace(opts, flows=opts.flows - {"deals", "changes"})
-
     try:
         t0 = time.monotonic()
         say("starting nats-server (JetStream), simulator and gateway ...")

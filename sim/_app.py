@@ -160,7 +160,7 @@ def create_app(config: SimConfig | None = None) -> web.Application:
     contracts = app[CONTRACTS_KEY] = RevenueContractService(deals.rejects_contract)
     changes = app[CHANGES_KEY] = ChangeService(
         subscriptions.book, seed=cfg.seed, webhook_url=cfg.webhook_url,
-        webhook_secret=cfg.webhook_secret)
+        webhook_secret=cfg.webhook_secret, dialect=cfg.billing_dialect)
     app.cleanup_ctx.append(_billing_host)
     app.on_shutdown.append(control.shutdown)
 

@@ -15,6 +15,13 @@ exclusive or included in the price, Japan's consumption tax included, Bahrain's 
 currencies USD, EUR, GBP, JPY (zero-decimal) and BHD, KWD (three decimals; Stripe requires
 their amounts to end in 0, so every amount of such an invoice is a multiple of 10 fils).
 
+Subscription changes (flow 5, ``sim._sub_changes`` in this dialect): each new version of a
+subscription is a ``customer.subscription.updated`` (an amendment: ``previous_attributes``
+name ``items``; a renewal: ``cancel_at`` moved to the new term's end) or
+``customer.subscription.deleted`` (``ended_at`` the first day without service) carrying the
+Stripe subscription object (``stripe_subscription``). Stripe keeps no version counter: the
+version rides in ``metadata["erpgw_version"]``, as the gateway reads it.
+
 Follow-ups (per invoice, seeded): a void (``invoice.voided``, instead of anything else), a
 credit note (``credit_note.created``) crediting part of one line and its exclusive tax, and a
 payment (``invoice.paid``: the invoice, ``paid``, for its total less any credit note).
@@ -24,6 +31,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterable
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import msgspec
@@ -32,8 +40,10 @@ from aiohttp import web
 from contracts.platforms.billing import (
     BillingCreditNote,
     BillingPayment,
+    BillingSubscription,
     CreditNoteLine,
     CreditNoteLineList,
+    SubscriptionItemRecord,
 )
 from contracts.platforms.stripe import STRIPE_API_VERSION
 
@@ -42,16 +52,20 @@ from ._http import SimHTTPError, query_int
 __all__ = [
     "DEFAULT_SECRET_KEY",
     "SIGNATURE_HEADER",
+    "VERSION_KEY",
     "StripeLog",
     "event_body",
     "followup_events",
     "project_followup",
     "stripe_invoice",
+    "stripe_subscription",
+    "subscription_event",
 ]
 
 SIGNATURE_HEADER = "Stripe-Signature"
 DEFAULT_SECRET_KEY = "sk_test_erpgw_demo"  # noqa: S105 - the public demo key, not a credential
 MAX_PAGE = 100
+VERSION_KEY = "erpgw_version"  # the subscription's version, in its metadata (Stripe has none)
 
 _enc = msgspec.json.Encoder()
 _dec = msgspec.json.Decoder()
@@ -328,6 +342,78 @@ def project_followup(kind: str, body: bytes) -> BillingCreditNote | BillingPayme
         lines=CreditNoteLineList(data=[CreditNoteLine(
             id=ln["id"], invoice_line=ln["invoice_line_item"], description=ln["description"],
             amount=ln["amount"]) for ln in obj["lines"]["data"]]))
+
+
+def _midnight(day: date) -> int:
+    """``day`` at 00:00 UTC, in Unix seconds."""
+    return int(datetime.combine(day, datetime.min.time(), UTC).timestamp())
+
+
+def _next_month(day: date) -> date:
+    return (day.replace(day=1) + timedelta(days=32)).replace(day=1)
+
+
+def _sub_items(sub: BillingSubscription, items: list[SubscriptionItemRecord],
+               start: date) -> dict[str, Any]:
+    cur = sub.currency.lower()
+    return {"object": "list", "has_more": False, "total_count": len(items),
+            "url": f"/v1/subscription_items?subscription={sub.id}", "data": [{
+                "id": it.id, "object": "subscription_item", "created": sub.created,
+                "current_period_start": _midnight(start),
+                "current_period_end": _midnight(_next_month(start)),
+                "discounts": [], "metadata": {}, "quantity": it.quantity,
+                "subscription": sub.id, "tax_rates": [],
+                "price": {"id": f"price_{it.product}_{cur}", "object": "price",
+                          "active": True, "billing_scheme": "per_unit", "currency": cur,
+                          "livemode": False, "product": it.product, "type": "recurring",
+                          "recurring": {"interval": "month", "interval_count": 1,
+                                        "usage_type": "licensed"},
+                          "unit_amount": it.unit_amount,
+                          "unit_amount_decimal": str(it.unit_amount)}} for it in items]}
+
+
+def stripe_subscription(sub: BillingSubscription) -> dict[str, Any]:
+    """Billing's subscription ``sub`` as a Stripe subscription object: its items (prices of
+    their products, the current period from the item set's first month: an amendment's
+    effective date), ``cancel_at`` the instant its term ends (00:00 UTC the day after its last
+    day), ``ended_at`` the first day without service once canceled, its metadata with
+    ``erpgw_version``. Pure."""
+    canceled = sub.status == "canceled"
+    start = sub.effective_date if sub.change == "amend" and sub.effective_date else \
+        sub.start_date
+    ends = _midnight(sub.end_date + timedelta(days=1))
+    return {
+        "id": sub.id, "object": "subscription", "application": None,
+        "billing_cycle_anchor": _midnight(sub.start_date), "cancel_at": ends,
+        "cancel_at_period_end": False, "canceled_at": sub.canceled_at if canceled else None,
+        "cancellation_details": {"comment": None, "feedback": None,
+                                 "reason": "cancellation_requested" if canceled else None},
+        "collection_method": "charge_automatically", "created": sub.created,
+        "currency": sub.currency.lower(), "customer": sub.customer, "days_until_due": None,
+        "default_payment_method": None, "description": None, "discounts": [],
+        "ended_at": ends if canceled else None, "items": _sub_items(sub, sub.items, start),
+        "latest_invoice": None, "livemode": False,
+        "metadata": {**sub.metadata, VERSION_KEY: str(sub.version)}, "schedule": None,
+        "start_date": _midnight(sub.start_date), "status": "canceled" if canceled else "active",
+        "trial_end": None, "trial_start": None}
+
+
+def subscription_event(previous: BillingSubscription, sub: BillingSubscription,
+                       created: int) -> bytes:
+    """The webhook body of the change from ``previous`` to ``sub`` (the next version):
+    ``customer.subscription.deleted`` for a cancellation, else ``customer.subscription.updated``
+    whose ``previous_attributes`` hold what changed (``items`` for an amendment, ``cancel_at``
+    for a renewal) and the previous metadata. Pure."""
+    obj = stripe_subscription(sub)
+    before = stripe_subscription(previous)
+    event_id = f"evt_{sub.id}_v{sub.version}"
+    if sub.status == "canceled":
+        return event_body(event_id, "customer.subscription.deleted", created, obj)
+    changed = {k: before[k] for k in ("items", "cancel_at") if before[k] != obj[k]}
+    if sub.change == "renew":
+        changed.pop("items", None)  # the same items; only their period moved on
+    return event_body(event_id, "customer.subscription.updated", created, obj,
+                      {**changed, "metadata": before["metadata"]})
 
 
 class StripeLog:

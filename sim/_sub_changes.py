@@ -10,7 +10,9 @@ most one cancellation (always last). Every change is a new version of the subscr
 webhook, ``customer.subscription.updated`` (amend, renew) or ``customer.subscription.deleted``
 (cancel), carrying the whole subscription at that version (its phases restate everything),
 signed like every billing webhook and retried until a 2xx. With ``reorderRate`` a seeded share
-of the subscriptions have their webhooks delivered shuffled (v3 before v2).
+of the subscriptions have their webhooks delivered shuffled (v3 before v2). In Stripe's
+dialect (``dialect="stripe"``) the same versions go out as Stripe events carrying Stripe
+subscription objects (``sim._stripe.subscription_event``), signed with ``Stripe-Signature``.
 
 ``lifecycle_audit`` (pure) is the ground truth: a changed subscription is in sync when its ERP
 sales order and its revenue contract are at the subscription's latest version with the value
@@ -42,6 +44,8 @@ from ._billing import REQUEST_TIMEOUT_S, post_signed, until_accepted
 from ._erp_orders import SalesOrderBook
 from ._http import SimHTTPError, decode_body, json_response
 from ._revenue_contracts import ContractBook
+from ._stripe import SIGNATURE_HEADER as STRIPE_SIGNATURE_HEADER
+from ._stripe import subscription_event as stripe_subscription_event
 from ._subscriptions import SubscriptionBook, subscription_value
 
 __all__ = ["ChangeRunRequest", "ChangeService", "LifecycleAudit", "lifecycle_audit",
@@ -134,10 +138,14 @@ class _Run:
 
 class ChangeService:
     """Subscription change runs and their webhook delivery (to billing's webhook URL with its
-    secret). ``run`` is the host coroutine; handlers only touch state synchronously."""
+    secret, in billing's ``dialect``: "erpgw" or "stripe"). ``run`` is the host coroutine;
+    handlers only touch state synchronously."""
 
     def __init__(self, book: SubscriptionBook, *, seed: int, webhook_url: str,
-                 webhook_secret: str) -> None:
+                 webhook_secret: str, dialect: str = "erpgw") -> None:
+        if dialect not in ("erpgw", "stripe"):
+            raise ValueError(f"dialect must be erpgw or stripe, got {dialect!r}")
+        self._stripe = dialect == "stripe"
         self.book = book
         self._seed = seed
         self._url = webhook_url
@@ -186,7 +194,7 @@ class ChangeService:
             versions = plan_changes(seed, self.book, sub_id, now)
             if not versions:
                 continue
-            bodies = [_ENCODER.encode(_event(v)) for v in versions]
+            bodies = [self._body(v, now) for v in versions]
             rng = random.Random(f"{seed}/sub-change-order/{sub_id}")
             if len(bodies) > 1 and rng.random() < body.reorder_rate:
                 rng.shuffle(bodies)
@@ -202,6 +210,13 @@ class ChangeService:
         else:
             self._pending.append((run, queues, url))
         return json_response(run.status(), status=202)
+
+    def _body(self, sub: BillingSubscription, now: float) -> bytes:
+        """The webhook body of version ``sub`` in billing's dialect."""
+        if not self._stripe:
+            return _ENCODER.encode(_event(sub))
+        previous = next(v for v in self.book.history[sub.id] if v.version == sub.version - 1)
+        return stripe_subscription_event(previous, sub, int(now))
 
     async def get_run(self, request: web.Request) -> web.Response:
         run = self.runs.get(request.match_info["id"])
@@ -228,7 +243,8 @@ class ChangeService:
     async def _post_once(self, url: str, body: bytes) -> int:
         session = self._session
         assert session is not None, "delivery runs only inside ChangeService.run"
-        return await post_signed(session, url, body, header=SIGNATURE_HEADER,
+        header = STRIPE_SIGNATURE_HEADER if self._stripe else SIGNATURE_HEADER
+        return await post_signed(session, url, body, header=header,
                                  signature=sign(self._secret, body, int(time.time())),
                                  timeout=self._timeout)
 

@@ -22,7 +22,9 @@ from contracts import (
     InvoiceIssuedV3,
     PaymentReceived,
     SubscriptionActivated,
+    SubscriptionAmended,
     SubscriptionCancelled,
+    SubscriptionRenewed,
 )
 from contracts.platforms.stripe import StripeInvoice
 
@@ -176,9 +178,64 @@ def test_paid_voided_credit_note_and_subscription_events() -> None:
                "customer.subscription.created", "data": {"object": sub}}
     assert isinstance(_map(created).payload, SubscriptionActivated)
     deleted = {**created, "id": "evt_s2", "type": "customer.subscription.deleted",
-               "created": T0 + 10}
+               "created": T0 + 10, "data": {"object": {**sub, "metadata": {
+                   "erpgw_version": "2"}}}}
     gone = _map(deleted)
-    assert isinstance(gone.payload, SubscriptionCancelled) and gone.key.version == T0 + 10
+    assert isinstance(gone.payload, SubscriptionCancelled) and gone.key.version == 2
+
+
+MIDNIGHT = 1_767_225_600  # 2026-01-01T00:00:00Z
+
+
+def _sub_event(kind: str, version: str | None, *, previous: dict[str, Any] | None,
+               start: int = MIDNIGHT, cancel_at: int | None = None,
+               ended_at: int | None = None) -> dict[str, Any]:
+    sub: dict[str, Any] = {
+        "id": "sub_9", "object": "subscription", "customer": "cus_9", "currency": "usd",
+        "status": "canceled" if ended_at else "active", "created": T0,
+        "cancel_at": cancel_at, "ended_at": ended_at, "canceled_at": T0 if ended_at else None,
+        "metadata": {"deal_id": "D-1"} | ({"erpgw_version": version} if version else {}),
+        "items": {"object": "list", "has_more": False, "data": [
+            {"id": "si_9", "object": "subscription_item", "quantity": 4,
+             "current_period_start": start, "current_period_end": start + 31 * 86_400,
+             "price": {"id": "price_seats_usd", "product": "seats", "unit_amount": 1200,
+                       "currency": "usd"}}]}}
+    data: dict[str, Any] = {"object": sub}
+    if previous is not None:
+        data["previous_attributes"] = previous
+    return {"id": f"evt_{kind}_{version}", "object": "event", "created": T0 + 5,
+            "type": f"customer.subscription.{kind}", "data": data}
+
+
+def test_subscription_changes_map_to_flow_5_versions() -> None:
+    feb = MIDNIGHT + 31 * 86_400  # 2026-02-01
+    amended = _map(_sub_event("updated", "2", start=feb,
+                              previous={"items": {"object": "list", "data": []}}))
+    assert isinstance(amended.payload, SubscriptionAmended)
+    assert amended.key.version == 2 and str(amended.payload.effective_date) == "2026-02-01"
+    assert [(i.product_id, i.quantity, i.unit_amount) for i in amended.payload.items] == [
+        ("seats", 4, 1200)]
+    renewed = _map(_sub_event("updated", "3", previous={"cancel_at": MIDNIGHT},
+                              cancel_at=MIDNIGHT + 365 * 86_400))
+    assert isinstance(renewed.payload, SubscriptionRenewed) and renewed.key.version == 3
+    assert (str(renewed.payload.term_start), str(renewed.payload.term_end)) == (
+        "2026-01-01", "2026-12-31")
+    assert renewed.msg_id != amended.msg_id
+    cancelled = _map(_sub_event("deleted", "4", previous=None, ended_at=feb))
+    assert isinstance(cancelled.payload, SubscriptionCancelled)
+    assert cancelled.key.version == 4 and str(cancelled.payload.effective_date) == "2026-02-01"
+    # A period rolling over or a metadata edit is no new version: acknowledged.
+    assert _map(_sub_event("updated", "4", previous={"latest_invoice": "in_1"})) is None
+    assert _map(_sub_event("updated", "4", previous={"cancel_at": MIDNIGHT + 86_400},
+                           cancel_at=MIDNIGHT)) is None
+
+
+@pytest.mark.parametrize("version", [None, "1", "two", "-3"])
+def test_subscription_change_without_a_version_is_refused(version: str | None) -> None:
+    with pytest.raises(ContractError) as info:
+        _map(_sub_event("updated", version, previous={"items": {}}))
+    assert info.value.code == "stripe.subscription_version"
+    assert info.value.path == "$.data.object.metadata.erpgw_version"
 
 
 def test_invoice_updated_is_an_amendment_only_when_amounts_changed() -> None:

@@ -119,3 +119,81 @@ def test_finalized_invoices_become_balanced_v3_invoices() -> None:
         assert entry.amount == inv["total"]  # the debit side is the receivable alone
         doc: dict[str, Any] = msgspec.json.decode(body)
         assert doc["data"]["object"]["total"] == canonical.total
+
+
+async def test_subscription_changes_are_stripe_events_that_replay_to_billings_book() -> None:
+    """Flow 5 in Stripe's dialect: every change webhook passes ``construct_event``, maps to
+    the canonical change with the version billing made, and those changes, applied in version
+    order from the saga's baseline, end at the value and status billing holds."""
+    from datetime import date
+
+    from actors.commercial import lifecycle
+    from contracts import SubscriptionAmended, SubscriptionCancelled, SubscriptionRenewed
+
+    received: list[tuple[bytes, str | None]] = []
+
+    async def hook(request: web.Request) -> web.Response:
+        received.append((await request.read(), request.headers.get("Stripe-Signature")))
+        return web.Response(status=200)
+
+    app = web.Application()
+    app.router.add_post("/hook", hook)
+    hook_port = free_port()
+    config = SimConfig(port=free_port(), webhook_url=f"http://{HOST}:{hook_port}/hook",
+                       webhook_secret=SECRET, seed=5, billing_dialect="stripe",
+                       stripe_secret_key=KEY)
+    subs: dict[str, Any] = {}
+    async with running_app(app, hook_port), running_sim(config) as http:
+        for n in range(24):  # as the deal saga creates them
+            async with http.session.post(http.base + "/billing/v1/subscriptions", json={
+                    "customer": f"cus_{n}", "currency": "eur", "start_date": "2026-03-01",
+                    "term_months": 12, "metadata": {"deal_id": f"D-{n}"},
+                    "items": [{"product": "seats", "quantity": 2 + n % 5, "unit_amount": 1500},
+                              {"product": "support", "quantity": 1, "unit_amount": 9000}]},
+                    headers={"Idempotency-Key": f"k-{n}"}) as resp:
+                assert resp.status == 201
+                created = msgspec.json.decode(await resp.read())
+            subs[created["id"]] = created
+        run = await http.post("/billing/v1/subscription-changes",
+                              json={"count": 24, "reorderRate": 1.0})
+        assert run.status == 202 and run.body["reordered"] > 0
+        with anyio.fail_after(30):
+            while not (await http.get(
+                    f"/billing/v1/subscription-changes/{run.body['changeRunId']}")).body["done"]:
+                await anyio.sleep(0.02)
+        final = {i: (await http.get(f"/billing/v1/subscriptions/{i}")).body for i in subs}
+    assert len(received) == run.body["changes"]
+    changes: dict[str, list[tuple[int, Any]]] = {}
+    kinds: Counter[str] = Counter()
+    for body, header in received:
+        event = stripe.Webhook.construct_event(body, header, SECRET)  # raises if not Stripe's
+        assert event["type"] in ("customer.subscription.updated",
+                                 "customer.subscription.deleted")
+        route = STRIPE_ROUTES[event["type"]]
+        inbound = route.map(route.decode(body))
+        assert inbound is not None  # every change is a version: none is acknowledged away
+        kinds[type(inbound.payload).__name__] += 1
+        changes.setdefault(inbound.key.object_id, []).append((inbound.key.version,
+                                                              inbound.payload))
+    assert kinds["SubscriptionAmended"] and kinds["SubscriptionRenewed"]
+    assert kinds["SubscriptionCancelled"]
+    assert any([v for v, _ in got] != sorted(v for v, _ in got) for got in changes.values())
+    for sub_id, got in changes.items():
+        first, last = subs[sub_id], final[sub_id]
+        assert sorted(v for v, _ in got) == list(range(2, last["version"] + 1))
+        state = lifecycle.LifecycleState(
+            deal_id=first["metadata"]["deal_id"], customer_id=first["customer"],
+            currency="EUR", order_id="SO-1", phases=(lifecycle.Phase(
+                start=date.fromisoformat(first["start_date"]),
+                end=date.fromisoformat(first["end_date"]),
+                items=tuple(lifecycle.PhaseItem(i["product"], i["quantity"], i["unit_amount"])
+                            for i in first["items"])),))
+        for _, change in sorted(got, key=lambda vc: vc[0]):
+            assert isinstance(change, SubscriptionAmended | SubscriptionRenewed |
+                              SubscriptionCancelled)
+            state = lifecycle.evolve(state, change)
+        value = sum(sum(i["amount"] for i in p["items"]) * lifecycle.months(lifecycle.Phase(
+            start=date.fromisoformat(p["start_date"]), end=date.fromisoformat(p["end_date"]),
+            items=())) for p in last["phases"])
+        assert lifecycle.value(state) == value
+        assert state.cancelled == (last["status"] == "canceled")

@@ -15,9 +15,12 @@ Inbound (``stripe_source``): Stripe's webhooks exactly as Stripe sends them, ver
 ``invoice.voided``                        ``credit_memo.issued.v1`` reversing the invoice
 ``credit_note.created``                   ``credit_memo.issued.v1``
 ``credit_note.voided``                    ``invoice.issued.v3`` re-billing what it credited
-``customer.subscription.created``         ``subscription.activated.v1``
-``customer.subscription.updated``         ``subscription.amended.v1``
-``customer.subscription.deleted``         ``subscription.cancelled.v1``
+``customer.subscription.created``         ``subscription.activated.v1`` (version 1)
+``customer.subscription.updated``         ``subscription.amended.v1`` (items changed) or
+                                          ``subscription.renewed.v1`` (``cancel_at`` moved
+                                          later), versioned by ``metadata.erpgw_version``;
+                                          else acknowledged
+``customer.subscription.deleted``         ``subscription.cancelled.v1`` (same version rule)
 ``invoice.marked_uncollectible``,         acknowledged, not mapped (no canonical message)
 ``charge.refunded``
 ========================================  ===================================================
@@ -56,6 +59,7 @@ from contracts import (
     SubscriptionAmended,
     SubscriptionCancelled,
     SubscriptionItem,
+    SubscriptionRenewed,
     contract_error,
     derive_id,
     revenue_by_line,
@@ -82,14 +86,18 @@ __all__ = [
     "ACKNOWLEDGED",
     "SIGNATURE_HEADER",
     "STRIPE_ROUTES",
+    "VERSION_KEY",
     "StripeReader",
     "credit_memo_from_note",
     "invoice_from_stripe",
     "stripe_source",
+    "subscription_version",
 ]
 
 log = logging.getLogger("erpgw.platforms.billing.stripe")
 SIGNATURE_HEADER = "Stripe-Signature"
+# The subscription metadata key holding its version (Stripe keeps none; ``subscription_version``).
+VERSION_KEY = "erpgw_version"
 T = TypeVar("T")
 _OBJ = "$.data.object"
 # Invoice fields whose change makes an ``invoice.updated`` an amendment (a new version).
@@ -384,16 +392,71 @@ def _sub_period(sub: StripeSubscription, created: int) -> tuple[date, date]:
     starts = [i.current_period_start for i in items if i.current_period_start]
     ends = [i.current_period_end for i in items if i.current_period_end]
     start = _at(min(starts) if starts else created).date()
-    end = _at(sub.cancel_at or (max(ends) if ends else created)).date()
+    stop = sub.cancel_at or (max(ends) if ends else None)
+    end = _exclusive_end(stop) if stop is not None else start  # both end at that instant
     return start, max(start, end)
 
 
-def inbound_subscription(evt: StripeSubscriptionEvent) -> Inbound:
-    """``customer.subscription.created|updated|deleted`` → ``subscription.activated.v1`` /
-    ``subscription.amended.v1`` (the item set from the event's date) /
-    ``subscription.cancelled.v1``, keyed (subscription id, version): 1 for the creation, the
-    event's ``created`` for later changes (Stripe keeps no version counter)."""
+def subscription_version(sub: StripeSubscription) -> int:
+    """The subscription's version: ``metadata["erpgw_version"]``, a whole number from 2 (1 is
+    the creation). Stripe keeps no version counter, and flow 5 applies a subscription's changes
+    strictly one after the other (``actors.commercial.lifecycle.decide``): it must see that a
+    predecessor is missing to wait for it. An event's ``created`` orders events but has gaps
+    and one-second resolution, so it cannot say whether one is missing; whoever changes a
+    subscription writes the next number into its metadata in the same update. Raises
+    ``ContractError`` ``stripe.subscription_version`` (missing, not a number, below 2)."""
+    path = f"{_OBJ}.metadata.{VERSION_KEY}"
+    raw = (sub.metadata or {}).get(VERSION_KEY)
+    if raw is None:
+        raise ContractError(f"subscription {sub.id} carries no metadata {VERSION_KEY}: a change "
+                            "cannot be ordered without it", code="stripe.subscription_version",
+                            path=path)
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 15 or int(raw) < 2:
+        raise ContractError(f"subscription {sub.id} metadata {VERSION_KEY} {raw[:40]!r} is not "
+                            "a whole number from 2", code="stripe.subscription_version",
+                            path=path)
+    return int(raw)
+
+
+def _day(value: int) -> date:
+    """The UTC date of ``value``; a time after midnight counts from its day."""
+    return _at(value).date()
+
+
+def _exclusive_end(value: int) -> date:
+    """The last day served before the moment ``value`` (Stripe's ``cancel_at``: the
+    subscription ends at that instant, so a term ending 2027-01-31 has ``cancel_at``
+    2027-02-01T00:00Z)."""
+    return _at(value - 1).date()
+
+
+def _amendment_start(sub: StripeSubscription, created: int) -> date:
+    """When the new item set takes effect: its items' current period start (Stripe restarts an
+    item's period when it is added), else the event's date."""
+    items = sub.items.data if sub.items else []
+    starts = [i.current_period_start for i in items if i.current_period_start]
+    return _day(min(starts) if starts else created)
+
+
+def inbound_subscription(evt: StripeSubscriptionEvent) -> Inbound | None:
+    """``customer.subscription.created|updated|deleted`` → a canonical subscription message,
+    keyed (subscription id, version): 1 for the creation, ``subscription_version`` (the
+    subscription's ``metadata["erpgw_version"]``) for later changes.
+
+    * ``created`` → ``subscription.activated.v1`` (items, the term from the items' current
+      period to ``cancel_at``);
+    * ``updated`` whose ``previous_attributes`` name ``items`` → ``subscription.amended.v1``:
+      the item set from the items' ``current_period_start``;
+    * ``updated`` whose ``previous_attributes`` move ``cancel_at`` later →
+      ``subscription.renewed.v1``: a term from the previous ``cancel_at`` to the new one
+      (exclusive), the same items;
+    * any other ``updated`` (a period rolling over, a status, metadata): None, acknowledged;
+    * ``deleted`` → ``subscription.cancelled.v1``: no service from ``ended_at``'s date.
+
+    Raises ``ContractError`` (``stripe.subscription_version``, ``contract.missing_field``, a
+    canonical invariant) with the JSON path."""
     sub, at = evt.data.object, _at(evt.created)
+    prev = evt.data.previous_attributes or {}
     payload: Any
     if evt.type == "customer.subscription.created":
         customer = _required(sub.customer, f"subscription {sub.id} customer",
@@ -403,21 +466,34 @@ def inbound_subscription(evt: StripeSubscriptionEvent) -> Inbound:
             subscription_id=sub.id, customer_id=customer, currency=_sub_currency(sub),
             billing_interval="month", items=_sub_items(sub), term_start=start, term_end=end,
             activated_at=_at(sub.created or evt.created)))
-        version = 1
-    elif evt.type == "customer.subscription.deleted":
+        key, msg_id = _key(sub.id, 1)
+        return Inbound(payload, key, msg_id, at)
+    if evt.type == "customer.subscription.deleted":
         ended = sub.ended_at or sub.canceled_at or evt.created
         payload = _mapped(lambda: SubscriptionCancelled(
-            subscription_id=sub.id, effective_date=_at(ended).date(),
+            subscription_id=sub.id, effective_date=_day(ended),
             cancelled_at=_at(sub.canceled_at or evt.created), reason="customer_request"))
-        version = max(2, evt.created)
-    else:
+    elif "items" in prev:
         payload = _mapped(lambda: SubscriptionAmended(
             subscription_id=sub.id, amendment_id=f"{sub.id}:{evt.id}"[:200],
-            currency=_sub_currency(sub), items=_sub_items(sub), effective_date=at.date(),
-            amended_at=at))
-        version = max(2, evt.created)
-    key, msg_id = _key(sub.id, version)
+            currency=_sub_currency(sub), items=_sub_items(sub),
+            effective_date=_amendment_start(sub, evt.created), amended_at=at))
+    elif (term := _renewed_term(prev.get("cancel_at"), sub.cancel_at)) is not None:
+        payload = _mapped(lambda: SubscriptionRenewed(
+            subscription_id=sub.id, currency=_sub_currency(sub), items=_sub_items(sub),
+            term_start=term[0], term_end=term[1], renewed_at=at))
+    else:
+        return None
+    key, msg_id = _key(sub.id, subscription_version(sub))
     return Inbound(payload, key, msg_id, at)
+
+
+def _renewed_term(old: object, new: int | None) -> tuple[date, date] | None:
+    """The new term when ``cancel_at`` moved from ``old`` (a time) to a later ``new``: from
+    the day the old term ended to the last day before ``new``; else None."""
+    if isinstance(old, int) and not isinstance(old, bool) and new is not None and new > old:
+        return _day(old), _exclusive_end(new)
+    return None
 
 
 def _invoice_route(build: Callable[[StripeInvoiceEvent], Inbound]
