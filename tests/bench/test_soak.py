@@ -18,8 +18,12 @@ def test_three_kills_lose_and_double_nothing() -> None:
         [sys.executable, "-m", "gateway", "bench", "kill-soak", "--kills", "3",
          "--duration", "6", "--rate", "100", "--seed", "3", "--json", "--quiet"],
         capture_output=True, text=True, timeout=450, check=False)
-    assert r.returncode == 0, r.stderr[-2000:] + r.stdout[-2000:]
+    # Exit 1 also when only the restart-to-ready bound was missed: that is the soak's speed
+    # verdict (a bench figure), not what this test checks; anything else must exit 0.
+    assert r.returncode in (0, 1), r.stderr[-2000:] + r.stdout[-2000:]
     doc = msgspec.json.decode(r.stdout)
+    assert doc["ok"] is True, r.stdout[-2000:]
+    assert r.returncode == 0 or doc["restart_ok"] is False
     assert doc["kills_done"] == 3 and doc["gateway_starts"] == 4
     a = doc["audit"]
     assert a["issued"] == 600 and a["drained"] is True
