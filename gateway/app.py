@@ -230,11 +230,11 @@ async def run_gateway(cfg: Config, *, ready: anyio.Event | None = None,
     configuration, ``auth.*`` for a platform's credentials) and ``SupervisorEscalation`` when
     an actor keeps failing.
     """
+    _check_drills(cfg)
     specs = platform_specs(cfg)  # credentials first: refuse before listening
     data = cfg.data_path
     data.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.chmod(data, 0o700)  # the ledger and the broker's seeds live here (S28)
-    _check_drills(cfg)
     _check_port(cfg.http.host, cfg.http.port)
     broker: EmbeddedBroker | None = None
     url = cfg.nats.url

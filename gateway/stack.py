@@ -261,7 +261,8 @@ class Stack:
             # data dir) and the CLI tools (`--data-dir <workdir>/gateway`) look for them.
             self.broker = EmbeddedBroker(self.workdir / "nats", port=free_port(),
                                          sync_interval=self.sync_interval,
-                                         identities_dir=self.identities_dir)
+                                         identities_dir=self.identities_dir,
+                                         prefix=self.nats_prefix)
             await self.broker.start()
         self.gateway_port = free_port()
         self.sim_port = free_port()

@@ -46,7 +46,7 @@ async def test_each_invoice_posts_once_under_a_429_storm(tmp_path: Path) -> None
             "auth": {"type": "oauth1_tba", "consumer_key": DEMO_TBA.consumer_key,
                      "consumer_secret": DEMO_TBA.consumer_secret,
                      "token_id": DEMO_TBA.token_id, "token_secret": DEMO_TBA.token_secret}}})
-        bus = await NatsBus.connect(stack.url, name="test-recon")
+        bus = await NatsBus.connect(stack.url, name="test-recon", auth=stack.auth("operator"))
         try:
             specs = platform_specs(cfg, environ={})
             specs["billing"] = dataclasses.replace(specs["billing"], base_url=stack.sim_url)

@@ -142,6 +142,7 @@ async def test_a_non_default_prefix_works_end_to_end(tmp_path: Path) -> None:
             "ACME_ADVISORIES"}
         assert await stack.stream_last_seq("billing") >= 60  # ACME_BILLING holds the run
         default = Stack(tmp_path / "default", nats_url=stack.url)  # erpgw.* names
+        default.broker = stack.broker  # the same broker, its identities
         assert await default.consumer_states() == []  # nothing under the default prefix
     finally:
         await stack.close()
