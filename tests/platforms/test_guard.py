@@ -6,8 +6,9 @@ from __future__ import annotations
 import anyio
 import pytest
 
-from actors.infra.http import HttpResponse, PlatformUnavailable
-from actors.platforms import guarded_call
+from actors.infra.http import HttpClient, HttpResponse, PlatformUnavailable
+from actors.platforms import guarded_call, segment
+from contracts import ContractError
 from actors.resilience import BreakerConfig, CircuitBreaker
 
 
@@ -67,3 +68,27 @@ async def test_a_second_call_waits_for_the_probe(probe_succeeds: bool) -> None:
         assert isinstance(refused, PlatformUnavailable) and refused.code == "x.breaker_open"
         assert refused.retry_after is not None and 0 < refused.retry_after < float("inf")
         assert sent == ["probe"]
+
+
+@pytest.mark.parametrize(("value", "escaped"), [
+    ("in_000001", "in_000001"),
+    ("../admin", "..%2Fadmin"),
+    ("a/b?c=d#e", "a%2Fb%3Fc%3Dd%23e"),
+    ("deal 1", "deal%201"),
+])
+def test_an_id_never_leaves_its_path_segment(value: str, escaped: str) -> None:
+    assert segment(value) == escaped
+
+
+@pytest.mark.parametrize("value", ["", ".", ".."])
+def test_an_id_that_would_climb_is_refused(value: str) -> None:
+    with pytest.raises(ContractError) as info:
+        segment(value)
+    assert info.value.code == "platform.bad_id"
+
+
+@pytest.mark.parametrize("path", ["http://evil.example/x", "x/relative", "evil.example/x"])
+async def test_a_platform_pool_never_dials_another_host(path: str) -> None:
+    async with HttpClient("http://127.0.0.1:9", platform="erp") as http:
+        with pytest.raises(ValueError):
+            await http.get(path)
