@@ -8,8 +8,8 @@ import pytest
 
 from actors.infra.http import HttpClient, HttpResponse, PlatformUnavailable
 from actors.platforms import guarded_call, segment
-from contracts import ContractError
 from actors.resilience import BreakerConfig, CircuitBreaker
+from contracts import ContractError
 
 
 def _refuse(retry_after: float) -> PlatformUnavailable:
