@@ -32,7 +32,7 @@ def test_help_documents_the_scenario_format_and_the_audit_subcommand() -> None:
     text = sim_help()
     for needle in ("--scenario", "--check", "[[http]]", "[[webhooks]]", "[[bill_run]]",
                    "error_mix", "rate_limit_rate", "commit_then_timeout_rate", "mangle_modes",
-                   "drift_modes", "month-end.toml", "audit", "--erp-concurrency-limit",
+                   "drift_modes", "--scenario month-end", "audit", "--erp-concurrency-limit",
                    "--billing-rate-limit"):
         assert needle in text, needle
 

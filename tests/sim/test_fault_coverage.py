@@ -175,5 +175,5 @@ def test_sim_help_documents_the_revenue_section_and_the_amount_fault() -> None:
 
     text = sim_help()
     for needle in ("revenue = {", "cpq = {", "alter_amount_rate", "item_reject_rate",
-                   "sim/scenarios/month-end.toml", "ERP outage"):
+                   "--scenario month-end", "ERP outage"):
         assert needle in text, needle
