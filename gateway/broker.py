@@ -61,8 +61,30 @@ def find_nats_server() -> str:
     return found
 
 
+# Parallel test workers (pytest-xdist sets PYTEST_XDIST_WORKER=gw<N>) each take ports from a
+# range of their own below the kernel's ephemeral range: a port one worker was handed can then
+# be taken neither by another worker nor by any outgoing connection before it is bound.
+_WORKER_PORTS = (20000, 2000)  # first port, ports per worker (workers 0..5 end below 32768)
+_next_port: dict[str, int] = {}
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that was free a moment ago on ``host``."""
+    """A TCP port that was free a moment ago on ``host``: the kernel's choice, or under a
+    parallel test worker the next free one of that worker's range."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if worker.startswith("gw") and worker[2:].isdigit() and int(worker[2:]) < 6:
+        first, size = _WORKER_PORTS
+        lo = first + size * int(worker[2:])
+        start = _next_port.get(worker, lo + os.getpid() % size)
+        for i in range(size):
+            port = lo + (start - lo + i) % size
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                try:
+                    s.bind((host, port))
+                except OSError:
+                    continue
+            _next_port[worker] = port + 1 if port + 1 < lo + size else lo
+            return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])

@@ -73,3 +73,14 @@ async def test_provisioning_is_idempotent_and_safe(broker: EmbeddedBroker) -> No
         assert await bus.stream_messages(subjects.stream("billing")) == 1
     finally:
         await bus.close()
+
+
+def test_parallel_workers_take_ports_from_their_own_ranges(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from gateway.broker import free_port
+
+    monkeypatch.setenv("PYTEST_XDIST_WORKER", "gw1")
+    ports = [free_port() for _ in range(5)]
+    assert all(22000 <= p < 24000 for p in ports) and len(set(ports)) == 5
+    monkeypatch.setenv("PYTEST_XDIST_WORKER", "gw0")
+    assert 20000 <= free_port() < 22000

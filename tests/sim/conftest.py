@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -14,16 +13,16 @@ import msgspec
 import pytest
 from aiohttp import web
 
+from gateway.broker import free_port as broker_free_port
 from sim import SimConfig, serve
 
 HOST = "127.0.0.1"
 
 
 def free_port() -> int:
-    """A loopback port nobody listens on right now (bind to port 0, read it, release it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
+    """A loopback port nobody listens on right now (``gateway.broker.free_port``: its own
+    range under a parallel test worker)."""
+    return broker_free_port(HOST)
 
 
 @dataclass(frozen=True)
