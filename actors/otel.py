@@ -33,7 +33,8 @@ import msgspec
 
 from contracts import GatewayError
 
-__all__ = ["Kind", "OtelSettings", "Span", "enabled", "hop", "hops", "start", "stop"]
+__all__ = ["NO_SPAN", "Attributes", "Backend", "Kind", "OtelSettings", "Span", "enabled", "hop",
+           "hops", "span", "start", "stop"]
 
 Kind = Literal["internal", "server", "client", "producer", "consumer"]
 Attributes = Mapping[str, str | int | float | bool]
@@ -76,11 +77,14 @@ class Backend(Protocol):
     def shutdown(self) -> None: ...
 
 
+_NULL: AbstractContextManager[None] = nullcontext()  # reusable: it holds no state
+
+
 class _NoSpan:
     traceparent = None
 
     def activate(self) -> AbstractContextManager[None]:
-        return nullcontext()
+        return _NULL
 
     def set(self, key: str, value: str | int | float | bool) -> None:
         pass
