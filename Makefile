@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "erpgw needs Python 3.11 or newer; set PYTHON=python3.11")'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,otel]'
 	@touch $(STAMP)
 
 demo: $(STAMP)  ## set up, then run a short peak-billing demo and print its report
@@ -41,7 +41,7 @@ BENCH_OUT   ?= $(or $(TMPDIR),/tmp)/erpgw-bench
 BENCH_STAMP := $(VENV)/.bench-extras
 
 $(BENCH_STAMP): $(STAMP) pyproject.toml
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,bench,peer]' && touch $@ \
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,otel,bench,peer]' && touch $@ \
 	  || echo "bench: optional extras not installed; plots and the peer will be skipped"
 
 bench: $(BENCH_STAMP)  ## set up, then run the quick peak-billing bench and print its verdicts

@@ -27,6 +27,7 @@ from anyio.abc import TaskStatus
 
 from contracts import ContractError, Retryable
 
+from . import otel
 from .crash import crashpoint
 from .deadletter import DeadLetterSink
 from .infra.bus import BrokerUnavailable, ConsumerSettings, Delivery, NatsBus, OutMsg, PullConsumer
@@ -102,34 +103,50 @@ class BatchWorker(Actor):
         it plans nothing for (``None``) is acked. Returns ``(published, skipped)``: the
         deliveries acked after their output was stored, and those acked with nothing to
         publish. ``crash_at`` names the crash point between the commit and the acks. Runs in
-        the actor's task."""
+        the actor's task.
+
+        Traced (``actors.otel``): a ``route <actor>`` span per delivery, child of its
+        ``traceparent``; the output planned inside it carries its context."""
         outs: list[OutMsg] = []
         owners: list[Delivery] = []
+        spans: list[otel.Span] = []
         skipped = 0
         for d in batch:
+            span = otel.span(f"route {self.name}", d.headers.get("traceparent"),
+                             kind="consumer")
             try:
-                out = plan(d)
+                with span.activate():
+                    out = plan(d)
             except ContractError as err:
+                span.fail(err)
+                span.end()
                 await dlq.send(d, err)
                 self.failed += 1
                 continue
             if out is None:
+                span.end()
                 skipped += 1
                 await d.ack()
                 continue
             outs.append(out)
             owners.append(d)
-        results = await self.bus.publish_atomic(outs)
-        if crash_at is not None:
-            crashpoint(crash_at)
-        published = 0
-        for d, outcome in zip(owners, results, strict=True):
-            if isinstance(outcome, Exception):
-                await self.fail(d, outcome, dlq)
-                continue
-            await d.ack()
-            published += 1
-            self.processed += 1
+            spans.append(span)
+        try:
+            results = await self.bus.publish_atomic(outs)
+            if crash_at is not None:
+                crashpoint(crash_at)
+            published = 0
+            for d, outcome, span in zip(owners, results, spans, strict=True):
+                if isinstance(outcome, Exception):
+                    span.fail(outcome)
+                    await self.fail(d, outcome, dlq)
+                    continue
+                await d.ack()
+                published += 1
+                self.processed += 1
+        finally:
+            for span in spans:
+                span.end()
         return published, skipped
 
     async def gate(self) -> None:

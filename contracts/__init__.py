@@ -45,7 +45,15 @@ from ._errors import (
 from ._fields import MAX_AMOUNT
 from ._ids import derive_id, new_id
 from ._ledger import JournalEntryPosted, JournalLine, PostJournalEntry
-from ._message import Envelope, JsonCodec, MsgpackCodec, Payload, contract_error, make_envelope
+from ._message import (
+    Envelope,
+    JsonCodec,
+    MsgpackCodec,
+    Payload,
+    ambient_traceparent,
+    contract_error,
+    make_envelope,
+)
 from ._money import (
     CURRENCY_EXPONENTS,
     Currency,
@@ -174,6 +182,7 @@ __all__ = [
     "UsageTerms",
     "allocate",
     "allocate_money",
+    "ambient_traceparent",
     "apply_rate_bp",
     "authority_for",
     "check_authority",

@@ -13,6 +13,7 @@ a ``ContractError``.
 from __future__ import annotations
 
 import re
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
@@ -45,6 +46,7 @@ __all__ = [
     "JsonCodec",
     "MsgpackCodec",
     "Payload",
+    "ambient_traceparent",
     "contract_error",
     "make_envelope",
 ]
@@ -96,6 +98,11 @@ class Envelope(msgspec.Struct, frozen=True):
         return self.payload.__struct_config__.tag  # type: ignore[return-value]
 
 
+# The ``traceparent`` of the tracing span the caller is in, set by the optional OpenTelemetry
+# tracing while a hop's span is current: a message made there carries that span's context.
+ambient_traceparent: ContextVar[str | None] = ContextVar("erpgw_traceparent", default=None)
+
+
 def make_envelope(
     payload: Payload,
     *,
@@ -111,7 +118,8 @@ def make_envelope(
     W3C trace context: a first message starts a trace whose id is its correlation id (so any
     tracing tool and ``erpgw trace`` name the transaction alike); a caused message continues
     its cause's trace with a span of its own, derived from its id (deterministic, so a
-    republished message carries the same span).
+    republished message carries the same span). Made inside a traced hop
+    (``ambient_traceparent`` set), it carries that hop's span instead.
     """
     mid = msg_id or new_id()
     return Envelope(
@@ -123,8 +131,9 @@ def make_envelope(
         causation_id=caused_by.id if caused_by else None,
         key=key,
         payload=payload,
-        traceparent=_traceparent(caused_by.traceparent if caused_by else None,
-                                 caused_by.correlation_id if caused_by else mid, mid),
+        traceparent=ambient_traceparent.get() or _traceparent(
+            caused_by.traceparent if caused_by else None,
+            caused_by.correlation_id if caused_by else mid, mid),
     )
 
 

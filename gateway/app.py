@@ -28,7 +28,7 @@ import anyio
 import anyio.abc
 import msgspec
 
-from actors import crash
+from actors import crash, otel
 from actors.advisories import MaxDeliveriesWorker
 from actors.commercial import (
     SAGA_CONSUMER,
@@ -223,15 +223,29 @@ def erp_postings_reader(cfg: Config, erp: Platform
 
 
 async def run_gateway(cfg: Config, *, ready: anyio.Event | None = None,
-                      handle_signals: bool = True) -> None:
+                      handle_signals: bool = True, span_exporter: object = None) -> None:
     """Run the gateway until a stop signal (or cancellation). See the module docstring.
 
     Raises ``GatewayError`` subclasses for start-up failures (busy port, no broker, bad
-    configuration, ``auth.*`` for a platform's credentials) and ``SupervisorEscalation`` when
-    an actor keeps failing.
+    configuration, ``auth.*`` for a platform's credentials, ``config.otel_missing``) and
+    ``SupervisorEscalation`` when an actor keeps failing. ``span_exporter``: with ``[otel]``
+    enabled, an OpenTelemetry ``SpanExporter`` that gets the spans instead of the OTLP
+    endpoint (tests use the SDK's in-memory one).
     """
     _check_drills(cfg)
     specs = platform_specs(cfg)  # credentials first: refuse before listening
+    if otel.start(cfg.otel, exporter=span_exporter):
+        log.info("OpenTelemetry tracing on: %s as %s, sampling %g of new traces",
+                 cfg.otel.endpoint if span_exporter is None else "a given exporter",
+                 cfg.otel.service_name, cfg.otel.sample_ratio)
+    try:
+        await _run_gateway(cfg, specs, ready, handle_signals)
+    finally:
+        otel.stop()  # flushes the spans still buffered
+
+
+async def _run_gateway(cfg: Config, specs: dict[str, PlatformSpec], ready: anyio.Event | None,
+                       handle_signals: bool) -> None:
     data = cfg.data_path
     data.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.chmod(data, 0o700)  # the ledger and the broker's seeds live here (S28)

@@ -20,6 +20,7 @@ from actors.infra import ConsumerSettings, StreamSettings
 from actors.infra.bus import mask_url
 from actors.ingress import IngressSettings
 from actors.monitor import SlaConfig
+from actors.otel import OtelSettings
 from actors.platforms.auth import AuthSettings
 from actors.resilience import BreakerConfig, LimiterConfig
 from actors.router import AccountMap
@@ -264,6 +265,8 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     partner_breaker: BreakerConfig = msgspec.field(default_factory=BreakerConfig)
     partner_limiter: LimiterConfig = msgspec.field(
         default_factory=lambda: LimiterConfig(rate=50.0, burst=20))
+    # OpenTelemetry tracing, off by default; on, it needs the [otel] extra (docs/operations.md).
+    otel: OtelSettings = msgspec.field(default_factory=OtelSettings)
 
     @property
     def data_path(self) -> Path:

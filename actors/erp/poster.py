@@ -55,6 +55,7 @@ from contracts import (
 )
 from contracts.platforms import erp as wire
 
+from .. import otel
 from ..crash import crashpoint, fault
 from ..deadletter import DeadLetterSink
 from ..infra.bus import Delivery
@@ -173,7 +174,9 @@ class ErpPoster(BatchWorker):
             return
         items = await self._order(todo, aggregates, repairs)
         if items:
-            await self._post(items)
+            # Traced: an ``erp post`` span per posting, child of its command (actors.otel).
+            with otel.hops("erp post", [env.traceparent for env, *_ in items], kind="consumer"):
+                await self._post(items)
 
     async def _order(self, todo: dict[str, tuple[Envelope, PostJournalEntry, list[Delivery]]],
                      aggregates: dict[str, Aggregate | None], repairs: set[str]

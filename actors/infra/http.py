@@ -15,6 +15,10 @@ payload (SSRF), and refuses any path that is not relative to its base.
 Credentials: a client built with ``signer`` asks it for the authentication headers of every
 request immediately before sending (OAuth 1.0a signs method, URL and a fresh nonce; a bearer
 token may be refreshed), so no request of that client can leave without them.
+
+Tracing: made inside a traced hop (``actors.otel``), a request is a client span of its own and
+carries that span's W3C ``traceparent`` header; outside a trace, or with tracing off, it is sent
+as it was given.
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ from typing import Protocol
 import aiohttp
 
 from contracts import Permanent, Retryable
+
+from .. import otel
 
 __all__ = ["Ambiguous", "HttpClient", "HttpResponse", "PlatformRejected", "PlatformUnavailable",
            "RequestObserver", "RequestSigner"]
@@ -127,6 +133,23 @@ class HttpClient:
 
     async def request(self, method: str, path: str, body: bytes | None, *,
                       headers: dict[str, str] | None = None) -> HttpResponse:
+        """Send one request; see the module docstring for what raises. Inside a trace
+        (``actors.otel``) it is a client span whose context goes out as ``traceparent``."""
+        with otel.hop(f"{method} {self.platform}", kind="client", only_in_trace=True,
+                      attributes={"http.request.method": method, "url.path": path,
+                                  "erpgw.platform": self.platform}) as span:
+            if span.traceparent is not None:
+                headers = {**(headers or {}), "traceparent": span.traceparent}
+            try:
+                resp = await self._request(method, path, body, headers=headers)
+            except PlatformRejected as err:
+                span.set("http.response.status_code", err.status)
+                raise
+            span.set("http.response.status_code", resp.status)
+            return resp
+
+    async def _request(self, method: str, path: str, body: bytes | None, *,
+                       headers: dict[str, str] | None = None) -> HttpResponse:
         if not path.startswith("/") or "://" in path:
             raise ValueError(f"path must be relative to the platform base URL: {path!r}")
         if self._session is None:

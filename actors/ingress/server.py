@@ -49,6 +49,7 @@ from contracts import (
 )
 from contracts.platforms import signing
 
+from .. import otel
 from ..crash import crashpoint
 from ..infra.bus import NatsBus, OutMsg
 from ..runtime import Actor
@@ -136,13 +137,25 @@ class WebhookIngress(Actor):
             chunks.append(chunk)
         return b"".join(chunks)
 
-    def _webhook(self, source: WebhookSource
+    def _handler(self, source: WebhookSource
                  ) -> Callable[[web.Request], Awaitable[web.Response]]:
         async def handler(request: web.Request) -> web.Response:
             return await self.webhook(source, request)
         return handler
 
     async def webhook(self, source: WebhookSource, request: web.Request) -> web.Response:
+        """One webhook request, traced as the hop ``webhook <source>`` (continuing the
+        request's ``traceparent`` header) when tracing is on (``actors.otel``)."""
+        with otel.hop(f"webhook {source.name}", request.headers.get("traceparent"),
+                      kind="server", attributes={"http.request.method": "POST",
+                                                 "http.route": source.path}) as span:
+            resp = await self._webhook(source, request)
+            span.set("http.response.status_code", resp.status)
+            if resp.status >= 500:
+                span.fail(f"answered {resp.status}")
+            return resp
+
+    async def _webhook(self, source: WebhookSource, request: web.Request) -> web.Response:
         if request.headers.get("Content-Encoding", "identity") not in ("identity", ""):
             return self._reject(415, ContractError("compressed webhook bodies are not accepted",
                                                    code="body.encoding"))
@@ -185,13 +198,18 @@ class WebhookIngress(Actor):
         if inbound is None:  # a known event with nothing to publish (a dialect's no-op)
             self.counts["ignored"] += 1
             return web.json_response({"status": "ignored", "type": head.type})
-        env = make_envelope(inbound.payload, source=source.name, key=inbound.key,
-                            tenant=self.settings.tenant, occurred_at=inbound.occurred_at)
-        out = OutMsg(subject=self.subjects.for_type(env.type), data=_bus_codec.encode(env),
-                     msg_id=inbound.msg_id, headers={"traceparent": env.traceparent or ""})
         self.in_flight += 1
         try:
-            duplicate = await self._group.publish(out)
+            # The envelope made inside the publish span carries its context: every later hop
+            # of this message is its descendant.
+            with otel.hop(f"publish {inbound.payload.__struct_config__.tag}", kind="producer",
+                          attributes={"erpgw.msg_id": inbound.msg_id}):
+                env = make_envelope(inbound.payload, source=source.name, key=inbound.key,
+                                    tenant=self.settings.tenant, occurred_at=inbound.occurred_at)
+                out = OutMsg(subject=self.subjects.for_type(env.type),
+                             data=_bus_codec.encode(env), msg_id=inbound.msg_id,
+                             headers={"traceparent": env.traceparent or ""})
+                duplicate = await self._group.publish(out)
         except Retryable as err:
             return self._reject(503, err)
         except GatewayError as err:
@@ -223,7 +241,7 @@ class WebhookIngress(Actor):
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         app = web.Application(client_max_size=self.settings.max_body_bytes)
         for source in self.sources:
-            app.router.add_post(source.path, self._webhook(source))
+            app.router.add_post(source.path, self._handler(source))
         app.router.add_get("/healthz", self.healthz)
         for path, route in self._extra_routes.items():
             app.router.add_get(path, _serve(route))

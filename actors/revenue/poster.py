@@ -85,6 +85,7 @@ from contracts import (
 )
 from contracts.platforms.revenue import RevenueBatch, RevenueLineIn
 
+from .. import otel
 from ..crash import crashpoint, fault
 from ..deadletter import DeadLetterSink
 from ..infra.bus import Delivery
@@ -261,7 +262,11 @@ class RevenuePoster(BatchWorker):
             body = _batch.encode(RevenueBatch(lines=part))
             self.requests += 1
             try:
-                resp = await self.guard.post(UPLOAD_PATH, body, before_send=claim)
+                # Traced: a ``revenue upload`` span per invoice of the upload (actors.otel).
+                with otel.hops("revenue upload", [invoices[i].env.traceparent for i in
+                                                  dict.fromkeys(ln.invoice_id for ln in part)],
+                               kind="consumer", attributes={"erpgw.lines": len(part)}):
+                    resp = await self.guard.post(UPLOAD_PATH, body, before_send=claim)
             except PlatformRejected as err:  # nothing of the upload was recorded
                 if err.status in (413, 422):
                     queue[:0] = await self._refused(part, err, invoices, attempt)

@@ -63,11 +63,13 @@ from contracts import (
     SyncError,
     SyncOperation,
     SyncReply,
+    ambient_traceparent,
     derive_id,
     new_id,
 )
 from contracts.platforms.cpq import PriceQuote
 
+from .. import otel
 from ..infra.bus import NatsBus, OutMsg, ServiceEndpoint, ServiceHandle, ServiceRequest
 from ..platforms import PlatformGuard, PlatformRejected
 from ..platforms.auth import AuthSettings
@@ -303,7 +305,12 @@ class SyncLane(Actor):
         """``decide``, with a bug answered ``sync.internal`` instead of crashing the lane (one
         bad request must not take every caller's lane through restarts)."""
         try:
-            return await self.decide(op, body, headers, received)
+            # Traced (actors.otel): a ``sync <operation>`` span continuing the request's
+            # ``traceparent``; the CPQ call and the follow-up carry the span's context.
+            with otel.hop(f"sync {op}", _traceparent(headers), kind="server") as span:
+                answer = await self.decide(op, body, headers, received)
+                span.set("http.response.status_code", answer.http_status)
+                return answer
         except Exception:
             log.exception("sync lane: deciding a %s request failed", op)
             return self._error(op, GatewayError("internal error (logged)",
@@ -335,7 +342,8 @@ class SyncLane(Actor):
         if self._calls >= s.max_pending or self._tg is None:
             return self._error(op, Retryable(f"{self._calls} CPQ calls are already running",
                                              code="sync.overloaded"), 503, request_id)
-        call = _Call(op, req, request_id, approved, now, _traceparent(headers))
+        call = _Call(op, req, request_id, approved, now,
+                     ambient_traceparent.get() or _traceparent(headers))
         self._tg.start_soon(self._run_call, call)
         deadline_s = deadline_ms / 1000.0
         margin = min(0.02, deadline_s / 5)  # left for encoding and sending the reply

@@ -152,9 +152,11 @@ async def sim_url() -> AsyncIterator[str]:
 
 @contextlib.asynccontextmanager
 async def running_gateway(broker: EmbeddedBroker, tmp_path: Path, sim_url: str,
+                          span_exporter: object = None,
                           **overrides: Any) -> AsyncIterator[LiveGateway]:
     """A gateway in this process on a free port, every platform pointed at the in-process
-    simulator; ``overrides`` are config sections merged over that (e.g. ``sla={...}``)."""
+    simulator; ``overrides`` are config sections merged over that (e.g. ``sla={...}``);
+    ``span_exporter`` gets the spans when ``otel={"enabled": True}`` is among them."""
     port = free_port()
     doc: dict[str, Any] = {
         "data_dir": str(tmp_path / "gw"),
@@ -170,7 +172,8 @@ async def running_gateway(broker: EmbeddedBroker, tmp_path: Path, sim_url: str,
     cfg = load_config(env={}, overrides={**doc, **overrides})
     bus = await NatsBus.connect(broker.url, auth=broker.auth())
     ready = anyio.Event()
-    task = await _start(run_gateway(cfg, ready=ready, handle_signals=False), ready)
+    task = await _start(run_gateway(cfg, ready=ready, handle_signals=False,
+                                     span_exporter=span_exporter), ready)
     try:
         yield LiveGateway(cfg, bus, f"http://127.0.0.1:{port}/webhooks/billing",
                           Subjects(prefix=cfg.nats.prefix), sim_url)
