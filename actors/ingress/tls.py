@@ -58,9 +58,9 @@ def server_tls(files: TlsFiles, where: str) -> ssl.SSLContext | None:
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     try:
         ctx.load_cert_chain(files.cert, files.key)
-    except OSError as exc:
-        raise TlsError(f"{where}.cert: cannot read {files.cert}: {exc.strerror}") from exc
-    except ssl.SSLError as exc:
+    except ssl.SSLError as exc:  # an OSError too: first
         raise TlsError(f"{where}: {files.cert} and {files.key} are not a matching PEM "
                        f"certificate chain and private key ({exc.reason})") from exc
+    except OSError as exc:
+        raise TlsError(f"{where}.cert: cannot read {files.cert}: {exc.strerror}") from exc
     return ctx
