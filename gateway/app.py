@@ -177,6 +177,15 @@ def _public_url(url: str) -> str:
     return ",".join(out)
 
 
+def _tree_ready(tree: Supervisor | None) -> bool:
+    """The supervision tree runs every child (each consumer bound) and is not draining."""
+    if tree is None or tree.stop_requested:
+        return False
+    children = tree.statistics().get("children")
+    return isinstance(children, list) and not any(
+        c.get("state") in ("starting", "restarting") for c in children)
+
+
 def _log_event(ev: SupervisorEvent) -> None:
     if ev.kind in ("failed", "escalated"):
         log.warning("supervisor %s: child %s %s (%s)", ev.supervisor, ev.child, ev.kind,
@@ -621,8 +630,9 @@ async def _run_tree(cfg: Config, buses: Mapping[str, NatsBus], subjects: Subject
         if handle_signals:
             tg.start_soon(_signals, tree, tg.cancel_scope)
         await tg.start(supervise)
-        # Every consumer is bound once the tree has started; draining is not ready.
-        admin.check("consumers", lambda: tree is not None and not tree.stop_requested)
+        # Every consumer is bound once the tree has started and while no child is starting or
+        # restarting; draining is not ready.
+        admin.check("consumers", lambda: _tree_ready(tree))
         base = f"{'https' if cfg.http.tls.enabled else 'http'}://{cfg.http.host}:{cfg.http.port}"
         log.info("erpgw %s ready: webhooks %s%s and %s%s, metrics %s/metrics, probes "
                  "%s/livez %s/readyz; broker %s", __version__, base, cfg.http.path, base,

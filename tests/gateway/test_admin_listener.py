@@ -11,7 +11,7 @@ import subprocess
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
 import msgspec
@@ -169,3 +169,30 @@ def test_the_gateway_refuses_to_start_off_loopback_without_a_token(tmp_path: Pat
     assert r.returncode != 0 and "Traceback" not in r.stderr
     assert "auth.admin_token_missing" in r.stderr and "admin.token" in r.stderr
     assert not (tmp_path / "data" / "nats").exists()  # refused before the broker started
+
+
+class _Tree:
+    """What readiness reads of the supervision tree."""
+
+    def __init__(self, *states: str) -> None:
+        self.stop_requested = False
+        self.states = states
+
+    def statistics(self) -> dict[str, object]:
+        return {"children": [{"name": f"c{i}", "state": s} for i, s in enumerate(self.states)]}
+
+
+def test_consumers_are_ready_only_while_every_child_runs() -> None:
+    from actors.runtime import Supervisor
+    from gateway.app import _tree_ready
+
+    def ready(tree: _Tree | None) -> bool:
+        return _tree_ready(cast(Supervisor | None, tree))
+
+    assert not ready(None)  # not started yet
+    assert ready(_Tree("running", "running", "stopped"))  # a child that finished its work
+    assert not ready(_Tree("running", "restarting"))
+    assert not ready(_Tree("starting", "running"))
+    draining = _Tree("running")
+    draining.stop_requested = True
+    assert not ready(draining)
