@@ -1,6 +1,9 @@
 """Process wiring: broker, bus, ledger, HTTP clients and the supervision tree.
 
-Start order (each step ready before the next): broker (embedded unless ``nats.url`` is set) →
+Start order (each step ready before the next): credentials, the admin token and the TLS files
+read (a bad one refuses the start) → the admin listener (``actors/ingress/admin.py``: probes,
+status, metrics, the synchronous lane; ``/readyz`` answers 503 naming what is not ready until
+the end of this list) → broker (embedded unless ``nats.url`` is set) →
 streams and consumers provisioned on the broker's admin identity (that connection then closed)
 → one bus connection per broker role the actors run on (``gateway/identities.py``) → ledger
 opened → actors: the rate limiter
@@ -8,8 +11,8 @@ opened → actors: the rate limiter
 router, revenue poster), the webhook ingress last, so the gateway accepts
 traffic only when the whole path can carry it. Stop is the reverse: the ingress stops
 accepting, the router and the posters finish their current batch and ack, the bus drains,
-the ledger closes, the broker stops. A second SIGINT/SIGTERM cancels at once (safe: unacked
-work is redelivered).
+the ledger closes, the broker stops, the admin listener closes last. A second SIGINT/SIGTERM
+cancels at once (safe: unacked work is redelivered).
 """
 
 from __future__ import annotations

@@ -196,3 +196,15 @@ def test_consumers_are_ready_only_while_every_child_runs() -> None:
     draining = _Tree("running")
     draining.stop_requested = True
     assert not ready(draining)
+
+
+def test_help_names_the_admin_listener() -> None:
+    import argparse
+
+    from gateway.cli import build_parser
+
+    parser = build_parser()
+    assert "/readyz" in parser.format_help() and "8601" in parser.format_help()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    up = sub.choices["up"].format_help()
+    assert "--admin-port" in up and "/livez" in up and "/healthz" not in up
