@@ -208,3 +208,28 @@ def test_help_names_the_admin_listener() -> None:
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     up = sub.choices["up"].format_help()
     assert "--admin-port" in up and "/livez" in up and "/healthz" not in up
+
+
+async def test_mangled_authorization_headers_never_reach_a_5xx() -> None:
+    """Seeded random bytes (no CR/LF) as the Authorization header, near-misses of the token
+    included: every answer is a 4xx that does not echo the token, and none gets in."""
+    import random
+
+    rnd = random.Random(13)
+    admin = _listener(token=TOKEN)
+    alphabet = bytes(b for b in range(256) if b not in (10, 13))
+    values = [b"Bearer " + TOKEN.encode()[:-1] + bytes([b]) for b in alphabet[:40]]
+    values += [bytes(rnd.choice(alphabet) for _ in range(rnd.randint(0, 300)))
+               for _ in range(60)]
+    values += [b"Bearer " + bytes(rnd.choice(alphabet) for _ in range(len(TOKEN)))
+               for _ in range(20)]
+    async with admin.serving():
+        for value in values:
+            reader, writer = await asyncio.open_connection("127.0.0.1", admin.settings.port)
+            writer.write(b"GET /status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                         b"Authorization: " + value + b"\r\n\r\n")
+            answer = await reader.read()
+            writer.close()
+            status = int(answer.split(b" ", 2)[1])
+            assert 400 <= status < 500, (value, answer[:200])
+            assert TOKEN.encode() not in answer
