@@ -6,7 +6,8 @@ Theory of operation (RELIABILITY.md, F1: "kill -9 at uniform random times, 30 ki
 ``erpgw up`` as separate processes), asks billing for one bill run of rate x duration invoices
 at that rate, and SIGKILLs the gateway at ``kills`` times drawn uniformly at random (seeded)
 from the run's duration. After each kill it does what a supervisor does: waits
-``restart_delay_s`` and starts the gateway again, timing kill → ready (``/healthz`` answers).
+``restart_delay_s`` and starts the gateway again, timing kill → ready (``/readyz`` answers 200
+on the admin listener).
 A kill due while the previous restart is still under way waits for it (counted as deferred), so
 every kill hits a running gateway. Once billing has issued everything, the bench waits until
 every invoice is posted or dead-lettered (T_recover(drain): end of issuing → drained) and judges

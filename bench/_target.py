@@ -8,7 +8,9 @@ an embedded nats-server, ``erpgw sim`` and ``erpgw up``). Two targeted shapes ar
 * ``--nats-url URL --gateway URL --sim URL``: nothing is started. The simulator must deliver
   its webhooks to that gateway and the gateway must post to that simulator and use that
   broker (how ``erpgw sim --webhook-url`` and ``erpgw up`` are configured); the bench checks
-  that both answer ``/healthz`` and that the broker has JetStream, then drives load through the
+  that the simulator answers ``/healthz``, that the gateway's webhook listener answers (its
+  probes are on its admin listener, loopback by default, which the bench may not reach) and
+  that the broker has JetStream, then drives load through the
   simulator and judges correctness from its audit, exactly as for a started stack.
   ``--gateway-pid PID`` (a gateway on this machine) lets the bench read its CPU and RSS from
   ``/proc``; without it those figures are not reported.
@@ -126,17 +128,20 @@ class TargetStack(Stack):
     async def start(self) -> None:
         """Check that the targets answer; start nothing.
 
-        Raises ``StackError`` when the simulator or the gateway does not answer ``/healthz``
-        or the broker cannot be reached.
+        Raises ``StackError`` when the simulator does not answer ``/healthz``, the gateway's
+        webhook listener does not answer, or the broker cannot be reached.
         """
         self.workdir.mkdir(parents=True, exist_ok=True)
         timeout = aiohttp.ClientTimeout(total=10)
         async with aiohttp.ClientSession(timeout=timeout) as http:
-            for what, base in (("simulator", self.sim_url), ("gateway", self.gateway_url)):
+            # A GET of the webhook path is answered 405 (it takes POSTs): the listener is up.
+            for what, base, path, ok in (
+                    ("simulator", self.sim_url, "/healthz", range(200, 300)),
+                    ("gateway", self.gateway_url, "/webhooks/billing", range(200, 500))):
                 try:
-                    async with http.get(f"{base}/healthz") as resp:
-                        if resp.status >= 300:
-                            raise StackError(f"the {what} at {base} answered /healthz with "
+                    async with http.get(f"{base}{path}") as resp:
+                        if resp.status not in ok:
+                            raise StackError(f"the {what} at {base} answered {path} with "
                                              f"HTTP {resp.status}")
                 except (aiohttp.ClientError, TimeoutError) as exc:
                     raise StackError(f"the {what} at {base} does not answer: {exc}") from exc

@@ -2,7 +2,8 @@
 
 These are the gateway's own request/reply messages (NATS services ``<prefix>.sync.pricing.
 validate`` and ``<prefix>.sync.order.accept``, and the same over HTTP at
-``POST /sync/v1/pricing/validate`` and ``POST /sync/v1/orders/accept``). Other languages call
+``POST /sync/v1/pricing/validate`` and ``POST /sync/v1/orders/accept`` on the gateway's admin
+listener). Other languages call
 them, so they travel as JSON, never msgpack. Readers are tolerant of unknown fields, as
 everywhere; money is integer minor units.
 

@@ -1,6 +1,9 @@
 """Process wiring: broker, bus, ledger, HTTP clients and the supervision tree.
 
-Start order (each step ready before the next): broker (embedded unless ``nats.url`` is set) →
+Start order (each step ready before the next): credentials, the admin token and the TLS files
+read (a bad one refuses the start) → the admin listener (``actors/ingress/admin.py``: probes,
+status, metrics, the synchronous lane; ``/readyz`` answers 503 naming what is not ready until
+the end of this list) → broker (embedded unless ``nats.url`` is set) →
 streams and consumers provisioned on the broker's admin identity (that connection then closed)
 → one bus connection per broker role the actors run on (``gateway/identities.py``) → ledger
 opened → actors: the rate limiter
@@ -8,8 +11,8 @@ opened → actors: the rate limiter
 router, revenue poster), the webhook ingress last, so the gateway accepts
 traffic only when the whole path can carry it. Stop is the reverse: the ingress stops
 accepting, the router and the posters finish their current batch and ack, the bus drains,
-the ledger closes, the broker stops. A second SIGINT/SIGTERM cancels at once (safe: unacked
-work is redelivered).
+the ledger closes, the broker stops, the admin listener closes last. A second SIGINT/SIGTERM
+cancels at once (safe: unacked work is redelivered).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import logging
 import os
 import signal
 import socket
+import ssl
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
@@ -41,11 +45,12 @@ from actors.deadletter import DeadLetterSink
 from actors.erp import ErpPoster
 from actors.infra import Ledger, NatsBus
 from actors.infra.bus import mask_url
-from actors.ingress import WebhookIngress
+from actors.ingress import AdminListener, WebhookIngress, server_tls
 from actors.limits import CrashOnce, LimiterHub, RateLimiterActor
 from actors.monitor import LaneWatch, MetricsPublisher, Monitor, events_flushed, instance_id
 from actors.payments import AttributionClient, CommissionRouter, PaymentRouter, SettlementPoster
 from actors.platforms import Platform, PlatformGuard, Platforms, PlatformSpec, open_platforms
+from actors.platforms.auth import Secret
 from actors.platforms.billing import billing_source
 from actors.platforms.billing.stripe import StripeReader, stripe_source
 from actors.platforms.erp import JournalClient, NetSuiteQuery, build_journal_client
@@ -66,7 +71,7 @@ from contracts import LANES, GatewayError, Subjects
 from . import __version__
 from .broker import BrokerTls, EmbeddedBroker
 from .config import Config
-from .credentials import platform_credentials
+from .credentials import admin_token, platform_credentials
 from .identities import ACTOR_ROLE, auth_for, identities_dir
 
 __all__ = ["CONSUMERS", "REVENUE_CONSUMER", "erp_journal_client", "erp_postings_reader",
@@ -133,16 +138,17 @@ async def provision(bus: NatsBus, cfg: Config) -> Subjects:
 ADVISORY_CONSUMER = "dlq-advisories"
 
 
-def _check_port(host: str, port: int) -> None:
-    """Fail fast, before anything starts, when the webhook port is taken."""
+def _check_port(host: str, port: int, *, what: str = "webhooks",
+                flag: str = "--http-port") -> None:
+    """Fail fast, before anything starts, when a listener's port is taken."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))
         except OSError as exc:
             raise GatewayError(
-                f"cannot listen for webhooks on {host}:{port}: {exc.strerror}; "
-                "choose another with --http-port", code="http.port_busy") from exc
+                f"cannot listen for {what} on {host}:{port}: {exc.strerror}; "
+                f"choose another with {flag}", code="http.port_busy") from exc
 
 
 # The broker identities the gateway process connects as, one connection each (see
@@ -162,8 +168,8 @@ def _check_drills(cfg: Config) -> None:
     for var in crash.ignored_hooks():
         log.warning("%s is set but drill mode is off (%s=1): ignored", var, crash.DRILLS_VAR)
     crash.refuse_off_loopback([
-        cfg.http.host, mask_url(cfg.nats.url), cfg.erp.base_url, cfg.revenue.base_url,
-        cfg.cpq.base_url, cfg.partner.base_url, cfg.billing_url])
+        cfg.http.host, cfg.admin.host, mask_url(cfg.nats.url), cfg.erp.base_url,
+        cfg.revenue.base_url, cfg.cpq.base_url, cfg.partner.base_url, cfg.billing_url])
 
 
 def _public_url(url: str) -> str:
@@ -174,6 +180,15 @@ def _public_url(url: str) -> str:
         parts = urlsplit(one.strip())
         out.append(urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2])))
     return ",".join(out)
+
+
+def _tree_ready(tree: Supervisor | None) -> bool:
+    """The supervision tree runs every child (each consumer bound) and is not draining."""
+    if tree is None or tree.stop_requested:
+        return False
+    children = tree.statistics().get("children")
+    return isinstance(children, list) and not any(
+        c.get("state") in ("starting", "restarting") for c in children)
 
 
 def _log_event(ev: SupervisorEvent) -> None:
@@ -234,22 +249,52 @@ async def run_gateway(cfg: Config, *, ready: anyio.Event | None = None,
     """
     _check_drills(cfg)
     specs = platform_specs(cfg)  # credentials first: refuse before listening
+    token = admin_token(cfg)  # required off loopback (S26)
+    admin_tls = server_tls(cfg.admin.tls, "admin.tls")
+    server_tls(cfg.http.tls, "http.tls")  # the ingress loads it again; refuse a bad one now
     if otel.start(cfg.otel, exporter=span_exporter):
         log.info("OpenTelemetry tracing on: %s as %s, sampling %g of new traces",
                  cfg.otel.endpoint if span_exporter is None else "a given exporter",
                  cfg.otel.service_name, cfg.otel.sample_ratio)
     try:
-        await _run_gateway(cfg, specs, ready, handle_signals)
+        await _serve(cfg, specs, token, admin_tls, ready=ready, handle_signals=handle_signals)
     finally:
         otel.stop()  # flushes the spans still buffered
 
 
-async def _run_gateway(cfg: Config, specs: dict[str, PlatformSpec], ready: anyio.Event | None,
-                       handle_signals: bool) -> None:
+async def _serve(cfg: Config, specs: Mapping[str, PlatformSpec], token: Secret | None,
+                 admin_tls: ssl.SSLContext | None, *, ready: anyio.Event | None,
+                 handle_signals: bool) -> None:
+    """The admin listener around the gateway's whole life (``_run_gateway``)."""
     data = cfg.data_path
     data.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.chmod(data, 0o700)  # the ledger and the broker's seeds live here (S28)
     _check_port(cfg.http.host, cfg.http.port)
+    if (cfg.admin.host, cfg.admin.port) == (cfg.http.host, cfg.http.port):
+        raise GatewayError(f"admin.port: {cfg.admin.port} is also http.port; the admin "
+                           "listener needs a port of its own", code="config.invalid")
+    _check_port(cfg.admin.host, cfg.admin.port, what="admin requests", flag="--admin-port")
+    # The admin listener answers from now until the very end: /readyz says 503 (naming what
+    # is missing) while the gateway starts and drains. The synchronous lane's door outlives
+    # the lane's restarts, so its routes are known now.
+    sync_door = SyncDoor()
+    admin = AdminListener(cfg.admin, token=token.reveal() if token is not None else None,
+                          ssl_context=admin_tls, post_routes=sync_door.routes(),
+                          max_body_bytes=cfg.http.max_body_bytes)
+    buses: dict[str, NatsBus] = {}
+    ledger_open = [False]
+    admin.check("broker", lambda: bool(buses) and all(b.connected for b in buses.values()))
+    admin.check("ledger", lambda: ledger_open[0])
+    admin.check("consumers", lambda: False)  # until the supervision tree has started
+    async with admin.serving():
+        await _run_gateway(cfg, specs, admin, sync_door, buses, ledger_open, ready=ready,
+                           handle_signals=handle_signals)
+
+
+async def _run_gateway(cfg: Config, specs: Mapping[str, PlatformSpec], admin: AdminListener,
+                       sync_door: SyncDoor, buses: dict[str, NatsBus], ledger_open: list[bool],
+                       *, ready: anyio.Event | None, handle_signals: bool) -> None:
+    data = cfg.data_path
     broker: EmbeddedBroker | None = None
     url = cfg.nats.url
     if not url:
@@ -263,19 +308,19 @@ async def _run_gateway(cfg: Config, specs: dict[str, PlatformSpec], ready: anyio
         url = broker.url
         log.info("embedded nats-server on %s (store %s)", url, broker.store_dir)
     try:
-        buses: dict[str, NatsBus] = {}
         try:
             # Provisioning is the admin identity's alone; the actors run on their roles'.
-            admin = await NatsBus.connect(url, name="erpgw-gateway-admin",
-                                          auth=auth_for(cfg, "admin", required=False))
+            provisioner = await NatsBus.connect(url, name="erpgw-gateway-admin",
+                                                auth=auth_for(cfg, "admin", required=False))
             try:
-                subjects = await provision(admin, cfg)
+                subjects = await provision(provisioner, cfg)
             finally:
-                await admin.close()
+                await provisioner.close()
             for role in GATEWAY_ROLES:
                 buses[role] = await NatsBus.connect(url, name=f"erpgw-gateway-{role}",
                                                     auth=auth_for(cfg, role, required=False))
             ledger = await Ledger.open(data / "ledger.db")
+            ledger_open[0] = True
             for path in data.glob("ledger.db*"):
                 path.chmod(0o600)
             try:
@@ -283,10 +328,11 @@ async def _run_gateway(cfg: Config, specs: dict[str, PlatformSpec], ready: anyio
                 async with open_platforms(specs, limiters={
                         name: limits.account(name) for name in LIMITED}) as platforms:
                     await _run_tree(cfg, buses, subjects, ledger, platforms, limits, ready,
-                                    handle_signals,
+                                    handle_signals, admin=admin, sync_door=sync_door,
                                     broker=f"{_public_url(url)} "
                                            f"({'embedded' if broker else 'external'})")
             finally:
+                ledger_open[0] = False
                 await ledger.close()
         finally:
             with anyio.CancelScope(shield=True):
@@ -355,7 +401,7 @@ def erp_journal_client(cfg: Config) -> Callable[[PlatformGuard], JournalClient]:
 async def _run_tree(cfg: Config, buses: Mapping[str, NatsBus], subjects: Subjects,
                     ledger: Ledger, platforms: Platforms, limits: LimiterHub,
                     ready: anyio.Event | None, handle_signals: bool, *,
-                    broker: str = "") -> None:
+                    admin: AdminListener, sync_door: SyncDoor, broker: str = "") -> None:
     bus = buses["telemetry"]  # metrics, breaker and supervisor events (<prefix>.mon.>)
     billing_stream = subjects.stream("billing")
     tree: Supervisor | None = None
@@ -411,7 +457,7 @@ async def _run_tree(cfg: Config, buses: Mapping[str, NatsBus], subjects: Subject
     # -- business monitoring (docs/monitoring.md) ------------------------------------------
     # One Monitor per process, outliving restarts of the metrics actor. It is fed by the tree's
     # statistics, the DLQ sinks, the breaker's transitions and the supervisor's events (queued,
-    # so the supervisor never waits), and serves GET /metrics on the webhook port.
+    # so the supervisor never waits), and serves GET /metrics on the admin listener.
     # A LaneWatch is a pipeline (what its last consumer settles has left the lane), so the
     # billing lane is watched along the ERP half; the revenue half, credit memos, payments and
     # commissions are branches (parallel readers of the same events): reported, not "out".
@@ -432,6 +478,8 @@ async def _run_tree(cfg: Config, buses: Mapping[str, NatsBus], subjects: Subject
         limiters=limits.accounts, sla=cfg.sla, tree=snapshot, ingress_child="billing-ingress",
         revenue_child=REVENUE_CONSUMER if cfg.revenue.enabled else None)
     monitor.watch_http(*(p.http for p in platforms.all()))
+    admin.metrics = monitor.prometheus
+    admin.status = health
 
     def on_event(ev: SupervisorEvent) -> None:
         _log_event(ev)
@@ -445,7 +493,6 @@ async def _run_tree(cfg: Config, buses: Mapping[str, NatsBus], subjects: Subject
     def billing_dlq(role: str) -> DeadLetterSink:
         return dlq_sink("billing", billing_stream, role)
 
-    sync_door = SyncDoor()
     usage_door = UsageDoor()
     limiter_crash = CrashOnce.from_fault()  # F35's drill: GW_FAULT=limiter.crash_after:S
     children = [
@@ -548,7 +595,7 @@ async def _run_tree(cfg: Config, buses: Mapping[str, NatsBus], subjects: Subject
             tenant=cfg.http.tenant)),
         # The synchronous lane (pricing validation, order acceptance): its own actor, CPQ
         # client and NATS service, no JetStream consumer; its HTTP routes are served on the
-        # webhook port through a door that outlives the lane's restarts. It may finish
+        # admin listener through a door that outlives the lane's restarts. It may finish
         # detached CPQ calls while stopping, so it gets longer than a CPQ call to stop.
         ChildSpec("sync-lane", lambda: SyncLane(
             "sync-lane", bus=buses["sync"], subjects=subjects, settings=cfg.cpq, cpq=cpq_price,
@@ -556,9 +603,8 @@ async def _run_tree(cfg: Config, buses: Mapping[str, NatsBus], subjects: Subject
             shutdown_timeout=cfg.cpq.timeout_s + 5.0),
         ChildSpec("billing-ingress", lambda: WebhookIngress(
             "billing-ingress", bus=buses["ingress"], subjects=subjects, settings=cfg.http,
-            health=health,
-            extra_routes={"/metrics": monitor.prometheus},
-            extra_post_routes={**sync_door.routes(), **usage_door.routes()},
+            # The webhook port serves webhooks and the usage intake only (S26).
+            extra_post_routes=usage_door.routes(),
             # The billing platform's webhooks, and the partner portal's deal webhooks (flow
             # 1), on the same port.
             # Billing's in its dialect: Stripe's events and Stripe-Signature, or its own.
@@ -605,9 +651,13 @@ async def _run_tree(cfg: Config, buses: Mapping[str, NatsBus], subjects: Subject
         if handle_signals:
             tg.start_soon(_signals, tree, tg.cancel_scope)
         await tg.start(supervise)
-        base = f"http://{cfg.http.host}:{cfg.http.port}"
-        log.info("erpgw %s ready: webhooks %s%s and %s%s, metrics %s/metrics; broker %s",
-                 __version__, base, cfg.http.path, base, cfg.partner.webhook_path, base,
+        # Every consumer is bound once the tree has started and while no child is starting or
+        # restarting; draining is not ready.
+        admin.check("consumers", lambda: _tree_ready(tree))
+        base = f"{'https' if cfg.http.tls.enabled else 'http'}://{cfg.http.host}:{cfg.http.port}"
+        log.info("erpgw %s ready: webhooks %s%s and %s%s, metrics %s/metrics, probes "
+                 "%s/livez %s/readyz; broker %s", __version__, base, cfg.http.path, base,
+                 cfg.partner.webhook_path, admin.url, admin.url, admin.url,
                  broker or "connected")
         if ready is not None:
             ready.set()

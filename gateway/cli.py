@@ -24,6 +24,8 @@ __all__ = ["build_parser", "main"]
 
 EPILOG = """\
 Watch a running gateway from any NATS client: subscribe to erpgw.mon.> (JSON).
+Probe it on its admin listener (default http://127.0.0.1:8601): /livez, /readyz,
+/status, /metrics. Webhooks go to the HTTP port (default 8600).
 Docs: README.md and docs/ in the source tree."""
 
 

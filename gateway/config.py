@@ -18,7 +18,7 @@ import msgspec
 
 from actors.infra import ConsumerSettings, StreamSettings
 from actors.infra.bus import mask_url
-from actors.ingress import IngressSettings
+from actors.ingress import AdminSettings, IngressSettings
 from actors.monitor import SlaConfig
 from actors.otel import OtelSettings
 from actors.platforms.auth import AuthSettings
@@ -226,6 +226,8 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     streams: StreamSettings = msgspec.field(default_factory=StreamSettings)
     consumers: ConsumerSettings = msgspec.field(default_factory=ConsumerSettings)
     http: IngressSettings = msgspec.field(default_factory=IngressSettings)
+    # The admin listener (probes, metrics, status, the synchronous lane): loopback by default.
+    admin: AdminSettings = msgspec.field(default_factory=AdminSettings)
     billing: BillingConfig = msgspec.field(default_factory=BillingConfig)
     erp: ErpConfig = msgspec.field(default_factory=ErpConfig)
     router: RouterConfig = msgspec.field(default_factory=RouterConfig)
@@ -286,6 +288,8 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         for section in ("erp", "billing", "revenue", "partner", "cpq"):
             doc[section]["auth"] = getattr(self, section).auth.public()
         doc["nats"]["url"] = mask_url(self.nats.url)
+        if self.admin.token is not None:
+            doc["admin"]["token"] = "***"  # noqa: S105 - the mask, not a token
         if self.nats.password:
             doc["nats"]["password"] = "***"  # noqa: S105 - the mask, not a password
         return doc

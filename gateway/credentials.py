@@ -20,11 +20,12 @@ from urllib.parse import urlsplit
 
 import msgspec
 
-from actors.platforms.auth import Auth, AuthError, AuthSettings, load_auth
+from actors.platforms.auth import Auth, AuthError, AuthSettings, BearerAuth, Secret, load_auth
 
 from .config import Config
 
-__all__ = ["DEMO_SECRETS", "is_loopback", "platform_credentials", "refuse_demo_secrets"]
+__all__ = ["DEMO_SECRETS", "admin_token", "is_loopback", "platform_credentials",
+           "refuse_demo_secrets"]
 
 
 def _demo_secrets() -> frozenset[str]:
@@ -96,3 +97,24 @@ def refuse_demo_secrets(cfg: Config) -> None:
             raise AuthError(f"{setting}: the simulator's public demo value is accepted only "
                             f"while the webhook listener is on loopback (http.host = "
                             f"{cfg.http.host}); set your own", code="auth.demo_secret")
+
+
+def admin_token(cfg: Config, *, environ: Mapping[str, str] | None = None) -> Secret | None:
+    """The bearer token the admin listener requires (``admin.token`` / ``token_env`` /
+    ``token_file``, the last of mode 0600), or ``None`` (no token: loopback only).
+
+    Raises ``AuthError`` naming the setting: ``auth.admin_token_missing`` when ``admin.host``
+    is not loopback and no token is configured, and the ``auth.*`` errors of a secret that
+    cannot be read (``auth.env_unset``, ``auth.file_mode``, ...)."""
+    a = cfg.admin
+    if a.token is None and a.token_env is None and a.token_file is None:
+        if not is_loopback(a.host):
+            raise AuthError(f"admin.token: the admin listener on {a.host} is not loopback, so "
+                            "it needs a bearer token (admin.token_env or admin.token_file)",
+                            code="auth.admin_token_missing")
+        return None
+    auth = load_auth(AuthSettings(type="bearer", token=a.token, token_env=a.token_env,
+                                  token_file=a.token_file), environ=environ, where="admin")
+    if not isinstance(auth, BearerAuth):  # type "bearer" always gives one
+        raise AuthError("admin.token: not a bearer token", code="auth.invalid")
+    return auth.token

@@ -418,7 +418,8 @@ async def run_demo(opts: DemoOptions) -> bool:
         t0 = time.monotonic()
         say("starting nats-server (JetStream), simulator and gateway ...")
         await stack.start()
-        say(f"  broker {stack.url}  simulator {stack.sim_url}  gateway {stack.gateway_url}")
+        say(f"  broker {stack.url}  simulator {stack.sim_url}  gateway {stack.gateway_url}"
+            f" (admin {stack.admin_url})")
         say(f"bill run: {opts.invoices} invoices"
             + (f" at {opts.rate:g}/s" if opts.rate else " issued at once"))
         progress = _Progress(opts.invoices, enabled=not opts.json)

@@ -180,6 +180,7 @@ class Stack:
     _gateway: subprocess.Popen[bytes] | None = field(default=None, init=False)
     _sim: subprocess.Popen[bytes] | None = field(default=None, init=False)
     gateway_port: int = field(default=0, init=False)
+    admin_port: int = field(default=0, init=False)
     sim_port: int = field(default=0, init=False)
     gateway_starts: int = field(default=0, init=False)
 
@@ -215,7 +216,14 @@ class Stack:
 
     @property
     def gateway_url(self) -> str:
+        """The webhook listener (webhooks, the usage intake)."""
         return f"http://127.0.0.1:{self.gateway_port}"
+
+    @property
+    def admin_url(self) -> str:
+        """The admin listener (``/livez``, ``/readyz``, ``/status``, ``/metrics``, the
+        synchronous lane), on loopback."""
+        return f"http://127.0.0.1:{self.admin_port}"
 
     # -- processes -----------------------------------------------------------------------------
 
@@ -232,7 +240,7 @@ class Stack:
             log.close()
 
     async def _wait_http(self, base: str, proc: subprocess.Popen[bytes], what: str,
-                         log_name: str, timeout: float = 30.0) -> None:
+                         log_name: str, timeout: float = 30.0, path: str = "/healthz") -> None:
         deadline = time.monotonic() + timeout
         async with HttpClient(base, timeout=2.0, platform=what) as http:
             while time.monotonic() < deadline:
@@ -240,7 +248,7 @@ class Stack:
                     raise StackError(f"{what} exited with code {proc.returncode}; see "
                                      f"{self.workdir / log_name}:\n{self.tail(log_name)}")
                 try:
-                    await http.get("/healthz")
+                    await http.get(path)
                     return
                 except GatewayError:
                     await anyio.sleep(0.1)
@@ -265,6 +273,7 @@ class Stack:
                                          prefix=self.nats_prefix)
             await self.broker.start()
         self.gateway_port = free_port()
+        self.admin_port = free_port()
         self.sim_port = free_port()
         await self.start_sim()
         await self.start_gateway()
@@ -287,6 +296,7 @@ class Stack:
             f'data_dir = "{self.data_dir}"\n'
             f'[nats]\nurl = "{self.url}"\nprefix = "{self.nats_prefix}"\n'
             f"[http]\nport = {self.gateway_port}\n"
+            f"[admin]\nport = {self.admin_port}\n"
             f"[consumers]\nack_wait_s = {self.ack_wait_s}\n"
             f"{self.gateway_toml}\n"
             f"{self._netsuite_toml()}"
@@ -318,7 +328,8 @@ class Stack:
                 "NS_TOKEN_ID": DEMO_TBA.token_id, "NS_TOKEN_SECRET": DEMO_TBA.token_secret}
 
     async def start_gateway(self, env: Mapping[str, str] | None = None) -> None:
-        """Start (or restart) the gateway process and wait until it serves webhooks."""
+        """Start (or restart) the gateway process and wait until it is ready (``/readyz`` on
+        its admin listener: broker connected, ledger open, every consumer bound)."""
         env = {**self._netsuite_env(), **self.gateway_env, **(env or {}),
                # Drill mode: GW_FAULT / GW_CRASH_AT act (this stack is all on loopback).
                "ERPGW_DRILLS": "1",
@@ -331,7 +342,8 @@ class Stack:
         self._gateway = self._spawn(["up", "--config", str(self.gateway_config())],
                                     "gateway.log", env)
         self.gateway_starts += 1
-        await self._wait_http(self.gateway_url, self._gateway, "gateway", "gateway.log")
+        await self._wait_http(self.admin_url, self._gateway, "gateway", "gateway.log",
+                              path="/readyz")
 
     @property
     def gateway_running(self) -> bool:

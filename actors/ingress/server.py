@@ -55,6 +55,7 @@ from ..infra.bus import NatsBus, OutMsg
 from ..runtime import Actor
 from .group_commit import GroupCommit
 from .routes import EventHead, WebhookSource
+from .tls import TlsFiles, server_tls
 
 __all__ = ["ExtraRoute", "IngressSettings", "PostRoute", "WebhookIngress"]
 
@@ -64,12 +65,14 @@ _bus_codec: MsgpackCodec[Envelope] = MsgpackCodec(Envelope)
 _json = msgspec.json.Encoder()
 
 
-# An extra GET endpoint served on the same port (``/metrics``): a synchronous function that
-# answers ``(status, content type, body)``. It runs in the request's task and must not block.
+# A GET endpoint of the admin listener (``/metrics``, ``actors.ingress.admin``): a synchronous
+# function that answers ``(status, content type, body)``. It runs in the request's task and
+# must not block.
 ExtraRoute = Callable[[], tuple[int, str, bytes]]
-# An extra POST endpoint (the synchronous lane's ``/sync/v1/...``): an async function of the
-# raw body (read within ``max_body_bytes``, else 413) and the request headers, answering
-# ``(status, content type, body)``. It runs in the request's task.
+# An extra POST endpoint (the usage intake's ``/usage/v1/records`` here, the synchronous lane's
+# ``/sync/v1/...`` on the admin listener): an async function of the raw body (read within
+# ``max_body_bytes``, else 413) and the request headers, answering ``(status, content type,
+# body)``. It runs in the request's task.
 PostRoute = Callable[[bytes, Mapping[str, str]], Awaitable[tuple[int, str, bytes]]]
 
 
@@ -80,6 +83,8 @@ class IngressSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     max_body_bytes: int = 256 * 1024
     tolerance_s: float = signing.DEFAULT_TOLERANCE_S
     tenant: str = "default"
+    # HTTPS only, with this certificate chain and key (PEM; the key mode 0600). Off when empty.
+    tls: TlsFiles = msgspec.field(default_factory=TlsFiles)
 
 
 def _error(status: int, err: GatewayError, **extra: str) -> web.Response:
@@ -91,21 +96,11 @@ def _error(status: int, err: GatewayError, **extra: str) -> web.Response:
                         content_type="application/json")
 
 
-def _serve(route: ExtraRoute) -> Callable[[web.Request], Awaitable[web.Response]]:
-    async def handler(request: web.Request) -> web.Response:
-        status, ctype, body = route()
-        return web.Response(status=status, body=body, headers={"Content-Type": ctype})
-    return handler
-
-
 class WebhookIngress(Actor):
     def __init__(self, name: str, *, bus: NatsBus, subjects: Subjects, settings: IngressSettings,
                  sources: Sequence[WebhookSource], clock: Callable[[], float] = time.time,
-                 health: Callable[[], dict[str, object]] | None = None,
-                 extra_routes: Mapping[str, ExtraRoute] | None = None,
                  extra_post_routes: Mapping[str, PostRoute] | None = None) -> None:
         super().__init__(name)
-        self._extra_routes = dict(extra_routes or {})
         self._extra_post_routes = dict(extra_post_routes or {})
         self.bus = bus
         self.subjects = subjects
@@ -113,7 +108,8 @@ class WebhookIngress(Actor):
         # Every platform's webhooks, each at its own path (the dialect modules build them).
         self.sources = tuple(sources)
         self._clock = clock
-        self._health = health
+        # Read now: a bad certificate or key stops the start with the setting's name.
+        self._ssl = server_tls(settings.tls, "http.tls")
         self.counts: dict[str, int] = {"accepted": 0, "duplicate": 0, "ignored": 0}
         self.rejected: dict[str, int] = {}
         self.in_flight = 0
@@ -232,19 +228,10 @@ class WebhookIngress(Actor):
             return web.Response(status=status, body=data, headers={"Content-Type": ctype})
         return handler
 
-    async def healthz(self, request: web.Request) -> web.Response:
-        body: dict[str, object] = {"ok": self.bus.connected}
-        if self._health is not None:
-            body.update(self._health())
-        return web.json_response(body, status=200 if body["ok"] else 503)
-
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         app = web.Application(client_max_size=self.settings.max_body_bytes)
         for source in self.sources:
             app.router.add_post(source.path, self._handler(source))
-        app.router.add_get("/healthz", self.healthz)
-        for path, route in self._extra_routes.items():
-            app.router.add_get(path, _serve(route))
         for path, post in self._extra_post_routes.items():
             app.router.add_post(path, self._serve_post(post))
         runner = web.AppRunner(app, access_log=None, handle_signals=False,
@@ -254,16 +241,17 @@ class WebhookIngress(Actor):
             tg.start_soon(self._group.run)
             try:
                 site = web.TCPSite(runner, self.settings.host, self.settings.port,
-                                   backlog=1024)
+                                   backlog=1024, ssl_context=self._ssl)
                 try:
                     await site.start()
                 except OSError as exc:
                     raise GatewayError(
                         f"cannot listen on {self.settings.host}:{self.settings.port}: "
                         f"{exc.strerror}", code="http.port_busy") from exc
+                scheme = "https" if self._ssl is not None else "http"
                 for source in self.sources:
-                    log.info("%s webhooks on http://%s:%d%s", source.name, self.settings.host,
-                             self.settings.port, source.path)
+                    log.info("%s webhooks on %s://%s:%d%s", source.name, scheme,
+                             self.settings.host, self.settings.port, source.path)
                 task_status.started()
                 await self.wait_stop_requested()
             finally:

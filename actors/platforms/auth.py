@@ -201,6 +201,10 @@ class BearerAuth:
     def __init__(self, token: Secret) -> None:
         self._token = token
 
+    @property
+    def token(self) -> Secret:
+        return self._token
+
     async def headers(self, method: str, url: str, body: bytes | None) -> dict[str, str]:
         return {"Authorization": f"Bearer {self._token.reveal()}"}
 

@@ -77,6 +77,8 @@ def overrides(args: argparse.Namespace) -> dict[str, Any]:
         o["data_dir"] = str(args.data_dir)
     if getattr(args, "http_port", None):
         o.setdefault("http", {})["port"] = args.http_port
+    if getattr(args, "admin_port", None):
+        o.setdefault("admin", {})["port"] = args.admin_port
     if getattr(args, "erp_url", None):
         o.setdefault("erp", {})["base_url"] = args.erp_url
     if getattr(args, "log_level", None):

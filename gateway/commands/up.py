@@ -31,11 +31,18 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     up = sub.add_parser("up", help="run the gateway daemon (Ctrl-C/SIGTERM drains and exits)",
                         description="Run the gateway: embedded nats-server (unless --nats-url), "
                                     "billing webhook ingress, invoice router, ERP poster. "
+                                    "Webhooks and the usage intake are served on the HTTP "
+                                    "port; probes (/livez, /readyz), /status, /metrics and "
+                                    "the synchronous lane on the admin port (loopback by "
+                                    "default; a bearer token is required off loopback). "
                                     "The first Ctrl-C/SIGTERM drains in-flight work and exits; "
                                     "a second stops at once.")
     add_gateway_flags(up)
     up.add_argument("--http-port", type=int, metavar="PORT",
-                    help="port of the webhook/health HTTP server (default 8600)")
+                    help="port of the webhook and usage HTTP listener (default 8600)")
+    up.add_argument("--admin-port", type=int, metavar="PORT",
+                    help="port of the admin listener: /livez, /readyz, /status, /metrics, "
+                         "/sync/v1 (default 8601)")
     up.add_argument("--erp-url", metavar="URL", help="ERP base URL (default the simulator's)")
     up.add_argument("--log-level", choices=LOG_LEVELS,
                     help="log level (default: the config's log_level)")

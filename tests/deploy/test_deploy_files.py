@@ -25,6 +25,9 @@ def test_the_production_example_loads_and_holds_no_secret() -> None:
     cfg = load_config(EXAMPLE, env={})  # unknown keys or wrong types would raise
     assert cfg.streams.replicas == 3 and cfg.log.json and cfg.nats.url.count("nats://") == 3
     assert cfg.data_dir == "/var/lib/erpgw"
+    # Its admin listener is off loopback, so it names a token file (never a token).
+    assert cfg.admin.host == "0.0.0.0" and cfg.admin.token_file and cfg.admin.token is None
+    assert cfg.admin.port != cfg.http.port
     doc = tomllib.loads(EXAMPLE.read_text())
     for section in ("billing", "usage", "partner"):
         assert not {"webhook_secrets", "api_tokens"} & set(doc.get(section, {}))

@@ -12,6 +12,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
+from gateway.broker import free_port
 from gateway.cli import build_parser
 
 
@@ -73,6 +74,12 @@ def test_busy_ports_fail_fast_with_a_clear_message(tmp_path: Path) -> None:
         r = erpgw("sim", "--port", str(port), timeout=30)
         assert r.returncode == 3
         assert str(port) in r.stderr and "Traceback" not in r.stderr
+        # The admin listener's port too, named with its flag.
+        r = erpgw("up", "--http-port", str(free_port()), "--admin-port", str(port),
+                  "--data-dir", str(tmp_path), timeout=30)
+        assert r.returncode == 3 and "Traceback" not in r.stderr
+        assert "http.port_busy" in r.stderr and "--admin-port" in r.stderr
+        assert f"admin requests on 127.0.0.1:{port}" in r.stderr
 
 
 @pytest.mark.integration

@@ -60,12 +60,13 @@ def find_child(tree: dict[str, Any], name: str) -> dict[str, Any] | None:
     return None
 
 
-async def actor_stats(base_url: str, name: str) -> dict[str, Any]:
-    """The statistics of the actor ``name``, from the gateway's ``/healthz``."""
-    async with aiohttp.ClientSession() as s, s.get(f"{base_url}/healthz") as r:
+async def actor_stats(admin_url: str, name: str) -> dict[str, Any]:
+    """The statistics of the actor ``name``, from the status tree (``/status``) of the
+    gateway's admin listener at ``admin_url``."""
+    async with aiohttp.ClientSession() as s, s.get(f"{admin_url}/status") as r:
         doc = msgspec.json.decode(await r.read())
     stats = find_child(doc["actors"], name)
-    assert stats is not None, f"no actor {name} in /healthz"
+    assert stats is not None, f"no actor {name} in /status"
     return stats
 
 
@@ -81,6 +82,11 @@ class LiveGateway:
     url: str
     subjects: Subjects
     sim_url: str
+
+    @property
+    def admin_url(self) -> str:
+        """The admin listener (probes, ``/status``, ``/metrics``, the synchronous lane)."""
+        return f"http://127.0.0.1:{self.cfg.admin.port}"
 
     def nats_options(self, role: str = "admin") -> dict[str, Any]:
         """``nats.connect`` keyword arguments of broker identity ``role``."""
@@ -162,6 +168,7 @@ async def running_gateway(broker: EmbeddedBroker, tmp_path: Path, sim_url: str,
         "data_dir": str(tmp_path / "gw"),
         "nats": {"url": broker.url},
         "http": {"port": port, "max_body_bytes": 64 * 1024},
+        "admin": {"port": free_port()},
         "billing": {"webhook_secrets": [SECRET]},
         "erp": {"base_url": sim_url, "timeout_s": 5.0},
         "revenue": {"base_url": sim_url},

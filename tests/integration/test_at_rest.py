@@ -117,7 +117,8 @@ def test_fault_hooks_act_only_in_drill_mode() -> None:
 def test_drill_mode_refuses_a_listener_off_loopback(tmp_path: Path) -> None:
     cfg = tmp_path / "gw.toml"
     cfg.write_text(f'data_dir = "{tmp_path / "data"}"\n'
-                   f'[http]\nhost = "0.0.0.0"\nport = {free_port()}\n')
+                   f'[http]\nhost = "0.0.0.0"\nport = {free_port()}\n'
+                   f'[admin]\nport = {free_port()}\n')
     env = {**os.environ, "ERPGW_DRILLS": "1", "GW_CRASH_AT": "erp.after_post"}
     r = subprocess.run([sys.executable, "-m", "gateway", "up", "--config", str(cfg)], env=env,
                        capture_output=True, text=True, timeout=60, check=False)

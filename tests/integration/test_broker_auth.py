@@ -247,6 +247,7 @@ async def test_the_gateway_with_its_embedded_broker_runs_on_role_identities(
     data = tmp_path / "data"
     cfg = load_config(env={}, overrides={
         "data_dir": str(data), "nats": {"port": port}, "http": {"port": free_port()},
+        "admin": {"port": free_port()},
         "erp": {"base_url": sim_url}, "revenue": {"base_url": sim_url},
         "cpq": {"base_url": sim_url}, "partner": {"base_url": sim_url},
         "reconcile": {"billing_url": sim_url}})

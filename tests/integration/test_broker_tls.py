@@ -115,6 +115,7 @@ async def test_the_gateway_serves_its_embedded_broker_over_mutual_tls(
     port = free_port()
     cfg = load_config(env={}, overrides={
         "data_dir": str(tmp_path / "data"), "http": {"port": free_port()},
+        "admin": {"port": free_port()},
         "nats": {"port": port,
                  "server_tls": {"cert": str(pki["server_crt"]), "key": str(pki["server_key"]),
                                 "ca": str(pki["ca"])},

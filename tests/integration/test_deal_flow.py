@@ -121,7 +121,7 @@ async def test_a_sigkilled_saga_resumes_without_doubles(tmp_path: Path) -> None:
         assert await stack.wait_gateway_exit(60) == 137, stack.tail("gateway.log")
         for nth in (5, 8):
             stack.gateway_env = {"GW_CRASH_AT": f"saga.after_step:{nth}"}
-            with contextlib.suppress(StackError):  # it may die before answering /healthz
+            with contextlib.suppress(StackError):  # it may die before answering /readyz
                 await stack.start_gateway()
             assert await stack.wait_gateway_exit(60) == 137, stack.tail("gateway.log")
         stack.gateway_env = {}

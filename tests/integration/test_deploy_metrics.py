@@ -45,7 +45,7 @@ async def test_every_metric_the_alerts_and_the_dashboard_name_is_scraped(
     wanted = rule_metrics() | dashboard_metrics()
     names: set[str] = set()
     async with running_gateway(broker, tmp_path, sim_url) as gw, aiohttp.ClientSession() as s:
-        port = gw.cfg.http.port
+        port = gw.cfg.admin.port
         body = msgspec.json.encode(billing_event(501))
         assert (await gw.post(body, signed(body)))[0] == 200
         with anyio.fail_after(30):  # posted: the histogram has its first observation

@@ -32,7 +32,7 @@ def _value(text: str, name: str, **labels: str) -> float:
 async def test_a_503_is_retried_counted_and_then_posted(broker: EmbeddedBroker, tmp_path: Path,
                                                         sim_url: str) -> None:
     async with running_gateway(broker, tmp_path, sim_url) as gw, aiohttp.ClientSession() as s:
-        url = f"http://127.0.0.1:{gw.cfg.http.port}/metrics"
+        url = f"{gw.admin_url}/metrics"
 
         async def scrape() -> str:
             async with s.get(url) as r:

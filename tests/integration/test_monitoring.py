@@ -63,7 +63,7 @@ async def _post_invoices(gw: LiveGateway, first: int, n: int) -> None:
 
 
 async def _scrape(gw: LiveGateway) -> tuple[int, str, str]:
-    url = f"http://127.0.0.1:{gw.cfg.http.port}/metrics"
+    url = f"{gw.admin_url}/metrics"
     async with aiohttp.ClientSession() as s, s.get(url) as r:
         return r.status, r.headers["Content-Type"], await r.text()
 

@@ -25,7 +25,7 @@ AMEND, REORDER = 0.4, 0.5
 
 
 async def gateway_stats(stack: Stack, child: str) -> dict[str, Any]:
-    return await actor_stats(stack.gateway_url, child)
+    return await actor_stats(stack.admin_url, child)
 
 
 async def test_amendments_out_of_order_post_every_latest_version_once(tmp_path: Path) -> None:

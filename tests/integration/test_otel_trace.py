@@ -156,7 +156,7 @@ async def test_an_incoming_traceparent_is_continued(
 async def test_a_sync_request_continues_its_traceparent(
         broker: EmbeddedBroker, tmp_path: Path, sim_url: str) -> None:
     async with traced_gateway(broker, tmp_path, sim_url) as (gw, exporter):
-        base = gw.url.removesuffix("/webhooks/billing")
+        base = gw.admin_url  # the synchronous lane's HTTP face is on the admin listener
         request: dict[str, Any] = {"currency": "JPY",
                                    "items": [{"product_id": "prod_api", "quantity": 3}]}
         async with aiohttp.ClientSession() as s, s.post(

@@ -75,7 +75,7 @@ async def test_a_payment_before_its_invoice_is_parked_then_applied_once(
 
 
 async def _payment_before_invoice(gw: LiveGateway) -> None:
-    base = gw.url.removesuffix("/webhooks/billing")
+    base = gw.admin_url
     invoice = msgspec.json.encode(billing_event(42))
     payment = payment_body(42, 3300)
     status, _ = await gw.post(payment, signed(payment))

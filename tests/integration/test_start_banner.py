@@ -25,7 +25,8 @@ async def test_the_start_banner(broker: EmbeddedBroker, tmp_path: Path, sim_url:
     (banner,) = ready
     base = f"http://127.0.0.1:{gw.cfg.http.port}"
     assert banner.startswith(f"erpgw {__version__} ready: ")
-    assert f"{base}/webhooks/billing" in banner and f"{base}/metrics" in banner
+    assert f"{base}/webhooks/billing" in banner and f"{gw.admin_url}/metrics" in banner
+    assert f"{gw.admin_url}/readyz" in banner and f"{base}/metrics" not in banner
     assert f"{base}{gw.cfg.partner.webhook_path}" in banner
     assert f"broker {broker.url} (external)" in banner
 

@@ -104,6 +104,7 @@ async def lane_stack(broker: EmbeddedBroker, tmp_path: Path, *, cpq_latency_ms: 
         "data_dir": str(tmp_path / "gw"),
         "nats": {"url": broker.url},
         "http": {"port": port},
+        "admin": {"port": free_port()},  # the lane's HTTP face
         "erp": {"base_url": sim_url, "timeout_s": 5.0},
         # A generous default: only the slow-CPQ test means to miss its deadline.
         "cpq": {"base_url": sim_url, "timeout_s": 5.0, "default_deadline_ms": 3000, **cpq},
@@ -113,7 +114,7 @@ async def lane_stack(broker: EmbeddedBroker, tmp_path: Path, *, cpq_latency_ms: 
     nc = await nats.connect(broker.url, **broker.nats_options())
     bus = await NatsBus.connect(broker.url, auth=broker.auth())
     try:
-        yield Lane(cfg, nc, bus, f"http://127.0.0.1:{port}", sim_url)
+        yield Lane(cfg, nc, bus, f"http://127.0.0.1:{cfg.admin.port}", sim_url)
     finally:
         await nc.close()
         await bus.close()
@@ -346,7 +347,8 @@ async def test_stopping_finishes_a_pending_decision(broker: EmbeddedBroker,
     sim_url = f"http://127.0.0.1:{sim_cfg.port}"
     cfg = load_config(env={}, overrides={
         "data_dir": str(tmp_path / "gw"), "nats": {"url": broker.url},
-        "http": {"port": free_port()}, "erp": {"base_url": sim_url},
+        "http": {"port": free_port()}, "admin": {"port": free_port()},
+        "erp": {"base_url": sim_url},
         "cpq": {"base_url": sim_url, "timeout_s": 5.0}})
     ready = anyio.Event()
     gw_task = await _start(run_gateway(cfg, ready=ready, handle_signals=False), ready)
