@@ -333,6 +333,36 @@ class Stack:
         self.gateway_starts += 1
         await self._wait_http(self.gateway_url, self._gateway, "gateway", "gateway.log")
 
+    async def start_peer_gateway(self, name: str) -> tuple[subprocess.Popen[bytes], str]:
+        """Start one more gateway process on the same broker, with its own data directory
+        (``<workdir>/<name>``: its own ledger) and webhook port, the same broker identities
+        and settings; the simulator keeps sending to the first one. Returns the process and
+        its base URL (stop it with ``stop_process``)."""
+        port = free_port()
+        env = {**self._netsuite_env(), **self.gateway_env, "ERPGW_DRILLS": "1",
+               "ERPGW_BILLING_WEBHOOK_SECRETS": self.webhook_secret,
+               "ERPGW_ERP_BASE_URL": self.sim_url, "ERPGW_REVENUE_BASE_URL": self.sim_url,
+               "ERPGW_CPQ_BASE_URL": self.sim_url, "ERPGW_PARTNER_BASE_URL": self.sim_url,
+               "ERPGW_RECONCILE_BILLING_URL": self.sim_url,
+               "ERPGW_DATA_DIR": str(self.workdir / name), "ERPGW_HTTP_PORT": str(port),
+               "ERPGW_NATS_IDENTITIES_DIR": str(self.identities_dir)}
+        proc = self._spawn(["up", "--config", str(self.gateway_config())], f"{name}.log", env)
+        base = f"http://127.0.0.1:{port}"
+        await self._wait_http(base, proc, name, f"{name}.log")
+        return proc, base
+
+    @staticmethod
+    async def stop_process(proc: subprocess.Popen[bytes], timeout: float = 15.0) -> int:
+        """SIGTERM ``proc`` and wait (SIGKILL after ``timeout``); its exit code."""
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            deadline = time.monotonic() + timeout
+            while proc.poll() is None and time.monotonic() < deadline:
+                await anyio.sleep(0.05)
+            if proc.poll() is None:
+                proc.kill()
+        return proc.wait()
+
     @property
     def gateway_running(self) -> bool:
         return self._gateway is not None and self._gateway.poll() is None
@@ -358,17 +388,9 @@ class Stack:
 
     async def stop_gateway(self, timeout: float = 15.0) -> int | None:
         """SIGTERM and wait; SIGKILL after ``timeout``. Returns the exit code."""
-        proc = self._gateway
-        if proc is None:
+        if self._gateway is None:
             return None
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            deadline = time.monotonic() + timeout
-            while proc.poll() is None and time.monotonic() < deadline:
-                await anyio.sleep(0.05)
-            if proc.poll() is None:
-                proc.kill()
-        return proc.wait()
+        return await self.stop_process(self._gateway, timeout)
 
     async def wait_gateway_exit(self, timeout: float) -> int | None:
         deadline = time.monotonic() + timeout
