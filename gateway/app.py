@@ -45,6 +45,15 @@ from actors.deadletter import DeadLetterSink
 from actors.erp import ErpPoster
 from actors.infra import Ledger, NatsBus
 from actors.infra.bus import mask_url
+from actors.infra.kv import KvBucket
+from actors.infra.state import (
+    SagaRecords,
+    SharedParking,
+    SharedSagas,
+    SharedVersions,
+    bucket_name,
+    provision_state,
+)
 from actors.ingress import AdminListener, WebhookIngress, server_tls
 from actors.limits import CrashOnce, LimiterHub, RateLimiterActor
 from actors.monitor import LaneWatch, MetricsPublisher, Monitor, events_flushed, instance_id
@@ -132,6 +141,8 @@ async def provision(bus: NatsBus, cfg: Config) -> Subjects:
     advisories = [subjects.max_deliveries_advisories(lane) for lane in LANES]
     await bus.ensure_stream(subjects.advisory_stream, advisories, cfg.streams)
     await bus.ensure_consumer(subjects.advisory_stream, ADVISORY_CONSUMER, ">", cfg.consumers)
+    # The guards every gateway process shares (actors.infra.state).
+    await provision_state(bus, subjects, replicas=cfg.streams.replicas)
     return subjects
 
 
@@ -490,6 +501,10 @@ async def _run_tree(cfg: Config, buses: Mapping[str, NatsBus], subjects: Subject
         return DeadLetterSink(buses[role], subjects, lane, stream,
                               observer=lambda dl: monitor.note_dead_letter(dl.lane, dl.code))
 
+    def shared(bus: NatsBus, kind: str) -> KvBucket:
+        # One of the guards every process shares (actors.infra.state), on the actor's role.
+        return KvBucket.on(bus, bucket_name(subjects, kind))
+
     def billing_dlq(role: str) -> DeadLetterSink:
         return dlq_sink("billing", billing_stream, role)
 
@@ -501,7 +516,8 @@ async def _run_tree(cfg: Config, buses: Mapping[str, NatsBus], subjects: Subject
             "rate-limiter", limits, crash=limiter_crash)),
         ChildSpec("erp-journal", lambda: ErpPoster(
             "erp-journal", durable="erp-journal", batch=cfg.erp.batch, erp=erp_journal,
-            ledger=ledger, dlq=billing_dlq("erp"), bus=buses["erp"], stream=billing_stream,
+            ledger=ledger, versions=SharedVersions(shared(buses["erp"], "versions")),
+            dlq=billing_dlq("erp"), bus=buses["erp"], stream=billing_stream,
             consumer=cfg.consumers, client=erp_journal_client(cfg),
             latency_observer=monitor.posting_observer("erp"))),
         ChildSpec("invoice-router", lambda: InvoiceRouter(
@@ -549,6 +565,8 @@ async def _run_tree(cfg: Config, buses: Mapping[str, NatsBus], subjects: Subject
             ChildSpec(PAYMENT_CONSUMER, lambda: PaymentRouter(
                 PAYMENT_CONSUMER, durable=PAYMENT_CONSUMER, batch=cfg.payments.batch,
                 subjects=subjects, ledger=ledger, accounts=cfg.accounts,
+                versions=SharedVersions(shared(buses["router"], "versions")),
+                parking=SharedParking(shared(buses["router"], "parked")),
                 dlq=billing_dlq("router"), recheck_s=cfg.payments.park_recheck_s,
                 bus=buses["router"], stream=billing_stream,
                 consumer=cfg.consumers)),
@@ -574,14 +592,16 @@ async def _run_tree(cfg: Config, buses: Mapping[str, NatsBus], subjects: Subject
         # budgets). It stops between deals, never in the middle of one's step.
         children.append(ChildSpec(SAGA_CONSUMER, lambda: DealSaga(
             SAGA_CONSUMER, durable=SAGA_CONSUMER, batch=cfg.deals.batch,
-            platforms=saga_platforms, ledger=ledger, subjects=subjects,
+            platforms=saga_platforms, subjects=subjects,
+            sagas=SagaRecords(SharedSagas(shared(buses["commercial"], "sagas")), ledger),
             dlq=dlq_sink("commercial", subjects.stream("commercial"), "commercial"),
             bus=buses["commercial"],
             stream=subjects.stream("commercial"), consumer=cfg.consumers),
             shutdown_timeout=slowest * 2 + 5.0))
         children.append(ChildSpec(SUBSCRIPTION_CONSUMER, lambda: SubscriptionSync(
             SUBSCRIPTION_CONSUMER, durable=SUBSCRIPTION_CONSUMER, batch=cfg.deals.batch,
-            erp=erp_orders, revenue=revenue_contracts, ledger=ledger,
+            erp=erp_orders, revenue=revenue_contracts,
+            sagas=SagaRecords(SharedSagas(shared(buses["commercial"], "sagas")), ledger),
             dlq=dlq_sink("commercial", subjects.stream("commercial"), "commercial"),
             bus=buses["commercial"],
             stream=subjects.stream("commercial"), consumer=cfg.consumers),

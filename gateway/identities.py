@@ -34,6 +34,8 @@ from pathlib import Path
 import nkeys
 
 from actors.infra.bus import NatsAuth, client_tls
+from actors.infra.kv import bucket_stream
+from actors.infra.state import bucket_name
 from contracts import LANES, GatewayError, Subjects
 
 from .config import Config
@@ -165,6 +167,15 @@ def _consumer_rights(stream: str, durable: str) -> list[str]:
             f"$JS.ACK.{stream}.{durable}.>"]
 
 
+def _kv_rights(subjects: Subjects, kind: str, *, write: bool = True) -> list[str]:
+    """Read (direct gets, the bucket's key listing) and, with ``write``, conditional writes
+    on one shared bucket (``actors.infra.state``); never delete or purge the bucket."""
+    bucket = bucket_name(subjects, kind)
+    stream = bucket_stream(bucket)
+    rights = [f"$JS.API.DIRECT.GET.{stream}.>", f"$JS.API.STREAM.INFO.{stream}"]
+    return [*rights, f"$KV.{bucket}.>"] if write else rights
+
+
 def role_permissions(subjects: Subjects,
                      consumers: Iterable[tuple[str, str]]) -> dict[str, Permissions]:
     """Every role's permissions; ``consumers`` are the ``(stream, durable)`` pairs provisioned.
@@ -206,14 +217,17 @@ def role_permissions(subjects: Subjects,
                       subscribe=(f"{p}.sync.>", "$SRV.>"), responses=True),
         # Routers turn events into platform commands (ERP journal, commissions).
         "router": actor("router", subjects.lane_commands("billing"),
-                        subjects.lane_events("revpartner")),
+                        subjects.lane_events("revpartner"),
+                        *_kv_rights(subjects, "versions", write=False),
+                        *_kv_rights(subjects, "parked")),
         # Platform adapters: their own consumers, and the events they announce.
-        "erp": actor("erp", subjects.event("billing", "ledger.>")),
+        "erp": actor("erp", subjects.event("billing", "ledger.>"),
+                     *_kv_rights(subjects, "versions")),
         "revenue": actor("revenue", subjects.lane_events("revpartner")),
         "usage": actor("usage", subjects.lane_events("revpartner")),
         "partner": actor("partner", subjects.lane_events("revpartner")),
         "commercial": actor("commercial", subjects.lane_events("commercial"),
-                            subjects.lane_events("revpartner")),
+                            subjects.lane_events("revpartner"), *_kv_rights(subjects, "sagas")),
         # Max-deliveries advisories → dead letters: reads the message the server gave up on.
         "deadletter": actor("deadletter", reads=msg_get),
         # The metrics publisher: lag of every consumer, DLQ counts, the mon subjects.

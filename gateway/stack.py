@@ -31,7 +31,8 @@ from contracts import LANES, DeadLetter, GatewayError, JsonCodec, Subjects
 from .app import REVENUE_CONSUMER
 from .broker import EmbeddedBroker, free_port
 
-__all__ = ["ConsumerState", "DrainResult", "Quiescence", "RevenueResult", "Stack", "StackError"]
+__all__ = ["ConsumerState", "DrainResult", "PeerGateway", "Quiescence", "RevenueResult", "Stack",
+           "StackError"]
 
 _letters: JsonCodec[DeadLetter] = JsonCodec(DeadLetter)
 _dec = msgspec.json.Decoder()
@@ -154,6 +155,15 @@ def _revenue_of(inv: dict[str, Any]) -> int:
                - sum(int(t["amount"]) for t in ln.get("taxes") or ()
                      if t.get("tax_behavior") == "inclusive")
                for ln in inv["lines"]["data"])
+
+
+@dataclass(frozen=True)
+class PeerGateway:
+    """One more gateway process of a stack (``Stack.start_peer_gateway``)."""
+
+    proc: subprocess.Popen[bytes]
+    url: str  # its webhook listener
+    admin_url: str
 
 
 @dataclass
@@ -345,6 +355,37 @@ class Stack:
         await self._wait_http(self.admin_url, self._gateway, "gateway", "gateway.log",
                               path="/readyz")
 
+    async def start_peer_gateway(self, name: str) -> PeerGateway:
+        """Start one more gateway process on the same broker, with its own data directory
+        (``<workdir>/<name>``: its own ledger), webhook and admin ports, the same broker
+        identities and settings; the simulator keeps sending to the first one. Stop it with
+        ``stop_process(peer.proc)``."""
+        port, admin_port = free_port(), free_port()
+        env = {**self._netsuite_env(), **self.gateway_env, "ERPGW_DRILLS": "1",
+               "ERPGW_BILLING_WEBHOOK_SECRETS": self.webhook_secret,
+               "ERPGW_ERP_BASE_URL": self.sim_url, "ERPGW_REVENUE_BASE_URL": self.sim_url,
+               "ERPGW_CPQ_BASE_URL": self.sim_url, "ERPGW_PARTNER_BASE_URL": self.sim_url,
+               "ERPGW_RECONCILE_BILLING_URL": self.sim_url,
+               "ERPGW_DATA_DIR": str(self.workdir / name), "ERPGW_HTTP_PORT": str(port),
+               "ERPGW_ADMIN_PORT": str(admin_port),
+               "ERPGW_NATS_IDENTITIES_DIR": str(self.identities_dir)}
+        proc = self._spawn(["up", "--config", str(self.gateway_config())], f"{name}.log", env)
+        peer = PeerGateway(proc, f"http://127.0.0.1:{port}", f"http://127.0.0.1:{admin_port}")
+        await self._wait_http(peer.admin_url, proc, name, f"{name}.log", path="/readyz")
+        return peer
+
+    @staticmethod
+    async def stop_process(proc: subprocess.Popen[bytes], timeout: float = 15.0) -> int:
+        """SIGTERM ``proc`` and wait (SIGKILL after ``timeout``); its exit code."""
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            deadline = time.monotonic() + timeout
+            while proc.poll() is None and time.monotonic() < deadline:
+                await anyio.sleep(0.05)
+            if proc.poll() is None:
+                proc.kill()
+        return proc.wait()
+
     @property
     def gateway_running(self) -> bool:
         return self._gateway is not None and self._gateway.poll() is None
@@ -370,17 +411,9 @@ class Stack:
 
     async def stop_gateway(self, timeout: float = 15.0) -> int | None:
         """SIGTERM and wait; SIGKILL after ``timeout``. Returns the exit code."""
-        proc = self._gateway
-        if proc is None:
+        if self._gateway is None:
             return None
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            deadline = time.monotonic() + timeout
-            while proc.poll() is None and time.monotonic() < deadline:
-                await anyio.sleep(0.05)
-            if proc.poll() is None:
-                proc.kill()
-        return proc.wait()
+        return await self.stop_process(self._gateway, timeout)
 
     async def wait_gateway_exit(self, timeout: float) -> int | None:
         deadline = time.monotonic() + timeout

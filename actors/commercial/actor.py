@@ -1,15 +1,19 @@
 """The deal saga actor: ``deal.approved.v1`` → subscription, sales order, revenue contract.
 
-Theory of operation: a ``BatchWorker`` on the durable consumer ``deal-saga`` (commercial
-lane, filter ``deal.approved.v1``). For each deal in a fetched batch it loads the saga's state
-from the ledger and asks the pure planner (``actors.commercial.saga``) what to do next, until
-the saga ends or a step must wait:
+Theory of operation: a ``BatchWorker`` on the durable consumer ``deal-saga`` (commercial lane,
+filter ``deal.approved.v1``). For each deal in a fetched batch it loads the saga's state from
+the shared saga records (``actors.infra.state``: the cluster's ``sagas`` bucket, so any gateway
+process can carry on a saga another one started) and asks the pure planner
+(``actors.commercial.saga``) what to do next, until the saga ends or a step must wait:
 
 - a step is one platform call carrying ``step_key(deal, step)`` as its idempotency key (the
-  revenue contract's ``PUT`` is idempotent by version), then its canonical events are
-  published (``Nats-Msg-Id`` = ``derive_id(deal.approved id, step)``), then the new state is
-  committed to the ledger. A crash anywhere in that sequence redoes the step: the platform
-  answers with what it already holds and the stream drops the republished ids;
+  revenue contract's ``PUT`` is idempotent by version), then its canonical events are published
+  (``Nats-Msg-Id`` = ``derive_id(deal.approved id, step)``), then the new state is stored,
+  conditionally on the revision the step started from (a process that wakes up from a freeze
+  cannot overwrite a saga another process moved on: its write conflicts, the message is
+  redelivered and decided again from a fresh read), and audited in the ledger. A crash anywhere
+  in that sequence redoes the step: the platform answers with what it already holds and the
+  stream drops the republished ids;
 - a ``Retryable`` failure (timeout, 5xx, 429, broker, ledger) leaves the state as it is and
   naks the message with backoff (``BatchWorker.decide``); after ``max_deliver`` deliveries it
   is dead-lettered ``retry.exhausted`` and a replay resumes the saga where it stopped;
@@ -57,7 +61,7 @@ from contracts.platforms.revenue import RevenueContract
 from ..crash import crashpoint
 from ..deadletter import DeadLetterSink
 from ..infra.bus import Delivery, OutMsg
-from ..infra.ledger import Ledger
+from ..infra.state import SagaRecords
 from ..monitor import instance_id
 from ..platforms import PlatformGuard, Platforms, segment
 from ..resilience import BreakerConfig, CircuitBreaker, Transition
@@ -146,13 +150,13 @@ class DealSaga(BatchWorker):
     docstring). ``statistics()`` counts sagas completed, compensated and failed, steps done
     and reversals."""
 
-    def __init__(self, name: str, *, platforms: SagaPlatforms, ledger: Ledger,
+    def __init__(self, name: str, *, platforms: SagaPlatforms, sagas: SagaRecords,
                  subjects: Subjects, dlq: DeadLetterSink,
                  clock: Callable[[], float] = time.monotonic, **kw: object) -> None:
         super().__init__(name, **kw)  # type: ignore[arg-type]
         self.platforms = platforms
         self._clock = clock
-        self.ledger = ledger
+        self.sagas = sagas
         self.subjects = subjects
         self.dlq = dlq
         self.counts: dict[str, int] = {"completed": 0, "compensated": 0, "failed": 0,
@@ -188,6 +192,7 @@ class DealSaga(BatchWorker):
                 self.failed += 1
                 continue
             context = {"business_key": str(env.key), "correlation_id": env.correlation_id}
+            self.sagas.begin()
             try:
                 state = await self._run(env)
             except Retryable as err:
@@ -207,7 +212,7 @@ class DealSaga(BatchWorker):
             self.failed += 1
 
     async def _save(self, env: Envelope, state: SagaState, event: str, detail: str) -> None:
-        await self.ledger.save_saga(state.deal_id, state.status, _state.encode(state),
+        await self.sagas.save(state.deal_id, state.status, _state.encode(state),
                                     correlation_id=env.correlation_id, now=time.time(),
                                     event=event, detail=detail)
 
@@ -232,7 +237,7 @@ class DealSaga(BatchWorker):
         """
         approval = env.payload
         assert isinstance(approval, DealApproved)
-        raw = await self.ledger.saga_state(approval.deal_id)
+        raw = await self.sagas.get(approval.deal_id)
         state = _state.decode(raw) if raw is not None else SagaState(deal_id=approval.deal_id)
         while True:
             match saga.next_action(state):
@@ -339,7 +344,7 @@ class DealSaga(BatchWorker):
             # at this version) is then stale for the subscription sync, not an unknown one.
             assert state.plan is not None
             ended = lifecycle.baseline(state.plan, state.done.get("sales_order", ""))
-            await self.ledger.save_saga(
+            await self.sagas.save(
                 lifecycle.record_id(sub.id), f"v{sub.version}", _applied.encode(
                     lifecycle.Applied(sub.version, msgspec.structs.replace(ended,
                                                                            cancelled=True))),
@@ -365,10 +370,10 @@ class DealSaga(BatchWorker):
         again."""
         assert state.plan is not None
         sub_id = state.done["subscription"]
-        if await self.ledger.saga_state(lifecycle.record_id(sub_id)) is not None:
+        if await self.sagas.get(lifecycle.record_id(sub_id)) is not None:
             return  # written before a crash (and maybe moved on by flow 5 since): keep it
         base = lifecycle.Applied(1, lifecycle.baseline(state.plan, state.done["sales_order"]))
-        await self.ledger.save_saga(lifecycle.record_id(sub_id), "v1", _applied.encode(base),
+        await self.sagas.save(lifecycle.record_id(sub_id), "v1", _applied.encode(base),
                                     correlation_id=None, now=time.time(),
                                     event="subscription.v1", detail=f"deal {state.deal_id}")
 

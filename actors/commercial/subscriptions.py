@@ -5,21 +5,22 @@ Theory of operation: a ``BatchWorker`` on the durable consumer ``subscription-sy
 (commercial lane, ``subscription.>``; ``subscription.activated.v1`` is the saga's own and is
 acked as is). A fetched batch is sorted by (subscription, version), so versions that arrived
 shuffled within a batch are applied in order. Per message, the applied version ``a`` of the
-subscription is read from the ledger (row ``subscription:<id>``, written as version 1 when the
-deal saga completed), and ``lifecycle.decide(a, n)`` says:
+subscription is read from the shared saga records (``actors.infra.state``, key
+``subscription:<id>``, written as version 1 when the deal saga completed, by whichever gateway
+process ran it), and ``lifecycle.decide(a, n)`` says:
 
 - ``stale`` (n <= a): already reflected; ack;
 - ``early`` (n > a + 1): a predecessor has not been applied yet: nak with backoff (it waits in
   the stream, parked, and comes back after the predecessor); after ``max_deliver`` deliveries
   it is dead-lettered ``retry.exhausted`` (replay it once the gap is filled);
-- ``apply`` (n = a + 1): the new phases (``lifecycle.evolve``), then ``POST
-  /erp/v1/sales-orders/{id}/revise`` at version n (the same version again is a replay), a
+- ``apply`` (n = a + 1): the new phases (``lifecycle.evolve``), then
+  ``POST /erp/v1/sales-orders/{id}/revise`` at version n (the same version again is a replay), a
   close of the order for a cancellation (idempotent), ``PUT /revenue/v1/contracts/{deal}`` at
-  version n (idempotent by version), then the new applied version committed to the ledger, then
-  the ack. A crash anywhere redoes the same version's writes, which the platforms answer as
-  replays.
+  version n (idempotent by version), then the new applied version stored (conditionally on the
+  revision read: another process's write in between makes it a redelivery), then the ack. A
+  crash anywhere redoes the same version's writes, which the platforms answer as replays.
 
-A subscription the ledger does not know yet (its saga is still running) is nak'ed like an early
+A subscription the records do not know yet (its saga is still running) is nak'ed like an early
 version. A change the phases cannot take, or a platform's permanent refusal, is dead-lettered
 with its code.
 """
@@ -49,7 +50,7 @@ from contracts.platforms.erp import SalesOrderClose
 from ..crash import crashpoint
 from ..deadletter import DeadLetterSink
 from ..infra.bus import Delivery
-from ..infra.ledger import Ledger
+from ..infra.state import SagaRecords
 from ..platforms import PlatformGuard, segment
 from ..worker import BatchWorker
 from . import lifecycle
@@ -83,13 +84,13 @@ class SubscriptionSync(BatchWorker):
     """See the module docstring. ``statistics()`` counts versions applied, stale, early."""
 
     def __init__(self, name: str, *, erp: PlatformGuard, revenue: PlatformGuard,
-                 ledger: Ledger, dlq: DeadLetterSink, **kw: object) -> None:
+                 sagas: SagaRecords, dlq: DeadLetterSink, **kw: object) -> None:
         super().__init__(name, **kw)  # type: ignore[arg-type]
         # The ERP's and the revenue platform's endpoints for this flow (actors.platforms):
         # a breaker each and the accounts' budgets.
         self.erp = erp
         self.revenue = revenue
-        self.ledger = ledger
+        self.sagas = sagas
         self.dlq = dlq
         self.counts = {"applied": 0, "stale": 0, "early": 0, "activations": 0}
 
@@ -107,6 +108,7 @@ class SubscriptionSync(BatchWorker):
                 self.failed += 1
                 continue
             context = {"business_key": str(env.key), "correlation_id": env.correlation_id}
+            self.sagas.begin()
             try:
                 await self._one(env)
             except NotYet as err:
@@ -135,7 +137,7 @@ class SubscriptionSync(BatchWorker):
             raise ContractError(f"the subscription sync cannot handle {env.type}",
                                 code="route.unexpected_type", path="$.payload.type")
         sub_id, version = change.subscription_id, env.key.version
-        raw = await self.ledger.saga_state(lifecycle.record_id(sub_id))
+        raw = await self.sagas.get(lifecycle.record_id(sub_id))
         if raw is None:
             raise NotYet(f"subscription {sub_id} is not known yet (its deal saga has not "
                          "completed)")
@@ -161,7 +163,7 @@ class SubscriptionSync(BatchWorker):
             "PUT", f"/revenue/v1/contracts/{segment(state.deal_id)}",
             _enc.encode(lifecycle.contract_request(state, version, sub_id)))
         crashpoint("subscription.after_write")
-        await self.ledger.save_saga(
+        await self.sagas.save(
             lifecycle.record_id(sub_id), f"v{version}",
             _applied.encode(lifecycle.Applied(version, state)),
             correlation_id=env.correlation_id, now=time.time(),

@@ -59,7 +59,9 @@ from .. import otel
 from ..crash import crashpoint, fault
 from ..deadletter import DeadLetterSink
 from ..infra.bus import Delivery
+from ..infra.kv import KvConflict
 from ..infra.ledger import Ledger, PostingRow, VersionMark
+from ..infra.state import ReadVersion, SharedVersions
 from ..platforms import PlatformGuard
 from ..platforms.erp import ErpgwJournalClient, JournalClient, entry_to_wire
 from ..replay import REPAIR_HEADER
@@ -92,6 +94,8 @@ class _Entries(msgspec.Struct, frozen=True):
 
 
 _entries_codec: JsonCodec[_Entries] = JsonCodec(_Entries)
+# How many times a batch's lost claims are planned again before it is naked instead.
+_REPLANS = 8
 
 # One posting to make: the command, its deliveries, and what ordering decided (the entries to
 # send: a reversal of the aggregate's applied version first, if any, then the command's own).
@@ -100,7 +104,8 @@ _Item = tuple[Envelope, PostJournalEntry, list[Delivery], Apply, Aggregate | Non
 
 
 class ErpPoster(BatchWorker):
-    def __init__(self, name: str, *, erp: PlatformGuard, ledger: Ledger, dlq: DeadLetterSink,
+    def __init__(self, name: str, *, erp: PlatformGuard, ledger: Ledger,
+                 versions: SharedVersions, dlq: DeadLetterSink,
                  client: Callable[[PlatformGuard], JournalClient] | None = None,
                  **kw: object) -> None:
         super().__init__(name, **kw)  # type: ignore[arg-type]
@@ -109,6 +114,8 @@ class ErpPoster(BatchWorker):
         self.breaker = erp.breaker
         self.limiter = erp.limiter
         self.ledger = ledger
+        # Which version of each aggregate the ERP holds or may hold: shared by every process.
+        self.versions = versions
         self.dlq = dlq
         # The ERP's dialect (actors.platforms.erp): the simulator's bulk API by default.
         self.client: JournalClient = (client or ErpgwJournalClient)(self.guard)
@@ -118,6 +125,7 @@ class ErpPoster(BatchWorker):
         self.stale = 0  # an older version than the applied one (flow 6): skipped
         self.superseded = 0  # a newer version of the same aggregate was in the batch
         self.reversals = 0  # applied versions reversed by an amendment
+        self.replans = 0  # claims lost to another process's write, planned again
         self._latency_ms: deque[float] = deque(maxlen=20_000)
         every = fault("erp.raise_every")
         self._raise_every = int(every) if every and every.isdigit() else 0
@@ -181,31 +189,58 @@ class ErpPoster(BatchWorker):
     async def _order(self, todo: dict[str, tuple[Envelope, PostJournalEntry, list[Delivery]]],
                      aggregates: dict[str, Aggregate | None], repairs: set[str]
                      ) -> list[_Item]:
-        """Apply per-aggregate ordering (``plan_order``) to the batch: skipped commands are
-        audited and acked here, the versions about to be applied are claimed in the same
-        transaction (before any ERP request); the rest are returned with what to send.
-        Raises ``LedgerUnavailable`` (nothing acked)."""
-        states = await self._states({agg for agg in aggregates.values() if agg is not None})
+        """Apply per-aggregate ordering (``plan_order``) to the batch: the versions about to
+        be applied are claimed in the shared ``versions`` (before any ERP request), each
+        conditionally on the revision it was planned from; a claim another process beat is
+        planned again from a fresh read. Skipped commands are audited and acked here; the rest
+        are returned with what to send. Raises ``LedgerUnavailable``/``BrokerUnavailable``,
+        or ``KvConflict`` when the same aggregates keep moving (nothing acked)."""
         keys = list(todo)
-        verdicts = plan_order([Candidate(aggregates[k], todo[k][0].key.version, todo[k][1],
-                                         k in repairs) for k in keys], states)
+        verdicts: dict[str, Apply | Skip] = {}
+        pending = keys
+        claims: list[VersionMark] = []
+        now = time.time()
+        for _ in range(_REPLANS):
+            seen = await self._states({agg for k in pending
+                                       if (agg := aggregates[k]) is not None})
+            planned = plan_order([Candidate(aggregates[k], todo[k][0].key.version, todo[k][1],
+                                            k in repairs) for k in pending],
+                                 {agg: state for agg, (state, _) in seen.items()})
+            round_claims: list[tuple[VersionMark, ReadVersion]] = []
+            for k, verdict in zip(pending, planned, strict=True):
+                agg = aggregates[k]
+                if isinstance(verdict, Apply) and agg is not None:
+                    round_claims.append((VersionMark(
+                        agg[0], agg[1], todo[k][0].key.version,
+                        _entries_codec.encode(_Entries(list(verdict.entries))), now),
+                        seen[agg][1]))
+            # Claimed before the request: after a crash the ERP may hold the version without
+            # anyone knowing, and an older version arriving then must not be posted after it.
+            lost = await self.versions.claim(round_claims)
+            claims += [m for m, _ in round_claims if (m.source, m.object_id) not in lost]
+            for k, verdict in zip(pending, planned, strict=True):
+                if aggregates[k] not in lost:
+                    verdicts[k] = verdict
+            pending = [k for k in pending if aggregates[k] in lost]
+            if not pending:
+                break
+            self.replans += len(pending)
+        else:
+            raise KvConflict(f"{len(pending)} posting(s) of aggregates other processes keep "
+                             "claiming; planned again on redelivery")
         items: list[_Item] = []
         skipped: list[tuple[Skip, Envelope, list[Delivery]]] = []
-        for k, verdict in zip(keys, verdicts, strict=True):
+        for k in keys:
             env, entry, ds = todo[k]
+            verdict = verdicts[k]
             if isinstance(verdict, Skip):
                 skipped.append((verdict, env, ds))
             else:
                 items.append((env, entry, ds, verdict, aggregates[k]))
-        now = time.time()
         notes = [(now, f"version.{v.reason}", str(env.key), f"applied=v{v.applied_version}")
                  for v, env, _ in skipped if v.reason != "applied"]
-        # Claimed before the request: after a crash the ERP may hold the version without the
-        # ledger knowing, and an older version arriving then must not be posted after it.
-        claims = [VersionMark(agg[0], agg[1], env.key.version,
-                              _entries_codec.encode(_Entries(list(plan.entries))), now)
-                  for env, _, _, plan, agg in items if agg is not None]
-        await self.ledger.claim_versions(claims, notes=notes)  # durable before acks and sends
+        # The process's audit of the claims and skips, durable before any ack.
+        await self.ledger.claim_versions(claims, notes=notes)
         for verdict, env, ds in skipped:
             if verdict.reason != "applied":
                 log.info("ERP posting %s skipped: %s (applied version %d)", env.key,
@@ -220,21 +255,34 @@ class ErpPoster(BatchWorker):
                     self.skipped_known += 1
         return items
 
-    async def _states(self, aggregates: set[Aggregate]) -> dict[Aggregate, State]:
-        """The ordering state of ``aggregates`` from the ledger. Raises ``LedgerUnavailable``."""
+    async def _states(self, aggregates: set[Aggregate]
+                      ) -> dict[Aggregate, tuple[State, ReadVersion]]:
+        """The ordering state of ``aggregates`` from the shared ``versions``, with the revision
+        each was read at. Raises ``BrokerUnavailable`` or ``LedgerUnavailable``."""
         if not aggregates:
             return {}
-        rows = await self.ledger.aggregate_versions(aggregates)
+        read = await self.versions.read(aggregates)
+        rows = {agg: r.row for agg, r in read.items() if r.row is not None}
         claims = {agg: Claim(r.claimed, tuple(_entries_codec.decode(r.claimed_entry).entries))
                   for agg, r in rows.items()
                   if r.claimed is not None and r.claimed_entry is not None}
+        # Which of a claim's entries the ERP refused (certainly not there): what this process
+        # saw. Another process's refusals are unknown here and treated as maybe posted, which
+        # only adds a posting and its reversal.
         posted = await self.ledger.posting_states(
             e.idempotency_key for c in claims.values() for e in c.entries)
         refused = frozenset(k for k, status in posted.items() if status == "dead_lettered")
-        return {agg: State(
-            applied=None if r.version is None or r.entry is None else Applied(
-                r.version, _entry_codec.decode(r.entry)),
-            claimed=claims.get(agg), refused=refused) for agg, r in rows.items()}
+        out: dict[Aggregate, tuple[State, ReadVersion]] = {}
+        for agg, r in read.items():
+            row = r.row
+            if row is None:
+                out[agg] = (State(), r)
+                continue
+            out[agg] = (State(
+                applied=None if row.version is None or row.entry is None else Applied(
+                    row.version, _entry_codec.decode(row.entry)),
+                claimed=claims.get(agg), refused=refused), r)
+        return out
 
     async def _post(self, items: list[_Item]) -> None:
         flat = [e for _, _, _, plan, _ in items for e in plan.entries]
@@ -297,6 +345,9 @@ class ErpPoster(BatchWorker):
             self.reversals += sum(1 for e, res in group if res.status == "created"
                                   and e.external_id.endswith(REVERSAL_SUFFIX))
         await self.ledger.record(rows, versions=versions)
+        # Then the shared guard: a crash before it leaves the claim, and the redelivery sends
+        # the claim's entries again (answered replayed) and applies it then.
+        await self.versions.apply(versions)
         crashpoint("erp.after_commit")
         now_dt = datetime.now(UTC)
         for env, ds, res in done:
@@ -331,6 +382,7 @@ class ErpPoster(BatchWorker):
             "stale": self.stale,
             "superseded": self.superseded,
             "reversals": self.reversals,
+            "replans": self.replans,
             "requests": self.client.requests,
             "client": self.client.statistics(),
             "dead_lettered": self.dlq.count,

@@ -445,6 +445,22 @@ class NatsBus:
     def connected(self) -> bool:
         return bool(self._nc.is_connected)
 
+    @property
+    def jetstream(self) -> JetStreamContext:
+        """The connection's JetStream context (for ``actors.infra.kv``)."""
+        return self._js
+
+    async def ensure_kv(self, config: api.KeyValueConfig) -> None:
+        """Create the KV bucket ``config`` describes, or leave the existing one as it is.
+        Raises ``BrokerUnavailable``."""
+        try:
+            await self._js.create_key_value(config)
+        except nats.js.errors.BadRequestError as exc:
+            if exc.err_code != _STREAM_NAME_IN_USE:
+                raise BrokerUnavailable(f"KV bucket {config.bucket}: {exc!r}") from exc
+        except (TimeoutError, nats.errors.Error) as exc:
+            raise BrokerUnavailable(f"KV bucket {config.bucket}: {exc!r}") from exc
+
     # -- provisioning -------------------------------------------------------------------------
 
     async def ensure_stream(self, name: str, subjects: Sequence[str],

@@ -4,28 +4,23 @@ every invoice it pays is in the ERP (flow 3, and the ordering rule of flow 6).
 Theory of operation, per fetched batch:
 
 1. decode every payment (a contract violation is dead-lettered at once);
-2. ask the ledger which of the invoices they apply to the ERP holds a posting of
-   (``postings``, written by this process's ERP poster);
+2. ask the shared ``versions`` (``actors.infra.state``, kept in the cluster and written by
+   every process's ERP poster) which of the invoices they apply to the ERP holds a version of;
 3. a payment with an invoice not posted yet is **parked**, not failed: its envelope, subject
-   and stream sequence go into the ledger table ``parked_payments`` in one durable
-   transaction (audited ``payment.parked``), then it is acked;
+   and stream sequence go into the shared ``parked`` bucket (and the process's audit,
+   ``payment.parked``), then it is acked;
 4. the others are planned (``plan_cash``: Dr cash, Cr receivable, ``externalId`` = payment id,
    idempotency key derived from the payment's business key), published as one atomic batch on
    the ``erp.journal`` subject the existing ERP poster consumes, and acked once stored.
 
-Resuming: every ``recheck_s`` (between batches, in ``gate``) the router reads the parked
-payments, and those whose invoices are now posted are planned and published exactly like a
-fresh delivery (same envelope, hence the same ``Nats-Msg-Id`` and idempotency key), then
-marked ``resumed`` (audited). A crash between the publish and that mark republishes the same
-ids (the stream drops them; past its window the ERP poster's ledger and the ERP's key do). A
-parked payment is never dropped: it waits until its invoice is posted, or until a person
-replays or resolves it (docs/errors.md, ``payment.parked``).
-
-Why the ledger and not a JetStream stream or KV bucket: the question "is the invoice posted"
-is answered by this process's ledger (``postings``), so the parked set lives next to it and
-is changed in the same kind of durable, audited transaction; the ack of a parked payment
-follows its commit. Like the revenue half's ``uploads``, it is per process: with several
-gateway processes the parked set would move to a KV bucket together with ``postings``.
+Resuming: every ``recheck_s`` (between batches, in ``gate``) the router of every process reads
+the parked payments, and those whose invoices are now posted (by any process) are planned and
+published exactly like a fresh delivery (same envelope, hence the same ``Nats-Msg-Id`` and
+idempotency key), then released from ``parked`` (audited ``payment.resumed``). Two processes
+resuming the same payment, or a crash between the publish and the release, publish the same ids
+again (the stream drops them; past its window the ERP poster's shared versions and the ERP's
+key do). A parked payment is never dropped: it waits until its invoice is posted, or until a
+person replays or resolves it (docs/errors.md, ``payment.parked``).
 """
 
 from __future__ import annotations
@@ -48,6 +43,7 @@ from contracts import (
 from ..deadletter import DeadLetterSink
 from ..infra.bus import Delivery, OutMsg, StoredMsg
 from ..infra.ledger import Ledger, ParkedPayment
+from ..infra.state import SharedParking, SharedVersions
 from ..router.invoices import AccountMap, erp_idempotency_key, journal_command
 from ..worker import BatchWorker
 from .plan import journal_for_payment
@@ -56,6 +52,8 @@ __all__ = ["PaymentRouter", "plan_cash"]
 
 log = logging.getLogger("erpgw.payments.cash")
 _codec: MsgpackCodec[Envelope] = MsgpackCodec(Envelope)
+# The source of the invoices payments apply to (their aggregates in the shared versions).
+_INVOICES = "billing"
 
 
 def _payment(env: Envelope) -> PaymentReceived:
@@ -81,12 +79,15 @@ def plan_cash(env: Envelope, subjects: Subjects, accounts: AccountMap) -> OutMsg
 class PaymentRouter(BatchWorker):
     """The durable consumer ``payment-router``; see the module docstring."""
 
-    def __init__(self, name: str, *, subjects: Subjects, ledger: Ledger, dlq: DeadLetterSink,
+    def __init__(self, name: str, *, subjects: Subjects, ledger: Ledger,
+                 versions: SharedVersions, parking: SharedParking, dlq: DeadLetterSink,
                  accounts: AccountMap | None = None, recheck_s: float = 2.0,
                  clock: Callable[[], float] = time.monotonic, **kw: object) -> None:
         super().__init__(name, **kw)  # type: ignore[arg-type]
         self.subjects = subjects
         self.ledger = ledger
+        self.versions = versions
+        self.parking = parking
         self.dlq = dlq
         self.accounts = accounts or AccountMap()
         self.recheck_s = recheck_s
@@ -122,16 +123,17 @@ class PaymentRouter(BatchWorker):
                 self.failed += 1
         if not items:
             return
-        # LedgerUnavailable (retryable) propagates: the worker naks the batch.
-        posted = await self.ledger.posted_external_ids(
-            a.invoice_id for _, _, p in items for a in p.applications)
+        # BrokerUnavailable/LedgerUnavailable (retryable) propagate: the worker naks the batch.
+        posted = await self.versions.applied(
+            _INVOICES, (a.invoice_id for _, _, p in items for a in p.applications))
         now = time.time()
         park = [(d, env, p) for d, env, p in items
                 if any(a.invoice_id not in posted for a in p.applications)]
         if park:
-            await self.ledger.park_payments([
-                ParkedPayment(p.payment_id, tuple(a.invoice_id for a in p.applications),
-                              d.data, d.subject, d.stream_seq, now) for d, _, p in park])
+            rows = [ParkedPayment(p.payment_id, tuple(a.invoice_id for a in p.applications),
+                                  d.data, d.subject, d.stream_seq, now) for d, _, p in park]
+            await self.parking.park(rows)
+            await self.ledger.park_payments(rows)
             for d, _, p in park:
                 log.info("payment %s parked until its invoice(s) are posted", p.payment_id)
                 await d.ack()
@@ -156,12 +158,12 @@ class PaymentRouter(BatchWorker):
         Raises ``LedgerUnavailable`` and, for a publish that failed, nothing: those payments
         stay parked for the next recheck.
         """
-        parked = await self.ledger.parked_payments()
+        parked = await self.parking.held()
         self.waiting = len(parked)
         if not parked:
             return 0
-        posted = await self.ledger.posted_external_ids(
-            i for row in parked for i in row.invoice_ids)
+        posted = await self.versions.applied(_INVOICES,
+                                             (i for row in parked for i in row.invoice_ids))
         due = [row for row in parked if all(i in posted for i in row.invoice_ids)]
         if not due:
             return 0
@@ -189,6 +191,7 @@ class PaymentRouter(BatchWorker):
             else:
                 done.append(row.payment_id)
         now = time.time()
+        await self.parking.release([*done, *dead])
         await self.ledger.resume_payments(done, now)
         await self.ledger.resume_payments(dead, now, "dead-lettered")
         self.resumed += len(done)

@@ -30,6 +30,7 @@ from actors.erp.ordering import (
 from actors.infra import ConsumerSettings
 from actors.infra.http import HttpResponse
 from actors.infra.ledger import Ledger, LedgerUnavailable, VersionMark
+from actors.infra.state import SharedVersions
 from actors.platforms import PlatformGuard
 from actors.platforms.billing import BILLING_ROUTES
 from actors.router.invoices import AccountMap, erp_idempotency_key, journal_for_invoice
@@ -57,6 +58,7 @@ from sim._audit import REVERSAL_SUFFIX as SIM_REVERSAL_SUFFIX
 from sim._erp import ErpLedger
 
 from ..revenue.test_poster import FakeBus, FakeDelivery, FakeSink
+from .memory_kv import MemoryBucket
 
 _codec: MsgpackCodec[Envelope] = MsgpackCodec(Envelope)
 _bulk = msgspec.json.Decoder(BulkRequest)
@@ -235,9 +237,13 @@ async def ledger(tmp_path: Path) -> AsyncIterator[Ledger]:
         await ledger.close()
 
 
-def make_poster(erp: FakeErp, ledger: Ledger) -> ErpPoster:
+def make_poster(erp: FakeErp, ledger: Ledger, bucket: MemoryBucket | None = None) -> ErpPoster:
+    """A poster with its process's ``ledger``; ``bucket``: the cluster's shared versions (a
+    fresh one unless given: two posters given the same one are two gateway processes)."""
     guard = PlatformGuard("erp.journal", erp, open_code="erp.breaker_open")  # type: ignore[arg-type]
-    return ErpPoster("erp-journal", erp=guard, ledger=ledger, dlq=FakeSink(),  # type: ignore[arg-type]
+    versions = SharedVersions(bucket or MemoryBucket())  # type: ignore[arg-type]
+    return ErpPoster("erp-journal", erp=guard, ledger=ledger, versions=versions,
+                     dlq=FakeSink(),  # type: ignore[arg-type]
                      bus=FakeBus(), stream="ERPGW_BILLING", durable="erp-journal",
                      consumer=ConsumerSettings(), seed=1)
 
@@ -416,3 +422,79 @@ async def test_the_versions_table_never_moves_down_and_settles_claims(ledger: Le
     assert (row.version, row.entry, row.claimed, row.claimed_entry) == (3, b"e3", None, None)
     assert await ledger.aggregate_versions([("billing", "in_2")]) == {}
     assert await ledger.verify_audit() is None
+
+
+# -- two gateway processes sharing the cluster's versions --------------------------------------
+
+
+@pytest.fixture
+async def other_ledger(tmp_path: Path) -> AsyncIterator[Ledger]:
+    ledger = await Ledger.open(tmp_path / "other" / "ledger.db")
+    try:
+        yield ledger
+    finally:
+        await ledger.close()
+
+
+async def test_v1_posted_by_one_process_v2_by_another_reverses_v1(
+        ledger: Ledger, other_ledger: Ledger) -> None:
+    """The old failure: each process kept its own versions, so the second posted v2 beside v1
+    and receivables held both. With the shared versions the second reverses v1."""
+    erp, shared = FakeErp(), MemoryBucket()
+    a, b = make_poster(erp, ledger, shared), make_poster(erp, other_ledger, shared)
+    await run(a, [command(1, 1, 1)])
+    v2 = command(1, 2, 3)
+    await run(b, [v2])
+    assert v2.verdict == "ack"
+    assert erp.requests == [["in_1"], ["in_1:reversal", "in_1:v2"]]
+    assert erp.receivable() == 3300
+    # v1 redelivered to the first process (say, after it froze): stale there too
+    late = command(1, 1, 1)
+    await run(a, [late])
+    assert late.verdict == "ack" and a.stale == 1 and len(erp.requests) == 2
+
+
+async def test_a_claim_lost_to_another_process_is_planned_again(
+        ledger: Ledger, other_ledger: Ledger) -> None:
+    """Both processes read the aggregate before either claims: A (v1) and B (v2). B's claim
+    lands first; A's claim, conditional on the revision it read, loses, and A plans again from
+    the fresh read: v1 is then stale. Nothing of v1 is posted after v2."""
+    erp, shared = FakeErp(), MemoryBucket()
+    a, b = make_poster(erp, ledger, shared), make_poster(erp, other_ledger, shared)
+    v2 = command(1, 2, 3)
+
+    async def b_first(_key: str) -> None:  # runs inside A's first claim, after A's read
+        await run(b, [v2])
+    shared.before_write = b_first
+    v1 = command(1, 1, 1)
+    await run(a, [v1])
+    assert (v1.verdict, v2.verdict) == ("ack", "ack")
+    assert shared.conflicts == 1 and a.replans == 1 and a.stale == 1
+    assert erp.requests == [["in_1:v2"]]
+    assert erp.receivable() == 3300
+
+
+async def test_a_claim_by_a_process_that_froze_is_carried_by_the_other(
+        ledger: Ledger, other_ledger: Ledger, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A claims v1 and sends it, then freezes before recording it (its ledger write fails);
+    B gets v2: v1 may be at the ERP, so B posts and reverses it with v2. When A's v1 comes
+    back it is stale; receivables hold v2 once."""
+    erp, shared = FakeErp(), MemoryBucket()
+    a, b = make_poster(erp, ledger, shared), make_poster(erp, other_ledger, shared)
+
+    async def frozen(*args: Any, **kw: Any) -> None:
+        raise LedgerUnavailable("process frozen")
+    monkeypatch.setattr(ledger, "record", frozen)
+    with pytest.raises(LedgerUnavailable):
+        await run(a, [command(1, 1, 1)])
+    v2 = command(1, 2, 3)
+    await run(b, [v2])
+    assert v2.verdict == "ack"
+    # v1 was claimed and may be at the ERP (it is): posted again (replayed), reversed, then v2
+    assert erp.requests == [["in_1"], ["in_1", "in_1:reversal", "in_1:v2"]]
+    assert erp.receivable() == 3300
+    monkeypatch.undo()
+    again = command(1, 1, 1)
+    await run(a, [again])
+    assert again.verdict == "ack" and a.stale == 1
+    assert erp.receivable() == 3300

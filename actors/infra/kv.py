@@ -1,0 +1,165 @@
+"""Shared state in the cluster: JetStream key/value buckets with compare-and-set.
+
+Theory of operation: a ``KvBucket`` is one KV bucket (nats-py's ``KeyValue``, a stream
+``KV_<bucket>`` of one message per key) seen through one NATS connection. Every write is
+conditional on the revision its caller read (``put_if``: revision 0 creates the key, N updates
+it only while its last revision is N; the server checks ``Nats-Expected-Last-Subject-Sequence``
+in the stream leader), so two gateway processes, or a frozen process that wakes up, can never
+both win: the loser gets ``KvConflict`` and must re-read and re-plan. Reads go to the stream
+leader's direct-get API; in a cluster (R3) a stored write is on a quorum before it is
+acknowledged, so what a process reads after a conflict is the winner's write.
+
+Keys: the bucket's keys are ``[A-Za-z0-9_=-]`` tokens joined by ``.``; ``key_token`` turns any
+id into one token, reversibly and injectively (every other byte becomes ``=XX``).
+
+Errors: ``KvConflict`` (the key moved since it was read; retryable after a re-read) and
+``BrokerUnavailable`` (retryable: timeout, reconnecting, no quorum).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import nats.errors
+import nats.js.errors
+from nats.js import api
+from nats.js.client import JetStreamContext
+from nats.js.kv import KeyValue
+
+from contracts import Retryable
+
+from .bus import BrokerUnavailable, NatsBus
+
+__all__ = ["KvBucket", "KvConflict", "KvEntry", "bucket_stream", "key_token"]
+
+_PLAIN = re.compile(r"[A-Za-z0-9_-]")
+# At most this many reads or writes of one call in flight on the connection.
+_IN_FLIGHT = 128
+
+
+class KvConflict(Retryable):
+    """A conditional write lost: the key's revision is no longer the one it was read at."""
+
+    code = "state.conflict"
+
+
+@dataclass(frozen=True, slots=True)
+class KvEntry:
+    """A key's value and revision; ``value`` None: the key holds nothing (revision 0: never
+    written, or deleted — ``put_if(key, …, 0)`` creates it again)."""
+
+    key: str
+    value: bytes | None
+    revision: int
+
+
+def key_token(text: str) -> str:
+    """``text`` as one key token: ``[A-Za-z0-9_-]`` kept, every other UTF-8 byte ``=XX``."""
+    return "".join(ch if _PLAIN.fullmatch(ch) else
+                   "".join(f"={b:02X}" for b in ch.encode()) for ch in text) or "="
+
+
+def bucket_stream(bucket: str) -> str:
+    """The stream that holds a bucket."""
+    return f"KV_{bucket}"
+
+
+class KvBucket:
+    """One KV bucket on one connection; see the module docstring."""
+
+    def __init__(self, js: JetStreamContext, bucket: str, *, timeout: float = 5.0) -> None:
+        self.name = bucket
+        self._kv = KeyValue(name=bucket, stream=bucket_stream(bucket), pre=f"$KV.{bucket}.",
+                            js=js, direct=True)
+        self._js = js
+        self._timeout = timeout
+        self.reads = 0
+        self.writes = 0
+        self.conflicts = 0
+
+    @classmethod
+    def on(cls, bus: NatsBus, bucket: str) -> KvBucket:
+        return cls(bus.jetstream, bucket)
+
+    async def get(self, key: str) -> KvEntry:
+        """The key's current value and revision. Raises ``BrokerUnavailable``."""
+        self.reads += 1
+        try:
+            entry = await asyncio.wait_for(self._kv.get(key), self._timeout)
+        except nats.js.errors.KeyNotFoundError:
+            return KvEntry(key, None, 0)
+        except (TimeoutError, nats.errors.Error, OSError) as exc:
+            raise BrokerUnavailable(f"read {self.name}/{key}: {exc!r}") from exc
+        return KvEntry(key, entry.value or b"", int(entry.revision or 0))
+
+    async def get_many(self, keys: Iterable[str]) -> dict[str, KvEntry]:
+        """``get`` of every key, ``_IN_FLIGHT`` at a time. Raises ``BrokerUnavailable``."""
+        wanted = list(dict.fromkeys(keys))
+        out: dict[str, KvEntry] = {}
+        for i in range(0, len(wanted), _IN_FLIGHT):
+            for e in await asyncio.gather(*(self.get(k) for k in wanted[i:i + _IN_FLIGHT])):
+                out[e.key] = e
+        return out
+
+    async def put_if(self, key: str, value: bytes, revision: int) -> int:
+        """Write ``value`` if the key is still at ``revision`` (0: absent); the new revision.
+
+        Raises ``KvConflict`` (someone wrote it since) or ``BrokerUnavailable`` (the outcome
+        is unknown: re-read before trying again).
+        """
+        self.writes += 1
+        try:
+            if revision:
+                return int(await asyncio.wait_for(
+                    self._kv.update(key, value, last=revision), self._timeout))
+            return int(await asyncio.wait_for(self._kv.create(key, value), self._timeout))
+        except nats.js.errors.KeyWrongLastSequenceError as exc:
+            self.conflicts += 1
+            raise KvConflict(f"{self.name}/{key} moved past revision {revision}") from exc
+        except (TimeoutError, nats.errors.Error, OSError) as exc:
+            raise BrokerUnavailable(f"write {self.name}/{key}: {exc!r}") from exc
+
+    async def put_many(self, writes: Iterable[tuple[str, bytes, int]]
+                       ) -> dict[str, int | Exception]:
+        """``put_if`` of every ``(key, value, revision)``, concurrently; per key the new
+        revision or the exception (``KvConflict``/``BrokerUnavailable``). Never raises."""
+        todo = list(writes)
+        out: dict[str, int | Exception] = {}
+        for i in range(0, len(todo), _IN_FLIGHT):
+            chunk = todo[i:i + _IN_FLIGHT]
+            results = await asyncio.gather(*(self.put_if(k, v, r) for k, v, r in chunk),
+                                           return_exceptions=True)
+            for (k, _, _), res in zip(chunk, results, strict=True):
+                if isinstance(res, BaseException) and not isinstance(res, Exception):
+                    raise res
+                out[k] = res
+        return out
+
+    async def forget(self, key: str, *, keep_s: float = 3600.0) -> None:
+        """Remove the key: a purge marker that itself expires after ``keep_s`` (so listing
+        the bucket stays short). Raises ``BrokerUnavailable``."""
+        self.writes += 1
+        try:
+            await asyncio.wait_for(self._kv.purge(key, msg_ttl=keep_s), self._timeout)
+        except (TimeoutError, nats.errors.Error, OSError) as exc:
+            raise BrokerUnavailable(f"purge {self.name}/{key}: {exc!r}") from exc
+
+    async def keys(self) -> list[str]:
+        """Every key with a message in the bucket (a removed key may still be listed until
+        its marker expires; its ``get`` answers no value). Raises ``BrokerUnavailable``."""
+        prefix = f"$KV.{self.name}."
+        try:
+            info = await asyncio.wait_for(self._js.stream_info(
+                bucket_stream(self.name), subjects_filter=f"{prefix}>"), self._timeout)
+        except (TimeoutError, nats.errors.Error, OSError) as exc:
+            raise BrokerUnavailable(f"list {self.name}: {exc!r}") from exc
+        return sorted(s[len(prefix):] for s in (info.state.subjects or {}))
+
+
+def bucket_config(bucket: str, *, replicas: int) -> api.KeyValueConfig:
+    """A bucket of one revision per key, on disk, read through direct gets."""
+    return api.KeyValueConfig(bucket=bucket, history=1, storage=api.StorageType.FILE,
+                              replicas=replicas, direct=True)

@@ -1,0 +1,303 @@
+"""The guards every gateway process shares, kept in the cluster (``actors.infra.kv``).
+
+Theory of operation: what decides whether a flow may act (which version of an invoice the ERP
+holds or may hold, which payments wait for their invoice, where a deal saga stands and which
+subscription version is applied) lives in three KV buckets, not in a process's SQLite ledger,
+so any gateway process on the cluster decides from the same facts, and every change is a
+compare-and-set on the revision it was planned from:
+
+* ``versions`` — one key per aggregate ``(source, object id)``: the version the ERP holds and
+  the entry that applied it, and the version *claimed* (written before its ERP request, whose
+  outcome is not known yet). ``claim`` is conditional on the revision the plan was made from:
+  when another process claimed or applied the aggregate in between, the claim is refused and
+  the poster re-reads and re-plans (``actors.erp.ordering``). ``apply`` never moves a version
+  down and clears a claim at or below it; it retries its own conflicts (it only ever merges).
+* ``parked`` — one key per parked payment (the envelope as delivered): any process may resume
+  it once ``versions`` shows every invoice it pays applied; resuming publishes the same ids, so
+  two processes resuming the same payment publish one posting.
+* ``sagas`` — one key per deal saga and per subscription record: a step's outcome is stored
+  conditionally on the revision the step started from, so a process that wakes up from a freeze
+  cannot overwrite a saga another process moved on.
+
+The process's ledger keeps its audit rows and a copy (lineage, reports), written after the
+shared write succeeded; nothing in it decides anything.
+
+Errors: ``KvConflict`` (retryable: re-read and re-plan), ``BrokerUnavailable`` (retryable).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import msgspec
+
+from contracts import Subjects
+
+from .bus import NatsBus
+from .kv import KvBucket, KvConflict, bucket_config, key_token
+from .ledger import Ledger, ParkedPayment, VersionMark, VersionRow
+
+__all__ = [
+    "BUCKETS",
+    "ReadVersion",
+    "SagaRecords",
+    "SharedParking",
+    "SharedSagas",
+    "SharedVersions",
+    "StoredSaga",
+    "bucket_name",
+    "provision_state",
+]
+
+# The shared buckets (their names are prefixed per deployment: ``bucket_name``).
+BUCKETS = ("versions", "parked", "sagas")
+# How often ``apply`` re-reads and merges after losing a race before giving up (retryable).
+_MERGE_ATTEMPTS = 16
+
+
+def bucket_name(subjects: Subjects, kind: str) -> str:
+    """``ERPGW_versions`` for the default prefix."""
+    return f"{subjects.stream(kind).rsplit('_', 1)[0]}_{kind}"
+
+
+async def provision_state(bus: NatsBus, subjects: Subjects, *, replicas: int = 1) -> None:
+    """Create the shared buckets (idempotent; an admin connection)."""
+    for kind in BUCKETS:
+        await bus.ensure_kv(bucket_config(bucket_name(subjects, kind), replicas=replicas))
+
+
+class _Version(msgspec.Struct, frozen=True, omit_defaults=True):
+    version: int | None = None
+    entry: bytes | None = None
+    claimed: int | None = None
+    claimed_entry: bytes | None = None
+    recorded_at: float = 0.0
+
+
+_version = msgspec.msgpack.Decoder(_Version)
+_encode = msgspec.msgpack.encode
+
+Aggregate = tuple[str, str]
+
+
+def _aggregate_key(agg: Aggregate) -> str:
+    return f"{key_token(agg[0])}.{key_token(agg[1])}"
+
+
+@dataclass(frozen=True, slots=True)
+class ReadVersion:
+    """An aggregate's row and the revision it was read at (0: no row yet)."""
+
+    row: VersionRow | None
+    revision: int
+
+
+class SharedVersions:
+    """The ``versions`` bucket; see the module docstring."""
+
+    def __init__(self, bucket: KvBucket) -> None:
+        self.bucket = bucket
+
+    async def read(self, aggregates: Iterable[Aggregate]) -> dict[Aggregate, ReadVersion]:
+        """Every aggregate's row (None when absent) and revision. Raises
+        ``BrokerUnavailable``."""
+        wanted = list(dict.fromkeys(aggregates))
+        entries = await self.bucket.get_many(_aggregate_key(a) for a in wanted)
+        out: dict[Aggregate, ReadVersion] = {}
+        for agg in wanted:
+            e = entries[_aggregate_key(agg)]
+            if e.value is None:
+                out[agg] = ReadVersion(None, e.revision)
+                continue
+            v = _version.decode(e.value)
+            out[agg] = ReadVersion(VersionRow(agg[0], agg[1], v.version, v.entry, v.claimed,
+                                              v.claimed_entry, v.recorded_at), e.revision)
+        return out
+
+    async def claim(self, claims: Sequence[tuple[VersionMark, ReadVersion]]
+                    ) -> set[Aggregate]:
+        """Claim each mark, conditionally on the revision its plan was read at; the
+        aggregates whose claim lost to another writer (re-read and re-plan them). Raises
+        ``BrokerUnavailable`` (then some claims may be stored: they are only claims)."""
+        writes: list[tuple[str, bytes, int]] = []
+        for mark, seen in claims:
+            row = seen.row
+            value = _Version(None if row is None else row.version,
+                             None if row is None else row.entry, mark.version, mark.entry,
+                             mark.recorded_at)
+            writes.append((_aggregate_key((mark.source, mark.object_id)), _encode(value),
+                           seen.revision))
+        results = await self.bucket.put_many(writes)
+        lost: set[Aggregate] = set()
+        for mark, _ in claims:
+            res = results[_aggregate_key((mark.source, mark.object_id))]
+            if isinstance(res, KvConflict):
+                lost.add((mark.source, mark.object_id))
+            elif isinstance(res, Exception):
+                raise res
+        return lost
+
+    async def apply(self, marks: Sequence[VersionMark]) -> None:
+        """Move each aggregate to its mark's version (never down; a claim at or below it is
+        cleared), merging with whatever another process wrote meanwhile. Raises
+        ``BrokerUnavailable`` or, after ``_MERGE_ATTEMPTS`` lost races, ``KvConflict``."""
+        best: dict[Aggregate, VersionMark] = {}
+        for m in marks:
+            agg = (m.source, m.object_id)
+            if agg not in best or m.version >= best[agg].version:
+                best[agg] = m
+        todo = dict(best)
+        for _ in range(_MERGE_ATTEMPTS):
+            if not todo:
+                return
+            seen = await self.read(todo)
+            writes: list[tuple[str, bytes, int]] = []
+            for agg, mark in todo.items():
+                row = seen[agg].row
+                if row is not None and row.version is not None and row.version > mark.version:
+                    continue  # a newer version is applied already: nothing to move
+                keep_claim = row is not None and row.claimed is not None \
+                    and row.claimed > mark.version
+                value = _Version(mark.version, mark.entry,
+                                 row.claimed if keep_claim and row else None,
+                                 row.claimed_entry if keep_claim and row else None,
+                                 mark.recorded_at)
+                writes.append((_aggregate_key(agg), _encode(value), seen[agg].revision))
+            results = await self.bucket.put_many(writes)
+            by_key = {_aggregate_key(agg): agg for agg in todo}
+            todo = {}
+            for key, res in results.items():
+                if isinstance(res, KvConflict):
+                    todo[by_key[key]] = best[by_key[key]]
+                elif isinstance(res, Exception):
+                    raise res
+        if todo:
+            raise KvConflict(f"{len(todo)} aggregate(s) kept moving while being applied")
+
+    async def applied(self, source: str, object_ids: Iterable[str]) -> set[str]:
+        """The ids among ``object_ids`` (of ``source``) whose aggregate the ERP holds a version
+        of. Raises ``BrokerUnavailable``."""
+        rows = await self.read((source, i) for i in object_ids)
+        return {agg[1] for agg, r in rows.items()
+                if r.row is not None and r.row.version is not None}
+
+
+class _Parked(msgspec.Struct, frozen=True):
+    payment_id: str
+    invoice_ids: tuple[str, ...]
+    envelope: bytes
+    subject: str
+    stream_seq: int
+    parked_at: float
+
+
+_parked = msgspec.msgpack.Decoder(_Parked)
+
+
+class SharedParking:
+    """The ``parked`` bucket; see the module docstring."""
+
+    def __init__(self, bucket: KvBucket) -> None:
+        self.bucket = bucket
+
+    async def park(self, rows: Sequence[ParkedPayment]) -> None:
+        """Hold every row; a payment already held is left as it is. Raises
+        ``BrokerUnavailable``."""
+        results = await self.bucket.put_many(
+            (key_token(r.payment_id), _encode(_Parked(r.payment_id, r.invoice_ids, r.envelope,
+                                                      r.subject, r.stream_seq, r.parked_at)), 0)
+            for r in rows)
+        for res in results.values():
+            if isinstance(res, Exception) and not isinstance(res, KvConflict):
+                raise res
+
+    async def held(self) -> list[ParkedPayment]:
+        """The payments held, oldest first. Raises ``BrokerUnavailable``."""
+        keys = await self.bucket.keys()
+        entries = await self.bucket.get_many(keys)
+        out = []
+        for e in entries.values():
+            if e.value is None:
+                continue
+            p = _parked.decode(e.value)
+            out.append(ParkedPayment(p.payment_id, p.invoice_ids, p.envelope, p.subject,
+                                     p.stream_seq, p.parked_at))
+        return sorted(out, key=lambda p: (p.parked_at, p.payment_id))
+
+    async def release(self, payment_ids: Iterable[str]) -> None:
+        """Stop holding these payments (resumed or dead-lettered). Raises
+        ``BrokerUnavailable``."""
+        for pid in dict.fromkeys(payment_ids):
+            await self.bucket.forget(key_token(pid))
+
+
+@dataclass(frozen=True, slots=True)
+class StoredSaga:
+    """A saga's (or subscription record's) state as stored, and the revision it was read at
+    (0: nothing stored yet)."""
+
+    state: bytes | None
+    revision: int
+
+
+class _Saga(msgspec.Struct, frozen=True):
+    status: str
+    state: bytes
+    updated_at: float
+
+
+_saga = msgspec.msgpack.Decoder(_Saga)
+
+
+class SharedSagas:
+    """The ``sagas`` bucket; see the module docstring."""
+
+    def __init__(self, bucket: KvBucket) -> None:
+        self.bucket = bucket
+
+    async def get(self, saga_id: str) -> StoredSaga:
+        """Raises ``BrokerUnavailable``."""
+        e = await self.bucket.get(key_token(saga_id))
+        return StoredSaga(None if e.value is None else _saga.decode(e.value).state, e.revision)
+
+    async def save(self, saga_id: str, status: str, state: bytes, *, revision: int,
+                   now: float) -> int:
+        """Store the saga's new state if it is still at ``revision``; the new revision.
+        Raises ``KvConflict`` (another process moved it: re-read) or ``BrokerUnavailable``."""
+        return await self.bucket.put_if(key_token(saga_id), _encode(_Saga(status, state, now)),
+                                        revision)
+
+
+class SagaRecords:
+    """What a saga actor reads and writes: the shared ``sagas`` bucket (the guard: each write
+    conditional on the revision this actor last read or wrote for that id) and the process's
+    ledger (an audit row per write, and a copy). ``begin`` starts a message: revisions read for
+    an earlier message are forgotten, so every decision starts from a fresh read."""
+
+    def __init__(self, shared: SharedSagas, ledger: Ledger) -> None:
+        self.shared = shared
+        self.ledger = ledger
+        self._revisions: dict[str, int] = {}
+
+    def begin(self) -> None:
+        self._revisions.clear()
+
+    async def get(self, saga_id: str) -> bytes | None:
+        """Raises ``BrokerUnavailable``."""
+        stored = await self.shared.get(saga_id)
+        self._revisions[saga_id] = stored.revision
+        return stored.state
+
+    async def save(self, saga_id: str, status: str, state: bytes, *,
+                   correlation_id: str | None, now: float, event: str,
+                   detail: str = "") -> None:
+        """Store, conditionally on the revision last seen here (read first if none), then
+        audit. Raises ``KvConflict`` (another process moved it: the message is redelivered
+        and decided again from a fresh read), ``BrokerUnavailable`` or ``LedgerUnavailable``."""
+        if saga_id not in self._revisions:
+            await self.get(saga_id)
+        self._revisions[saga_id] = await self.shared.save(
+            saga_id, status, state, revision=self._revisions[saga_id], now=now)
+        await self.ledger.save_saga(saga_id, status, state, correlation_id=correlation_id,
+                                    now=now, event=event, detail=detail)
