@@ -126,6 +126,7 @@ class ErpPoster(BatchWorker):
         self.superseded = 0  # a newer version of the same aggregate was in the batch
         self.reversals = 0  # applied versions reversed by an amendment
         self.replans = 0  # claims lost to another process's write, planned again
+        self._claimed: dict[Aggregate, int] = {}  # this batch's claims and their revisions
         self._latency_ms: deque[float] = deque(maxlen=20_000)
         every = fault("erp.raise_every")
         self._raise_every = int(every) if every and every.isdigit() else 0
@@ -199,6 +200,7 @@ class ErpPoster(BatchWorker):
         verdicts: dict[str, Apply | Skip] = {}
         pending = keys
         claims: list[VersionMark] = []
+        claim_revisions: dict[Aggregate, int] = {}
         now = time.time()
         for _ in range(_REPLANS):
             seen = await self._states({agg for k in pending
@@ -216,7 +218,8 @@ class ErpPoster(BatchWorker):
                         seen[agg][1]))
             # Claimed before the request: after a crash the ERP may hold the version without
             # anyone knowing, and an older version arriving then must not be posted after it.
-            lost = await self.versions.claim(round_claims)
+            lost, stored = await self.versions.claim(round_claims)
+            claim_revisions.update(stored)
             claims += [m for m, _ in round_claims if (m.source, m.object_id) not in lost]
             for k, verdict in zip(pending, planned, strict=True):
                 if aggregates[k] not in lost:
@@ -239,6 +242,8 @@ class ErpPoster(BatchWorker):
                 items.append((env, entry, ds, verdict, aggregates[k]))
         notes = [(now, f"version.{v.reason}", str(env.key), f"applied=v{v.applied_version}")
                  for v, env, _ in skipped if v.reason != "applied"]
+        # Each claim's revision: applying it right after the ERP's answer needs no read first.
+        self._claimed = claim_revisions
         # The process's audit of the claims and skips, durable before any ack.
         await self.ledger.claim_versions(claims, notes=notes)
         for verdict, env, ds in skipped:
@@ -347,7 +352,7 @@ class ErpPoster(BatchWorker):
         await self.ledger.record(rows, versions=versions)
         # Then the shared guard: a crash before it leaves the claim, and the redelivery sends
         # the claim's entries again (answered replayed) and applies it then.
-        await self.versions.apply(versions)
+        await self.versions.apply(versions, claimed=self._claimed)
         crashpoint("erp.after_commit")
         now_dt = datetime.now(UTC)
         for env, ds, res in done:

@@ -27,7 +27,7 @@ Errors: ``KvConflict`` (retryable: re-read and re-plan), ``BrokerUnavailable`` (
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import msgspec
@@ -116,10 +116,11 @@ class SharedVersions:
         return out
 
     async def claim(self, claims: Sequence[tuple[VersionMark, ReadVersion]]
-                    ) -> set[Aggregate]:
-        """Claim each mark, conditionally on the revision its plan was read at; the
-        aggregates whose claim lost to another writer (re-read and re-plan them). Raises
-        ``BrokerUnavailable`` (then some claims may be stored: they are only claims)."""
+                    ) -> tuple[set[Aggregate], dict[Aggregate, int]]:
+        """Claim each mark, conditionally on the revision its plan was read at. Returns the
+        aggregates whose claim lost to another writer (re-read and re-plan them) and the new
+        revision of each claim stored. Raises ``BrokerUnavailable`` (then some claims may be
+        stored: they are only claims)."""
         writes: list[tuple[str, bytes, int]] = []
         for mark, seen in claims:
             row = seen.row
@@ -130,17 +131,24 @@ class SharedVersions:
                            seen.revision))
         results = await self.bucket.put_many(writes)
         lost: set[Aggregate] = set()
+        stored: dict[Aggregate, int] = {}
         for mark, _ in claims:
-            res = results[_aggregate_key((mark.source, mark.object_id))]
+            agg = (mark.source, mark.object_id)
+            res = results[_aggregate_key(agg)]
             if isinstance(res, KvConflict):
-                lost.add((mark.source, mark.object_id))
+                lost.add(agg)
             elif isinstance(res, Exception):
                 raise res
-        return lost
+            else:
+                stored[agg] = res
+        return lost, stored
 
-    async def apply(self, marks: Sequence[VersionMark]) -> None:
+    async def apply(self, marks: Sequence[VersionMark],
+                    claimed: Mapping[Aggregate, int] | None = None) -> None:
         """Move each aggregate to its mark's version (never down; a claim at or below it is
-        cleared), merging with whatever another process wrote meanwhile. Raises
+        cleared), merging with whatever another process wrote meanwhile. ``claimed``: the
+        revision of this caller's own claim of the mark's version, per aggregate: while the
+        aggregate is still there, the write needs no read first. Raises
         ``BrokerUnavailable`` or, after ``_MERGE_ATTEMPTS`` lost races, ``KvConflict``."""
         best: dict[Aggregate, VersionMark] = {}
         for m in marks:
@@ -148,12 +156,18 @@ class SharedVersions:
             if agg not in best or m.version >= best[agg].version:
                 best[agg] = m
         todo = dict(best)
+        known = {agg: rev for agg, rev in (claimed or {}).items() if agg in todo}
         for _ in range(_MERGE_ATTEMPTS):
             if not todo:
                 return
-            seen = await self.read(todo)
+            unknown = [agg for agg in todo if agg not in known]
+            seen = await self.read(unknown) if unknown else {}
             writes: list[tuple[str, bytes, int]] = []
             for agg, mark in todo.items():
+                if agg in known:  # still at our own claim of this very version
+                    value = _Version(mark.version, mark.entry, None, None, mark.recorded_at)
+                    writes.append((_aggregate_key(agg), _encode(value), known[agg]))
+                    continue
                 row = seen[agg].row
                 if row is not None and row.version is not None and row.version > mark.version:
                     continue  # a newer version is applied already: nothing to move
@@ -166,10 +180,10 @@ class SharedVersions:
                 writes.append((_aggregate_key(agg), _encode(value), seen[agg].revision))
             results = await self.bucket.put_many(writes)
             by_key = {_aggregate_key(agg): agg for agg in todo}
-            todo = {}
+            todo, known = {}, {}
             for key, res in results.items():
                 if isinstance(res, KvConflict):
-                    todo[by_key[key]] = best[by_key[key]]
+                    todo[by_key[key]] = best[by_key[key]]  # read and merge next round
                 elif isinstance(res, Exception):
                     raise res
         if todo:

@@ -498,3 +498,33 @@ async def test_a_claim_by_a_process_that_froze_is_carried_by_the_other(
     await run(a, [again])
     assert again.verdict == "ack" and a.stale == 1
     assert erp.receivable() == 3300
+
+
+async def test_another_process_moving_on_while_the_erp_answers_is_merged_not_overwritten(
+        ledger: Ledger, other_ledger: Ledger) -> None:
+    """A claims v1 and sends it; while the ERP answers A, B posts v2 (carrying v1 and its
+    reversal, since v1 is claimed). A's write of v1 as applied, conditional on its own claim's
+    revision, then loses, and A merges instead: v2 stays the applied version."""
+    shared = MemoryBucket()
+
+    class SlowErp(FakeErp):
+        inside: ErpPoster | None = None
+
+        async def request(self, method: str, path: str, body: bytes, **kw: Any) -> HttpResponse:
+            other, self.inside = self.inside, None
+            if other is not None:  # B's whole batch runs while A's request is in flight
+                await run(other, [v2])
+            return await super().request(method, path, body, **kw)
+
+    erp = SlowErp()
+    a, b = make_poster(erp, ledger, shared), make_poster(erp, other_ledger, shared)
+    v1, v2 = command(1, 1, 1), command(1, 2, 3)
+    erp.inside = b
+    await run(a, [v1])
+    assert (v1.verdict, v2.verdict) == ("ack", "ack")
+    assert erp.requests == [["in_1", "in_1:reversal", "in_1:v2"], ["in_1"]]
+    assert shared.conflicts == 1  # A's conditional apply lost to B's write
+    read = await SharedVersions(shared).read([AGG])  # type: ignore[arg-type]
+    row = read[AGG].row
+    assert row is not None and (row.version, row.claimed) == (2, None)
+    assert erp.receivable() == 3300
