@@ -442,6 +442,7 @@ async def _run_tree(cfg: Config, buses: Mapping[str, NatsBus], subjects: Subject
             "erp-journal", durable="erp-journal", batch=cfg.erp.batch, erp=erp_journal,
             ledger=ledger, dlq=billing_dlq("erp"), bus=buses["erp"], stream=billing_stream,
             consumer=cfg.consumers, client=erp_journal_client(cfg),
+            closed_period=cfg.erp.closed_period,
             latency_observer=monitor.posting_observer("erp"))),
         ChildSpec("invoice-router", lambda: InvoiceRouter(
             "invoice-router", durable="invoice-router", batch=cfg.router.batch,

@@ -126,6 +126,10 @@ class ErpConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     async_requests: bool = False
     # Credentials of every ERP request (actors/platforms/auth.py, docs/configuration.md).
     auth: AuthSettings = msgspec.field(default_factory=AuthSettings)
+    # A posting dated in a period the ERP has closed (actors/erp/periods.py): "dead_letter"
+    # (erp.period_closed; `erpgw dlq replay --repost-open` moves it) or "next_open" (posted on
+    # the first day of the first open period after it, the original date in its memo).
+    closed_period: Literal["next_open", "dead_letter"] = "dead_letter"
 
 
 class RouterConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
