@@ -26,9 +26,9 @@ Answers, per entry:
 
 Created or replayed: NetSuite answers an upsert ``204`` either way; the upsert by external id
 makes a repeat harmless, and ``X-NetSuite-Idempotency-Key`` (a UUID derived from the posting's
-idempotency key and date; NetSuite de-duplicates asynchronous requests by it) does not say "replayed"
-for a synchronous request. So an entry whose delivery may have
-reached NetSuite before (the poster passes its key in ``redelivered``) is first read back
+idempotency key and date; NetSuite de-duplicates asynchronous requests by it) does not say
+"replayed" for a synchronous request. So an entry whose delivery may have reached NetSuite
+before (the poster passes its key in ``redelivered``) is first read back
 (``GET .../eid:<externalId>``): found with the same amounts, it is ``replayed`` and not sent
 again; found with other amounts, it is ``rejected`` ``DUPLICATE_EXTERNAL_ID`` (a posted entry
 is never overwritten); not found, it is upserted and ``created``. First deliveries go straight
