@@ -6,6 +6,7 @@ simulated ERP: nothing lost, nothing doubled, and replaying again doubles nothin
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 from datetime import UTC, datetime
@@ -19,7 +20,7 @@ import pytest
 from actors.erp.periods import POLICY_HEADER, first_day_after
 from actors.infra import NatsBus, OutMsg
 from gateway.dlq import list_letters
-from gateway.stack import Stack
+from gateway.stack import Stack, StackError
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
@@ -127,5 +128,36 @@ async def test_dead_letter_then_repost_open_replay_posts_each_once(tmp_path: Pat
             INVOICES, INVOICES, 0)
         assert await receivable_debits(stack, first_open) == audit["amount_issued"]
         assert msgspec.json.decode(dlq(stack, "ls", "--json").stdout) == []  # no new letter
+    finally:
+        await stack.close()
+
+
+async def test_next_open_across_a_crash_after_the_erp_took_the_moved_entries(
+        tmp_path: Path) -> None:
+    """SIGKILL the gateway right after the ERP answered the moved postings, before the ledger
+    recorded them (crash point ``erp.after_post``): the restarted gateway's redelivery is
+    refused as a reused key at its own date, walks on to the period that holds it, is answered
+    ``replayed`` there, and nothing is posted twice."""
+    stack = Stack(tmp_path, ack_wait_s=2.0, seed=33,
+                  gateway_env={"ERPGW_ERP_CLOSED_PERIOD": "next_open",
+                               "GW_CRASH_AT": "erp.after_post"})
+    await stack.start()
+    try:
+        closed, first_open = closing()
+        await close_periods(stack, closed)
+        await stack.bill_run(INVOICES)
+        assert await stack.wait_gateway_exit(60) == 137, stack.tail("gateway.log")
+        taken = (await stack.audit())["postings"]
+        assert taken > 0  # the ERP holds moved entries the ledger never recorded
+        stack.gateway_env = {"ERPGW_ERP_CLOSED_PERIOD": "next_open"}
+        with contextlib.suppress(StackError):
+            await stack.start_gateway()
+        audit = await wait_posted(stack, INVOICES)
+        assert (audit["posted"], audit["postings"], audit["duplicates"],
+                audit["unexpected"]) == (INVOICES, INVOICES, 0, 0)
+        assert await stack.dead_letters() == []
+        assert await receivable_debits(stack, first_open) == audit["amount_issued"]
+        for period in closed:
+            assert await receivable_debits(stack, period) == {}
     finally:
         await stack.close()
