@@ -30,6 +30,7 @@ import msgspec
 
 from actors import crash
 from actors.advisories import MaxDeliveriesWorker
+from actors.close import RevenueToGl
 from actors.commercial import (
     SAGA_CONSUMER,
     SUBSCRIPTION_CONSUMER,
@@ -562,6 +563,12 @@ async def _run_tree(cfg: Config, buses: Mapping[str, NatsBus], subjects: Subject
         ChildSpec("metrics", lambda: MetricsPublisher(
             "metrics", bus=bus, subjects=subjects, monitor=monitor, snapshot=snapshot)),
     ]
+    if cfg.close.interval_s > 0:
+        # Revenue to the GL: the month just ended, every interval (actors/close).
+        children.append(ChildSpec("revenue-gl", lambda: RevenueToGl(
+            "revenue-gl", revenue=platforms.revenue.reader(), ledger=ledger,
+            bus=buses["close"], subjects=subjects, accounts=cfg.accounts,
+            entity=cfg.close.entity, interval_s=cfg.close.interval_s)))
     if cfg.reconcile.interval_s > 0:
         # ERP vs billing every interval; repairs only postings proven missing.
         legs = cfg.reconcile.legs

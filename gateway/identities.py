@@ -60,7 +60,8 @@ __all__ = [
 # dashboard's, `admin` provisioning's (and the bench's raw baselines').
 ROLES: tuple[str, ...] = (
     "ingress", "sync", "router", "erp", "revenue", "usage", "partner", "commercial",
-    "deadletter", "telemetry", "reconciler", "operator", "monitor", "sync-client", "admin",
+    "deadletter", "telemetry", "reconciler", "close", "operator", "monitor", "sync-client",
+    "admin",
 )
 
 # Which role fetches from each durable consumer (its name as provisioned by the gateway).
@@ -86,6 +87,7 @@ ACTOR_ROLE: Mapping[str, str] = {
     "sync-lane": "sync",
     "metrics": "telemetry",
     "reconciler": "reconciler",
+    "revenue-gl": "close",
 }
 
 SEED_SUFFIX = ".nk"
@@ -226,6 +228,8 @@ def role_permissions(subjects: Subjects,
                             dlq=False, reads=[
             f"$JS.API.STREAM.MSG.GET.{subjects.dlq_stream}",
             f"$JS.API.STREAM.MSG.GET.{subjects.stream('billing')}"]),
+        # Revenue to the GL on a schedule: the ERP journal commands of a close run, no more.
+        "close": actor("close", subjects.erp_journal, dlq=False),
         # The operator's CLI: reads every stream; replays onto the lanes; resolution markers.
         "operator": Permissions(
             publish=(*(subjects.lane_wildcard(lane) for lane in LANES), resolved, mon,

@@ -7,13 +7,18 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import anyio
 import msgspec
 import pytest
 
+from actors.close import previous_period
 from gateway.stack import Stack
+
+from .conftest import actor_stats
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
@@ -21,12 +26,13 @@ PERIOD, NEXT = "2026-01", "2026-02"
 REVENUE, DEFERRED = "4000", "2400"
 
 
-def contract(version: int, seat: int, support: int = 0, currency: str = "USD") -> dict[str, Any]:
+def contract(version: int, seat: int, support: int = 0, currency: str = "USD",
+             start: str = "2026-01") -> dict[str, Any]:
     lines = [{"lineId": "l1", "product": "prod_seat", "amount": seat,
-              "periodStart": "2026-01-01", "months": 3}]
+              "periodStart": f"{start}-01", "months": 3}]
     if support:
         lines.append({"lineId": "l2", "product": "prod_support", "amount": support,
-                      "periodStart": "2026-01-15", "months": 2})
+                      "periodStart": f"{start}-15", "months": 2})
     return {"version": version, "customer": "cus_1", "currency": currency, "lines": lines}
 
 
@@ -112,5 +118,37 @@ async def test_close_run_posts_recognition_once_and_trues_up_a_closed_month(
         assert rest.quiet, (rest.busy, rest.moving)
         assert len(await postings(stack)) == 4
         assert await stack.dead_letters() == []
+    finally:
+        await stack.close()
+
+
+async def test_the_revenue_gl_actor_posts_the_month_just_ended_on_its_schedule(
+        tmp_path: Path) -> None:
+    last_month = previous_period(datetime.now(UTC).date())
+    stack = Stack(tmp_path, ack_wait_s=2.0, seed=42,
+                  gateway_env={"ERPGW_CLOSE_INTERVAL_S": "0.5"})
+    await stack.start()
+    try:
+        # One contract per currency: whichever run sees each first posts it once.
+        await stack._sim_call("PUT", "/revenue/v1/contracts/c1",
+                              contract(1, 90_000, 31_001, start=last_month))
+        await stack._sim_call("PUT", "/revenue/v1/contracts/c2",
+                              contract(1, 5_000, currency="EUR", start=last_month))
+        want = await recognised(stack, last_month)
+        with anyio.fail_after(120):  # a guard against a hang, not a speed target
+            while await net_credit(stack, last_month, REVENUE) != want:
+                await anyio.sleep(0.2)
+        posted = await postings(stack)
+        assert len(posted) == 2
+        # Later runs find nothing changed and post nothing.
+        runs = (await actor_stats(stack.gateway_url, "revenue-gl"))["runs"]
+        with anyio.fail_after(120):
+            while (stats := await actor_stats(stack.gateway_url, "revenue-gl"))["runs"] < runs + 3:
+                await anyio.sleep(0.2)
+        assert stats["published"] == 2 and stats["last_period"] == last_month
+        rest = await stack.wait_quiet()
+        assert rest.quiet, (rest.busy, rest.moving)
+        assert await postings(stack) == posted
+        assert await net_credit(stack, last_month, REVENUE) == want
     finally:
         await stack.close()
