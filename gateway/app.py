@@ -34,6 +34,7 @@ import msgspec
 
 from actors import crash, otel
 from actors.advisories import MaxDeliveriesWorker
+from actors.close import RevenueToGl
 from actors.commercial import (
     SAGA_CONSUMER,
     SUBSCRIPTION_CONSUMER,
@@ -519,6 +520,7 @@ async def _run_tree(cfg: Config, buses: Mapping[str, NatsBus], subjects: Subject
             ledger=ledger, versions=SharedVersions(shared(buses["erp"], "versions")),
             dlq=billing_dlq("erp"), bus=buses["erp"], stream=billing_stream,
             consumer=cfg.consumers, client=erp_journal_client(cfg),
+            closed_period=cfg.erp.closed_period,
             latency_observer=monitor.posting_observer("erp"))),
         ChildSpec("invoice-router", lambda: InvoiceRouter(
             "invoice-router", durable="invoice-router", batch=cfg.router.batch,
@@ -641,6 +643,13 @@ async def _run_tree(cfg: Config, buses: Mapping[str, NatsBus], subjects: Subject
         ChildSpec("metrics", lambda: MetricsPublisher(
             "metrics", bus=bus, subjects=subjects, monitor=monitor, snapshot=snapshot)),
     ]
+    if cfg.close.interval_s > 0:
+        # Revenue to the GL: the month just ended, every interval (actors/close).
+        children.append(ChildSpec("revenue-gl", lambda: RevenueToGl(
+            "revenue-gl", revenue=platforms.revenue.reader(),
+            versions=SharedVersions(shared(buses["close"], "versions")),
+            bus=buses["close"], subjects=subjects, accounts=cfg.accounts,
+            entity=cfg.close.entity, interval_s=cfg.close.interval_s)))
     if cfg.reconcile.interval_s > 0:
         # ERP vs billing every interval; repairs only postings proven missing.
         legs = cfg.reconcile.legs

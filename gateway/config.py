@@ -127,6 +127,10 @@ class ErpConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     async_requests: bool = False
     # Credentials of every ERP request (actors/platforms/auth.py, docs/configuration.md).
     auth: AuthSettings = msgspec.field(default_factory=AuthSettings)
+    # A posting dated in a period the ERP has closed (actors/erp/periods.py): "dead_letter"
+    # (erp.period_closed; `erpgw dlq replay --repost-open` moves it) or "next_open" (posted on
+    # the first day of the first open period after it, the original date in its memo).
+    closed_period: Literal["next_open", "dead_letter"] = "dead_letter"
 
 
 class RouterConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -211,6 +215,14 @@ class ReconcileConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         default_factory=lambda: ["revenue", "gl", "payables"])
 
 
+class CloseConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    # How often the revenue-gl actor posts the month just ended's recognised revenue to the GL
+    # (actors/close; 0: only `erpgw close run`). A run with nothing changed posts nothing.
+    interval_s: Annotated[float, msgspec.Meta(ge=0)] = 0.0
+    # The legal entity the entries are posted for (until accounts map to entities).
+    entity: Annotated[str, msgspec.Meta(min_length=1, max_length=50)] = "default"
+
+
 class SupervisorConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     # More than `intensity` restarts within `period` seconds: stop everything and exit non-zero,
     # so the outer supervisor (systemd, Kubernetes) sees it instead of a hot restart loop.
@@ -233,6 +245,7 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     router: RouterConfig = msgspec.field(default_factory=RouterConfig)
     supervisor: SupervisorConfig = msgspec.field(default_factory=SupervisorConfig)
     reconcile: ReconcileConfig = msgspec.field(default_factory=ReconcileConfig)
+    close: CloseConfig = msgspec.field(default_factory=CloseConfig)
     accounts: AccountMap = msgspec.field(default_factory=AccountMap)
     # The ERP bulk endpoint's circuit breaker and the ERP account's request budget.
     erp_breaker: BreakerConfig = msgspec.field(default_factory=BreakerConfig)

@@ -27,6 +27,7 @@ import msgspec
 
 import sim
 
+from .close_demo import revenue_to_gl_ok, run_revenue_to_gl
 from .deal_demo import changes_ok, deals_ok, run_changes, run_deals
 from .drills import Driller
 from .money_demo import money_figures, money_ok, wait_money
@@ -340,6 +341,9 @@ def _human(r: dict[str, Any]) -> str:
         *([("deals to contracts", "{completed}/{expected} (compensated {compensated}/"
             "{refused}, doubled {duplicates})".format(**r["flows"]["deal_to_contract"]))]
           if "deal_to_contract" in r.get("flows", {}) else []),
+        *([("revenue -> GL", "{completed}/{expected} currencies of {period} (GL revenue = "
+            "recognition: {exact})".format(**r["flows"]["revenue_to_gl"]))]
+          if "revenue_to_gl" in r.get("flows", {}) else []),
         *([("subscription changes in sync", "{completed}/{expected} ({changes} changes, "
             "{reordered} shuffled)".format(**r["flows"]["subscription_changes"]))]
           if "subscription_changes" in r.get("flows", {}) else []),
@@ -468,6 +472,10 @@ async def run_demo(opts: DemoOptions) -> bool:
             deals = await run_deals(stack, stall_timeout=opts.stall_timeout)
             report["flows"]["deal_to_contract"] = deals
             report["ok"] = bool(report["ok"] and deals_ok(deals))
+            # Revenue to the GL: the contracts' first month, posted by a close run.
+            close = await run_revenue_to_gl(stack, timeout=opts.stall_timeout)
+            report["flows"]["revenue_to_gl"] = close
+            report["ok"] = bool(report["ok"] and revenue_to_gl_ok(close))
         if "changes" in opts.flows:
             changes = await run_changes(stack, stall_timeout=opts.stall_timeout)  # flow 5
             report["flows"]["subscription_changes"] = changes

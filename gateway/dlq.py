@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 
 import msgspec
 
+from actors.erp.periods import POLICY_HEADER
 from actors.infra import NatsBus, OutMsg
 from contracts import DeadLetter, GatewayError, JsonCodec, Subjects, derive_id
 
@@ -90,8 +91,12 @@ async def list_letters(bus: NatsBus, subjects: Subjects, *, lane: str | None = N
 
 
 async def resolve_letters(bus: NatsBus, subjects: Subjects, records: list[LetterRecord], *,
-                          action: str, note: str = "") -> int:
+                          action: str, note: str = "", repost_open: bool = False) -> int:
     """Replay (republish, then mark) or purge (mark only) ``records``; returns how many.
+
+    ``repost_open`` marks each replayed message so that the ERP poster posts it under the
+    ``next_open`` closed-period policy whatever ``erp.closed_period`` says (a posting dated in a
+    closed period goes to the first open period after it; ``actors.erp.periods``).
 
     Raises ``BrokerUnavailable`` (nothing after the failing letter is touched; a rerun is
     safe because every publish carries a deterministic id).
@@ -107,7 +112,8 @@ async def resolve_letters(bus: NatsBus, subjects: Subjects, records: list[Letter
             await bus.publish(OutMsg(
                 subject=rec.letter.subject, data=rec.letter.data,
                 msg_id=derive_id("replay", subjects.dlq_stream, str(rec.seq)),
-                headers={"Erpgw-Replay-Of": str(rec.seq)}))
+                headers={"Erpgw-Replay-Of": str(rec.seq)}
+                | ({POLICY_HEADER: "next_open"} if repost_open else {})))
         marker = Resolution(seq=rec.seq, action=action, at=datetime.now(UTC), by=who,
                             note=note)
         await bus.publish(OutMsg(

@@ -62,7 +62,8 @@ __all__ = [
 # dashboard's, `admin` provisioning's (and the bench's raw baselines').
 ROLES: tuple[str, ...] = (
     "ingress", "sync", "router", "erp", "revenue", "usage", "partner", "commercial",
-    "deadletter", "telemetry", "reconciler", "operator", "monitor", "sync-client", "admin",
+    "deadletter", "telemetry", "reconciler", "close", "operator", "monitor", "sync-client",
+    "admin",
 )
 
 # Which role fetches from each durable consumer (its name as provisioned by the gateway).
@@ -88,6 +89,7 @@ ACTOR_ROLE: Mapping[str, str] = {
     "sync-lane": "sync",
     "metrics": "telemetry",
     "reconciler": "reconciler",
+    "revenue-gl": "close",
 }
 
 SEED_SUFFIX = ".nk"
@@ -240,12 +242,16 @@ def role_permissions(subjects: Subjects,
                             dlq=False, reads=[
             f"$JS.API.STREAM.MSG.GET.{subjects.dlq_stream}",
             f"$JS.API.STREAM.MSG.GET.{subjects.stream('billing')}"]),
+        # Revenue to the GL on a schedule: the ERP journal commands of a close run, no more.
+        "close": actor("close", subjects.erp_journal, dlq=False,
+                       reads=_kv_rights(subjects, "versions", write=False)),
         # The operator's CLI: reads every stream; replays onto the lanes; resolution markers.
         "operator": Permissions(
             publish=(*(subjects.lane_wildcard(lane) for lane in LANES), resolved, mon,
                      *(f"$JS.API.STREAM.INFO.{s}" for s in every_stream),
                      *(f"$JS.API.STREAM.MSG.GET.{s}" for s in every_stream),
-                     *(f"$JS.API.CONSUMER.INFO.{s}.*" for s in every_stream)),
+                     *(f"$JS.API.CONSUMER.INFO.{s}.*" for s in every_stream),
+                     *_kv_rights(subjects, "versions", write=False)),
             subscribe=(f"{inbox_prefix('operator')}.>",)),
         # A caller of the synchronous lane from outside the gateway (pricing validation,
         # order acceptance): requests, service discovery, and the follow-up decisions (core).

@@ -42,6 +42,7 @@
 ``PUT  /revenue/v1/contracts/{id}``        upsert a revenue contract by version
 ``GET  /revenue/v1/contracts/{id}``        one contract and its schedule
 ``GET  /revenue/v1/recognition``           recognised per currency by ``?period=YYYY-MM``
+``GET  /revenue/v1/recognition/contracts`` recognised per contract and product (``?period=``)
 ``GET  /cpq/v1/products``                  the catalog
 ``GET  /cpq/v1/price-books``               list prices per currency (``?currency=``)
 ``POST /cpq/v1/price``                     price a quote (configurable latency)
@@ -235,6 +236,8 @@ def create_app(config: SimConfig | None = None) -> web.Application:
     r.add_get("/revenue/v1/contracts/{id}", control.guard("revenue", "contracts", contracts.get))
     r.add_get("/revenue/v1/recognition",
               control.guard("revenue", "recognition", contracts.recognition))
+    r.add_get("/revenue/v1/recognition/contracts",
+              control.guard("revenue", "recognition", contracts.recognition_detail))
     r.add_post("/revenue/v1/batches", control.guard("revenue", "batches", revenue.upload))
     r.add_get("/revenue/v1/batches/{id}", control.guard("revenue", "batches", revenue.get_batch))
     r.add_get("/revenue/v1/reports/billings",

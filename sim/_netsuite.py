@@ -31,7 +31,8 @@ Every request, in this order:
 An upsert is recorded in the same ``ErpLedger`` as the bulk API (so the ground-truth audit
 counts NetSuite postings exactly as the bulk ones), keyed by the external id: upserting an
 external id that holds the same amounts again changes nothing (204); with other amounts it is
-refused ``400 USER_ERROR`` (the simulator does not overwrite a posted journal). Amounts are
+refused ``400 USER_ERROR`` (the simulator does not overwrite a posted journal). A new entry dated
+in a closed period is refused ``400 USER_ERROR`` with ``o:errorPath`` ``postingPeriod``. Amounts are
 decimals converted exactly to minor units (``from_decimal``): more fraction digits than the
 currency has is ``400 INVALID_FLD_VALUE``. A request repeating an ``X-NetSuite-Idempotency-Key``
 gets the first answer again. Every error body is NetSuite's (``o:errorDetails``).
@@ -60,7 +61,7 @@ from aiohttp import web
 
 from contracts import CURRENCY_EXPONENTS, from_decimal, to_decimal
 from contracts.platforms import netsuite as ns
-from contracts.platforms.erp import JournalEntryIn, JournalLineIn
+from contracts.platforms.erp import PERIOD_CLOSED, JournalEntryIn, JournalLineIn
 
 from ._control import FaultControl
 from ._erp import ErpService
@@ -291,6 +292,14 @@ class NetSuiteService:
             if code == "IDEMPOTENCY_KEY_REUSED":
                 return error_response(400, "USER_ERROR", f"journal entry eid:{eid} is posted "
                                       "with other amounts; a posted journal is not changed")
+            if code == PERIOD_CLOSED:
+                # NetSuite refuses a new transaction dated in a closed accounting period as a
+                # user error on its posting period (its own preference can instead default
+                # such a transaction to the first open period; the gateway does that itself).
+                return error_response(
+                    400, "USER_ERROR", f"The accounting period {item.tran_date[:7]} of tranDate "
+                    f"{item.tran_date} is closed; enter a date in an open period.",
+                    path=ns.POSTING_PERIOD_PATH)
             return error_response(400, code, err.message if err else "rejected")
         if result.status == "created" and self.erp.ledger.by_external_id(eid):
             self.records[eid] = (result.id or "", msgspec.structs.replace(

@@ -55,6 +55,8 @@ from contracts.platforms.partner import (
 from contracts.platforms.revenue import (
     BillingReport,
     ContractError,
+    RecognitionDetail,
+    RecognitionItem,
     RecognitionTotals,
     RevenueBatch,
     RevenueBatchResult,
@@ -427,7 +429,7 @@ _TYPES += (
     DealRunRequest, DealRunCreated, DealRunStatus, PartnerDeal, SubscriptionIn,
     BillingSubscription, SalesOrderIn, SalesOrderRecord, SalesOrderList, SalesOrderClose,
     RevenueContractIn, RevenueContract, RecognitionTotals, ContractError, ChangeRunRequest,
-    ChangeRunStatus, SalesOrderRevision,
+    ChangeRunStatus, SalesOrderRevision, RecognitionDetail, RecognitionItem,
 )
 
 
@@ -546,6 +548,13 @@ def _flow1_revenue() -> dict[str, Any]:
             "operationId": "getRecognition", "summary": "What the contracts recognise in a month",
             "parameters": [_query("period", _PERIOD, True, "YYYY-MM")],
             "responses": {"200": _json("RecognitionTotals", "per currency"),
+                          **_errors(400, *_FAULTS)},
+        }},
+        "/revenue/v1/recognition/contracts": {"get": {
+            "operationId": "getRecognitionByContract",
+            "summary": "What each contract recognises in a month, per product",
+            "parameters": [_query("period", _PERIOD, True, "YYYY-MM")],
+            "responses": {"200": _json("RecognitionDetail", "per contract and product"),
                           **_errors(400, *_FAULTS)},
         }},
     }

@@ -1,4 +1,5 @@
-"""The simulated revenue platform's contracts: versioned upsert, ratable schedule, recognition.
+"""The simulated revenue platform's contracts: versioned upsert, ratable schedule, recognition
+(per currency, and per contract and product: what the gateway's close run posts to the GL).
 
 Theory of operation: ``ContractBook`` is the pure core. ``put`` upserts a contract by id and
 version (each line covering ``months`` calendar months from its start): a new id is created
@@ -33,6 +34,8 @@ from contracts.platforms.revenue import (
     VERSION_CONFLICT,
     ContractError,
     ContractLine,
+    RecognitionDetail,
+    RecognitionItem,
     RecognitionTotals,
     RevenueContract,
     RevenueContractIn,
@@ -146,6 +149,23 @@ class ContractBook:
                                  amount=dict(sorted(amount.items())))
 
 
+    def recognition_detail(self, period: str) -> RecognitionDetail:
+        """What every contract recognises in ``period``, per contract and product. Pure."""
+        items: list[RecognitionItem] = []
+        for cid in sorted(self.contracts):
+            c = self.contracts[cid]
+            product_of = {line.line_id: line.product for line in c.lines}
+            per_product: dict[str, int] = {}
+            for e in c.schedule:
+                if e.period == period:
+                    product = product_of.get(e.line_id, e.line_id)
+                    per_product[product] = per_product.get(product, 0) + e.amount
+            items += [RecognitionItem(contract=cid, version=c.version, currency=c.currency,
+                                      product=product, amount=amount)
+                      for product, amount in sorted(per_product.items())]
+        return RecognitionDetail(period=period, items=items)
+
+
 class RevenueContractService:
     """``PUT|GET /revenue/v1/contracts/{id}`` and ``GET /revenue/v1/recognition``.
     ``rejects(contract_id)`` says whether a new contract is refused (injected saga faults)."""
@@ -179,3 +199,9 @@ class RevenueContractService:
     async def recognition(self, request: web.Request) -> web.Response:
         period = check_period(require(request, "period"))
         return json_response(self.book.recognition(period))
+
+    async def recognition_detail(self, request: web.Request) -> web.Response:
+        """``GET /revenue/v1/recognition/contracts?period=YYYY-MM`` → ``RecognitionDetail``
+        (400 naming ``period`` when it is missing or malformed)."""
+        period = check_period(require(request, "period"))
+        return json_response(self.book.recognition_detail(period))

@@ -19,6 +19,11 @@ Theory of operation, per batch:
    audit rows to the ledger in one transaction; only then ack (or dead-letter and term) the
    inputs.
 
+A posting the ERP refuses for a closed period (``PERIOD_CLOSED``) is dead-lettered as
+``erp.period_closed``, or, under the ``next_open`` policy (``erp.closed_period``, or a letter
+replayed with ``--repost-open``), sent again dated into the first open period after its own
+with the same idempotency key (``actors.erp.periods``).
+
 A retryable failure of the whole request (429, 5xx, timeout, connection) naks the batch with a
 jittered delay no shorter than the platform's ``Retry-After`` (``actors.resilience.decide``); on
 the last allowed delivery the message is dead-lettered instead, with the platform's answer as
@@ -37,7 +42,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 
 import anyio
 import msgspec
@@ -54,6 +59,7 @@ from contracts import (
     Retryable,
 )
 from contracts.platforms import erp as wire
+from contracts.platforms.erp import PERIOD_CLOSED
 
 from .. import otel
 from ..crash import crashpoint, fault
@@ -78,6 +84,14 @@ from .ordering import (
     State,
     aggregate_of,
     plan_order,
+)
+from .periods import (
+    KEY_REUSED,
+    MAX_PROBES,
+    POLICY_HEADER,
+    ClosedPeriodPolicy,
+    moved,
+    probes,
 )
 
 __all__ = ["ErpPoster", "entry_to_wire"]
@@ -107,6 +121,7 @@ class ErpPoster(BatchWorker):
     def __init__(self, name: str, *, erp: PlatformGuard, ledger: Ledger,
                  versions: SharedVersions, dlq: DeadLetterSink,
                  client: Callable[[PlatformGuard], JournalClient] | None = None,
+                 closed_period: ClosedPeriodPolicy = "dead_letter",
                  **kw: object) -> None:
         super().__init__(name, **kw)  # type: ignore[arg-type]
         # The ERP's journal endpoint (actors.platforms): its breaker and the account budget.
@@ -127,6 +142,9 @@ class ErpPoster(BatchWorker):
         self.reversals = 0  # applied versions reversed by an amendment
         self.replans = 0  # claims lost to another process's write, planned again
         self._claimed: dict[Aggregate, int] = {}  # this batch's claims and their revisions
+        # Postings dated in a closed period posted into a later open one (``.periods``).
+        self.closed_period: ClosedPeriodPolicy = closed_period
+        self.moved_to_open = 0
         self._latency_ms: deque[float] = deque(maxlen=20_000)
         every = fault("erp.raise_every")
         self._raise_every = int(every) if every and every.isdigit() else 0
@@ -294,8 +312,18 @@ class ErpPoster(BatchWorker):
         # Entries whose delivery is not the first may have reached the ERP already.
         redelivered = {e.idempotency_key for _, _, ds, plan, _ in items
                        if any(getattr(d, "num_delivered", 1) > 1 for d in ds) for e in plan.entries}
+        # Entries posted under ``next_open`` (the configured policy, or a letter replayed with
+        # ``--repost-open``): a refusal for a closed period moves them (``.periods``).
+        movable = {e.idempotency_key for _, _, ds, plan, _ in items
+                   if self.closed_period == "next_open"
+                   or any(d.headers.get(POLICY_HEADER) == "next_open" for d in ds)
+                   for e in plan.entries}
+        moved_to: dict[str, date] = {}
         try:
             results = await self.client.post_journal_entries(flat, redelivered=redelivered)
+            if movable:
+                results = await self._move_closed(flat, results, movable, redelivered,
+                                                  moved_to)
         except Retryable as err:
             self.last_error = str(err)
             log.info("ERP bulk of %d not posted (%s): %s", len(flat), err.code, err)
@@ -336,9 +364,12 @@ class ErpPoster(BatchWorker):
                                            env.correlation_id, now, "dead_lettered",
                                            f"{res.error.code if res.error else 'REJECTED'}"))
                 else:
+                    into = moved_to.get(e.idempotency_key)
+                    note = f"erp_id={res.id}" + (
+                        f" moved_to={into.isoformat()}" if into is not None else "")
                     rows.append(PostingRow(e.idempotency_key, e.external_id, res.id, "posted",
                                            e.amount, e.currency, env.correlation_id, now,
-                                           res.status, f"erp_id={res.id}"))
+                                           res.status, note))
             refused = next((res for _, res in group if res.status == "rejected"), None)
             if refused is not None:
                 rejected.append((env, ds, refused))
@@ -376,6 +407,47 @@ class ErpPoster(BatchWorker):
                                     platform_response=res.error.message if res.error else None)
                 self.failed += 1
 
+    async def _move_closed(self, flat: list[PostJournalEntry],
+                           results: list[wire.BulkItemResult], movable: set[str],
+                           redelivered: set[str], moved_to: dict[str, date]
+                           ) -> list[wire.BulkItemResult]:
+        """``results`` with every ``movable`` entry refused for a closed period sent again
+        into the following periods, one request per step, until the ERP takes it (or says it
+        holds it) or ``periods.MAX_PROBES`` periods were tried; the dates taken go into
+        ``moved_to``. An entry that never finds an open period keeps its first refusal.
+        Raises what the client raises (the batch is then retried whole: the keys are the
+        same, so nothing doubles)."""
+        results = list(results)
+        step = dict.fromkeys(range(len(flat)), 0)
+        while True:
+            todo = [i for i, res in enumerate(results)
+                    if flat[i].idempotency_key in movable and res.status == "rejected"
+                    and probes(res.error.code if res.error else None, step=step[i],
+                               maybe_posted=flat[i].idempotency_key in redelivered)]
+            if not todo:
+                return results
+            for i in todo:
+                step[i] += 1
+            tries = [moved(flat[i], step[i]) for i in todo]
+            # A moved entry may be the one a lost answer left at the ERP: read back first.
+            answers = await self.client.post_journal_entries(
+                tries, redelivered={e.idempotency_key for e in tries})
+            for i, entry, res in zip(todo, tries, answers, strict=True):
+                if res.status != "rejected":
+                    results[i] = res
+                    moved_to[entry.idempotency_key] = entry.posting_date
+                    self.moved_to_open += 1
+                    log.info("ERP posting %s dated %s (closed period) posted on %s",
+                             entry.external_id, flat[i].posting_date, entry.posting_date)
+                elif step[i] >= MAX_PROBES or not probes(
+                        res.error.code if res.error else None, step=step[i], maybe_posted=True):
+                    # Keep the first refusal (the closed period) unless the ERP refused the
+                    # moved entry for another reason: that one is the news.
+                    code = res.error.code if res.error else None
+                    if code not in (PERIOD_CLOSED, KEY_REUSED):
+                        results[i] = res
+                    step[i] = MAX_PROBES
+
     def statistics(self) -> dict[str, object]:
         return {
             **super().statistics(),
@@ -388,6 +460,7 @@ class ErpPoster(BatchWorker):
             "superseded": self.superseded,
             "reversals": self.reversals,
             "replans": self.replans,
+            "moved_to_open": self.moved_to_open,
             "requests": self.client.requests,
             "client": self.client.statistics(),
             "dead_lettered": self.dlq.count,

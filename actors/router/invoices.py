@@ -58,9 +58,16 @@ class AccountMap(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     # Tax payable per tax jurisdiction ("DE", "US-CA"); a jurisdiction not listed posts to
     # ``tax_payable``. Empty (the default): one tax account for every jurisdiction.
     tax_payable_by_jurisdiction: dict[str, str] = {}
+    # Revenue to the GL (``actors.close``): the account credited with recognised revenue, and
+    # one per product line where it differs ({"prod_seat": "4010"}); deferred revenue is debited.
+    revenue: str = "4000"
+    revenue_by_product: dict[str, str] = {}
 
     def tax_account(self, jurisdiction: str) -> str:
         return self.tax_payable_by_jurisdiction.get(jurisdiction, self.tax_payable)
+
+    def revenue_account(self, product: str) -> str:
+        return self.revenue_by_product.get(product, self.revenue)
 
 
 def erp_idempotency_key(env: Envelope) -> str:

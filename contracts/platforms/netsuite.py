@@ -45,6 +45,7 @@ __all__ = [
     "IDEMPOTENCY_HEADER",
     "INVALID_LOGIN",
     "JOURNAL_PATH",
+    "POSTING_PERIOD_PATH",
     "REQUEST_LIMIT_EXCEEDED",
     "SUITEQL_PATH",
     "THROTTLE_CODES",
@@ -127,6 +128,11 @@ class JournalEntryRecord(msgspec.Struct, frozen=True, omit_defaults=True, rename
     memo: str = ""
     line: JournalLines
     id: str | None = None
+
+
+# The ``o:errorPath`` of NetSuite's refusal of a transaction dated in a closed accounting period
+# (``o:errorCode`` ``USER_ERROR``): the gateway reads it as the ERP's ``PERIOD_CLOSED``.
+POSTING_PERIOD_PATH = "postingPeriod"
 
 
 class ErrorDetail(msgspec.Struct, frozen=True, omit_defaults=True):

@@ -148,6 +148,32 @@ class RecognitionTotals(msgspec.Struct, frozen=True):
     amount: dict[str, int]
 
 
+# ``GET /revenue/v1/recognition/contracts?period=YYYY-MM`` → ``RecognitionDetail``: what each
+# contract (at its latest version) recognises in the period, per product line — what the
+# gateway's revenue-to-GL close run posts.
+
+__all__ += ["RecognitionDetail", "RecognitionItem"]
+
+
+class RecognitionItem(msgspec.Struct, frozen=True):
+    """``amount`` (minor units of ``currency``, upper-case) that version ``version`` of
+    contract ``contract`` recognises in the period for ``product``."""
+
+    contract: str
+    version: int
+    currency: str
+    product: str
+    amount: int
+
+
+class RecognitionDetail(msgspec.Struct, frozen=True):
+    """Body of ``GET /revenue/v1/recognition/contracts?period=YYYY-MM``: one item per contract
+    and product with a schedule entry in the period, sorted by contract then product."""
+
+    period: str
+    items: list[RecognitionItem]
+
+
 # -- Billings report (what the platform recorded per invoice, for reconciliation) ---------------
 #
 # ``GET /revenue/v1/reports/billings?period=YYYY-MM&after=<invoice id>&limit=`` →

@@ -70,7 +70,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     dm.add_argument("--flows", default="all", metavar="LIST",
                     help="what runs besides the bill run (flow 2): all (default), invoices "
                          "(the bill run alone), or any of money (credit memos, payments, "
-                         "settlements), usage, deals, changes (subscription amendments; "
+                         "settlements), usage, deals (with a close run posting the contracts' "
+                         "recognised revenue to the GL), changes (subscription amendments; "
                          "needs deals)")
     dm.add_argument("--dialects", default="", metavar="LIST",
                     help="the platforms' wire formats, comma-separated: stripe (billing speaks "

@@ -132,7 +132,8 @@ def _resolve(action: str) -> Callable[[argparse.Namespace], int]:
                     print(f"would {verb} {r.seq} ({r.letter.code}, {r.letter.business_key})")
                 print(f"{len(recs)} letter(s) would be {action} (dry run)")
                 return 0
-            n = await resolve_letters(bus, subjects, recs, action=action, note=args.note)
+            n = await resolve_letters(bus, subjects, recs, action=action, note=args.note,
+                                      repost_open=getattr(args, "repost_open", False))
             print(f"{n} letter(s) {action}")
             return 0
 
@@ -171,4 +172,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                        help="act on every unresolved letter when no filter is given")
         c.add_argument("--dry-run", action="store_true", help="say what would happen, do nothing")
         c.add_argument("--note", default="", help="a note kept with the marker")
+        if action == "replayed":
+            c.add_argument("--repost-open", action="store_true",
+                           help="a posting dated in a closed ERP period (erp.period_closed) "
+                                "is posted on the first day of the first open period after "
+                                "it, its original date in the memo (the next_open policy)")
         c.set_defaults(func=_resolve(action))

@@ -18,15 +18,17 @@ Answers, per entry:
 - ``401``/``403``: the credentials are wrong: ``erp.unauthorized`` (retryable, counted as a
   fault: the breaker opens and the work waits in its stream, nothing is dead-lettered);
 - another ``4xx``: ``rejected`` with NetSuite's ``o:errorCode`` (``USER_ERROR``,
-  ``INVALID_KEY_OR_REF``...); the poster dead-letters it as ``erp.<code in lower case>``;
+  ``INVALID_KEY_OR_REF``...); the poster dead-letters it as ``erp.<code in lower case>``; one
+  whose ``o:errorPath`` is ``postingPeriod`` (a date in a closed accounting period) is
+  ``rejected`` ``PERIOD_CLOSED``, as the bulk API says it, so ``erp.closed_period`` applies;
 - ``5xx``, timeouts, connection errors, the breaker open: the batch is not durable; the
   remaining entries are not started and the call raises that error (the poster naks the batch).
 
 Created or replayed: NetSuite answers an upsert ``204`` either way; the upsert by external id
 makes a repeat harmless, and ``X-NetSuite-Idempotency-Key`` (a UUID derived from the posting's
-idempotency key; NetSuite de-duplicates asynchronous requests by it) does not say "replayed"
-for a synchronous request. So an entry whose delivery may have
-reached NetSuite before (the poster passes its key in ``redelivered``) is first read back
+idempotency key and date; NetSuite de-duplicates asynchronous requests by it) does not say
+"replayed" for a synchronous request. So an entry whose delivery may have reached NetSuite
+before (the poster passes its key in ``redelivered``) is first read back
 (``GET .../eid:<externalId>``): found with the same amounts, it is ``replayed`` and not sent
 again; found with other amounts, it is ``rejected`` ``DUPLICATE_EXTERNAL_ID`` (a posted entry
 is never overwritten); not found, it is upserted and ``created``. First deliveries go straight
@@ -46,7 +48,7 @@ import msgspec
 
 from contracts import GatewayError, PostJournalEntry, Retryable, from_decimal, to_decimal
 from contracts.platforms import netsuite as ns
-from contracts.platforms.erp import BulkItemResult, ErpError
+from contracts.platforms.erp import PERIOD_CLOSED, BulkItemResult, ErpError
 
 from ...infra.http import HttpResponse, PlatformRejected, PlatformUnavailable
 from ...resilience import BreakerState
@@ -239,7 +241,11 @@ class NetSuiteJournalClient:
             if found is not None:
                 return self._judge_existing(e, found)
         body = _enc.encode(self.record(e))
-        headers = {ns.IDEMPOTENCY_HEADER: ns.idempotency_uuid(e.idempotency_key)}
+        # NetSuite answers a repeated request key with the first answer: an entry moved out of a
+        # closed period (``actors.erp.periods``) is another request than the refused one, so
+        # the request key names the posting date too (every retry of one attempt repeats it).
+        headers = {ns.IDEMPOTENCY_HEADER: ns.idempotency_uuid(
+            f"{e.idempotency_key}@{e.posting_date.isoformat()}")}
         attempt = 0
         while True:
             try:
@@ -250,6 +256,8 @@ class NetSuiteJournalClient:
             except PlatformRejected as exc:
                 err = _error_of(exc)
                 code = err.code if err and err.code else f"HTTP_{exc.status}"
+                if err and err.details and err.details[0].error_path == ns.POSTING_PERIOD_PATH:
+                    code = PERIOD_CLOSED  # a closed accounting period, whatever NetSuite's code
                 return BulkItemResult(e.idempotency_key, "rejected", error=ErpError(
                     code=code, message=err.message if err else exc.body[:500]))
             except PlatformUnavailable as exc:

@@ -1,0 +1,167 @@
+"""The shell of a close run (``plan_close``): read the recognition and the shared versions,
+publish the
+ERP commands; and ``RevenueToGl``, the actor that runs it for the month just ended on a schedule.
+
+Both ``erpgw close run`` and the actor go through ``close_run``: read what the revenue platform
+recognises in the period (``GET /revenue/v1/recognition/contracts``), read each (entity,
+period, currency) aggregate's latest run from the shared ``versions`` bucket (every gateway
+process's ERP poster writes it, ``actors.infra.state``), plan, and publish each
+planned run on the ERP journal subject with the ``next_open`` closed-period policy and a
+message id derived from its idempotency key (the stream drops a repeat within its window, the
+shared versions and the ERP's key beyond). ``wait_applied`` waits until the poster applied
+them.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from datetime import UTC, date, datetime
+from typing import Protocol
+
+import anyio
+from anyio.abc import TaskStatus
+
+from contracts import (
+    Envelope,
+    GatewayError,
+    JsonCodec,
+    MsgpackCodec,
+    PostJournalEntry,
+    Subjects,
+    derive_id,
+    make_envelope,
+)
+from contracts.platforms.revenue import RecognitionDetail
+
+from ..erp.periods import POLICY_HEADER
+from ..infra import NatsBus, OutMsg
+from ..infra.state import SharedVersions
+from ..platforms import HttpResponse
+from ..router.invoices import AccountMap
+from ..runtime import Actor
+from .revenue_gl import Latest, RunPosting, aggregate_id, plan_close
+
+__all__ = ["RECOGNITION_PATH", "RevenueReader", "RevenueToGl", "close_run", "previous_period",
+           "wait_applied"]
+
+log = logging.getLogger("erpgw.close")
+RECOGNITION_PATH = "/revenue/v1/recognition/contracts"
+_entries: JsonCodec[PostJournalEntry] = JsonCodec(PostJournalEntry)
+_detail: JsonCodec[RecognitionDetail] = JsonCodec(RecognitionDetail)
+_envelopes: MsgpackCodec[Envelope] = MsgpackCodec(Envelope)
+
+
+class RevenueReader(Protocol):
+    async def get(self, path: str) -> HttpResponse: ...
+
+
+def previous_period(today: date) -> str:
+    """The ``YYYY-MM`` of the month before ``today``'s. Pure."""
+    index = today.year * 12 + today.month - 2
+    return f"{index // 12:04d}-{index % 12 + 1:02d}"
+
+
+async def _latest(versions: SharedVersions, entity: str, period: str,
+                  currencies: Sequence[str]) -> dict[str, Latest]:
+    aggs = {c: ("revenue", aggregate_id(entity, period, c)) for c in currencies}
+    read = await versions.read(aggs.values())
+    out: dict[str, Latest] = {}
+    for currency, agg in aggs.items():
+        row = read[agg].row
+        if row is None:
+            continue
+        run = max(row.version or 0, row.claimed or 0)
+        known = (_entries.decode(row.entry) if row.entry is not None and row.version == run
+                 else None)
+        out[currency] = Latest(run, known)
+    return out
+
+
+async def close_run(revenue: RevenueReader, versions: SharedVersions, bus: NatsBus,
+                    subjects: Subjects,
+                    *, entity: str, period: str, accounts: AccountMap) -> list[RunPosting]:
+    """Plan and publish the close run of ``period`` for ``entity``; returns the plan.
+
+    Raises what the revenue platform's reader raises (``GatewayError``s), ``ContractError``
+    for an answer that breaks ``RecognitionDetail``, ``LedgerUnavailable`` and
+    ``BrokerUnavailable``; a rerun after any of them is safe (the same runs, the same keys).
+    """
+    resp = await revenue.get(f"{RECOGNITION_PATH}?period={period}")
+    detail = _detail.decode(resp.body)
+    currencies = sorted({it.currency.upper() for it in detail.items})
+    plan = plan_close(entity, period, detail.items, accounts,
+                      await _latest(versions, entity, period, currencies))
+    for rp in plan:
+        if rp.entry is None or rp.key is None:
+            continue
+        env = make_envelope(rp.entry, source="gateway", key=rp.key,
+                            msg_id=derive_id("close.revenue_gl", rp.entry.idempotency_key))
+        # next_open: a true-up of a month the ERP has closed lands in the first open period.
+        await bus.publish(OutMsg(subject=subjects.erp_journal, data=_envelopes.encode(env),
+                                 msg_id=env.id, headers={POLICY_HEADER: "next_open"}))
+    return plan
+
+
+async def wait_applied(versions: SharedVersions, plan: Sequence[RunPosting],
+                       timeout: float) -> bool:
+    """Whether the ERP poster applied every published run of ``plan`` (the shared applied
+    version) within ``timeout`` seconds (``0``: look once). Raises ``BrokerUnavailable``."""
+    want = {("revenue", rp.key.object_id): rp.run for rp in plan if rp.key is not None}
+    deadline = time.monotonic() + timeout
+    while True:
+        read = await versions.read(want)
+        if all((row := read[a].row) is not None and (row.version or 0) >= run
+               for a, run in want.items()):
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        await anyio.sleep(0.2)
+
+
+class RevenueToGl(Actor):
+    """Runs ``close_run`` for the month before today (UTC) every ``interval_s`` seconds, the
+    first run after one interval. A run that fails (a platform down) is tried again at the next
+    interval; a run with nothing changed publishes nothing."""
+
+    def __init__(self, name: str, *, revenue: RevenueReader, versions: SharedVersions,
+                 bus: NatsBus,
+                 subjects: Subjects, accounts: AccountMap, entity: str,
+                 interval_s: float) -> None:
+        super().__init__(name)
+        self.revenue, self.versions, self.bus, self.subjects = revenue, versions, bus, subjects
+        self.accounts, self.entity, self.interval_s = accounts, entity, interval_s
+        self.runs = 0
+        self.published = 0
+        self.last_period: str | None = None
+        self.last_error: str | None = None
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        while not self.stop_requested:
+            with anyio.move_on_after(self.interval_s):
+                await self.wait_stop_requested()
+            if self.stop_requested:
+                return
+            period = previous_period(datetime.now(UTC).date())
+            try:
+                plan = await close_run(self.revenue, self.versions, self.bus, self.subjects,
+                                       entity=self.entity, period=period,
+                                       accounts=self.accounts)
+            except GatewayError as err:
+                self.last_error = f"[{err.code}] {err.message}"
+                log.warning("close run %s skipped: %s", period, self.last_error)
+                continue
+            self.runs += 1
+            self.last_period = period
+            published = [rp for rp in plan if rp.entry is not None]
+            self.published += len(published)
+            if published:
+                log.info("close run %s entity %s: %s", period, self.entity,
+                         ", ".join(f"{rp.currency} run {rp.run} {rp.action}"
+                                   for rp in published))
+
+    def statistics(self) -> dict[str, object]:
+        return {"name": self.name, "runs": self.runs, "published": self.published,
+                "last_period": self.last_period, "last_error": self.last_error}

@@ -1,0 +1,77 @@
+"""Revenue to the GL in ``erpgw demo``: after the deal run, a close run of the month the deals'
+contracts start in, judged against the simulator.
+
+The close run is the one ``erpgw close run`` does (``actors.close.close_run``) against the
+stack's gateway (its ledger, the operator identity); the flow is ``completed`` per currency
+whose run the ERP poster applied, and ``exact`` when the ERP's revenue account for the month
+equals what the revenue platform recognises in it, per currency, to the minor unit.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import msgspec
+
+from actors.close import close_run, wait_applied
+from actors.infra import NatsBus
+from actors.infra.http import HttpClient, HttpResponse
+from actors.infra.kv import KvBucket
+from actors.infra.state import SharedVersions, bucket_name
+from actors.router.invoices import AccountMap
+from contracts import Subjects
+
+from .stack import Stack
+
+__all__ = ["contract_start_period", "revenue_to_gl_ok", "run_revenue_to_gl"]
+
+_dec = msgspec.json.Decoder()
+
+
+def contract_start_period(now: datetime) -> str:
+    """The month the simulator's deals start in: the one after ``now``'s. Pure."""
+    first_next = (now.date().replace(day=1) + timedelta(days=32)).replace(day=1)
+    return f"{first_next.year:04d}-{first_next.month:02d}"
+
+
+class _Reader:
+    def __init__(self, http: HttpClient) -> None:
+        self.http = http
+
+    async def get(self, path: str) -> HttpResponse:
+        return await self.http.request("GET", path, None)
+
+
+async def run_revenue_to_gl(stack: Stack, *, timeout: float = 60.0,
+                            entity: str = "default") -> dict[str, Any]:
+    """``flows.revenue_to_gl`` of the demo: ``{"period", "completed", "expected", "exact",
+    "recognised", "gl_revenue"}`` (amounts per currency in minor units). Raises
+    ``GatewayError`` when a platform or the broker refuses."""
+    period = contract_start_period(datetime.now(UTC))
+    accounts = AccountMap()
+    subjects = Subjects(prefix=stack.nats_prefix)
+    bus = await NatsBus.connect(stack.url, name="erpgw-demo-close", auth=stack.auth("operator"))
+    try:
+        versions = SharedVersions(KvBucket.on(bus, bucket_name(subjects, "versions")))
+        async with HttpClient(stack.sim_url, timeout=30.0, platform="revenue") as http:
+            plan = await close_run(_Reader(http), versions, bus, subjects, entity=entity,
+                                   period=period, accounts=accounts)
+            applied = await wait_applied(versions, plan, timeout)
+            totals = _dec.decode((await http.request(
+                "GET", f"/revenue/v1/recognition?period={period}", None)).body)
+            gl = _dec.decode((await http.request(
+                "GET", f"/erp/v1/gl/balances?period={period}", None)).body)
+    finally:
+        await bus.close()
+    recognised = {c: a for c, a in totals["amount"].items() if a}
+    gl_revenue = {b["currency"]: b["credit"] - b["debit"] for b in gl["balances"]
+                  if b["account"] == accounts.revenue}
+    return {"period": period, "completed": len(plan) if applied else 0,
+            "expected": len(recognised), "exact": gl_revenue == recognised,
+            "recognised": recognised, "gl_revenue": gl_revenue}
+
+
+def revenue_to_gl_ok(flow: dict[str, Any]) -> bool:
+    """Every currency's run applied and the GL's revenue equal to the recognition."""
+    return bool(flow["completed"] == flow["expected"] and flow["exact"])
