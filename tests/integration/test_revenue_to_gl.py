@@ -141,9 +141,9 @@ async def test_the_revenue_gl_actor_posts_the_month_just_ended_on_its_schedule(
         posted = await postings(stack)
         assert len(posted) == 2
         # Later runs find nothing changed and post nothing.
-        runs = (await actor_stats(stack.gateway_url, "revenue-gl"))["runs"]
+        runs = (await actor_stats(stack.admin_url, "revenue-gl"))["runs"]
         with anyio.fail_after(120):
-            while (stats := await actor_stats(stack.gateway_url, "revenue-gl"))["runs"] < runs + 3:
+            while (stats := await actor_stats(stack.admin_url, "revenue-gl"))["runs"] < runs + 3:
                 await anyio.sleep(0.2)
         assert stats["published"] == 2 and stats["last_period"] == last_month
         rest = await stack.wait_quiet()
