@@ -67,6 +67,7 @@ from . import __version__
 from .broker import BrokerTls, EmbeddedBroker
 from .config import Config
 from .credentials import platform_credentials
+from .datalock import data_dir_lock
 from .identities import ACTOR_ROLE, auth_for, identities_dir
 
 __all__ = ["CONSUMERS", "REVENUE_CONSUMER", "erp_journal_client", "erp_postings_reader",
@@ -226,15 +227,22 @@ async def run_gateway(cfg: Config, *, ready: anyio.Event | None = None,
                       handle_signals: bool = True) -> None:
     """Run the gateway until a stop signal (or cancellation). See the module docstring.
 
-    Raises ``GatewayError`` subclasses for start-up failures (busy port, no broker, bad
-    configuration, ``auth.*`` for a platform's credentials) and ``SupervisorEscalation`` when
-    an actor keeps failing.
+    Raises ``GatewayError`` subclasses for start-up failures (``data_dir.locked``: another
+    process runs on this data directory; busy port, no broker, bad configuration, ``auth.*``
+    for a platform's credentials) and ``SupervisorEscalation`` when an actor keeps failing.
     """
     _check_drills(cfg)
     specs = platform_specs(cfg)  # credentials first: refuse before listening
     data = cfg.data_path
     data.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.chmod(data, 0o700)  # the ledger and the broker's seeds live here (S28)
+    with data_dir_lock(data):  # before the ledger or the broker's store is touched
+        await _run_locked(cfg, specs, ready, handle_signals)
+
+
+async def _run_locked(cfg: Config, specs: dict[str, PlatformSpec], ready: anyio.Event | None,
+                      handle_signals: bool) -> None:
+    data = cfg.data_path
     _check_port(cfg.http.host, cfg.http.port)
     broker: EmbeddedBroker | None = None
     url = cfg.nats.url
@@ -259,8 +267,9 @@ async def run_gateway(cfg: Config, *, ready: anyio.Event | None = None,
             finally:
                 await admin.close()
             for role in GATEWAY_ROLES:
-                buses[role] = await NatsBus.connect(url, name=f"erpgw-gateway-{role}",
-                                                    auth=auth_for(cfg, role, required=False))
+                buses[role] = await NatsBus.connect(
+                    url, name=f"erpgw-gateway-{role}", auth=auth_for(cfg, role, required=False),
+                    election_retry_s=cfg.nats.election_retry_s)
             ledger = await Ledger.open(data / "ledger.db")
             for path in data.glob("ledger.db*"):
                 path.chmod(0o600)
