@@ -599,6 +599,26 @@ class Stack:
             await bus.close()
         return [_letters.decode(r) for r in raw]
 
+    async def _dead_letters_or(self, last: list[DeadLetter]) -> list[DeadLetter]:
+        """The dead letters, or ``last`` while the broker cannot answer (a node down, a
+        stream leader being elected: a drill, not a verdict)."""
+        try:
+            return await self.dead_letters()
+        except GatewayError:
+            return last
+
+    async def _dead_letters_settled(self, timeout: float) -> list[DeadLetter]:
+        """The dead letters, waiting up to ``timeout`` for the broker to answer; raises
+        ``BrokerUnavailable`` after that."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                return await self.dead_letters()
+            except GatewayError:
+                if time.monotonic() > deadline:
+                    raise
+                await anyio.sleep(0.5)
+
     def _streams(self) -> list[str]:
         """The gateway's streams: one per lane, the DLQ and the advisories."""
         subjects = self.subjects
@@ -749,7 +769,7 @@ class Stack:
             sig = (audit["issued"], audit["accepted"], audit["posted"], audit["postings"])
             outstanding = audit["unposted_count"]
             if outstanding:
-                dead = await self.dead_letters()
+                dead = await self._dead_letters_or(dead)
             result = DrainResult(audit, dead, False, time.monotonic() - t0)
             if progress is not None:
                 progress(audit, len(dead))
@@ -760,7 +780,7 @@ class Stack:
             if sig != last_sig:
                 last_sig, last_change = sig, now
             elif now - last_change > stall_timeout:
-                result.dead_letters = await self.dead_letters()
+                result.dead_letters = await self._dead_letters_settled(stall_timeout)
                 return result
             await anyio.sleep(interval)
         if quiesce:
@@ -768,7 +788,7 @@ class Stack:
             result.audit, result.quiet = rest.audit or result.audit, rest.quiet
             if progress is not None:
                 progress(result.audit, len(dead))
-        result.dead_letters = await self.dead_letters()
+        result.dead_letters = await self._dead_letters_settled(stall_timeout)
         result.drained = result.lost == 0 and result.audit["issued"] >= expected and (
             result.quiet or not quiesce)
         result.elapsed_s = time.monotonic() - t0

@@ -445,7 +445,12 @@ class NatsBus:
             if "authorization violation" in text.lower() and not connected:
                 refused.append(text)
                 refused_evt.set()
-            log.log(logging.WARNING if connected else logging.DEBUG, "nats: %s", exc)
+            # nats-py hands a JetStream error answer to a pipelined publish (e.g. 10158, "duplicate
+            # message id is in process", while a stream leader is being elected) to this
+            # callback instead of to the publish's future, which then times out and is retried
+            # with the same id (_through_election): not worth a warning per message.
+            quiet = not connected or isinstance(exc, nats.js.errors.APIError)
+            log.log(logging.DEBUG if quiet else logging.WARNING, "nats: %s", exc)
 
         async def _disconnected() -> None:
             if connected and not nc_ref[0].is_closed and not nc_ref[0].is_draining:
