@@ -117,3 +117,16 @@ def test_demo_refuses_an_unknown_fault() -> None:
     r = erpgw("demo", "--faults", "erp-outage,meteor-strike")
     assert r.returncode == 2  # a usage error
     assert "meteor-strike" in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize(("args", "needle"), [
+    (("--faults", "kill-nats-leader"), "--faults kill-nats-leader needs --cluster N"),
+    (("--cluster", "3", "--nats-url", "nats://127.0.0.1:1"), "drop --nats-url"),
+    (("--cluster", "3", "--faults", "broker-restart"), "needs the single embedded broker"),
+    (("--gateways", "0"), "argument --gateways: 0 is out of range: 1 to 8"),
+    (("--cluster", "three"), "argument --cluster: 'three' is not a whole number"),
+])
+def test_demo_refuses_scale_out_options_that_do_not_fit(args: tuple[str, ...],
+                                                        needle: str) -> None:
+    r = erpgw("demo", *args)
+    assert r.returncode == 2 and needle in r.stderr and "Traceback" not in r.stderr
