@@ -328,12 +328,27 @@ def _revenue_failures(r: dict[str, Any]) -> list[str]:
     return out
 
 
+def _flow_failures(r: dict[str, Any]) -> list[str]:
+    """The other flows that did not complete each item exactly once (the reasons behind a
+    FAILED verdict that the bill run's own figures do not show)."""
+    out = []
+    for name, f in (r.get("flows") or {}).items():
+        if name.startswith("invoice_to_") or not isinstance(f, dict):
+            continue
+        if "completed" in f and "expected" in f and f["completed"] != f["expected"]:
+            out.append(f"{name} {f['completed']}/{f['expected']}")
+        out += [f"{name} {k}={f[k]}" for k in ("duplicates", "unexpected", "out_of_sync")
+                if f.get(k)]
+    return out
+
+
 def _human(r: dict[str, Any]) -> str:
     lat = r["latency_ms"]
     verdict = ("OK: nothing lost, nothing doubled" if r["ok"] else
                "FAILED: " + ", ".join(
                    [f"{k}={r[k]}" for k in ("lost", "duplicates", "unexpected") if r[k]]
                    + _revenue_failures(r)
+                   + _flow_failures(r)
                    + (["ERP decimal amounts differ from the billed amounts"]
                       if not r.get("netsuite", {}).get("amounts_match", True) else [])
                    + ([f"NetSuite refused {r['netsuite']['unauthorized_401']} requests as "
