@@ -139,6 +139,7 @@ class Driller:
         self.invoices = invoices
         self.records = {n: FaultRecord(n) for n in names}
         self.killed_nodes: dict[str, str] = {}  # fault -> the nats-server node it killed
+        self.leaders_at_kill: dict[str, str] = {}  # fault -> the billing leader at that moment
         self._erp_active: dict[str, dict[str, Any]] = {}
         self._billing: dict[str, Any] = {}
         # The bill run's opt-in extras the chosen faults need (amendments for out-of-order).
@@ -225,6 +226,7 @@ class Driller:
                            == (name == "kill-nats-leader") and n.running), None)
             if victim is not None:
                 self.killed_nodes[name] = victim.server_name
+                self.leaders_at_kill[name] = leader
                 victim.kill()
         elif name == "freeze-gateway":
             self.stack.signal_gateway(signal.SIGSTOP)
@@ -291,7 +293,9 @@ class Driller:
             "dlq_exact": len(poison) == expected == len(result.dead_letters),
             "webhook_faults": result.audit.get("faults", {}).get("billing"),
             **({"order": _order_section(result.audit)} if self.bill_options else {}),
-            **({"killed_nats_nodes": dict(self.killed_nodes)} if self.killed_nodes else {}),
+            **({"killed_nats_nodes": {
+                n: {"node": node, "billing_leader": self.leaders_at_kill.get(n, "")}
+                for n, node in self.killed_nodes.items()}} if self.killed_nodes else {}),
         }
 
     async def after_run(self, result: DrainResult) -> dict[str, Any]:
