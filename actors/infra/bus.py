@@ -448,7 +448,8 @@ class NatsBus:
             # nats-py hands a JetStream error answer to a pipelined publish (e.g. 10158, "duplicate
             # message id is in process", while a stream leader is being elected) to this
             # callback instead of to the publish's future, which then times out and is retried
-            # with the same id (_through_election): not worth a warning per message.
+            # with the same id (_through_election): not worth a warning per message
+            # (nats-io/nats.py issue 985: ``APIError.from_error`` raises instead of returning).
             quiet = not connected or isinstance(exc, nats.js.errors.APIError)
             log.log(logging.DEBUG if quiet else logging.WARNING, "nats: %s", exc)
 
