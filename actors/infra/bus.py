@@ -10,6 +10,9 @@ Publishing always waits for the PubAck and always carries a ``Nats-Msg-Id``: the
 caller's deterministic id, so a retry after a crash or timeout is deduplicated by the stream.
 ``publish_batch`` pipelines many publishes and waits for all their acks (one round trip of
 latency for the whole batch instead of one per message).
+A publish refused or unanswered for a retryable reason (in a cluster: a stream leader being
+elected) is sent again with the same ids for up to ``election_retry_s`` before the caller
+sees ``BrokerUnavailable``; a message sent again may land after others of its batch.
 
 ``add_service`` registers a request/reply service with nats-py's ``nats.micro`` (the NATS
 services protocol, discoverable on ``$SRV.>``); its endpoints hand requests to the caller's
