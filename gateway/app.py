@@ -82,6 +82,7 @@ from . import __version__
 from .broker import BrokerTls, EmbeddedBroker
 from .config import Config
 from .credentials import admin_token, platform_credentials
+from .datalock import data_dir_lock
 from .identities import ACTOR_ROLE, auth_for, identities_dir
 
 __all__ = ["CONSUMERS", "REVENUE_CONSUMER", "erp_journal_client", "erp_postings_reader",
@@ -253,11 +254,12 @@ async def run_gateway(cfg: Config, *, ready: anyio.Event | None = None,
                       handle_signals: bool = True, span_exporter: object = None) -> None:
     """Run the gateway until a stop signal (or cancellation). See the module docstring.
 
-    Raises ``GatewayError`` subclasses for start-up failures (busy port, no broker, bad
-    configuration, ``auth.*`` for a platform's credentials, ``config.otel_missing``) and
-    ``SupervisorEscalation`` when an actor keeps failing. ``span_exporter``: with ``[otel]``
-    enabled, an OpenTelemetry ``SpanExporter`` that gets the spans instead of the OTLP
-    endpoint (tests use the SDK's in-memory one).
+    Raises ``GatewayError`` subclasses for start-up failures (``data_dir.locked``: another
+    process runs on this data directory; busy port, no broker, bad configuration, ``auth.*``
+    for a platform's credentials, ``config.otel_missing``) and ``SupervisorEscalation`` when
+    an actor keeps failing. ``span_exporter``: with ``[otel]`` enabled, an OpenTelemetry
+    ``SpanExporter`` that gets the spans instead of the OTLP endpoint (tests use the SDK's
+    in-memory one).
     """
     _check_drills(cfg)
     specs = platform_specs(cfg)  # credentials first: refuse before listening
@@ -277,10 +279,19 @@ async def run_gateway(cfg: Config, *, ready: anyio.Event | None = None,
 async def _serve(cfg: Config, specs: Mapping[str, PlatformSpec], token: Secret | None,
                  admin_tls: ssl.SSLContext | None, *, ready: anyio.Event | None,
                  handle_signals: bool) -> None:
-    """The admin listener around the gateway's whole life (``_run_gateway``)."""
+    """The data directory's lock, then the admin listener around the gateway's whole life
+    (``_run_gateway``)."""
     data = cfg.data_path
     data.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.chmod(data, 0o700)  # the ledger and the broker's seeds live here (S28)
+    with data_dir_lock(data):  # before the ledger or the broker's store is touched
+        await _run_locked(cfg, specs, token, admin_tls, ready=ready,
+                          handle_signals=handle_signals)
+
+
+async def _run_locked(cfg: Config, specs: Mapping[str, PlatformSpec], token: Secret | None,
+                      admin_tls: ssl.SSLContext | None, *, ready: anyio.Event | None,
+                      handle_signals: bool) -> None:
     _check_port(cfg.http.host, cfg.http.port)
     if (cfg.admin.host, cfg.admin.port) == (cfg.http.host, cfg.http.port):
         raise GatewayError(f"admin.port: {cfg.admin.port} is also http.port; the admin "
@@ -329,8 +340,9 @@ async def _run_gateway(cfg: Config, specs: Mapping[str, PlatformSpec], admin: Ad
             finally:
                 await provisioner.close()
             for role in GATEWAY_ROLES:
-                buses[role] = await NatsBus.connect(url, name=f"erpgw-gateway-{role}",
-                                                    auth=auth_for(cfg, role, required=False))
+                buses[role] = await NatsBus.connect(
+                    url, name=f"erpgw-gateway-{role}", auth=auth_for(cfg, role, required=False),
+                    election_retry_s=cfg.nats.election_retry_s)
             ledger = await Ledger.open(data / "ledger.db")
             ledger_open[0] = True
             for path in data.glob("ledger.db*"):

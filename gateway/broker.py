@@ -17,6 +17,13 @@ the key goes to the server by environment variable, never into the config file.
 
 Errors are explicit: a missing binary, a busy port or a server that dies at start raise
 ``BrokerError`` with the reason and the tail of the server's log.
+
+Cluster: ``EmbeddedCluster`` runs several such servers on loopback, each with its own store,
+client port, route port and monitoring port, joined by routes into one JetStream cluster (the
+same ``sync_interval``, identities and permissions on every node). ``start`` returns once
+every node answers ``/healthz`` (JetStream up, a meta leader known), so streams with
+``replicas = 3`` can be created at once. Its ``url`` is the comma-separated list of the nodes'
+client URLs, the seed list a gateway connects with.
 """
 
 from __future__ import annotations
@@ -29,6 +36,8 @@ import stat
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,7 +47,8 @@ import anyio
 from actors.infra.bus import NatsAuth
 from contracts import GatewayError, Subjects
 
-__all__ = ["BrokerError", "BrokerTls", "EmbeddedBroker", "find_nats_server", "free_port"]
+__all__ = ["BrokerError", "BrokerTls", "EmbeddedBroker", "EmbeddedCluster", "find_nats_server",
+           "free_port"]
 
 
 class BrokerError(GatewayError):
@@ -126,6 +136,12 @@ class EmbeddedBroker:
     # Serve TLS only (``cert``, ``key``; with ``ca`` clients must present a certificate it
     # signed: mutual TLS). Clients then need ``client_tls`` (see ``tls_client``).
     tls: BrokerTls | None = None
+    # Cluster membership (``EmbeddedCluster`` sets these): the cluster's name, this node's
+    # route port and the route URLs of the other nodes; a monitoring port for ``/healthz``.
+    cluster_name: str = ""
+    cluster_port: int = 0
+    routes: tuple[str, ...] = ()
+    http_port: int = 0
     _proc: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
 
     @property
@@ -185,6 +201,33 @@ class EmbeddedBroker:
             lines += [f'  ca_file: "{t.ca}"', "  verify: true"]
         return "\n".join([*lines, "}"]) + "\n"
 
+    def _cluster_block(self) -> str:
+        lines = []
+        if self.http_port:
+            lines.append(f"http: {self.host}:{self.http_port}")
+        if self.cluster_name:
+            routes = ", ".join(f'"{r}"' for r in self.routes)
+            lines += ["cluster {", f'  name: "{self.cluster_name}"',
+                      f"  listen: {self.host}:{self.cluster_port}", f"  routes: [{routes}]",
+                      "}"]
+        return "".join(f"{ln}\n" for ln in lines)
+
+    async def healthy(self) -> bool:
+        """``/healthz`` of this node answers ok (needs ``http_port``): the server is up and
+        its JetStream is current (in a cluster: it knows the meta leader)."""
+        if not self.http_port or not self.running:
+            return False
+        url = f"http://{self.host}:{self.http_port}/healthz"
+
+        def probe() -> bool:
+            try:
+                with urllib.request.urlopen(url, timeout=2) as resp:
+                    return bool(resp.status == 200)
+            except (urllib.error.URLError, OSError):
+                return False
+
+        return await anyio.to_thread.run_sync(probe)
+
     def _encryption_key(self) -> str:
         path = self.encryption_key_file
         if path is None:
@@ -222,6 +265,7 @@ class EmbeddedBroker:
                 "  max_memory_store: 256MB\n"
                 f"{cipher}"
                 "}\n"
+                f"{self._cluster_block()}"
                 f"{self._tls_block()}"
                 f"{self._authorization()}"
             )
@@ -305,3 +349,86 @@ class EmbeddedBroker:
             proc.kill()
             proc.wait()
         self._proc = None
+
+
+@dataclass
+class EmbeddedCluster:
+    """``size`` ``nats-server`` nodes on loopback joined into one JetStream cluster; see the
+    module docstring. Node ``i`` is named ``<name>-<i>`` and stores under ``base_dir/n<i>``.
+    """
+
+    base_dir: Path
+    size: int = 3
+    name: str = "erpgw"
+    host: str = "127.0.0.1"
+    sync_interval: str = "always"
+    identities_dir: Path | None = None
+    prefix: str = "erpgw"
+    nodes: list[EmbeddedBroker] = field(default_factory=list, init=False)
+
+    def __post_init__(self) -> None:
+        if self.size < 1:
+            raise BrokerError(f"a cluster needs at least one node, not {self.size}",
+                              code="broker.start_failed")
+        ports = [(free_port(self.host), free_port(self.host), free_port(self.host))
+                 for _ in range(self.size)]
+        for i, (client, route, http) in enumerate(ports, 1):
+            others = tuple(f"nats-route://{self.host}:{r}" for j, (_, r, _h) in
+                           enumerate(ports, 1) if j != i)
+            self.nodes.append(EmbeddedBroker(
+                self.base_dir / f"n{i}", port=client, host=self.host,
+                sync_interval=self.sync_interval, server_name=f"{self.name}-{i}",
+                identities_dir=self.identities_dir, prefix=self.prefix,
+                cluster_name=self.name, cluster_port=route, routes=others, http_port=http))
+
+    @property
+    def url(self) -> str:
+        """The seed list: every node's client URL, comma-separated."""
+        return ",".join(n.url for n in self.nodes)
+
+    def auth(self, role: str = "admin") -> NatsAuth | None:
+        return self.nodes[0].auth(role)
+
+    def nats_options(self, role: str = "admin") -> dict[str, Any]:
+        return self.nodes[0].nats_options(role)
+
+    def node(self, server_name: str) -> EmbeddedBroker:
+        """The node called ``server_name`` (as stream info names a leader); KeyError if none."""
+        for n in self.nodes:
+            if n.server_name == server_name:
+                return n
+        raise KeyError(server_name)
+
+    async def start(self, timeout: float = 30.0) -> None:
+        """Start every node (at once: a node waits for its routes), then wait until each
+        answers ``/healthz``. Raises ``BrokerError`` like ``EmbeddedBroker.start``."""
+        try:
+            async with anyio.create_task_group() as tg:
+                for n in self.nodes:
+                    tg.start_soon(n.start, timeout)
+            await self.wait_healthy(timeout)
+        except BaseException:
+            for n in self.nodes:
+                n.kill()
+            raise
+
+    async def wait_healthy(self, timeout: float = 30.0) -> None:
+        """Wait until every running node answers ``/healthz``; raises ``BrokerError``."""
+        deadline = time.monotonic() + timeout
+        while True:
+            states = [await n.healthy() for n in self.nodes if n.running]
+            if states and all(states):
+                return
+            if time.monotonic() > deadline:
+                raise BrokerError(
+                    f"the {self.size}-node cluster was not healthy within {timeout:.0f} s:\n"
+                    f"{self.nodes[0]._log_tail()}", code="broker.start_failed")
+            await anyio.sleep(0.1)
+
+    async def stop(self, grace: float = 10.0) -> None:
+        for n in self.nodes:
+            await n.stop(grace)
+
+    def kill(self) -> None:
+        for n in self.nodes:
+            n.kill()

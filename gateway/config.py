@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from actors.infra import ConsumerSettings, StreamSettings
-from actors.infra.bus import mask_url
+from actors.infra.bus import mask_url, server_list
 from actors.ingress import AdminSettings, IngressSettings
 from actors.monitor import SlaConfig
 from actors.otel import OtelSettings
@@ -53,10 +53,15 @@ class NatsTlsConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
 
 class NatsConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    url: str = ""  # empty: start the embedded nats-server
+    # Empty: start the embedded nats-server. Else the seed servers of an existing server or
+    # cluster: a TOML list or one comma-separated string (kept here comma-joined).
+    url: str = ""
     port: int = 4222  # the embedded server's client port
     prefix: str = "erpgw"
     sync_interval: str = "always"  # the embedded server's fsync policy; "2m" only to measure
+    # A publish refused or unanswered for a retryable reason (a stream leader election in a
+    # cluster) is sent again with the same message ids for up to this long (0: no retry).
+    election_retry_s: Annotated[float, msgspec.Meta(ge=0)] = 10.0
     # Credentials for an external broker (at most one kind; see docs/security.md). The embedded
     # broker needs none of them: its role seeds live in `identities_dir`.
     creds: str = ""  # a JWT + NKey credentials file
@@ -342,6 +347,26 @@ def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _normalise_nats_url(doc: dict[str, Any], where: str) -> None:
+    """``nats.url`` as a list of URLs or a comma-separated string -> one comma-joined string
+    of checked server URLs (``actors.infra.bus.server_list``); raises ``ConfigError``."""
+    nats_doc = doc.get("nats")
+    if not isinstance(nats_doc, dict) or "url" not in nats_doc:
+        return
+    url = nats_doc["url"]
+    if isinstance(url, str) and not url.strip():
+        nats_doc["url"] = ""
+        return
+    if not isinstance(url, str) and not (
+            isinstance(url, list) and all(isinstance(u, str) for u in url)):
+        raise ConfigError(f"{where}nats.url: Expected a URL or a list of URLs, got "
+                          f"`{type(url).__name__}`")
+    try:
+        nats_doc["url"] = ",".join(server_list(url))
+    except ValueError as exc:
+        raise ConfigError(f"{where}nats.url: {exc}", code="config.nats_url") from None
+
+
 def load_config(path: Path | None = None, *, env: Mapping[str, str] | None = None,
                 overrides: Mapping[str, Any] | None = None) -> Config:
     """Defaults ← TOML file ← environment ← ``overrides`` (from CLI flags, dotted by section).
@@ -359,10 +384,11 @@ def load_config(path: Path | None = None, *, env: Mapping[str, str] | None = Non
     doc = _merge(doc, _env_overrides(os.environ if env is None else env))
     if overrides:
         doc = _merge(doc, overrides)
+    where = f"{path}: " if path else ""
+    _normalise_nats_url(doc, where)
     try:
         return msgspec.convert(doc, Config, strict=False)
     except msgspec.ValidationError as exc:
-        where = f"{path}: " if path else ""
         text = str(exc)
         if " - at `$." in text:
             msg, _, field = text.rpartition(" - at `$.")

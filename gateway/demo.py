@@ -111,6 +111,10 @@ class DemoOptions:
     # The platforms' wire formats (``parse_dialects``): billing "erpgw" | "stripe".
     billing_dialect: str = "erpgw"
     erp_dialect: str = "erpgw"
+    # Scale-out (docs/scale-out.md): nats-server nodes in one cluster (0: one embedded broker)
+    # and gateway processes behind one round-robin webhook address.
+    cluster: int = 0
+    gateways: int = 1
 
 
 async def netsuite_figures(stack: Stack, audit: dict[str, Any]) -> dict[str, Any]:
@@ -266,6 +270,22 @@ def _drill_lines(r: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _scale_lines(r: dict[str, Any]) -> list[str]:
+    so = r.get("scale_out")
+    if so is None:
+        return []
+    lines = [f"  scale-out: {so['gateways']} gateway process(es) on "
+             + (f"a {so['cluster_nodes']}-node nats cluster" if so["cluster_nodes"]
+                else "one broker")]
+    total = sum(w["processed"] for w in so["work_shares"]) or 1
+    for w in so["work_shares"]:
+        hooks = "" if w["webhooks"] is None else f"{w['webhooks']} HTTP requests, "
+        lines.append(f"    gateway {w['gateway']}: {hooks}{w['processed']} messages processed "
+                     f"({100 * w['processed'] / total:.0f} %)"
+                     + ("" if w["up"] else " (not answering)"))
+    return lines
+
+
 def _revenue_lines(r: dict[str, Any]) -> list[tuple[str, object]]:
     if "revenue" not in r:
         return []
@@ -309,12 +329,27 @@ def _revenue_failures(r: dict[str, Any]) -> list[str]:
     return out
 
 
+def _flow_failures(r: dict[str, Any]) -> list[str]:
+    """The other flows that did not complete each item exactly once (the reasons behind a
+    FAILED verdict that the bill run's own figures do not show)."""
+    out = []
+    for name, f in (r.get("flows") or {}).items():
+        if name.startswith("invoice_to_") or not isinstance(f, dict):
+            continue
+        if "completed" in f and "expected" in f and f["completed"] != f["expected"]:
+            out.append(f"{name} {f['completed']}/{f['expected']}")
+        out += [f"{name} {k}={f[k]}" for k in ("duplicates", "unexpected", "out_of_sync")
+                if f.get(k)]
+    return out
+
+
 def _human(r: dict[str, Any]) -> str:
     lat = r["latency_ms"]
     verdict = ("OK: nothing lost, nothing doubled" if r["ok"] else
                "FAILED: " + ", ".join(
                    [f"{k}={r[k]}" for k in ("lost", "duplicates", "unexpected") if r[k]]
                    + _revenue_failures(r)
+                   + _flow_failures(r)
                    + (["ERP decimal amounts differ from the billed amounts"]
                       if not r.get("netsuite", {}).get("amounts_match", True) else [])
                    + ([f"NetSuite refused {r['netsuite']['unauthorized_401']} requests as "
@@ -364,6 +399,7 @@ def _human(r: dict[str, Any]) -> str:
              f"({r['wall_s']:.1f} s, broker fsync {r['fsync']})"]
     lines += [f"  {k:<{width}}  {v}" for k, v in rows]
     lines += _drill_lines(r)
+    lines += _scale_lines(r)
     lines.append(f"  {verdict}")
     return "\n".join(lines)
 
@@ -401,7 +437,8 @@ async def run_demo(opts: DemoOptions) -> bool:
     stack = Stack(workdir, nats_url=opts.nats_url, seed=opts.seed,
                   sync_interval="always" if opts.fsync == "always" else "2m",
                   ack_wait_s=5.0 if opts.faults else 30.0,
-                  netsuite=opts.erp_dialect == "netsuite")
+                  netsuite=opts.erp_dialect == "netsuite",
+                  cluster=opts.cluster, gateways=opts.gateways)
     driller = Driller(stack, list(opts.faults), opts.invoices) if opts.faults else None
     if driller is not None:
         stack.gateway_toml = driller.gateway_toml
@@ -420,10 +457,13 @@ async def run_demo(opts: DemoOptions) -> bool:
                                'token_env = "ERPGW_DEMO_STRIPE_KEY"\n')
     try:
         t0 = time.monotonic()
-        say("starting nats-server (JetStream), simulator and gateway ...")
+        nodes = f", {opts.cluster}-node cluster" if opts.cluster else ""
+        say(f"starting nats-server (JetStream{nodes}), simulator and {opts.gateways} gateway "
+            "process(es) ...")
         await stack.start()
         say(f"  broker {stack.url}  simulator {stack.sim_url}  gateway {stack.gateway_url}"
-            f" (admin {stack.admin_url})")
+            f" (admin {stack.admin_url})"
+            + (f" (round-robin to {', '.join(stack.gateway_urls())})" if stack.proxy else ""))
         say(f"bill run: {opts.invoices} invoices"
             + (f" at {opts.rate:g}/s" if opts.rate else " issued at once"))
         progress = _Progress(opts.invoices, enabled=not opts.json)
@@ -490,6 +530,10 @@ async def run_demo(opts: DemoOptions) -> bool:
             report["flows"].update(money["flows"])
             report.setdefault("kpi", {}).update(money["kpi"])
             report["ok"] = bool(report["ok"] and money_ok(money))
+        if opts.cluster or opts.gateways > 1:
+            report["scale_out"] = {"cluster_nodes": opts.cluster, "gateways": opts.gateways,
+                                   "gateway_starts_1": stack.gateway_starts,
+                                   "work_shares": await stack.work_shares()}
         if driller is not None:
             report.update(driller.finish(result))
             report.update(await driller.after_run(result))

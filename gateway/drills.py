@@ -22,10 +22,18 @@ manual edit would; after the run the reconciler is run once, without repair, and
 ``altered_amount`` section compares the amount breaks it found and published on
 ``erpgw.mon.recon.break`` with the postings the simulator altered: ``exact`` when they are the
 same set, each flagged with a reversal proposal and none repaired).
+
+Scale-out drills (``erpgw demo --cluster 3``, docs/scale-out.md): ``kill-nats-leader`` (SIGKILL
+the nats-server node leading the billing stream at 30 %, restart it 3 s later),
+``kill-nats-node`` (the same for a node that leads nothing of the billing stream, at 60 %),
+``freeze-gateway`` (SIGSTOP gateway process 1 at 20 % for 8 s, past the consumers' ``ack_wait``
+of 5 s, so its unacked messages go to the others, then SIGCONT: the thawed process carries on
+with what it held). ``kill-gateway`` kills gateway process 1 of N.
 """
 
 from __future__ import annotations
 
+import signal
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,6 +42,7 @@ import anyio
 import msgspec
 
 from actors.infra import NatsBus, OutMsg
+from actors.infra.bus import server_list
 from actors.infra.http import HttpClient
 from actors.reconcile import Flag, run_once
 from contracts import GatewayError, Subjects
@@ -66,8 +75,16 @@ FAULTS: dict[str, _Fault] = {
                            bill_run={"amend_rate": 0.2, "reorder_amendments": 0.5}),
     "kill-gateway": _Fault(0.40),
     "broker-restart": _Fault(0.50),
+    # Scale-out drills (``--cluster``; docs/scale-out.md). The node goes down for its window.
+    "kill-nats-leader": _Fault(0.30, 3.0),
+    "kill-nats-node": _Fault(0.60, 3.0),
+    # SIGSTOP for longer than the consumers' ack_wait (5 s under faults), then SIGCONT.
+    "freeze-gateway": _Fault(0.20, 8.0),
     "altered-amount": _Fault(0.0, erp={"alter_amount_rate": 0.02}, recovers=False),
 }
+
+# The faults that act on the nats-server nodes of ``--cluster``.
+CLUSTER_FAULTS = frozenset({"kill-nats-leader", "kill-nats-node"})
 
 # How many ids the altered-amount section lists (the counts are always complete).
 MAX_LISTED = 100
@@ -121,6 +138,8 @@ class Driller:
         self.names = names
         self.invoices = invoices
         self.records = {n: FaultRecord(n) for n in names}
+        self.killed_nodes: dict[str, str] = {}  # fault -> the nats-server node it killed
+        self.leaders_at_kill: dict[str, str] = {}  # fault -> the billing leader at that moment
         self._erp_active: dict[str, dict[str, Any]] = {}
         self._billing: dict[str, Any] = {}
         # The bill run's opt-in extras the chosen faults need (amendments for out-of-order).
@@ -200,6 +219,17 @@ class Driller:
             self.stack.kill_gateway()
         elif name == "broker-restart" and self.stack.broker is not None:
             self.stack.broker.kill()
+        elif name in CLUSTER_FAULTS and self.stack.nats_cluster is not None:
+            leader = await self._billing_leader()
+            nodes = self.stack.nats_cluster.nodes
+            victim = next((n for n in nodes if (n.server_name == leader)
+                           == (name == "kill-nats-leader") and n.running), None)
+            if victim is not None:
+                self.killed_nodes[name] = victim.server_name
+                self.leaders_at_kill[name] = leader
+                victim.kill()
+        elif name == "freeze-gateway":
+            self.stack.signal_gateway(signal.SIGSTOP)
 
     async def _heal(self, name: str, postings: int) -> None:
         rec = self.records[name]
@@ -212,8 +242,30 @@ class Driller:
         elif name == "broker-restart" and self.stack.broker is not None:
             await anyio.sleep(1.5)
             await self.stack.broker.start()
+        elif name in self.killed_nodes and self.stack.nats_cluster is not None:
+            await self.stack.nats_cluster.node(self.killed_nodes[name]).start()
+        elif name == "freeze-gateway":
+            self.stack.signal_gateway(signal.SIGCONT)
         rec.healed_at = time.monotonic()
         rec.postings_at_heal = postings
+
+    async def _billing_leader(self) -> str:
+        """The server name of the billing stream's leader ("" when none is known now)."""
+        import nats
+
+        try:
+            nc = await nats.connect(server_list(self.stack.url), name="erpgw-drill-leader",
+                                    allow_reconnect=False, connect_timeout=2.0,
+                                    **self.stack.nats_options("admin"))
+        except (nats.errors.Error, OSError, TimeoutError):
+            return ""
+        try:
+            info = await nc.jsm().stream_info(self.stack.subjects.stream("billing"))
+        except (nats.errors.Error, OSError, TimeoutError):
+            return ""
+        finally:
+            await nc.close()
+        return str(info.cluster.leader or "") if info.cluster else ""
 
     def observe(self, audit: dict[str, Any]) -> None:
         """Called with each audit the drain loop reads: the first posting after a heal."""
@@ -241,6 +293,9 @@ class Driller:
             "dlq_exact": len(poison) == expected == len(result.dead_letters),
             "webhook_faults": result.audit.get("faults", {}).get("billing"),
             **({"order": _order_section(result.audit)} if self.bill_options else {}),
+            **({"killed_nats_nodes": {
+                n: {"node": node, "billing_leader": self.leaders_at_kill.get(n, "")}
+                for n, node in self.killed_nodes.items()}} if self.killed_nodes else {}),
         }
 
     async def after_run(self, result: DrainResult) -> dict[str, Any]:
@@ -258,7 +313,7 @@ class Driller:
         altered = set(audit.get("altered_ids", []))
         subjects = Subjects()
         published: list[dict[str, Any]] = []
-        nc = await nats.connect(self.stack.url, name="erpgw-drill-recon",
+        nc = await nats.connect(server_list(self.stack.url), name="erpgw-drill-recon",
                                 **self.stack.nats_options("monitor"))
         try:
             async def collect(msg: Any) -> None:

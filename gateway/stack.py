@@ -24,12 +24,13 @@ import anyio
 import msgspec
 
 from actors.infra import NatsBus
-from actors.infra.bus import BrokerUnavailable, NatsAuth
+from actors.infra.bus import BrokerUnavailable, NatsAuth, server_list
 from actors.infra.http import HttpClient
 from contracts import LANES, DeadLetter, GatewayError, JsonCodec, Subjects
 
 from .app import REVENUE_CONSUMER
-from .broker import EmbeddedBroker, free_port
+from .broker import EmbeddedBroker, EmbeddedCluster, free_port
+from .rrproxy import RoundRobinProxy
 
 __all__ = ["ConsumerState", "DrainResult", "PeerGateway", "Quiescence", "RevenueResult", "Stack",
            "StackError"]
@@ -186,7 +187,19 @@ class Stack:
     netsuite_auth: bool = True
     # The gateway's nats.prefix (its subjects and stream names).
     nats_prefix: str = "erpgw"
+    # Scale-out (docs/scale-out.md): ``cluster`` > 0 starts that many nats-server nodes joined
+    # into one JetStream cluster (streams with that many replicas, at most 3) instead of one
+    # broker; ``gateways`` > 1 starts that many gateway processes, each with a data directory
+    # of its own, behind one round-robin proxy that the simulator's webhooks and every HTTP
+    # call of the stack go to. Gateway 1 is the one ``kill_gateway`` & co. act on.
+    cluster: int = 0
+    gateways: int = 1
     broker: EmbeddedBroker | None = field(default=None, init=False)
+    nats_cluster: EmbeddedCluster | None = field(default=None, init=False)
+    proxy: RoundRobinProxy | None = field(default=None, init=False)
+    _others: list[subprocess.Popen[bytes] | None] = field(default_factory=list, init=False)
+    other_ports: list[int] = field(default_factory=list, init=False)
+    other_admin_ports: list[int] = field(default_factory=list, init=False)
     _gateway: subprocess.Popen[bytes] | None = field(default=None, init=False)
     _sim: subprocess.Popen[bytes] | None = field(default=None, init=False)
     gateway_port: int = field(default=0, init=False)
@@ -196,7 +209,11 @@ class Stack:
 
     @property
     def url(self) -> str:
-        return self.nats_url or (self.broker.url if self.broker else "")
+        if self.nats_url:
+            return self.nats_url
+        if self.nats_cluster is not None:
+            return self.nats_cluster.url
+        return self.broker.url if self.broker else ""
 
     @property
     def data_dir(self) -> Path:
@@ -212,6 +229,8 @@ class Stack:
         named by ``ERPGW_NATS_NKEY_SEED_FILE`` (the gateway's own setting), if any."""
         if self.broker is not None:
             return self.broker.auth(role)
+        if self.nats_cluster is not None:
+            return self.nats_cluster.auth(role)
         seed = os.environ.get("ERPGW_NATS_NKEY_SEED_FILE", "")
         return NatsAuth(seed_file=seed) if seed else None
 
@@ -226,14 +245,25 @@ class Stack:
 
     @property
     def gateway_url(self) -> str:
-        """The webhook listener (webhooks, the usage intake)."""
+        """Where the gateway serves webhooks: the proxy in front of all gateway processes
+        when there are several, else the one process's webhook listener."""
+        if self.proxy is not None:
+            return self.proxy.url
         return f"http://127.0.0.1:{self.gateway_port}"
+
+    def gateway_urls(self) -> list[str]:
+        """Every gateway process's own webhook listener, gateway 1 first."""
+        return [f"http://127.0.0.1:{p}" for p in (self.gateway_port, *self.other_ports)]
 
     @property
     def admin_url(self) -> str:
-        """The admin listener (``/livez``, ``/readyz``, ``/status``, ``/metrics``, the
+        """Gateway 1's admin listener (``/livez``, ``/readyz``, ``/status``, ``/metrics``, the
         synchronous lane), on loopback."""
         return f"http://127.0.0.1:{self.admin_port}"
+
+    def admin_urls(self) -> list[str]:
+        """Every gateway process's admin listener, gateway 1 first."""
+        return [f"http://127.0.0.1:{p}" for p in (self.admin_port, *self.other_admin_ports)]
 
     # -- processes -----------------------------------------------------------------------------
 
@@ -274,7 +304,13 @@ class Stack:
     async def start(self) -> None:
         """Start broker (unless external), simulator and gateway; wait until all are ready."""
         self.workdir.mkdir(parents=True, exist_ok=True)
-        if not self.nats_url:
+        if not self.nats_url and self.cluster:
+            self.nats_cluster = EmbeddedCluster(self.workdir / "nats-cluster", size=self.cluster,
+                                                sync_interval=self.sync_interval,
+                                                identities_dir=self.identities_dir,
+                                                prefix=self.nats_prefix)
+            await self.nats_cluster.start()
+        elif not self.nats_url:
             # Authentication on, as in production: the role seeds go where the gateway (its
             # data dir) and the CLI tools (`--data-dir <workdir>/gateway`) look for them.
             self.broker = EmbeddedBroker(self.workdir / "nats", port=free_port(),
@@ -285,8 +321,16 @@ class Stack:
         self.gateway_port = free_port()
         self.admin_port = free_port()
         self.sim_port = free_port()
+        if self.gateways > 1:
+            self.other_ports = [free_port() for _ in range(self.gateways - 1)]
+            self.other_admin_ports = [free_port() for _ in range(self.gateways - 1)]
+            self._others = [None] * (self.gateways - 1)
+            self.proxy = RoundRobinProxy(self.gateway_urls(), port=free_port())
+            await self.proxy.start()
         await self.start_sim()
         await self.start_gateway()
+        for i in range(2, self.gateways + 1):
+            await self.start_other(i)
 
     async def start_sim(self) -> None:
         self._sim = self._spawn(
@@ -298,20 +342,57 @@ class Stack:
              *self.sim_args], "sim.log")
         await self._wait_http(self.sim_url, self._sim, "simulator", "sim.log")
 
-    def gateway_config(self) -> Path:
-        """Write the gateway's config; the ERP base URL goes by environment variable so that
-        ``gateway_toml`` may carry its own ``[erp]`` section."""
-        path = self.workdir / "gateway.toml"
+    def gateway_config(self, index: int = 1) -> Path:
+        """Write gateway ``index``'s config (1: the first; others have a data directory and
+        a port of their own and find the broker's identities in the first one's); the ERP
+        base URL goes by environment variable so that ``gateway_toml`` may carry its own
+        ``[erp]`` section."""
+        path = self.workdir / ("gateway.toml" if index == 1 else f"gateway-{index}.toml")
+        data = self.data_dir if index == 1 else self.workdir / f"gateway-{index}"
+        port = self.gateway_port if index == 1 else self.other_ports[index - 2]
+        admin_port = self.admin_port if index == 1 else self.other_admin_ports[index - 2]
+        scale = ""
+        if self.cluster:
+            scale += f"[streams]\nreplicas = {min(self.cluster, 3)}\n"
+        # The ack-pending limit is the consumer's, shared by every process fetching from it.
+        pending = f"max_ack_pending = {256 * self.gateways}\n" if self.gateways > 1 else ""
         path.write_text(
-            f'data_dir = "{self.data_dir}"\n'
+            f'data_dir = "{data}"\n'
             f'[nats]\nurl = "{self.url}"\nprefix = "{self.nats_prefix}"\n'
-            f"[http]\nport = {self.gateway_port}\n"
-            f"[admin]\nport = {self.admin_port}\n"
-            f"[consumers]\nack_wait_s = {self.ack_wait_s}\n"
+            f'identities_dir = "{self.identities_dir}"\n'
+            f"[http]\nport = {port}\n"
+            f"[admin]\nport = {admin_port}\n"
+            f"[consumers]\nack_wait_s = {self.ack_wait_s}\n{pending}"
+            f"{scale}"
             f"{self.gateway_toml}\n"
             f"{self._netsuite_toml()}"
         )
         return path
+
+    def _gateway_env(self, env: Mapping[str, str] | None) -> dict[str, str]:
+        return {**self._netsuite_env(), **self.gateway_env, **(env or {}),
+                # Drill mode: GW_FAULT / GW_CRASH_AT act (this stack is all on loopback).
+                "ERPGW_DRILLS": "1",
+                "ERPGW_BILLING_WEBHOOK_SECRETS": self.webhook_secret,
+                "ERPGW_ERP_BASE_URL": self.sim_url,
+                "ERPGW_REVENUE_BASE_URL": self.sim_url,
+                "ERPGW_CPQ_BASE_URL": self.sim_url,
+                "ERPGW_PARTNER_BASE_URL": self.sim_url,
+                "ERPGW_RECONCILE_BILLING_URL": self.sim_url}
+
+    async def start_other(self, index: int) -> None:
+        """Start (or restart) gateway process ``index`` (2..gateways) and wait until ready."""
+        log_name = f"gateway-{index}.log"
+        proc = self._spawn(["up", "--config", str(self.gateway_config(index))], log_name,
+                           self._gateway_env(None))
+        self._others[index - 2] = proc
+        await self._wait_http(self.admin_urls()[index - 1], proc, f"gateway {index}", log_name,
+                              path="/readyz")
+
+    def gateway_pids(self) -> list[int | None]:
+        """Every gateway process's pid (None: not running), gateway 1 first."""
+        procs = [self._gateway, *self._others]
+        return [p.pid if p is not None and p.poll() is None else None for p in procs]
 
     def _netsuite_toml(self) -> str:
         if not self.netsuite:
@@ -340,17 +421,8 @@ class Stack:
     async def start_gateway(self, env: Mapping[str, str] | None = None) -> None:
         """Start (or restart) the gateway process and wait until it is ready (``/readyz`` on
         its admin listener: broker connected, ledger open, every consumer bound)."""
-        env = {**self._netsuite_env(), **self.gateway_env, **(env or {}),
-               # Drill mode: GW_FAULT / GW_CRASH_AT act (this stack is all on loopback).
-               "ERPGW_DRILLS": "1",
-               "ERPGW_BILLING_WEBHOOK_SECRETS": self.webhook_secret,
-               "ERPGW_ERP_BASE_URL": self.sim_url,
-               "ERPGW_REVENUE_BASE_URL": self.sim_url,
-               "ERPGW_CPQ_BASE_URL": self.sim_url,
-               "ERPGW_PARTNER_BASE_URL": self.sim_url,
-               "ERPGW_RECONCILE_BILLING_URL": self.sim_url}
         self._gateway = self._spawn(["up", "--config", str(self.gateway_config())],
-                                    "gateway.log", env)
+                                    "gateway.log", self._gateway_env(env))
         self.gateway_starts += 1
         await self._wait_http(self.admin_url, self._gateway, "gateway", "gateway.log",
                               path="/readyz")
@@ -361,14 +433,10 @@ class Stack:
         identities and settings; the simulator keeps sending to the first one. Stop it with
         ``stop_process(peer.proc)``."""
         port, admin_port = free_port(), free_port()
-        env = {**self._netsuite_env(), **self.gateway_env, "ERPGW_DRILLS": "1",
-               "ERPGW_BILLING_WEBHOOK_SECRETS": self.webhook_secret,
-               "ERPGW_ERP_BASE_URL": self.sim_url, "ERPGW_REVENUE_BASE_URL": self.sim_url,
-               "ERPGW_CPQ_BASE_URL": self.sim_url, "ERPGW_PARTNER_BASE_URL": self.sim_url,
-               "ERPGW_RECONCILE_BILLING_URL": self.sim_url,
-               "ERPGW_DATA_DIR": str(self.workdir / name), "ERPGW_HTTP_PORT": str(port),
-               "ERPGW_ADMIN_PORT": str(admin_port),
-               "ERPGW_NATS_IDENTITIES_DIR": str(self.identities_dir)}
+        env = self._gateway_env({
+            "ERPGW_DATA_DIR": str(self.workdir / name), "ERPGW_HTTP_PORT": str(port),
+            "ERPGW_ADMIN_PORT": str(admin_port),
+            "ERPGW_NATS_IDENTITIES_DIR": str(self.identities_dir)})
         proc = self._spawn(["up", "--config", str(self.gateway_config())], f"{name}.log", env)
         peer = PeerGateway(proc, f"http://127.0.0.1:{port}", f"http://127.0.0.1:{admin_port}")
         await self._wait_http(peer.admin_url, proc, name, f"{name}.log", path="/readyz")
@@ -378,6 +446,7 @@ class Stack:
     async def stop_process(proc: subprocess.Popen[bytes], timeout: float = 15.0) -> int:
         """SIGTERM ``proc`` and wait (SIGKILL after ``timeout``); its exit code."""
         if proc.poll() is None:
+            proc.send_signal(signal.SIGCONT)  # a frozen one (freeze drill) must see its SIGTERM
             proc.send_signal(signal.SIGTERM)
             deadline = time.monotonic() + timeout
             while proc.poll() is None and time.monotonic() < deadline:
@@ -425,6 +494,20 @@ class Stack:
 
     async def close(self) -> None:
         await self.stop_gateway()
+        for proc in self._others:
+            if proc is not None and proc.poll() is None:
+                proc.send_signal(signal.SIGCONT)  # a frozen one must see its SIGTERM
+                proc.send_signal(signal.SIGTERM)
+        for proc in self._others:
+            if proc is None:
+                continue
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        if self.proxy is not None:
+            await self.proxy.stop()
         if self._sim is not None and self._sim.poll() is None:
             self._sim.send_signal(signal.SIGTERM)
             try:
@@ -434,6 +517,32 @@ class Stack:
                 self._sim.wait()
         if self.broker is not None:
             await self.broker.stop()
+        if self.nats_cluster is not None:
+            await self.nats_cluster.stop()
+
+    async def work_shares(self) -> list[dict[str, Any]]:
+        """Each gateway process's share of the work, gateway 1 first: the HTTP requests the
+        proxy handed it (``webhooks``; with one process, None) and the messages its durable
+        consumers processed and acked since it last started (``processed``, from its
+        ``/metrics``: ``erpgw_consumer_processed_total``), per consumer and in all."""
+        out: list[dict[str, Any]] = []
+        for i, (base, admin) in enumerate(zip(self.gateway_urls(), self.admin_urls(),
+                                              strict=True), 1):
+            per: dict[str, int] = {}
+            try:
+                async with HttpClient(admin, timeout=5.0, platform="gateway") as http:
+                    text = (await http.get("/metrics")).body.decode()
+            except GatewayError:
+                text = ""
+            for line in text.splitlines():
+                if line.startswith("erpgw_consumer_processed_total{"):
+                    labels, _, value = line.rpartition(" ")
+                    name = labels.partition('consumer="')[2].partition('"')[0]
+                    per[name] = per.get(name, 0) + int(float(value))
+            out.append({"gateway": i, "url": base, "up": bool(text),
+                        "webhooks": self.proxy.forwarded.get(base) if self.proxy else None,
+                        "processed": sum(per.values()), "by_consumer": dict(sorted(per.items()))})
+        return out
 
     # -- simulator and broker views ------------------------------------------------------------
 
@@ -537,6 +646,26 @@ class Stack:
             await bus.close()
         return [_letters.decode(r) for r in raw]
 
+    async def _dead_letters_or(self, last: list[DeadLetter]) -> list[DeadLetter]:
+        """The dead letters, or ``last`` while the broker cannot answer (a node down, a
+        stream leader being elected: a drill, not a verdict)."""
+        try:
+            return await self.dead_letters()
+        except GatewayError:
+            return last
+
+    async def _dead_letters_settled(self, timeout: float) -> list[DeadLetter]:
+        """The dead letters, waiting up to ``timeout`` for the broker to answer; raises
+        ``BrokerUnavailable`` after that."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                return await self.dead_letters()
+            except GatewayError:
+                if time.monotonic() > deadline:
+                    raise
+                await anyio.sleep(0.5)
+
     def _streams(self) -> list[str]:
         """The gateway's streams: one per lane, the DLQ and the advisories."""
         subjects = self.subjects
@@ -549,8 +678,9 @@ class Stack:
         import nats  # the manager API lists consumers; the bus knows only the gateway's own
 
         try:
-            nc = await nats.connect(self.url, name="erpgw-stack", allow_reconnect=False,
-                                    connect_timeout=2.0, **self.nats_options("admin"))
+            nc = await nats.connect(server_list(self.url), name="erpgw-stack",
+                                    allow_reconnect=False, connect_timeout=2.0,
+                                    **self.nats_options("admin"))
         except (nats.errors.Error, OSError, TimeoutError) as exc:
             raise BrokerUnavailable(f"cannot connect to NATS at {self.url}: {exc!r}") from exc
         out: list[ConsumerState] = []
@@ -586,8 +716,9 @@ class Stack:
 
         stream = self.subjects.stream(lane)
         try:
-            nc = await nats.connect(self.url, name="erpgw-stack", allow_reconnect=False,
-                                    connect_timeout=2.0, **self.nats_options("admin"))
+            nc = await nats.connect(server_list(self.url), name="erpgw-stack",
+                                    allow_reconnect=False, connect_timeout=2.0,
+                                    **self.nats_options("admin"))
         except (nats.errors.Error, OSError, TimeoutError) as exc:
             raise BrokerUnavailable(f"cannot connect to NATS at {self.url}: {exc!r}") from exc
         try:
@@ -685,7 +816,7 @@ class Stack:
             sig = (audit["issued"], audit["accepted"], audit["posted"], audit["postings"])
             outstanding = audit["unposted_count"]
             if outstanding:
-                dead = await self.dead_letters()
+                dead = await self._dead_letters_or(dead)
             result = DrainResult(audit, dead, False, time.monotonic() - t0)
             if progress is not None:
                 progress(audit, len(dead))
@@ -696,7 +827,7 @@ class Stack:
             if sig != last_sig:
                 last_sig, last_change = sig, now
             elif now - last_change > stall_timeout:
-                result.dead_letters = await self.dead_letters()
+                result.dead_letters = await self._dead_letters_settled(stall_timeout)
                 return result
             await anyio.sleep(interval)
         if quiesce:
@@ -704,7 +835,7 @@ class Stack:
             result.audit, result.quiet = rest.audit or result.audit, rest.quiet
             if progress is not None:
                 progress(result.audit, len(dead))
-        result.dead_letters = await self.dead_letters()
+        result.dead_letters = await self._dead_letters_settled(stall_timeout)
         result.drained = result.lost == 0 and result.audit["issued"] >= expected and (
             result.quiet or not quiesce)
         result.elapsed_s = time.monotonic() - t0

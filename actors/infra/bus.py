@@ -10,6 +10,9 @@ Publishing always waits for the PubAck and always carries a ``Nats-Msg-Id``: the
 caller's deterministic id, so a retry after a crash or timeout is deduplicated by the stream.
 ``publish_batch`` pipelines many publishes and waits for all their acks (one round trip of
 latency for the whole batch instead of one per message).
+A publish refused or unanswered for a retryable reason (in a cluster: a stream leader being
+elected) is sent again with the same ids for up to ``election_retry_s`` before the caller
+sees ``BrokerUnavailable``; a message sent again may land after others of its batch.
 
 ``add_service`` registers a request/reply service with nats-py's ``nats.micro`` (the NATS
 services protocol, discoverable on ``$SRV.>``); its endpoints hand requests to the caller's
@@ -61,6 +64,7 @@ __all__ = [
     "StreamSettings",
     "client_tls",
     "mask_url",
+    "server_list",
 ]
 
 log = logging.getLogger("erpgw.bus")
@@ -73,6 +77,9 @@ MAX_ATOMIC = 1000
 _ATOMIC_DUPLICATE = 10201
 # The stream reached max_bytes / max_msgs with discard=new: it refuses new messages.
 _STORAGE_FULL = frozenset({10077, 10078})
+# How long a publish refused or unanswered (a stream leader election in a cluster: no
+# responders, a timeout, "JetStream not current") is sent again, with the same ids.
+ELECTION_RETRY_S = 10.0
 
 
 class _ApiError(msgspec.Struct):
@@ -125,6 +132,36 @@ def mask_url(url: str) -> str:
             part = urllib.parse.urlunsplit(parsed._replace(netloc=netloc))
         out.append(part)
     return ",".join(out)
+
+
+_SCHEMES = frozenset({"nats", "tls", "ws", "wss"})
+
+
+def server_list(url: str | Sequence[str]) -> list[str]:
+    """The seed servers of ``url``: a list, or one string of comma-separated URLs, each
+    ``nats://``, ``tls://``, ``ws://`` or ``wss://`` with a host (blanks around commas ignored).
+
+    nats-py takes a list of servers; a comma-separated string would be parsed as one URL.
+    Raises ``ValueError`` naming the offending entry (masked) when one is not a server URL.
+    """
+    parts = url.split(",") if isinstance(url, str) else list(url)
+    out: list[str] = []
+    for raw in parts:
+        one = raw.strip()
+        if not one:
+            continue
+        try:
+            parsed = urllib.parse.urlsplit(one)
+            _port = parsed.port  # a port that is not a number raises here
+        except ValueError as exc:
+            raise ValueError(f"{mask_url(one)!r} is not a server URL ({exc})") from None
+        if parsed.scheme not in _SCHEMES or not parsed.hostname:
+            raise ValueError(f"{mask_url(one)!r} is not a server URL (want "
+                             "nats://host:port, tls://, ws:// or wss://)")
+        out.append(one)
+    if not out:
+        raise ValueError("no server URL given")
+    return out
 
 
 @dataclass(frozen=True)
@@ -181,6 +218,13 @@ class ConsumerSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown
     ack_wait_s: float = 30.0
     max_deliver: int = 8
     max_ack_pending: int = 256
+    # Per durable consumer (its name), instead of ``max_ack_pending``: the limit is the
+    # consumer's, shared by every process that fetches from it, so with N processes it should
+    # be at least N times the largest batch one of them fetches.
+    max_ack_pending_by: dict[str, int] = msgspec.field(default_factory=dict)
+
+    def ack_pending_of(self, durable: str) -> int:
+        return self.max_ack_pending_by.get(durable, self.max_ack_pending)
 
 
 @dataclass(frozen=True, slots=True)
@@ -366,25 +410,36 @@ class ServiceHandle:
 class NatsBus:
     """One NATS connection with JetStream; see the module docstring."""
 
-    def __init__(self, nc: Client, *, publish_timeout: float = 5.0) -> None:
+    def __init__(self, nc: Client, *, publish_timeout: float = 5.0,
+                 election_retry_s: float = ELECTION_RETRY_S) -> None:
         self.atomic_commits = 0
         self.atomic_fallbacks = 0
+        self.election_retries = 0  # publishes sent again after a retryable failure
         self._nc = nc
         self._js: JetStreamContext = nc.jetstream(timeout=publish_timeout)
         self._publish_timeout = publish_timeout
+        self._election_retry_s = election_retry_s
 
     @classmethod
-    async def connect(cls, url: str, *, name: str = "erpgw", connect_timeout: float = 5.0,
+    async def connect(cls, url: str | Sequence[str], *, name: str = "erpgw",
+                      connect_timeout: float = 5.0,
                       publish_timeout: float = 5.0, wait_for_server: float = 30.0,
-                      auth: NatsAuth | None = None) -> NatsBus:
-        """Connect with ``auth`` (anonymous without), waiting up to ``wait_for_server`` s for
-        the server to come up; once connected, reconnect forever.
+                      auth: NatsAuth | None = None,
+                      election_retry_s: float = ELECTION_RETRY_S) -> NatsBus:
+        """Connect with ``auth`` (anonymous without) to one of the seed servers of ``url`` (a
+        list, or comma-separated: see ``server_list``), waiting up to ``wait_for_server`` s for
+        one to come up; once connected, reconnect forever (to any server of the cluster).
 
-        Raises ``BrokerRejected`` (``broker.auth``) when the server refuses the credentials,
+        Raises ``BrokerRejected`` (``broker.auth``) when the server refuses the credentials
+        (``broker.url`` when ``url`` holds something that is not a server URL),
         ``BrokerUnavailable`` when it cannot be reached. A password in ``url`` is never shown.
         """
         connected = False
-        shown = mask_url(url)
+        try:
+            servers = server_list(url)
+        except ValueError as exc:
+            raise BrokerRejected(f"nats.url: {exc}", code="broker.url") from None
+        shown = mask_url(",".join(servers))
         refused: list[str] = []
         refused_evt = asyncio.Event()
 
@@ -393,7 +448,13 @@ class NatsBus:
             if "authorization violation" in text.lower() and not connected:
                 refused.append(text)
                 refused_evt.set()
-            log.log(logging.WARNING if connected else logging.DEBUG, "nats: %s", exc)
+            # nats-py hands a JetStream error answer to a pipelined publish (e.g. 10158, "duplicate
+            # message id is in process", while a stream leader is being elected) to this
+            # callback instead of to the publish's future, which then times out and is retried
+            # with the same id (_through_election): not worth a warning per message
+            # (nats-io/nats.py issue 985: ``APIError.from_error`` raises instead of returning).
+            quiet = not connected or isinstance(exc, nats.js.errors.APIError)
+            log.log(logging.DEBUG if quiet else logging.WARNING, "nats: %s", exc)
 
         async def _disconnected() -> None:
             if connected and not nc_ref[0].is_closed and not nc_ref[0].is_draining:
@@ -411,7 +472,7 @@ class NatsBus:
             "max_outstanding_pings": 3, "pending_size": 64 * 1024 * 1024, "error_cb": _error,
             "disconnected_cb": _disconnected, "reconnected_cb": _reconnected,
             **(auth.options() if auth else {})}
-        attempt = asyncio.ensure_future(client.connect(url, **options))
+        attempt = asyncio.ensure_future(client.connect(servers, **options))
         # A refused credential stays refused: give up at the first refusal, not at the
         # end of `wait_for_server` (the client would retry it until then).
         gave_up = asyncio.ensure_future(refused_evt.wait())
@@ -439,7 +500,7 @@ class NatsBus:
                                     f"(waited {wait_for_server:g} s): {exc!r}") from exc
         nc_ref.append(nc)
         connected = True
-        return cls(nc, publish_timeout=publish_timeout)
+        return cls(nc, publish_timeout=publish_timeout, election_retry_s=election_retry_s)
 
     @property
     def connected(self) -> bool:
@@ -505,7 +566,7 @@ class NatsBus:
             ack_policy=api.AckPolicy.EXPLICIT,
             ack_wait=settings.ack_wait_s,
             max_deliver=settings.max_deliver,
-            max_ack_pending=settings.max_ack_pending,
+            max_ack_pending=settings.ack_pending_of(durable),
             replay_policy=api.ReplayPolicy.INSTANT,
         )
         try:
@@ -619,14 +680,50 @@ class NatsBus:
     async def publish(self, m: OutMsg, *, timeout: float | None = None) -> bool:
         """Publish and wait for the PubAck; returns True when the stream saw a duplicate id.
 
+        A publish refused or unanswered for a retryable reason (a leader election) is sent
+        again with the same ``msg_id`` for up to ``election_retry_s`` (``_through_election``).
         Raises ``BrokerUnavailable`` (retry with the same ``msg_id``) or ``BrokerRejected``.
         """
         try:
             ack = await self._js.publish(m.subject, m.data, headers=self._headers(m),
                                          timeout=timeout or self._publish_timeout)
+            return bool(ack.duplicate)
         except (TimeoutError, nats.errors.Error, OSError) as exc:
-            raise self._translate(exc, m.subject) from exc
-        return bool(ack.duplicate)
+            err = self._translate(exc, m.subject)
+            err.__cause__ = exc
+            first: Exception | bool = err
+        (outcome,) = await self._through_election([m], [first], timeout=timeout)
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    def _retryable(self, outcome: Exception | bool) -> bool:
+        return (isinstance(outcome, BrokerUnavailable) and outcome.code != "broker.storage_full"
+                and not self._nc.is_closed)
+
+    async def _through_election(self, msgs: Sequence[OutMsg], out: list[Exception | bool], *,
+                                timeout: float | None) -> list[Exception | bool]:
+        """Send the messages whose outcome is retryable again, one by one with their own ids
+        (the stream's dedupe window stores each once, so a publish that did land before its
+        ack was lost comes back as a duplicate), backing off from 0.1 s to 1 s, until none is
+        left or ``election_retry_s`` has passed. A cluster elects a new stream leader within a
+        few seconds; until then publishes find no responder or time out.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._election_retry_s
+        delay = 0.1
+        while True:
+            todo = [i for i, r in enumerate(out) if self._retryable(r)]
+            if not todo or loop.time() + delay > deadline:
+                return out
+            log.debug("%d publish(es) to %s not stored (%s); again in %.1f s", len(todo),
+                      msgs[todo[0]].subject, out[todo[0]], delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 1.0)
+            self.election_retries += len(todo)
+            again = await self._publish_each([msgs[i] for i in todo], timeout=timeout)
+            for i, outcome in zip(todo, again, strict=True):
+                out[i] = outcome
 
     async def publish_batch(self, msgs: Sequence[OutMsg], *,
                             timeout: float | None = None) -> list[Exception | None]:
@@ -637,8 +734,9 @@ class NatsBus:
         """
         if not msgs:
             return []
+        first = await self._publish_each(msgs, timeout=timeout)
         return [r if isinstance(r, Exception) else None
-                for r in await self._publish_each(msgs, timeout=timeout)]
+                for r in await self._through_election(msgs, first, timeout=timeout)]
 
     async def publish_atomic(self, msgs: Sequence[OutMsg], *,
                              timeout: float | None = None) -> list[Exception | bool]:
@@ -651,8 +749,9 @@ class NatsBus:
 
         The server refuses a whole batch that holds an id it has already stored (or the same
         id twice); then, and on any other failure of the commit, the batch is published again
-        message by message with the same ids, which the dedupe window sorts out. Never raises
-        for a single message's failure.
+        message by message with the same ids, which the dedupe window sorts out; what is still
+        not stored for a retryable reason (a leader election) is sent again, same ids, for up
+        to ``election_retry_s``. Never raises for a single message's failure.
         """
         if len(msgs) <= 1:
             out: list[Exception | bool] = []
@@ -665,6 +764,11 @@ class NatsBus:
         if len(msgs) > MAX_ATOMIC:
             head = await self.publish_atomic(msgs[:MAX_ATOMIC], timeout=timeout)
             return head + await self.publish_atomic(msgs[MAX_ATOMIC:], timeout=timeout)
+        first = await self._atomic_once(msgs, timeout=timeout)
+        return await self._through_election(msgs, first, timeout=timeout)
+
+    async def _atomic_once(self, msgs: Sequence[OutMsg], *,
+                           timeout: float | None) -> list[Exception | bool]:
         batch_id = new_id()
         try:
             for seq, m in enumerate(msgs[:-1], 1):

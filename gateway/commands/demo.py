@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from ._common import faults_arg, run_async
@@ -11,7 +12,7 @@ from ._common import faults_arg, run_async
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from ..demo import DemoOptions, parse_dialects, parse_flows, run_demo
-    from ..drills import parse_faults
+    from ..drills import CLUSTER_FAULTS, parse_faults
 
     faults = tuple(parse_faults(args.faults)) if args.faults else ()
     try:
@@ -24,17 +25,39 @@ def cmd_demo(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"erpgw demo: error: argument --dialects: {exc}", file=sys.stderr)
         return 2
-    if "broker-restart" in faults and args.nats_url:
-        print("erpgw demo: error: --faults broker-restart needs the embedded broker "
-              "(drop --nats-url)", file=sys.stderr)
+    if "broker-restart" in faults and (args.nats_url or args.cluster):
+        print("erpgw demo: error: --faults broker-restart needs the single embedded broker "
+              "(drop --nats-url and --cluster)", file=sys.stderr)
+        return 2
+    cluster_faults = sorted(f for f in faults if f in CLUSTER_FAULTS)
+    if cluster_faults and not args.cluster:
+        print(f"erpgw demo: error: --faults {','.join(cluster_faults)} needs --cluster N",
+              file=sys.stderr)
+        return 2
+    if args.cluster and args.nats_url:
+        print("erpgw demo: error: --cluster starts its own nats-server nodes: drop --nats-url",
+              file=sys.stderr)
         return 2
     opts = DemoOptions(invoices=args.invoices, rate=args.rate, nats_url=args.nats_url or "",
                        json=args.json, workdir=args.workdir, seed=args.seed,
                        stall_timeout=args.stall_timeout, fsync=args.fsync, faults=faults,
                        flows=flows, billing_dialect=dialects["billing"],
-                       erp_dialect=dialects["erp"])
+                       erp_dialect=dialects["erp"], cluster=args.cluster,
+                       gateways=args.gateways)
     ok: bool = run_async(lambda: run_demo(opts))
     return 0 if ok else 1
+
+
+def _count(lo: int, hi: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            n = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if not lo <= n <= hi:
+            raise argparse.ArgumentTypeError(f"{n} is out of range: {lo} to {hi}")
+        return n
+    return parse
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -62,7 +85,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                     help="run under these faults (comma-separated): erp-outage, 5xx-burst, "
                          "429-storm, commit-timeout, poison, duplicate-webhooks, "
                          "out-of-order (also amended invoices, some version 2 before "
-                         "version 1; reports ORDER_OK), kill-gateway, broker-restart, "
+                         "version 1; reports ORDER_OK), kill-gateway (process 1 of N), "
+                         "broker-restart, kill-nats-leader, kill-nats-node (with --cluster), "
+                         "freeze-gateway (SIGSTOP past ack_wait, then SIGCONT), "
                          "altered-amount (the ERP records 2 %% of postings with another "
                          "amount; the reconciler must find exactly those); the report adds "
                          "recovery times and whether the dead letters are exactly the "
@@ -77,5 +102,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                     help="the platforms' wire formats, comma-separated: stripe (billing speaks "
                          "Stripe), netsuite (the ERP speaks NetSuite), or PLATFORM=DIALECT "
                          "(billing=erpgw|stripe, erp=erpgw|netsuite); default: erpgw for all")
+    dm.add_argument("--cluster", type=_count(0, 5), default=0, metavar="N",
+                    help="start N nats-server nodes joined into one JetStream cluster (streams "
+                         "with min(N, 3) replicas) instead of one broker (docs/scale-out.md)")
+    dm.add_argument("--gateways", type=_count(1, 8), default=1, metavar="N",
+                    help="run N gateway processes, each with its own data directory, behind "
+                         "one round-robin webhook address; the report adds each process's "
+                         "share of the work (default 1)")
     dm.add_argument("--json", action="store_true", help="print the report as one JSON object")
     dm.set_defaults(func=cmd_demo)

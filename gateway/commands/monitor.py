@@ -383,7 +383,7 @@ async def _subscription(url: str, subject: str, wait: float = 10.0,
     """
     import nats  # the one import of the client in the CLI: a core subscription, nothing else
 
-    from actors.infra.bus import BrokerUnavailable
+    from actors.infra.bus import BrokerUnavailable, mask_url, server_list
 
     async def _quiet(*_args: Any) -> None:
         return None
@@ -391,13 +391,14 @@ async def _subscription(url: str, subject: str, wait: float = 10.0,
     try:
         # nats-py retries a first connection forever when reconnecting is allowed: bound it.
         with anyio.fail_after(wait):
-            nc = await nats.connect(url, name="erpgw-monitor", connect_timeout=min(3, wait),
+            nc = await nats.connect(server_list(url), name="erpgw-monitor",
+                                    connect_timeout=min(3, wait),
                                     allow_reconnect=True, max_reconnect_attempts=-1,
                                     reconnect_time_wait=0.5, error_cb=_quiet,
                                     disconnected_cb=_quiet, reconnected_cb=_quiet,
                                     **(auth.options() if auth else {}))
     except (nats.errors.Error, OSError, TimeoutError) as exc:
-        raise BrokerUnavailable(f"cannot reach NATS at {url} (waited {wait:g} s): "
+        raise BrokerUnavailable(f"cannot reach NATS at {mask_url(url)} (waited {wait:g} s): "
                                 f"{exc!r}") from exc
     try:
         yield await nc.subscribe(subject)

@@ -124,3 +124,33 @@ def test_demo_refuses_an_unknown_fault() -> None:
     r = erpgw("demo", "--faults", "erp-outage,meteor-strike")
     assert r.returncode == 2  # a usage error
     assert "meteor-strike" in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize(("args", "needle"), [
+    (("--faults", "kill-nats-leader"), "--faults kill-nats-leader needs --cluster N"),
+    (("--cluster", "3", "--nats-url", "nats://127.0.0.1:1"), "drop --nats-url"),
+    (("--cluster", "3", "--faults", "broker-restart"), "needs the single embedded broker"),
+    (("--gateways", "0"), "argument --gateways: 0 is out of range: 1 to 8"),
+    (("--cluster", "three"), "argument --cluster: 'three' is not a whole number"),
+])
+def test_demo_refuses_scale_out_options_that_do_not_fit(args: tuple[str, ...],
+                                                        needle: str) -> None:
+    r = erpgw("demo", *args)
+    assert r.returncode == 2 and needle in r.stderr and "Traceback" not in r.stderr
+
+
+def test_demo_on_a_cluster_rides_out_the_billing_leader_and_a_frozen_gateway() -> None:
+    r = erpgw("demo", "--cluster", "3", "--gateways", "1", "--invoices", "150", "--flows",
+              "invoices", "--faults", "kill-nats-leader,kill-nats-node,freeze-gateway",
+              "--json", timeout=600)
+    doc = msgspec.json.decode(r.stdout.strip().splitlines()[-1])
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert doc["ok"] and doc["lost"] == 0 and doc["duplicates"] == 0 and doc["drained"]
+    assert doc["posted"] == doc["issued"] == 150
+    assert doc["revenue"]["duplicate_lines"] == 0
+    assert set(doc["killed_nats_nodes"]) == {"kill-nats-leader", "kill-nats-node"}
+    leader, node = (doc["killed_nats_nodes"][f] for f in ("kill-nats-leader", "kill-nats-node"))
+    assert leader["node"] == leader["billing_leader"] != ""  # it was the leader
+    assert node["node"] != node["billing_leader"] != ""  # it was not
+    assert doc["scale_out"]["cluster_nodes"] == 3
+    assert doc["scale_out"]["work_shares"][0]["processed"] > 0

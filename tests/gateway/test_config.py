@@ -55,3 +55,32 @@ def test_missing_file() -> None:
     with pytest.raises(ConfigError) as info:
         load_config(Path("/nonexistent/erpgw.toml"), env={})
     assert info.value.code == "config.missing"
+
+
+def test_nats_url_takes_a_list_or_a_comma_string_and_masks_every_password(
+        tmp_path: Path) -> None:
+    toml = tmp_path / "c.toml"
+    toml.write_text('[nats]\nurl = ["nats://u:pw1@a:4222", " nats://b:4222 ", '
+                    '"tls://v:pw2@c:4222"]\n')
+    cfg = load_config(toml, env={})
+    assert cfg.nats.url == "nats://u:pw1@a:4222,nats://b:4222,tls://v:pw2@c:4222"
+    shown = str(cfg.public()["nats"]["url"]) + repr(cfg.nats)
+    assert "pw1" not in shown and "pw2" not in shown
+    assert "nats://u:***@a:4222,nats://b:4222,tls://v:***@c:4222" in shown
+    env = load_config(None, env={"ERPGW_NATS_URL": "nats://a:1, nats://b:2,"})
+    assert env.nats.url == "nats://a:1,nats://b:2"
+
+
+@pytest.mark.parametrize(("url", "needle"), [
+    ('"nats://a:4222,http://u:secret@b:1"', "'http://u:***@b:1' is not a server URL"),
+    ('"nats://a:notaport"', "'nats://a:notaport' is not a server URL"),
+    ("[1, 2]", "Expected a URL or a list of URLs"),
+    ('" , "', "no server URL given"),
+])
+def test_a_bad_nats_url_entry_is_named(tmp_path: Path, url: str, needle: str) -> None:
+    toml = tmp_path / "c.toml"
+    toml.write_text(f"[nats]\nurl = {url}\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(toml, env={})
+    assert f"{toml}: nats.url: " in err.value.message and needle in err.value.message
+    assert "secret" not in err.value.message
