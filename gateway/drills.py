@@ -220,7 +220,12 @@ class Driller:
         elif name == "broker-restart" and self.stack.broker is not None:
             self.stack.broker.kill()
         elif name in CLUSTER_FAULTS and self.stack.nats_cluster is not None:
-            leader = await self._billing_leader()
+            # Just after an earlier fault the stream may be electing: wait for its leader, so
+            # the victim is the leader (or certainly not the leader) as the fault says.
+            leader = ""
+            with anyio.move_on_after(15.0):
+                while not (leader := await self._billing_leader()):
+                    await anyio.sleep(0.2)
             nodes = self.stack.nats_cluster.nodes
             victim = next((n for n in nodes if (n.server_name == leader)
                            == (name == "kill-nats-leader") and n.running), None)
