@@ -30,6 +30,7 @@ import msgspec
 
 from actors import crash
 from actors.advisories import MaxDeliveriesWorker
+from actors.audit import AuditActions, AuditAnchors
 from actors.commercial import (
     SAGA_CONSUMER,
     SUBSCRIPTION_CONSUMER,
@@ -64,6 +65,7 @@ from actors.usage import UsageAggregator, UsageDoor, UsageIntake
 from contracts import LANES, GatewayError, Subjects
 
 from . import __version__
+from .audit import audit_key
 from .broker import BrokerTls, EmbeddedBroker
 from .config import Config
 from .credentials import platform_credentials
@@ -127,10 +129,16 @@ async def provision(bus: NatsBus, cfg: Config) -> Subjects:
     advisories = [subjects.max_deliveries_advisories(lane) for lane in LANES]
     await bus.ensure_stream(subjects.advisory_stream, advisories, cfg.streams)
     await bus.ensure_consumer(subjects.advisory_stream, ADVISORY_CONSUMER, ">", cfg.consumers)
+    # The audit chain's anchors and the audited actions: kept for good (no max_age).
+    await bus.ensure_stream(subjects.audit_stream, [subjects.audit_wildcard],
+                            msgspec.structs.replace(cfg.streams, max_age_s=0.0))
+    await bus.ensure_consumer(subjects.audit_stream, AUDIT_CONSUMER, subjects.audit_actions,
+                              cfg.consumers)
     return subjects
 
 
 ADVISORY_CONSUMER = "dlq-advisories"
+AUDIT_CONSUMER = "audit-actions"
 
 
 def _check_port(host: str, port: int) -> None:
@@ -235,6 +243,7 @@ async def run_gateway(cfg: Config, *, ready: anyio.Event | None = None,
     data = cfg.data_path
     data.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.chmod(data, 0o700)  # the ledger and the broker's seeds live here (S28)
+    chain_key = audit_key(cfg, create=True)  # the audit chain's HMAC key (S19)
     _check_port(cfg.http.host, cfg.http.port)
     broker: EmbeddedBroker | None = None
     url = cfg.nats.url
@@ -265,6 +274,8 @@ async def run_gateway(cfg: Config, *, ready: anyio.Event | None = None,
             for path in data.glob("ledger.db*"):
                 path.chmod(0o600)
             try:
+                if await ledger.use_audit_key(chain_key, now=time.time()):
+                    log.info("audit chain keyed from now on (audit.keyed row)")
                 limits = _limits(cfg)
                 async with open_platforms(specs, limiters={
                         name: limits.account(name) for name in LIMITED}) as platforms:
@@ -560,6 +571,15 @@ async def _run_tree(cfg: Config, buses: Mapping[str, NatsBus], subjects: Subject
             consumer=cfg.consumers)),
         ChildSpec("metrics", lambda: MetricsPublisher(
             "metrics", bus=bus, subjects=subjects, monitor=monitor, snapshot=snapshot)),
+        # The audit trail (actors/audit.py): actions of operators and the reconciler become
+        # audit rows; the chain's head is anchored on the audit stream.
+        ChildSpec(AUDIT_CONSUMER, lambda: AuditActions(
+            AUDIT_CONSUMER, bus=buses["auditor"], stream=subjects.audit_stream,
+            durable=AUDIT_CONSUMER, consumer=cfg.consumers, ledger=ledger,
+            prefix=subjects.prefix)),
+        ChildSpec("audit-anchors", lambda: AuditAnchors(
+            "audit-anchors", bus=buses["auditor"], subject=subjects.audit_anchor,
+            ledger=ledger, key=audit_key(cfg), interval_s=cfg.audit.anchor_interval_s)),
     ]
     if cfg.reconcile.interval_s > 0:
         # ERP vs billing every interval; repairs only postings proven missing.
