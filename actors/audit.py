@@ -28,13 +28,15 @@ import anyio
 import msgspec
 from anyio.abc import TaskStatus
 
+from contracts import Subjects
+
 from .infra.bus import BrokerUnavailable, ConsumerSettings, Delivery, NatsBus, OutMsg
 from .infra.ledger import Ledger
 from .runtime import Actor
 from .worker import BatchWorker
 
 __all__ = ["Anchor", "AuditAction", "AuditActions", "AuditAnchors", "anchor_mac",
-           "decode_anchor", "encode_action"]
+           "decode_anchor", "encode_action", "publish_action"]
 
 log = logging.getLogger("erpgw.audit")
 
@@ -118,6 +120,16 @@ def encode_action(action: str, key: str, *, detail: str = "", identity: str = ""
     return msgspec.json.encode(AuditAction(action=action, key=key, detail=detail[:300],
                                            identity=identity,
                                            at=time.time() if at is None else at))
+
+
+async def publish_action(bus: NatsBus, subjects: Subjects, role: str, action: str, key: str,
+                         *, msg_id: str, detail: str = "", identity: str = "") -> None:
+    """Store an action to audit on ``<prefix>.audit.action.<role>.<action>`` (``role``: the
+    broker identity ``bus`` is connected as; the broker refuses any other). ``msg_id`` makes a
+    retry of the same action a duplicate. Raises ``BrokerUnavailable``/``BrokerRejected``."""
+    await bus.publish(OutMsg(subjects.audit_action(role, action.replace(".", "_")),
+                             encode_action(action, key, detail=detail, identity=identity),
+                             msg_id=msg_id))
 
 
 class AuditActions(BatchWorker):

@@ -18,13 +18,13 @@ from pathlib import Path
 import msgspec
 
 from actors.audit import Anchor, anchor_mac, decode_anchor
-from actors.infra.bus import NatsBus
+from actors.infra.bus import NatsAuth, NatsBus
 from actors.infra.ledger import AuditBreak, Ledger
 from contracts import GatewayError, Subjects
 
 from .config import Config
 
-__all__ = ["AuditError", "AuditReport", "audit_key", "key_path", "verify"]
+__all__ = ["AuditError", "AuditReport", "audit_key", "identity_of", "key_path", "verify"]
 
 KEY_FILE = "audit.key"
 MIN_KEY_CHARS = 32
@@ -71,6 +71,22 @@ def audit_key(cfg: Config, *, create: bool = False) -> bytes:
         raise AuditError(f"audit.key_file {path}: at least {MIN_KEY_CHARS} characters",
                          code="config.invalid")
     return value.encode()
+
+
+def identity_of(auth: NatsAuth | None) -> str:
+    """How an audit row names the broker identity of ``auth``: the NKey's public key (``U…``),
+    ``user:<name>``, ``creds:<file name>`` or ``anonymous``. Never a secret."""
+    if auth is None:
+        return "anonymous"
+    if auth.seed_file:
+        from .identities import public_key
+
+        return public_key(Path(auth.seed_file))
+    if auth.user:
+        return f"user:{auth.user}"
+    if auth.creds_file:
+        return f"creds:{Path(auth.creds_file).name}"
+    return "anonymous"
 
 
 @dataclass
