@@ -202,3 +202,16 @@ def test_audit_verify_cli_names_the_edited_row(tmp_path: Path,
     assert doc["ok"] is False
     assert doc["bad_row"] == {"seq": 3, "event": "posted", "key": "billing:in_0002:v1",
                               "reason": "hash does not match the row"}
+
+
+async def test_the_triggers_refuse_update_and_delete(tmp_path: Path) -> None:
+    db = tmp_path / "ledger.db"
+    await write(db, KEY, 1, 2)
+    conn = sqlite3.connect(db)
+    try:
+        for sql in ("UPDATE audit SET detail = 'x' WHERE seq = 2", "DELETE FROM audit"):
+            with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+                conn.execute(sql)
+    finally:
+        conn.close()
+    assert await check(db, KEY) == (None, "", "", "")
