@@ -65,7 +65,7 @@ from actors.usage import UsageAggregator, UsageDoor, UsageIntake
 from contracts import LANES, GatewayError, Subjects
 
 from . import __version__
-from .audit import audit_key
+from .audit import audit_key, identity_of
 from .broker import BrokerTls, EmbeddedBroker
 from .config import Config
 from .credentials import platform_credentials
@@ -596,7 +596,8 @@ async def _run_tree(cfg: Config, buses: Mapping[str, NatsBus], subjects: Subject
             ledger=ledger if "revenue" in legs and cfg.revenue.enabled else None,
             partner=platforms.partner.reader() if "payables" in legs else None,
             postings=erp_postings_reader(cfg, platforms.erp),
-            accounts=msgspec.structs.asdict(cfg.accounts) if "gl" in legs else None)))
+            accounts=msgspec.structs.asdict(cfg.accounts) if "gl" in legs else None,
+            audit_identity=identity_of(auth_for(cfg, "reconciler", required=False)))))
     tree = Supervisor("gateway", children, strategy="one_for_one",
                       intensity=cfg.supervisor.intensity, period=cfg.supervisor.period_s,
                       on_event=on_event)

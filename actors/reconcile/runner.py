@@ -404,8 +404,9 @@ class Reconciler(Actor):
                  partner: Reader | None = None,
                  accounts: Mapping[str, str] | None = None,
                  postings: Callable[[], Awaitable[list[ErpPosting]]] | None = None,
-                 billing_read: BillingReadFn | None = None) -> None:
+                 billing_read: BillingReadFn | None = None, audit_identity: str = "") -> None:
         super().__init__(name)
+        self.audit_identity = audit_identity  # its broker identity, named in repair audit rows
         self.postings = postings
         self.billing_read = billing_read
         self.bus, self.subjects, self.billing, self.erp = bus, subjects, billing, erp
@@ -428,7 +429,8 @@ class Reconciler(Actor):
                                         revenue=self.revenue, ledger=self.ledger,
                                         partner=self.partner, accounts=self.accounts,
                                         postings=self.postings,
-                                        billing_read=self.billing_read)
+                                        billing_read=self.billing_read,
+                                        audit_identity=self.audit_identity)
             except GatewayError as err:  # a platform is down: try again next period
                 self.last_error = f"[{err.code}] {err.message}"
                 log.warning("reconciliation skipped: %s", self.last_error)

@@ -1,7 +1,7 @@
 """S19/S20 against a running gateway and a real broker: the chain's head is anchored on the
-audit stream (which denies purge), a dead letter purged by the operator's identity becomes an
-audit row naming that identity, and after the gateway stops, a tail cut off the ledger offline
-is caught by `erpgw audit verify` through the anchors."""
+audit stream (which denies purge), a dead letter purged by the operator's identity and a
+reconciler repair become audit rows naming those identities, and after the gateway stops, a
+tail cut off the ledger offline is caught by `erpgw audit verify` through the anchors."""
 
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ from gateway.audit import audit_key
 from gateway.broker import EmbeddedBroker
 from gateway.dlq import list_letters, resolve_letters
 from gateway.identities import auth_for, public_key, seed_path
+from gateway.stack import Stack
 
 from .conftest import running_gateway
 
@@ -139,3 +140,27 @@ def _rows(path: Path, sql: str) -> list[tuple[str, ...]]:
         return [tuple(r) for r in db.execute(sql).fetchall()]
     finally:
         db.close()
+
+
+async def test_a_reconciler_repair_is_an_audit_row_naming_its_identity(tmp_path: Path) -> None:
+    """The reconciler actor re-drives postings the ERP silently dropped; each repair becomes
+    a `recon.repost` audit row naming the reconciler's broker identity."""
+    stack = Stack(tmp_path, ack_wait_s=2.0, seed=63,
+                  gateway_toml="[reconcile]\ninterval_s = 1.0\ngrace_s = 0\nlegs = []\n")
+    await stack.start()
+    try:
+        await stack.set_faults({"erp": {"silent_drop_rate": 0.3}})
+        await stack.bill_run(40)
+        await stack.wait_injected("erp", "silent_drop", 1)
+        ledger_path = stack.data_dir / "ledger.db"
+
+        async def repaired() -> bool:
+            return bool(_rows(ledger_path, "SELECT 1 FROM audit WHERE event = 'recon.repost'"))
+
+        await wait_for(repaired)
+        who = public_key(seed_path(stack.identities_dir, "reconciler"))
+        rows = _rows(ledger_path, "SELECT key, detail FROM audit WHERE event = 'recon.repost'")
+        assert all(detail.startswith(f"by reconciler {who}: ") for _, detail in rows), rows
+        assert all(key.startswith("in_") for key, _ in rows), rows
+    finally:
+        await stack.close()

@@ -55,7 +55,7 @@ async def uploads(stack: Stack) -> dict[str, list[str]]:
     checks the audit hash chain is intact."""
     ledger = await Ledger.open(stack.workdir / "gateway" / "ledger.db")
     try:
-        assert await ledger.verify_audit() is None
+        assert await ledger.verify_audit(stack.audit_key()) is None
         out: dict[str, list[str]] = {}
         for row in await ledger.find_uploads(PLATFORM):
             out.setdefault(row.status, []).append(row.line_id)
