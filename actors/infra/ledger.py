@@ -311,8 +311,10 @@ class SettlementRow:
 
 
 class Ledger:
-    # The audit key (``use_audit_key``); None: rows are chained with plain SHA-256.
+    # The audit key (``use_audit_key``); None: rows are chained with plain SHA-256, which a
+    # keyed chain (``_chain_keyed``: it has its ``audit.keyed`` row) refuses.
     _audit_mac: bytes | None = None
+    _chain_keyed: bool | None = None
 
     def __init__(self, db: aiosqlite.Connection, last_hash: str) -> None:
         self._db = db
@@ -474,6 +476,10 @@ class Ledger:
         transaction, taking turns with other writers. Raises ``LedgerUnavailable`` (nothing
         written) or whatever ``write`` raises (rolled back)."""
         async with self._write_lock:
+            if self._audit_mac is None and await self._keyed():
+                raise GatewayError("the audit chain is keyed: call use_audit_key before "
+                                   "writing, or the rows would break it",
+                                   code="ledger.audit_key_required")
             prev = self._last_hash
             chained = []
             for at, event, key, detail in audit:
@@ -755,13 +761,19 @@ class Ledger:
             await self._transaction(nothing, new)
         return len(new)
 
+    async def _keyed(self) -> bool:
+        """Whether the chain has its ``audit.keyed`` row (looked up once, then remembered)."""
+        if self._chain_keyed is None:
+            async with self._db.execute(
+                    "SELECT 1 FROM audit WHERE event = ? LIMIT 1", (AUDIT_KEYED,)) as cur:
+                self._chain_keyed = await cur.fetchone() is not None
+        return self._chain_keyed
+
     async def use_audit_key(self, mac_key: bytes, *, now: float) -> bool:
         """Chain every later row with HMAC-SHA256 under ``mac_key``. On the first keyed
         start the ``audit.keyed`` marker row is appended (keyed itself, so it seals the
         plain chain before it); returns True when it was. Raises ``LedgerUnavailable``."""
-        async with self._db.execute(
-                "SELECT 1 FROM audit WHERE event = ? LIMIT 1", (AUDIT_KEYED,)) as cur:
-            marked = await cur.fetchone() is not None
+        marked = await self._keyed()
         self._audit_mac = mac_key
         if marked:
             return False
@@ -776,6 +788,7 @@ class Ledger:
         except BaseException:
             self._audit_mac = None  # no marker: keep chaining as before
             raise
+        self._chain_keyed = True
         return True
 
     # -- flow 3: parked payments and partner settlements -----------------------------------

@@ -18,6 +18,7 @@ import pytest
 
 from actors.audit import Anchor, anchor_mac
 from actors.infra.ledger import AUDIT_KEYED, Ledger, PostingRow
+from contracts import GatewayError
 from gateway.audit import AuditError, audit_key, verify
 from gateway.cli import main
 from gateway.config import load_config
@@ -214,4 +215,18 @@ async def test_the_triggers_refuse_update_and_delete(tmp_path: Path) -> None:
                 conn.execute(sql)
     finally:
         conn.close()
+    assert await check(db, KEY) == (None, "", "", "")
+
+
+async def test_a_keyed_chain_refuses_rows_written_without_the_key(tmp_path: Path) -> None:
+    db = tmp_path / "ledger.db"
+    await write(db, KEY, 1, 2)
+    ledger = await Ledger.open(db)
+    try:
+        with pytest.raises(GatewayError) as refused:
+            await ledger.record([posting(9)])
+        assert refused.value.code == "ledger.audit_key_required"
+        assert await ledger.known([posting(9).idempotency_key]) == set()
+    finally:
+        await ledger.close()
     assert await check(db, KEY) == (None, "", "", "")
