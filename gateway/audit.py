@@ -115,9 +115,13 @@ class AuditReport:
 
 
 async def read_anchors(bus: NatsBus, subjects: Subjects, limit: int) -> list[tuple[int, bytes]]:
-    """``(stream seq, payload)`` of the first ``limit`` anchors on the audit stream."""
-    msgs = await bus.scan(subjects.audit_stream, subject=subjects.audit_anchor, limit=limit)
-    return [(m.seq, m.data) for m in msgs]
+    """``(stream seq, payload)`` of the newest anchors on the audit stream, at most ``limit``
+    (the newest one always: it is what shows a truncated tail). Raises ``BrokerUnavailable``."""
+    last = await bus.last_seq(subjects.audit_stream)
+    start = max(1, last - 2 * limit + 1)  # anchors and (rarer) actions share the stream
+    msgs = await bus.scan(subjects.audit_stream, subject=subjects.audit_anchor,
+                          start_seq=start, limit=2 * limit)
+    return [(m.seq, m.data) for m in msgs[-limit:]]
 
 
 async def verify(ledger: Ledger, key: bytes, anchors: list[tuple[int, bytes]] | None

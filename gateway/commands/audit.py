@@ -60,6 +60,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     add_tool_flags(v)
     v.add_argument("--no-anchors", action="store_true",
                    help="check the chain only, without the broker (truncation goes unseen)")
-    v.add_argument("--max-anchors", type=int, default=100_000, metavar="N",
-                   help="read at most N anchors, oldest first (default 100000)")
+    v.add_argument("--max-anchors", type=int, default=10_000, metavar="N",
+                   help="check the newest N anchors (default 10000; the newest shows a "
+                        "truncated tail, older ones a rewritten past)")
     v.set_defaults(func=cmd_audit_verify)

@@ -132,6 +132,10 @@ async def test_anchors_operator_actions_and_a_truncated_tail(
     assert doc["bad_row"] is None
     assert any(f"row {head_seq} was anchored" in p and "truncated" in p
                for p in doc["problems"]), doc
+    # Reading only the newest anchor is enough to see it.
+    newest = verify_cli(data, broker.url, "--json", "--max-anchors", "1")
+    assert newest.returncode == 1
+    assert msgspec.json.decode(newest.stdout)["anchors"] == 1
 
 
 def _rows(path: Path, sql: str) -> list[tuple[str, ...]]:
