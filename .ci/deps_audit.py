@@ -14,9 +14,38 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCK = ROOT / "requirements.lock"
+
+
+def verdict(doc: dict[str, Any], *, strict: bool) -> tuple[int, list[str]]:
+    """Exit code and report lines for pip-audit's JSON ``doc`` (see the module docstring)."""
+    deps = doc.get("dependencies", [])
+    vulnerable = [d for d in deps if d.get("vulns")]
+    skipped = [d for d in deps if d.get("skip_reason")]
+    out = []
+    for d in vulnerable:
+        ids = ", ".join(v["id"] + (f" (fixed in {', '.join(v['fix_versions'])})"
+                                   if v.get("fix_versions") else "") for v in d["vulns"])
+        out.append(f"deps-audit: {d['name']} {d['version']}: {ids}")
+    if vulnerable:
+        out.append(f"deps-audit: FAILED: {len(vulnerable)} locked package(s) with known "
+                   "vulnerabilities; upgrade them (make constraints lock)")
+        return 1, out
+    if skipped and len(skipped) == len(deps):
+        out.append(f"deps-audit: NOT CHECKED: the vulnerability service answered for none of "
+                   f"the {len(deps)} locked packages ({skipped[0]['skip_reason']})")
+        return (1 if strict else 0), out
+    if skipped:
+        out += [f"deps-audit: {d['name']}: {d['skip_reason']}" for d in skipped]
+        out.append(f"deps-audit: FAILED: {len(skipped)} of {len(deps)} locked packages "
+                   "unknown to the vulnerability service")
+        return 1, out
+    if not deps:
+        return 1, ["deps-audit: FAILED: pip-audit listed no package"]
+    return 0, [f"deps-audit: {len(deps)} locked packages, no known vulnerabilities"]
 
 
 def main() -> int:
@@ -31,29 +60,9 @@ def main() -> int:
         print(f"deps-audit: pip-audit failed (exit {run.returncode}):\n{run.stderr[-2000:]}",
               file=sys.stderr)
         return 1
-    deps = doc.get("dependencies", [])
-    vulnerable = [d for d in deps if d.get("vulns")]
-    skipped = [d for d in deps if d.get("skip_reason")]
-    for d in vulnerable:
-        ids = ", ".join(v["id"] + (f" (fixed in {', '.join(v['fix_versions'])})"
-                                   if v.get("fix_versions") else "") for v in d["vulns"])
-        print(f"deps-audit: {d['name']} {d['version']}: {ids}")
-    if vulnerable:
-        print(f"deps-audit: FAILED: {len(vulnerable)} locked package(s) with known "
-              "vulnerabilities; upgrade them (make constraints lock)")
-        return 1
-    if skipped and len(skipped) == len(deps):
-        print(f"deps-audit: NOT CHECKED: the vulnerability service answered for none of the "
-              f"{len(deps)} locked packages ({skipped[0]['skip_reason']})")
-        return 1 if strict else 0
-    if skipped:
-        for d in skipped:
-            print(f"deps-audit: {d['name']}: {d['skip_reason']}")
-        print(f"deps-audit: FAILED: {len(skipped)} of {len(deps)} locked packages unknown to "
-              "the vulnerability service")
-        return 1
-    print(f"deps-audit: {len(deps)} locked packages, no known vulnerabilities")
-    return 0
+    code, lines = verdict(doc, strict=strict)
+    print("\n".join(lines))
+    return code
 
 
 if __name__ == "__main__":

@@ -3,11 +3,13 @@ comes from a lock file pinned with hashes that agrees with constraints.txt."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 CODE = ("actors", "gateway", "contracts", "sim", "bench")
@@ -72,3 +74,26 @@ def test_make_installs_only_hashed_pins_that_match_the_constraints() -> None:
     # Every runtime and dev dependency of the project is in the lock.
     for name in ("nats-py", "msgspec", "aiohttp", "nkeys", "pip-audit", "pytest", "setuptools"):
         assert name in lock, name
+
+
+def _deps_audit() -> Any:
+    spec = importlib.util.spec_from_file_location("deps_audit", ROOT / ".ci" / "deps_audit.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_dependency_audit_never_passes_silently() -> None:
+    verdict = _deps_audit().verdict
+    ok = {"name": "a", "version": "1", "vulns": []}
+    bad = {"name": "b", "version": "2", "vulns": [{"id": "GHSA-x", "fix_versions": ["3"]}]}
+    unknown = {"name": "c", "version": "1", "skip_reason": "Dependency not found on PyPI"}
+    assert verdict({"dependencies": [ok]}, strict=True)[0] == 0
+    code, lines = verdict({"dependencies": [ok, bad]}, strict=False)
+    assert code == 1 and "GHSA-x (fixed in 3)" in lines[0]
+    assert verdict({"dependencies": [ok, unknown]}, strict=False)[0] == 1  # one unknown: fail
+    code, lines = verdict({"dependencies": [unknown, unknown]}, strict=False)
+    assert code == 0 and "NOT CHECKED" in lines[-1]  # service unusable: said, not hidden
+    assert verdict({"dependencies": [unknown, unknown]}, strict=True)[0] == 1
+    assert verdict({"dependencies": []}, strict=False)[0] == 1
