@@ -446,7 +446,12 @@ async def _run_tree(cfg: Config, buses: Mapping[str, NatsBus], subjects: Subject
     usage_door = UsageDoor()
     limiter_crash = CrashOnce.from_fault()  # F35's drill: GW_FAULT=limiter.crash_after:S
     children = [
-        # First: it opens the budgets, so "ready" adapters can take permits.
+        # The audit chain's head anchored on the audit stream (actors/audit.py). First, so that
+        # it stops last: its anchor at stop covers every row the others wrote.
+        ChildSpec("audit-anchors", lambda: AuditAnchors(
+            "audit-anchors", bus=buses["auditor"], subject=subjects.audit_anchor,
+            ledger=ledger, key=audit_key(cfg), interval_s=cfg.audit.anchor_interval_s)),
+        # Then this: it opens the budgets, so "ready" adapters can take permits.
         ChildSpec("rate-limiter", lambda: RateLimiterActor(
             "rate-limiter", limits, crash=limiter_crash)),
         ChildSpec("erp-journal", lambda: ErpPoster(
@@ -572,14 +577,11 @@ async def _run_tree(cfg: Config, buses: Mapping[str, NatsBus], subjects: Subject
         ChildSpec("metrics", lambda: MetricsPublisher(
             "metrics", bus=bus, subjects=subjects, monitor=monitor, snapshot=snapshot)),
         # The audit trail (actors/audit.py): actions of operators and the reconciler become
-        # audit rows; the chain's head is anchored on the audit stream.
+        # audit rows (its anchors: the first child).
         ChildSpec(AUDIT_CONSUMER, lambda: AuditActions(
             AUDIT_CONSUMER, bus=buses["auditor"], stream=subjects.audit_stream,
             durable=AUDIT_CONSUMER, consumer=cfg.consumers, ledger=ledger,
             prefix=subjects.prefix)),
-        ChildSpec("audit-anchors", lambda: AuditAnchors(
-            "audit-anchors", bus=buses["auditor"], subject=subjects.audit_anchor,
-            ledger=ledger, key=audit_key(cfg), interval_s=cfg.audit.anchor_interval_s)),
     ]
     if cfg.reconcile.interval_s > 0:
         # ERP vs billing every interval; repairs only postings proven missing.
