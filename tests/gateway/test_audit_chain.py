@@ -230,3 +230,18 @@ async def test_a_keyed_chain_refuses_rows_written_without_the_key(tmp_path: Path
     finally:
         await ledger.close()
     assert await check(db, KEY) == (None, "", "", "")
+
+
+async def test_an_action_delivered_twice_is_audited_once(tmp_path: Path) -> None:
+    db = tmp_path / "ledger.db"
+    ledger = await Ledger.open(db)
+    try:
+        await ledger.use_audit_key(KEY, now=1.0)
+        row = (2.0, "dlq.purged", "billing:in_1:v1", "by operator UABC: dead letter #7", 41)
+        assert await ledger.append_audit_once([row]) == 1
+        assert await ledger.append_audit_once([row]) == 0  # a redelivery of stream seq 41
+        assert await ledger.append_audit_once([(*row[:4], 42)]) == 1  # another action
+        assert (await ledger.check_audit(KEY)).rows == 3
+    finally:
+        await ledger.close()
+    assert await check(db, KEY) == (None, "", "", "")
