@@ -10,6 +10,8 @@ its own consumers. Subjects read ``<prefix>.<lane>.<evt|cmd>.<type>``:
 ``erpgw.dlq.<lane>.<code>``              dead letters (JSON)
 ``erpgw.dlq.resolved.<action>.<seq>``    a dead letter replayed or purged (JSON)
 ``erpgw.mon.metrics``                    1 s metric snapshots (core NATS, JSON)
+``erpgw.audit.anchor``                   the audit chain's head (JSON, HMAC-signed)
+``erpgw.audit.action.<role>.<action>``   an operator's or the reconciler's action (JSON)
 ``erpgw.sync.pricing.validate``          pricing validation (request/reply service, JSON)
 ``erpgw.sync.order.accept``              order acceptance (request/reply service, JSON)
 ``erpgw.commercial.sync.<area>.decided.v1``  final decision after a pending reply (JSON)
@@ -123,6 +125,31 @@ class Subjects(msgspec.Struct, frozen=True):
     @property
     def dlq_wildcard(self) -> str:
         return f"{self.prefix}.dlq.>"
+
+    # -- the audit trail's anchors and operator actions (gateway/audit.py) --------------------
+
+    @property
+    def audit_stream(self) -> str:
+        """Anchors of the ledger's audit chain and audited actions (denies delete and purge)."""
+        return self.stream("audit")
+
+    @property
+    def audit_wildcard(self) -> str:
+        return f"{self.prefix}.audit.>"
+
+    @property
+    def audit_anchor(self) -> str:
+        """The audit chain's head, published periodically (JSON, HMAC-signed)."""
+        return f"{self.prefix}.audit.anchor"
+
+    def audit_action(self, role: str, action: str) -> str:
+        """An action to be audited, by broker identity ``role`` (only that role may publish
+        under ``audit.action.<role>.>``, so the role in the subject is the broker's word)."""
+        return f"{self.prefix}.audit.action.{role}.{action}"
+
+    @property
+    def audit_actions(self) -> str:
+        return f"{self.prefix}.audit.action.>"
 
     @property
     def metrics(self) -> str:

@@ -35,6 +35,7 @@ import msgspec
 from actors import crash, otel
 from actors.advisories import MaxDeliveriesWorker
 from actors.close import RevenueToGl
+from actors.audit import AuditActions, AuditAnchors
 from actors.commercial import (
     SAGA_CONSUMER,
     SUBSCRIPTION_CONSUMER,
@@ -79,6 +80,7 @@ from actors.usage import UsageAggregator, UsageDoor, UsageIntake
 from contracts import LANES, GatewayError, Subjects
 
 from . import __version__
+from .audit import audit_key, identity_of
 from .broker import BrokerTls, EmbeddedBroker
 from .config import Config
 from .credentials import admin_token, platform_credentials
@@ -145,10 +147,16 @@ async def provision(bus: NatsBus, cfg: Config) -> Subjects:
     await bus.ensure_consumer(subjects.advisory_stream, ADVISORY_CONSUMER, ">", cfg.consumers)
     # The guards every gateway process shares (actors.infra.state).
     await provision_state(bus, subjects, replicas=cfg.streams.replicas)
+    # The audit chain's anchors and the audited actions: kept for good (no max_age).
+    await bus.ensure_stream(subjects.audit_stream, [subjects.audit_wildcard],
+                            msgspec.structs.replace(cfg.streams, max_age_s=0.0))
+    await bus.ensure_consumer(subjects.audit_stream, AUDIT_CONSUMER, subjects.audit_actions,
+                              cfg.consumers)
     return subjects
 
 
 ADVISORY_CONSUMER = "dlq-advisories"
+AUDIT_CONSUMER = "audit-actions"
 
 
 def _check_port(host: str, port: int, *, what: str = "webhooks",
@@ -292,6 +300,7 @@ async def _serve(cfg: Config, specs: Mapping[str, PlatformSpec], token: Secret |
 async def _run_locked(cfg: Config, specs: Mapping[str, PlatformSpec], token: Secret | None,
                       admin_tls: ssl.SSLContext | None, *, ready: anyio.Event | None,
                       handle_signals: bool) -> None:
+    chain_key = audit_key(cfg, create=True)  # the audit chain's HMAC key (S19)
     _check_port(cfg.http.host, cfg.http.port)
     if (cfg.admin.host, cfg.admin.port) == (cfg.http.host, cfg.http.port):
         raise GatewayError(f"admin.port: {cfg.admin.port} is also http.port; the admin "
@@ -310,13 +319,14 @@ async def _run_locked(cfg: Config, specs: Mapping[str, PlatformSpec], token: Sec
     admin.check("ledger", lambda: ledger_open[0])
     admin.check("consumers", lambda: False)  # until the supervision tree has started
     async with admin.serving():
-        await _run_gateway(cfg, specs, admin, sync_door, buses, ledger_open, ready=ready,
-                           handle_signals=handle_signals)
+        await _run_gateway(cfg, specs, admin, sync_door, buses, ledger_open, chain_key,
+                           ready=ready, handle_signals=handle_signals)
 
 
 async def _run_gateway(cfg: Config, specs: Mapping[str, PlatformSpec], admin: AdminListener,
                        sync_door: SyncDoor, buses: dict[str, NatsBus], ledger_open: list[bool],
-                       *, ready: anyio.Event | None, handle_signals: bool) -> None:
+                       chain_key: bytes, *, ready: anyio.Event | None,
+                       handle_signals: bool) -> None:
     data = cfg.data_path
     broker: EmbeddedBroker | None = None
     url = cfg.nats.url
@@ -348,6 +358,8 @@ async def _run_gateway(cfg: Config, specs: Mapping[str, PlatformSpec], admin: Ad
             for path in data.glob("ledger.db*"):
                 path.chmod(0o600)
             try:
+                if await ledger.use_audit_key(chain_key, now=time.time()):
+                    log.info("audit chain keyed from now on (audit.keyed row)")
                 limits = _limits(cfg)
                 async with open_platforms(specs, limiters={
                         name: limits.account(name) for name in LIMITED}) as platforms:
@@ -524,7 +536,12 @@ async def _run_tree(cfg: Config, buses: Mapping[str, NatsBus], subjects: Subject
     usage_door = UsageDoor()
     limiter_crash = CrashOnce.from_fault()  # F35's drill: GW_FAULT=limiter.crash_after:S
     children = [
-        # First: it opens the budgets, so "ready" adapters can take permits.
+        # The audit chain's head anchored on the audit stream (actors/audit.py). First, so that
+        # it stops last: its anchor at stop covers every row the others wrote.
+        ChildSpec("audit-anchors", lambda: AuditAnchors(
+            "audit-anchors", bus=buses["auditor"], subject=subjects.audit_anchor,
+            ledger=ledger, key=audit_key(cfg), interval_s=cfg.audit.anchor_interval_s)),
+        # Then this: it opens the budgets, so "ready" adapters can take permits.
         ChildSpec("rate-limiter", lambda: RateLimiterActor(
             "rate-limiter", limits, crash=limiter_crash)),
         ChildSpec("erp-journal", lambda: ErpPoster(
@@ -654,6 +671,12 @@ async def _run_tree(cfg: Config, buses: Mapping[str, NatsBus], subjects: Subject
             consumer=cfg.consumers)),
         ChildSpec("metrics", lambda: MetricsPublisher(
             "metrics", bus=bus, subjects=subjects, monitor=monitor, snapshot=snapshot)),
+        # The audit trail (actors/audit.py): actions of operators and the reconciler become
+        # audit rows (its anchors: the first child).
+        ChildSpec(AUDIT_CONSUMER, lambda: AuditActions(
+            AUDIT_CONSUMER, bus=buses["auditor"], stream=subjects.audit_stream,
+            durable=AUDIT_CONSUMER, consumer=cfg.consumers, ledger=ledger,
+            prefix=subjects.prefix)),
     ]
     if cfg.close.interval_s > 0:
         # Revenue to the GL: the month just ended, every interval (actors/close).
@@ -677,7 +700,8 @@ async def _run_tree(cfg: Config, buses: Mapping[str, NatsBus], subjects: Subject
             ledger=ledger if "revenue" in legs and cfg.revenue.enabled else None,
             partner=platforms.partner.reader() if "payables" in legs else None,
             postings=erp_postings_reader(cfg, platforms.erp),
-            accounts=msgspec.structs.asdict(cfg.accounts) if "gl" in legs else None)))
+            accounts=msgspec.structs.asdict(cfg.accounts) if "gl" in legs else None,
+            audit_identity=identity_of(auth_for(cfg, "reconciler", required=False)))))
     tree = Supervisor("gateway", children, strategy="one_for_one",
                       intensity=cfg.supervisor.intensity, period=cfg.supervisor.period_s,
                       on_event=on_event)

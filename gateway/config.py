@@ -228,6 +228,20 @@ class CloseConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     entity: Annotated[str, msgspec.Meta(min_length=1, max_length=50)] = "default"
 
 
+class AuditConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    # The audit chain's HMAC key (docs/security.md, S19): the file (mode 0600, at least 32
+    # characters), generated on first start when absent. Empty: <data_dir>/audit.key.
+    key_file: str = ""
+    # Or the key itself (prefer ERPGW_AUDIT_KEY or the file); wins over key_file when set.
+    key: str = ""
+    # How often the chain's head is anchored on the audit stream (when it moved), seconds.
+    anchor_interval_s: Annotated[float, msgspec.Meta(gt=0)] = 60.0
+
+    def __repr__(self) -> str:
+        return (f"AuditConfig(key_file={self.key_file!r}, key={'***' if self.key else ''!r}, "
+                f"anchor_interval_s={self.anchor_interval_s!r})")
+
+
 class SupervisorConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     # More than `intensity` restarts within `period` seconds: stop everything and exit non-zero,
     # so the outer supervisor (systemd, Kubernetes) sees it instead of a hot restart loop.
@@ -249,6 +263,7 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     erp: ErpConfig = msgspec.field(default_factory=ErpConfig)
     router: RouterConfig = msgspec.field(default_factory=RouterConfig)
     supervisor: SupervisorConfig = msgspec.field(default_factory=SupervisorConfig)
+    audit: AuditConfig = msgspec.field(default_factory=AuditConfig)  # keyed chain, anchors
     reconcile: ReconcileConfig = msgspec.field(default_factory=ReconcileConfig)
     close: CloseConfig = msgspec.field(default_factory=CloseConfig)
     accounts: AccountMap = msgspec.field(default_factory=AccountMap)
@@ -310,6 +325,8 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
             doc["admin"]["token"] = "***"  # noqa: S105 - the mask, not a token
         if self.nats.password:
             doc["nats"]["password"] = "***"  # noqa: S105 - the mask, not a password
+        if self.audit.key:
+            doc["audit"]["key"] = _MASK
         return doc
 
 

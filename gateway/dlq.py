@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 import msgspec
 
 from actors.erp.periods import POLICY_HEADER
+from actors.audit import publish_action
 from actors.infra import NatsBus, OutMsg
 from contracts import DeadLetter, GatewayError, JsonCodec, Subjects, derive_id
 
@@ -91,8 +92,11 @@ async def list_letters(bus: NatsBus, subjects: Subjects, *, lane: str | None = N
 
 
 async def resolve_letters(bus: NatsBus, subjects: Subjects, records: list[LetterRecord], *,
-                          action: str, note: str = "", repost_open: bool = False) -> int:
+                          action: str, note: str = "", repost_open: bool = False,
+                          role: str = "operator", identity: str = "") -> int:
     """Replay (republish, then mark) or purge (mark only) ``records``; returns how many.
+    Each is also an audited action (``dlq.replayed``/``dlq.purged``) of broker identity
+    ``role`` (the one ``bus`` is connected as) with public key ``identity``.
 
     ``repost_open`` marks each replayed message so that the ERP poster posts it under the
     ``next_open`` closed-period policy whatever ``erp.closed_period`` says (a posting dated in a
@@ -119,6 +123,11 @@ async def resolve_letters(bus: NatsBus, subjects: Subjects, records: list[Letter
         await bus.publish(OutMsg(
             subject=subjects.dlq_resolved(action, rec.seq), data=_resolutions.encode(marker),
             msg_id=derive_id("dlq.resolved", subjects.dlq_stream, str(rec.seq))))
+        await publish_action(
+            bus, subjects, role, f"dlq.{action}", rec.letter.business_key or f"dlq:{rec.seq}",
+            msg_id=derive_id("audit.dlq", subjects.dlq_stream, str(rec.seq)),
+            detail=f"dead letter #{rec.seq} ({rec.letter.code}) by {who}"
+                   + (f": {note}" if note else ""), identity=identity)
         done += 1
     return done
 

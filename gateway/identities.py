@@ -62,8 +62,8 @@ __all__ = [
 # dashboard's, `admin` provisioning's (and the bench's raw baselines').
 ROLES: tuple[str, ...] = (
     "ingress", "sync", "router", "erp", "revenue", "usage", "partner", "commercial",
-    "deadletter", "telemetry", "reconciler", "close", "operator", "monitor", "sync-client",
-    "admin",
+    "deadletter", "telemetry", "reconciler", "close", "auditor", "operator", "monitor",
+    "sync-client", "admin",
 )
 
 # Which role fetches from each durable consumer (its name as provisioned by the gateway).
@@ -79,6 +79,7 @@ CONSUMER_ROLE: Mapping[str, str] = {
     "deal-saga": "commercial",
     "subscription-sync": "commercial",
     "dlq-advisories": "deadletter",
+    "audit-actions": "auditor",
 }
 
 # Which role's connection each child of the gateway's supervision tree runs on.
@@ -90,6 +91,7 @@ ACTOR_ROLE: Mapping[str, str] = {
     "metrics": "telemetry",
     "reconciler": "reconciler",
     "revenue-gl": "close",
+    "audit-anchors": "auditor",
 }
 
 SEED_SUFFIX = ".nk"
@@ -190,7 +192,8 @@ def role_permissions(subjects: Subjects,
     letters = f"{p}.dlq.*.*"
     resolved = f"{p}.dlq.resolved.>"
     streams = [subjects.stream(lane) for lane in LANES]
-    every_stream = [*streams, subjects.dlq_stream, subjects.advisory_stream]
+    every_stream = [*streams, subjects.dlq_stream, subjects.advisory_stream,
+                    subjects.audit_stream]
     owned: dict[str, list[str]] = {}
     for stream, durable in consumers:
         role = CONSUMER_ROLE.get(durable)
@@ -239,15 +242,19 @@ def role_permissions(subjects: Subjects,
         # The reconciler: reads the DLQ and the billing lane; repairs by replaying the ERP
         # command of a posting proven missing, or an invoice's issued event (revenue leg).
         "reconciler": actor("reconciler", subjects.billing_erp_commands, subjects.invoice_issued,
-                            dlq=False, reads=[
+                            subjects.audit_action("reconciler", ">"), dlq=False, reads=[
             f"$JS.API.STREAM.MSG.GET.{subjects.dlq_stream}",
             f"$JS.API.STREAM.MSG.GET.{subjects.stream('billing')}"]),
         # Revenue to the GL on a schedule: the ERP journal commands of a close run, no more.
         "close": actor("close", subjects.erp_journal, dlq=False,
                        reads=_kv_rights(subjects, "versions", write=False)),
-        # The operator's CLI: reads every stream; replays onto the lanes; resolution markers.
+        # The audit trail: anchors of the ledger's chain; the audited actions it records.
+        "auditor": actor("auditor", subjects.audit_anchor, dlq=False),
+        # The operator's CLI: reads every stream; replays onto the lanes; resolution markers;
+        # the audit records of its actions.
         "operator": Permissions(
             publish=(*(subjects.lane_wildcard(lane) for lane in LANES), resolved, mon,
+                     subjects.audit_action("operator", ">"),
                      *(f"$JS.API.STREAM.INFO.{s}" for s in every_stream),
                      *(f"$JS.API.STREAM.MSG.GET.{s}" for s in every_stream),
                      *(f"$JS.API.CONSUMER.INFO.{s}.*" for s in every_stream),
@@ -295,10 +302,11 @@ def authorization_block(public_keys: Mapping[str, str],
 
 def gateway_consumers(subjects: Subjects) -> list[tuple[str, str]]:
     """``(stream, durable)`` of every consumer the gateway provisions (``gateway.app``)."""
-    from .app import ADVISORY_CONSUMER, CONSUMERS  # here: app imports the broker, which us
+    from .app import ADVISORY_CONSUMER, AUDIT_CONSUMER, CONSUMERS  # app imports broker -> us
 
     return [*((subjects.stream(lane), durable) for lane, durable, _ in CONSUMERS),
-            (subjects.advisory_stream, ADVISORY_CONSUMER)]
+            (subjects.advisory_stream, ADVISORY_CONSUMER),
+            (subjects.audit_stream, AUDIT_CONSUMER)]
 
 
 def _read_secret(path: str, what: str) -> str:

@@ -220,6 +220,11 @@ class Stack:
         """The gateway's data directory (pass it as ``--data-dir`` to the CLI tools)."""
         return self.workdir / "gateway"
 
+    def audit_key(self) -> bytes:
+        """The gateway's audit key (``<data_dir>/audit.key``, made at its first start), to
+        verify its ledger's keyed audit chain."""
+        return (self.data_dir / "audit.key").read_text().strip().encode()
+
     @property
     def identities_dir(self) -> Path:
         return self.data_dir / "identities"

@@ -606,6 +606,15 @@ class NatsBus:
             return int(info.state.messages)
         return sum((info.state.subjects or {}).values())
 
+    async def last_seq(self, stream: str) -> int:
+        """The sequence of the last message ``stream`` stored (0: none). Raises
+        ``BrokerUnavailable``."""
+        try:
+            info = await self._js.stream_info(stream)
+        except (TimeoutError, nats.errors.Error) as exc:
+            raise BrokerUnavailable(f"stream info {stream}: {exc!r}") from exc
+        return int(info.state.last_seq or 0)
+
     async def get_stored(self, stream: str, seq: int) -> StoredMsg | None:
         """Message ``seq`` of ``stream``, or None when it is gone. Raises ``BrokerUnavailable``."""
         try:

@@ -4,8 +4,10 @@ Theory of operation: one ``Ledger`` per process, one connection, one writer (aio
 every statement on its own thread, in order). ``postings`` has one row per idempotency key:
 the ERP adapter skips keys it already posted, so a redelivered message never reaches the ERP
 twice even past the stream's dedupe window. ``audit`` is append-only (triggers abort UPDATE
-and DELETE) and hash-chained: ``hash_n = sha256(hash_{n-1} | row)``, so an offline edit is
-detectable by ``verify_audit``. A batch's posting rows and their audit rows are written in the
+and DELETE) and hash-chained: ``hash_n = HMAC-SHA256(key, hash_{n-1} | row)`` with the audit
+key (``use_audit_key``; a chain written before keying used plain SHA-256 up to its
+``audit.keyed`` marker row), so an offline edit is detectable by ``verify_audit``, and without
+the key it cannot be re-chained. A batch's posting rows and their audit rows are written in the
 same transaction, and that transaction commits before any message of the batch is acked.
 
 ``uploads`` is the guard for platforms that accept writes *without* an idempotency key (the
@@ -28,6 +30,7 @@ Errors: ``LedgerUnavailable`` (retryable: busy, disk full, I/O) — the caller m
 from __future__ import annotations
 
 import hashlib
+import hmac
 import sqlite3
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -42,8 +45,11 @@ from contracts import GatewayError, Retryable
 from ..crash import fault
 
 __all__ = [
+    "AUDIT_KEYED",
     "UPLOAD_STATUSES",
     "UPLOAD_TRANSITIONS",
+    "AuditBreak",
+    "AuditCheck",
     "Ledger",
     "LedgerUnavailable",
     "ParkedPayment",
@@ -240,9 +246,39 @@ class VersionMark:
 _AuditItem = tuple[float, str, str, str]
 
 
-def _chain(prev: str, at: float, event: str, key: str, detail: str) -> str:
+def _chain(prev: str, at: float, event: str, key: str, detail: str,
+           mac_key: bytes | None = None) -> str:
+    """The hash of one audit row: HMAC-SHA256 with the audit key, or plain SHA-256 for rows
+    written before the chain was keyed (up to the ``audit.keyed`` marker row)."""
     row = f"{prev}|{at!r}|{event}|{key}|{detail}".encode()
-    return hashlib.sha256(row).hexdigest()
+    if mac_key is None:
+        return hashlib.sha256(row).hexdigest()
+    return hmac.new(mac_key, row, hashlib.sha256).hexdigest()
+
+
+# The audit row from which on every row is keyed (itself included).
+AUDIT_KEYED = "audit.keyed"
+
+
+@dataclass(frozen=True, slots=True)
+class AuditBreak:
+    """The first audit row that does not verify, and why."""
+
+    seq: int
+    event: str
+    key: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class AuditCheck:
+    """What ``check_audit`` found: the rows, the head (``seq``, hash), where keying began."""
+
+    rows: int
+    head_seq: int
+    head_hash: str
+    keyed_from: int | None
+    broken: AuditBreak | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -275,6 +311,11 @@ class SettlementRow:
 
 
 class Ledger:
+    # The audit key (``use_audit_key``); None: rows are chained with plain SHA-256, which a
+    # keyed chain (``_chain_keyed``: it has its ``audit.keyed`` row) refuses.
+    _audit_mac: bytes | None = None
+    _chain_keyed: bool | None = None
+
     def __init__(self, db: aiosqlite.Connection, last_hash: str) -> None:
         self._db = db
         self._last_hash = last_hash
@@ -435,10 +476,14 @@ class Ledger:
         transaction, taking turns with other writers. Raises ``LedgerUnavailable`` (nothing
         written) or whatever ``write`` raises (rolled back)."""
         async with self._write_lock:
+            if self._audit_mac is None and await self._keyed():
+                raise GatewayError("the audit chain is keyed: call use_audit_key before "
+                                   "writing, or the rows would break it",
+                                   code="ledger.audit_key_required")
             prev = self._last_hash
             chained = []
             for at, event, key, detail in audit:
-                h = _chain(prev, at, event, key, detail)
+                h = _chain(prev, at, event, key, detail, self._audit_mac)
                 chained.append((at, event, key, detail, prev, h))
                 prev = h
             try:
@@ -642,17 +687,109 @@ class Ledger:
         ) as cur:
             return {status: n for status, n in await cur.fetchall()}
 
-    async def verify_audit(self) -> int | None:
-        """Walk the hash chain; the ``seq`` of the first broken row, or None when intact."""
-        prev = _GENESIS
+    async def verify_audit(self, mac_key: bytes | None = None) -> int | None:
+        """Walk the hash chain; the ``seq`` of the first broken row, or None when intact.
+        ``mac_key``: the audit key (default: the one in use), needed once the chain is keyed."""
+        return None if (b := (await self.check_audit(mac_key)).broken) is None else b.seq
+
+    async def check_audit(self, mac_key: bytes | None = None) -> AuditCheck:
+        """Walk the whole chain: plain SHA-256 up to the ``audit.keyed`` marker, HMAC-SHA256
+        with ``mac_key`` (default: the key in use) from it on. Names the first row whose
+        link or hash is wrong, a keyed row when no key is given, or a missing marker when a
+        key is given (a chain re-hashed without the key)."""
+        mac = mac_key if mac_key is not None else self._audit_mac
+        prev, rows, seq_n, keyed_from = _GENESIS, 0, 0, None
+        broken: AuditBreak | None = None
+        last: tuple[int, str, str] = (0, "", "")
         async with self._db.execute(
             "SELECT seq, at, event, key, detail, prev_hash, hash FROM audit ORDER BY seq"
         ) as cur:
             async for seq, at, event, key, detail, prev_hash, h in cur:
-                if prev_hash != prev or _chain(prev, at, event, key, detail) != h:
-                    return int(seq)
+                rows, seq_n, last = rows + 1, int(seq), (int(seq), str(event), str(key))
+                if broken is not None:
+                    continue
+                if keyed_from is None and event == AUDIT_KEYED:
+                    keyed_from = int(seq)
+                    if mac is None:
+                        broken = AuditBreak(int(seq), event, key, "keyed row, no audit key given")
+                        continue
+                keyed = mac if keyed_from is not None else None
+                if prev_hash != prev:
+                    broken = AuditBreak(int(seq), event, key, "link to the previous row broken")
+                elif _chain(prev, at, event, key, detail, keyed) != h:
+                    broken = AuditBreak(int(seq), event, key, "hash does not match the row")
                 prev = h
-        return None
+        if broken is None and mac is not None and keyed_from is None and rows:
+            broken = AuditBreak(*last, "no audit.keyed marker: the chain is not keyed")
+        return AuditCheck(rows, seq_n, prev, keyed_from, broken)
+
+    async def audit_hash_at(self, seq: int) -> str | None:
+        """The stored hash of audit row ``seq``, or None when there is no such row."""
+        async with self._db.execute("SELECT hash FROM audit WHERE seq = ?", (seq,)) as cur:
+            row = await cur.fetchone()
+        return None if row is None else str(row[0])
+
+    async def audit_head(self) -> tuple[int, str]:
+        """``(seq, hash)`` of the last audit row; ``(0, genesis)`` when there is none."""
+        async with self._db.execute(
+                "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1") as cur:
+            row = await cur.fetchone()
+        return (0, _GENESIS) if row is None else (int(row[0]), str(row[1]))
+
+    async def append_audit_once(self, rows: Sequence[tuple[float, str, str, str, int]]) -> int:
+        """Audit rows ``(at, event, key, detail, source seq)`` of actions recorded elsewhere
+        (the audit stream), each at most once: a row whose event, key and detail (which ends
+        with ``[audit#<source seq>]``) is already there is skipped. Returns how many were new.
+        Raises ``LedgerUnavailable``."""
+        items = [(at, event, key, f"{detail} [audit#{seq}]") for at, event, key, detail, seq
+                 in rows]
+        new: list[_AuditItem] = []
+        try:
+            for at, event, key, detail in items:
+                async with self._db.execute(
+                        "SELECT 1 FROM audit WHERE event = ? AND key = ? AND detail = ? LIMIT 1",
+                        (event, key, detail)) as cur:
+                    if await cur.fetchone() is None:
+                        new.append((at, event, key, detail))
+        except sqlite3.Error as exc:
+            raise LedgerUnavailable(f"ledger lookup failed: {exc}") from exc
+
+        async def nothing() -> None:
+            return None
+
+        if new:
+            await self._transaction(nothing, new)
+        return len(new)
+
+    async def _keyed(self) -> bool:
+        """Whether the chain has its ``audit.keyed`` row (looked up once, then remembered)."""
+        if self._chain_keyed is None:
+            async with self._db.execute(
+                    "SELECT 1 FROM audit WHERE event = ? LIMIT 1", (AUDIT_KEYED,)) as cur:
+                self._chain_keyed = await cur.fetchone() is not None
+        return self._chain_keyed
+
+    async def use_audit_key(self, mac_key: bytes, *, now: float) -> bool:
+        """Chain every later row with HMAC-SHA256 under ``mac_key``. On the first keyed
+        start the ``audit.keyed`` marker row is appended (keyed itself, so it seals the
+        plain chain before it); returns True when it was. Raises ``LedgerUnavailable``."""
+        marked = await self._keyed()
+        self._audit_mac = mac_key
+        if marked:
+            return False
+
+        async def nothing() -> None:
+            return None
+
+        seq, _ = await self.audit_head()
+        try:
+            await self._transaction(nothing, [
+                (now, AUDIT_KEYED, "", f"hmac-sha256 from here on; rows 1..{seq} plain sha-256")])
+        except BaseException:
+            self._audit_mac = None  # no marker: keep chaining as before
+            raise
+        self._chain_keyed = True
+        return True
 
     # -- flow 3: parked payments and partner settlements -----------------------------------
 

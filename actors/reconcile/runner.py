@@ -43,6 +43,7 @@ from contracts.platforms.erp import GlBalances, JournalEntryList, VendorBillList
 from contracts.platforms.partner import SettlementList
 from contracts.platforms.revenue import BillingReport
 
+from ..audit import publish_action
 from ..infra import Ledger, NatsBus
 from ..platforms import HttpResponse
 from ..replay import replay_lane, select_events
@@ -277,7 +278,8 @@ async def run_once(bus: NatsBus, subjects: Subjects, billing: Reader, erp: Reade
                    partner: Reader | None = None,
                    accounts: Mapping[str, str] | None = None,
                    postings: Callable[[], Awaitable[list[ErpPosting]]] | None = None,
-                   billing_read: BillingReadFn | None = None) -> RunResult:
+                   billing_read: BillingReadFn | None = None,
+                   audit_role: str = "reconciler", audit_identity: str = "") -> RunResult:
     """One reconciliation (see the module docstring): the ERP leg always; the revenue leg with
     ``revenue`` (repairs only with ``ledger`` too), the GL leg with ``accounts`` (role →
     account number), the payables leg with ``partner``. ``postings`` reads the ERP's journal
@@ -285,8 +287,15 @@ async def run_once(bus: NatsBus, subjects: Subjects, billing: Reader, erp: Reade
     through ``erp``. ``billing_read`` reads billing in another dialect than the simulator's
     own (Stripe's: ``actors.reconcile.stripe.read_billing_stripe``) instead of ``billing``.
     Raises ``GatewayError`` subclasses when a platform, the ledger or the broker cannot be
-    read; nothing is repaired then."""
+    read; nothing is repaired then. Every repair is also stored as an audited action of
+    broker identity ``audit_role`` (``actors.audit``; the gateway's ledger records it)."""
     t0 = time.time()
+
+    async def audited(what: str, key: str, events: int) -> None:
+        await publish_action(bus, subjects, audit_role, f"recon.{what}", key,
+                             msg_id=f"audit:{audit_role}:recon.{what}:{key}:{t0!r}",
+                             detail=f"{events} event(s) re-driven", identity=audit_identity)
+
     read = (await billing_read(period) if billing_read is not None
             else await read_billing(billing, period))
     postings_read = await (postings() if postings is not None else erp_postings(erp))
@@ -336,6 +345,7 @@ async def run_once(bus: NatsBus, subjects: Subjects, billing: Reader, erp: Reade
                 repaired.append(action.key)
                 await bus.emit(f"{subjects.prefix}.mon.recon.repair", _json.encode(
                     {"key": action.key, "action": "repost", "events": len(items)}))
+                await audited("repost", action.key, len(items))
             else:
                 unrepairable.append(action.key)  # never reached the gateway: not in a stream
         # Reupload actions exist only when the ledger was read (its proof of "never sent").
@@ -352,6 +362,7 @@ async def run_once(bus: NatsBus, subjects: Subjects, billing: Reader, erp: Reade
                 reuploaded.append(action.key)
                 await bus.emit(f"{subjects.prefix}.mon.recon.repair", _json.encode(
                     {"key": action.key, "action": "reupload", "events": len(items)}))
+                await audited("reupload", action.key, len(items))
             else:
                 unrepairable.append(action.key)
     result = RunResult(period, t0, round(time.time() - t0, 3), report, repaired, unrepairable,
@@ -393,8 +404,9 @@ class Reconciler(Actor):
                  partner: Reader | None = None,
                  accounts: Mapping[str, str] | None = None,
                  postings: Callable[[], Awaitable[list[ErpPosting]]] | None = None,
-                 billing_read: BillingReadFn | None = None) -> None:
+                 billing_read: BillingReadFn | None = None, audit_identity: str = "") -> None:
         super().__init__(name)
+        self.audit_identity = audit_identity  # its broker identity, named in repair audit rows
         self.postings = postings
         self.billing_read = billing_read
         self.bus, self.subjects, self.billing, self.erp = bus, subjects, billing, erp
@@ -417,7 +429,8 @@ class Reconciler(Actor):
                                         revenue=self.revenue, ledger=self.ledger,
                                         partner=self.partner, accounts=self.accounts,
                                         postings=self.postings,
-                                        billing_read=self.billing_read)
+                                        billing_read=self.billing_read,
+                                        audit_identity=self.audit_identity)
             except GatewayError as err:  # a platform is down: try again next period
                 self.last_error = f"[{err.code}] {err.message}"
                 log.warning("reconciliation skipped: %s", self.last_error)

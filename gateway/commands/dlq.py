@@ -115,6 +115,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 def _resolve(action: str) -> Callable[[argparse.Namespace], int]:
     def cmd(args: argparse.Namespace) -> int:
+        from ..audit import identity_of
         from ..dlq import resolve_letters
 
         async def go(bus: Any, subjects: Any) -> int:
@@ -133,7 +134,8 @@ def _resolve(action: str) -> Callable[[argparse.Namespace], int]:
                 print(f"{len(recs)} letter(s) would be {action} (dry run)")
                 return 0
             n = await resolve_letters(bus, subjects, recs, action=action, note=args.note,
-                                      repost_open=getattr(args, "repost_open", False))
+                                      repost_open=getattr(args, "repost_open", False),
+                                      identity=identity_of(nats_auth_for(args, "operator")))
             print(f"{n} letter(s) {action}")
             return 0
 

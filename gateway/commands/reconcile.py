@@ -42,6 +42,7 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
     from contracts import Subjects
 
     from ..app import erp_postings_reader, platform_specs, stripe_billing_read
+    from ..audit import identity_of
     from ..config import load_config
 
     cfg = load_config(args.config, overrides={"data_dir": str(args.data_dir)}
@@ -51,8 +52,9 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
 
     async def reconcile_now() -> RunResult:
         url, prefix = nats_url_for(args)
+        auth = nats_auth_for(args, "operator")
         bus = await NatsBus.connect(url, name="erpgw-reconcile", wait_for_server=5.0,
-                                    auth=nats_auth_for(args, "operator"))
+                                    auth=auth)
         # The gateway's ledger (read while the gateway runs, like `erpgw trace`): the revenue
         # leg's proof that a line was never sent. Without it revenue is compared, not repaired.
         ledger = (await Ledger.open(ledger_path)
@@ -74,7 +76,8 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
                     accounts=msgspec.structs.asdict(cfg.accounts) if "gl" in legs else None,
                     # netsuite: the journal entries through SuiteQL, signed like the poster
                     postings=erp_postings_reader(cfg, p.erp),
-                    billing_read=stripe_billing_read(cfg, p.billing))
+                    billing_read=stripe_billing_read(cfg, p.billing),
+                    audit_role="operator", audit_identity=identity_of(auth))
         finally:
             if ledger is not None:
                 await ledger.close()

@@ -117,6 +117,7 @@ async def test_revenue_leg_reports_doubled_and_lost_lines_and_repairs_only_the_p
         assert await stack.stop_gateway() == 0
         ledger = await Ledger.open(stack.workdir / "gateway" / "ledger.db")
         try:
+            await ledger.use_audit_key(stack.audit_key(), now=time.time())  # the keyed chain
             lines = [ln for ids in doubted.values() for ln in ids]
             assert await ledger.resolve_in_doubt(PLATFORM, lines, present=False,
                                                  now=time.time(), note="absent") == len(lines)

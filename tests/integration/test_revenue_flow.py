@@ -55,7 +55,7 @@ async def uploads(stack: Stack) -> dict[str, list[str]]:
     checks the audit hash chain is intact."""
     ledger = await Ledger.open(stack.workdir / "gateway" / "ledger.db")
     try:
-        assert await ledger.verify_audit() is None
+        assert await ledger.verify_audit(stack.audit_key()) is None
         out: dict[str, list[str]] = {}
         for row in await ledger.find_uploads(PLATFORM):
             out.setdefault(row.status, []).append(row.line_id)
@@ -169,6 +169,8 @@ async def test_crash_points_of_an_upload(tmp_path: Path, point: str) -> None:
         assert a["lines"] == rev.expected_lines - len(doubtful)
         ledger_db = await Ledger.open(stack.workdir / "gateway" / "ledger.db")
         try:
+            # The person's rows join the gateway's keyed audit chain: with its key.
+            await ledger_db.use_audit_key(stack.audit_key(), now=time.time())
             released = await ledger_db.resolve_in_doubt(
                 PLATFORM, doubtful, present=False, now=time.time(),
                 note="checked at the revenue platform: not there")

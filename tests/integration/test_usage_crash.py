@@ -62,7 +62,7 @@ async def _ledger(stack: Stack) -> dict[str, dict[str, list[str]]]:
     """Usage ids by platform and status; the gateway must be stopped."""
     ledger = await Ledger.open(stack.workdir / "gateway" / "ledger.db")
     try:
-        assert await ledger.verify_audit() is None
+        assert await ledger.verify_audit(stack.audit_key()) is None
         out: dict[str, dict[str, list[str]]] = {}
         for platform in (BILLING, REVENUE):
             for row in await ledger.find_uploads(platform):
