@@ -34,8 +34,8 @@ import msgspec
 
 from actors import crash, otel
 from actors.advisories import MaxDeliveriesWorker
-from actors.close import RevenueToGl
 from actors.audit import AuditActions, AuditAnchors
+from actors.close import RevenueToGl
 from actors.commercial import (
     SAGA_CONSUMER,
     SUBSCRIPTION_CONSUMER,

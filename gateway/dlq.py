@@ -21,8 +21,8 @@ from datetime import UTC, datetime
 
 import msgspec
 
-from actors.erp.periods import POLICY_HEADER
 from actors.audit import publish_action
+from actors.erp.periods import POLICY_HEADER
 from actors.infra import NatsBus, OutMsg
 from contracts import DeadLetter, GatewayError, JsonCodec, Subjects, derive_id
 
