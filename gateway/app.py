@@ -52,6 +52,7 @@ from actors.infra.state import (
     SagaRecords,
     SharedParking,
     SharedSagas,
+    SharedUploads,
     SharedVersions,
     bucket_name,
     provision_state,
@@ -77,7 +78,7 @@ from actors.router.credits import CreditMemoRouter
 from actors.runtime import ChildSpec, Supervisor, SupervisorEvent
 from actors.sync import SyncDoor, SyncLane
 from actors.usage import UsageAggregator, UsageDoor, UsageIntake
-from contracts import LANES, GatewayError, Subjects
+from contracts import LANES, GatewayError, Subjects, new_id
 
 from . import __version__
 from .audit import audit_key, identity_of
@@ -380,6 +381,21 @@ async def _run_gateway(cfg: Config, specs: Mapping[str, PlatformSpec], admin: Ad
                 await broker.stop()
 
 
+def gateway_identity(data: Path) -> str:
+    """The stable identity of the gateway process that owns data directory ``data`` (a
+    random id written once into ``<data>/gateway-id``, mode 0600): what the shared upload
+    guard records as a line's owner, the same across restarts."""
+    path = data / "gateway-id"
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        ident = new_id()
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(ident + "\n")
+        return ident
+
+
 # The platform accounts with a request budget: every platform.
 LIMITED = ("erp", "revenue", "billing", "partner", "cpq")
 
@@ -564,6 +580,8 @@ async def _run_tree(cfg: Config, buses: Mapping[str, NatsBus], subjects: Subject
         children.append(ChildSpec(REVENUE_CONSUMER, lambda: RevenuePoster(
             REVENUE_CONSUMER, durable=REVENUE_CONSUMER, batch=cfg.revenue.batch,
             revenue=revenue_batches, ledger=ledger, dlq=billing_dlq("revenue"),
+            uploads=SharedUploads(shared(buses["revenue"], "uploads"),
+                                  owner=gateway_identity(cfg.data_path)),
             subjects=subjects, max_batch_lines=cfg.revenue.max_batch_lines, bus=buses["revenue"],
             stream=billing_stream, consumer=cfg.consumers,
             latency_observer=monitor.posting_observer("revenue")),

@@ -15,6 +15,9 @@ compare-and-set on the revision it was planned from:
 * ``parked`` — one key per parked payment (the envelope as delivered): any process may resume
   it once ``versions`` shows every invoice it pays applied; resuming publishes the same ids, so
   two processes resuming the same payment publish one posting.
+* ``uploads`` — one key per line uploaded to a platform that takes uploads without an
+  idempotency key (the revenue platform): which process took it and how it ended, so another
+  process never sends a line one took (``SharedUploads``);
 * ``sagas`` — one key per deal saga and per subscription record: a step's outcome is stored
   conditionally on the revision the step started from, so a process that wakes up from a freeze
   cannot overwrite a saga another process moved on.
@@ -42,8 +45,10 @@ __all__ = [
     "BUCKETS",
     "ReadVersion",
     "SagaRecords",
+    "SharedLine",
     "SharedParking",
     "SharedSagas",
+    "SharedUploads",
     "SharedVersions",
     "StoredSaga",
     "bucket_name",
@@ -51,7 +56,7 @@ __all__ = [
 ]
 
 # The shared buckets (their names are prefixed per deployment: ``bucket_name``).
-BUCKETS = ("versions", "parked", "sagas")
+BUCKETS = ("versions", "parked", "sagas", "uploads")
 # How often ``apply`` re-reads and merges after losing a race before giving up (retryable).
 _MERGE_ATTEMPTS = 16
 
@@ -315,3 +320,121 @@ class SagaRecords:
             saga_id, status, state, revision=self._revisions[saga_id], now=now)
         await self.ledger.save_saga(saga_id, status, state, correlation_id=correlation_id,
                                     now=now, event=event, detail=detail)
+
+
+class _Upload(msgspec.Struct, frozen=True):
+    status: str
+    owner: str
+    attempt: str
+    at: float
+
+
+_upload = msgspec.msgpack.Decoder(_Upload)
+
+
+@dataclass(frozen=True, slots=True)
+class SharedLine:
+    """A line's upload as every process sees it: its status, which process (``owner``, the
+    stable identity of a data directory) last moved it, and the revision read."""
+
+    status: str | None
+    owner: str | None
+    revision: int
+
+
+class SharedUploads:
+    """The ``uploads`` bucket: one key per (platform, line id), the guard that keeps a line
+    sent by one process at a time, for platforms that take uploads without an idempotency key
+    (the revenue platform). The process's ledger stays the authority on its *own* attempts
+    (the crash window between claim and answer is judged there); the bucket tells every other
+    process that a line is taken (``pending``), finished (``uploaded``, ``in_doubt``) or free
+    again (``released``, ``rejected``, or never claimed).
+
+    Order of writes: a claim is committed in the ledger first, then here (conditional on the
+    revision read: a line another process claimed in between is not sent); an outcome is
+    committed in the ledger first, then mirrored here by its owner."""
+
+    FREE = (None, "released", "rejected")
+
+    def __init__(self, bucket: KvBucket, owner: str) -> None:
+        self.bucket = bucket
+        self.owner = owner
+        self._seen: dict[str, SharedLine] = {}
+
+    @staticmethod
+    def _key(platform: str, line_id: str) -> str:
+        return f"{key_token(platform)}.{key_token(line_id)}"
+
+    async def read(self, platform: str, line_ids: Iterable[str]) -> dict[str, SharedLine]:
+        """Every line's shared state (status None: never claimed). Raises
+        ``BrokerUnavailable``."""
+        ids = list(dict.fromkeys(line_ids))
+        entries = await self.bucket.get_many(self._key(platform, i) for i in ids)
+        out: dict[str, SharedLine] = {}
+        for i in ids:
+            e = entries[self._key(platform, i)]
+            if e.value is None:
+                line = SharedLine(None, None, e.revision)
+            else:
+                u = _upload.decode(e.value)
+                line = SharedLine(u.status, u.owner, e.revision)
+            out[i] = self._seen[self._key(platform, i)] = line
+        return out
+
+    async def claim(self, platform: str, line_ids: Sequence[str], attempt: str,
+                    now: float) -> set[str]:
+        """Take every line for ``attempt``, each conditional on the revision last read
+        (``read`` first); the lines another process took meanwhile (the caller must not send
+        them). Raises ``BrokerUnavailable``."""
+        value = _encode(_Upload("pending", self.owner, attempt, now))
+        writes = []
+        for i in line_ids:
+            seen = self._seen.get(self._key(platform, i), SharedLine(None, None, 0))
+            writes.append((self._key(platform, i), value, seen.revision))
+        results = await self.bucket.put_many(writes)
+        lost: set[str] = set()
+        for i in line_ids:
+            res = results[self._key(platform, i)]
+            if isinstance(res, KvConflict):
+                lost.add(i)
+            elif isinstance(res, Exception):
+                raise res
+            else:
+                self._seen[self._key(platform, i)] = SharedLine("pending", self.owner, res)
+        return lost
+
+    async def mark(self, platform: str, line_ids: Sequence[str], status: str, attempt: str,
+                   now: float) -> None:
+        """Mirror this process's outcome for its own lines (conditional on the revision it
+        last wrote or read; after a lost race it reads again and writes only while the line is
+        still its own or free). Raises ``BrokerUnavailable``."""
+        value = _encode(_Upload(status, self.owner, attempt, now))
+        todo = list(dict.fromkeys(line_ids))
+        for _ in range(_MERGE_ATTEMPTS):
+            if not todo:
+                return
+            writes = []
+            for i in todo:
+                seen = self._seen.get(self._key(platform, i))
+                if seen is None:
+                    seen = (await self.read(platform, [i]))[i]
+                writes.append((self._key(platform, i), value, seen.revision))
+            results = await self.bucket.put_many(writes)
+            retry: list[str] = []
+            for i in todo:
+                res = results[self._key(platform, i)]
+                if isinstance(res, KvConflict):
+                    now_line = (await self.read(platform, [i]))[i]
+                    if now_line.owner in (None, self.owner) or now_line.status in self.FREE:
+                        retry.append(i)
+                elif isinstance(res, Exception):
+                    raise res
+                else:
+                    self._seen[self._key(platform, i)] = SharedLine(status, self.owner, res)
+            todo = retry
+        if todo:
+            raise KvConflict(f"{len(todo)} upload line(s) kept moving while being marked")
+
+    def forget_seen(self) -> None:
+        """Drop the revisions read for an earlier batch."""
+        self._seen.clear()

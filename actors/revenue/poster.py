@@ -49,11 +49,20 @@ it at the platform (docs/errors.md, ``revenue.upload_in_doubt``; ``Ledger.resolv
 If the platform ever offers a lookup by line id, step 2 should ask it instead of presuming.
 docs/flows.md has the whole argument and what the crash-point tests prove.
 
-Limits: the ledger is this process's. Run the revenue poster in one gateway process only
-(``revenue.enabled``); a redelivery to another process with another ledger would upload again.
-An invoice larger than one upload can be half recorded if a later part is refused
-(``Ledger.find_uploads`` says which lines are). Everything runs in the worker's task; ``handle``
-naks the batch on ``LedgerUnavailable`` and lets anything else reach the supervisor.
+Several gateway processes: the ledger is the authority on this process's own attempts (the
+crash window above is judged there), and the broker's shared ``uploads`` bucket
+(``actors.infra.state.SharedUploads``) tells every process which lines another one took: a
+claim is committed in the ledger, then in the bucket conditionally on the revision read (a line
+another process took in between is not sent: the claim is released and the invoice waits), and
+every outcome is mirrored there by its owner after the ledger. A line another process is still
+sending (``pending`` there) is never sent here: its invoice is nak'ed with backoff
+(``revenue.claimed_elsewhere``, counted ``waiting_lines``) until the owner records the answer;
+a line uploaded or in doubt elsewhere is skipped. So a process frozen past ``ack_wait`` in the
+middle of an upload, whose invoice is redelivered to another, never has its lines sent twice.
+Limits: an invoice larger than one upload can be half recorded if a later part is refused
+(``Ledger.find_uploads`` says which lines are); in-doubt lines are listed in the ledger of the
+process that sent them. Everything runs in the worker's task; ``handle`` naks the batch on
+``LedgerUnavailable`` and ``BrokerUnavailable`` and lets anything else reach the supervisor.
 """
 
 from __future__ import annotations
@@ -90,6 +99,7 @@ from ..crash import crashpoint, fault
 from ..deadletter import DeadLetterSink
 from ..infra.bus import Delivery
 from ..infra.ledger import Ledger, LedgerUnavailable, UploadRow
+from ..infra.state import SharedUploads
 from ..monitor import instance_id
 from ..platforms import PlatformGuard, PlatformRejected
 from ..resilience import DeadLetter, Retry
@@ -118,6 +128,13 @@ BREAKER_OPEN = "revenue.breaker_open"
 _SENDABLE = (None, "released", "rejected")
 
 
+class ClaimedElsewhere(Retryable):
+    """Another gateway process has taken a line and not finished it yet: its invoice waits
+    (nak with backoff) until that process records the outcome."""
+
+    code = "revenue.claimed_elsewhere"
+
+
 @dataclass
 class _Invoice:
     """One invoice of the batch: its envelope, every delivery of it, and how it ends."""
@@ -137,16 +154,19 @@ class _Invoice:
 
 class RevenuePoster(BatchWorker):
     def __init__(self, name: str, *, revenue: PlatformGuard, ledger: Ledger,
-                 dlq: DeadLetterSink, subjects: Subjects, max_batch_lines: int = 500,
-                 **kw: object) -> None:
+                 uploads: SharedUploads, dlq: DeadLetterSink, subjects: Subjects,
+                 max_batch_lines: int = 500, **kw: object) -> None:
         super().__init__(name, **kw)  # type: ignore[arg-type]
         if max_batch_lines < 1:
             raise ValueError(f"max_batch_lines must be >= 1, got {max_batch_lines}")
         self.guard = revenue  # the revenue platform's batch endpoint (actors.platforms)
         self.ledger = ledger
+        # Which lines every process took or finished (the guard across processes).
+        self.uploads = uploads
         self.dlq = dlq
         self.subjects = subjects
         self.max_batch_lines = max_batch_lines
+        self.waiting_lines = 0  # lines another process took and has not finished yet
         self.requests = 0
         self.uploaded_lines = 0
         self.skipped_lines = 0
@@ -197,8 +217,10 @@ class RevenuePoster(BatchWorker):
                 item.deliveries.append(d)
         if not invoices:
             return
-        states = await self.ledger.upload_states(
-            PLATFORM, (ln.line_id for it in invoices.values() for ln in it.lines))
+        ids = [ln.line_id for it in invoices.values() for ln in it.lines]
+        states = await self.ledger.upload_states(PLATFORM, ids)
+        self.uploads.forget_seen()
+        shared = await self.uploads.read(PLATFORM, ids)
         stale = [ln for it in invoices.values() for ln in it.lines
                  if states.get(ln.line_id) == "pending"]
         if stale:
@@ -208,9 +230,16 @@ class RevenuePoster(BatchWorker):
         for it in invoices.values():
             todo = []
             for ln in it.lines:
-                if states.get(ln.line_id) in _SENDABLE:
+                line = shared[ln.line_id]
+                mine = line.owner in (None, self.uploads.owner)
+                if states.get(ln.line_id) in _SENDABLE and (mine or line.status in _SENDABLE):
                     todo.append(ln)
-                elif ln.line_id not in it.done:  # uploaded or in doubt before this batch
+                elif states.get(ln.line_id) in _SENDABLE and line.status == "pending":
+                    # another process is sending it: wait for its outcome, never send it too
+                    it.retry = ClaimedElsewhere(f"line {ln.line_id} is being uploaded by "
+                                                "another gateway process")
+                    self.waiting_lines += 1
+                elif ln.line_id not in it.done:  # uploaded or in doubt, here or elsewhere
                     it.done.add(ln.line_id)
                     self.skipped_lines += 1
             groups.append(todo)
@@ -256,6 +285,7 @@ class RevenuePoster(BatchWorker):
                 nonlocal claimed
                 await self.ledger.record_uploads(self._rows(
                     part, invoices, "pending", attempt, f"attempt {attempt}: {len(part)} lines"))
+                await self._claim_shared(part, invoices, attempt)
                 claimed = True
                 crashpoint("revenue.before_upload")
 
@@ -284,7 +314,7 @@ class RevenuePoster(BatchWorker):
                 if not claimed:  # refused by the breaker: nothing was claimed or sent
                     return err
                 if never_recorded(err):
-                    await self.ledger.record_uploads(self._rows(
+                    await self._record(self._rows(
                         part, invoices, "released", attempt,
                         f"not recorded by the platform ({err.code}): {err}"[:500]))
                     log.info("revenue upload of %d lines not recorded (%s): %s", len(part),
@@ -296,7 +326,7 @@ class RevenuePoster(BatchWorker):
                 return err
             crashpoint("revenue.after_upload")
             batch_id = accepted_batch_id(resp.body)
-            await self.ledger.record_uploads(self._rows(
+            await self._record(self._rows(
                 part, invoices, "uploaded", attempt, f"batch {batch_id}", batch_id))
             crashpoint("revenue.after_commit")
             self.uploaded_lines += len(part)
@@ -309,6 +339,37 @@ class RevenuePoster(BatchWorker):
                 self._latency_ms.append(latency_ms)
                 self.observe_latency(latency_ms)
         return None
+
+    async def _claim_shared(self, part: list[RevenueLineIn], invoices: dict[str, _Invoice],
+                            attempt: str) -> None:
+        """After the ledger's claim: take the lines in the shared ``uploads`` too. When
+        another process took one meanwhile, or the broker cannot say, nothing is sent: the
+        lines are released again (here and there) and ``ClaimedElsewhere`` or
+        ``BrokerUnavailable`` is raised (the invoices wait for a redelivery)."""
+        ids = [ln.line_id for ln in part]
+        try:
+            lost = await self.uploads.claim(PLATFORM, ids, attempt, time.time())
+        except Retryable as err:
+            await self._record(self._rows(part, invoices, "released", attempt,
+                                          f"not sent: the shared claim failed ({err.code})"))
+            raise
+        if lost:
+            await self._record(self._rows(
+                part, invoices, "released", attempt,
+                f"not sent: {len(lost)} line(s) taken by another gateway process"))
+            raise ClaimedElsewhere(f"{len(lost)} line(s) of an upload were taken by another "
+                                   "gateway process first")
+
+    async def _record(self, rows: list[UploadRow]) -> None:
+        """This process's outcome for its lines: the ledger first, then the shared
+        ``uploads`` (a crash in between leaves the shared state behind the ledger, which is
+        the authority on this process's own lines)."""
+        await self.ledger.record_uploads(rows)
+        by_status: dict[tuple[str, str], list[str]] = {}
+        for r in rows:
+            by_status.setdefault((r.status, r.attempt), []).append(r.line_id)
+        for (status, attempt), ids in by_status.items():
+            await self.uploads.mark(PLATFORM, ids, status, attempt, time.time())
 
     async def _refused(self, part: list[RevenueLineIn], err: PlatformRejected,
                        invoices: dict[str, _Invoice], attempt: str) -> list[list[RevenueLineIn]]:
@@ -324,7 +385,7 @@ class RevenuePoster(BatchWorker):
                 return []
             log.warning("revenue upload of %d lines refused with %d without naming the lines; "
                         "sending it in halves", len(part), err.status)
-            await self.ledger.record_uploads(self._rows(
+            await self._record(self._rows(
                 part, invoices, "released", attempt,
                 f"refused with {err.status} not naming the lines; sent again in halves"))
             return parts
@@ -336,7 +397,7 @@ class RevenuePoster(BatchWorker):
             it.platform_response = err.body
         rest = [ln for ln in part if ln.invoice_id not in refused]
         self.rejected_lines += len(part) - len(rest)
-        await self.ledger.record_uploads(
+        await self._record(
             self._rows([ln for ln in part if ln.invoice_id in refused], invoices, "rejected",
                        attempt, f"422: {err.body}"[:500])
             + self._rows(rest, invoices, "released", attempt,
@@ -348,7 +409,7 @@ class RevenuePoster(BatchWorker):
     async def _refuse(self, part: list[RevenueLineIn], invoices: dict[str, _Invoice],
                       attempt: str, err: GatewayError, body: str | None) -> None:
         """The platform refused the whole upload: its invoices are dead-lettered."""
-        await self.ledger.record_uploads(self._rows(part, invoices, "rejected", attempt,
+        await self._record(self._rows(part, invoices, "rejected", attempt,
                                                     f"[{err.code}] {err}"[:500]))
         self.rejected_lines += len(part)
         for inv_id in dict.fromkeys(ln.invoice_id for ln in part):
@@ -358,7 +419,7 @@ class RevenuePoster(BatchWorker):
     async def _in_doubt(self, lines: list[RevenueLineIn], invoices: dict[str, _Invoice],
                         reason: str, attempt: str | None = None) -> None:
         """Lines that may or may not be at the platform: flag them, never send them again."""
-        await self.ledger.record_uploads(self._rows(
+        await self._record(self._rows(
             lines, invoices, "in_doubt", attempt or new_id(), reason[:500]))
         for ln in lines:
             invoices[ln.invoice_id].done.add(ln.line_id)
@@ -412,6 +473,7 @@ class RevenuePoster(BatchWorker):
             "uploaded_lines": self.uploaded_lines,
             "skipped_lines": self.skipped_lines,
             "in_doubt_lines": self.in_doubt_lines,
+            "waiting_lines": self.waiting_lines,
             "rejected_invoices": self.rejected_invoices,
             "rejected_lines": self.rejected_lines,
             "dead_lettered_lines": self.dead_lettered_lines,

@@ -15,6 +15,7 @@ delivered out of order, credit memos and payments: every document posted once, O
 
 from __future__ import annotations
 
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -154,12 +155,24 @@ async def test_two_processes_at_once_post_every_document_once(tmp_path: Path) ->
         opts = BillRunOptions(credit_memo_rate=0.3, payment_rate=0.7)
         await stack.bill_run(240, rate=200, amend_rate=0.4, reorder_amendments=0.5,
                              credit_memo_rate=0.3, payment_rate=0.7)
+        # Freeze the first process mid-run past ack_wait: what it holds is redelivered to the
+        # other, and whatever it was sending completes when it wakes (the zombie writer).
+        with anyio.fail_after(60):
+            while (await stack.audit())["revenue"]["lines"] < 40:
+                await anyio.sleep(0.05)
+        stack.signal_gateway(signal.SIGSTOP)
+        await anyio.sleep(stack.ack_wait_s * 2)  # the fault's length, not a wait for an event
+        stack.signal_gateway(signal.SIGCONT)
         await wait_money(stack, 240, opts)
         a = await at_rest(stack)
         assert_exactly_once(a)
         assert a["order_violations"] == 0 and a["amended"] > 0
         assert a["amount_posted_latest"] == a["amount_issued"] == a["amount_posted"]
         assert await stack.dead_letters() == []
+        # Revenue: every line once, though both processes upload and one froze mid-run.
+        rev = await stack.wait_revenue(stall_timeout=45)
+        assert rev.drained and rev.audit["duplicate_lines"] == 0, rev.audit
+        assert rev.audit["lines"] == rev.expected_lines, rev.audit
         # both processes took part
         shares = [(await actor_stats(url, "erp-journal"))["processed"]
                   for url in (stack.admin_url, peer.admin_url)]

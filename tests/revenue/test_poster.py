@@ -16,6 +16,7 @@ import pytest
 from actors.infra import ConsumerSettings
 from actors.infra.http import Ambiguous, HttpResponse, PlatformRejected, PlatformUnavailable
 from actors.infra.ledger import Ledger, UploadRow
+from actors.infra.state import SharedUploads
 from actors.platforms import PlatformGuard
 from actors.revenue import BREAKER_OPEN, PLATFORM, RevenuePoster
 from contracts import (
@@ -32,6 +33,8 @@ from contracts.platforms.revenue import (
     RevenueLineError,
     RevenueLineIn,
 )
+
+from ..actors.memory_kv import MemoryBucket
 
 _codec = MsgpackCodec(object)
 _batch = msgspec.json.Decoder(RevenueBatch)
@@ -150,9 +153,20 @@ async def ledger(tmp_path: Path) -> AsyncIterator[Ledger]:
         await ledger.close()
 
 
-def poster(platform: Platform, ledger: Ledger, max_lines: int = 500) -> RevenuePoster:
+# The cluster's shared uploads of each test's process (its ledger): a poster made again on the
+# same ledger (a restart) finds what the earlier one shared.
+_SHARED: dict[int, MemoryBucket] = {}
+
+
+def poster(platform: Platform, ledger: Ledger, max_lines: int = 500, *,
+           bucket: MemoryBucket | None = None, owner: str = "gw-1") -> RevenuePoster:
+    """A revenue poster of the process that owns ``ledger``; ``bucket``: the shared uploads
+    (two posters given the same one, with other ledgers and owners, are two processes)."""
     guard = PlatformGuard("revenue", platform, open_code=BREAKER_OPEN)  # type: ignore[arg-type]
-    return RevenuePoster("revenue-billing", revenue=guard, ledger=ledger, dlq=FakeSink(),
+    shared = bucket or _SHARED.setdefault(id(ledger), MemoryBucket())
+    uploads = SharedUploads(shared, owner)  # type: ignore[arg-type]
+    return RevenuePoster("revenue-billing", revenue=guard, ledger=ledger, uploads=uploads,
+                         dlq=FakeSink(),
                          subjects=Subjects(), max_batch_lines=max_lines, bus=FakeBus(),
                          stream="ERPGW_BILLING", durable="revenue-billing",
                          consumer=ConsumerSettings(), seed=1)
@@ -253,3 +267,85 @@ async def test_one_invoice_twice_in_a_batch_is_sent_once(ledger: Ledger) -> None
     await p.handle(batch)
     assert [d.verdict for d in batch] == ["ack", "ack", "ack"]
     assert platform.uploads == [["in_1:il_1", "in_1:il_2"], ["in_2:il_1", "in_2:il_2"]]
+
+
+# -- two gateway processes sharing the cluster's uploads ---------------------------------------
+
+
+@pytest.fixture
+async def other_ledger(tmp_path: Path) -> AsyncIterator[Ledger]:
+    ledger = await Ledger.open(tmp_path / "other" / "ledger.db")
+    try:
+        yield ledger
+    finally:
+        await ledger.close()
+
+
+async def test_a_line_one_process_is_sending_is_not_sent_by_another(
+        ledger: Ledger, other_ledger: Ledger) -> None:
+    """The old failure: each process guarded its own lines only, so a redelivery to a second
+    process (the first frozen past ack_wait mid-upload) uploaded them again. Now the second
+    waits while the first is sending, then finds them uploaded and sends nothing."""
+    shared = MemoryBucket()
+    b_deliveries: list[FakeDelivery] = []
+
+    class Slow(Platform):
+        async def request(self, method: str, path: str, body: bytes, **kw: Any) -> HttpResponse:
+            if not b_deliveries:  # while A's upload is in flight, B gets the invoice
+                b_deliveries.append(FakeDelivery(envelope(1), num_delivered=2))
+                await b.handle(b_deliveries)
+            return await super().request(method, path, body, **kw)
+
+    platform = Slow(accept)
+    a = poster(platform, ledger, bucket=shared, owner="gw-a")
+    b = poster(platform, other_ledger, bucket=shared, owner="gw-b")
+    first = [FakeDelivery(envelope(1))]
+    await a.handle(first)
+    assert first[0].verdict == "ack" and b_deliveries[0].verdict == "nak"
+    assert b.waiting_lines == 2 and b.requests == 0
+    again = [FakeDelivery(envelope(1), num_delivered=3)]
+    await b.handle(again)
+    assert again[0].verdict == "ack" and b.skipped_lines == 2 and b.requests == 0
+    assert sorted(platform.recorded) == ["in_1:il_1", "in_1:il_2"]  # once each
+
+
+async def test_a_claim_lost_to_another_process_sends_nothing_and_waits(
+        ledger: Ledger, other_ledger: Ledger) -> None:
+    """Both read the lines free; B claims them first (inside A's claim, after A's read). A
+    sends nothing, releases its own claim and waits; once B recorded them, A skips them."""
+    shared = MemoryBucket()
+    platform = Platform(accept)
+    a = poster(platform, ledger, bucket=shared, owner="gw-a")
+    b = poster(platform, other_ledger, bucket=shared, owner="gw-b")
+    b_first = [FakeDelivery(envelope(1), num_delivered=2)]
+
+    async def b_claims_first(_key: str) -> None:
+        await b.handle(b_first)
+    shared.before_write = b_claims_first
+    first = [FakeDelivery(envelope(1))]
+    await a.handle(first)
+    assert b_first[0].verdict == "ack" and first[0].verdict == "nak"
+    assert platform.uploads == [["in_1:il_1", "in_1:il_2"]]  # B's upload only
+    assert set((await states(ledger)).values()) == {"released"}  # A's claim, undone
+    again = [FakeDelivery(envelope(1), num_delivered=2)]
+    await a.handle(again)
+    assert again[0].verdict == "ack" and a.requests == 1 and len(platform.uploads) == 1
+    assert sorted(platform.recorded) == ["in_1:il_1", "in_1:il_2"]
+
+
+async def test_lines_another_process_released_are_sent_by_the_next_one(
+        ledger: Ledger, other_ledger: Ledger) -> None:
+    """A's upload gets a 503 (certainly not recorded): A releases the lines everywhere, so B
+    (say, the redelivery went there) sends them, once."""
+    shared = MemoryBucket()
+    platform = Platform(fail(PlatformUnavailable("503", code="http.server_error")), accept)
+    a = poster(platform, ledger, bucket=shared, owner="gw-a")
+    b = poster(platform, other_ledger, bucket=shared, owner="gw-b")
+    first = [FakeDelivery(envelope(1))]
+    await a.handle(first)
+    assert first[0].verdict == "nak" and platform.recorded == []
+    assert set((await states(ledger)).values()) == {"released"}
+    again = [FakeDelivery(envelope(1), num_delivered=2)]
+    await b.handle(again)
+    assert again[0].verdict == "ack" and b.uploaded_lines == 2
+    assert platform.recorded == ["in_1:il_1", "in_1:il_2"]
