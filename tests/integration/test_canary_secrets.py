@@ -90,8 +90,9 @@ async def test_no_canary_secret_appears_in_any_output(tmp_path: Path) -> None:
                                   headers=headers) as r:
                     assert 400 <= r.status < 500, (name, r.status)
                     outputs[f"error body: {name}"] = await r.text()
-            for path in ("/metrics", "/healthz"):
-                async with s.get(base + path) as r:
+            for path in ("/metrics", "/status"):  # the admin listener's
+                async with s.get(stack.admin_url + path) as r:
+                    assert r.status == 200, (path, r.status)
                     outputs[path] = await r.text()
 
         # A dead letter: a message the router cannot read, on the billing lane.
