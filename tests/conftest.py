@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, settings
 
+from actors.infra.ledger import Ledger
 from gateway.broker import EmbeddedBroker, free_port
 
 # Deterministic property tests: derandomized, no deadline flakiness on a loaded 2-core box.
@@ -33,3 +34,13 @@ async def broker(tmp_path: Path) -> AsyncIterator[EmbeddedBroker]:
         yield b
     finally:
         await b.stop()
+
+
+@pytest.fixture
+async def other_ledger(tmp_path: Path) -> AsyncIterator[Ledger]:
+    """The ledger of a second gateway process (its own data directory)."""
+    ledger = await Ledger.open(tmp_path / "other" / "ledger.db")
+    try:
+        yield ledger
+    finally:
+        await ledger.close()

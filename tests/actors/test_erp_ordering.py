@@ -427,15 +427,6 @@ async def test_the_versions_table_never_moves_down_and_settles_claims(ledger: Le
 # -- two gateway processes sharing the cluster's versions --------------------------------------
 
 
-@pytest.fixture
-async def other_ledger(tmp_path: Path) -> AsyncIterator[Ledger]:
-    ledger = await Ledger.open(tmp_path / "other" / "ledger.db")
-    try:
-        yield ledger
-    finally:
-        await ledger.close()
-
-
 async def test_v1_posted_by_one_process_v2_by_another_reverses_v1(
         ledger: Ledger, other_ledger: Ledger) -> None:
     """The old failure: each process kept its own versions, so the second posted v2 beside v1

@@ -272,15 +272,6 @@ async def test_one_invoice_twice_in_a_batch_is_sent_once(ledger: Ledger) -> None
 # -- two gateway processes sharing the cluster's uploads ---------------------------------------
 
 
-@pytest.fixture
-async def other_ledger(tmp_path: Path) -> AsyncIterator[Ledger]:
-    ledger = await Ledger.open(tmp_path / "other" / "ledger.db")
-    try:
-        yield ledger
-    finally:
-        await ledger.close()
-
-
 async def test_a_line_one_process_is_sending_is_not_sent_by_another(
         ledger: Ledger, other_ledger: Ledger) -> None:
     """The old failure: each process guarded its own lines only, so a redelivery to a second
