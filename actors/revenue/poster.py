@@ -185,7 +185,27 @@ class RevenuePoster(BatchWorker):
             log.error("revenue: %d line(s) in doubt and %d claimed by an unfinished attempt "
                       "in the ledger; see docs/errors.md (revenue.upload_in_doubt)",
                       counts.get("in_doubt", 0), counts.get("pending", 0))
+        await self._left_behind()
         await super().run(task_status=task_status)
+
+    async def _left_behind(self) -> None:
+        """At start, every line this process's ledger holds ``pending`` was claimed by an
+        attempt of an earlier incarnation that never recorded its answer: in doubt, flagged
+        now rather than when its invoice comes back to this process (another process may be
+        waiting for this one's outcome: it must not wait out its deliveries). Raises
+        ``LedgerUnavailable`` and ``BrokerUnavailable`` (the actor restarts and tries again)."""
+        rows = await self.ledger.find_uploads(PLATFORM, status="pending")
+        if not rows:
+            return
+        now, attempt = time.time(), new_id()
+        reason = ("claimed by an upload attempt that never recorded its answer (the process "
+                  "or the actor stopped)")
+        await self._record([UploadRow(PLATFORM, r.line_id, r.invoice_id, "in_doubt", attempt,
+                                      None, r.amount, r.currency, r.correlation_id, now, reason)
+                            for r in rows])
+        self.in_doubt_lines += len(rows)
+        log.error("revenue: %d line(s) left claimed by an earlier attempt are in doubt, not "
+                  "sent again (revenue.upload_in_doubt)", len(rows))
 
     async def gate(self) -> None:
         """While the revenue breaker is open, wait here (work stays in the stream)."""

@@ -340,3 +340,28 @@ async def test_lines_another_process_released_are_sent_by_the_next_one(
     await b.handle(again)
     assert again[0].verdict == "ack" and b.uploaded_lines == 2
     assert platform.recorded == ["in_1:il_1", "in_1:il_2"]
+
+
+async def test_a_restarted_owner_flags_its_unfinished_claims_so_others_stop_waiting(
+        ledger: Ledger, other_ledger: Ledger) -> None:
+    """A dies between claiming two lines and recording the answer. B, given the invoice,
+    waits for A. A restarts: at start it flags its unfinished claims in doubt (here and in the
+    shared uploads) without waiting for that invoice to come back to it; B then skips them."""
+    shared = MemoryBucket()
+    uploads_a = SharedUploads(shared, "gw-a")  # type: ignore[arg-type]
+    ids = ["in_1:il_1", "in_1:il_2"]
+    await ledger.record_uploads([UploadRow(PLATFORM, i, "in_1", "pending", "a0", None, 100,
+                                           "USD", None, time.time()) for i in ids])
+    await uploads_a.read(PLATFORM, ids)
+    assert await uploads_a.claim(PLATFORM, ids, "a0", time.time()) == set()
+    platform = Platform(accept)
+    b = poster(platform, other_ledger, bucket=shared, owner="gw-b")
+    waiting = [FakeDelivery(envelope(1), num_delivered=2)]
+    await b.handle(waiting)
+    assert waiting[0].verdict == "nak" and b.waiting_lines == 2
+    a = poster(platform, ledger, bucket=shared, owner="gw-a")
+    await a._left_behind()  # what its run() does first
+    assert set((await states(ledger)).values()) == {"in_doubt"} and a.in_doubt_lines == 2
+    again = [FakeDelivery(envelope(1), num_delivered=3)]
+    await b.handle(again)
+    assert again[0].verdict == "ack" and b.skipped_lines == 2 and platform.uploads == []
