@@ -46,7 +46,7 @@ from actors.commercial import (
 from actors.deadletter import DeadLetterSink
 from actors.erp import ErpPoster
 from actors.infra import Ledger, NatsBus
-from actors.infra.bus import mask_url
+from actors.infra.bus import BrokerUnavailable, mask_url
 from actors.infra.kv import KvBucket
 from actors.infra.state import (
     SagaRecords,
@@ -157,6 +157,27 @@ async def provision(bus: NatsBus, cfg: Config) -> Subjects:
 
 
 ADVISORY_CONSUMER = "dlq-advisories"
+
+# How long start-up provisioning rides out a cluster that cannot answer (a stream leader being
+# elected, a node restarting) before the gateway gives up with broker.unavailable.
+PROVISION_PATIENCE_S = 60.0
+
+
+async def _provision_through_elections(bus: NatsBus, cfg: Config) -> Subjects:
+    """``provision``, tried again while the broker answers ``BrokerUnavailable`` (a timeout
+    while a stream elects its leader) for up to ``PROVISION_PATIENCE_S``; every step is
+    idempotent. Raises the last ``BrokerUnavailable`` after that, and anything else at once."""
+    deadline = time.monotonic() + PROVISION_PATIENCE_S
+    delay = 0.25
+    while True:
+        try:
+            return await provision(bus, cfg)
+        except BrokerUnavailable as err:
+            if time.monotonic() + delay > deadline:
+                raise
+            log.warning("provisioning the streams: %s; trying again in %.2g s", err, delay)
+            await anyio.sleep(delay)
+            delay = min(delay * 2, 5.0)
 AUDIT_CONSUMER = "audit-actions"
 
 
@@ -347,7 +368,7 @@ async def _run_gateway(cfg: Config, specs: Mapping[str, PlatformSpec], admin: Ad
             provisioner = await NatsBus.connect(url, name="erpgw-gateway-admin",
                                                 auth=auth_for(cfg, "admin", required=False))
             try:
-                subjects = await provision(provisioner, cfg)
+                subjects = await _provision_through_elections(provisioner, cfg)
             finally:
                 await provisioner.close()
             for role in GATEWAY_ROLES:
