@@ -47,6 +47,7 @@ from actors.erp import ErpPoster
 from actors.infra import Ledger, NatsBus
 from actors.infra.bus import mask_url
 from actors.infra.kv import KvBucket
+from actors.infra.lease import KvLease, leases_bucket, process_id
 from actors.infra.state import (
     SagaRecords,
     SharedParking,
@@ -144,7 +145,8 @@ async def provision(bus: NatsBus, cfg: Config) -> Subjects:
     await bus.ensure_stream(subjects.advisory_stream, advisories, cfg.streams)
     await bus.ensure_consumer(subjects.advisory_stream, ADVISORY_CONSUMER, ">", cfg.consumers)
     # The guards every gateway process shares (actors.infra.state).
-    await provision_state(bus, subjects, replicas=cfg.streams.replicas)
+    await provision_state(bus, subjects, replicas=cfg.streams.replicas,
+                          lease_ttl_s=cfg.scale_out.lease_ttl_s)
     return subjects
 
 
@@ -518,6 +520,14 @@ async def _run_tree(cfg: Config, buses: Mapping[str, NatsBus], subjects: Subject
         # One of the guards every process shares (actors.infra.state), on the actor's role.
         return KvBucket.on(bus, bucket_name(subjects, kind))
 
+    me = process_id()  # this process, in the `leases` bucket
+
+    def lease(role: str, name: str) -> KvLease:
+        # A singleton's lease (actors.infra.lease), on the actor's role.
+        bucket = KvBucket.on(buses[role], leases_bucket(subjects))
+        return KvLease(bucket, name, holder=me, ttl_s=cfg.scale_out.lease_ttl_s,
+                       bucket_ttl_from=bucket)
+
     def billing_dlq(role: str) -> DeadLetterSink:
         return dlq_sink("billing", billing_stream, role)
 
@@ -661,7 +671,8 @@ async def _run_tree(cfg: Config, buses: Mapping[str, NatsBus], subjects: Subject
             "revenue-gl", revenue=platforms.revenue.reader(),
             versions=SharedVersions(shared(buses["close"], "versions")),
             bus=buses["close"], subjects=subjects, accounts=cfg.accounts,
-            entity=cfg.close.entity, interval_s=cfg.close.interval_s)))
+            entity=cfg.close.entity, interval_s=cfg.close.interval_s,
+            lease=lease("close", "revenue-gl"))))
     if cfg.reconcile.interval_s > 0:
         # ERP vs billing every interval; repairs only postings proven missing.
         legs = cfg.reconcile.legs
@@ -677,7 +688,9 @@ async def _run_tree(cfg: Config, buses: Mapping[str, NatsBus], subjects: Subject
             ledger=ledger if "revenue" in legs and cfg.revenue.enabled else None,
             partner=platforms.partner.reader() if "payables" in legs else None,
             postings=erp_postings_reader(cfg, platforms.erp),
-            accounts=msgspec.structs.asdict(cfg.accounts) if "gl" in legs else None)))
+            accounts=msgspec.structs.asdict(cfg.accounts) if "gl" in legs else None,
+            # One process runs it: whichever holds the `reconciler` lease.
+            lease=lease("reconciler", "reconciler"))))
     tree = Supervisor("gateway", children, strategy="one_for_one",
                       intensity=cfg.supervisor.intensity, period=cfg.supervisor.period_s,
                       on_event=on_event)

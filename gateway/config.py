@@ -228,6 +228,14 @@ class CloseConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     entity: Annotated[str, msgspec.Meta(min_length=1, max_length=50)] = "default"
 
 
+class ScaleOutConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    # Seconds a lease (the reconciler's, the revenue-gl schedule's) and a process's membership
+    # key live without a renewal (the `leases` bucket's max_age; renewed every third of it):
+    # a dead holder's singleton moves to another process about this long after its last
+    # renewal. Every process of a deployment must use the same value.
+    lease_ttl_s: Annotated[float, msgspec.Meta(ge=1, le=300)] = 10.0
+
+
 class SupervisorConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     # More than `intensity` restarts within `period` seconds: stop everything and exit non-zero,
     # so the outer supervisor (systemd, Kubernetes) sees it instead of a hot restart loop.
@@ -251,6 +259,8 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     supervisor: SupervisorConfig = msgspec.field(default_factory=SupervisorConfig)
     reconcile: ReconcileConfig = msgspec.field(default_factory=ReconcileConfig)
     close: CloseConfig = msgspec.field(default_factory=CloseConfig)
+    # Several gateway processes on one cluster: leases for singletons, shared budgets.
+    scale_out: ScaleOutConfig = msgspec.field(default_factory=ScaleOutConfig)
     accounts: AccountMap = msgspec.field(default_factory=AccountMap)
     # The ERP bulk endpoint's circuit breaker and the ERP account's request budget.
     erp_breaker: BreakerConfig = msgspec.field(default_factory=BreakerConfig)

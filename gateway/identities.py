@@ -238,13 +238,15 @@ def role_permissions(subjects: Subjects,
             f"$JS.API.STREAM.INFO.{subjects.dlq_stream}"]),
         # The reconciler: reads the DLQ and the billing lane; repairs by replaying the ERP
         # command of a posting proven missing, or an invoice's issued event (revenue leg).
+        # Runs only while it holds its lease (``leases`` bucket).
         "reconciler": actor("reconciler", subjects.billing_erp_commands, subjects.invoice_issued,
-                            dlq=False, reads=[
+                            *_kv_rights(subjects, "leases"), dlq=False, reads=[
             f"$JS.API.STREAM.MSG.GET.{subjects.dlq_stream}",
             f"$JS.API.STREAM.MSG.GET.{subjects.stream('billing')}"]),
-        # Revenue to the GL on a schedule: the ERP journal commands of a close run, no more.
-        "close": actor("close", subjects.erp_journal, dlq=False,
-                       reads=_kv_rights(subjects, "versions", write=False)),
+        # Revenue to the GL on a schedule: the ERP journal commands of a close run, no more;
+        # only while it holds its lease (``leases`` bucket).
+        "close": actor("close", subjects.erp_journal, *_kv_rights(subjects, "leases"),
+                       dlq=False, reads=_kv_rights(subjects, "versions", write=False)),
         # The operator's CLI: reads every stream; replays onto the lanes; resolution markers.
         "operator": Permissions(
             publish=(*(subjects.lane_wildcard(lane) for lane in LANES), resolved, mon,
