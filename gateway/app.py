@@ -47,7 +47,7 @@ from actors.erp import ErpPoster
 from actors.infra import Ledger, NatsBus
 from actors.infra.bus import mask_url
 from actors.infra.kv import KvBucket
-from actors.infra.lease import KvLease, leases_bucket, process_id
+from actors.infra.lease import KvLease, Members, leases_bucket, process_id
 from actors.infra.state import (
     SagaRecords,
     SharedParking,
@@ -57,7 +57,7 @@ from actors.infra.state import (
     provision_state,
 )
 from actors.ingress import AdminListener, WebhookIngress, server_tls
-from actors.limits import CrashOnce, LimiterHub, RateLimiterActor
+from actors.limits import CrashOnce, LimiterHub, RateLimiterActor, SharedBudgets
 from actors.monitor import LaneWatch, MetricsPublisher, Monitor, events_flushed, instance_id
 from actors.payments import AttributionClient, CommissionRouter, PaymentRouter, SettlementPoster
 from actors.platforms import Platform, PlatformGuard, Platforms, PlatformSpec, open_platforms
@@ -528,6 +528,15 @@ async def _run_tree(cfg: Config, buses: Mapping[str, NatsBus], subjects: Subject
         return KvLease(bucket, name, holder=me, ttl_s=cfg.scale_out.lease_ttl_s,
                        bucket_ttl_from=bucket)
 
+    def shared_budgets() -> SharedBudgets | None:
+        # Each account's budget split among the live processes; a 429 pauses them all.
+        if not cfg.scale_out.shared_budgets:
+            return None
+        bucket = KvBucket.on(buses["limits"], leases_bucket(subjects))
+        return SharedBudgets(limits, buses["limits"],
+                             Members(bucket, holder=me, ttl_s=cfg.scale_out.lease_ttl_s),
+                             prefix=subjects.prefix)
+
     def billing_dlq(role: str) -> DeadLetterSink:
         return dlq_sink("billing", billing_stream, role)
 
@@ -536,7 +545,7 @@ async def _run_tree(cfg: Config, buses: Mapping[str, NatsBus], subjects: Subject
     children = [
         # First: it opens the budgets, so "ready" adapters can take permits.
         ChildSpec("rate-limiter", lambda: RateLimiterActor(
-            "rate-limiter", limits, crash=limiter_crash)),
+            "rate-limiter", limits, crash=limiter_crash, shared=shared_budgets())),
         ChildSpec("erp-journal", lambda: ErpPoster(
             "erp-journal", durable="erp-journal", batch=cfg.erp.batch, erp=erp_journal,
             ledger=ledger, versions=SharedVersions(shared(buses["erp"], "versions")),

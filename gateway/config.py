@@ -234,6 +234,10 @@ class ScaleOutConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     # a dead holder's singleton moves to another process about this long after its last
     # renewal. Every process of a deployment must use the same value.
     lease_ttl_s: Annotated[float, msgspec.Meta(ge=1, le=300)] = 10.0
+    # Split each platform account's budget (`*_limiter`) among the live processes (1/N each,
+    # N renewing their membership key within `lease_ttl_s`) and pause every process when one
+    # is answered 429 (docs/scale-out.md). One process alone keeps the full budget.
+    shared_budgets: bool = True
 
 
 class SupervisorConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

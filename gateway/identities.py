@@ -62,8 +62,8 @@ __all__ = [
 # dashboard's, `admin` provisioning's (and the bench's raw baselines').
 ROLES: tuple[str, ...] = (
     "ingress", "sync", "router", "erp", "revenue", "usage", "partner", "commercial",
-    "deadletter", "telemetry", "reconciler", "close", "operator", "monitor", "sync-client",
-    "admin",
+    "deadletter", "telemetry", "reconciler", "close", "limits", "operator", "monitor",
+    "sync-client", "admin",
 )
 
 # Which role fetches from each durable consumer (its name as provisioned by the gateway).
@@ -90,6 +90,7 @@ ACTOR_ROLE: Mapping[str, str] = {
     "metrics": "telemetry",
     "reconciler": "reconciler",
     "revenue-gl": "close",
+    "rate-limiter": "limits",
 }
 
 SEED_SUFFIX = ".nk"
@@ -247,6 +248,10 @@ def role_permissions(subjects: Subjects,
         # only while it holds its lease (``leases`` bucket).
         "close": actor("close", subjects.erp_journal, *_kv_rights(subjects, "leases"),
                        dlq=False, reads=_kv_rights(subjects, "versions", write=False)),
+        # The rate limiter's link to the other processes: its membership key (``leases``
+        # bucket) and the 429 holds they tell each other (core subject, no stream).
+        "limits": actor("limits", f"{p}.limits.>", *_kv_rights(subjects, "leases"), dlq=False,
+                        subscribe=[f"{p}.limits.>"]),
         # The operator's CLI: reads every stream; replays onto the lanes; resolution markers.
         "operator": Permissions(
             publish=(*(subjects.lane_wildcard(lane) for lane in LANES), resolved, mon,
