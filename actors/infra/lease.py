@@ -58,6 +58,7 @@ __all__ = [
     "KvLease",
     "LeaseStore",
     "Members",
+    "bucket_ttl",
     "leases_bucket",
     "process_id",
     "provision_leases",

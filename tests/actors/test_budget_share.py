@@ -22,8 +22,8 @@ def test_one_process_keeps_the_account_limits_exactly() -> None:
 def test_n_processes_each_take_a_nth_at_least_one_permit(
         n: int, rate: float, burst: int, concurrency: int, min_rate: float) -> None:
     share = share_of(ACCOUNT, n)
-    assert (share.rate, share.burst, share.concurrency) == (pytest.approx(rate), burst,
-                                                            concurrency)
+    assert share.rate == pytest.approx(rate)
+    assert (share.burst, share.concurrency) == (burst, concurrency)
     assert share.min_rate == pytest.approx(min_rate)
     assert share.max_lease == min(burst, 10)
     assert share.recovery_step == pytest.approx(ACCOUNT.recovery_step / n)
@@ -40,7 +40,8 @@ def test_a_budget_taking_a_half_share_keeps_its_adaptive_proportion() -> None:
     assert rl.rate == 20.0
     rl.reconfigure(share_of(ACCOUNT, 2), 5.0)
     assert rl.rate == 10.0  # half of the configured 20, as before half of 40
-    assert rl.statistics()["tokens"] <= 10  # the bucket holds at most the new burst
+    tokens = rl.statistics()["tokens"]
+    assert isinstance(tokens, float) and tokens <= 10  # at most the new burst
     rl.reconfigure(ACCOUNT, 5.0)  # the other process left
     assert rl.rate == 20.0
 

@@ -4,8 +4,8 @@ broker identities on: the holders connect as the ``reconciler`` role).
 Two holders on two connections (two processes, as far as the broker can tell): one wins; a
 holder that stops renewing loses the lease to the other once its key expired, never before; a
 frozen holder, or one whose renewals fail, stops its pass and cannot renew afterwards; a clean
-stop releases at once. And the singleton actors: two revenue-gl actors with one lease run
-their passes in one process only.
+stop releases at once. And the singleton actors: two revenue-gl actors, and two reconcilers,
+with one lease run their passes in one process only; a reconciler that stops hands over.
 """
 
 from __future__ import annotations
@@ -22,8 +22,17 @@ from actors.close.runner import RevenueToGl
 from actors.infra import NatsBus
 from actors.infra.bus import BrokerUnavailable
 from actors.infra.kv import KvBucket, KvEntry
-from actors.infra.lease import HOLD_FRACTION, KvLease, leases_bucket, run_while_held
+from actors.infra.lease import (
+    HOLD_FRACTION,
+    KvLease,
+    bucket_ttl,
+    leases_bucket,
+    run_while_held,
+)
 from actors.infra.state import SharedVersions, provision_state
+from actors.reconcile import runner as reconcile_runner
+from actors.reconcile.matching import ReconReport
+from actors.reconcile.runner import Reconciler, RunResult
 from actors.router import AccountMap
 from contracts import Subjects
 from gateway.broker import EmbeddedBroker
@@ -220,3 +229,61 @@ async def test_two_revenue_gl_actors_run_their_passes_in_one_process(
     assert ran.runs >= 10 and standby.runs == 0 and standby.skipped >= 1
     stats = standby.statistics()["lease"]
     assert isinstance(stats, dict) and stats["holder"] == runs[0] and stats["held"] is False
+
+
+async def test_two_reconcilers_run_their_passes_in_one_process_and_hand_over(
+        buses: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    runs: list[str] = []
+    empty = ReconReport(checked=0, matched=0, breaks=[], actions=[], totals={}, by_kind={})
+
+    async def run_once(bus: Any, subjects: Any, billing: Any, erp: Any, **kw: Any
+                       ) -> RunResult:
+        runs.append(who[id(bus)])
+        return RunResult(None, time.time(), 0.0, empty, [], [])
+
+    monkeypatch.setattr(reconcile_runner, "run_once", run_once)
+    who: dict[int, str] = {}
+    actors: list[Reconciler] = []
+    for me in ("gw-a", "gw-b"):
+        bus = await buses("reconciler")
+        who[id(bus)] = me
+        bucket = KvBucket.on(bus, leases_bucket(SUBJECTS))
+        actors.append(Reconciler(
+            f"reconciler-{me}", bus=bus, subjects=SUBJECTS, billing=None,  # type: ignore[arg-type]
+            erp=None,  # type: ignore[arg-type]
+            interval_s=0.2, grace_s=0.0, repair=False,
+            lease=KvLease(bucket, "reconciler", holder=me, ttl_s=TTL, bucket_ttl_from=bucket)))
+    async with anyio.create_task_group() as tg:
+        for actor in actors:
+            await tg.start(actor.run)
+        with anyio.fail_after(10 * TTL):
+            while len(runs) < 5:
+                await anyio.sleep(0.05)
+        first = runs[0]
+        assert set(runs) == {first}
+        holder_actor, standby = actors if first == "gw-a" else actors[::-1]
+        holder_actor.request_stop()  # a clean stop: the lease is released, the other runs on
+        with anyio.fail_after(10 * TTL):
+            while runs[-1] == first:
+                await anyio.sleep(0.05)
+        standby.request_stop()
+    handed = runs.index(runs[-1])
+    assert set(runs[:handed]) == {first} and set(runs[handed:]) == {runs[-1]}
+    assert standby.runs == len(runs) - handed and standby.skipped >= 1
+    stats = standby.statistics()["lease"]
+    assert isinstance(stats, dict) and stats["acquired"] == 1
+
+
+async def test_provisioning_with_another_ttl_sets_it_and_leases_follow_the_bucket(
+        broker: EmbeddedBroker, buses: Any) -> None:
+    admin = await NatsBus.connect(broker.url, auth=broker.auth("admin"), name="test-admin-2")
+    try:
+        await provision_state(admin, SUBJECTS, lease_ttl_s=5.0)
+    finally:
+        await admin.close()
+    a, bucket = await holder(buses, "gw-a")  # configured with TTL 3 s
+    assert await bucket_ttl(bucket) == 5.0
+    async with anyio.create_task_group() as tg:
+        await tg.start(a.keep)
+        assert a.ttl_s == 5.0  # the bucket's max_age is the TTL in force
+        tg.cancel_scope.cancel()
