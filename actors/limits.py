@@ -464,6 +464,7 @@ class SharedBudgets:
                 # The first count before "started" (the adapters start with this process's
                 # share), unless the broker does not answer soon.
                 with anyio.move_on_after(self.members.ttl_s / 3):
+                    await self.members.effective_ttl()
                     self.hub.set_members(await self.members.refresh(), self._clock())
                 task_status.started()
                 tg.start_soon(self._membership)

@@ -534,7 +534,8 @@ async def _run_tree(cfg: Config, buses: Mapping[str, NatsBus], subjects: Subject
             return None
         bucket = KvBucket.on(buses["limits"], leases_bucket(subjects))
         return SharedBudgets(limits, buses["limits"],
-                             Members(bucket, holder=me, ttl_s=cfg.scale_out.lease_ttl_s),
+                             Members(bucket, holder=me, ttl_s=cfg.scale_out.lease_ttl_s,
+                                     bucket_ttl_from=bucket),
                              prefix=subjects.prefix)
 
     def billing_dlq(role: str) -> DeadLetterSink:

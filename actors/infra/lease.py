@@ -143,7 +143,7 @@ class _Renewed:
     """One key this process keeps alive: take (revision 0), renew (held revision)."""
 
     def __init__(self, store: LeaseStore, key: str, *, holder: str, ttl_s: float,
-                 clock: Callable[[], float]) -> None:
+                 clock: Callable[[], float], bucket_ttl_from: KvBucket | None = None) -> None:
         if not 0 < ttl_s < math.inf:
             raise ValueError(f"lease ttl must be finite and > 0, got {ttl_s}")
         self.store = store
@@ -160,6 +160,21 @@ class _Renewed:
         self.failures = 0
         self.last_error: str | None = None
         self._lock = anyio.Lock()  # one take or renewal at a time (keeper and passes)
+        self._bucket = bucket_ttl_from
+
+    async def effective_ttl(self) -> None:
+        """Use the bucket's ``max_age`` as the TTL (a key expires then), when it can be read
+        (``bucket_ttl_from``). Never raises."""
+        if self._bucket is None:
+            return
+        try:
+            ttl = await bucket_ttl(self._bucket)
+        except BrokerUnavailable:
+            return
+        if ttl is not None and abs(ttl - self.ttl_s) > 1e-3:
+            log.warning("%s: bucket TTL %g s, configured %g s: using the bucket's",
+                        self.key, ttl, self.ttl_s)
+            self.ttl_s = ttl
 
     def _value(self) -> bytes:
         return msgspec.msgpack.encode(_Record(self.holder, self.ttl_s, time.time()))
@@ -259,22 +274,8 @@ class KvLease(_Renewed):
                  ttl_s: float = DEFAULT_TTL_S, clock: Callable[[], float] = time.monotonic,
                  bucket_ttl_from: KvBucket | None = None) -> None:
         super().__init__(store, f"lease.{key_token(name)}", holder=holder, ttl_s=ttl_s,
-                         clock=clock)
+                         clock=clock, bucket_ttl_from=bucket_ttl_from)
         self.name = name
-        self._bucket = bucket_ttl_from
-
-    async def _effective_ttl(self) -> None:
-        """The bucket's ``max_age`` is the TTL in force (a key expires then)."""
-        if self._bucket is None:
-            return
-        try:
-            ttl = await bucket_ttl(self._bucket)
-        except BrokerUnavailable:
-            return
-        if ttl is not None and abs(ttl - self.ttl_s) > 1e-3:
-            log.warning("lease %s: bucket TTL %g s, configured %g s: using the bucket's",
-                        self.name, ttl, self.ttl_s)
-            self.ttl_s = ttl
 
     async def confirm(self) -> bool:
         """Renew now (or take it when free): whether this process holds the lease. Before a
@@ -284,7 +285,7 @@ class KvLease(_Renewed):
     async def keep(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
                    ) -> None:
         """Take or renew every ``ttl / 3`` until cancelled; then release (shielded)."""
-        await self._effective_ttl()
+        await self.effective_ttl()
         task_status.started()
         try:
             while True:
@@ -337,9 +338,10 @@ class Members(_Renewed):
     PREFIX = "member."
 
     def __init__(self, store: LeaseStore, *, holder: str, ttl_s: float = DEFAULT_TTL_S,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 bucket_ttl_from: KvBucket | None = None) -> None:
         super().__init__(store, f"{self.PREFIX}{key_token(holder)}", holder=holder,
-                         ttl_s=ttl_s, clock=clock)
+                         ttl_s=ttl_s, clock=clock, bucket_ttl_from=bucket_ttl_from)
         self.count = 1
 
     async def refresh(self) -> int:

@@ -53,7 +53,8 @@ async def process(connect: Callable[[str], Any], me: str) -> RateLimiterActor:
     """One gateway process's rate limiter, with its link to the others."""
     bus = await connect("limits")
     hub = LimiterHub({"erp": ACCOUNT})
-    members = Members(KvBucket.on(bus, leases_bucket(SUBJECTS)), holder=me, ttl_s=TTL)
+    bucket = KvBucket.on(bus, leases_bucket(SUBJECTS))
+    members = Members(bucket, holder=me, ttl_s=TTL, bucket_ttl_from=bucket)
     return RateLimiterActor(f"rate-limiter-{me}", hub, interval=0.05,
                             shared=SharedBudgets(hub, bus, members, prefix=SUBJECTS.prefix))
 
