@@ -139,6 +139,14 @@ class _Record(msgspec.Struct, frozen=True):
 _record = msgspec.msgpack.Decoder(_Record)
 
 
+def _holder_of(value: bytes) -> str:
+    """The holder a lease value names (``?`` for a value this code did not write)."""
+    try:
+        return _record.decode(value).holder
+    except msgspec.DecodeError:
+        return "?"
+
+
 class _Renewed:
     """One key this process keeps alive: take (revision 0), renew (held revision)."""
 
@@ -211,8 +219,7 @@ class _Renewed:
                 # Expired and taken by another, or a renewal of ours whose answer was lost
                 # landed after all: read who holds it.
                 entry = await self.store.get(self.key)
-                if not (entry.value is not None and
-                        _record.decode(entry.value).holder == self.holder):
+                if entry.value is None or _holder_of(entry.value) != self.holder:
                     self._drop()
                     return await self._take()
                 self.revision = await self.store.put_if(self.key, self._value(),
@@ -227,7 +234,7 @@ class _Renewed:
     async def _take(self) -> bool:
         entry = await self.store.get(self.key)
         if entry.value is not None:
-            self.seen_holder = _record.decode(entry.value).holder
+            self.seen_holder = _holder_of(entry.value)
             if self.seen_holder != self.holder:
                 return False
             # Still this process's record (it froze or lost the broker past its hold, and
