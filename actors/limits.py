@@ -30,8 +30,15 @@ held, never one granted by the new incarnation, so the cap holds across a restar
 platform's pending Retry-After deadline. The adaptive rate starts again from the configured
 one (a 429 will lower it again if the platform is still overloaded).
 
-The budget is per gateway *process*: N processes sharing one platform account must each be
-configured with the account's limits divided by N (docs/configuration.md).
+Several gateway processes (``SharedBudgets``, on when the rate-limiter actor is given one):
+each process announces itself in the ``leases`` bucket (``actors.infra.lease.Members``: a key
+per process that expires unless renewed) and takes ``1/N`` of each account's configured limits,
+N the live members (``set_members``: rate, burst, min_rate and recovery divided by N, the
+concurrency cap too, at least 1 each); and a 429 one process is answered is published on
+``<prefix>.limits.throttled`` so that every other process's budget of that account is
+throttled as if it had been answered the 429 itself (held for the Retry-After the first one
+saw, the bucket emptied, the rate decreased once). One process alone (N = 1) keeps the
+configured limits exactly. Without ``SharedBudgets`` the budget is per process.
 
 The hub and the handles are synchronous, with ``now`` passed in (the caller's monotonic clock):
 tests/actors/test_limits.py drives them as tables and hypothesis properties. Not thread-safe:
@@ -48,18 +55,41 @@ from dataclasses import dataclass
 
 import anyio
 import anyio.abc
+import msgspec
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from .crash import fault
+from .infra import NatsBus
+from .infra.bus import BrokerUnavailable
+from .infra.lease import Members
 from .resilience import LimiterConfig, RateLimiter
 from .runtime import Actor
 
-__all__ = ["AccountLimiter", "CrashOnce", "LimiterHub", "RateLimiterActor"]
+__all__ = ["AccountLimiter", "CrashOnce", "LimiterHub", "RateLimiterActor", "SharedBudgets",
+           "share_of"]
 
 log = logging.getLogger("erpgw.limits")
 
 # The counters of ``RateLimiter.statistics`` that add up across incarnations.
 _COUNTERS = ("granted", "used", "returned", "refused", "throttles", "decreases", "recoveries",
              "leases", "reclaimed")
+
+
+def share_of(config: LimiterConfig, members: int) -> LimiterConfig:
+    """One of ``members`` processes' share of an account's limits: ``config`` itself for one;
+    else rate, burst, min_rate, recovery, concurrency and max_lease divided by ``members``
+    (burst, concurrency and max_lease at least 1). Raises ``ValueError`` for ``members`` < 1."""
+    if members < 1:
+        raise ValueError(f"members must be >= 1, got {members}")
+    if members == 1:
+        return config
+    burst = max(1, config.burst // members)
+    return msgspec.structs.replace(
+        config, rate=config.rate / members, burst=burst, min_rate=config.min_rate / members,
+        recovery=None if config.recovery is None else config.recovery / members,
+        concurrency=(None if config.concurrency is None
+                     else max(1, config.concurrency // members)),
+        max_lease=None if config.max_lease is None else min(burst, config.max_lease))
 
 
 class AccountLimiter:
@@ -71,8 +101,8 @@ class AccountLimiter:
     survives a restart.
     """
 
-    __slots__ = ("_budget", "_closed_refusals", "_config", "_hold_until", "_hub", "_name",
-                 "_outstanding", "_retired")
+    __slots__ = ("_announced_until", "_budget", "_closed_refusals", "_config", "_hold_until",
+                 "_hub", "_members", "_name", "_outstanding", "_remote_throttles", "_retired")
 
     def __init__(self, hub: LimiterHub, name: str, config: LimiterConfig) -> None:
         self._hub = hub
@@ -83,6 +113,9 @@ class AccountLimiter:
         self._hold_until = -math.inf  # the last closed budget's Retry-After deadline
         self._retired = dict.fromkeys(_COUNTERS, 0)  # counters of closed incarnations
         self._closed_refusals = 0
+        self._members = 1  # the live processes sharing the account (SharedBudgets)
+        self._announced_until = -math.inf  # the last hold told to the other processes
+        self._remote_throttles = 0
 
     # -- the Limiter protocol --------------------------------------------------------------
 
@@ -142,9 +175,43 @@ class AccountLimiter:
             self._budget.release(n)
 
     def on_throttled(self, retry_after: float | None, now: float) -> None:
-        """``RateLimiter.on_throttled`` while open; dropped while closed. Raises nothing."""
+        """``RateLimiter.on_throttled`` while open; dropped while closed. A hold that ends
+        later than the last one announced is told to the other processes (the hub's
+        ``on_throttle``). Raises nothing."""
+        budget = self._budget
+        if budget is None:
+            return
+        budget.on_throttled(retry_after, now)
+        notify = self._hub.on_throttle
+        if notify is not None and budget.hold_until > self._announced_until:
+            self._announced_until = budget.hold_until
+            notify(self._name, budget.hold_until - now)
+
+    def on_remote_throttle(self, hold_s: float, now: float) -> None:
+        """Another process of the deployment was answered 429 for this account: throttle as
+        if this one had been, for ``hold_s`` seconds from ``now``; not announced again.
+        Dropped while closed. Raises nothing."""
+        budget = self._budget
+        if budget is None or not 0 <= hold_s < math.inf:
+            return
+        self._remote_throttles += 1
+        budget.on_throttled(hold_s, now)
+        self._announced_until = max(self._announced_until, budget.hold_until)
+
+    @property
+    def members(self) -> int:
+        """The processes sharing the account's limits (1: this one alone). Raises nothing."""
+        return self._members
+
+    def set_members(self, members: int, now: float) -> None:
+        """Take ``1/members`` of the configured limits from ``now`` on (``share_of``).
+        Raises ``ValueError`` for ``members`` < 1."""
+        share = share_of(self._config, members)
+        if members == self._members:
+            return
+        self._members = members
         if self._budget is not None:
-            self._budget.on_throttled(retry_after, now)
+            self._budget.reconfigure(share, now)
 
     def on_success(self, now: float) -> None:
         """``RateLimiter.on_success`` while open; dropped while closed. Raises nothing."""
@@ -171,12 +238,15 @@ class AccountLimiter:
         stats["open"] = budget is not None
         stats["incarnation"] = self._hub.incarnation
         stats["closed_refusals"] = self._closed_refusals
+        stats["members"] = self._members
+        stats["remote_throttles"] = self._remote_throttles
         return stats
 
     # -- the hub's side --------------------------------------------------------------------
 
     def _open(self, now: float) -> None:
-        budget = RateLimiter(self._name, self._config, start_full=False)
+        budget = RateLimiter(self._name, share_of(self._config, self._members),
+                             start_full=False)
         budget.adopt(self._outstanding, self._hold_until, now)
         self._budget = budget
 
@@ -218,6 +288,8 @@ class LimiterHub:
             raise ValueError(f"closed_wait must be finite and > 0, got {closed_wait}")
         self.closed_wait = closed_wait
         self._handles = {name: AccountLimiter(self, name, cfg) for name, cfg in accounts.items()}
+        # Told ``(account, hold seconds)`` of every new 429 hold (``SharedBudgets``).
+        self.on_throttle: Callable[[str, float], None] | None = None
         self._open = False
         self._incarnation = 0
         self.opened_at: float | None = None
@@ -273,6 +345,21 @@ class LimiterHub:
         self._open = False
         self.closed_at = now
 
+    def set_members(self, members: int, now: float) -> None:
+        """Every account's share: ``1/members`` of its limits (``AccountLimiter.set_members``).
+        Raises ``ValueError`` for ``members`` < 1."""
+        for handle in self._handles.values():
+            handle.set_members(members, now)
+
+    def remote_throttle(self, account: str, hold_s: float, now: float) -> bool:
+        """Another process was answered 429 for ``account``: throttle it here too; False for
+        an account this hub does not know. Raises nothing."""
+        handle = self._handles.get(account)
+        if handle is None:
+            return False
+        handle.on_remote_throttle(hold_s, now)
+        return True
+
     def tick(self, now: float) -> None:
         """Housekeeping: reclaim abandoned leases and fill the buckets up to ``now``.
         Raises nothing."""
@@ -284,6 +371,114 @@ class LimiterHub:
         return {"open": self._open, "incarnation": self._incarnation,
                 "last_outage_s": self.last_outage_s,
                 "accounts": {name: h.statistics() for name, h in self._handles.items()}}
+
+
+class _Throttled(msgspec.Struct, frozen=True):
+    origin: str  # the process that was answered 429
+    account: str
+    hold_s: float  # from when it was answered
+
+
+_throttled = msgspec.json.Decoder(_Throttled)
+
+
+def throttled_subject(prefix: str) -> str:
+    """``<prefix>.limits.throttled``: the 429 holds the processes tell each other (core)."""
+    return f"{prefix}.limits.throttled"
+
+
+class SharedBudgets:
+    """What ties a process's ``LimiterHub`` to the other processes of its deployment (see the
+    module docstring): ``run`` keeps this process's membership key, sets the hub's share from
+    the live members every ``ttl / 3`` seconds, publishes the hub's new 429 holds and applies
+    the others'. ``run`` never raises (the broker unreachable: the last share and no
+    broadcasts until it is back); cancelled, it removes the membership key."""
+
+    def __init__(self, hub: LimiterHub, bus: NatsBus, members: Members, *, prefix: str,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.hub = hub
+        self.bus = bus
+        self.members = members
+        self.subject = throttled_subject(prefix)
+        self._clock = clock
+        self.sent = 0
+        self.received = 0
+        self._send: MemoryObjectSendStream[tuple[str, float]] | None = None
+
+    def _announce(self, account: str, hold_s: float) -> None:
+        if self._send is None:
+            return
+        try:
+            self._send.send_nowait((account, hold_s))
+        except anyio.WouldBlock:  # a storm of holds: the others already hold anyway
+            log.debug("throttle broadcast of %s dropped: outbox full", account)
+
+    async def _receive(self, data: bytes) -> None:
+        try:
+            msg = _throttled.decode(data)
+        except msgspec.DecodeError:
+            log.warning("ignored a malformed message on %s", self.subject)
+            return
+        if msg.origin == self.members.holder:
+            return
+        if self.hub.remote_throttle(msg.account, msg.hold_s, self._clock()):
+            self.received += 1
+            log.info("%s answered 429 to %s: holding %s for %.2f s", msg.account, msg.origin,
+                     msg.account, msg.hold_s)
+
+    async def _publish(self, outbox: MemoryObjectReceiveStream[tuple[str, float]]) -> None:
+        async for account, hold_s in outbox:
+            await self.bus.emit(self.subject, msgspec.json.encode(
+                _Throttled(self.members.holder, account, hold_s)))
+            self.sent += 1
+
+    async def _membership(self) -> None:
+        while True:
+            count = await self.members.refresh()
+            self.hub.set_members(count, self._clock())
+            await anyio.sleep(self.members.ttl_s / 3)
+
+    async def _listen(self) -> None:
+        while True:
+            try:
+                unsubscribe = await self.bus.subscribe(self.subject, self._receive)
+                break
+            except BrokerUnavailable as exc:
+                log.warning("shared budgets: %s; trying again", exc)
+                await anyio.sleep(self.members.ttl_s / 3)
+        try:
+            await anyio.sleep_forever()
+        finally:
+            with anyio.CancelScope(shield=True), anyio.move_on_after(2.0):
+                await unsubscribe()
+
+    async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+                  ) -> None:
+        send, outbox = anyio.create_memory_object_stream[tuple[str, float]](256)
+        self._send = send
+        self.hub.on_throttle = self._announce
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._listen)
+                tg.start_soon(self._publish, outbox)
+                # The first count before "started" (the adapters start with this process's
+                # share), unless the broker does not answer soon.
+                with anyio.move_on_after(self.members.ttl_s / 3):
+                    await self.members.effective_ttl()
+                    self.hub.set_members(await self.members.refresh(), self._clock())
+                task_status.started()
+                tg.start_soon(self._membership)
+        finally:
+            self.hub.on_throttle = None
+            self._send = None
+            send.close()
+            outbox.close()
+            with anyio.CancelScope(shield=True), anyio.move_on_after(2.0):
+                await self.members.release()
+
+    def statistics(self) -> dict[str, object]:
+        return {"membership": self.members.statistics(), "throttles_sent": self.sent,
+                "throttles_received": self.received}
 
 
 @dataclass
@@ -324,7 +519,8 @@ class RateLimiterActor(Actor):
 
     def __init__(self, name: str, hub: LimiterHub, *, interval: float = 0.25,
                  crash: CrashOnce | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 shared: SharedBudgets | None = None) -> None:
         super().__init__(name)
         if not 0 < interval < math.inf:
             raise ValueError(f"interval must be finite and > 0, got {interval}")
@@ -332,6 +528,7 @@ class RateLimiterActor(Actor):
         self.interval = interval
         self.crash = crash
         self._clock = clock
+        self.shared = shared
         self.ticks = 0
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
@@ -345,26 +542,34 @@ class RateLimiterActor(Actor):
         self.hub.open(started)
         log.info("rate limiter open (incarnation %d): %s", self.hub.incarnation,
                  ", ".join(h.name for h in self.hub.accounts))
+        crashed = False
         try:
-            task_status.started()
-            while not self.stop_requested:
-                wait = self.interval
-                if crash is not None and not crash.fired:
-                    wait = max(0.0, min(wait, started + crash.after - self._clock()))
-                with anyio.move_on_after(wait):
-                    await self.wait_stop_requested()
-                now = self._clock()
-                self.hub.tick(now)
-                self.ticks += 1
-                if (crash is not None and not crash.fired and not self.stop_requested
-                        and now - started >= crash.after):
-                    crash.fired = True
-                    raise RuntimeError(f"fault hook limiter.crash_after:{crash.after:g}: "
-                                       "the rate-limiter actor crashes")
+            async with anyio.create_task_group() as tg:
+                if self.shared is not None:
+                    await tg.start(self.shared.run)
+                task_status.started()
+                while not self.stop_requested:
+                    wait = self.interval
+                    if crash is not None and not crash.fired:
+                        wait = max(0.0, min(wait, started + crash.after - self._clock()))
+                    with anyio.move_on_after(wait):
+                        await self.wait_stop_requested()
+                    now = self._clock()
+                    self.hub.tick(now)
+                    self.ticks += 1
+                    if (crash is not None and not crash.fired and not self.stop_requested
+                            and now - started >= crash.after):
+                        crash.fired = crashed = True
+                        break
+                tg.cancel_scope.cancel()  # the shared budgets' tasks
+            if crashed and crash is not None:
+                raise RuntimeError(f"fault hook limiter.crash_after:{crash.after:g}: "
+                                   "the rate-limiter actor crashes")
         finally:
             self.hub.close(self._clock())
             if not self.stop_requested:
                 log.warning("rate limiter closed: adapters wait for permits until it restarts")
 
     def statistics(self) -> dict[str, object]:
-        return {**super().statistics(), "ticks": self.ticks, **self.hub.statistics()}
+        return {**super().statistics(), "ticks": self.ticks, **self.hub.statistics(),
+                "shared": self.shared.statistics() if self.shared is not None else None}

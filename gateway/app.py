@@ -48,6 +48,7 @@ from actors.erp import ErpPoster
 from actors.infra import Ledger, NatsBus
 from actors.infra.bus import BrokerUnavailable, mask_url
 from actors.infra.kv import KvBucket
+from actors.infra.lease import KvLease, Members, leases_bucket, process_id
 from actors.infra.state import (
     SagaRecords,
     SharedParking,
@@ -58,7 +59,7 @@ from actors.infra.state import (
     provision_state,
 )
 from actors.ingress import AdminListener, WebhookIngress, server_tls
-from actors.limits import CrashOnce, LimiterHub, RateLimiterActor
+from actors.limits import CrashOnce, LimiterHub, RateLimiterActor, SharedBudgets
 from actors.monitor import LaneWatch, MetricsPublisher, Monitor, events_flushed, instance_id
 from actors.payments import AttributionClient, CommissionRouter, PaymentRouter, SettlementPoster
 from actors.platforms import Platform, PlatformGuard, Platforms, PlatformSpec, open_platforms
@@ -147,7 +148,8 @@ async def provision(bus: NatsBus, cfg: Config) -> Subjects:
     await bus.ensure_stream(subjects.advisory_stream, advisories, cfg.streams)
     await bus.ensure_consumer(subjects.advisory_stream, ADVISORY_CONSUMER, ">", cfg.consumers)
     # The guards every gateway process shares (actors.infra.state).
-    await provision_state(bus, subjects, replicas=cfg.streams.replicas)
+    await provision_state(bus, subjects, replicas=cfg.streams.replicas,
+                          lease_ttl_s=cfg.scale_out.lease_ttl_s)
     # The audit chain's anchors and the audited actions: kept for good (no max_age).
     await bus.ensure_stream(subjects.audit_stream, [subjects.audit_wildcard],
                             msgspec.structs.replace(cfg.streams, max_age_s=0.0))
@@ -567,6 +569,24 @@ async def _run_tree(cfg: Config, buses: Mapping[str, NatsBus], subjects: Subject
         # One of the guards every process shares (actors.infra.state), on the actor's role.
         return KvBucket.on(bus, bucket_name(subjects, kind))
 
+    me = process_id()  # this process, in the `leases` bucket
+
+    def lease(role: str, name: str) -> KvLease:
+        # A singleton's lease (actors.infra.lease), on the actor's role.
+        bucket = KvBucket.on(buses[role], leases_bucket(subjects))
+        return KvLease(bucket, name, holder=me, ttl_s=cfg.scale_out.lease_ttl_s,
+                       bucket_ttl_from=bucket)
+
+    def shared_budgets() -> SharedBudgets | None:
+        # Each account's budget split among the live processes; a 429 pauses them all.
+        if not cfg.scale_out.shared_budgets:
+            return None
+        bucket = KvBucket.on(buses["limits"], leases_bucket(subjects))
+        return SharedBudgets(limits, buses["limits"],
+                             Members(bucket, holder=me, ttl_s=cfg.scale_out.lease_ttl_s,
+                                     bucket_ttl_from=bucket),
+                             prefix=subjects.prefix)
+
     def billing_dlq(role: str) -> DeadLetterSink:
         return dlq_sink("billing", billing_stream, role)
 
@@ -580,7 +600,7 @@ async def _run_tree(cfg: Config, buses: Mapping[str, NatsBus], subjects: Subject
             ledger=ledger, key=audit_key(cfg), interval_s=cfg.audit.anchor_interval_s)),
         # Then this: it opens the budgets, so "ready" adapters can take permits.
         ChildSpec("rate-limiter", lambda: RateLimiterActor(
-            "rate-limiter", limits, crash=limiter_crash)),
+            "rate-limiter", limits, crash=limiter_crash, shared=shared_budgets())),
         ChildSpec("erp-journal", lambda: ErpPoster(
             "erp-journal", durable="erp-journal", batch=cfg.erp.batch, erp=erp_journal,
             ledger=ledger, versions=SharedVersions(shared(buses["erp"], "versions")),
@@ -723,7 +743,8 @@ async def _run_tree(cfg: Config, buses: Mapping[str, NatsBus], subjects: Subject
             "revenue-gl", revenue=platforms.revenue.reader(),
             versions=SharedVersions(shared(buses["close"], "versions")),
             bus=buses["close"], subjects=subjects, accounts=cfg.accounts,
-            entity=cfg.close.entity, interval_s=cfg.close.interval_s)))
+            entity=cfg.close.entity, interval_s=cfg.close.interval_s,
+            lease=lease("close", "revenue-gl"))))
     if cfg.reconcile.interval_s > 0:
         # ERP vs billing every interval; repairs only postings proven missing.
         legs = cfg.reconcile.legs
@@ -740,7 +761,9 @@ async def _run_tree(cfg: Config, buses: Mapping[str, NatsBus], subjects: Subject
             partner=platforms.partner.reader() if "payables" in legs else None,
             postings=erp_postings_reader(cfg, platforms.erp),
             accounts=msgspec.structs.asdict(cfg.accounts) if "gl" in legs else None,
-            audit_identity=identity_of(auth_for(cfg, "reconciler", required=False)))))
+            audit_identity=identity_of(auth_for(cfg, "reconciler", required=False)),
+            # One process runs it: whichever holds the `reconciler` lease.
+            lease=lease("reconciler", "reconciler"))))
     tree = Supervisor("gateway", children, strategy="one_for_one",
                       intensity=cfg.supervisor.intensity, period=cfg.supervisor.period_s,
                       on_event=on_event)

@@ -242,6 +242,18 @@ class AuditConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
                 f"anchor_interval_s={self.anchor_interval_s!r})")
 
 
+class ScaleOutConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    # Seconds a lease (the reconciler's, the revenue-gl schedule's) and a process's membership
+    # key live without a renewal (the `leases` bucket's max_age; renewed every third of it):
+    # a dead holder's singleton moves to another process about this long after its last
+    # renewal. Every process of a deployment must use the same value.
+    lease_ttl_s: Annotated[float, msgspec.Meta(ge=1, le=300)] = 10.0
+    # Split each platform account's budget (`*_limiter`) among the live processes (1/N each,
+    # N renewing their membership key within `lease_ttl_s`) and pause every process when one
+    # is answered 429 (docs/scale-out.md). One process alone keeps the full budget.
+    shared_budgets: bool = True
+
+
 class SupervisorConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     # More than `intensity` restarts within `period` seconds: stop everything and exit non-zero,
     # so the outer supervisor (systemd, Kubernetes) sees it instead of a hot restart loop.
@@ -266,6 +278,8 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     audit: AuditConfig = msgspec.field(default_factory=AuditConfig)  # keyed chain, anchors
     reconcile: ReconcileConfig = msgspec.field(default_factory=ReconcileConfig)
     close: CloseConfig = msgspec.field(default_factory=CloseConfig)
+    # Several gateway processes on one cluster: leases for singletons, shared budgets.
+    scale_out: ScaleOutConfig = msgspec.field(default_factory=ScaleOutConfig)
     accounts: AccountMap = msgspec.field(default_factory=AccountMap)
     # The ERP bulk endpoint's circuit breaker and the ERP account's request budget.
     erp_breaker: BreakerConfig = msgspec.field(default_factory=BreakerConfig)

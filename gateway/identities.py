@@ -62,8 +62,8 @@ __all__ = [
 # dashboard's, `admin` provisioning's (and the bench's raw baselines').
 ROLES: tuple[str, ...] = (
     "ingress", "sync", "router", "erp", "revenue", "usage", "partner", "commercial",
-    "deadletter", "telemetry", "reconciler", "close", "auditor", "operator", "monitor",
-    "sync-client", "admin",
+    "deadletter", "telemetry", "reconciler", "close", "auditor", "limits", "operator",
+    "monitor", "sync-client", "admin",
 )
 
 # Which role fetches from each durable consumer (its name as provisioned by the gateway).
@@ -92,6 +92,7 @@ ACTOR_ROLE: Mapping[str, str] = {
     "reconciler": "reconciler",
     "revenue-gl": "close",
     "audit-anchors": "auditor",
+    "rate-limiter": "limits",
 }
 
 SEED_SUFFIX = ".nk"
@@ -242,13 +243,20 @@ def role_permissions(subjects: Subjects,
             f"$JS.API.STREAM.INFO.{subjects.dlq_stream}"]),
         # The reconciler: reads the DLQ and the billing lane; repairs by replaying the ERP
         # command of a posting proven missing, or an invoice's issued event (revenue leg).
+        # Runs only while it holds its lease (``leases`` bucket).
         "reconciler": actor("reconciler", subjects.billing_erp_commands, subjects.invoice_issued,
-                            subjects.audit_action("reconciler", ">"), dlq=False, reads=[
+                            subjects.audit_action("reconciler", ">"),
+                            *_kv_rights(subjects, "leases"), dlq=False, reads=[
             f"$JS.API.STREAM.MSG.GET.{subjects.dlq_stream}",
             f"$JS.API.STREAM.MSG.GET.{subjects.stream('billing')}"]),
-        # Revenue to the GL on a schedule: the ERP journal commands of a close run, no more.
-        "close": actor("close", subjects.erp_journal, dlq=False,
-                       reads=_kv_rights(subjects, "versions", write=False)),
+        # Revenue to the GL on a schedule: the ERP journal commands of a close run, no more;
+        # only while it holds its lease (``leases`` bucket).
+        "close": actor("close", subjects.erp_journal, *_kv_rights(subjects, "leases"),
+                       dlq=False, reads=_kv_rights(subjects, "versions", write=False)),
+        # The rate limiter's link to the other processes: its membership key (``leases``
+        # bucket) and the 429 holds they tell each other (core subject, no stream).
+        "limits": actor("limits", f"{p}.limits.>", *_kv_rights(subjects, "leases"), dlq=False,
+                        subscribe=[f"{p}.limits.>"]),
         # The audit trail: anchors of the ledger's chain; the audited actions it records.
         "auditor": actor("auditor", subjects.audit_anchor, dlq=False),
         # The operator's CLI: reads every stream; replays onto the lanes; resolution markers;

@@ -37,6 +37,7 @@ from contracts.platforms.revenue import RecognitionDetail
 
 from ..erp.periods import POLICY_HEADER
 from ..infra import NatsBus, OutMsg
+from ..infra.lease import KvLease, run_while_held
 from ..infra.state import SharedVersions
 from ..platforms import HttpResponse
 from ..router.invoices import AccountMap
@@ -123,13 +124,20 @@ async def wait_applied(versions: SharedVersions, plan: Sequence[RunPosting],
 class RevenueToGl(Actor):
     """Runs ``close_run`` for the month before today (UTC) every ``interval_s`` seconds, the
     first run after one interval. A run that fails (a platform down) is tried again at the next
-    interval; a run with nothing changed publishes nothing."""
+    interval; a run with nothing changed publishes nothing.
+
+    With ``lease`` (several gateway processes): runs only when the lease
+    (``actors.infra.lease``) is confirmed just before the run; a run is cancelled when the lease
+    is lost meanwhile (a rerun is safe: the same runs, the same keys). A process that does not
+    hold it counts the run as ``skipped``."""
 
     def __init__(self, name: str, *, revenue: RevenueReader, versions: SharedVersions,
                  bus: NatsBus,
                  subjects: Subjects, accounts: AccountMap, entity: str,
-                 interval_s: float) -> None:
+                 interval_s: float, lease: KvLease | None = None) -> None:
         super().__init__(name)
+        self.lease = lease
+        self.skipped = 0
         self.revenue, self.versions, self.bus, self.subjects = revenue, versions, bus, subjects
         self.accounts, self.entity, self.interval_s = accounts, entity, interval_s
         self.runs = 0
@@ -138,30 +146,46 @@ class RevenueToGl(Actor):
         self.last_error: str | None = None
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        task_status.started()
-        while not self.stop_requested:
-            with anyio.move_on_after(self.interval_s):
-                await self.wait_stop_requested()
-            if self.stop_requested:
-                return
-            period = previous_period(datetime.now(UTC).date())
-            try:
-                plan = await close_run(self.revenue, self.versions, self.bus, self.subjects,
-                                       entity=self.entity, period=period,
-                                       accounts=self.accounts)
-            except GatewayError as err:
-                self.last_error = f"[{err.code}] {err.message}"
-                log.warning("close run %s skipped: %s", period, self.last_error)
-                continue
-            self.runs += 1
-            self.last_period = period
-            published = [rp for rp in plan if rp.entry is not None]
-            self.published += len(published)
-            if published:
-                log.info("close run %s entity %s: %s", period, self.entity,
-                         ", ".join(f"{rp.currency} run {rp.run} {rp.action}"
-                                   for rp in published))
+        async with anyio.create_task_group() as tg:
+            if self.lease is not None:
+                await tg.start(self.lease.keep)
+            task_status.started()
+            while not self.stop_requested:
+                with anyio.move_on_after(self.interval_s):
+                    await self.wait_stop_requested()
+                if self.stop_requested:
+                    break
+                await self._pass(previous_period(datetime.now(UTC).date()))
+            tg.cancel_scope.cancel()  # the lease's keeper: releases the lease
+
+    async def _pass(self, period: str) -> None:
+        async def once() -> list[RunPosting]:
+            return await close_run(self.revenue, self.versions, self.bus, self.subjects,
+                                   entity=self.entity, period=period, accounts=self.accounts)
+
+        try:
+            if self.lease is None:
+                plan: list[RunPosting] | None = await once()
+            else:
+                _, plan = await run_while_held(self.lease, once)
+        except GatewayError as err:
+            self.last_error = f"[{err.code}] {err.message}"
+            log.warning("close run %s skipped: %s", period, self.last_error)
+            return
+        if plan is None:  # another process holds the lease (or it was lost mid-run)
+            self.skipped += 1
+            return
+        self.runs += 1
+        self.last_period = period
+        published = [rp for rp in plan if rp.entry is not None]
+        self.published += len(published)
+        if published:
+            log.info("close run %s entity %s: %s", period, self.entity,
+                     ", ".join(f"{rp.currency} run {rp.run} {rp.action}"
+                               for rp in published))
 
     def statistics(self) -> dict[str, object]:
-        return {"name": self.name, "runs": self.runs, "published": self.published,
-                "last_period": self.last_period, "last_error": self.last_error}
+        return {"name": self.name, "runs": self.runs, "skipped": self.skipped,
+                "published": self.published, "last_period": self.last_period,
+                "last_error": self.last_error,
+                "lease": self.lease.statistics() if self.lease is not None else None}

@@ -874,6 +874,27 @@ class NatsBus:
             raise BrokerUnavailable(f"service {name}: {exc!r}") from exc
         return ServiceHandle(service)
 
+    async def subscribe(self, subject: str, handler: Callable[[bytes], Awaitable[None]]
+                        ) -> Callable[[], Awaitable[None]]:
+        """A core NATS subscription (at most once: messages published while this connection is
+        away are not seen); ``handler`` gets each message's data. Returns the unsubscribe
+        (never raises). Raises ``BrokerUnavailable``."""
+        async def deliver(msg: Msg) -> None:
+            await handler(msg.data)
+
+        try:
+            sub = await self._nc.subscribe(subject, cb=deliver)
+            # The server has the subscription before the caller goes on.
+            await self._nc.flush(timeout=max(1, int(self._publish_timeout)))
+        except (nats.errors.Error, TimeoutError, OSError) as exc:
+            raise BrokerUnavailable(f"subscribe {subject}: {exc!r}") from exc
+
+        async def unsubscribe() -> None:
+            with contextlib.suppress(nats.errors.Error, OSError):
+                await sub.unsubscribe()
+
+        return unsubscribe
+
     async def emit(self, subject: str, data: bytes) -> None:
         """Core NATS publish (at most once) for monitoring subjects. Never raises."""
         try:

@@ -38,6 +38,8 @@ __all__ = ["KvBucket", "KvConflict", "KvEntry", "bucket_stream", "key_token"]
 _PLAIN = re.compile(r"[A-Za-z0-9_-]")
 # At most this many reads or writes of one call in flight on the connection.
 _IN_FLIGHT = 128
+# The server's "wrong last sequence" error codes (a conditional write or delete refused).
+_WRONG_LAST = (10071, 10164)
 
 
 class KvConflict(Retryable):
@@ -147,13 +149,29 @@ class KvBucket:
         except (TimeoutError, nats.errors.Error, OSError) as exc:
             raise BrokerUnavailable(f"purge {self.name}/{key}: {exc!r}") from exc
 
-    async def keys(self) -> list[str]:
-        """Every key with a message in the bucket (a removed key may still be listed until
-        its marker expires; its ``get`` answers no value). Raises ``BrokerUnavailable``."""
+    async def delete_if(self, key: str, revision: int) -> None:
+        """Remove the key (a delete marker) if it is still at ``revision`` (> 0). Raises
+        ``KvConflict`` (it moved) or ``BrokerUnavailable``."""
+        self.writes += 1
+        try:
+            await asyncio.wait_for(self._kv.delete(key, last=revision), self._timeout)
+        except nats.js.errors.APIError as exc:
+            if exc.err_code in _WRONG_LAST:
+                self.conflicts += 1
+                raise KvConflict(f"{self.name}/{key} moved past revision {revision}") from exc
+            raise BrokerUnavailable(f"delete {self.name}/{key}: {exc!r}") from exc
+        except (TimeoutError, nats.errors.Error, OSError) as exc:
+            raise BrokerUnavailable(f"delete {self.name}/{key}: {exc!r}") from exc
+
+    async def keys(self, key_prefix: str = "") -> list[str]:
+        """Every key (starting with ``key_prefix``, ``.``-terminated, when given) with a message in
+        the bucket (a removed key may still be listed until its marker expires; its ``get``
+        answers no value). Raises ``BrokerUnavailable``."""
         prefix = f"$KV.{self.name}."
         try:
             info = await asyncio.wait_for(self._js.stream_info(
-                bucket_stream(self.name), subjects_filter=f"{prefix}>"), self._timeout)
+                bucket_stream(self.name), subjects_filter=f"{prefix}{key_prefix}>"),
+                self._timeout)
         except (TimeoutError, nats.errors.Error, OSError) as exc:
             raise BrokerUnavailable(f"list {self.name}: {exc!r}") from exc
         return sorted(s[len(prefix):] for s in (info.state.subjects or {}))

@@ -66,10 +66,15 @@ def bucket_name(subjects: Subjects, kind: str) -> str:
     return f"{subjects.stream(kind).rsplit('_', 1)[0]}_{kind}"
 
 
-async def provision_state(bus: NatsBus, subjects: Subjects, *, replicas: int = 1) -> None:
-    """Create the shared buckets (idempotent; an admin connection)."""
+async def provision_state(bus: NatsBus, subjects: Subjects, *, replicas: int = 1,
+                          lease_ttl_s: float = 10.0) -> None:
+    """Create the shared buckets (idempotent; an admin connection), and the ``leases`` bucket
+    whose keys expire ``lease_ttl_s`` after their last write (``actors.infra.lease``)."""
+    from .lease import provision_leases  # lease.py builds on this module
+
     for kind in BUCKETS:
         await bus.ensure_kv(bucket_config(bucket_name(subjects, kind), replicas=replicas))
+    await provision_leases(bus, subjects, ttl_s=lease_ttl_s, replicas=replicas)
 
 
 class _Version(msgspec.Struct, frozen=True, omit_defaults=True):

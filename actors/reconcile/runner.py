@@ -45,6 +45,7 @@ from contracts.platforms.revenue import BillingReport
 
 from ..audit import publish_action
 from ..infra import Ledger, NatsBus
+from ..infra.lease import KvLease, run_while_held
 from ..platforms import HttpResponse
 from ..replay import replay_lane, select_events
 from ..runtime import Actor
@@ -396,7 +397,12 @@ def summary(r: RunResult) -> dict[str, object]:
 
 
 class Reconciler(Actor):
-    """Runs ``run_once`` every ``interval_s`` seconds (the first run after one interval)."""
+    """Runs ``run_once`` every ``interval_s`` seconds (the first run after one interval).
+
+    With ``lease`` (several gateway processes): keeps the lease (``actors.infra.lease``) and
+    runs a pass only when the lease is confirmed just before it; a pass is cancelled when the
+    lease is lost meanwhile. A process that does not hold it counts the pass as ``skipped``.
+    """
 
     def __init__(self, name: str, *, bus: NatsBus, subjects: Subjects, billing: Reader,
                  erp: Reader, interval_s: float, grace_s: float, repair: bool,
@@ -404,9 +410,12 @@ class Reconciler(Actor):
                  partner: Reader | None = None,
                  accounts: Mapping[str, str] | None = None,
                  postings: Callable[[], Awaitable[list[ErpPosting]]] | None = None,
-                 billing_read: BillingReadFn | None = None, audit_identity: str = "") -> None:
+                 billing_read: BillingReadFn | None = None, audit_identity: str = "",
+                 lease: KvLease | None = None) -> None:
         super().__init__(name)
         self.audit_identity = audit_identity  # its broker identity, named in repair audit rows
+        self.lease = lease
+        self.skipped = 0
         self.postings = postings
         self.billing_read = billing_read
         self.bus, self.subjects, self.billing, self.erp = bus, subjects, billing, erp
@@ -417,31 +426,47 @@ class Reconciler(Actor):
         self.last_error: str | None = None
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        task_status.started()
-        while not self.stop_requested:
-            with anyio.move_on_after(self.interval_s):
-                await self.wait_stop_requested()
-            if self.stop_requested:
-                return
-            try:
-                result = await run_once(self.bus, self.subjects, self.billing, self.erp,
-                                        grace_s=self.grace_s, repair=self.repair,
-                                        revenue=self.revenue, ledger=self.ledger,
-                                        partner=self.partner, accounts=self.accounts,
-                                        postings=self.postings,
-                                        billing_read=self.billing_read,
-                                        audit_identity=self.audit_identity)
-            except GatewayError as err:  # a platform is down: try again next period
-                self.last_error = f"[{err.code}] {err.message}"
-                log.warning("reconciliation skipped: %s", self.last_error)
-                continue
-            self.runs += 1
-            self.last = summary(result)
-            log.info("reconciled %d documents: %d matched, breaks %s, repaired %d",
-                     result.report.checked, result.report.matched,
-                     {k: v for k, v in result.overview.by_kind.items() if v},
-                     len(result.repaired) + len(result.reuploaded))
+        async with anyio.create_task_group() as tg:
+            if self.lease is not None:
+                await tg.start(self.lease.keep)
+            task_status.started()
+            while not self.stop_requested:
+                with anyio.move_on_after(self.interval_s):
+                    await self.wait_stop_requested()
+                if self.stop_requested:
+                    break
+                await self._pass()
+            tg.cancel_scope.cancel()  # the lease's keeper: releases the lease
+
+    async def _run_once(self) -> RunResult:
+        return await run_once(self.bus, self.subjects, self.billing, self.erp,
+                              grace_s=self.grace_s, repair=self.repair,
+                              revenue=self.revenue, ledger=self.ledger,
+                              partner=self.partner, accounts=self.accounts,
+                              postings=self.postings, billing_read=self.billing_read,
+                              audit_identity=self.audit_identity)
+
+    async def _pass(self) -> None:
+        try:
+            if self.lease is None:
+                result: RunResult | None = await self._run_once()
+            else:
+                _, result = await run_while_held(self.lease, self._run_once)
+        except GatewayError as err:  # a platform is down: try again next period
+            self.last_error = f"[{err.code}] {err.message}"
+            log.warning("reconciliation skipped: %s", self.last_error)
+            return
+        if result is None:  # another process holds the lease (or it was lost mid-pass)
+            self.skipped += 1
+            return
+        self.runs += 1
+        self.last = summary(result)
+        log.info("reconciled %d documents: %d matched, breaks %s, repaired %d",
+                 result.report.checked, result.report.matched,
+                 {k: v for k, v in result.overview.by_kind.items() if v},
+                 len(result.repaired) + len(result.reuploaded))
 
     def statistics(self) -> dict[str, object]:
-        return {"name": self.name, "runs": self.runs, "last": self.last,
-                "last_error": self.last_error}
+        return {"name": self.name, "runs": self.runs, "skipped": self.skipped,
+                "last": self.last, "last_error": self.last_error,
+                "lease": self.lease.statistics() if self.lease is not None else None}

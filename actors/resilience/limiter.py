@@ -273,6 +273,20 @@ class RateLimiter:
             self._hold_until = hold_until
             self._last = max(now, hold_until)
 
+    def reconfigure(self, config: LimiterConfig, now: float) -> None:
+        """Adopt new limits at ``now`` (the account's share changed: ``actors.limits``): what
+        accrued so far accrued under the old ones; the adaptive rate keeps its proportion of
+        the configured rate (within the new ``min_rate`` and ``rate``); the bucket keeps at
+        most the new ``burst`` (less the tokens out in leases). Permits in flight keep their
+        slots (above a lower concurrency cap, nothing more is granted until they are
+        released). Raises nothing."""
+        self._advance(now)
+        old = self._config
+        self._config = config
+        self._rate = min(config.rate, max(config.min_rate,
+                                          self._rate * config.rate / old.rate))
+        self._tokens = max(0.0, min(self._tokens, float(config.burst - self._leased)))
+
     def tick(self, now: float) -> None:
         """Housekeeping without a request: reclaim abandoned leases and fill the bucket up to
         ``now`` (so ``statistics`` shows tokens as of now). Raises nothing."""
