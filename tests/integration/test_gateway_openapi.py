@@ -28,7 +28,7 @@ from gateway.broker import EmbeddedBroker
 from gateway.config import load_config
 from gateway.openapi import LISTENERS, OPENAPI_PATH, document, webhook_sources
 
-from .conftest import running_gateway
+from .conftest import actor_stats, running_gateway
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 pytest.importorskip("schemathesis")
@@ -123,9 +123,10 @@ def test_the_cli_prints_what_the_gateway_serves(tmp_path: Path) -> None:
     assert r.returncode == 2 and "config.missing" in r.stderr and "Traceback" not in r.stderr
 
 
-async def _schemathesis(location: str, base: str, cwd: Path) -> tuple[int, str]:
+async def _schemathesis(location: str, base: str, cwd: Path,
+                        *extra: str) -> tuple[int, str]:
     result = await anyio.run_process(
-        [sys.executable, "-c", ST, "run", location, "--url", base,
+        [sys.executable, "-c", ST, "run", location, "--url", base, *extra,
          "--checks", "all", "--exclude-checks", "positive_data_acceptance",
          "--phases", "coverage,fuzzing", "--max-examples", "8",
          "--workers", "1", "--seed", "11", "--no-color"],
@@ -144,12 +145,17 @@ async def test_schemathesis_finds_nothing_in_either_listener(
                 async with s.get(f"{gw.admin_url}{OPENAPI_PATH.format(listener=name)}") as r:
                     assert r.status == 200
                     assert msgspec.json.decode(await r.read()) == document(name, gw.cfg)
-        for name, base in (("admin", gw.admin_url), ("webhooks", webhooks)):
+        # With a usage token, the intake's records are stored, not only refused (401).
+        for name, base, extra in (("admin", gw.admin_url, ()),
+                                  ("webhooks", webhooks,
+                                   ("--header", "Authorization: Bearer usage-token"))):
             doc = document(name, gw.cfg)
             code, output = await _schemathesis(
-                f"{gw.admin_url}{OPENAPI_PATH.format(listener=name)}", base, tmp_path)
+                f"{gw.admin_url}{OPENAPI_PATH.format(listener=name)}", base, tmp_path, *extra)
             assert code == 0, f"{name}:\n{output[-6000:]}"
             # Loaded from a URL, schemathesis leaves out the operation serving that document.
             tested = len(_operations(doc)) - (name == "admin")
             assert f"Tested: {tested}" in output, output[-3000:]
             assert " passed" in output and "failure" not in output, output[-3000:]
+        intake = await actor_stats(gw.admin_url, "usage-intake")
+        assert intake["accepted"] > 0  # schema-valid records were stored
