@@ -44,6 +44,9 @@ async def test_every_actor_reports_what_the_monitor_reads(live_gateway: LiveGate
     assert poster.latency_ms["p99"] > 0
     revenue = read[REVENUE_CONSUMER]
     assert isinstance(revenue, RevenueCounters) and revenue.uploaded_lines == 1
+    # The lanes' intake counters (gateway/app.py, LaneWatch.intake): billing-ingress and
+    # usage-intake report "accepted".
+    assert isinstance((await actor_stats(gw.admin_url, "usage-intake"))["accepted"], int)
 
 
 def test_a_renamed_counter_is_named() -> None:
