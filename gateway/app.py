@@ -88,6 +88,7 @@ from .config import Config
 from .credentials import admin_token, platform_credentials
 from .datalock import data_dir_lock
 from .identities import ACTOR_ROLE, auth_for, identities_dir
+from .openapi import openapi_documents
 
 __all__ = ["CONSUMERS", "REVENUE_CONSUMER", "erp_journal_client", "erp_postings_reader",
            "platform_specs", "provision", "run_gateway", "stripe_billing_read"]
@@ -336,6 +337,7 @@ async def _run_locked(cfg: Config, specs: Mapping[str, PlatformSpec], token: Sec
     sync_door = SyncDoor()
     admin = AdminListener(cfg.admin, token=token.reveal() if token is not None else None,
                           ssl_context=admin_tls, post_routes=sync_door.routes(),
+                          documents=openapi_documents(cfg),
                           max_body_bytes=cfg.http.max_body_bytes)
     buses: dict[str, NatsBus] = {}
     ledger_open = [False]

@@ -13,6 +13,8 @@ Routes:
   "not_ready": [names], "checks": {name: bool}}``;
 - ``GET /status``: the status tree (readiness checks and every actor's statistics);
 - ``GET /metrics``: Prometheus text (``actors.monitor``);
+- ``GET /openapi/<listener>.json``: the OpenAPI documents of the gateway's HTTP faces (given
+  by the process, ``gateway/openapi.py``);
 - ``POST /sync/v1/...``: the synchronous lane (``actors.sync``).
 
 It starts before the broker connection and stops after everything else, so ``/readyz``
@@ -81,12 +83,15 @@ class AdminListener:
     def __init__(self, settings: AdminSettings, *, token: str | None = None,
                  ssl_context: ssl.SSLContext | None = None,
                  post_routes: Mapping[str, PostRoute] | None = None,
+                 documents: Mapping[str, bytes] | None = None,
                  max_body_bytes: int = 256 * 1024) -> None:
         self.settings = settings
         # Kept as bytes, in no repr or log.
         self._token = token.encode() if token is not None else None
         self._ssl = ssl_context
         self._post_routes = dict(post_routes or {})
+        # {path: JSON document} served as they are (the OpenAPI documents).
+        self._documents = dict(documents or {})
         self._max_body = max_body_bytes
         self._checks: dict[str, Callable[[], bool]] = {}
         self.metrics: ExtraRoute | None = None
@@ -130,10 +135,12 @@ class AdminListener:
         except web.HTTPNotFound:
             return _answer(404, {"code": "admin.not_found",
                                  "message": f"no admin route {request.path}"})
-        except web.HTTPMethodNotAllowed:
+        except web.HTTPMethodNotAllowed as exc:
+            # RFC 9110: a 405 names the methods the route serves.
             return _answer(405, {"code": "admin.method_not_allowed",
                                  "message": f"{request.method} is not served at "
-                                            f"{request.path}"})
+                                            f"{request.path}"},
+                           headers={"Allow": ", ".join(sorted(exc.allowed_methods))})
 
     def _authorized(self, request: web.Request) -> bool:
         token = self._token
@@ -175,6 +182,11 @@ class AdminListener:
         status, ctype, body = self.metrics()
         return web.Response(status=status, body=body, headers={"Content-Type": ctype})
 
+    def _serve_document(self, body: bytes) -> Handler:
+        async def handler(request: web.Request) -> web.Response:
+            return web.Response(status=200, body=body, content_type="application/json")
+        return handler
+
     def _serve_post(self, route: PostRoute) -> Handler:
         async def handler(request: web.Request) -> web.Response:
             if request.content_length is not None and request.content_length > self._max_body:
@@ -204,6 +216,8 @@ class AdminListener:
         app.router.add_get("/metrics", self.prometheus)
         for path, route in self._post_routes.items():
             app.router.add_post(path, self._serve_post(route))
+        for path, body in self._documents.items():
+            app.router.add_get(path, self._serve_document(body))
         return app
 
     @contextlib.asynccontextmanager
@@ -223,7 +237,7 @@ class AdminListener:
                     f"cannot listen for admin requests on {self.settings.host}:"
                     f"{self.settings.port}: {exc.strerror}; choose another with "
                     "--admin-port", code="http.port_busy") from exc
-            log.info("admin listener on %s (livez, readyz, status, metrics, sync)%s",
+            log.info("admin listener on %s (livez, readyz, status, metrics, openapi, sync)%s",
                      self.url, "; bearer token required" if self._token else "")
             yield self
         finally:

@@ -49,7 +49,7 @@ from contracts import Subjects
 
 from ..resilience import CircuitBreaker, Limiter, Transition
 from ..runtime import SupervisorEvent
-from ..stats import WorkerStats, percentiles
+from ..stats import IngressCounters, PosterCounters, RevenueCounters, WorkerStats, percentiles
 from .prometheus import CONTENT_TYPE, Exposition
 from .sla import LOWER_BOUND, SlaConfig
 
@@ -303,10 +303,9 @@ class Monitor:
         """(created, replayed, their sum) accumulated from the posting child's counters."""
         child = _child(tree, self.posting_child)
         restarts = int(_num(child.get("restarts")))
-        actor = child.get("actor") or {}
-        created = self._totals.update("postings.created", restarts, _num(actor.get("posted")))
-        replayed = self._totals.update("postings.replayed", restarts,
-                                       _num(actor.get("replayed")))
+        poster = PosterCounters.of(child.get("actor") or {})
+        created = self._totals.update("postings.created", restarts, poster.posted)
+        replayed = self._totals.update("postings.replayed", restarts, poster.replayed)
         self._postings_seen.append((now, created + replayed))
         return created, replayed, created + replayed
 
@@ -357,19 +356,22 @@ class Monitor:
         if self.ingress_child is not None:
             child = _child(tree, self.ingress_child)
             restarts = int(_num(child.get("restarts")))
-            actor = child.get("actor") or {}
-            for name in _WEBHOOK_OUTCOMES:
-                self._totals.update(f"webhooks.{name}", restarts, _num(actor.get(name)))
-            rejected = actor.get("rejected")
-            for code, n in (rejected.items() if isinstance(rejected, Mapping) else ()):
-                self._webhook_codes.add(str(code))
-                self._totals.update(f"webhooks.rejected.{code}", restarts, _num(n))
+            hooks = IngressCounters.of(child.get("actor") or {})
+            for name, n in (("accepted", hooks.accepted), ("duplicate", hooks.duplicate),
+                            ("ignored", hooks.ignored)):
+                self._totals.update(f"webhooks.{name}", restarts, n)
+            for code, n in hooks.rejected.items():
+                self._webhook_codes.add(code)
+                self._totals.update(f"webhooks.rejected.{code}", restarts, n)
         if self.revenue_child is not None:
             child = _child(tree, self.revenue_child)
             restarts = int(_num(child.get("restarts")))
-            actor = child.get("actor") or {}
-            for name in _REVENUE_LINES:
-                self._totals.update(f"revenue.{name}", restarts, _num(actor.get(name)))
+            lines = RevenueCounters.of(child.get("actor") or {})
+            for name, n in (("uploaded_lines", lines.uploaded_lines),
+                            ("in_doubt_lines", lines.in_doubt_lines),
+                            ("rejected_lines", lines.rejected_lines),
+                            ("dead_lettered_lines", lines.dead_lettered_lines)):
+                self._totals.update(f"revenue.{name}", restarts, n)
 
     def observe(self, tree: Mapping[str, Any], backlog: Mapping[str, tuple[int, int]],
                 dlq_counts: tuple[int, int] | None) -> dict[str, Any]:
@@ -430,8 +432,8 @@ class Monitor:
         doc["lanes"] = lanes
         doc["backlog"] = {d: {"pending": p, "ack_pending": a} for d, (p, a) in backlog.items()}
 
-        poster = (_child(tree, self.posting_child).get("actor") or {})
-        latency = {k: float(_num(v)) for k, v in (poster.get("latency_ms") or {}).items()}
+        latency = PosterCounters.of(_child(tree, self.posting_child).get("actor")
+                                    or {}).latency_ms
         doc["latency_ms"] = {"invoice_posting": {
             "p50": latency.get("p50", 0.0), "p95": latency.get("p95", 0.0),
             "p99": latency.get("p99", 0.0), "max": latency.get("max", 0.0),

@@ -5,4 +5,4 @@ command never touches the CLI core. ``ORDER`` fixes how ``erpgw --help`` lists t
 from __future__ import annotations
 
 ORDER = ("up", "sim", "demo", "bench", "monitor", "trace", "dlq", "replay", "reconcile",
-         "close", "audit", "schema")
+         "close", "audit", "schema", "broker")

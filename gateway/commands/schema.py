@@ -1,5 +1,6 @@
-"""``erpgw schema``: the canonical contracts as JSON Schema and AsyncAPI, and the check that
-keeps them compatible (``erpgw schema check --against contracts/schemas`` in CI)."""
+"""``erpgw schema``: the canonical contracts as JSON Schema and AsyncAPI, the OpenAPI documents
+of the gateway's HTTP listeners, and the check that keeps the contracts compatible
+(``erpgw schema check --against contracts/schemas`` in CI)."""
 
 from __future__ import annotations
 
@@ -74,6 +75,27 @@ def cmd_asyncapi(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_openapi(args: argparse.Namespace) -> int:
+    from contracts.schema import dumps
+
+    from ..config import load_config
+    from ..openapi import document
+
+    cfg = load_config(args.config)  # a bad file: ConfigError naming it (exit 2)
+    doc = document(args.listener, cfg)
+    data = dumps(doc)
+    if args.out is None:
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
+    else:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_bytes(data)
+        operations = sum(len(ops) for ops in doc["paths"].values())
+        print(f"wrote OpenAPI {doc['openapi']} document of the {args.listener} listener "
+              f"({operations} operations) to {args.out}")
+    return 0
+
+
 def shipped_snapshot() -> Path:
     """The schema snapshot installed with the contracts (the released messages)."""
     return Path(str(resources.files("contracts").joinpath("schemas")))
@@ -104,14 +126,17 @@ def cmd_check(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     fmt = argparse.RawDescriptionHelpFormatter
     sc = sub.add_parser(
-        "schema", help="export JSON Schemas, print the AsyncAPI document, check compatibility",
+        "schema", help="export JSON Schemas, print the AsyncAPI and OpenAPI documents, check "
+                       "compatibility",
         formatter_class=fmt,
         description="The canonical messages (contracts/) as JSON Schema 2020-12 and AsyncAPI "
-                    "3.0, generated from the msgspec structs, and the compatibility check that "
-                    "keeps a version's messages readable by every gateway sharing a stream.",
+                    "3.0, generated from the msgspec structs; the compatibility check that "
+                    "keeps a version's messages readable by every gateway sharing a stream; and "
+                    "the OpenAPI 3.1 documents of the gateway's own HTTP listeners.",
         epilog=f"examples:\n"
                f"  erpgw schema export {SNAPSHOT}          refresh the committed snapshot\n"
                f"  erpgw schema asyncapi --out asyncapi.json\n"
+               f"  erpgw schema openapi --listener admin --config erpgw.toml\n"
                f"  erpgw schema check --against {SNAPSHOT}  what CI runs\n\n"
                "Evolution rules and error codes: docs/contracts.md")
 
@@ -147,6 +172,25 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     aa.add_argument("--out", type=Path, metavar="FILE",
                     help="write to FILE instead of standard output")
     aa.set_defaults(func=cmd_asyncapi)
+
+    oa = ss.add_parser(
+        "openapi", help="print the OpenAPI 3.1 document (JSON) of a listener of the gateway",
+        formatter_class=fmt,
+        description="Print an OpenAPI 3.1.0 document, as JSON, of one of the gateway's HTTP "
+                    "listeners as the config sets it up: 'webhooks' (the platforms' signed "
+                    "webhooks at their configured paths and the usage intake) or 'admin' "
+                    "(/livez, /readyz, /status, /metrics, the synchronous lane). A running "
+                    "gateway serves the same documents on its admin listener at "
+                    "/openapi/webhooks.json and /openapi/admin.json.",
+        epilog="example: erpgw schema openapi --listener admin --out build/admin.json")
+    oa.add_argument("--listener", choices=("webhooks", "admin"), default="webhooks",
+                    help="which listener (default: webhooks)")
+    oa.add_argument("--config", type=Path, metavar="FILE",
+                    help="the gateway's TOML config (paths, dialect, listeners; default: the "
+                         "built-in defaults and ERPGW_* variables)")
+    oa.add_argument("--out", type=Path, metavar="FILE",
+                    help="write to FILE instead of standard output")
+    oa.set_defaults(func=cmd_openapi)
 
     ck = ss.add_parser(
         "check", help="compare the current messages with a schema snapshot; exit 1 if breaking",

@@ -233,3 +233,12 @@ async def test_mangled_authorization_headers_never_reach_a_5xx() -> None:
             status = int(answer.split(b" ", 2)[1])
             assert 400 <= status < 500, (value, answer[:200])
             assert TOKEN.encode() not in answer
+
+
+async def test_another_method_is_405_naming_the_allowed_ones() -> None:
+    admin = _listener()
+    async with admin.serving(), aiohttp.ClientSession() as s:
+        async with s.delete(f"{admin.url}/livez") as r:
+            body = msgspec.json.decode(await r.read())
+            assert (r.status, body["code"]) == (405, "admin.method_not_allowed")
+            assert set(r.headers["Allow"].replace(" ", "").split(",")) == {"GET", "HEAD"}
