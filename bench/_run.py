@@ -50,7 +50,7 @@ from ._target import broker_problem, check_targets, make_stack, topology
 __all__ = ["PROFILES", "BenchOptions", "Leg", "invoices_for_duration", "plan_legs",
            "run_peak_billing"]
 
-BASELINE_KINDS = ("raw_hop", "b1", "b2", "peer")
+BASELINE_KINDS = ("raw_hop", "b1", "b2", "b1w", "b2w", "b2wl", "peer")
 MAX_BILL_RUN = 1_000_000  # sim/_billing.py: the largest bill run the simulator accepts
 RSS_BASE = 1000  # --rss-check: 1,000 and 10,000 invoices unless --invoices says otherwise
 
@@ -198,6 +198,15 @@ async def _reset_sim(sim_url: str) -> None:
             await resp.read()
 
 
+def box_pids(stack: Stack) -> list[int]:
+    """The processes besides the system under test whose CPU counts as the box's: the
+    embedded nats-server and the simulator (none of them when targeted)."""
+    sim = getattr(stack, "_sim", None)
+    pids = [stack.broker.pid if stack.broker is not None else None,
+            sim.pid if sim is not None and sim.poll() is None else None]
+    return [p for p in pids if p]
+
+
 async def _run_baseline(kind: str, leg: Leg, stack: Stack, opts: BenchOptions, idx: int,
                         workdir: Path) -> dict[str, Any]:
     await _reset_sim(stack.sim_url)
@@ -205,7 +214,8 @@ async def _run_baseline(kind: str, leg: Leg, stack: Stack, opts: BenchOptions, i
     cfg = {"nats_url": stack.url, "nats_seed": admin.seed_file if admin else "",
            "sim_url": stack.sim_url, "events": leg.events,
            "rate": leg.rate, "seed": opts.seed, "run_id": f"{kind}-{idx}",
-           "stall_timeout": min(opts.stall_timeout, 60.0)}
+           "stall_timeout": min(opts.stall_timeout, 60.0), "box_pids": box_pids(stack),
+           "ledger_dir": str(workdir)}
     log = workdir / f"baseline-{kind}-{idx}.log"
     hard_timeout = 120.0 + leg.events / 200.0
     with log.open("wb") as err:
@@ -240,9 +250,12 @@ async def _run_legs(stack: Stack, legs: list[Leg], kinds: list[str], opts: Bench
         progress.phase(f"leg {leg.name}{tag}")
         gl = GatewayLeg(leg.name, leg.events, leg.rate, first_index)
         driller = Driller(stack, list(opts.faults), leg.events) if opts.faults else None
+        # The billing verdict legs carry no usage flood and no sync probe (they get a leg of
+        # their own, below), so the gateway does the same work as its baselines.
         gw = await run_gateway_leg(stack, gl, stall_timeout=opts.stall_timeout,
                                    metrics_subject=Subjects().metrics, say=progress.say,
-                                   driller=driller, usage=opts.usage)
+                                   driller=driller, sync_probe=False,
+                                   box_pids=tuple(box_pids(stack)))
         first_index = gl.first_index + leg.events  # gl learnt the leg's first invoice number
         result: dict[str, Any] = {"name": leg.name, "rate": leg.rate, "events": leg.events,
                                   "gateway": gw, "baselines": {}}
@@ -253,6 +266,19 @@ async def _run_legs(stack: Stack, legs: list[Leg], kinds: list[str], opts: Bench
             progress.phase(f"leg {leg.name}{tag}: baseline {kind}")
             result["baselines"][kind] = await _run_baseline(kind, leg, stack, opts,
                                                             rep * len(legs) + i, workdir)
+    if opts.usage > 0 and not opts.faults and any(leg.rate is None for leg in legs):
+        # The flood leg (--usage N): the maximum-load bill run again with N usage records
+        # alongside and the sync-lane probe; the sync-lane and usage verdicts come from it.
+        n = next(leg.events for leg in legs if leg.rate is None)
+        name = "max+usage"
+        progress.phase(f"leg {name}{tag}")
+        gl = GatewayLeg(name, n, None, first_index)
+        gw = await run_gateway_leg(stack, gl, stall_timeout=opts.stall_timeout,
+                                   metrics_subject=Subjects().metrics, say=progress.say,
+                                   usage=opts.usage, box_pids=tuple(box_pids(stack)))
+        first_index = gl.first_index + n
+        results.append({"name": name, "rate": None, "events": n, "gateway": gw,
+                        "baselines": {}, "flood_leg": True})
     return first_index
 
 
@@ -260,7 +286,10 @@ async def run_peak_billing(opts: BenchOptions) -> dict[str, Any]:
     """Run the bench and return the report; prints nothing but the progress line."""
     legs = plan_legs(opts)
     kinds = [k for k in BASELINE_KINDS if k in opts.baselines]
-    progress = _Progress(not opts.quiet, 1 + opts.repeat * len(legs) * (1 + len(kinds))
+    flood_legs = (1 if opts.usage > 0 and not opts.faults
+                  and any(leg.rate is None for leg in legs) else 0)
+    progress = _Progress(not opts.quiet, 1 + opts.repeat * (len(legs) * (1 + len(kinds))
+                                                            + flood_legs)
                          + (2 if opts.rss_check else 0))
     tmp = None
     workdir = opts.workdir
