@@ -47,6 +47,7 @@ class LoadConfig:
     rate: float | None = None  # None or 0: maximum load
     window: int = 64
     seed: int = 7
+    start_index: int = 1  # the first invoice number (in_<start_index>)
     retries: int = 20
     timeout_s: float = 30.0
 
@@ -74,7 +75,7 @@ def build_webhooks(cfg: LoadConfig, now: float | None = None) -> list[tuple[str,
     """``(invoice id, body, signature header)`` of every event, in issue order."""
     at = time.time() if now is None else now
     out = []
-    for inv in generate_invoices(cfg.events, cfg.seed, 1, now=at):
+    for inv in generate_invoices(cfg.events, cfg.seed, cfg.start_index, now=at):
         body = _event_enc.encode(BillingEvent(id=f"evt_{inv.id}", type="invoice.finalized",
                                               created=inv.created, data=EventData(object=inv)))
         out.append((inv.id, body, sign(cfg.secret, body, int(at))))

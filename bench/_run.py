@@ -42,6 +42,7 @@ from gateway.drills import Driller
 from gateway.stack import Stack
 
 from ._gateway import GatewayLeg, run_gateway_leg
+from ._gateway_gen import GEN_FIRST_INDEX, run_generated_leg
 from ._proc import machine
 from ._report import build_report, merge_repeats, render_human
 from ._rss import run_rss_check
@@ -198,6 +199,14 @@ async def _reset_sim(sim_url: str) -> None:
             await resp.read()
 
 
+def generator_load(opts: BenchOptions) -> bool:
+    """Whether the gateway's billing legs are loaded by ``bench._loadgen`` (as the webhook
+    baselines are): yes for a stack the bench starts, without faults; a targeted gateway
+    (its secret is not the bench's) and the fault drills (they act on the simulator's
+    deliveries) keep the simulator's bill runs."""
+    return not opts.gateway_url and not opts.faults
+
+
 def box_pids(stack: Stack) -> list[int]:
     """The processes besides the system under test whose CPU counts as the box's: the
     embedded nats-server and the simulator (none of them when targeted)."""
@@ -246,17 +255,24 @@ async def _run_legs(stack: Stack, legs: list[Leg], kinds: list[str], opts: Bench
                     progress: _Progress, workdir: Path) -> int:
     """One repetition of every leg; returns the next free invoice number."""
     tag = f" (run {rep + 1}/{opts.repeat})" if opts.repeat > 1 else ""
+    gen_index = GEN_FIRST_INDEX + rep * len(legs) * max(leg.events for leg in legs)
     for i, leg in enumerate(legs):
         progress.phase(f"leg {leg.name}{tag}")
         gl = GatewayLeg(leg.name, leg.events, leg.rate, first_index)
         driller = Driller(stack, list(opts.faults), leg.events) if opts.faults else None
         # The billing verdict legs carry no usage flood and no sync probe (they get a leg of
         # their own, below), so the gateway does the same work as its baselines.
-        gw = await run_gateway_leg(stack, gl, stall_timeout=opts.stall_timeout,
-                                   metrics_subject=Subjects().metrics, say=progress.say,
-                                   driller=driller, sync_probe=False,
-                                   box_pids=tuple(box_pids(stack)))
-        first_index = gl.first_index + leg.events  # gl learnt the leg's first invoice number
+        if generator_load(opts):
+            gl = GatewayLeg(leg.name, leg.events, leg.rate, gen_index)
+            gen_index += leg.events
+            gw = await run_generated_leg(stack, gl, stall_timeout=opts.stall_timeout,
+                                         say=progress.say, box_pids=tuple(box_pids(stack)))
+        else:
+            gw = await run_gateway_leg(stack, gl, stall_timeout=opts.stall_timeout,
+                                       metrics_subject=Subjects().metrics, say=progress.say,
+                                       driller=driller, sync_probe=False,
+                                       box_pids=tuple(box_pids(stack)))
+            first_index = gl.first_index + leg.events  # gl learnt the leg's first number
         result: dict[str, Any] = {"name": leg.name, "rate": leg.rate, "events": leg.events,
                                   "gateway": gw, "baselines": {}}
         results.append(result)
@@ -346,6 +362,8 @@ async def run_peak_billing(opts: BenchOptions) -> dict[str, Any]:
         "seed": opts.seed,
         "repeat": opts.repeat,
         "fsync": opts.fsync if not opts.nats_url else "the targeted broker's own",
+        "gateway_load": ("bench._loadgen, the generator of the webhook baselines"
+                         if generator_load(opts) else "the simulator's bill runs"),
         "broker_sync_interval": stack.sync_interval if not opts.nats_url else "unknown",
         "topology": topo,
         "duration_s": opts.duration,
