@@ -44,9 +44,9 @@ LOOKUP_CONCURRENCY = 16
 
 
 async def _postings(http: aiohttp.ClientSession, base: str,
-                    ids: list[str]) -> dict[str, tuple[int, float | None, int]]:
-    """``{id: (postings, first acceptedAt or None, first posting's amount)}``."""
-    out: dict[str, tuple[int, float | None, int]] = {}
+                    ids: list[str]) -> dict[str, tuple[int, float | None, tuple[str, int]]]:
+    """``{id: (postings, first acceptedAt or None, first posting's currency and amount)}``."""
+    out: dict[str, tuple[int, float | None, tuple[str, int]]] = {}
     queue = list(reversed(ids))
 
     async def worker() -> None:
@@ -55,10 +55,11 @@ async def _postings(http: aiohttp.ClientSession, base: str,
             posts = await _sim(http, "GET", f"{base}/erp/v1/journal-entries?externalId={inv}")
             items = posts.get("items", [])
             if not items:
-                out[inv] = (0, None, 0)
+                out[inv] = (0, None, ("", 0))
                 continue
             first = min(items, key=lambda p: p["seq"])
-            out[inv] = (len(items), float(first["acceptedAt"]), int(first.get("amount") or 0))
+            out[inv] = (len(items), float(first["acceptedAt"]),
+                        (str(first.get("currency", "")).upper(), int(first.get("amount") or 0)))
 
     await asyncio.gather(*(worker() for _ in range(LOOKUP_CONCURRENCY)))
     return out
@@ -119,8 +120,13 @@ async def run_generated_leg(stack: Stack, leg: GatewayLeg, *, stall_timeout: flo
     sent_at: dict[str, float] = gen.pop("sent_at", {}) or {}
     posted = {k: v[1] for k, v in per.items() if v[1] is not None}
     lat = [(posted[k] - sent_at[k]) * 1000.0 for k in posted if k in sent_at]
-    lost = sum(1 for k in ids if per.get(k, (0, None, 0))[0] == 0)
-    dups = sum(max(0, per.get(k, (0, None, 0))[0] - 1) for k in ids)
+    lost = sum(1 for k in ids if k not in per or per[k][0] == 0)
+    dups = sum(max(0, per[k][0] - 1) for k in ids if k in per)
+    amount_posted: dict[str, int] = {}
+    for count, _at, (cur, amount) in per.values():
+        if count:
+            amount_posted[cur] = amount_posted.get(cur, 0) + amount
+    amount_issued = gen.get("amount_issued") or {}
     first = min(sent_at.values()) if sent_at else t_start
     last_arr = max(sent_at.values()) if sent_at else first
     ok, lag = keeps_up(leg.rate, len(sent_at), first, last_arr)
@@ -159,7 +165,9 @@ async def run_generated_leg(stack: Stack, leg: GatewayLeg, *, stall_timeout: flo
         "audit": {
             "issued": len(sent_at), "accepted": accepted, "posted": n,
             "postings": postings, "lost": lost, "duplicates": dups, "unexpected": 0,
-            "sum_ok": None, "dead_lettered": 0, "dlq_exact": True, "drained": drained,
+            "sum_ok": bool(amount_issued) and amount_posted == amount_issued,
+            "amount_issued": amount_issued, "amount_posted": amount_posted,
+            "dead_lettered": 0, "dlq_exact": True, "drained": drained,
             "source": "the ERP's postings per invoice (the simulator did not issue these)",
         },
         "drill": None,

@@ -12,8 +12,9 @@ the event keeps its first ``sent_at``.
 
 The generator runs in a process of its own so that its CPU is its own: the figures dict it
 prints as one JSON line on stdout carries ``cpu_s`` (user + system from the first POST to the
-last answer), ``sent_at`` per event key (the invoice id), ``errors`` (events never accepted)
-and ``wall_s``. The pacing and admission rule is ``due_now`` (pure, unit-tested).
+last answer), ``sent_at`` per event key (the invoice id), ``errors`` (events never accepted),
+``wall_s`` and ``amount_issued`` (invoice totals per currency). The pacing and admission rule
+is ``due_now`` (pure, unit-tested).
 """
 
 from __future__ import annotations
@@ -71,11 +72,16 @@ def due_now(sent: int, outstanding: int, elapsed: float, rate: float | None, tot
     return max(0, min(due - sent, window - outstanding))
 
 
-def build_webhooks(cfg: LoadConfig, now: float | None = None) -> list[tuple[str, bytes, str]]:
-    """``(invoice id, body, signature header)`` of every event, in issue order."""
+def build_webhooks(cfg: LoadConfig, now: float | None = None,
+                   amounts: dict[str, int] | None = None) -> list[tuple[str, bytes, str]]:
+    """``(invoice id, body, signature header)`` of every event, in issue order; ``amounts``,
+    when given, gains each currency's invoice totals (what the ERP should end up holding)."""
     at = time.time() if now is None else now
     out = []
     for inv in generate_invoices(cfg.events, cfg.seed, cfg.start_index, now=at):
+        if amounts is not None:
+            cur = inv.currency.upper()
+            amounts[cur] = amounts.get(cur, 0) + inv.total
         body = _event_enc.encode(BillingEvent(id=f"evt_{inv.id}", type="invoice.finalized",
                                               created=inv.created, data=EventData(object=inv)))
         out.append((inv.id, body, sign(cfg.secret, body, int(at))))
@@ -89,7 +95,8 @@ def _cpu_s() -> float:
 
 async def run_load(cfg: LoadConfig) -> dict[str, Any]:
     """Send every webhook of ``cfg`` (see the module docstring); the figures dict."""
-    hooks = build_webhooks(cfg)  # before the clock
+    amounts: dict[str, int] = {}
+    hooks = build_webhooks(cfg, amounts=amounts)  # before the clock
     sent_at: dict[str, float] = {}
     errors = 0
     statuses: dict[str, int] = {}
@@ -145,7 +152,8 @@ async def run_load(cfg: LoadConfig) -> dict[str, Any]:
         wall = time.monotonic() - t0
         cpu = _cpu_s() - cpu0
     return {"kind": "generator", "events": len(hooks), "errors": errors,
-            "statuses": statuses, "cpu_s": round(cpu, 4), "wall_s": round(wall, 3),
+            "statuses": statuses, "amount_issued": amounts, "cpu_s": round(cpu, 4),
+            "wall_s": round(wall, 3),
             "cpu_us_per_event": round(cpu / len(hooks) * 1e6, 1) if hooks else None,
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
             "sent_at": sent_at}

@@ -541,7 +541,7 @@ def render_human(report: Mapping[str, Any]) -> str:
                              f"CPU/event {_fmt(w.get('cpu_per_event'))}x (box "
                              f"{_fmt(w.get('cpu_box_per_event'))}x)")
         gens = [f"{k} {_fmt(b['generator'].get('cpu_us_per_event'))}"
-                for k, b in leg["baselines"].items()
+                for k, b in (("gateway", leg["gateway"]), *leg["baselines"].items())
                 if isinstance(b, Mapping) and isinstance(b.get("generator"), Mapping)]
         if gens:
             lines.append("  load generator CPU us/event (its own process, in the box figure): "
