@@ -405,7 +405,8 @@ def build_report(legs: list[dict[str, Any]], meta: Mapping[str, Any]) -> dict[st
 
     The primary leg is the ``max`` leg when there is one, else the first. Top-level keys:
     ``gateway.billing``, ``baselines.raw_hop|raw_path|peer``, ``ratios.vs_raw_path|vs_peer``,
-    ``audit``, ``verdicts``, ``ok`` (False when anything was lost or doubled).
+    ``ratios.vs_b1w|vs_b2w|vs_b2wl``, ``cpu_us_per_event.<system>.process|box``, ``audit``,
+    ``verdicts``, ``ok`` (False when anything was lost or doubled).
     """
     for leg in legs:
         leg["ratios"] = leg_ratios(leg)
@@ -425,6 +426,12 @@ def build_report(legs: list[dict[str, Any]], meta: Mapping[str, Any]) -> dict[st
                                **{k: _summary(primary["baselines"].get(k))
                                   for k in WEBHOOK_BASELINES}}
         report["ratios"] = primary["ratios"]
+        # Per system of the primary leg: its own process, and the whole box (with nats-server,
+        # the simulator and the load generator) per event.
+        systems = {"gateway": primary["gateway"], **primary["baselines"]}
+        report["cpu_us_per_event"] = {
+            k: {"process": f.get("cpu_us_per_event"), "box": f.get("cpu_us_per_event_box")}
+            for k, f in systems.items() if f and f.get("available", True)}
     usage_leg = next((leg for leg in legs if leg["gateway"].get("usage")), None)
     if usage_leg is not None:  # gateway.usage.throughput_eps and the rest of the flood
         report.setdefault("gateway", {})["usage"] = usage_leg["gateway"]["usage"]

@@ -209,6 +209,8 @@ def test_ratios_against_the_webhook_baselines_come_from_the_same_leg() -> None:
     assert report["legs"][1]["ratios"]["vs_b2wl"]["p99"] == 1.5  # 12 / 8 at 1,000/s
     assert report["legs"][1]["ratios"]["vs_b1w"]["available"] is False  # not run there
     assert report["baselines"]["b2wl"]["throughput_eps"] == 1200.0
+    assert report["cpu_us_per_event"]["gateway"] == {"process": 150.0, "box": 600.0}
+    assert report["cpu_us_per_event"]["b2wl"] == {"process": 100.0, "box": 400.0}
     v = by_id(report["verdicts"])
     assert v["throughput_vs_b2wl"]["figure"] == 0.75 and v["throughput_vs_b2wl"]["met"] is False
     assert v["cpu_vs_b2wl"]["figure"] == 1.5 and v["cpu_vs_b2wl"]["met"] is True
