@@ -34,7 +34,7 @@ from pydantic import BaseModel
 from sim import generate_invoices
 
 from .._probe import Arrivals, Probe
-from .._raw import BULK_PATH, BaselineConfig, seed_option
+from .._raw import BULK_PATH, BaselineConfig, ErpBudget, seed_option
 
 __all__ = ["run_peer"]
 
@@ -100,7 +100,8 @@ async def run_peer(cfg: BaselineConfig) -> dict[str, Any]:
     quiet = logging.getLogger("bench.peer.faststream")
     quiet.setLevel(logging.WARNING)
     broker = NatsBroker(cfg.nats_url, logger=quiet, **seed_option(cfg))
-    probe = Probe(cfg.events)
+    probe = Probe(cfg.events, cfg.box_pids)
+    budget = ErpBudget(cfg.erp_rate, cfg.erp_burst)  # the ERP budget every system gets
     http: aiohttp.ClientSession | None = None
     to_erp = broker.publisher(out_subject, stream=out_stream)
 
@@ -118,6 +119,7 @@ async def run_peer(cfg: BaselineConfig) -> dict[str, Any]:
     async def post(entries: list[JournalEntry]) -> None:
         assert http is not None
         body = {"items": [e.model_dump() for e in entries]}
+        await budget.take()
         async with http.post(cfg.sim_url + BULK_PATH, json=body) as resp:
             resp.raise_for_status()  # an exception naks the whole batch (NACK_ON_ERROR)
             answer = await resp.json()
