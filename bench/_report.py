@@ -55,7 +55,7 @@ TARGETS: dict[str, str] = {
 }
 
 # The like-for-like baselines the ratios name (``ratios.vs_<kind>``).
-WEBHOOK_BASELINES = ("b1w", "b2w", "b2wl")
+WEBHOOK_BASELINES = ("b1w", "b2w", "b2wl", "peerw")
 
 
 def ratio(num: float | None, den: float | None) -> float | None:
@@ -477,6 +477,7 @@ _ROWS: tuple[tuple[str, str], ...] = (
     ("b2w", "(b2w) b2 + webhook ingress"),
     ("b2wl", "(b2wl) b2w + ledger fsync"),
     ("peer", "(c) peer: FastStream"),
+    ("peerw", "(cw) peer: FastAPI+FastStream"),
 )
 
 

@@ -51,7 +51,7 @@ from ._target import broker_problem, check_targets, make_stack, topology
 __all__ = ["PROFILES", "BenchOptions", "Leg", "invoices_for_duration", "plan_legs",
            "run_peak_billing"]
 
-BASELINE_KINDS = ("raw_hop", "b1", "b2", "b1w", "b2w", "b2wl", "peer")
+BASELINE_KINDS = ("raw_hop", "b1", "b2", "b1w", "b2w", "b2wl", "peer", "peerw")
 MAX_BILL_RUN = 1_000_000  # sim/_billing.py: the largest bill run the simulator accepts
 RSS_BASE = 1000  # --rss-check: 1,000 and 10,000 invoices unless --invoices says otherwise
 

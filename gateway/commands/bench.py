@@ -11,7 +11,7 @@ from typing import Any
 
 from ._common import faults_arg, run_async
 
-_KINDS = ("raw_hop", "b1", "b2", "b1w", "b2w", "b2wl", "peer")
+_KINDS = ("raw_hop", "b1", "b2", "b1w", "b2w", "b2wl", "peer", "peerw")
 
 
 def _baselines(text: str) -> tuple[str, ...]:
@@ -165,7 +165,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                          "throughput and the sync-lane p99 during that flood vs idle "
                          "(default 0: no usage flood)")
     pb.add_argument("--baselines", type=_baselines, default=_KINDS, metavar="LIST",
-                    help="comma-separated baselines to run: raw_hop,b1,b2,b1w,b2w,b2wl,peer "
+                    help="comma-separated baselines to run: raw_hop,b1,b2,b1w,b2w,b2wl,peer,peerw "
                          "(default all) or none")
     pb.add_argument("--repeat", type=int, default=1, metavar="K",
                     help="run every leg K times and report each system's median-throughput "

@@ -82,6 +82,28 @@ async def test_each_webhook_baseline_posts_every_invoice_once(
     assert await _postings(sim_stack.sim_url, ids) == dict.fromkeys(ids, 1)
 
 
+@pytest.mark.integration
+@pytest.mark.timeout(300)
+async def test_the_fastapi_faststream_peer_posts_every_invoice_once(
+        sim_stack: Stack, broker: EmbeddedBroker) -> None:
+    for module in ("fastapi", "uvicorn", "faststream"):
+        pytest.importorskip(module)
+    admin = broker.auth("admin")
+    cfg = {"nats_url": broker.url, "nats_seed": admin.seed_file if admin else "",
+           "sim_url": sim_stack.sim_url, "events": EVENTS, "run_id": "peerw-smoke",
+           "stall_timeout": 30.0, "box_pids": [broker.pid]}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bench.baseline", "peerw", json.dumps(cfg),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), 240)
+    assert proc.returncode == 0, err.decode()[-2000:]
+    doc: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
+    assert doc["completed"] == EVENTS and doc["duplicates"] == 0 and doc["errors"] == 0
+    assert doc["generator"]["statuses"] == {"200": EVENTS}
+    ids = [f"in_{i:06d}" for i in range(1, EVENTS + 1)]
+    assert await _postings(sim_stack.sim_url, ids) == dict.fromkeys(ids, 1)
+
+
 async def test_the_ingress_refuses_a_bad_signature_and_a_bad_body() -> None:
     pipe = _Pipe(BaselineConfig(nats_url="", sim_url="", events=1), atomic=False)
     ingress = _Ingress(pipe, Probe(1), "whsec_t")
