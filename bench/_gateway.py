@@ -124,6 +124,12 @@ async def _per_invoice(http: aiohttp.ClientSession, base: str,
     return out
 
 
+def _sum_cpu(pids: list[int]) -> float | None:
+    """CPU seconds of ``pids`` together; None when any cannot be read."""
+    vals = [cpu_seconds(p) for p in pids]
+    return None if any(v is None for v in vals) else sum(v for v in vals if v is not None)
+
+
 def progress_bar(frac: float, width: int = 20) -> str:
     """``[#########...........]  45%`` for a share done between 0 and 1 (clamped)."""
     frac = min(1.0, max(0.0, frac))
@@ -153,7 +159,9 @@ async def _first_index(http: aiohttp.ClientSession, base: str, leg: GatewayLeg) 
 async def run_gateway_leg(stack: Stack, leg: GatewayLeg, *, stall_timeout: float,
                           metrics_subject: str, say: Progress,
                           driller: Driller | None = None,
-                          lean: bool = False, usage: int = 0) -> dict[str, Any]:
+                          lean: bool = False, usage: int = 0,
+                          sync_probe: bool = True,
+                          box_pids: tuple[int | None, ...] = ()) -> dict[str, Any]:
     """Drive one leg through ``stack`` and return its figures dict (with ``audit``).
 
     With ``driller`` the leg runs under its faults (``gateway.drills``): they fire while the
@@ -163,7 +171,10 @@ async def run_gateway_leg(stack: Stack, leg: GatewayLeg, *, stall_timeout: float
     number of the leg (a targeted simulator may have issued invoices before). ``usage`` N > 0
     (the maximum-load leg only, without faults): N usage records flood the usage lane at
     maximum rate alongside the invoices (``bench._usage``), the sync probe runs until they are
-    all recorded, and the figures gain a ``usage`` section.
+    all recorded, and the figures gain a ``usage`` section. ``sync_probe`` False: no sync-lane
+    probe (the billing verdict legs; the flood leg measures the sync lane). ``box_pids``: the
+    other processes of the box (nats-server, the simulator, which generates this load) whose
+    CPU counts, with the gateway's, in ``cpu_us_per_event_box``.
     """
     base = stack.sim_url
     pid = stack.gateway_pid
@@ -177,7 +188,7 @@ async def run_gateway_leg(stack: Stack, leg: GatewayLeg, *, stall_timeout: float
         # The sync lane: idle first, then probed all through a maximum-load leg.
         probe: SyncProbe | None = None
         idle_lat: list[float] = []
-        if leg.rate is None and driller is None and not lean:
+        if leg.rate is None and driller is None and not lean and sync_probe:
             products = await _sim(http, "GET", f"{base}/cpq/v1/products")
             if products.get("items"):
                 # A caller of the sync lane from outside the gateway: its own identity.
@@ -190,12 +201,15 @@ async def run_gateway_leg(stack: Stack, leg: GatewayLeg, *, stall_timeout: float
             flood = UsageFlood(stack.gateway_url, base, usage)
             await flood.prepare(http)
         flooding = anyio.Event()
+        others = [p for p in box_pids if p]
         cpu0 = cpu_seconds(pid)
+        box0 = _sum_cpu(others)
         t_start = time.time()
         if driller is not None:
             await driller.before_run()
         await stack.bill_run(leg.events, leg.rate or 0.0)
         drained, cpu1, audit, dead = False, None, {}, []
+        box1: float | None = None
         last_sig: tuple[int, ...] = ()
         last_change = time.monotonic()
         try:
@@ -228,15 +242,18 @@ async def run_gateway_leg(stack: Stack, leg: GatewayLeg, *, stall_timeout: float
                                 and audit["accepted"] >= audit["issued"])
                     if complete and audit["unposted_count"] == 0:
                         cpu1, drained = cpu_seconds(pid), True
+                        box1 = _sum_cpu(others)
                         break
                     idle = time.monotonic() - last_change
                     if complete and idle > 3.0:  # the rest may be dead-lettered: ask the DLQ
                         dead = await stack.dead_letters()
                         if DrainResult(audit, dead, False, 0.0).lost == 0:
                             cpu1, drained = cpu_seconds(pid), True
+                            box1 = _sum_cpu(others)
                             break
                     if idle > stall_timeout:
                         cpu1 = cpu_seconds(pid)
+                        box1 = _sum_cpu(others)
                         break
                     await asyncio.sleep(0.25)
                 if flood is not None:  # the usage flood goes on: wait for it, bounded
@@ -307,6 +324,8 @@ async def run_gateway_leg(stack: Stack, leg: GatewayLeg, *, stall_timeout: float
     restarted = stack.gateway_starts != starts  # a kill drill: the CPU counters restarted
     cpu = (None if cpu0 is None or cpu1 is None or not posted_n or restarted
            else (cpu1 - cpu0) / posted_n * 1e6)
+    box = (None if cpu is None or not others or box0 is None or box1 is None
+           else cpu + (box1 - box0) / posted_n * 1e6)
     return {
         "kind": "gateway",
         "available": True,
@@ -323,6 +342,7 @@ async def run_gateway_leg(stack: Stack, leg: GatewayLeg, *, stall_timeout: float
         "latency_source": source,
         "cpu_us_per_event": None if cpu is None else round(cpu, 1),
         "cpu_scope": "the gateway process only (webhook ingress, router, ERP poster, ledger)",
+        "cpu_us_per_event_box": None if box is None else round(box, 1),
         "peak_rss_mb": peak,
         "rss_mb_after": rss_now,
         "wall_s": round((max(posted.values()) - first) if posted else 0.0, 3),

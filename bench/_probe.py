@@ -23,6 +23,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from ._proc import cpu_seconds
 from ._report import keeps_up
 from ._stats import (
     auto_bin,
@@ -47,8 +48,12 @@ def _cpu_s() -> float:
 class Probe:
     """Arrival and completion times of one run; see the module docstring."""
 
-    def __init__(self, events: int) -> None:
+    def __init__(self, events: int, box_pids: tuple[int, ...] | list[int] = ()) -> None:
         self.events = events
+        # Other processes of the box (nats-server, simulator) read over the same window.
+        self.box_pids = [p for p in box_pids if p]
+        self._box0: float | None = None
+        self._box1: float | None = None
         self.arrived: dict[str, float] = {}
         self.done: dict[str, float] = {}
         self.duplicates = 0
@@ -59,9 +64,14 @@ class Probe:
         self._cpu1: float | None = None
         self._t_start = 0.0
 
+    def _box_cpu(self) -> float | None:
+        vals = [cpu_seconds(p) for p in self.box_pids]
+        return None if any(v is None for v in vals) else sum(v for v in vals if v is not None)
+
     def start(self) -> None:
         self._t_start = time.time()
         self._cpu0 = _cpu_s()
+        self._box0 = self._box_cpu()
 
     def arrive(self, key: str) -> float:
         now = time.time()
@@ -75,6 +85,7 @@ class Probe:
         self.done[key] = now
         if len(self.done) >= self.events and self._cpu1 is None:
             self._cpu1 = _cpu_s()
+            self._box1 = self._box_cpu()
             self.finished.set()
 
     async def sample(self, interval: float = 0.1) -> None:
@@ -98,9 +109,16 @@ class Probe:
                 pass
         return True
 
-    def figures(self, kind: str, rate: float | None, complete: bool) -> dict[str, Any]:
+    def figures(self, kind: str, rate: float | None, complete: bool,
+                generator_cpu_s: float = 0.0) -> dict[str, Any]:
+        """The run's figures; ``generator_cpu_s``: a separate load generator's CPU (counted
+        in the whole-box figure only)."""
         cpu1 = self._cpu1 if self._cpu1 is not None else _cpu_s()
+        box1 = self._box1 if self._box1 is not None else self._box_cpu()
         n = len(self.done)
+        box = (None if not n or not self.box_pids or self._box0 is None or box1 is None
+               else round(((cpu1 - self._cpu0) + (box1 - self._box0) + generator_cpu_s)
+                          / n * 1e6, 1))
         first = min(self.arrived.values()) if self.arrived else self._t_start
         last_arr = max(self.arrived.values()) if self.arrived else first
         last_done = max(self.done.values()) if self.done else first
@@ -128,6 +146,7 @@ class Probe:
             "latency_source": "per-event (admission at the ingress to ERP bulk answer)",
             "cpu_us_per_event": round((cpu1 - self._cpu0) / n * 1e6, 1) if n else None,
             "cpu_scope": "the whole baseline process (ingress, router and adapter)",
+            "cpu_us_per_event_box": box,
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
             "wall_s": round(span, 3),
             "series": {

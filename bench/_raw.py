@@ -35,6 +35,7 @@ import contextlib
 import json
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -88,11 +89,48 @@ class BaselineConfig:
     adapter_batch: int = 100
     stall_timeout: float = 60.0
     max_ack_pending: int = 256
+    # The ERP account's request budget, the same for every system (the gateway's default
+    # ``erp_limiter``: 50 requests/s, burst 20; 0 = none). One bulk holds ``adapter_batch``.
+    erp_rate: float = 50.0
+    erp_burst: int = 20
+    # Other processes of the box whose CPU counts in ``cpu_us_per_event_box`` (nats-server and
+    # the simulator; the webhook baselines add their load generator's own).
+    box_pids: tuple[int, ...] = ()
+    webhook_secret: str = "whsec_bench"
+    ledger_dir: str = ""  # b2wl: where its SQLite ledger goes ("": a temporary directory)
 
 
 def seed_option(cfg: BaselineConfig) -> dict[str, str]:
     """``nats.connect`` keyword for the baseline's broker identity (none: anonymous)."""
     return {"nkeys_seed": cfg.nats_seed} if cfg.nats_seed else {}
+
+
+class ErpBudget:
+    """A token bucket of ``rate`` requests per second holding at most ``burst``: the ERP
+    account's budget, as the gateway's ``erp_limiter`` spends it (waits, never refuses)."""
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self.rate = rate
+        self.burst = max(1, burst)
+        self.tokens = float(self.burst)
+        self.at = time.monotonic()
+
+    def wait_s(self, now: float) -> float:
+        """Take one token at ``now``; how long to wait before spending it (0: at once)."""
+        if self.rate <= 0:
+            return 0.0
+        self.tokens = min(float(self.burst), self.tokens + (now - self.at) * self.rate)
+        self.at = now
+        self.tokens -= 1.0
+        return 0.0 if self.tokens >= 0 else -self.tokens / self.rate
+
+    async def take(self) -> None:
+        wait = self.wait_s(time.monotonic())
+        if wait > 0:
+            await asyncio.sleep(wait)
+
+
+AfterPost = Callable[[list[Journal], list[tuple[str, str]]], Awaitable[None]]
 
 
 class AtomicRefused(Exception):
@@ -284,14 +322,18 @@ async def _router(pipe: _Pipe, sub: JetStreamContext.PullSubscription, stop: asy
 
 
 async def _adapter(pipe: _Pipe, sub: JetStreamContext.PullSubscription, stop: asyncio.Event,
-                   http: aiohttp.ClientSession, probe: Probe) -> None:
+                   http: aiohttp.ClientSession, probe: Probe,
+                   after_post: AfterPost | None = None) -> None:
+    """Fetch, one bulk POST within the ERP budget, ``after_post`` (b2wl: the ledger), ack."""
     url = pipe.cfg.sim_url + BULK_PATH
     headers = {"Content-Type": "application/json"}
+    budget = ErpBudget(pipe.cfg.erp_rate, pipe.cfg.erp_burst)
     while not stop.is_set():
         msgs = await _fetch(sub, pipe.cfg.adapter_batch)
         if not msgs:
             continue
         entries = [_jnl_dec.decode(m.data) for m in msgs]
+        await budget.take()
         try:
             async with http.post(url, data=bulk_body(entries), headers=headers) as resp:
                 raw = await resp.read()
@@ -304,7 +346,17 @@ async def _adapter(pipe: _Pipe, sub: JetStreamContext.PullSubscription, stop: as
                 await m.nak(delay=0.5)
             continue
         now = time.time()
-        for e, r in zip(entries, BulkResponseDecoder.decode(raw).results, strict=True):
+        results = BulkResponseDecoder.decode(raw).results
+        if after_post is not None:
+            try:
+                await after_post(entries, [(r.status, str(r.id or "")) for r in results])
+            except Exception:  # the batch is redelivered; the ERP's idempotency absorbs it
+                log.exception("recording the batch failed; naking it")
+                probe.errors += 1
+                for m in msgs:
+                    await m.nak(delay=0.5)
+                continue
+        for e, r in zip(entries, results, strict=True):
             if r.status != "rejected":
                 probe.complete(e.external_id, now)
             else:
@@ -319,7 +371,7 @@ async def run_raw_path(cfg: BaselineConfig, variant: str) -> dict[str, Any]:
         raise ValueError(f"raw path variant must be b1 or b2, got {variant!r}")
     pipe = _Pipe(cfg, atomic=variant == "b2")
     invoices = {inv.id: inv for inv in _inputs(cfg)}
-    probe = Probe(cfg.events)
+    probe = Probe(cfg.events, cfg.box_pids)
     stop = asyncio.Event()
     try:
         await pipe.open(streams=2)

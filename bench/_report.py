@@ -20,9 +20,11 @@ from typing import Any
 
 __all__ = [
     "TARGETS",
+    "WEBHOOK_BASELINES",
     "better_raw_path",
     "build_report",
     "keeps_up",
+    "like_for_like_verdicts",
     "merge_repeats",
     "ratio",
     "render_human",
@@ -44,7 +46,16 @@ TARGETS: dict[str, str] = {
                         "(LOST 0, DUP 0); its throughput is reported",
     "cpu_per_event": "CPU per event <= 1.5x the better raw path",
     "rss_stable": "RSS within +-10 % between a run and a 10x longer one",
+    # Like for like (issue 15): against the raw paths that do the gateway's ingress work
+    # (b1w/b2w: signed-webhook ingress) and its durable ledger write (b2wl).
+    "throughput_vs_b2wl": "billing throughput at max >= 0.8x b2wl (same ingress work, same "
+                          "ledger fsync, same ERP budget)",
+    "p99_at_1k_vs_b2wl": "p99 at 1,000/s <= 2x b2wl's p99 at the same rate",
+    "cpu_vs_b2wl": "gateway process CPU per event <= 1.5x b2wl's",
 }
+
+# The like-for-like baselines the ratios name (``ratios.vs_<kind>``).
+WEBHOOK_BASELINES = ("b1w", "b2w", "b2wl", "peerw")
 
 
 def ratio(num: float | None, den: float | None) -> float | None:
@@ -144,8 +155,9 @@ def merge_repeats(reps: Sequence[Sequence[Mapping[str, Any]]]) -> list[dict[str,
 
 
 def _leg(legs: Sequence[Mapping[str, Any]], rate: float | None) -> Mapping[str, Any] | None:
+    """The billing verdict leg at ``rate`` (None: maximum load); never the flood leg."""
     for leg in legs:
-        if (leg.get("rate") or None) == rate:
+        if (leg.get("rate") or None) == rate and not leg.get("flood_leg"):
             return leg
     return None
 
@@ -254,11 +266,12 @@ def verdicts(legs: Sequence[Mapping[str, Any]],
                             f"gateway p99 {_fmt(_p99(gw))} ms vs {best_key} p99 "
                             f"{_fmt(_p99(best))} ms{note}", unit="x"))
 
-    sync = (mx or {}).get("gateway", {}).get("sync_lane") if mx else None
-    usage = (mx or {}).get("gateway", {}).get("usage") if mx else None
+    flood = next((leg for leg in legs if leg.get("flood_leg")), None) or mx
+    sync = (flood or {}).get("gateway", {}).get("sync_lane") if flood else None
+    usage = (flood or {}).get("gateway", {}).get("usage") if flood else None
     if not sync or not sync["under_load_ms"].get("n"):
         out.append(_verdict("sync_p99", None, "25 ms and 1.5x idle", None,
-                            "not measured: needs a --max leg (no faults)"))
+                            "not measured: needs --usage N and a --max leg (no faults)"))
     else:
         idle99, load99 = sync["idle_ms"]["p99"], sync["under_load_ms"]["p99"]
         slowdown = load99 / idle99 if idle99 else None
@@ -296,7 +309,47 @@ def verdicts(legs: Sequence[Mapping[str, Any]],
                             + (f"{best_key} {_fmt(rcpu)} us/event" if best_key else
                                "no raw path run")
                             + f" (leg {base['name']})", unit="x"))
+    out.extend(like_for_like_verdicts(legs))
     out.append(rss_verdict(rss))
+    return out
+
+
+def like_for_like_verdicts(legs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The verdicts against b2wl (the raw path doing the gateway's ingress and ledger work),
+    each from the same leg of the same run; ``None`` when that leg or b2wl was not run."""
+    out: list[dict[str, Any]] = []
+    mx = _leg(legs, None)
+    b2wl = (mx or {}).get("baselines", {}).get("b2wl") if mx else None
+    if mx is None or not b2wl or not b2wl.get("available", True):
+        out.append(_verdict("throughput_vs_b2wl", None, 0.8, None,
+                            "needs a --max leg with baseline b2wl"))
+        out.append(_verdict("cpu_vs_b2wl", None, 1.5, None,
+                            "needs a --max leg with baseline b2wl"))
+    else:
+        gw = mx["gateway"]
+        r = ratio(_tput(gw), _tput(b2wl))
+        out.append(_verdict("throughput_vs_b2wl", r, 0.8, None if r is None else r >= 0.8,
+                            f"gateway {_fmt(_tput(gw))}/s vs b2wl {_fmt(_tput(b2wl))}/s",
+                            unit="x"))
+        gcpu, bcpu = gw.get("cpu_us_per_event"), b2wl.get("cpu_us_per_event")
+        r = ratio(gcpu, bcpu)
+        gbox, bbox = gw.get("cpu_us_per_event_box"), b2wl.get("cpu_us_per_event_box")
+        out.append(_verdict("cpu_vs_b2wl", r, 1.5, _le(r, 1.5),
+                            f"process: gateway {_fmt(gcpu)} vs b2wl {_fmt(bcpu)} us/event; "
+                            f"whole box: {_fmt(gbox)} vs {_fmt(bbox)} us/event "
+                            f"({_fmt(ratio(gbox, bbox))}x)", unit="x"))
+    leg1k = _leg(legs, 1000.0)
+    b2wl1k = (leg1k or {}).get("baselines", {}).get("b2wl") if leg1k else None
+    if leg1k is None or not b2wl1k or not b2wl1k.get("available", True):
+        out.append(_verdict("p99_at_1k_vs_b2wl", None, 2.0, None,
+                            "needs a 1,000/s leg with baseline b2wl"))
+    else:
+        gw99, b99 = _p99(leg1k["gateway"]), _p99(b2wl1k)
+        r = ratio(gw99, b99)
+        met, note = _rate_latency(leg1k, _le(r, 2.0))
+        out.append(_verdict("p99_at_1k_vs_b2wl", r, 2.0, met,
+                            f"gateway p99 {_fmt(gw99)} ms vs b2wl p99 {_fmt(b99)} ms{note}",
+                            unit="x"))
     return out
 
 
@@ -323,20 +376,28 @@ def _ratios(gw: Mapping[str, Any], other: Mapping[str, Any] | None) -> dict[str,
     if not other or not other.get("available", True):
         reason = (other or {}).get("reason", "not run")
         return {"available": False, "reason": reason, "throughput": None, "p99": None,
-                "cpu_per_event": None}
+                "p99_9": None, "cpu_per_event": None, "cpu_box_per_event": None}
     return {
         "throughput": ratio(_tput(gw), _tput(other)),
         "p99": ratio(_p99(gw), _p99(other)),
+        "p99_9": ratio((gw.get("latency_ms") or {}).get("p99_9"),
+                       (other.get("latency_ms") or {}).get("p99_9")),
         "cpu_per_event": ratio(gw.get("cpu_us_per_event"), other.get("cpu_us_per_event")),
+        "cpu_box_per_event": ratio(gw.get("cpu_us_per_event_box"),
+                                   other.get("cpu_us_per_event_box")),
     }
 
 
 def leg_ratios(leg: Mapping[str, Any]) -> dict[str, Any]:
-    """``vs_raw_path`` and ``vs_peer`` of one leg: gateway figure / other figure."""
+    """``vs_raw_path``, ``vs_peer`` and ``vs_b1w|vs_b2w|vs_b2wl`` of one leg: gateway figure /
+    other figure, both from this leg of this run."""
     key, best = better_raw_path(leg["baselines"].get("b1"), leg["baselines"].get("b2"),
                                 leg.get("rate"))
-    return {"vs_raw_path": {"against": key, **_ratios(leg["gateway"], best)},
-            "vs_peer": _ratios(leg["gateway"], leg["baselines"].get("peer"))}
+    out = {"vs_raw_path": {"against": key, **_ratios(leg["gateway"], best)},
+           "vs_peer": _ratios(leg["gateway"], leg["baselines"].get("peer"))}
+    for kind in WEBHOOK_BASELINES:
+        out[f"vs_{kind}"] = _ratios(leg["gateway"], leg["baselines"].get(kind))
+    return out
 
 
 def build_report(legs: list[dict[str, Any]], meta: Mapping[str, Any]) -> dict[str, Any]:
@@ -344,7 +405,8 @@ def build_report(legs: list[dict[str, Any]], meta: Mapping[str, Any]) -> dict[st
 
     The primary leg is the ``max`` leg when there is one, else the first. Top-level keys:
     ``gateway.billing``, ``baselines.raw_hop|raw_path|peer``, ``ratios.vs_raw_path|vs_peer``,
-    ``audit``, ``verdicts``, ``ok`` (False when anything was lost or doubled).
+    ``ratios.vs_b1w|vs_b2w|vs_b2wl``, ``cpu_us_per_event.<system>.process|box``, ``audit``,
+    ``verdicts``, ``ok`` (False when anything was lost or doubled).
     """
     for leg in legs:
         leg["ratios"] = leg_ratios(leg)
@@ -360,8 +422,16 @@ def build_report(legs: list[dict[str, Any]], meta: Mapping[str, Any]) -> dict[st
         report["gateway"] = {"billing": _summary(primary["gateway"])}
         report["baselines"] = {"raw_hop": _summary(primary["baselines"].get("raw_hop")),
                                "raw_path": raw_path,
-                               "peer": _summary(primary["baselines"].get("peer"))}
+                               "peer": _summary(primary["baselines"].get("peer")),
+                               **{k: _summary(primary["baselines"].get(k))
+                                  for k in WEBHOOK_BASELINES}}
         report["ratios"] = primary["ratios"]
+        # Per system of the primary leg: its own process, and the whole box (with nats-server,
+        # the simulator and the load generator) per event.
+        systems = {"gateway": primary["gateway"], **primary["baselines"]}
+        report["cpu_us_per_event"] = {
+            k: {"process": f.get("cpu_us_per_event"), "box": f.get("cpu_us_per_event_box")}
+            for k, f in systems.items() if f and f.get("available", True)}
     usage_leg = next((leg for leg in legs if leg["gateway"].get("usage")), None)
     if usage_leg is not None:  # gateway.usage.throughput_eps and the rest of the flood
         report.setdefault("gateway", {})["usage"] = usage_leg["gateway"]["usage"]
@@ -403,7 +473,11 @@ _ROWS: tuple[tuple[str, str], ...] = (
     ("raw_hop", "(a) raw nats-py one hop"),
     ("b1", "(b1) raw path, per-message"),
     ("b2", "(b2) raw path, atomic batches"),
+    ("b1w", "(b1w) b1 + webhook ingress"),
+    ("b2w", "(b2w) b2 + webhook ingress"),
+    ("b2wl", "(b2wl) b2w + ledger fsync"),
     ("peer", "(c) peer: FastStream"),
+    ("peerw", "(cw) peer: FastAPI+FastStream"),
 )
 
 
@@ -415,7 +489,8 @@ def _row(label: str, f: Mapping[str, Any] | None) -> str:
     lat = f.get("latency_ms", {})
     cells = [_fmt(f.get("throughput_eps"))] + [_fmt(lat.get(k)) for k in
                                                 ("p50", "p95", "p99", "p99_9", "max")]
-    cells += [_fmt(f.get("cpu_us_per_event")), _fmt(f.get("peak_rss_mb"))]
+    cells += [_fmt(f.get("cpu_us_per_event")), _fmt(f.get("cpu_us_per_event_box")),
+              _fmt(f.get("peak_rss_mb"))]
     lag = f.get("schedule_lag_s")
     tail = "" if lag is None else ("  kept up" if f.get("keeps_up") else f"  behind {lag:.1f} s")
     reps = (f.get("repeats") or {}).get("throughput_eps")
@@ -445,15 +520,20 @@ def render_human(report: Mapping[str, Any]) -> str:
         lines.append(f"--duration {report['duration_s']:g} s: one leg, the rate held for that "
                      "long (rate x duration invoices)")
     head = f"  {'':<32}" + "".join(f"{h:>10}" for h in (
-        "ev/s", "p50 ms", "p95 ms", "p99 ms", "p99.9", "max ms", "CPU us/ev", "RSS MB"))
+        "ev/s", "p50 ms", "p95 ms", "p99 ms", "p99.9", "max ms", "CPU us/ev", "box us/ev",
+        "RSS MB"))
     for leg in report.get("legs", []):
         lines.append("")
         lines.append(f"leg {leg['name']}: {leg['events']} events "
                      + ("at maximum load" if not leg.get("rate") else
-                        f"offered at {leg['rate']:g}/s"))
+                        f"offered at {leg['rate']:g}/s")
+                     + (" (flood leg: usage flood + sync probe; not a billing verdict leg)"
+                        if leg.get("flood_leg") else ""))
         lines.append(head)
         lines.append(_row(_ROWS[0][1], leg["gateway"]))
         for key, label in _ROWS[1:]:
+            if leg.get("flood_leg") and key not in leg["baselines"]:
+                continue
             lines.append(_row(label, leg["baselines"].get(key)))
         rr = leg.get("ratios") or leg_ratios(leg)
         vr, vp = rr["vs_raw_path"], rr["vs_peer"]
@@ -461,6 +541,19 @@ def render_human(report: Mapping[str, Any]) -> str:
                      f"{_fmt(vr.get('throughput'))}x, p99 {_fmt(vr.get('p99'))}x, CPU/event "
                      f"{_fmt(vr.get('cpu_per_event'))}x;  gateway / peer: throughput "
                      f"{_fmt(vp.get('throughput'))}x, p99 {_fmt(vp.get('p99'))}x")
+        for kind in WEBHOOK_BASELINES:
+            w = rr.get(f"vs_{kind}") or {}
+            if w.get("available", True) and w.get("throughput") is not None:
+                lines.append(f"  gateway / {kind}: throughput {_fmt(w.get('throughput'))}x, "
+                             f"p99 {_fmt(w.get('p99'))}x, p99.9 {_fmt(w.get('p99_9'))}x, "
+                             f"CPU/event {_fmt(w.get('cpu_per_event'))}x (box "
+                             f"{_fmt(w.get('cpu_box_per_event'))}x)")
+        gens = [f"{k} {_fmt(b['generator'].get('cpu_us_per_event'))}"
+                for k, b in (("gateway", leg["gateway"]), *leg["baselines"].items())
+                if isinstance(b, Mapping) and isinstance(b.get("generator"), Mapping)]
+        if gens:
+            lines.append("  load generator CPU us/event (its own process, in the box figure): "
+                         + ", ".join(gens))
         a = leg["gateway"].get("audit", {})
         lines.append(f"  audit: issued {a.get('issued')}  posted {a.get('posted')}  LOST "
                      f"{a.get('lost')}  DUP {a.get('duplicates')}  UNEXPECTED "

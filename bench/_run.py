@@ -42,6 +42,7 @@ from gateway.drills import Driller
 from gateway.stack import Stack
 
 from ._gateway import GatewayLeg, run_gateway_leg
+from ._gateway_gen import GEN_FIRST_INDEX, run_generated_leg
 from ._proc import machine
 from ._report import build_report, merge_repeats, render_human
 from ._rss import run_rss_check
@@ -50,7 +51,7 @@ from ._target import broker_problem, check_targets, make_stack, topology
 __all__ = ["PROFILES", "BenchOptions", "Leg", "invoices_for_duration", "plan_legs",
            "run_peak_billing"]
 
-BASELINE_KINDS = ("raw_hop", "b1", "b2", "peer")
+BASELINE_KINDS = ("raw_hop", "b1", "b2", "b1w", "b2w", "b2wl", "peer", "peerw")
 MAX_BILL_RUN = 1_000_000  # sim/_billing.py: the largest bill run the simulator accepts
 RSS_BASE = 1000  # --rss-check: 1,000 and 10,000 invoices unless --invoices says otherwise
 
@@ -198,6 +199,23 @@ async def _reset_sim(sim_url: str) -> None:
             await resp.read()
 
 
+def generator_load(opts: BenchOptions) -> bool:
+    """Whether the gateway's billing legs are loaded by ``bench._loadgen`` (as the webhook
+    baselines are): yes for a stack the bench starts, without faults; a targeted gateway
+    (its secret is not the bench's) and the fault drills (they act on the simulator's
+    deliveries) keep the simulator's bill runs."""
+    return not opts.gateway_url and not opts.faults
+
+
+def box_pids(stack: Stack) -> list[int]:
+    """The processes besides the system under test whose CPU counts as the box's: the
+    embedded nats-server and the simulator (none of them when targeted)."""
+    sim = getattr(stack, "_sim", None)
+    pids = [stack.broker.pid if stack.broker is not None else None,
+            sim.pid if sim is not None and sim.poll() is None else None]
+    return [p for p in pids if p]
+
+
 async def _run_baseline(kind: str, leg: Leg, stack: Stack, opts: BenchOptions, idx: int,
                         workdir: Path) -> dict[str, Any]:
     await _reset_sim(stack.sim_url)
@@ -205,7 +223,8 @@ async def _run_baseline(kind: str, leg: Leg, stack: Stack, opts: BenchOptions, i
     cfg = {"nats_url": stack.url, "nats_seed": admin.seed_file if admin else "",
            "sim_url": stack.sim_url, "events": leg.events,
            "rate": leg.rate, "seed": opts.seed, "run_id": f"{kind}-{idx}",
-           "stall_timeout": min(opts.stall_timeout, 60.0)}
+           "stall_timeout": min(opts.stall_timeout, 60.0), "box_pids": box_pids(stack),
+           "ledger_dir": str(workdir)}
     log = workdir / f"baseline-{kind}-{idx}.log"
     hard_timeout = 120.0 + leg.events / 200.0
     with log.open("wb") as err:
@@ -236,14 +255,24 @@ async def _run_legs(stack: Stack, legs: list[Leg], kinds: list[str], opts: Bench
                     progress: _Progress, workdir: Path) -> int:
     """One repetition of every leg; returns the next free invoice number."""
     tag = f" (run {rep + 1}/{opts.repeat})" if opts.repeat > 1 else ""
+    gen_index = GEN_FIRST_INDEX + rep * len(legs) * max(leg.events for leg in legs)
     for i, leg in enumerate(legs):
         progress.phase(f"leg {leg.name}{tag}")
         gl = GatewayLeg(leg.name, leg.events, leg.rate, first_index)
         driller = Driller(stack, list(opts.faults), leg.events) if opts.faults else None
-        gw = await run_gateway_leg(stack, gl, stall_timeout=opts.stall_timeout,
-                                   metrics_subject=Subjects().metrics, say=progress.say,
-                                   driller=driller, usage=opts.usage)
-        first_index = gl.first_index + leg.events  # gl learnt the leg's first invoice number
+        # The billing verdict legs carry no usage flood and no sync probe (they get a leg of
+        # their own, below), so the gateway does the same work as its baselines.
+        if generator_load(opts):
+            gl = GatewayLeg(leg.name, leg.events, leg.rate, gen_index)
+            gen_index += leg.events
+            gw = await run_generated_leg(stack, gl, stall_timeout=opts.stall_timeout,
+                                         say=progress.say, box_pids=tuple(box_pids(stack)))
+        else:
+            gw = await run_gateway_leg(stack, gl, stall_timeout=opts.stall_timeout,
+                                       metrics_subject=Subjects().metrics, say=progress.say,
+                                       driller=driller, sync_probe=False,
+                                       box_pids=tuple(box_pids(stack)))
+            first_index = gl.first_index + leg.events  # gl learnt the leg's first number
         result: dict[str, Any] = {"name": leg.name, "rate": leg.rate, "events": leg.events,
                                   "gateway": gw, "baselines": {}}
         results.append(result)
@@ -253,6 +282,19 @@ async def _run_legs(stack: Stack, legs: list[Leg], kinds: list[str], opts: Bench
             progress.phase(f"leg {leg.name}{tag}: baseline {kind}")
             result["baselines"][kind] = await _run_baseline(kind, leg, stack, opts,
                                                             rep * len(legs) + i, workdir)
+    if opts.usage > 0 and not opts.faults and any(leg.rate is None for leg in legs):
+        # The flood leg (--usage N): the maximum-load bill run again with N usage records
+        # alongside and the sync-lane probe; the sync-lane and usage verdicts come from it.
+        n = next(leg.events for leg in legs if leg.rate is None)
+        name = "max+usage"
+        progress.phase(f"leg {name}{tag}")
+        gl = GatewayLeg(name, n, None, first_index)
+        gw = await run_gateway_leg(stack, gl, stall_timeout=opts.stall_timeout,
+                                   metrics_subject=Subjects().metrics, say=progress.say,
+                                   usage=opts.usage, box_pids=tuple(box_pids(stack)))
+        first_index = gl.first_index + n
+        results.append({"name": name, "rate": None, "events": n, "gateway": gw,
+                        "baselines": {}, "flood_leg": True})
     return first_index
 
 
@@ -260,7 +302,10 @@ async def run_peak_billing(opts: BenchOptions) -> dict[str, Any]:
     """Run the bench and return the report; prints nothing but the progress line."""
     legs = plan_legs(opts)
     kinds = [k for k in BASELINE_KINDS if k in opts.baselines]
-    progress = _Progress(not opts.quiet, 1 + opts.repeat * len(legs) * (1 + len(kinds))
+    flood_legs = (1 if opts.usage > 0 and not opts.faults
+                  and any(leg.rate is None for leg in legs) else 0)
+    progress = _Progress(not opts.quiet, 1 + opts.repeat * (len(legs) * (1 + len(kinds))
+                                                            + flood_legs)
                          + (2 if opts.rss_check else 0))
     tmp = None
     workdir = opts.workdir
@@ -317,6 +362,8 @@ async def run_peak_billing(opts: BenchOptions) -> dict[str, Any]:
         "seed": opts.seed,
         "repeat": opts.repeat,
         "fsync": opts.fsync if not opts.nats_url else "the targeted broker's own",
+        "gateway_load": ("bench._loadgen, the generator of the webhook baselines"
+                         if generator_load(opts) else "the simulator's bill runs"),
         "broker_sync_interval": stack.sync_interval if not opts.nats_url else "unknown",
         "topology": topo,
         "duration_s": opts.duration,

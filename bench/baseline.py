@@ -2,10 +2,11 @@
 
 Each baseline gets a process of its own, as the gateway has, so its CPU time and peak RSS are
 its own and nothing of the bench's driver shares its event loop. KIND is ``raw_hop``, ``b1``,
-``b2`` or ``peer``; CONFIG_JSON holds the fields of ``BaselineConfig``. The figures dict is
-printed as one JSON line on stdout; logs go to stderr. Exit code 0 when the run completed,
-1 when it did not (the figures still say how far it got), 3 when the kind is unavailable (the
-JSON then says why, e.g. FastStream not installed).
+``b2``, ``b1w``, ``b2w``, ``b2wl`` (``bench._webhook``), ``peer`` or ``peerw``; CONFIG_JSON holds
+the fields of ``BaselineConfig``. The figures dict is printed as one JSON line on stdout; logs go
+to stderr. Exit code 0 when the run completed, 1 when it did not (the figures still say how
+far it got), 3 when the kind is unavailable (the JSON then says why, e.g. FastStream not
+installed).
 """
 
 from __future__ import annotations
@@ -17,10 +18,11 @@ import sys
 from typing import Any
 
 from ._raw import BaselineConfig, run_raw_hop, run_raw_path
+from ._webhook import WEBHOOK_KINDS, run_webhook_path
 
 __all__ = ["KINDS", "main", "run_kind"]
 
-KINDS = ("raw_hop", "b1", "b2", "peer")
+KINDS = ("raw_hop", "b1", "b2", "b1w", "b2w", "b2wl", "peer", "peerw")
 
 
 async def run_kind(kind: str, cfg: BaselineConfig) -> dict[str, Any]:
@@ -28,6 +30,8 @@ async def run_kind(kind: str, cfg: BaselineConfig) -> dict[str, Any]:
         return await run_raw_hop(cfg)
     if kind in ("b1", "b2"):
         return await run_raw_path(cfg, kind)
+    if kind in WEBHOOK_KINDS:
+        return await run_webhook_path(cfg, kind)
     if kind == "peer":
         try:
             from .peers.faststream_path import run_peer
@@ -36,6 +40,14 @@ async def run_kind(kind: str, cfg: BaselineConfig) -> dict[str, Any]:
                     "reason": f"FastStream is not installed ({exc.name or exc}); "
                               "pip install -e '.[peer]'"}
         return await run_peer(cfg)
+    if kind == "peerw":
+        try:
+            from .peers.fastapi_path import run_webhook_peer
+        except ImportError as exc:
+            return {"kind": "peerw", "available": False,
+                    "reason": f"FastAPI, uvicorn or FastStream is not installed "
+                              f"({exc.name or exc}); pip install -e '.[peer]'"}
+        return await run_webhook_peer(cfg)
     raise ValueError(f"unknown baseline {kind!r}; expected one of {', '.join(KINDS)}")
 
 
@@ -47,7 +59,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    cfg = BaselineConfig(**json.loads(args[1]))
+    doc = json.loads(args[1])
+    doc["box_pids"] = tuple(doc.get("box_pids") or ())
+    cfg = BaselineConfig(**doc)
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency on POSIX

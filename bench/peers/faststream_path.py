@@ -34,9 +34,9 @@ from pydantic import BaseModel
 from sim import generate_invoices
 
 from .._probe import Arrivals, Probe
-from .._raw import BULK_PATH, BaselineConfig, seed_option
+from .._raw import BULK_PATH, BaselineConfig, ErpBudget, seed_option
 
-__all__ = ["run_peer"]
+__all__ = ["InvoiceIn", "Pipeline", "delete_streams", "run_peer"]
 
 log = logging.getLogger("bench.peer")
 
@@ -87,8 +87,18 @@ def _consumer(durable: str, cfg: BaselineConfig) -> api.ConsumerConfig:
                               ack_wait=30.0, max_deliver=8, max_ack_pending=cfg.max_ack_pending)
 
 
-async def run_peer(cfg: BaselineConfig) -> dict[str, Any]:
-    """Run the FastStream pipeline once; the figures dict (see ``Probe.figures``)."""
+class Pipeline:
+    """The peer's broker, streams, router and ERP adapter (shared with the webhook peer)."""
+
+    def __init__(self, cfg: BaselineConfig, probe: Probe) -> None:
+        self.http: aiohttp.ClientSession | None = None
+        self.cfg = cfg
+        (self.broker, self.in_subject, self.in_stream,
+         self.out_stream) = _build(cfg, probe, self)
+
+
+def _build(cfg: BaselineConfig, probe: Probe,
+           holder: Pipeline) -> tuple[NatsBroker, str, JStream, JStream]:
     tag = cfg.run_id.replace("-", "_").upper()
     in_subject, out_subject = f"bench.{cfg.run_id}.in", f"bench.{cfg.run_id}.out"
     in_stream = JStream(f"BENCH_{tag}_IN", subjects=[in_subject], duplicate_window=600.0,
@@ -100,8 +110,7 @@ async def run_peer(cfg: BaselineConfig) -> dict[str, Any]:
     quiet = logging.getLogger("bench.peer.faststream")
     quiet.setLevel(logging.WARNING)
     broker = NatsBroker(cfg.nats_url, logger=quiet, **seed_option(cfg))
-    probe = Probe(cfg.events)
-    http: aiohttp.ClientSession | None = None
+    budget = ErpBudget(cfg.erp_rate, cfg.erp_burst)  # the ERP budget every system gets
     to_erp = broker.publisher(out_subject, stream=out_stream)
 
     @broker.subscriber(in_subject, stream=in_stream, durable="router",
@@ -116,8 +125,10 @@ async def run_peer(cfg: BaselineConfig) -> dict[str, Any]:
                        config=_consumer("adapter", cfg), ack_policy=AckPolicy.NACK_ON_ERROR,
                        pull_sub=PullSub(batch_size=cfg.adapter_batch, timeout=0.5, batch=True))
     async def post(entries: list[JournalEntry]) -> None:
+        http = holder.http
         assert http is not None
         body = {"items": [e.model_dump() for e in entries]}
+        await budget.take()
         async with http.post(cfg.sim_url + BULK_PATH, json=body) as resp:
             resp.raise_for_status()  # an exception naks the whole batch (NACK_ON_ERROR)
             answer = await resp.json()
@@ -128,6 +139,15 @@ async def run_peer(cfg: BaselineConfig) -> dict[str, Any]:
             else:
                 probe.errors += 1
 
+    return broker, in_subject, in_stream, out_stream
+
+
+async def run_peer(cfg: BaselineConfig) -> dict[str, Any]:
+    """Run the FastStream pipeline once; the figures dict (see ``Probe.figures``)."""
+    probe = Probe(cfg.events, cfg.box_pids)
+    pipe = Pipeline(cfg, probe)
+    broker, in_subject, in_stream, out_stream = (pipe.broker, pipe.in_subject, pipe.in_stream,
+                                                 pipe.out_stream)
     invoices = {
         b.id: InvoiceIn(id=b.id, number=b.number, customer=b.customer,
                         currency=b.currency.upper(), subtotal=b.subtotal, tax=b.tax,
@@ -156,7 +176,7 @@ async def run_peer(cfg: BaselineConfig) -> dict[str, Any]:
     complete = False
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=8),
                                      timeout=aiohttp.ClientTimeout(total=10)) as session:
-        http = session
+        pipe.http = session
         await broker.start()
         workers = [asyncio.ensure_future(ingress_worker()) for _ in range(cfg.window)]
         sampler = asyncio.ensure_future(probe.sample())
@@ -169,13 +189,13 @@ async def run_peer(cfg: BaselineConfig) -> dict[str, Any]:
                 t.cancel()
             await asyncio.gather(*workers, sampler, return_exceptions=True)
             await broker.stop()
-            await _delete_streams(cfg, [in_stream.name, out_stream.name])
+            await delete_streams(cfg, [in_stream.name, out_stream.name])
     out = probe.figures("peer", cfg.rate, complete)
     out["variant"] = "FastStream NatsBroker, pydantic JSON, per-message router handler"
     return out
 
 
-async def _delete_streams(cfg: BaselineConfig, names: list[str]) -> None:
+async def delete_streams(cfg: BaselineConfig, names: list[str]) -> None:
     nc = await nats.connect(cfg.nats_url, name="bench-peer-cleanup", **seed_option(cfg))
     try:
         js = nc.jetstream()

@@ -11,7 +11,7 @@ from typing import Any
 
 from ._common import faults_arg, run_async
 
-_KINDS = ("raw_hop", "b1", "b2", "peer")
+_KINDS = ("raw_hop", "b1", "b2", "b1w", "b2w", "b2wl", "peer", "peerw")
 
 
 def _baselines(text: str) -> tuple[str, ...]:
@@ -159,13 +159,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                          "10 x N at maximum load and compare their peak RSS (target: within "
                          "+-10 %%)")
     pb.add_argument("--usage", type=int, default=0, metavar="N",
-                    help="during the maximum-load leg, also fire N usage records at the "
-                         "gateway's POST /usage/v1/records at maximum rate; reports the usage "
-                         "lane's throughput and the sync-lane p99 during that flood vs idle "
+                    help="a leg of its own after the billing legs: the maximum-load bill "
+                         "run again while N usage records are fired at the gateway's "
+                         "POST /usage/v1/records at maximum rate; reports the usage lane's "
+                         "throughput and the sync-lane p99 during that flood vs idle "
                          "(default 0: no usage flood)")
     pb.add_argument("--baselines", type=_baselines, default=_KINDS, metavar="LIST",
-                    help="comma-separated baselines to run: raw_hop,b1,b2,peer (default all) "
-                         "or none")
+                    help="comma-separated baselines to run: raw_hop,b1,b2,b1w,b2w,b2wl,peer,peerw "
+                         "(default all) or none")
     pb.add_argument("--repeat", type=int, default=1, metavar="K",
                     help="run every leg K times and report each system's median-throughput "
                          "run (correctness counts every run); default 1")

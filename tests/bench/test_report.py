@@ -180,3 +180,48 @@ def test_repeats_report_the_median_run_and_never_a_median_of_correctness() -> No
     assert report["ok"] is False
     assert "runs: 800/1,000/900 ev/s" in render_human(report)
     assert merge_repeats([a]) == a
+
+
+def like_legs() -> list[dict[str, Any]]:
+    """A max leg and a 1,000/s leg with the webhook baselines, then a flood leg."""
+    out = legs()
+    out[0]["gateway"]["cpu_us_per_event_box"] = 600.0
+    out[0]["baselines"].update({
+        "b1w": fig(800.0, 50.0, 120.0), "b2w": fig(1500.0, 30.0, 90.0),
+        "b2wl": fig(1200.0, 32.0, 100.0, cpu_us_per_event_box=400.0)})
+    out[1]["baselines"]["b2wl"] = fig(999.0, 8.0, kept=True, lag=0.0)
+    flood = gw(100.0, 9000.0)
+    flood["sync_lane"] = {"idle_ms": {"p99": 2.0, "n": 50},
+                          "under_load_ms": {"p99": 4.0, "n": 50}, "errors": 0}
+    out.append({"name": "max+usage", "rate": None, "events": 100, "gateway": flood,
+                "baselines": {}, "flood_leg": True})
+    return out
+
+
+def test_ratios_against_the_webhook_baselines_come_from_the_same_leg() -> None:
+    report = build_report(like_legs(), {"bench": "peak-billing"})
+    r = report["ratios"]  # the max leg's (never the flood leg's)
+    assert r["vs_b2wl"]["throughput"] == 0.75  # 900 / 1200
+    assert r["vs_b2wl"]["p99"] == 1.25  # 40 / 32
+    assert r["vs_b2wl"]["cpu_per_event"] == 1.5  # 150 / 100
+    assert r["vs_b2wl"]["cpu_box_per_event"] == 1.5  # 600 / 400
+    assert r["vs_b1w"]["throughput"] == 1.125 and r["vs_b2w"]["throughput"] == 0.6
+    assert report["legs"][1]["ratios"]["vs_b2wl"]["p99"] == 1.5  # 12 / 8 at 1,000/s
+    assert report["legs"][1]["ratios"]["vs_b1w"]["available"] is False  # not run there
+    assert report["baselines"]["b2wl"]["throughput_eps"] == 1200.0
+    assert report["cpu_us_per_event"]["gateway"] == {"process": 150.0, "box": 600.0}
+    assert report["cpu_us_per_event"]["b2wl"] == {"process": 100.0, "box": 400.0}
+    v = by_id(report["verdicts"])
+    assert v["throughput_vs_b2wl"]["figure"] == 0.75 and v["throughput_vs_b2wl"]["met"] is False
+    assert v["cpu_vs_b2wl"]["figure"] == 1.5 and v["cpu_vs_b2wl"]["met"] is True
+    assert v["p99_at_1k_vs_b2wl"]["figure"] == 1.5 and v["p99_at_1k_vs_b2wl"]["met"] is True
+    # The sync verdict is read from the flood leg; the billing verdicts never are.
+    assert v["sync_p99"]["figure"] == 4.0 and v["throughput_vs_raw"]["figure"] == 0.36
+    text = render_human(report)
+    assert "gateway / b2wl: throughput 0.75x" in text and "flood leg" in text
+
+
+def test_like_for_like_verdicts_without_b2wl_are_not_measured() -> None:
+    v = by_id(verdicts(legs()))
+    for vid in ("throughput_vs_b2wl", "cpu_vs_b2wl", "p99_at_1k_vs_b2wl"):
+        assert v[vid]["met"] is None and "b2wl" in v[vid]["note"]
