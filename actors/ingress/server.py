@@ -50,7 +50,7 @@ from typing import Annotated, cast
 
 import anyio
 import msgspec
-from aiohttp import web
+from aiohttp import HttpVersion11, web
 from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
 from aiohttp.web_request import BaseRequest
 from anyio.abc import TaskStatus
@@ -216,6 +216,18 @@ class _GatedRunner(web.AppRunner):
     @property
     def inner_server(self) -> web.Server | None:
         return super().server
+
+
+async def _expect(request: web.Request) -> web.StreamResponse | None:
+    """``Expect``: ``100-continue`` is answered as usual; anything else is a JSON 417 (aiohttp's
+    own handler fails with a 500 on a value that is not UTF-8)."""
+    if request.version != HttpVersion11:
+        return None
+    if request.headers.get("Expect", "").lower() == "100-continue":
+        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        request.writer.output_size = 0  # the answer proper has not begun
+        return None
+    return _json_error(417, "http.expectation_failed", "only Expect: 100-continue is supported")
 
 
 class _BodyRefused(Exception):
@@ -407,9 +419,19 @@ class WebhookIngress(Actor):
         app = web.Application(client_max_size=self.settings.max_body_bytes,
                               middlewares=[self._guard])
         for source in self.sources:
-            app.router.add_post(source.path, self._handler(source))
+            app.router.add_post(source.path, self._handler(source), expect_handler=_expect)
         for path, post in self._extra_post_routes.items():
-            app.router.add_post(path, self._serve_post(post))
+            app.router.add_post(path, self._serve_post(post), expect_handler=_expect)
+        known = {s.path for s in self.sources} | set(self._extra_post_routes)
+
+        async def no_route(request: web.Request) -> web.Response:
+            if request.path in known:
+                resp = _json_error(405, "http.method_not_allowed", "only POST is served here")
+                resp.headers["Allow"] = "POST"
+                return resp
+            return _json_error(404, "http.not_found", "no such route")
+        # Every other request too, so that its Expect header is ours to answer.
+        app.router.add_route("*", "/{tail:.*}", no_route, expect_handler=_expect)
         runner = _GatedRunner(app, access_log=None, handle_signals=False, shutdown_timeout=5.0,
                               keepalive_timeout=self.settings.header_timeout_s)
         await runner.setup()

@@ -142,6 +142,9 @@ async def test_connections_over_the_cap_get_503_until_one_closes(
         ("/webhooks/billing", [(b"Content-Length", b"-1")], 400, "http.malformed"),
         ("/webhooks/billing", [(b"Transfer-Encoding", b"chunked")], 400, "http.malformed"),
         ("/nowhere", [], 404, "http.not_found"),
+        # An Expect header that is not UTF-8, on a route and off one (aiohttp's own 500).
+        ("/webhooks/billing", [(b"Expect", b"\xff")], 417, "http.expectation_failed"),
+        ("/nowhere", [(b"Expect", b"\xff")], 417, "http.expectation_failed"),
     ],
 )
 async def test_unauthenticated_garbage_gets_a_4xx_with_a_code(
