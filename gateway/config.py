@@ -228,6 +228,12 @@ class CloseConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     entity: Annotated[str, msgspec.Meta(min_length=1, max_length=50)] = "default"
 
 
+class PlatformsConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    # Every call to a platform over https verifies its certificate and host name (never
+    # switched off) against the system's trust store plus this PEM CA bundle (a private CA).
+    ca_file: str = ""
+
+
 class SupervisorConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     # More than `intensity` restarts within `period` seconds: stop everything and exit non-zero,
     # so the outer supervisor (systemd, Kubernetes) sees it instead of a hot restart loop.
@@ -249,6 +255,8 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     erp: ErpConfig = msgspec.field(default_factory=ErpConfig)
     router: RouterConfig = msgspec.field(default_factory=RouterConfig)
     supervisor: SupervisorConfig = msgspec.field(default_factory=SupervisorConfig)
+    # TLS of the outbound platform calls (actors/infra/http.py).
+    platforms: PlatformsConfig = msgspec.field(default_factory=PlatformsConfig)
     reconcile: ReconcileConfig = msgspec.field(default_factory=ReconcileConfig)
     close: CloseConfig = msgspec.field(default_factory=CloseConfig)
     accounts: AccountMap = msgspec.field(default_factory=AccountMap)
