@@ -33,6 +33,17 @@ class SourceLimit(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     # At most this many sources are remembered; beyond it the idle ones, then the oldest, go.
     max_sources: Annotated[int, msgspec.Meta(ge=1)] = 100_000
 
+    def __post_init__(self) -> None:
+        for cidr in self.exempt:  # refused when the configuration is read, naming the setting
+            _network(cidr)
+
+
+def _network(cidr: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    try:
+        return ipaddress.ip_network(cidr, strict=False)
+    except ValueError as exc:
+        raise ValueError(f"exempt: {cidr!r} is not a network: {exc}") from None
+
 
 def admit(tat: float, now: float, rate: float, burst: int) -> tuple[float, float]:
     """One request of a source whose bucket is ``tat`` (0.0: never seen) at ``now``.
@@ -72,15 +83,10 @@ class SourceLimits:
     """The buckets of every source seen (see the module docstring). Not thread-safe: the
     event loop's thread only."""
 
-    def __init__(self, limit: SourceLimit, *, where: str = "http.source_limit") -> None:
+    def __init__(self, limit: SourceLimit) -> None:
         self.limit = limit
-        nets: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
-        for cidr in limit.exempt:
-            try:
-                nets.append(ipaddress.ip_network(cidr, strict=False))
-            except ValueError as exc:
-                raise ValueError(f"{where}.exempt: {cidr!r} is not a network: {exc}") from None
-        self._exempt: Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network] = tuple(nets)
+        self._exempt: Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network] = tuple(
+            _network(cidr) for cidr in limit.exempt)
         self._tat: dict[str, float] = {}
         self.refused = 0
 

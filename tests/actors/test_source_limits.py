@@ -9,6 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from actors.ingress.abuse import SourceLimit, SourceLimits, admit, source_key
+from gateway.config import ConfigError, load_config
 
 rates = st.floats(min_value=0.5, max_value=1000.0, allow_nan=False)
 bursts = st.integers(min_value=1, max_value=50)
@@ -70,8 +71,8 @@ def test_exempt_networks_and_off() -> None:
     assert limits.check("192.0.2.1", 0.0) == pytest.approx(1.0)
     off = SourceLimits(SourceLimit(rate=0.0, exempt=[]))
     assert all(off.check("192.0.2.1", 0.0) == 0.0 for _ in range(10))
-    with pytest.raises(ValueError, match=r"http.source_limit.exempt: 'nope'"):
-        SourceLimits(SourceLimit(exempt=["nope"]))
+    with pytest.raises(ConfigError, match=r"^http\.source_limit: exempt: 'nope' is not a network"):
+        load_config(env={}, overrides={"http": {"source_limit": {"exempt": ["nope"]}}})
 
 
 def test_ipv6_sources_are_their_64_and_mapped_v4_is_v4() -> None:

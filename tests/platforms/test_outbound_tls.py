@@ -5,6 +5,7 @@ that CA. Certificates are made at run time by ``trustme`` (a throwaway CA)."""
 
 from __future__ import annotations
 
+import re
 import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -92,3 +93,14 @@ def test_verification_is_never_off_and_a_bad_ca_file_is_named(tmp_path: Path) ->
     specs = platform_specs(load_config(env={}, overrides={"platforms": {"ca_file": str(good)}}),
                            environ={})
     assert {s.ca_file for s in specs.values()} == {str(good)}
+
+
+def test_no_code_turns_verification_off() -> None:
+    """Nothing the gateway or the simulator runs can switch certificate checks off."""
+    root = Path(__file__).resolve().parents[2]
+    off = re.compile(r"CERT_NONE|verify_ssl\s*=|ssl\s*=\s*False|check_hostname\s*=\s*False"
+                     r"|_create_unverified_context|verify\s*=\s*False")
+    hits = [f"{path.relative_to(root)}:{n}" for top in ("actors", "gateway", "sim", "contracts")
+            for path in sorted((root / top).rglob("*.py"))
+            for n, line in enumerate(path.read_text().splitlines(), 1) if off.search(line)]
+    assert hits == []
