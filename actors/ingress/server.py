@@ -77,7 +77,7 @@ from .group_commit import GroupCommit
 from .routes import EventHead, WebhookSource
 from .tls import TlsFiles, server_tls
 
-__all__ = ["ExtraRoute", "IngressSettings", "PostRoute", "WebhookIngress"]
+__all__ = ["ExtraRoute", "IngressSettings", "PostRoute", "WebhookIngress", "internal_error"]
 
 log = logging.getLogger("erpgw.ingress")
 _heads: JsonCodec[EventHead] = JsonCodec(EventHead)
@@ -131,7 +131,7 @@ def _json_error(status: int, code: str, message: str, **extra: str) -> web.Respo
                         content_type="application/json")
 
 
-def _internal_error(where: str, exc: BaseException | None) -> web.Response:
+def internal_error(where: str, exc: BaseException | None) -> web.Response:
     """The generic 500: the body names only a correlation id, which the log line (with the
     traceback, for whoever runs the gateway) carries too."""
     cid = uuid.uuid4().hex
@@ -153,7 +153,7 @@ class _JsonErrors(web.RequestHandler):
         if request.writer.output_size > 0:  # as aiohttp: the answer has begun, cannot redo it
             raise ConnectionError("response already started; cannot send an error")
         if status >= 500:
-            resp = _internal_error("a request", exc)
+            resp = internal_error("a request", exc)
         elif isinstance(exc, LineTooLong):
             log.info("request refused 431 header.too_large from %s", request.remote)
             resp = _json_error(431, "header.too_large",
@@ -320,7 +320,7 @@ class WebhookIngress(Actor):
                 resp.headers["Allow"] = exc.headers["Allow"]
             return resp
         except Exception as exc:  # anything else is a bug: answered without its text
-            return _internal_error(f"{request.method} {request.path}", exc)
+            return internal_error(f"{request.method} {request.path}", exc)
 
     def _handler(self, source: WebhookSource
                  ) -> Callable[[web.Request], Awaitable[web.Response]]:
