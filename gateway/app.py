@@ -47,6 +47,7 @@ from actors.deadletter import DeadLetterSink
 from actors.erp import ErpPoster
 from actors.infra import Ledger, NatsBus
 from actors.infra.bus import BrokerUnavailable, mask_url
+from actors.infra.http import client_tls
 from actors.infra.kv import KvBucket
 from actors.infra.lease import KvLease, Members, leases_bucket, process_id
 from actors.infra.state import (
@@ -445,23 +446,27 @@ def platform_specs(cfg: Config, *, environ: Mapping[str, str] | None = None
 
     Raises ``AuthError`` (``auth.*``, docs/errors.md) naming the setting: a platform off this
     machine without credentials or with the simulator's demo ones, a secret file readable by
-    others, a missing variable."""
+    others, a missing variable; ``ClientTlsError`` (``config.invalid``) naming
+    ``platforms.ca_file`` when that file is not a readable PEM CA bundle."""
     signers = platform_credentials(cfg, environ=environ)
+    client_tls(cfg.platforms.ca_file)  # a bad CA file stops the start here, naming the setting
     return {
         "erp": PlatformSpec(cfg.erp.base_url, timeout_s=cfg.erp.timeout_s,
                             max_connections=max(cfg.erp.max_connections, cfg.erp.concurrency),
-                            dialect=cfg.erp.dialect, signer=signers["erp"]),
+                            dialect=cfg.erp.dialect, signer=signers["erp"],
+                            ca_file=cfg.platforms.ca_file),
         "billing": PlatformSpec(cfg.billing_url, timeout_s=cfg.billing.timeout_s,
                                 max_connections=cfg.billing.max_connections,
-                                signer=signers["billing"]),
+                                signer=signers["billing"], ca_file=cfg.platforms.ca_file),
         "revenue": PlatformSpec(cfg.revenue.base_url, timeout_s=cfg.revenue.timeout_s,
                                 max_connections=cfg.revenue.max_connections,
-                                signer=signers["revenue"]),
+                                signer=signers["revenue"], ca_file=cfg.platforms.ca_file),
         "partner": PlatformSpec(cfg.partner.base_url, timeout_s=cfg.partner.timeout_s,
                                 max_connections=cfg.partner.max_connections,
-                                signer=signers["partner"]),
+                                signer=signers["partner"], ca_file=cfg.platforms.ca_file),
         "cpq": PlatformSpec(cfg.cpq.base_url, timeout_s=cfg.cpq.timeout_s,
-                            max_connections=cfg.cpq.max_connections, signer=signers["cpq"]),
+                            max_connections=cfg.cpq.max_connections, signer=signers["cpq"],
+                            ca_file=cfg.platforms.ca_file),
     }
 
 

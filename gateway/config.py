@@ -254,6 +254,12 @@ class ScaleOutConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     shared_budgets: bool = True
 
 
+class PlatformsConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    # Every call to a platform over https verifies its certificate and host name (never
+    # switched off) against the system's trust store plus this PEM CA bundle (a private CA).
+    ca_file: str = ""
+
+
 class SupervisorConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     # More than `intensity` restarts within `period` seconds: stop everything and exit non-zero,
     # so the outer supervisor (systemd, Kubernetes) sees it instead of a hot restart loop.
@@ -276,6 +282,8 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     router: RouterConfig = msgspec.field(default_factory=RouterConfig)
     supervisor: SupervisorConfig = msgspec.field(default_factory=SupervisorConfig)
     audit: AuditConfig = msgspec.field(default_factory=AuditConfig)  # keyed chain, anchors
+    # TLS of the outbound platform calls (actors/infra/http.py).
+    platforms: PlatformsConfig = msgspec.field(default_factory=PlatformsConfig)
     reconcile: ReconcileConfig = msgspec.field(default_factory=ReconcileConfig)
     close: CloseConfig = msgspec.field(default_factory=CloseConfig)
     # Several gateway processes on one cluster: leases for singletons, shared budgets.

@@ -12,6 +12,13 @@ A platform answer is sorted once, here, by what the caller should do:
 The base URL comes from configuration only; the client never dials a host taken from a
 payload (SSRF), and refuses any path that is not relative to its base.
 
+TLS: an ``https`` base URL is always verified — the certificate chain against the system's trust
+store plus the CAs of ``ca_file`` (a private CA allowed), and the host name; TLS 1.2 or newer.
+There is no setting that turns verification off. A certificate refused is
+``PlatformUnavailable`` with code ``http.certificate`` (retryable: nothing was sent, and a
+fixed certificate or setting lets the traffic resume); another TLS failure (a plaintext server
+behind an ``https`` URL) is ``http.tls``.
+
 Credentials: a client built with ``signer`` asks it for the authentication headers of every
 request immediately before sending (OAuth 1.0a signs method, URL and a fresh nonce; a bearer
 token may be refreshed), so no request of that client can leave without them.
@@ -23,6 +30,7 @@ as it was given.
 
 from __future__ import annotations
 
+import ssl
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -30,12 +38,12 @@ from typing import Protocol
 
 import aiohttp
 
-from contracts import Permanent, Retryable
+from contracts import GatewayError, Permanent, Retryable
 
 from .. import otel
 
-__all__ = ["Ambiguous", "HttpClient", "HttpResponse", "PlatformRejected", "PlatformUnavailable",
-           "RequestObserver", "RequestSigner"]
+__all__ = ["Ambiguous", "ClientTlsError", "HttpClient", "HttpResponse", "PlatformRejected",
+           "PlatformUnavailable", "RequestObserver", "RequestSigner", "client_tls"]
 
 # (platform, method, path, status or "timeout"/"connection_error", seconds): one request.
 RequestObserver = Callable[[str, str, str, str, float], None]
@@ -75,6 +83,32 @@ class HttpResponse:
     headers: Mapping[str, str] = field(default_factory=dict)  # e.g. a 202's Location
 
 
+class ClientTlsError(GatewayError):
+    code = "config.invalid"
+
+
+def client_tls(ca_file: str = "", *, where: str = "platforms.ca_file") -> ssl.SSLContext:
+    """The TLS context of every platform call: certificates and host names always verified,
+    against the system's trust store plus the PEM CA bundle ``ca_file`` (if set).
+
+    Raises ``ClientTlsError`` naming ``where`` when ``ca_file`` cannot be read or holds no
+    PEM certificate."""
+    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    if ca_file:
+        try:
+            ctx.load_verify_locations(cafile=ca_file)
+        except ssl.SSLError as exc:  # an OSError too: first
+            raise ClientTlsError(f"{where}: {ca_file} is not a PEM CA bundle "
+                                 f"({exc.reason})") from exc
+        except OSError as exc:
+            raise ClientTlsError(f"{where}: cannot read {ca_file}: {exc.strerror}") from exc
+    # What create_default_context promises, checked: verification is never off.
+    if ctx.verify_mode != ssl.CERT_REQUIRED or not ctx.check_hostname:
+        raise ClientTlsError(f"{where}: this Python's default TLS context does not verify")
+    return ctx
+
+
 def _retry_after(value: str | None) -> float | None:
     if not value:
         return None
@@ -88,8 +122,11 @@ class HttpClient:
     """A keep-alive client for one platform base URL."""
 
     def __init__(self, base_url: str, *, timeout: float = 10.0, max_connections: int = 16,
-                 platform: str = "platform", signer: RequestSigner | None = None) -> None:
+                 platform: str = "platform", signer: RequestSigner | None = None,
+                 ca_file: str = "") -> None:
         self._base = base_url.rstrip("/")
+        # Made now: a bad CA file stops the start naming the setting (``ClientTlsError``).
+        self._tls = client_tls(ca_file)
         self._signer = signer
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._max_connections = max_connections
@@ -104,7 +141,7 @@ class HttpClient:
 
     async def __aenter__(self) -> HttpClient:
         self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=self._max_connections),
+            connector=aiohttp.TCPConnector(limit=self._max_connections, ssl=self._tls),
             timeout=self._timeout,
         )
         return self
@@ -176,6 +213,14 @@ class HttpClient:
         except aiohttp.ServerDisconnectedError as exc:
             outcome = "disconnected"
             raise Ambiguous(f"{self.platform}: disconnected before answering") from exc
+        except aiohttp.ClientConnectorCertificateError as exc:
+            # Refused before anything was sent: the platform's certificate (or our CA setting)
+            # must be fixed; retried meanwhile, never sent unverified.
+            raise PlatformUnavailable(f"{self.platform}: TLS certificate refused: {exc}",
+                                      code="http.certificate") from exc
+        except aiohttp.ClientSSLError as exc:
+            raise PlatformUnavailable(f"{self.platform}: TLS handshake failed: {exc}",
+                                      code="http.tls") from exc
         except aiohttp.ClientConnectionError as exc:
             raise PlatformUnavailable(f"{self.platform}: cannot connect: {exc}",
                                       code="http.connection") from exc

@@ -22,7 +22,9 @@ answers 503 (naming what is missing) while the gateway starts or drains, instead
 the connection. With a bearer token configured (required off loopback, ``gateway/app.py``),
 every route needs ``Authorization: Bearer <token>``; a missing or wrong one gets 401
 ``{"code": "admin.unauthorized", "message"}``. The token is compared in constant time and
-never logged. ``admin.tls`` serves it over HTTPS only (``actors.ingress.tls``).
+never logged. An unexpected exception in a route is a 500 whose body holds only a code, a
+generic message and a correlation id (the log line with that id has the traceback).
+``admin.tls`` serves it over HTTPS only (``actors.ingress.tls``).
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ from aiohttp import web
 
 from contracts import GatewayError
 
-from .server import ExtraRoute, PostRoute
+from .server import ExtraRoute, PostRoute, internal_error
 from .tls import TlsFiles
 
 __all__ = ["AdminListener", "AdminSettings"]
@@ -141,6 +143,10 @@ class AdminListener:
                                  "message": f"{request.method} is not served at "
                                             f"{request.path}"},
                            headers={"Allow": ", ".join(sorted(exc.allowed_methods))})
+        except web.HTTPException:
+            raise
+        except Exception as exc:  # a bug: a generic 500, its text only in the log (S24)
+            return internal_error(f"{request.method} {request.path}", exc)
 
     def _authorized(self, request: web.Request) -> bool:
         token = self._token

@@ -47,6 +47,7 @@ class PlatformSpec:
     max_connections: int = 8
     dialect: str = "erpgw"
     signer: RequestSigner | None = None
+    ca_file: str = ""  # CAs trusted besides the system's for an https base URL
 
 
 class Platform:
@@ -138,7 +139,7 @@ async def open_platforms(specs: Mapping[str, PlatformSpec], *,
             spec = specs[name]
             http = await stack.enter_async_context(HttpClient(
                 spec.base_url, timeout=spec.timeout_s, max_connections=spec.max_connections,
-                platform=name, signer=spec.signer))
+                platform=name, signer=spec.signer, ca_file=spec.ca_file))
             made[name] = Platform(name, http, dialect=spec.dialect, limiter=limiters.get(name),
                                   breaker_config=configs.get(name),
                                   on_transitions=on_transitions)

@@ -109,7 +109,7 @@ class UsageIntake(Actor):
         self.bus = bus
         self.subjects = subjects
         self.door = door
-        self._tokens = tuple(t.encode() for t in api_tokens if t)
+        self._tokens = tuple(t.encode("utf-8", "surrogateescape") for t in api_tokens if t)
         self.max_records = max_records
         self.tenant = tenant
         self._group = GroupCommit(bus)
@@ -123,7 +123,9 @@ class UsageIntake(Actor):
         scheme, _, token = headers.get("Authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not token:
             return False
-        given = token.strip().encode()
+        # Header values arrive as text with undecodable bytes escaped: encode them back as
+        # they came, so any token (even one that is not UTF-8) is compared, never a 500.
+        given = token.strip().encode("utf-8", "surrogateescape")
         # Compare with every token (no early exit), so timing says nothing about which.
         return sum(hmac.compare_digest(given, t) for t in self._tokens) > 0
 

@@ -40,12 +40,16 @@ def _parse(header: str) -> tuple[int, list[str]]:
                 "signature header items must be name=value", code="signature.malformed"
             )
         if name == "t":
-            if not value.isdigit() or len(value) > 12:
+            if not (value.isascii() and value.isdigit()) or len(value) > 12:
                 raise SignatureError(
                     "signature timestamp t must be unix seconds", code="signature.malformed"
                 )
             timestamp = int(value)
         elif name == "v1":
+            if not value.isascii():  # a digest is hex; compare_digest refuses non-ASCII text
+                raise SignatureError(
+                    "signature v1 must be hexadecimal", code="signature.malformed"
+                )
             sigs.append(value)
     if timestamp is None:
         raise SignatureError("signature header has no t=", code="signature.malformed")

@@ -29,6 +29,11 @@ def test_valid_signature_accepted() -> None:
         (sign("s3cret", BODY, NOW).replace("v1=", "v0="), BODY, "signature.malformed"),
         (sign("s3cret", BODY, NOW - 301), BODY, "signature.stale"),
         (sign("s3cret", BODY, NOW + 301), BODY, "signature.stale"),
+        # Text no digest or timestamp can be: refused as malformed, never a TypeError.
+        (f"t={NOW},v1={'é' * 64}", BODY, "signature.malformed"),
+        (f"t={NOW},v1=\udcff\udcfe", BODY, "signature.malformed"),
+        (f"t=\u00b2,v1={'0' * 64}", BODY, "signature.malformed"),
+        (f"t=\u0663,v1={'0' * 64}", BODY, "signature.malformed"),
     ],
 )
 def test_rejections(header: str | None, body: bytes, code: str) -> None:

@@ -75,6 +75,23 @@ async def test_status_and_metrics_wait_for_the_gateway() -> None:
         assert (status, body["code"]) == (404, "admin.not_found")
 
 
+async def test_an_internal_error_answers_only_a_correlation_id(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """S24 on the admin listener: a route that fails is a generic 500; the text is logged."""
+    admin = _listener()
+
+    def status() -> dict[str, object]:
+        raise RuntimeError("canary-status-9d1e")
+
+    admin.status = status
+    async with admin.serving():
+        code, body, _ = await _get(f"{admin.url}/status")
+    assert code == 500 and set(body) == {"code", "message", "correlation_id"}
+    assert body["code"] == "internal.error" and "canary" not in str(body)
+    logged = [r for r in caplog.records if r.exc_info]
+    assert len(logged) == 1 and body["correlation_id"] in logged[0].getMessage()
+
+
 async def test_a_token_guards_every_route() -> None:
     admin = _listener(token=TOKEN)
     admin.check("broker", lambda: True)
