@@ -127,7 +127,7 @@ class EmbeddedBroker:
     host: str = "127.0.0.1"
     sync_interval: str = "always"
     max_payload: int = 1024 * 1024
-    max_file_store: str = "8GB"
+    max_file_store: str = "16GB"  # a cap on what streams may reserve, not an allocation
     server_name: str = "erpgw"
     # Where the role seeds live (None: no authentication at all; tests of the broker only).
     identities_dir: Path | None = None

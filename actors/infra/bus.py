@@ -204,7 +204,7 @@ class StreamSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     replicas: int = 1
     duplicate_window_s: float = 600.0
     max_age_s: float = 14 * 24 * 3600.0
-    max_bytes: int = 1024**3  # per stream; the embedded server reserves 8 GB for all
+    max_bytes: int = 1024**3  # per stream; the embedded server lets all reserve 16 GB
     max_msg_size: int = 256 * 1024
 
 
