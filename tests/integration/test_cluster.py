@@ -14,7 +14,7 @@ import nats
 import pytest
 
 from actors.infra import NatsBus
-from actors.infra.bus import BrokerRejected, BrokerUnavailable, OutMsg, server_list
+from actors.infra.bus import BrokerRejected, BrokerUnavailable, OutMsg, StoredMsg, server_list
 from contracts import Subjects
 from gateway.app import CONSUMERS, provision
 from gateway.broker import EmbeddedCluster
@@ -41,6 +41,17 @@ async def _leader(c: EmbeddedCluster, stream: str) -> str:
         return str(info.cluster.leader or "")
     finally:
         await nc.close()
+
+
+async def _scan_when_ready(bus: NatsBus, stream: str) -> list[StoredMsg]:
+    """Every message of ``stream``, read once the cluster answers again after the kill (it may
+    say "JetStream temporarily unavailable" while the killed node's roles move)."""
+    with anyio.fail_after(60):  # a guard against a hang, not a speed target
+        while True:
+            try:
+                return await bus.scan(stream, limit=10_000)
+            except BrokerUnavailable:
+                await anyio.sleep(0.2)
 
 
 async def test_a_comma_separated_seed_list_reaches_the_cluster_even_with_a_seed_down(
@@ -113,11 +124,14 @@ async def test_killing_the_billing_leader_mid_publish_loses_and_doubles_nothing(
                 for i in range(rng.randint(1, 40))] for b in range(120)]
     expected = {m.msg_id for batch in batches for m in batch}
 
-    bus = await NatsBus.connect(cluster.url, auth=cluster.auth("admin"), election_retry_s=15)
+    old_leader = await _leader(cluster, stream)
+    # Connected to a node that survives: the publishes right after the kill meet the election
+    # itself, not a reconnect that outlasts it.
+    follower = next(n for n in cluster.nodes if n.server_name != old_leader)
+    bus = await NatsBus.connect(follower.url, auth=cluster.auth("admin"), election_retry_s=15)
     killed = anyio.Event()
     half = anyio.Event()
     caller_retries = 0
-    old_leader = await _leader(cluster, stream)
 
     async def publish_loop() -> None:
         nonlocal caller_retries
@@ -143,7 +157,7 @@ async def test_killing_the_billing_leader_mid_publish_loses_and_doubles_nothing(
             tg.start_soon(publish_loop)
             tg.start_soon(kill_leader)
         new_leader = await _leader(cluster, stream)
-        stored = await bus.scan(stream, limit=10_000)
+        stored = await _scan_when_ready(bus, stream)
     finally:
         await bus.close()
     ids = [m.headers.get("Nats-Msg-Id") for m in stored]
