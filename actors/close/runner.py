@@ -37,7 +37,7 @@ from contracts.platforms.revenue import RecognitionDetail
 
 from ..erp.periods import POLICY_HEADER
 from ..infra import NatsBus, OutMsg
-from ..infra.lease import KvLease, run_while_held
+from ..infra.lease import KvLease, run_periodically, run_while_held
 from ..infra.state import SharedVersions
 from ..platforms import HttpResponse
 from ..router.invoices import AccountMap
@@ -146,17 +146,10 @@ class RevenueToGl(Actor):
         self.last_error: str | None = None
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        async with anyio.create_task_group() as tg:
-            if self.lease is not None:
-                await tg.start(self.lease.keep)
-            task_status.started()
-            while not self.stop_requested:
-                with anyio.move_on_after(self.interval_s):
-                    await self.wait_stop_requested()
-                if self.stop_requested:
-                    break
-                await self._pass(previous_period(datetime.now(UTC).date()))
-            tg.cancel_scope.cancel()  # the lease's keeper: releases the lease
+        await run_periodically(
+            self, self.interval_s, self.lease,
+            lambda: self._pass(previous_period(datetime.now(UTC).date())),
+            task_status=task_status)
 
     async def _pass(self, period: str) -> None:
         async def once() -> list[RunPosting]:

@@ -339,6 +339,35 @@ async def run_while_held(lease: KvLease, work: Callable[[], Awaitable[T]]
     return False, None
 
 
+class Periodic(Protocol):
+    """What ``run_periodically`` needs of an actor (``actors.runtime.Actor`` has it)."""
+
+    @property
+    def stop_requested(self) -> bool: ...
+
+    async def wait_stop_requested(self) -> None: ...
+
+
+async def run_periodically(actor: Periodic, interval_s: float, lease: KvLease | None,
+                           one_pass: Callable[[], Awaitable[None]], *,
+                           task_status: anyio.abc.TaskStatus[None]) -> None:
+    """A periodic job's life: keep ``lease`` (when given) the whole time, report started, then
+    run ``one_pass`` every ``interval_s`` (the first after one interval) until the actor is
+    asked to stop; stopping releases the lease. ``one_pass`` itself decides, with
+    ``run_while_held``, whether this process runs the pass."""
+    async with anyio.create_task_group() as tg:
+        if lease is not None:
+            await tg.start(lease.keep)
+        task_status.started()
+        while not actor.stop_requested:
+            with anyio.move_on_after(interval_s):
+                await actor.wait_stop_requested()
+            if actor.stop_requested:
+                break
+            await one_pass()
+        tg.cancel_scope.cancel()  # the lease's keeper: releases the lease
+
+
 class Members(_Renewed):
     """This process's membership key (``member.<id>``) and the count of live members."""
 

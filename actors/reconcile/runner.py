@@ -45,7 +45,7 @@ from contracts.platforms.revenue import BillingReport
 
 from ..audit import publish_action
 from ..infra import Ledger, NatsBus
-from ..infra.lease import KvLease, run_while_held
+from ..infra.lease import KvLease, run_periodically, run_while_held
 from ..platforms import HttpResponse
 from ..replay import replay_lane, select_events
 from ..runtime import Actor
@@ -426,17 +426,8 @@ class Reconciler(Actor):
         self.last_error: str | None = None
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        async with anyio.create_task_group() as tg:
-            if self.lease is not None:
-                await tg.start(self.lease.keep)
-            task_status.started()
-            while not self.stop_requested:
-                with anyio.move_on_after(self.interval_s):
-                    await self.wait_stop_requested()
-                if self.stop_requested:
-                    break
-                await self._pass()
-            tg.cancel_scope.cancel()  # the lease's keeper: releases the lease
+        await run_periodically(self, self.interval_s, self.lease, self._pass,
+                               task_status=task_status)
 
     async def _run_once(self) -> RunResult:
         return await run_once(self.bus, self.subjects, self.billing, self.erp,

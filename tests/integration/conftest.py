@@ -28,7 +28,7 @@ from contracts.platforms.billing import (
 )
 from contracts.platforms.signing import SIGNATURE_HEADER, sign
 from gateway.app import CONSUMERS, run_gateway
-from gateway.broker import EmbeddedBroker, free_port
+from gateway.broker import EmbeddedBroker, EmbeddedCluster, free_port
 from gateway.config import Config, load_config
 
 SECRET = "whsec_test"
@@ -142,6 +142,17 @@ async def _stop(task: asyncio.Task[None]) -> None:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
+
+
+@pytest.fixture
+async def cluster(tmp_path: Path) -> AsyncIterator[EmbeddedCluster]:
+    """A 3-node JetStream cluster on loopback, its role seeds in ``tmp_path/identities``."""
+    c = EmbeddedCluster(tmp_path / "cluster", size=3, identities_dir=tmp_path / "identities")
+    await c.start()
+    try:
+        yield c
+    finally:
+        await c.stop()
 
 
 @pytest.fixture

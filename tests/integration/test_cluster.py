@@ -6,8 +6,6 @@ promised: a message sent again lands after those of its batch that were stored).
 from __future__ import annotations
 
 import random
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import anyio
 import nats
@@ -21,16 +19,6 @@ from gateway.broker import EmbeddedCluster
 from gateway.config import load_config
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-async def cluster(tmp_path: Path) -> AsyncIterator[EmbeddedCluster]:
-    c = EmbeddedCluster(tmp_path / "cluster", size=3, identities_dir=tmp_path / "identities")
-    await c.start()
-    try:
-        yield c
-    finally:
-        await c.stop()
 
 
 async def _leader(c: EmbeddedCluster, stream: str) -> str:

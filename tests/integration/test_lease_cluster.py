@@ -5,9 +5,6 @@ it again and renews it."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
-
 import anyio
 import nats
 import pytest
@@ -24,16 +21,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
 TTL = 3.0
 SUBJECTS = Subjects()
-
-
-@pytest.fixture
-async def cluster(tmp_path: Path) -> AsyncIterator[EmbeddedCluster]:
-    c = EmbeddedCluster(tmp_path / "cluster", size=3, identities_dir=tmp_path / "identities")
-    await c.start()
-    try:
-        yield c
-    finally:
-        await c.stop()
 
 
 async def test_two_holders_never_overlap_through_the_loss_of_the_buckets_leader(
