@@ -16,6 +16,7 @@ kind                  when                                                      
 ``dead_lettered``     an unresolved dead letter of the period: its document's     ``erpgw dlq
                       date (a journal entry's posting date), else a billing       replay``
                       document of the period it names, else the month it failed
+                      (``saga.compensated`` aside: a refused deal, reversed)
 ``recon_break``       a reconciliation break a person must decide: duplicate,     ``erpgw
                       amount, currency, orphan, ``revenue_*``                     reconcile``
 ``in_doubt``          revenue lines whose upload outcome is unknown               ``erpgw reconcile
@@ -42,12 +43,16 @@ from contracts.platforms.erp import PERIOD_CLOSED
 from ..reconcile import Break
 from .revenue_gl import RunPosting
 
-__all__ = ["BLOCKER_KINDS", "Blocker", "CloseStatus", "OpenLetter", "close_blockers",
-           "letter_period"]
+__all__ = ["BLOCKER_KINDS", "SETTLED_CODES", "Blocker", "CloseStatus", "OpenLetter",
+           "close_blockers", "letter_period"]
 
 # The dead-letter code of a posting the ERP refused for a closed period (the ERP poster's
 # ``erp.<the ERP's code, lower case>``).
 PERIOD_CLOSED_CODE = f"erp.{PERIOD_CLOSED.lower()}"
+# Letters that record a business outcome already complete, not work left undone: a deal whose
+# saga was refused and reversed every step it had made (docs/flows.md, flow 1). They do not
+# block a close.
+SETTLED_CODES = frozenset({"saga.compensated"})
 BLOCKER_KINDS = ("unposted", "dead_lettered", "recon_break", "in_doubt", "revenue_unposted")
 # Reconciliation kinds that are neither a document waiting for its posting nor a dead letter.
 _UNPOSTED = frozenset({"missing", "in_flight", "revenue_missing"})
@@ -133,8 +138,8 @@ def close_blockers(entity: str, period: str, *, breaks: Iterable[Break],
     ``letter_period``); ``documents``: the ids of billing's documents of the period;
     ``revenue``: the close run's plan for the period (``plan_close``)."""
     docs = set(documents)
-    mine = sorted((lt for lt in letters if letter_period(lt, docs, period) == period),
-                  key=lambda lt: lt.seq)
+    mine = sorted((lt for lt in letters if lt.code not in SETTLED_CODES
+                   and letter_period(lt, docs, period) == period), key=lambda lt: lt.seq)
     lettered = {lt.document for lt in mine if lt.document}
     out: list[Blocker] = []
     for lt in mine:

@@ -66,6 +66,13 @@ def test_another_letter_says_to_look_before_replaying() -> None:
     assert s.resolve_all["dead_lettered"].startswith("erpgw dlq ls")
 
 
+def test_a_compensated_deal_is_an_outcome_not_a_blocker() -> None:
+    settled = letter(4, code="saga.compensated", period=None, document="deal_1", failed=P)
+    assert status(letters=[settled]).blocking == 0
+    assert status(letters=[letter(5, code="saga.compensation_failed", period=None,
+                                  document="deal_1", failed=P)]).blocking == 1
+
+
 @pytest.mark.parametrize(("lt", "documents", "blocks"), [
     (letter(1, period=P), [], True),  # dated in the period
     (letter(1, period="2026-10", failed=P), [], False),  # dated elsewhere, failed here
