@@ -252,7 +252,7 @@ class Driller:
         elif name == "period-close":
             period = time.strftime("%Y-%m", time.gmtime())
             status = await self.stack._sim_call("POST", f"/erp/v1/periods/{period}/close")
-            self.closed_period = (period, float(status["closed_at"]))
+            self.closed_period = (period, float(status["closedAt"]))
 
     async def _heal(self, name: str, postings: int) -> None:
         rec = self.records[name]

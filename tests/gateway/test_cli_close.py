@@ -33,3 +33,18 @@ def test_help_describes_the_run() -> None:
     assert r.returncode == 0
     for option in ("--period", "--entity", "--timeout", "--json", "--revenue-url"):
         assert option in r.stdout
+
+
+def test_status_names_a_bad_period_and_a_missing_ledger_and_documents_its_exit(
+        tmp_path: Path) -> None:
+    bad = erpgw("close", "status", "--period", "26-01")
+    assert bad.returncode == 2 and "--period must be YYYY-MM, got '26-01'" in bad.stderr
+    nowhere = erpgw("close", "status", "--period", "2026-01", "--data-dir",
+                    str(tmp_path / "nowhere"))
+    assert nowhere.returncode == 2 and "no gateway ledger" in nowhere.stderr
+    assert "Traceback" not in bad.stderr + nowhere.stderr
+    helped = erpgw("close", "status", "--help")
+    assert helped.returncode == 0
+    for text in ("--period", "--entity", "--json", "unposted", "dead_lettered", "recon_break",
+                 "in_doubt", "revenue_unposted", "0 when nothing blocks"):
+        assert text in " ".join(helped.stdout.split()), text
