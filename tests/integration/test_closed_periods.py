@@ -17,6 +17,7 @@ from typing import Any
 
 import anyio
 import msgspec
+import nats
 import pytest
 
 from actors.close import BLOCKER_KINDS
@@ -100,8 +101,32 @@ async def test_next_open_posts_every_late_posting_in_the_first_open_period(
         await stack.close()
 
 
+async def close_kpi(stack: Stack, month: str, want: dict[str, int]) -> dict[str, Any]:
+    """The first ``close`` section of ``<prefix>.mon.kpi`` whose ``month`` counts ``want``
+    (by kind), as the dashboard's identity reads it."""
+    found: list[dict[str, Any]] = []
+
+    async def on(msg: Any) -> None:
+        close = msgspec.json.decode(msg.data).get("close") or {}
+        if (close.get("periods") or {}).get(month, {}).get("by_kind") == want:
+            found.append(close)
+
+    nc = await nats.connect(stack.url, **stack.nats_options("monitor"))
+    try:
+        await nc.subscribe(f"{stack.subjects.prefix}.mon.kpi", cb=on)
+        with anyio.fail_after(90):  # a guard against a hang, not a speed target
+            while not found:
+                await anyio.sleep(0.2)
+    finally:
+        await nc.close()
+    return found[0]
+
+
 async def test_dead_letter_then_repost_open_replay_posts_each_once(tmp_path: Path) -> None:
-    stack = Stack(tmp_path, ack_wait_s=2.0, seed=32)  # erp.closed_period: the default
+    # erp.closed_period: the default; the close-watch actor every second, the KPIs too.
+    stack = Stack(tmp_path, ack_wait_s=2.0, seed=32,
+                  gateway_env={"ERPGW_CLOSE_STATUS_INTERVAL_S": "1",
+                               "ERPGW_SLA_KPI_INTERVAL_S": "1"})
     await stack.start()
     try:
         closed, first_open = closing()
@@ -123,6 +148,9 @@ async def test_dead_letter_then_repost_open_replay_posts_each_once(tmp_path: Pat
             "erpgw dlq replay --code erp.period_closed --repost-open")
         assert {i["resolve"] for i in status["items"] if i["kind"] == "dead_lettered"} == {
             f"erpgw dlq replay --seq {r['seq']} --repost-open" for r in rows}
+        # The same count as the close.blocking KPI (once the revenue lines are in too).
+        kpi = await close_kpi(stack, month, {"dead_lettered": INVOICES})
+        assert kpi["periods"][month]["blocking"] == INVOICES <= kpi["blocking"]
 
         done = dlq(stack, "replay", "--code", "erp.period_closed", "--repost-open")
         assert done.returncode == 0, done.stderr
@@ -137,6 +165,7 @@ async def test_dead_letter_then_repost_open_replay_posts_each_once(tmp_path: Pat
         assert close_status(stack, month) == (0, {
             "entity": "default", "period": month, "ready": True, "blocking": 0,
             "by_kind": dict.fromkeys(BLOCKER_KINDS, 0), "resolve": {}, "items": []})
+        assert (await close_kpi(stack, month, {}))["periods"][month]["blocking"] == 0
 
         # Replaying again: the CLI has nothing left; the same letters re-sent anyway (a fresh
         # message id, marked repost-open) reach the poster and post nothing more.
