@@ -9,10 +9,12 @@ from datetime import date
 from typing import Any
 
 import anyio
+from prometheus_client.parser import text_string_to_metric_families
 
 from actors.close import CloseStatus, CloseWatch, close_blockers
 from actors.infra.bus import BrokerUnavailable
 from actors.monitor import LaneWatch, Monitor
+from actors.monitor.prometheus import prometheus_text
 from actors.reconcile import Break
 from gateway.commands.monitor import MonitorView
 
@@ -50,6 +52,11 @@ async def test_each_pass_publishes_close_blocking_in_the_kpi_document() -> None:
     assert close["blocking"] == 3 and close["entity"] == "default"
     assert close["periods"] == {"2026-11": {"blocking": 2, "by_kind": {"unposted": 2}},
                                 "2026-12": {"blocking": 1, "by_kind": {"unposted": 1}}}
+    text = prometheus_text(mon.last_metrics or {}, mon.kpis()[0])
+    (family,) = [f for f in text_string_to_metric_families(text)
+                 if f.name == "erpgw_close_blocking"]
+    assert {s.labels["period"]: s.value for s in family.samples} == {"2026-11": 2.0,
+                                                                     "2026-12": 1.0}
     fail = True
     await watch._pass(date(2026, 12, 7))
     assert mon.kpis()[0]["close"]["blocking"] == 3  # kept
