@@ -50,11 +50,13 @@ _envelopes: MsgpackCodec[Envelope] = MsgpackCodec(Envelope)
 _CLOSE_ENTRIES = aggregate_id("", "", "").split(":", 1)[0] + ":"
 
 
-class _Resolved(msgspec.Struct):
+class _Resolved(msgspec.Struct, frozen=True):
+    """What the close needs of a resolution marker (``gateway.dlq.Resolution``)."""
+
     seq: int
 
 
-_resolved = msgspec.json.Decoder(_Resolved)
+_resolved: JsonCodec[_Resolved] = JsonCodec(_Resolved)  # raises ContractError, not msgspec's
 
 
 def period_of(ts: float) -> str:

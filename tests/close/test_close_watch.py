@@ -5,17 +5,28 @@ shows the count per month."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import date
+from datetime import UTC, date, datetime
 from typing import Any
 
 import anyio
+import msgspec
 from prometheus_client.parser import text_string_to_metric_families
 
-from actors.close import CloseStatus, CloseWatch, close_blockers
-from actors.infra.bus import BrokerUnavailable
+from actors.close import CloseStatus, CloseWatch, close_blockers, open_letters
+from actors.infra.bus import BrokerUnavailable, StoredMsg
 from actors.monitor import LaneWatch, Monitor
 from actors.monitor.prometheus import prometheus_text
 from actors.reconcile import Break
+from contracts import (
+    BusinessKey,
+    DeadLetter,
+    Envelope,
+    JournalLine,
+    MsgpackCodec,
+    PostJournalEntry,
+    Subjects,
+    make_envelope,
+)
 from gateway.commands.monitor import MonitorView
 
 
@@ -90,3 +101,50 @@ async def test_passes_repeat_each_interval_until_a_stop() -> None:
                 await anyio.sleep(0.01)
         watch.request_stop()
     assert watch.blocking == 0 and len(calls) >= 4
+
+
+class FakeDlq:
+    """A DLQ stream as ``NatsBus.scan`` reads it: letters and resolution markers."""
+
+    def __init__(self, subjects: Subjects) -> None:
+        self.subjects = subjects
+        self.msgs: list[StoredMsg] = []
+
+    def add(self, subject: str, data: bytes) -> int:
+        seq = len(self.msgs) + 1
+        self.msgs.append(StoredMsg(seq, subject, data, {}, 0.0))
+        return seq
+
+    async def scan(self, stream: str, *, subject: str | None = None) -> list[StoredMsg]:
+        assert stream == self.subjects.dlq_stream
+        want = "resolved" if subject == self.subjects.dlq_resolutions else "letters"
+        return [m for m in self.msgs if ("resolved" in m.subject) == (want == "resolved")]
+
+
+async def test_open_letters_leave_out_the_resolved_and_date_what_they_can() -> None:
+    subjects = Subjects()
+    dlq = FakeDlq(subjects)
+
+    def add_letter(key: str | None, data: bytes, code: str = "erp.period_closed") -> int:
+        dl = DeadLetter(id=f"dl-{key}", failed_at=datetime(2026, 12, 7, tzinfo=UTC),
+                        lane="billing", subject="s", stream_seq=1, code=code, reason="r",
+                        attempts=1, business_key=key, correlation_id=None, data=data)
+        return dlq.add(subjects.dlq("billing", code), msgspec.json.encode(dl))
+
+    entry = PostJournalEntry(idempotency_key="key-0001", external_id="in_1",
+                             posting_date=date(2026, 11, 30), currency="USD", memo="m", lines=[
+                                 JournalLine(account="1200", debit=5, credit=0, memo=""),
+                                 JournalLine(account="4000", debit=0, credit=5, memo="")])
+    env = make_envelope(entry, source="gateway",
+                        key=BusinessKey(source="billing", object_id="in_1", version=1))
+    dated = add_letter("billing:in_1:v1", MsgpackCodec(Envelope).encode(env))
+    replayed = add_letter("billing:in_2:v1", b"\xc1")
+    add_letter(None, b"\xc1poison", code="contract.invalid")
+    dlq.add(f"{subjects.prefix}.dlq.resolved.replayed.{replayed}",
+            msgspec.json.encode({"seq": replayed, "action": "replayed",
+                                 "at": "2026-12-07T00:00:00Z", "by": "ops"}))
+    bus: Any = dlq
+    letters, named = await open_letters(bus, subjects)
+    assert named == {"in_1", "in_2"}  # resolved ones too: they explain a reconciliation
+    assert [(lt.seq, lt.document, lt.period, lt.failed_period) for lt in letters] == [
+        (dated, "in_1", "2026-11", "2026-12"), (3, "", None, "2026-12")]

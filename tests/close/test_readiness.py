@@ -3,8 +3,6 @@ block a period's close, each with the command that resolves it."""
 
 from __future__ import annotations
 
-from datetime import date
-
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -171,27 +169,6 @@ def test_the_kpi_document_sums_the_watched_periods() -> None:
     assert doc["periods"] == {P: {"blocking": 1, "by_kind": {"unposted": 1}},
                               "2026-12": {"blocking": 0, "by_kind": {}}}
     assert kpi_document([], at=1.0)["blocking"] == 0
-
-
-def test_period_of_a_letter_from_a_journal_entry() -> None:
-    from actors.close.status import _document_period
-    from contracts import (
-        BusinessKey,
-        Envelope,
-        JournalLine,
-        MsgpackCodec,
-        PostJournalEntry,
-        make_envelope,
-    )
-
-    entry = PostJournalEntry(idempotency_key="key-0001", external_id="in_1", posting_date=date(
-        2026, 11, 30), currency="USD", memo="m", lines=[
-        JournalLine(account="1200", debit=5, credit=0, memo=""),
-        JournalLine(account="4000", debit=0, credit=5, memo="")])
-    env = make_envelope(entry, source="gateway", key=BusinessKey(source="billing",
-                                                                  object_id="in_1", version=1))
-    assert _document_period(MsgpackCodec(Envelope).encode(env)) == P
-    assert _document_period(b"\xc1poison") is None
 
 
 def test_every_blocker_code_has_its_row_in_the_error_doc() -> None:
