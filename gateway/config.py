@@ -226,6 +226,10 @@ class CloseConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     interval_s: Annotated[float, msgspec.Meta(ge=0)] = 0.0
     # The legal entity the entries are posted for (until accounts map to entities).
     entity: Annotated[str, msgspec.Meta(min_length=1, max_length=50)] = "default"
+    # How often the close-watch actor computes what blocks the close of the month just ended
+    # and of the current one (`erpgw close status`), for the close.blocking KPI on
+    # <prefix>.mon.kpi; the first pass after min(30 s, the interval). 0: not watched.
+    status_interval_s: Annotated[float, msgspec.Meta(ge=0)] = 300.0
 
 
 class AuditConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

@@ -27,9 +27,9 @@ import msgspec
 
 import sim
 
-from .close_demo import revenue_to_gl_ok, run_revenue_to_gl
+from .close_demo import close_blocking, revenue_to_gl_ok, run_revenue_to_gl
 from .deal_demo import changes_ok, deals_ok, run_changes, run_deals
-from .drills import Driller
+from .drills import Driller, settle_period_close
 from .money_demo import money_figures, money_ok, wait_money
 from .stack import DrainResult, RevenueResult, Stack
 from .usage_demo import USAGE_RECORDS, run_usage
@@ -119,6 +119,9 @@ class DemoOptions:
     # and gateway processes behind one round-robin webhook address.
     cluster: int = 0
     gateways: int = 1
+    # erp.closed_period of the demo's gateway ("": its default, dead_letter); what the
+    # period-close drill exercises.
+    closed_period: str = ""
 
 
 async def netsuite_figures(stack: Stack, audit: dict[str, Any]) -> dict[str, Any]:
@@ -266,6 +269,12 @@ def _drill_lines(r: dict[str, Any]) -> list[str]:
         lines.append(f"    altered ERP amounts: {alt['altered']} altered, {alt['found']} found by "
                      f"the reconciler ({alt['published']} published), exact: {alt['exact']}, "
                      f"repaired: {alt['repaired']}")
+    pc = r.get("period_close")
+    if pc is not None and pc.get("period"):
+        lines.append(f"    period close: ERP closed {pc['period']} ({pc['policy']}); "
+                     f"{pc['late_postings']} late posting(s) {pc['went']}; dead-lettered "
+                     f"{pc['dead_lettered']}, replayed {pc['replayed']}; GL of {pc['into']} "
+                     f"= those postings: {pc['gl_ok']}")
     order = r.get("order")
     if order is not None:
         lines.append(f"    amendments: {order['amended']} invoices amended, "
@@ -383,6 +392,9 @@ def _human(r: dict[str, Any]) -> str:
         *([("revenue -> GL", "{completed}/{expected} currencies of {period} (GL revenue = "
             "recognition: {exact})".format(**r["flows"]["revenue_to_gl"]))]
           if "revenue_to_gl" in r.get("flows", {}) else []),
+        *([("blocking the close", "{blocking} item(s) for {period}".format(**r["close"])
+            + (" (erpgw close status --period {period})".format(**r["close"])
+               if r["close"]["blocking"] else ""))] if "close" in r else []),
         *([("subscription changes in sync", "{completed}/{expected} ({changes} changes, "
             "{reordered} shuffled)".format(**r["flows"]["subscription_changes"]))]
           if "subscription_changes" in r.get("flows", {}) else []),
@@ -451,6 +463,8 @@ async def run_demo(opts: DemoOptions) -> bool:
         if not opts.json:
             print(msg, file=sys.stderr)
 
+    if opts.closed_period:
+        stack.gateway_env["ERPGW_ERP_CLOSED_PERIOD"] = opts.closed_period
     if opts.billing_dialect == "stripe":
         # The simulator sends Stripe's webhooks (Stripe-Signature) and the gateway reads them.
         stack.sim_args = (*stack.sim_args, "--billing-dialect", "stripe")
@@ -459,8 +473,10 @@ async def run_demo(opts: DemoOptions) -> bool:
         stack.gateway_env["ERPGW_DEMO_STRIPE_KEY"] = sim.SimConfig().stripe_secret_key
         stack.gateway_toml += ('\n[billing.auth]\ntype = "bearer"\n'
                                'token_env = "ERPGW_DEMO_STRIPE_KEY"\n')
+    period_close: dict[str, Any] | None = None
     try:
         t0 = time.monotonic()
+        bill_period = time.strftime("%Y-%m", time.gmtime())
         nodes = f", {opts.cluster}-node cluster" if opts.cluster else ""
         say(f"starting nats-server (JetStream{nodes}), simulator and {opts.gateways} gateway "
             "process(es) ...")
@@ -504,10 +520,19 @@ async def run_demo(opts: DemoOptions) -> bool:
             # fired late may have disturbed a drained run, so judge the state after it.
             result = await stack.wait_drained(opts.invoices, stall_timeout=opts.stall_timeout,
                                               progress=watch)
+            if "period-close" in opts.faults:
+                # Where the late postings went; under dead_letter, re-posted by the demo.
+                result, period_close = await settle_period_close(
+                    driller, result, opts.closed_period or "dead_letter",
+                    stall_timeout=opts.stall_timeout)
         progress.done()
         revenue = await stack.wait_revenue(stall_timeout=opts.stall_timeout)
         report = build_report(result, opts, time.monotonic() - t0, revenue)
         report.setdefault("flows", {})
+        if period_close is not None:
+            report["period_close"] = period_close
+            report["ok"] = bool(report["ok"] and period_close.get("exact")
+                                and period_close.get("gl_ok"))
         if opts.erp_dialect == "netsuite":
             ns = await netsuite_figures(stack, result.audit)
             report["netsuite"] = ns
@@ -547,6 +572,12 @@ async def run_demo(opts: DemoOptions) -> bool:
             report["scale_out"] = {"cluster_nodes": opts.cluster, "gateways": opts.gateways,
                                    "gateway_starts_1": stack.gateway_starts,
                                    "work_shares": await stack.work_shares()}
+        # What blocks the close of the bill run's month once everything drained (the
+        # close.blocking KPI, `erpgw close status`): nothing, after a run without faults.
+        close = await close_blocking(stack, bill_period)
+        report["close"] = {"period": close["period"], "blocking": close["blocking"],
+                           "by_kind": {k: n for k, n in close["by_kind"].items() if n}}
+        report["ok"] = bool(report["ok"] and (bool(opts.faults) or close["blocking"] == 0))
         if driller is not None:
             report.update(driller.finish(result))
             report.update(await driller.after_run(result))

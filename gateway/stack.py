@@ -647,12 +647,14 @@ class Stack:
         return Subjects(prefix=self.nats_prefix)
 
     async def dead_letters(self) -> list[DeadLetter]:
+        """Every dead letter, replayed or purged ones too (not the resolution markers a
+        replay stores beside them)."""
         bus = await NatsBus.connect(self.url, name="erpgw-stack", auth=self.auth("operator"))
         try:
-            raw = await bus.read_stream(self.subjects.dlq_stream)
+            raw = await bus.scan(self.subjects.dlq_stream, subject=self.subjects.dlq_letters)
         finally:
             await bus.close()
-        return [_letters.decode(r) for r in raw]
+        return [_letters.decode(m.data) for m in raw]
 
     async def _dead_letters_or(self, last: list[DeadLetter]) -> list[DeadLetter]:
         """The dead letters, or ``last`` while the broker cannot answer (a node down, a

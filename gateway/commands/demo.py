@@ -43,7 +43,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
                        stall_timeout=args.stall_timeout, fsync=args.fsync, faults=faults,
                        flows=flows, billing_dialect=dialects["billing"],
                        erp_dialect=dialects["erp"], cluster=args.cluster,
-                       gateways=args.gateways)
+                       gateways=args.gateways, closed_period=args.closed_period or "")
     ok: bool = run_async(lambda: run_demo(opts))
     return 0 if ok else 1
 
@@ -89,7 +89,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                          "broker-restart, kill-nats-leader, kill-nats-node (with --cluster), "
                          "freeze-gateway (SIGSTOP past ack_wait, then SIGCONT), "
                          "altered-amount (the ERP records 2 %% of postings with another "
-                         "amount; the reconciler must find exactly those); the report adds "
+                         "amount; the reconciler must find exactly those), period-close (the "
+                         "ERP closes the bill run's month at 30 %%; see --closed-period); the "
+                         "report adds "
                          "recovery times and whether the dead letters are exactly the "
                          "injected poison")
     dm.add_argument("--flows", default="all", metavar="LIST",
@@ -109,5 +111,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                     help="run N gateway processes, each with its own data directory, behind "
                          "one round-robin webhook address; the report adds each process's "
                          "share of the work (default 1)")
+    dm.add_argument("--closed-period", choices=["next_open", "dead_letter"],
+                    help="the gateway's erp.closed_period: a posting dated in a period the "
+                         "ERP has closed goes to the first open period (next_open) or is "
+                         "dead-lettered erp.period_closed (dead_letter, the gateway's default; "
+                         "with --faults period-close the demo then re-posts those letters with "
+                         "erpgw dlq replay --repost-open)")
     dm.add_argument("--json", action="store_true", help="print the report as one JSON object")
     dm.set_defaults(func=cmd_demo)
