@@ -5,7 +5,7 @@ sending, a claim left behind — and what each leaves in the ledger and on the d
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -317,7 +317,7 @@ async def test_a_claim_lost_to_another_process_sends_nothing_and_waits(
     await a.handle(first)
     assert b_first[0].verdict == "ack" and first[0].verdict == "nak"
     assert platform.uploads == [["in_1:il_1", "in_1:il_2"]]  # B's upload only
-    assert set((await states(ledger)).values()) == {"released"}  # A's claim, undone
+    assert await states(ledger) == {}  # the shared claim came first: A's ledger never claimed
     again = [FakeDelivery(envelope(1), num_delivered=2)]
     await a.handle(again)
     assert again[0].verdict == "ack" and a.requests == 1 and len(platform.uploads) == 1
@@ -365,3 +365,258 @@ async def test_a_restarted_owner_flags_its_unfinished_claims_so_others_stop_wait
     again = [FakeDelivery(envelope(1), num_delivered=3)]
     await b.handle(again)
     assert again[0].verdict == "ack" and b.skipped_lines == 2 and platform.uploads == []
+
+
+# -- the order of the two claims: shared, then ledger, then the request ------------------------
+
+
+class Crash(BaseException):
+    """What ``os._exit`` at a crash point does to the code after it: nothing more runs (the
+    poster's clean-up handlers catch ``Exception`` only, so they do not run either)."""
+
+
+def crash_at(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    """Crash point ``name`` raises ``Crash`` the first time execution passes it."""
+    from actors.revenue import poster as module
+
+    passed: list[str] = []
+
+    def point(at: str) -> None:
+        if at == name and not passed:
+            passed.append(at)
+            raise Crash(at)
+    monkeypatch.setattr(module, "crashpoint", point)
+
+
+def freeze_after_the_shared_claim(monkeypatch: pytest.MonkeyPatch,
+                                  meanwhile: Callable[[], Awaitable[None]]) -> None:
+    """The first upload stops right after its shared claim (a process frozen there) while
+    ``meanwhile`` runs, then goes on."""
+    original = RevenuePoster._claim_shared
+    frozen = [meanwhile]
+
+    async def claim_then_freeze(self: RevenuePoster, part: Any, attempt: str) -> None:
+        await original(self, part, attempt)
+        while frozen:
+            await frozen.pop()()
+    monkeypatch.setattr(RevenuePoster, "_claim_shared", claim_then_freeze)
+
+
+def shared_states(bucket: MemoryBucket) -> dict[str, tuple[str, str]]:
+    """Every line's (status, owner) in the shared uploads."""
+    out = {}
+    for key, (value, _) in bucket.data.items():
+        if value is not None:
+            u = msgspec.msgpack.decode(value)
+            out[key.split(".", 1)[1].replace("=3A", ":")] = (u["status"], u["owner"])
+    return out
+
+
+async def test_the_shared_claim_comes_first_and_the_request_right_after_the_ledger_claim(
+        ledger: Ledger) -> None:
+    """When the shared claim is written the ledger holds nothing of the attempt; when the
+    request leaves both hold the lines ``pending``."""
+    shared = MemoryBucket()
+    seen: list[tuple[str, dict[str, str], dict[str, tuple[str, str]]]] = []
+
+    async def at_shared_claim(key: str) -> None:
+        seen.append(("shared claim", await states(ledger), shared_states(shared)))
+    shared.before_write = at_shared_claim
+
+    class Watching(Platform):
+        async def request(self, method: str, path: str, body: bytes, **kw: Any) -> HttpResponse:
+            seen.append(("request", await states(ledger), shared_states(shared)))
+            return await super().request(method, path, body, **kw)
+
+    p = poster(Watching(accept), ledger, bucket=shared, owner="gw-a")
+    await p.handle([FakeDelivery(envelope(1))])
+    ids = ["in_1:il_1", "in_1:il_2"]
+    assert seen[0] == ("shared claim", {}, {})
+    assert seen[1] == ("request", dict.fromkeys(ids, "pending"),
+                       dict.fromkeys(ids, ("pending", "gw-a")))
+    assert shared_states(shared) == dict.fromkeys(ids, ("uploaded", "gw-a"))
+
+
+async def test_a_crash_between_the_claims_is_given_back_at_start_and_sent_once(
+        ledger: Ledger, other_ledger: Ledger, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A dies after its shared claim, before its ledger claim: nothing was sent, so its
+    restart gives the claim back (no line in doubt) and the invoice is uploaded once, by
+    whichever process gets it next."""
+    shared = MemoryBucket()
+    platform = Platform(accept)
+    crash_at(monkeypatch, "revenue.between_claims")
+    a = poster(platform, ledger, bucket=shared, owner="gw-a")
+    with pytest.raises(Crash):
+        await a.handle([FakeDelivery(envelope(1))])
+    ids = ["in_1:il_1", "in_1:il_2"]
+    assert await states(ledger) == {} and platform.uploads == []
+    assert shared_states(shared) == dict.fromkeys(ids, ("pending", "gw-a"))
+    b = poster(platform, other_ledger, bucket=shared, owner="gw-b")
+    waiting = [FakeDelivery(envelope(1), num_delivered=2)]
+    await b.handle(waiting)
+    assert waiting[0].verdict == "nak" and b.requests == 0  # A's claim holds it meanwhile
+    restarted = poster(platform, ledger, bucket=shared, owner="gw-a")
+    await restarted._left_behind()  # what its run() does first
+    assert restarted.released_claims == 2 and restarted.in_doubt_lines == 0
+    assert shared_states(shared) == dict.fromkeys(ids, ("released", "gw-a"))
+    again = [FakeDelivery(envelope(1), num_delivered=3)]
+    await b.handle(again)
+    assert again[0].verdict == "ack" and b.uploaded_lines == 2
+    assert platform.recorded == ids  # once
+    assert await states(ledger) == {} and set((await states(other_ledger)).values()) == \
+        {"uploaded"}
+
+
+async def test_a_crash_after_the_ledger_claim_is_in_doubt_everywhere(
+        ledger: Ledger, other_ledger: Ledger, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The window left: both claims committed, the request not sent. Presumed recorded, as
+    before: in doubt in the ledger and in the shared uploads, never sent by anyone."""
+    shared = MemoryBucket()
+    platform = Platform(accept)
+    crash_at(monkeypatch, "revenue.before_upload")
+    a = poster(platform, ledger, bucket=shared, owner="gw-a")
+    with pytest.raises(Crash):
+        await a.handle([FakeDelivery(envelope(1))])
+    restarted = poster(platform, ledger, bucket=shared, owner="gw-a")
+    await restarted._left_behind()
+    ids = ["in_1:il_1", "in_1:il_2"]
+    assert restarted.in_doubt_lines == 2 and restarted.released_claims == 0
+    assert shared_states(shared) == dict.fromkeys(ids, ("in_doubt", "gw-a"))
+    b = poster(platform, other_ledger, bucket=shared, owner="gw-b")
+    again = [FakeDelivery(envelope(1), num_delivered=2)]
+    await b.handle(again)
+    assert again[0].verdict == "ack" and b.skipped_lines == 2 and platform.uploads == []
+
+
+async def test_an_outcome_the_shared_uploads_missed_is_mirrored_at_start(
+        ledger: Ledger, other_ledger: Ledger, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A dies after committing ``uploaded`` in its ledger, before mirroring it: its restart
+    mirrors it, so B stops waiting and skips the lines instead of being held until its
+    deliveries run out."""
+    shared = MemoryBucket()
+    platform = Platform(accept)
+    a = poster(platform, ledger, bucket=shared, owner="gw-a")
+    mark = a.uploads.mark
+
+    async def die_before_uploaded(platform_: str, ids: Any, status: str, *args: Any) -> None:
+        if status == "uploaded":
+            raise Crash("after the ledger's uploaded commit")
+        await mark(platform_, ids, status, *args)
+    monkeypatch.setattr(a.uploads, "mark", die_before_uploaded)
+    with pytest.raises(Crash):
+        await a.handle([FakeDelivery(envelope(1))])
+    ids = ["in_1:il_1", "in_1:il_2"]
+    assert shared_states(shared) == dict.fromkeys(ids, ("pending", "gw-a"))
+    restarted = poster(platform, ledger, bucket=shared, owner="gw-a")
+    await restarted._left_behind()
+    assert shared_states(shared) == dict.fromkeys(ids, ("uploaded", "gw-a"))
+    assert restarted.released_claims == 0 and restarted.in_doubt_lines == 0
+    b = poster(platform, other_ledger, bucket=shared, owner="gw-b")
+    again = [FakeDelivery(envelope(1), num_delivered=2)]
+    await b.handle(again)
+    assert again[0].verdict == "ack" and b.skipped_lines == 2 and platform.recorded == ids
+
+
+async def test_a_process_frozen_between_the_claims_is_waited_for_and_sends_once(
+        ledger: Ledger, other_ledger: Ledger, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A is stopped (SIGSTOP past ack_wait) right after its shared claim; the invoice goes to
+    B, which waits. A resumes: its ledger claim and request go through; B then skips."""
+    shared = MemoryBucket()
+    platform = Platform(accept)
+    b = poster(platform, other_ledger, bucket=shared, owner="gw-b")
+    b_first = [FakeDelivery(envelope(1), num_delivered=2)]
+
+    async def meanwhile() -> None:
+        await b.handle(b_first)
+    freeze_after_the_shared_claim(monkeypatch, meanwhile)
+    a = poster(platform, ledger, bucket=shared, owner="gw-a")
+    first = [FakeDelivery(envelope(1))]
+    await a.handle(first)
+    assert b_first[0].verdict == "nak" and b.requests == 0 and b.waiting_lines == 2
+    assert first[0].verdict == "ack" and a.uploaded_lines == 2
+    again = [FakeDelivery(envelope(1), num_delivered=3)]
+    await b.handle(again)
+    assert again[0].verdict == "ack" and b.skipped_lines == 2
+    assert platform.recorded == ["in_1:il_1", "in_1:il_2"]
+
+
+async def test_a_failed_ledger_claim_gives_the_shared_claim_back_at_once(
+        ledger: Ledger, other_ledger: Ledger, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The ledger refuses the claim (disk full, busy): nothing is sent, the batch is nak'ed,
+    and the shared claim is given back then, so another process need not wait for it."""
+    from actors.infra.ledger import LedgerUnavailable
+
+    shared = MemoryBucket()
+    platform = Platform(accept)
+    a = poster(platform, ledger, bucket=shared, owner="gw-a")
+    record = ledger.record_uploads
+
+    async def full(rows: Any) -> None:
+        if rows and rows[0].status == "pending":
+            raise LedgerUnavailable("database or disk is full")
+        await record(rows)
+    monkeypatch.setattr(ledger, "record_uploads", full)
+    with pytest.raises(LedgerUnavailable):
+        await a.handle([FakeDelivery(envelope(1))])
+    ids = ["in_1:il_1", "in_1:il_2"]
+    assert platform.uploads == [] and shared_states(shared) == dict.fromkeys(
+        ids, ("released", "gw-a"))
+    b = poster(platform, other_ledger, bucket=shared, owner="gw-b")
+    again = [FakeDelivery(envelope(1), num_delivered=2)]
+    await b.handle(again)
+    assert again[0].verdict == "ack" and platform.recorded == ids
+
+
+async def test_the_wait_for_budget_and_the_breaker_come_before_both_claims(
+        ledger: Ledger) -> None:
+    """The rate limiter's wait for a permit happens before anything is claimed (a wait for
+    budget never sits inside the window), and a breaker that refuses leaves no claim."""
+    shared = MemoryBucket()
+    # What the shared uploads hold at each permit request (the shared claim is the first of
+    # the two claims: the test above proves the order).
+    snapshots: list[dict[str, tuple[str, str]]] = []
+
+    class Limiter:
+        def __init__(self) -> None:
+            self.waits = 1
+
+        def acquire(self, n: int, now: float) -> float:
+            snapshots.append(shared_states(shared))
+            if self.waits:
+                self.waits -= 1
+                return 0.001
+            return 0.0
+
+        def release(self, n: int) -> None: ...
+        def on_success(self, now: float) -> None: ...
+        def on_throttled(self, retry_after: float | None, now: float) -> None: ...
+
+    class Breaker:
+        open = False
+
+        def allow(self, now: float) -> bool:
+            return not self.open
+
+        def retry_in(self, now: float) -> float:
+            return 5.0 if self.open else 0.0
+
+        def release(self) -> None: ...
+        def record_success(self, now: float) -> None: ...
+        def record_error(self, err: Exception, now: float) -> None: ...
+        def drain_transitions(self) -> list[Any]:
+            return []
+
+    platform = Platform(accept)
+    p = poster(platform, ledger, bucket=shared, owner="gw-a")
+    breaker = Breaker()
+    p.guard = PlatformGuard("revenue", platform, open_code=BREAKER_OPEN,  # type: ignore[arg-type]
+                            breaker=breaker, limiter=Limiter())  # type: ignore[arg-type]
+    await p.handle([FakeDelivery(envelope(1))])
+    assert snapshots == [{}, {}]  # waited once, then permitted: nothing claimed meanwhile
+    assert platform.recorded == ["in_1:il_1", "in_1:il_2"]
+    breaker.open = True
+    refused = [FakeDelivery(envelope(2))]
+    await p.handle(refused)
+    assert refused[0].verdict == "nak" and len(platform.uploads) == 1
+    assert not any(k.startswith("in_2") for k in await states(ledger))
+    assert not any(k.startswith("in_2") for k in shared_states(shared))
