@@ -4,6 +4,8 @@ sending, a claim left behind — and what each leaves in the ledger and on the d
 
 from __future__ import annotations
 
+import asyncio
+import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, date, datetime
@@ -12,6 +14,8 @@ from typing import Any
 
 import msgspec
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from actors.infra import ConsumerSettings
 from actors.infra.http import Ambiguous, HttpResponse, PlatformRejected, PlatformUnavailable
@@ -620,3 +624,85 @@ async def test_the_wait_for_budget_and_the_breaker_come_before_both_claims(
     assert refused[0].verdict == "nak" and len(platform.uploads) == 1
     assert not any(k.startswith("in_2") for k in await states(ledger))
     assert not any(k.startswith("in_2") for k in shared_states(shared))
+
+
+# -- property: two processes, crashes anywhere in an upload, restarts ----------------------------
+
+_POINTS = (None, "revenue.between_claims", "revenue.before_upload", "revenue.after_upload",
+           "revenue.after_commit")
+
+
+@settings(max_examples=25)
+@given(st.lists(st.tuples(st.integers(0, 1), st.integers(1, 3), st.sampled_from(_POINTS)),
+                min_size=1, max_size=8))
+def test_no_line_is_ever_sent_twice_whatever_crashes_and_restarts(
+        steps: list[tuple[int, int, str | None]]) -> None:
+    """Deliveries of three invoices to two processes, each handling possibly dying at a crash
+    point of its upload; a dead process restarts (same ledger, same owner) before its next
+    delivery, and at the end every invoice goes round until settled. The platform records
+    every line at most once; a line is left in doubt only by a crash between the ledger's
+    claim and the answer, and is at the platform only if the request had left."""
+    asyncio.run(_crash_and_restart(steps))
+
+
+async def _crash_and_restart(steps: list[tuple[int, int, str | None]]) -> None:
+    from actors.revenue import poster as module
+
+    armed: list[str] = []
+
+    def point(at: str) -> None:
+        if armed and armed[0] == at:
+            armed.clear()
+            raise Crash(at)
+
+    original = module.crashpoint
+    module.crashpoint = point  # type: ignore[assignment]
+    shared, platform = MemoryBucket(), Platform(accept)
+    crashed_at: list[str] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        ledgers = [await Ledger.open(Path(tmp) / f"gw{i}" / "ledger.db") for i in (0, 1)]
+        try:
+            procs: list[RevenuePoster | None] = [None, None]
+
+            async def process(i: int) -> RevenuePoster:
+                if procs[i] is None:  # (re)start: what run() does first
+                    procs[i] = poster(platform, ledgers[i], bucket=shared, owner=f"gw-{i}")
+                    await procs[i]._left_behind()  # type: ignore[union-attr]
+                return procs[i]  # type: ignore[return-value]
+
+            async def deliver(i: int, n: int, crash: str | None) -> str | None:
+                p = await process(i)
+                armed[:] = [crash] if crash else []
+                d = FakeDelivery(envelope(n))
+                try:
+                    await p.handle([d])
+                except Crash as c:
+                    crashed_at.append(str(c))
+                    procs[i] = None
+                    return None
+                armed.clear()
+                return d.verdict
+
+            for i, n, crash in steps:
+                await deliver(i, n, crash)
+            for n in (1, 2, 3):
+                for attempt in range(4):
+                    if await deliver(attempt % 2, n, None) == "ack":
+                        break
+                else:
+                    raise AssertionError(f"in_{n} never settled")
+            recorded = platform.recorded
+            assert len(recorded) == len(set(recorded)), "a line was sent twice"
+            doubt = {k for led in ledgers for k, v in (await states(led)).items()
+                     if v == "in_doubt"}
+            lines = {f"in_{n}:il_{k}" for n in (1, 2, 3) for k in (1, 2)}
+            assert lines == set(recorded) | doubt
+            if doubt:
+                assert set(crashed_at) & {"revenue.before_upload", "revenue.after_upload"}
+            if doubt & set(recorded):
+                assert "revenue.after_upload" in crashed_at
+            assert set(recorded) - doubt <= lines
+        finally:
+            module.crashpoint = original
+            for led in ledgers:
+                await led.close()
