@@ -129,15 +129,12 @@ async def _replay_invoices(stack: Stack, invoice_ids: set[str]) -> None:
         await bus.close()
 
 
-@pytest.mark.parametrize("point", ["revenue.between_claims", "revenue.before_upload",
-                                   "revenue.after_upload", "revenue.after_commit"])
+@pytest.mark.parametrize("point", ["revenue.before_upload", "revenue.after_upload",
+                                   "revenue.after_commit"])
 async def test_crash_points_of_an_upload(tmp_path: Path, point: str) -> None:
     """The gateway dies at a named point of its 2nd upload, then restarts.
 
     - after_commit: the ledger says uploaded; the redelivery is skipped. Exactly once.
-    - between_claims: the lines are claimed in the shared uploads, not in the ledger, so
-      certainly not sent: the restart gives the shared claim back and the redelivery sends
-      them. Exactly once, nothing in doubt.
     - after_upload: the platform recorded the lines, the ledger still says pending. The
       restart holds them in doubt and does not send them again: exactly once, flagged.
     - before_upload: the lines are claimed but were never sent. Held in doubt as well, so they
@@ -160,7 +157,7 @@ async def test_crash_points_of_an_upload(tmp_path: Path, point: str) -> None:
         ledger = await uploads(stack)
         doubtful = ledger.get("in_doubt", [])
         assert set(ledger) <= {"uploaded", "in_doubt"}
-        if point in ("revenue.after_commit", "revenue.between_claims"):
+        if point == "revenue.after_commit":
             assert doubtful == []
             assert_revenue_exact(rev)
             return
