@@ -424,12 +424,11 @@ class SharedUploads:
         for _ in range(_MERGE_ATTEMPTS):
             if not todo:
                 return
-            writes = []
-            for i in todo:
-                seen = self._seen.get(self._key(platform, i))
-                if seen is None:
-                    seen = (await self.read(platform, [i]))[i]
-                writes.append((self._key(platform, i), value, seen.revision))
+            unseen = [i for i in todo if self._key(platform, i) not in self._seen]
+            if unseen:  # one read of them all, not one round trip each
+                await self.read(platform, unseen)
+            writes = [(self._key(platform, i), value, self._seen[self._key(platform, i)].revision)
+                      for i in todo]
             results = await self.bucket.put_many(writes)
             retry: list[str] = []
             for i in todo:

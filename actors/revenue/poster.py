@@ -230,19 +230,20 @@ class RevenuePoster(BatchWorker):
         if not claims:
             return
         states = await self.ledger.upload_states(PLATFORM, claims)
-        released: list[str] = []
-        for line_id, line in claims.items():
+        moves: dict[str, list[str]] = {}
+        for line_id in claims:
             status = states.get(line_id)
-            if status in ("uploaded", "in_doubt"):
-                await self.uploads.mark(PLATFORM, [line_id], status, line.attempt or new_id(),
-                                        time.time())
+            if status in ("uploaded", "in_doubt"):  # the outcome the bucket missed
+                moves.setdefault(status, []).append(line_id)
             elif status != "pending":  # no ledger claim: nothing of that attempt was sent
-                released.append(line_id)
-        await self.uploads.mark(PLATFORM, released, "released", new_id(), time.time())
-        self.released_claims += len(released)
+                moves.setdefault("released", []).append(line_id)
+        for status, ids in moves.items():
+            await self.uploads.mark(PLATFORM, ids, status, new_id(), time.time())
+        released = len(moves.get("released", ()))
+        self.released_claims += released
         log.warning("revenue: %d shared claim(s) of an earlier attempt of this process that "
                     "never reached its ledger (so were never sent) given back; %d outcome(s) "
-                    "mirrored", len(released), len(claims) - len(released))
+                    "mirrored", released, len(claims) - released)
 
     async def gate(self) -> None:
         """While the revenue breaker is open, wait here (work stays in the stream)."""
