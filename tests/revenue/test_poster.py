@@ -406,6 +406,25 @@ def freeze_after_the_shared_claim(monkeypatch: pytest.MonkeyPatch,
     monkeypatch.setattr(RevenuePoster, "_claim_shared", claim_then_freeze)
 
 
+async def died_in_upload(monkeypatch: pytest.MonkeyPatch, point: str,
+                         ledger: Ledger) -> tuple[MemoryBucket, Platform]:
+    """Process ``gw-a`` (``ledger``) dies at crash point ``point`` of its first upload (invoice
+    1); the shared uploads and the platform it leaves behind."""
+    shared, platform = MemoryBucket(), Platform(accept)
+    crash_at(monkeypatch, point)
+    with pytest.raises(Crash):
+        await poster(platform, ledger, bucket=shared, owner="gw-a").handle(
+            [FakeDelivery(envelope(1))])
+    return shared, platform
+
+
+async def restart(platform: Platform, ledger: Ledger, shared: MemoryBucket) -> RevenuePoster:
+    """Process ``gw-a`` started again on ``ledger``: what its run() does first."""
+    p = poster(platform, ledger, bucket=shared, owner="gw-a")
+    await p._left_behind()
+    return p
+
+
 def shared_states(bucket: MemoryBucket) -> dict[str, tuple[str, str]]:
     """Every line's (status, owner) in the shared uploads."""
     out = {}
@@ -446,12 +465,7 @@ async def test_a_crash_between_the_claims_is_given_back_at_start_and_sent_once(
     """A dies after its shared claim, before its ledger claim: nothing was sent, so its
     restart gives the claim back (no line in doubt) and the invoice is uploaded once, by
     whichever process gets it next."""
-    shared = MemoryBucket()
-    platform = Platform(accept)
-    crash_at(monkeypatch, "revenue.between_claims")
-    a = poster(platform, ledger, bucket=shared, owner="gw-a")
-    with pytest.raises(Crash):
-        await a.handle([FakeDelivery(envelope(1))])
+    shared, platform = await died_in_upload(monkeypatch, "revenue.between_claims", ledger)
     ids = ["in_1:il_1", "in_1:il_2"]
     assert await states(ledger) == {} and platform.uploads == []
     assert shared_states(shared) == dict.fromkeys(ids, ("pending", "gw-a"))
@@ -459,8 +473,7 @@ async def test_a_crash_between_the_claims_is_given_back_at_start_and_sent_once(
     waiting = [FakeDelivery(envelope(1), num_delivered=2)]
     await b.handle(waiting)
     assert waiting[0].verdict == "nak" and b.requests == 0  # A's claim holds it meanwhile
-    restarted = poster(platform, ledger, bucket=shared, owner="gw-a")
-    await restarted._left_behind()  # what its run() does first
+    restarted = await restart(platform, ledger, shared)
     assert restarted.released_claims == 2 and restarted.in_doubt_lines == 0
     assert shared_states(shared) == dict.fromkeys(ids, ("released", "gw-a"))
     again = [FakeDelivery(envelope(1), num_delivered=3)]
@@ -475,14 +488,8 @@ async def test_a_crash_after_the_ledger_claim_is_in_doubt_everywhere(
         ledger: Ledger, other_ledger: Ledger, monkeypatch: pytest.MonkeyPatch) -> None:
     """The window left: both claims committed, the request not sent. Presumed recorded, as
     before: in doubt in the ledger and in the shared uploads, never sent by anyone."""
-    shared = MemoryBucket()
-    platform = Platform(accept)
-    crash_at(monkeypatch, "revenue.before_upload")
-    a = poster(platform, ledger, bucket=shared, owner="gw-a")
-    with pytest.raises(Crash):
-        await a.handle([FakeDelivery(envelope(1))])
-    restarted = poster(platform, ledger, bucket=shared, owner="gw-a")
-    await restarted._left_behind()
+    shared, platform = await died_in_upload(monkeypatch, "revenue.before_upload", ledger)
+    restarted = await restart(platform, ledger, shared)
     ids = ["in_1:il_1", "in_1:il_2"]
     assert restarted.in_doubt_lines == 2 and restarted.released_claims == 0
     assert shared_states(shared) == dict.fromkeys(ids, ("in_doubt", "gw-a"))
@@ -511,8 +518,7 @@ async def test_an_outcome_the_shared_uploads_missed_is_mirrored_at_start(
         await a.handle([FakeDelivery(envelope(1))])
     ids = ["in_1:il_1", "in_1:il_2"]
     assert shared_states(shared) == dict.fromkeys(ids, ("pending", "gw-a"))
-    restarted = poster(platform, ledger, bucket=shared, owner="gw-a")
-    await restarted._left_behind()
+    restarted = await restart(platform, ledger, shared)
     assert shared_states(shared) == dict.fromkeys(ids, ("uploaded", "gw-a"))
     assert restarted.released_claims == 0 and restarted.in_doubt_lines == 0
     b = poster(platform, other_ledger, bucket=shared, owner="gw-b")
