@@ -32,7 +32,7 @@ from contracts import LANES, DeadLetter, GatewayError, JsonCodec, Subjects
 from .app import REVENUE_CONSUMER
 from .broker import BrokerTls, EmbeddedBroker, EmbeddedCluster, free_port
 from .rrproxy import RoundRobinProxy
-from .stack_tls import StackCerts
+from .stack_tls import StackCerts, quiet_upgraded_tls_eof
 
 __all__ = ["ConsumerState", "DrainResult", "PeerGateway", "Quiescence", "RevenueResult", "Stack",
            "StackError"]
@@ -313,7 +313,13 @@ class Stack:
             log.close()
 
     async def _wait_http(self, base: str, proc: subprocess.Popen[bytes], what: str,
-                         log_name: str, timeout: float = 30.0, path: str = "/healthz") -> None:
+                         log_name: str, timeout: float | None = None,
+                         path: str = "/healthz") -> None:
+        # A guard against a hang, not a speed target: a TLS stack's processes make a TLS
+        # handshake per connection (a gateway opens one per broker role) before they are
+        # ready, which takes longer on a loaded machine.
+        if timeout is None:
+            timeout = 60.0 if self.tls else 30.0
         deadline = time.monotonic() + timeout
         async with HttpClient(base, timeout=2.0, platform=what, ca_file=self.ca_file) as http:
             while time.monotonic() < deadline:
@@ -342,6 +348,7 @@ class Stack:
                 raise StackError("a TLS stack has one embedded broker and one gateway process "
                                  "(no cluster, no external broker, gateways = 1)")
             self.certs = StackCerts.make(self.workdir / "tls")
+            quiet_upgraded_tls_eof()
         if not self.nats_url and self.cluster:
             self.nats_cluster = EmbeddedCluster(self.workdir / "nats-cluster", size=self.cluster,
                                                 sync_interval=self.sync_interval,

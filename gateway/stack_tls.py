@@ -9,18 +9,40 @@ nothing is committed and nothing outlives the stack's directory.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 from contracts import GatewayError
 
-__all__ = ["HOSTS", "StackCerts", "TlsUnavailable"]
+__all__ = ["HOSTS", "StackCerts", "TlsUnavailable", "quiet_upgraded_tls_eof"]
 
 HOSTS = ("127.0.0.1", "localhost")  # every listener of a stack is on loopback
 
 
 class TlsUnavailable(GatewayError):
     code = "stack.tls"
+
+
+_EOF_NOTE = "returning true from eof_received() has no effect when using ssl"
+
+
+class _UpgradedTlsEof(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage() != _EOF_NOTE
+
+
+def quiet_upgraded_tls_eof() -> None:
+    """Drop the event loop's warning at the close of every NATS connection over TLS.
+
+    The NATS client upgrades a plain connection to TLS after the server's greeting, so the
+    stream protocol does not know it runs over TLS and asks, at end of file, to keep the
+    connection half open; the loop ignores that and warns, once per connection. Harmless, and
+    a stack polls the broker over short connections, so the warning would bury its output.
+    Only that exact message is dropped; idempotent."""
+    log = logging.getLogger("asyncio")
+    if not any(isinstance(f, _UpgradedTlsEof) for f in log.filters):
+        log.addFilter(_UpgradedTlsEof())
 
 
 @dataclass(frozen=True)
