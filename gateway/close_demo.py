@@ -55,7 +55,8 @@ async def run_revenue_to_gl(stack: Stack, *, timeout: float = 60.0,
     bus = await NatsBus.connect(stack.url, name="erpgw-demo-close", auth=stack.auth("operator"))
     try:
         versions = SharedVersions(KvBucket.on(bus, bucket_name(subjects, "versions")))
-        async with HttpClient(stack.sim_url, timeout=30.0, platform="revenue") as http:
+        async with HttpClient(stack.sim_url, timeout=30.0, platform="revenue",
+                              ca_file=stack.ca_file) as http:
             plan = await close_run(_Reader(http), versions, bus, subjects, entity=entity,
                                    period=period, accounts=accounts)
             applied = await wait_applied(versions, plan, timeout)

@@ -122,6 +122,9 @@ class DemoOptions:
     # erp.closed_period of the demo's gateway ("": its default, dead_letter); what the
     # period-close drill exercises.
     closed_period: str = ""
+    # Every hop over TLS (``Stack(tls=True)``): a CA made into the work directory signs the
+    # broker's (mutual TLS), the gateway's and the simulator's certificates.
+    tls: bool = False
 
 
 async def netsuite_figures(stack: Stack, audit: dict[str, Any]) -> dict[str, Any]:
@@ -143,7 +146,8 @@ async def netsuite_figures(stack: Stack, audit: dict[str, Any]) -> dict[str, Any
         consumer_secret=DEMO_TBA.consumer_secret, token_id=DEMO_TBA.token_id,
         token_secret=DEMO_TBA.token_secret), environ={})
     latest: dict[str, tuple[int, str, Decimal]] = {}
-    async with HttpClient(stack.sim_url, platform="erp", signer=auth) as http:
+    async with HttpClient(stack.sim_url, platform="erp", signer=auth,
+                          ca_file=stack.ca_file) as http:
         query = NetSuiteQuery(PlatformGuard("ERP", http, open_code="erp.breaker_open"))
         q = ("SELECT t.externalid AS externalid, c.symbol AS currency, "
              "SUM(tl.debitforeignamount) AS debit FROM transaction t "
@@ -233,6 +237,7 @@ def build_report(result: DrainResult, opts: DemoOptions, wall_s: float,
         "amount_posted": a.get("amount_posted", {}),
         "wall_s": round(wall_s, 2),
         "fsync": opts.fsync,
+        **({"tls": True} if opts.tls else {}),
         "ok": result.drained and lost == 0 and dups == 0 and a["unexpected"] == 0,
     }
     if revenue is None:
@@ -412,7 +417,8 @@ def _human(r: dict[str, Any]) -> str:
     width = max(len(k) for k, _ in rows)
     lines = [f"erpgw demo: bill run of {r['invoices']} invoices, billing -> gateway -> ERP"
              f"{' + revenue' if 'revenue' in r else ''} "
-             f"({r['wall_s']:.1f} s, broker fsync {r['fsync']})"]
+             f"({r['wall_s']:.1f} s, broker fsync {r['fsync']}"
+             f"{', TLS on every hop' if r.get('tls') else ''})"]
     lines += [f"  {k:<{width}}  {v}" for k, v in rows]
     lines += _drill_lines(r)
     lines += _scale_lines(r)
@@ -454,7 +460,7 @@ async def run_demo(opts: DemoOptions) -> bool:
                   sync_interval="always" if opts.fsync == "always" else "2m",
                   ack_wait_s=5.0 if opts.faults else 30.0,
                   netsuite=opts.erp_dialect == "netsuite",
-                  cluster=opts.cluster, gateways=opts.gateways)
+                  cluster=opts.cluster, gateways=opts.gateways, tls=opts.tls)
     driller = Driller(stack, list(opts.faults), opts.invoices) if opts.faults else None
     if driller is not None:
         stack.gateway_toml = driller.gateway_toml
@@ -483,7 +489,8 @@ async def run_demo(opts: DemoOptions) -> bool:
         await stack.start()
         say(f"  broker {stack.url}  simulator {stack.sim_url}  gateway {stack.gateway_url}"
             f" (admin {stack.admin_url})"
-            + (f" (round-robin to {', '.join(stack.gateway_urls())})" if stack.proxy else ""))
+            + (f" (round-robin to {', '.join(stack.gateway_urls())})" if stack.proxy else "")
+            + (f"; TLS on every hop, CA {stack.ca_file}" if stack.tls else ""))
         say(f"bill run: {opts.invoices} invoices"
             + (f" at {opts.rate:g}/s" if opts.rate else " issued at once"))
         progress = _Progress(opts.invoices, enabled=not opts.json)

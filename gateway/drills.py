@@ -351,8 +351,9 @@ class Driller:
             bus = await NatsBus.connect(self.stack.url, name="erpgw-drill",
                                         auth=self.stack.auth("operator"))
             try:
-                async with HttpClient(self.stack.sim_url, platform="billing") as billing, \
-                        HttpClient(self.stack.sim_url, platform="erp") as erp:
+                ca = self.stack.ca_file
+                async with HttpClient(self.stack.sim_url, platform="billing", ca_file=ca) as \
+                        billing, HttpClient(self.stack.sim_url, platform="erp", ca_file=ca) as erp:
                     run = await run_once(bus, subjects, billing, erp, grace_s=0.0,
                                          repair=False)
             finally:

@@ -34,6 +34,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print(f"erpgw demo: error: --faults {','.join(cluster_faults)} needs --cluster N",
               file=sys.stderr)
         return 2
+    if args.tls and (args.nats_url or args.cluster or args.gateways > 1):
+        print("erpgw demo: error: --tls runs one embedded broker and one gateway process: "
+              "drop --nats-url, --cluster and --gateways", file=sys.stderr)
+        return 2
     if args.cluster and args.nats_url:
         print("erpgw demo: error: --cluster starts its own nats-server nodes: drop --nats-url",
               file=sys.stderr)
@@ -43,7 +47,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
                        stall_timeout=args.stall_timeout, fsync=args.fsync, faults=faults,
                        flows=flows, billing_dialect=dialects["billing"],
                        erp_dialect=dialects["erp"], cluster=args.cluster,
-                       gateways=args.gateways, closed_period=args.closed_period or "")
+                       gateways=args.gateways, closed_period=args.closed_period or "",
+                       tls=args.tls)
     ok: bool = run_async(lambda: run_demo(opts))
     return 0 if ok else 1
 
@@ -117,5 +122,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                          "dead-lettered erp.period_closed (dead_letter, the gateway's default; "
                          "with --faults period-close the demo then re-posts those letters with "
                          "erpgw dlq replay --repost-open)")
+    dm.add_argument("--tls", action="store_true",
+                    help="every hop over TLS: a throwaway CA made into the work directory "
+                         "signs the broker's certificate (mutual TLS, with the NKey "
+                         "identities), the gateway's HTTPS webhook and admin listeners and the "
+                         "simulator's HTTPS platforms; each side verifies the other "
+                         "(docs/security.md, S14)")
     dm.add_argument("--json", action="store_true", help="print the report as one JSON object")
     dm.set_defaults(func=cmd_demo)
