@@ -136,11 +136,24 @@ BREAKER_OPEN = "revenue.breaker_open"
 _SENDABLE = (None, "released", "rejected")
 
 
+# An invoice that waits for another process's claim is redelivered with the usual backoff
+# for its first ``CLAIM_PATIENCE`` deliveries (the other process is usually just slow), then at
+# least ``CLAIM_WAIT_S`` apart: that process may be restarting (its start flags or gives back
+# what it left), which outlasts the backoff's first steps. With ``max_deliver`` 8 an invoice
+# waits about 2.5 minutes before it is dead-lettered ``retry.exhausted``.
+CLAIM_PATIENCE = 2
+CLAIM_WAIT_S = 30.0
+
+
 class ClaimedElsewhere(Retryable):
     """Another gateway process has taken a line and not finished it yet: its invoice waits
-    (nak with backoff) until that process records the outcome."""
+    (nak, at least ``CLAIM_WAIT_S`` apart) until that process records the outcome."""
 
     code = "revenue.claimed_elsewhere"
+
+    def __init__(self, message: str, *, deliveries: int = 1) -> None:
+        super().__init__(message,
+                         retry_after=CLAIM_WAIT_S if deliveries > CLAIM_PATIENCE else None)
 
 
 @dataclass
@@ -294,8 +307,9 @@ class RevenuePoster(BatchWorker):
                     todo.append(ln)
                 elif states.get(ln.line_id) in _SENDABLE and line.status == "pending":
                     # another process is sending it: wait for its outcome, never send it too
-                    it.retry = ClaimedElsewhere(f"line {ln.line_id} is being uploaded by "
-                                                "another gateway process")
+                    it.retry = ClaimedElsewhere(
+                        f"line {ln.line_id} is being uploaded by another gateway process",
+                        deliveries=max(d.num_delivered for d in it.deliveries))
                     self.waiting_lines += 1
                 elif ln.line_id not in it.done:  # uploaded or in doubt, here or elsewhere
                     it.done.add(ln.line_id)

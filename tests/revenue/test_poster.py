@@ -712,3 +712,15 @@ async def _crash_and_restart(steps: list[tuple[int, int, str | None]]) -> None:
             module.crashpoint = original
             for led in ledgers:
                 await led.close()
+
+
+def test_an_invoice_waiting_for_another_process_backs_off_then_waits_longer() -> None:
+    from actors.resilience.retry import Retry, decide
+    from actors.revenue.poster import CLAIM_PATIENCE, CLAIM_WAIT_S, ClaimedElsewhere
+
+    early = decide(ClaimedElsewhere("l", deliveries=1), 1, 8, 0.5)
+    late = decide(ClaimedElsewhere("l", deliveries=CLAIM_PATIENCE + 1), CLAIM_PATIENCE + 1, 8,
+                  0.5)
+    assert isinstance(early, Retry) and early.delay < CLAIM_WAIT_S
+    assert isinstance(late, Retry) and late.delay >= CLAIM_WAIT_S
+    assert late.code == "revenue.claimed_elsewhere"
