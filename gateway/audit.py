@@ -21,6 +21,7 @@ from actors.audit import Anchor, anchor_mac, decode_anchor
 from actors.infra.bus import NatsAuth, NatsBus
 from actors.infra.ledger import AuditBreak, Ledger
 from contracts import GatewayError, Subjects
+from contracts.platforms.signing import same_secret
 
 from .config import Config
 
@@ -143,7 +144,7 @@ async def verify(ledger: Ledger, key: bytes, anchors: list[tuple[int, bytes]] | 
             report.problems.append(f"anchor #{stream_seq} is not an anchor record")
             continue
         report.anchors += 1
-        if a.mac != anchor_mac(key, a.seq, a.hash, a.at):
+        if not same_secret(a.mac, anchor_mac(key, a.seq, a.hash, a.at)):
             report.problems.append(f"anchor #{stream_seq} (row {a.seq}) is not signed with "
                                    "the audit key")
             continue
@@ -155,7 +156,7 @@ async def verify(ledger: Ledger, key: bytes, anchors: list[tuple[int, bytes]] | 
             report.problems.append(
                 f"row {a.seq} was anchored (anchor #{stream_seq}) but is missing: the audit "
                 f"trail was truncated after row {check.head_seq}")
-        elif held != a.hash:
+        elif not same_secret(held, a.hash):
             report.problems.append(f"row {a.seq} differs from anchor #{stream_seq}: the chain "
                                    "was rewritten")
     return report

@@ -714,9 +714,10 @@ class Ledger:
                         broken = AuditBreak(int(seq), event, key, "keyed row, no audit key given")
                         continue
                 keyed = mac if keyed_from is not None else None
-                if prev_hash != prev:
+                if not hmac.compare_digest(str(prev_hash).encode(), prev.encode()):
                     broken = AuditBreak(int(seq), event, key, "link to the previous row broken")
-                elif _chain(prev, at, event, key, detail, keyed) != h:
+                elif not hmac.compare_digest(_chain(prev, at, event, key, detail, keyed).encode(),
+                                             str(h).encode()):
                     broken = AuditBreak(int(seq), event, key, "hash does not match the row")
                 prev = h
         if broken is None and mac is not None and keyed_from is None and rows:
