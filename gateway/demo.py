@@ -261,6 +261,16 @@ def _drill_lines(r: dict[str, Any]) -> list[str]:
                      f"{'-' if first is None else f'{first:.2f} s'}, drained "
                      f"{'-' if drained is None else f'{drained:.2f} s'}")
     lines.append(f"    dead letters exactly the injected poison: {r['dlq_exact']}")
+    q = r.get("quorum")
+    if q is not None:
+        def s(x: float | None) -> str:
+            return "-" if x is None else f"{x:.2f} s"
+        refused = ", ".join(f"{n} {c}" for c, n in q["webhooks_refused"].items()) or "none"
+        lines.append(f"    quorum lost ({', '.join(q['nodes'])} down {q.get('down_s', 0):g} s): "
+                     f"webhooks answered 503: {refused}; after the restart the stream had a "
+                     f"leader in {s(q.get('stream_leader_s'))}, a webhook was accepted in "
+                     f"{s(q.get('webhook_accepted_s'))}, an ERP posting made in "
+                     f"{s(q['first_posting_s'])}: T_recover {s(q['t_recover_s'])}")
     alt = r.get("altered_amount")
     if alt is not None:
         lines.append(f"    altered ERP amounts: {alt['altered']} altered, {alt['found']} found by "
@@ -446,6 +456,7 @@ async def run_demo(opts: DemoOptions) -> bool:
     driller = Driller(stack, list(opts.faults), opts.invoices) if opts.faults else None
     if driller is not None:
         stack.gateway_toml = driller.gateway_toml
+        stack.gateway_env.update(driller.gateway_env)
 
     def say(msg: str) -> None:
         if not opts.json:

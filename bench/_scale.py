@@ -1,0 +1,218 @@
+"""``erpgw bench peak-billing --gateways 1,2,3 --cluster 3``: throughput at maximum load and
+latency p99 per number of gateway processes on one nats-server cluster.
+
+Theory of operation: for each N in ``--gateways``, a fresh stack (``gateway.stack.Stack``:
+``--cluster`` nats-server nodes on loopback with R3 streams, the simulator, N ``erpgw up``
+processes, docs/scale-out.md) takes one leg at maximum load from the bench's generator
+(``bench._gateway_gen.run_generated_leg``, the same leg the single-process bench runs). The
+generator POSTs to the round-robin proxy in front of the N processes (``gateway.rrproxy``;
+with N = 1 too, so every N pays the same hop); the proxy runs in the bench's own process.
+Each process's CPU time (``/proc/<pid>/stat``) is read before and after the leg: every
+gateway process, every nats-server node, the simulator, the generator (its own figure) and
+the bench process (the proxy), so the report can say where the cores went. The stack is
+stopped before the next N starts. Nothing is compared with a wall-clock target.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from gateway.broker import free_port
+from gateway.rrproxy import RoundRobinProxy
+from gateway.stack import Stack
+
+from ._gateway import GatewayLeg
+from ._gateway_gen import GEN_FIRST_INDEX, run_generated_leg
+from ._proc import cpu_seconds, machine
+
+__all__ = ["parse_gateways", "render_scale", "run_scale", "scale_summary"]
+
+MAX_GATEWAYS = 8  # as ``erpgw demo --gateways``
+GROUPS = ("gateways", "nats", "simulator", "generator", "proxy")
+
+
+def parse_gateways(text: str) -> tuple[int, ...]:
+    """``"1,2,3"`` → ``(1, 2, 3)`` (sorted, once each); raises ``ValueError`` naming
+    ``--gateways`` for anything else than whole numbers from 1 to 8."""
+    out: set[int] = set()
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        try:
+            n = int(part)
+        except ValueError:
+            raise ValueError(f"--gateways: {part!r} is not a whole number") from None
+        if not 1 <= n <= MAX_GATEWAYS:
+            raise ValueError(f"--gateways: {n} is out of range: 1 to {MAX_GATEWAYS}")
+        out.add(n)
+    if not out:
+        raise ValueError("--gateways needs at least one count, e.g. 1,2,3")
+    return tuple(sorted(out))
+
+
+def _pids(stack: Stack) -> dict[str, int]:
+    """Every process of the stack whose CPU the report splits, by name."""
+    pids = {f"gateway-{i}": p for i, p in enumerate(stack.gateway_pids(), 1) if p}
+    if stack.nats_cluster is not None:
+        pids.update({n.server_name: n.pid for n in stack.nats_cluster.nodes if n.pid})
+    elif stack.broker is not None and stack.broker.pid:
+        pids["nats"] = stack.broker.pid
+    sim = getattr(stack, "_sim", None)
+    if sim is not None and sim.poll() is None:
+        pids["simulator"] = sim.pid
+    return pids
+
+
+def _group(name: str) -> str:
+    if name.startswith("gateway-"):
+        return "gateways"
+    return name if name in ("simulator", "generator", "proxy") else "nats"
+
+
+def scale_summary(leg: dict[str, Any], cpu_s: dict[str, float], wall_s: float,
+                  gateways: int, shares: list[int]) -> dict[str, Any]:
+    """One N's figures from its leg (``run_generated_leg``'s dict), the CPU seconds each
+    process used during it and the leg's wall time: throughput, latency, correctness, and the
+    cores each process and each group kept busy on average (CPU seconds / wall seconds)."""
+    cores = {k: round(v / wall_s, 2) if wall_s > 0 else None for k, v in sorted(cpu_s.items())}
+    by_group: dict[str, float] = dict.fromkeys(GROUPS, 0.0)
+    for k, v in cpu_s.items():
+        by_group[_group(k)] += v
+    audit = leg.get("audit") or {}
+    lat = leg.get("latency_ms") or {}
+    return {
+        "gateways": gateways,
+        "complete": bool(leg.get("complete")),
+        "events": leg.get("events"),
+        "completed": leg.get("completed"),
+        "throughput_eps": leg.get("throughput_eps"),
+        "latency_ms": {k: lat.get(k) for k in ("p50", "p95", "p99", "max")},
+        "lost": audit.get("lost"),
+        "duplicates": audit.get("duplicates"),
+        "wall_s": round(wall_s, 2),
+        "cpu_s": {k: round(v, 2) for k, v in sorted(cpu_s.items())},
+        "cores": cores,
+        "cores_by_group": {k: round(v / wall_s, 2) if wall_s > 0 else None
+                           for k, v in by_group.items()},
+        "cores_total": round(sum(cpu_s.values()) / wall_s, 2) if wall_s > 0 else None,
+        "processed_by_gateway": shares,
+    }
+
+
+def bottleneck(by: dict[str, dict[str, Any]], nproc: int | None) -> str:
+    """Where the cores went in the run with the most processes, in one sentence."""
+    if not by:
+        return "no run"
+    top = by[max(by, key=int)]
+    groups = {k: v for k, v in top["cores_by_group"].items() if v is not None}
+    if not groups or top["cores_total"] is None:
+        return "CPU not readable (no /proc)"
+    first = max(groups, key=lambda k: groups[k])
+    busy = top["cores_total"]
+    saturated = nproc is not None and busy >= 0.85 * nproc
+    return (f"with {top['gateways']} gateway process(es) the stack kept {busy:.2f} of "
+            f"{nproc} cores busy{' (saturated)' if saturated else ''}; the largest share: "
+            f"{first} {groups[first]:.2f} cores ("
+            + ", ".join(f"{k} {v:.2f}" for k, v in groups.items() if k != first) + ")")
+
+
+async def _one(n: int, opts: Any, workdir: Path, say: Any) -> dict[str, Any]:
+    stack = Stack(workdir / f"gateways-{n}", seed=opts.seed,
+                  sync_interval="always" if opts.fsync == "always" else "2m",
+                  cluster=opts.cluster, gateways=n)
+    extra_proxy: RoundRobinProxy | None = None
+    try:
+        await stack.start()
+        if stack.proxy is None:  # one process: the same hop as with several
+            extra_proxy = RoundRobinProxy(stack.gateway_urls(), port=free_port())
+            await extra_proxy.start()
+            stack.proxy = extra_proxy
+        pids = _pids(stack)
+        before = {k: cpu_seconds(p) for k, p in pids.items()}
+        me0 = cpu_seconds(os.getpid())
+        events = opts.invoices or 2000
+        t0 = time.monotonic()
+        leg = await run_generated_leg(stack, GatewayLeg("max", events, None, GEN_FIRST_INDEX),
+                                      stall_timeout=opts.stall_timeout, say=say)
+        wall = time.monotonic() - t0
+        after = {k: cpu_seconds(p) for k, p in pids.items()}
+        me1 = cpu_seconds(os.getpid())
+        shares = [int(w["processed"]) for w in await stack.work_shares()]
+    finally:
+        if extra_proxy is not None:
+            stack.proxy = None
+            await extra_proxy.stop()
+        await stack.close()
+    cpu = {k: b1 - b0 for k in pids
+           if (b0 := before[k]) is not None and (b1 := after[k]) is not None}
+    if me0 is not None and me1 is not None:
+        cpu["proxy"] = me1 - me0  # the bench process: the proxy and the leg's polling
+    cpu["generator"] = float((leg.get("generator") or {}).get("cpu_s") or 0.0)
+    return scale_summary(leg, cpu, wall, n, shares)
+
+
+async def run_scale(opts: Any, say: Any = None) -> dict[str, Any]:
+    """Run one leg per N of ``opts.gateways`` and return the report (``by_gateways``)."""
+    def quiet(_text: str) -> None:
+        return None
+
+    say = say or quiet
+    tmp = None
+    workdir = opts.workdir
+    if workdir is None:
+        tmp = tempfile.mkdtemp(prefix="erpgw-bench-scale-")
+        workdir = Path(tmp)
+    t0 = time.monotonic()
+    by: dict[str, dict[str, Any]] = {}
+    try:
+        for n in opts.gateways:
+            by[str(n)] = await _one(n, opts, workdir, say)
+    finally:
+        if tmp is not None:
+            import shutil
+
+            shutil.rmtree(tmp, ignore_errors=True)
+    mach = machine()
+    return {
+        "bench": "peak-billing",
+        "mode": "scale-out",
+        "command": opts.command or "erpgw bench peak-billing " + " ".join(sys.argv[3:]),
+        "cluster_nodes": opts.cluster,
+        "fsync": opts.fsync,
+        "invoices": opts.invoices or 2000,
+        "load": "bench._loadgen at maximum load, through the round-robin proxy",
+        "by_gateways": by,
+        "bottleneck": bottleneck(by, mach.get("nproc")),
+        "machine": mach,
+        "wall_s": round(time.monotonic() - t0, 1),
+        "ok": all(r["complete"] and r["lost"] == 0 and r["duplicates"] == 0
+                  for r in by.values()),
+    }
+
+
+def render_scale(report: dict[str, Any]) -> str:
+    """The report as a table, one row per N."""
+    head = (f"peak-billing scale-out: {report['invoices']} invoices at maximum load per run, "
+            f"{report['cluster_nodes'] or 'a single'}-node nats "
+            f"{'cluster' if report['cluster_nodes'] else 'broker'} (fsync {report['fsync']}), "
+            f"{report['machine'].get('nproc')} cores")
+    cols = ("gateways", "events/s", "p50 ms", "p99 ms", "lost", "dup", *GROUPS, "total")
+    rows = [cols]
+    for n, r in sorted(report["by_gateways"].items(), key=lambda kv: int(kv[0])):
+        g = r["cores_by_group"]
+        rows.append((n, f"{r['throughput_eps']}", f"{r['latency_ms']['p50']}",
+                     f"{r['latency_ms']['p99']}", f"{r['lost']}", f"{r['duplicates']}",
+                     *(f"{g[k]}" for k in GROUPS), f"{r['cores_total']}"))
+    widths = [max(len(str(row[i])) for row in rows) for i in range(len(cols))]
+    lines = [head, "  (CPU columns: cores kept busy on average during the leg)"]
+    lines += ["  " + "  ".join(str(c).rjust(w) for c, w in zip(row, widths, strict=True))
+              for row in rows]
+    lines.append(f"  bottleneck: {report['bottleneck']}")
+    lines.append("  OK: every run complete, lost 0 and duplicated 0" if report["ok"]
+                 else "  FAILED: a run lost, doubled or stalled")
+    return "\n".join(lines)
