@@ -3,7 +3,8 @@ them (``gateway.rrproxy.BlackholeProxy``) holds every byte both ways and never c
 client's pings (``nats.ping_interval_s`` lowered to 0.5 s here) count the link dead and it
 reconnects (the proxy sees a new connection during the partition); webhooks meanwhile are
 answered 503 with a JSON ``broker.*`` code and the sender retries them; the consumers' fetches
-fail and are retried. Once the partition heals every event is stored once (the same message
+fail and are retried, and what was delivered into the dead link is redelivered after
+``ack_wait`` (5 s here). Once the partition heals every event is stored once (the same message
 ids) and posted to the ERP once."""
 
 from __future__ import annotations
@@ -53,7 +54,8 @@ async def test_a_silent_partition_is_detected_and_heals_losing_and_doubling_noth
     refused = anyio.Event()
     try:
         async with running_gateway(broker, tmp_path, sim_url, nats={
-                "url": proxy.url, "ping_interval_s": 0.5, "election_retry_s": 1.0}) as gw:
+                "url": proxy.url, "ping_interval_s": 0.5, "election_retry_s": 1.0},
+                consumers={"ack_wait_s": 5.0}) as gw:
             for n in BEFORE:
                 await _deliver(gw, n, statuses, refused, rng)
             assert {s for s, _ in statuses} == {200}
