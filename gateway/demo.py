@@ -479,8 +479,9 @@ async def run_demo(opts: DemoOptions) -> bool:
         say(f"  broker {stack.url}  simulator {stack.sim_url}  gateway {stack.gateway_url}"
             f" (admin {stack.admin_url})"
             + (f" (round-robin to {', '.join(stack.gateway_urls())})" if stack.proxy else ""))
+        rate = opts.rate or (driller.bill_rate(opts.invoices) if driller else 0.0)
         say(f"bill run: {opts.invoices} invoices"
-            + (f" at {opts.rate:g}/s" if opts.rate else " issued at once"))
+            + (f" at {rate:g}/s" if rate else " issued at once"))
         progress = _Progress(opts.invoices, enabled=not opts.json)
         with_money = "money" in opts.flows
         scale_out = bool(opts.cluster or opts.gateways > 1)
@@ -500,7 +501,7 @@ async def run_demo(opts: DemoOptions) -> bool:
                 if with_money:
                     driller.bill_options.update(credit_memo_rate=opts.credit_memo_rate,
                                                 payment_rate=opts.payment_rate)
-            await stack.bill_run(opts.invoices, opts.rate, **driller.bill_options)
+            await stack.bill_run(opts.invoices, rate, **driller.bill_options)
 
             def watch(audit: dict[str, Any], dead: int) -> None:
                 driller.observe(audit)

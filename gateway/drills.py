@@ -95,6 +95,8 @@ CLUSTER_FAULTS = frozenset({"kill-nats-leader", "kill-nats-node", "lose-quorum"}
 # How long after restarting the nodes ``lose-quorum`` waits for the billing stream's leader
 # (a guard against a cluster that never comes back, not a speed target).
 QUORUM_BACK_TIMEOUT_S = 60.0
+# ``lose-quorum`` issues its bill run over this many seconds (unless a rate is given).
+QUORUM_ISSUE_S = 60.0
 
 # How many ids the altered-amount section lists (the counts are always complete).
 MAX_LISTED = 100
@@ -173,6 +175,12 @@ class Driller:
         for n in names:
             self._billing.update(FAULTS[n].billing)
             self.bill_options.update(FAULTS[n].bill_run)
+
+    def bill_rate(self, invoices: int) -> float:
+        """The pace the chosen faults want the bill run issued at (0: all at once).
+        ``lose-quorum``: over 60 s, so the webhooks are still arriving when quorum is lost
+        (they would all be in before the fault otherwise) and the sender's retries are seen."""
+        return invoices / QUORUM_ISSUE_S if "lose-quorum" in self.names else 0.0
 
     @property
     def gateway_env(self) -> dict[str, str]:
