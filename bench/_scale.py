@@ -7,7 +7,8 @@ processes, docs/scale-out.md) takes one leg at maximum load from the bench's gen
 (``bench._gateway_gen.run_generated_leg``, the same leg the single-process bench runs). The
 generator POSTs to the round-robin proxy in front of the N processes (``gateway.rrproxy``;
 with N = 1 too, so every N pays the same hop); the proxy runs in the bench's own process.
-Each process's CPU time (``/proc/<pid>/stat``) is read before and after the leg: every
+Each process's CPU time (``/proc/<pid>/stat``) is read when the leg starts and when its last
+invoice is posted: every
 gateway process, every nats-server node, the simulator, the generator (its own figure) and
 the bench process (the proxy), so the report can say where the cores went. The stack is
 stopped before the next N starts. Nothing is compared with a wall-clock target.
@@ -15,6 +16,7 @@ stopped before the next N starts. Nothing is compared with a wall-clock target.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sys
 import tempfile
@@ -68,6 +70,37 @@ def _pids(stack: Stack) -> dict[str, int]:
     return pids
 
 
+def machine_cpu() -> tuple[int, int, int] | None:
+    """(total, idle, iowait) jiffies of all cores so far, from ``/proc/stat``; None if
+    unreadable."""
+    try:
+        fields = Path("/proc/stat").read_text().splitlines()[0].split()
+    except (OSError, IndexError):
+        return None
+    if fields[0] != "cpu" or len(fields) < 6:
+        return None
+    ticks = [int(x) for x in fields[1:9]]
+    return sum(ticks), ticks[3], ticks[4]
+
+
+def machine_busy(before: tuple[int, int, int] | None,
+                 after: tuple[int, int, int] | None) -> dict[str, float | None]:
+    """Shares of the machine's CPU time between two ``machine_cpu`` readings: ``busy`` (not
+    idle nor waiting for I/O, whoever ran) and ``iowait``."""
+    if before is None or after is None or after[0] <= before[0]:
+        return {"busy": None, "iowait": None}
+    total = after[0] - before[0]
+    idle, iowait = after[1] - before[1], after[2] - before[2]
+    return {"busy": round((total - idle - iowait) / total, 3), "iowait": round(iowait / total, 3)}
+
+
+def _loadavg() -> float | None:
+    try:
+        return float(Path("/proc/loadavg").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def _group(name: str) -> str:
     if name.startswith("gateway-"):
         return "gateways"
@@ -75,7 +108,8 @@ def _group(name: str) -> str:
 
 
 def scale_summary(leg: dict[str, Any], cpu_s: dict[str, float], wall_s: float,
-                  gateways: int, shares: list[int]) -> dict[str, Any]:
+                  gateways: int, shares: list[int],
+                  box: dict[str, Any] | None = None) -> dict[str, Any]:
     """One N's figures from its leg (``run_generated_leg``'s dict), the CPU seconds each
     process used during it and the leg's wall time: throughput, latency, correctness, and the
     cores each process and each group kept busy on average (CPU seconds / wall seconds)."""
@@ -101,6 +135,9 @@ def scale_summary(leg: dict[str, Any], cpu_s: dict[str, float], wall_s: float,
                            for k, v in by_group.items()},
         "cores_total": round(sum(cpu_s.values()) / wall_s, 2) if wall_s > 0 else None,
         "processed_by_gateway": shares,
+        # The whole machine over the same window (other work included): busy and iowait
+        # shares of all its cores, and the 1-minute load average at the start and the end.
+        "machine": box or {},
     }
 
 
@@ -115,10 +152,19 @@ def bottleneck(by: dict[str, dict[str, Any]], nproc: int | None) -> str:
     first = max(groups, key=lambda k: groups[k])
     busy = top["cores_total"]
     saturated = nproc is not None and busy >= 0.85 * nproc
-    return (f"with {top['gateways']} gateway process(es) the stack kept {busy:.2f} of "
+    text = (f"with {top['gateways']} gateway process(es) the stack kept {busy:.2f} of "
             f"{nproc} cores busy{' (saturated)' if saturated else ''}; the largest share: "
             f"{first} {groups[first]:.2f} cores ("
             + ", ".join(f"{k} {v:.2f}" for k, v in groups.items() if k != first) + ")")
+    box = top.get("machine") or {}
+    if box.get("busy") is not None and nproc:
+        others = box["busy"] * nproc - busy
+        text += (f"; the machine was {100 * box['busy']:.0f} % busy "
+                 f"({max(0.0, others):.2f} cores of other work) and "
+                 f"{100 * box['iowait']:.0f} % waiting for I/O")
+        if box.get("loadavg_start") is not None:
+            text += f", load average {box['loadavg_start']:g} -> {box['loadavg_end']:g}"
+    return text
 
 
 async def _one(n: int, opts: Any, workdir: Path, say: Any) -> dict[str, Any]:
@@ -133,15 +179,30 @@ async def _one(n: int, opts: Any, workdir: Path, say: Any) -> dict[str, Any]:
             await extra_proxy.start()
             stack.proxy = extra_proxy
         pids = _pids(stack)
-        before = {k: cpu_seconds(p) for k, p in pids.items()}
-        me0 = cpu_seconds(os.getpid())
         events = opts.invoices or 2000
-        t0 = time.monotonic()
-        leg = await run_generated_leg(stack, GatewayLeg("max", events, None, GEN_FIRST_INDEX),
-                                      stall_timeout=opts.stall_timeout, say=say)
-        wall = time.monotonic() - t0
-        after = {k: cpu_seconds(p) for k, p in pids.items()}
-        me1 = cpu_seconds(os.getpid())
+        snap: dict[str, Any] = {}
+
+        def reading() -> dict[str, Any]:
+            return {"t": time.monotonic(), "cpu": {k: cpu_seconds(p) for k, p in pids.items()},
+                    "me": cpu_seconds(os.getpid()), "box": machine_cpu(), "load": _loadavg()}
+
+        async def watch_drained() -> None:
+            # The CPU window ends when the last invoice is posted, not after the leg's
+            # per-invoice look-ups that follow it.
+            while int((await stack.audit()).get("postings", 0)) < events:
+                await asyncio.sleep(0.2)
+            snap.update(reading())
+
+        start = reading()
+        watcher = asyncio.ensure_future(watch_drained())
+        try:
+            leg = await run_generated_leg(stack, GatewayLeg("max", events, None,
+                                                            GEN_FIRST_INDEX),
+                                          stall_timeout=opts.stall_timeout, say=say)
+        finally:
+            watcher.cancel()
+            await asyncio.gather(watcher, return_exceptions=True)
+        end = snap or reading()  # a stalled leg: up to when it gave up
         shares = [int(w["processed"]) for w in await stack.work_shares()]
     finally:
         if extra_proxy is not None:
@@ -149,11 +210,14 @@ async def _one(n: int, opts: Any, workdir: Path, say: Any) -> dict[str, Any]:
             await extra_proxy.stop()
         await stack.close()
     cpu = {k: b1 - b0 for k in pids
-           if (b0 := before[k]) is not None and (b1 := after[k]) is not None}
-    if me0 is not None and me1 is not None:
-        cpu["proxy"] = me1 - me0  # the bench process: the proxy and the leg's polling
+           if (b0 := start["cpu"][k]) is not None and (b1 := end["cpu"][k]) is not None}
+    if start["me"] is not None and end["me"] is not None:
+        cpu["proxy"] = end["me"] - start["me"]  # the bench process: the proxy and its polling
     cpu["generator"] = float((leg.get("generator") or {}).get("cpu_s") or 0.0)
-    return scale_summary(leg, cpu, wall, n, shares)
+    wall = end["t"] - start["t"]
+    box = {**machine_busy(start["box"], end["box"]), "loadavg_start": start["load"],
+           "loadavg_end": end["load"]}
+    return scale_summary(leg, cpu, wall, n, shares, box)
 
 
 async def run_scale(opts: Any, say: Any = None) -> dict[str, Any]:
