@@ -8,10 +8,11 @@ processes, docs/scale-out.md) takes one leg at maximum load from the bench's gen
 generator POSTs to the round-robin proxy in front of the N processes (``gateway.rrproxy``;
 with N = 1 too, so every N pays the same hop); the proxy runs in the bench's own process.
 Each process's CPU time (``/proc/<pid>/stat``) is read when the leg starts and when its last
-invoice is posted: every
-gateway process, every nats-server node, the simulator, the generator (its own figure) and
-the bench process (the proxy), so the report can say where the cores went. The stack is
-stopped before the next N starts. Nothing is compared with a wall-clock target.
+invoice is posted: every gateway process, every nats-server node, the simulator, the generator
+(its own figure) and the bench process (the proxy), so the report can say where the cores
+went; the machine's own busy and iowait shares over the same window (``/proc/stat``, other
+work included) say how much of the box the stack had. The stack is stopped before the next N
+starts. Nothing is compared with a wall-clock target.
 """
 
 from __future__ import annotations
