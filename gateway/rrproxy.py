@@ -87,11 +87,12 @@ class RoundRobinProxy:
 
 class BlackholeProxy:
     """A TCP proxy on loopback between a client and one server that can turn into a silent
-    partition (fault matrix F10): while ``held``, it keeps reading both sides and forwards
-    nothing, never closing a connection, and a new connection is accepted but not forwarded;
-    ``release`` forwards what it held, in order, and resumes. ``stale_reconnect`` is set when
-    a client opens a new connection while the link is held (it counted the old one dead).
-    A test harness part, as the round-robin proxy is.
+    partition (fault matrix F10): while ``held``, it keeps reading both sides of every open
+    connection and forwards nothing, never closing one, and it stops listening (a client's
+    attempt at a new connection is refused); ``release`` listens again on the same port,
+    forwards what it held, in order, and resumes. ``link_dropped`` is set when a client closes
+    a connection while the link is held: it counted the link dead. A test harness part, as the
+    round-robin proxy is.
     """
 
     def __init__(self, target_host: str, target_port: int, *, host: str = "127.0.0.1") -> None:
@@ -99,7 +100,7 @@ class BlackholeProxy:
         self.host = host
         self.port = 0
         self.connections = 0
-        self.stale_reconnect = asyncio.Event()
+        self.link_dropped = asyncio.Event()
         self._open = asyncio.Event()
         self._open.set()
         self._server: asyncio.Server | None = None
@@ -114,16 +115,23 @@ class BlackholeProxy:
     def held(self) -> bool:
         return not self._open.is_set()
 
-    def hold(self) -> None:
-        self._open.clear()
-        self.stale_reconnect.clear()
-
-    def release(self) -> None:
-        self._open.set()
+    async def _listen(self) -> None:
+        self._server = await asyncio.start_server(self._accept, self.host, self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._accept, self.host, 0)
-        self.port = self._server.sockets[0].getsockname()[1]
+        await self._listen()
+
+    def hold(self) -> None:
+        self._open.clear()
+        self.link_dropped.clear()
+        if self._server is not None:
+            self._server.close()  # open connections stay (and are held)
+            self._server = None
+
+    async def release(self) -> None:
+        await self._listen()
+        self._open.set()
 
     async def stop(self) -> None:
         if self._server is not None:
@@ -141,17 +149,14 @@ class BlackholeProxy:
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
         self._writers.add(writer)
-        if self.held:
-            self.stale_reconnect.set()
         try:
-            await self._open.wait()  # a connection made during the partition waits, unanswered
             up_reader, up_writer = await asyncio.open_connection(*self.target)
         except OSError:
             writer.close()
             return
         self._writers.add(up_writer)
-        pumps = [asyncio.ensure_future(self._pump(reader, up_writer)),
-                 asyncio.ensure_future(self._pump(up_reader, writer))]
+        pumps = [asyncio.ensure_future(self._pump(reader, up_writer, client=True)),
+                 asyncio.ensure_future(self._pump(up_reader, writer, client=False))]
         self._tasks.update(pumps)
         await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)
         for p in pumps:
@@ -162,7 +167,8 @@ class BlackholeProxy:
             w.close()
             self._writers.discard(w)
 
-    async def _pump(self, src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+    async def _pump(self, src: asyncio.StreamReader, dst: asyncio.StreamWriter, *,
+                    client: bool) -> None:
         held: list[bytes] = []
         while data := await src.read(65536):
             held.append(data)
@@ -171,6 +177,8 @@ class BlackholeProxy:
             dst.write(b"".join(held))
             held.clear()
             await dst.drain()
+        if client and self.held:
+            self.link_dropped.set()
         # EOF: what was held goes first (a close is not silent any more once it is passed on).
         await self._open.wait()
         if held:

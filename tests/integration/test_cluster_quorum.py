@@ -21,7 +21,8 @@ from gateway.stack import Stack
 
 from .conftest import billing_event, signed
 
-pytestmark = pytest.mark.integration
+# Its own cluster, processes started and stopped: longer than the default timeout.
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
 INVOICES = 120
 FAULT = "lose-quorum"
