@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from contracts import GatewayError
 from gateway.broker import free_port
 from gateway.rrproxy import RoundRobinProxy
 from gateway.stack import Stack
@@ -146,7 +147,10 @@ def bottleneck(by: dict[str, dict[str, Any]], nproc: int | None) -> str:
     """Where the cores went in the run with the most processes, in one sentence."""
     if not by:
         return "no run"
-    top = by[max(by, key=int)]
+    ran = {k: v for k, v in by.items() if v.get("available", True)}
+    if not ran:
+        return "no run completed"
+    top = ran[max(ran, key=int)]
     groups = {k: v for k, v in top["cores_by_group"].items() if v is not None}
     if not groups or top["cores_total"] is None:
         return "CPU not readable (no /proc)"
@@ -236,7 +240,12 @@ async def run_scale(opts: Any, say: Any = None) -> dict[str, Any]:
     by: dict[str, dict[str, Any]] = {}
     try:
         for n in opts.gateways:
-            by[str(n)] = await _one(n, opts, workdir, say)
+            try:
+                by[str(n)] = await _one(n, opts, workdir, say)
+            except GatewayError as exc:  # this N could not run (its stack did not start)
+                first_line = (exc.message.splitlines() or [""])[0]
+                by[str(n)] = {"gateways": n, "complete": False, "available": False,
+                              "reason": f"[{exc.code}] {first_line}"}
     finally:
         if tmp is not None:
             import shutil
@@ -255,7 +264,7 @@ async def run_scale(opts: Any, say: Any = None) -> dict[str, Any]:
         "bottleneck": bottleneck(by, mach.get("nproc")),
         "machine": mach,
         "wall_s": round(time.monotonic() - t0, 1),
-        "ok": all(r["complete"] and r["lost"] == 0 and r["duplicates"] == 0
+        "ok": all(r["complete"] and r.get("lost") == 0 and r.get("duplicates") == 0
                   for r in by.values()),
     }
 
@@ -268,7 +277,11 @@ def render_scale(report: dict[str, Any]) -> str:
             f"{report['machine'].get('nproc')} cores")
     cols = ("gateways", "events/s", "p50 ms", "p99 ms", "lost", "dup", *GROUPS, "total")
     rows = [cols]
+    skipped = []
     for n, r in sorted(report["by_gateways"].items(), key=lambda kv: int(kv[0])):
+        if not r.get("available", True):
+            skipped.append(f"  {n} gateway process(es): not run: {r['reason']}")
+            continue
         g = r["cores_by_group"]
         rows.append((n, f"{r['throughput_eps']}", f"{r['latency_ms']['p50']}",
                      f"{r['latency_ms']['p99']}", f"{r['lost']}", f"{r['duplicates']}",
@@ -277,6 +290,7 @@ def render_scale(report: dict[str, Any]) -> str:
     lines = [head, "  (CPU columns: cores kept busy on average during the leg)"]
     lines += ["  " + "  ".join(str(c).rjust(w) for c, w in zip(row, widths, strict=True))
               for row in rows]
+    lines += skipped
     lines.append(f"  bottleneck: {report['bottleneck']}")
     lines.append("  OK: every run complete, lost 0 and duplicated 0" if report["ok"]
                  else "  FAILED: a run lost, doubled or stalled")

@@ -78,3 +78,14 @@ def test_the_report_has_one_entry_per_count_and_a_table_row_each() -> None:
     rows = [line.split() for line in table[3:5]]
     assert [r[0] for r in rows] == ["1", "2"] and rows[0][1] == "200.0" and rows[1][4] == "1"
     assert table[-1].strip().startswith("FAILED")
+
+
+def test_a_count_that_could_not_run_is_listed_with_its_reason() -> None:
+    one = scale_summary(_leg(200.0), {"gateway-1": 1.0}, wall_s=1.0, gateways=1, shares=[100])
+    by = {"1": one, "3": {"gateways": 3, "complete": False, "available": False,
+                          "reason": "[stack.failed] gateway not ready within 30 s:"}}
+    report = {"invoices": 100, "cluster_nodes": 3, "fsync": "always", "machine": {"nproc": 2},
+              "by_gateways": by, "bottleneck": bottleneck(by, 2), "ok": False}
+    assert report["bottleneck"].startswith("with 1 gateway process(es)")  # from the run made
+    text = render_scale(report)
+    assert "3 gateway process(es): not run: [stack.failed]" in text
