@@ -379,7 +379,8 @@ async def _run_gateway(cfg: Config, specs: Mapping[str, PlatformSpec], admin: Ad
             for role in GATEWAY_ROLES:
                 buses[role] = await NatsBus.connect(
                     url, name=f"erpgw-gateway-{role}", auth=auth_for(cfg, role, required=False),
-                    election_retry_s=cfg.nats.election_retry_s)
+                    election_retry_s=cfg.nats.election_retry_s,
+                    ping_interval=cfg.nats.ping_interval_s)
             ledger = await Ledger.open(data / "ledger.db")
             ledger_open[0] = True
             for path in data.glob("ledger.db*"):

@@ -63,6 +63,9 @@ class NatsConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     # A publish refused or unanswered for a retryable reason (a stream leader election in a
     # cluster) is sent again with the same message ids for up to this long (0: no retry).
     election_retry_s: Annotated[float, msgspec.Meta(ge=0)] = 10.0
+    # The client pings the server this often; three pings unanswered (a silent partition: the
+    # link holds bytes and never closes) count the connection dead, and it reconnects.
+    ping_interval_s: Annotated[float, msgspec.Meta(gt=0)] = 10.0
     # Credentials for an external broker (at most one kind; see docs/security.md). The embedded
     # broker needs none of them: its role seeds live in `identities_dir`.
     creds: str = ""  # a JWT + NKey credentials file

@@ -269,6 +269,16 @@ def _drill_lines(r: dict[str, Any]) -> list[str]:
                      f"{'-' if first is None else f'{first:.2f} s'}, drained "
                      f"{'-' if drained is None else f'{drained:.2f} s'}")
     lines.append(f"    dead letters exactly the injected poison: {r['dlq_exact']}")
+    q = r.get("quorum")
+    if q is not None:
+        def s(x: float | None) -> str:
+            return "-" if x is None else f"{x:.2f} s"
+        refused = ", ".join(f"{n} {c}" for c, n in q["webhooks_refused"].items()) or "none"
+        lines.append(f"    quorum lost ({', '.join(q['nodes'])} down {q.get('down_s', 0):g} s): "
+                     f"webhooks answered 503: {refused}; after the restart the stream had a "
+                     f"leader in {s(q.get('stream_leader_s'))}, a webhook was accepted in "
+                     f"{s(q.get('webhook_accepted_s'))}, an ERP posting made in "
+                     f"{s(q['first_posting_s'])}: T_recover {s(q['t_recover_s'])}")
     alt = r.get("altered_amount")
     if alt is not None:
         lines.append(f"    altered ERP amounts: {alt['altered']} altered, {alt['found']} found by "
@@ -464,6 +474,7 @@ async def run_demo(opts: DemoOptions) -> bool:
     driller = Driller(stack, list(opts.faults), opts.invoices) if opts.faults else None
     if driller is not None:
         stack.gateway_toml = driller.gateway_toml
+        stack.gateway_env.update(driller.gateway_env)
 
     def say(msg: str) -> None:
         if not opts.json:
@@ -491,8 +502,9 @@ async def run_demo(opts: DemoOptions) -> bool:
             f" (admin {stack.admin_url})"
             + (f" (round-robin to {', '.join(stack.gateway_urls())})" if stack.proxy else "")
             + (f"; TLS on every hop, CA {stack.ca_file}" if stack.tls else ""))
+        rate = opts.rate or (driller.bill_rate(opts.invoices) if driller else 0.0)
         say(f"bill run: {opts.invoices} invoices"
-            + (f" at {opts.rate:g}/s" if opts.rate else " issued at once"))
+            + (f" at {rate:g}/s" if rate else " issued at once"))
         progress = _Progress(opts.invoices, enabled=not opts.json)
         with_money = "money" in opts.flows
         scale_out = bool(opts.cluster or opts.gateways > 1)
@@ -512,7 +524,7 @@ async def run_demo(opts: DemoOptions) -> bool:
                 if with_money:
                     driller.bill_options.update(credit_memo_rate=opts.credit_memo_rate,
                                                 payment_rate=opts.payment_rate)
-            await stack.bill_run(opts.invoices, opts.rate, **driller.bill_options)
+            await stack.bill_run(opts.invoices, rate, **driller.bill_options)
 
             def watch(audit: dict[str, Any], dead: int) -> None:
                 driller.observe(audit)

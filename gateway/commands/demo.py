@@ -38,6 +38,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print("erpgw demo: error: --tls runs one embedded broker and one gateway process: "
               "drop --nats-url, --cluster and --gateways", file=sys.stderr)
         return 2
+    if "lose-quorum" in faults and args.cluster and args.cluster != 3:
+        print("erpgw demo: error: --faults lose-quorum kills two of three nodes: it needs "
+              "--cluster 3", file=sys.stderr)
+        return 2
     if args.cluster and args.nats_url:
         print("erpgw demo: error: --cluster starts its own nats-server nodes: drop --nats-url",
               file=sys.stderr)
@@ -91,7 +95,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                          "429-storm, commit-timeout, poison, duplicate-webhooks, "
                          "out-of-order (also amended invoices, some version 2 before "
                          "version 1; reports ORDER_OK), kill-gateway (process 1 of N), "
-                         "broker-restart, kill-nats-leader, kill-nats-node (with --cluster), "
+                         "broker-restart, kill-nats-leader, kill-nats-node, lose-quorum (two "
+                         "of three nodes down 15 s; reports T_recover) (with --cluster), "
                          "freeze-gateway (SIGSTOP past ack_wait, then SIGCONT), "
                          "altered-amount (the ERP records 2 %% of postings with another "
                          "amount; the reconciler must find exactly those), period-close (the "
