@@ -243,8 +243,9 @@ def verdicts(legs: Sequence[Mapping[str, Any]],
         note = (f"gateway {_fmt(_tput(gw))}/s vs {peer_key} {_fmt(_tput(peer))}/s"
                 if r is not None
                 else f"{peer_key} unavailable: {(peer or {}).get('reason', 'not run')}")
-        if r is not None and (peer or {}).get("redelivery_stalls"):
-            note += (f" (the peer's run had {peer['redelivery_stalls']} event(s) waiting ~30 s "
+        stalls = (peer or {}).get("redelivery_stalls")
+        if r is not None and stalls:
+            note += (f" (the peer's run had {stalls} event(s) waiting ~30 s "
                      "for a redelivery, which drags its figure down)")
         out.append(_verdict("throughput_vs_peer", r, 2.0, None if r is None else r >= 2.0,
                             note, unit="x"))
