@@ -48,6 +48,7 @@ __all__ = ["KvBucket", "KvConflict", "KvEntry", "allow_atomic_writes", "bucket_s
            "key_token"]
 
 _PLAIN = re.compile(r"[A-Za-z0-9_-]")
+_TOKEN = re.compile(r"[A-Za-z0-9_-]+")
 # At most this many reads or writes of one call in flight on the connection.
 _IN_FLIGHT = 128
 # The server's "wrong last sequence" error codes (a conditional write or delete refused).
@@ -91,6 +92,8 @@ class KvEntry:
 
 def key_token(text: str) -> str:
     """``text`` as one key token: ``[A-Za-z0-9_-]`` kept, every other UTF-8 byte ``=XX``."""
+    if _TOKEN.fullmatch(text):  # the usual id: nothing to escape
+        return text
     return "".join(ch if _PLAIN.fullmatch(ch) else
                    "".join(f"={b:02X}" for b in ch.encode()) for ch in text) or "="
 
