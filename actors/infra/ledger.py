@@ -381,7 +381,8 @@ class Ledger:
         return found
 
     async def record(self, rows: Sequence[PostingRow], *, versions: Sequence[VersionMark] = (),
-                     notes: Sequence[tuple[float, str, str, str]] = ()) -> None:
+                     notes: Sequence[tuple[float, str, str, str]] = (),
+                     claims: Sequence[VersionMark] = ()) -> None:
         """Write posting rows and their audit rows in one durable transaction.
 
         A posted key is never changed again; a dead-lettered key becomes posted when a replay
@@ -389,13 +390,17 @@ class Ledger:
         the postings applied (never down: a lower version than the stored one is ignored; a
         claim at or below the new version is cleared), each audited as ``version.applied``;
         ``notes`` are further audit rows ``(at, event, key, detail)`` of the same batch (e.g.
-        a stale version skipped), so they are durable before their messages are acked.
+        a stale version skipped), so they are durable before their messages are acked;
+        ``claims`` are written first, as ``claim_versions`` writes them, so that a batch's
+        claims, postings and applied versions cost one transaction.
         Raises ``LedgerUnavailable``; on failure nothing of the batch is written.
         """
-        if not rows and not versions and not notes:
+        if not rows and not versions and not notes and not claims:
             return
 
         async def write() -> None:
+            if claims:
+                await self._write_claims(claims)
             await self._db.executemany(
                 "INSERT INTO postings VALUES (?,?,?,?,?,?,?,?) "
                 "ON CONFLICT(idempotency_key) DO UPDATE SET status = excluded.status, "
@@ -417,8 +422,9 @@ class Ledger:
                 [(v.source, v.object_id, v.version, v.entry, v.recorded_at) for v in versions],
             )
 
-        audit = [(r.recorded_at, r.audit_event, r.idempotency_key, r.audit_detail)
-                 for r in rows]
+        audit = [(c.recorded_at, "version.claimed", c.audit_key, "") for c in claims]
+        audit += [(r.recorded_at, r.audit_event, r.idempotency_key, r.audit_detail)
+                  for r in rows]
         audit += [(v.recorded_at, "version.applied", v.audit_key, "") for v in versions]
         await self._transaction(write, [*audit, *notes])
 
@@ -432,15 +438,18 @@ class Ledger:
             return
 
         async def write() -> None:
-            await self._db.executemany(
-                "INSERT INTO versions VALUES (?,?,NULL,NULL,?,?,?) "
-                "ON CONFLICT(source, object_id) DO UPDATE SET claimed = excluded.claimed, "
-                "claimed_entry = excluded.claimed_entry, recorded_at = excluded.recorded_at",
-                [(c.source, c.object_id, c.version, c.entry, c.recorded_at) for c in claims],
-            )
+            await self._write_claims(claims)
 
         await self._transaction(write, [*[(c.recorded_at, "version.claimed", c.audit_key, "")
                                           for c in claims], *notes])
+
+    async def _write_claims(self, claims: Sequence[VersionMark]) -> None:
+        await self._db.executemany(
+            "INSERT INTO versions VALUES (?,?,NULL,NULL,?,?,?) "
+            "ON CONFLICT(source, object_id) DO UPDATE SET claimed = excluded.claimed, "
+            "claimed_entry = excluded.claimed_entry, recorded_at = excluded.recorded_at",
+            [(c.source, c.object_id, c.version, c.entry, c.recorded_at) for c in claims],
+        )
 
     async def posting_states(self, keys: Iterable[str]) -> dict[str, str]:
         """The status (``posted``/``dead_lettered``) of each of ``keys`` that has a posting row.

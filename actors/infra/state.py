@@ -38,7 +38,7 @@ import msgspec
 from contracts import Subjects
 
 from .bus import NatsBus
-from .kv import KvBucket, KvConflict, bucket_config, key_token
+from .kv import KvBucket, KvConflict, allow_atomic_writes, bucket_config, key_token
 from .ledger import Ledger, ParkedPayment, VersionMark, VersionRow
 
 __all__ = [
@@ -68,12 +68,14 @@ def bucket_name(subjects: Subjects, kind: str) -> str:
 
 async def provision_state(bus: NatsBus, subjects: Subjects, *, replicas: int = 1,
                           lease_ttl_s: float = 10.0) -> None:
-    """Create the shared buckets (idempotent; an admin connection), and the ``leases`` bucket
-    whose keys expire ``lease_ttl_s`` after their last write (``actors.infra.lease``)."""
+    """Create the shared buckets (idempotent; an admin connection), each taking atomic batches
+    (``KvBucket.put_many``: one commit per batch of keys), and the ``leases`` bucket whose keys
+    expire ``lease_ttl_s`` after their last write (``actors.infra.lease``)."""
     from .lease import provision_leases  # lease.py builds on this module
 
     for kind in BUCKETS:
         await bus.ensure_kv(bucket_config(bucket_name(subjects, kind), replicas=replicas))
+        await allow_atomic_writes(bus.jetstream, bucket_name(subjects, kind))
     await provision_leases(bus, subjects, ttl_s=lease_ttl_s, replicas=replicas)
 
 

@@ -48,6 +48,7 @@ import math
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from typing import Annotated, cast
 
 import anyio
@@ -292,8 +293,13 @@ class WebhookIngress(Actor):
             raise too_large
         chunks: list[bytes] = []
         size = 0
+        # A body that arrived whole with its head (the usual webhook) is read without waiting:
+        # no timer to arm and cancel for it.
+        wait: AbstractContextManager[object] = (
+            nullcontext() if request.content.is_eof()
+            else anyio.fail_after(self.settings.body_timeout_s))
         try:
-            with anyio.fail_after(self.settings.body_timeout_s):
+            with wait:
                 async for chunk in request.content.iter_chunked(64 * 1024):
                     size += len(chunk)
                     if size > limit:
