@@ -179,6 +179,10 @@ async def netsuite_figures(stack: Stack, audit: dict[str, Any]) -> dict[str, Any
     }
 
 
+def _nonzero(amounts: dict[str, Any]) -> dict[str, int]:
+    return {c: int(v) for c, v in amounts.items() if int(v)}
+
+
 def revenue_figures(rev: RevenueResult) -> dict[str, Any]:
     """Flow 2's revenue half from the revenue platform's totals (pure).
 
@@ -202,6 +206,11 @@ def revenue_figures(rev: RevenueResult) -> dict[str, Any]:
         "unexpected_lines": unexpected,
         "amount": a.get("amount", {}),
         "expected_amount": rev.expected_amount,
+        # Each invoice's latest version less its credit memos, and whether the platform's
+        # amounts are exactly that (amendments and credit memos applied, nothing doubled).
+        "billed_amount": rev.billed_amount,
+        "amount_matches_billed": (None if rev.billed_amount is None else
+                                  _nonzero(a.get("amount", {})) == _nonzero(rev.billed_amount)),
         "drained": rev.drained,
         "invoices": invoices,
         "invoices_completed": max(0, invoices - (expected - exact)),
@@ -246,7 +255,9 @@ def build_report(result: DrainResult, opts: DemoOptions, wall_s: float,
     # gateway kill, lines of the upload in flight may be held back in doubt (docs/flows.md).
     report["ok"] = bool(report["ok"] and rev["drained"] and rev["duplicate_lines"] == 0
                         and rev["unexpected_lines"] == 0
-                        and (bool(opts.faults) or rev["missing_or_doubled"] == 0))
+                        and (bool(opts.faults) or (rev["missing_or_doubled"] == 0
+                                                   and rev["amount_matches_billed"]
+                                                   is not False)))
     return report
 
 

@@ -80,6 +80,7 @@ from anyio.abc import TaskStatus
 
 from contracts import (
     ContractError,
+    CreditMemoIssued,
     Envelope,
     GatewayError,
     InvoiceIssued,
@@ -106,15 +107,19 @@ from ..resilience import DeadLetter, Retry
 from ..stats import percentiles
 from ..worker import BatchWorker
 from .plan import (
+    Recorded,
     accepted_batch_id,
+    credit_lines,
     halves,
     never_recorded,
     pack,
+    plan_version,
     refused_invoices,
     revenue_lines,
+    version_line_id,
 )
 
-__all__ = ["PLATFORM", "UPLOAD_PATH", "RevenuePoster"]
+__all__ = ["PLATFORM", "UPLOAD_PATH", "AmendedElsewhere", "RevenuePoster", "VersionWaiting"]
 
 log = logging.getLogger("erpgw.revenue")
 _codec: MsgpackCodec[Envelope] = MsgpackCodec(Envelope)
@@ -133,6 +138,30 @@ class ClaimedElsewhere(Retryable):
     (nak with backoff) until that process records the outcome."""
 
     code = "revenue.claimed_elsewhere"
+
+
+class VersionWaiting(Retryable):
+    """An amended invoice's earlier version is not applied at the revenue platform yet (or
+    another document of the invoice is being handled in the same batch): it waits (nak with
+    backoff), since its lines are differences from that version's."""
+
+    code = "revenue.version_waiting"
+
+
+class AmendedElsewhere(Retryable):
+    """An amended invoice's earlier version was uploaded by another gateway process, whose
+    ledger alone knows the amounts the difference is computed from: it waits (nak with
+    backoff) for a delivery to that process."""
+
+    code = "revenue.amended_elsewhere"
+
+
+Invoice = InvoiceIssued | InvoiceIssuedV2 | InvoiceIssuedV3
+
+
+def _same_document(a: Envelope, b: Envelope) -> bool:
+    """Two deliveries of one document (same type, business key and version)."""
+    return a.type == b.type and a.key == b.key
 
 
 @dataclass
@@ -167,6 +196,7 @@ class RevenuePoster(BatchWorker):
         self.subjects = subjects
         self.max_batch_lines = max_batch_lines
         self.waiting_lines = 0  # lines another process took and has not finished yet
+        self.waiting_versions = 0  # amendments that waited for their earlier version
         self.requests = 0
         self.uploaded_lines = 0
         self.skipped_lines = 0
@@ -217,24 +247,43 @@ class RevenuePoster(BatchWorker):
         """LedgerUnavailable (retryable) propagates: the worker naks the batch. Safe: a line is
         only ever sent after its claim committed, and a claim left behind by this failure is
         read as "in doubt" next time, never sent again."""
-        invoices: dict[str, _Invoice] = {}
+        invoices: dict[str, _Invoice] = {}  # by the invoice the lines are of
+        amended: dict[str, tuple[Invoice, int]] = {}  # versions >= 2, planned below
+        held: list[_Invoice] = []  # another document of an invoice already in the batch
         for d in batch:
             try:
                 env = _codec.decode(d.data)
-                inv = env.payload
-                if not isinstance(inv, InvoiceIssued | InvoiceIssuedV2 | InvoiceIssuedV3):
+                doc = env.payload
+                version = max(env.key.version, 1)
+                if isinstance(doc, CreditMemoIssued):
+                    lines, key = credit_lines(doc), doc.invoice_id
+                elif isinstance(doc, InvoiceIssued | InvoiceIssuedV2 | InvoiceIssuedV3):
+                    lines, key = self._lines(doc), doc.invoice_id  # checked in any version
+                else:
                     raise ContractError(f"revenue poster cannot handle {env.type}",
                                         code="route.unexpected_type", path="$.payload.type")
-                lines = self._lines(inv)
             except ContractError as err:
                 await self.dlq.send(d, err)
                 self.failed += 1
                 continue
-            item = invoices.get(inv.invoice_id)
-            if item is None:  # the same invoice twice in one batch: its lines once
-                invoices[inv.invoice_id] = _Invoice(env, [d], lines)
-            else:
+            if key is None:  # a credit memo of no invoice: nothing to correct
+                await d.ack()
+                self.processed += 1
+                continue
+            item = invoices.get(key)
+            if item is None:
+                invoices[key] = _Invoice(env, [d], lines)
+                if version > 1 and not isinstance(doc, CreditMemoIssued):
+                    invoices[key].lines = []  # its differences: planned from the ledger
+                    amended[key] = (doc, version)
+            elif _same_document(item.env, env):  # the same document twice: its lines once
                 item.deliveries.append(d)
+            else:  # another version or memo of the invoice: after this one is applied
+                held.append(_Invoice(env, [d], [], retry=VersionWaiting(
+                    f"{env.key} waits for {item.env.key} of the same invoice in its batch")))
+        for key, (inv, version) in amended.items():
+            await self._plan_version(invoices[key], inv, version)
+        await self._settle(held)
         if not invoices:
             return
         ids = [ln.line_id for it in invoices.values() for ln in it.lines]
@@ -271,6 +320,33 @@ class RevenuePoster(BatchWorker):
                         it.retry = stop
                 break
         await self._settle(invoices.values())
+
+    async def _plan_version(self, item: _Invoice, inv: Invoice, version: int) -> None:
+        """``item``'s lines: the differences version ``version`` (>= 2) of ``inv`` makes to
+        what the ledger presumes recorded (``plan.plan_version``); while the version before
+        it is not applied, none, and the invoice waits: ``revenue.amended_elsewhere`` when
+        another gateway process holds lines of that version (only it knows their amounts),
+        else ``revenue.version_waiting``. Raises ``LedgerUnavailable``,
+        ``BrokerUnavailable``."""
+        rows = await self.ledger.find_uploads(PLATFORM, invoice_id=inv.invoice_id)
+        lines = plan_version(inv, version, [Recorded(r.line_id, r.amount, r.status)
+                                            for r in rows])
+        if lines is not None:
+            item.lines = lines
+            return
+        previous = [version_line_id(inv.invoice_id, ln.line_id, version - 1)
+                    for ln in inv.lines]
+        shared = await self.uploads.read(PLATFORM, previous)
+        if any(line.status not in _SENDABLE and line.owner not in (None, self.uploads.owner)
+               for line in shared.values()):
+            item.retry = AmendedElsewhere(
+                f"version {version - 1} of invoice {inv.invoice_id} was uploaded by another "
+                f"gateway process: version {version} waits for it to be planned there")
+        else:
+            item.retry = VersionWaiting(
+                f"version {version - 1} of invoice {inv.invoice_id} is not at the revenue "
+                f"platform yet: version {version} is sent as its difference once it is")
+        self.waiting_versions += 1
 
     def _lines(self, inv: InvoiceIssued | InvoiceIssuedV2 | InvoiceIssuedV3
                ) -> list[RevenueLineIn]:
@@ -494,6 +570,7 @@ class RevenuePoster(BatchWorker):
             "skipped_lines": self.skipped_lines,
             "in_doubt_lines": self.in_doubt_lines,
             "waiting_lines": self.waiting_lines,
+            "waiting_versions": self.waiting_versions,
             "rejected_invoices": self.rejected_invoices,
             "rejected_lines": self.rejected_lines,
             "dead_lettered_lines": self.dead_lettered_lines,
