@@ -336,9 +336,13 @@ class RevenuePoster(BatchWorker):
             return
         previous = [version_line_id(inv.invoice_id, ln.line_id, version - 1)
                     for ln in inv.lines]
-        shared = await self.uploads.read(PLATFORM, previous)
-        if any(line.status not in _SENDABLE and line.owner not in (None, self.uploads.owner)
-               for line in shared.values()):
+        own = [version_line_id(inv.invoice_id, ln.line_id, version) for ln in inv.lines]
+        shared = await self.uploads.read(PLATFORM, previous + own)
+        if any(shared[i].status in ("uploaded", "in_doubt") for i in own):
+            self.skipped_lines += len(own)  # applied by another process (a replay): done
+            return
+        if any(shared[i].status not in _SENDABLE
+               and shared[i].owner not in (None, self.uploads.owner) for i in previous):
             item.retry = AmendedElsewhere(
                 f"version {version - 1} of invoice {inv.invoice_id} was uploaded by another "
                 f"gateway process: version {version} waits for it to be planned there")
