@@ -107,6 +107,7 @@ from ..resilience import DeadLetter, Retry
 from ..stats import percentiles
 from ..worker import BatchWorker
 from .plan import (
+    PRESUMED_RECORDED,
     Recorded,
     accepted_batch_id,
     credit_lines,
@@ -250,6 +251,7 @@ class RevenuePoster(BatchWorker):
         invoices: dict[str, _Invoice] = {}  # by the invoice the lines are of
         amended: dict[str, tuple[Invoice, int]] = {}  # versions >= 2, planned below
         held: list[_Invoice] = []  # another document of an invoice already in the batch
+        newer: dict[str, list[str]] = {}  # the next version's line ids, per invoice
         for d in batch:
             try:
                 env = _codec.decode(d.data)
@@ -273,6 +275,9 @@ class RevenuePoster(BatchWorker):
             item = invoices.get(key)
             if item is None:
                 invoices[key] = _Invoice(env, [d], lines)
+                if not isinstance(doc, CreditMemoIssued):
+                    newer[key] = [version_line_id(key, ln.line_id, version + 1)
+                                  for ln in doc.lines]
                 if version > 1 and not isinstance(doc, CreditMemoIssued):
                     invoices[key].lines = []  # its differences: planned from the ledger
                     amended[key] = (doc, version)
@@ -287,9 +292,15 @@ class RevenuePoster(BatchWorker):
         if not invoices:
             return
         ids = [ln.line_id for it in invoices.values() for ln in it.lines]
-        states = await self.ledger.upload_states(PLATFORM, ids)
+        later = [i for next_ids in newer.values() for i in next_ids]
+        states = await self.ledger.upload_states(PLATFORM, ids + later)
         self.uploads.forget_seen()
-        shared = await self.uploads.read(PLATFORM, ids)
+        shared = await self.uploads.read(PLATFORM, ids + later)
+        for key, next_ids in newer.items():
+            if any(states.get(i) in PRESUMED_RECORDED or shared[i].status not in _SENDABLE
+                   for i in next_ids):  # superseded: a later version is applied (or going)
+                self.skipped_lines += len(invoices[key].lines)
+                invoices[key].lines = []
         stale = [ln for it in invoices.values() for ln in it.lines
                  if states.get(ln.line_id) == "pending"]
         if stale:
