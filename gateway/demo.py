@@ -111,6 +111,9 @@ class DemoOptions:
     # Credit memos and flow 3 (payment to settlement) in a run without injected faults.
     credit_memo_rate: float = 0.1
     payment_rate: float = 0.25
+    # With them, billing changes: a v2 of this share of the invoices (half of them delivered
+    # before their v1), so both halves of flow 2 apply amendments (docs/flows.md, Flow 6).
+    amend_rate: float = 0.1
     flows: frozenset[str] = frozenset(FLOWS)
     # The platforms' wire formats (``parse_dialects``): billing "erpgw" | "stripe".
     billing_dialect: str = "erpgw"
@@ -313,6 +316,8 @@ def _revenue_lines(r: dict[str, Any]) -> list[tuple[str, object]]:
                                        f"  (revenue event accuracy "
                                        f"{r['kpi']['revenue_event_accuracy']:.4f})"),
         ("revenue lines doubled", rev["duplicate_lines"]),
+        *([("revenue = latest billed less credit memos", rev["amount_matches_billed"])]
+          if rev.get("amount_matches_billed") is not None else []),
     ]
 
 
@@ -339,6 +344,8 @@ def _revenue_failures(r: dict[str, Any]) -> list[str]:
     out = [f"revenue {k}={rev[k]}" for k in ("duplicate_lines", "unexpected_lines") if rev[k]]
     if rev["missing_or_doubled"] and not r.get("faults"):
         out.append(f"revenue lines not exactly once={rev['missing_or_doubled']}")
+    if rev.get("amount_matches_billed") is False and not r.get("faults"):
+        out.append(f"revenue amounts {rev['amount']} != billed {rev['billed_amount']}")
     if not rev["drained"]:
         out.append("revenue did not drain")
     return out
@@ -487,7 +494,9 @@ async def run_demo(opts: DemoOptions) -> bool:
         if driller is None:
             await stack.bill_run(opts.invoices, opts.rate,
                                  credit_memo_rate=opts.credit_memo_rate if with_money else 0.0,
-                                 payment_rate=opts.payment_rate if with_money else 0.0)
+                                 payment_rate=opts.payment_rate if with_money else 0.0,
+                                 **({"amend_rate": opts.amend_rate, "reorder_amendments": 0.5}
+                                    if with_money and opts.amend_rate else {}))
             result = await stack.wait_drained(opts.invoices, stall_timeout=opts.stall_timeout,
                                               progress=progress)
         else:

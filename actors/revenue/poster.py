@@ -7,10 +7,18 @@ upload sent twice is recorded twice. So the gateway's ledger (``uploads`` table,
 line id) is the only guard, and the one thing it cannot know by itself is what happened to an
 upload whose answer never came back.
 
-Theory of operation, per fetched batch of ``invoice.issued.v1`` envelopes:
+Theory of operation, per fetched batch of ``invoice.issued.v1`` (or ``.v3``) and
+``credit_memo.issued.v1`` envelopes:
 
 1. decode (a contract violation is dead-lettered at once); one ``RevenueLineIn`` per invoice
-   line, line id ``<invoice id>:<line id>`` (``plan.revenue_lines``);
+   line, line id ``<invoice id>:<line id>`` (``plan.revenue_lines``). An amendment (version
+   ``n >= 2``) is planned against the ledger's rows of the invoice as its differences per line,
+   ids ``<invoice id>:<line id>:v<n>`` (``plan.plan_version``), and waits (nak,
+   ``revenue.version_waiting`` / ``revenue.amended_elsewhere``) until version ``n - 1`` is
+   applied; a version whose next version's lines are presumed recorded is superseded (sends
+   nothing). A credit memo becomes negative corrections of its invoice, ids
+   ``<credit memo id>:<line id>`` (``plan.credit_lines``). Lines in doubt count as recorded
+   ("understate, never double"; docs/flows.md, Flow 6, "Revenue half");
 2. read the lines' states from the ledger. ``uploaded`` and ``in_doubt`` lines are skipped.
    A ``pending`` line was claimed by an attempt that never finished (the process died, or the
    actor was restarted, between claiming it and recording the answer): it is moved to
