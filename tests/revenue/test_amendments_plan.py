@@ -22,7 +22,7 @@ from actors.revenue.plan import (
 )
 from contracts import CreditMemoIssued, CreditMemoLine, InvoiceIssued, InvoiceLine
 from contracts.platforms.revenue import RevenueLineIn
-from sim._revenue import validate_line
+from sim._revenue import RevenueBook, validate_line
 
 
 def invoice(amounts: dict[str, int], invoice_id: str = "in_1") -> InvoiceIssued:
@@ -179,7 +179,7 @@ line_amounts = st.dictionaries(st.sampled_from("abcde"), st.integers(0, 10_000),
                                min_size=1, max_size=5)
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(versions=st.lists(line_amounts, min_size=1, max_size=5),
        memos=st.lists(st.lists(st.integers(-500, 5_000), min_size=1, max_size=3)
                       .filter(lambda a: sum(a) > 0), max_size=3),
@@ -208,3 +208,19 @@ def test_any_order_leaves_the_latest_billed_amount_once(
     rng.shuffle(again)
     assert run(again, rng, [], ledger, platform) == 0
     assert [ln.line_id for ln in platform] == ids
+
+
+def test_the_billings_report_nets_corrections_into_their_invoice() -> None:
+    book = RevenueBook()
+    v1 = revenue_lines(invoice({"a": 100, "b": 50}))
+    v2 = plan_version(invoice({"a": 70}), 2, rows(v1))
+    assert v2 is not None
+    result = book.upload(v1 + v2 + credit_lines(memo("cn_1", [20])))
+    assert result.status == "accepted" and result.errors == []
+    (row,) = book.billings("", 10).items
+    assert (row.invoice_id, row.amount, row.lines, row.distinct_lines) == ("in_1", 50, 5, 5)
+    bad = RevenueLineIn(line_id="x", invoice_id="in_1", product="p", currency="USD",
+                        amount=-1, period_start="2025-03-01", period_end="2025-03-01")
+    refused = book.upload([*v1, bad])  # all-or-nothing: a negative line that corrects nothing
+    assert refused.status == "rejected" and [e.index for e in refused.errors] == [2]
+    assert book.billings("", 10).items == [row]
