@@ -179,7 +179,7 @@ line_amounts = st.dictionaries(st.sampled_from("abcde"), st.integers(0, 10_000),
                                min_size=1, max_size=5)
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(versions=st.lists(line_amounts, min_size=1, max_size=5),
        memos=st.lists(st.lists(st.integers(-500, 5_000), min_size=1, max_size=3)
                       .filter(lambda a: sum(a) > 0), max_size=3),
