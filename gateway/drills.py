@@ -23,6 +23,14 @@ manual edit would; after the run the reconciler is run once, without repair, and
 ``erpgw.mon.recon.break`` with the postings the simulator altered: ``exact`` when they are the
 same set, each flagged with a reversal proposal and none repaired).
 
+``period-close`` (the ERP closes the bill run's month once 30 % of the invoices are posted;
+every later posting is refused ``PERIOD_CLOSED``: under ``erp.closed_period = "next_open"``
+(``erpgw demo --closed-period next_open``) the gateway posts it on the first day of the next
+period, the original date in its memo; under ``dead_letter`` (the default) it is dead-lettered
+``erp.period_closed`` and the demo replays those letters with ``--repost-open`` once the run
+has drained; the report's ``period_close`` section says where the late postings went and
+checks them against the ERP's GL).
+
 Scale-out drills (``erpgw demo --cluster 3``, docs/scale-out.md): ``kill-nats-leader`` (SIGKILL
 the nats-server node leading the billing stream at 30 %, restart it 3 s later),
 ``kill-nats-node`` (the same for a node that leads nothing of the billing stream, at 60 %),
@@ -36,6 +44,7 @@ from __future__ import annotations
 import signal
 import time
 from dataclasses import dataclass, field
+from datetime import date
 from typing import Any
 
 import anyio
@@ -45,11 +54,12 @@ from actors.infra import NatsBus, OutMsg
 from actors.infra.bus import server_list
 from actors.infra.http import HttpClient
 from actors.reconcile import Flag, run_once
+from actors.router.invoices import AccountMap
 from contracts import GatewayError, Subjects
 
 from .stack import DrainResult, Stack
 
-__all__ = ["FAULTS", "Driller", "FaultRecord", "parse_faults"]
+__all__ = ["FAULTS", "Driller", "FaultRecord", "parse_faults", "settle_period_close"]
 
 POISON_COUNT = 5
 
@@ -81,6 +91,8 @@ FAULTS: dict[str, _Fault] = {
     # SIGSTOP for longer than the consumers' ack_wait (5 s under faults), then SIGCONT.
     "freeze-gateway": _Fault(0.20, 8.0),
     "altered-amount": _Fault(0.0, erp={"alter_amount_rate": 0.02}, recovers=False),
+    # The ERP closes the bill run's month at 30 % (docs/flows.md, "Closed periods").
+    "period-close": _Fault(0.30, recovers=False),
 }
 
 # The faults that act on the nats-server nodes of ``--cluster``.
@@ -141,6 +153,8 @@ class Driller:
         self.killed_nodes: dict[str, str] = {}  # fault -> the nats-server node it killed
         self.leaders_at_kill: dict[str, str] = {}  # fault -> the billing leader at that moment
         self._erp_active: dict[str, dict[str, Any]] = {}
+        # period-close: the month the ERP closed and when (the simulator's clock).
+        self.closed_period: tuple[str, float] | None = None
         self._billing: dict[str, Any] = {}
         # The bill run's opt-in extras the chosen faults need (amendments for out-of-order).
         self.bill_options: dict[str, float] = {}
@@ -235,6 +249,10 @@ class Driller:
                 victim.kill()
         elif name == "freeze-gateway":
             self.stack.signal_gateway(signal.SIGSTOP)
+        elif name == "period-close":
+            period = time.strftime("%Y-%m", time.gmtime())
+            status = await self.stack._sim_call("POST", f"/erp/v1/periods/{period}/close")
+            self.closed_period = (period, float(status["closedAt"]))
 
     async def _heal(self, name: str, postings: int) -> None:
         rec = self.records[name]
@@ -291,11 +309,14 @@ class Driller:
                 rec.drained_s = end - rec.healed_at
         poison = [dl for dl in result.dead_letters if dl.data.startswith(b"\xc1poison-")]
         expected = POISON_COUNT if "poison" in self.names else 0
+        # period-close under dead_letter: its letters, replayed (``settle_period_close``).
+        expected_other = sum(1 for dl in result.dead_letters
+                             if "period-close" in self.names and dl.code == "erp.period_closed")
         return {
             "faults": self.names,
             "recovery_s": {n: r.summary() for n, r in self.records.items()
                            if FAULTS[n].recovers and (FAULTS[n].trigger > 0 or FAULTS[n].erp)},
-            "dlq_exact": len(poison) == expected == len(result.dead_letters),
+            "dlq_exact": len(poison) == expected == len(result.dead_letters) - expected_other,
             "webhook_faults": result.audit.get("faults", {}).get("billing"),
             **({"order": _order_section(result.audit)} if self.bill_options else {}),
             **({"killed_nats_nodes": {
@@ -330,8 +351,9 @@ class Driller:
             bus = await NatsBus.connect(self.stack.url, name="erpgw-drill",
                                         auth=self.stack.auth("operator"))
             try:
-                async with HttpClient(self.stack.sim_url, platform="billing") as billing, \
-                        HttpClient(self.stack.sim_url, platform="erp") as erp:
+                ca = self.stack.ca_file
+                async with HttpClient(self.stack.sim_url, platform="billing", ca_file=ca) as \
+                        billing, HttpClient(self.stack.sim_url, platform="erp", ca_file=ca) as erp:
                     run = await run_once(bus, subjects, billing, erp, grace_s=0.0,
                                          repair=False)
             finally:
@@ -362,3 +384,82 @@ class Driller:
             "amount_altered": audit.get("amount_altered", {}),
             "proposals": dict(sorted(proposals.items())[:MAX_LISTED]),
         }
+
+
+async def _erp_entries(stack: Stack) -> list[dict[str, Any]]:
+    """Every journal entry the simulated ERP holds, in commit order (its paged lookup)."""
+    out: list[dict[str, Any]] = []
+    while True:
+        after = out[-1]["seq"] if out else 0
+        page = await stack._sim_call("GET", f"/erp/v1/journal-entries?after={after}&limit=1000")
+        out += page["items"]
+        if len(page["items"]) < 1000:
+            return out
+
+
+def _invoice_entry(external_id: str) -> bool:
+    return not (external_id.endswith(":reversal") or external_id.startswith(
+        ("cn_", "py_", "recognition:")))
+
+
+async def settle_period_close(driller: Driller, result: DrainResult, policy: str,
+                              *, stall_timeout: float) -> tuple[DrainResult, dict[str, Any]]:
+    """After a drained ``period-close`` run: under ``dead_letter``, replay the
+    ``erp.period_closed`` letters with ``--repost-open`` (as an operator would) and wait until
+    every invoice is posted; then the report's ``period_close`` section: where each posting
+    the ERP took after the close went (``next_open``: the period it landed in, the original date
+    in its memo; ``dead_letter``: dead-lettered, then re-posted there), checked against the
+    ERP's GL (``gl_ok``: the receivable debits of that period are exactly those postings').
+    Returns the run's result (read again after a replay) and the section. Raises
+    ``GatewayError`` when the broker or the simulator cannot be read."""
+    from actors.erp.periods import first_day_after
+
+    from .dlq import list_letters, resolve_letters
+
+    if driller.closed_period is None:
+        return result, {"closed": None}
+    period, closed_at = driller.closed_period
+    replayed = 0
+    letters: list[str] = []
+    if policy == "dead_letter":
+        bus = await NatsBus.connect(driller.stack.url, name="erpgw-drill-repost",
+                                    auth=driller.stack.auth("operator"))
+        try:
+            records = await list_letters(bus, driller.stack.subjects, code="erp.period_closed")
+            letters = sorted(r.letter.business_key or "" for r in records)
+            replayed = await resolve_letters(bus, driller.stack.subjects, records,
+                                             action="replayed", repost_open=True,
+                                             note="erpgw demo --faults period-close")
+        finally:
+            await bus.close()
+        with anyio.fail_after(stall_timeout + 60):  # a guard against a hang
+            while (await driller.stack.audit())["unposted_count"] > 0:
+                await anyio.sleep(0.2)
+        result = await driller.stack.wait_drained(driller.invoices, stall_timeout=stall_timeout)
+    into = first_day_after(_first_day(period), 1).isoformat()[:7]
+    late = [e for e in await _erp_entries(driller.stack)
+            if e["acceptedAt"] >= closed_at and _invoice_entry(e["externalId"])]
+    moved: dict[str, int] = {}
+    for e in late:
+        moved[e["currency"]] = moved.get(e["currency"], 0) + int(e["amount"])
+    gl = await driller.stack._sim_call("GET", f"/erp/v1/gl/balances?period={into}")
+    account = AccountMap().receivable  # debited with each invoice's total, nothing else
+    receivable = {b["currency"]: b["debit"] for b in gl["balances"] if b["account"] == account}
+    went = (f"posted on {into}-01 (next_open), its original date in its memo"
+            if policy == "next_open" else
+            f"dead-lettered erp.period_closed, re-posted on {into}-01 by dlq replay "
+            "--repost-open")
+    return result, {
+        "period": period, "policy": policy, "late_postings": len(late), "into": into,
+        "amount_moved": moved, "gl_ok": receivable == moved,
+        "dead_lettered": len(letters), "replayed": replayed,
+        "exact": (len(letters) == replayed == len(late)) if policy == "dead_letter"
+        else not letters,
+        "went": went,
+        "where": {e["externalId"]: into for e in late[:MAX_LISTED]},
+    }
+
+
+def _first_day(period: str) -> date:
+    year, month = (int(x) for x in period.split("-"))
+    return date(year, month, 1)

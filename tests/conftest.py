@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections import defaultdict
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -16,6 +17,24 @@ from gateway.broker import EmbeddedBroker, free_port
 settings.register_profile("erpgw", derandomize=True, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "erpgw"))
+
+
+# Seconds per test file (setup + call + teardown summed, so a module fixture counts once), shown
+# at the end of every run: the suite has a time budget, and this says where the time goes.
+_FILE_SECONDS: defaultdict[str, float] = defaultdict(float)
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    _FILE_SECONDS[report.nodeid.split("::", 1)[0]] += report.duration
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if len(_FILE_SECONDS) < 2:
+        return
+    total = sum(_FILE_SECONDS.values())
+    terminalreporter.write_sep("-", f"slowest test files ({total:.0f} s of test time in all)")
+    for path, seconds in sorted(_FILE_SECONDS.items(), key=lambda kv: -kv[1])[:20]:
+        terminalreporter.write_line(f"{seconds:8.1f} s  {path}")
 
 
 @pytest.fixture

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import sqlite3
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -308,6 +309,20 @@ class SettlementRow:
     currency: str
     correlation_id: str | None
     recorded_at: float
+
+
+def _invoice_ids(stored: str) -> tuple[str, ...]:
+    """The invoice ids of a parked payment as stored: a JSON list (an id may hold any
+    character), or space-separated in rows written before that."""
+    if stored.startswith('["'):
+        try:
+            ids = json.loads(stored)
+        except ValueError:
+            pass
+        else:
+            if isinstance(ids, list) and all(isinstance(i, str) for i in ids):
+                return tuple(ids)
+    return tuple(stored.split())
 
 
 class Ledger:
@@ -714,9 +729,10 @@ class Ledger:
                         broken = AuditBreak(int(seq), event, key, "keyed row, no audit key given")
                         continue
                 keyed = mac if keyed_from is not None else None
-                if prev_hash != prev:
+                if not hmac.compare_digest(str(prev_hash).encode(), prev.encode()):
                     broken = AuditBreak(int(seq), event, key, "link to the previous row broken")
-                elif _chain(prev, at, event, key, detail, keyed) != h:
+                elif not hmac.compare_digest(_chain(prev, at, event, key, detail, keyed).encode(),
+                                             str(h).encode()):
                     broken = AuditBreak(int(seq), event, key, "hash does not match the row")
                 prev = h
         if broken is None and mac is not None and keyed_from is None and rows:
@@ -819,8 +835,8 @@ class Ledger:
             await self._db.executemany(
                 "INSERT INTO parked_payments VALUES (?,?,?,?,?,?,'parked',NULL) "
                 "ON CONFLICT(payment_id) DO NOTHING",
-                [(r.payment_id, " ".join(r.invoice_ids), r.envelope, r.subject, r.stream_seq,
-                  r.parked_at) for r in rows])
+                [(r.payment_id, json.dumps(list(r.invoice_ids)), r.envelope, r.subject,
+                  r.stream_seq, r.parked_at) for r in rows])
 
         await self._transaction(write, [(r.parked_at, "payment.parked", r.payment_id,
                                          "waits for invoice(s) " + " ".join(r.invoice_ids))
@@ -833,7 +849,7 @@ class Ledger:
                     "SELECT payment_id, invoice_ids, envelope, subject, stream_seq, parked_at "
                     "FROM parked_payments WHERE status = 'parked' "
                     "ORDER BY parked_at, payment_id") as cur:
-                return [ParkedPayment(p, tuple(i.split()), bytes(e), subj, seq, at)
+                return [ParkedPayment(p, _invoice_ids(i), bytes(e), subj, seq, at)
                         for p, i, e, subj, seq, at in await cur.fetchall()]
         except sqlite3.Error as exc:
             raise LedgerUnavailable(f"ledger lookup failed: {exc}") from exc
