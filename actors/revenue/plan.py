@@ -17,6 +17,12 @@ the tests are tables.
   "in doubt = presumed recorded", so the rule stays "understate, never double"), plus a
   negative line for each line the version removed; ``None`` until version ``n - 1`` is
   applied (see "Flow 6", revenue half, in docs/flows.md).
+- ``guess_line_ids`` / ``merge_recorded``: the rows ``plan_version`` needs, gathered by any
+  gateway process: its own ledger's rows of the invoice, joined with the shared ``uploads``
+  rows of every line id it can name (the invoice's lines and its ledger's, in each earlier
+  version), the ledger winning for its own lines; with what keeps the plan from being made
+  (a shared row without an amount, a row another process is still sending, or fewer rows of
+  version ``n - 1`` than that version wrote).
 - ``credit_lines``: a credit memo's lines as negative corrections of the invoice it credits,
   id ``<credit memo id>:<line id>``.
 - ``never_recorded``: whether a failed upload certainly left nothing at the platform (it
@@ -49,10 +55,14 @@ from contracts.platforms.revenue import RevenueBatchResult, RevenueLineIn
 __all__ = [
     "NOT_RECORDED_CODES",
     "PRESUMED_RECORDED",
+    "Merged",
     "Recorded",
+    "SharedRecorded",
     "accepted_batch_id",
     "credit_lines",
+    "guess_line_ids",
     "halves",
+    "merge_recorded",
     "never_recorded",
     "pack",
     "plan_version",
@@ -190,6 +200,97 @@ def plan_version(inv: InvoiceIssued | InvoiceIssuedV2 | InvoiceIssuedV3, version
                 first, line_id=version_line_id(inv.invoice_id, line, version), product="",
                 amount=-amount, adjusts=revenue_line_id(inv.invoice_id, line)))
     return out
+
+
+class SharedRecorded(NamedTuple):
+    """One line's row in the shared ``uploads``, as ``merge_recorded`` reads it: its
+    ``lineId``, amount (None when the value does not carry one), status, whether another
+    gateway process last moved it, and how many lines its document version wrote (None when
+    not stored)."""
+
+    line_id: str
+    amount: int | None
+    status: str
+    elsewhere: bool
+    lines: int | None = None
+
+
+def guess_line_ids(inv: InvoiceIssued | InvoiceIssuedV2 | InvoiceIssuedV3, version: int,
+                   own: Iterable[Recorded]) -> list[str]:
+    """The ``lineId`` of every line of versions ``1 .. version - 1`` of ``inv``'s invoice that
+    can be named without asking anyone: each line id of ``inv`` and of the ``own`` rows (this
+    process's ledger), in each of those versions. A line an earlier version had that neither
+    names cannot be guessed (``merge_recorded`` counts on the line count to notice)."""
+    names = [ln.line_id for ln in inv.lines]
+    for row in own:
+        parsed = version_of_line(inv.invoice_id, row.line_id)
+        if parsed is not None:
+            names.append(parsed[0])
+    return [version_line_id(inv.invoice_id, name, v)
+            for name in dict.fromkeys(names) for v in range(1, version)]
+
+
+class Merged(NamedTuple):
+    """What ``merge_recorded`` found: the rows to plan from, and what keeps the plan from
+    being made (then the invoice waits): presumed-recorded shared rows without an amount,
+    rows another process is still sending (``pending`` there), and version ``n - 1``'s rows
+    found against the number of lines it wrote (``previous_count`` None: not stored)."""
+
+    rows: list[Recorded]
+    no_amount: list[str]
+    sending_elsewhere: list[str]
+    previous_found: int
+    previous_count: int | None
+
+    @property
+    def incomplete(self) -> bool:
+        """Fewer rows of version ``n - 1`` found than it wrote (a line of it that no id known
+        here names: a line dropped by an amendment)."""
+        return self.previous_count is not None and self.previous_found < self.previous_count
+
+    @property
+    def plannable(self) -> bool:
+        return not (self.no_amount or self.sending_elsewhere or self.incomplete)
+
+
+def merge_recorded(invoice_id: str, version: int, own: Iterable[Recorded],
+                   shared: Iterable[SharedRecorded]) -> Merged:
+    """The union of this process's ledger rows (``own``) and the shared rows of the invoice's
+    line ids (``shared``), for planning version ``version`` of ``invoice_id``. The ledger wins
+    for every line it holds (it is the authority on this process's attempts, and the shared
+    row may lag it), except where its row is not presumed recorded and another process's
+    shared row is (that process recorded the line after this one gave it up). A shared row
+    that wins must carry an amount when presumed recorded (``no_amount`` otherwise), and must
+    not be another process's unfinished claim (``sending_elsewhere``: its outcome is coming).
+    Rows of other documents and of ``version`` and above are kept as given (``plan_version``
+    leaves them out). Raises nothing."""
+    rows: dict[str, Recorded] = {}
+    for row in own:
+        rows[row.line_id] = row
+    no_amount: list[str] = []
+    sending: list[str] = []
+    counts: list[int] = []
+    for sh in shared:
+        parsed = version_of_line(invoice_id, sh.line_id)
+        if parsed is not None and parsed[1] == version - 1 and sh.lines is not None:
+            counts.append(sh.lines)
+        mine = rows.get(sh.line_id)
+        presumed = sh.status in PRESUMED_RECORDED
+        if mine is not None and (mine.status in PRESUMED_RECORDED or not sh.elsewhere
+                                 or not presumed):
+            continue
+        if parsed is None or parsed[1] >= version:
+            continue  # not an earlier version's line: not this plan's concern
+        if sh.elsewhere and sh.status == "pending":
+            sending.append(sh.line_id)
+        elif presumed and sh.amount is None:
+            no_amount.append(sh.line_id)
+        rows[sh.line_id] = Recorded(sh.line_id, sh.amount or 0, sh.status)
+    previous = sum(1 for line_id in rows
+                   if (p := version_of_line(invoice_id, line_id)) is not None
+                   and p[1] == version - 1)
+    return Merged(sorted(rows.values()), no_amount, sending, previous,
+                  max(counts) if counts else None)
 
 
 def credit_lines(cm: CreditMemoIssued) -> list[RevenueLineIn]:

@@ -125,9 +125,12 @@ from ..worker import BatchWorker
 from .plan import (
     PRESUMED_RECORDED,
     Recorded,
+    SharedRecorded,
     accepted_batch_id,
     credit_lines,
+    guess_line_ids,
     halves,
+    merge_recorded,
     never_recorded,
     pack,
     plan_version,
@@ -205,6 +208,10 @@ class _Invoice:
     platform_response: str | None = None
     retry: Exception | None = None  # nak / retry policy
     done: set[str] = field(default_factory=set)  # line ids settled: at the platform or in doubt
+    # How many lines this version of an invoice writes (stored with each in the shared
+    # uploads, so another process planning the next version knows whether it found them
+    # all); None for a credit memo.
+    version_lines: int | None = None
 
     @property
     def unfinished(self) -> bool:
@@ -333,7 +340,8 @@ class RevenuePoster(BatchWorker):
                 continue
             item = invoices.get(key)
             if item is None:
-                invoices[key] = _Invoice(env, [d], lines)
+                invoices[key] = _Invoice(env, [d], lines, version_lines=None if isinstance(
+                    doc, CreditMemoIssued) else len(lines))
                 if not isinstance(doc, CreditMemoIssued):
                     newer[key] = [version_line_id(key, ln.line_id, version + 1)
                                   for ln in doc.lines]
@@ -394,33 +402,54 @@ class RevenuePoster(BatchWorker):
 
     async def _plan_version(self, item: _Invoice, inv: Invoice, version: int) -> None:
         """``item``'s lines: the differences version ``version`` (>= 2) of ``inv`` makes to
-        what the ledger presumes recorded (``plan.plan_version``); while the version before
-        it is not applied, none, and the invoice waits: ``revenue.amended_elsewhere`` when
-        another gateway process holds lines of that version (only it knows their amounts),
-        else ``revenue.version_waiting``. Raises ``LedgerUnavailable``,
-        ``BrokerUnavailable``."""
-        rows = await self.ledger.find_uploads(PLATFORM, invoice_id=inv.invoice_id)
-        lines = plan_version(inv, version, [Recorded(r.line_id, r.amount, r.status)
-                                            for r in rows])
+        what is presumed recorded (``plan.plan_version``), planned from this process's ledger
+        rows of the invoice joined with the shared ``uploads`` rows of every earlier version's
+        line it can name (``plan.merge_recorded``: whichever process uploaded the earlier
+        versions). Always merged: once any process may plan a version from shared rows, no
+        ledger alone holds every earlier version. While that cannot be planned, none, and the
+        invoice waits: ``revenue.claimed_elsewhere`` while another process is still sending a
+        line of an earlier version; ``revenue.amended_elsewhere`` when a shared row has no
+        amount (written before rows carried one) or version ``version - 1`` wrote lines no id
+        known here names (only a ledger holding them can plan it); else
+        ``revenue.version_waiting``. Raises ``LedgerUnavailable``, ``BrokerUnavailable``."""
+        iid = inv.invoice_id
+        own = [Recorded(r.line_id, r.amount, r.status)
+               for r in await self.ledger.find_uploads(PLATFORM, invoice_id=iid)]
+        guessed = guess_line_ids(inv, version, own)
+        mine = [version_line_id(iid, ln.line_id, version) for ln in inv.lines]
+        shared = await self.uploads.read(PLATFORM, guessed + mine)
+        merged = merge_recorded(iid, version, own, [
+            SharedRecorded(i, line.amount, line.status,
+                           line.owner not in (None, self.uploads.owner), line.lines)
+            for i in guessed if (line := shared[i]).status is not None])
+        lines = plan_version(inv, version, merged.rows) if merged.plannable else None
         if lines is not None:
-            item.lines = lines
+            item.lines, item.version_lines = lines, len(lines)
             return
-        previous = [version_line_id(inv.invoice_id, ln.line_id, version - 1)
-                    for ln in inv.lines]
-        own = [version_line_id(inv.invoice_id, ln.line_id, version) for ln in inv.lines]
-        shared = await self.uploads.read(PLATFORM, previous + own)
-        if any(shared[i].status in ("uploaded", "in_doubt") for i in own):
-            self.skipped_lines += len(own)  # applied by another process (a replay): done
+        if any(shared[i].status in ("uploaded", "in_doubt") for i in mine):
+            self.skipped_lines += len(mine)  # applied by another process (a replay): done
             return
-        if any(shared[i].status not in _SENDABLE
-               and shared[i].owner not in (None, self.uploads.owner) for i in previous):
+        before = f"version {version - 1} of invoice {iid}"
+        if merged.sending_elsewhere:
+            item.retry = ClaimedElsewhere(
+                f"line {merged.sending_elsewhere[0]} of an earlier version of invoice {iid} "
+                f"is being uploaded by another gateway process: version {version} is planned "
+                "once its outcome is recorded",
+                deliveries=max(d.num_delivered for d in item.deliveries))
+        elif merged.no_amount:
             item.retry = AmendedElsewhere(
-                f"version {version - 1} of invoice {inv.invoice_id} was uploaded by another "
-                f"gateway process: version {version} waits for it to be planned there")
+                f"line {merged.no_amount[0]} of invoice {iid} was uploaded by another gateway "
+                f"process without its amount in the shared uploads: version {version} waits "
+                "for a process whose ledger holds it")
+        elif merged.incomplete:
+            item.retry = AmendedElsewhere(
+                f"{before} wrote {merged.previous_count} line(s), {merged.previous_found} "
+                f"of them are known here: version {version} waits for a process whose ledger "
+                "holds the others (or for them to be uploaded)")
         else:
             item.retry = VersionWaiting(
-                f"version {version - 1} of invoice {inv.invoice_id} is not at the revenue "
-                f"platform yet: version {version} is sent as its difference once it is")
+                f"{before} is not at the revenue platform yet: version {version} is sent as "
+                "its difference once it is")
         self.waiting_versions += 1
 
     def _lines(self, inv: InvoiceIssued | InvoiceIssuedV2 | InvoiceIssuedV3
@@ -456,7 +485,7 @@ class RevenuePoster(BatchWorker):
                 # After the breaker and the permit (no wait for budget inside the window):
                 # the shared claim, then the ledger's, then nothing but the request.
                 nonlocal claimed
-                await self._claim_shared(part, attempt)
+                await self._claim_shared(part, attempt, invoices)
                 crashpoint("revenue.between_claims")
                 try:
                     await self.ledger.record_uploads(self._rows(
@@ -519,15 +548,21 @@ class RevenuePoster(BatchWorker):
                 self.observe_latency(latency_ms)
         return None
 
-    async def _claim_shared(self, part: list[RevenueLineIn], attempt: str) -> None:
+    async def _claim_shared(self, part: list[RevenueLineIn], attempt: str,
+                            invoices: dict[str, _Invoice]) -> None:
         """Take the lines in the shared ``uploads``, conditionally on the revisions read,
-        before the ledger's claim. When another process took one meanwhile, or the broker
-        cannot say, nothing is claimed in the ledger and nothing is sent: what this attempt
-        took is given back and ``ClaimedElsewhere`` or ``BrokerUnavailable`` is raised (the
-        invoices wait for a redelivery)."""
+        before the ledger's claim, each with its amount and its version's line count (what
+        another process plans the invoice's next version from). When another process took one
+        meanwhile, or the broker cannot say, nothing is claimed in the ledger and nothing is
+        sent: what this attempt took is given back and ``ClaimedElsewhere`` or
+        ``BrokerUnavailable`` is raised (the invoices wait for a redelivery)."""
         ids = [ln.line_id for ln in part]
+        counts = {ln.line_id: n for ln in part
+                  if (n := invoices[ln.invoice_id].version_lines) is not None}
         try:
-            lost = await self.uploads.claim(PLATFORM, ids, attempt, time.time())
+            lost = await self.uploads.claim(PLATFORM, ids, attempt, time.time(),
+                                            amounts={ln.line_id: ln.amount for ln in part},
+                                            counts=counts)
         except Retryable as err:  # some claims may be stored: give them back
             await self._unclaim_shared(part, attempt, err)
             raise
@@ -558,8 +593,10 @@ class RevenuePoster(BatchWorker):
         by_status: dict[tuple[str, str], list[str]] = {}
         for r in rows:
             by_status.setdefault((r.status, r.attempt), []).append(r.line_id)
+        amounts = {r.line_id: r.amount for r in rows}
         for (status, attempt), ids in by_status.items():
-            await self.uploads.mark(PLATFORM, ids, status, attempt, time.time())
+            await self.uploads.mark(PLATFORM, ids, status, attempt, time.time(),
+                                    amounts=amounts)
 
     async def _refused(self, part: list[RevenueLineIn], err: PlatformRejected,
                        invoices: dict[str, _Invoice], attempt: str) -> list[list[RevenueLineIn]]:
