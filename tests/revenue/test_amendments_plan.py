@@ -14,7 +14,10 @@ from hypothesis import strategies as st
 
 from actors.revenue.plan import (
     Recorded,
+    SharedRecorded,
     credit_lines,
+    guess_line_ids,
+    merge_recorded,
     plan_version,
     revenue_lines,
     version_line_id,
@@ -224,3 +227,77 @@ def test_the_billings_report_nets_corrections_into_their_invoice() -> None:
     refused = book.upload([*v1, bad])  # all-or-nothing: a negative line that corrects nothing
     assert refused.status == "rejected" and [e.index for e in refused.errors] == [2]
     assert book.billings("", 10).items == [row]
+
+
+# -- planning from the shared uploads: any process plans what one holding every row would ------
+
+def shared(line_id: str, amount: int | None, status: str = "uploaded", *,
+           elsewhere: bool = True, lines: int | None = None) -> SharedRecorded:
+    return SharedRecorded(line_id, amount, status, elsewhere, lines)
+
+
+def test_the_ledger_wins_for_its_own_lines_unless_another_process_recorded_one_since() -> None:
+    own = [Recorded("in_1:a", 100, "uploaded"), Recorded("in_1:b", 50, "released")]
+    got = merge_recorded("in_1", 2, own, [
+        shared("in_1:a", 999, elsewhere=False, lines=2),  # lagging its ledger: the ledger's
+        shared("in_1:b", 50, "uploaded", lines=2),  # recorded elsewhere after a's 503
+        shared("in_1:c", 7, "released", lines=2)])  # nothing of c is presumed recorded
+    assert got.plannable and got.previous_found == 3 and got.previous_count == 2
+    assert got.rows == [Recorded("in_1:a", 100, "uploaded"), Recorded("in_1:b", 50, "uploaded"),
+                        Recorded("in_1:c", 7, "released")]
+
+
+def test_what_keeps_a_merged_plan_from_being_made() -> None:
+    no_amount = merge_recorded("in_1", 2, [], [shared("in_1:a", None)])  # an older value
+    assert no_amount.no_amount == ["in_1:a"] and not no_amount.plannable
+    # a row this process holds needs no amount from the shared uploads
+    assert merge_recorded("in_1", 2, [Recorded("in_1:a", 100, "uploaded")],
+                          [shared("in_1:a", None, elsewhere=False)]).plannable
+    sending = merge_recorded("in_1", 3, [], [shared("in_1:a", 100, lines=1),
+                                             shared("in_1:a:v2", 30, "pending", lines=1)])
+    assert sending.sending_elsewhere == ["in_1:a:v2"] and not sending.plannable
+    partial = merge_recorded("in_1", 3, [], [shared("in_1:a", 100, lines=2),
+                                             shared("in_1:a:v2", 0, lines=2)])
+    assert partial.incomplete and (partial.previous_found, partial.previous_count) == (1, 2)
+    # rows of the version itself and later ones, and other documents', are not its concern
+    later = merge_recorded("in_1", 2, [], [shared("in_1:a", 100, lines=1),
+                                           shared("in_1:a:v2", None, "pending"),
+                                           shared("cn_1:cl_1", None)])
+    assert later.plannable and later.rows == [Recorded("in_1:a", 100, "uploaded")]
+
+
+@settings(max_examples=60, deadline=None)
+@given(versions=st.lists(line_amounts, min_size=2, max_size=5), seed=st.integers(0, 2**32 - 1))
+def test_any_split_of_the_rows_between_two_processes_plans_the_same_lines(
+        versions: list[dict[str, int]], seed: int) -> None:
+    """Every version applied in turn (each line uploaded or in doubt, each by either process);
+    then each version is planned by each process from its own rows and the shared rows it can
+    name. It plans exactly what one process holding every row plans, or waits because the
+    version before wrote a line it cannot name (never when no line was ever dropped)."""
+    rng = random.Random(seed)
+    invoices = [invoice(a) for a in versions]
+    world: list[tuple[Recorded, str, int]] = []  # row, owner, lines its version wrote
+    for n, inv in enumerate(invoices, 1):
+        everything = [row for row, _, _ in world]
+        expected = revenue_lines(inv) if n == 1 else plan_version(inv, n, everything)
+        assert expected is not None
+        for owner in ("a", "b") if n > 1 else ():
+            own = [row for row, o, _ in world if o == owner]
+            names = {ln.line_id for ln in inv.lines} | {
+                p[0] for row in own if (p := version_of_line("in_1", row.line_id))}
+            by_id = {row.line_id: (row, o, c) for row, o, c in world}
+            merged = merge_recorded("in_1", n, own, [
+                SharedRecorded(row.line_id, row.amount, row.status, o != owner, c)
+                for i in guess_line_ids(inv, n, own) if i in by_id
+                for row, o, c in [by_id[i]]])
+            assert not merged.no_amount and not merged.sending_elsewhere
+            unnamed = {p[0] for row, _, _ in world
+                       if (p := version_of_line("in_1", row.line_id)) and p[1] == n - 1
+                       } - names
+            planned = plan_version(inv, n, merged.rows) if merged.plannable else None
+            assert (planned is None) == bool(unnamed)  # waits only for a line it cannot name
+            assert planned is None or planned == expected
+            if all(set(earlier) <= set(versions[n - 1]) for earlier in versions[: n - 1]):
+                assert planned is not None  # no line ever dropped: always planned
+        world += [(Recorded(ln.line_id, ln.amount, rng.choice(PRESUMED)), rng.choice("ab"),
+                   len(expected)) for ln in expected]
