@@ -17,7 +17,9 @@ compare-and-set on the revision it was planned from:
   two processes resuming the same payment publish one posting.
 * ``uploads`` — one key per line uploaded to a platform that takes uploads without an
   idempotency key (the revenue platform): which process took it and how it ended, so another
-  process never sends a line one took (``SharedUploads``);
+  process never sends a line one took (``SharedUploads``), and its amount (with, for an
+  invoice version's lines, how many lines the version wrote), so any process can plan the
+  next version's differences;
 * ``sagas`` — one key per deal saga and per subscription record: a step's outcome is stored
   conditionally on the revision the step started from, so a process that wakes up from a freeze
   cannot overwrite a saga another process moved on.

@@ -12,9 +12,11 @@ Theory of operation, per fetched batch of ``invoice.issued.v1`` (or ``.v3``) and
 
 1. decode (a contract violation is dead-lettered at once); one ``RevenueLineIn`` per invoice
    line, line id ``<invoice id>:<line id>`` (``plan.revenue_lines``). An amendment (version
-   ``n >= 2``) is planned against the ledger's rows of the invoice as its differences per line,
-   ids ``<invoice id>:<line id>:v<n>`` (``plan.plan_version``), and waits (nak,
-   ``revenue.version_waiting`` / ``revenue.amended_elsewhere``) until version ``n - 1`` is
+   ``n >= 2``) is planned against the invoice's rows, the ledger's joined with the shared
+   ``uploads`` rows of its line ids (``plan.merge_recorded``: any process plans any version), as
+   its differences per line, ids ``<invoice id>:<line id>:v<n>`` (``plan.plan_version``), and
+   waits (nak, ``revenue.version_waiting``; rarely ``revenue.amended_elsewhere`` when only
+   another process's ledger can name or price a line of it) until version ``n - 1`` is
    applied; a version whose next version's lines are presumed recorded is superseded (sends
    nothing). A credit memo becomes negative corrections of its invoice, ids
    ``<credit memo id>:<line id>`` (``plan.credit_lines``). Lines in doubt count as recorded
@@ -182,9 +184,11 @@ class VersionWaiting(Retryable):
 
 
 class AmendedElsewhere(Retryable):
-    """An amended invoice's earlier version was uploaded by another gateway process, whose
-    ledger alone knows the amounts the difference is computed from: it waits (nak with
-    backoff) for a delivery to that process."""
+    """An amended invoice's earlier versions were uploaded (partly) by another gateway
+    process and the shared ``uploads`` cannot complete them here: a shared row without an
+    amount (written before rows carried one), or a line of version ``n - 1`` whose id no line
+    known here names. It waits (nak with backoff) for a delivery to a process whose ledger
+    holds those lines."""
 
     code = "revenue.amended_elsewhere"
 
