@@ -118,7 +118,7 @@ from ..crash import crashpoint, fault
 from ..deadletter import DeadLetterSink
 from ..infra.bus import Delivery
 from ..infra.ledger import Ledger, LedgerUnavailable, UploadRow
-from ..infra.state import SharedUploads
+from ..infra.state import SharedLine, SharedUploads
 from ..monitor import instance_id
 from ..platforms import PlatformGuard, PlatformRejected
 from ..resilience import DeadLetter, Retry
@@ -357,8 +357,9 @@ class RevenuePoster(BatchWorker):
             else:  # another version or memo of the invoice: after this one is applied
                 held.append(_Invoice(env, [d], [], retry=VersionWaiting(
                     f"{env.key} waits for {item.env.key} of the same invoice in its batch")))
-        for key, (inv, version) in amended.items():
-            await self._plan_version(invoices[key], inv, version)
+        if amended:
+            await self._plan_versions({key: (invoices[key], inv, version)
+                                       for key, (inv, version) in amended.items()})
         await self._settle(held)
         if not invoices:
             return
@@ -404,24 +405,37 @@ class RevenuePoster(BatchWorker):
                 break
         await self._settle(invoices.values())
 
-    async def _plan_version(self, item: _Invoice, inv: Invoice, version: int) -> None:
+    async def _plan_versions(self, amended: dict[str, tuple[_Invoice, Invoice, int]]) -> None:
+        """Plan every amended invoice of the batch (``_plan_version``), from one read of the
+        shared ``uploads`` for them all. Raises ``LedgerUnavailable``, ``BrokerUnavailable``."""
+        own: dict[str, list[Recorded]] = {}
+        guessed: dict[str, list[str]] = {}
+        for key, (_, inv, version) in amended.items():
+            own[key] = [Recorded(r.line_id, r.amount, r.status)
+                        for r in await self.ledger.find_uploads(PLATFORM, invoice_id=key)]
+            guessed[key] = guess_line_ids(inv, version, own[key])
+        shared = await self.uploads.read(PLATFORM, [
+            i for key, (_, inv, version) in amended.items()
+            for i in guessed[key] + [version_line_id(key, ln.line_id, version)
+                                     for ln in inv.lines]])
+        for key, (item, inv, version) in amended.items():
+            self._plan_version(item, inv, version, own[key], guessed[key], shared)
+
+    def _plan_version(self, item: _Invoice, inv: Invoice, version: int, own: list[Recorded],
+                      guessed: list[str], shared: dict[str, SharedLine]) -> None:
         """``item``'s lines: the differences version ``version`` (>= 2) of ``inv`` makes to
         what is presumed recorded (``plan.plan_version``), planned from this process's ledger
-        rows of the invoice joined with the shared ``uploads`` rows of every earlier version's
-        line it can name (``plan.merge_recorded``: whichever process uploaded the earlier
-        versions). Always merged: once any process may plan a version from shared rows, no
-        ledger alone holds every earlier version. While that cannot be planned, none, and the
-        invoice waits: ``revenue.claimed_elsewhere`` while another process is still sending a
-        line of an earlier version; ``revenue.amended_elsewhere`` when a shared row has no
-        amount (written before rows carried one) or version ``version - 1`` wrote lines no id
-        known here names (only a ledger holding them can plan it); else
-        ``revenue.version_waiting``. Raises ``LedgerUnavailable``, ``BrokerUnavailable``."""
+        rows of the invoice (``own``) joined with the shared ``uploads`` rows (``shared``) of
+        every earlier version's line it can name (``guessed``; ``plan.merge_recorded``:
+        whichever process uploaded the earlier versions). Always merged: once any process may
+        plan a version from shared rows, no ledger alone holds every earlier version. While
+        that cannot be planned, none, and the invoice waits: ``revenue.claimed_elsewhere``
+        while another process is still sending a line of an earlier version;
+        ``revenue.amended_elsewhere`` when a shared row has no amount (written before rows
+        carried one) or version ``version - 1`` wrote lines no id known here names (only a
+        ledger holding them can plan it); else ``revenue.version_waiting``."""
         iid = inv.invoice_id
-        own = [Recorded(r.line_id, r.amount, r.status)
-               for r in await self.ledger.find_uploads(PLATFORM, invoice_id=iid)]
-        guessed = guess_line_ids(inv, version, own)
         mine = [version_line_id(iid, ln.line_id, version) for ln in inv.lines]
-        shared = await self.uploads.read(PLATFORM, guessed + mine)
         merged = merge_recorded(iid, version, own, [
             SharedRecorded(i, line.amount, line.status,
                            line.owner not in (None, self.uploads.owner), line.lines)
