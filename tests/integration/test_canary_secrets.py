@@ -7,7 +7,7 @@ status tree, every stored dead letter, `--print-config`, the error bodies, and t
 answers. Not one canary may appear.
 
 S17 on the same run: canary personal data (a name, an e-mail address, a postal address, a
-phone number, a tax id) rides in the personal fields of signed webhooks — an invoice's
+phone number, a tax id, an IBAN) rides in the personal fields of signed webhooks — an invoice's
 customer fields and a deal's prospect, accepted and refused ones — and in two messages that
 are dead-lettered (a customer record and a registered deal where the deal saga expects an
 approval). The same outputs are searched for it (the dead letters' reasons, paths and keys;
@@ -58,8 +58,10 @@ PII = {
     "address": "42 Quillfeather Mews, Eastbridge EB4 2QQ",
     "phone": "+44 20 7946 0958",
     "tax_id": "GB-CANARY-981276",
+    "iban": "GB94BARC10201530093459",
 }
-PII_FRAGMENTS = ["canarywood", "quillfeather", "eastbridge", "7946 0958", "981276"]
+PII_FRAGMENTS = ["canarywood", "quillfeather", "eastbridge", "7946 0958", "981276",
+                 "10201530093459"]
 
 
 def _pii_leaks(text: str) -> list[str]:
@@ -74,7 +76,8 @@ def _invoice_with_pii(n: int, *, total_delta: int = 0) -> bytes:
     doc["data"]["object"] |= {
         "customer_name": PII["name"], "customer_email": PII["email"],
         "customer_address": {"line1": PII["address"], "country": "GB"},
-        "customer_phone": PII["phone"], "customer_tax_ids": [{"value": PII["tax_id"]}]}
+        "customer_phone": PII["phone"], "customer_tax_ids": [{"value": PII["tax_id"]}],
+        "payment_settings": {"iban": PII["iban"]}}
     return msgspec.json.encode(doc)
 
 
@@ -86,7 +89,7 @@ def _deal_with_pii(index: int, deal_id: str | None = None) -> bytes:
                                         created=int(time.time()),
                                         data=DealEventData(object=deal)))
     doc["data"]["object"] |= {"contactEmail": PII["email"], "contactAddress": PII["address"],
-                              "contactPhone": PII["phone"]}
+                              "contactPhone": PII["phone"], "iban": PII["iban"]}
     if deal_id is not None:
         doc["data"]["object"]["id"] = deal_id
     return msgspec.json.encode(doc)
