@@ -44,6 +44,7 @@ from actors.commercial import (
     SubscriptionSync,
 )
 from actors.deadletter import DeadLetterSink
+from actors.dlq_expiry import DlqExpiryWatch
 from actors.erp import ErpPoster
 from actors.infra import Ledger, NatsBus
 from actors.infra.bus import BrokerUnavailable, mask_url
@@ -773,6 +774,13 @@ async def _run_tree(cfg: Config, buses: Mapping[str, NatsBus], subjects: Subject
         children.append(ChildSpec("close-watch", lambda: CloseWatch(
             "close-watch", status=close_status_of, report=monitor.note_close,
             interval_s=cfg.close.status_interval_s)))
+    if cfg.dlq.expiry_check_s > 0:
+        # Unresolved dead letters nearing the DLQ's max_age: a warning and dlq.expiring (S28).
+        children.append(ChildSpec("dlq-expiry", lambda: DlqExpiryWatch(
+            "dlq-expiry", bus=buses["reconciler"], subjects=subjects,
+            max_age_s=cfg.streams.max_age_s, fraction=cfg.dlq.expiry_warn_fraction,
+            interval_s=cfg.dlq.expiry_check_s,
+            report=lambda found: monitor.note_dlq_expiry(found.count))))
     if cfg.reconcile.interval_s > 0:
         # ERP vs billing every interval; repairs only postings proven missing.
         legs = cfg.reconcile.legs
