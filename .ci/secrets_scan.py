@@ -16,6 +16,7 @@ import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from detect_secrets.core import baseline as ds_baseline
 from detect_secrets.core.secrets_collection import SecretsCollection
@@ -43,18 +44,34 @@ def scan(files: Sequence[str], root: Path) -> SecretsCollection:
 
 
 def unreviewed(found: SecretsCollection, baseline: Path) -> list[tuple[str, int, str]]:
-    """``(file, line, kind)`` of every finding the baseline does not list."""
-    known = SecretsCollection.load_from_baseline(json.loads(baseline.read_text()))
-    new = found - known
-    return sorted((filename, s.line_number, s.type) for filename, s in new)
+    """``(file, line, kind)`` of every finding the baseline does not list. Compared by the
+    file's path relative to the scanned root, the secret's hash and its kind, so a baseline
+    holds for any checkout of the repository and a reviewed fake stays accepted when its
+    line moves."""
+    doc = json.loads(baseline.read_text())
+    known = {(name, entry["hashed_secret"], entry["type"])
+             for name, entries in doc.get("results", {}).items() for entry in entries}
+    return sorted((name, s.line_number, s.type) for name, s in found
+                  if (name, s.secret_hash, s.type) not in known)
+
+
+def baseline_doc(found: SecretsCollection) -> dict[str, Any]:
+    """The baseline to commit for ``found``: detect-secrets' own format, each entry naming its
+    file relative to the root (the scanner's absolute path would tie it to one checkout),
+    without the time it was made."""
+    with default_settings():
+        doc: dict[str, Any] = ds_baseline.format_for_output(found)
+    doc.pop("generated_at", None)
+    for name, entries in doc["results"].items():
+        for entry in entries:
+            entry["filename"] = name
+    return doc
 
 
 def main(argv: Sequence[str]) -> int:
     found = scan(tracked_files(ROOT), ROOT)
     if "--update" in argv:
-        with default_settings():
-            doc = ds_baseline.format_for_output(found)
-        doc.pop("generated_at", None)
+        doc = baseline_doc(found)
         BASELINE.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
         print(f"secrets-scan: baseline rewritten with {sum(1 for _ in found)} finding(s); "
               "check each is a fake before committing it")

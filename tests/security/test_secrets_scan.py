@@ -51,8 +51,9 @@ def test_planted_secrets_are_found_and_named_without_their_value(tmp_path: Path)
     assert not any(secret.split()[-1].strip("\"'") in repr(new) for secret in PLANTED.values())
 
     # Reviewed: the same findings as a baseline; then the file gains lines above them.
-    with scanner.default_settings():
-        doc = scanner.ds_baseline.format_for_output(found)
+    doc = scanner.baseline_doc(found)
+    assert {e["filename"] for entries in doc["results"].values() for e in entries} == {
+        "leaky.py"}
     reviewed = tmp_path / "reviewed.json"
     reviewed.write_text(json.dumps(doc))
     (tmp_path / "leaky.py").write_text("\n".join(["", "", *lines]) + "\n")
@@ -69,6 +70,9 @@ def test_the_baseline_is_reviewed_fakes_of_tracked_files_under_the_same_rules() 
     assert scanner.BASELINE.name not in tracked and not [f for f in tracked
                                                          if f.startswith(".venv/")]
     assert doc["results"] and set(doc["results"]) <= tracked
+    # Each entry names its file as the repository does, never a checkout's absolute path.
+    assert all(entry["filename"] == name
+               for name, entries in doc["results"].items() for entry in entries)
     with scanner.default_settings():
         rules = scanner.ds_baseline.format_for_output(scanner.SecretsCollection())
     assert (doc["plugins_used"], doc["filters_used"]) == (rules["plugins_used"],
