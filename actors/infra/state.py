@@ -30,16 +30,18 @@ Errors: ``KvConflict`` (retryable: re-read and re-plan), ``BrokerUnavailable`` (
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import msgspec
 
-from contracts import Subjects
+from contracts import Retryable, Subjects, new_id
 
 from .bus import NatsBus
 from .kv import KvBucket, KvConflict, allow_atomic_writes, bucket_config, key_token
-from .ledger import Ledger, ParkedPayment, VersionMark, VersionRow
+from .ledger import Ledger, ParkedPayment, UploadRow, VersionMark, VersionRow
 
 __all__ = [
     "BUCKETS",
@@ -54,6 +56,8 @@ __all__ = [
     "bucket_name",
     "provision_state",
 ]
+
+log = logging.getLogger("erpgw.state")
 
 # The shared buckets (their names are prefixed per deployment: ``bucket_name``).
 BUCKETS = ("versions", "parked", "sagas", "uploads")
@@ -329,11 +333,14 @@ class SagaRecords:
                                     now=now, event=event, detail=detail)
 
 
-class _Upload(msgspec.Struct, frozen=True):
+class _Upload(msgspec.Struct, frozen=True, omit_defaults=True):
     status: str
     owner: str
     attempt: str
     at: float
+    group: str = ""  # what the line is sent in (flow 4: the aggregate id its claim rates)
+    amount: int | None = None  # what the platform rated it at (flow 4's billing)
+    currency: str = ""
 
 
 _upload = msgspec.msgpack.Decoder(_Upload)
@@ -349,6 +356,13 @@ class SharedLine:
     owner: str | None
     revision: int
     attempt: str | None = None
+    group: str = ""
+    amount: tuple[int, str] | None = None
+
+
+# Per line: the group its claim sends it in and the amount the platform rated it at.
+Groups = Mapping[str, str]
+Amounts = Mapping[str, tuple[int, str]]
 
 
 class SharedUploads:
@@ -389,20 +403,29 @@ class SharedUploads:
                 line = SharedLine(None, None, e.revision)
             else:
                 u = _upload.decode(e.value)
-                line = SharedLine(u.status, u.owner, e.revision, u.attempt)
+                line = SharedLine(u.status, u.owner, e.revision, u.attempt, u.group,
+                                  None if u.amount is None else (u.amount, u.currency))
             out[i] = self._seen[self._key(platform, i)] = line
         return out
 
+    def _value(self, line_id: str, status: str, attempt: str, now: float,
+               groups: Groups | None, amounts: Amounts | None) -> bytes:
+        amount = (amounts or {}).get(line_id)
+        return _encode(_Upload(status, self.owner, attempt, now, (groups or {}).get(line_id, ""),
+                               None if amount is None else amount[0],
+                               "" if amount is None else amount[1]))
+
     async def claim(self, platform: str, line_ids: Sequence[str], attempt: str,
-                    now: float) -> set[str]:
+                    now: float, *, groups: Groups | None = None) -> set[str]:
         """Take every line for ``attempt``, each conditional on the revision last read
         (``read`` first); the lines another process took meanwhile (the caller must not send
-        them). Raises ``BrokerUnavailable``."""
-        value = _encode(_Upload("pending", self.owner, attempt, now))
+        them). ``groups``: what each line is sent in, for another process to send the very
+        same again (flow 4's billing items). Raises ``BrokerUnavailable``."""
         writes = []
         for i in line_ids:
             seen = self._seen.get(self._key(platform, i), SharedLine(None, None, 0))
-            writes.append((self._key(platform, i), value, seen.revision))
+            writes.append((self._key(platform, i),
+                           self._value(i, "pending", attempt, now, groups, None), seen.revision))
         results = await self.bucket.put_many(writes)
         lost: set[str] = set()
         for i in line_ids:
@@ -412,16 +435,16 @@ class SharedUploads:
             elif isinstance(res, Exception):
                 raise res
             else:
-                self._seen[self._key(platform, i)] = SharedLine("pending", self.owner, res,
-                                                                attempt)
+                self._seen[self._key(platform, i)] = SharedLine(
+                    "pending", self.owner, res, attempt, (groups or {}).get(i, ""))
         return lost
 
     async def mark(self, platform: str, line_ids: Sequence[str], status: str, attempt: str,
-                   now: float) -> None:
+                   now: float, *, amounts: Amounts | None = None) -> None:
         """Mirror this process's outcome for its own lines (conditional on the revision it
         last wrote or read; after a lost race it reads again and writes only while the line is
-        still its own or free). Raises ``BrokerUnavailable``."""
-        value = _encode(_Upload(status, self.owner, attempt, now))
+        still its own or free). ``amounts``: what the platform rated each line at, for another
+        process to go on from (flow 4's billing). Raises ``BrokerUnavailable``."""
         todo = list(dict.fromkeys(line_ids))
         for _ in range(_MERGE_ATTEMPTS):
             if not todo:
@@ -429,8 +452,8 @@ class SharedUploads:
             unseen = [i for i in todo if self._key(platform, i) not in self._seen]
             if unseen:  # one read of them all, not one round trip each
                 await self.read(platform, unseen)
-            writes = [(self._key(platform, i), value, self._seen[self._key(platform, i)].revision)
-                      for i in todo]
+            writes = [(self._key(platform, i), self._value(i, status, attempt, now, None, amounts),
+                       self._seen[self._key(platform, i)].revision) for i in todo]
             results = await self.bucket.put_many(writes)
             retry: list[str] = []
             for i in todo:
@@ -442,11 +465,92 @@ class SharedUploads:
                 elif isinstance(res, Exception):
                     raise res
                 else:
+                    amount = (amounts or {}).get(i)
                     self._seen[self._key(platform, i)] = SharedLine(status, self.owner, res,
-                                                                    attempt)
+                                                                    attempt, amount=amount)
             todo = retry
         if todo:
             raise KvConflict(f"{len(todo)} upload line(s) kept moving while being marked")
+
+    async def record(self, ledger: Ledger, rows: Sequence[UploadRow], *,
+                     amounts: bool = False) -> None:
+        """This process's outcome for its lines: the ledger first, then mirrored here (a
+        crash in between leaves the bucket behind the ledger, which is the authority on this
+        process's own lines; ``left_behind`` catches up). ``amounts``: an ``uploaded`` line's
+        amount goes with it (flow 4's billing: what the platform rated it at). Raises
+        ``LedgerUnavailable``, ``BrokerUnavailable``."""
+        await ledger.record_uploads(rows)
+        by_status: dict[tuple[str, str, str], list[UploadRow]] = {}
+        for r in rows:
+            by_status.setdefault((r.platform, r.status, r.attempt), []).append(r)
+        for (platform, status, attempt), mine in by_status.items():
+            rated = {r.line_id: (r.amount, r.currency) for r in mine} \
+                if amounts and status == "uploaded" else None
+            await self.mark(platform, [r.line_id for r in mine], status, attempt, time.time(),
+                            amounts=rated)
+
+    async def take(self, platform: str, line_ids: Sequence[str], attempt: str, *,
+                   groups: Groups | None = None) -> set[str]:
+        """``claim``, all or nothing: when another process took some lines meanwhile, what
+        this attempt took is given back and the lines lost are returned (the caller sends
+        none); when the broker cannot say, what may be stored is given back (best effort) and
+        the error raised. Raises ``BrokerUnavailable``."""
+        try:
+            lost = await self.claim(platform, line_ids, attempt, time.time(), groups=groups)
+        except Retryable as err:  # some claims may be stored: give them back
+            await self.give_back(platform, line_ids, attempt, err)
+            raise
+        if lost:
+            await self.mark(platform, [i for i in line_ids if i not in lost], "released",
+                            attempt, time.time())
+        return lost
+
+    async def give_back(self, platform: str, line_ids: Sequence[str], attempt: str,
+                        err: Exception) -> None:
+        """Give back ``attempt``'s claims after ``err`` stopped it before anything was sent
+        (the ledger holds no claim of it). Best effort: a claim that cannot be given back now
+        stays this process's, which sends the line when it comes back here, or gives it back
+        when it starts (``left_behind``)."""
+        try:
+            await self.mark(platform, line_ids, "released", attempt, time.time())
+        except Retryable as again:
+            log.warning("%s: %d shared claim(s) of attempt %s not given back after %s (%s); "
+                        "this process releases them when it starts", platform, len(line_ids),
+                        attempt, getattr(err, "code", type(err).__name__), again)
+
+    async def left_behind(self, platform: str, ledger: Ledger, *,
+                          amounts: bool = False) -> tuple[int, int]:
+        """At start (no other incarnation of this owner runs then: its data directory is
+        locked), settle the claims an earlier incarnation left here: a claim the owner's
+        ledger does not hold ``pending`` died between the two claims, so nothing of it was
+        sent: it is given back (``released``, conditionally); where the ledger has an outcome
+        the bucket missed (a death between the two writes), that outcome is mirrored
+        (``amounts``: with the amount the ledger kept). A claim the ledger holds ``pending``
+        is left to the caller. Returns (given back, mirrored). Raises ``LedgerUnavailable``,
+        ``BrokerUnavailable``."""
+        self.forget_seen()
+        claims = await self.own_claims(platform)
+        if not claims:
+            return 0, 0
+        states = await ledger.upload_states(platform, claims)
+        moves: dict[str, list[str]] = {}
+        for line_id in claims:
+            status = states.get(line_id)
+            if status in ("uploaded", "in_doubt"):  # the outcome the bucket missed
+                moves.setdefault(status, []).append(line_id)
+            elif status != "pending":  # no ledger claim: nothing of that attempt was sent
+                moves.setdefault("released", []).append(line_id)
+        for status, ids in moves.items():
+            rated = await ledger.upload_amounts(platform, ids) \
+                if amounts and status == "uploaded" else None
+            await self.mark(platform, ids, status, new_id(), time.time(), amounts=rated)
+        released = len(moves.get("released", ()))
+        mirrored = sum(len(ids) for ids in moves.values()) - released
+        if moves:
+            log.warning("%s: %d shared claim(s) of an earlier attempt of this process that "
+                        "never reached its ledger (so were never sent) given back; %d "
+                        "outcome(s) mirrored", platform, released, mirrored)
+        return released, mirrored
 
     async def own_claims(self, platform: str) -> dict[str, SharedLine]:
         """This owner's lines of ``platform`` still ``pending`` here (claims of an earlier
