@@ -341,6 +341,7 @@ class _Upload(msgspec.Struct, frozen=True, omit_defaults=True):
     group: str = ""  # what the line is sent in (flow 4: the aggregate id its claim rates)
     amount: int | None = None  # what the platform rated it at (flow 4's billing)
     currency: str = ""
+    again: bool = False  # a claim to send its group again (it may have been sent before)
 
 
 _upload = msgspec.msgpack.Decoder(_Upload)
@@ -358,6 +359,7 @@ class SharedLine:
     attempt: str | None = None
     group: str = ""
     amount: tuple[int, str] | None = None
+    again: bool = False
 
 
 # Per line: the group its claim sends it in and the amount the platform rated it at.
@@ -404,28 +406,32 @@ class SharedUploads:
             else:
                 u = _upload.decode(e.value)
                 line = SharedLine(u.status, u.owner, e.revision, u.attempt, u.group,
-                                  None if u.amount is None else (u.amount, u.currency))
+                                  None if u.amount is None else (u.amount, u.currency),
+                                  u.again)
             out[i] = self._seen[self._key(platform, i)] = line
         return out
 
     def _value(self, line_id: str, status: str, attempt: str, now: float,
-               groups: Groups | None, amounts: Amounts | None) -> bytes:
+               groups: Groups | None, amounts: Amounts | None, again: bool = False) -> bytes:
         amount = (amounts or {}).get(line_id)
         return _encode(_Upload(status, self.owner, attempt, now, (groups or {}).get(line_id, ""),
                                None if amount is None else amount[0],
-                               "" if amount is None else amount[1]))
+                               "" if amount is None else amount[1], again))
 
     async def claim(self, platform: str, line_ids: Sequence[str], attempt: str,
-                    now: float, *, groups: Groups | None = None) -> set[str]:
+                    now: float, *, groups: Groups | None = None, again: bool = False) -> set[str]:
         """Take every line for ``attempt``, each conditional on the revision last read
         (``read`` first); the lines another process took meanwhile (the caller must not send
         them). ``groups``: what each line is sent in, for another process to send the very
-        same again (flow 4's billing items). Raises ``BrokerUnavailable``."""
+        same again (flow 4's billing items); ``again``: this claim sends a group claimed
+        before, which may have been sent then, so it is never given back (``left_behind``).
+        Raises ``BrokerUnavailable``."""
         writes = []
         for i in line_ids:
             seen = self._seen.get(self._key(platform, i), SharedLine(None, None, 0))
             writes.append((self._key(platform, i),
-                           self._value(i, "pending", attempt, now, groups, None), seen.revision))
+                           self._value(i, "pending", attempt, now, groups, None, again),
+                           seen.revision))
         results = await self.bucket.put_many(writes)
         lost: set[str] = set()
         for i in line_ids:
@@ -436,7 +442,7 @@ class SharedUploads:
                 raise res
             else:
                 self._seen[self._key(platform, i)] = SharedLine(
-                    "pending", self.owner, res, attempt, (groups or {}).get(i, ""))
+                    "pending", self.owner, res, attempt, (groups or {}).get(i, ""), None, again)
         return lost
 
     async def mark(self, platform: str, line_ids: Sequence[str], status: str, attempt: str,
@@ -526,8 +532,9 @@ class SharedUploads:
         sent: it is given back (``released``, conditionally); where the ledger has an outcome
         the bucket missed (a death between the two writes), that outcome is mirrored
         (``amounts``: with the amount the ledger kept). A claim the ledger holds ``pending``
-        is left to the caller. Returns (given back, mirrored). Raises ``LedgerUnavailable``,
-        ``BrokerUnavailable``."""
+        is left to the caller, and so is a claim to send a group again (``claim(...,
+        again=True)``: what it sends may have been sent before). Returns (given back,
+        mirrored). Raises ``LedgerUnavailable``, ``BrokerUnavailable``."""
         self.forget_seen()
         claims = await self.own_claims(platform)
         if not claims:
@@ -538,7 +545,8 @@ class SharedUploads:
             status = states.get(line_id)
             if status in ("uploaded", "in_doubt"):  # the outcome the bucket missed
                 moves.setdefault(status, []).append(line_id)
-            elif status != "pending":  # no ledger claim: nothing of that attempt was sent
+            elif status != "pending" and not claims[line_id].again:
+                # no ledger claim: nothing of that attempt was sent
                 moves.setdefault("released", []).append(line_id)
         for status, ids in moves.items():
             rated = await ledger.upload_amounts(platform, ids) \

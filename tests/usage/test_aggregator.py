@@ -6,6 +6,7 @@ deliveries. The delivery, sink and bus fakes are the revenue poster tests'."""
 from __future__ import annotations
 
 import time
+import weakref
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -17,6 +18,7 @@ import pytest
 from actors.infra import ConsumerSettings
 from actors.infra.http import Ambiguous, HttpResponse, PlatformUnavailable
 from actors.infra.ledger import Ledger, UploadRow
+from actors.infra.state import SharedUploads
 from actors.platforms import PlatformGuard
 from actors.usage import BILLING, REVENUE, UsageAggregator
 from actors.usage.plan import aggregate
@@ -37,6 +39,7 @@ from contracts.platforms.usage import (
     UsageItemResult,
 )
 
+from ..actors.memory_kv import MemoryBucket
 from ..revenue.test_poster import FakeBus, FakeDelivery, FakeSink, accept, fail
 
 _codec = MsgpackCodec(object)
@@ -113,13 +116,23 @@ async def ledger(tmp_path: Path) -> AsyncIterator[Ledger]:
         await ledger.close()
 
 
-def aggregator(billing: Billing, revenue: Revenue, ledger: Ledger) -> UsageAggregator:
+# The cluster's shared uploads of each test's process (its ledger): an aggregator made again on
+# the same ledger (a restart) sees what the earlier one left there.
+_SHARED: weakref.WeakKeyDictionary[Ledger, MemoryBucket] = weakref.WeakKeyDictionary()
+
+
+def aggregator(billing: Billing, revenue: Revenue, ledger: Ledger, *,
+               bucket: MemoryBucket | None = None, owner: str = "gw-1") -> UsageAggregator:
+    """The aggregator of the process that owns ``ledger``; ``bucket``: the shared uploads of
+    the cluster (one per ledger unless given)."""
+    shared = bucket or _SHARED.setdefault(ledger, MemoryBucket())
     return UsageAggregator("usage-aggregator",
                            billing=PlatformGuard("billing.usage", billing,  # type: ignore[arg-type]
                                                  open_code="usage.breaker_open"),
                            revenue=PlatformGuard("revenue", revenue,  # type: ignore[arg-type]
                                                  open_code="revenue.breaker_open"),
                            ledger=ledger, dlq=FakeSink(),
+                           uploads=SharedUploads(shared, owner),  # type: ignore[arg-type]
                            subjects=Subjects(), bus=FakeBus(), stream="ERPGW_USAGE",
                            durable="usage-aggregator", consumer=ConsumerSettings(), seed=1)
 
