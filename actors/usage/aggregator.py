@@ -685,5 +685,8 @@ class UsageAggregator(BatchWorker):
             "revenue_uploads": self.revenue_uploads,
             "in_doubt_records": self.in_doubt,
             "rejected_records": self.rejected,
+            "waiting_records": self.waiting_records,
+            "resent_aggregates": self.resent_aggregates,
+            "released_claims": self.released_claims,
             "dead_lettered": self.dlq.count,
         }
