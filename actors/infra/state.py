@@ -16,8 +16,9 @@ compare-and-set on the revision it was planned from:
   it once ``versions`` shows every invoice it pays applied; resuming publishes the same ids, so
   two processes resuming the same payment publish one posting.
 * ``uploads`` — one key per line uploaded to a platform that takes uploads without an
-  idempotency key (the revenue platform): which process took it and how it ended, so another
-  process never sends a line one took (``SharedUploads``);
+  idempotency key (the revenue platform), and per usage record and platform (flow 4: the
+  aggregate a billing claim sends and the amount billing rated go with it): which process took
+  it and how it ended, so another process never sends a line one took (``SharedUploads``);
 * ``sagas`` — one key per deal saga and per subscription record: a step's outcome is stored
   conditionally on the revision the step started from, so a process that wakes up from a freeze
   cannot overwrite a saga another process moved on.

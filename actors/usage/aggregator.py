@@ -7,8 +7,9 @@ from a client that published straight onto the stream):
 1. decode (a contract violation is dead-lettered at once); a usage id seen twice in the batch
    (the stream keeps a record sent again after its duplicate window) is one record with two
    deliveries;
-2. read each record's state in the ledger's ``uploads`` table, once per effect: platform
-   ``usage.billing`` and ``usage.revenue``, one row per usage id. As in flow 2's revenue half
+2. read each record's state in the ledger's ``uploads`` table and in the cluster's shared
+   ``uploads`` bucket (below), once per effect: platform ``usage.billing`` and
+   ``usage.revenue``, one row (key) per usage id. As in flow 2's revenue half
    (``actors.revenue.poster``, docs/flows.md "Revenue: the crash window"), a row left
    ``pending`` by an attempt that never recorded its answer is moved to ``in_doubt`` and its
    record is not sent to that platform again — except a billing claim whose whole aggregate
@@ -16,8 +17,9 @@ from a client that published straight onto the stream):
    exactly as it was (``_resendable``) and answered ``replayed`` if it was rated;
 3. billing: the records not yet rated are aggregated per (subscription, product, meter, month)
    (``plan.aggregate``) and sent in bulk requests of at most ``max_bulk_items`` items, each
-   with a derived ``Idempotency-Key``; breaker and permit, then the records are claimed
-   ``pending`` (crash point ``usage.before_billing``), then sent. Per item: ``created`` or
+   with a derived ``Idempotency-Key``; breaker and permit, then the records are claimed in the
+   shared bucket and ``pending`` in the ledger (crash point ``usage.before_billing``), then
+   sent. Per item: ``created`` or
    ``replayed`` → its records ``uploaded`` with the amount billing rated each at (unit price times
    quantity; the revenue line needs it); ``rejected`` → its records dead-lettered
    (``usage.<code>``);
@@ -44,14 +46,26 @@ record whose billing is in
 doubt is not sent to revenue either (its amount is unknown), so it waits for a person with the
 billing row (docs/errors.md ``usage.in_doubt``). ``LedgerUnavailable`` naks the batch.
 
-Limits: the guard is this process's ledger alone (flow 2's revenue half also shares its guard
-in the cluster's ``uploads`` bucket; this one does not yet): run the aggregator in one gateway
-process (``usage.enabled``). Sharing it like ``actors.revenue.poster`` needs each record's two
-guards (``usage.billing``, ``usage.revenue``) claimed in ``SharedUploads`` before the ledger and
-given back at start, the rated amount and currency in the shared value once billing rated a
-record (another process sends its revenue line from it), and a billing claim another process
-left ``pending`` waiting for its owner (only the owner's ledger knows the aggregate that
-``_resendable`` sends again under the same ``Idempotency-Key``). docs/scale-out.md.
+Several gateway processes: each record's two guards are shared in the cluster's ``uploads``
+bucket (``actors.infra.state.SharedUploads``, platforms ``usage.billing`` and ``usage.revenue``)
+as in ``actors.revenue.poster``: the ledger judges this process's own attempts, the bucket tells
+every process which records another one claimed or finished. A claim is stored in the bucket
+first, conditionally on the revision read (crash points ``usage.between_billing_claims`` /
+``usage.between_revenue_claims``), then committed ``pending`` in the ledger, then sent; a
+record another process claimed meanwhile is not sent (``UsageClaimedElsewhere``: it waits) and
+what this attempt took is given back. An outcome is committed in the ledger, then mirrored in the
+bucket by its owner — billing's with the amount rated per record, so another process sends the
+revenue line of a record it never rated. A billing claim names its aggregate: whichever process
+holds every record of that aggregate sends the very same aggregate again (``_resendable``;
+billing's item idempotency answers a repeat ``replayed``), taking the claim over with
+``again`` — a claim that is never given back, since what it sends may have been rated before,
+so those records are never aggregated afresh. Otherwise a record another process holds waits.
+At start (``_left_behind``) a process flags its ledger's unfinished revenue claims in doubt
+(here and in the bucket), keeps its unfinished billing claims (anyone may send their aggregate
+again), gives back its shared claims its ledger never recorded and mirrors the outcomes the
+bucket missed. Limit: a record whose billing claim another process holds waits until a batch
+holds its whole aggregate or the owner records the outcome, and after ``max_deliver`` is
+dead-lettered ``retry.exhausted`` (never sent as a new aggregate). docs/scale-out.md.
 """
 
 from __future__ import annotations
@@ -230,8 +244,9 @@ class UsageAggregator(BatchWorker):
     # -- one batch -----------------------------------------------------------------------------
 
     async def handle(self, batch: Sequence[Delivery]) -> None:
-        """Raises ``LedgerUnavailable`` (the worker naks the batch; a claim it left behind is
-        read as in doubt next time, never sent again)."""
+        """Raises ``LedgerUnavailable`` and ``BrokerUnavailable`` (the worker naks the batch;
+        a ledger claim it left behind is read as in doubt next time, or sent again as the same
+        aggregate for billing, never anything new)."""
         recs: dict[str, _Record] = {}
         for n, d in enumerate(batch):
             if n % 64 == 63:
