@@ -379,9 +379,11 @@ class Crash(BaseException):
     poster's clean-up handlers catch ``Exception`` only, so they do not run either)."""
 
 
-def crash_at(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
-    """Crash point ``name`` raises ``Crash`` the first time execution passes it."""
-    from actors.revenue import poster as module
+def crash_at(monkeypatch: pytest.MonkeyPatch, name: str, module: Any = None) -> None:
+    """Crash point ``name`` of ``module`` (default: the revenue poster's) raises ``Crash`` the
+    first time execution passes it."""
+    if module is None:
+        from actors.revenue import poster as module
 
     passed: list[str] = []
 
@@ -404,6 +406,20 @@ def freeze_after_the_shared_claim(monkeypatch: pytest.MonkeyPatch,
         while frozen:
             await frozen.pop()()
     monkeypatch.setattr(RevenuePoster, "_claim_shared", claim_then_freeze)
+
+
+def die_before_mirroring_uploaded(monkeypatch: pytest.MonkeyPatch,
+                                  uploads: SharedUploads) -> None:
+    """``uploads`` crashes when asked to mirror an ``uploaded`` outcome (the ledger has
+    committed it): a process dying between the two writes."""
+    mark = uploads.mark
+
+    async def die_before_uploaded(platform_: str, ids: Any, status: str, *args: Any,
+                                  **kw: Any) -> None:
+        if status == "uploaded":
+            raise Crash("after the ledger's uploaded commit")
+        await mark(platform_, ids, status, *args, **kw)
+    monkeypatch.setattr(uploads, "mark", die_before_uploaded)
 
 
 async def died_in_upload(monkeypatch: pytest.MonkeyPatch, point: str,
@@ -507,14 +523,7 @@ async def test_an_outcome_the_shared_uploads_missed_is_mirrored_at_start(
     shared = MemoryBucket()
     platform = Platform(accept)
     a = poster(platform, ledger, bucket=shared, owner="gw-a")
-    mark = a.uploads.mark
-
-    async def die_before_uploaded(platform_: str, ids: Any, status: str, *args: Any,
-                                  **kw: Any) -> None:
-        if status == "uploaded":
-            raise Crash("after the ledger's uploaded commit")
-        await mark(platform_, ids, status, *args, **kw)
-    monkeypatch.setattr(a.uploads, "mark", die_before_uploaded)
+    die_before_mirroring_uploaded(monkeypatch, a.uploads)
     with pytest.raises(Crash):
         await a.handle([FakeDelivery(envelope(1))])
     ids = ["in_1:il_1", "in_1:il_2"]

@@ -19,7 +19,8 @@ from actors.usage import BILLING, REVENUE, UsageAggregator
 from contracts.platforms.usage import UsageBulkRequest, UsageBulkResponse, UsageItemResult
 
 from ..actors.memory_kv import MemoryBucket
-from ..revenue.test_poster import Crash, FakeDelivery, accept
+from ..revenue.test_poster import Crash, FakeDelivery, accept, die_before_mirroring_uploaded
+from ..revenue.test_poster import crash_at as poster_crash_at
 from . import test_aggregator
 from .test_aggregator import Revenue, aggregator, states, usage
 
@@ -68,13 +69,7 @@ def crash_at(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
     """Crash point ``name`` of the aggregator raises ``Crash`` the first time it is passed."""
     from actors.usage import aggregator as module
 
-    passed: list[str] = []
-
-    def point(at: str) -> None:
-        if at == name and not passed:
-            passed.append(at)
-            raise Crash(at)
-    monkeypatch.setattr(module, "crashpoint", point)
+    poster_crash_at(monkeypatch, name, module)
 
 
 async def restart(book: Book, revenue: Revenue, ledger: Ledger,
@@ -229,14 +224,7 @@ async def test_an_outcome_the_shared_state_missed_is_mirrored_with_its_amount_at
     revenue line without rating anything."""
     shared, book, revenue = MemoryBucket(), Book(), Revenue(accept)
     a = aggregator(book, revenue, ledger, bucket=shared, owner="gw-a")  # type: ignore[arg-type]
-    mark = a.uploads.mark
-
-    async def die_before_uploaded(platform: str, ids: Any, status: str, *args: Any,
-                                  **kw: Any) -> None:
-        if status == "uploaded":
-            raise Crash("after the ledger's uploaded commit")
-        await mark(platform, ids, status, *args, **kw)
-    monkeypatch.setattr(a.uploads, "mark", die_before_uploaded)
+    die_before_mirroring_uploaded(monkeypatch, a.uploads)
     with pytest.raises(Crash):
         await a.handle(batch(1, 2, 3))
     assert await states(ledger, BILLING) == dict.fromkeys(IDS, "uploaded")
