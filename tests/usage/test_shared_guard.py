@@ -6,12 +6,17 @@ and the revenue platform records each once, or the record is flagged in doubt; n
 
 from __future__ import annotations
 
+import asyncio
+import tempfile
 from collections import Counter
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import msgspec
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from actors.infra.http import HttpResponse
 from actors.infra.ledger import Ledger
@@ -267,3 +272,82 @@ async def test_a_claim_to_send_again_is_never_given_back(
     assert [d.verdict for d in first] == ["ack"] * 3
     assert book.rated == recorded(revenue) == Counter(IDS)
     assert len(book.items) == 1
+
+
+# -- property: two processes, batches of any records, crashes anywhere, restarts ---------------
+
+_POINTS = (None, "usage.between_billing_claims", "usage.before_billing", "usage.after_billing",
+           "usage.after_billing_commit", "usage.between_revenue_claims",
+           "usage.before_revenue", "usage.after_revenue")
+_RECORDS = (1, 2, 3, 4)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 1),
+                          st.lists(st.sampled_from(_RECORDS), min_size=1, max_size=4,
+                                   unique=True),
+                          st.sampled_from(_POINTS)), min_size=1, max_size=8),
+       st.integers(0, 1))
+def test_no_record_is_ever_counted_twice_whatever_batches_crashes_and_restarts(
+        steps: list[tuple[int, list[int], str | None]], last: int) -> None:
+    """Batches of any of four records (so a record's aggregate differs from one batch to the
+    next) delivered to two processes, each handling possibly dying at a crash point; a dead
+    process restarts (same ledger, same owner) before its next delivery, and at the end all
+    four go round together (first to process ``last``) until settled. Billing rates each
+    record at most once and the revenue platform records each at most once; a record missing
+    at either is in doubt."""
+    asyncio.run(_batches_crashes_restarts(steps, last))
+
+
+async def _batches_crashes_restarts(steps: list[tuple[int, list[int], str | None]],
+                                    last: int) -> None:
+    from actors.usage import aggregator as module
+
+    armed: list[str] = []
+
+    def point(at: str) -> None:
+        if armed and armed[0] == at:
+            armed.clear()
+            raise Crash(at)
+
+    original = module.crashpoint
+    module.crashpoint = point  # type: ignore[assignment]
+    shared, book, revenue = MemoryBucket(), Book(), Revenue(accept)
+    with tempfile.TemporaryDirectory() as tmp:
+        ledgers = [await Ledger.open(Path(tmp) / f"gw{i}" / "ledger.db") for i in (0, 1)]
+        try:
+            procs: list[UsageAggregator | None] = [None, None]
+
+            async def deliver(i: int, ns: list[int], crash: str | None) -> list[str | None]:
+                if procs[i] is None:  # (re)start: what run() does first
+                    procs[i] = aggregator(book, revenue, ledgers[i],  # type: ignore[arg-type]
+                                          bucket=shared, owner=f"gw-{i}")
+                    await procs[i]._left_behind()  # type: ignore[union-attr]
+                armed[:] = [crash] if crash else []
+                ds = batch(*ns)
+                try:
+                    await procs[i].handle(ds)  # type: ignore[union-attr]
+                except Crash:
+                    procs[i] = None
+                    return []
+                armed.clear()
+                return [d.verdict for d in ds]
+
+            for i, ns, crash in steps:
+                await deliver(i, ns, crash)
+            for attempt in range(6):
+                if await deliver((last + attempt) % 2, list(_RECORDS), None) == ["ack"] * 4:
+                    break
+            else:
+                raise AssertionError("the records never settled")
+            ids = {f"u{n}" for n in _RECORDS}
+            assert max(book.rated.values(), default=0) <= 1, book.rated
+            assert max(recorded(revenue).values(), default=0) <= 1, recorded(revenue)
+            doubt = {p: {k for led in ledgers for k, v in (await states(led, p)).items()
+                         if v == "in_doubt"} for p in (BILLING, REVENUE)}
+            assert set(book.rated) | doubt[BILLING] == ids
+            assert set(recorded(revenue)) | doubt[REVENUE] | doubt[BILLING] == ids
+        finally:
+            module.crashpoint = original
+            for led in ledgers:
+                await led.close()
