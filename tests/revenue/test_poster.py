@@ -661,9 +661,9 @@ def test_no_line_is_ever_sent_twice_whatever_crashes_and_restarts(
     asyncio.run(_crash_and_restart(steps))
 
 
-async def _crash_and_restart(steps: list[tuple[int, int, str | None]]) -> None:
-    from actors.revenue import poster as module
-
+def arm_crashpoints(module: Any) -> tuple[list[str], Callable[[], None]]:
+    """``module``'s crash points raise ``Crash`` at the one name the returned list holds, once
+    (the caller arms it before each step); and the function that puts the real ones back."""
     armed: list[str] = []
 
     def point(at: str) -> None:
@@ -672,7 +672,17 @@ async def _crash_and_restart(steps: list[tuple[int, int, str | None]]) -> None:
             raise Crash(at)
 
     original = module.crashpoint
-    module.crashpoint = point  # type: ignore[assignment]
+    module.crashpoint = point
+
+    def restore() -> None:
+        module.crashpoint = original
+    return armed, restore
+
+
+async def _crash_and_restart(steps: list[tuple[int, int, str | None]]) -> None:
+    from actors.revenue import poster as module
+
+    armed, restore = arm_crashpoints(module)
     shared, platform = MemoryBucket(), Platform(accept)
     crashed_at: list[str] = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -719,7 +729,7 @@ async def _crash_and_restart(steps: list[tuple[int, int, str | None]]) -> None:
                 assert "revenue.after_upload" in crashed_at
             assert set(recorded) - doubt <= lines
         finally:
-            module.crashpoint = original
+            restore()
             for led in ledgers:
                 await led.close()
 

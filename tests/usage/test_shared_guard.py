@@ -24,7 +24,13 @@ from actors.usage import BILLING, REVENUE, UsageAggregator
 from contracts.platforms.usage import UsageBulkRequest, UsageBulkResponse, UsageItemResult
 
 from ..actors.memory_kv import MemoryBucket
-from ..revenue.test_poster import Crash, FakeDelivery, accept, die_before_mirroring_uploaded
+from ..revenue.test_poster import (
+    Crash,
+    FakeDelivery,
+    accept,
+    arm_crashpoints,
+    die_before_mirroring_uploaded,
+)
 from ..revenue.test_poster import crash_at as poster_crash_at
 from . import test_aggregator
 from .test_aggregator import Revenue, aggregator, states, usage
@@ -282,7 +288,7 @@ _POINTS = (None, "usage.between_billing_claims", "usage.before_billing", "usage.
 _RECORDS = (1, 2, 3, 4)
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(st.lists(st.tuples(st.integers(0, 1),
                           st.lists(st.sampled_from(_RECORDS), min_size=1, max_size=4,
                                    unique=True),
@@ -303,15 +309,7 @@ async def _batches_crashes_restarts(steps: list[tuple[int, list[int], str | None
                                     last: int) -> None:
     from actors.usage import aggregator as module
 
-    armed: list[str] = []
-
-    def point(at: str) -> None:
-        if armed and armed[0] == at:
-            armed.clear()
-            raise Crash(at)
-
-    original = module.crashpoint
-    module.crashpoint = point  # type: ignore[assignment]
+    armed, restore = arm_crashpoints(module)
     shared, book, revenue = MemoryBucket(), Book(), Revenue(accept)
     with tempfile.TemporaryDirectory() as tmp:
         ledgers = [await Ledger.open(Path(tmp) / f"gw{i}" / "ledger.db") for i in (0, 1)]
@@ -348,6 +346,6 @@ async def _batches_crashes_restarts(steps: list[tuple[int, list[int], str | None
             assert set(book.rated) | doubt[BILLING] == ids
             assert set(recorded(revenue)) | doubt[REVENUE] | doubt[BILLING] == ids
         finally:
-            module.crashpoint = original
+            restore()
             for led in ledgers:
                 await led.close()
