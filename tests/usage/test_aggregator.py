@@ -267,3 +267,22 @@ async def test_a_billing_claim_without_all_its_records_stays_in_doubt(ledger: Le
     await a.handle([one])  # u2 is in another batch: the item cannot be rebuilt as it was
     assert one.verdict == "ack" and billing.requests == [] and revenue.lines == []
     assert (await states(ledger, BILLING))["u1"] == "in_doubt"
+
+
+async def test_a_resend_answered_with_an_error_keeps_its_claim(ledger: Ledger) -> None:
+    """A claimed aggregate may have been rated by the attempt that claimed it, so when its
+    resend is answered 503 (nothing recorded by that request) its records stay claimed: the
+    next delivery sends that very aggregate again beside a new one, never one of both."""
+    one, two = usage(1), usage(2)
+    agg, = aggregate([_rec(one), _rec(two)])
+    await _claim(ledger, agg.id, ["u1", "u2"])
+    billing = Billing(fail(PlatformUnavailable("503", code="http.server_error")), rate)
+    a = aggregator(billing, Revenue(accept), ledger)
+    first = [one, two]
+    await a.handle(first)
+    assert [d.verdict for d in first] == ["nak", "nak"]
+    assert await states(ledger, BILLING) == {"u1": "pending", "u2": "pending"}
+    again = [redelivered(one), redelivered(two), usage(3)]
+    await a.handle(again)
+    assert [d.verdict for d in again] == ["ack"] * 3
+    assert [ids for _, ids in billing.requests] == [["u1", "u2"], ["u1", "u2"], ["u3"]]
