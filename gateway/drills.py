@@ -415,12 +415,12 @@ class Driller:
         cannot be read."""
         out: dict[str, Any] = {}
         if "lose-quorum" in self.names:
-            out["quorum"] = self._quorum_section(await self._broker_refusals())
+            out["quorum"] = self._quorum_section(await self.broker_refusals())
         if "altered-amount" in self.names:
             out["altered_amount"] = await self._reconcile_altered(result.audit)
         return out
 
-    async def _broker_refusals(self) -> dict[str, int]:
+    async def broker_refusals(self) -> dict[str, int]:
         """The webhooks the ingress of every gateway process answered 503 because JetStream
         did not store them (``broker.*``), by code, from each process's ``/status`` (counted
         since it last started); a process that does not answer adds nothing."""

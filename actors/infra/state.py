@@ -16,9 +16,11 @@ compare-and-set on the revision it was planned from:
   it once ``versions`` shows every invoice it pays applied; resuming publishes the same ids, so
   two processes resuming the same payment publish one posting.
 * ``uploads`` — one key per line uploaded to a platform that takes uploads without an
-  idempotency key (the revenue platform), and per usage record and platform (flow 4: the
-  aggregate a billing claim sends and the amount billing rated go with it): which process took
-  it and how it ended, so another process never sends a line one took (``SharedUploads``);
+  idempotency key (the revenue platform): which process took it and how it ended, so another
+  process never sends a line one took (``SharedUploads``), and its amount (with, for an
+  invoice version's lines, how many lines the version wrote), so any process can plan the
+  next version's differences; and one key per usage record and platform (flow 4: the
+  aggregate a billing claim sends, and the amount and currency billing rated it at);
 * ``sagas`` — one key per deal saga and per subscription record: a step's outcome is stored
   conditionally on the revision the step started from, so a process that wakes up from a freeze
   cannot overwrite a saga another process moved on.
@@ -339,10 +341,15 @@ class _Upload(msgspec.Struct, frozen=True, omit_defaults=True):
     owner: str
     attempt: str
     at: float
-    group: str = ""  # what the line is sent in (flow 4: the aggregate id its claim rates)
-    amount: int | None = None  # what the platform rated it at (flow 4's billing)
+    # Added later, optional so values written before still decode: the line's amount, and
+    # how many lines the document version it belongs to wrote (``SharedLine``).
+    amount: int | None = None
+    lines: int | None = None
+    # Flow 4: what the line is sent in (the aggregate id a billing claim rates), the amount's
+    # currency, and whether the claim sends its group again (it may have been sent before).
+    group: str = ""
     currency: str = ""
-    again: bool = False  # a claim to send its group again (it may have been sent before)
+    again: bool = False
 
 
 _upload = msgspec.msgpack.Decoder(_Upload)
@@ -352,20 +359,21 @@ _upload = msgspec.msgpack.Decoder(_Upload)
 class SharedLine:
     """A line's upload as every process sees it: its status, which process (``owner``, the
     stable identity of a data directory) last moved it, the revision read and the attempt that
-    last moved it."""
+    last moved it; its ``amount`` and, for a line of one version of a document, how many
+    ``lines`` that version wrote (so a reader that finds some of them knows whether it found
+    them all). ``amount`` and ``lines`` are None when not stored (a value written before they
+    were, or a line never claimed). Flow 4: ``group`` (the aggregate a billing claim sends),
+    the amount's ``currency``, and ``again`` (a claim to send its group again)."""
 
     status: str | None
     owner: str | None
     revision: int
     attempt: str | None = None
+    amount: int | None = None
+    lines: int | None = None
     group: str = ""
-    amount: tuple[int, str] | None = None
+    currency: str = ""
     again: bool = False
-
-
-# Per line: the group its claim sends it in and the amount the platform rated it at.
-Groups = Mapping[str, str]
-Amounts = Mapping[str, tuple[int, str]]
 
 
 class SharedUploads:
@@ -406,33 +414,29 @@ class SharedUploads:
                 line = SharedLine(None, None, e.revision)
             else:
                 u = _upload.decode(e.value)
-                line = SharedLine(u.status, u.owner, e.revision, u.attempt, u.group,
-                                  None if u.amount is None else (u.amount, u.currency),
-                                  u.again)
+                line = SharedLine(u.status, u.owner, e.revision, u.attempt, u.amount, u.lines,
+                                  u.group, u.currency, u.again)
             out[i] = self._seen[self._key(platform, i)] = line
         return out
 
-    def _value(self, line_id: str, status: str, attempt: str, now: float,
-               groups: Groups | None, amounts: Amounts | None, again: bool = False) -> bytes:
-        amount = (amounts or {}).get(line_id)
-        return _encode(_Upload(status, self.owner, attempt, now, (groups or {}).get(line_id, ""),
-                               None if amount is None else amount[0],
-                               "" if amount is None else amount[1], again))
-
     async def claim(self, platform: str, line_ids: Sequence[str], attempt: str,
-                    now: float, *, groups: Groups | None = None, again: bool = False) -> set[str]:
+                    now: float, *, amounts: Mapping[str, int] | None = None,
+                    counts: Mapping[str, int] | None = None,
+                    groups: Mapping[str, str] | None = None, again: bool = False) -> set[str]:
         """Take every line for ``attempt``, each conditional on the revision last read
-        (``read`` first); the lines another process took meanwhile (the caller must not send
-        them). ``groups``: what each line is sent in, for another process to send the very
-        same again (flow 4's billing items); ``again``: this claim sends a group claimed
-        before, which may have been sent then, so it is never given back (``left_behind``).
-        Raises ``BrokerUnavailable``."""
+        (``read`` first), storing its amount (``amounts``), its version's line count
+        (``counts``) and what it is sent in (``groups``: for another process to send the very
+        same again, flow 4's billing items) where given; ``again``: this claim sends a group
+        claimed before, which may have been sent then, so it is never given back
+        (``left_behind``). Returns the lines another process took meanwhile (the caller must
+        not send them). Raises ``BrokerUnavailable``."""
+        amounts, counts, groups = amounts or {}, counts or {}, groups or {}
         writes = []
         for i in line_ids:
             seen = self._seen.get(self._key(platform, i), SharedLine(None, None, 0))
-            writes.append((self._key(platform, i),
-                           self._value(i, "pending", attempt, now, groups, None, again),
-                           seen.revision))
+            writes.append((self._key(platform, i), _encode(_Upload(
+                "pending", self.owner, attempt, now, amounts.get(i), counts.get(i),
+                groups.get(i, ""), "", again)), seen.revision))
         results = await self.bucket.put_many(writes)
         lost: set[str] = set()
         for i in line_ids:
@@ -443,23 +447,32 @@ class SharedUploads:
                 raise res
             else:
                 self._seen[self._key(platform, i)] = SharedLine(
-                    "pending", self.owner, res, attempt, (groups or {}).get(i, ""), None, again)
+                    "pending", self.owner, res, attempt, amounts.get(i), counts.get(i),
+                    groups.get(i, ""), "", again)
         return lost
 
     async def mark(self, platform: str, line_ids: Sequence[str], status: str, attempt: str,
-                   now: float, *, amounts: Amounts | None = None) -> None:
+                   now: float, *, amounts: Mapping[str, int] | None = None,
+                   currencies: Mapping[str, str] | None = None) -> None:
         """Mirror this process's outcome for its own lines (conditional on the revision it
         last wrote or read; after a lost race it reads again and writes only while the line is
-        still its own or free). ``amounts``: what the platform rated each line at, for another
-        process to go on from (flow 4's billing). Raises ``BrokerUnavailable``."""
+        still its own or free). Each line keeps the amount (and currency), line count and
+        group last read or written here unless ``amounts`` (``currencies``) gives its amount,
+        so an outcome never drops them. Raises ``BrokerUnavailable``."""
         todo = list(dict.fromkeys(line_ids))
+        unseen = [i for i in todo if self._key(platform, i) not in self._seen]
+        if unseen:  # one read of them all, not one round trip each
+            await self.read(platform, unseen)
+        facts: dict[str, tuple[int | None, int | None, str, str]] = {}
+        for i in todo:
+            seen = self._seen[self._key(platform, i)]
+            facts[i] = ((amounts or {}).get(i, seen.amount), seen.lines, seen.group,
+                        (currencies or {}).get(i, seen.currency))
         for _ in range(_MERGE_ATTEMPTS):
             if not todo:
                 return
-            unseen = [i for i in todo if self._key(platform, i) not in self._seen]
-            if unseen:  # one read of them all, not one round trip each
-                await self.read(platform, unseen)
-            writes = [(self._key(platform, i), self._value(i, status, attempt, now, None, amounts),
+            writes = [(self._key(platform, i),
+                       _encode(_Upload(status, self.owner, attempt, now, *facts[i])),
                        self._seen[self._key(platform, i)].revision) for i in todo]
             results = await self.bucket.put_many(writes)
             retry: list[str] = []
@@ -472,38 +485,39 @@ class SharedUploads:
                 elif isinstance(res, Exception):
                     raise res
                 else:
-                    amount = (amounts or {}).get(i)
                     self._seen[self._key(platform, i)] = SharedLine(status, self.owner, res,
-                                                                    attempt, amount=amount)
+                                                                    attempt, *facts[i])
             todo = retry
         if todo:
             raise KvConflict(f"{len(todo)} upload line(s) kept moving while being marked")
 
-    async def record(self, ledger: Ledger, rows: Sequence[UploadRow], *,
-                     amounts: bool = False) -> None:
-        """This process's outcome for its lines: the ledger first, then mirrored here (a
-        crash in between leaves the bucket behind the ledger, which is the authority on this
-        process's own lines; ``left_behind`` catches up). ``amounts``: an ``uploaded`` line's
-        amount goes with it (flow 4's billing: what the platform rated it at). Raises
-        ``LedgerUnavailable``, ``BrokerUnavailable``."""
+    async def record(self, ledger: Ledger, rows: Sequence[UploadRow]) -> None:
+        """This process's outcome for its lines: the ledger first, then mirrored here with
+        each line's amount and currency (a crash in between leaves the bucket behind the
+        ledger, which is the authority on this process's own lines; ``left_behind`` catches
+        up). Raises ``LedgerUnavailable``, ``BrokerUnavailable``."""
         await ledger.record_uploads(rows)
-        by_status: dict[tuple[str, str, str], list[UploadRow]] = {}
+        by_status: dict[tuple[str, str, str], list[str]] = {}
         for r in rows:
-            by_status.setdefault((r.platform, r.status, r.attempt), []).append(r)
-        for (platform, status, attempt), mine in by_status.items():
-            rated = {r.line_id: (r.amount, r.currency) for r in mine} \
-                if amounts and status == "uploaded" else None
-            await self.mark(platform, [r.line_id for r in mine], status, attempt, time.time(),
-                            amounts=rated)
+            by_status.setdefault((r.platform, r.status, r.attempt), []).append(r.line_id)
+        amounts = {(r.platform, r.line_id): r.amount for r in rows}
+        currencies = {(r.platform, r.line_id): r.currency for r in rows}
+        for (platform, status, attempt), ids in by_status.items():
+            await self.mark(platform, ids, status, attempt, time.time(),
+                            amounts={i: amounts[platform, i] for i in ids},
+                            currencies={i: currencies[platform, i] for i in ids})
 
     async def take(self, platform: str, line_ids: Sequence[str], attempt: str, *,
-                   groups: Groups | None = None) -> set[str]:
+                   amounts: Mapping[str, int] | None = None,
+                   counts: Mapping[str, int] | None = None,
+                   groups: Mapping[str, str] | None = None) -> set[str]:
         """``claim``, all or nothing: when another process took some lines meanwhile, what
         this attempt took is given back and the lines lost are returned (the caller sends
         none); when the broker cannot say, what may be stored is given back (best effort) and
         the error raised. Raises ``BrokerUnavailable``."""
         try:
-            lost = await self.claim(platform, line_ids, attempt, time.time(), groups=groups)
+            lost = await self.claim(platform, line_ids, attempt, time.time(), amounts=amounts,
+                                    counts=counts, groups=groups)
         except Retryable as err:  # some claims may be stored: give them back
             await self.give_back(platform, line_ids, attempt, err)
             raise
@@ -551,8 +565,10 @@ class SharedUploads:
                 moves.setdefault("released", []).append(line_id)
         for status, ids in moves.items():
             rated = await ledger.upload_amounts(platform, ids) \
-                if amounts and status == "uploaded" else None
-            await self.mark(platform, ids, status, new_id(), time.time(), amounts=rated)
+                if amounts and status == "uploaded" else {}
+            await self.mark(platform, ids, status, new_id(), time.time(),
+                            amounts={i: a for i, (a, _) in rated.items()} or None,
+                            currencies={i: c for i, (_, c) in rated.items()} or None)
         released = len(moves.get("released", ()))
         mirrored = sum(len(ids) for ids in moves.values()) - released
         if moves:

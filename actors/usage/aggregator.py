@@ -316,8 +316,8 @@ class UsageAggregator(BatchWorker):
         if own in _DONE:
             return own
         if line.status in _DONE:
-            if platform == BILLING and line.status == "uploaded":
-                r.amount = line.amount
+            if platform == BILLING and line.status == "uploaded" and line.amount is not None:
+                r.amount = (line.amount, line.currency)
             return line.status
         if own == "pending":
             return own
@@ -615,7 +615,7 @@ class UsageAggregator(BatchWorker):
     async def _record(self, rows: list[UploadRow]) -> None:
         """This process's outcome for its records: the ledger, then the shared ``uploads``
         (with the amount billing rated each at, for another process to go on from)."""
-        await self.uploads.record(self.ledger, rows, amounts=True)
+        await self.uploads.record(self.ledger, rows)
 
     # -- outcomes shared by both halves --------------------------------------------------------
 

@@ -53,6 +53,11 @@ async def test_losing_quorum_answers_503_then_recovers_losing_and_doubling_nothi
         await driller.inject(FAULT)
         # A webhook the gateway has never seen, straight to its ingress: refused, not stored.
         status, doc = await _post(stack.gateway_url, billing_event(990_001), stack.webhook_secret)
+        # Quorum stays lost until the sender's deliveries (or its retries of refused ones) have
+        # been refused too, however long the loaded machine takes to send the next one.
+        with anyio.fail_after(120):  # a guard against a hang, not a speed target
+            while sum((await driller.broker_refusals()).values()) < 2:
+                await anyio.sleep(0.2)
         await driller.heal(FAULT, (await stack.audit())["postings"])
         result = await stack.wait_drained(INVOICES, stall_timeout=120, progress=lambda a, _d:
                                           driller.observe(a))

@@ -401,8 +401,9 @@ def freeze_after_the_shared_claim(monkeypatch: pytest.MonkeyPatch,
     original = RevenuePoster._claim_shared
     frozen = [meanwhile]
 
-    async def claim_then_freeze(self: RevenuePoster, part: Any, attempt: str) -> None:
-        await original(self, part, attempt)
+    async def claim_then_freeze(self: RevenuePoster, part: Any, attempt: str,
+                                invoices: Any) -> None:
+        await original(self, part, attempt, invoices)
         while frozen:
             await frozen.pop()()
     monkeypatch.setattr(RevenuePoster, "_claim_shared", claim_then_freeze)
