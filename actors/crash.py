@@ -18,8 +18,10 @@ request not sent), ``revenue.after_upload`` (the revenue platform answered 201, 
 yet committed: the step is redone under the same idempotency key), ``subscription.after_write``
 (flow 5: the ERP order and the revenue contract hold a subscription's new version, the ledger
 not yet: the version is applied again, answered as replays),
-``usage.before_billing`` / ``usage.before_revenue`` (flow 4: usage records claimed ``pending``
-for billing / revenue, request not sent), ``usage.after_billing`` / ``usage.after_revenue``
+``usage.between_billing_claims`` / ``usage.between_revenue_claims`` (flow 4: usage records
+claimed in the shared ``uploads``, not yet in the ledger), ``usage.before_billing`` /
+``usage.before_revenue`` (usage records claimed ``pending`` for billing / revenue, request not
+sent), ``usage.after_billing`` / ``usage.after_revenue``
 (the platform answered, ledger still ``pending``), ``usage.after_billing_commit`` (billing's
 answer committed, revenue not sent).
 
@@ -71,7 +73,8 @@ CRASH_POINTS = ("ingress.after_publish", "router.after_publish", "erp.after_post
                 "revenue.after_upload", "revenue.after_commit", "saga.after_step",
                 "subscription.after_write",
                 # flow 4 (actors/usage/aggregator.py): claimed / answered / committed, per half
-                "usage.before_billing", "usage.after_billing", "usage.after_billing_commit",
+                "usage.between_billing_claims", "usage.before_billing", "usage.after_billing",
+                "usage.after_billing_commit", "usage.between_revenue_claims",
                 "usage.before_revenue", "usage.after_revenue")
 
 

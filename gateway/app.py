@@ -645,6 +645,8 @@ async def _run_tree(cfg: Config, buses: Mapping[str, NatsBus], subjects: Subject
         children.append(ChildSpec(USAGE_CONSUMER, lambda: UsageAggregator(
             USAGE_CONSUMER, durable=USAGE_CONSUMER, batch=cfg.usage.batch,
             billing=usage_rating, revenue=revenue_batches, ledger=ledger,
+            uploads=SharedUploads(shared(buses["usage"], "uploads"),
+                                  owner=gateway_identity(cfg.data_path)),
             dlq=dlq_sink("usage", subjects.stream("usage"), "usage"), subjects=subjects,
             max_bulk_items=cfg.usage.max_bulk_items,
             max_batch_lines=cfg.revenue.max_batch_lines, bus=buses["usage"],

@@ -165,8 +165,8 @@ class RevenueConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 class UsageConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     # Flow 4 (docs/flows.md): usage records in, rated by billing and recorded at the revenue
     # platform, each once. Its own lane, consumer and budgets, so a flood waits in the usage
-    # stream instead of in front of invoices or pricing. Like the revenue half, the guard is
-    # this process's ledger: enable the aggregator in one process only.
+    # stream instead of in front of invoices or pricing. The guard is shared in the cluster's
+    # uploads bucket (actors.infra.state), so every gateway process may run the aggregator.
     enabled: bool = True
     # Bearer tokens accepted by POST /usage/v1/records; several while one is being rotated.
     # Prefer ERPGW_USAGE_API_TOKENS (comma-separated) over the file.

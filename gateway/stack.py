@@ -454,12 +454,11 @@ class Stack:
 
     async def start_other(self, index: int) -> None:
         """Start (or restart) gateway process ``index`` (2..gateways) and wait until ready.
-        As docs/scale-out.md says a deployment must: the usage aggregator (its upload guard
-        is per process) and the reconciler's schedule run in gateway 1 only."""
+        The reconciler's schedule runs in gateway 1 only; every process runs the usage
+        aggregator (its guard is shared in the cluster, docs/scale-out.md)."""
         log_name = f"gateway-{index}.log"
         proc = self._spawn(["up", "--config", str(self.gateway_config(index))], log_name,
-                           self._gateway_env({"ERPGW_USAGE_ENABLED": "false",
-                                              "ERPGW_RECONCILE_INTERVAL_S": "0"}))
+                           self._gateway_env({"ERPGW_RECONCILE_INTERVAL_S": "0"}))
         self._others[index - 2] = proc
         await self._wait_http(self.admin_urls()[index - 1], proc, f"gateway {index}", log_name,
                               path="/readyz")

@@ -19,7 +19,8 @@ compare-and-set on the revision it was planned from:
   idempotency key (the revenue platform): which process took it and how it ended, so another
   process never sends a line one took (``SharedUploads``), and its amount (with, for an
   invoice version's lines, how many lines the version wrote), so any process can plan the
-  next version's differences;
+  next version's differences; and one key per usage record and platform (flow 4: the
+  aggregate a billing claim sends, and the amount and currency billing rated it at);
 * ``sagas`` — one key per deal saga and per subscription record: a step's outcome is stored
   conditionally on the revision the step started from, so a process that wakes up from a freeze
   cannot overwrite a saga another process moved on.
@@ -32,16 +33,18 @@ Errors: ``KvConflict`` (retryable: re-read and re-plan), ``BrokerUnavailable`` (
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import msgspec
 
-from contracts import Subjects
+from contracts import Retryable, Subjects, new_id
 
 from .bus import NatsBus
 from .kv import KvBucket, KvConflict, allow_atomic_writes, bucket_config, key_token
-from .ledger import Ledger, ParkedPayment, VersionMark, VersionRow
+from .ledger import Ledger, ParkedPayment, UploadRow, VersionMark, VersionRow
 
 __all__ = [
     "BUCKETS",
@@ -56,6 +59,8 @@ __all__ = [
     "bucket_name",
     "provision_state",
 ]
+
+log = logging.getLogger("erpgw.state")
 
 # The shared buckets (their names are prefixed per deployment: ``bucket_name``).
 BUCKETS = ("versions", "parked", "sagas", "uploads")
@@ -340,6 +345,11 @@ class _Upload(msgspec.Struct, frozen=True, omit_defaults=True):
     # how many lines the document version it belongs to wrote (``SharedLine``).
     amount: int | None = None
     lines: int | None = None
+    # Flow 4: what the line is sent in (the aggregate id a billing claim rates), the amount's
+    # currency, and whether the claim sends its group again (it may have been sent before).
+    group: str = ""
+    currency: str = ""
+    again: bool = False
 
 
 _upload = msgspec.msgpack.Decoder(_Upload)
@@ -352,7 +362,8 @@ class SharedLine:
     last moved it; its ``amount`` and, for a line of one version of a document, how many
     ``lines`` that version wrote (so a reader that finds some of them knows whether it found
     them all). ``amount`` and ``lines`` are None when not stored (a value written before they
-    were, or a line never claimed)."""
+    were, or a line never claimed). Flow 4: ``group`` (the aggregate a billing claim sends),
+    the amount's ``currency``, and ``again`` (a claim to send its group again)."""
 
     status: str | None
     owner: str | None
@@ -360,6 +371,9 @@ class SharedLine:
     attempt: str | None = None
     amount: int | None = None
     lines: int | None = None
+    group: str = ""
+    currency: str = ""
+    again: bool = False
 
 
 class SharedUploads:
@@ -400,24 +414,29 @@ class SharedUploads:
                 line = SharedLine(None, None, e.revision)
             else:
                 u = _upload.decode(e.value)
-                line = SharedLine(u.status, u.owner, e.revision, u.attempt, u.amount, u.lines)
+                line = SharedLine(u.status, u.owner, e.revision, u.attempt, u.amount, u.lines,
+                                  u.group, u.currency, u.again)
             out[i] = self._seen[self._key(platform, i)] = line
         return out
 
     async def claim(self, platform: str, line_ids: Sequence[str], attempt: str,
                     now: float, *, amounts: Mapping[str, int] | None = None,
-                    counts: Mapping[str, int] | None = None) -> set[str]:
+                    counts: Mapping[str, int] | None = None,
+                    groups: Mapping[str, str] | None = None, again: bool = False) -> set[str]:
         """Take every line for ``attempt``, each conditional on the revision last read
-        (``read`` first), storing its amount (``amounts``) and its version's line count
-        (``counts``) where given; the lines another process took meanwhile (the caller must not
-        send them). Raises ``BrokerUnavailable``."""
-        amounts, counts = amounts or {}, counts or {}
+        (``read`` first), storing its amount (``amounts``), its version's line count
+        (``counts``) and what it is sent in (``groups``: for another process to send the very
+        same again, flow 4's billing items) where given; ``again``: this claim sends a group
+        claimed before, which may have been sent then, so it is never given back
+        (``left_behind``). Returns the lines another process took meanwhile (the caller must
+        not send them). Raises ``BrokerUnavailable``."""
+        amounts, counts, groups = amounts or {}, counts or {}, groups or {}
         writes = []
         for i in line_ids:
             seen = self._seen.get(self._key(platform, i), SharedLine(None, None, 0))
             writes.append((self._key(platform, i), _encode(_Upload(
-                "pending", self.owner, attempt, now, amounts.get(i), counts.get(i))),
-                seen.revision))
+                "pending", self.owner, attempt, now, amounts.get(i), counts.get(i),
+                groups.get(i, ""), "", again)), seen.revision))
         results = await self.bucket.put_many(writes)
         lost: set[str] = set()
         for i in line_ids:
@@ -428,24 +447,27 @@ class SharedUploads:
                 raise res
             else:
                 self._seen[self._key(platform, i)] = SharedLine(
-                    "pending", self.owner, res, attempt, amounts.get(i), counts.get(i))
+                    "pending", self.owner, res, attempt, amounts.get(i), counts.get(i),
+                    groups.get(i, ""), "", again)
         return lost
 
     async def mark(self, platform: str, line_ids: Sequence[str], status: str, attempt: str,
-                   now: float, *, amounts: Mapping[str, int] | None = None) -> None:
+                   now: float, *, amounts: Mapping[str, int] | None = None,
+                   currencies: Mapping[str, str] | None = None) -> None:
         """Mirror this process's outcome for its own lines (conditional on the revision it
         last wrote or read; after a lost race it reads again and writes only while the line is
-        still its own or free). Each line keeps the amount and line count last read or written
-        here unless ``amounts`` gives its amount, so an outcome never drops them. Raises
-        ``BrokerUnavailable``."""
+        still its own or free). Each line keeps the amount (and currency), line count and
+        group last read or written here unless ``amounts`` (``currencies``) gives its amount,
+        so an outcome never drops them. Raises ``BrokerUnavailable``."""
         todo = list(dict.fromkeys(line_ids))
         unseen = [i for i in todo if self._key(platform, i) not in self._seen]
         if unseen:  # one read of them all, not one round trip each
             await self.read(platform, unseen)
-        facts: dict[str, tuple[int | None, int | None]] = {}
+        facts: dict[str, tuple[int | None, int | None, str, str]] = {}
         for i in todo:
             seen = self._seen[self._key(platform, i)]
-            facts[i] = ((amounts or {}).get(i, seen.amount), seen.lines)
+            facts[i] = ((amounts or {}).get(i, seen.amount), seen.lines, seen.group,
+                        (currencies or {}).get(i, seen.currency))
         for _ in range(_MERGE_ATTEMPTS):
             if not todo:
                 return
@@ -468,6 +490,92 @@ class SharedUploads:
             todo = retry
         if todo:
             raise KvConflict(f"{len(todo)} upload line(s) kept moving while being marked")
+
+    async def record(self, ledger: Ledger, rows: Sequence[UploadRow]) -> None:
+        """This process's outcome for its lines: the ledger first, then mirrored here with
+        each line's amount and currency (a crash in between leaves the bucket behind the
+        ledger, which is the authority on this process's own lines; ``left_behind`` catches
+        up). Raises ``LedgerUnavailable``, ``BrokerUnavailable``."""
+        await ledger.record_uploads(rows)
+        by_status: dict[tuple[str, str, str], list[str]] = {}
+        for r in rows:
+            by_status.setdefault((r.platform, r.status, r.attempt), []).append(r.line_id)
+        amounts = {(r.platform, r.line_id): r.amount for r in rows}
+        currencies = {(r.platform, r.line_id): r.currency for r in rows}
+        for (platform, status, attempt), ids in by_status.items():
+            await self.mark(platform, ids, status, attempt, time.time(),
+                            amounts={i: amounts[platform, i] for i in ids},
+                            currencies={i: currencies[platform, i] for i in ids})
+
+    async def take(self, platform: str, line_ids: Sequence[str], attempt: str, *,
+                   amounts: Mapping[str, int] | None = None,
+                   counts: Mapping[str, int] | None = None,
+                   groups: Mapping[str, str] | None = None) -> set[str]:
+        """``claim``, all or nothing: when another process took some lines meanwhile, what
+        this attempt took is given back and the lines lost are returned (the caller sends
+        none); when the broker cannot say, what may be stored is given back (best effort) and
+        the error raised. Raises ``BrokerUnavailable``."""
+        try:
+            lost = await self.claim(platform, line_ids, attempt, time.time(), amounts=amounts,
+                                    counts=counts, groups=groups)
+        except Retryable as err:  # some claims may be stored: give them back
+            await self.give_back(platform, line_ids, attempt, err)
+            raise
+        if lost:
+            await self.mark(platform, [i for i in line_ids if i not in lost], "released",
+                            attempt, time.time())
+        return lost
+
+    async def give_back(self, platform: str, line_ids: Sequence[str], attempt: str,
+                        err: Exception) -> None:
+        """Give back ``attempt``'s claims after ``err`` stopped it before anything was sent
+        (the ledger holds no claim of it). Best effort: a claim that cannot be given back now
+        stays this process's, which sends the line when it comes back here, or gives it back
+        when it starts (``left_behind``)."""
+        try:
+            await self.mark(platform, line_ids, "released", attempt, time.time())
+        except Retryable as again:
+            log.warning("%s: %d shared claim(s) of attempt %s not given back after %s (%s); "
+                        "this process releases them when it starts", platform, len(line_ids),
+                        attempt, getattr(err, "code", type(err).__name__), again)
+
+    async def left_behind(self, platform: str, ledger: Ledger, *,
+                          amounts: bool = False) -> tuple[int, int]:
+        """At start (no other incarnation of this owner runs then: its data directory is
+        locked), settle the claims an earlier incarnation left here: a claim the owner's
+        ledger does not hold ``pending`` died between the two claims, so nothing of it was
+        sent: it is given back (``released``, conditionally); where the ledger has an outcome
+        the bucket missed (a death between the two writes), that outcome is mirrored
+        (``amounts``: with the amount the ledger kept). A claim the ledger holds ``pending``
+        is left to the caller, and so is a claim to send a group again (``claim(...,
+        again=True)``: what it sends may have been sent before). Returns (given back,
+        mirrored). Raises ``LedgerUnavailable``, ``BrokerUnavailable``."""
+        self.forget_seen()
+        claims = await self.own_claims(platform)
+        if not claims:
+            return 0, 0
+        states = await ledger.upload_states(platform, claims)
+        moves: dict[str, list[str]] = {}
+        for line_id in claims:
+            status = states.get(line_id)
+            if status in ("uploaded", "in_doubt"):  # the outcome the bucket missed
+                moves.setdefault(status, []).append(line_id)
+            elif status != "pending" and not claims[line_id].again:
+                # no ledger claim: nothing of that attempt was sent
+                moves.setdefault("released", []).append(line_id)
+        for status, ids in moves.items():
+            rated = await ledger.upload_amounts(platform, ids) \
+                if amounts and status == "uploaded" else {}
+            await self.mark(platform, ids, status, new_id(), time.time(),
+                            amounts={i: a for i, (a, _) in rated.items()} or None,
+                            currencies={i: c for i, (_, c) in rated.items()} or None)
+        released = len(moves.get("released", ()))
+        mirrored = sum(len(ids) for ids in moves.values()) - released
+        if moves:
+            log.warning("%s: %d shared claim(s) of an earlier attempt of this process that "
+                        "never reached its ledger (so were never sent) given back; %d "
+                        "outcome(s) mirrored", platform, released, mirrored)
+        return released, mirrored
 
     async def own_claims(self, platform: str) -> dict[str, SharedLine]:
         """This owner's lines of ``platform`` still ``pending`` here (claims of an earlier

@@ -288,25 +288,8 @@ class RevenuePoster(BatchWorker):
             self.in_doubt_lines += len(rows)
             log.error("revenue: %d line(s) left claimed by an earlier attempt are in doubt, "
                       "not sent again (revenue.upload_in_doubt)", len(rows))
-        self.uploads.forget_seen()
-        claims = await self.uploads.own_claims(PLATFORM)
-        if not claims:
-            return
-        states = await self.ledger.upload_states(PLATFORM, claims)
-        moves: dict[str, list[str]] = {}
-        for line_id in claims:
-            status = states.get(line_id)
-            if status in ("uploaded", "in_doubt"):  # the outcome the bucket missed
-                moves.setdefault(status, []).append(line_id)
-            elif status != "pending":  # no ledger claim: nothing of that attempt was sent
-                moves.setdefault("released", []).append(line_id)
-        for status, ids in moves.items():
-            await self.uploads.mark(PLATFORM, ids, status, new_id(), time.time())
-        released = len(moves.get("released", ()))
+        released, _ = await self.uploads.left_behind(PLATFORM, self.ledger)
         self.released_claims += released
-        log.warning("revenue: %d shared claim(s) of an earlier attempt of this process that "
-                    "never reached its ledger (so were never sent) given back; %d outcome(s) "
-                    "mirrored", released, len(claims) - released)
 
     async def gate(self) -> None:
         """While the revenue breaker is open, wait here (work stays in the stream)."""
@@ -510,7 +493,8 @@ class RevenuePoster(BatchWorker):
                         part, invoices, "pending", attempt,
                         f"attempt {attempt}: {len(part)} lines"))
                 except Exception as err:  # nothing was sent: give the shared claim back
-                    await self._unclaim_shared(part, attempt, err)
+                    await self.uploads.give_back(PLATFORM, [ln.line_id for ln in part],
+                                                 attempt, err)
                     raise
                 claimed = True
                 crashpoint("revenue.before_upload")
@@ -574,47 +558,19 @@ class RevenuePoster(BatchWorker):
         meanwhile, or the broker cannot say, nothing is claimed in the ledger and nothing is
         sent: what this attempt took is given back and ``ClaimedElsewhere`` or
         ``BrokerUnavailable`` is raised (the invoices wait for a redelivery)."""
-        ids = [ln.line_id for ln in part]
         counts = {ln.line_id: n for ln in part
                   if (n := invoices[ln.invoice_id].version_lines) is not None}
-        try:
-            lost = await self.uploads.claim(PLATFORM, ids, attempt, time.time(),
-                                            amounts={ln.line_id: ln.amount for ln in part},
-                                            counts=counts)
-        except Retryable as err:  # some claims may be stored: give them back
-            await self._unclaim_shared(part, attempt, err)
-            raise
+        lost = await self.uploads.take(PLATFORM, [ln.line_id for ln in part], attempt,
+                                       amounts={ln.line_id: ln.amount for ln in part},
+                                       counts=counts)
         if lost:
-            await self.uploads.mark(PLATFORM, [i for i in ids if i not in lost], "released",
-                                    attempt, time.time())
             raise ClaimedElsewhere(f"{len(lost)} line(s) of an upload were taken by another "
                                    "gateway process first")
 
-    async def _unclaim_shared(self, part: list[RevenueLineIn], attempt: str,
-                              err: Exception) -> None:
-        """Give back this attempt's shared claims (nothing was sent: the ledger holds no claim
-        of it). Best effort: a claim that cannot be given back now stays this process's, which
-        sends the line when the invoice comes back here, or gives it back when it starts."""
-        try:
-            await self.uploads.mark(PLATFORM, [ln.line_id for ln in part], "released", attempt,
-                                    time.time())
-        except Retryable as again:
-            log.warning("revenue: %d shared claim(s) of attempt %s not given back after %s "
-                        "(%s); this process releases them when it starts", len(part), attempt,
-                        getattr(err, "code", type(err).__name__), again)
-
     async def _record(self, rows: list[UploadRow]) -> None:
-        """This process's outcome for its lines: the ledger first, then the shared
-        ``uploads`` (a crash in between leaves the shared state behind the ledger, which is
-        the authority on this process's own lines)."""
-        await self.ledger.record_uploads(rows)
-        by_status: dict[tuple[str, str], list[str]] = {}
-        for r in rows:
-            by_status.setdefault((r.status, r.attempt), []).append(r.line_id)
-        amounts = {r.line_id: r.amount for r in rows}
-        for (status, attempt), ids in by_status.items():
-            await self.uploads.mark(PLATFORM, ids, status, attempt, time.time(),
-                                    amounts=amounts)
+        """This process's outcome for its lines: the ledger, then the shared ``uploads``
+        (``SharedUploads.record``)."""
+        await self.uploads.record(self.ledger, rows)
 
     async def _refused(self, part: list[RevenueLineIn], err: PlatformRejected,
                        invoices: dict[str, _Invoice], attempt: str) -> list[list[RevenueLineIn]]:

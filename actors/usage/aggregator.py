@@ -7,8 +7,9 @@ from a client that published straight onto the stream):
 1. decode (a contract violation is dead-lettered at once); a usage id seen twice in the batch
    (the stream keeps a record sent again after its duplicate window) is one record with two
    deliveries;
-2. read each record's state in the ledger's ``uploads`` table, once per effect: platform
-   ``usage.billing`` and ``usage.revenue``, one row per usage id. As in flow 2's revenue half
+2. read each record's state in the ledger's ``uploads`` table and in the cluster's shared
+   ``uploads`` bucket (below), once per effect: platform ``usage.billing`` and
+   ``usage.revenue``, one row (key) per usage id. As in flow 2's revenue half
    (``actors.revenue.poster``, docs/flows.md "Revenue: the crash window"), a row left
    ``pending`` by an attempt that never recorded its answer is moved to ``in_doubt`` and its
    record is not sent to that platform again — except a billing claim whose whole aggregate
@@ -16,8 +17,9 @@ from a client that published straight onto the stream):
    exactly as it was (``_resendable``) and answered ``replayed`` if it was rated;
 3. billing: the records not yet rated are aggregated per (subscription, product, meter, month)
    (``plan.aggregate``) and sent in bulk requests of at most ``max_bulk_items`` items, each
-   with a derived ``Idempotency-Key``; breaker and permit, then the records are claimed
-   ``pending`` (crash point ``usage.before_billing``), then sent. Per item: ``created`` or
+   with a derived ``Idempotency-Key``; breaker and permit, then the records are claimed in the
+   shared bucket and ``pending`` in the ledger (crash point ``usage.before_billing``), then
+   sent. Per item: ``created`` or
    ``replayed`` → its records ``uploaded`` with the amount billing rated each at (unit price times
    quantity; the revenue line needs it); ``rejected`` → its records dead-lettered
    (``usage.<code>``);
@@ -44,14 +46,26 @@ record whose billing is in
 doubt is not sent to revenue either (its amount is unknown), so it waits for a person with the
 billing row (docs/errors.md ``usage.in_doubt``). ``LedgerUnavailable`` naks the batch.
 
-Limits: the guard is this process's ledger alone (flow 2's revenue half also shares its guard
-in the cluster's ``uploads`` bucket; this one does not yet): run the aggregator in one gateway
-process (``usage.enabled``). Sharing it like ``actors.revenue.poster`` needs each record's two
-guards (``usage.billing``, ``usage.revenue``) claimed in ``SharedUploads`` before the ledger and
-given back at start, the rated amount and currency in the shared value once billing rated a
-record (another process sends its revenue line from it), and a billing claim another process
-left ``pending`` waiting for its owner (only the owner's ledger knows the aggregate that
-``_resendable`` sends again under the same ``Idempotency-Key``). docs/scale-out.md.
+Several gateway processes: each record's two guards are shared in the cluster's ``uploads``
+bucket (``actors.infra.state.SharedUploads``, platforms ``usage.billing`` and ``usage.revenue``)
+as in ``actors.revenue.poster``: the ledger judges this process's own attempts, the bucket tells
+every process which records another one claimed or finished. A claim is stored in the bucket
+first, conditionally on the revision read (crash points ``usage.between_billing_claims`` /
+``usage.between_revenue_claims``), then committed ``pending`` in the ledger, then sent; a
+record another process claimed meanwhile is not sent (``UsageClaimedElsewhere``: it waits) and
+what this attempt took is given back. An outcome is committed in the ledger, then mirrored in the
+bucket by its owner — billing's with the amount rated per record, so another process sends the
+revenue line of a record it never rated. A billing claim names its aggregate: whichever process
+holds every record of that aggregate sends the very same aggregate again (``_resendable``;
+billing's item idempotency answers a repeat ``replayed``), taking the claim over with
+``again`` — a claim that is never given back, since what it sends may have been rated before,
+so those records are never aggregated afresh. Otherwise a record another process holds waits.
+At start (``_left_behind``) a process flags its ledger's unfinished revenue claims in doubt
+(here and in the bucket), keeps its unfinished billing claims (anyone may send their aggregate
+again), gives back its shared claims its ledger never recorded and mirrors the outcomes the
+bucket missed. Limit: a record whose billing claim another process holds waits until a batch
+holds its whole aggregate or the owner records the outcome, and after ``max_deliver`` is
+dead-lettered ``retry.exhausted`` (never sent as a new aggregate). docs/scale-out.md.
 """
 
 from __future__ import annotations
@@ -85,9 +99,11 @@ from ..crash import crashpoint
 from ..deadletter import DeadLetterSink
 from ..infra.bus import Delivery
 from ..infra.ledger import Ledger, LedgerUnavailable, UploadRow
+from ..infra.state import SharedLine, SharedUploads
 from ..monitor import instance_id
 from ..platforms import PlatformGuard, PlatformRejected
 from ..revenue.plan import accepted_batch_id, halves, never_recorded, pack, refused_invoices
+from ..revenue.poster import ClaimedElsewhere
 from ..worker import BatchWorker
 from .plan import (
     Aggregate,
@@ -99,7 +115,7 @@ from .plan import (
     revenue_line,
 )
 
-__all__ = ["BILLING", "BULK_PATH", "REVENUE", "UsageAggregator"]
+__all__ = ["BILLING", "BULK_PATH", "REVENUE", "UsageAggregator", "UsageClaimedElsewhere"]
 
 log = logging.getLogger("erpgw.usage")
 _msgpack: MsgpackCodec[Envelope] = MsgpackCodec(Envelope)
@@ -115,6 +131,17 @@ BULK_PATH = "/billing/v1/usage-records/bulk"
 UPLOAD_PATH = "/revenue/v1/batches"
 _SENDABLE = (None, "released", "rejected")
 _DONE = ("uploaded", "in_doubt")
+# A record's state for a platform when another process's claim holds it (billing: or a claim
+# to send its aggregate again, whoever made it): never sent here but as that aggregate.
+_HELD = "held"
+
+
+class UsageClaimedElsewhere(ClaimedElsewhere):
+    """Another gateway process has claimed a usage record and not recorded the outcome yet
+    (and, for billing, this batch cannot send the very same aggregate again): the record
+    waits (nak, at least ``CLAIM_WAIT_S`` apart after the first deliveries)."""
+
+    code = "usage.claimed_elsewhere"
 
 
 @dataclass
@@ -128,7 +155,8 @@ class _Record:
     platform_response: str | None = None
     retry: Exception | None = None
     amount: tuple[int, str] | None = None  # what billing rated it at
-    states: dict[str, str | None] = field(default_factory=dict)  # platform → ledger state
+    states: dict[str, str | None] = field(default_factory=dict)  # platform → state (_state)
+    group: str = ""  # the aggregate a billing claim of it rates (another process's claim)
 
 
 def _decode(data: bytes) -> Envelope:
@@ -139,8 +167,9 @@ def _decode(data: bytes) -> Envelope:
 
 class UsageAggregator(BatchWorker):
     def __init__(self, name: str, *, billing: PlatformGuard, revenue: PlatformGuard,
-                 ledger: Ledger, dlq: DeadLetterSink, subjects: Subjects,
-                 max_bulk_items: int = 500, max_batch_lines: int = 500, **kw: object) -> None:
+                 ledger: Ledger, uploads: SharedUploads, dlq: DeadLetterSink,
+                 subjects: Subjects, max_bulk_items: int = 500, max_batch_lines: int = 500,
+                 **kw: object) -> None:
         super().__init__(name, **kw)  # type: ignore[arg-type]
         if max_bulk_items < 1 or max_batch_lines < 1:
             raise ValueError("max_bulk_items and max_batch_lines must be >= 1")
@@ -149,6 +178,9 @@ class UsageAggregator(BatchWorker):
         self.billing = billing
         self.revenue = revenue
         self.ledger = ledger
+        # Which records every process claimed or finished, per platform (the guard across
+        # processes; the ledger judges this process's own attempts).
+        self.uploads = uploads
         self.dlq = dlq
         self.subjects = subjects
         self.max_bulk_items = max_bulk_items
@@ -159,6 +191,9 @@ class UsageAggregator(BatchWorker):
         self.revenue_uploads = 0
         self.in_doubt = 0
         self.rejected = 0
+        self.waiting_records = 0  # records another process holds, left for a redelivery
+        self.released_claims = 0  # shared claims of an earlier incarnation given back
+        self.resent_aggregates = 0  # claimed aggregates sent again as they were
         self._started = time.monotonic()
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
@@ -168,7 +203,38 @@ class UsageAggregator(BatchWorker):
                 log.error("%s: %d record(s) in doubt and %d claimed by an unfinished attempt "
                           "in the ledger; see docs/errors.md (usage.in_doubt)", platform,
                           counts.get("in_doubt", 0), counts.get("pending", 0))
+        await self._left_behind()
         await super().run(task_status=task_status)
+
+    async def _left_behind(self) -> None:
+        """At start, settle what an earlier incarnation of this process (same data directory,
+        so never running beside this one) left, so that another process holding the records
+        need not wait for them to come back here:
+
+        * revenue: every record the ledger holds ``pending`` is in doubt, here and in the
+          shared ``uploads`` (as in ``actors.revenue.poster``);
+        * billing: a record the ledger holds ``pending`` stays claimed (its shared claim names
+          the aggregate: whichever process gets all its records sends that very aggregate
+          again, ``_resendable``);
+        * both: a shared claim this process made that never reached its ledger is given back
+          (nothing of it was sent), an outcome the shared state missed is mirrored, with the
+          rated amount for billing (``SharedUploads.left_behind``).
+
+        Raises ``LedgerUnavailable`` and ``BrokerUnavailable`` (the actor restarts)."""
+        rows = await self.ledger.find_uploads(REVENUE, status="pending")
+        if rows:
+            now, attempt = time.time(), new_id()
+            await self.uploads.record(self.ledger, [
+                UploadRow(REVENUE, r.line_id, r.invoice_id, "in_doubt", attempt, None, r.amount,
+                          r.currency, r.correlation_id, now, "claimed by an attempt that "
+                          "never recorded its answer (the process stopped)") for r in rows])
+            self.in_doubt += len(rows)
+            log.error("%s: %d record(s) left claimed by an earlier attempt are in doubt, not "
+                      "sent again (usage.in_doubt)", REVENUE, len(rows))
+        for platform in (BILLING, REVENUE):
+            released, _ = await self.uploads.left_behind(platform, self.ledger,
+                                                         amounts=platform == BILLING)
+            self.released_claims += released
 
     async def gate(self) -> None:
         """While either platform's breaker is open, wait (the records stay in the stream)."""
@@ -178,8 +244,9 @@ class UsageAggregator(BatchWorker):
     # -- one batch -----------------------------------------------------------------------------
 
     async def handle(self, batch: Sequence[Delivery]) -> None:
-        """Raises ``LedgerUnavailable`` (the worker naks the batch; a claim it left behind is
-        read as in doubt next time, never sent again)."""
+        """Raises ``LedgerUnavailable`` and ``BrokerUnavailable`` (the worker naks the batch;
+        a ledger claim it left behind is read as in doubt next time, or sent again as the same
+        aggregate for billing, never anything new)."""
         recs: dict[str, _Record] = {}
         for n, d in enumerate(batch):
             if n % 64 == 63:
@@ -201,21 +268,29 @@ class UsageAggregator(BatchWorker):
         if not recs:
             return
         resend: list[Aggregate] = []
+        self.uploads.forget_seen()
         for platform in (BILLING, REVENUE):
             states = await self.ledger.upload_states(platform, recs)
+            shared = await self.uploads.read(platform, recs)
             for uid, r in recs.items():
-                r.states[platform] = states.get(uid)
+                r.states[platform] = self._state(platform, r, states.get(uid), shared[uid])
             stale = [r for r in recs.values() if r.states[platform] == "pending"]
-            if stale and platform == BILLING:
-                stale, resend = await self._resendable(stale, recs)
+            held = [r for r in recs.values() if r.states[platform] == _HELD]
+            if platform == BILLING and (stale or held):
+                stale, resend, held = await self._resendable(stale + held, recs)
             if stale:
                 await self._in_doubt(platform, stale, "claimed by an attempt that never "
                                      "recorded its answer (the process or the actor stopped)")
+            for r in held:
+                r.retry = UsageClaimedElsewhere(
+                    f"usage record {r.rec.usage_id} is claimed for {platform} by another "
+                    "gateway process", deliveries=max(d.num_delivered for d in r.deliveries))
+            self.waiting_records += len(held)
         stop = None
         if resend:  # claimed already: the very same items again, never a new aggregate
             stop = await self._bill(resend, {r.rec.usage_id: r for a in resend
                                              for r in (recs[u] for u in a.usage_ids)},
-                                    claimed_already=True)
+                                    again=True)
         if stop is None:
             todo = {r.rec.usage_id: r for r in recs.values()
                     if r.states[BILLING] in _SENDABLE}
@@ -227,6 +302,29 @@ class UsageAggregator(BatchWorker):
                 if r.refusal is None and not self._finished(r):
                     r.retry = stop
         await self._settle(recs.values())
+
+    def _state(self, platform: str, r: _Record, own: str | None,
+               line: SharedLine) -> str | None:
+        """What ``r`` needs at ``platform``, from this process's ledger (``own``: the authority
+        on its own attempts) and the shared ``uploads`` (``line``: every process's): an
+        outcome of either is final (billing's rated amount comes with the shared one); a claim
+        of this process's ledger is ``pending`` (an attempt that never recorded its answer);
+        another process's claim, or for billing any claim to send an aggregate again, is
+        ``_HELD``; otherwise the ledger's state (None, ``released``, ``rejected``: sendable).
+        A shared claim of this process that its ledger lacks proves nothing of it was sent
+        (its ledger claim failed): sendable."""
+        if own in _DONE:
+            return own
+        if line.status in _DONE:
+            if platform == BILLING and line.status == "uploaded" and line.amount is not None:
+                r.amount = (line.amount, line.currency)
+            return line.status
+        if own == "pending":
+            return own
+        if line.status == "pending" and (line.owner != self.uploads.owner or line.again):
+            r.group = line.group if platform == BILLING else ""
+            return _HELD
+        return own
 
     def _finished(self, r: _Record) -> bool:
         if r.states[BILLING] == "in_doubt":
@@ -246,37 +344,47 @@ class UsageAggregator(BatchWorker):
 
     # -- billing -------------------------------------------------------------------------------
 
-    async def _resendable(self, stale: list[_Record], recs: dict[str, _Record]
-                          ) -> tuple[list[_Record], list[Aggregate]]:
-        """Split billing claims left ``pending`` into those still in doubt and the aggregates
-        that can be sent again as they were: billing keeps an idempotency key per item (its
-        id, derived from exactly its records), so the very same item again is answered
-        ``replayed`` if it was rated and rated now if it was not — never twice. That needs
-        every record of the claimed aggregate in this batch, rebuilding to the same id;
-        anything else stays in doubt. Raises ``LedgerUnavailable``."""
-        members: dict[str, set[str]] = {}
-        for row in await self.ledger.find_uploads(BILLING, status="pending"):
-            members.setdefault(row.invoice_id, set()).add(row.line_id)
-        agg_of = {uid: agg for agg, ids in members.items() for uid in ids}
+    async def _resendable(self, claimed: list[_Record], recs: dict[str, _Record]
+                          ) -> tuple[list[_Record], list[Aggregate], list[_Record]]:
+        """Split billing claims (this process's left ``pending``, and ``_HELD`` ones: another
+        process's, or a claim to send again) into those in doubt, the aggregates that can be
+        sent again as they were, and those that wait. Billing keeps an idempotency key per
+        item (its id, derived from exactly its records), so the very same item again is
+        answered ``replayed`` if it was rated and rated now if it was not — never twice,
+        whichever process sends it. That needs every record of the claimed aggregate in this
+        batch, rebuilding to the same id; otherwise this process's own claim stays in doubt
+        and another's waits for its owner (or for a batch holding the whole aggregate).
+        Raises ``LedgerUnavailable``."""
+        agg_of = {r.rec.usage_id: r.group for r in claimed if r.states[BILLING] == _HELD}
+        if len(agg_of) < len(claimed):  # this process's claims: the ledger names the aggregate
+            for row in await self.ledger.find_uploads(BILLING, status="pending"):
+                if row.line_id in recs and row.line_id not in agg_of:
+                    agg_of[row.line_id] = row.invoice_id
+        groups: dict[str, list[_Record]] = {}
+        for r in claimed:
+            groups.setdefault(agg_of.get(r.rec.usage_id, ""), []).append(r)
         resend: list[Aggregate] = []
         doubt: list[_Record] = []
-        for agg_id in dict.fromkeys(agg_of.get(r.rec.usage_id, "") for r in stale):
-            ids = members.get(agg_id, set())
-            rebuilt = aggregate(recs[u].rec for u in ids) if ids <= recs.keys() else []
+        held: list[_Record] = []
+        for agg_id, members in groups.items():
+            rebuilt = aggregate(m.rec for m in members) if agg_id else []
             if len(rebuilt) == 1 and rebuilt[0].id == agg_id:
                 resend.append(rebuilt[0])
-            else:
-                doubt += [r for r in stale if agg_of.get(r.rec.usage_id, "") == agg_id]
+                continue
+            doubt += [m for m in members if m.states[BILLING] == "pending"]
+            held += [m for m in members if m.states[BILLING] == _HELD]
         if resend:
+            self.resent_aggregates += len(resend)
             log.info("usage: %d aggregate(s) claimed by an unfinished attempt sent again "
                      "as they were (billing answers a repeat 'replayed')", len(resend))
-        return doubt, resend
+        return doubt, resend, held
 
     async def _bill(self, aggs: list[Aggregate], by_id: dict[str, _Record], *,
-                    claimed_already: bool = False) -> Exception | None:
-        """Rate ``aggs`` in bulk requests, claiming their records first unless
-        ``claimed_already`` (a resend of claims left pending). Returns the error that stopped
-        it (the platform is failing), else None. Raises ``LedgerUnavailable``."""
+                    again: bool = False) -> Exception | None:
+        """Rate ``aggs`` in bulk requests, claiming their records first (``again``: a resend
+        of claimed aggregates, whose claims are never given back). Returns the error that
+        stopped it (the platform is failing, or another process claimed a record first), else
+        None. Raises ``LedgerUnavailable``, ``BrokerUnavailable``."""
         if not aggs:
             return None
         self.aggregates += len(aggs)
@@ -285,14 +393,12 @@ class UsageAggregator(BatchWorker):
             agg_of = {uid: a.id for a in part for uid in a.usage_ids}
             mine = [by_id[uid] for a in part for uid in a.usage_ids]
             attempt = new_id()
-            claimed = claimed_already
+            claimed = False
 
             async def claim(mine: list[_Record] = mine, agg_of: dict[str, str] = agg_of,
-                            attempt: str = attempt) -> None:
+                            attempt: str = attempt, n: int = len(part)) -> None:
                 nonlocal claimed
-                await self.ledger.record_uploads(self._rows(
-                    BILLING, mine, agg_of, "pending", attempt,
-                    f"attempt {attempt}: {len(mine)} records in {len(agg_of)} items"))
+                await self._claim(BILLING, mine, agg_of, attempt, f"{n} items", again=again)
                 claimed = True
                 crashpoint("usage.before_billing")
 
@@ -328,7 +434,8 @@ class UsageAggregator(BatchWorker):
                         log.info("usage: no answer from billing (%s); sending the same "
                                  "request again", err.code)
                         continue
-                    return await self._failed(BILLING, mine, agg_of, attempt, err, claimed)
+                    return await self._failed(BILLING, mine, agg_of, attempt, err, claimed,
+                                              again=again)
                 break
             if answer is None:
                 continue
@@ -359,7 +466,7 @@ class UsageAggregator(BatchWorker):
                 by_id[uid].states[BILLING] = "uploaded"
             rows += self._rows(BILLING, recs, agg_of, "uploaded", attempt,
                                f"item {agg.id} {res.status}")
-        await self.ledger.record_uploads(rows)
+        await self._record(rows)
         crashpoint("usage.after_billing_commit")
 
     # -- revenue -------------------------------------------------------------------------------
@@ -370,9 +477,11 @@ class UsageAggregator(BatchWorker):
         if not todo:
             return
         unknown = [r.rec.usage_id for r in todo if r.amount is None]
-        if unknown:  # rated in an earlier delivery: the ledger kept the amount
+        if unknown:  # rated in an earlier delivery here: the ledger kept the amount
             for uid, amt in (await self.ledger.upload_amounts(BILLING, unknown)).items():
                 recs[uid].amount = amt
+        # (a rated amount neither the ledger nor the shared state knows: left unfinished)
+        todo = [r for r in todo if r.amount is not None and r.amount[1]]
         aggs = aggregate((r.rec for r in todo),
                          {r.rec.usage_id: r.amount[1] for r in todo if r.amount is not None})
         amounts = {r.rec.usage_id: r.amount for r in todo if r.amount is not None}
@@ -398,9 +507,7 @@ class UsageAggregator(BatchWorker):
             async def claim(mine: list[_Record] = mine, agg_of: dict[str, str] = agg_of,
                             attempt: str = attempt, n: int = len(part)) -> None:
                 nonlocal claimed
-                await self.ledger.record_uploads(self._rows(
-                    REVENUE, mine, agg_of, "pending", attempt,
-                    f"attempt {attempt}: {len(mine)} records in {n} usage lines"))
+                await self._claim(REVENUE, mine, agg_of, attempt, f"{n} usage lines")
                 claimed = True
                 crashpoint("usage.before_revenue")
 
@@ -424,7 +531,7 @@ class UsageAggregator(BatchWorker):
                 return await self._failed(REVENUE, mine, agg_of, attempt, err, claimed)
             crashpoint("usage.after_revenue")
             batch_id = accepted_batch_id(resp.body)
-            await self.ledger.record_uploads(self._rows(
+            await self._record(self._rows(
                 REVENUE, mine, agg_of, "uploaded", attempt, f"batch {batch_id}"))
             for r in mine:
                 r.states[REVENUE] = "uploaded"
@@ -443,7 +550,7 @@ class UsageAggregator(BatchWorker):
             if len(parts) == 1:
                 await self._refuse(REVENUE, mine, agg_of, attempt, err, err.body)
                 return []
-            await self.ledger.record_uploads(self._rows(
+            await self._record(self._rows(
                 REVENUE, mine, agg_of, "released", attempt,
                 f"refused with {err.status} not naming the lines; sent again in halves"))
             for r in mine:
@@ -460,7 +567,7 @@ class UsageAggregator(BatchWorker):
                 recs[uid].platform_response = err.body
         bad_recs = [recs[uid] for ln in bad for uid in ln.usage_ids]
         rest_recs = [recs[uid] for ln in rest for uid in ln.usage_ids]
-        await self.ledger.record_uploads(
+        await self._record(
             self._rows(REVENUE, bad_recs, agg_of, "rejected", attempt, f"422: {err.body}")
             + self._rows(REVENUE, rest_recs, agg_of, "released", attempt,
                          "upload refused for other lines; sent again without them"))
@@ -469,28 +576,74 @@ class UsageAggregator(BatchWorker):
             r.states[REVENUE] = "released"
         return [rest] if rest else []
 
+    # -- claims and outcomes shared by both halves ---------------------------------------------
+
+    async def _claim(self, platform: str, mine: list[_Record], agg_of: dict[str, str],
+                     attempt: str, what: str, *, again: bool = False) -> None:
+        """Claim ``mine`` for ``platform`` (after the breaker and the permit): in the shared
+        ``uploads`` first, conditionally on the revisions read (a record another process
+        claimed meanwhile is not sent: ``UsageClaimedElsewhere``, and what this attempt took is
+        given back unless ``again``), then ``pending`` in the ledger (records this process's
+        ledger holds ``pending`` already are a resend of its own claim), then nothing but the
+        request. Raises ``UsageClaimedElsewhere``, ``BrokerUnavailable``, ``LedgerUnavailable``
+        (nothing sent)."""
+        ids = [r.rec.usage_id for r in mine]
+        if again:  # never given back: an earlier attempt may have sent the aggregate
+            lost = await self.uploads.claim(platform, ids, attempt, time.time(), groups=agg_of,
+                                            again=True)
+        else:
+            lost = await self.uploads.take(platform, ids, attempt, groups=agg_of)
+        if lost:
+            raise UsageClaimedElsewhere(
+                f"{len(lost)} usage record(s) of a {platform} request were claimed by another "
+                "gateway process first",
+                deliveries=max(d.num_delivered for r in mine for d in r.deliveries))
+        crashpoint("usage.between_billing_claims" if platform == BILLING
+                   else "usage.between_revenue_claims")
+        fresh = [r for r in mine if r.states[platform] != "pending"]
+        try:
+            await self.ledger.record_uploads(self._rows(
+                platform, fresh, agg_of, "pending", attempt,
+                f"attempt {attempt}: {len(mine)} records in {what}"))
+        except Exception as err:  # nothing was sent
+            if not again:
+                await self.uploads.give_back(platform, ids, attempt, err)
+            raise
+        for r in fresh:
+            r.states[platform] = "pending"
+
+    async def _record(self, rows: list[UploadRow]) -> None:
+        """This process's outcome for its records: the ledger, then the shared ``uploads``
+        (with the amount billing rated each at, for another process to go on from)."""
+        await self.uploads.record(self.ledger, rows)
+
     # -- outcomes shared by both halves --------------------------------------------------------
 
     async def _refuse(self, platform: str, mine: list[_Record], agg_of: dict[str, str],
                       attempt: str, err: GatewayError, body: str | None) -> None:
         """The platform refused the whole request: its records are dead-lettered."""
-        await self.ledger.record_uploads(self._rows(platform, mine, agg_of, "rejected",
-                                                    attempt, f"[{err.code}] {err}"))
+        await self._record(self._rows(platform, mine, agg_of, "rejected", attempt,
+                                      f"[{err.code}] {err}"))
         self.rejected += len(mine)
         for r in mine:
             r.refusal = err
             r.platform_response = body
 
     async def _failed(self, platform: str, mine: list[_Record], agg_of: dict[str, str],
-                      attempt: str, err: Retryable, claimed: bool) -> Exception:
-        """A retryable failure: release what certainly was not recorded, flag the rest."""
+                      attempt: str, err: Retryable, claimed: bool, *,
+                      again: bool = False) -> Exception:
+        """A retryable failure: release what certainly was not recorded, flag the rest. A
+        resend (``again``) that was not recorded keeps its claims: an earlier attempt of the
+        same aggregate may have been, so it is only ever sent again as it was."""
         self.last_error = f"[{err.code}] {err}"
         guard = self.billing if platform == BILLING else self.revenue
         await guard.publish_transitions()
-        if not claimed:  # refused by the breaker: nothing was claimed or sent
+        if not claimed:  # refused by the breaker or by another's claim: nothing was sent
+            return err
+        if never_recorded(err) and again:
             return err
         if never_recorded(err):
-            await self.ledger.record_uploads(self._rows(
+            await self._record(self._rows(
                 platform, mine, agg_of, "released", attempt,
                 f"not recorded by the platform ({err.code}): {err}"))
             for r in mine:
@@ -504,8 +657,8 @@ class UsageAggregator(BatchWorker):
                         attempt: str | None = None,
                         agg_of: dict[str, str] | None = None) -> None:
         """Records that may or may not be at ``platform``: flag them, never send them again."""
-        await self.ledger.record_uploads(self._rows(platform, mine, agg_of or {}, "in_doubt",
-                                                    attempt or new_id(), reason))
+        await self._record(self._rows(platform, mine, agg_of or {}, "in_doubt",
+                                      attempt or new_id(), reason))
         for r in mine:
             r.states[platform] = "in_doubt"
         self.in_doubt += len(mine)
@@ -547,5 +700,8 @@ class UsageAggregator(BatchWorker):
             "revenue_uploads": self.revenue_uploads,
             "in_doubt_records": self.in_doubt,
             "rejected_records": self.rejected,
+            "waiting_records": self.waiting_records,
+            "resent_aggregates": self.resent_aggregates,
+            "released_claims": self.released_claims,
             "dead_lettered": self.dlq.count,
         }

@@ -35,6 +35,7 @@ from contracts.platforms.billing import (
 )
 from contracts.platforms.signing import SIGNATURE_HEADER, sign
 from gateway.stack import Stack
+from gateway.usage_demo import run_usage
 from sim._billing import BillRunOptions
 
 from .conftest import actor_stats, billing_event
@@ -188,6 +189,40 @@ async def test_two_processes_at_once_post_every_document_once(tmp_path: Path) ->
         shares = [(await actor_stats(url, "erp-journal"))["processed"]
                   for url in (stack.admin_url, peer.admin_url)]
         assert all(n > 0 for n in shares), shares
+    finally:
+        await stack.stop_process(peer.proc)
+        await stack.close()
+
+
+async def test_a_usage_flood_through_two_processes_counts_every_record_once(
+        tmp_path: Path) -> None:
+    """Both processes run the usage aggregator on the same consumer (small batches, so both
+    take part); the first is frozen past ``ack_wait`` while it holds records, which are
+    redelivered to the other meanwhile. Billing rates each record once, the revenue platform
+    records each once, with the amount billing rated."""
+    stack = Stack(tmp_path, ack_wait_s=2.0, seed=33,
+                  gateway_toml="[usage]\nbatch = 24\nmax_bulk_items = 8\n")
+    await stack.start()
+    peer = await stack.start_peer_gateway("gateway-b")
+    try:
+        async def freeze_mid_run() -> None:
+            with anyio.fail_after(60):
+                while (await actor_stats(stack.admin_url, "usage-aggregator"))[
+                        "processed"] < 48:
+                    await anyio.sleep(0.02)
+            stack.signal_gateway(signal.SIGSTOP)
+            await anyio.sleep(stack.ack_wait_s * 2)  # the fault's length, not a wait for events
+            stack.signal_gateway(signal.SIGCONT)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(freeze_mid_run)
+            usage = await run_usage(stack, 480, seed=5, stall_timeout=90)
+        assert usage["drained"] and usage["lost"] == 0 and usage["duplicates"] == 0, usage
+        assert usage["amount_ok"], usage
+        shares = [await actor_stats(url, "usage-aggregator")
+                  for url in (stack.admin_url, peer.admin_url)]
+        assert all(s["processed"] > 0 for s in shares), shares
+        assert await stack.dead_letters() == []
     finally:
         await stack.stop_process(peer.proc)
         await stack.close()

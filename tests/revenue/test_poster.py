@@ -379,9 +379,11 @@ class Crash(BaseException):
     poster's clean-up handlers catch ``Exception`` only, so they do not run either)."""
 
 
-def crash_at(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
-    """Crash point ``name`` raises ``Crash`` the first time execution passes it."""
-    from actors.revenue import poster as module
+def crash_at(monkeypatch: pytest.MonkeyPatch, name: str, module: Any = None) -> None:
+    """Crash point ``name`` of ``module`` (default: the revenue poster's) raises ``Crash`` the
+    first time execution passes it."""
+    if module is None:
+        from actors.revenue import poster as module
 
     passed: list[str] = []
 
@@ -405,6 +407,20 @@ def freeze_after_the_shared_claim(monkeypatch: pytest.MonkeyPatch,
         while frozen:
             await frozen.pop()()
     monkeypatch.setattr(RevenuePoster, "_claim_shared", claim_then_freeze)
+
+
+def die_before_mirroring_uploaded(monkeypatch: pytest.MonkeyPatch,
+                                  uploads: SharedUploads) -> None:
+    """``uploads`` crashes when asked to mirror an ``uploaded`` outcome (the ledger has
+    committed it): a process dying between the two writes."""
+    mark = uploads.mark
+
+    async def die_before_uploaded(platform_: str, ids: Any, status: str, *args: Any,
+                                  **kw: Any) -> None:
+        if status == "uploaded":
+            raise Crash("after the ledger's uploaded commit")
+        await mark(platform_, ids, status, *args, **kw)
+    monkeypatch.setattr(uploads, "mark", die_before_uploaded)
 
 
 async def died_in_upload(monkeypatch: pytest.MonkeyPatch, point: str,
@@ -508,14 +524,7 @@ async def test_an_outcome_the_shared_uploads_missed_is_mirrored_at_start(
     shared = MemoryBucket()
     platform = Platform(accept)
     a = poster(platform, ledger, bucket=shared, owner="gw-a")
-    mark = a.uploads.mark
-
-    async def die_before_uploaded(platform_: str, ids: Any, status: str, *args: Any,
-                                  **kw: Any) -> None:
-        if status == "uploaded":
-            raise Crash("after the ledger's uploaded commit")
-        await mark(platform_, ids, status, *args, **kw)
-    monkeypatch.setattr(a.uploads, "mark", die_before_uploaded)
+    die_before_mirroring_uploaded(monkeypatch, a.uploads)
     with pytest.raises(Crash):
         await a.handle([FakeDelivery(envelope(1))])
     ids = ["in_1:il_1", "in_1:il_2"]
@@ -653,9 +662,9 @@ def test_no_line_is_ever_sent_twice_whatever_crashes_and_restarts(
     asyncio.run(_crash_and_restart(steps))
 
 
-async def _crash_and_restart(steps: list[tuple[int, int, str | None]]) -> None:
-    from actors.revenue import poster as module
-
+def arm_crashpoints(module: Any) -> tuple[list[str], Callable[[], None]]:
+    """``module``'s crash points raise ``Crash`` at the one name the returned list holds, once
+    (the caller arms it before each step); and the function that puts the real ones back."""
     armed: list[str] = []
 
     def point(at: str) -> None:
@@ -664,7 +673,17 @@ async def _crash_and_restart(steps: list[tuple[int, int, str | None]]) -> None:
             raise Crash(at)
 
     original = module.crashpoint
-    module.crashpoint = point  # type: ignore[assignment]
+    module.crashpoint = point
+
+    def restore() -> None:
+        module.crashpoint = original
+    return armed, restore
+
+
+async def _crash_and_restart(steps: list[tuple[int, int, str | None]]) -> None:
+    from actors.revenue import poster as module
+
+    armed, restore = arm_crashpoints(module)
     shared, platform = MemoryBucket(), Platform(accept)
     crashed_at: list[str] = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -711,7 +730,7 @@ async def _crash_and_restart(steps: list[tuple[int, int, str | None]]) -> None:
                 assert "revenue.after_upload" in crashed_at
             assert set(recorded) - doubt <= lines
         finally:
-            module.crashpoint = original
+            restore()
             for led in ledgers:
                 await led.close()
 

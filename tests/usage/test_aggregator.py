@@ -6,6 +6,7 @@ deliveries. The delivery, sink and bus fakes are the revenue poster tests'."""
 from __future__ import annotations
 
 import time
+import weakref
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -17,6 +18,7 @@ import pytest
 from actors.infra import ConsumerSettings
 from actors.infra.http import Ambiguous, HttpResponse, PlatformUnavailable
 from actors.infra.ledger import Ledger, UploadRow
+from actors.infra.state import SharedUploads
 from actors.platforms import PlatformGuard
 from actors.usage import BILLING, REVENUE, UsageAggregator
 from actors.usage.plan import aggregate
@@ -37,6 +39,7 @@ from contracts.platforms.usage import (
     UsageItemResult,
 )
 
+from ..actors.memory_kv import MemoryBucket
 from ..revenue.test_poster import FakeBus, FakeDelivery, FakeSink, accept, fail
 
 _codec = MsgpackCodec(object)
@@ -113,13 +116,23 @@ async def ledger(tmp_path: Path) -> AsyncIterator[Ledger]:
         await ledger.close()
 
 
-def aggregator(billing: Billing, revenue: Revenue, ledger: Ledger) -> UsageAggregator:
+# The cluster's shared uploads of each test's process (its ledger): an aggregator made again on
+# the same ledger (a restart) sees what the earlier one left there.
+_SHARED: weakref.WeakKeyDictionary[Ledger, MemoryBucket] = weakref.WeakKeyDictionary()
+
+
+def aggregator(billing: Billing, revenue: Revenue, ledger: Ledger, *,
+               bucket: MemoryBucket | None = None, owner: str = "gw-1") -> UsageAggregator:
+    """The aggregator of the process that owns ``ledger``; ``bucket``: the shared uploads of
+    the cluster (one per ledger unless given)."""
+    shared = bucket or _SHARED.setdefault(ledger, MemoryBucket())
     return UsageAggregator("usage-aggregator",
                            billing=PlatformGuard("billing.usage", billing,  # type: ignore[arg-type]
                                                  open_code="usage.breaker_open"),
                            revenue=PlatformGuard("revenue", revenue,  # type: ignore[arg-type]
                                                  open_code="revenue.breaker_open"),
                            ledger=ledger, dlq=FakeSink(),
+                           uploads=SharedUploads(shared, owner),  # type: ignore[arg-type]
                            subjects=Subjects(), bus=FakeBus(), stream="ERPGW_USAGE",
                            durable="usage-aggregator", consumer=ConsumerSettings(), seed=1)
 
@@ -254,3 +267,22 @@ async def test_a_billing_claim_without_all_its_records_stays_in_doubt(ledger: Le
     await a.handle([one])  # u2 is in another batch: the item cannot be rebuilt as it was
     assert one.verdict == "ack" and billing.requests == [] and revenue.lines == []
     assert (await states(ledger, BILLING))["u1"] == "in_doubt"
+
+
+async def test_a_resend_answered_with_an_error_keeps_its_claim(ledger: Ledger) -> None:
+    """A claimed aggregate may have been rated by the attempt that claimed it, so when its
+    resend is answered 503 (nothing recorded by that request) its records stay claimed: the
+    next delivery sends that very aggregate again beside a new one, never one of both."""
+    one, two = usage(1), usage(2)
+    agg, = aggregate([_rec(one), _rec(two)])
+    await _claim(ledger, agg.id, ["u1", "u2"])
+    billing = Billing(fail(PlatformUnavailable("503", code="http.server_error")), rate)
+    a = aggregator(billing, Revenue(accept), ledger)
+    first = [one, two]
+    await a.handle(first)
+    assert [d.verdict for d in first] == ["nak", "nak"]
+    assert await states(ledger, BILLING) == {"u1": "pending", "u2": "pending"}
+    again = [redelivered(one), redelivered(two), usage(3)]
+    await a.handle(again)
+    assert [d.verdict for d in again] == ["ack"] * 3
+    assert [ids for _, ids in billing.requests] == [["u1", "u2"], ["u1", "u2"], ["u3"]]
