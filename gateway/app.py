@@ -67,7 +67,7 @@ from actors.platforms import Platform, PlatformGuard, Platforms, PlatformSpec, o
 from actors.platforms.auth import Secret
 from actors.platforms.billing import billing_source
 from actors.platforms.billing.stripe import StripeReader, stripe_source
-from actors.platforms.erp import JournalClient, NetSuiteQuery, build_journal_client
+from actors.platforms.erp import ErpRates, JournalClient, NetSuiteQuery, build_journal_client
 from actors.platforms.partner import partner_source
 from actors.reconcile import Reconciler
 from actors.reconcile.matching import ErpPosting
@@ -529,6 +529,12 @@ async def _run_tree(cfg: Config, buses: Mapping[str, NatsBus], subjects: Subject
         "attributions", open_code="partner.breaker_open", config=cfg.partner_breaker)
     erp_payables = platforms.erp.endpoint("vendor_bills", open_code="erp.breaker_open",
                                           label="ERP payables", config=cfg.erp_breaker)
+    # The ERP's daily exchange rates, read by the invoice router for foreign-currency invoices
+    # of an entity with a functional currency (docs/flows.md, "Entities and currencies").
+    erp_rates = ErpRates(platforms.erp.endpoint(
+        "exchange_rates", open_code="erp.breaker_open", label="ERP rates",
+        config=cfg.erp_breaker)) if cfg.entities.configured and cfg.erp.dialect == "erpgw" \
+        else None
     saga_platforms = SagaPlatforms.of(platforms, cfg.deals_breaker)
     erp_orders = platforms.erp.endpoint("sales_orders", open_code="erp.breaker_open",
                                         config=cfg.deals_breaker)
@@ -617,8 +623,8 @@ async def _run_tree(cfg: Config, buses: Mapping[str, NatsBus], subjects: Subject
             latency_observer=monitor.posting_observer("erp"))),
         ChildSpec("invoice-router", lambda: InvoiceRouter(
             "invoice-router", durable="invoice-router", batch=cfg.router.batch,
-            subjects=subjects, accounts=cfg.accounts,
-            dlq=billing_dlq("router"), bus=buses["router"],
+            subjects=subjects, accounts=cfg.accounts, entities=cfg.entities,
+            rate_source=erp_rates, dlq=billing_dlq("router"), bus=buses["router"],
             stream=billing_stream, consumer=cfg.consumers)),
     ]
     if cfg.revenue.enabled:

@@ -19,6 +19,7 @@ import msgspec
 from actors.infra import ConsumerSettings, StreamSettings
 from actors.infra.bus import mask_url, server_list
 from actors.ingress import AdminSettings, IngressSettings
+from actors.lifecycle.fx import EntityMap
 from actors.monitor import SlaConfig
 from actors.otel import OtelSettings
 from actors.platforms.auth import AuthSettings
@@ -289,6 +290,8 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     # Several gateway processes on one cluster: leases for singletons, shared budgets.
     scale_out: ScaleOutConfig = msgspec.field(default_factory=ScaleOutConfig)
     accounts: AccountMap = msgspec.field(default_factory=AccountMap)
+    # Legal entities: which customers' postings go to which, each entity's functional currency.
+    entities: EntityMap = msgspec.field(default_factory=EntityMap)
     # The ERP bulk endpoint's circuit breaker and the ERP account's request budget.
     erp_breaker: BreakerConfig = msgspec.field(default_factory=BreakerConfig)
     erp_limiter: LimiterConfig = msgspec.field(

@@ -28,6 +28,7 @@ from contracts.platforms.erp import (
     BulkRequest,
     BulkResponse,
     ErpCustomerList,
+    ExchangeRates,
     GlBalances,
     Governance,
     JournalEntryIn,
@@ -106,7 +107,7 @@ _TYPES: tuple[Any, ...] = (
     ApiError, Health, ResetDone, BillRunRequest, BillRunCreated, BillRunStatus, EventStatus,
     BillingEventList, CreditNoteEventList, PaymentEventList, BulkRequest, BulkResponse,
     JournalEntryList, GlBalances, PeriodStatus,
-    PeriodList, Governance, Faults, ScenarioState, AuditReport, RevenueBatch,
+    PeriodList, Governance, ExchangeRates, Faults, ScenarioState, AuditReport, RevenueBatch,
     RevenueBatchResult, ProductList, PriceRequest, PriceQuote, PriceBookList, JournalEntryIn,
     BulkItemResult,
     UsageBulkRequest, UsageBulkResponse, UsageRunRequest, UsageRunCreated,
@@ -302,6 +303,16 @@ def _erp() -> dict[str, Any]:
                               **_errors(*_FAULTS)},
             },
         },
+        "/erp/v1/exchange-rates": {"get": {
+            "operationId": "getExchangeRates", "summary": "The daily exchange rates of a day",
+            "parameters": [
+                _query("date", {"type": "string", "format": "date"}, True, "YYYY-MM-DD"),
+                _query("base", {"type": "string", "pattern": "^[A-Z]{3}$"}, True,
+                       "the currency the rates are quoted in"),
+            ],
+            "responses": {"200": _json("ExchangeRates", "every currency's rate in base"),
+                          **_errors(400, *_FAULTS)},
+        }},
         "/erp/v1/governance": {"get": {
             "operationId": "getGovernance", "summary": "The account's limits and their use",
             "responses": {"200": _json("Governance", "limits"), **_errors(500, 502, 503)},

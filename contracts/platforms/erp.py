@@ -44,13 +44,20 @@ class JournalLineIn(msgspec.Struct, frozen=True, rename="camel"):
     memo: str = ""
 
 
-class JournalEntryIn(msgspec.Struct, frozen=True, rename="camel"):
+class JournalEntryIn(msgspec.Struct, frozen=True, rename="camel", omit_defaults=True):
+    """One journal entry. ``subsidiary`` (the legal entity) and ``exchangeRate`` (functional
+    major units per transaction major unit, an exact decimal string, with
+    ``functionalCurrency``) are optional and omitted when unset."""
+
     idempotency_key: str
     external_id: str
     tran_date: str
     currency: str
     memo: str
     lines: list[JournalLineIn]
+    subsidiary: str | None = None
+    functional_currency: str | None = None
+    exchange_rate: str | None = None
 
 
 class BulkRequest(msgspec.Struct, frozen=True):
@@ -333,3 +340,19 @@ class ErpCustomerList(msgspec.Struct, frozen=True):
 
 
 __all__ += ["ErpCustomer", "ErpCustomerList"]
+
+
+# -- exchange rates (GET /erp/v1/exchange-rates?date=YYYY-MM-DD&base=XXX) ------------------------
+
+
+class ExchangeRates(msgspec.Struct, frozen=True):
+    """Body of ``GET /erp/v1/exchange-rates?date=&base=``: the day's rate of every currency
+    the ERP knows in ``base`` (major units of ``base`` per major unit of the currency), each an
+    exact decimal string; ``base`` itself is ``"1"``. A day's rates never change."""
+
+    date: date
+    base: str
+    rates: dict[str, str]
+
+
+__all__ += ["ExchangeRates"]

@@ -5,8 +5,10 @@
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
+from datetime import date
+from decimal import Decimal
 
-from contracts import JsonCodec, PostJournalEntry
+from contracts import JsonCodec, PostJournalEntry, parse_rate
 from contracts.platforms import erp as wire
 
 from ...infra.http import PlatformRejected
@@ -14,11 +16,13 @@ from ..auth import Auth, NoAuth
 from ..guard import PlatformGuard
 from .client import BeforeSend
 
-__all__ = ["BULK_PATH", "ErpgwJournalClient", "entry_to_wire"]
+__all__ = ["BULK_PATH", "RATES_PATH", "ErpRates", "ErpgwJournalClient", "entry_to_wire"]
 
 BULK_PATH = "/erp/v1/journal-entries/bulk"
 _json: JsonCodec[wire.BulkRequest] = JsonCodec(wire.BulkRequest)
 _bulk_dec: JsonCodec[wire.BulkResponse] = JsonCodec(wire.BulkResponse)
+RATES_PATH = "/erp/v1/exchange-rates"
+_rates_dec: JsonCodec[wire.ExchangeRates] = JsonCodec(wire.ExchangeRates)
 
 
 def entry_to_wire(e: PostJournalEntry) -> wire.JournalEntryIn:
@@ -30,7 +34,35 @@ def entry_to_wire(e: PostJournalEntry) -> wire.JournalEntryIn:
         memo=e.memo,
         lines=[wire.JournalLineIn(account=ln.account, debit=ln.debit, credit=ln.credit,
                                   memo=ln.memo) for ln in e.lines],
+        subsidiary=e.entity, functional_currency=e.functional_currency,
+        exchange_rate=e.exchange_rate,
     )
+
+
+class ErpRates:
+    """The ERP's daily exchange rates (``GET /erp/v1/exchange-rates?date=&base=``), read
+    through ``guard`` (breaker and budget): the invoice router's ``RateSource``."""
+
+    def __init__(self, guard: PlatformGuard, *, auth: Auth | None = None) -> None:
+        self.guard = guard
+        self.auth = auth or NoAuth()
+        self.requests = 0
+
+    async def __call__(self, day: date, base: str) -> dict[str, Decimal]:
+        """Every currency's rate in ``base`` on ``day``. Raises the ``HttpClient`` errors,
+        ``ContractError`` for a body that is not ``ExchangeRates``, and ``PlatformRejected``
+        ``erp.bad_response`` for a rate that is not an exact positive decimal."""
+        path = f"{RATES_PATH}?date={day.isoformat()}&base={base}"
+        url_of = getattr(self.guard.http, "url", None)
+        headers = await self.auth.headers("GET", url_of(path) if url_of else path, None)
+        self.requests += 1
+        resp = await self.guard.get(path, headers=headers or None)
+        body = _rates_dec.decode(resp.body)
+        try:
+            return {c: parse_rate(r) for c, r in body.rates.items()}
+        except ValueError as exc:
+            raise PlatformRejected(f"ERP answered a bad rate: {exc}", status=resp.status,
+                                   body="", code="erp.bad_response") from None
 
 
 class ErpgwJournalClient:
