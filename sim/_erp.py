@@ -81,6 +81,7 @@ from ._records import Posting, split_external_id
 
 __all__ = [
     "STALL_S",
+    "USD_VALUE",
     "VALIDATION",
     "Alteration",
     "ErpLedger",

@@ -76,6 +76,7 @@ from ._billing import BillRunCreated, BillRunRequest, BillRunStatus, EventStatus
 from ._control import ScenarioState
 from ._cpq import CATALOG
 from ._deals import DealRunCreated, DealRunRequest, DealRunStatus
+from ._erp import USD_VALUE
 from ._faults import Faults
 from ._partner import PARTNERS
 from ._sub_changes import ChangeRunRequest, ChangeRunStatus
@@ -307,7 +308,7 @@ def _erp() -> dict[str, Any]:
             "operationId": "getExchangeRates", "summary": "The daily exchange rates of a day",
             "parameters": [
                 _query("date", {"type": "string", "format": "date"}, True, "YYYY-MM-DD"),
-                _query("base", {"type": "string", "pattern": "^[A-Z]{3}$"}, True,
+                _query("base", {"type": "string", "enum": sorted(USD_VALUE)}, True,
                        "the currency the rates are quoted in"),
             ],
             "responses": {"200": _json("ExchangeRates", "every currency's rate in base"),

@@ -21,9 +21,9 @@ from contracts import CURRENCY_EXPONENTS, JournalLine, convert, format_rate, par
 
 CURRENCIES = sorted(CURRENCY_EXPONENTS)
 currencies = st.sampled_from(CURRENCIES)
-# Rates as the ERP quotes them: up to 8 significant digits and 12 fraction digits.
+# Rates as the ERP quotes them: up to 8 significant digits, 12 fraction digits, at most 10^9.
 rates = st.builds(lambda digits, exp: Decimal(digits).scaleb(exp),
-                  st.integers(1, 99_999_999), st.integers(-12, 2))
+                  st.integers(1, 99_999_999), st.integers(-12, 1))
 amounts = st.integers(-10**12, 10**12)
 
 
