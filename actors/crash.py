@@ -10,9 +10,10 @@ one dictionary lookup.
 Names in use: ``ingress.after_publish`` (stored in JetStream, 2xx not sent),
 ``router.after_publish`` (outputs stored, inputs not acked), ``erp.after_post`` (ERP answered
 2xx, ledger not committed), ``erp.after_commit`` (ledger committed, inputs not acked),
-``revenue.before_upload`` (the upload's lines claimed ``pending`` in the ledger, request not
-sent), ``revenue.after_upload`` (the revenue platform answered 201, ledger still ``pending``),
-``revenue.after_commit`` (ledger says ``uploaded``, inputs not acked),
+``revenue.between_claims`` (the upload's lines claimed in the shared ``uploads``, not yet in
+the ledger), ``revenue.before_upload`` (the upload's lines claimed ``pending`` in the ledger,
+request not sent), ``revenue.after_upload`` (the revenue platform answered 201, ledger still
+``pending``), ``revenue.after_commit`` (ledger says ``uploaded``, inputs not acked),
 ``saga.after_step`` (a deal saga's step or reversal was answered by its platform, its state not
 yet committed: the step is redone under the same idempotency key), ``subscription.after_write``
 (flow 5: the ERP order and the revenue contract hold a subscription's new version, the ledger
@@ -66,8 +67,9 @@ def drills_enabled() -> bool:
     return os.environ.get(DRILLS_VAR) == "1"
 
 CRASH_POINTS = ("ingress.after_publish", "router.after_publish", "erp.after_post",
-                "erp.after_commit", "revenue.before_upload", "revenue.after_upload",
-                "revenue.after_commit", "saga.after_step", "subscription.after_write",
+                "erp.after_commit", "revenue.between_claims", "revenue.before_upload",
+                "revenue.after_upload", "revenue.after_commit", "saga.after_step",
+                "subscription.after_write",
                 # flow 4 (actors/usage/aggregator.py): claimed / answered / committed, per half
                 "usage.before_billing", "usage.after_billing", "usage.after_billing_commit",
                 "usage.before_revenue", "usage.after_revenue")

@@ -98,6 +98,10 @@ class BenchOptions:
     fsync_given: bool = False  # --fsync was on the command line (refused with --nats-url)
     rss_check: bool = False  # also a fresh run and a 10x longer one, compare peak RSS
     usage: int = 0  # --usage N: N usage records flood the usage lane during the max leg
+    # --gateways 1,2,3 [--cluster 3]: one maximum-load leg per count of gateway processes
+    # (bench/_scale.py) instead of the legs and baselines above.
+    gateways: tuple[int, ...] = ()
+    cluster: int = 0
 
 
 def plan_legs(opts: BenchOptions) -> list[Leg]:

@@ -9,8 +9,13 @@ the same machine and run for every leg, batches of ``--batch`` as the ERP poster
   what each key/value write below costs, since every key is written on its own;
 * ``versions``: what the ERP poster adds per posting of an ordered document (an invoice and its
   amendments) since its guard is shared: read the aggregate, claim it conditionally on that
-  revision, apply it conditionally on the claim's revision (``actors.infra.state``);
-* ``uploads``: what the revenue poster adds per line: read, claim, mark uploaded.
+  revision, apply it conditionally on the claim's revision (``actors.infra.state``); each
+  batch's claims and each batch's applies are one atomic batch of conditional writes;
+* ``versions_each``: the same with every key written on its own (one conditional write, one
+  fsync, per key: how the guard wrote before batching, and how it still writes when a batch is
+  refused);
+* ``uploads``: what the revenue poster adds per line: read, claim, mark uploaded (batched as
+  ``versions``).
 
 Reported per leg: wall µs per event and the ratio to ``stream``. The ratio, not the absolute
 figure, is the result (a loaded machine moves both legs alike).
@@ -27,7 +32,7 @@ import time
 from pathlib import Path
 
 from actors.infra.bus import NatsBus, OutMsg, StreamSettings
-from actors.infra.kv import KvBucket, bucket_config
+from actors.infra.kv import KvBucket, allow_atomic_writes, bucket_config
 from actors.infra.ledger import VersionMark
 from actors.infra.state import SharedUploads, SharedVersions
 from gateway.broker import EmbeddedBroker, free_port
@@ -39,9 +44,11 @@ async def _legs(events: int, batch: int, workdir: Path) -> dict[str, float]:
     bus = await NatsBus.connect(broker.url, name="erpgw-bench-kv")
     try:
         await bus.ensure_stream("BENCH_EVENTS", ["bench.evt.>"], StreamSettings())
-        for name in ("bench_versions", "bench_uploads"):
+        for name in ("bench_versions", "bench_versions_each", "bench_uploads"):
             await bus.ensure_kv(bucket_config(name, replicas=1))
+            await allow_atomic_writes(bus.jetstream, name)
         versions = SharedVersions(KvBucket.on(bus, "bench_versions"))
+        versions_each = SharedVersions(KvBucket.on(bus, "bench_versions_each", atomic=False))
         uploads = SharedUploads(KvBucket.on(bus, "bench_uploads"), owner="bench")
         out: dict[str, float] = {}
 
@@ -57,16 +64,17 @@ async def _legs(events: int, batch: int, workdir: Path) -> dict[str, float]:
                                             msg_id=f"e{n}") for n in range(i, i + batch)])
         out["stream_each"] = (time.perf_counter() - t0) / events * 1e6
 
-        t0 = time.perf_counter()
-        for i in range(0, events, batch):
-            aggs = [("billing", f"in_{n}") for n in range(i, i + batch)]
-            seen = await versions.read(aggs)
-            marks = [VersionMark(s, o, 1, b"{}" * 100, time.time()) for s, o in aggs]
-            lost, claimed = await versions.claim([(m, seen[(m.source, m.object_id)])
-                                                  for m in marks])
-            assert not lost
-            await versions.apply(marks, claimed=claimed)
-        out["versions"] = (time.perf_counter() - t0) / events * 1e6
+        for name, guard in (("versions", versions), ("versions_each", versions_each)):
+            t0 = time.perf_counter()
+            for i in range(0, events, batch):
+                aggs = [("billing", f"in_{n}") for n in range(i, i + batch)]
+                seen = await guard.read(aggs)
+                marks = [VersionMark(s, o, 1, b"{}" * 100, time.time()) for s, o in aggs]
+                lost, claimed = await guard.claim([(m, seen[(m.source, m.object_id)])
+                                                   for m in marks])
+                assert not lost
+                await guard.apply(marks, claimed=claimed)
+            out[name] = (time.perf_counter() - t0) / events * 1e6
 
         t0 = time.perf_counter()
         for i in range(0, events, batch):

@@ -35,7 +35,7 @@ import msgspec
 from actors import crash, otel
 from actors.advisories import MaxDeliveriesWorker
 from actors.audit import AuditActions, AuditAnchors
-from actors.close import RevenueToGl
+from actors.close import CloseStatus, CloseWatch, RevenueToGl, close_status
 from actors.commercial import (
     SAGA_CONSUMER,
     SUBSCRIPTION_CONSUMER,
@@ -379,7 +379,8 @@ async def _run_gateway(cfg: Config, specs: Mapping[str, PlatformSpec], admin: Ad
             for role in GATEWAY_ROLES:
                 buses[role] = await NatsBus.connect(
                     url, name=f"erpgw-gateway-{role}", auth=auth_for(cfg, role, required=False),
-                    election_retry_s=cfg.nats.election_retry_s)
+                    election_retry_s=cfg.nats.election_retry_s,
+                    ping_interval=cfg.nats.ping_interval_s)
             ledger = await Ledger.open(data / "ledger.db")
             ledger_open[0] = True
             for path in data.glob("ledger.db*"):
@@ -758,6 +759,24 @@ async def _run_tree(cfg: Config, buses: Mapping[str, NatsBus], subjects: Subject
             bus=buses["close"], subjects=subjects, accounts=cfg.accounts,
             entity=cfg.close.entity, interval_s=cfg.close.interval_s,
             lease=lease("close", "revenue-gl"))))
+    if cfg.close.status_interval_s > 0:
+        # What blocks the close (read-only, every process): the close.blocking KPI.
+        close_legs = cfg.reconcile.legs
+
+        async def close_status_of(period: str) -> CloseStatus:
+            return await close_status(
+                buses["reconciler"], subjects, billing=platforms.billing.reader(),
+                erp=platforms.erp.reader(), revenue=platforms.revenue.reader(),
+                versions=SharedVersions(shared(buses["close"], "versions")),
+                entity=cfg.close.entity, period=period, accounts=cfg.accounts,
+                grace_s=cfg.reconcile.grace_s, revenue_leg="revenue" in close_legs,
+                ledger=ledger if "revenue" in close_legs and cfg.revenue.enabled else None,
+                postings=erp_postings_reader(cfg, platforms.erp),
+                billing_read=stripe_billing_read(cfg, platforms.billing))
+
+        children.append(ChildSpec("close-watch", lambda: CloseWatch(
+            "close-watch", status=close_status_of, report=monitor.note_close,
+            interval_s=cfg.close.status_interval_s)))
     if cfg.reconcile.interval_s > 0:
         # ERP vs billing every interval; repairs only postings proven missing.
         legs = cfg.reconcile.legs

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,7 +19,9 @@ import msgspec
 from actors.audit import Anchor, anchor_mac, decode_anchor
 from actors.infra.bus import NatsAuth, NatsBus
 from actors.infra.ledger import AuditBreak, Ledger
+from actors.infra.secret_file import SecretFileProblem, read_secret_file
 from contracts import GatewayError, Subjects
+from contracts.platforms.signing import same_secret
 
 from .config import Config
 
@@ -37,6 +38,11 @@ class AuditError(GatewayError):
 def key_path(cfg: Config) -> Path:
     """Where the audit key file is: ``audit.key_file``, else ``<data_dir>/audit.key``."""
     return Path(cfg.audit.key_file) if cfg.audit.key_file else cfg.data_path / KEY_FILE
+
+
+def _audit_key_error(kind: SecretFileProblem, message: str) -> AuditError:
+    code = {"mode": "audit.key_mode", "missing": "audit.key_missing"}.get(kind, "config.invalid")
+    return AuditError(message, code=code)
 
 
 def audit_key(cfg: Config, *, create: bool = False) -> bytes:
@@ -58,15 +64,7 @@ def audit_key(cfg: Config, *, create: bool = False) -> bytes:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as f:
             f.write(secrets.token_hex(32) + "\n")
-    try:
-        mode = stat.S_IMODE(path.stat().st_mode)
-        value = path.read_text().strip()
-    except OSError as exc:
-        raise AuditError(f"audit.key_file {path}: {exc.strerror}",
-                         code="audit.key_missing") from exc
-    if mode & 0o077:
-        raise AuditError(f"audit.key_file {path} is readable by others (mode {mode:04o}); run "
-                         f"`chmod 600 {path}`", code="audit.key_mode")
+    value = read_secret_file(path, "audit.key_file", _audit_key_error)
     if len(value) < MIN_KEY_CHARS:
         raise AuditError(f"audit.key_file {path}: at least {MIN_KEY_CHARS} characters",
                          code="config.invalid")
@@ -143,7 +141,7 @@ async def verify(ledger: Ledger, key: bytes, anchors: list[tuple[int, bytes]] | 
             report.problems.append(f"anchor #{stream_seq} is not an anchor record")
             continue
         report.anchors += 1
-        if a.mac != anchor_mac(key, a.seq, a.hash, a.at):
+        if not same_secret(a.mac, anchor_mac(key, a.seq, a.hash, a.at)):
             report.problems.append(f"anchor #{stream_seq} (row {a.seq}) is not signed with "
                                    "the audit key")
             continue
@@ -155,7 +153,7 @@ async def verify(ledger: Ledger, key: bytes, anchors: list[tuple[int, bytes]] | 
             report.problems.append(
                 f"row {a.seq} was anchored (anchor #{stream_seq}) but is missing: the audit "
                 f"trail was truncated after row {check.head_seq}")
-        elif held != a.hash:
+        elif not same_secret(held, a.hash):
             report.problems.append(f"row {a.seq} differs from anchor #{stream_seq}: the chain "
                                    "was rewritten")
     return report

@@ -32,7 +32,6 @@ import os
 import shutil
 import signal
 import socket
-import stat
 import subprocess
 import sys
 import time
@@ -45,6 +44,7 @@ from typing import Any
 import anyio
 
 from actors.infra.bus import NatsAuth
+from actors.infra.secret_file import read_secret_file
 from contracts import GatewayError, Subjects
 
 __all__ = ["BrokerError", "BrokerTls", "EmbeddedBroker", "EmbeddedCluster", "find_nats_server",
@@ -232,15 +232,9 @@ class EmbeddedBroker:
         path = self.encryption_key_file
         if path is None:
             return ""
-        try:
-            mode = stat.S_IMODE(path.stat().st_mode)
-            key = path.read_text().strip()
-        except OSError as exc:
-            raise BrokerError(f"nats.encryption_key_file {path}: {exc.strerror}",
-                              code="broker.encryption_key") from exc
-        if mode & 0o077:
-            raise BrokerError(f"nats.encryption_key_file {path} is readable by others (mode "
-                              f"{mode:04o}); run `chmod 600 {path}`", code="broker.encryption_key")
+        key = read_secret_file(path, "nats.encryption_key_file",
+                               lambda _, message: BrokerError(message,
+                                                              code="broker.encryption_key"))
         if len(key) < 32:
             raise BrokerError(f"nats.encryption_key_file {path}: the key must have at least "
                               "32 characters", code="broker.encryption_key")

@@ -1,5 +1,6 @@
 """Revenue to the GL in ``erpgw demo``: after the deal run, a close run of the month the deals'
-contracts start in, judged against the simulator.
+contracts start in, judged against the simulator; and after everything drained, what blocks the
+close of the bill run's month (``close.blocking``, as ``erpgw close status`` counts it).
 
 The close run is the one ``erpgw close run`` does (``actors.close.close_run``) against the
 stack's gateway (its ledger, the operator identity); the flow is ``completed`` per currency
@@ -14,8 +15,8 @@ from typing import Any
 
 import msgspec
 
-from actors.close import close_run, wait_applied
-from actors.infra import NatsBus
+from actors.close import close_run, close_status, wait_applied
+from actors.infra import Ledger, NatsBus
 from actors.infra.http import HttpClient, HttpResponse
 from actors.infra.kv import KvBucket
 from actors.infra.state import SharedVersions, bucket_name
@@ -24,7 +25,7 @@ from contracts import Subjects
 
 from .stack import Stack
 
-__all__ = ["contract_start_period", "revenue_to_gl_ok", "run_revenue_to_gl"]
+__all__ = ["close_blocking", "contract_start_period", "revenue_to_gl_ok", "run_revenue_to_gl"]
 
 _dec = msgspec.json.Decoder()
 
@@ -54,7 +55,8 @@ async def run_revenue_to_gl(stack: Stack, *, timeout: float = 60.0,
     bus = await NatsBus.connect(stack.url, name="erpgw-demo-close", auth=stack.auth("operator"))
     try:
         versions = SharedVersions(KvBucket.on(bus, bucket_name(subjects, "versions")))
-        async with HttpClient(stack.sim_url, timeout=30.0, platform="revenue") as http:
+        async with HttpClient(stack.sim_url, timeout=30.0, platform="revenue",
+                              ca_file=stack.ca_file) as http:
             plan = await close_run(_Reader(http), versions, bus, subjects, entity=entity,
                                    period=period, accounts=accounts)
             applied = await wait_applied(versions, plan, timeout)
@@ -75,3 +77,29 @@ async def run_revenue_to_gl(stack: Stack, *, timeout: float = 60.0,
 def revenue_to_gl_ok(flow: dict[str, Any]) -> bool:
     """Every currency's run applied and the GL's revenue equal to the recognition."""
     return bool(flow["completed"] == flow["expected"] and flow["exact"])
+
+
+async def close_blocking(stack: Stack, period: str, *, entity: str = "default"
+                         ) -> dict[str, Any]:
+    """What blocks the close of ``period`` (``erpgw close status`` against the stack): the
+    entity's ``to_builtins`` document (``blocking``, ``by_kind``, ``items``…). Raises
+    ``GatewayError`` when a platform, the ledger or the broker refuses."""
+    subjects = Subjects(prefix=stack.nats_prefix)
+    ledger_path = stack.data_dir / "ledger.db"
+    bus = await NatsBus.connect(stack.url, name="erpgw-demo-close-status",
+                                auth=stack.auth("operator"))
+    ledger = await Ledger.open(ledger_path) if ledger_path.exists() else None
+    try:
+        versions = SharedVersions(KvBucket.on(bus, bucket_name(subjects, "versions")))
+        async with HttpClient(stack.sim_url, timeout=30.0, platform="billing") as billing, \
+                HttpClient(stack.sim_url, timeout=30.0, platform="erp") as erp, \
+                HttpClient(stack.sim_url, timeout=30.0, platform="revenue") as revenue:
+            status = await close_status(bus, subjects, billing=_Reader(billing),
+                                        erp=_Reader(erp), revenue=_Reader(revenue),
+                                        versions=versions, entity=entity, period=period,
+                                        accounts=AccountMap(), ledger=ledger)
+    finally:
+        if ledger is not None:
+            await ledger.close()
+        await bus.close()
+    return status.to_builtins()

@@ -18,6 +18,7 @@ import msgspec
 
 from actors.infra import ConsumerSettings, StreamSettings
 from actors.infra.bus import mask_url, server_list
+from actors.infra.secret_file import SecretFileProblem, read_secret_file
 from actors.ingress import AdminSettings, IngressSettings
 from actors.lifecycle.fx import EntityMap
 from actors.monitor import SlaConfig
@@ -63,6 +64,9 @@ class NatsConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     # A publish refused or unanswered for a retryable reason (a stream leader election in a
     # cluster) is sent again with the same message ids for up to this long (0: no retry).
     election_retry_s: Annotated[float, msgspec.Meta(ge=0)] = 10.0
+    # The client pings the server this often; three pings unanswered (a silent partition: the
+    # link holds bytes and never closes) count the connection dead, and it reconnects.
+    ping_interval_s: Annotated[float, msgspec.Meta(gt=0)] = 10.0
     # Credentials for an external broker (at most one kind; see docs/security.md). The embedded
     # broker needs none of them: its role seeds live in `identities_dir`.
     creds: str = ""  # a JWT + NKey credentials file
@@ -92,6 +96,9 @@ class BillingConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     # Webhook signing secrets; several while a secret is being rotated. Prefer the environment
     # variable ERPGW_BILLING_WEBHOOK_SECRETS (comma-separated) over the file.
     webhook_secrets: list[str] = msgspec.field(default_factory=lambda: ["whsec_demo"])
+    # Or a file of them, one per line, mode 0600 (refused when group or others may read it);
+    # when set it replaces webhook_secrets.
+    webhook_secrets_file: str | None = None
     # The billing platform's wire format: "erpgw" (the simulator's own, the default) or
     # "stripe" (Stripe's webhooks, ``Stripe-Signature``, invoices as invoice.issued.v3; the
     # reconciler reads Stripe's /v1/events with the secret key in billing.auth, a bearer).
@@ -165,6 +172,8 @@ class UsageConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     # Bearer tokens accepted by POST /usage/v1/records; several while one is being rotated.
     # Prefer ERPGW_USAGE_API_TOKENS (comma-separated) over the file.
     api_tokens: list[str] = msgspec.field(default_factory=lambda: ["usage_demo_token"])
+    # Or a file of them, one per line, mode 0600; when set it replaces api_tokens.
+    api_tokens_file: str | None = None
     max_records: Annotated[int, msgspec.Meta(ge=1)] = 1000  # records per request (else 413)
     batch: Annotated[int, msgspec.Meta(ge=1)] = 256  # records per fetch (<= max_ack_pending)
     max_bulk_items: Annotated[int, msgspec.Meta(ge=1)] = 500  # aggregates per rating request
@@ -179,6 +188,8 @@ class PartnerConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     # ERPGW_PARTNER_WEBHOOK_SECRETS (comma-separated) over the file for the secrets.
     webhook_path: str = "/webhooks/partner"
     webhook_secrets: list[str] = msgspec.field(default_factory=lambda: ["whsec_partner_demo"])
+    # Or a file of them, one per line, mode 0600; when set it replaces webhook_secrets.
+    webhook_secrets_file: str | None = None
     base_url: str = "http://127.0.0.1:8700"
     timeout_s: float = 10.0
     max_connections: int = 4
@@ -227,6 +238,10 @@ class CloseConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     interval_s: Annotated[float, msgspec.Meta(ge=0)] = 0.0
     # The legal entity the entries are posted for (until accounts map to entities).
     entity: Annotated[str, msgspec.Meta(min_length=1, max_length=50)] = "default"
+    # How often the close-watch actor computes what blocks the close of the month just ended
+    # and of the current one (`erpgw close status`), for the close.blocking KPI on
+    # <prefix>.mon.kpi; the first pass after min(30 s, the interval). 0: not watched.
+    status_interval_s: Annotated[float, msgspec.Meta(ge=0)] = 300.0
 
 
 class AuditConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -429,10 +444,29 @@ def load_config(path: Path | None = None, *, env: Mapping[str, str] | None = Non
     where = f"{path}: " if path else ""
     _normalise_nats_url(doc, where)
     try:
-        return msgspec.convert(doc, Config, strict=False)
+        cfg = msgspec.convert(doc, Config, strict=False)
     except msgspec.ValidationError as exc:
         text = str(exc)
         if " - at `$." in text:
             msg, _, field = text.rpartition(" - at `$.")
             text = f"{field.rstrip('`')}: {msg}"
         raise ConfigError(f"{where}{text}") from exc
+    _secret_lists_from_files(cfg)
+    return cfg
+
+
+def _secret_file_error(kind: SecretFileProblem, message: str) -> ConfigError:
+    return ConfigError(message, code="auth.file_mode" if kind == "mode"
+                       else "auth.file_unreadable")
+
+
+def _secret_lists_from_files(cfg: Config) -> None:
+    """Webhook signing secrets and usage tokens from their ``*_file`` (one per line, mode
+    0600), when one is set. Raises ``ConfigError`` (``auth.file_mode``,
+    ``auth.file_unreadable``) naming the setting and the file."""
+    for section, name in (("billing", "webhook_secrets"), ("partner", "webhook_secrets"),
+                          ("usage", "api_tokens")):
+        sub = getattr(cfg, section)
+        if path := getattr(sub, f"{name}_file"):
+            text = read_secret_file(path, f"{section}.{name}_file", _secret_file_error)
+            setattr(sub, name, [line.strip() for line in text.splitlines() if line.strip()])

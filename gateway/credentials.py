@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 import msgspec
 
 from actors.platforms.auth import Auth, AuthError, AuthSettings, BearerAuth, Secret, load_auth
+from contracts.platforms.signing import same_secret
 
 from .config import Config
 
@@ -93,7 +94,7 @@ def refuse_demo_secrets(cfg: Config) -> None:
     for setting, values in (("billing.webhook_secrets", cfg.billing.webhook_secrets),
                             ("partner.webhook_secrets", cfg.partner.webhook_secrets),
                             ("usage.api_tokens", cfg.usage.api_tokens)):
-        if any(v in DEMO_SECRETS for v in values):
+        if any(same_secret(v, d) for v in values for d in DEMO_SECRETS):
             raise AuthError(f"{setting}: the simulator's public demo value is accepted only "
                             f"while the webhook listener is on loopback (http.host = "
                             f"{cfg.http.host}); set your own", code="auth.demo_secret")

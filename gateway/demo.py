@@ -27,9 +27,9 @@ import msgspec
 
 import sim
 
-from .close_demo import revenue_to_gl_ok, run_revenue_to_gl
+from .close_demo import close_blocking, revenue_to_gl_ok, run_revenue_to_gl
 from .deal_demo import changes_ok, deals_ok, run_changes, run_deals
-from .drills import Driller
+from .drills import Driller, settle_period_close
 from .money_demo import money_figures, money_ok, wait_money
 from .stack import DrainResult, RevenueResult, Stack
 from .usage_demo import USAGE_RECORDS, run_usage
@@ -119,6 +119,12 @@ class DemoOptions:
     # and gateway processes behind one round-robin webhook address.
     cluster: int = 0
     gateways: int = 1
+    # erp.closed_period of the demo's gateway ("": its default, dead_letter); what the
+    # period-close drill exercises.
+    closed_period: str = ""
+    # Every hop over TLS (``Stack(tls=True)``): a CA made into the work directory signs the
+    # broker's (mutual TLS), the gateway's and the simulator's certificates.
+    tls: bool = False
 
 
 async def netsuite_figures(stack: Stack, audit: dict[str, Any]) -> dict[str, Any]:
@@ -140,7 +146,8 @@ async def netsuite_figures(stack: Stack, audit: dict[str, Any]) -> dict[str, Any
         consumer_secret=DEMO_TBA.consumer_secret, token_id=DEMO_TBA.token_id,
         token_secret=DEMO_TBA.token_secret), environ={})
     latest: dict[str, tuple[int, str, Decimal]] = {}
-    async with HttpClient(stack.sim_url, platform="erp", signer=auth) as http:
+    async with HttpClient(stack.sim_url, platform="erp", signer=auth,
+                          ca_file=stack.ca_file) as http:
         query = NetSuiteQuery(PlatformGuard("ERP", http, open_code="erp.breaker_open"))
         q = ("SELECT t.externalid AS externalid, c.symbol AS currency, "
              "SUM(tl.debitforeignamount) AS debit FROM transaction t "
@@ -230,6 +237,7 @@ def build_report(result: DrainResult, opts: DemoOptions, wall_s: float,
         "amount_posted": a.get("amount_posted", {}),
         "wall_s": round(wall_s, 2),
         "fsync": opts.fsync,
+        **({"tls": True} if opts.tls else {}),
         "ok": result.drained and lost == 0 and dups == 0 and a["unexpected"] == 0,
     }
     if revenue is None:
@@ -261,11 +269,27 @@ def _drill_lines(r: dict[str, Any]) -> list[str]:
                      f"{'-' if first is None else f'{first:.2f} s'}, drained "
                      f"{'-' if drained is None else f'{drained:.2f} s'}")
     lines.append(f"    dead letters exactly the injected poison: {r['dlq_exact']}")
+    q = r.get("quorum")
+    if q is not None:
+        def s(x: float | None) -> str:
+            return "-" if x is None else f"{x:.2f} s"
+        refused = ", ".join(f"{n} {c}" for c, n in q["webhooks_refused"].items()) or "none"
+        lines.append(f"    quorum lost ({', '.join(q['nodes'])} down {q.get('down_s', 0):g} s): "
+                     f"webhooks answered 503: {refused}; after the restart the stream had a "
+                     f"leader in {s(q.get('stream_leader_s'))}, a webhook was accepted in "
+                     f"{s(q.get('webhook_accepted_s'))}, an ERP posting made in "
+                     f"{s(q['first_posting_s'])}: T_recover {s(q['t_recover_s'])}")
     alt = r.get("altered_amount")
     if alt is not None:
         lines.append(f"    altered ERP amounts: {alt['altered']} altered, {alt['found']} found by "
                      f"the reconciler ({alt['published']} published), exact: {alt['exact']}, "
                      f"repaired: {alt['repaired']}")
+    pc = r.get("period_close")
+    if pc is not None and pc.get("period"):
+        lines.append(f"    period close: ERP closed {pc['period']} ({pc['policy']}); "
+                     f"{pc['late_postings']} late posting(s) {pc['went']}; dead-lettered "
+                     f"{pc['dead_lettered']}, replayed {pc['replayed']}; GL of {pc['into']} "
+                     f"= those postings: {pc['gl_ok']}")
     order = r.get("order")
     if order is not None:
         lines.append(f"    amendments: {order['amended']} invoices amended, "
@@ -383,6 +407,9 @@ def _human(r: dict[str, Any]) -> str:
         *([("revenue -> GL", "{completed}/{expected} currencies of {period} (GL revenue = "
             "recognition: {exact})".format(**r["flows"]["revenue_to_gl"]))]
           if "revenue_to_gl" in r.get("flows", {}) else []),
+        *([("blocking the close", "{blocking} item(s) for {period}".format(**r["close"])
+            + (" (erpgw close status --period {period})".format(**r["close"])
+               if r["close"]["blocking"] else ""))] if "close" in r else []),
         *([("subscription changes in sync", "{completed}/{expected} ({changes} changes, "
             "{reordered} shuffled)".format(**r["flows"]["subscription_changes"]))]
           if "subscription_changes" in r.get("flows", {}) else []),
@@ -400,7 +427,8 @@ def _human(r: dict[str, Any]) -> str:
     width = max(len(k) for k, _ in rows)
     lines = [f"erpgw demo: bill run of {r['invoices']} invoices, billing -> gateway -> ERP"
              f"{' + revenue' if 'revenue' in r else ''} "
-             f"({r['wall_s']:.1f} s, broker fsync {r['fsync']})"]
+             f"({r['wall_s']:.1f} s, broker fsync {r['fsync']}"
+             f"{', TLS on every hop' if r.get('tls') else ''})"]
     lines += [f"  {k:<{width}}  {v}" for k, v in rows]
     lines += _drill_lines(r)
     lines += _scale_lines(r)
@@ -442,15 +470,18 @@ async def run_demo(opts: DemoOptions) -> bool:
                   sync_interval="always" if opts.fsync == "always" else "2m",
                   ack_wait_s=5.0 if opts.faults else 30.0,
                   netsuite=opts.erp_dialect == "netsuite",
-                  cluster=opts.cluster, gateways=opts.gateways)
+                  cluster=opts.cluster, gateways=opts.gateways, tls=opts.tls)
     driller = Driller(stack, list(opts.faults), opts.invoices) if opts.faults else None
     if driller is not None:
         stack.gateway_toml = driller.gateway_toml
+        stack.gateway_env.update(driller.gateway_env)
 
     def say(msg: str) -> None:
         if not opts.json:
             print(msg, file=sys.stderr)
 
+    if opts.closed_period:
+        stack.gateway_env["ERPGW_ERP_CLOSED_PERIOD"] = opts.closed_period
     if opts.billing_dialect == "stripe":
         # The simulator sends Stripe's webhooks (Stripe-Signature) and the gateway reads them.
         stack.sim_args = (*stack.sim_args, "--billing-dialect", "stripe")
@@ -459,17 +490,21 @@ async def run_demo(opts: DemoOptions) -> bool:
         stack.gateway_env["ERPGW_DEMO_STRIPE_KEY"] = sim.SimConfig().stripe_secret_key
         stack.gateway_toml += ('\n[billing.auth]\ntype = "bearer"\n'
                                'token_env = "ERPGW_DEMO_STRIPE_KEY"\n')
+    period_close: dict[str, Any] | None = None
     try:
         t0 = time.monotonic()
+        bill_period = time.strftime("%Y-%m", time.gmtime())
         nodes = f", {opts.cluster}-node cluster" if opts.cluster else ""
         say(f"starting nats-server (JetStream{nodes}), simulator and {opts.gateways} gateway "
             "process(es) ...")
         await stack.start()
         say(f"  broker {stack.url}  simulator {stack.sim_url}  gateway {stack.gateway_url}"
             f" (admin {stack.admin_url})"
-            + (f" (round-robin to {', '.join(stack.gateway_urls())})" if stack.proxy else ""))
+            + (f" (round-robin to {', '.join(stack.gateway_urls())})" if stack.proxy else "")
+            + (f"; TLS on every hop, CA {stack.ca_file}" if stack.tls else ""))
+        rate = opts.rate or (driller.bill_rate(opts.invoices) if driller else 0.0)
         say(f"bill run: {opts.invoices} invoices"
-            + (f" at {opts.rate:g}/s" if opts.rate else " issued at once"))
+            + (f" at {rate:g}/s" if rate else " issued at once"))
         progress = _Progress(opts.invoices, enabled=not opts.json)
         with_money = "money" in opts.flows
         scale_out = bool(opts.cluster or opts.gateways > 1)
@@ -489,7 +524,7 @@ async def run_demo(opts: DemoOptions) -> bool:
                 if with_money:
                     driller.bill_options.update(credit_memo_rate=opts.credit_memo_rate,
                                                 payment_rate=opts.payment_rate)
-            await stack.bill_run(opts.invoices, opts.rate, **driller.bill_options)
+            await stack.bill_run(opts.invoices, rate, **driller.bill_options)
 
             def watch(audit: dict[str, Any], dead: int) -> None:
                 driller.observe(audit)
@@ -504,10 +539,19 @@ async def run_demo(opts: DemoOptions) -> bool:
             # fired late may have disturbed a drained run, so judge the state after it.
             result = await stack.wait_drained(opts.invoices, stall_timeout=opts.stall_timeout,
                                               progress=watch)
+            if "period-close" in opts.faults:
+                # Where the late postings went; under dead_letter, re-posted by the demo.
+                result, period_close = await settle_period_close(
+                    driller, result, opts.closed_period or "dead_letter",
+                    stall_timeout=opts.stall_timeout)
         progress.done()
         revenue = await stack.wait_revenue(stall_timeout=opts.stall_timeout)
         report = build_report(result, opts, time.monotonic() - t0, revenue)
         report.setdefault("flows", {})
+        if period_close is not None:
+            report["period_close"] = period_close
+            report["ok"] = bool(report["ok"] and period_close.get("exact")
+                                and period_close.get("gl_ok"))
         if opts.erp_dialect == "netsuite":
             ns = await netsuite_figures(stack, result.audit)
             report["netsuite"] = ns
@@ -547,6 +591,12 @@ async def run_demo(opts: DemoOptions) -> bool:
             report["scale_out"] = {"cluster_nodes": opts.cluster, "gateways": opts.gateways,
                                    "gateway_starts_1": stack.gateway_starts,
                                    "work_shares": await stack.work_shares()}
+        # What blocks the close of the bill run's month once everything drained (the
+        # close.blocking KPI, `erpgw close status`): nothing, after a run without faults.
+        close = await close_blocking(stack, bill_period)
+        report["close"] = {"period": close["period"], "blocking": close["blocking"],
+                           "by_kind": {k: n for k, n in close["by_kind"].items() if n}}
+        report["ok"] = bool(report["ok"] and (bool(opts.faults) or close["blocking"] == 0))
         if driller is not None:
             report.update(driller.finish(result))
             report.update(await driller.after_run(result))

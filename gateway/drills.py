@@ -23,12 +23,25 @@ manual edit would; after the run the reconciler is run once, without repair, and
 ``erpgw.mon.recon.break`` with the postings the simulator altered: ``exact`` when they are the
 same set, each flagged with a reversal proposal and none repaired).
 
+``period-close`` (the ERP closes the bill run's month once 30 % of the invoices are posted;
+every later posting is refused ``PERIOD_CLOSED``: under ``erp.closed_period = "next_open"``
+(``erpgw demo --closed-period next_open``) the gateway posts it on the first day of the next
+period, the original date in its memo; under ``dead_letter`` (the default) it is dead-lettered
+``erp.period_closed`` and the demo replays those letters with ``--repost-open`` once the run
+has drained; the report's ``period_close`` section says where the late postings went and
+checks them against the ERP's GL).
+
 Scale-out drills (``erpgw demo --cluster 3``, docs/scale-out.md): ``kill-nats-leader`` (SIGKILL
 the nats-server node leading the billing stream at 30 %, restart it 3 s later),
 ``kill-nats-node`` (the same for a node that leads nothing of the billing stream, at 60 %),
 ``freeze-gateway`` (SIGSTOP gateway process 1 at 20 % for 8 s, past the consumers' ``ack_wait``
 of 5 s, so its unacked messages go to the others, then SIGCONT: the thawed process carries on
-with what it held). ``kill-gateway`` kills gateway process 1 of N.
+with what it held), ``lose-quorum`` (SIGKILL two of the three nodes, the billing stream's
+leader among them, at 30 % for 15 s, then restart both: JetStream has no quorum, publishes
+fail and the ingress answers webhooks 503 with a JSON code, which the sender retries; the report's
+``quorum`` section has T_recover, from the restart until the ingress accepted a webhook and the
+ERP received a posting again, and the 503s the ingress answered). ``kill-gateway`` kills
+gateway process 1 of N.
 """
 
 from __future__ import annotations
@@ -36,6 +49,7 @@ from __future__ import annotations
 import signal
 import time
 from dataclasses import dataclass, field
+from datetime import date
 from typing import Any
 
 import anyio
@@ -45,11 +59,12 @@ from actors.infra import NatsBus, OutMsg
 from actors.infra.bus import server_list
 from actors.infra.http import HttpClient
 from actors.reconcile import Flag, run_once
+from actors.router.invoices import AccountMap
 from contracts import GatewayError, Subjects
 
 from .stack import DrainResult, Stack
 
-__all__ = ["FAULTS", "Driller", "FaultRecord", "parse_faults"]
+__all__ = ["FAULTS", "Driller", "FaultRecord", "parse_faults", "settle_period_close"]
 
 POISON_COUNT = 5
 
@@ -80,11 +95,20 @@ FAULTS: dict[str, _Fault] = {
     "kill-nats-node": _Fault(0.60, 3.0),
     # SIGSTOP for longer than the consumers' ack_wait (5 s under faults), then SIGCONT.
     "freeze-gateway": _Fault(0.20, 8.0),
+    # Two of three nodes down (no JetStream quorum) for the window, then both restarted.
+    "lose-quorum": _Fault(0.30, 15.0),
     "altered-amount": _Fault(0.0, erp={"alter_amount_rate": 0.02}, recovers=False),
+    # The ERP closes the bill run's month at 30 % (docs/flows.md, "Closed periods").
+    "period-close": _Fault(0.30, recovers=False),
 }
 
 # The faults that act on the nats-server nodes of ``--cluster``.
-CLUSTER_FAULTS = frozenset({"kill-nats-leader", "kill-nats-node"})
+CLUSTER_FAULTS = frozenset({"kill-nats-leader", "kill-nats-node", "lose-quorum"})
+# How long after restarting the nodes ``lose-quorum`` waits for the billing stream's leader
+# (a guard against a cluster that never comes back, not a speed target).
+QUORUM_BACK_TIMEOUT_S = 60.0
+# ``lose-quorum`` issues its bill run over this many seconds (unless a rate is given).
+QUORUM_ISSUE_S = 60.0
 
 # How many ids the altered-amount section lists (the counts are always complete).
 MAX_LISTED = 100
@@ -128,6 +152,18 @@ def _order_section(audit: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _actor_stats(tree: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every actor's statistics in a ``/status`` supervision tree whose name ends in
+    ``ingress`` (each webhook source's intake)."""
+    out: list[dict[str, Any]] = []
+    for child in tree.get("children", ()):
+        actor = child.get("actor") or {}
+        if str(child.get("name", "")).endswith("ingress"):
+            out.append(actor)
+        out.extend(_actor_stats(actor))
+    return out
+
+
 def _r(x: float | None) -> float | None:
     return None if x is None else round(x, 3)
 
@@ -138,15 +174,34 @@ class Driller:
         self.names = names
         self.invoices = invoices
         self.records = {n: FaultRecord(n) for n in names}
-        self.killed_nodes: dict[str, str] = {}  # fault -> the nats-server node it killed
+        self.killed_nodes: dict[str, list[str]] = {}  # fault -> the nats-server nodes it killed
         self.leaders_at_kill: dict[str, str] = {}  # fault -> the billing leader at that moment
+        # lose-quorum: its figures (T_recover) and the webhooks accepted when quorum returned.
+        self.quorum: dict[str, Any] = {}
+        self._accepted = 0
+        self._accepted_at_heal: int | None = None
         self._erp_active: dict[str, dict[str, Any]] = {}
+        # period-close: the month the ERP closed and when (the simulator's clock).
+        self.closed_period: tuple[str, float] | None = None
         self._billing: dict[str, Any] = {}
         # The bill run's opt-in extras the chosen faults need (amendments for out-of-order).
         self.bill_options: dict[str, float] = {}
         for n in names:
             self._billing.update(FAULTS[n].billing)
             self.bill_options.update(FAULTS[n].bill_run)
+
+    def bill_rate(self, invoices: int) -> float:
+        """The pace the chosen faults want the bill run issued at (0: all at once).
+        ``lose-quorum``: over 60 s, so the webhooks are still arriving when quorum is lost
+        (they would all be in before the fault otherwise) and the sender's retries are seen."""
+        return invoices / QUORUM_ISSUE_S if "lose-quorum" in self.names else 0.0
+
+    @property
+    def gateway_env(self) -> dict[str, str]:
+        """Extra gateway environment the chosen faults need. ``lose-quorum``: a publish is
+        sent again for 3 s (not 10) before the ingress answers 503, so a webhook sender that
+        waits 10 s for an answer gets the 503 rather than its own timeout."""
+        return {"ERPGW_NATS_ELECTION_RETRY_S": "3"} if "lose-quorum" in self.names else {}
 
     @property
     def gateway_toml(self) -> str:
@@ -193,24 +248,27 @@ class Driller:
             now = time.monotonic()
             while pending and share >= FAULTS[pending[0]].trigger:
                 name = pending.pop(0)
-                await self._start(name)
+                await self.inject(name)
                 active.append(name)
             for name in list(active):
                 rec = self.records[name]
                 assert rec.started_at is not None
                 if now - rec.started_at >= FAULTS[name].window_s:
-                    await self._heal(name, audit["postings"])
+                    await self.heal(name, audit["postings"])
                     active.remove(name)
             if share >= 1.0 and pending:  # finished before the trigger: fire what is left now
                 for name in pending:
-                    await self._start(name)
+                    await self.inject(name)
                     active.append(name)
                 pending.clear()
             await anyio.sleep(0.1)
 
-    async def _start(self, name: str) -> None:
+    async def inject(self, name: str) -> None:
+        """Start fault ``name`` now (``run`` calls it at the fault's trigger)."""
         rec = self.records[name]
         rec.started_at = time.monotonic()
+        if name == "lose-quorum":
+            self.quorum["down_s"] = FAULTS[name].window_s
         fault = FAULTS[name]
         if fault.erp:
             self._erp_active[name] = fault.erp
@@ -226,17 +284,27 @@ class Driller:
             with anyio.move_on_after(15.0):
                 while not (leader := await self._billing_leader()):
                     await anyio.sleep(0.2)
-            nodes = self.stack.nats_cluster.nodes
-            victim = next((n for n in nodes if (n.server_name == leader)
-                           == (name == "kill-nats-leader") and n.running), None)
-            if victim is not None:
-                self.killed_nodes[name] = victim.server_name
+            running = [n for n in self.stack.nats_cluster.nodes if n.running]
+            if name == "lose-quorum":
+                # The leader first, then the next running node: a majority of three down.
+                victims = sorted(running, key=lambda n: n.server_name != leader)[:2]
+            else:
+                victims = [n for n in running if (n.server_name == leader)
+                           == (name == "kill-nats-leader")][:1]
+            if victims:
+                self.killed_nodes[name] = [v.server_name for v in victims]
                 self.leaders_at_kill[name] = leader
-                victim.kill()
+                for v in victims:
+                    v.kill()
         elif name == "freeze-gateway":
             self.stack.signal_gateway(signal.SIGSTOP)
+        elif name == "period-close":
+            period = time.strftime("%Y-%m", time.gmtime())
+            status = await self.stack._sim_call("POST", f"/erp/v1/periods/{period}/close")
+            self.closed_period = (period, float(status["closedAt"]))
 
-    async def _heal(self, name: str, postings: int) -> None:
+    async def heal(self, name: str, postings: int) -> None:
+        """End fault ``name`` (``postings``: the ERP's postings so far, to time the next)."""
         rec = self.records[name]
         if name in self._erp_active:
             del self._erp_active[name]
@@ -248,11 +316,25 @@ class Driller:
             await anyio.sleep(1.5)
             await self.stack.broker.start()
         elif name in self.killed_nodes and self.stack.nats_cluster is not None:
-            await self.stack.nats_cluster.node(self.killed_nodes[name]).start()
+            cluster = self.stack.nats_cluster
+            async with anyio.create_task_group() as tg:  # at once: each waits for its routes
+                for node in self.killed_nodes[name]:
+                    tg.start_soon(cluster.node(node).start)
         elif name == "freeze-gateway":
             self.stack.signal_gateway(signal.SIGCONT)
         rec.healed_at = time.monotonic()
         rec.postings_at_heal = postings
+        if name == "lose-quorum":
+            await self._quorum_back(rec)
+
+    async def _quorum_back(self, rec: FaultRecord) -> None:
+        """After the restart: how long until the billing stream has a leader again."""
+        assert rec.healed_at is not None
+        self._accepted_at_heal = self._accepted
+        with anyio.move_on_after(QUORUM_BACK_TIMEOUT_S):
+            while not await self._billing_leader():
+                await anyio.sleep(0.1)
+            self.quorum["stream_leader_s"] = _r(time.monotonic() - rec.healed_at)
 
     async def _billing_leader(self) -> str:
         """The server name of the billing stream's leader ("" when none is known now)."""
@@ -275,6 +357,12 @@ class Driller:
     def observe(self, audit: dict[str, Any]) -> None:
         """Called with each audit the drain loop reads: the first posting after a heal."""
         now = time.monotonic()
+        self._accepted = int(audit.get("accepted", 0))
+        healed = self.records.get("lose-quorum")
+        if (healed is not None and healed.healed_at is not None
+                and self._accepted_at_heal is not None and "webhook_accepted_s" not in self.quorum
+                and self._accepted > self._accepted_at_heal):
+            self.quorum["webhook_accepted_s"] = _r(now - healed.healed_at)
         for rec in self.records.values():
             if rec.healed_at is not None and rec.first_posting_s is None and (
                     audit["postings"] > rec.postings_at_heal
@@ -291,26 +379,63 @@ class Driller:
                 rec.drained_s = end - rec.healed_at
         poison = [dl for dl in result.dead_letters if dl.data.startswith(b"\xc1poison-")]
         expected = POISON_COUNT if "poison" in self.names else 0
+        # period-close under dead_letter: its letters, replayed (``settle_period_close``).
+        expected_other = sum(1 for dl in result.dead_letters
+                             if "period-close" in self.names and dl.code == "erp.period_closed")
         return {
             "faults": self.names,
             "recovery_s": {n: r.summary() for n, r in self.records.items()
                            if FAULTS[n].recovers and (FAULTS[n].trigger > 0 or FAULTS[n].erp)},
-            "dlq_exact": len(poison) == expected == len(result.dead_letters),
+            "dlq_exact": len(poison) == expected == len(result.dead_letters) - expected_other,
             "webhook_faults": result.audit.get("faults", {}).get("billing"),
             **({"order": _order_section(result.audit)} if self.bill_options else {}),
             **({"killed_nats_nodes": {
-                n: {"node": node, "billing_leader": self.leaders_at_kill.get(n, "")}
-                for n, node in self.killed_nodes.items()}} if self.killed_nodes else {}),
+                n: {"node": nodes[0], "nodes": nodes,
+                    "billing_leader": self.leaders_at_kill.get(n, "")}
+                for n, nodes in self.killed_nodes.items()}} if self.killed_nodes else {}),
         }
+
+    def _quorum_section(self, refused: dict[str, int]) -> dict[str, Any]:
+        """``lose-quorum``'s figures. T_recover: from the restart of the two nodes until the
+        ingress accepted a webhook again and the ERP received a posting again (the later of
+        the two; a side with nothing left to do by then does not count)."""
+        rec = self.records["lose-quorum"]
+        parts = [x for x in (self.quorum.get("webhook_accepted_s"), _r(rec.first_posting_s))
+                 if x is not None]
+        return {"nodes": self.killed_nodes.get("lose-quorum", []), **self.quorum,
+                "first_posting_s": _r(rec.first_posting_s),
+                "t_recover_s": max(parts) if parts else None,
+                "webhooks_refused": refused,
+                "gateway_running": self.stack.gateway_running}
 
     async def after_run(self, result: DrainResult) -> dict[str, Any]:
         """Checks that need the drained run: for ``altered-amount``, one reconciliation (no
         repair) compared with the postings the simulator altered. Returns the report section
         (empty without such a drill). Raises ``GatewayError`` when the broker or a platform
         cannot be read."""
-        if "altered-amount" not in self.names:
-            return {}
-        return {"altered_amount": await self._reconcile_altered(result.audit)}
+        out: dict[str, Any] = {}
+        if "lose-quorum" in self.names:
+            out["quorum"] = self._quorum_section(await self.broker_refusals())
+        if "altered-amount" in self.names:
+            out["altered_amount"] = await self._reconcile_altered(result.audit)
+        return out
+
+    async def broker_refusals(self) -> dict[str, int]:
+        """The webhooks the ingress of every gateway process answered 503 because JetStream
+        did not store them (``broker.*``), by code, from each process's ``/status`` (counted
+        since it last started); a process that does not answer adds nothing."""
+        refused: dict[str, int] = {}
+        for admin in self.stack.admin_urls():
+            try:
+                async with HttpClient(admin, timeout=5.0, platform="gateway") as http:
+                    doc = msgspec.json.decode((await http.get("/status")).body)
+            except (GatewayError, msgspec.DecodeError):
+                continue
+            for stats in _actor_stats(doc.get("actors", {}) if isinstance(doc, dict) else {}):
+                for code, n in (stats.get("rejected") or {}).items():
+                    if str(code).startswith("broker."):
+                        refused[code] = refused.get(code, 0) + int(n)
+        return dict(sorted(refused.items()))
 
     async def _reconcile_altered(self, audit: dict[str, Any]) -> dict[str, Any]:
         import nats  # a core subscription to what the reconciler publishes
@@ -330,8 +455,9 @@ class Driller:
             bus = await NatsBus.connect(self.stack.url, name="erpgw-drill",
                                         auth=self.stack.auth("operator"))
             try:
-                async with HttpClient(self.stack.sim_url, platform="billing") as billing, \
-                        HttpClient(self.stack.sim_url, platform="erp") as erp:
+                ca = self.stack.ca_file
+                async with HttpClient(self.stack.sim_url, platform="billing", ca_file=ca) as \
+                        billing, HttpClient(self.stack.sim_url, platform="erp", ca_file=ca) as erp:
                     run = await run_once(bus, subjects, billing, erp, grace_s=0.0,
                                          repair=False)
             finally:
@@ -362,3 +488,82 @@ class Driller:
             "amount_altered": audit.get("amount_altered", {}),
             "proposals": dict(sorted(proposals.items())[:MAX_LISTED]),
         }
+
+
+async def _erp_entries(stack: Stack) -> list[dict[str, Any]]:
+    """Every journal entry the simulated ERP holds, in commit order (its paged lookup)."""
+    out: list[dict[str, Any]] = []
+    while True:
+        after = out[-1]["seq"] if out else 0
+        page = await stack._sim_call("GET", f"/erp/v1/journal-entries?after={after}&limit=1000")
+        out += page["items"]
+        if len(page["items"]) < 1000:
+            return out
+
+
+def _invoice_entry(external_id: str) -> bool:
+    return not (external_id.endswith(":reversal") or external_id.startswith(
+        ("cn_", "py_", "recognition:")))
+
+
+async def settle_period_close(driller: Driller, result: DrainResult, policy: str,
+                              *, stall_timeout: float) -> tuple[DrainResult, dict[str, Any]]:
+    """After a drained ``period-close`` run: under ``dead_letter``, replay the
+    ``erp.period_closed`` letters with ``--repost-open`` (as an operator would) and wait until
+    every invoice is posted; then the report's ``period_close`` section: where each posting
+    the ERP took after the close went (``next_open``: the period it landed in, the original date
+    in its memo; ``dead_letter``: dead-lettered, then re-posted there), checked against the
+    ERP's GL (``gl_ok``: the receivable debits of that period are exactly those postings').
+    Returns the run's result (read again after a replay) and the section. Raises
+    ``GatewayError`` when the broker or the simulator cannot be read."""
+    from actors.erp.periods import first_day_after
+
+    from .dlq import list_letters, resolve_letters
+
+    if driller.closed_period is None:
+        return result, {"closed": None}
+    period, closed_at = driller.closed_period
+    replayed = 0
+    letters: list[str] = []
+    if policy == "dead_letter":
+        bus = await NatsBus.connect(driller.stack.url, name="erpgw-drill-repost",
+                                    auth=driller.stack.auth("operator"))
+        try:
+            records = await list_letters(bus, driller.stack.subjects, code="erp.period_closed")
+            letters = sorted(r.letter.business_key or "" for r in records)
+            replayed = await resolve_letters(bus, driller.stack.subjects, records,
+                                             action="replayed", repost_open=True,
+                                             note="erpgw demo --faults period-close")
+        finally:
+            await bus.close()
+        with anyio.fail_after(stall_timeout + 60):  # a guard against a hang
+            while (await driller.stack.audit())["unposted_count"] > 0:
+                await anyio.sleep(0.2)
+        result = await driller.stack.wait_drained(driller.invoices, stall_timeout=stall_timeout)
+    into = first_day_after(_first_day(period), 1).isoformat()[:7]
+    late = [e for e in await _erp_entries(driller.stack)
+            if e["acceptedAt"] >= closed_at and _invoice_entry(e["externalId"])]
+    moved: dict[str, int] = {}
+    for e in late:
+        moved[e["currency"]] = moved.get(e["currency"], 0) + int(e["amount"])
+    gl = await driller.stack._sim_call("GET", f"/erp/v1/gl/balances?period={into}")
+    account = AccountMap().receivable  # debited with each invoice's total, nothing else
+    receivable = {b["currency"]: b["debit"] for b in gl["balances"] if b["account"] == account}
+    went = (f"posted on {into}-01 (next_open), its original date in its memo"
+            if policy == "next_open" else
+            f"dead-lettered erp.period_closed, re-posted on {into}-01 by dlq replay "
+            "--repost-open")
+    return result, {
+        "period": period, "policy": policy, "late_postings": len(late), "into": into,
+        "amount_moved": moved, "gl_ok": receivable == moved,
+        "dead_lettered": len(letters), "replayed": replayed,
+        "exact": (len(letters) == replayed == len(late)) if policy == "dead_letter"
+        else not letters,
+        "went": went,
+        "where": {e["externalId"]: into for e in late[:MAX_LISTED]},
+    }
+
+
+def _first_day(period: str) -> date:
+    year, month = (int(x) for x in period.split("-"))
+    return date(year, month, 1)

@@ -26,7 +26,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import ssl
-import stat
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +34,7 @@ import nkeys
 
 from actors.infra.bus import NatsAuth, client_tls
 from actors.infra.kv import bucket_stream
+from actors.infra.secret_file import SecretFileProblem, read_secret_file
 from actors.infra.state import bucket_name
 from contracts import LANES, GatewayError, Subjects
 
@@ -123,14 +123,10 @@ def seed_path(identities_dir: Path, role: str) -> Path:
     return identities_dir / f"{role}{SEED_SUFFIX}"
 
 
-def _check_private(path: Path, *, directory: bool) -> None:
-    """Refuse a seed file or directory that others may read (S15)."""
-    mode = stat.S_IMODE(path.stat().st_mode)
-    if mode & 0o077:
-        want = "0700" if directory else "0600"
-        raise IdentityError(
-            f"{path} is readable by others (mode {mode:04o}); run `chmod {want} {path}`",
-            code="broker.identity_mode")
+def _read_seed(path: Path) -> str:
+    """The seed in ``path``, refused when others may read it (S15)."""
+    return read_secret_file(path, "broker identity seed", lambda kind, message: IdentityError(
+        message, code="broker.identity_mode" if kind == "mode" else "broker.identity_invalid"))
 
 
 def ensure_seeds(identities_dir: Path, roles: Iterable[str] = ROLES) -> dict[str, str]:
@@ -154,10 +150,10 @@ def ensure_seeds(identities_dir: Path, roles: Iterable[str] = ROLES) -> dict[str
 
 def public_key(path: Path) -> str:
     """The public key (``U…``) of the seed in ``path``; raises ``IdentityError``."""
-    _check_private(path, directory=False)
+    seed = _read_seed(path)
     try:
-        kp = nkeys.from_seed(bytearray(path.read_bytes().strip()))
-    except (OSError, nkeys.NkeysError, ValueError) as exc:
+        kp = nkeys.from_seed(bytearray(seed.encode()))
+    except (nkeys.NkeysError, ValueError) as exc:
         raise IdentityError(f"{path}: not a readable NKey seed ({type(exc).__name__})",
                             code="broker.identity_invalid") from exc
     try:
@@ -318,18 +314,13 @@ def gateway_consumers(subjects: Subjects) -> list[tuple[str, str]]:
             (subjects.audit_stream, AUDIT_CONSUMER)]
 
 
+def _identity_file_error(kind: SecretFileProblem, message: str) -> IdentityError:
+    return IdentityError(message, code="broker.identity_mode" if kind == "mode"
+                         else "broker.identity_missing")
+
+
 def _read_secret(path: str, what: str) -> str:
-    p = Path(path)
-    try:
-        mode = stat.S_IMODE(p.stat().st_mode)
-        value = p.read_text().strip()
-    except OSError as exc:
-        raise IdentityError(f"{what} {path}: {exc.strerror}", code="broker.identity_missing") \
-            from exc
-    if mode & 0o077:
-        raise IdentityError(f"{what} {path} is readable by others (mode {mode:04o}); run "
-                            f"`chmod 600 {path}`", code="broker.identity_mode")
-    return value
+    return read_secret_file(path, what, _identity_file_error)
 
 
 def identities_dir(cfg: Config) -> Path:
@@ -393,5 +384,5 @@ def role_auth(role: str, identities_dir: Path) -> NatsAuth:
             "(point --data-dir at the data directory of the `erpgw up` that owns the broker, "
             "or configure nats.creds / nats.nkey_seed_file / nats.user)",
             code="broker.identity_missing")
-    _check_private(path, directory=False)
+    _read_seed(path)
     return NatsAuth(seed_file=str(path), inbox_prefix=inbox_prefix(role))

@@ -14,13 +14,14 @@ no health checks, no TLS, loopback only.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from collections.abc import Sequence
 
 import aiohttp
 from aiohttp import web
 
-__all__ = ["RoundRobinProxy"]
+__all__ = ["BlackholeProxy", "RoundRobinProxy"]
 
 _HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-authorization",
                   "te", "trailers", "transfer-encoding", "upgrade", "host", "content-length"})
@@ -82,3 +83,104 @@ class RoundRobinProxy:
                                   "message": "no gateway process answered; retry later",
                                   "path": request.path}, status=503,
                                  headers={"Retry-After": "1"})
+
+
+class BlackholeProxy:
+    """A TCP proxy on loopback between a client and one server that can turn into a silent
+    partition (fault matrix F10): while ``held``, it keeps reading both sides of every open
+    connection and forwards nothing, never closing one, and it stops listening (a client's
+    attempt at a new connection is refused); ``release`` listens again on the same port,
+    forwards what it held, in order, and resumes. ``link_dropped`` is set when a client closes
+    a connection while the link is held: it counted the link dead. A test harness part, as the
+    round-robin proxy is.
+    """
+
+    def __init__(self, target_host: str, target_port: int, *, host: str = "127.0.0.1") -> None:
+        self.target = (target_host, target_port)
+        self.host = host
+        self.port = 0
+        self.connections = 0
+        self.link_dropped = asyncio.Event()
+        self._open = asyncio.Event()
+        self._open.set()
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    @property
+    def url(self) -> str:
+        return f"nats://{self.host}:{self.port}"
+
+    @property
+    def held(self) -> bool:
+        return not self._open.is_set()
+
+    async def _listen(self) -> None:
+        self._server = await asyncio.start_server(self._accept, self.host, self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def start(self) -> None:
+        await self._listen()
+
+    def hold(self) -> None:
+        self._open.clear()
+        self.link_dropped.clear()
+        if self._server is not None:
+            self._server.close()  # open connections stay (and are held)
+            self._server = None
+
+    async def release(self) -> None:
+        await self._listen()
+        self._open.set()
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        self._open.set()
+        for w in list(self._writers):
+            w.close()
+        for t in list(self._tasks):
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._server is not None:
+            await self._server.wait_closed()
+            self._server = None
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        self._writers.add(writer)
+        try:
+            up_reader, up_writer = await asyncio.open_connection(*self.target)
+        except OSError:
+            writer.close()
+            return
+        self._writers.add(up_writer)
+        pumps = [asyncio.ensure_future(self._pump(reader, up_writer, client=True)),
+                 asyncio.ensure_future(self._pump(up_reader, writer, client=False))]
+        self._tasks.update(pumps)
+        await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)
+        for p in pumps:
+            p.cancel()
+        await asyncio.gather(*pumps, return_exceptions=True)
+        self._tasks.difference_update(pumps)
+        for w in (writer, up_writer):
+            w.close()
+            self._writers.discard(w)
+
+    async def _pump(self, src: asyncio.StreamReader, dst: asyncio.StreamWriter, *,
+                    client: bool) -> None:
+        held: list[bytes] = []
+        while data := await src.read(65536):
+            held.append(data)
+            if self.held:
+                continue  # read, so the sender never blocks, but forward nothing
+            dst.write(b"".join(held))
+            held.clear()
+            await dst.drain()
+        if client and self.held:
+            self.link_dropped.set()
+        # EOF: what was held goes first (a close is not silent any more once it is passed on).
+        await self._open.wait()
+        if held:
+            dst.write(b"".join(held))
+            await dst.drain()

@@ -10,6 +10,7 @@ Logs of every process go to files under the stack's work directory.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -24,13 +25,14 @@ import anyio
 import msgspec
 
 from actors.infra import NatsBus
-from actors.infra.bus import BrokerUnavailable, NatsAuth, server_list
+from actors.infra.bus import BrokerUnavailable, NatsAuth, client_tls, server_list
 from actors.infra.http import HttpClient
 from contracts import LANES, DeadLetter, GatewayError, JsonCodec, Subjects
 
 from .app import REVENUE_CONSUMER
-from .broker import EmbeddedBroker, EmbeddedCluster, free_port
+from .broker import BrokerTls, EmbeddedBroker, EmbeddedCluster, free_port
 from .rrproxy import RoundRobinProxy
+from .stack_tls import StackCerts, quiet_upgraded_tls_eof
 
 __all__ = ["ConsumerState", "DrainResult", "PeerGateway", "Quiescence", "RevenueResult", "Stack",
            "StackError"]
@@ -194,6 +196,14 @@ class Stack:
     # call of the stack go to. Gateway 1 is the one ``kill_gateway`` & co. act on.
     cluster: int = 0
     gateways: int = 1
+    # Every hop encrypted (docs/security.md, S14): a CA made at start (``certs``, under
+    # ``<workdir>/tls``) signs the broker's certificate (TLS only, client certificates
+    # required, NKey identities as always), the gateway's HTTPS webhook and admin listeners,
+    # the simulator's HTTPS platforms (the gateway verifies them with platforms.ca_file) and
+    # the client certificate of every broker connection; the simulator's webhook sender
+    # verifies the gateway's certificate. One broker and one gateway process only.
+    tls: bool = False
+    certs: StackCerts | None = field(default=None, init=False)
     broker: EmbeddedBroker | None = field(default=None, init=False)
     nats_cluster: EmbeddedCluster | None = field(default=None, init=False)
     proxy: RoundRobinProxy | None = field(default=None, init=False)
@@ -231,9 +241,15 @@ class Stack:
 
     def auth(self, role: str = "admin") -> NatsAuth | None:
         """Credentials of broker identity ``role``; with an external broker, the seed file
-        named by ``ERPGW_NATS_NKEY_SEED_FILE`` (the gateway's own setting), if any."""
+        named by ``ERPGW_NATS_NKEY_SEED_FILE`` (the gateway's own setting), if any. On a TLS
+        stack they carry the client certificate too."""
         if self.broker is not None:
-            return self.broker.auth(role)
+            auth = self.broker.auth(role)
+            if self.certs is None:
+                return auth
+            c = self.certs
+            return dataclasses.replace(auth or NatsAuth(), tls=client_tls(
+                str(c.ca), str(c.nats_client.cert), str(c.nats_client.key)))
         if self.nats_cluster is not None:
             return self.nats_cluster.auth(role)
         seed = os.environ.get("ERPGW_NATS_NKEY_SEED_FILE", "")
@@ -245,8 +261,19 @@ class Stack:
         return auth.options() if auth is not None else {}
 
     @property
+    def scheme(self) -> str:
+        """``https`` on a TLS stack (every listener), else ``http``."""
+        return "https" if self.tls else "http"
+
+    @property
+    def ca_file(self) -> str:
+        """The CA that signed every listener's certificate on a TLS stack (pass it as
+        ``ca_file`` to ``HttpClient``), else empty."""
+        return str(self.certs.ca) if self.certs is not None else ""
+
+    @property
     def sim_url(self) -> str:
-        return f"http://127.0.0.1:{self.sim_port}"
+        return f"{self.scheme}://127.0.0.1:{self.sim_port}"
 
     @property
     def gateway_url(self) -> str:
@@ -254,21 +281,22 @@ class Stack:
         when there are several, else the one process's webhook listener."""
         if self.proxy is not None:
             return self.proxy.url
-        return f"http://127.0.0.1:{self.gateway_port}"
+        return f"{self.scheme}://127.0.0.1:{self.gateway_port}"
 
     def gateway_urls(self) -> list[str]:
         """Every gateway process's own webhook listener, gateway 1 first."""
-        return [f"http://127.0.0.1:{p}" for p in (self.gateway_port, *self.other_ports)]
+        return [f"{self.scheme}://127.0.0.1:{p}" for p in (self.gateway_port, *self.other_ports)]
 
     @property
     def admin_url(self) -> str:
         """Gateway 1's admin listener (``/livez``, ``/readyz``, ``/status``, ``/metrics``, the
         synchronous lane), on loopback."""
-        return f"http://127.0.0.1:{self.admin_port}"
+        return f"{self.scheme}://127.0.0.1:{self.admin_port}"
 
     def admin_urls(self) -> list[str]:
         """Every gateway process's admin listener, gateway 1 first."""
-        return [f"http://127.0.0.1:{p}" for p in (self.admin_port, *self.other_admin_ports)]
+        return [f"{self.scheme}://127.0.0.1:{p}"
+                for p in (self.admin_port, *self.other_admin_ports)]
 
     # -- processes -----------------------------------------------------------------------------
 
@@ -285,9 +313,15 @@ class Stack:
             log.close()
 
     async def _wait_http(self, base: str, proc: subprocess.Popen[bytes], what: str,
-                         log_name: str, timeout: float = 30.0, path: str = "/healthz") -> None:
+                         log_name: str, timeout: float | None = None,
+                         path: str = "/healthz") -> None:
+        # A guard against a hang, not a speed target: a TLS stack's processes make a TLS
+        # handshake per connection (a gateway opens one per broker role) before they are
+        # ready, which takes longer on a loaded machine.
+        if timeout is None:
+            timeout = 60.0 if self.tls else 30.0
         deadline = time.monotonic() + timeout
-        async with HttpClient(base, timeout=2.0, platform=what) as http:
+        async with HttpClient(base, timeout=2.0, platform=what, ca_file=self.ca_file) as http:
             while time.monotonic() < deadline:
                 if proc.poll() is not None:
                     raise StackError(f"{what} exited with code {proc.returncode}; see "
@@ -309,6 +343,12 @@ class Stack:
     async def start(self) -> None:
         """Start broker (unless external), simulator and gateway; wait until all are ready."""
         self.workdir.mkdir(parents=True, exist_ok=True)
+        if self.tls:
+            if self.cluster or self.gateways > 1 or self.nats_url:
+                raise StackError("a TLS stack has one embedded broker and one gateway process "
+                                 "(no cluster, no external broker, gateways = 1)")
+            self.certs = StackCerts.make(self.workdir / "tls")
+            quiet_upgraded_tls_eof()
         if not self.nats_url and self.cluster:
             self.nats_cluster = EmbeddedCluster(self.workdir / "nats-cluster", size=self.cluster,
                                                 sync_interval=self.sync_interval,
@@ -321,7 +361,7 @@ class Stack:
             self.broker = EmbeddedBroker(self.workdir / "nats", port=free_port(),
                                          sync_interval=self.sync_interval,
                                          identities_dir=self.identities_dir,
-                                         prefix=self.nats_prefix)
+                                         prefix=self.nats_prefix, tls=self._broker_tls())
             await self.broker.start()
         self.gateway_port = free_port()
         self.admin_port = free_port()
@@ -344,7 +384,7 @@ class Stack:
              "--webhook-secret", self.webhook_secret,
              "--partner-webhook-url", f"{self.gateway_url}/webhooks/partner",
              *(("--erp-dialect", "netsuite") if self.netsuite else ()),
-             *self.sim_args], "sim.log")
+             *self._sim_tls_args(), *self.sim_args], "sim.log")
         await self._wait_http(self.sim_url, self._sim, "simulator", "sim.log")
 
     def gateway_config(self, index: int = 1) -> Path:
@@ -365,8 +405,9 @@ class Stack:
             f'data_dir = "{data}"\n'
             f'[nats]\nurl = "{self.url}"\nprefix = "{self.nats_prefix}"\n'
             f'identities_dir = "{self.identities_dir}"\n'
-            f"[http]\nport = {port}\n"
-            f"[admin]\nport = {admin_port}\n"
+            f"{self._tls_toml('nats.tls')}"
+            f"[http]\nport = {port}\n{self._tls_toml('http.tls')}"
+            f"[admin]\nport = {admin_port}\n{self._tls_toml('admin.tls')}"
             f"[consumers]\nack_wait_s = {self.ack_wait_s}\n{pending}"
             f"{scale}"
             f"{self.gateway_toml}\n"
@@ -374,8 +415,30 @@ class Stack:
         )
         return path
 
+    def _broker_tls(self) -> BrokerTls | None:
+        c = self.certs
+        return None if c is None else BrokerTls(cert=c.broker.cert, key=c.broker.key, ca=c.ca)
+
+    def _sim_tls_args(self) -> tuple[str, ...]:
+        c = self.certs
+        return () if c is None else ("--tls-cert", str(c.sim.cert), "--tls-key", str(c.sim.key),
+                                     "--webhook-ca-file", str(c.ca))
+
+    def _tls_toml(self, table: str) -> str:
+        """The ``[nats.tls]`` (the client certificate, the CA verifying the broker),
+        ``[http.tls]`` or ``[admin.tls]`` table of a TLS stack's gateway config."""
+        c = self.certs
+        if c is None:
+            return ""
+        if table == "nats.tls":
+            return (f'[nats.tls]\nca = "{c.ca}"\ncert = "{c.nats_client.cert}"\n'
+                    f'key = "{c.nats_client.key}"\n')
+        return f'[{table}]\ncert = "{c.gateway.cert}"\nkey = "{c.gateway.key}"\n'
+
     def _gateway_env(self, env: Mapping[str, str] | None) -> dict[str, str]:
-        return {**self._netsuite_env(), **self.gateway_env, **(env or {}),
+        # A TLS stack's platforms (the simulator) have certificates of the stack's own CA.
+        tls = {"ERPGW_PLATFORMS_CA_FILE": self.ca_file} if self.certs is not None else {}
+        return {**self._netsuite_env(), **tls, **self.gateway_env, **(env or {}),
                 # Drill mode: GW_FAULT / GW_CRASH_AT act (this stack is all on loopback).
                 "ERPGW_DRILLS": "1",
                 "ERPGW_BILLING_WEBHOOK_SECRETS": self.webhook_secret,
@@ -446,7 +509,8 @@ class Stack:
             "ERPGW_ADMIN_PORT": str(admin_port),
             "ERPGW_NATS_IDENTITIES_DIR": str(self.identities_dir)})
         proc = self._spawn(["up", "--config", str(self.gateway_config())], f"{name}.log", env)
-        peer = PeerGateway(proc, f"http://127.0.0.1:{port}", f"http://127.0.0.1:{admin_port}")
+        peer = PeerGateway(proc, f"{self.scheme}://127.0.0.1:{port}",
+                           f"{self.scheme}://127.0.0.1:{admin_port}")
         await self._wait_http(peer.admin_url, proc, name, f"{name}.log", path="/readyz")
         return peer
 
@@ -538,7 +602,8 @@ class Stack:
                                               strict=True), 1):
             per: dict[str, int] = {}
             try:
-                async with HttpClient(admin, timeout=5.0, platform="gateway") as http:
+                async with HttpClient(admin, timeout=5.0, platform="gateway",
+                                      ca_file=self.ca_file) as http:
                     text = (await http.get("/metrics")).body.decode()
             except GatewayError:
                 text = ""
@@ -555,7 +620,8 @@ class Stack:
     # -- simulator and broker views ------------------------------------------------------------
 
     async def _sim_call(self, method: str, path: str, body: Any = None) -> Any:
-        async with HttpClient(self.sim_url, timeout=30.0, platform="simulator") as http:
+        async with HttpClient(self.sim_url, timeout=30.0, platform="simulator",
+                              ca_file=self.ca_file) as http:
             raw = None if body is None else msgspec.json.encode(body)
             resp = await http.request(method, path, raw)
             return _dec.decode(resp.body) if resp.body else None
@@ -647,12 +713,14 @@ class Stack:
         return Subjects(prefix=self.nats_prefix)
 
     async def dead_letters(self) -> list[DeadLetter]:
+        """Every dead letter, replayed or purged ones too (not the resolution markers a
+        replay stores beside them)."""
         bus = await NatsBus.connect(self.url, name="erpgw-stack", auth=self.auth("operator"))
         try:
-            raw = await bus.read_stream(self.subjects.dlq_stream)
+            raw = await bus.scan(self.subjects.dlq_stream, subject=self.subjects.dlq_letters)
         finally:
             await bus.close()
-        return [_letters.decode(r) for r in raw]
+        return [_letters.decode(m.data) for m in raw]
 
     async def _dead_letters_or(self, last: list[DeadLetter]) -> list[DeadLetter]:
         """The dead letters, or ``last`` while the broker cannot answer (a node down, a

@@ -34,8 +34,10 @@ async def run_usage(stack: Stack, count: int, *, seed: int, token: str = DEMO_TO
     """``flows.usage`` of the demo: ``{"completed", "expected", "lost", "duplicates",
     "drained", "amount_ok"}``. Raises ``GatewayError`` when the simulator or the gateway
     refuses a request (a bad token, a stopped process)."""
-    async with HttpClient(stack.sim_url, timeout=30.0, platform="simulator") as sim, \
-            HttpClient(stack.gateway_url, timeout=30.0, platform="gateway") as gw:
+    async with HttpClient(stack.sim_url, timeout=30.0, platform="simulator",
+                          ca_file=stack.ca_file) as sim, \
+            HttpClient(stack.gateway_url, timeout=30.0, platform="gateway",
+                       ca_file=stack.ca_file) as gw:
         run = _dec.decode((await sim.post("/sim/v1/usage-runs", msgspec.json.encode(
             {"count": count, "seed": seed}))).body)
         records = run["records"]

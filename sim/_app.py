@@ -90,6 +90,7 @@ from ._revenue import RevenueService, revenue_audit
 from ._revenue_contracts import RevenueContractService
 from ._sub_changes import ChangeService, lifecycle_audit
 from ._subscriptions import SubscriptionService
+from ._tls import server_context, webhook_context
 from ._usage import UsageService, usage_audit
 
 __all__ = ["SHUTDOWN_TIMEOUT_S", "create_app", "serve"]
@@ -131,9 +132,11 @@ def create_app(config: SimConfig | None = None) -> web.Application:
     session (``TCPConnector(limit=delivery_concurrency)``) and starts the billing host task,
     and closes both on cleanup. Raises ``ValueError`` for an unusable config
     (``delivery_concurrency`` or ``erp_max_bulk`` below 1, a ``webhook_url`` that is not
-    http(s)).
+    http(s), TLS files that cannot be used: the message names the setting).
     """
     cfg = config or SimConfig()
+    server_context(cfg)
+    webhook_context(cfg)
     control = FaultControl(cfg.seed, cfg.scenario)
     billing = BillingService(cfg, control)
     erp = ErpService(cfg, control)
@@ -273,7 +276,7 @@ async def _billing_host(app: web.Application) -> AsyncIterator[None]:
     if cfg.scenario is not None:
         for line in cfg.scenario.describe():
             log.info("%s", line)
-    connector = aiohttp.TCPConnector(limit=cfg.delivery_concurrency)
+    connector = aiohttp.TCPConnector(limit=cfg.delivery_concurrency, ssl=webhook_context(cfg))
     timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
         host = asyncio.create_task(_host(app, session), name="sim.billing.host")
@@ -418,7 +421,8 @@ async def serve(config: SimConfig, *, ready: anyio.Event | None = None) -> None:
     runner = web.AppRunner(create_app(config), access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT_S)
     await runner.setup()
     try:
-        site = web.TCPSite(runner, config.host, config.port)
+        tls = server_context(config)
+        site = web.TCPSite(runner, config.host, config.port, ssl_context=tls)
         try:
             await site.start()
         except OSError as exc:
@@ -426,7 +430,8 @@ async def serve(config: SimConfig, *, ready: anyio.Event | None = None) -> None:
                 exc.errno,
                 f"simulator cannot listen on {config.host}:{config.port}: {exc.strerror or exc}",
             ) from exc
-        log.info("simulator listening on http://%s:%d", config.host, config.port)
+        log.info("simulator listening on %s://%s:%d", "https" if tls else "http",
+                 config.host, config.port)
         if ready is not None:
             ready.set()
         await anyio.sleep_forever()

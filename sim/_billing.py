@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import bisect
 import hashlib
+import hmac
 import logging
 import math
 import random
@@ -951,7 +952,7 @@ class BillingService:
             digest = hashlib.sha256(_EVENT_ENCODER.encode(body)).digest()
             seen = epoch.idempotency.get(key)
             if seen is not None:
-                if seen[0] != digest:
+                if not hmac.compare_digest(seen[0], digest):
                     raise SimHTTPError(
                         422, "idempotency.key_reused",
                         f"{IDEMPOTENCY_HEADER} {key!r} was used with a different request body",

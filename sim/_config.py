@@ -56,3 +56,9 @@ class SimConfig(msgspec.Struct, kw_only=True):
     # check ``Authorization: Bearer <stripe_secret_key>``).
     billing_dialect: str = "erpgw"
     stripe_secret_key: str = "sk_test_erpgw_demo"  # noqa: S105 - the public demo key
+    # HTTPS (sim/_tls.py): every platform served over TLS only with this certificate chain
+    # and key (PEM files, both or neither; empty: plain HTTP), and the CA bundle the webhook
+    # sender verifies the receiver's certificate with (empty: the system's trust store).
+    tls_cert: str = ""
+    tls_key: str = ""
+    webhook_ca_file: str = ""

@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import bisect
 import hashlib
+import hmac
 import random
 import re
 import time
@@ -325,7 +326,7 @@ class ErpLedger:
         digest = _digest(item)
         seen = self._keys.get(key)
         if seen is not None:
-            if seen[0] == digest:
+            if hmac.compare_digest(seen[0], digest):
                 return BulkItemResult(idempotency_key=key, status="replayed", id=seen[1])
             return BulkItemResult(
                 idempotency_key=key,

@@ -16,6 +16,7 @@ faults): the order is refused ``CREDIT_HOLD`` (422) and nothing is recorded but 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import re
 import time
 from collections.abc import Callable
@@ -85,7 +86,7 @@ class SalesOrderBook:
         digest = hashlib.sha256(_CANONICAL.encode(body)).digest()
         seen = self._keys.get(key)
         if seen is not None:
-            if seen[0] != digest:
+            if not hmac.compare_digest(seen[0], digest):
                 return 422, ErpError(code="IDEMPOTENCY_KEY_REUSED",
                                      message=f"Idempotency-Key {key!r} was used for a "
                                              f"different order ({seen[1]})")

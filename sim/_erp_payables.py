@@ -13,6 +13,7 @@ behind the ERP's concurrency limit and fault guard like every ERP route (``sim._
 from __future__ import annotations
 
 import hashlib
+import hmac
 import re
 import time
 
@@ -75,7 +76,7 @@ class PayablesBook:
         digest = hashlib.sha256(_ENCODER.encode(bill)).digest()
         seen = self._keys.get(key)
         if seen is not None:
-            if seen[0] != digest:
+            if not hmac.compare_digest(seen[0], digest):
                 raise SimHTTPError(422, "IDEMPOTENCY_KEY_REUSED",
                                    f"{IDEMPOTENCY_HEADER} {key!r} was used with a different "
                                    "request body", path=IDEMPOTENCY_HEADER)

@@ -19,6 +19,8 @@ from typing import Any
 
 from oauthlib.oauth1 import SIGNATURE_HMAC_SHA256, RequestValidator, ResourceEndpoint
 
+from contracts.platforms.signing import same_secret
+
 __all__ = ["DEMO_TBA", "TbaCredentials", "TbaVerifier"]
 
 
@@ -85,17 +87,18 @@ class _Validator(RequestValidator):  # type: ignore[misc]
         return "dummy-token-id-0000000"
 
     def validate_client_key(self, client_key: str, request: Any) -> bool:
-        return bool(client_key == self.creds.consumer_key)
+        return same_secret(client_key, self.creds.consumer_key)
 
     def validate_access_token(self, client_key: str, token: str, request: Any) -> bool:
-        return bool(token == self.creds.token_id)
+        return same_secret(token, self.creds.token_id)
 
     def get_client_secret(self, client_key: str, request: Any) -> str:
-        return (self.creds.consumer_secret if client_key == self.creds.consumer_key
+        return (self.creds.consumer_secret if same_secret(client_key, self.creds.consumer_key)
                 else "dummy-secret")
 
     def get_access_token_secret(self, client_key: str, token: str, request: Any) -> str:
-        return self.creds.token_secret if token == self.creds.token_id else "dummy-secret"
+        return (self.creds.token_secret if same_secret(token, self.creds.token_id)
+                else "dummy-secret")
 
     def validate_timestamp_and_nonce(self, client_key: str, timestamp: str, nonce: str,
                                      request: Any, request_token: str | None = None,

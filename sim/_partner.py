@@ -20,6 +20,7 @@ audit's ``duplicates`` is the measure of a client's exactly-once.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import math
 import re
 import time
@@ -175,7 +176,7 @@ class PartnerPortal:
         digest = hashlib.sha256(_ENCODER.encode(body)).digest()
         seen = self._idempotency.get(key)
         if seen is not None:
-            if seen[0] != digest:
+            if not hmac.compare_digest(seen[0], digest):
                 raise SimHTTPError(422, IDEMPOTENCY_KEY_REUSED,
                                    f"{IDEMPOTENCY_HEADER} {key!r} was used with a different "
                                    "request body", path=IDEMPOTENCY_HEADER)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import calendar
 import hashlib
+import hmac
 import re
 import time
 from collections.abc import Callable
@@ -96,7 +97,7 @@ class ContractBook:
                     message=f"contract {contract_id} is at version {current.version}; "
                             f"version {body.version} is stale")
             if body.version == current.version:
-                if self._digests[contract_id] == digest:
+                if hmac.compare_digest(self._digests[contract_id], digest):
                     return 200, current
                 return 409, ContractError(
                     code=VERSION_CONFLICT,

@@ -45,6 +45,7 @@ from contracts.platforms.billing import (
     CreditNoteLineList,
     SubscriptionItemRecord,
 )
+from contracts.platforms.signing import same_secret
 from contracts.platforms.stripe import STRIPE_API_VERSION
 
 from ._http import SimHTTPError, query_int
@@ -482,7 +483,7 @@ def check_key(request: web.Request, secret_key: str) -> None:
         raise SimHTTPError(401, "api_key_missing",
                            "You did not provide an API key. Provide it in the Authorization "
                            "header as a bearer token.", path="Authorization")
-    if key != secret_key:
+    if not same_secret(key, secret_key):
         shown = key[:8] + "*" * max(0, len(key) - 12) + key[-4:]
         raise SimHTTPError(401, "api_key_invalid", f"Invalid API Key provided: {shown}",
                            path="Authorization")

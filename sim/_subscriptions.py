@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import calendar
 import hashlib
+import hmac
 import re
 import time
 from datetime import date, timedelta
@@ -90,7 +91,7 @@ class SubscriptionBook:
         digest = hashlib.sha256(_CANONICAL.encode(body)).digest()
         seen = self._keys.get(key)
         if seen is not None:
-            if seen[0] != digest:
+            if not hmac.compare_digest(seen[0], digest):
                 raise SimHTTPError(422, "idempotency.key_reused",
                                    f"{IDEMPOTENCY_HEADER} {key!r} was used with a different "
                                    "request body", path=IDEMPOTENCY_HEADER)

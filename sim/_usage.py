@@ -19,6 +19,7 @@ quantities. ``UsageService`` is the HTTP shell.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import random
 import re
 from collections.abc import Iterable, Sequence
@@ -139,7 +140,7 @@ class UsageBook:
         digest = hashlib.sha256(_ENC.encode(item)).digest()
         seen = self.items.get(item.id)
         if seen is not None:
-            if seen[0] == digest:
+            if hmac.compare_digest(seen[0], digest):
                 self.replayed += 1
                 return msgspec.structs.replace(seen[1], status="replayed")
             self.rejected += 1
@@ -280,7 +281,7 @@ class UsageService:
         if key is not None:
             seen = self.book.requests.get(key)
             if seen is not None:
-                if seen[0] != digest:
+                if not hmac.compare_digest(seen[0], digest):
                     raise SimHTTPError(422, "idempotency.key_reused", f"{IDEMPOTENCY_HEADER} "
                                        f"{key!r} was used with a different request body",
                                        path=IDEMPOTENCY_HEADER)

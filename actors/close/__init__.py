@@ -1,8 +1,13 @@
 """The close: recognised revenue to the general ledger (``erpgw close run`` and, on a schedule,
-the ``revenue-gl`` actor)."""
+the ``revenue-gl`` actor), and what blocks a period's close (``erpgw close status``, the
+``close-watch`` actor and its ``close.blocking`` KPI)."""
 
+from .readiness import BLOCKER_KINDS, Blocker, CloseStatus, OpenLetter, close_blockers
 from .revenue_gl import Latest, RunPosting, aggregate_id, period_end, plan_close, revenue_entry
-from .runner import RevenueToGl, close_run, previous_period, wait_applied
+from .runner import RevenueToGl, close_run, plan_run, previous_period, wait_applied
+from .status import CloseWatch, close_status, kpi_document, open_letters, period_of
 
-__all__ = ["Latest", "RevenueToGl", "RunPosting", "aggregate_id", "close_run", "period_end",
-           "plan_close", "previous_period", "revenue_entry", "wait_applied"]
+__all__ = ["BLOCKER_KINDS", "Blocker", "CloseStatus", "CloseWatch", "Latest", "OpenLetter",
+           "RevenueToGl", "RunPosting", "aggregate_id", "close_blockers", "close_run",
+           "close_status", "kpi_document", "open_letters", "period_end", "period_of",
+           "plan_close", "plan_run", "previous_period", "revenue_entry", "wait_applied"]

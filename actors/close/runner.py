@@ -44,8 +44,8 @@ from ..router.invoices import AccountMap
 from ..runtime import Actor
 from .revenue_gl import Latest, RunPosting, aggregate_id, plan_close
 
-__all__ = ["RECOGNITION_PATH", "RevenueReader", "RevenueToGl", "close_run", "previous_period",
-           "wait_applied"]
+__all__ = ["RECOGNITION_PATH", "RevenueReader", "RevenueToGl", "close_run", "plan_run",
+           "previous_period", "wait_applied"]
 
 log = logging.getLogger("erpgw.close")
 RECOGNITION_PATH = "/revenue/v1/recognition/contracts"
@@ -80,6 +80,17 @@ async def _latest(versions: SharedVersions, entity: str, period: str,
     return out
 
 
+async def plan_run(revenue: RevenueReader, versions: SharedVersions, *, entity: str,
+                   period: str, accounts: AccountMap) -> list[RunPosting]:
+    """What a close run of ``period`` for ``entity`` would publish now, publishing nothing
+    (``erpgw close status``). Raises as ``close_run`` does, ``BrokerUnavailable`` aside."""
+    resp = await revenue.get(f"{RECOGNITION_PATH}?period={period}")
+    detail = _detail.decode(resp.body)
+    currencies = sorted({it.currency.upper() for it in detail.items})
+    return plan_close(entity, period, detail.items, accounts,
+                      await _latest(versions, entity, period, currencies))
+
+
 async def close_run(revenue: RevenueReader, versions: SharedVersions, bus: NatsBus,
                     subjects: Subjects,
                     *, entity: str, period: str, accounts: AccountMap) -> list[RunPosting]:
@@ -89,11 +100,7 @@ async def close_run(revenue: RevenueReader, versions: SharedVersions, bus: NatsB
     for an answer that breaks ``RecognitionDetail``, ``LedgerUnavailable`` and
     ``BrokerUnavailable``; a rerun after any of them is safe (the same runs, the same keys).
     """
-    resp = await revenue.get(f"{RECOGNITION_PATH}?period={period}")
-    detail = _detail.decode(resp.body)
-    currencies = sorted({it.currency.upper() for it in detail.items})
-    plan = plan_close(entity, period, detail.items, accounts,
-                      await _latest(versions, entity, period, currencies))
+    plan = await plan_run(revenue, versions, entity=entity, period=period, accounts=accounts)
     for rp in plan:
         if rp.entry is None or rp.key is None:
             continue

@@ -8,16 +8,17 @@ Theory of operation, per batch:
    invoice and its amendments, flow 6) is judged by its aggregate's applied and claimed
    versions instead (``actors.erp.ordering.plan_order``): a redelivered, stale or superseded
    version is acked without posting (audited first), a newer one is sent with the reversal of
-   the version it replaces, and the versions about to be sent are claimed in the ledger in one
-   transaction before the request;
+   the version it replaces, and the versions about to be sent are claimed in the shared
+   ``versions`` bucket (one atomic batch of compare-and-set writes) before the request;
 3. send the rest through the ERP's client (``actors.platforms.erp``, one per dialect: the
    simulator's bulk request, or NetSuite upserts with the account's concurrency in flight),
    each item with its idempotency key, so a retry after an ambiguous outcome (timeout after
    the ERP committed) is answered ``replayed`` and never posts twice; the client answers per
    entry or raises for the whole batch when any entry could not be made durable;
-4. write the outcomes (posted / dead-lettered), the aggregates' applied versions and their
-   audit rows to the ledger in one transaction; only then ack (or dead-letter and term) the
-   inputs.
+4. write the claims, the skips' audit notes, the outcomes (posted / dead-lettered), the
+   aggregates' applied versions and their audit rows to the ledger in one transaction (a
+   request that failed writes the claims and notes alone); then apply the versions in the
+   shared bucket (one atomic batch); only then ack (or dead-letter and term) the inputs.
 
 A posting the ERP refuses for a closed period (``PERIOD_CLOSED``) is dead-lettered as
 ``erp.period_closed``, or, under the ``next_open`` policy (``erp.closed_period``, or a letter
@@ -43,6 +44,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime
+from typing import NamedTuple
 
 import anyio
 import msgspec
@@ -114,6 +116,15 @@ _REPLANS = 8
 # One posting to make: the command, its deliveries, and what ordering decided (the entries to
 # send: a reversal of the aggregate's applied version first, if any, then the command's own).
 _Item = tuple[Envelope, PostJournalEntry, list[Delivery], Apply, Aggregate | None]
+
+
+class _Audit(NamedTuple):
+    """What a batch's ordering leaves for the ledger: the versions claimed, the audit notes of
+    the skipped commands, and those commands (acked once the notes are durable)."""
+
+    claims: list[VersionMark]
+    notes: list[tuple[float, str, str, str]]
+    skipped: list[tuple[Skip, Envelope, list[Delivery]]]
 
 
 
@@ -199,21 +210,25 @@ class ErpPoster(BatchWorker):
                 self.skipped_known += 1
         if not todo:
             return
-        items = await self._order(todo, aggregates, repairs)
-        if items:
-            # Traced: an ``erp post`` span per posting, child of its command (actors.otel).
-            with otel.hops("erp post", [env.traceparent for env, *_ in items], kind="consumer"):
-                await self._post(items)
+        items, audit = await self._order(todo, aggregates, repairs)
+        if not items:
+            await self._settle(audit)
+            return
+        # Traced: an ``erp post`` span per posting, child of its command (actors.otel).
+        with otel.hops("erp post", [env.traceparent for env, *_ in items], kind="consumer"):
+            await self._post(items, audit)
 
     async def _order(self, todo: dict[str, tuple[Envelope, PostJournalEntry, list[Delivery]]],
                      aggregates: dict[str, Aggregate | None], repairs: set[str]
-                     ) -> list[_Item]:
+                     ) -> tuple[list[_Item], _Audit]:
         """Apply per-aggregate ordering (``plan_order``) to the batch: the versions about to
         be applied are claimed in the shared ``versions`` (before any ERP request), each
         conditionally on the revision it was planned from; a claim another process beat is
-        planned again from a fresh read. Skipped commands are audited and acked here; the rest
-        are returned with what to send. Raises ``LedgerUnavailable``/``BrokerUnavailable``,
-        or ``KvConflict`` when the same aggregates keep moving (nothing acked)."""
+        planned again from a fresh read. Returns what to send, and the batch's ledger audit
+        (claims, skips) with the skipped commands, which are acked once that audit is durable
+        (``_settle``, or with the postings in ``_post``: one ledger transaction per batch).
+        Raises ``LedgerUnavailable``/``BrokerUnavailable``, or ``KvConflict`` when the same
+        aggregates keep moving (nothing acked)."""
         keys = list(todo)
         verdicts: dict[str, Apply | Skip] = {}
         pending = keys
@@ -262,9 +277,16 @@ class ErpPoster(BatchWorker):
                  for v, env, _ in skipped if v.reason != "applied"]
         # Each claim's revision: applying it right after the ERP's answer needs no read first.
         self._claimed = claim_revisions
-        # The process's audit of the claims and skips, durable before any ack.
-        await self.ledger.claim_versions(claims, notes=notes)
-        for verdict, env, ds in skipped:
+        return items, _Audit(claims, notes, skipped)
+
+    async def _settle(self, audit: _Audit) -> None:
+        """Make the batch's claims and skips durable in the ledger (one transaction), then ack
+        the skipped commands."""
+        await self.ledger.claim_versions(audit.claims, notes=audit.notes)
+        await self._ack_skipped(audit)
+
+    async def _ack_skipped(self, audit: _Audit) -> None:
+        for verdict, env, ds in audit.skipped:
             if verdict.reason != "applied":
                 log.info("ERP posting %s skipped: %s (applied version %d)", env.key,
                          verdict.reason, verdict.applied_version)
@@ -276,7 +298,6 @@ class ErpPoster(BatchWorker):
                     self.superseded += 1
                 else:
                     self.skipped_known += 1
-        return items
 
     async def _states(self, aggregates: set[Aggregate]
                       ) -> dict[Aggregate, tuple[State, ReadVersion]]:
@@ -307,7 +328,7 @@ class ErpPoster(BatchWorker):
                 claimed=claims.get(agg), refused=refused), r)
         return out
 
-    async def _post(self, items: list[_Item]) -> None:
+    async def _post(self, items: list[_Item], audit: _Audit) -> None:
         flat = [e for _, _, _, plan, _ in items for e in plan.entries]
         # Entries whose delivery is not the first may have reached the ERP already.
         redelivered = {e.idempotency_key for _, _, ds, plan, _ in items
@@ -328,6 +349,7 @@ class ErpPoster(BatchWorker):
             self.last_error = str(err)
             log.info("ERP bulk of %d not posted (%s): %s", len(flat), err.code, err)
             await self.guard.publish_transitions()
+            await self._settle(audit)
             for env, _, ds, _, _ in items:
                 for d in ds:
                     await self.fail(d, err, self.dlq, business_key=str(env.key),
@@ -338,6 +360,7 @@ class ErpPoster(BatchWorker):
             refusal = exc if isinstance(exc, GatewayError) else Permanent(
                 f"ERP answer could not be read: {exc}", code="erp.bad_response")
             body_text = getattr(refusal, "body", None)
+            await self._settle(audit)
             for env, _, ds, _, _ in items:
                 for d in ds:
                     await self.dlq.send(d, refusal, business_key=str(env.key),
@@ -380,11 +403,14 @@ class ErpPoster(BatchWorker):
                                             _entry_codec.encode(entry), now))
             self.reversals += sum(1 for e, res in group if res.status == "created"
                                   and e.external_id.endswith(REVERSAL_SUFFIX))
-        await self.ledger.record(rows, versions=versions)
+        # One transaction: the batch's claims and skips, its postings and applied versions.
+        await self.ledger.record(rows, versions=versions, notes=audit.notes,
+                                 claims=audit.claims)
         # Then the shared guard: a crash before it leaves the claim, and the redelivery sends
         # the claim's entries again (answered replayed) and applies it then.
         await self.versions.apply(versions, claimed=self._claimed)
         crashpoint("erp.after_commit")
+        await self._ack_skipped(audit)
         now_dt = datetime.now(UTC)
         for env, ds, res in done:
             if res.status == "created":

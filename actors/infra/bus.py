@@ -425,7 +425,8 @@ class NatsBus:
                       connect_timeout: float = 5.0,
                       publish_timeout: float = 5.0, wait_for_server: float = 30.0,
                       auth: NatsAuth | None = None,
-                      election_retry_s: float = ELECTION_RETRY_S) -> NatsBus:
+                      election_retry_s: float = ELECTION_RETRY_S,
+                      ping_interval: float = 10.0) -> NatsBus:
         """Connect with ``auth`` (anonymous without) to one of the seed servers of ``url`` (a
         list, or comma-separated: see ``server_list``), waiting up to ``wait_for_server`` s for
         one to come up; once connected, reconnect forever (to any server of the cluster).
@@ -433,6 +434,7 @@ class NatsBus:
         Raises ``BrokerRejected`` (``broker.auth``) when the server refuses the credentials
         (``broker.url`` when ``url`` holds something that is not a server URL),
         ``BrokerUnavailable`` when it cannot be reached. A password in ``url`` is never shown.
+        The client pings every ``ping_interval`` s and drops a link that left three unanswered.
         """
         connected = False
         try:
@@ -468,8 +470,9 @@ class NatsBus:
         # nats-py annotates some float options as int: pass them through one mapping.
         options: dict[str, Any] = {
             "name": name, "connect_timeout": connect_timeout, "allow_reconnect": True,
-            "max_reconnect_attempts": -1, "reconnect_time_wait": 0.25, "ping_interval": 10,
-            "max_outstanding_pings": 3, "pending_size": 64 * 1024 * 1024, "error_cb": _error,
+            "max_reconnect_attempts": -1, "reconnect_time_wait": 0.25,
+            "ping_interval": ping_interval, "max_outstanding_pings": 3,
+            "pending_size": 64 * 1024 * 1024, "error_cb": _error,
             "disconnected_cb": _disconnected, "reconnected_cb": _reconnected,
             **(auth.options() if auth else {})}
         attempt = asyncio.ensure_future(client.connect(servers, **options))

@@ -12,6 +12,16 @@ acknowledged, so what a process reads after a conflict is the winner's write.
 Keys: the bucket's keys are ``[A-Za-z0-9_=-]`` tokens joined by ``.``; ``key_token`` turns any
 id into one token, reversibly and injectively (every other byte becomes ``=XX``).
 
+Batches: ``put_many`` writes a batch's keys as one JetStream atomic batch (``Nats-Batch-Id`` /
+``Nats-Batch-Sequence`` / ``Nats-Batch-Commit``; the bucket's stream needs ``allow_atomic``,
+which ``allow_atomic_writes`` sets), each message carrying its own key's
+``Nats-Expected-Last-Subject-Sequence``: the stream leader checks every condition and stores
+all the writes with one commit (one fsync) or none of them. A refused batch stored nothing; the
+writes are then made one key per round trip, each still conditional, which tells which keys
+lost (``KvConflict``) and stores the others, exactly as before batching. A batch whose commit
+went unanswered (timeout, connection lost) may or may not be stored: every key of it is
+answered ``BrokerUnavailable`` (re-read before trying again), never written a second time.
+
 Errors: ``KvConflict`` (the key moved since it was read; retryable after a re-read) and
 ``BrokerUnavailable`` (retryable: timeout, reconnecting, no quorum).
 """
@@ -20,26 +30,48 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+import msgspec
 import nats.errors
 import nats.js.errors
 from nats.js import api
 from nats.js.client import JetStreamContext
 from nats.js.kv import KeyValue
 
-from contracts import Retryable
+from contracts import Retryable, new_id
 
 from .bus import BrokerUnavailable, NatsBus
 
-__all__ = ["KvBucket", "KvConflict", "KvEntry", "bucket_stream", "key_token"]
+__all__ = ["KvBucket", "KvConflict", "KvEntry", "allow_atomic_writes", "bucket_stream",
+           "key_token"]
 
 _PLAIN = re.compile(r"[A-Za-z0-9_-]")
+_TOKEN = re.compile(r"[A-Za-z0-9_-]+")
 # At most this many reads or writes of one call in flight on the connection.
 _IN_FLIGHT = 128
 # The server's "wrong last sequence" error codes (a conditional write or delete refused).
 _WRONG_LAST = (10071, 10164)
+# Largest atomic batch nats-server accepts (a larger one is refused whole).
+_MAX_ATOMIC = 1000
+# The server's "atomic publish is disabled" (the stream has no ``allow_atomic``).
+_ATOMIC_DISABLED = 10174
+
+
+class _ApiError(msgspec.Struct):
+    code: int = 0
+    err_code: int = 0
+    description: str = ""
+
+
+class _BatchAck(msgspec.Struct):
+    seq: int = 0
+    count: int = 0
+    error: _ApiError | None = None
+
+
+_batch_ack = msgspec.json.Decoder(_BatchAck)
 
 
 class KvConflict(Retryable):
@@ -60,6 +92,8 @@ class KvEntry:
 
 def key_token(text: str) -> str:
     """``text`` as one key token: ``[A-Za-z0-9_-]`` kept, every other UTF-8 byte ``=XX``."""
+    if _TOKEN.fullmatch(text):  # the usual id: nothing to escape
+        return text
     return "".join(ch if _PLAIN.fullmatch(ch) else
                    "".join(f"={b:02X}" for b in ch.encode()) for ch in text) or "="
 
@@ -72,7 +106,8 @@ def bucket_stream(bucket: str) -> str:
 class KvBucket:
     """One KV bucket on one connection; see the module docstring."""
 
-    def __init__(self, js: JetStreamContext, bucket: str, *, timeout: float = 5.0) -> None:
+    def __init__(self, js: JetStreamContext, bucket: str, *, timeout: float = 5.0,
+                 atomic: bool = True) -> None:
         self.name = bucket
         self._kv = KeyValue(name=bucket, stream=bucket_stream(bucket), pre=f"$KV.{bucket}.",
                             js=js, direct=True)
@@ -81,10 +116,15 @@ class KvBucket:
         self.reads = 0
         self.writes = 0
         self.conflicts = 0
+        self.batches = 0  # atomic batches stored
+        self.batches_refused = 0  # atomic batches refused (then written key by key)
+        # Whether ``put_many`` tries an atomic batch first; False once the bucket's stream
+        # refused one for not allowing them (``atomic=False``: always key by key).
+        self._atomic = atomic
 
     @classmethod
-    def on(cls, bus: NatsBus, bucket: str) -> KvBucket:
-        return cls(bus.jetstream, bucket)
+    def on(cls, bus: NatsBus, bucket: str, *, atomic: bool = True) -> KvBucket:
+        return cls(bus.jetstream, bucket, atomic=atomic)
 
     async def get(self, key: str) -> KvEntry:
         """The key's current value and revision. Raises ``BrokerUnavailable``."""
@@ -124,12 +164,68 @@ class KvBucket:
         except (TimeoutError, nats.errors.Error, OSError) as exc:
             raise BrokerUnavailable(f"write {self.name}/{key}: {exc!r}") from exc
 
+    async def put_all(self, writes: Sequence[tuple[str, bytes, int]]) -> dict[str, int]:
+        """Write every ``(key, value, revision)`` (distinct keys, at most 1,000) if each key is
+        still at its revision, as one atomic batch: all of them are stored or none. The new
+        revision of each key.
+
+        Raises ``KvConflict`` (the batch was refused and nothing was stored: a key moved, or
+        the bucket's stream takes no atomic batches) or ``BrokerUnavailable`` (the commit went
+        unanswered: the outcome is unknown, re-read before trying again).
+        """
+        if not writes or len(writes) > _MAX_ATOMIC or len({k for k, _, _ in writes}) < len(writes):
+            raise ValueError("put_all takes 1 to 1,000 writes of distinct keys")
+        nc = self._js._nc
+        batch_id = new_id()
+        pre = f"$KV.{self.name}."
+        self.writes += len(writes)
+        try:
+            for seq, (key, value, revision) in enumerate(writes[:-1], 1):
+                await nc.publish(pre + key, value, headers={
+                    "Nats-Expected-Last-Subject-Sequence": str(revision),
+                    "Nats-Batch-Id": batch_id, "Nats-Batch-Sequence": str(seq)})
+            key, value, revision = writes[-1]
+            reply = await nc.request(pre + key, value, timeout=self._timeout, headers={
+                "Nats-Expected-Last-Subject-Sequence": str(revision),
+                "Nats-Batch-Id": batch_id, "Nats-Batch-Sequence": str(len(writes)),
+                "Nats-Batch-Commit": "1"})
+            ack = _batch_ack.decode(reply.data)
+        except (TimeoutError, nats.errors.Error, OSError, msgspec.DecodeError) as exc:
+            raise BrokerUnavailable(f"batch of {len(writes)} to {self.name}: {exc!r}") from exc
+        if ack.error is not None:
+            self.batches_refused += 1
+            if ack.error.err_code == _ATOMIC_DISABLED:
+                self._atomic = False  # written key by key from now on (``put_many``)
+            raise KvConflict(f"batch of {len(writes)} to {self.name} refused, nothing stored: "
+                             f"{ack.error.description} ({ack.error.err_code})")
+        if ack.count != len(writes) or ack.seq < len(writes):
+            raise BrokerUnavailable(f"batch of {len(writes)} to {self.name}: the server "
+                                    f"acknowledged {ack.count} at {ack.seq}")
+        self.batches += 1
+        # An atomic batch is stored as consecutive messages of the stream, in batch order.
+        first = ack.seq - len(writes) + 1
+        return {key: first + i for i, (key, _, _) in enumerate(writes)}
+
     async def put_many(self, writes: Iterable[tuple[str, bytes, int]]
                        ) -> dict[str, int | Exception]:
-        """``put_if`` of every ``(key, value, revision)``, concurrently; per key the new
-        revision or the exception (``KvConflict``/``BrokerUnavailable``). Never raises."""
+        """Every ``(key, value, revision)`` written if its key is still at its revision; per
+        key the new revision or the exception (``KvConflict``/``BrokerUnavailable``). Never
+        raises. Several distinct keys go as one atomic batch (``put_all``) per 1,000; a refused
+        batch is written key by key (``put_if``, concurrently), which sorts the writes that
+        lost from those that still apply."""
         todo = list(writes)
         out: dict[str, int | Exception] = {}
+        if self._atomic and len(todo) > 1 and len({k for k, _, _ in todo}) == len(todo):
+            left: list[tuple[str, bytes, int]] = []
+            for i in range(0, len(todo), _MAX_ATOMIC):
+                chunk = todo[i:i + _MAX_ATOMIC]
+                try:
+                    out.update(await self.put_all(chunk))
+                except KvConflict:
+                    left += chunk
+                except BrokerUnavailable as exc:
+                    out.update((k, exc) for k, _, _ in chunk)
+            todo = left
         for i in range(0, len(todo), _IN_FLIGHT):
             chunk = todo[i:i + _IN_FLIGHT]
             results = await asyncio.gather(*(self.put_if(k, v, r) for k, v, r in chunk),
@@ -181,3 +277,18 @@ def bucket_config(bucket: str, *, replicas: int) -> api.KeyValueConfig:
     """A bucket of one revision per key, on disk, read through direct gets."""
     return api.KeyValueConfig(bucket=bucket, history=1, storage=api.StorageType.FILE,
                               replicas=replicas, direct=True)
+
+
+async def allow_atomic_writes(js: JetStreamContext, bucket: str) -> None:
+    """Let the bucket's stream take atomic batches (``put_many`` writes a batch of keys with
+    one commit); idempotent, needs a connection allowed to update streams. Raises
+    ``BrokerUnavailable``."""
+    stream = bucket_stream(bucket)
+    try:
+        info = await asyncio.wait_for(js.stream_info(stream), 10.0)
+        if not info.config.allow_atomic:
+            await asyncio.wait_for(js.update_stream(
+                api.StreamConfig.from_response({**info.config.as_dict(), "allow_atomic": True})),
+                10.0)
+    except (TimeoutError, nats.errors.Error, OSError) as exc:
+        raise BrokerUnavailable(f"atomic writes for {bucket}: {exc!r}") from exc

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import sqlite3
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -310,6 +311,20 @@ class SettlementRow:
     recorded_at: float
 
 
+def _invoice_ids(stored: str) -> tuple[str, ...]:
+    """The invoice ids of a parked payment as stored: a JSON list (an id may hold any
+    character), or space-separated in rows written before that."""
+    if stored.startswith('["'):
+        try:
+            ids = json.loads(stored)
+        except ValueError:
+            pass
+        else:
+            if isinstance(ids, list) and all(isinstance(i, str) for i in ids):
+                return tuple(ids)
+    return tuple(stored.split())
+
+
 class Ledger:
     # The audit key (``use_audit_key``); None: rows are chained with plain SHA-256, which a
     # keyed chain (``_chain_keyed``: it has its ``audit.keyed`` row) refuses.
@@ -366,7 +381,8 @@ class Ledger:
         return found
 
     async def record(self, rows: Sequence[PostingRow], *, versions: Sequence[VersionMark] = (),
-                     notes: Sequence[tuple[float, str, str, str]] = ()) -> None:
+                     notes: Sequence[tuple[float, str, str, str]] = (),
+                     claims: Sequence[VersionMark] = ()) -> None:
         """Write posting rows and their audit rows in one durable transaction.
 
         A posted key is never changed again; a dead-lettered key becomes posted when a replay
@@ -374,13 +390,17 @@ class Ledger:
         the postings applied (never down: a lower version than the stored one is ignored; a
         claim at or below the new version is cleared), each audited as ``version.applied``;
         ``notes`` are further audit rows ``(at, event, key, detail)`` of the same batch (e.g.
-        a stale version skipped), so they are durable before their messages are acked.
+        a stale version skipped), so they are durable before their messages are acked;
+        ``claims`` are written first, as ``claim_versions`` writes them, so that a batch's
+        claims, postings and applied versions cost one transaction.
         Raises ``LedgerUnavailable``; on failure nothing of the batch is written.
         """
-        if not rows and not versions and not notes:
+        if not rows and not versions and not notes and not claims:
             return
 
         async def write() -> None:
+            if claims:
+                await self._write_claims(claims)
             await self._db.executemany(
                 "INSERT INTO postings VALUES (?,?,?,?,?,?,?,?) "
                 "ON CONFLICT(idempotency_key) DO UPDATE SET status = excluded.status, "
@@ -402,8 +422,9 @@ class Ledger:
                 [(v.source, v.object_id, v.version, v.entry, v.recorded_at) for v in versions],
             )
 
-        audit = [(r.recorded_at, r.audit_event, r.idempotency_key, r.audit_detail)
-                 for r in rows]
+        audit = [(c.recorded_at, "version.claimed", c.audit_key, "") for c in claims]
+        audit += [(r.recorded_at, r.audit_event, r.idempotency_key, r.audit_detail)
+                  for r in rows]
         audit += [(v.recorded_at, "version.applied", v.audit_key, "") for v in versions]
         await self._transaction(write, [*audit, *notes])
 
@@ -417,15 +438,18 @@ class Ledger:
             return
 
         async def write() -> None:
-            await self._db.executemany(
-                "INSERT INTO versions VALUES (?,?,NULL,NULL,?,?,?) "
-                "ON CONFLICT(source, object_id) DO UPDATE SET claimed = excluded.claimed, "
-                "claimed_entry = excluded.claimed_entry, recorded_at = excluded.recorded_at",
-                [(c.source, c.object_id, c.version, c.entry, c.recorded_at) for c in claims],
-            )
+            await self._write_claims(claims)
 
         await self._transaction(write, [*[(c.recorded_at, "version.claimed", c.audit_key, "")
                                           for c in claims], *notes])
+
+    async def _write_claims(self, claims: Sequence[VersionMark]) -> None:
+        await self._db.executemany(
+            "INSERT INTO versions VALUES (?,?,NULL,NULL,?,?,?) "
+            "ON CONFLICT(source, object_id) DO UPDATE SET claimed = excluded.claimed, "
+            "claimed_entry = excluded.claimed_entry, recorded_at = excluded.recorded_at",
+            [(c.source, c.object_id, c.version, c.entry, c.recorded_at) for c in claims],
+        )
 
     async def posting_states(self, keys: Iterable[str]) -> dict[str, str]:
         """The status (``posted``/``dead_lettered``) of each of ``keys`` that has a posting row.
@@ -714,9 +738,10 @@ class Ledger:
                         broken = AuditBreak(int(seq), event, key, "keyed row, no audit key given")
                         continue
                 keyed = mac if keyed_from is not None else None
-                if prev_hash != prev:
+                if not hmac.compare_digest(str(prev_hash).encode(), prev.encode()):
                     broken = AuditBreak(int(seq), event, key, "link to the previous row broken")
-                elif _chain(prev, at, event, key, detail, keyed) != h:
+                elif not hmac.compare_digest(_chain(prev, at, event, key, detail, keyed).encode(),
+                                             str(h).encode()):
                     broken = AuditBreak(int(seq), event, key, "hash does not match the row")
                 prev = h
         if broken is None and mac is not None and keyed_from is None and rows:
@@ -819,8 +844,8 @@ class Ledger:
             await self._db.executemany(
                 "INSERT INTO parked_payments VALUES (?,?,?,?,?,?,'parked',NULL) "
                 "ON CONFLICT(payment_id) DO NOTHING",
-                [(r.payment_id, " ".join(r.invoice_ids), r.envelope, r.subject, r.stream_seq,
-                  r.parked_at) for r in rows])
+                [(r.payment_id, json.dumps(list(r.invoice_ids)), r.envelope, r.subject,
+                  r.stream_seq, r.parked_at) for r in rows])
 
         await self._transaction(write, [(r.parked_at, "payment.parked", r.payment_id,
                                          "waits for invoice(s) " + " ".join(r.invoice_ids))
@@ -833,7 +858,7 @@ class Ledger:
                     "SELECT payment_id, invoice_ids, envelope, subject, stream_seq, parked_at "
                     "FROM parked_payments WHERE status = 'parked' "
                     "ORDER BY parked_at, payment_id") as cur:
-                return [ParkedPayment(p, tuple(i.split()), bytes(e), subj, seq, at)
+                return [ParkedPayment(p, _invoice_ids(i), bytes(e), subj, seq, at)
                         for p, i, e, subj, seq, at in await cur.fetchall()]
         except sqlite3.Error as exc:
             raise LedgerUnavailable(f"ledger lookup failed: {exc}") from exc

@@ -38,7 +38,7 @@ import msgspec
 from contracts import Subjects
 
 from .bus import NatsBus
-from .kv import KvBucket, KvConflict, bucket_config, key_token
+from .kv import KvBucket, KvConflict, allow_atomic_writes, bucket_config, key_token
 from .ledger import Ledger, ParkedPayment, VersionMark, VersionRow
 
 __all__ = [
@@ -68,12 +68,14 @@ def bucket_name(subjects: Subjects, kind: str) -> str:
 
 async def provision_state(bus: NatsBus, subjects: Subjects, *, replicas: int = 1,
                           lease_ttl_s: float = 10.0) -> None:
-    """Create the shared buckets (idempotent; an admin connection), and the ``leases`` bucket
-    whose keys expire ``lease_ttl_s`` after their last write (``actors.infra.lease``)."""
+    """Create the shared buckets (idempotent; an admin connection), each taking atomic batches
+    (``KvBucket.put_many``: one commit per batch of keys), and the ``leases`` bucket whose keys
+    expire ``lease_ttl_s`` after their last write (``actors.infra.lease``)."""
     from .lease import provision_leases  # lease.py builds on this module
 
     for kind in BUCKETS:
         await bus.ensure_kv(bucket_config(bucket_name(subjects, kind), replicas=replicas))
+        await allow_atomic_writes(bus.jetstream, bucket_name(subjects, kind))
     await provision_leases(bus, subjects, ttl_s=lease_ttl_s, replicas=replicas)
 
 
@@ -340,11 +342,13 @@ _upload = msgspec.msgpack.Decoder(_Upload)
 @dataclass(frozen=True, slots=True)
 class SharedLine:
     """A line's upload as every process sees it: its status, which process (``owner``, the
-    stable identity of a data directory) last moved it, and the revision read."""
+    stable identity of a data directory) last moved it, the revision read and the attempt that
+    last moved it."""
 
     status: str | None
     owner: str | None
     revision: int
+    attempt: str | None = None
 
 
 class SharedUploads:
@@ -355,9 +359,12 @@ class SharedUploads:
     process that a line is taken (``pending``), finished (``uploaded``, ``in_doubt``) or free
     again (``released``, ``rejected``, or never claimed).
 
-    Order of writes: a claim is committed in the ledger first, then here (conditional on the
-    revision read: a line another process claimed in between is not sent); an outcome is
-    committed in the ledger first, then mirrored here by its owner."""
+    Order of writes: a claim is taken here first (conditional on the revision read: a line
+    another process claimed in between is not sent), then committed in the ledger, then the
+    request is sent; an outcome is committed in the ledger first, then mirrored here by its
+    owner. So a claim here that the owner's ledger does not hold ``pending`` proves that no
+    request of that attempt left: ``own_claims`` finds them when the owner starts again, and
+    ``mark(..., "released", ...)`` gives them back."""
 
     FREE = (None, "released", "rejected")
 
@@ -382,7 +389,7 @@ class SharedUploads:
                 line = SharedLine(None, None, e.revision)
             else:
                 u = _upload.decode(e.value)
-                line = SharedLine(u.status, u.owner, e.revision)
+                line = SharedLine(u.status, u.owner, e.revision, u.attempt)
             out[i] = self._seen[self._key(platform, i)] = line
         return out
 
@@ -405,7 +412,8 @@ class SharedUploads:
             elif isinstance(res, Exception):
                 raise res
             else:
-                self._seen[self._key(platform, i)] = SharedLine("pending", self.owner, res)
+                self._seen[self._key(platform, i)] = SharedLine("pending", self.owner, res,
+                                                                attempt)
         return lost
 
     async def mark(self, platform: str, line_ids: Sequence[str], status: str, attempt: str,
@@ -418,12 +426,11 @@ class SharedUploads:
         for _ in range(_MERGE_ATTEMPTS):
             if not todo:
                 return
-            writes = []
-            for i in todo:
-                seen = self._seen.get(self._key(platform, i))
-                if seen is None:
-                    seen = (await self.read(platform, [i]))[i]
-                writes.append((self._key(platform, i), value, seen.revision))
+            unseen = [i for i in todo if self._key(platform, i) not in self._seen]
+            if unseen:  # one read of them all, not one round trip each
+                await self.read(platform, unseen)
+            writes = [(self._key(platform, i), value, self._seen[self._key(platform, i)].revision)
+                      for i in todo]
             results = await self.bucket.put_many(writes)
             retry: list[str] = []
             for i in todo:
@@ -435,11 +442,39 @@ class SharedUploads:
                 elif isinstance(res, Exception):
                     raise res
                 else:
-                    self._seen[self._key(platform, i)] = SharedLine(status, self.owner, res)
+                    self._seen[self._key(platform, i)] = SharedLine(status, self.owner, res,
+                                                                    attempt)
             todo = retry
         if todo:
             raise KvConflict(f"{len(todo)} upload line(s) kept moving while being marked")
 
+    async def own_claims(self, platform: str) -> dict[str, SharedLine]:
+        """This owner's lines of ``platform`` still ``pending`` here (claims of an earlier
+        incarnation of this process: the caller runs it at start, before any claim of its
+        own). Reads every key of the platform once. Raises ``BrokerUnavailable``."""
+        prefix = f"{key_token(platform)}."
+        keys = await self.bucket.keys(prefix)
+        ids = [_untoken(k[len(prefix):]) for k in keys if k.startswith(prefix)]
+        lines = await self.read(platform, ids)
+        return {i: line for i, line in lines.items()
+                if line.status == "pending" and line.owner == self.owner}
+
     def forget_seen(self) -> None:
         """Drop the revisions read for an earlier batch."""
         self._seen.clear()
+
+
+def _untoken(part: str) -> str:
+    """The text ``key_token`` made the key token ``part`` from."""
+    if part == "=":
+        return ""
+    out = bytearray()
+    i = 0
+    while i < len(part):
+        if part[i] == "=":
+            out.append(int(part[i + 1:i + 3], 16))
+            i += 3
+        else:
+            out += part[i].encode()
+            i += 1
+    return out.decode()

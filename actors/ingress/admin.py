@@ -41,7 +41,7 @@ from aiohttp import web
 
 from contracts import GatewayError
 
-from .server import ExtraRoute, PostRoute, internal_error
+from .server import ExtraRoute, PostRoute, encoding_refused, internal_error
 from .tls import TlsFiles
 
 __all__ = ["AdminListener", "AdminSettings"]
@@ -195,6 +195,8 @@ class AdminListener:
 
     def _serve_post(self, route: PostRoute) -> Handler:
         async def handler(request: web.Request) -> web.Response:
+            if (refused := encoding_refused(request)) is not None:
+                return _answer(415, refused.to_dict())
             if request.content_length is not None and request.content_length > self._max_body:
                 return self._too_large()
             chunks: list[bytes] = []
@@ -231,7 +233,7 @@ class AdminListener:
         """Listen for the duration of the block. Raises ``GatewayError`` (``http.port_busy``)
         when the port cannot be bound."""
         runner = web.AppRunner(self.app(), access_log=None, handle_signals=False,
-                               shutdown_timeout=2.0)
+                               shutdown_timeout=2.0, auto_decompress=False)  # S10
         await runner.setup()
         try:
             site = web.TCPSite(runner, self.settings.host, self.settings.port,

@@ -7,7 +7,9 @@ request runs in aiohttp's own handler task):
 0. before anything is read of the body: a source (peer address) over its token bucket
    (``source_limit``, ``actors.ingress.abuse``) is answered 429 ``rate.limited`` with
    ``Retry-After``; other sources are unaffected;
-1. refuse a body over ``max_body_bytes`` with 413 — from ``Content-Length`` before reading, and
+1. refuse a compressed body (any ``Content-Encoding`` but ``identity``) with 415
+   ``body.encoding``: nothing is ever inflated, so a decompression bomb costs its own bytes;
+   refuse a body over ``max_body_bytes`` with 413 — from ``Content-Length`` before reading, and
    while streaming for chunked bodies, so memory stays bounded; a body not received within
    ``body_timeout_s`` (a slow sender) is refused with 408 ``body.timeout``;
 2. verify the source's signature header over the exact raw bytes, before parsing (401/400);
@@ -46,6 +48,7 @@ import math
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from typing import Annotated, cast
 
 import anyio
@@ -77,7 +80,8 @@ from .group_commit import GroupCommit
 from .routes import EventHead, WebhookSource
 from .tls import TlsFiles, server_tls
 
-__all__ = ["ExtraRoute", "IngressSettings", "PostRoute", "WebhookIngress", "internal_error"]
+__all__ = ["ExtraRoute", "IngressSettings", "PostRoute", "WebhookIngress", "encoding_refused",
+           "internal_error"]
 
 log = logging.getLogger("erpgw.ingress")
 _heads: JsonCodec[EventHead] = JsonCodec(EventHead)
@@ -230,6 +234,19 @@ async def _expect(request: web.Request) -> web.StreamResponse | None:
     return _json_error(417, "http.expectation_failed", "only Expect: 100-continue is supported")
 
 
+def encoding_refused(request: web.BaseRequest) -> ContractError | None:
+    """Why a body with a ``Content-Encoding`` (gzip, deflate, br...) is refused, or None for
+    a plain one. Bodies are never inflated: the listeners run with aiohttp's
+    ``auto_decompress`` off, so a small compressed body cannot cost more than its own bytes
+    (a decompression bomb), and the size limit holds for what is handled (S10)."""
+    encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
+    if encoding in ("identity", ""):
+        return None
+    return ContractError(f"compressed request bodies are not accepted (Content-Encoding: "
+                         f"{encoding[:40]!r}); send it uncompressed",
+                         code="body.encoding", path="Content-Encoding")
+
+
 class _BodyRefused(Exception):
     def __init__(self, status: int, err: GatewayError) -> None:
         super().__init__(err.message)
@@ -264,8 +281,11 @@ class WebhookIngress(Actor):
         return _error(status, err)
 
     async def _read_body(self, request: web.Request) -> bytes:
-        """The whole body; raises ``_BodyRefused``: 413 over ``max_body_bytes``, 408 not in
-        within ``body_timeout_s``, 400 cut short or badly framed."""
+        """The whole body; raises ``_BodyRefused``: 415 compressed, 413 over
+        ``max_body_bytes``, 408 not in within ``body_timeout_s``, 400 cut short or badly
+        framed."""
+        if (refused := encoding_refused(request)) is not None:
+            raise _BodyRefused(415, refused)
         limit = self.settings.max_body_bytes
         too_large = _BodyRefused(413, ContractError(
             f"body exceeds the limit of {limit} bytes", code="body.too_large"))
@@ -273,8 +293,13 @@ class WebhookIngress(Actor):
             raise too_large
         chunks: list[bytes] = []
         size = 0
+        # A body that arrived whole with its head (the usual webhook) is read without waiting:
+        # no timer to arm and cancel for it.
+        wait: AbstractContextManager[object] = (
+            nullcontext() if request.content.is_eof()
+            else anyio.fail_after(self.settings.body_timeout_s))
         try:
-            with anyio.fail_after(self.settings.body_timeout_s):
+            with wait:
                 async for chunk in request.content.iter_chunked(64 * 1024):
                     size += len(chunk)
                     if size > limit:
@@ -341,9 +366,6 @@ class WebhookIngress(Actor):
             return resp
 
     async def _webhook(self, source: WebhookSource, request: web.Request) -> web.Response:
-        if request.headers.get("Content-Encoding", "identity") not in ("identity", ""):
-            return self._reject(415, ContractError("compressed webhook bodies are not accepted",
-                                                   code="body.encoding"))
         try:
             body = await self._read_body(request)
         except _BodyRefused as refused:
@@ -433,7 +455,8 @@ class WebhookIngress(Actor):
         # Every other request too, so that its Expect header is ours to answer.
         app.router.add_route("*", "/{tail:.*}", no_route, expect_handler=_expect)
         runner = _GatedRunner(app, access_log=None, handle_signals=False, shutdown_timeout=5.0,
-                              keepalive_timeout=self.settings.header_timeout_s)
+                              keepalive_timeout=self.settings.header_timeout_s,
+                              auto_decompress=False)  # never inflate a body (S10)
         await runner.setup()
         inner = runner.inner_server
         if inner is None:

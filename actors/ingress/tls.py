@@ -8,14 +8,13 @@ naming it (``http.tls.key: ...``), code ``config.invalid``.
 
 from __future__ import annotations
 
-import os
 import ssl
-import stat
-from pathlib import Path
 
 import msgspec
 
 from contracts import GatewayError
+
+from ..infra.secret_file import read_secret_file
 
 __all__ = ["TlsError", "TlsFiles", "server_tls"]
 
@@ -46,14 +45,7 @@ def server_tls(files: TlsFiles, where: str) -> ssl.SSLContext | None:
     for name in ("cert", "key"):
         if not getattr(files, name):
             raise TlsError(f"{where}.{name}: required when {where} is set (both cert and key)")
-    key = Path(files.key)
-    try:
-        mode = key.stat().st_mode
-    except OSError as exc:
-        raise TlsError(f"{where}.key: cannot read {key}: {exc.strerror}") from exc
-    if os.name == "posix" and mode & 0o077:
-        raise TlsError(f"{where}.key: {key} has mode {stat.S_IMODE(mode):04o}; a private key "
-                       "must be readable by its owner only (chmod 600)")
+    read_secret_file(files.key, f"{where}.key", lambda _, message: TlsError(message))
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     try:

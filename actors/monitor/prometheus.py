@@ -287,6 +287,10 @@ def _kpi_families(k: Mapping[str, Any]) -> Iterator[Metric | None]:
     yield _family(c, "erpgw_partner_settlements",
                   "Partner settlements whose payable the ERP recorded (cycle times measured).",
                   [], [([], cycle.get("settlements"))])
+    periods: Mapping[str, Any] = (k.get("close") or {}).get("periods") or {}
+    yield _family(g, "erpgw_close_blocking",
+                  "Items blocking the close of a month (erpgw close status), by month.",
+                  ["period"], [([p], v.get("blocking")) for p, v in sorted(periods.items())])
     checks: Mapping[str, Any] = (k.get("sla") or {}).get("checks") or {}
     yield _family(g, "erpgw_sla_target", "SLA target of a KPI (its unit is in the name).",
                   ["sla"], [([n], v["target"]) for n, v in checks.items()])

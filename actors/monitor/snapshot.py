@@ -205,6 +205,8 @@ class Monitor:
         self._kpi_prev: tuple[float, float] | None = None  # (monotonic, postings) at last KPI
         self.last_metrics: dict[str, Any] | None = None
         self.last_kpis: dict[str, Any] | None = None
+        # Close readiness (``note_close``): the close-watch actor's latest figures, if it runs.
+        self._close: dict[str, Any] | None = None
         # Set by the running metrics actor: publish queued events now, not at the next tick.
         self.waker: Callable[[], None] | None = None
         # Flow 3: payment received at the gateway -> payable posted in the ERP (ms), recent.
@@ -240,6 +242,12 @@ class Monitor:
         reached the gateway (flow 3's cycle time, ``partner_settlement_cycle_ms``)."""
         self._settlement_cycles.append(max(0.0, ms))
         self.settlements_posted += 1
+
+    def note_close(self, doc: Mapping[str, Any]) -> None:
+        """The latest close readiness (``actors.close.kpi_document``: ``blocking``, items
+        blocking the close of the watched periods, and each period's count by kind), published
+        as the KPI document's ``close`` section. Runs in the close-watch actor; never raises."""
+        self._close = dict(doc)
 
     def note_dead_letter(self, lane: str, code: str) -> None:
         """Count one dead letter (the sink publishes its event itself). Never raises."""
@@ -592,6 +600,9 @@ class Monitor:
                     "unresolved": dlq.get("unresolved")},
             "sla": {"ok": not self._breaches, "breached": sorted(self._breaches),
                     "checks": checks},
+            # Items blocking the close (``erpgw close status``); null until the close-watch
+            # actor has made its first pass (or when it does not run).
+            "close": self._close,
         }
         self.last_kpis = doc
         return doc, events

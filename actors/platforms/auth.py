@@ -31,10 +31,8 @@ from __future__ import annotations
 
 import base64
 import os
-import stat
 import time
 from collections.abc import Awaitable, Callable, Collection, Mapping
-from pathlib import Path
 from typing import Any, Literal, Protocol, TypeVar
 from urllib.parse import urlencode
 
@@ -45,6 +43,8 @@ from oauthlib.oauth1 import SIGNATURE_HMAC_SHA256, SIGNATURE_TYPE_AUTH_HEADER
 from oauthlib.oauth1 import Client as OAuth1Client
 
 from contracts import GatewayError, Retryable
+
+from ..infra.secret_file import SecretFileProblem, read_secret_file
 
 __all__ = [
     "SECRET_FIELDS",
@@ -373,30 +373,12 @@ def _secret(settings: AuthSettings, name: str, where: str,
                             code="auth.env_unset")
         return Secret(value)
     if file_name is not None:
-        return Secret(_read_secret_file(Path(file_name), f"{where}.{name}_file"))
+        return Secret(read_secret_file(file_name, f"{where}.{name}_file", _auth_file_error))
     return None
 
 
-def _read_secret_file(path: Path, setting: str) -> str:
-    try:
-        st = path.stat()
-    except OSError as exc:
-        raise AuthError(f"{setting}: cannot read {path}: {exc.strerror}",
-                        code="auth.file_unreadable") from exc
-    if not stat.S_ISREG(st.st_mode):
-        raise AuthError(f"{setting}: {path} is not a regular file", code="auth.file_unreadable")
-    if os.name == "posix" and st.st_mode & 0o077:
-        raise AuthError(f"{setting}: {path} has mode {stat.S_IMODE(st.st_mode):04o}; a secret "
-                        "file must be readable by its owner only (chmod 600)",
-                        code="auth.file_mode")
-    try:
-        value = path.read_text().strip()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise AuthError(f"{setting}: cannot read {path}: {type(exc).__name__}",
-                        code="auth.file_unreadable") from exc
-    if not value:
-        raise AuthError(f"{setting}: {path} is empty", code="auth.file_unreadable")
-    return value
+def _auth_file_error(kind: SecretFileProblem, message: str) -> AuthError:
+    return AuthError(message, code="auth.file_mode" if kind == "mode" else "auth.file_unreadable")
 
 
 def _is_set(settings: AuthSettings, name: str) -> bool:

@@ -16,10 +16,12 @@ Theory of operation, per fetched batch of ``invoice.issued.v1`` envelopes:
    actor was restarted, between claiming it and recording the answer): it is moved to
    ``in_doubt`` and *not* sent again (see below);
 3. pack the rest into uploads of at most ``max_batch_lines`` (``plan.pack``). For each upload:
-   breaker and rate-limiter permit, then **claim** its lines ``pending`` in one ledger
-   transaction (crash point ``revenue.before_upload``), then send it; on 201 (crash point
-   ``revenue.after_upload``) record them ``uploaded`` with the platform's batch id, one
-   transaction (crash point ``revenue.after_commit``);
+   breaker and rate-limiter permit (any wait for budget is over before anything is claimed),
+   then **claim** its lines in the shared ``uploads`` (below; crash point
+   ``revenue.between_claims``), then ``pending`` in one ledger transaction (crash point
+   ``revenue.before_upload``), then send it; on 201 (crash point ``revenue.after_upload``)
+   record them ``uploaded`` with the platform's batch id, one transaction (crash point
+   ``revenue.after_commit``);
 4. settle: ack every invoice whose lines are all uploaded, in doubt or skipped; dead-letter an
    invoice the platform refused; nak (or, on the last delivery, dead-letter) the rest.
 
@@ -52,9 +54,15 @@ docs/flows.md has the whole argument and what the crash-point tests prove.
 Several gateway processes: the ledger is the authority on this process's own attempts (the
 crash window above is judged there), and the broker's shared ``uploads`` bucket
 (``actors.infra.state.SharedUploads``) tells every process which lines another one took: a
-claim is committed in the ledger, then in the bucket conditionally on the revision read (a line
-another process took in between is not sent: the claim is released and the invoice waits), and
-every outcome is mirrored there by its owner after the ledger. A line another process is still
+claim is stored in the bucket first, conditionally on the revision read (a line another
+process took in between is not sent: what this attempt took is given back and the invoice
+waits), then committed in the ledger, then sent, so the window above is the ledger commit and
+the HTTP write only, never the cluster's round trip; every outcome is mirrored in the bucket
+by its owner after the ledger. A process that dies between the two claims leaves a shared
+claim its ledger does not hold, which proves nothing of it was sent: when it starts again
+(``_left_behind``; its data directory's lock means no other incarnation runs then) it gives
+those claims back (``released``, conditionally), and flags the ones its ledger holds
+``pending`` in doubt. A line another process is still
 sending (``pending`` there) is never sent here: its invoice is nak'ed with backoff
 (``revenue.claimed_elsewhere``, counted ``waiting_lines``) until the owner records the answer;
 a line uploaded or in doubt elsewhere is skipped. So a process frozen past ``ack_wait`` in the
@@ -128,11 +136,24 @@ BREAKER_OPEN = "revenue.breaker_open"
 _SENDABLE = (None, "released", "rejected")
 
 
+# An invoice that waits for another process's claim is redelivered with the usual backoff
+# for its first ``CLAIM_PATIENCE`` deliveries (the other process is usually just slow), then at
+# least ``CLAIM_WAIT_S`` apart: that process may be restarting (its start flags or gives back
+# what it left), which outlasts the backoff's first steps. With ``max_deliver`` 8 an invoice
+# waits about 2.5 minutes before it is dead-lettered ``retry.exhausted``.
+CLAIM_PATIENCE = 2
+CLAIM_WAIT_S = 30.0
+
+
 class ClaimedElsewhere(Retryable):
     """Another gateway process has taken a line and not finished it yet: its invoice waits
-    (nak with backoff) until that process records the outcome."""
+    (nak, at least ``CLAIM_WAIT_S`` apart) until that process records the outcome."""
 
     code = "revenue.claimed_elsewhere"
+
+    def __init__(self, message: str, *, deliveries: int = 1) -> None:
+        super().__init__(message,
+                         retry_after=CLAIM_WAIT_S if deliveries > CLAIM_PATIENCE else None)
 
 
 @dataclass
@@ -167,6 +188,8 @@ class RevenuePoster(BatchWorker):
         self.subjects = subjects
         self.max_batch_lines = max_batch_lines
         self.waiting_lines = 0  # lines another process took and has not finished yet
+        # Shared claims of an earlier incarnation that never reached the ledger, given back.
+        self.released_claims = 0
         self.requests = 0
         self.uploaded_lines = 0
         self.skipped_lines = 0
@@ -189,23 +212,51 @@ class RevenuePoster(BatchWorker):
         await super().run(task_status=task_status)
 
     async def _left_behind(self) -> None:
-        """At start, every line this process's ledger holds ``pending`` was claimed by an
-        attempt of an earlier incarnation that never recorded its answer: in doubt, flagged
-        now rather than when its invoice comes back to this process (another process may be
-        waiting for this one's outcome: it must not wait out its deliveries). Raises
-        ``LedgerUnavailable`` and ``BrokerUnavailable`` (the actor restarts and tries again)."""
+        """At start, settle what an earlier incarnation of this process (same data directory,
+        so never running beside this one) left unfinished, rather than when its invoice comes
+        back here (another process may be waiting for this one's outcome: it must not wait out
+        its deliveries):
+
+        * every line this process's ledger holds ``pending`` was claimed by an attempt that
+          never recorded its answer: in doubt, here and in the shared ``uploads``;
+        * every line the shared ``uploads`` holds ``pending`` for this process while the ledger
+          does not: the attempt died between the two claims, so no request of it left. It is
+          given back (``released``, conditionally on the revision read); where the ledger has
+          an outcome the shared state missed (the process died between the two writes), that
+          outcome is mirrored instead.
+
+        Raises ``LedgerUnavailable`` and ``BrokerUnavailable`` (the actor restarts and tries
+        again)."""
         rows = await self.ledger.find_uploads(PLATFORM, status="pending")
-        if not rows:
+        if rows:
+            now, attempt = time.time(), new_id()
+            reason = ("claimed by an upload attempt that never recorded its answer (the "
+                      "process or the actor stopped)")
+            await self._record([UploadRow(PLATFORM, r.line_id, r.invoice_id, "in_doubt",
+                                          attempt, None, r.amount, r.currency,
+                                          r.correlation_id, now, reason) for r in rows])
+            self.in_doubt_lines += len(rows)
+            log.error("revenue: %d line(s) left claimed by an earlier attempt are in doubt, "
+                      "not sent again (revenue.upload_in_doubt)", len(rows))
+        self.uploads.forget_seen()
+        claims = await self.uploads.own_claims(PLATFORM)
+        if not claims:
             return
-        now, attempt = time.time(), new_id()
-        reason = ("claimed by an upload attempt that never recorded its answer (the process "
-                  "or the actor stopped)")
-        await self._record([UploadRow(PLATFORM, r.line_id, r.invoice_id, "in_doubt", attempt,
-                                      None, r.amount, r.currency, r.correlation_id, now, reason)
-                            for r in rows])
-        self.in_doubt_lines += len(rows)
-        log.error("revenue: %d line(s) left claimed by an earlier attempt are in doubt, not "
-                  "sent again (revenue.upload_in_doubt)", len(rows))
+        states = await self.ledger.upload_states(PLATFORM, claims)
+        moves: dict[str, list[str]] = {}
+        for line_id in claims:
+            status = states.get(line_id)
+            if status in ("uploaded", "in_doubt"):  # the outcome the bucket missed
+                moves.setdefault(status, []).append(line_id)
+            elif status != "pending":  # no ledger claim: nothing of that attempt was sent
+                moves.setdefault("released", []).append(line_id)
+        for status, ids in moves.items():
+            await self.uploads.mark(PLATFORM, ids, status, new_id(), time.time())
+        released = len(moves.get("released", ()))
+        self.released_claims += released
+        log.warning("revenue: %d shared claim(s) of an earlier attempt of this process that "
+                    "never reached its ledger (so were never sent) given back; %d outcome(s) "
+                    "mirrored", released, len(claims) - released)
 
     async def gate(self) -> None:
         """While the revenue breaker is open, wait here (work stays in the stream)."""
@@ -256,8 +307,9 @@ class RevenuePoster(BatchWorker):
                     todo.append(ln)
                 elif states.get(ln.line_id) in _SENDABLE and line.status == "pending":
                     # another process is sending it: wait for its outcome, never send it too
-                    it.retry = ClaimedElsewhere(f"line {ln.line_id} is being uploaded by "
-                                                "another gateway process")
+                    it.retry = ClaimedElsewhere(
+                        f"line {ln.line_id} is being uploaded by another gateway process",
+                        deliveries=max(d.num_delivered for d in it.deliveries))
                     self.waiting_lines += 1
                 elif ln.line_id not in it.done:  # uploaded or in doubt, here or elsewhere
                     it.done.add(ln.line_id)
@@ -302,10 +354,18 @@ class RevenuePoster(BatchWorker):
             claimed = False
 
             async def claim(part: list[RevenueLineIn] = part, attempt: str = attempt) -> None:
+                # After the breaker and the permit (no wait for budget inside the window):
+                # the shared claim, then the ledger's, then nothing but the request.
                 nonlocal claimed
-                await self.ledger.record_uploads(self._rows(
-                    part, invoices, "pending", attempt, f"attempt {attempt}: {len(part)} lines"))
-                await self._claim_shared(part, invoices, attempt)
+                await self._claim_shared(part, attempt)
+                crashpoint("revenue.between_claims")
+                try:
+                    await self.ledger.record_uploads(self._rows(
+                        part, invoices, "pending", attempt,
+                        f"attempt {attempt}: {len(part)} lines"))
+                except Exception as err:  # nothing was sent: give the shared claim back
+                    await self._unclaim_shared(part, attempt, err)
+                    raise
                 claimed = True
                 crashpoint("revenue.before_upload")
 
@@ -360,25 +420,36 @@ class RevenuePoster(BatchWorker):
                 self.observe_latency(latency_ms)
         return None
 
-    async def _claim_shared(self, part: list[RevenueLineIn], invoices: dict[str, _Invoice],
-                            attempt: str) -> None:
-        """After the ledger's claim: take the lines in the shared ``uploads`` too. When
-        another process took one meanwhile, or the broker cannot say, nothing is sent: the
-        lines are released again (here and there) and ``ClaimedElsewhere`` or
-        ``BrokerUnavailable`` is raised (the invoices wait for a redelivery)."""
+    async def _claim_shared(self, part: list[RevenueLineIn], attempt: str) -> None:
+        """Take the lines in the shared ``uploads``, conditionally on the revisions read,
+        before the ledger's claim. When another process took one meanwhile, or the broker
+        cannot say, nothing is claimed in the ledger and nothing is sent: what this attempt
+        took is given back and ``ClaimedElsewhere`` or ``BrokerUnavailable`` is raised (the
+        invoices wait for a redelivery)."""
         ids = [ln.line_id for ln in part]
         try:
             lost = await self.uploads.claim(PLATFORM, ids, attempt, time.time())
-        except Retryable as err:
-            await self._record(self._rows(part, invoices, "released", attempt,
-                                          f"not sent: the shared claim failed ({err.code})"))
+        except Retryable as err:  # some claims may be stored: give them back
+            await self._unclaim_shared(part, attempt, err)
             raise
         if lost:
-            await self._record(self._rows(
-                part, invoices, "released", attempt,
-                f"not sent: {len(lost)} line(s) taken by another gateway process"))
+            await self.uploads.mark(PLATFORM, [i for i in ids if i not in lost], "released",
+                                    attempt, time.time())
             raise ClaimedElsewhere(f"{len(lost)} line(s) of an upload were taken by another "
                                    "gateway process first")
+
+    async def _unclaim_shared(self, part: list[RevenueLineIn], attempt: str,
+                              err: Exception) -> None:
+        """Give back this attempt's shared claims (nothing was sent: the ledger holds no claim
+        of it). Best effort: a claim that cannot be given back now stays this process's, which
+        sends the line when the invoice comes back here, or gives it back when it starts."""
+        try:
+            await self.uploads.mark(PLATFORM, [ln.line_id for ln in part], "released", attempt,
+                                    time.time())
+        except Retryable as again:
+            log.warning("revenue: %d shared claim(s) of attempt %s not given back after %s "
+                        "(%s); this process releases them when it starts", len(part), attempt,
+                        getattr(err, "code", type(err).__name__), again)
 
     async def _record(self, rows: list[UploadRow]) -> None:
         """This process's outcome for its lines: the ledger first, then the shared
@@ -494,6 +565,7 @@ class RevenuePoster(BatchWorker):
             "skipped_lines": self.skipped_lines,
             "in_doubt_lines": self.in_doubt_lines,
             "waiting_lines": self.waiting_lines,
+            "released_claims": self.released_claims,
             "rejected_invoices": self.rejected_invoices,
             "rejected_lines": self.rejected_lines,
             "dead_lettered_lines": self.dead_lettered_lines,

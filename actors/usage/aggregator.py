@@ -44,8 +44,14 @@ record whose billing is in
 doubt is not sent to revenue either (its amount is unknown), so it waits for a person with the
 billing row (docs/errors.md ``usage.in_doubt``). ``LedgerUnavailable`` naks the batch.
 
-Limits: like flow 2's revenue half, the ledger is this process's: run the aggregator in one
-gateway process (``usage.enabled``).
+Limits: the guard is this process's ledger alone (flow 2's revenue half also shares its guard
+in the cluster's ``uploads`` bucket; this one does not yet): run the aggregator in one gateway
+process (``usage.enabled``). Sharing it like ``actors.revenue.poster`` needs each record's two
+guards (``usage.billing``, ``usage.revenue``) claimed in ``SharedUploads`` before the ledger and
+given back at start, the rated amount and currency in the shared value once billing rated a
+record (another process sends its revenue line from it), and a billing claim another process
+left ``pending`` waiting for its owner (only the owner's ledger knows the aggregate that
+``_resendable`` sends again under the same ``Idempotency-Key``). docs/scale-out.md.
 """
 
 from __future__ import annotations

@@ -14,10 +14,18 @@ from collections.abc import Iterable
 
 from .._errors import SignatureError
 
-__all__ = ["DEFAULT_TOLERANCE_S", "SIGNATURE_HEADER", "sign", "verify"]
+__all__ = ["DEFAULT_TOLERANCE_S", "SIGNATURE_HEADER", "same_secret", "sign", "verify"]
 
 SIGNATURE_HEADER = "Billing-Signature"
 DEFAULT_TOLERANCE_S = 300
+
+
+def same_secret(a: str | bytes, b: str | bytes) -> bool:
+    """Whether two secrets, tokens or digests are equal, in time that does not depend on
+    where they differ. Text is compared as UTF-8 (``hmac.compare_digest`` refuses non-ASCII
+    text), so any value a client sends is safe to pass."""
+    return hmac.compare_digest(a.encode() if isinstance(a, str) else a,
+                               b.encode() if isinstance(b, str) else b)
 
 
 def _digest(secret: str, timestamp: int, body: bytes) -> str:

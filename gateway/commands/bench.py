@@ -41,7 +41,9 @@ def cmd_peak_billing(args: argparse.Namespace) -> int:
         command="erpgw bench peak-billing " + shlex.join(sys.argv[3:]),
         duration=args.duration, nats_url=args.nats_url, gateway_url=args.gateway,
         sim_url=args.sim, gateway_pid=args.gateway_pid, rss_check=args.rss_check,
-        usage=args.usage)
+        usage=args.usage, gateways=args.gateways or (), cluster=args.cluster)
+    if args.gateways or args.cluster:
+        return _scale_out(args, opts)
     try:
         from bench import plan_legs
 
@@ -59,6 +61,63 @@ def cmd_peak_billing(args: argparse.Namespace) -> int:
     else:
         print(render_human(report))
     return 0 if report["ok"] else 1
+
+
+# What a scale-out run (--gateways) does not combine with: it runs one maximum-load leg per
+# count of processes, on stacks it starts, without baselines.
+_NOT_WITH_GATEWAYS = ("rate", "max", "duration", "nats_url", "gateway", "sim", "gateway_pid",
+                      "rss_check", "usage", "faults", "out")
+
+
+def _scale_out(args: argparse.Namespace, opts: Any) -> int:
+    import msgspec
+
+    from bench._scale import render_scale, run_scale
+
+    if not args.gateways:
+        print("erpgw bench: error: --cluster needs --gateways LIST", file=sys.stderr)
+        return 2
+    clash = [f"--{n.replace('_', '-')}" for n in _NOT_WITH_GATEWAYS if getattr(args, n)]
+    if clash or args.repeat != 1:
+        print(f"erpgw bench: error: --gateways runs one maximum-load leg per count of gateway "
+              f"processes; drop {', '.join(clash) or '--repeat'}", file=sys.stderr)
+        return 2
+    if args.invoices is not None and args.invoices < 1:
+        print(f"erpgw bench: error: --invoices must be at least 1, got {args.invoices}",
+              file=sys.stderr)
+        return 2
+
+    def say(text: str) -> None:
+        if not args.quiet and not args.json:
+            print(f"\r{text[:100]:<100}", end="", file=sys.stderr, flush=True)
+
+    report: dict[str, Any] = run_async(lambda: run_scale(opts, say))
+    if not args.quiet and not args.json:
+        print(file=sys.stderr)
+    if args.json:
+        print(msgspec.json.encode(report).decode())
+    else:
+        print(render_scale(report))
+    return 0 if report["ok"] else 1
+
+
+def _gateway_counts(text: str) -> tuple[int, ...]:
+    from bench._scale import parse_gateways
+
+    try:
+        return parse_gateways(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("--gateways: ")) from None
+
+
+def _cluster_size(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not 0 <= n <= 5:
+        raise argparse.ArgumentTypeError(f"{n} is out of range: 0 to 5")
+    return n
 
 
 def cmd_kill_soak(args: argparse.Namespace) -> int:
@@ -176,6 +235,18 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                          "`erpgw demo --faults`: erp-outage, kill-gateway, 5xx-burst, "
                          "429-storm, commit-timeout, poison, duplicate-webhooks, out-of-order, "
                          "broker-restart); each leg reports recovery times")
+    sc = pb.add_argument_group(
+        "scale-out", "throughput and p99 per number of gateway processes (docs/benchmarks.md, "
+                     "'Scale-out')")
+    sc.add_argument("--gateways", type=_gateway_counts, metavar="LIST",
+                    help="e.g. 1,2,3: for each count, a fresh stack with that many gateway "
+                         "processes behind one round-robin address takes one leg of "
+                         "--invoices (default 2,000) at maximum load; reports throughput, "
+                         "latency p50/p99 and the cores each process kept busy, per count "
+                         "(JSON: by_gateways); no baselines")
+    sc.add_argument("--cluster", type=_cluster_size, default=0, metavar="N",
+                    help="with --gateways: N nats-server nodes in one JetStream cluster (R3 "
+                         "streams) instead of one broker")
     pb.add_argument("--out", type=Path, metavar="DIR",
                     help="write report.json, report.txt and PNG plots here")
     pb.add_argument("--workdir", type=Path, metavar="DIR",

@@ -34,6 +34,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print(f"erpgw demo: error: --faults {','.join(cluster_faults)} needs --cluster N",
               file=sys.stderr)
         return 2
+    if args.tls and (args.nats_url or args.cluster or args.gateways > 1):
+        print("erpgw demo: error: --tls runs one embedded broker and one gateway process: "
+              "drop --nats-url, --cluster and --gateways", file=sys.stderr)
+        return 2
+    if "lose-quorum" in faults and args.cluster and args.cluster != 3:
+        print("erpgw demo: error: --faults lose-quorum kills two of three nodes: it needs "
+              "--cluster 3", file=sys.stderr)
+        return 2
     if args.cluster and args.nats_url:
         print("erpgw demo: error: --cluster starts its own nats-server nodes: drop --nats-url",
               file=sys.stderr)
@@ -43,7 +51,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
                        stall_timeout=args.stall_timeout, fsync=args.fsync, faults=faults,
                        flows=flows, billing_dialect=dialects["billing"],
                        erp_dialect=dialects["erp"], cluster=args.cluster,
-                       gateways=args.gateways)
+                       gateways=args.gateways, closed_period=args.closed_period or "",
+                       tls=args.tls)
     ok: bool = run_async(lambda: run_demo(opts))
     return 0 if ok else 1
 
@@ -86,10 +95,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                          "429-storm, commit-timeout, poison, duplicate-webhooks, "
                          "out-of-order (also amended invoices, some version 2 before "
                          "version 1; reports ORDER_OK), kill-gateway (process 1 of N), "
-                         "broker-restart, kill-nats-leader, kill-nats-node (with --cluster), "
+                         "broker-restart, kill-nats-leader, kill-nats-node, lose-quorum (two "
+                         "of three nodes down 15 s; reports T_recover) (with --cluster), "
                          "freeze-gateway (SIGSTOP past ack_wait, then SIGCONT), "
                          "altered-amount (the ERP records 2 %% of postings with another "
-                         "amount; the reconciler must find exactly those); the report adds "
+                         "amount; the reconciler must find exactly those), period-close (the "
+                         "ERP closes the bill run's month at 30 %%; see --closed-period); the "
+                         "report adds "
                          "recovery times and whether the dead letters are exactly the "
                          "injected poison")
     dm.add_argument("--flows", default="all", metavar="LIST",
@@ -109,5 +121,17 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                     help="run N gateway processes, each with its own data directory, behind "
                          "one round-robin webhook address; the report adds each process's "
                          "share of the work (default 1)")
+    dm.add_argument("--closed-period", choices=["next_open", "dead_letter"],
+                    help="the gateway's erp.closed_period: a posting dated in a period the "
+                         "ERP has closed goes to the first open period (next_open) or is "
+                         "dead-lettered erp.period_closed (dead_letter, the gateway's default; "
+                         "with --faults period-close the demo then re-posts those letters with "
+                         "erpgw dlq replay --repost-open)")
+    dm.add_argument("--tls", action="store_true",
+                    help="every hop over TLS: a throwaway CA made into the work directory "
+                         "signs the broker's certificate (mutual TLS, with the NKey "
+                         "identities), the gateway's HTTPS webhook and admin listeners and the "
+                         "simulator's HTTPS platforms; each side verifies the other "
+                         "(docs/security.md, S14)")
     dm.add_argument("--json", action="store_true", help="print the report as one JSON object")
     dm.set_defaults(func=cmd_demo)

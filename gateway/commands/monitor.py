@@ -246,6 +246,7 @@ class MonitorView:
         t.add_column("")
         t.add_column("", justify="right")
         r = self.recon
+        self._close_row(t)
         if r is None:
             t.add_row("(no mon.recon.report yet)", "")
             return t
@@ -256,6 +257,17 @@ class MonitorView:
         t.add_row("repaired", _i(r.get("repaired")))
         t.add_row("accuracy", _f(r.get("accuracy")))
         return t
+
+    def _close_row(self, t: Any) -> None:
+        """The ``close.blocking`` KPI: items blocking the close (``erpgw close status``)."""
+        close = (self.kpi or {}).get("close")
+        if not isinstance(close, dict):
+            t.add_row("close blocking", "-")
+            return
+        periods = close.get("periods") or {}
+        per = ", ".join(f"{p} {v.get('blocking', 0)}" for p, v in sorted(periods.items()))
+        t.add_row("close blocking", f"{_warn(close.get('blocking'))} ({per})" if per
+                  else _warn(close.get("blocking")))
 
     def _breakers(self, m: dict[str, Any]) -> Any:
         from rich.table import Table

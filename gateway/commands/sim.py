@@ -146,7 +146,9 @@ def cmd_sim(args: argparse.Namespace) -> int:
                         billing_dialect=(args.billing_dialect
                                          or (scenario.billing_dialect if scenario else None)
                                          or "erpgw"),
-                        stripe_secret_key=args.stripe_secret_key)
+                        stripe_secret_key=args.stripe_secret_key,
+                        tls_cert=args.tls_cert, tls_key=args.tls_key,
+                        webhook_ca_file=args.webhook_ca_file)
     try:
         sim.create_app(cfg)  # validate the settings before anything listens
     except ValueError as exc:
@@ -167,8 +169,8 @@ def cmd_sim(args: argparse.Namespace) -> int:
             tg.start_soon(lambda: sim.serve(cfg, ready=ready))
             await ready.wait()
             logging.getLogger("erpgw.sim").info(
-                "simulator on http://%s:%d (billing, ERP, revenue, CPQ); webhooks to %s; seed %d%s",
-                cfg.host, cfg.port, cfg.webhook_url, seed,
+                "simulator on %s://%s:%d (billing, ERP, revenue, CPQ); webhooks to %s; seed %d%s",
+                "https" if cfg.tls_cert else "http", cfg.host, cfg.port, cfg.webhook_url, seed,
                 f"; scenario {args.scenario}" if scenario is not None else "")
 
     run_async(main)
@@ -371,6 +373,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                          "0: no cap); one more is answered 429")
     sm.add_argument("--netsuite-latency-ms", type=int, default=30, metavar="MS",
                     help="netsuite dialect: per-request latency, +-50%% (default 30)")
+    sm.add_argument("--tls-cert", default="", metavar="PEM",
+                    help="serve HTTPS only, with this certificate chain (with --tls-key)")
+    sm.add_argument("--tls-key", default="", metavar="PEM",
+                    help="the private key of --tls-cert")
+    sm.add_argument("--webhook-ca-file", default="", metavar="PEM",
+                    help="CA bundle that webhook deliveries to an https:// URL verify the "
+                         "receiver's certificate with (default: the system's trust store)")
     sm.add_argument("--log-level", default="info", choices=LOG_LEVELS,
                     help="log level (default: %(default)s)")
     sm.add_argument("--log-json", action="store_true",

@@ -54,5 +54,5 @@ class MemoryBucket:
         self.seq += 1
         self.data[key] = (None, self.seq)
 
-    async def keys(self) -> list[str]:
-        return sorted(self.data)
+    async def keys(self, key_prefix: str = "") -> list[str]:
+        return sorted(k for k in self.data if k.startswith(key_prefix))

@@ -519,3 +519,49 @@ async def test_another_process_moving_on_while_the_erp_answers_is_merged_not_ove
     row = read[AGG].row
     assert row is not None and (row.version, row.claimed) == (2, None)
     assert erp.receivable() == 3300
+
+
+class _Unavailable(FakeErp):
+    async def request(self, method: str, path: str, body: bytes, **_: Any) -> HttpResponse:
+        return HttpResponse(503, b'{"error":{"code":"UNAVAILABLE","message":"down"}}')
+
+
+@pytest.mark.parametrize("erp_up", [True, False])
+async def test_a_batch_costs_one_ledger_transaction_and_skips_are_acked_after_it(
+        ledger: Ledger, erp_up: bool) -> None:
+    """Claims, skip notes, postings and applied versions of one batch: one ledger
+    transaction; a skipped command is acked only once its note is durable. When the ERP
+    request fails, the claims and notes are still written (one transaction), the skips acked,
+    the postings not."""
+    erp = FakeErp() if erp_up else _Unavailable()
+    p = make_poster(erp, ledger)
+    log: list[str] = []
+    transaction = ledger._transaction
+
+    async def counted(*args: Any, **kw: Any) -> Any:
+        log.append("transaction")
+        return await transaction(*args, **kw)
+
+    ledger._transaction = counted  # type: ignore[method-assign]
+    old, new, other = command(2, 1, 1), command(2, 2, 2), command(3, 1, 1)
+    for name, d in (("old", old), ("new", new), ("other", other)):
+        settle = d._set
+
+        async def noted(verdict: str, name: str = name, settle: Any = settle) -> bool:
+            log.append(f"{verdict} {name}")
+            return bool(await settle(verdict))
+
+        d._set = noted  # type: ignore[method-assign]
+    await p.handle([old, new, other])
+    assert log.count("transaction") == 1
+    assert log.index("transaction") < log.index("ack old")  # superseded: acked after its note
+    events = [e for e in await audit_events(ledger) if e.startswith("version.")]
+    assert "version.superseded billing:in_2:v1" in events
+    assert {"version.claimed billing:in_2:v2", "version.claimed billing:in_3:v1"} <= set(events)
+    if erp_up:
+        assert (new.verdict, other.verdict, p.superseded) == ("ack", "ack", 1)
+        assert {"version.applied billing:in_2:v2", "version.applied billing:in_3:v1"} <= set(
+            events)
+    else:
+        assert old.verdict == "ack" and "ack" not in (new.verdict, other.verdict)
+        assert not any(e.startswith("version.applied") for e in events)

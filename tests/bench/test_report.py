@@ -225,3 +225,21 @@ def test_like_for_like_verdicts_without_b2wl_are_not_measured() -> None:
     v = by_id(verdicts(legs()))
     for vid in ("throughput_vs_b2wl", "cpu_vs_b2wl", "p99_at_1k_vs_b2wl"):
         assert v[vid]["met"] is None and "b2wl" in v[vid]["note"]
+
+
+def test_the_peer_is_the_webhook_peer_when_it_ran_and_the_bare_one_stays_beside_it() -> None:
+    runs = legs()
+    runs[0]["baselines"]["peerw"] = fig(450.0, 700.0, 400.0)
+    report = build_report(runs, {"profile": "test"})
+    assert report["ratios"]["vs_peer"]["against"] == "peerw"
+    assert report["ratios"]["vs_peer"]["throughput"] == 2.0  # 900 / 450
+    assert report["ratios"]["vs_peer"] == {"against": "peerw", **{
+        k: v for k, v in report["ratios"]["vs_peerw"].items()}}
+    assert report["ratios"]["vs_peer_bare"]["throughput"] == 3.0  # 900 / 300 (FastStream)
+    v = by_id(report["verdicts"])["throughput_vs_peer"]
+    assert v["figure"] == 2.0 and v["met"] is True and "peerw" in v["note"]
+    assert "gateway / peer (peerw): throughput 2.00x" in render_human(report)
+    # Without the webhook peer, the bare one is the peer, and the report says so.
+    bare = build_report(legs(), {"profile": "test"})
+    assert bare["ratios"]["vs_peer"]["against"] == "peer"
+    assert by_id(bare["verdicts"])["throughput_vs_peer"]["figure"] == 3.0

@@ -1,6 +1,7 @@
 """``erpgw demo`` with deals reports ``flows.revenue_to_gl``: a close run of the month the
 contracts start in, and the ERP's revenue account for it equal to the revenue platform's
-recognition per currency, to the minor unit."""
+recognition per currency, to the minor unit; and ``close.blocking`` 0 for its bill run's
+month."""
 
 from __future__ import annotations
 
@@ -30,4 +31,9 @@ def test_demo_posts_recognised_revenue_to_the_gl_exactly() -> None:
     flow = doc["flows"]["revenue_to_gl"]
     assert flow["expected"] > 0 and flow["completed"] == flow["expected"]
     assert flow["exact"] is True and flow["gl_revenue"] == flow["recognised"]
+    # Once everything drained, nothing blocks the close of the bill run's month (the deals'
+    # revenue is recognised in the next one, and its close run is judged there).
+    close = doc["close"]
+    assert (close["blocking"], close["by_kind"]) == (0, {})
+    assert close["period"] < flow["period"]  # the bill run's month, before the contracts'
     assert doc["ok"] is True

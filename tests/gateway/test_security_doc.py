@@ -58,3 +58,11 @@ def test_the_identity_table_lists_every_role_and_consumer() -> None:
         assert f"| `{role}` |" in text, role
     for durable in CONSUMER_ROLE:
         assert durable in text, durable
+
+
+def test_the_summary_counts_the_rows() -> None:
+    m = re.search(r"^\*\*Summary:\*\* (\d+) done, (\d+) partial, (\d+) open\.$", DOC.read_text(),
+                  re.M)
+    assert m is not None
+    statuses = [status for status, _, _ in _rows().values()]
+    assert [int(n) for n in m.groups()] == [statuses.count(s) for s in ("done", "partial", "open")]

@@ -2,7 +2,9 @@
 processes: under ``erp.closed_period = "next_open"`` every late posting lands on the first day
 of the first open period; under the default ``dead_letter`` each is dead-lettered as
 ``erp.period_closed`` and ``erpgw dlq replay --repost-open`` moves it there. Counted at the
-simulated ERP: nothing lost, nothing doubled, and replaying again doubles nothing."""
+simulated ERP: nothing lost, nothing doubled, and replaying again doubles nothing. Meanwhile
+``erpgw close status`` says the dead-lettered postings block the month's close, and nothing
+does once they are re-posted."""
 
 from __future__ import annotations
 
@@ -15,8 +17,10 @@ from typing import Any
 
 import anyio
 import msgspec
+import nats
 import pytest
 
+from actors.close import BLOCKER_KINDS
 from actors.erp.periods import POLICY_HEADER, first_day_after
 from actors.infra import NatsBus, OutMsg
 from gateway.dlq import list_letters
@@ -62,6 +66,19 @@ def dlq(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
                           capture_output=True, text=True, timeout=60, check=False)
 
 
+def close_status(stack: Stack, period: str) -> tuple[int, dict[str, Any]]:
+    """``erpgw close status --period <period> --json`` against the stack: (exit, entity doc)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "gateway", "close", "status", "--period", period, "--json",
+         "--nats-url", stack.url, "--data-dir", str(stack.data_dir),
+         *(f"--{p}-url={stack.sim_url}" for p in ("billing", "erp", "revenue"))],
+        capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode in (0, 1), done.stderr
+    doc = msgspec.json.decode(done.stdout)
+    assert doc["period"] == period and len(doc["entities"]) == 1
+    return done.returncode, doc["entities"][0]
+
+
 @pytest.mark.parametrize("netsuite", [False, True], ids=["erpgw", "netsuite"])
 async def test_next_open_posts_every_late_posting_in_the_first_open_period(
         tmp_path: Path, netsuite: bool) -> None:
@@ -84,8 +101,32 @@ async def test_next_open_posts_every_late_posting_in_the_first_open_period(
         await stack.close()
 
 
+async def close_kpi(stack: Stack, month: str, want: dict[str, int]) -> dict[str, Any]:
+    """The first ``close`` section of ``<prefix>.mon.kpi`` whose ``month`` counts ``want``
+    (by kind), as the dashboard's identity reads it."""
+    found: list[dict[str, Any]] = []
+
+    async def on(msg: Any) -> None:
+        close = msgspec.json.decode(msg.data).get("close") or {}
+        if (close.get("periods") or {}).get(month, {}).get("by_kind") == want:
+            found.append(close)
+
+    nc = await nats.connect(stack.url, **stack.nats_options("monitor"))
+    try:
+        await nc.subscribe(f"{stack.subjects.prefix}.mon.kpi", cb=on)
+        with anyio.fail_after(90):  # a guard against a hang, not a speed target
+            while not found:
+                await anyio.sleep(0.2)
+    finally:
+        await nc.close()
+    return found[0]
+
+
 async def test_dead_letter_then_repost_open_replay_posts_each_once(tmp_path: Path) -> None:
-    stack = Stack(tmp_path, ack_wait_s=2.0, seed=32)  # erp.closed_period: the default
+    # erp.closed_period: the default; the close-watch actor every second, the KPIs too.
+    stack = Stack(tmp_path, ack_wait_s=2.0, seed=32,
+                  gateway_env={"ERPGW_CLOSE_STATUS_INTERVAL_S": "1",
+                               "ERPGW_SLA_KPI_INTERVAL_S": "1"})
     await stack.start()
     try:
         closed, first_open = closing()
@@ -98,6 +139,19 @@ async def test_dead_letter_then_repost_open_replay_posts_each_once(tmp_path: Pat
         assert len(rows) == INVOICES and {r["code"] for r in rows} == {"erp.period_closed"}
         assert (await stack.audit())["postings"] == 0
 
+        # The month's close is blocked by each dead-lettered posting, with its replay command.
+        month = closed[0]
+        code, status = close_status(stack, month)
+        assert code == 1 and status["entity"] == "default" and not status["ready"]
+        assert status["by_kind"]["dead_lettered"] == INVOICES
+        assert status["resolve"]["dead_lettered"] == (
+            "erpgw dlq replay --code erp.period_closed --repost-open")
+        assert {i["resolve"] for i in status["items"] if i["kind"] == "dead_lettered"} == {
+            f"erpgw dlq replay --seq {r['seq']} --repost-open" for r in rows}
+        # The same count as the close.blocking KPI (once the revenue lines are in too).
+        kpi = await close_kpi(stack, month, {"dead_lettered": INVOICES})
+        assert kpi["periods"][month]["blocking"] == INVOICES <= kpi["blocking"]
+
         done = dlq(stack, "replay", "--code", "erp.period_closed", "--repost-open")
         assert done.returncode == 0, done.stderr
         assert f"{INVOICES} letter(s) replayed" in done.stdout
@@ -107,6 +161,11 @@ async def test_dead_letter_then_repost_open_replay_posts_each_once(tmp_path: Pat
         assert await receivable_debits(stack, first_open) == audit["amount_issued"]
         for period in closed:
             assert await receivable_debits(stack, period) == {}
+        # Re-posted in the first open period: nothing blocks the month's close any more.
+        assert close_status(stack, month) == (0, {
+            "entity": "default", "period": month, "ready": True, "blocking": 0,
+            "by_kind": dict.fromkeys(BLOCKER_KINDS, 0), "resolve": {}, "items": []})
+        assert (await close_kpi(stack, month, {}))["periods"][month]["blocking"] == 0
 
         # Replaying again: the CLI has nothing left; the same letters re-sent anyway (a fresh
         # message id, marked repost-open) reach the poster and post nothing more.

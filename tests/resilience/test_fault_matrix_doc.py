@@ -9,8 +9,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / "docs" / "fault-matrix.md"
 # The rows each of which must have an automated check (the resilience issue's list).
-REQUIRED = {"F1", "F2", "F3", "F4", "F5", "F7", "F12", "F16", "F17", "F18", "F19", "F22",
-            "F23", "F25", "F27", "F28", "F29", "F31"}
+REQUIRED = {"F1", "F2", "F3", "F4", "F5", "F7", "F8", "F9", "F10", "F12", "F16", "F17", "F18",
+            "F19", "F22", "F23", "F25", "F27", "F28", "F29", "F31"}
 _ROW = re.compile(r"^\| (F\d+) \|(.*)$")
 _NODE = re.compile(r"`(tests/[\w/]+\.py)::(\w+)`")
 

@@ -4,14 +4,18 @@ sending, a claim left behind — and what each leaves in the ledger and on the d
 
 from __future__ import annotations
 
+import asyncio
+import tempfile
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
 import msgspec
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from actors.infra import ConsumerSettings
 from actors.infra.http import Ambiguous, HttpResponse, PlatformRejected, PlatformUnavailable
@@ -317,7 +321,7 @@ async def test_a_claim_lost_to_another_process_sends_nothing_and_waits(
     await a.handle(first)
     assert b_first[0].verdict == "ack" and first[0].verdict == "nak"
     assert platform.uploads == [["in_1:il_1", "in_1:il_2"]]  # B's upload only
-    assert set((await states(ledger)).values()) == {"released"}  # A's claim, undone
+    assert await states(ledger) == {}  # the shared claim came first: A's ledger never claimed
     again = [FakeDelivery(envelope(1), num_delivered=2)]
     await a.handle(again)
     assert again[0].verdict == "ack" and a.requests == 1 and len(platform.uploads) == 1
@@ -365,3 +369,358 @@ async def test_a_restarted_owner_flags_its_unfinished_claims_so_others_stop_wait
     again = [FakeDelivery(envelope(1), num_delivered=3)]
     await b.handle(again)
     assert again[0].verdict == "ack" and b.skipped_lines == 2 and platform.uploads == []
+
+
+# -- the order of the two claims: shared, then ledger, then the request ------------------------
+
+
+class Crash(BaseException):
+    """What ``os._exit`` at a crash point does to the code after it: nothing more runs (the
+    poster's clean-up handlers catch ``Exception`` only, so they do not run either)."""
+
+
+def crash_at(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    """Crash point ``name`` raises ``Crash`` the first time execution passes it."""
+    from actors.revenue import poster as module
+
+    passed: list[str] = []
+
+    def point(at: str) -> None:
+        if at == name and not passed:
+            passed.append(at)
+            raise Crash(at)
+    monkeypatch.setattr(module, "crashpoint", point)
+
+
+def freeze_after_the_shared_claim(monkeypatch: pytest.MonkeyPatch,
+                                  meanwhile: Callable[[], Awaitable[None]]) -> None:
+    """The first upload stops right after its shared claim (a process frozen there) while
+    ``meanwhile`` runs, then goes on."""
+    original = RevenuePoster._claim_shared
+    frozen = [meanwhile]
+
+    async def claim_then_freeze(self: RevenuePoster, part: Any, attempt: str) -> None:
+        await original(self, part, attempt)
+        while frozen:
+            await frozen.pop()()
+    monkeypatch.setattr(RevenuePoster, "_claim_shared", claim_then_freeze)
+
+
+async def died_in_upload(monkeypatch: pytest.MonkeyPatch, point: str,
+                         ledger: Ledger) -> tuple[MemoryBucket, Platform]:
+    """Process ``gw-a`` (``ledger``) dies at crash point ``point`` of its first upload (invoice
+    1); the shared uploads and the platform it leaves behind."""
+    shared, platform = MemoryBucket(), Platform(accept)
+    crash_at(monkeypatch, point)
+    with pytest.raises(Crash):
+        await poster(platform, ledger, bucket=shared, owner="gw-a").handle(
+            [FakeDelivery(envelope(1))])
+    return shared, platform
+
+
+async def restart(platform: Platform, ledger: Ledger, shared: MemoryBucket) -> RevenuePoster:
+    """Process ``gw-a`` started again on ``ledger``: what its run() does first."""
+    p = poster(platform, ledger, bucket=shared, owner="gw-a")
+    await p._left_behind()
+    return p
+
+
+def shared_states(bucket: MemoryBucket) -> dict[str, tuple[str, str]]:
+    """Every line's (status, owner) in the shared uploads."""
+    out = {}
+    for key, (value, _) in bucket.data.items():
+        if value is not None:
+            u = msgspec.msgpack.decode(value)
+            out[key.split(".", 1)[1].replace("=3A", ":")] = (u["status"], u["owner"])
+    return out
+
+
+async def test_the_shared_claim_comes_first_and_the_request_right_after_the_ledger_claim(
+        ledger: Ledger) -> None:
+    """When the shared claim is written the ledger holds nothing of the attempt; when the
+    request leaves both hold the lines ``pending``."""
+    shared = MemoryBucket()
+    seen: list[tuple[str, dict[str, str], dict[str, tuple[str, str]]]] = []
+
+    async def at_shared_claim(key: str) -> None:
+        seen.append(("shared claim", await states(ledger), shared_states(shared)))
+    shared.before_write = at_shared_claim
+
+    class Watching(Platform):
+        async def request(self, method: str, path: str, body: bytes, **kw: Any) -> HttpResponse:
+            seen.append(("request", await states(ledger), shared_states(shared)))
+            return await super().request(method, path, body, **kw)
+
+    p = poster(Watching(accept), ledger, bucket=shared, owner="gw-a")
+    await p.handle([FakeDelivery(envelope(1))])
+    ids = ["in_1:il_1", "in_1:il_2"]
+    assert seen[0] == ("shared claim", {}, {})
+    assert seen[1] == ("request", dict.fromkeys(ids, "pending"),
+                       dict.fromkeys(ids, ("pending", "gw-a")))
+    assert shared_states(shared) == dict.fromkeys(ids, ("uploaded", "gw-a"))
+
+
+async def test_a_crash_between_the_claims_is_given_back_at_start_and_sent_once(
+        ledger: Ledger, other_ledger: Ledger, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A dies after its shared claim, before its ledger claim: nothing was sent, so its
+    restart gives the claim back (no line in doubt) and the invoice is uploaded once, by
+    whichever process gets it next."""
+    shared, platform = await died_in_upload(monkeypatch, "revenue.between_claims", ledger)
+    ids = ["in_1:il_1", "in_1:il_2"]
+    assert await states(ledger) == {} and platform.uploads == []
+    assert shared_states(shared) == dict.fromkeys(ids, ("pending", "gw-a"))
+    b = poster(platform, other_ledger, bucket=shared, owner="gw-b")
+    waiting = [FakeDelivery(envelope(1), num_delivered=2)]
+    await b.handle(waiting)
+    assert waiting[0].verdict == "nak" and b.requests == 0  # A's claim holds it meanwhile
+    restarted = await restart(platform, ledger, shared)
+    assert restarted.released_claims == 2 and restarted.in_doubt_lines == 0
+    assert shared_states(shared) == dict.fromkeys(ids, ("released", "gw-a"))
+    again = [FakeDelivery(envelope(1), num_delivered=3)]
+    await b.handle(again)
+    assert again[0].verdict == "ack" and b.uploaded_lines == 2
+    assert platform.recorded == ids  # once
+    assert await states(ledger) == {} and set((await states(other_ledger)).values()) == \
+        {"uploaded"}
+
+
+async def test_a_crash_after_the_ledger_claim_is_in_doubt_everywhere(
+        ledger: Ledger, other_ledger: Ledger, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The window left: both claims committed, the request not sent. Presumed recorded, as
+    before: in doubt in the ledger and in the shared uploads, never sent by anyone."""
+    shared, platform = await died_in_upload(monkeypatch, "revenue.before_upload", ledger)
+    restarted = await restart(platform, ledger, shared)
+    ids = ["in_1:il_1", "in_1:il_2"]
+    assert restarted.in_doubt_lines == 2 and restarted.released_claims == 0
+    assert shared_states(shared) == dict.fromkeys(ids, ("in_doubt", "gw-a"))
+    b = poster(platform, other_ledger, bucket=shared, owner="gw-b")
+    again = [FakeDelivery(envelope(1), num_delivered=2)]
+    await b.handle(again)
+    assert again[0].verdict == "ack" and b.skipped_lines == 2 and platform.uploads == []
+
+
+async def test_an_outcome_the_shared_uploads_missed_is_mirrored_at_start(
+        ledger: Ledger, other_ledger: Ledger, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A dies after committing ``uploaded`` in its ledger, before mirroring it: its restart
+    mirrors it, so B stops waiting and skips the lines instead of being held until its
+    deliveries run out."""
+    shared = MemoryBucket()
+    platform = Platform(accept)
+    a = poster(platform, ledger, bucket=shared, owner="gw-a")
+    mark = a.uploads.mark
+
+    async def die_before_uploaded(platform_: str, ids: Any, status: str, *args: Any) -> None:
+        if status == "uploaded":
+            raise Crash("after the ledger's uploaded commit")
+        await mark(platform_, ids, status, *args)
+    monkeypatch.setattr(a.uploads, "mark", die_before_uploaded)
+    with pytest.raises(Crash):
+        await a.handle([FakeDelivery(envelope(1))])
+    ids = ["in_1:il_1", "in_1:il_2"]
+    assert shared_states(shared) == dict.fromkeys(ids, ("pending", "gw-a"))
+    restarted = await restart(platform, ledger, shared)
+    assert shared_states(shared) == dict.fromkeys(ids, ("uploaded", "gw-a"))
+    assert restarted.released_claims == 0 and restarted.in_doubt_lines == 0
+    b = poster(platform, other_ledger, bucket=shared, owner="gw-b")
+    again = [FakeDelivery(envelope(1), num_delivered=2)]
+    await b.handle(again)
+    assert again[0].verdict == "ack" and b.skipped_lines == 2 and platform.recorded == ids
+
+
+async def test_a_process_frozen_between_the_claims_is_waited_for_and_sends_once(
+        ledger: Ledger, other_ledger: Ledger, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A is stopped (SIGSTOP past ack_wait) right after its shared claim; the invoice goes to
+    B, which waits. A resumes: its ledger claim and request go through; B then skips."""
+    shared = MemoryBucket()
+    platform = Platform(accept)
+    b = poster(platform, other_ledger, bucket=shared, owner="gw-b")
+    b_first = [FakeDelivery(envelope(1), num_delivered=2)]
+
+    async def meanwhile() -> None:
+        await b.handle(b_first)
+    freeze_after_the_shared_claim(monkeypatch, meanwhile)
+    a = poster(platform, ledger, bucket=shared, owner="gw-a")
+    first = [FakeDelivery(envelope(1))]
+    await a.handle(first)
+    assert b_first[0].verdict == "nak" and b.requests == 0 and b.waiting_lines == 2
+    assert first[0].verdict == "ack" and a.uploaded_lines == 2
+    again = [FakeDelivery(envelope(1), num_delivered=3)]
+    await b.handle(again)
+    assert again[0].verdict == "ack" and b.skipped_lines == 2
+    assert platform.recorded == ["in_1:il_1", "in_1:il_2"]
+
+
+async def test_a_failed_ledger_claim_gives_the_shared_claim_back_at_once(
+        ledger: Ledger, other_ledger: Ledger, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The ledger refuses the claim (disk full, busy): nothing is sent, the batch is nak'ed,
+    and the shared claim is given back then, so another process need not wait for it."""
+    from actors.infra.ledger import LedgerUnavailable
+
+    shared = MemoryBucket()
+    platform = Platform(accept)
+    a = poster(platform, ledger, bucket=shared, owner="gw-a")
+    record = ledger.record_uploads
+
+    async def full(rows: Any) -> None:
+        if rows and rows[0].status == "pending":
+            raise LedgerUnavailable("database or disk is full")
+        await record(rows)
+    monkeypatch.setattr(ledger, "record_uploads", full)
+    with pytest.raises(LedgerUnavailable):
+        await a.handle([FakeDelivery(envelope(1))])
+    ids = ["in_1:il_1", "in_1:il_2"]
+    assert platform.uploads == [] and shared_states(shared) == dict.fromkeys(
+        ids, ("released", "gw-a"))
+    b = poster(platform, other_ledger, bucket=shared, owner="gw-b")
+    again = [FakeDelivery(envelope(1), num_delivered=2)]
+    await b.handle(again)
+    assert again[0].verdict == "ack" and platform.recorded == ids
+
+
+async def test_the_wait_for_budget_and_the_breaker_come_before_both_claims(
+        ledger: Ledger) -> None:
+    """The rate limiter's wait for a permit happens before anything is claimed (a wait for
+    budget never sits inside the window), and a breaker that refuses leaves no claim."""
+    shared = MemoryBucket()
+    # What the shared uploads hold at each permit request (the shared claim is the first of
+    # the two claims: the test above proves the order).
+    snapshots: list[dict[str, tuple[str, str]]] = []
+
+    class Limiter:
+        def __init__(self) -> None:
+            self.waits = 1
+
+        def acquire(self, n: int, now: float) -> float:
+            snapshots.append(shared_states(shared))
+            if self.waits:
+                self.waits -= 1
+                return 0.001
+            return 0.0
+
+        def release(self, n: int) -> None: ...
+        def on_success(self, now: float) -> None: ...
+        def on_throttled(self, retry_after: float | None, now: float) -> None: ...
+
+    class Breaker:
+        open = False
+
+        def allow(self, now: float) -> bool:
+            return not self.open
+
+        def retry_in(self, now: float) -> float:
+            return 5.0 if self.open else 0.0
+
+        def release(self) -> None: ...
+        def record_success(self, now: float) -> None: ...
+        def record_error(self, err: Exception, now: float) -> None: ...
+        def drain_transitions(self) -> list[Any]:
+            return []
+
+    platform = Platform(accept)
+    p = poster(platform, ledger, bucket=shared, owner="gw-a")
+    breaker = Breaker()
+    p.guard = PlatformGuard("revenue", platform, open_code=BREAKER_OPEN,  # type: ignore[arg-type]
+                            breaker=breaker, limiter=Limiter())  # type: ignore[arg-type]
+    await p.handle([FakeDelivery(envelope(1))])
+    assert snapshots == [{}, {}]  # waited once, then permitted: nothing claimed meanwhile
+    assert platform.recorded == ["in_1:il_1", "in_1:il_2"]
+    breaker.open = True
+    refused = [FakeDelivery(envelope(2))]
+    await p.handle(refused)
+    assert refused[0].verdict == "nak" and len(platform.uploads) == 1
+    assert not any(k.startswith("in_2") for k in await states(ledger))
+    assert not any(k.startswith("in_2") for k in shared_states(shared))
+
+
+# -- property: two processes, crashes anywhere in an upload, restarts ----------------------------
+
+_POINTS = (None, "revenue.between_claims", "revenue.before_upload", "revenue.after_upload",
+           "revenue.after_commit")
+
+
+@settings(max_examples=25)
+@given(st.lists(st.tuples(st.integers(0, 1), st.integers(1, 3), st.sampled_from(_POINTS)),
+                min_size=1, max_size=8))
+def test_no_line_is_ever_sent_twice_whatever_crashes_and_restarts(
+        steps: list[tuple[int, int, str | None]]) -> None:
+    """Deliveries of three invoices to two processes, each handling possibly dying at a crash
+    point of its upload; a dead process restarts (same ledger, same owner) before its next
+    delivery, and at the end every invoice goes round until settled. The platform records
+    every line at most once; a line is left in doubt only by a crash between the ledger's
+    claim and the answer, and is at the platform only if the request had left."""
+    asyncio.run(_crash_and_restart(steps))
+
+
+async def _crash_and_restart(steps: list[tuple[int, int, str | None]]) -> None:
+    from actors.revenue import poster as module
+
+    armed: list[str] = []
+
+    def point(at: str) -> None:
+        if armed and armed[0] == at:
+            armed.clear()
+            raise Crash(at)
+
+    original = module.crashpoint
+    module.crashpoint = point  # type: ignore[assignment]
+    shared, platform = MemoryBucket(), Platform(accept)
+    crashed_at: list[str] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        ledgers = [await Ledger.open(Path(tmp) / f"gw{i}" / "ledger.db") for i in (0, 1)]
+        try:
+            procs: list[RevenuePoster | None] = [None, None]
+
+            async def process(i: int) -> RevenuePoster:
+                if procs[i] is None:  # (re)start: what run() does first
+                    procs[i] = poster(platform, ledgers[i], bucket=shared, owner=f"gw-{i}")
+                    await procs[i]._left_behind()  # type: ignore[union-attr]
+                return procs[i]  # type: ignore[return-value]
+
+            async def deliver(i: int, n: int, crash: str | None) -> str | None:
+                p = await process(i)
+                armed[:] = [crash] if crash else []
+                d = FakeDelivery(envelope(n))
+                try:
+                    await p.handle([d])
+                except Crash as c:
+                    crashed_at.append(str(c))
+                    procs[i] = None
+                    return None
+                armed.clear()
+                return d.verdict
+
+            for i, n, crash in steps:
+                await deliver(i, n, crash)
+            for n in (1, 2, 3):
+                for attempt in range(4):
+                    if await deliver(attempt % 2, n, None) == "ack":
+                        break
+                else:
+                    raise AssertionError(f"in_{n} never settled")
+            recorded = platform.recorded
+            assert len(recorded) == len(set(recorded)), "a line was sent twice"
+            doubt = {k for led in ledgers for k, v in (await states(led)).items()
+                     if v == "in_doubt"}
+            lines = {f"in_{n}:il_{k}" for n in (1, 2, 3) for k in (1, 2)}
+            assert lines == set(recorded) | doubt
+            if doubt:
+                assert set(crashed_at) & {"revenue.before_upload", "revenue.after_upload"}
+            if doubt & set(recorded):
+                assert "revenue.after_upload" in crashed_at
+            assert set(recorded) - doubt <= lines
+        finally:
+            module.crashpoint = original
+            for led in ledgers:
+                await led.close()
+
+
+def test_an_invoice_waiting_for_another_process_backs_off_then_waits_longer() -> None:
+    from actors.resilience.retry import Retry, decide
+    from actors.revenue.poster import CLAIM_PATIENCE, CLAIM_WAIT_S, ClaimedElsewhere
+
+    early = decide(ClaimedElsewhere("l", deliveries=1), 1, 8, 0.5)
+    late = decide(ClaimedElsewhere("l", deliveries=CLAIM_PATIENCE + 1), CLAIM_PATIENCE + 1, 8,
+                  0.5)
+    assert isinstance(early, Retry) and early.delay < CLAIM_WAIT_S
+    assert isinstance(late, Retry) and late.delay >= CLAIM_WAIT_S
+    assert late.code == "revenue.claimed_elsewhere"

@@ -1,0 +1,44 @@
+"""The period-close drill's pure parts: it is a known fault with no recovery time to measure,
+its replayed ``erp.period_closed`` letters are expected dead letters (and only those), and the
+entries it counts as late postings are invoices' alone."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from contracts import DeadLetter
+from gateway.drills import FAULTS, Driller, _invoice_entry, parse_faults
+from gateway.stack import DrainResult
+
+
+def letter(code: str, n: int) -> DeadLetter:
+    return DeadLetter(id=f"dl{n}", failed_at=datetime(2026, 12, 7, tzinfo=UTC), lane="billing",
+                      subject="erpgw.billing.cmd.erp.journal.v1", stream_seq=n, code=code,
+                      reason="r", attempts=1, business_key=f"billing:in_{n}:v1",
+                      correlation_id=None, data=b"x")
+
+
+def finish(names: list[str], letters: list[DeadLetter]) -> dict[str, Any]:
+    stack: Any = None  # finish reads no stack
+    audit = {"issued": 3, "posted": 3, "unposted": [], "unposted_count": 0}
+    return Driller(stack, names, 3).finish(DrainResult(audit, letters, True, 1.0))
+
+
+def test_a_known_fault_without_a_recovery_time() -> None:
+    assert parse_faults("period-close") == ["period-close"]
+    assert FAULTS["period-close"].trigger == 0.3 and not FAULTS["period-close"].recovers
+    assert finish(["period-close"], [])["recovery_s"] == {}
+
+
+def test_its_period_closed_letters_are_expected_and_nothing_else() -> None:
+    closed = [letter("erp.period_closed", n) for n in range(3)]
+    assert finish(["period-close"], closed)["dlq_exact"]
+    assert not finish(["period-close"], [*closed, letter("erp.invalid", 9)])["dlq_exact"]
+    assert not finish(["erp-outage"], closed)["dlq_exact"]  # not expected without the drill
+
+
+def test_late_postings_are_invoices_only() -> None:
+    assert _invoice_entry("in_000001") and _invoice_entry("in_000001:v2")
+    for other in ("in_000001:reversal", "cn_1", "py_1", "recognition:default:2026-12:USD"):
+        assert not _invoice_entry(other)

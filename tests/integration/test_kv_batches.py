@@ -1,0 +1,142 @@
+"""Batched conditional writes to the shared buckets, against a real nats-server (broker
+identities on: the writers connect as the ERP poster's ``erp`` role).
+
+A batch of keys is one atomic batch with a per-key expected revision: all of it is stored or
+none of it; a refused batch is then written key by key, which stores what still applies and
+answers ``KvConflict`` for what moved. Two processes claiming overlapping aggregates from the
+same read never both win one; a bucket whose stream takes no atomic batches is still guarded.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import anyio
+import pytest
+
+from actors.infra import NatsBus
+from actors.infra.kv import KvBucket, KvConflict, bucket_config
+from actors.infra.ledger import VersionMark
+from actors.infra.state import ReadVersion, SharedVersions, bucket_name, provision_state
+from contracts import Subjects
+from gateway.broker import EmbeddedBroker
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
+
+SUBJECTS = Subjects()
+VERSIONS = bucket_name(SUBJECTS, "versions")
+
+
+@pytest.fixture
+async def buses(broker: EmbeddedBroker) -> AsyncIterator[Callable[[str], Any]]:
+    """Provisions the shared buckets (admin), then hands out connections of a role."""
+    opened: list[NatsBus] = []
+
+    async def connect(role: str) -> NatsBus:
+        bus = await NatsBus.connect(broker.url, auth=broker.auth(role), name=f"test-{role}")
+        opened.append(bus)
+        return bus
+
+    await provision_state(await connect("admin"), SUBJECTS)
+    try:
+        yield connect
+    finally:
+        for bus in opened:
+            await bus.close()
+
+
+async def test_a_batch_of_keys_is_one_commit_and_its_revisions_are_the_stored_ones(
+        buses: Any) -> None:
+    bucket = KvBucket.on(await buses("erp"), VERSIONS)
+    keys = [f"billing.in_{n}" for n in range(5)]
+    first = await bucket.put_many((k, f"v1-{k}".encode(), 0) for k in keys)
+    assert bucket.batches == 1 and bucket.batches_refused == 0
+    for k in keys:
+        got = await bucket.get(k)
+        assert (got.value, got.revision) == (f"v1-{k}".encode(), first[k])
+    second = await bucket.put_many((k, b"v2", rev) for k, rev in first.items()
+                                   if isinstance(rev, int))
+    assert bucket.batches == 2
+    assert {k: (await bucket.get(k)).revision for k in keys} == second
+    assert all(isinstance(r, int) and r > first[k]  # type: ignore[operator]
+               for k, r in second.items())
+
+
+async def test_a_refused_batch_stores_nothing_and_the_key_by_key_retry_names_the_loser(
+        buses: Any) -> None:
+    bucket = KvBucket.on(await buses("erp"), VERSIONS)
+    revs = await bucket.put_many([("a", b"1", 0), ("b", b"1", 0), ("c", b"1", 0)])
+    other = KvBucket.on(await buses("erp"), VERSIONS)
+    moved = await other.put_if("b", b"other", int(revs["b"]))  # type: ignore[arg-type]
+    stale = [("a", b"2", revs["a"]), ("b", b"2", revs["b"]), ("new", b"2", 0)]
+    with pytest.raises(KvConflict):
+        await bucket.put_all(stale)  # type: ignore[arg-type]
+    # All or nothing: not even the keys whose condition held were written.
+    assert (await bucket.get("a")).revision == revs["a"]
+    assert (await bucket.get("new")).value is None
+    assert (await bucket.get("b")).revision == moved
+    out = await bucket.put_many(stale)  # type: ignore[arg-type]
+    assert isinstance(out["b"], KvConflict)
+    assert isinstance(out["a"], int) and isinstance(out["new"], int)
+    assert (await bucket.get("b")).value == b"other"
+    assert (await bucket.get("a")).value == b"2" and (await bucket.get("new")).value == b"2"
+    assert bucket.batches_refused == 2  # put_all, then put_many's own try
+
+
+def _mark(agg: tuple[str, str], who: str) -> VersionMark:
+    return VersionMark(agg[0], agg[1], 1, who.encode(), 0.0)
+
+
+async def _claim(guard: SharedVersions, who: str, claims: list[tuple[VersionMark, ReadVersion]],
+                 outcome: dict[str, Any]) -> None:
+    outcome[who] = await guard.claim(claims)
+
+
+async def test_two_processes_claiming_from_the_same_read_never_both_win_an_aggregate(
+        buses: Any) -> None:
+    rng = random.Random(15)
+    a = SharedVersions(KvBucket.on(await buses("erp"), VERSIONS))
+    b = SharedVersions(KvBucket.on(await buses("erp"), VERSIONS))
+    for rnd in range(6):
+        pool = [("billing", f"in_{rnd}_{n}") for n in range(40)]
+        if rnd % 2:  # half the rounds: the aggregates exist already (updates, not creates)
+            seen0 = await a.read(pool)
+            lost0, _ = await a.claim([(_mark(agg, "seed"), seen0[agg]) for agg in pool])
+            assert not lost0
+        mine = {"a": rng.sample(pool, 25), "b": rng.sample(pool, 25)}
+        seen: dict[str, dict[tuple[str, str], ReadVersion]] = {
+            who: await guard.read(mine[who]) for who, guard in (("a", a), ("b", b))}
+        outcome: dict[str, tuple[set[tuple[str, str]], dict[tuple[str, str], int]]] = {}
+        async with anyio.create_task_group() as tg:
+            for who, guard in (("a", a), ("b", b)):
+                tg.start_soon(_claim, guard, who, [(_mark(agg, who), seen[who][agg])
+                                                   for agg in mine[who]], outcome)
+        both = set(mine["a"]) & set(mine["b"])
+        final = await a.read(pool)
+        for agg in set(mine["a"]) | set(mine["b"]):
+            winners = [who for who in ("a", "b") if agg in outcome[who][1]]
+            assert len(winners) == 1, (agg, winners)
+            (winner,) = winners
+            if agg not in both:
+                assert agg not in outcome[winner][0]
+            else:
+                assert agg in outcome["b" if winner == "a" else "a"][0]  # the other lost it
+            row = final[agg].row
+            assert row is not None and row.claimed_entry == winner.encode()
+            assert final[agg].revision == outcome[winner][1][agg]
+
+
+async def test_a_bucket_without_atomic_batches_is_written_key_by_key_and_still_guarded(
+        buses: Any) -> None:
+    admin = await buses("admin")
+    await admin.ensure_kv(bucket_config("plain", replicas=1))  # no allow_atomic
+    bucket = KvBucket.on(admin, "plain")
+    revs = await bucket.put_many([("x", b"1", 0), ("y", b"1", 0)])
+    assert all(isinstance(r, int) for r in revs.values())
+    assert bucket.batches == 0 and bucket.batches_refused == 1  # then key by key only
+    out = await bucket.put_many([("x", b"2", revs["x"]), ("y", b"2", 0)])  # type: ignore[list-item]
+    assert isinstance(out["x"], int) and isinstance(out["y"], KvConflict)
+    assert bucket.batches_refused == 1
+    assert (await bucket.get("y")).value == b"1"
