@@ -135,6 +135,8 @@ class ErpConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     # Unmapped currencies go by refName (their ISO code), unmapped accounts by their number.
     currency_ids: dict[str, str] = msgspec.field(default_factory=dict)
     account_ids: dict[str, str] = msgspec.field(default_factory=dict)
+    # NetSuite: entity (`[entities]`) -> subsidiary internal id; an unmapped entity is sent as is.
+    subsidiary_ids: dict[str, str] = msgspec.field(default_factory=dict)
     # NetSuite: send each upsert as an asynchronous request (Prefer: respond-async) and poll
     # its job; a repeat is recognised by the idempotency key and answered "replayed".
     async_requests: bool = False

@@ -56,7 +56,7 @@ from decimal import ROUND_HALF_EVEN, Decimal
 import msgspec
 from aiohttp import web
 
-from contracts import CURRENCY_EXPONENTS, MAX_RATE_DECIMALS, format_rate
+from contracts import CURRENCY_EXPONENTS, MAX_RATE_DECIMALS, format_rate, parse_rate
 from contracts.platforms.erp import (
     PERIOD_CLOSED,
     REQUEST_LIMIT_EXCEEDED,
@@ -209,7 +209,9 @@ def validate_entry(item: JournalEntryIn) -> ErpError | None:
 
     ``INVALID``: an empty ``idempotencyKey`` or ``externalId``, fewer than two lines, a line
     without exactly one of debit or credit above zero (negative amounts included), a currency
-    that is not three upper-case letters, or a ``tranDate`` that is not a ``YYYY-MM-DD`` date.
+    that is not three upper-case letters, a ``tranDate`` that is not a ``YYYY-MM-DD`` date, or
+    currency fields that do not fit (``functionalCurrency`` without ``exchangeRate`` or the
+    other way round, the same as ``currency``, a rate that is not an exact decimal above 0).
     ``UNBALANCED``: debits differ from credits. Structure is checked before balance. Raises
     nothing.
     """
@@ -238,12 +240,34 @@ def validate_entry(item: JournalEntryIn) -> ErpError | None:
         return ErpError(
             code="INVALID", message=f"tranDate must be a YYYY-MM-DD date, got {item.tran_date!r}"
         )
+    fx_error = _fx_error(item)
+    if fx_error is not None:
+        return ErpError(code="INVALID", message=fx_error)
     debits = sum(line.debit for line in item.lines)
     credits = sum(line.credit for line in item.lines)
     if debits != credits:
         return ErpError(
             code="UNBALANCED", message=f"debits {debits} != credits {credits} {item.currency}"
         )
+    return None
+
+
+def _fx_error(item: JournalEntryIn) -> str | None:
+    """What is wrong with ``item``'s currency fields, or ``None``: a ``functionalCurrency``
+    needs an ``exchangeRate`` and the other way round, it differs from ``currency``, and the
+    rate is an exact decimal (``parse_rate``)."""
+    if item.functional_currency is None and item.exchange_rate is None:
+        return None
+    if item.functional_currency is None or item.exchange_rate is None:
+        return "functionalCurrency and exchangeRate go together"
+    if item.functional_currency == item.currency or not _CURRENCY.match(
+            item.functional_currency):
+        return (f"functionalCurrency {item.functional_currency!r} must be 3 upper-case "
+                f"letters other than currency {item.currency!r}")
+    try:
+        parse_rate(item.exchange_rate)
+    except ValueError as exc:
+        return f"exchangeRate: {str(exc).partition(': ')[2]}"
     return None
 
 
@@ -378,6 +402,9 @@ class ErpLedger:
             amount=sent + delta,
             accepted_at=now,
             version=version,
+            subsidiary=item.subsidiary,
+            functional_currency=item.functional_currency,
+            exchange_rate=item.exchange_rate,
         )
         self._postings.append(posting)
         customer = customer_named(item)

@@ -23,6 +23,9 @@ Pure synchronous code over ``contracts.JournalLine`` s and exact rates (``contra
   balances by construction; the gain/loss is the sum of the applications' ``realized_fx``
   up to the half units the cash's single conversion rounds away.
 
+* ``entity_of`` is which entity a customer's document is posted for, and, when the document
+  is foreign to it, the entity's functional currency and the rate of the document's day.
+
 Errors are ``ValueError("<code>: <message>")`` (``contracts.contract_error`` turns them into a
 ``ContractError``); every code is in docs/errors.md.
 """
@@ -38,8 +41,8 @@ import msgspec
 
 from contracts import Currency, JournalLine, check_currency, convert, parse_rate
 
-__all__ = ["EntityMap", "FxAccounts", "RateTable", "payment_in_functional", "realized_fx",
-           "signed", "to_functional"]
+__all__ = ["EntityMap", "Foreign", "FxAccounts", "RateTable", "entity_of",
+           "payment_in_functional", "realized_fx", "signed", "to_functional"]
 
 EntityId = Annotated[str, msgspec.Meta(min_length=1, max_length=50)]
 
@@ -126,6 +129,32 @@ class FxAccounts(NamedTuple):
 
 
 _DEFAULT_ACCOUNTS = FxAccounts()
+
+
+class Foreign(NamedTuple):
+    """A document foreign to its entity: the entity, its functional currency, the rate."""
+
+    entity: str
+    functional: str
+    rate: Decimal
+
+
+def entity_of(entities: EntityMap, customer: str, currency: str, day: date,
+              rates: RateTable | None) -> str | Foreign:
+    """The entity ``customer``'s document in ``currency`` of ``day`` is posted for: its name
+    when the document is in the entity's functional currency (or the entity has none), else
+    ``Foreign`` with the rate of ``day`` from ``rates``.
+
+    Raises ``ValueError`` (``fx.missing_rate``) when ``rates`` is ``None`` or has no rate.
+    """
+    entity = entities.entity_for(customer)
+    functional = entities.functional(entity)
+    if functional is None or functional == currency:
+        return entity
+    if rates is None:
+        raise _fail("fx.missing_rate",
+                    f"no rate source for {currency} in the {functional} entity {entity}")
+    return Foreign(entity, functional, rates.rate(day, currency, functional))
 
 
 def _fail(code: str, message: str) -> ValueError:

@@ -50,7 +50,7 @@ from contracts import (
 from ..deadletter import DeadLetterSink
 from ..erp.ordering import versioned_external_id
 from ..infra.bus import Delivery, OutMsg
-from ..lifecycle.fx import EntityMap, RateTable
+from ..lifecycle.fx import EntityMap, RateTable, entity_of
 from ..worker import BatchWorker
 
 __all__ = ["AccountMap", "InvoiceRouter", "RateSource", "journal_command", "journal_for_invoice",
@@ -176,14 +176,10 @@ def with_entity(entry: PostJournalEntry, customer: str, entities: EntityMap,
     """
     if not entities.configured:
         return entry
-    entity = entities.entity_for(customer)
-    functional = entities.functional(entity)
-    if functional is None or functional == entry.currency:
-        return msgspec.structs.replace(entry, entity=entity)
-    if rates is None:
-        raise ValueError(f"fx.missing_rate: no rate source for {entry.currency} in the "
-                         f"{functional} entity {entity}")
-    rate = rates.rate(entry.posting_date, entry.currency, functional)
+    posted = entity_of(entities, customer, entry.currency, entry.posting_date, rates)
+    if isinstance(posted, str):
+        return msgspec.structs.replace(entry, entity=posted)
+    entity, functional, rate = posted
     return PostJournalEntry(
         idempotency_key=entry.idempotency_key, external_id=entry.external_id,
         posting_date=entry.posting_date, currency=entry.currency, memo=entry.memo,

@@ -97,6 +97,8 @@ class JournalEntryRecord(msgspec.Struct, frozen=True, rename="camel", omit_defau
     The item of ``GET /erp/v1/journal-entries?externalId=…``. ``amount`` is the sum of the
     entry's debits in minor units; ``seq`` its position in the ERP's commit order.
     ``version`` is present when the ``externalId`` names one (``<object id>:v<n>``).
+    ``subsidiary``, ``functionalCurrency`` and ``exchangeRate`` are the entry's, as posted
+    (absent when it had none).
     """
 
     seq: int
@@ -107,6 +109,9 @@ class JournalEntryRecord(msgspec.Struct, frozen=True, rename="camel", omit_defau
     amount: int
     accepted_at: float
     version: int | None = None
+    subsidiary: str | None = None
+    functional_currency: str | None = None
+    exchange_rate: str | None = None
 
 
 class JournalEntryList(msgspec.Struct, frozen=True):

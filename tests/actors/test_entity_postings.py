@@ -4,14 +4,20 @@ day's rate; without ``[entities]`` nothing changes (pure, plus the router's rate
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import date
 from decimal import Decimal
+from pathlib import Path
+from types import SimpleNamespace
 
 import msgspec
 import pytest
 
+from actors.infra.bus import OutMsg
 from actors.lifecycle.fx import EntityMap, RateTable, to_functional
+from actors.payments.cash import PaymentRouter, fx_needs, plan_cash
 from actors.platforms.erp import entry_to_wire
+from actors.platforms.erp.netsuite import entry_record
 from actors.router import AccountMap
 from actors.router.invoices import (
     load_rates,
@@ -23,12 +29,15 @@ from contracts import (
     ContractError,
     Envelope,
     MsgpackCodec,
+    PaymentReceived,
     PostJournalEntry,
     Retryable,
     Subjects,
     convert,
     parse_rate,
 )
+from contracts.platforms import netsuite as ns
+from gateway.config import load_config
 from sim._erp import daily_rates
 from tests.contracts.samples import SAMPLES, envelope_of
 
@@ -39,8 +48,9 @@ ENTITIES = EntityMap(default="us", functional_currency={"us": "USD", "de": "EUR"
 DAY = SAMPLES["invoice.issued.v1"].issued_at.date()  # type: ignore[union-attr]
 
 
-def _entry(env: Envelope, **kw: object) -> PostJournalEntry:
-    out = plan_invoice(env, SUBJECTS, AccountMap(), **kw)  # type: ignore[arg-type]
+def _entry(env: Envelope, planner: Callable[..., OutMsg | None] = plan_invoice,
+           **kw: object) -> PostJournalEntry:
+    out = planner(env, SUBJECTS, AccountMap(), **kw)
     assert out is not None
     entry = _codec.decode(out.data).payload
     assert isinstance(entry, PostJournalEntry)
@@ -143,3 +153,106 @@ def test_simulated_daily_rates_are_deterministic_and_consistent() -> None:
     # cross rates agree with the USD ones to the rounding of 12 decimals
     assert abs(eur["JPY"] - usd["JPY"] / usd["EUR"]) < Decimal("1e-9")
     assert all(parse_rate(r) == r for r in usd.values())
+
+
+# -- payments: the entity, and the realized FX gain or loss ----------------------------------
+
+
+PAYMENT = SAMPLES["payment.received.v1"]  # 250.00 EUR of cus_1, 214.20 applied to in_1
+PAY_DAY = PAYMENT.received_at.date()  # type: ignore[union-attr]
+
+
+def _payment_entry(env: Envelope, **kw: object) -> PostJournalEntry:
+    return _entry(env, planner=plan_cash, **kw)
+
+
+def test_without_entities_the_payment_posting_is_unchanged() -> None:
+    env = envelope_of(PAYMENT)
+    plain = _payment_entry(env)
+    assert _payment_entry(env, entities=EntityMap(), rates=RateTable(), booked={}) == plain
+    assert plain.entity is None and fx_needs([PAYMENT], EntityMap()) == (set(), set())
+
+
+def test_a_payment_in_its_entitys_currency_names_the_entity() -> None:
+    pay = msgspec.structs.replace(PAYMENT, customer_id="cus_de_7")
+    entry = _payment_entry(envelope_of(pay), entities=ENTITIES)
+    assert (entry.entity, entry.currency, entry.exchange_rate) == ("de", "EUR", None)
+    assert entry.lines == _payment_entry(envelope_of(pay)).lines
+    assert fx_needs([pay], ENTITIES) == (set(), set())
+
+
+def test_a_foreign_payment_books_the_gain_or_loss_against_the_booked_rate() -> None:
+    assert isinstance(PAYMENT, PaymentReceived)
+    assert fx_needs([PAYMENT], ENTITIES) == ({(PAY_DAY, "USD")}, {"in_1"})
+    rates = RateTable()
+    rates.add(PAY_DAY, "USD", {"EUR": Decimal("1.10")})
+    entry = _payment_entry(envelope_of(PAYMENT), entities=ENTITIES, rates=rates,
+                           booked={"in_1": "1.05"})
+    assert (entry.entity, entry.currency, entry.functional_currency) == ("us", "USD", None)
+    assert "250.00 EUR at 1.1 USD" in entry.memo
+    # cash 275.00 USD; in_1's 214.20 EUR as booked 224.91, the 35.80 rest at today's 39.38
+    assert [(ln.account, ln.debit - ln.credit) for ln in entry.lines] == [
+        ("1000", 27500), ("1200", -22491), ("1200", -3938), ("7910", -1071)]
+    assert convert(21420, "EUR", "USD", Decimal("1.10")) - 22491 == 1071  # realized_fx
+    loss = _payment_entry(envelope_of(PAYMENT), entities=ENTITIES, rates=rates,
+                          booked={"in_1": "1.2"})
+    assert loss.lines[-1].account == "7920" and loss.lines[-1].debit == 25704 - 23562
+
+
+@pytest.mark.parametrize(("rates", "booked"), [
+    (None, {"in_1": "1.05"}), (RateTable(), {"in_1": "1.05"}), ("day", {})])
+def test_a_foreign_payment_without_its_rates_is_dead_lettered(
+        rates: RateTable | str | None, booked: dict[str, str]) -> None:
+    table = rates
+    if rates == "day":
+        table = RateTable()
+        table.add(PAY_DAY, "USD", {"EUR": Decimal("1.1")})
+    with pytest.raises(ContractError) as info:
+        plan_cash(envelope_of(PAYMENT), SUBJECTS, AccountMap(), entities=ENTITIES,
+                  rates=table, booked=booked)  # type: ignore[arg-type]
+    assert info.value.code == "fx.missing_rate"
+
+
+class _Versions:
+    """The shared versions of the invoices: in_1 applied at version 2, in_9 never posted."""
+
+    async def read(self, aggregates: object) -> dict[tuple[str, str], object]:
+        rows = {"in_1": SimpleNamespace(version=2), "in_9": None}
+        return {("billing", i): SimpleNamespace(row=rows[i], revision=1)
+                for _, i in aggregates}  # type: ignore[attr-defined]
+
+
+async def test_the_router_reads_the_booked_rate_of_the_posted_version_once() -> None:
+    asked: list[str] = []
+
+    async def booked_source(external_id: str) -> str | None:
+        asked.append(external_id)
+        return "1.05" if external_id == "in_1:v2" else None
+
+    router = PaymentRouter.__new__(PaymentRouter)
+    router.versions, router.booked, router._by_posting = _Versions(), {}, {}  # type: ignore[assignment]
+    await router._load_booked({"in_1", "in_9"}, booked_source)
+    await router._load_booked({"in_1"}, booked_source)
+    assert router.booked == {"in_1": "1.05"}
+    assert asked == ["in_1:v2", "in_9"]  # in_9 unposted: its first version, asked again
+
+
+def test_netsuite_records_carry_the_subsidiary_and_the_rate() -> None:
+    rates = RateTable()
+    rates.add(DAY, "USD", {"EUR": Decimal("1.0842")})
+    entry = _entry(envelope_of(SAMPLES["invoice.issued.v1"]), entities=ENTITIES, rates=rates)
+    body = msgspec.json.decode(ns.decimal_encoder().encode(entry_record(
+        entry, subsidiary="9", subsidiary_ids={"us": "3"})))
+    assert (body["subsidiary"], body["exchangeRate"]) == ({"id": "3"}, 1.0842)
+    plain = msgspec.json.decode(ns.decimal_encoder().encode(entry_record(
+        _entry(envelope_of(SAMPLES["invoice.issued.v1"])), subsidiary="9")))
+    assert plain["subsidiary"] == {"id": "9"} and "exchangeRate" not in plain
+
+
+def test_entity_settings_load(tmp_path: Path) -> None:
+    f = tmp_path / "ok.toml"
+    f.write_text('[entities]\ndefault = "us"\nfunctional_currency = { us = "USD" }\n'
+                 'customers = { "cus_de_*" = "de" }\n[erp]\nsubsidiary_ids = { de = "4" }\n')
+    cfg = load_config(f, env={})
+    assert cfg.entities.entity_for("cus_de_1") == "de" and cfg.entities.configured
+    assert cfg.erp.subsidiary_ids == {"de": "4"}
