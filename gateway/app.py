@@ -667,8 +667,8 @@ async def _run_tree(cfg: Config, buses: Mapping[str, NatsBus], subjects: Subject
     # Flow 2's credit memos: reversing entries through the same ERP poster.
     children.append(ChildSpec(CREDIT_CONSUMER, lambda: CreditMemoRouter(
         CREDIT_CONSUMER, durable=CREDIT_CONSUMER, batch=cfg.router.batch, subjects=subjects,
-        accounts=cfg.accounts, dlq=billing_dlq("router"), bus=buses["router"],
-        stream=billing_stream,
+        accounts=cfg.accounts, entities=cfg.entities, rate_source=erp_rates,
+        dlq=billing_dlq("router"), bus=buses["router"], stream=billing_stream,
         consumer=cfg.consumers)))
     if cfg.payments.enabled:
         # Flow 3 (docs/flows.md): the portal's endpoints and the ERP's payables endpoint

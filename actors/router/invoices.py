@@ -30,6 +30,7 @@ import msgspec
 
 from contracts import (
     ContractError,
+    CreditMemoIssued,
     Envelope,
     GatewayError,
     InvoiceIssued,
@@ -54,7 +55,7 @@ from ..lifecycle.fx import EntityMap, RateTable, entity_of
 from ..worker import BatchWorker
 
 __all__ = ["AccountMap", "InvoiceRouter", "RateSource", "journal_command", "journal_for_invoice",
-           "journal_for_invoice_v3", "load_rates", "plan_invoice", "rates_needed",
+           "journal_for_invoice_v3", "load_rates", "plan_invoice", "preload_rates", "rates_needed",
            "with_entity"]
 
 # The ERP's daily rates: ``(day, base)`` → every currency's rate in ``base`` on that day.
@@ -226,17 +227,41 @@ async def load_rates(needed: set[tuple[date, str]], rates: RateTable,
 
 
 def rates_needed(payloads: Sequence[object], entities: EntityMap) -> set[tuple[date, str]]:
-    """The (day, functional currency) pairs whose rates the invoices among ``payloads``
-    need: those in another currency than their entity's functional one. Raises nothing."""
+    """The (day, functional currency) pairs whose rates the invoices and credit memos among
+    ``payloads`` need: those in another currency than their entity's functional one. Raises
+    nothing."""
     needed: set[tuple[date, str]] = set()
     if not entities.configured:
         return needed
     for p in payloads:
-        if isinstance(p, InvoiceIssuedV3 | InvoiceIssued) and p.total:
+        if isinstance(p, InvoiceIssuedV3 | InvoiceIssued | CreditMemoIssued) and p.total:
             functional = entities.functional(entities.entity_for(p.customer_id))
             if functional is not None and functional != p.currency:
                 needed.add((p.issued_at.date(), functional))
     return needed
+
+
+async def preload_rates(name: str, batch: Sequence[Delivery], entities: EntityMap,
+                        rates: RateTable, source: RateSource | None) -> None:
+    """Before planning ``batch``: read into ``rates`` the daily rates its foreign-currency
+    documents need (``rates_needed``, ``load_rates``). A retryable failure propagates (the
+    whole batch comes back after a delay); a refusal is logged, and the documents needing the
+    rate dead-letter with ``fx.missing_rate`` when planned. Undecodable messages are left to
+    the planning (dead-lettered there)."""
+    if not entities.configured or source is None:
+        return
+    payloads = []
+    for d in batch:
+        try:
+            payloads.append(_codec.decode(d.data).payload)
+        except ContractError:
+            continue
+    try:
+        await load_rates(rates_needed(payloads, entities), rates, source)
+    except Retryable:
+        raise
+    except GatewayError as exc:
+        log.error("%s: exchange rates refused: [%s] %s", name, exc.code, exc)
 
 
 def journal_command(env: Envelope, entry: PostJournalEntry, subjects: Subjects) -> OutMsg:
@@ -262,20 +287,7 @@ class InvoiceRouter(BatchWorker):
         self.skipped = 0
 
     async def handle(self, batch: Sequence[Delivery]) -> None:
-        if self.entities.configured and self.rate_source is not None:
-            payloads = []
-            for d in batch:
-                try:
-                    payloads.append(_codec.decode(d.data).payload)
-                except ContractError:
-                    continue  # dead-lettered by the planning below
-            try:
-                await load_rates(rates_needed(payloads, self.entities), self.rates,
-                                 self.rate_source)
-            except Retryable:
-                raise  # the whole batch comes back after a delay
-            except GatewayError as exc:  # refused: the invoices needing it dead-letter below
-                log.error("%s: exchange rates refused: [%s] %s", self.name, exc.code, exc)
+        await preload_rates(self.name, batch, self.entities, self.rates, self.rate_source)
         _, skipped = await self.route(
             batch, lambda d: plan_invoice(_codec.decode(d.data), self.subjects, self.accounts,
                                           entities=self.entities, rates=self.rates),

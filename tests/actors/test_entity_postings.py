@@ -19,6 +19,7 @@ from actors.payments.cash import PaymentRouter, fx_needs, plan_cash
 from actors.platforms.erp import entry_to_wire
 from actors.platforms.erp.netsuite import entry_record
 from actors.router import AccountMap
+from actors.router.credits import plan_credit_memo
 from actors.router.invoices import (
     load_rates,
     plan_invoice,
@@ -27,6 +28,7 @@ from actors.router.invoices import (
 )
 from contracts import (
     ContractError,
+    CreditMemoIssued,
     Envelope,
     MsgpackCodec,
     PaymentReceived,
@@ -34,6 +36,7 @@ from contracts import (
     Retryable,
     Subjects,
     convert,
+    format_rate,
     parse_rate,
 )
 from contracts.platforms import netsuite as ns
@@ -256,3 +259,19 @@ def test_entity_settings_load(tmp_path: Path) -> None:
     cfg = load_config(f, env={})
     assert cfg.entities.entity_for("cus_de_1") == "de" and cfg.entities.configured
     assert cfg.erp.subsidiary_ids == {"de": "4"}
+
+
+def test_a_credit_memo_is_posted_for_its_entity_at_its_days_rate() -> None:
+    memo = SAMPLES["credit_memo.issued.v1"]
+    assert isinstance(memo, CreditMemoIssued)
+    day = memo.issued_at.date()
+    assert rates_needed([memo], ENTITIES) == ({(day, "USD")} if memo.currency != "USD"
+                                              else set())
+    rates = RateTable()
+    rates.add(day, "USD", daily_rates(3, day, "USD"))
+    entry = _entry(envelope_of(memo), planner=plan_credit_memo, entities=ENTITIES,
+                   rates=rates)
+    plain = _entry(envelope_of(memo), planner=plan_credit_memo)
+    assert entry.entity == "us" and entry.lines == plain.lines and plain.entity is None
+    if memo.currency != "USD":
+        assert entry.exchange_rate == format_rate(daily_rates(3, day, "USD")[memo.currency])
