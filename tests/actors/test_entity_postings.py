@@ -13,6 +13,7 @@ from types import SimpleNamespace
 import msgspec
 import pytest
 
+from actors.erp.ordering import reversal_of
 from actors.infra.bus import OutMsg
 from actors.lifecycle.fx import EntityMap, RateTable, to_functional
 from actors.payments.cash import PaymentRouter, fx_needs, plan_cash
@@ -275,3 +276,15 @@ def test_a_credit_memo_is_posted_for_its_entity_at_its_days_rate() -> None:
     assert entry.entity == "us" and entry.lines == plain.lines and plain.entity is None
     if memo.currency != "USD":
         assert entry.exchange_rate == format_rate(daily_rates(3, day, "USD")[memo.currency])
+
+
+def test_a_reversal_keeps_the_entity_and_the_rate_of_what_it_reverses() -> None:
+    rates = RateTable()
+    rates.add(DAY, "USD", {"EUR": Decimal("1.0842")})
+    entry = _entry(envelope_of(SAMPLES["invoice.issued.v1"]), entities=ENTITIES, rates=rates)
+    back = reversal_of(entry)
+    assert (back.entity, back.functional_currency, back.exchange_rate) == (
+        "us", "USD", "1.0842")
+    assert [(ln.debit, ln.credit) for ln in back.lines] == [
+        (ln.credit, ln.debit) for ln in entry.lines]
+    assert reversal_of(_entry(envelope_of(SAMPLES["invoice.issued.v1"]))).entity is None
