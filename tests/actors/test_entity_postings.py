@@ -42,6 +42,7 @@ from contracts import (
 )
 from contracts.platforms import netsuite as ns
 from gateway.config import load_config
+from gateway.demo import DEMO_ENTITIES, by_entity
 from sim._erp import daily_rates
 from tests.contracts.samples import SAMPLES, envelope_of
 
@@ -288,3 +289,18 @@ def test_a_reversal_keeps_the_entity_and_the_rate_of_what_it_reverses() -> None:
     assert [(ln.debit, ln.credit) for ln in back.lines] == [
         (ln.credit, ln.debit) for ln in entry.lines]
     assert reversal_of(_entry(envelope_of(SAMPLES["invoice.issued.v1"]))).entity is None
+
+
+def test_the_demo_reports_what_the_erp_holds_per_entity_and_currency() -> None:
+    entries = [{"subsidiary": "eu", "currency": "EUR", "amount": 500},
+               {"subsidiary": "us", "currency": "USD", "amount": 100},
+               {"subsidiary": "eu", "currency": "EUR", "amount": 250},
+               {"subsidiary": "eu", "currency": "JPY", "amount": 9},
+               {"currency": "USD", "amount": 7}]
+    assert by_entity(entries) == {
+        "(none)": {"USD": {"postings": 1, "debits": 7}},
+        "eu": {"EUR": {"postings": 2, "debits": 750}, "JPY": {"postings": 1, "debits": 9}},
+        "us": {"USD": {"postings": 1, "debits": 100}}}
+    cfg = msgspec.toml.decode(DEMO_ENTITIES.encode())
+    demo = msgspec.convert(cfg["entities"], EntityMap)
+    assert {demo.entity_for(c) for c in ("cus_00042", "cus_01042")} == {"eu", "us"}
