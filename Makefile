@@ -30,12 +30,14 @@ test: $(STAMP)  ## set up, then run the whole test suite (TEST_WORKERS=1 for one
 
 # ruff's S rules are the static security check (bandit's rule set); .ci/deps_audit.py runs
 # pip-audit over requirements.lock (needs PyPI's JSON API; says NOT CHECKED when unreachable,
-# and fails then too with ERPGW_DEPS_AUDIT=strict).
-lint: $(STAMP)  ## ruff (with its security rules), mypy, the import-layer contracts, pip-audit
+# and fails then too with ERPGW_DEPS_AUDIT=strict). .ci/secrets_scan.py runs detect-secrets over
+# every tracked file against the reviewed baseline .secrets.baseline (S15).
+lint: $(STAMP)  ## ruff (with its security rules), mypy, the import-layer contracts, pip-audit, detect-secrets
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 	$(BIN)/python .ci/deps_audit.py
+	$(BIN)/python .ci/secrets_scan.py
 
 # The quick profile's three legs (max, 1,000/s, 5,000/s) at 1,000 invoices each through the
 # gateway, then every baseline (raw hop, b1/b2, b1w/b2w/b2wl, the FastStream peer and the

@@ -10,10 +10,14 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["PERSONAL_FIELDS", "redact"]
+__all__ = ["PERSONAL_BY_TYPE", "PERSONAL_FIELDS", "redact"]
 
 # Field names that hold personal data anywhere in the model (add new ones here).
-PERSONAL_FIELDS = frozenset({"tax_id", "billing_email", "email", "phone", "iban", "address"})
+PERSONAL_FIELDS = frozenset({"tax_id", "billing_email", "email", "phone", "iban", "address",
+                             "prospect_name"})
+# Field names that hold personal data in the payloads of one type only (``name`` is a
+# customer's name in ``customer.upserted.v1``, a product's in ``product.upserted.v1``).
+PERSONAL_BY_TYPE = {"customer.upserted.v1": frozenset({"name"})}
 
 
 def _mask(value: Any) -> Any:
@@ -28,7 +32,10 @@ def _mask(value: Any) -> Any:
 def redact(doc: Any) -> Any:
     """A copy of ``doc`` (decoded JSON-like data) with every personal field masked."""
     if isinstance(doc, dict):
-        return {k: _mask(v) if k in PERSONAL_FIELDS else redact(v) for k, v in doc.items()}
+        kind = doc.get("type")
+        personal = PERSONAL_FIELDS | PERSONAL_BY_TYPE.get(kind, frozenset()) \
+            if isinstance(kind, str) else PERSONAL_FIELDS
+        return {k: _mask(v) if k in personal else redact(v) for k, v in doc.items()}
     if isinstance(doc, list):
         return [redact(v) for v in doc]
     return doc

@@ -44,6 +44,7 @@ from actors.commercial import (
     SubscriptionSync,
 )
 from actors.deadletter import DeadLetterSink
+from actors.dlq_expiry import DlqExpiryWatch
 from actors.erp import ErpPoster
 from actors.infra import Ledger, NatsBus
 from actors.infra.bus import BrokerUnavailable, mask_url
@@ -115,12 +116,14 @@ COMMISSION_CONSUMER = "commission-router"
 SETTLEMENT_CONSUMER = "partner-settlement"
 
 # (lane, durable name, filter) of every durable consumer the gateway owns.
-CONSUMERS: tuple[tuple[str, str, Callable[[Subjects], str]], ...] = (
+CONSUMERS: tuple[tuple[str, str, Callable[[Subjects], str | tuple[str, ...]]], ...] = (
     # Invoice events only: credit memos and payments have consumers of their own below.
     ("billing", "invoice-router", lambda s: s.event("billing", "invoice.>")),
     ("billing", "erp-journal", lambda s: s.billing_erp_commands),
-    # Flow 2's revenue half: the same invoice events, to the revenue platform.
-    ("billing", REVENUE_CONSUMER, lambda s: s.invoice_issued),
+    # Flow 2's revenue half: the same invoice events (amendments as differences) and the
+    # credit memos (negative lines of their invoice), to the revenue platform.
+    ("billing", REVENUE_CONSUMER,
+     lambda s: (s.invoice_issued, s.for_type("credit_memo.issued.v1"))),
     # Flow 4: its own lane and stream, so a usage flood never queues in front of invoices.
     ("usage", USAGE_CONSUMER, lambda s: s.for_type("usage.recorded.v1")),
     # Flow 1: approved deals, to the deal saga (subscription, sales order, revenue contract).
@@ -146,7 +149,7 @@ async def provision(bus: NatsBus, cfg: Config) -> Subjects:
                                 cfg.streams)
     await bus.ensure_stream(subjects.dlq_stream, [subjects.dlq_wildcard], cfg.streams)
     for lane, durable, filt in CONSUMERS:
-        subject = filt(subjects)
+        subject: str | tuple[str, ...] = filt(subjects)
         if durable == REVENUE_CONSUMER and cfg.billing.dialect == "stripe":
             # Stripe's invoices arrive as invoice.issued.v3 (actors.platforms.billing.stripe).
             subject = subjects.for_type("invoice.issued.v3")
@@ -789,6 +792,13 @@ async def _run_tree(cfg: Config, buses: Mapping[str, NatsBus], subjects: Subject
         children.append(ChildSpec("close-watch", lambda: CloseWatch(
             "close-watch", status=close_status_of, report=monitor.note_close,
             interval_s=cfg.close.status_interval_s)))
+    if cfg.dlq.expiry_check_s > 0:
+        # Unresolved dead letters nearing the DLQ's max_age: a warning and dlq.expiring (S28).
+        children.append(ChildSpec("dlq-expiry", lambda: DlqExpiryWatch(
+            "dlq-expiry", bus=buses["reconciler"], subjects=subjects,
+            max_age_s=cfg.streams.max_age_s, fraction=cfg.dlq.expiry_warn_fraction,
+            interval_s=cfg.dlq.expiry_check_s,
+            report=lambda found: monitor.note_dlq_expiry(found.count))))
     if cfg.reconcile.interval_s > 0:
         # ERP vs billing every interval; repairs only postings proven missing.
         legs = cfg.reconcile.legs

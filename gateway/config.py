@@ -246,6 +246,15 @@ class CloseConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     status_interval_s: Annotated[float, msgspec.Meta(ge=0)] = 300.0
 
 
+class DlqConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    # The dlq-expiry actor (actors/dlq_expiry.py) warns (a log line, dlq.expiring in the
+    # metrics and KPIs) of unresolved dead letters older than this fraction of the DLQ
+    # stream's max_age (streams.max_age_s), before the broker drops them.
+    expiry_warn_fraction: Annotated[float, msgspec.Meta(gt=0, lt=1)] = 0.75
+    # How often it reads the DLQ stream (the first pass at start); 0: not watched.
+    expiry_check_s: Annotated[float, msgspec.Meta(ge=0)] = 3600.0
+
+
 class AuditConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     # The audit chain's HMAC key (docs/security.md, S19): the file (mode 0600, at least 32
     # characters), generated on first start when absent. Empty: <data_dir>/audit.key.
@@ -300,6 +309,7 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     router: RouterConfig = msgspec.field(default_factory=RouterConfig)
     supervisor: SupervisorConfig = msgspec.field(default_factory=SupervisorConfig)
     audit: AuditConfig = msgspec.field(default_factory=AuditConfig)  # keyed chain, anchors
+    dlq: DlqConfig = msgspec.field(default_factory=DlqConfig)  # expiry warning (S28)
     # TLS of the outbound platform calls (actors/infra/http.py).
     platforms: PlatformsConfig = msgspec.field(default_factory=PlatformsConfig)
     reconcile: ReconcileConfig = msgspec.field(default_factory=ReconcileConfig)

@@ -133,6 +133,9 @@ class DemoOptions:
     # Credit memos and flow 3 (payment to settlement) in a run without injected faults.
     credit_memo_rate: float = 0.1
     payment_rate: float = 0.25
+    # With them, billing changes: a v2 of this share of the invoices (half of them delivered
+    # before their v1), so both halves of flow 2 apply amendments (docs/flows.md, Flow 6).
+    amend_rate: float = 0.1
     flows: frozenset[str] = frozenset(FLOWS)
     # The platforms' wire formats (``parse_dialects``): billing "erpgw" | "stripe".
     billing_dialect: str = "erpgw"
@@ -208,6 +211,10 @@ async def netsuite_figures(stack: Stack, audit: dict[str, Any]) -> dict[str, Any
     }
 
 
+def _nonzero(amounts: dict[str, Any]) -> dict[str, int]:
+    return {c: int(v) for c, v in amounts.items() if int(v)}
+
+
 def revenue_figures(rev: RevenueResult) -> dict[str, Any]:
     """Flow 2's revenue half from the revenue platform's totals (pure).
 
@@ -231,6 +238,11 @@ def revenue_figures(rev: RevenueResult) -> dict[str, Any]:
         "unexpected_lines": unexpected,
         "amount": a.get("amount", {}),
         "expected_amount": rev.expected_amount,
+        # Each invoice's latest version less its credit memos, and whether the platform's
+        # amounts are exactly that (amendments and credit memos applied, nothing doubled).
+        "billed_amount": rev.billed_amount,
+        "amount_matches_billed": (None if rev.billed_amount is None else
+                                  _nonzero(a.get("amount", {})) == _nonzero(rev.billed_amount)),
         "drained": rev.drained,
         "invoices": invoices,
         "invoices_completed": max(0, invoices - (expected - exact)),
@@ -276,7 +288,9 @@ def build_report(result: DrainResult, opts: DemoOptions, wall_s: float,
     # gateway kill, lines of the upload in flight may be held back in doubt (docs/flows.md).
     report["ok"] = bool(report["ok"] and rev["drained"] and rev["duplicate_lines"] == 0
                         and rev["unexpected_lines"] == 0
-                        and (bool(opts.faults) or rev["missing_or_doubled"] == 0))
+                        and (bool(opts.faults) or (rev["missing_or_doubled"] == 0
+                                                   and rev["amount_matches_billed"]
+                                                   is not False)))
     return report
 
 
@@ -348,6 +362,8 @@ def _revenue_lines(r: dict[str, Any]) -> list[tuple[str, object]]:
                                        f"  (revenue event accuracy "
                                        f"{r['kpi']['revenue_event_accuracy']:.4f})"),
         ("revenue lines doubled", rev["duplicate_lines"]),
+        *([("revenue = latest billed less credit memos", rev["amount_matches_billed"])]
+          if rev.get("amount_matches_billed") is not None else []),
     ]
 
 
@@ -374,6 +390,8 @@ def _revenue_failures(r: dict[str, Any]) -> list[str]:
     out = [f"revenue {k}={rev[k]}" for k in ("duplicate_lines", "unexpected_lines") if rev[k]]
     if rev["missing_or_doubled"] and not r.get("faults"):
         out.append(f"revenue lines not exactly once={rev['missing_or_doubled']}")
+    if rev.get("amount_matches_billed") is False and not r.get("faults"):
+        out.append(f"revenue amounts {rev['amount']} != billed {rev['billed_amount']}")
     if not rev["drained"]:
         out.append("revenue did not drain")
     return out
@@ -539,7 +557,9 @@ async def run_demo(opts: DemoOptions) -> bool:
         if driller is None:
             await stack.bill_run(opts.invoices, opts.rate,
                                  credit_memo_rate=opts.credit_memo_rate if with_money else 0.0,
-                                 payment_rate=opts.payment_rate if with_money else 0.0)
+                                 payment_rate=opts.payment_rate if with_money else 0.0,
+                                 **({"amend_rate": opts.amend_rate, "reorder_amendments": 0.5}
+                                    if with_money and opts.amend_rate else {}))
             result = await stack.wait_drained(opts.invoices, stall_timeout=opts.stall_timeout,
                                               progress=progress)
         else:

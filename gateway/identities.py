@@ -90,6 +90,8 @@ ACTOR_ROLE: Mapping[str, str] = {
     "sync-lane": "sync",
     "metrics": "telemetry",
     "reconciler": "reconciler",
+    # Reads the DLQ stream only (letters and resolution markers), as the reconciler does.
+    "dlq-expiry": "reconciler",
     "revenue-gl": "close",
     "audit-anchors": "auditor",
     "rate-limiter": "limits",

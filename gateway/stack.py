@@ -139,7 +139,10 @@ class RevenueResult:
     ``expected_lines`` / ``expected_amount`` (subtotals per upper-case currency) come from the
     invoices billing issued (its events API), ``audit`` is the simulator's ``revenue`` section,
     ``lines_by_invoice`` the number of lines of each issued invoice. ``drained``: the gateway's
-    revenue consumer has nothing pending nor unacknowledged.
+    revenue consumer has nothing pending nor unacknowledged. ``billed_amount``: what the
+    platform's billings must add up to, per currency: each invoice's latest version less its
+    credit memos (amendments and credit memos reach the platform as corrections; docs/flows.md);
+    ``None``: not read.
     """
 
     audit: dict[str, Any]
@@ -147,6 +150,7 @@ class RevenueResult:
     expected_amount: dict[str, int]
     lines_by_invoice: dict[str, int]
     drained: bool
+    billed_amount: dict[str, int] | None = None
 
 
 def _revenue_of(inv: dict[str, Any]) -> int:
@@ -941,6 +945,39 @@ class Stack:
         finally:
             await bus.close()
 
+    async def billed_revenue(self) -> dict[str, int]:
+        """Per upper-case currency, the revenue billing bills once amendments and credit memos
+        are applied: every invoice at its latest version (``invoice.finalized`` and
+        ``invoice.updated`` events), less its credit notes (Stripe's invoices: as finalized;
+        their credit notes do not go to the revenue platform)."""
+        latest: dict[str, dict[str, Any]] = {}
+        credited: dict[str, int] = {}
+        for kind in ("", "type=credit_note.created&"):
+            cursor = ""
+            while True:
+                page = await self._sim_call(
+                    "GET", f"/billing/v1/events?{kind}limit=1000"
+                    + (f"&after={cursor}" if cursor else ""))
+                for e in page["data"]:
+                    obj = e["data"]["object"]
+                    if e["type"] in ("invoice.finalized", "invoice.updated"):
+                        seen = latest.get(obj["id"])
+                        if seen is None or int(seen.get("version", 1)) < int(
+                                obj.get("version", 1)):
+                            latest[obj["id"]] = obj
+                    elif (e["type"] == "credit_note.created" and obj.get("invoice") in latest
+                          and "total_discount_amounts" not in latest[obj["invoice"]]):
+                        credited[obj["invoice"]] = (credited.get(obj["invoice"], 0)
+                                                    + int(obj["amount"]))
+                if not page["has_more"] or not page["data"]:
+                    break
+                cursor = page["next_cursor"]
+        out: dict[str, int] = {}
+        for inv in latest.values():
+            cur = str(inv["currency"]).upper()
+            out[cur] = out.get(cur, 0) + _revenue_of(inv) - credited.get(str(inv["id"]), 0)
+        return dict(sorted(out.items()))
+
     async def wait_revenue(self, *, stall_timeout: float = 60.0,
                            interval: float = 0.25) -> RevenueResult:
         """Wait until the gateway's revenue consumer has nothing left (call it once the ERP
@@ -972,4 +1009,5 @@ class Stack:
         audit = (await self.audit()).get("revenue") or {}
         return RevenueResult(audit=audit, expected_lines=sum(by_invoice.values()),
                              expected_amount=dict(sorted(amount.items())),
-                             lines_by_invoice=by_invoice, drained=drained)
+                             lines_by_invoice=by_invoice, drained=drained,
+                             billed_amount=await self.billed_revenue())

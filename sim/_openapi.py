@@ -325,7 +325,8 @@ def _revenue() -> dict[str, Any]:
     return {
         "/revenue/v1/batches": {"post": {
             "operationId": "uploadBatch",
-            "summary": "Upload billing lines (all-or-nothing, no duplicate detection)",
+            "summary": "Upload billing lines (all-or-nothing, no duplicate detection; a "
+                       "correction, naming what it adjusts, may be negative)",
             "requestBody": {"required": True, "content": {
                 "application/json": {"schema": _ref("RevenueBatch")}}},
             "responses": {"201": _json("RevenueBatchResult", "every line recorded"),

@@ -4,6 +4,8 @@ real one) no duplicate detection.
 ``RevenueBook`` is the pure core: ``upload`` validates every line of a batch and either records
 all of them (append-only, numbered batches) or none, returning the per-line errors. The same
 line uploaded twice is recorded twice: counting those is the audit's job (``RevenueAudit``).
+Corrections (``adjusts``: an amendment's difference per line, a credit memo's lines) may be
+negative: the billings report nets them into their invoice's amount.
 ``RevenueService`` is the HTTP shell (the fault guard wraps it like every platform route).
 
 Partial batch failure: with ``item_reject_rate`` on (the ``revenue`` section of the runtime
@@ -66,18 +68,24 @@ def _date(value: str) -> date | None:
 
 
 def validate_line(index: int, line: RevenueLineIn) -> RevenueLineError | None:
-    """The error of one line, or ``None``: empty ids, a currency that is not three upper-case
-    letters, a negative amount, a period that is not two ``YYYY-MM-DD`` dates in order."""
-    if not line.line_id or not line.invoice_id or not line.product:
+    """The error of one line, or ``None``: empty ids (an empty product is allowed on a
+    correction: a line that ``adjusts`` another), a currency that is not three upper-case
+    letters, a negative amount on a line that is not a correction, a period that is not two
+    ``YYYY-MM-DD`` dates in order, a usage line that corrects."""
+    if not line.line_id or not line.invoice_id or not (line.product or line.adjusts):
         return RevenueLineError(index=index, code="INVALID",
                                 message="lineId, invoiceId and product must not be empty")
     if not _CURRENCY.match(line.currency):
         return RevenueLineError(index=index, code="INVALID",
                                 message=f"currency must be 3 upper-case letters, got "
                                         f"{line.currency!r}")
-    if line.amount < 0:
+    if line.adjusts and line.kind == "usage":
         return RevenueLineError(index=index, code="INVALID",
-                                message=f"amount must not be negative, got {line.amount}")
+                                message="a usage line cannot adjust another line")
+    if line.amount < 0 and not line.adjusts:
+        return RevenueLineError(index=index, code="INVALID",
+                                message=f"amount must not be negative, got {line.amount} (only "
+                                        "a correction, naming what it adjusts, may be)")
     start, end = _date(line.period_start), _date(line.period_end)
     if start is None or end is None:
         return RevenueLineError(index=index, code="INVALID",

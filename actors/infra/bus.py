@@ -558,13 +558,18 @@ class NatsBus:
         except (TimeoutError, nats.errors.Error) as exc:
             raise BrokerUnavailable(f"stream {name}: {exc!r}") from exc
 
-    async def ensure_consumer(self, stream: str, durable: str, filter_subject: str,
+    async def ensure_consumer(self, stream: str, durable: str,
+                              filter_subject: str | tuple[str, ...],
                               settings: ConsumerSettings) -> None:
-        """Create or update a durable pull consumer with explicit acks."""
+        """Create or update a durable pull consumer with explicit acks, filtering one subject
+        or several (a tuple)."""
+        several = isinstance(filter_subject, tuple) and len(filter_subject) > 1
         cfg = api.ConsumerConfig(
             name=durable,
             durable_name=durable,
-            filter_subject=filter_subject,
+            filter_subject=None if several else (
+                filter_subject[0] if isinstance(filter_subject, tuple) else filter_subject),
+            filter_subjects=list(filter_subject) if several else None,
             deliver_policy=api.DeliverPolicy.ALL,
             ack_policy=api.AckPolicy.EXPLICIT,
             ack_wait=settings.ack_wait_s,

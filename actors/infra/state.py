@@ -17,7 +17,9 @@ compare-and-set on the revision it was planned from:
   two processes resuming the same payment publish one posting.
 * ``uploads`` — one key per line uploaded to a platform that takes uploads without an
   idempotency key (the revenue platform): which process took it and how it ended, so another
-  process never sends a line one took (``SharedUploads``);
+  process never sends a line one took (``SharedUploads``), and its amount (with, for an
+  invoice version's lines, how many lines the version wrote), so any process can plan the
+  next version's differences;
 * ``sagas`` — one key per deal saga and per subscription record: a step's outcome is stored
   conditionally on the revision the step started from, so a process that wakes up from a freeze
   cannot overwrite a saga another process moved on.
@@ -329,11 +331,15 @@ class SagaRecords:
                                     now=now, event=event, detail=detail)
 
 
-class _Upload(msgspec.Struct, frozen=True):
+class _Upload(msgspec.Struct, frozen=True, omit_defaults=True):
     status: str
     owner: str
     attempt: str
     at: float
+    # Added later, optional so values written before still decode: the line's amount, and
+    # how many lines the document version it belongs to wrote (``SharedLine``).
+    amount: int | None = None
+    lines: int | None = None
 
 
 _upload = msgspec.msgpack.Decoder(_Upload)
@@ -343,12 +349,17 @@ _upload = msgspec.msgpack.Decoder(_Upload)
 class SharedLine:
     """A line's upload as every process sees it: its status, which process (``owner``, the
     stable identity of a data directory) last moved it, the revision read and the attempt that
-    last moved it."""
+    last moved it; its ``amount`` and, for a line of one version of a document, how many
+    ``lines`` that version wrote (so a reader that finds some of them knows whether it found
+    them all). ``amount`` and ``lines`` are None when not stored (a value written before they
+    were, or a line never claimed)."""
 
     status: str | None
     owner: str | None
     revision: int
     attempt: str | None = None
+    amount: int | None = None
+    lines: int | None = None
 
 
 class SharedUploads:
@@ -389,20 +400,24 @@ class SharedUploads:
                 line = SharedLine(None, None, e.revision)
             else:
                 u = _upload.decode(e.value)
-                line = SharedLine(u.status, u.owner, e.revision, u.attempt)
+                line = SharedLine(u.status, u.owner, e.revision, u.attempt, u.amount, u.lines)
             out[i] = self._seen[self._key(platform, i)] = line
         return out
 
     async def claim(self, platform: str, line_ids: Sequence[str], attempt: str,
-                    now: float) -> set[str]:
+                    now: float, *, amounts: Mapping[str, int] | None = None,
+                    counts: Mapping[str, int] | None = None) -> set[str]:
         """Take every line for ``attempt``, each conditional on the revision last read
-        (``read`` first); the lines another process took meanwhile (the caller must not send
-        them). Raises ``BrokerUnavailable``."""
-        value = _encode(_Upload("pending", self.owner, attempt, now))
+        (``read`` first), storing its amount (``amounts``) and its version's line count
+        (``counts``) where given; the lines another process took meanwhile (the caller must not
+        send them). Raises ``BrokerUnavailable``."""
+        amounts, counts = amounts or {}, counts or {}
         writes = []
         for i in line_ids:
             seen = self._seen.get(self._key(platform, i), SharedLine(None, None, 0))
-            writes.append((self._key(platform, i), value, seen.revision))
+            writes.append((self._key(platform, i), _encode(_Upload(
+                "pending", self.owner, attempt, now, amounts.get(i), counts.get(i))),
+                seen.revision))
         results = await self.bucket.put_many(writes)
         lost: set[str] = set()
         for i in line_ids:
@@ -412,25 +427,31 @@ class SharedUploads:
             elif isinstance(res, Exception):
                 raise res
             else:
-                self._seen[self._key(platform, i)] = SharedLine("pending", self.owner, res,
-                                                                attempt)
+                self._seen[self._key(platform, i)] = SharedLine(
+                    "pending", self.owner, res, attempt, amounts.get(i), counts.get(i))
         return lost
 
     async def mark(self, platform: str, line_ids: Sequence[str], status: str, attempt: str,
-                   now: float) -> None:
+                   now: float, *, amounts: Mapping[str, int] | None = None) -> None:
         """Mirror this process's outcome for its own lines (conditional on the revision it
         last wrote or read; after a lost race it reads again and writes only while the line is
-        still its own or free). Raises ``BrokerUnavailable``."""
-        value = _encode(_Upload(status, self.owner, attempt, now))
+        still its own or free). Each line keeps the amount and line count last read or written
+        here unless ``amounts`` gives its amount, so an outcome never drops them. Raises
+        ``BrokerUnavailable``."""
         todo = list(dict.fromkeys(line_ids))
+        unseen = [i for i in todo if self._key(platform, i) not in self._seen]
+        if unseen:  # one read of them all, not one round trip each
+            await self.read(platform, unseen)
+        facts: dict[str, tuple[int | None, int | None]] = {}
+        for i in todo:
+            seen = self._seen[self._key(platform, i)]
+            facts[i] = ((amounts or {}).get(i, seen.amount), seen.lines)
         for _ in range(_MERGE_ATTEMPTS):
             if not todo:
                 return
-            unseen = [i for i in todo if self._key(platform, i) not in self._seen]
-            if unseen:  # one read of them all, not one round trip each
-                await self.read(platform, unseen)
-            writes = [(self._key(platform, i), value, self._seen[self._key(platform, i)].revision)
-                      for i in todo]
+            writes = [(self._key(platform, i),
+                       _encode(_Upload(status, self.owner, attempt, now, *facts[i])),
+                       self._seen[self._key(platform, i)].revision) for i in todo]
             results = await self.bucket.put_many(writes)
             retry: list[str] = []
             for i in todo:
@@ -443,7 +464,7 @@ class SharedUploads:
                     raise res
                 else:
                     self._seen[self._key(platform, i)] = SharedLine(status, self.owner, res,
-                                                                    attempt)
+                                                                    attempt, *facts[i])
             todo = retry
         if todo:
             raise KvConflict(f"{len(todo)} upload line(s) kept moving while being marked")

@@ -228,6 +228,10 @@ def _metrics_families(m: Mapping[str, Any]) -> Iterator[Metric | None]:
                   [([], dlq.get("stored"))])
     yield _family(g, "erpgw_dlq_unresolved", "Dead letters neither replayed nor purged.", [],
                   [([], dlq.get("unresolved"))])
+    yield _family(g, "erpgw_dlq_expiring",
+                  "Unresolved dead letters older than dlq.expiry_warn_fraction of the DLQ "
+                  "stream's max_age (dropped by the broker at max_age).", [],
+                  [([], dlq.get("expiring"))])
     yield from _webhook_families(m)
     sup = m.get("supervisor") or {}
     yield _family(c, "erpgw_supervisor_restarts", "Child restarts by the supervisor.",

@@ -207,6 +207,9 @@ class Monitor:
         self.last_kpis: dict[str, Any] | None = None
         # Close readiness (``note_close``): the close-watch actor's latest figures, if it runs.
         self._close: dict[str, Any] | None = None
+        # Unresolved dead letters nearing the DLQ's max_age (``note_dlq_expiry``): the
+        # dlq-expiry actor's latest count, if it runs.
+        self._dlq_expiring: int | None = None
         # Set by the running metrics actor: publish queued events now, not at the next tick.
         self.waker: Callable[[], None] | None = None
         # Flow 3: payment received at the gateway -> payable posted in the ERP (ms), recent.
@@ -248,6 +251,12 @@ class Monitor:
         blocking the close of the watched periods, and each period's count by kind), published
         as the KPI document's ``close`` section. Runs in the close-watch actor; never raises."""
         self._close = dict(doc)
+
+    def note_dlq_expiry(self, count: int) -> None:
+        """The latest count of unresolved dead letters nearing the DLQ stream's max_age
+        (``actors.dlq_expiry``), published as ``dlq.expiring``. Runs in the dlq-expiry
+        actor; never raises."""
+        self._dlq_expiring = int(count)
 
     def note_dead_letter(self, lane: str, code: str) -> None:
         """Count one dead letter (the sink publishes its event itself). Never raises."""
@@ -471,6 +480,7 @@ class Monitor:
             "stored": dlq_counts[0] if dlq_counts else None,
             "resolved": dlq_counts[1] if dlq_counts else None,
             "unresolved": max(0, dlq_counts[0] - dlq_counts[1]) if dlq_counts else None,
+            "expiring": self._dlq_expiring,
         }
         self._prev["dlq"] = float(dead)
 
@@ -597,7 +607,7 @@ class Monitor:
                 **percentiles(self._settlement_cycles, (50, 99)),
                 "settlements": self.settlements_posted},
             "dlq": {"dead_lettered": dlq.get("dead_lettered", 0), "stored": dlq.get("stored"),
-                    "unresolved": dlq.get("unresolved")},
+                    "unresolved": dlq.get("unresolved"), "expiring": self._dlq_expiring},
             "sla": {"ok": not self._breaches, "breached": sorted(self._breaches),
                     "checks": checks},
             # Items blocking the close (``erpgw close status``); null until the close-watch

@@ -4,10 +4,12 @@ Pure: records in, breaks and actions out; no I/O, no clock (``now`` is passed in
 
 Per invoice (the revenue platform's ``invoiceId``), three views:
 
-- billing: the invoice's subtotal and line count — revenue is recognised on the subtotal
-  (``actors.revenue.plan.revenue_lines``: one line per invoice line, its billed amount) — for
-  every version billing issued (the revenue half does not apply amendments: whichever version
-  reached the poster first is what the platform holds, docs/flows.md "Flow 6", Limits);
+- billing: the invoice's latest version — revenue is recognised on the subtotal
+  (``actors.revenue.plan.revenue_lines``: one line per invoice line, its billed amount) —
+  less what its credit memos credit (``credited``): the revenue poster uploads an amendment
+  as the per-line differences from the earlier versions and a credit memo as negative lines
+  of the invoice, so the platform must hold exactly that (``billed``; docs/flows.md,
+  "Flow 6", revenue half). Every version's line count bounds the line ids it may hold;
 - the platform's billings report (``GET /revenue/v1/reports/billings``): the amount, lines and
   distinct line ids it recorded for the invoice (it does not deduplicate);
 - the gateway's ledger (``uploads`` rows of platform ``revenue``), per invoice: how many lines
@@ -31,8 +33,8 @@ break                 when                                                      
                                                                                  else ``Flag``
 ``revenue_duplicate`` more lines recorded than distinct line ids, or than the    ``Flag``
                       invoice has: doubled revenue
-``revenue_amount``    the amount (or currency) matches no version billing        ``Flag``
-                      issued
+``revenue_amount``    the amount (or currency) is not the latest version's       ``Flag``
+                      subtotal less its credit memos
 ``revenue_orphan``    the platform holds billings of an invoice billing never    ``Flag``
                       issued
 ====================  =========================================================  ==============
@@ -58,8 +60,9 @@ __all__ = ["LedgerView", "RevenueDoc", "RevenueRecord", "reconcile_revenue"]
 
 
 class RevenueDoc(msgspec.Struct, frozen=True):
-    """An invoice as billing issued it: its latest version's subtotal and line count, and
-    ``versions`` ``(subtotal, lines)`` of every version issued (the latest included)."""
+    """An invoice as billing issued it: its latest version's subtotal and line count,
+    ``versions`` ``(subtotal, lines)`` of every version issued in version order (the latest
+    included), and what its credit memos credit (``credited``, in ``credit_lines`` lines)."""
 
     key: str  # the invoice id
     currency: str  # upper-case
@@ -67,6 +70,22 @@ class RevenueDoc(msgspec.Struct, frozen=True):
     lines: int
     issued_at: float
     versions: tuple[tuple[int, int], ...] = ()
+    credited: int = 0
+    credit_lines: int = 0
+
+    @property
+    def billed(self) -> int:
+        """What the revenue platform must hold for the invoice: the latest subtotal less the
+        credit memos."""
+        return self.subtotal - self.credited
+
+    @property
+    def most_lines(self) -> int:
+        """The most line ids the platform may hold for the invoice: every version's lines
+        (each amendment names all of them again), a negative line per line an amendment
+        removed (at most the version before it had), and the credit memos' lines."""
+        counts = [n for _, n in self.versions] or [self.lines]
+        return sum(counts) + sum(counts[:-1]) + self.credit_lines
 
 
 class RevenueRecord(msgspec.Struct, frozen=True):
@@ -123,7 +142,7 @@ def reconcile_revenue(billing: Iterable[RevenueDoc], platform: Iterable[RevenueR
 
     def flag(kind: str, key: str, detail: str, proposal: str, doc: RevenueDoc | None,
              rec: RevenueRecord | None) -> None:
-        breaks.append(Break(kind, key, detail, doc.subtotal if doc else None,
+        breaks.append(Break(kind, key, detail, doc.billed if doc else None,
                             rec.amount if rec else None,
                             doc.currency if doc else rec.currency if rec else None, "revenue"))
         actions.append(Flag(key, kind, proposal))
@@ -132,7 +151,7 @@ def reconcile_revenue(billing: Iterable[RevenueDoc], platform: Iterable[RevenueR
         doc = docs[key]
         rec = records.get(key)
         led = None if ledger is None else ledger.get(key, LedgerView())
-        _add(totals, "billing", doc.currency, doc.subtotal)
+        _add(totals, "billing", doc.currency, doc.billed)
         if rec is not None:
             _add(totals, "revenue", rec.currency, rec.amount)
         if led is not None and led.amount:
@@ -154,16 +173,16 @@ def reconcile_revenue(billing: Iterable[RevenueDoc], platform: Iterable[RevenueR
             if key in dead or (led is not None and led.rejected):
                 breaks.append(Break("dead_lettered", key, "no revenue line: the platform "
                                     "refused the invoice or a dead letter explains it (see "
-                                    "erpgw dlq)", doc.subtotal, None, doc.currency, "revenue"))
+                                    "erpgw dlq)", doc.billed, None, doc.currency, "revenue"))
             elif (key in flying or now - doc.issued_at < grace_s
                   or (led is not None and led.pending)):
                 breaks.append(Break("in_flight", key, "no revenue line yet: within the grace "
-                                    "period, in the backlog or being uploaded", doc.subtotal,
+                                    "period, in the backlog or being uploaded", doc.billed,
                                     None, doc.currency, "revenue"))
             elif led is not None and led.never_sent:
                 breaks.append(Break("revenue_missing", key, f"billed, never sent to the "
                                     f"revenue platform ({held}; the ledger proves no line "
-                                    "was sent)", doc.subtotal, None, doc.currency, "revenue"))
+                                    "was sent)", doc.billed, None, doc.currency, "revenue"))
                 actions.append(Reupload(key))
             else:
                 why = ("the ledger cannot be read: only it can prove the lines were never "
@@ -173,14 +192,12 @@ def reconcile_revenue(billing: Iterable[RevenueDoc], platform: Iterable[RevenueR
                      f"{why}", "check at the revenue platform; re-drive only lines proven "
                      "absent (never twice)", doc, rec)
             continue
-        versions = dict(doc.versions) if doc.versions else {}
-        versions.setdefault(doc.subtotal, doc.lines)  # subtotal -> lines of that version
-        expected_lines = versions.get(rec.amount, doc.lines)
-        if rec.lines > rec.distinct_lines or rec.distinct_lines > expected_lines:
-            extra = rec.lines - min(rec.distinct_lines, expected_lines)
-            # what the gateway sent, else billing's latest subtotal
-            base = led.amount if led is not None and led.amount else doc.subtotal
-            flag("revenue_duplicate", key, f"{rec.lines} line(s) recorded for {expected_lines} "
+        most = doc.most_lines
+        if rec.lines > rec.distinct_lines or rec.distinct_lines > most:
+            extra = rec.lines - min(rec.distinct_lines, most)
+            # what the gateway sent, else what billing billed
+            base = led.amount if led is not None and led.amount else doc.billed
+            flag("revenue_duplicate", key, f"{rec.lines} line(s) recorded, at most {most} "
                  f"billed ({rec.distinct_lines} distinct): {rec.amount} {rec.currency}, "
                  f"expected {base}", f"reverse {extra} doubled line(s) at the revenue platform "
                  f"({rec.amount - base} {rec.currency}); never delete", doc, rec)
@@ -190,14 +207,15 @@ def reconcile_revenue(billing: Iterable[RevenueDoc], platform: Iterable[RevenueR
                  "reverse the recorded lines and have them uploaded in the billed currency",
                  doc, rec)
             continue
-        if rec.distinct_lines < expected_lines:
+        if rec.distinct_lines < doc.lines:
             flag("revenue_missing", key, f"partly recorded: {held}", "check the missing lines "
                  "at the revenue platform; re-drive only lines proven absent", doc, rec)
             continue
-        if rec.amount not in versions:
+        if rec.amount != doc.billed:
+            credits = f" less {doc.credited} credited" if doc.credited else ""
             flag("revenue_amount", key, f"recorded {rec.amount} {rec.currency}, billed "
-                 f"{doc.subtotal} (no version of the invoice has {rec.amount})",
-                 f"adjust at the revenue platform by {doc.subtotal - rec.amount} "
+                 f"{doc.billed} (the latest version's {doc.subtotal}{credits})",
+                 f"adjust at the revenue platform by {doc.billed - rec.amount} "
                  f"{doc.currency}", doc, rec)
             continue
         matched += 1

@@ -181,9 +181,17 @@ async def read_billing(billing: Reader, period: str | None) -> BillingRead:
         versions.setdefault(o.id, {})[o.version] = (o.subtotal, len(o.lines.data))
         if o.id not in latest or latest[o.id].version < o.version:
             latest[o.id] = o
+    # What the credit notes credit per invoice: the revenue poster uploads them as negative
+    # lines of the invoice (docs/flows.md, "Flow 2: credit memos").
+    credited: dict[str, tuple[int, int]] = {}
+    for e in notes:
+        n = e.data.object
+        amount, count = credited.get(n.invoice, (0, 0))
+        credited[n.invoice] = (amount + n.amount, count + len(n.lines.data))
     revenue = [RevenueDoc(o.id, o.currency.upper(), o.subtotal, len(o.lines.data),
                           float(o.created), tuple(versions[o.id][v]
-                                                  for v in sorted(versions[o.id])))
+                                                  for v in sorted(versions[o.id])),
+                          *credited.get(o.id, (0, 0)))
                for o in latest.values() if o.id in docs]
     gl = [GlDoc(o.id, "invoice", _period_of(float(o.created)), o.currency.upper(), o.total,
                 o.subtotal, o.tax) for o in latest.values() if o.id in docs]

@@ -7,10 +7,20 @@ upload sent twice is recorded twice. So the gateway's ledger (``uploads`` table,
 line id) is the only guard, and the one thing it cannot know by itself is what happened to an
 upload whose answer never came back.
 
-Theory of operation, per fetched batch of ``invoice.issued.v1`` envelopes:
+Theory of operation, per fetched batch of ``invoice.issued.v1`` (or ``.v3``) and
+``credit_memo.issued.v1`` envelopes:
 
 1. decode (a contract violation is dead-lettered at once); one ``RevenueLineIn`` per invoice
-   line, line id ``<invoice id>:<line id>`` (``plan.revenue_lines``);
+   line, line id ``<invoice id>:<line id>`` (``plan.revenue_lines``). An amendment (version
+   ``n >= 2``) is planned against the invoice's rows, the ledger's joined with the shared
+   ``uploads`` rows of its line ids (``plan.merge_recorded``: any process plans any version), as
+   its differences per line, ids ``<invoice id>:<line id>:v<n>`` (``plan.plan_version``), and
+   waits (nak, ``revenue.version_waiting``; rarely ``revenue.amended_elsewhere`` when only
+   another process's ledger can name or price a line of it) until version ``n - 1`` is
+   applied; a version whose next version's lines are presumed recorded is superseded (sends
+   nothing). A credit memo becomes negative corrections of its invoice, ids
+   ``<credit memo id>:<line id>`` (``plan.credit_lines``). Lines in doubt count as recorded
+   ("understate, never double"; docs/flows.md, Flow 6, "Revenue half");
 2. read the lines' states from the ledger. ``uploaded`` and ``in_doubt`` lines are skipped.
    A ``pending`` line was claimed by an attempt that never finished (the process died, or the
    actor was restarted, between claiming it and recording the answer): it is moved to
@@ -88,6 +98,7 @@ from anyio.abc import TaskStatus
 
 from contracts import (
     ContractError,
+    CreditMemoIssued,
     Envelope,
     GatewayError,
     InvoiceIssued,
@@ -107,22 +118,30 @@ from ..crash import crashpoint, fault
 from ..deadletter import DeadLetterSink
 from ..infra.bus import Delivery
 from ..infra.ledger import Ledger, LedgerUnavailable, UploadRow
-from ..infra.state import SharedUploads
+from ..infra.state import SharedLine, SharedUploads
 from ..monitor import instance_id
 from ..platforms import PlatformGuard, PlatformRejected
 from ..resilience import DeadLetter, Retry
 from ..stats import percentiles
 from ..worker import BatchWorker
 from .plan import (
+    PRESUMED_RECORDED,
+    Recorded,
+    SharedRecorded,
     accepted_batch_id,
+    credit_lines,
+    guess_line_ids,
     halves,
+    merge_recorded,
     never_recorded,
     pack,
+    plan_version,
     refused_invoices,
     revenue_lines,
+    version_line_id,
 )
 
-__all__ = ["PLATFORM", "UPLOAD_PATH", "RevenuePoster"]
+__all__ = ["PLATFORM", "UPLOAD_PATH", "AmendedElsewhere", "RevenuePoster", "VersionWaiting"]
 
 log = logging.getLogger("erpgw.revenue")
 _codec: MsgpackCodec[Envelope] = MsgpackCodec(Envelope)
@@ -156,6 +175,32 @@ class ClaimedElsewhere(Retryable):
                          retry_after=CLAIM_WAIT_S if deliveries > CLAIM_PATIENCE else None)
 
 
+class VersionWaiting(Retryable):
+    """An amended invoice's earlier version is not applied at the revenue platform yet (or
+    another document of the invoice is being handled in the same batch): it waits (nak with
+    backoff), since its lines are differences from that version's."""
+
+    code = "revenue.version_waiting"
+
+
+class AmendedElsewhere(Retryable):
+    """An amended invoice's earlier versions were uploaded (partly) by another gateway
+    process and the shared ``uploads`` cannot complete them here: a shared row without an
+    amount (written before rows carried one), or a line of version ``n - 1`` whose id no line
+    known here names. It waits (nak with backoff) for a delivery to a process whose ledger
+    holds those lines."""
+
+    code = "revenue.amended_elsewhere"
+
+
+Invoice = InvoiceIssued | InvoiceIssuedV2 | InvoiceIssuedV3
+
+
+def _same_document(a: Envelope, b: Envelope) -> bool:
+    """Two deliveries of one document (same type, business key and version)."""
+    return a.type == b.type and a.key == b.key
+
+
 @dataclass
 class _Invoice:
     """One invoice of the batch: its envelope, every delivery of it, and how it ends."""
@@ -167,6 +212,10 @@ class _Invoice:
     platform_response: str | None = None
     retry: Exception | None = None  # nak / retry policy
     done: set[str] = field(default_factory=set)  # line ids settled: at the platform or in doubt
+    # How many lines this version of an invoice writes (stored with each in the shared
+    # uploads, so another process planning the next version knows whether it found them
+    # all); None for a credit memo.
+    version_lines: int | None = None
 
     @property
     def unfinished(self) -> bool:
@@ -190,6 +239,7 @@ class RevenuePoster(BatchWorker):
         self.waiting_lines = 0  # lines another process took and has not finished yet
         # Shared claims of an earlier incarnation that never reached the ledger, given back.
         self.released_claims = 0
+        self.waiting_versions = 0  # amendments that waited for their earlier version
         self.requests = 0
         self.uploaded_lines = 0
         self.skipped_lines = 0
@@ -268,30 +318,61 @@ class RevenuePoster(BatchWorker):
         """LedgerUnavailable (retryable) propagates: the worker naks the batch. Safe: a line is
         only ever sent after its claim committed, and a claim left behind by this failure is
         read as "in doubt" next time, never sent again."""
-        invoices: dict[str, _Invoice] = {}
+        invoices: dict[str, _Invoice] = {}  # by the invoice the lines are of
+        amended: dict[str, tuple[Invoice, int]] = {}  # versions >= 2, planned below
+        held: list[_Invoice] = []  # another document of an invoice already in the batch
+        newer: dict[str, list[str]] = {}  # the next version's line ids, per invoice
         for d in batch:
             try:
                 env = _codec.decode(d.data)
-                inv = env.payload
-                if not isinstance(inv, InvoiceIssued | InvoiceIssuedV2 | InvoiceIssuedV3):
+                doc = env.payload
+                version = max(env.key.version, 1)
+                if isinstance(doc, CreditMemoIssued):
+                    lines, key = credit_lines(doc), doc.invoice_id
+                elif isinstance(doc, InvoiceIssued | InvoiceIssuedV2 | InvoiceIssuedV3):
+                    lines, key = self._lines(doc), doc.invoice_id  # checked in any version
+                else:
                     raise ContractError(f"revenue poster cannot handle {env.type}",
                                         code="route.unexpected_type", path="$.payload.type")
-                lines = self._lines(inv)
             except ContractError as err:
                 await self.dlq.send(d, err)
                 self.failed += 1
                 continue
-            item = invoices.get(inv.invoice_id)
-            if item is None:  # the same invoice twice in one batch: its lines once
-                invoices[inv.invoice_id] = _Invoice(env, [d], lines)
-            else:
+            if key is None:  # a credit memo of no invoice: nothing to correct
+                await d.ack()
+                self.processed += 1
+                continue
+            item = invoices.get(key)
+            if item is None:
+                invoices[key] = _Invoice(env, [d], lines, version_lines=None if isinstance(
+                    doc, CreditMemoIssued) else len(lines))
+                if not isinstance(doc, CreditMemoIssued):
+                    newer[key] = [version_line_id(key, ln.line_id, version + 1)
+                                  for ln in doc.lines]
+                if version > 1 and not isinstance(doc, CreditMemoIssued):
+                    invoices[key].lines = []  # its differences: planned from the ledger
+                    amended[key] = (doc, version)
+            elif _same_document(item.env, env):  # the same document twice: its lines once
                 item.deliveries.append(d)
+            else:  # another version or memo of the invoice: after this one is applied
+                held.append(_Invoice(env, [d], [], retry=VersionWaiting(
+                    f"{env.key} waits for {item.env.key} of the same invoice in its batch")))
+        if amended:
+            await self._plan_versions({key: (invoices[key], inv, version)
+                                       for key, (inv, version) in amended.items()})
+        await self._settle(held)
         if not invoices:
             return
         ids = [ln.line_id for it in invoices.values() for ln in it.lines]
-        states = await self.ledger.upload_states(PLATFORM, ids)
+        later = [i for next_ids in newer.values() for i in next_ids]
+        states = await self.ledger.upload_states(PLATFORM, ids + later)
         self.uploads.forget_seen()
-        shared = await self.uploads.read(PLATFORM, ids)
+        shared = await self.uploads.read(PLATFORM, ids + later)
+        for key, next_ids in newer.items():
+            if any(states.get(i) in PRESUMED_RECORDED or shared[i].status not in _SENDABLE
+                   for i in next_ids):  # superseded: a later version is applied (or going)
+                self.skipped_lines += len(invoices[key].lines)
+                invoices[key].lines = []
         stale = [ln for it in invoices.values() for ln in it.lines
                  if states.get(ln.line_id) == "pending"]
         if stale:
@@ -323,6 +404,71 @@ class RevenuePoster(BatchWorker):
                         it.retry = stop
                 break
         await self._settle(invoices.values())
+
+    async def _plan_versions(self, amended: dict[str, tuple[_Invoice, Invoice, int]]) -> None:
+        """Plan every amended invoice of the batch (``_plan_version``), from one read of the
+        shared ``uploads`` for them all. Raises ``LedgerUnavailable``, ``BrokerUnavailable``."""
+        own: dict[str, list[Recorded]] = {}
+        guessed: dict[str, list[str]] = {}
+        for key, (_, inv, version) in amended.items():
+            own[key] = [Recorded(r.line_id, r.amount, r.status)
+                        for r in await self.ledger.find_uploads(PLATFORM, invoice_id=key)]
+            guessed[key] = guess_line_ids(inv, version, own[key])
+        shared = await self.uploads.read(PLATFORM, [
+            i for key, (_, inv, version) in amended.items()
+            for i in guessed[key] + [version_line_id(key, ln.line_id, version)
+                                     for ln in inv.lines]])
+        for key, (item, inv, version) in amended.items():
+            self._plan_version(item, inv, version, own[key], guessed[key], shared)
+
+    def _plan_version(self, item: _Invoice, inv: Invoice, version: int, own: list[Recorded],
+                      guessed: list[str], shared: dict[str, SharedLine]) -> None:
+        """``item``'s lines: the differences version ``version`` (>= 2) of ``inv`` makes to
+        what is presumed recorded (``plan.plan_version``), planned from this process's ledger
+        rows of the invoice (``own``) joined with the shared ``uploads`` rows (``shared``) of
+        every earlier version's line it can name (``guessed``; ``plan.merge_recorded``:
+        whichever process uploaded the earlier versions). Always merged: once any process may
+        plan a version from shared rows, no ledger alone holds every earlier version. While
+        that cannot be planned, none, and the invoice waits: ``revenue.claimed_elsewhere``
+        while another process is still sending a line of an earlier version;
+        ``revenue.amended_elsewhere`` when a shared row has no amount (written before rows
+        carried one) or version ``version - 1`` wrote lines no id known here names (only a
+        ledger holding them can plan it); else ``revenue.version_waiting``."""
+        iid = inv.invoice_id
+        mine = [version_line_id(iid, ln.line_id, version) for ln in inv.lines]
+        merged = merge_recorded(iid, version, own, [
+            SharedRecorded(i, line.amount, line.status,
+                           line.owner not in (None, self.uploads.owner), line.lines)
+            for i in guessed if (line := shared[i]).status is not None])
+        lines = plan_version(inv, version, merged.rows) if merged.plannable else None
+        if lines is not None:
+            item.lines, item.version_lines = lines, len(lines)
+            return
+        if any(shared[i].status in ("uploaded", "in_doubt") for i in mine):
+            self.skipped_lines += len(mine)  # applied by another process (a replay): done
+            return
+        before = f"version {version - 1} of invoice {iid}"
+        if merged.sending_elsewhere:
+            item.retry = ClaimedElsewhere(
+                f"line {merged.sending_elsewhere[0]} of an earlier version of invoice {iid} "
+                f"is being uploaded by another gateway process: version {version} is planned "
+                "once its outcome is recorded",
+                deliveries=max(d.num_delivered for d in item.deliveries))
+        elif merged.no_amount:
+            item.retry = AmendedElsewhere(
+                f"line {merged.no_amount[0]} of invoice {iid} was uploaded by another gateway "
+                f"process without its amount in the shared uploads: version {version} waits "
+                "for a process whose ledger holds it")
+        elif merged.incomplete:
+            item.retry = AmendedElsewhere(
+                f"{before} wrote {merged.previous_count} line(s), {merged.previous_found} "
+                f"of them are known here: version {version} waits for a process whose ledger "
+                "holds the others (or for them to be uploaded)")
+        else:
+            item.retry = VersionWaiting(
+                f"{before} is not at the revenue platform yet: version {version} is sent as "
+                "its difference once it is")
+        self.waiting_versions += 1
 
     def _lines(self, inv: InvoiceIssued | InvoiceIssuedV2 | InvoiceIssuedV3
                ) -> list[RevenueLineIn]:
@@ -357,7 +503,7 @@ class RevenuePoster(BatchWorker):
                 # After the breaker and the permit (no wait for budget inside the window):
                 # the shared claim, then the ledger's, then nothing but the request.
                 nonlocal claimed
-                await self._claim_shared(part, attempt)
+                await self._claim_shared(part, attempt, invoices)
                 crashpoint("revenue.between_claims")
                 try:
                     await self.ledger.record_uploads(self._rows(
@@ -420,15 +566,21 @@ class RevenuePoster(BatchWorker):
                 self.observe_latency(latency_ms)
         return None
 
-    async def _claim_shared(self, part: list[RevenueLineIn], attempt: str) -> None:
+    async def _claim_shared(self, part: list[RevenueLineIn], attempt: str,
+                            invoices: dict[str, _Invoice]) -> None:
         """Take the lines in the shared ``uploads``, conditionally on the revisions read,
-        before the ledger's claim. When another process took one meanwhile, or the broker
-        cannot say, nothing is claimed in the ledger and nothing is sent: what this attempt
-        took is given back and ``ClaimedElsewhere`` or ``BrokerUnavailable`` is raised (the
-        invoices wait for a redelivery)."""
+        before the ledger's claim, each with its amount and its version's line count (what
+        another process plans the invoice's next version from). When another process took one
+        meanwhile, or the broker cannot say, nothing is claimed in the ledger and nothing is
+        sent: what this attempt took is given back and ``ClaimedElsewhere`` or
+        ``BrokerUnavailable`` is raised (the invoices wait for a redelivery)."""
         ids = [ln.line_id for ln in part]
+        counts = {ln.line_id: n for ln in part
+                  if (n := invoices[ln.invoice_id].version_lines) is not None}
         try:
-            lost = await self.uploads.claim(PLATFORM, ids, attempt, time.time())
+            lost = await self.uploads.claim(PLATFORM, ids, attempt, time.time(),
+                                            amounts={ln.line_id: ln.amount for ln in part},
+                                            counts=counts)
         except Retryable as err:  # some claims may be stored: give them back
             await self._unclaim_shared(part, attempt, err)
             raise
@@ -459,8 +611,10 @@ class RevenuePoster(BatchWorker):
         by_status: dict[tuple[str, str], list[str]] = {}
         for r in rows:
             by_status.setdefault((r.status, r.attempt), []).append(r.line_id)
+        amounts = {r.line_id: r.amount for r in rows}
         for (status, attempt), ids in by_status.items():
-            await self.uploads.mark(PLATFORM, ids, status, attempt, time.time())
+            await self.uploads.mark(PLATFORM, ids, status, attempt, time.time(),
+                                    amounts=amounts)
 
     async def _refused(self, part: list[RevenueLineIn], err: PlatformRejected,
                        invoices: dict[str, _Invoice], attempt: str) -> list[list[RevenueLineIn]]:
@@ -566,6 +720,7 @@ class RevenuePoster(BatchWorker):
             "in_doubt_lines": self.in_doubt_lines,
             "waiting_lines": self.waiting_lines,
             "released_claims": self.released_claims,
+            "waiting_versions": self.waiting_versions,
             "rejected_invoices": self.rejected_invoices,
             "rejected_lines": self.rejected_lines,
             "dead_lettered_lines": self.dead_lettered_lines,

@@ -15,6 +15,8 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from ._ids import OptionalPathId, PathId
+
 __all__ = [
     "BillingCreditNote",
     "BillingEvent",
@@ -151,7 +153,8 @@ class BillingPayment(msgspec.Struct, frozen=True):
     currency: Annotated[str, msgspec.Meta(pattern="^[a-z]{3}$")]
     paid_at: int
     object: str = "payment"
-    customer: str = ""  # the invoice's customer (older sims did not send it)
+    # the invoice's customer (older sims did not send it); goes into the attribution's path
+    customer: OptionalPathId = ""
 
 
 class PaymentEventData(msgspec.Struct, frozen=True):
@@ -254,7 +257,7 @@ class BillingSubscription(msgspec.Struct, frozen=True):
     ``amend``, ``renew``, ``cancel``) and ``proration`` what it adds to (or takes off) the
     remaining term, in minor units."""
 
-    id: str
+    id: PathId  # goes into /billing/v1/subscriptions/{id}/cancel
     customer: str
     currency: str
     items: list[SubscriptionItemRecord]

@@ -13,6 +13,8 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from ._ids import PathId
+
 __all__ = [
     "PERIOD_CLOSED",
     "REQUEST_LIMIT_EXCEEDED",
@@ -282,7 +284,7 @@ class SalesOrderRecord(msgspec.Struct, frozen=True, rename="camel"):
     """A sales order as the ERP keeps it. A closed order keeps its lines and total;
     ``reversal_id`` names the entry that reversed it."""
 
-    id: str
+    id: PathId  # goes into /erp/v1/sales-orders/{id}/revise and .../close
     external_id: str
     idempotency_key: str
     customer: str

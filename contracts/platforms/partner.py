@@ -20,6 +20,8 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from ._ids import PathId
+
 __all__ = [
     "IDEMPOTENCY_KEY_REUSED",
     "NOT_FOUND",
@@ -151,7 +153,7 @@ class PartnerDeal(msgspec.Struct, frozen=True, rename="camel"):
     spelling); ``estimated_amount`` is list price x quantity per term month, in minor units.
     """
 
-    id: str
+    id: PathId  # goes into /partner/v1/deals/{id} and /revenue/v1/contracts/{deal}
     partner: str
     customer: str
     prospect_name: str

@@ -23,7 +23,12 @@ class RevenueLineIn(msgspec.Struct, frozen=True, rename="camel", omit_defaults=T
 
     ``kind`` is ``"billing"`` (an invoice line, the default) or ``"usage"``: rated usage, one
     line per aggregate, which names the aggregate in ``invoiceId``, its summed ``quantity`` and
-    the usage records it sums in ``usageIds`` (omitted for billing lines)."""
+    the usage records it sums in ``usageIds`` (omitted for billing lines).
+
+    ``adjusts`` (omitted when empty) makes a billing line a correction: the ``lineId`` of the
+    billing line it corrects (an invoice amendment's difference) or the ``invoiceId`` it
+    credits (a credit memo's line). Only a correction may carry a negative amount, and it may
+    leave ``product`` empty (the corrected line's product)."""
 
     line_id: str
     invoice_id: str
@@ -35,6 +40,7 @@ class RevenueLineIn(msgspec.Struct, frozen=True, rename="camel", omit_defaults=T
     kind: Literal["billing", "usage"] = "billing"
     quantity: int | None = None
     usage_ids: list[str] = []
+    adjusts: str = ""
 
 
 class RevenueBatch(msgspec.Struct, frozen=True):

@@ -34,6 +34,8 @@ from typing import Annotated, Any
 
 import msgspec
 
+from ._ids import PathId
+
 __all__ = [
     "STRIPE_API_VERSION",
     "StripeCharge",
@@ -204,7 +206,7 @@ class StripeInvoice(_Base, frozen=True, kw_only=True):
     id: str
     object: str = "invoice"
     number: str | None = None
-    customer: str | None = None
+    customer: PathId | None = None  # a payment's customer goes into the attribution's path
     currency: Lower3
     status: str | None = None
     created: int

@@ -82,3 +82,18 @@ def test_parse_flows_names_what_is_wrong() -> None:
         parse_flows("usage,teleport")
     with pytest.raises(ValueError, match="add 'deals'"):
         parse_flows("changes")
+
+
+def test_ok_needs_the_billed_amounts_when_they_were_read() -> None:
+    audit = {"issued": 4, "accepted": 4, "posted": 4, "duplicates": 0, "unexpected": 0,
+             "unposted": [], "unposted_count": 0, "throughput_eps": 1.0,
+             "latency_ms": {"p50": 1.0}}
+    drained = DrainResult(audit, [], True, 1.0)
+    opts = DemoOptions(invoices=4)
+    for billed, ok in (({"USD": 100, "EUR": 0}, True), ({"USD": 90}, False), (None, True)):
+        rev = revenue(10)
+        rev = RevenueResult(rev.audit, rev.expected_lines, rev.expected_amount,
+                            rev.lines_by_invoice, rev.drained, billed_amount=billed)
+        report = build_report(drained, opts, 1.0, rev)
+        assert report["ok"] is ok
+        assert report["revenue"]["amount_matches_billed"] is (None if billed is None else ok)

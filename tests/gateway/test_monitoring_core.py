@@ -179,7 +179,7 @@ def test_sla_latency_breach_starts_and_ends() -> None:
     assert k["sla"]["breached"] == ["dlq_unresolved", "invoice_posting_p99_ms"]
     assert {(e["sla"], e["event"]) for e in events} == {
         ("invoice_posting_p99_ms", "started"), ("dlq_unresolved", "started")}
-    assert k["dlq"] == {"dead_lettered": 0, "stored": 2, "unresolved": 1}
+    assert k["dlq"] == {"dead_lettered": 0, "stored": 2, "unresolved": 1, "expiring": None}
     clock.t += 3
     mon.observe(tree(posted=9, p99=80.0), IDLE, (2, 2))
     k, events = mon.kpis()

@@ -72,7 +72,8 @@ def test_make_installs_only_hashed_pins_that_match_the_constraints() -> None:
     differ = {n: (v, pins[n][0]) for n, (v, _) in lock.items() if n in pins and pins[n][0] != v}
     assert differ == {}
     # Every runtime and dev dependency of the project is in the lock.
-    for name in ("nats-py", "msgspec", "aiohttp", "nkeys", "pip-audit", "pytest", "setuptools"):
+    for name in ("nats-py", "msgspec", "aiohttp", "nkeys", "pip-audit", "detect-secrets", "pytest",
+                 "setuptools"):
         assert name in lock, name
 
 

@@ -4,21 +4,38 @@ environment and the config file, the audit key, the broker's role seeds) holds a
 value; traffic runs through it, including an ERP outage, refused webhooks, a refused usage
 call and a dead letter; then every output is searched: the gateway's log, GET /metrics, the
 status tree, every stored dead letter, `--print-config`, the error bodies, and the CLI's
-answers. Not one canary may appear."""
+answers. Not one canary may appear.
+
+S17 on the same run: canary personal data (a name, an e-mail address, a postal address, a
+phone number, a tax id, an IBAN) rides in the personal fields of signed webhooks — an invoice's
+customer fields and a deal's prospect, accepted and refused ones — and in two messages that
+are dead-lettered (a customer record and a registered deal where the deal saga expects an
+approval). The same outputs are searched for it (the dead letters' reasons, paths and keys;
+`dlq ls` and `dlq show`, which masks personal fields): nothing. Only the letters' stored
+bytes keep it, by design (a replay re-sends what arrived), and `dlq show --reveal` shows it,
+which proves the search looks where the data would be."""
 
 from __future__ import annotations
 
 import sys
+import time
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import aiohttp
 import anyio
+import msgspec
 import pytest
 
 from actors.infra import NatsBus, OutMsg
+from contracts import BusinessKey, CustomerUpserted, DealRegistered, MsgpackCodec, make_envelope
+from contracts import Envelope as _Envelope
+from contracts.platforms.partner import DEAL_SIGNATURE_HEADER, DealEvent, DealEventData
+from contracts.platforms.signing import sign
 from gateway.stack import Stack
+from sim._deals import generate_deal
 
-from .conftest import signed
+from .conftest import billing_event, signed
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
@@ -32,6 +49,50 @@ CANARY = {
     "partner_token": "CANARY-partner-bearer-env-8b1c",
     "audit_key": "CANARY-audit-key-0123456789abcdef0123456789abcdef",
 }
+
+# Canary personal data, and the fragments of it that a partial leak would still show
+# (a masked value keeps at most its first or last two characters, and an e-mail's domain).
+PII = {
+    "name": "Philippa Canarywood",
+    "email": "philippa.canarywood@example.net",
+    "address": "42 Quillfeather Mews, Eastbridge EB4 2QQ",
+    "phone": "+44 20 7946 0958",
+    "tax_id": "GB-CANARY-981276",
+    "iban": "GB94BARC10201530093459",
+}
+PII_FRAGMENTS = ["canarywood", "quillfeather", "eastbridge", "7946 0958", "981276",
+                 "10201530093459"]
+
+
+def _pii_leaks(text: str) -> list[str]:
+    low = text.lower()
+    return [f for f in PII_FRAGMENTS if f in low]
+
+
+def _invoice_with_pii(n: int, *, total_delta: int = 0) -> bytes:
+    """A billing webhook whose invoice carries the customer's personal fields (the names a
+    billing platform such as Stripe gives them; the gateway's contract does not read them)."""
+    doc = msgspec.to_builtins(billing_event(n, total_delta=total_delta))
+    doc["data"]["object"] |= {
+        "customer_name": PII["name"], "customer_email": PII["email"],
+        "customer_address": {"line1": PII["address"], "country": "GB"},
+        "customer_phone": PII["phone"], "customer_tax_ids": [{"value": PII["tax_id"]}],
+        "payment_settings": {"iban": PII["iban"]}}
+    return msgspec.json.encode(doc)
+
+
+def _deal_with_pii(index: int, deal_id: str | None = None) -> bytes:
+    """A registered deal whose prospect is a person, with their contact details."""
+    deal = msgspec.structs.replace(generate_deal(71, index, int(time.time())),
+                                   prospect_name=PII["name"])
+    doc = msgspec.to_builtins(DealEvent(id=f"evt_pii_deal_{index}", type="deal.registered",
+                                        created=int(time.time()),
+                                        data=DealEventData(object=deal)))
+    doc["data"]["object"] |= {"contactEmail": PII["email"], "contactAddress": PII["address"],
+                              "contactPhone": PII["phone"], "iban": PII["iban"]}
+    if deal_id is not None:
+        doc["data"]["object"]["id"] = deal_id
+    return msgspec.json.encode(doc)
 
 
 async def test_no_canary_secret_appears_in_any_output(tmp_path: Path) -> None:
@@ -90,6 +151,26 @@ async def test_no_canary_secret_appears_in_any_output(tmp_path: Path) -> None:
                                   headers=headers) as r:
                     assert 400 <= r.status < 500, (name, r.status)
                     outputs[f"error body: {name}"] = await r.text()
+            # Personal data in the webhooks' personal fields: accepted, and refused (an
+            # invoice whose lines do not sum to its total; a deal whose id could leave its
+            # URL path segment).
+            for name, pii_body, accepted in [
+                ("invoice with PII", _invoice_with_pii(900_001), True),
+                ("deal with PII", _deal_with_pii(1), True),
+                ("refused invoice with PII", _invoice_with_pii(900_002, total_delta=1), False),
+                ("refused deal with PII", _deal_with_pii(2, deal_id="../dl_2"), False),
+            ]:
+                if "deal" in name:
+                    url = f"{base}/webhooks/partner"
+                    sig = {DEAL_SIGNATURE_HEADER: sign(CANARY["partner_webhook"], pii_body,
+                                                       int(time.time())),
+                           "Content-Type": "application/json"}
+                else:
+                    url = f"{base}/webhooks/billing"
+                    sig = signed(pii_body, secret=CANARY["billing_webhook"])
+                async with s.post(url, data=pii_body, headers=sig) as r:
+                    assert (r.status < 300) == accepted and r.status < 500, (name, r.status)
+                    outputs[f"answer: {name}"] = await r.text()
             for path in ("/metrics", "/status"):  # the admin listener's
                 async with s.get(stack.admin_url + path) as r:
                     assert r.status == 200, (path, r.status)
@@ -104,9 +185,32 @@ async def test_no_canary_secret_appears_in_any_output(tmp_path: Path) -> None:
                 while not [d for d in await stack.dead_letters()
                            if d.code.startswith("contract")]:
                     await anyio.sleep(0.2)
+            # Personal data in dead letters: a customer record and a registered deal where the
+            # deal saga expects an approval (route.unexpected_type).
+            codec: MsgpackCodec[_Envelope] = MsgpackCodec(_Envelope)
+            for n, payload in enumerate([
+                    CustomerUpserted(customer_id="cus_pii_1", name=PII["name"], country="GB",
+                                     currency="GBP", tax_id=PII["tax_id"],
+                                     billing_email=PII["email"]),
+                    DealRegistered(deal_id="dl_pii_1", partner_id="pt_0001",
+                                   prospect_name=PII["name"], currency="GBP",
+                                   estimated_amount=1000, expected_close=date(2030, 1, 1),
+                                   registered_at=datetime.now(UTC))]):
+                letter = make_envelope(payload, source="partner", key=BusinessKey(
+                    source="partner", object_id=f"pii_{n}", version=1))
+                await bus.publish(OutMsg(stack.subjects.for_type("deal.approved.v1"),
+                                         codec.encode(letter), msg_id=f"canary-pii-{n}"))
+            with anyio.fail_after(60):  # a guard against a hang, not a speed target
+                while len([d for d in await stack.dead_letters()
+                           if d.code == "route.unexpected_type"]) < 2:
+                    await anyio.sleep(0.2)
             outputs["dlq stream"] = "\n".join(
                 m.data.decode(errors="replace") for m in await bus.scan(
                     stack.subjects.dlq_stream))
+            letters = await stack.dead_letters()
+            outputs["dlq reasons"] = "\n".join(
+                f"{d.code} {d.reason} {d.path} {d.business_key} {d.platform_response}"
+                for d in letters)
         finally:
             await bus.close()
 
@@ -117,6 +221,10 @@ async def test_no_canary_secret_appears_in_any_output(tmp_path: Path) -> None:
                         "--data-dir", str(stack.data_dir)]),
             ("audit verify", ["audit", "verify", "--config", str(stack.gateway_config()),
                               "--data-dir", str(stack.data_dir)]),
+            *[(f"dlq show {seq}{' --reveal' * reveal}",
+               ["dlq", "show", str(seq), *(["--reveal"] * reveal), "--json", "--config",
+                str(stack.gateway_config()), "--data-dir", str(stack.data_dir)])
+              for seq in await _pii_letter_seqs(stack) for reveal in (False, True)],
         ]:
             with anyio.fail_after(60):
                 run = await anyio.run_process([sys.executable, "-m", "gateway", *args],
@@ -131,7 +239,27 @@ async def test_no_canary_secret_appears_in_any_output(tmp_path: Path) -> None:
     leaks = [(what, where) for where, text in outputs.items()
              for what, value in canaries.items() if value in text]
     assert leaks == []
+    # S17: no personal data in any output but the letters' own bytes and what --reveal shows.
+    pii_leaks = [(where, _pii_leaks(text)) for where, text in outputs.items()
+                 if where != "dlq stream" and "--reveal" not in where and _pii_leaks(text)]
+    assert pii_leaks == []
+    revealed = [text for where, text in outputs.items() if "--reveal" in where]
+    assert len(revealed) == 2 and all(PII["name"] in text for text in revealed)
+    shown = [text for where, text in outputs.items()
+             if where.startswith("cli dlq show") and "--reveal" not in where]
+    assert len(shown) == 2 and all("***" in text for text in shown)
     # Controls: the outputs searched are the real ones (the letter is listed, the secrets
     # configured are shown masked).
     assert "contract" in outputs["cli dlq ls"]
     assert "***" in outputs["cli print-config"]
+
+
+async def _pii_letter_seqs(stack: Stack) -> list[int]:
+    """The DLQ sequences of the two letters carrying personal data."""
+    bus = await NatsBus.connect(stack.url, auth=stack.auth("operator"))
+    try:
+        return [m.seq for m in await bus.scan(stack.subjects.dlq_stream,
+                                              subject=stack.subjects.dlq_letters)
+                if b"route.unexpected_type" in m.data]
+    finally:
+        await bus.close()

@@ -163,7 +163,9 @@ async def test_metrics_kpis_events_and_prometheus(watched_gateway: LiveGateway) 
         assert m["dlq"]["by_code"] == {"billing/http.rejected": 1}
         assert m["lanes"]["billing"]["consumers"]["erp-journal"]["failed"] == 1
         k = await w.wait(f"{s.prefix}.mon.kpi", lambda d: d["dlq"]["unresolved"] == 1)
-        assert k["dlq"] == {"dead_lettered": 1, "stored": 1, "unresolved": 1}
+        assert k["dlq"] == {"dead_lettered": 1, "stored": 1, "unresolved": 1,
+                            "expiring": k["dlq"]["expiring"]}
+        assert k["dlq"]["expiring"] in (None, 0)  # the letter is seconds old
         assert k["sla"]["checks"]["dlq_unresolved"]["breached"] is False  # target 5
 
         # -- Prometheus: parses, and its figures are the JSON's --------------------------

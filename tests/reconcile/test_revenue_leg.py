@@ -97,14 +97,24 @@ def test_uploaded_but_absent_is_flagged_not_resent() -> None:
     assert [type(a) for a in r.actions] == [Flag]
 
 
-def test_an_amendment_the_revenue_half_did_not_apply_is_not_a_break() -> None:
-    # v1 (100, 2 lines) reached the poster first; billing's latest is v2 (120, 2 lines).
+def test_only_the_latest_version_less_its_credit_memos_matches() -> None:
+    # v1 (100, 2 lines), v2 (120, 2 lines): the platform holds v1's lines and v2's differences
     amended = doc("a", 120, 2, versions=((100, 2), (120, 2)))
-    r = reconcile_revenue([amended], [rec("a", 100)], ledger={"a": up()}, now=NOW)
+    r = reconcile_revenue([amended], [rec("a", 120, 4)], ledger={"a": up(4, 120)}, now=NOW)
     assert r.breaks == [] and r.matched == 1
-    # but an amount no version has is
-    r = reconcile_revenue([amended], [rec("a", 110)], ledger={"a": up()}, now=NOW)
+    # an earlier version's amount is no longer a match: the amendment did not reach revenue
+    r = reconcile_revenue([amended], [rec("a", 100)], ledger={"a": up()}, now=NOW)
     assert kinds(r) == {("revenue_amount", "a")}
+    assert "adjust at the revenue platform by 20 USD" in r.actions[0].proposal  # type: ignore[union-attr]
+    # a credit memo of 30 in one line: billed 90, one more line id allowed
+    credited = RevenueDoc("a", "USD", 120, 2, OLD, ((100, 2), (120, 2)), 30, 1)
+    r = reconcile_revenue([credited], [rec("a", 90, 5)], ledger={"a": up(5, 90)}, now=NOW)
+    assert r.breaks == [] and r.totals["billing"] == {"USD": 90}
+    r = reconcile_revenue([credited], [rec("a", 120, 4)], ledger={"a": up(4, 120)}, now=NOW)
+    assert kinds(r) == {("revenue_amount", "a")}
+    # more line ids than every version and memo can name: something else was recorded
+    r = reconcile_revenue([credited], [rec("a", 90, 8)], ledger={"a": up(5, 90)}, now=NOW)
+    assert kinds(r) == {("revenue_duplicate", "a")}
 
 
 def test_dead_letters_and_backlog_explain_absence() -> None:

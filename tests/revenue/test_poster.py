@@ -399,8 +399,9 @@ def freeze_after_the_shared_claim(monkeypatch: pytest.MonkeyPatch,
     original = RevenuePoster._claim_shared
     frozen = [meanwhile]
 
-    async def claim_then_freeze(self: RevenuePoster, part: Any, attempt: str) -> None:
-        await original(self, part, attempt)
+    async def claim_then_freeze(self: RevenuePoster, part: Any, attempt: str,
+                                invoices: Any) -> None:
+        await original(self, part, attempt, invoices)
         while frozen:
             await frozen.pop()()
     monkeypatch.setattr(RevenuePoster, "_claim_shared", claim_then_freeze)
@@ -509,10 +510,11 @@ async def test_an_outcome_the_shared_uploads_missed_is_mirrored_at_start(
     a = poster(platform, ledger, bucket=shared, owner="gw-a")
     mark = a.uploads.mark
 
-    async def die_before_uploaded(platform_: str, ids: Any, status: str, *args: Any) -> None:
+    async def die_before_uploaded(platform_: str, ids: Any, status: str, *args: Any,
+                                  **kw: Any) -> None:
         if status == "uploaded":
             raise Crash("after the ledger's uploaded commit")
-        await mark(platform_, ids, status, *args)
+        await mark(platform_, ids, status, *args, **kw)
     monkeypatch.setattr(a.uploads, "mark", die_before_uploaded)
     with pytest.raises(Crash):
         await a.handle([FakeDelivery(envelope(1))])

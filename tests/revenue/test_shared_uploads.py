@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import time
 
+import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -46,6 +47,29 @@ async def own_claims_case(mine: list[str], theirs: list[str]) -> None:
     claims = await restarted.own_claims("revenue")
     assert set(claims) == set(mine) - set(done)
     assert {c.attempt for c in claims.values()} <= {"a1"}
+
+
+async def test_amounts_and_line_counts_survive_every_outcome_and_older_values_decode() -> None:
+    bucket = MemoryBucket()
+    a = SharedUploads(bucket, "gw-a")  # type: ignore[arg-type]
+    ids = ["in_1:a", "in_1:b", "cn_1:c"]
+    await a.read("revenue", ids)
+    assert await a.claim("revenue", ids, "a1", 1.0, amounts={"in_1:a": 100, "in_1:b": -5,
+                                                             "cn_1:c": -7},
+                         counts={"in_1:a": 2, "in_1:b": 2}) == set()
+    await a.mark("revenue", ids[:1], "uploaded", "a1", 2.0)  # carried from the claim
+    restarted = SharedUploads(bucket, "gw-a")  # type: ignore[arg-type]
+    await restarted.mark("revenue", ids[1:2], "in_doubt", "a2", 3.0)  # carried from a read
+    await restarted.mark("revenue", ids[2:], "uploaded", "a2", 3.0, amounts={"cn_1:c": -8})
+    got = await SharedUploads(bucket, "gw-b").read("revenue", ids)  # type: ignore[arg-type]
+    assert {i: (line.status, line.amount, line.lines) for i, line in got.items()} == {
+        "in_1:a": ("uploaded", 100, 2), "in_1:b": ("in_doubt", -5, 2),
+        "cn_1:c": ("uploaded", -8, None)}
+    old = msgspec.msgpack.encode({"status": "uploaded", "owner": "gw-0", "attempt": "x",
+                                  "at": 0.5})
+    bucket.data[SharedUploads._key("revenue", "in_0:a")] = (old, 99)
+    (line,) = (await a.read("revenue", ["in_0:a"])).values()
+    assert (line.status, line.owner, line.amount, line.lines) == ("uploaded", "gw-0", None, None)
 
 
 @pytest.mark.integration

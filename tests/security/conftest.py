@@ -1,5 +1,5 @@
-"""The security tests reuse the integration tests' in-process simulator."""
+"""The security tests reuse the integration tests' in-process simulator and gateway."""
 
-from tests.integration.conftest import sim_url
+from tests.integration.conftest import live_gateway, sim_url
 
-__all__ = ["sim_url"]
+__all__ = ["live_gateway", "sim_url"]

@@ -1,0 +1,167 @@
+"""S20: the audit trail holds one row per state transition of each flow's objects, no more
+and no fewer, on a gateway running the five flows against the simulated platforms: six deals
+(one compensated at an injected refusal), billing's changes to their subscriptions, two
+invoices with their ERP postings and revenue uploads, a payment that arrives before its
+invoice (parked, then resumed) and is settled with its partner, and twelve usage records.
+
+Each object's rows are compared with the transitions its state machine allows, and their
+counts with the platforms' own records (the simulator's ground truth, the ERP's journal
+entries, the portal's settlements):
+
+- a deal saga (``saga:<deal>``): each step ``done`` in order, then ``completed``; or the steps
+  done up to one ``refused``, the done steps (but ``enrich``) ``reversed`` newest first, then
+  ``compensated`` (``actors.commercial.saga.STEPS``);
+- a subscription (``saga:subscription:<id>``): each applied version once, consecutive from
+  the saga's v1, as many past v1 as billing made changes; a compensated deal's: its
+  cancellation (v2) alone;
+- an invoice or payment version (``billing:<id>:v1``): ``version.claimed`` then
+  ``version.applied``; its ERP posting (its idempotency key): ``created``, once;
+- a revenue line (``revenue:<invoice>:<line>``): ``upload.pending`` then ``upload.uploaded``;
+- a parked payment: ``payment.parked`` then ``payment.resumed``; a settlement:
+  ``settlement.recorded``, once;
+- a usage record (``usage.billing:<id>``, ``usage.revenue:<id>``): ``upload.pending`` then
+  ``upload.uploaded`` at each platform.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections import defaultdict
+from pathlib import Path
+
+import aiohttp
+import anyio
+import msgspec
+import pytest
+
+from actors.commercial.saga import STEPS
+from gateway.broker import EmbeddedBroker
+from tests.integration.conftest import SECRET, billing_event, running_gateway, signed
+from tests.integration.test_deal_flow import _call, wait_deals
+from tests.integration.test_payment_flow import payment_body
+from tests.integration.test_usage_flow import USAGE
+from tests.integration.test_usage_flow import _call as usage_call
+from tests.integration.test_usage_flow import _drained as usage_drained
+from tests.integration.test_usage_flow import _send as usage_send
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
+
+
+def audit_by_key(ledger: Path) -> dict[str, list[str]]:
+    """Every audit row's event, by key, in the chain's order (read-only, beside the gateway)."""
+    db = sqlite3.connect(f"file:{ledger}?mode=ro", uri=True)
+    try:
+        out: dict[str, list[str]] = defaultdict(list)
+        for event, key in db.execute("SELECT event, key FROM audit ORDER BY seq"):
+            out[key].append(event)
+        return dict(out)
+    finally:
+        db.close()
+
+
+def saga_paths() -> dict[str, list[str]]:
+    """Every audit sequence a deal saga may leave, by its ending: completed, or compensated
+    after the refusal of each step but the first (``enrich`` creates nothing to undo)."""
+    done = [f"saga.{s}.done" for s in STEPS]
+    paths = {"completed": [*done, "saga.completed"]}
+    for i, step in enumerate(STEPS):
+        paths[f"compensated at {step}"] = [
+            *done[:i], f"saga.{step}.refused",
+            *[f"saga.{s}.reversed" for s in reversed(STEPS[1:i])], "saga.compensated"]
+    return paths
+
+
+async def test_every_flow_audits_each_transition_once(broker: EmbeddedBroker, tmp_path: Path,
+                                                      sim_url: str) -> None:
+    async with running_gateway(broker, tmp_path, sim_url, partner={"base_url": sim_url},
+                               payments={"park_recheck_s": 0.2}, usage=USAGE,
+                               billing={"webhook_secrets": [SECRET, "whsec_demo"]}) as gw:
+        hook = gw.url.replace("/webhooks/billing", "/webhooks/partner")
+        ledger = Path(gw.cfg.data_dir) / "ledger.db"
+
+        async def send(body: bytes) -> None:
+            async with aiohttp.ClientSession() as s, s.post(gw.url, data=body,
+                                                            headers=signed(body)) as r:
+                assert r.status == 200, await r.text()
+
+        # The payment first: it waits (parked) for its invoice.
+        await send(payment_body(2, 3300))
+        with anyio.fail_after(30):  # a guard against a hang, not a speed target
+            while "py_000002" not in audit_by_key(ledger):
+                await anyio.sleep(0.05)
+        for n in (1, 2):
+            await send(msgspec.json.encode(billing_event(n)))
+        await _call("POST", f"{sim_url}/partner/v1/deal-runs", {
+            "deals": 6, "seed": 5, "webhookUrl": hook, "rejectRate": 0.0,
+            "orderRejectRate": 0.2, "contractRejectRate": 0.2})
+        deals = await wait_deals(sim_url, 6, gw)
+        # Flow 5: billing amends, renews or cancels the subscriptions (webhooks possibly
+        # out of order).
+        run = await _call("POST", f"{sim_url}/billing/v1/subscription-changes", {
+            "count": 6, "seed": 4, "reorderRate": 0.5, "webhookUrl": gw.url})
+        with anyio.fail_after(60):  # a guard against a hang, not a speed target
+            while (subscriptions := (await _call("GET", f"{sim_url}/sim/v1/audit"))[
+                    "subscriptions"])["in_sync"] < run["subscriptions"]:
+                await anyio.sleep(0.1)
+        # Flow 4: usage records through the intake, rated by billing, recorded as revenue.
+        status, usage_run = await usage_call("POST", f"{sim_url}/sim/v1/usage-runs", body={
+            "count": 12, "seed": 11, "subscriptions": 3, "period": "2026-10"})
+        assert status == 201
+        status, doc = await usage_send(gw, usage_run["records"])
+        assert (status, doc["accepted"]) == (200, 12), doc
+        usage = await usage_drained(gw, 12)
+        await gw.wait_idle()
+        rows = audit_by_key(ledger)
+        journal = (await _call("GET", f"{sim_url}/erp/v1/journal-entries"))["items"]
+        settlements = (await _call("GET", f"{sim_url}/partner/v1/settlements"))["items"]
+
+    # Flow 1: one path of the saga's state machine per deal, each transition once.
+    paths = saga_paths()
+    endings = {key: [name for name, path in paths.items() if path == events]
+               for key, events in rows.items()
+               if key.startswith("saga:") and not key.startswith("saga:subscription:")}
+    assert len(endings) == deals["approved"] == 6
+    assert all(len(names) == 1 for names in endings.values()), {
+        k: rows[k] for k, names in endings.items() if len(names) != 1}
+    ended = [names[0] for names in endings.values()]
+    assert ended.count("completed") == deals["completed"]
+    assert len(ended) - ended.count("completed") == deals["compensated"] >= 1
+    # Flow 5's baseline: each subscription the saga made, one applied version.
+    subs = {k: v for k, v in rows.items() if k.startswith("saga:subscription:")}
+    # Flow 5: each subscription's applied versions, consecutive from v1, one row each (a
+    # shuffled webhook waits for its predecessor; a stale one adds nothing); as many rows
+    # past v1 as billing made changes. A compensated deal's subscription: its cancellation.
+    cancelled = [k for k, v in subs.items() if v == ["saga.subscription.v2"]]
+    assert len(cancelled) == deals["subscriptions_cancelled"]
+    live = {k: v for k, v in subs.items() if k not in cancelled}
+    assert all(v == [f"saga.subscription.v{n}" for n in range(1, len(v) + 1)]
+               for v in live.values()), live
+    assert sum(len(v) - 1 for v in live.values()) == run["changes"] == subscriptions["accepted"]
+    assert subscriptions["in_sync"] == subscriptions["changed"] == run["subscriptions"]
+
+    # Flows 2 and 3: each invoice and payment version claimed then applied, posted once.
+    versions = {k: v for k, v in rows.items() if k.startswith("billing:")}
+    assert versions == {k: ["version.claimed", "version.applied"] for k in (
+        "billing:in_000001:v1", "billing:in_000002:v1", "billing:py_000002:v1")}
+    created = [k for k, v in rows.items() if v == ["created"]]
+    assert len(created) == len(journal) == len(versions)
+    # Flow 2's revenue half: each invoice line pending, then uploaded.
+    lines = {k: v for k, v in rows.items() if k.startswith("revenue:")}
+    assert lines == {k: ["upload.pending", "upload.uploaded"] for k in (
+        "revenue:in_000001:il_1", "revenue:in_000002:il_2")}
+    # Flow 3: the early payment parked then resumed; each settlement recorded once.
+    assert rows["py_000002"] == ["payment.parked", "payment.resumed"]
+    recorded = {k: v for k, v in rows.items() if k.startswith("st_")}
+    assert len(recorded) == len(settlements) >= 1
+    assert all(v == ["settlement.recorded"] for v in recorded.values())
+    # Flow 4: each usage record pending then uploaded at billing and at revenue.
+    usage_rows = {k: v for k, v in rows.items() if k.startswith("usage.")}
+    ids = [r["id"] for r in usage_run["records"]]
+    assert usage_rows == {f"usage.{platform}:{i}": ["upload.pending", "upload.uploaded"]
+                          for platform in ("billing", "revenue") for i in ids}
+    assert usage["billed"] == usage["revenue_recorded"] == len(ids)
+    # Nothing else was audited but the chain's keying.
+    accounted = {*endings, *subs, *versions, *created, *lines, "py_000002", *recorded,
+                 *usage_rows}
+    assert {k: v for k, v in rows.items() if k not in accounted} == {
+        "": ["audit.keyed"]}
