@@ -43,6 +43,7 @@ from ._errors import (
     SignatureError,
 )
 from ._fields import MAX_AMOUNT
+from ._fx import MAX_RATE_DECIMALS, convert, format_rate, parse_rate
 from ._ids import derive_id, new_id
 from ._ledger import JournalEntryPosted, JournalLine, PostJournalEntry
 from ._message import (
@@ -105,6 +106,7 @@ __all__ = [
     "DEADLINE_HEADER",
     "LANES",
     "MAX_AMOUNT",
+    "MAX_RATE_DECIMALS",
     "MESSAGES",
     "MESSAGE_SPECS",
     "PERSONAL_FIELDS",
@@ -189,13 +191,16 @@ __all__ = [
     "check_currency",
     "check_envelope_authority",
     "contract_error",
+    "convert",
     "derive_id",
     "format_amount",
+    "format_rate",
     "from_decimal",
     "invoice_v2",
     "make_envelope",
     "message_spec",
     "new_id",
+    "parse_rate",
     "redact",
     "revenue_by_line",
     "split_evenly",

@@ -13,6 +13,7 @@ from typing import Annotated
 import msgspec
 
 from ._fields import Amount, Id, Timestamp
+from ._fx import parse_rate
 from ._invariants import require_known_currency, require_non_negative, violation
 from ._money import CURRENCY_EXPONENTS, Currency
 
@@ -38,11 +39,18 @@ class JournalLine(msgspec.Struct, frozen=True):
                 "a journal line has exactly one of debit or credit above zero", "debit")
 
 
-class PostJournalEntry(msgspec.Struct, frozen=True, tag="erp.journal.post.v1", tag_field="type"):
+class PostJournalEntry(msgspec.Struct, frozen=True, tag="erp.journal.post.v1", tag_field="type",
+                       omit_defaults=True):
     """A command to the ERP adapter: post this balanced entry exactly once.
 
     ``idempotency_key`` is derived from the business key of the source document, so every
     attempt to post the same document, from any process, carries the same key.
+
+    Entities and currencies (optional, omitted when unset, so a command without them encodes
+    as before): ``entity`` is the legal entity (the ERP's subsidiary) the entry is posted
+    for; ``functional_currency`` that entity's currency when it is not ``currency`` (the
+    transaction currency the lines are in), with ``exchange_rate``, the exact decimal string
+    of functional major units per transaction major unit the document was booked at.
     """
 
     idempotency_key: Annotated[str, msgspec.Meta(min_length=8, max_length=64)]
@@ -51,15 +59,36 @@ class PostJournalEntry(msgspec.Struct, frozen=True, tag="erp.journal.post.v1", t
     currency: Currency
     memo: str
     lines: Annotated[list[JournalLine], msgspec.Meta(min_length=2, max_length=1000)]
+    entity: Annotated[str, msgspec.Meta(min_length=1, max_length=50)] | None = None
+    functional_currency: Currency | None = None
+    exchange_rate: Annotated[str, msgspec.Meta(min_length=1, max_length=40)] | None = None
 
     def __post_init__(self) -> None:
         if self.currency not in CURRENCY_EXPONENTS:
             require_known_currency(self.currency)
+        if self.functional_currency is not None or self.exchange_rate is not None:
+            self._check_fx()
         debits = sum(line.debit for line in self.lines)
         credits = sum(line.credit for line in self.lines)
         if debits != credits:
             raise violation("journal.unbalanced",
                             f"debits {debits} != credits {credits} {self.currency}", "lines")
+
+    def _check_fx(self) -> None:
+        if self.functional_currency is None or self.functional_currency == self.currency:
+            raise violation("fx.invalid_rate", "an exchange rate needs a functional currency "
+                            f"other than the transaction currency {self.currency}",
+                            "functional_currency")
+        require_known_currency(self.functional_currency, "functional_currency")
+        if self.exchange_rate is None:
+            raise violation("fx.missing_rate", f"{self.currency} in a "
+                            f"{self.functional_currency} entity needs an exchange rate",
+                            "exchange_rate")
+        try:
+            parse_rate(self.exchange_rate)
+        except ValueError as exc:
+            raise violation("fx.invalid_rate", str(exc).partition(": ")[2],
+                            "exchange_rate") from None
 
     @property
     def amount(self) -> int:

@@ -68,7 +68,13 @@ from actors.platforms import Platform, PlatformGuard, Platforms, PlatformSpec, o
 from actors.platforms.auth import Secret
 from actors.platforms.billing import billing_source
 from actors.platforms.billing.stripe import StripeReader, stripe_source
-from actors.platforms.erp import JournalClient, NetSuiteQuery, build_journal_client
+from actors.platforms.erp import (
+    ErpBookedRates,
+    ErpRates,
+    JournalClient,
+    NetSuiteQuery,
+    build_journal_client,
+)
 from actors.platforms.partner import partner_source
 from actors.reconcile import Reconciler
 from actors.reconcile.matching import ErpPosting
@@ -481,7 +487,8 @@ def erp_journal_client(cfg: Config) -> Callable[[PlatformGuard], JournalClient]:
     return lambda guard: build_journal_client(
         erp.dialect, guard, concurrency=erp.concurrency,
         subsidiary=erp.subsidiary or None, currency_ids=erp.currency_ids,
-        account_ids=erp.account_ids, async_requests=erp.async_requests)
+        account_ids=erp.account_ids, subsidiary_ids=erp.subsidiary_ids,
+        async_requests=erp.async_requests)
 
 
 async def _run_tree(cfg: Config, buses: Mapping[str, NatsBus], subjects: Subjects,
@@ -533,6 +540,16 @@ async def _run_tree(cfg: Config, buses: Mapping[str, NatsBus], subjects: Subject
         "attributions", open_code="partner.breaker_open", config=cfg.partner_breaker)
     erp_payables = platforms.erp.endpoint("vendor_bills", open_code="erp.breaker_open",
                                           label="ERP payables", config=cfg.erp_breaker)
+    # The ERP's daily exchange rates, read by the invoice and payment routers for
+    # foreign-currency documents of an entity with a functional currency, and the rate each
+    # invoice was booked at, read by the payment router for the realized FX gain/loss
+    # (docs/flows.md, "Entities and currencies"): one breaker for both reads.
+    fx_guard = platforms.erp.endpoint(
+        "exchange_rates", open_code="erp.breaker_open", label="ERP rates",
+        config=cfg.erp_breaker) if cfg.entities.configured and cfg.erp.dialect == "erpgw" \
+        else None
+    erp_rates = ErpRates(fx_guard) if fx_guard is not None else None
+    erp_booked = ErpBookedRates(fx_guard) if fx_guard is not None else None
     saga_platforms = SagaPlatforms.of(platforms, cfg.deals_breaker)
     erp_orders = platforms.erp.endpoint("sales_orders", open_code="erp.breaker_open",
                                         config=cfg.deals_breaker)
@@ -621,8 +638,8 @@ async def _run_tree(cfg: Config, buses: Mapping[str, NatsBus], subjects: Subject
             latency_observer=monitor.posting_observer("erp"))),
         ChildSpec("invoice-router", lambda: InvoiceRouter(
             "invoice-router", durable="invoice-router", batch=cfg.router.batch,
-            subjects=subjects, accounts=cfg.accounts,
-            dlq=billing_dlq("router"), bus=buses["router"],
+            subjects=subjects, accounts=cfg.accounts, entities=cfg.entities,
+            rate_source=erp_rates, dlq=billing_dlq("router"), bus=buses["router"],
             stream=billing_stream, consumer=cfg.consumers)),
     ]
     if cfg.revenue.enabled:
@@ -655,8 +672,8 @@ async def _run_tree(cfg: Config, buses: Mapping[str, NatsBus], subjects: Subject
     # Flow 2's credit memos: reversing entries through the same ERP poster.
     children.append(ChildSpec(CREDIT_CONSUMER, lambda: CreditMemoRouter(
         CREDIT_CONSUMER, durable=CREDIT_CONSUMER, batch=cfg.router.batch, subjects=subjects,
-        accounts=cfg.accounts, dlq=billing_dlq("router"), bus=buses["router"],
-        stream=billing_stream,
+        accounts=cfg.accounts, entities=cfg.entities, rate_source=erp_rates,
+        dlq=billing_dlq("router"), bus=buses["router"], stream=billing_stream,
         consumer=cfg.consumers)))
     if cfg.payments.enabled:
         # Flow 3 (docs/flows.md): the portal's endpoints and the ERP's payables endpoint
@@ -671,6 +688,7 @@ async def _run_tree(cfg: Config, buses: Mapping[str, NatsBus], subjects: Subject
                 versions=SharedVersions(shared(buses["router"], "versions")),
                 parking=SharedParking(shared(buses["router"], "parked")),
                 dlq=billing_dlq("router"), recheck_s=cfg.payments.park_recheck_s,
+                entities=cfg.entities, rate_source=erp_rates, booked_source=erp_booked,
                 bus=buses["router"], stream=billing_stream,
                 consumer=cfg.consumers)),
             ChildSpec(COMMISSION_CONSUMER, lambda: CommissionRouter(

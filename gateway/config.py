@@ -20,6 +20,7 @@ from actors.infra import ConsumerSettings, StreamSettings
 from actors.infra.bus import mask_url, server_list
 from actors.infra.secret_file import SecretFileProblem, read_secret_file
 from actors.ingress import AdminSettings, IngressSettings
+from actors.lifecycle.fx import EntityMap
 from actors.monitor import SlaConfig
 from actors.otel import OtelSettings
 from actors.platforms.auth import AuthSettings
@@ -134,6 +135,8 @@ class ErpConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     # Unmapped currencies go by refName (their ISO code), unmapped accounts by their number.
     currency_ids: dict[str, str] = msgspec.field(default_factory=dict)
     account_ids: dict[str, str] = msgspec.field(default_factory=dict)
+    # NetSuite: entity (`[entities]`) -> subsidiary internal id; an unmapped entity is sent as is.
+    subsidiary_ids: dict[str, str] = msgspec.field(default_factory=dict)
     # NetSuite: send each upsert as an asynchronous request (Prefer: respond-async) and poll
     # its job; a repeat is recognised by the idempotency key and answered "replayed".
     async_requests: bool = False
@@ -314,6 +317,8 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     # Several gateway processes on one cluster: leases for singletons, shared budgets.
     scale_out: ScaleOutConfig = msgspec.field(default_factory=ScaleOutConfig)
     accounts: AccountMap = msgspec.field(default_factory=AccountMap)
+    # Legal entities: which customers' postings go to which, each entity's functional currency.
+    entities: EntityMap = msgspec.field(default_factory=EntityMap)
     # The ERP bulk endpoint's circuit breaker and the ERP account's request budget.
     erp_breaker: BreakerConfig = msgspec.field(default_factory=BreakerConfig)
     erp_limiter: LimiterConfig = msgspec.field(

@@ -26,10 +26,11 @@ import anyio
 import msgspec
 
 import sim
+from contracts import format_amount
 
 from .close_demo import close_blocking, revenue_to_gl_ok, run_revenue_to_gl
 from .deal_demo import changes_ok, deals_ok, run_changes, run_deals
-from .drills import Driller, settle_period_close
+from .drills import Driller, erp_entries, settle_period_close
 from .money_demo import money_figures, money_ok, wait_money
 from .stack import DrainResult, RevenueResult, Stack
 from .usage_demo import USAGE_RECORDS, run_usage
@@ -38,8 +39,29 @@ from .usage_demo import USAGE_RECORDS, run_usage
 # half of those delivered before their v1), so invoice versions cross processes and faults.
 SCALE_OUT_BILL_RUN = {"amend_rate": 0.2, "reorder_amendments": 0.5}
 
-__all__ = ["DIALECTS", "FLOWS", "DemoOptions", "build_report", "netsuite_figures",
-           "parse_dialects", "parse_flows", "revenue_figures", "run_demo"]
+__all__ = ["DEMO_ENTITIES", "DIALECTS", "FLOWS", "DemoOptions", "build_report", "by_entity",
+           "netsuite_figures", "parse_dialects", "parse_flows", "revenue_figures", "run_demo"]
+
+# Two legal entities (docs/configuration.md, ``[entities]``): the bill run's customers
+# cus_00001..cus_00999 post for "eu", the others for the default "us". No functional currency:
+# every document stays in its own currency (the bill run's USD, EUR, GBP and JPY) and names its
+# entity; the report says what the ERP holds per entity and currency (``by_entity``).
+DEMO_ENTITIES = '\n[entities]\ndefault = "us"\ncustomers = { "cus_00*" = "eu" }\n'
+_NO_ENTITY = "(none)"
+
+
+def by_entity(entries: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, int]]]:
+    """What the ERP's journal entries (``JournalEntryRecord`` documents) hold per entity
+    (``subsidiary``; ``(none)`` for an entry naming none, such as a close's revenue posting)
+    and currency: ``{"postings": n, "debits": sum of the entries' debits in minor units}``.
+    Raises nothing for well-formed records."""
+    out: dict[str, dict[str, dict[str, int]]] = {}
+    for e in entries:
+        row = out.setdefault(e.get("subsidiary") or _NO_ENTITY, {}).setdefault(
+            e["currency"], {"postings": 0, "debits": 0})
+        row["postings"] += 1
+        row["debits"] += e["amount"]
+    return {k: dict(sorted(v.items())) for k, v in sorted(out.items())}
 
 
 # The flows a demo can run besides the bill run (flow 2, always): credit memos and payments to
@@ -432,6 +454,10 @@ def _human(r: dict[str, Any]) -> str:
             "{reordered} shuffled)".format(**r["flows"]["subscription_changes"]))]
           if "subscription_changes" in r.get("flows", {}) else []),
     ]
+    for entity, currencies in r.get("erp_by_entity", {}).items():
+        rows.append((f"ERP entity {entity}", ", ".join(
+            f"{format_amount(v['debits'], c)} in {v['postings']} entries"
+            for c, v in currencies.items())))
     ns = r.get("netsuite")
     if ns is not None:
         rows += [
@@ -498,6 +524,8 @@ async def run_demo(opts: DemoOptions) -> bool:
         if not opts.json:
             print(msg, file=sys.stderr)
 
+    if opts.erp_dialect == "erpgw":
+        stack.gateway_toml += DEMO_ENTITIES
     if opts.closed_period:
         stack.gateway_env["ERPGW_ERP_CLOSED_PERIOD"] = opts.closed_period
     if opts.billing_dialect == "stripe":
@@ -617,6 +645,8 @@ async def run_demo(opts: DemoOptions) -> bool:
         report["close"] = {"period": close["period"], "blocking": close["blocking"],
                            "by_kind": {k: n for k, n in close["by_kind"].items() if n}}
         report["ok"] = bool(report["ok"] and (bool(opts.faults) or close["blocking"] == 0))
+        if opts.erp_dialect == "erpgw":
+            report["erp_by_entity"] = by_entity(await erp_entries(stack))
         if driller is not None:
             report.update(driller.finish(result))
             report.update(await driller.after_run(result))

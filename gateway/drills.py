@@ -64,7 +64,8 @@ from contracts import GatewayError, Subjects
 
 from .stack import DrainResult, Stack
 
-__all__ = ["FAULTS", "Driller", "FaultRecord", "parse_faults", "settle_period_close"]
+__all__ = ["FAULTS", "Driller", "FaultRecord", "erp_entries", "parse_faults",
+           "settle_period_close"]
 
 POISON_COUNT = 5
 
@@ -490,7 +491,7 @@ class Driller:
         }
 
 
-async def _erp_entries(stack: Stack) -> list[dict[str, Any]]:
+async def erp_entries(stack: Stack) -> list[dict[str, Any]]:
     """Every journal entry the simulated ERP holds, in commit order (its paged lookup)."""
     out: list[dict[str, Any]] = []
     while True:
@@ -541,7 +542,7 @@ async def settle_period_close(driller: Driller, result: DrainResult, policy: str
                 await anyio.sleep(0.2)
         result = await driller.stack.wait_drained(driller.invoices, stall_timeout=stall_timeout)
     into = first_day_after(_first_day(period), 1).isoformat()[:7]
-    late = [e for e in await _erp_entries(driller.stack)
+    late = [e for e in await erp_entries(driller.stack)
             if e["acceptedAt"] >= closed_at and _invoice_entry(e["externalId"])]
     moved: dict[str, int] = {}
     for e in late:

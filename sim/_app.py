@@ -16,6 +16,7 @@
 ``POST /erp/v1/periods/{YYYY-MM}/close``   close a period
 ``GET  /erp/v1/periods``                   the closed periods
 ``GET  /erp/v1/governance``                the account's limits and their use
+``GET  /erp/v1/exchange-rates``            the daily rates by ``?date=YYYY-MM-DD&base=``
 ``POST /revenue/v1/batches``               upload billing lines (all-or-nothing)
 ``GET  /revenue/v1/batches/{id}``          one batch
 ``GET  /revenue/v1/reports/billings``      what was recorded per invoice (``?period=&after=``)
@@ -207,6 +208,7 @@ def create_app(config: SimConfig | None = None) -> web.Application:
     r.add_post("/erp/v1/periods/{period}/close", erp_route("periods", erp.close_period))
     r.add_get("/erp/v1/periods", erp_route("periods", erp.list_periods))
     r.add_get("/erp/v1/governance", control.guard("erp", "governance", erp.governance))
+    r.add_get("/erp/v1/exchange-rates", erp_route("exchange-rates", erp.exchange_rates))
     r.add_post("/erp/v1/vendor-bills", erp_route("vendor-bills", payables.post_bill))
     r.add_get("/erp/v1/vendor-bills", erp_route("vendor-bills", payables.list_bills))
     r.add_get("/partner/v1/partners", control.guard("partner", "partners", partner.partners))

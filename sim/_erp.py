@@ -28,6 +28,12 @@ balanced). Which items is decided per ``externalId`` from the seed (``alters_ite
 keeps every alteration (``alterations``) for the audit. Only a reconciler comparing the ERP
 with billing can find it.
 
+Exchange rates: ``daily_rates(seed, day, base)`` is the day's rate of every currency the
+gateway knows in ``base``: a reference value in USD per currency (``USD_VALUE``, rough
+market levels) moved by a daily factor within ±2 % drawn from (seed, day, currency), the
+cross rate rounded half to even to ``MAX_RATE_DECIMALS`` decimals. Deterministic: the same
+seed and day always give the same rates, as a real ERP's published daily rates never change.
+
 ``ErpService`` is the HTTP shell: the fault guard (``sim._control``) wraps its handlers, the
 concurrency gate answers 429 ``SSS_REQUEST_LIMIT_EXCEEDED`` beyond the account's limit, and the
 bulk handler decodes, calls the ledger and encodes. Items within one request are processed in
@@ -45,10 +51,12 @@ import time
 from collections import deque
 from collections.abc import Collection, Mapping, Sequence
 from datetime import date
+from decimal import ROUND_HALF_EVEN, Decimal
 
 import msgspec
 from aiohttp import web
 
+from contracts import CURRENCY_EXPONENTS, MAX_RATE_DECIMALS, format_rate, parse_rate
 from contracts.platforms.erp import (
     PERIOD_CLOSED,
     REQUEST_LIMIT_EXCEEDED,
@@ -57,6 +65,7 @@ from contracts.platforms.erp import (
     BulkRequest,
     BulkResponse,
     ErpError,
+    ExchangeRates,
     GlBalance,
     GlBalances,
     Governance,
@@ -73,6 +82,7 @@ from ._records import Posting, split_external_id
 
 __all__ = [
     "STALL_S",
+    "USD_VALUE",
     "VALIDATION",
     "Alteration",
     "ErpLedger",
@@ -82,6 +92,7 @@ __all__ = [
     "alters_item",
     "check_period",
     "customer_named",
+    "daily_rates",
     "rejects_item",
     "validate_entry",
 ]
@@ -147,6 +158,44 @@ def customer_named(item: JournalEntryIn) -> str | None:
     return None
 
 
+# Rough value of one major unit in USD, the level the simulated daily rates move around.
+USD_VALUE: Mapping[str, Decimal] = {c: Decimal(v) for c, v in {
+    "AED": "0.2723", "AUD": "0.65", "BHD": "2.6525", "BRL": "0.19", "CAD": "0.73",
+    "CHF": "1.12", "CLP": "0.00105", "CNY": "0.138", "CZK": "0.043", "DKK": "0.145",
+    "EUR": "1.08", "GBP": "1.27", "HKD": "0.128", "HUF": "0.0027", "IDR": "0.000063",
+    "ILS": "0.27", "INR": "0.012", "ISK": "0.0072", "JOD": "1.41", "JPY": "0.0066",
+    "KRW": "0.00073", "KWD": "3.25", "MXN": "0.055", "MYR": "0.21", "NOK": "0.093",
+    "NZD": "0.6", "OMR": "2.6", "PHP": "0.0175", "PLN": "0.25", "SAR": "0.2666",
+    "SEK": "0.095", "SGD": "0.74", "THB": "0.028", "TND": "0.32", "TRY": "0.031",
+    "TWD": "0.031", "USD": "1", "VND": "0.00004", "ZAR": "0.054",
+}.items()}  # fmt: skip
+_RATE_QUANTUM = Decimal(1).scaleb(-MAX_RATE_DECIMALS)
+
+
+def _usd_value(seed: int, day: date, currency: str) -> Decimal:
+    if currency == "USD":
+        return Decimal(1)
+    digest = hashlib.sha256(f"{seed}/fx/{day.isoformat()}/{currency}".encode()).digest()
+    move = int.from_bytes(digest[:4], "big") % 4001 - 2000  # -2000..2000 = ±2 %
+    return USD_VALUE[currency] * (1 + Decimal(move) / 100_000)
+
+
+def daily_rates(seed: int, day: date, base: str) -> dict[str, Decimal]:
+    """Every known currency's rate in ``base`` on ``day`` (see the module docstring); a rate
+    that would round to zero is left out. Raises ``KeyError`` for an unknown ``base``."""
+    base_value = _usd_value(seed, day, base)
+    out: dict[str, Decimal] = {}
+    for currency in sorted(CURRENCY_EXPONENTS):
+        if currency == base:
+            out[currency] = Decimal(1)
+            continue
+        rate = (_usd_value(seed, day, currency) / base_value).quantize(
+            _RATE_QUANTUM, rounding=ROUND_HALF_EVEN)
+        if rate > 0:
+            out[currency] = rate
+    return out
+
+
 def check_period(value: str, name: str = "period") -> str:
     """``value`` when it is a ``YYYY-MM`` period; ``SimHTTPError`` 400 naming ``name`` otherwise."""
     if not _PERIOD.match(value):
@@ -160,7 +209,9 @@ def validate_entry(item: JournalEntryIn) -> ErpError | None:
 
     ``INVALID``: an empty ``idempotencyKey`` or ``externalId``, fewer than two lines, a line
     without exactly one of debit or credit above zero (negative amounts included), a currency
-    that is not three upper-case letters, or a ``tranDate`` that is not a ``YYYY-MM-DD`` date.
+    that is not three upper-case letters, a ``tranDate`` that is not a ``YYYY-MM-DD`` date, or
+    currency fields that do not fit (``functionalCurrency`` without ``exchangeRate`` or the
+    other way round, the same as ``currency``, a rate that is not an exact decimal above 0).
     ``UNBALANCED``: debits differ from credits. Structure is checked before balance. Raises
     nothing.
     """
@@ -189,12 +240,34 @@ def validate_entry(item: JournalEntryIn) -> ErpError | None:
         return ErpError(
             code="INVALID", message=f"tranDate must be a YYYY-MM-DD date, got {item.tran_date!r}"
         )
+    fx_error = _fx_error(item)
+    if fx_error is not None:
+        return ErpError(code="INVALID", message=fx_error)
     debits = sum(line.debit for line in item.lines)
     credits = sum(line.credit for line in item.lines)
     if debits != credits:
         return ErpError(
             code="UNBALANCED", message=f"debits {debits} != credits {credits} {item.currency}"
         )
+    return None
+
+
+def _fx_error(item: JournalEntryIn) -> str | None:
+    """What is wrong with ``item``'s currency fields, or ``None``: a ``functionalCurrency``
+    needs an ``exchangeRate`` and the other way round, it differs from ``currency``, and the
+    rate is an exact decimal (``parse_rate``)."""
+    if item.functional_currency is None and item.exchange_rate is None:
+        return None
+    if item.functional_currency is None or item.exchange_rate is None:
+        return "functionalCurrency and exchangeRate go together"
+    if item.functional_currency == item.currency or not _CURRENCY.match(
+            item.functional_currency):
+        return (f"functionalCurrency {item.functional_currency!r} must be 3 upper-case "
+                f"letters other than currency {item.currency!r}")
+    try:
+        parse_rate(item.exchange_rate)
+    except ValueError as exc:
+        return f"exchangeRate: {str(exc).partition(': ')[2]}"
     return None
 
 
@@ -329,6 +402,9 @@ class ErpLedger:
             amount=sent + delta,
             accepted_at=now,
             version=version,
+            subsidiary=item.subsidiary,
+            functional_currency=item.functional_currency,
+            exchange_rate=item.exchange_rate,
         )
         self._postings.append(posting)
         customer = customer_named(item)
@@ -520,6 +596,23 @@ class ErpService:
         """``GET /erp/v1/periods`` → the closed periods as ``PeriodStatus`` items."""
         items = [self.ledger.period_status(p) for p in self.ledger.closed_periods()]
         return json_response(PeriodList(items=items))
+
+    async def exchange_rates(self, request: web.Request) -> web.Response:
+        """``GET /erp/v1/exchange-rates?date=YYYY-MM-DD&base=XXX`` → ``ExchangeRates`` (the
+        day's rates, ``daily_rates``). 400 naming ``date`` or ``base`` when malformed or
+        unknown."""
+        raw = require(request, "date")
+        if not _valid_date(raw):
+            raise SimHTTPError(400, "request.invalid", f"date {raw!r} is not YYYY-MM-DD",
+                               path="date")
+        base = require(request, "base")
+        if base not in USD_VALUE:
+            raise SimHTTPError(400, "request.invalid", f"unknown currency {base!r}",
+                               path="base")
+        day = date.fromisoformat(raw)
+        rates = daily_rates(self._seed, day, base)
+        return json_response(ExchangeRates(date=day, base=base, rates={
+            c: format_rate(r) for c, r in rates.items()}))
 
     async def governance(self, request: web.Request) -> web.Response:
         """``GET /erp/v1/governance`` → ``Governance`` (not counted against the limit)."""

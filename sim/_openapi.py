@@ -28,6 +28,7 @@ from contracts.platforms.erp import (
     BulkRequest,
     BulkResponse,
     ErpCustomerList,
+    ExchangeRates,
     GlBalances,
     Governance,
     JournalEntryIn,
@@ -75,6 +76,7 @@ from ._billing import BillRunCreated, BillRunRequest, BillRunStatus, EventStatus
 from ._control import ScenarioState
 from ._cpq import CATALOG
 from ._deals import DealRunCreated, DealRunRequest, DealRunStatus
+from ._erp import USD_VALUE
 from ._faults import Faults
 from ._partner import PARTNERS
 from ._sub_changes import ChangeRunRequest, ChangeRunStatus
@@ -106,7 +108,7 @@ _TYPES: tuple[Any, ...] = (
     ApiError, Health, ResetDone, BillRunRequest, BillRunCreated, BillRunStatus, EventStatus,
     BillingEventList, CreditNoteEventList, PaymentEventList, BulkRequest, BulkResponse,
     JournalEntryList, GlBalances, PeriodStatus,
-    PeriodList, Governance, Faults, ScenarioState, AuditReport, RevenueBatch,
+    PeriodList, Governance, ExchangeRates, Faults, ScenarioState, AuditReport, RevenueBatch,
     RevenueBatchResult, ProductList, PriceRequest, PriceQuote, PriceBookList, JournalEntryIn,
     BulkItemResult,
     UsageBulkRequest, UsageBulkResponse, UsageRunRequest, UsageRunCreated,
@@ -302,6 +304,16 @@ def _erp() -> dict[str, Any]:
                               **_errors(*_FAULTS)},
             },
         },
+        "/erp/v1/exchange-rates": {"get": {
+            "operationId": "getExchangeRates", "summary": "The daily exchange rates of a day",
+            "parameters": [
+                _query("date", {"type": "string", "format": "date"}, True, "YYYY-MM-DD"),
+                _query("base", {"type": "string", "enum": sorted(USD_VALUE)}, True,
+                       "the currency the rates are quoted in"),
+            ],
+            "responses": {"200": _json("ExchangeRates", "every currency's rate in base"),
+                          **_errors(400, *_FAULTS)},
+        }},
         "/erp/v1/governance": {"get": {
             "operationId": "getGovernance", "summary": "The account's limits and their use",
             "responses": {"200": _json("Governance", "limits"), **_errors(500, 502, 503)},

@@ -145,7 +145,9 @@ class Skip:
 def reversal_of(entry: PostJournalEntry) -> PostJournalEntry:
     """The entry that cancels ``entry``: the same accounts and amounts with debit and credit
     swapped, dated like it, external id ``<its external id>:reversal``, idempotency key derived
-    from its key alone (so it is posted at most once). Raises nothing for a valid entry."""
+    from its key alone (so it is posted at most once); for the same entity at the same
+    exchange rate as ``entry``, so it cancels it in the functional currency too. Raises
+    nothing for a valid entry."""
     return PostJournalEntry(
         idempotency_key=derive_id("erp.journal.reversal", entry.idempotency_key),
         external_id=entry.external_id + REVERSAL_SUFFIX,
@@ -155,6 +157,8 @@ def reversal_of(entry: PostJournalEntry) -> PostJournalEntry:
         lines=[JournalLine(account=ln.account, debit=ln.credit, credit=ln.debit,
                            memo=f"reversal: {ln.memo}" if ln.memo else "reversal")
                for ln in entry.lines],
+        entity=entry.entity, functional_currency=entry.functional_currency,
+        exchange_rate=entry.exchange_rate,
     )
 
 

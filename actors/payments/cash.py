@@ -21,13 +21,22 @@ resuming the same payment, or a crash between the publish and the release, publi
 again (the stream drops them; past its window the ERP poster's shared versions and the ERP's
 key do). A parked payment is never dropped: it waits until its invoice is posted, or until a
 person replays or resolves it (docs/errors.md, ``payment.parked``).
+
+Entities and currencies (``[entities]``): the cash application names the entity of the
+payment's customer; a payment in another currency than that entity's functional one is posted
+in the functional currency with its realized exchange gain or loss
+(``journal_for_payment_in_entity``). Before planning, the router reads what those payments
+need, once each: the ERP's daily rate of the payment's day (``rate_source``) and the rate each
+invoice it applies to was booked at (``booked_source``: the ERP's posting of the invoice's
+version the shared ``versions`` name).
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from datetime import date
 
 from contracts import (
     ContractError,
@@ -41,14 +50,27 @@ from contracts import (
 )
 
 from ..deadletter import DeadLetterSink
+from ..erp.ordering import versioned_external_id
 from ..infra.bus import Delivery, OutMsg, StoredMsg
 from ..infra.ledger import Ledger, ParkedPayment
 from ..infra.state import SharedParking, SharedVersions
-from ..router.invoices import AccountMap, erp_idempotency_key, journal_command
+from ..lifecycle.fx import EntityMap, RateTable
+from ..router.invoices import (
+    AccountMap,
+    RateSource,
+    erp_idempotency_key,
+    journal_command,
+    load_rates,
+)
 from ..worker import BatchWorker
-from .plan import journal_for_payment
+from .plan import journal_for_payment_in_entity
 
-__all__ = ["PaymentRouter", "plan_cash"]
+__all__ = ["BookedRateSource", "PaymentRouter", "fx_needs", "plan_cash"]
+
+# The rate the ERP booked a document at: its external id → the rate, or None (no rate).
+BookedRateSource = Callable[[str], Awaitable[str | None]]
+# Booked rates kept between batches (they never change); the cache starts over beyond this.
+_BOOKED_CACHE = 10_000
 
 log = logging.getLogger("erpgw.payments.cash")
 _codec: MsgpackCodec[Envelope] = MsgpackCodec(Envelope)
@@ -63,17 +85,40 @@ def _payment(env: Envelope) -> PaymentReceived:
     return env.payload
 
 
-def plan_cash(env: Envelope, subjects: Subjects, accounts: AccountMap) -> OutMsg | None:
+def plan_cash(env: Envelope, subjects: Subjects, accounts: AccountMap, *,
+              entities: EntityMap | None = None, rates: RateTable | None = None,
+              booked: Mapping[str, str] | None = None) -> OutMsg | None:
     """The ``erp.journal`` command applying the payment in ``env``; ``None`` for a zero payment
-    (nothing to post). Raises ``ContractError`` for another payload type."""
+    (nothing to post). ``entities``/``rates``/``booked``: see
+    ``journal_for_payment_in_entity`` (default: no entities, as before). Raises
+    ``ContractError`` for another payload type, and ``fx.missing_rate`` for a foreign-currency
+    payment whose day's rate or invoice's booked rate is unknown."""
     payment = _payment(env)
     if payment.amount == 0:
         return None
     try:
-        entry = journal_for_payment(payment, erp_idempotency_key(env), accounts)
+        entry = journal_for_payment_in_entity(payment, erp_idempotency_key(env), accounts,
+                                              entities or EntityMap(), rates, booked or {})
     except ValueError as exc:
         raise contract_error(exc) from exc
     return journal_command(env, entry, subjects)
+
+
+def fx_needs(payments: Iterable[PaymentReceived], entities: EntityMap
+             ) -> tuple[set[tuple[date, str]], set[str]]:
+    """What the foreign-currency payments among ``payments`` need to be planned: the (day,
+    functional currency) pairs of their daily rates, and the invoices whose booked rates the
+    ERP holds. Empty while ``entities`` is not configured. Raises nothing."""
+    days: set[tuple[date, str]] = set()
+    invoices: set[str] = set()
+    if not entities.configured:
+        return days, invoices
+    for p in payments:
+        functional = entities.functional(entities.entity_for(p.customer_id))
+        if p.amount and functional is not None and functional != p.currency:
+            days.add((p.received_at.date(), functional))
+            invoices.update(a.invoice_id for a in p.applications if a.amount)
+    return days, invoices
 
 
 class PaymentRouter(BatchWorker):
@@ -82,6 +127,8 @@ class PaymentRouter(BatchWorker):
     def __init__(self, name: str, *, subjects: Subjects, ledger: Ledger,
                  versions: SharedVersions, parking: SharedParking, dlq: DeadLetterSink,
                  accounts: AccountMap | None = None, recheck_s: float = 2.0,
+                 entities: EntityMap | None = None, rate_source: RateSource | None = None,
+                 booked_source: BookedRateSource | None = None,
                  clock: Callable[[], float] = time.monotonic, **kw: object) -> None:
         super().__init__(name, **kw)  # type: ignore[arg-type]
         self.subjects = subjects
@@ -90,6 +137,12 @@ class PaymentRouter(BatchWorker):
         self.parking = parking
         self.dlq = dlq
         self.accounts = accounts or AccountMap()
+        self.entities = entities or EntityMap()
+        self.rate_source = rate_source
+        self.booked_source = booked_source
+        self.rates = RateTable()
+        self.booked: dict[str, str] = {}  # invoice id -> its posted version's booked rate
+        self._by_posting: dict[str, str] = {}  # posting external id -> its rate (cache)
         self.recheck_s = recheck_s
         self._clock = clock
         self._next_recheck = 0.0
@@ -142,11 +195,50 @@ class PaymentRouter(BatchWorker):
         ready = [(d, env) for d, env, _ in items if id(d) not in parked_ids]
         await self._apply(ready)
 
+    def _plan(self, env: Envelope) -> OutMsg | None:
+        return plan_cash(env, self.subjects, self.accounts, entities=self.entities,
+                         rates=self.rates, booked=self.booked)
+
+    async def _load_fx(self, payments: Iterable[PaymentReceived]) -> None:
+        """Read the daily rates and the invoices' booked rates the foreign-currency payments
+        among ``payments`` need (once each: neither ever changes). A retryable failure
+        propagates (the batch comes back); a refusal is logged, and the payments needing
+        it dead-letter with ``fx.missing_rate`` when planned."""
+        if self.rate_source is None or self.booked_source is None:
+            return
+        days, invoices = fx_needs(payments, self.entities)
+        try:
+            await load_rates(days, self.rates, self.rate_source)
+            if invoices:
+                await self._load_booked(invoices, self.booked_source)
+        except Retryable:
+            raise
+        except GatewayError as exc:
+            log.error("%s: exchange rates refused: [%s] %s", self.name, exc.code, exc)
+
+    async def _load_booked(self, invoices: set[str], source: BookedRateSource) -> None:
+        """``self.booked[invoice]``: the rate of the posting of the invoice's version the ERP
+        holds (the shared versions say which), read once per posting."""
+        if len(self._by_posting) + len(invoices) > _BOOKED_CACHE:
+            self._by_posting.clear()
+            self.booked.clear()
+        rows = await self.versions.read((_INVOICES, i) for i in sorted(invoices))
+        for (_, invoice_id), r in rows.items():
+            version = r.row.version if r.row is not None and r.row.version else 1
+            external_id = versioned_external_id(invoice_id, version)
+            if external_id not in self._by_posting:
+                rate = await source(external_id)
+                if rate is None:
+                    continue
+                self._by_posting[external_id] = rate
+            self.booked[invoice_id] = self._by_posting[external_id]
+
     async def _apply(self, ready: Sequence[tuple[Delivery, Envelope]]) -> None:
         envs = {id(d): env for d, env in ready}
+        await self._load_fx(env.payload for _, env in ready
+                            if isinstance(env.payload, PaymentReceived))
         applied, skipped = await self.route(
-            [d for d, _ in ready],
-            lambda d: plan_cash(envs[id(d)], self.subjects, self.accounts), self.dlq)
+            [d for d, _ in ready], lambda d: self._plan(envs[id(d)]), self.dlq)
         self.applied += applied
         self.skipped += skipped
 
@@ -171,9 +263,20 @@ class PaymentRouter(BatchWorker):
         owners: list[ParkedPayment] = []
         done: list[str] = []
         dead: list[str] = []
+        envs: dict[str, Envelope | ContractError] = {}
         for row in due:
             try:
-                out = plan_cash(_codec.decode(row.envelope), self.subjects, self.accounts)
+                envs[row.payment_id] = _codec.decode(row.envelope)
+            except ContractError as err:
+                envs[row.payment_id] = err
+        await self._load_fx(e.payload for e in envs.values()
+                            if isinstance(e, Envelope) and isinstance(e.payload, PaymentReceived))
+        for row in due:
+            try:
+                env = envs[row.payment_id]
+                if isinstance(env, ContractError):
+                    raise env
+                out = self._plan(env)
             except ContractError as err:
                 await self._dead_letter(row, err)
                 dead.append(row.payment_id)

@@ -19,6 +19,9 @@ under the same idempotency key with the same body).
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
+
+import msgspec
 
 from contracts import (
     CommissionAccrued,
@@ -28,11 +31,14 @@ from contracts import (
     PostJournalEntry,
     SettlementLine,
     derive_id,
+    format_amount,
+    format_rate,
 )
 from contracts.platforms.erp import VendorBillIn, VendorBillLineIn
 from contracts.platforms.partner import Attribution, SettlementIn, SettlementLineIn
 
 from ..lifecycle.arithmetic import commission
+from ..lifecycle.fx import EntityMap, FxAccounts, RateTable, entity_of, payment_in_functional
 from ..router.invoices import AccountMap
 
 __all__ = [
@@ -41,6 +47,7 @@ __all__ = [
     "erp_payable_key",
     "id_time",
     "journal_for_payment",
+    "journal_for_payment_in_entity",
     "payable_to_wire",
     "portal_settlement_key",
     "settlement_for",
@@ -79,6 +86,53 @@ def journal_for_payment(p: PaymentReceived, key: str, accounts: AccountMap) -> P
         lines=[JournalLine(account=accounts.cash, debit=p.amount, memo="cash received"),
                JournalLine(account=accounts.receivable, credit=p.amount, memo=memo[:200])],
     )
+
+
+def journal_for_payment_in_entity(p: PaymentReceived, key: str, accounts: AccountMap,
+                                  entities: EntityMap, rates: RateTable | None,
+                                  booked: Mapping[str, str]) -> PostJournalEntry:
+    """``journal_for_payment`` posted for the entity of ``p``'s customer (``EntityMap``).
+
+    Entities not configured: ``journal_for_payment`` unchanged. A payment in its entity's
+    functional currency (or an entity without one): the same entry naming the entity. A
+    payment in another currency: the cash application restated in the functional currency
+    (``actors.lifecycle.fx.payment_in_functional``): Dr cash at the rate of the payment's day
+    (``rates``), Cr receivable each applied amount at the rate its invoice was booked at
+    (``booked``: invoice id → rate, as the ERP holds it), the unapplied rest at the payment's
+    rate, and the difference on ``accounts.fx_gain`` (a credit) or ``accounts.fx_loss`` (a
+    debit). Its memo names the payment's amount, currency and rate.
+
+    Raises ``ValueError``: ``fx.missing_rate`` when the day's rate or an invoice's booked rate
+    is unknown; ``journal.line_sides`` when nothing is left to post.
+    """
+    entry = journal_for_payment(p, key, accounts)
+    if not entities.configured:
+        return entry
+    posted = entity_of(entities, p.customer_id, p.currency, p.received_at.date(), rates)
+    if isinstance(posted, str):
+        return msgspec.structs.replace(entry, entity=posted)
+    entity, functional, rate = posted
+    applications: list[tuple[int, str]] = []
+    for a in p.applications:
+        if a.amount:
+            if a.invoice_id not in booked:
+                raise ValueError(f"fx.missing_rate: invoice {a.invoice_id} has no booked "
+                                 f"{p.currency}/{functional} rate in the ERP")
+            applications.append((a.amount, booked[a.invoice_id]))
+    memo = (f"{entry.memo[:400]}; {format_amount(p.amount, p.currency)} at "
+            f"{format_rate(rate)} {functional}")
+    lines = payment_in_functional(
+        p.amount, applications, p.currency, functional, rate, cash_account=accounts.cash,
+        receivable_account=accounts.receivable, memo=memo,
+        accounts=FxAccounts(rounding=accounts.fx_rounding, fx_gain=accounts.fx_gain,
+                            fx_loss=accounts.fx_loss))
+    if len(lines) < 2:
+        raise ValueError(f"journal.line_sides: payment {p.payment_id} converts to nothing "
+                         f"in {functional}")
+    return PostJournalEntry(
+        idempotency_key=entry.idempotency_key, external_id=entry.external_id,
+        posting_date=entry.posting_date, currency=functional, memo=memo, lines=lines,
+        entity=entity)
 
 
 def commission_id(payment_id: str, invoice_id: str) -> str:

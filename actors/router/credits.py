@@ -12,6 +12,8 @@ poster posts it in its bulk requests: ``externalId`` = the credit memo id, idemp
 derived from the memo's business key (``erp_idempotency_key``), ``Nats-Msg-Id`` derived from
 (input id, ``erp.journal``). Batches are processed like the invoice router's: plan every
 message, publish the outputs as one atomic batch, ack the inputs whose outputs are stored.
+With ``[entities]`` a credit memo is posted for its customer's entity exactly like an invoice
+(``invoices.with_entity``, the rate of the memo's own day, read by ``preload_rates``).
 """
 
 from __future__ import annotations
@@ -32,8 +34,16 @@ from contracts import (
 
 from ..deadletter import DeadLetterSink
 from ..infra.bus import Delivery, OutMsg
+from ..lifecycle.fx import EntityMap, RateTable
 from ..worker import BatchWorker
-from .invoices import AccountMap, erp_idempotency_key, journal_command
+from .invoices import (
+    AccountMap,
+    RateSource,
+    erp_idempotency_key,
+    journal_command,
+    preload_rates,
+    with_entity,
+)
 
 __all__ = ["CreditMemoRouter", "journal_for_credit_memo", "plan_credit_memo"]
 
@@ -73,18 +83,22 @@ def journal_for_credit_memo(cm: CreditMemoIssued, key: str,
     )
 
 
-def plan_credit_memo(env: Envelope, subjects: Subjects, accounts: AccountMap) -> OutMsg:
-    """The ``erp.journal`` command for one credit memo envelope.
+def plan_credit_memo(env: Envelope, subjects: Subjects, accounts: AccountMap, *,
+                     entities: EntityMap | None = None,
+                     rates: RateTable | None = None) -> OutMsg:
+    """The ``erp.journal`` command for one credit memo envelope, posted for its customer's
+    entity like an invoice (``invoices.with_entity``: the rate of the memo's own day).
 
     Raises ``ContractError``: ``route.unexpected_type`` for another payload,
-    ``journal.*`` when the entry cannot be balanced.
+    ``journal.*`` when the entry cannot be balanced, ``fx.missing_rate``.
     """
     cm = env.payload
     if not isinstance(cm, CreditMemoIssued):
         raise ContractError(f"credit memo router cannot handle {env.type}",
                             code="route.unexpected_type", path="$.payload.type")
     try:
-        entry = journal_for_credit_memo(cm, erp_idempotency_key(env), accounts)
+        entry = with_entity(journal_for_credit_memo(cm, erp_idempotency_key(env), accounts),
+                            cm.customer_id, entities or EntityMap(), rates)
     except ValueError as exc:
         raise contract_error(exc) from exc
     return journal_command(env, entry, subjects)
@@ -94,15 +108,21 @@ class CreditMemoRouter(BatchWorker):
     """The durable consumer ``credit-router`` (docs/flows.md, "Flow 2: credit memos")."""
 
     def __init__(self, name: str, *, subjects: Subjects, dlq: DeadLetterSink,
-                 accounts: AccountMap | None = None, **kw: object) -> None:
+                 accounts: AccountMap | None = None, entities: EntityMap | None = None,
+                 rate_source: RateSource | None = None, **kw: object) -> None:
         super().__init__(name, **kw)  # type: ignore[arg-type]
         self.subjects = subjects
         self.dlq = dlq
         self.accounts = accounts or AccountMap()
+        self.entities = entities or EntityMap()
+        self.rate_source = rate_source
+        self.rates = RateTable()
 
     async def handle(self, batch: Sequence[Delivery]) -> None:
-        await self.route(batch, lambda d: plan_credit_memo(_codec.decode(d.data), self.subjects,
-                                                           self.accounts), self.dlq)
+        await preload_rates(self.name, batch, self.entities, self.rates, self.rate_source)
+        await self.route(batch, lambda d: plan_credit_memo(
+            _codec.decode(d.data), self.subjects, self.accounts, entities=self.entities,
+            rates=self.rates), self.dlq)
 
     def statistics(self) -> dict[str, object]:
         return {**super().statistics(), "dead_lettered": self.dlq.count}

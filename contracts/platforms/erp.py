@@ -46,13 +46,20 @@ class JournalLineIn(msgspec.Struct, frozen=True, rename="camel"):
     memo: str = ""
 
 
-class JournalEntryIn(msgspec.Struct, frozen=True, rename="camel"):
+class JournalEntryIn(msgspec.Struct, frozen=True, rename="camel", omit_defaults=True):
+    """One journal entry. ``subsidiary`` (the legal entity) and ``exchangeRate`` (functional
+    major units per transaction major unit, an exact decimal string, with
+    ``functionalCurrency``) are optional and omitted when unset."""
+
     idempotency_key: str
     external_id: str
     tran_date: str
     currency: str
     memo: str
     lines: list[JournalLineIn]
+    subsidiary: str | None = None
+    functional_currency: str | None = None
+    exchange_rate: str | None = None
 
 
 class BulkRequest(msgspec.Struct, frozen=True):
@@ -92,6 +99,8 @@ class JournalEntryRecord(msgspec.Struct, frozen=True, rename="camel", omit_defau
     The item of ``GET /erp/v1/journal-entries?externalId=…``. ``amount`` is the sum of the
     entry's debits in minor units; ``seq`` its position in the ERP's commit order.
     ``version`` is present when the ``externalId`` names one (``<object id>:v<n>``).
+    ``subsidiary``, ``functionalCurrency`` and ``exchangeRate`` are the entry's, as posted
+    (absent when it had none).
     """
 
     seq: int
@@ -102,6 +111,9 @@ class JournalEntryRecord(msgspec.Struct, frozen=True, rename="camel", omit_defau
     amount: int
     accepted_at: float
     version: int | None = None
+    subsidiary: str | None = None
+    functional_currency: str | None = None
+    exchange_rate: str | None = None
 
 
 class JournalEntryList(msgspec.Struct, frozen=True):
@@ -335,3 +347,19 @@ class ErpCustomerList(msgspec.Struct, frozen=True):
 
 
 __all__ += ["ErpCustomer", "ErpCustomerList"]
+
+
+# -- exchange rates (GET /erp/v1/exchange-rates?date=YYYY-MM-DD&base=XXX) ------------------------
+
+
+class ExchangeRates(msgspec.Struct, frozen=True):
+    """Body of ``GET /erp/v1/exchange-rates?date=&base=``: the day's rate of every currency
+    the ERP knows in ``base`` (major units of ``base`` per major unit of the currency), each an
+    exact decimal string; ``base`` itself is ``"1"``. A day's rates never change."""
+
+    date: date
+    base: str
+    rates: dict[str, str]
+
+
+__all__ += ["ExchangeRates"]

@@ -119,11 +119,14 @@ class JournalLines(msgspec.Struct, frozen=True):
 
 class JournalEntryRecord(msgspec.Struct, frozen=True, omit_defaults=True, rename="camel",
                          kw_only=True):
-    """The journal entry record as sent (upsert body) and read back (``id`` added)."""
+    """The journal entry record as sent (upsert body) and read back (``id`` added).
+    ``exchangeRate``: units of the subsidiary's base currency per unit of ``currency`` (a
+    number; absent: NetSuite takes its own rate of the date)."""
 
     external_id: _ExternalId | None = None
     subsidiary: Ref | None = None
     currency: Ref
+    exchange_rate: Decimal | None = None
     tran_date: date
     memo: str = ""
     line: JournalLines

@@ -121,6 +121,13 @@ DECODE_CASES: list[tuple[str, dict[str, Any], str, str]] = [
     ("erp.journal.post.v1", {"lines[2].credit": 3421}, "journal.unbalanced", "$.payload.lines"),
     ("erp.journal.post.v1", {"lines[0].credit": 5}, "journal.line_sides",
      "$.payload.lines[0].debit"),
+    # a foreign-currency entry names its functional currency and an exact rate
+    ("erp.journal.post.v1", {"functional_currency": "JPY"}, "fx.missing_rate",
+     "$.payload.exchange_rate"),
+    ("erp.journal.post.v1", {"functional_currency": "JPY", "exchange_rate": "-1"},
+     "fx.invalid_rate", "$.payload.exchange_rate"),
+    ("erp.journal.post.v1", {"exchange_rate": "1.1"}, "fx.invalid_rate",
+     "$.payload.functional_currency"),
     # strict types: instants carry an offset, enums are closed, ranges hold
     ("usage.recorded.v1", {"window_start": "2026-11-27T09:30:00"}, "contract.constraint",
      "$.payload.window_start"),

@@ -39,6 +39,9 @@ def test_secret_list_from_env_and_masked() -> None:
         ("[http]\nport = 'eighty'\n", "http.port"),
         ("[http]\nprot = 80\n", "prot"),
         ("[nope]\nx = 1\n", "nope"),
+        ('[entities]\nfunctional_currency = { de = "XXX" }\n', "functional_currency.de"),
+        ('[entities]\ncustomers = { "cus_*" = "" }\n', "entities.customers"),
+        ("[erp]\nsubsidiary_ids = { us = 3 }\n", "erp.subsidiary_ids"),
         ("[http\n", "not valid TOML"),
     ],
 )

@@ -8,12 +8,14 @@ configuration. Adding a vendor: a module implementing ``JournalClient`` plus a r
 """
 
 from .client import BeforeSend, JournalClient, build_journal_client
-from .erpgw import BULK_PATH, ErpgwJournalClient, entry_to_wire
+from .erpgw import BULK_PATH, ErpBookedRates, ErpgwJournalClient, ErpRates, entry_to_wire
 from .netsuite import NetSuiteJournalClient, NetSuiteQuery
 
 __all__ = [
     "BULK_PATH",
     "BeforeSend",
+    "ErpBookedRates",
+    "ErpRates",
     "ErpgwJournalClient",
     "JournalClient",
     "NetSuiteJournalClient",

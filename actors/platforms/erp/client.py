@@ -50,6 +50,7 @@ def build_journal_client(dialect: Dialect, guard: PlatformGuard, *, auth: Auth |
                          concurrency: int = 5, subsidiary: str | None = None,
                          currency_ids: Mapping[str, str] | None = None,
                          account_ids: Mapping[str, str] | None = None,
+                         subsidiary_ids: Mapping[str, str] | None = None,
                          async_requests: bool = False) -> JournalClient:
     """The journal client of ``dialect`` over ``guard`` (its HTTP client, breaker, budget)."""
     from .erpgw import ErpgwJournalClient
@@ -59,4 +60,5 @@ def build_journal_client(dialect: Dialect, guard: PlatformGuard, *, auth: Auth |
         return ErpgwJournalClient(guard, auth=auth or NoAuth())
     return NetSuiteJournalClient(guard, auth=auth or NoAuth(), concurrency=concurrency,
                                  subsidiary=subsidiary, currency_ids=currency_ids,
-                                 account_ids=account_ids, async_requests=async_requests)
+                                 account_ids=account_ids, subsidiary_ids=subsidiary_ids,
+                                 async_requests=async_requests)

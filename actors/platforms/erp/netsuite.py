@@ -68,16 +68,22 @@ DUPLICATE_EXTERNAL_ID = "DUPLICATE_EXTERNAL_ID"
 
 def entry_record(e: PostJournalEntry, *, subsidiary: str | None = None,
                  currency_ids: Mapping[str, str] | None = None,
-                 account_ids: Mapping[str, str] | None = None) -> ns.JournalEntryRecord:
+                 account_ids: Mapping[str, str] | None = None,
+                 subsidiary_ids: Mapping[str, str] | None = None) -> ns.JournalEntryRecord:
     """The journal entry record NetSuite is sent for ``e``: amounts converted exactly from
     minor units to the currency's decimals; currencies and accounts by internal id when
-    mapped, else the currency by ``refName`` (its ISO code) and the account by its number."""
+    mapped, else the currency by ``refName`` (its ISO code) and the account by its number.
+    The subsidiary: ``e``'s entity by its internal id (``subsidiary_ids``, else the entity
+    itself), or ``subsidiary`` for an entry naming no entity; ``e``'s exchange rate as the
+    record's ``exchangeRate``."""
     cur_id = (currency_ids or {}).get(e.currency)
     accounts = account_ids or {}
+    sub_id = (subsidiary_ids or {}).get(e.entity, e.entity) if e.entity else subsidiary
     return ns.JournalEntryRecord(
         external_id=e.external_id,
-        subsidiary=ns.Ref(id=subsidiary) if subsidiary else None,
+        subsidiary=ns.Ref(id=sub_id) if sub_id else None,
         currency=ns.Ref(id=cur_id) if cur_id else ns.Ref(ref_name=e.currency),
+        exchange_rate=Decimal(e.exchange_rate) if e.exchange_rate else None,
         tran_date=e.posting_date,
         memo=e.memo,
         line=ns.JournalLines(items=[ns.JournalLine(
@@ -177,7 +183,8 @@ class NetSuiteJournalClient:
     def __init__(self, guard: PlatformGuard, *, auth: Auth | None = None,
                  concurrency: int = 5, subsidiary: str | None = None,
                  currency_ids: Mapping[str, str] | None = None,
-                 account_ids: Mapping[str, str] | None = None, throttle_retries: int = 8,
+                 account_ids: Mapping[str, str] | None = None,
+                 subsidiary_ids: Mapping[str, str] | None = None, throttle_retries: int = 8,
                  async_requests: bool = False, async_timeout_s: float = 120.0,
                  clock: Callable[[], float] = time.monotonic) -> None:
         if concurrency < 1:
@@ -187,6 +194,7 @@ class NetSuiteJournalClient:
         self.subsidiary = subsidiary
         self.currency_ids = dict(currency_ids or {})
         self.account_ids = dict(account_ids or {})
+        self.subsidiary_ids = dict(subsidiary_ids or {})
         self.throttle_retries = throttle_retries
         self.async_requests = async_requests
         self.async_timeout_s = async_timeout_s
@@ -202,7 +210,7 @@ class NetSuiteJournalClient:
 
     def record(self, e: PostJournalEntry) -> ns.JournalEntryRecord:
         return entry_record(e, subsidiary=self.subsidiary, currency_ids=self.currency_ids,
-                            account_ids=self.account_ids)
+                            account_ids=self.account_ids, subsidiary_ids=self.subsidiary_ids)
 
     async def post_journal_entries(self, entries: Sequence[PostJournalEntry], *,
                                    before_send: BeforeSend | None = None,
