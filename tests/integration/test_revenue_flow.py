@@ -42,6 +42,19 @@ def assert_revenue_exact(rev: RevenueResult) -> None:
     assert a["amount"] == rev.expected_amount
 
 
+def assert_revenue_billed(rev: RevenueResult) -> None:
+    """With credit memos or amendments: nothing doubled or unexpected, every issued line there
+    (plus the corrections), and the platform's billings at the latest billed amounts less the
+    credit memos, per currency."""
+    a = rev.audit
+    assert rev.drained, f"revenue did not drain: {a}"
+    assert a["duplicate_lines"] == 0 and a["unexpected_lines"] == 0, a
+    assert a["lines"] >= rev.expected_lines, a
+    assert rev.billed_amount is not None
+    assert {c: n for c, n in a["amount"].items() if n} == {
+        c: n for c, n in rev.billed_amount.items() if n}, rev
+
+
 async def drain(stack: Stack, expected: int) -> tuple[DrainResult, RevenueResult]:
     """Both halves drained; the dead letters as they stand after both."""
     result = await stack.wait_drained(expected, stall_timeout=45)
