@@ -26,6 +26,7 @@ from contracts import DeadLetter, Envelope, GatewayError, JsonCodec, MsgpackCode
 
 from ..infra import Ledger, NatsBus
 from ..infra.state import SharedVersions
+from ..lifecycle.fx import EntityMap
 from ..reconcile import Break, ErpPosting, reconcile, reconcile_revenue
 from ..reconcile.matching import split_external_id
 from ..reconcile.runner import (
@@ -102,7 +103,7 @@ async def close_status(bus: NatsBus, subjects: Subjects, *, billing: RevenueRead
                        revenue_leg: bool = True, ledger: Ledger | None = None,
                        postings: Callable[[], Awaitable[list[ErpPosting]]] | None = None,
                        billing_read: Callable[[str | None], Awaitable[BillingRead]] | None
-                       = None) -> CloseStatus:
+                       = None, entities: EntityMap | None = None) -> CloseStatus:
     """What blocks the close of ``period`` for ``entity`` now (``close_blockers``).
 
     ``postings`` / ``billing_read`` read the ERP and billing in their vendors' dialects, as
@@ -126,7 +127,8 @@ async def close_status(bus: NatsBus, subjects: Subjects, *, billing: RevenueRead
                                     await revenue_records(revenue), ledger=views, now=now,
                                     grace_s=grace_s, dead_lettered=named,
                                     known=read.invoice_ids).breaks
-    plan = await plan_run(revenue, versions, entity=entity, period=period, accounts=accounts)
+    plan = await plan_run(revenue, versions, entity=entity, period=period, accounts=accounts,
+                          entities=entities, only=True)
     return close_blockers(entity, period, breaks=breaks, letters=letters, documents=keys,
                           revenue=plan)
 
