@@ -818,6 +818,7 @@ async def _run_tree(cfg: Config, buses: Mapping[str, NatsBus], subjects: Subject
             postings=erp_postings_reader(cfg, platforms.erp),
             accounts=msgspec.structs.asdict(cfg.accounts) if "gl" in legs else None,
             audit_identity=identity_of(auth_for(cfg, "reconciler", required=False)),
+            entities=cfg.entities,
             # One process runs it: whichever holds the `reconciler` lease.
             lease=lease("reconciler", "reconciler"))))
     tree = Supervisor("gateway", children, strategy="one_for_one",

@@ -32,6 +32,7 @@ from ..reconcile.matching import split_external_id
 from ..reconcile.runner import (
     BillingRead,
     erp_postings,
+    fx_read,
     ledger_views,
     read_billing,
     revenue_records,
@@ -115,6 +116,10 @@ async def close_status(bus: NatsBus, subjects: Subjects, *, billing: RevenueRead
     keys = {d.key for d in docs}
     elsewhere = {d.key for d in read.docs} - keys
     found = await (postings() if postings is not None else erp_postings(erp))
+    # a payment foreign to its entity is expected in the functional currency (reconcile.fx)
+    if postings is None:  # the erpgw ERP (rates and booked rates readable)
+        read = await fx_read(read, found, erp, entities, msgspec.structs.asdict(accounts))
+    docs = [d for d in read.docs if period_of(d.issued_at) == period]
     mine = [p for p in found if not p.key.startswith(_CLOSE_ENTRIES)
             and split_external_id(p.key)[0] not in elsewhere]
     letters, named = await open_letters(bus, subjects)
