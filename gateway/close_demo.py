@@ -129,11 +129,14 @@ def revenue_to_gl_ok(flow: dict[str, Any]) -> bool:
     return bool(flow["completed"] == flow["expected"] and flow["exact"])
 
 
-async def close_blocking(stack: Stack, period: str, *, entity: str = "default"
-                         ) -> dict[str, Any]:
+async def close_blocking(stack: Stack, period: str, *, entity: str | None = None,
+                         entities: EntityMap | None = None) -> dict[str, Any]:
     """What blocks the close of ``period`` (``erpgw close status`` against the stack): the
-    entity's ``to_builtins`` document (``blocking``, ``by_kind``, ``items``…). Raises
+    entity's ``to_builtins`` document (``blocking``, ``by_kind``, ``items``…); ``entity``
+    defaults to ``entities.default`` (``"default"`` without entities). Raises
     ``GatewayError`` when a platform, the ledger or the broker refuses."""
+    if entity is None:
+        entity = entities.default if entities is not None else "default"
     subjects = Subjects(prefix=stack.nats_prefix)
     ledger_path = stack.data_dir / "ledger.db"
     bus = await NatsBus.connect(stack.url, name="erpgw-demo-close-status",
@@ -147,7 +150,8 @@ async def close_blocking(stack: Stack, period: str, *, entity: str = "default"
             status = await close_status(bus, subjects, billing=_Reader(billing),
                                         erp=_Reader(erp), revenue=_Reader(revenue),
                                         versions=versions, entity=entity, period=period,
-                                        accounts=AccountMap(), ledger=ledger)
+                                        accounts=AccountMap(), ledger=ledger,
+                                        entities=entities)
     finally:
         if ledger is not None:
             await ledger.close()

@@ -137,6 +137,23 @@ async def test_foreign_invoice_and_its_payment_at_another_rate(sim_url: str) -> 
     assert paid.amount == cash + max(-gain, 0)  # the debits: cash, and a loss
 
 
+async def _post_invoice_and_payment(guard: PlatformGuard, inv: InvoiceIssuedV3,
+                                    payment: PaymentReceived) -> None:
+    """Post ``inv`` and ``payment`` as the routers do: the rates read from the ERP."""
+    erp, rates_source, booked_source = (ErpgwJournalClient(guard), ErpRates(guard),
+                                        ErpBookedRates(guard))
+    rates = RateTable()
+    await load_rates(rates_needed([inv], ENTITIES), rates, rates_source)
+    await erp.post_journal_entries([_entry(plan_invoice(
+        _first(inv), SUBJECTS, ACCOUNTS, entities=ENTITIES, rates=rates))])
+    days, _ = fx_needs([payment], ENTITIES)
+    await load_rates(days, rates, rates_source)
+    booked = {inv.invoice_id: await booked_source(inv.invoice_id) or ""}
+    await erp.post_journal_entries([_entry(plan_cash(
+        _first(payment), SUBJECTS, ACCOUNTS, entities=ENTITIES, rates=rates,
+        booked=booked))])
+
+
 async def test_the_reconciler_matches_a_payment_posted_in_the_functional_currency(
         sim_url: str) -> None:
     """The reconciler (ERP and GL legs) against what the simulated ERP holds: the EUR invoice
@@ -165,18 +182,7 @@ async def test_the_reconciler_matches_a_payment_posted_in_the_functional_currenc
     accounts = msgspec.structs.asdict(ACCOUNTS)
     async with HttpClient(sim_url, platform="erp") as http:
         guard = PlatformGuard("erp", http, open_code="erp.breaker_open")
-        erp, rates_source, booked_source = (ErpgwJournalClient(guard), ErpRates(guard),
-                                            ErpBookedRates(guard))
-        rates = RateTable()
-        await load_rates(rates_needed([inv], ENTITIES), rates, rates_source)
-        await erp.post_journal_entries([_entry(plan_invoice(
-            _first(inv), SUBJECTS, ACCOUNTS, entities=ENTITIES, rates=rates))])
-        days, _ = fx_needs([payment], ENTITIES)
-        await load_rates(days, rates, rates_source)
-        booked = {inv.invoice_id: await booked_source(inv.invoice_id) or ""}
-        await erp.post_journal_entries([_entry(plan_cash(
-            _first(payment), SUBJECTS, ACCOUNTS, entities=ENTITIES, rates=rates,
-            booked=booked))])
+        await _post_invoice_and_payment(guard, inv, payment)
         mine = {inv.invoice_id, payment.payment_id}
         postings = [p for p in await erp_postings(guard) if p.key in mine]
         billing = BillingRead(
