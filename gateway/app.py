@@ -775,7 +775,7 @@ async def _run_tree(cfg: Config, buses: Mapping[str, NatsBus], subjects: Subject
             versions=SharedVersions(shared(buses["close"], "versions")),
             bus=buses["close"], subjects=subjects, accounts=cfg.accounts,
             entity=cfg.close.entity, interval_s=cfg.close.interval_s,
-            lease=lease("close", "revenue-gl"))))
+            lease=lease("close", "revenue-gl"), entities=cfg.entities)))
     if cfg.close.status_interval_s > 0:
         # What blocks the close (read-only, every process): the close.blocking KPI.
         close_legs = cfg.reconcile.legs
@@ -788,7 +788,7 @@ async def _run_tree(cfg: Config, buses: Mapping[str, NatsBus], subjects: Subject
                 entity=cfg.close.entity, period=period, accounts=cfg.accounts,
                 grace_s=cfg.reconcile.grace_s, revenue_leg="revenue" in close_legs,
                 ledger=ledger if "revenue" in close_legs and cfg.revenue.enabled else None,
-                postings=erp_postings_reader(cfg, platforms.erp),
+                entities=cfg.entities, postings=erp_postings_reader(cfg, platforms.erp),
                 billing_read=stripe_billing_read(cfg, platforms.billing))
 
         children.append(ChildSpec("close-watch", lambda: CloseWatch(
@@ -818,6 +818,7 @@ async def _run_tree(cfg: Config, buses: Mapping[str, NatsBus], subjects: Subject
             postings=erp_postings_reader(cfg, platforms.erp),
             accounts=msgspec.structs.asdict(cfg.accounts) if "gl" in legs else None,
             audit_identity=identity_of(auth_for(cfg, "reconciler", required=False)),
+            entities=cfg.entities,
             # One process runs it: whichever holds the `reconciler` lease.
             lease=lease("reconciler", "reconciler"))))
     tree = Supervisor("gateway", children, strategy="one_for_one",

@@ -26,6 +26,7 @@ import anyio
 import msgspec
 
 import sim
+from actors.lifecycle.fx import EntityMap
 from contracts import format_amount
 
 from .close_demo import close_blocking, revenue_to_gl_ok, run_revenue_to_gl
@@ -39,14 +40,22 @@ from .usage_demo import USAGE_RECORDS, run_usage
 # half of those delivered before their v1), so invoice versions cross processes and faults.
 SCALE_OUT_BILL_RUN = {"amend_rate": 0.2, "reorder_amendments": 0.5}
 
-__all__ = ["DEMO_ENTITIES", "DIALECTS", "FLOWS", "DemoOptions", "build_report", "by_entity",
-           "netsuite_figures", "parse_dialects", "parse_flows", "revenue_figures", "run_demo"]
+__all__ = ["DEMO_ENTITIES", "DEMO_ENTITY_MAP", "DIALECTS", "FLOWS", "DemoOptions",
+           "build_report", "by_entity", "netsuite_figures", "parse_dialects", "parse_flows",
+           "revenue_figures", "run_demo"]
 
 # Two legal entities (docs/configuration.md, ``[entities]``): the bill run's customers
-# cus_00001..cus_00999 post for "eu", the others for the default "us". No functional currency:
-# every document stays in its own currency (the bill run's USD, EUR, GBP and JPY) and names its
-# entity; the report says what the ERP holds per entity and currency (``by_entity``).
-DEMO_ENTITIES = '\n[entities]\ndefault = "us"\ncustomers = { "cus_00*" = "eu" }\n'
+# cus_00001..cus_00999 post for "eu" (functional currency EUR), the others for the default "us"
+# (USD). A document in another currency (the bill run has USD, EUR, GBP and JPY) is posted with
+# the ERP's rate of its day, a payment in another currency in the functional one with its
+# realized FX gain or loss; the report says what the ERP holds per entity and currency
+# (``by_entity``).
+DEMO_ENTITIES = ('\n[entities]\ndefault = "us"\ncustomers = { "cus_00*" = "eu" }\n'
+                 'functional_currency = { eu = "EUR", us = "USD" }\n')
+# The same map, for the demo's own close run (it posts revenue per entity of the contracts'
+# customers: the deals' cus_00001..cus_02000 fall on both entities) and close status.
+DEMO_ENTITY_MAP = EntityMap(default="us", customers={"cus_00*": "eu"},
+                            functional_currency={"eu": "EUR", "us": "USD"})
 _NO_ENTITY = "(none)"
 
 
@@ -617,7 +626,9 @@ async def run_demo(opts: DemoOptions) -> bool:
             report["flows"]["deal_to_contract"] = deals
             report["ok"] = bool(report["ok"] and deals_ok(deals))
             # Revenue to the GL: the contracts' first month, posted by a close run.
-            close = await run_revenue_to_gl(stack, timeout=opts.stall_timeout)
+            close = await run_revenue_to_gl(
+                stack, timeout=opts.stall_timeout,
+                entities=DEMO_ENTITY_MAP if opts.erp_dialect == "erpgw" else None)
             report["flows"]["revenue_to_gl"] = close
             report["ok"] = bool(report["ok"] and revenue_to_gl_ok(close))
         if "changes" in opts.flows:
@@ -641,7 +652,9 @@ async def run_demo(opts: DemoOptions) -> bool:
                                    "work_shares": await stack.work_shares()}
         # What blocks the close of the bill run's month once everything drained (the
         # close.blocking KPI, `erpgw close status`): nothing, after a run without faults.
-        close = await close_blocking(stack, bill_period)
+        close = await close_blocking(
+            stack, bill_period,
+            entities=DEMO_ENTITY_MAP if opts.erp_dialect == "erpgw" else None)
         report["close"] = {"period": close["period"], "blocking": close["blocking"],
                            "by_kind": {k: n for k, n in close["by_kind"].items() if n}}
         report["ok"] = bool(report["ok"] and (bool(opts.faults) or close["blocking"] == 0))

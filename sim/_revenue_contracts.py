@@ -162,7 +162,8 @@ class ContractBook:
                     product = product_of.get(e.line_id, e.line_id)
                     per_product[product] = per_product.get(product, 0) + e.amount
             items += [RecognitionItem(contract=cid, version=c.version, currency=c.currency,
-                                      product=product, amount=amount)
+                                      product=product, amount=amount,
+                                      customer=c.customer)
                       for product, amount in sorted(per_product.items())]
         return RecognitionDetail(period=period, items=items)
 

@@ -17,7 +17,10 @@ aggregate's latest run the ERP poster knows (its ledger's applied or claimed ver
   the first open period, never editing posted money; while the month is open it stays in it.
 
 The idempotency key of a run derives from (entity, period, currency, run); the contracts and
-their versions that make up each product line are named in the line's memo. Pure: the shell
+their versions that make up each product line are named in the line's memo. With entities
+configured (``EntityMap``), ``plan_close_entities`` splits the recognition by the entity of each
+contract's customer, and each entry names its entity (sent to the ERP as its subsidiary);
+without, ``plan_close`` posts everything for one entity and the entry names none. Pure: the shell
 (``erpgw close run``) reads the recognition and the ledger and publishes the commands.
 """
 
@@ -33,9 +36,11 @@ from contracts import BusinessKey, JournalLine, PostJournalEntry, derive_id
 from contracts.platforms.revenue import RecognitionItem
 
 from ..erp.ordering import versioned_external_id
+from ..lifecycle.fx import EntityMap
 from ..router.invoices import AccountMap
 
-__all__ = ["Latest", "RunPosting", "aggregate_id", "period_end", "plan_close", "revenue_entry"]
+__all__ = ["Latest", "RunPosting", "aggregate_id", "group_by_entity", "period_end",
+           "plan_close", "plan_close_entities", "revenue_entry"]
 
 Action = Literal["posted", "true_up", "unchanged"]
 
@@ -70,15 +75,17 @@ class RunPosting:
     amount: int
     entry: PostJournalEntry | None
     key: BusinessKey | None
+    entity: str = ""
 
 
 def revenue_entry(entity: str, period: str, currency: str, run: int,
-                  items: Iterable[RecognitionItem], accounts: AccountMap
-                  ) -> PostJournalEntry | None:
+                  items: Iterable[RecognitionItem], accounts: AccountMap, *,
+                  named: bool = False) -> PostJournalEntry | None:
     """Run ``run`` of the (entity, period, currency) entry over ``items`` (that currency's
     recognition), or ``None`` when it recognises nothing. Lines: one credit per revenue
     account (product lines mapped to the same account share it), the debit of deferred revenue
-    last. Raises ``ContractError`` only for an unknown currency."""
+    last. ``named``: the entry names ``entity`` (its ``entity`` field). Raises
+    ``ContractError`` only for an unknown currency."""
     per_account: dict[str, int] = {}
     sources: dict[str, list[str]] = {}
     for it in sorted(items, key=lambda i: (i.product, i.contract)):
@@ -102,6 +109,7 @@ def revenue_entry(entity: str, period: str, currency: str, run: int,
         currency=currency,
         memo=f"Recognised revenue {period} entity {entity} run {run}",
         lines=lines,
+        entity=entity if named else None,
     )
 
 
@@ -110,9 +118,11 @@ def _amounts(entry: PostJournalEntry) -> list[tuple[str, int, int]]:
 
 
 def plan_close(entity: str, period: str, items: Sequence[RecognitionItem],
-               accounts: AccountMap, latest: Mapping[str, Latest]) -> list[RunPosting]:
+               accounts: AccountMap, latest: Mapping[str, Latest], *,
+               named: bool = False) -> list[RunPosting]:
     """What a close run of ``period`` for ``entity`` posts, per currency of ``items`` (sorted
-    by currency), given each currency's ``latest`` run. Pure; raises nothing for valid input.
+    by currency), given each currency's ``latest`` run. ``named``: the entries name
+    ``entity``. Pure; raises nothing for valid input.
 
     A latest run whose entry is unknown (claimed, outcome not recorded) counts as changed: the
     next run is planned, and the poster sorts out what the ERP holds."""
@@ -123,20 +133,47 @@ def plan_close(entity: str, period: str, items: Sequence[RecognitionItem],
     for currency in sorted(by_currency):
         prev = latest.get(currency)
         run = 1 if prev is None else prev.run
-        entry = revenue_entry(entity, period, currency, run, by_currency[currency], accounts)
+        entry = revenue_entry(entity, period, currency, run, by_currency[currency], accounts,
+                              named=named)
         if entry is None:
             continue
         if prev is not None:
             if prev.entry is not None and _amounts(prev.entry) == _amounts(entry):
-                out.append(RunPosting(currency, run, "unchanged", entry.amount, None, None))
+                out.append(RunPosting(currency, run, "unchanged", entry.amount, None, None,
+                                      entity))
                 continue
             run += 1
             entry = revenue_entry(entity, period, currency, run, by_currency[currency],
-                                  accounts)
+                                  accounts, named=named)
             if entry is None:  # never: the same items recognise the same total
                 continue
         key = BusinessKey(source="revenue", object_id=aggregate_id(entity, period, currency),
                           version=run)
         out.append(RunPosting(currency, run, "posted" if prev is None else "true_up",
-                              entry.amount, entry, key))
+                              entry.amount, entry, key, entity))
+    return out
+
+
+def group_by_entity(items: Iterable[RecognitionItem], entities: EntityMap
+                    ) -> dict[str, list[RecognitionItem]]:
+    """``items`` per entity of their contract's customer (``entities.entity_for``; an item
+    naming no customer goes to ``entities.default``), entities sorted. Pure; raises
+    nothing."""
+    out: dict[str, list[RecognitionItem]] = {}
+    for it in items:
+        entity = entities.entity_for(it.customer) if it.customer else entities.default
+        out.setdefault(entity, []).append(it)
+    return dict(sorted(out.items()))
+
+
+def plan_close_entities(period: str, items: Sequence[RecognitionItem], accounts: AccountMap,
+                        latest: Mapping[tuple[str, str], Latest], entities: EntityMap
+                        ) -> list[RunPosting]:
+    """``plan_close`` per entity of ``group_by_entity``: one entry per (entity, period,
+    currency), each naming its entity, given each ``(entity, currency)``'s ``latest`` run;
+    sorted by entity, then currency. Pure; raises nothing for valid input."""
+    out: list[RunPosting] = []
+    for entity, group in group_by_entity(items, entities).items():
+        mine = {c: v for (e, c), v in latest.items() if e == entity}
+        out += plan_close(entity, period, group, accounts, mine, named=True)
     return out

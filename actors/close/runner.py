@@ -10,6 +10,11 @@ planned run on the ERP journal subject with the ``next_open`` closed-period poli
 message id derived from its idempotency key (the stream drops a repeat within its window, the
 shared versions and the ERP's key beyond). ``wait_applied`` waits until the poster applied
 them.
+
+With entities configured (``EntityMap``, the ``[entities]`` section), a run posts one entry
+per entity of the contracts' customers, period and currency (``plan_close_entities``); the
+``entity`` argument then only selects which entities' runs ``plan_run`` reports when given
+``only``. Without, every entry is posted for ``entity``.
 """
 
 from __future__ import annotations
@@ -39,10 +44,18 @@ from ..erp.periods import POLICY_HEADER
 from ..infra import NatsBus, OutMsg
 from ..infra.lease import KvLease, run_periodically, run_while_held
 from ..infra.state import SharedVersions
+from ..lifecycle.fx import EntityMap
 from ..platforms import HttpResponse
 from ..router.invoices import AccountMap
 from ..runtime import Actor
-from .revenue_gl import Latest, RunPosting, aggregate_id, plan_close
+from .revenue_gl import (
+    Latest,
+    RunPosting,
+    aggregate_id,
+    group_by_entity,
+    plan_close,
+    plan_close_entities,
+)
 
 __all__ = ["RECOGNITION_PATH", "RevenueReader", "RevenueToGl", "close_run", "plan_run",
            "previous_period", "wait_applied"]
@@ -64,43 +77,57 @@ def previous_period(today: date) -> str:
     return f"{index // 12:04d}-{index % 12 + 1:02d}"
 
 
-async def _latest(versions: SharedVersions, entity: str, period: str,
-                  currencies: Sequence[str]) -> dict[str, Latest]:
-    aggs = {c: ("revenue", aggregate_id(entity, period, c)) for c in currencies}
+async def _latest(versions: SharedVersions, period: str,
+                  pairs: Sequence[tuple[str, str]]) -> dict[tuple[str, str], Latest]:
+    """The latest run of each ``(entity, currency)`` aggregate of ``period`` posted so far."""
+    aggs = {(e, c): ("revenue", aggregate_id(e, period, c)) for e, c in pairs}
     read = await versions.read(aggs.values())
-    out: dict[str, Latest] = {}
-    for currency, agg in aggs.items():
+    out: dict[tuple[str, str], Latest] = {}
+    for pair, agg in aggs.items():
         row = read[agg].row
         if row is None:
             continue
         run = max(row.version or 0, row.claimed or 0)
         known = (_entries.decode(row.entry) if row.entry is not None and row.version == run
                  else None)
-        out[currency] = Latest(run, known)
+        out[pair] = Latest(run, known)
     return out
 
 
 async def plan_run(revenue: RevenueReader, versions: SharedVersions, *, entity: str,
-                   period: str, accounts: AccountMap) -> list[RunPosting]:
+                   period: str, accounts: AccountMap, entities: EntityMap | None = None,
+                   only: bool = False) -> list[RunPosting]:
     """What a close run of ``period`` for ``entity`` would publish now, publishing nothing
-    (``erpgw close status``). Raises as ``close_run`` does, ``BrokerUnavailable`` aside."""
+    (``erpgw close status``). With ``entities`` configured: for every entity of the
+    contracts' customers (only ``entity``'s with ``only``). Raises as ``close_run`` does,
+    ``BrokerUnavailable`` aside."""
     resp = await revenue.get(f"{RECOGNITION_PATH}?period={period}")
     detail = _detail.decode(resp.body)
-    currencies = sorted({it.currency.upper() for it in detail.items})
-    return plan_close(entity, period, detail.items, accounts,
-                      await _latest(versions, entity, period, currencies))
+    if entities is None or not entities.configured:
+        currencies = sorted({it.currency.upper() for it in detail.items})
+        latest = await _latest(versions, period, [(entity, c) for c in currencies])
+        return plan_close(entity, period, detail.items, accounts,
+                          {c: v for (_, c), v in latest.items()})
+    groups = group_by_entity(detail.items, entities)
+    if only:
+        groups = {e: g for e, g in groups.items() if e == entity}
+    pairs = sorted({(e, it.currency.upper()) for e, g in groups.items() for it in g})
+    return plan_close_entities(period, [it for g in groups.values() for it in g], accounts,
+                               await _latest(versions, period, pairs), entities)
 
 
 async def close_run(revenue: RevenueReader, versions: SharedVersions, bus: NatsBus,
-                    subjects: Subjects,
-                    *, entity: str, period: str, accounts: AccountMap) -> list[RunPosting]:
-    """Plan and publish the close run of ``period`` for ``entity``; returns the plan.
+                    subjects: Subjects, *, entity: str, period: str, accounts: AccountMap,
+                    entities: EntityMap | None = None) -> list[RunPosting]:
+    """Plan and publish the close run of ``period`` for ``entity`` (with ``entities``
+    configured: for every entity of the contracts' customers); returns the plan.
 
     Raises what the revenue platform's reader raises (``GatewayError``s), ``ContractError``
     for an answer that breaks ``RecognitionDetail``, ``LedgerUnavailable`` and
     ``BrokerUnavailable``; a rerun after any of them is safe (the same runs, the same keys).
     """
-    plan = await plan_run(revenue, versions, entity=entity, period=period, accounts=accounts)
+    plan = await plan_run(revenue, versions, entity=entity, period=period, accounts=accounts,
+                          entities=entities)
     for rp in plan:
         if rp.entry is None or rp.key is None:
             continue
@@ -141,8 +168,10 @@ class RevenueToGl(Actor):
     def __init__(self, name: str, *, revenue: RevenueReader, versions: SharedVersions,
                  bus: NatsBus,
                  subjects: Subjects, accounts: AccountMap, entity: str,
-                 interval_s: float, lease: KvLease | None = None) -> None:
+                 interval_s: float, lease: KvLease | None = None,
+                 entities: EntityMap | None = None) -> None:
         super().__init__(name)
+        self.entities = entities
         self.lease = lease
         self.skipped = 0
         self.revenue, self.versions, self.bus, self.subjects = revenue, versions, bus, subjects
@@ -161,7 +190,8 @@ class RevenueToGl(Actor):
     async def _pass(self, period: str) -> None:
         async def once() -> list[RunPosting]:
             return await close_run(self.revenue, self.versions, self.bus, self.subjects,
-                                   entity=self.entity, period=period, accounts=self.accounts)
+                                   entity=self.entity, period=period, accounts=self.accounts,
+                                   entities=self.entities)
 
         try:
             if self.lease is None:
@@ -181,7 +211,7 @@ class RevenueToGl(Actor):
         self.published += len(published)
         if published:
             log.info("close run %s entity %s: %s", period, self.entity,
-                     ", ".join(f"{rp.currency} run {rp.run} {rp.action}"
+                     ", ".join(f"{rp.entity} {rp.currency} run {rp.run} {rp.action}"
                                for rp in published))
 
     def statistics(self) -> dict[str, object]:

@@ -26,11 +26,13 @@ from contracts import DeadLetter, Envelope, GatewayError, JsonCodec, MsgpackCode
 
 from ..infra import Ledger, NatsBus
 from ..infra.state import SharedVersions
+from ..lifecycle.fx import EntityMap
 from ..reconcile import Break, ErpPosting, reconcile, reconcile_revenue
 from ..reconcile.matching import split_external_id
 from ..reconcile.runner import (
     BillingRead,
     erp_postings,
+    fx_read,
     ledger_views,
     read_billing,
     revenue_records,
@@ -102,7 +104,7 @@ async def close_status(bus: NatsBus, subjects: Subjects, *, billing: RevenueRead
                        revenue_leg: bool = True, ledger: Ledger | None = None,
                        postings: Callable[[], Awaitable[list[ErpPosting]]] | None = None,
                        billing_read: Callable[[str | None], Awaitable[BillingRead]] | None
-                       = None) -> CloseStatus:
+                       = None, entities: EntityMap | None = None) -> CloseStatus:
     """What blocks the close of ``period`` for ``entity`` now (``close_blockers``).
 
     ``postings`` / ``billing_read`` read the ERP and billing in their vendors' dialects, as
@@ -114,6 +116,10 @@ async def close_status(bus: NatsBus, subjects: Subjects, *, billing: RevenueRead
     keys = {d.key for d in docs}
     elsewhere = {d.key for d in read.docs} - keys
     found = await (postings() if postings is not None else erp_postings(erp))
+    # a payment foreign to its entity is expected in the functional currency (reconcile.fx)
+    if postings is None:  # the erpgw ERP (rates and booked rates readable)
+        read = await fx_read(read, found, erp, entities, msgspec.structs.asdict(accounts))
+    docs = [d for d in read.docs if period_of(d.issued_at) == period]
     mine = [p for p in found if not p.key.startswith(_CLOSE_ENTRIES)
             and split_external_id(p.key)[0] not in elsewhere]
     letters, named = await open_letters(bus, subjects)
@@ -126,7 +132,8 @@ async def close_status(bus: NatsBus, subjects: Subjects, *, billing: RevenueRead
                                     await revenue_records(revenue), ledger=views, now=now,
                                     grace_s=grace_s, dead_lettered=named,
                                     known=read.invoice_ids).breaks
-    plan = await plan_run(revenue, versions, entity=entity, period=period, accounts=accounts)
+    plan = await plan_run(revenue, versions, entity=entity, period=period, accounts=accounts,
+                          entities=entities, only=True)
     return close_blockers(entity, period, breaks=breaks, letters=letters, documents=keys,
                           revenue=plan)
 

@@ -13,7 +13,13 @@ payment                cash ``+amount``, receivable ``-amount``
 =====================  ==========================================================
 
 (a zero invoice is not posted; an amendment's reversal cancels the replaced version in the
-same period.) Only the accounts of the account map the gateway posts to are compared; a
+same period.) A payment foreign to its entity (``.fx``) is booked as its restated lines
+instead (``GlDoc.parts``, in the functional currency: cash, receivable and the realized FX gain
+or loss). Tax per jurisdiction (``accounts.tax_payable_by_jurisdiction``) is compared as one
+sum: the GL rows of every tax account are folded into ``tax_payable``'s (``fold_accounts``)
+before the comparison, since billing's documents give the tax total only.
+
+Only the accounts of the account map the gateway posts to are compared; a
 difference is a ``gl`` break, flagged with it: a person finds the entries behind it (a
 duplicate, an orphan or an altered amount shows here too, alongside its document break).
 Documents still in flight (no posting yet) and dead-lettered ones (the gateway gave up: the
@@ -36,8 +42,8 @@ import msgspec
 
 from .matching import BREAK_KINDS, Action, Break, Flag, ReconReport
 
-__all__ = ["GlDoc", "GlRow", "Payable", "Settlement", "expected_balances", "reconcile_gl",
-           "reconcile_payables"]
+__all__ = ["GlDoc", "GlRow", "Payable", "Settlement", "expected_balances", "fold_accounts",
+           "reconcile_gl", "reconcile_payables"]
 
 
 class GlDoc(msgspec.Struct, frozen=True):
@@ -50,6 +56,9 @@ class GlDoc(msgspec.Struct, frozen=True):
     total: int
     subtotal: int = 0
     tax: int = 0
+    # The net effect per account when not the table's (account, debit - credit), in
+    # ``currency``: a foreign payment's restated lines.
+    parts: tuple[tuple[str, int], ...] = ()
 
 
 class GlRow(msgspec.Struct, frozen=True):
@@ -83,7 +92,9 @@ def expected_balances(docs: Iterable[GlDoc], accounts: Mapping[str, str]
     ar, rev, tax, cash = (accounts["receivable"], accounts["deferred_revenue"],
                           accounts["tax_payable"], accounts["cash"])
     for d in docs:
-        if d.kind == "invoice":
+        if d.parts:
+            parts = list(d.parts)
+        elif d.kind == "invoice":
             if d.total == 0:
                 continue  # a zero invoice is not posted
             parts = [(ar, d.total), (rev, -d.subtotal), (tax, -d.tax)]
@@ -96,6 +107,17 @@ def expected_balances(docs: Iterable[GlDoc], accounts: Mapping[str, str]
         for account, amount in parts:
             out[(d.period, account, d.currency)] += amount
     return dict(out)
+
+
+def fold_accounts(rows: Iterable[GlRow], into: Mapping[str, str]) -> list[GlRow]:
+    """``rows`` with every account of ``into`` booked on the account it maps to (balances of
+    the same period, account and currency summed): the per-jurisdiction tax accounts into
+    ``tax_payable``. Rows of other accounts are kept as they are. Raises nothing."""
+    out: dict[tuple[str, str, str], int] = {}
+    for r in rows:
+        k = (r.period, into.get(r.account, r.account), r.currency)
+        out[k] = out.get(k, 0) + r.balance
+    return [GlRow(p, a, c, b) for (p, a, c), b in out.items()]
 
 
 def _report(checked: int, matched: int, breaks: list[Break], actions: list[Action],

@@ -19,6 +19,12 @@ break              when                                                         
 ``orphan``         the ERP holds a posting no billing document explains            ``Flag``
 =================  ==============================================================  ===========
 
+Entities and currencies: a document the ERP must hold in another currency than billing's (a
+foreign-currency payment posted in its entity's functional currency, ``.fx``) carries that
+expectation (``posted_currency``, ``posted_amount``, exact in minor units, and ``posted_as``
+saying at which rates); its posting is compared with it instead, and a difference is a
+``currency`` or ``amount`` break like any other.
+
 Versions and reversals (flow 6): the ERP posting of version n > 1 of a document carries the
 external id ``<id>:v<n>``, and an amendment reverses the entry it replaces with a posting
 ``<that external id>:reversal``. So first the reversals cancel the entries they name (neither
@@ -77,6 +83,18 @@ class BillingDoc(msgspec.Struct, frozen=True):
     amount: int  # minor units
     issued_at: float  # unix seconds
     version: int = 1  # the document's latest version at billing
+    # What the ERP must hold when it is not (currency, amount): a payment restated in its
+    # entity's functional currency (``.fx``), and how (``posted_as``: the rates).
+    posted_currency: str | None = None
+    posted_amount: int | None = None
+    posted_as: str = ""
+
+    @property
+    def expected(self) -> tuple[str, int]:
+        """The (currency, amount) the ERP's posting of the document must carry."""
+        if self.posted_currency is None or self.posted_amount is None:
+            return self.currency, self.amount
+        return self.posted_currency, self.posted_amount
 
 
 def split_external_id(external_id: str) -> tuple[str, int, bool]:
@@ -96,6 +114,11 @@ class ErpPosting(msgspec.Struct, frozen=True):
     erp_id: str
     currency: str
     amount: int
+    # The entity (subsidiary) and, for a document foreign to it, the functional currency and
+    # the rate it was booked at, as the ERP holds them (None when the entry has none).
+    entity: str | None = None
+    functional_currency: str | None = None
+    exchange_rate: str | None = None
 
 
 class Break(msgspec.Struct, frozen=True):
@@ -213,18 +236,20 @@ def reconcile(billing: Iterable[BillingDoc], erp: Iterable[ErpPosting], *, now: 
             actions.append(Flag(key, "duplicate",
                                 "reverse " + ", ".join(p.erp_id for p in got[1:] + stale)))
         first = got[0]
-        if first.currency != doc.currency:
+        currency, amount = doc.expected
+        how = f" ({doc.posted_as})" if doc.posted_as else ""
+        if first.currency != currency:
             ok = False
-            breaks.append(Break("currency", key, f"billed in {doc.currency}, posted in "
-                                f"{first.currency} ({first.erp_id})", doc.amount, first.amount,
-                                doc.currency))
+            breaks.append(Break("currency", key, f"billed in {doc.currency}{how}, posted in "
+                                f"{first.currency} ({first.erp_id})", amount, first.amount,
+                                currency))
             actions.append(Flag(key, "currency", f"reverse {first.erp_id} and repost"))
-        elif first.amount != doc.amount:
+        elif first.amount != amount:
             ok = False
-            breaks.append(Break("amount", key, f"billed {doc.amount}, posted {first.amount} "
-                                f"({first.erp_id})", doc.amount, first.amount, doc.currency))
+            breaks.append(Break("amount", key, f"billed {amount}{how}, posted {first.amount} "
+                                f"({first.erp_id})", amount, first.amount, currency))
             actions.append(Flag(key, "amount", f"reverse {first.erp_id} and repost "
-                                f"{doc.amount} {doc.currency}"))
+                                f"{amount} {currency}"))
         matched += ok
     for key in sorted(set(postings) - set(docs)):
         for _, p in postings[key]:

@@ -13,7 +13,11 @@ The other legs run when their sources are given: the revenue leg (``revenue``: t
 billings report, and ``ledger``: the gateway's upload rows, the only proof that a line was
 never sent; see ``.revenue``), the GL leg (``accounts``: the ERP's GL balances of the periods
 of billing's documents against the postings those documents make, ``.books``) and the payables
-leg (``partner``: the portal's settlements against the ERP's vendor bills). With ``repair``,
+leg (``partner``: the portal's settlements against the ERP's vendor bills). With ``entities``
+(the ``[entities]`` configuration), a payment foreign to its customer's entity is expected in
+the entity's functional currency, restated exactly as the payment router posts it (``.fx``):
+the rates are the ERP's daily rate of the payment's day and the rate the invoice's ERP posting
+carries. With ``repair``,
 an invoice whose revenue lines the ledger proves never sent is re-driven to the revenue
 poster (its issued event, without the repair header: the poster sends only lines the ledger
 says were never sent, so never twice). Every read pages with at most ``PAGE`` items.
@@ -23,8 +27,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from datetime import UTC, datetime
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from datetime import UTC, date, datetime
+from decimal import Decimal
 from typing import Any, Protocol, TypeVar
 from urllib.parse import quote
 
@@ -32,20 +37,21 @@ import anyio
 import msgspec
 from anyio.abc import TaskStatus
 
-from contracts import DeadLetter, GatewayError, JsonCodec, Subjects
+from contracts import DeadLetter, GatewayError, JsonCodec, Subjects, parse_rate
 from contracts.platforms.billing import (
     BillingEventList,
     BillingInvoice,
     CreditNoteEventList,
     PaymentEventList,
 )
-from contracts.platforms.erp import GlBalances, JournalEntryList, VendorBillList
+from contracts.platforms.erp import ExchangeRates, GlBalances, JournalEntryList, VendorBillList
 from contracts.platforms.partner import SettlementList
 from contracts.platforms.revenue import BillingReport
 
 from ..audit import publish_action
 from ..infra import Ledger, NatsBus
 from ..infra.lease import KvLease, run_periodically, run_while_held
+from ..lifecycle.fx import EntityMap, FxAccounts
 from ..platforms import HttpResponse
 from ..replay import replay_lane, select_events
 from ..runtime import Actor
@@ -55,9 +61,11 @@ from .books import (
     Payable,
     Settlement,
     expected_balances,
+    fold_accounts,
     reconcile_gl,
     reconcile_payables,
 )
+from .fx import PaymentRef, Restated, booked_rates, foreign_payments, rate_days, restate
 from .matching import (
     EXPLAINED_KINDS,
     BillingDoc,
@@ -86,6 +94,7 @@ _report: JsonCodec[BillingReport] = JsonCodec(BillingReport)
 _gl: JsonCodec[GlBalances] = JsonCodec(GlBalances)
 _settlements: JsonCodec[SettlementList] = JsonCodec(SettlementList)
 _bills: JsonCodec[VendorBillList] = JsonCodec(VendorBillList)
+_rates: JsonCodec[ExchangeRates] = JsonCodec(ExchangeRates)
 _json = msgspec.json.Encoder()
 PAGE = 1000
 # The roles of the account map the GL leg compares (the accounts flow 2 and 3 post to).
@@ -152,6 +161,7 @@ class BillingRead(msgspec.Struct, frozen=True):
     revenue: list[RevenueDoc]
     gl: list[GlDoc]
     invoice_ids: set[str]
+    payments: list[PaymentRef] = []  # the payments of ``docs``, with invoice and customer
 
 
 async def read_billing(billing: Reader, period: str | None) -> BillingRead:
@@ -201,7 +211,86 @@ async def read_billing(billing: Reader, period: str | None) -> BillingRead:
     gl += [GlDoc(e.data.object.id, "payment", _period_of(float(e.data.object.paid_at)),
                  e.data.object.currency.upper(), e.data.object.amount)
            for e in payments if e.data.object.id in docs]
-    return BillingRead(list(docs.values()), revenue, gl, set(latest))
+    refs = [PaymentRef(o.id, o.invoice, o.customer, o.currency.upper(), o.amount,
+                       datetime.fromtimestamp(o.paid_at, UTC).date())
+            for o in (e.data.object for e in payments) if o.id in docs]
+    return BillingRead(list(docs.values()), revenue, gl, set(latest), refs)
+
+
+def with_restated(read: BillingRead, restated: Mapping[str, Restated],
+                  missing: Mapping[str, str]) -> BillingRead:
+    """``read`` with each restated payment expected as its functional-currency posting (the
+    ERP leg's ``BillingDoc.posted_*``, the GL leg's ``GlDoc.parts``), and each payment that
+    could not be restated saying why (``posted_as``). Pure; raises nothing."""
+    def doc(d: BillingDoc) -> BillingDoc:
+        r = restated.get(d.key)
+        if r is not None:
+            return msgspec.structs.replace(
+                d, posted_currency=r.currency, posted_amount=r.amount,
+                posted_as=f"{r.amount} {r.currency}: at {r.rate}, booked at {r.booked}")
+        if d.key in missing:
+            return msgspec.structs.replace(d, posted_as=missing[d.key])
+        return d
+
+    def gl(d: GlDoc) -> GlDoc:
+        r = restated.get(d.key) if d.kind == "payment" else None
+        if r is None:
+            return d
+        net: dict[str, int] = {}
+        for ln in r.lines:
+            net[ln.account] = net.get(ln.account, 0) + ln.debit - ln.credit
+        return msgspec.structs.replace(d, currency=r.currency, parts=tuple(net.items()))
+
+    return msgspec.structs.replace(read, docs=[doc(d) for d in read.docs],
+                                   gl=[gl(d) for d in read.gl])
+
+
+async def daily_rates(erp: Reader, days: Iterable[tuple[date, str]]
+                      ) -> dict[tuple[date, str, str], Decimal]:
+    """The ERP's daily rates of each ``(day, functional currency)``, one request each:
+    ``(day, currency, functional)`` → rate. Raises ``GatewayError`` subclasses; a rate that
+    is not an exact decimal is left out (the payment is then not restated)."""
+    out: dict[tuple[date, str, str], Decimal] = {}
+    for day, functional in sorted(days):
+        body = _rates.decode((await erp.get(
+            f"/erp/v1/exchange-rates?date={day.isoformat()}&base={functional}")).body)
+        for currency, raw in body.rates.items():
+            try:
+                out[(day, currency.upper(), functional)] = parse_rate(raw)
+            except ValueError:
+                continue
+    return out
+
+
+def tax_accounts(accounts: Mapping[str, object]) -> dict[str, str]:
+    """Each per-jurisdiction tax account (``tax_payable_by_jurisdiction``, when the account
+    map has it) → ``tax_payable``. Raises nothing."""
+    by = accounts.get("tax_payable_by_jurisdiction")
+    target = accounts.get("tax_payable")
+    if not isinstance(by, Mapping) or not isinstance(target, str):
+        return {}
+    return {str(a): target for a in by.values() if str(a) != target}
+
+
+async def fx_read(read: BillingRead, postings: Sequence[ErpPosting], erp: Reader,
+                  entities: EntityMap | None, accounts: Mapping[str, object]
+                  ) -> BillingRead:
+    """``read`` with its foreign payments restated (``with_restated``), reading the daily
+    rates they need from ``erp``; ``read`` itself without ``entities`` or foreign payments.
+    Raises ``GatewayError`` subclasses."""
+    foreign = foreign_payments(read.payments, entities) if entities is not None else []
+    if not foreign:
+        return read
+    rates = await daily_rates(erp, rate_days(foreign))
+    defaults = FxAccounts()
+    fx = FxAccounts(rounding=str(accounts.get("fx_rounding", defaults.rounding)),
+                    fx_gain=str(accounts.get("fx_gain", defaults.fx_gain)),
+                    fx_loss=str(accounts.get("fx_loss", defaults.fx_loss)))
+    restated, missing = restate(foreign, booked_rates(postings), rates,
+                                cash=str(accounts.get("cash", "1000")),
+                                receivable=str(accounts.get("receivable", "1200")),
+                                accounts=fx)
+    return with_restated(read, restated, missing)
 
 
 # Reads billing's documents of a period (``None``: all) in a dialect of its own.
@@ -265,7 +354,8 @@ async def erp_postings(erp: Reader) -> list[ErpPosting]:
     while True:
         page = _entries.decode((await erp.get(
             f"/erp/v1/journal-entries?after={after}&limit={PAGE}")).body)
-        out += [ErpPosting(e.external_id, e.id, e.currency, e.amount) for e in page.items]
+        out += [ErpPosting(e.external_id, e.id, e.currency, e.amount, e.subsidiary,
+                           e.functional_currency, e.exchange_rate) for e in page.items]
         if len(page.items) < PAGE:
             return out
         after = page.items[-1].seq
@@ -288,7 +378,8 @@ async def run_once(bus: NatsBus, subjects: Subjects, billing: Reader, erp: Reade
                    accounts: Mapping[str, str] | None = None,
                    postings: Callable[[], Awaitable[list[ErpPosting]]] | None = None,
                    billing_read: BillingReadFn | None = None,
-                   audit_role: str = "reconciler", audit_identity: str = "") -> RunResult:
+                   audit_role: str = "reconciler", audit_identity: str = "",
+                   entities: EntityMap | None = None) -> RunResult:
     """One reconciliation (see the module docstring): the ERP leg always; the revenue leg with
     ``revenue`` (repairs only with ``ledger`` too), the GL leg with ``accounts`` (role →
     account number), the payables leg with ``partner``. ``postings`` reads the ERP's journal
@@ -308,6 +399,8 @@ async def run_once(bus: NatsBus, subjects: Subjects, billing: Reader, erp: Reade
     read = (await billing_read(period) if billing_read is not None
             else await read_billing(billing, period))
     postings_read = await (postings() if postings is not None else erp_postings(erp))
+    if postings is None:  # the erpgw ERP: its postings carry their rates, it has daily rates
+        read = await fx_read(read, postings_read, erp, entities, accounts or {})
     dead = await dead_lettered(bus, subjects)
     now = time.time()
     report = reconcile(read.docs, postings_read, now=now, grace_s=grace_s, dead_lettered=dead)
@@ -324,8 +417,11 @@ async def run_once(bus: NatsBus, subjects: Subjects, billing: Reader, erp: Reade
         periods = [period] if period else sorted({d.period for d in read.gl})
         expected = expected_balances((d for d in read.gl if d.key not in explained),
                                      accounts)
-        legs["gl"] = reconcile_gl(expected, await gl_rows(erp, periods),
-                                  accounts=[accounts[r] for r in GL_ROLES], periods=periods,
+        compared = [accounts[r] for r in GL_ROLES] + [
+            accounts[r] for r in ("fx_gain", "fx_loss") if r in accounts]
+        legs["gl"] = reconcile_gl(expected, fold_accounts(await gl_rows(erp, periods),
+                                                          tax_accounts(accounts)),
+                                  accounts=compared, periods=periods,
                                   headline=accounts["receivable"])
     if partner is not None:
         settled, bills = await payables(partner, erp)
@@ -419,8 +515,9 @@ class Reconciler(Actor):
                  accounts: Mapping[str, str] | None = None,
                  postings: Callable[[], Awaitable[list[ErpPosting]]] | None = None,
                  billing_read: BillingReadFn | None = None, audit_identity: str = "",
-                 lease: KvLease | None = None) -> None:
+                 lease: KvLease | None = None, entities: EntityMap | None = None) -> None:
         super().__init__(name)
+        self.entities = entities
         self.audit_identity = audit_identity  # its broker identity, named in repair audit rows
         self.lease = lease
         self.skipped = 0
@@ -443,7 +540,7 @@ class Reconciler(Actor):
                               revenue=self.revenue, ledger=self.ledger,
                               partner=self.partner, accounts=self.accounts,
                               postings=self.postings, billing_read=self.billing_read,
-                              audit_identity=self.audit_identity)
+                              audit_identity=self.audit_identity, entities=self.entities)
 
     async def _pass(self) -> None:
         try:

@@ -163,13 +163,16 @@ __all__ += ["RecognitionDetail", "RecognitionItem"]
 
 class RecognitionItem(msgspec.Struct, frozen=True):
     """``amount`` (minor units of ``currency``, upper-case) that version ``version`` of
-    contract ``contract`` recognises in the period for ``product``."""
+    contract ``contract`` recognises in the period for ``product``. ``customer`` is the
+    contract's customer (empty when the platform does not say): it names the legal entity the
+    revenue is posted for."""
 
     contract: str
     version: int
     currency: str
     product: str
     amount: int
+    customer: str = ""
 
 
 class RecognitionDetail(msgspec.Struct, frozen=True):

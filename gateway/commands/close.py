@@ -88,7 +88,7 @@ def cmd_close_run(args: argparse.Namespace) -> int:
             async with open_platforms(specs, limiters={}) as p:
                 plan = await close_run(p.revenue.reader(), versions, bus, subjects,
                                        entity=entity, period=args.period,
-                                       accounts=cfg.accounts)
+                                       accounts=cfg.accounts, entities=cfg.entities)
             completed = await wait_applied(versions, plan, args.timeout)
         finally:
             await bus.close()
@@ -96,7 +96,8 @@ def cmd_close_run(args: argparse.Namespace) -> int:
         doc: dict[str, Any] = {
             "period": args.period, "entity": entity, "completed": completed,
             "published": published,
-            "runs": [{"currency": rp.currency, "run": rp.run, "action": rp.action,
+            "runs": [{"entity": rp.entity, "currency": rp.currency, "run": rp.run,
+                      "action": rp.action,
                       "amount": rp.amount,
                       "external_id": rp.entry.external_id if rp.entry else None}
                      for rp in plan]}
@@ -107,7 +108,7 @@ def cmd_close_run(args: argparse.Namespace) -> int:
                   f"{published} published, "
                   f"{'completed' if completed else 'not completed (see erpgw dlq ls)'}")
             for r in doc["runs"]:
-                print(f"  {r['currency']}  run {r['run']:>3}  {r['action']:<9}  "
+                print(f"  {r['entity']}  {r['currency']}  run {r['run']:>3}  {r['action']:<9}  "
                       f"{r['amount']:>14}  {r['external_id'] or '-'}")
         return 0 if completed else 1
 
@@ -142,7 +143,7 @@ def cmd_close_status(args: argparse.Namespace) -> int:
                     bus, subjects, billing=p.billing.reader(), erp=p.erp.reader(),
                     revenue=p.revenue.reader(), versions=versions, entity=entity,
                     period=args.period, accounts=cfg.accounts, grace_s=args.grace,
-                    revenue_leg=revenue_leg, ledger=ledger,
+                    revenue_leg=revenue_leg, ledger=ledger, entities=cfg.entities,
                     postings=erp_postings_reader(cfg, p.erp),
                     billing_read=stripe_billing_read(cfg, p.billing))
         finally:
@@ -201,7 +202,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                     "last run, the last run is reversed and the new one posted (both into the "
                     "first open period when the month is closed). Waits until the poster has "
                     "applied them; exits 1 when that did not happen within --timeout.")
-    _period_flags(run, "the month to post", "the legal entity the entries are posted for")
+    _period_flags(run, "the month to post", "the legal entity the entries are posted for "
+                  "when [entities] is not configured (with it, each contract's customer's)")
     run.add_argument("--timeout", type=float, default=60.0, metavar="S",
                      help="how long to wait for the ERP poster to apply the entries (60)")
     run.add_argument("--revenue-url", metavar="URL",

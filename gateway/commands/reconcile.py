@@ -77,7 +77,8 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
                     # netsuite: the journal entries through SuiteQL, signed like the poster
                     postings=erp_postings_reader(cfg, p.erp),
                     billing_read=stripe_billing_read(cfg, p.billing),
-                    audit_role="operator", audit_identity=identity_of(auth))
+                    audit_role="operator", audit_identity=identity_of(auth),
+                    entities=cfg.entities)
         finally:
             if ledger is not None:
                 await ledger.close()

@@ -31,6 +31,10 @@ def test_demo_posts_recognised_revenue_to_the_gl_exactly() -> None:
     flow = doc["flows"]["revenue_to_gl"]
     assert flow["expected"] > 0 and flow["completed"] == flow["expected"]
     assert flow["exact"] is True and flow["gl_revenue"] == flow["recognised"]
+    # one entry per entity of the contracts' customers: both demo entities, each exact
+    by_entity = flow["by_entity"]
+    assert set(by_entity["recognised"]) == {"eu", "us"}
+    assert by_entity["erp"] == by_entity["recognised"]
     # Once everything drained, nothing blocks the close of the bill run's month (the deals'
     # revenue is recognised in the next one, and its close run is judged there).
     close = doc["close"]

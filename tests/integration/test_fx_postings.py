@@ -14,6 +14,7 @@ from actors.lifecycle.fx import EntityMap, RateTable
 from actors.payments.cash import fx_needs, plan_cash
 from actors.platforms.erp import ErpBookedRates, ErpgwJournalClient, ErpRates
 from actors.platforms.guard import PlatformGuard
+from actors.reconcile.fx import PaymentRef
 from actors.router import AccountMap
 from actors.router.invoices import load_rates, plan_invoice, rates_needed
 from contracts import (
@@ -134,3 +135,79 @@ async def test_foreign_invoice_and_its_payment_at_another_rate(sim_url: str) -> 
     assert gl_dec == {("1000", "USD"): cash, ("1200", "USD"): -(cleared + on_account),
                       fx_line: -gain}
     assert paid.amount == cash + max(-gain, 0)  # the debits: cash, and a loss
+
+
+async def _post_invoice_and_payment(guard: PlatformGuard, inv: InvoiceIssuedV3,
+                                    payment: PaymentReceived) -> None:
+    """Post ``inv`` and ``payment`` as the routers do: the rates read from the ERP."""
+    erp, rates_source, booked_source = (ErpgwJournalClient(guard), ErpRates(guard),
+                                        ErpBookedRates(guard))
+    rates = RateTable()
+    await load_rates(rates_needed([inv], ENTITIES), rates, rates_source)
+    await erp.post_journal_entries([_entry(plan_invoice(
+        _first(inv), SUBJECTS, ACCOUNTS, entities=ENTITIES, rates=rates))])
+    days, _ = fx_needs([payment], ENTITIES)
+    await load_rates(days, rates, rates_source)
+    booked = {inv.invoice_id: await booked_source(inv.invoice_id) or ""}
+    await erp.post_journal_entries([_entry(plan_cash(
+        _first(payment), SUBJECTS, ACCOUNTS, entities=ENTITIES, rates=rates,
+        booked=booked))])
+
+
+async def test_the_reconciler_matches_a_payment_posted_in_the_functional_currency(
+        sim_url: str) -> None:
+    """The reconciler (ERP and GL legs) against what the simulated ERP holds: the EUR invoice
+    and its whole payment, posted in USD at another day's rate, match exactly; without the
+    restatement the payment is a ``currency`` break, without folding the per-jurisdiction tax
+    accounts the tax is a ``gl`` break."""
+    from actors.reconcile import BillingDoc, GlDoc, expected_balances, reconcile
+    from actors.reconcile.books import fold_accounts, reconcile_gl
+    from actors.reconcile.runner import (
+        GL_ROLES,
+        BillingRead,
+        erp_postings,
+        fx_read,
+        gl_rows,
+        tax_accounts,
+    )
+
+    issued_at, paid_at = (datetime(2025, 4, 28, 10, tzinfo=UTC),
+                          datetime(2025, 5, 6, 15, tzinfo=UTC))
+    inv = msgspec.structs.replace(_invoice(), invoice_id="in_fx_recon_1", issued_at=issued_at)
+    payment = PaymentReceived(
+        payment_id="py_fx_recon_1", customer_id="cus_1", currency="EUR", amount=inv.total,
+        received_at=paid_at,
+        applications=(PaymentApplication(invoice_id=inv.invoice_id, amount=inv.total,
+                                         currency="EUR"),))
+    accounts = msgspec.structs.asdict(ACCOUNTS)
+    async with HttpClient(sim_url, platform="erp") as http:
+        guard = PlatformGuard("erp", http, open_code="erp.breaker_open")
+        await _post_invoice_and_payment(guard, inv, payment)
+        mine = {inv.invoice_id, payment.payment_id}
+        postings = [p for p in await erp_postings(guard) if p.key in mine]
+        billing = BillingRead(
+            [BillingDoc(inv.invoice_id, "EUR", inv.total, issued_at.timestamp()),
+             BillingDoc(payment.payment_id, "EUR", inv.total, paid_at.timestamp())], [],
+            [GlDoc(inv.invoice_id, "invoice", "2025-04", "EUR", inv.total,
+                   inv.total - inv.tax, inv.tax),
+             GlDoc(payment.payment_id, "payment", "2025-05", "EUR", inv.total)],
+            {inv.invoice_id},
+            [PaymentRef(payment.payment_id, inv.invoice_id, "cus_1", "EUR", inv.total,
+                        paid_at.date())])
+        read = await fx_read(billing, postings, guard, ENTITIES, accounts)
+        rows = await gl_rows(guard, ["2025-04", "2025-05"])
+
+    erp_leg = reconcile(read.docs, postings, now=paid_at.timestamp() + 1e6)
+    assert (erp_leg.matched, erp_leg.breaks) == (2, [])
+    unrestated = reconcile(billing.docs, postings, now=paid_at.timestamp() + 1e6)
+    assert [(b.kind, b.key) for b in unrestated.breaks] == [("currency", payment.payment_id)]
+    compared = [getattr(ACCOUNTS, r) for r in GL_ROLES] + [ACCOUNTS.fx_gain,
+                                                                   ACCOUNTS.fx_loss]
+    expected = expected_balances(read.gl, accounts)
+    gl = reconcile_gl(expected, fold_accounts(rows, tax_accounts(accounts)),
+                      accounts=compared, periods=["2025-04", "2025-05"],
+                      headline=ACCOUNTS.receivable)
+    assert gl.breaks == [] and gl.matched >= 5
+    unfolded = reconcile_gl(expected, rows, accounts=compared,
+                            periods=["2025-04", "2025-05"], headline=ACCOUNTS.receivable)
+    assert [b.key for b in unfolded.breaks] == [f"2025-04/{ACCOUNTS.tax_payable}/EUR"]
