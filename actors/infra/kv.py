@@ -193,8 +193,9 @@ class KvBucket:
         trip. Takes 1 to 1,000 distinct keys.
 
         Raises ``BrokerUnavailable`` (the batch went unanswered in time, or the connection
-        failed) or ``_BatchReadRefused`` (the server does not answer a batched read: read the
-        keys one by one; later ``get_many`` calls then do so at once).
+        failed) or ``_BatchReadRefused`` (the server did not answer it as a batched read:
+        read the keys one by one; unless it only had no responder just then (503, as in a
+        leader election), later ``get_many`` calls then read key by key at once).
         """
         if not keys or len(keys) > _MAX_BATCH_READ or len(set(keys)) < len(keys):
             raise ValueError("get_all takes 1 to 1,000 distinct keys")
@@ -229,8 +230,9 @@ class KvBucket:
             raise BrokerUnavailable(f"read {len(keys)} keys of {self.name}: {exc!r}") from exc
         if status == "404":  # none of the keys has a message
             status = "204"
-        if status != "204":  # not a batched read's end (503: no direct get; 408, 413...)
-            self._batched_reads = False
+        if status != "204":  # not a batched read's end
+            if status != "503":  # refused (400, 408, 413...), not "no responder just now"
+                self._batched_reads = False
             raise _BatchReadRefused(f"batched read of {self.name} answered {status}")
         self.read_batches += 1
         return out
