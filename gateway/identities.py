@@ -175,7 +175,9 @@ def _kv_rights(subjects: Subjects, kind: str, *, write: bool = True) -> list[str
     on one shared bucket (``actors.infra.state``); never delete or purge the bucket."""
     bucket = bucket_name(subjects, kind)
     stream = bucket_stream(bucket)
-    rights = [f"$JS.API.DIRECT.GET.{stream}.>", f"$JS.API.STREAM.INFO.{stream}"]
+    # ``.>``: one key's direct get; the bare subject: a batched direct get of many keys.
+    rights = [f"$JS.API.DIRECT.GET.{stream}.>", f"$JS.API.DIRECT.GET.{stream}",
+              f"$JS.API.STREAM.INFO.{stream}"]
     return [*rights, f"$KV.{bucket}.>"] if write else rights
 
 

@@ -22,6 +22,13 @@ lost (``KvConflict``) and stores the others, exactly as before batching. A batch
 went unanswered (timeout, connection lost) may or may not be stored: every key of it is
 answered ``BrokerUnavailable`` (re-read before trying again), never written a second time.
 
+Reads of several keys: ``get_many`` asks for up to 1,000 keys in one batched direct get (the
+stream's ``$JS.API.DIRECT.GET.<stream>`` with ``multi_last``: the last message of each key's
+subject, then an end-of-batch status), one round trip instead of one per key; each key comes
+with its revision (the message's stream sequence), the one a later ``put_if`` is conditional
+on, exactly as ``get`` reads it. A batched read the server does not answer as one (an older
+server, a stream without direct gets, no permission) is made key by key.
+
 Errors: ``KvConflict`` (the key moved since it was read; retryable after a re-read) and
 ``BrokerUnavailable`` (retryable: timeout, reconnecting, no quorum).
 """
@@ -36,6 +43,7 @@ from dataclasses import dataclass
 import msgspec
 import nats.errors
 import nats.js.errors
+from nats.aio.msg import Msg
 from nats.js import api
 from nats.js.client import JetStreamContext
 from nats.js.kv import KeyValue
@@ -57,6 +65,10 @@ _WRONG_LAST = (10071, 10164)
 _MAX_ATOMIC = 1000
 # The server's "atomic publish is disabled" (the stream has no ``allow_atomic``).
 _ATOMIC_DISABLED = 10174
+# Most keys one batched direct get asks for (the server answers 413 beyond about 1,024).
+_MAX_BATCH_READ = 1000
+# A direct get's message that is a key's delete or purge marker, not a value.
+_MARKERS = ("DEL", "PURGE")
 
 
 class _ApiError(msgspec.Struct):
@@ -72,6 +84,20 @@ class _BatchAck(msgspec.Struct):
 
 
 _batch_ack = msgspec.json.Decoder(_BatchAck)
+
+
+class _BatchGet(msgspec.Struct):
+    """A batched direct get: the last message of each subject, ``batch`` at most."""
+
+    multi_last: list[str]
+    batch: int
+
+
+_batch_get = msgspec.json.Encoder()
+
+
+class _BatchReadRefused(Exception):
+    """The server did not answer a batched direct get as one (read the keys one by one)."""
 
 
 class KvConflict(Retryable):
@@ -118,6 +144,10 @@ class KvBucket:
         self.conflicts = 0
         self.batches = 0  # atomic batches stored
         self.batches_refused = 0  # atomic batches refused (then written key by key)
+        self.read_batches = 0  # batched direct gets answered (one round trip each)
+        # Whether ``get_many`` asks for several keys in one batched direct get; False once
+        # the server refused one (the keys are then read one get each).
+        self._batched_reads = True
         # Whether ``put_many`` tries an atomic batch first; False once the bucket's stream
         # refused one for not allowing them (``atomic=False``: always key by key).
         self._atomic = atomic
@@ -138,12 +168,73 @@ class KvBucket:
         return KvEntry(key, entry.value or b"", int(entry.revision or 0))
 
     async def get_many(self, keys: Iterable[str]) -> dict[str, KvEntry]:
-        """``get`` of every key, ``_IN_FLIGHT`` at a time. Raises ``BrokerUnavailable``."""
+        """``get`` of every key: one batched direct get (``get_all``) per 1,000 keys, or,
+        when the server does not answer one (refused, or not in time), ``get`` of each of its
+        keys, ``_IN_FLIGHT`` at a time. Raises ``BrokerUnavailable``."""
         wanted = list(dict.fromkeys(keys))
         out: dict[str, KvEntry] = {}
+        if self._batched_reads and len(wanted) > 1:
+            left: list[str] = []
+            for i in range(0, len(wanted), _MAX_BATCH_READ):
+                chunk = wanted[i:i + _MAX_BATCH_READ]
+                try:
+                    out.update(await self.get_all(chunk))
+                except (_BatchReadRefused, BrokerUnavailable):
+                    left += chunk  # read key by key (which says whether the broker is down)
+            wanted = left
         for i in range(0, len(wanted), _IN_FLIGHT):
             for e in await asyncio.gather(*(self.get(k) for k in wanted[i:i + _IN_FLIGHT])):
                 out[e.key] = e
+        return out
+
+    async def get_all(self, keys: Sequence[str]) -> dict[str, KvEntry]:
+        """Every key's current value and revision (``KvEntry(key, None, 0)`` when absent,
+        deleted or purged, as ``get``) from one batched direct get: one request, one round
+        trip. Takes 1 to 1,000 distinct keys.
+
+        Raises ``BrokerUnavailable`` (the batch went unanswered in time, or the connection
+        failed) or ``_BatchReadRefused`` (the server did not answer it as a batched read:
+        read the keys one by one; unless it only had no responder just then (503, as in a
+        leader election), later ``get_many`` calls then read key by key at once).
+        """
+        if not keys or len(keys) > _MAX_BATCH_READ or len(set(keys)) < len(keys):
+            raise ValueError("get_all takes 1 to 1,000 distinct keys")
+        nc = self._js._nc
+        pre = f"$KV.{self.name}."
+        out = {k: KvEntry(k, None, 0) for k in keys}
+        done: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+
+        async def take(msg: Msg) -> None:
+            headers = msg.headers or {}
+            status = headers.get("Status")
+            if status is not None:
+                if not done.done():
+                    done.set_result(status)
+                return
+            key = headers.get("Nats-Subject", "")[len(pre):]
+            if key in out and headers.get("KV-Operation") not in _MARKERS:
+                out[key] = KvEntry(key, msg.data or b"", int(headers.get("Nats-Sequence", 0)))
+
+        self.reads += len(keys)
+        request = _batch_get.encode(_BatchGet(multi_last=[pre + k for k in keys],
+                                              batch=len(keys)))
+        try:
+            sub = await nc.subscribe(nc.new_inbox(), cb=take)
+            try:
+                await nc.publish(f"$JS.API.DIRECT.GET.{bucket_stream(self.name)}", request,
+                                 reply=sub.subject)
+                status = await asyncio.wait_for(done, self._timeout)
+            finally:
+                await sub.unsubscribe()
+        except (TimeoutError, nats.errors.Error, OSError) as exc:
+            raise BrokerUnavailable(f"read {len(keys)} keys of {self.name}: {exc!r}") from exc
+        if status == "404":  # none of the keys has a message
+            status = "204"
+        if status != "204":  # not a batched read's end
+            if status != "503":  # refused (400, 408, 413...), not "no responder just now"
+                self._batched_reads = False
+            raise _BatchReadRefused(f"batched read of {self.name} answered {status}")
+        self.read_batches += 1
         return out
 
     async def put_if(self, key: str, value: bytes, revision: int) -> int:

@@ -11,7 +11,9 @@ class MemoryBucket:
     """An in-memory stand-in for ``actors.infra.kv.KvBucket`` with the same compare-and-set
     rules (revision 0 creates; N updates only while the key is at N; revisions grow per
     bucket like a stream's sequence), for unit tests without a broker. ``before_write`` runs
-    before every conditional write (a test uses it to slip another writer in)."""
+    before every conditional write (a test uses it to slip another writer in). ``reads``: the
+    keys of each read round trip, in order (``get``: one key; ``get_many``: its keys in one,
+    as the real bucket's batched direct get)."""
 
     def __init__(self, name: str = "mem") -> None:
         self.name = name
@@ -19,13 +21,20 @@ class MemoryBucket:
         self.seq = 0
         self.before_write: Callable[[str], Awaitable[None]] | None = None
         self.conflicts = 0
+        self.reads: list[list[str]] = []
 
-    async def get(self, key: str) -> KvEntry:
+    def _entry(self, key: str) -> KvEntry:
         value, rev = self.data.get(key, (None, 0))
         return KvEntry(key, value, rev if value is not None else 0)
 
+    async def get(self, key: str) -> KvEntry:
+        self.reads.append([key])
+        return self._entry(key)
+
     async def get_many(self, keys: Iterable[str]) -> dict[str, KvEntry]:
-        return {k: await self.get(k) for k in dict.fromkeys(keys)}
+        wanted = list(dict.fromkeys(keys))
+        self.reads.append(wanted)
+        return {k: self._entry(k) for k in wanted}
 
     async def put_if(self, key: str, value: bytes, revision: int) -> int:
         if self.before_write is not None:

@@ -465,6 +465,34 @@ async def test_a_claim_lost_to_another_process_is_planned_again(
     assert erp.receivable() == 3300
 
 
+async def test_a_batch_of_aggregates_is_one_read_and_a_lost_claim_re_reads_only_its_own(
+        ledger: Ledger, other_ledger: Ledger) -> None:
+    """A batch of 12 invoices reads its 12 aggregates from the shared versions in one round
+    trip; applying them after the ERP's answer reads nothing (each claim's revision is
+    known). When another process claims one of them between A's read and A's claim, A
+    re-reads that aggregate alone (a second round trip) and plans it again: stale."""
+    erp, shared = FakeErp(), MemoryBucket()
+    a, b = make_poster(erp, ledger, shared), make_poster(erp, other_ledger, shared)
+    await run(a, [command(n, 1, 1) for n in range(1, 13)])
+    assert len(shared.reads) == 1 and len(shared.reads[0]) == 12
+    assert erp.requests == [[f"in_{n}" for n in range(1, 13)]]
+    shared.reads.clear()
+    v3 = command(5, 3, 2)
+
+    async def b_first(_key: str) -> None:  # inside A's claim of the v2s, after A's read
+        await run(b, [v3])
+    shared.before_write = b_first
+    batch = [command(n, 2, 3) for n in range(1, 13)]
+    await run(a, batch)
+    assert [d.verdict for d in batch] == ["ack"] * 12 and v3.verdict == "ack"
+    b_read = [r for r in shared.reads if r == [shared.reads[1][0]]]
+    assert len(shared.reads[0]) == 12 and len(b_read) == 2  # A's read; B's read, A's re-read
+    assert len(shared.reads) == 3 and a.replans == 1 and a.stale == 1
+    assert erp.requests[1] == ["in_5:reversal", "in_5:v3"]  # B's batch, inside A's claim
+    assert sorted(erp.requests[2]) == sorted(
+        x for n in range(1, 13) if n != 5 for x in (f"in_{n}:reversal", f"in_{n}:v2"))
+
+
 async def test_a_claim_by_a_process_that_froze_is_carried_by_the_other(
         ledger: Ledger, other_ledger: Ledger, monkeypatch: pytest.MonkeyPatch) -> None:
     """A claims v1 and sends it, then freezes before recording it (its ledger write fails);

@@ -140,3 +140,27 @@ async def test_a_bucket_without_atomic_batches_is_written_key_by_key_and_still_g
     assert isinstance(out["x"], int) and isinstance(out["y"], KvConflict)
     assert bucket.batches_refused == 1
     assert (await bucket.get("y")).value == b"1"
+
+
+async def test_a_batch_of_keys_is_read_in_one_round_trip_at_the_revisions_writes_go_against(
+        buses: Any) -> None:
+    bucket = KvBucket.on(await buses("erp"), VERSIONS)  # the poster's role may batch reads
+    revs = await bucket.put_many((f"billing.in_r{n}", f"v{n}".encode(), 0) for n in range(6))
+    assert all(isinstance(r, int) for r in revs.values())
+    moved = await bucket.put_if("billing.in_r1", b"v1b", revs["billing.in_r1"])  # type: ignore[arg-type]
+    await bucket.delete_if("billing.in_r2", revs["billing.in_r2"])  # type: ignore[arg-type]
+    await bucket.forget("billing.in_r3")
+    keys = [f"billing.in_r{n}" for n in range(8)]  # r6, r7: never written
+    before = bucket.read_batches
+    got = await bucket.get_many(keys)
+    assert bucket.read_batches == before + 1  # one batched direct get for the 8 keys
+    one_by_one = {k: await bucket.get(k) for k in keys}
+    assert got == one_by_one
+    assert (got["billing.in_r1"].value, got["billing.in_r1"].revision) == (b"v1b", moved)
+    assert [got[k].value for k in keys[2:4] + keys[6:]] == [None] * 4
+    # The revision read is the one a conditional write is made against: it applies, and a
+    # write from the same read again loses.
+    assert await bucket.put_if("billing.in_r4", b"next", got["billing.in_r4"].revision) > 0
+    with pytest.raises(KvConflict):
+        await bucket.put_if("billing.in_r4", b"again", got["billing.in_r4"].revision)
+    assert await bucket.put_if("billing.in_r2", b"anew", got["billing.in_r2"].revision) > 0

@@ -745,3 +745,17 @@ def test_an_invoice_waiting_for_another_process_backs_off_then_waits_longer() ->
     assert isinstance(early, Retry) and early.delay < CLAIM_WAIT_S
     assert isinstance(late, Retry) and late.delay >= CLAIM_WAIT_S
     assert late.code == "revenue.claimed_elsewhere"
+
+
+@pytest.mark.parametrize("invoices", [2, 12])
+async def test_a_batch_reads_the_shared_uploads_in_one_round_trip_whatever_its_size(
+        ledger: Ledger, invoices: int) -> None:
+    """Every line of the batch (and the next version's ids) is read in one round trip, and
+    the claim re-reads nothing: one read per batch, whatever its size."""
+    shared = MemoryBucket()
+    p = poster(Platform(accept), ledger, bucket=shared)
+    batch = [FakeDelivery(envelope(n)) for n in range(1, invoices + 1)]
+    await p.handle(batch)
+    assert [d.verdict for d in batch] == ["ack"] * invoices
+    assert len(shared.reads) == 1  # lines and next-version ids, one batched read
+    assert len(shared.reads[0]) == invoices * 2 * 2  # 2 lines each, and their v2 ids
