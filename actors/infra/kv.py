@@ -36,7 +36,9 @@ Errors: ``KvConflict`` (the key moved since it was read; retryable after a re-re
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -69,6 +71,12 @@ _ATOMIC_DISABLED = 10174
 _MAX_BATCH_READ = 1000
 # A direct get's message that is a key's delete or purge marker, not a value.
 _MARKERS = ("DEL", "PURGE")
+# After a batched read went unanswered while the same keys read one by one were answered (an
+# identity whose broker authorization lacks the bare direct-get subject, a server that drops
+# it): read key by key for this long before trying a batch again, not one timeout per batch.
+_BATCH_READ_PAUSE_S = 300.0
+
+log = logging.getLogger("erpgw.kv")
 
 
 class _ApiError(msgspec.Struct):
@@ -148,6 +156,8 @@ class KvBucket:
         # Whether ``get_many`` asks for several keys in one batched direct get; False once
         # the server refused one (the keys are then read one get each).
         self._batched_reads = True
+        # Monotonic time before which ``get_many`` reads key by key (see _BATCH_READ_PAUSE_S).
+        self._batched_paused_until = 0.0
         # Whether ``put_many`` tries an atomic batch first; False once the bucket's stream
         # refused one for not allowing them (``atomic=False``: always key by key).
         self._atomic = atomic
@@ -173,18 +183,30 @@ class KvBucket:
         keys, ``_IN_FLIGHT`` at a time. Raises ``BrokerUnavailable``."""
         wanted = list(dict.fromkeys(keys))
         out: dict[str, KvEntry] = {}
-        if self._batched_reads and len(wanted) > 1:
+        unanswered = False
+        if (self._batched_reads and len(wanted) > 1
+                and time.monotonic() >= self._batched_paused_until):
             left: list[str] = []
             for i in range(0, len(wanted), _MAX_BATCH_READ):
                 chunk = wanted[i:i + _MAX_BATCH_READ]
                 try:
                     out.update(await self.get_all(chunk))
-                except (_BatchReadRefused, BrokerUnavailable):
+                except _BatchReadRefused:
+                    left += chunk
+                except BrokerUnavailable:
                     left += chunk  # read key by key (which says whether the broker is down)
+                    unanswered = True
             wanted = left
         for i in range(0, len(wanted), _IN_FLIGHT):
             for e in await asyncio.gather(*(self.get(k) for k in wanted[i:i + _IN_FLIGHT])):
                 out[e.key] = e
+        if unanswered:  # ... and the keys one by one were: the batched read is what fails
+            self._batched_paused_until = time.monotonic() + _BATCH_READ_PAUSE_S
+            log.warning("batched reads of bucket %s went unanswered while single reads were "
+                        "answered: reading key by key for %.0f s (does this identity's broker "
+                        "authorization allow $JS.API.DIRECT.GET.%s? erpgw broker "
+                        "authorization prints it)", self.name, _BATCH_READ_PAUSE_S,
+                        bucket_stream(self.name), extra={"code": "kv.batch_read_unanswered"})
         return out
 
     async def get_all(self, keys: Sequence[str]) -> dict[str, KvEntry]:
