@@ -26,7 +26,7 @@ demo: $(STAMP)  ## set up, then run a short peak-billing demo and print its repo
 TEST_WORKERS ?= 3
 
 test: $(STAMP)  ## set up, then run the whole test suite (TEST_WORKERS=1 for one process)
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 # ruff's S rules are the static security check (bandit's rule set); .ci/deps_audit.py runs
 # pip-audit over requirements.lock (needs PyPI's JSON API; says NOT CHECKED when unreachable,

@@ -19,7 +19,10 @@ pytestmark = pytest.mark.integration
 @pytest.mark.timeout(420)
 def test_small_run_reports_every_section_and_loses_nothing(tmp_path: Path) -> None:
     r = subprocess.run(
+        # The baselines every verdict needs (b1w, b2w and peerw add only their own rows; the
+        # like-for-like tests run them: tests/bench/test_webhook_baselines.py).
         [sys.executable, "-m", "gateway", "bench", "peak-billing", "--invoices", "200",
+         "--baselines", "raw_hop,b1,b2,b2wl,peer",
          "--json", "--quiet", "--out", str(tmp_path / "out")],
         capture_output=True, text=True, timeout=400, check=False)
     assert r.returncode == 0, r.stderr[-2000:]

@@ -18,7 +18,10 @@ INVOICES = 120
 
 @pytest.mark.integration
 @pytest.mark.timeout(480)  # hang guards, for a loaded machine
-@pytest.mark.parametrize("policy", ["dead_letter", "next_open"])
+# next_open moves late postings inside the gateway, with no replay: the whole stack covers it
+# in tests/integration/test_closed_periods.py (the ERP closed before the run), so the demo
+# drill runs the policy with more steps (dead letters, then the operator's replay).
+@pytest.mark.parametrize("policy", ["dead_letter"])
 def test_a_period_closed_mid_run_moves_each_late_posting_once(policy: str) -> None:
     r = erpgw("demo", "--invoices", str(INVOICES), "--rate", "30", "--json", "--flows",
               "invoices", "--faults", "period-close", "--closed-period", policy,
