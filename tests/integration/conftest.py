@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +18,7 @@ import pytest
 
 import sim
 from actors.infra import NatsBus
+from actors.infra.state import provision_state
 from contracts import Subjects
 from contracts.platforms.billing import (
     BillingEvent,
@@ -205,3 +206,23 @@ async def live_gateway(broker: EmbeddedBroker, tmp_path: Path,
                        sim_url: str) -> AsyncIterator[LiveGateway]:
     async with running_gateway(broker, tmp_path, sim_url) as gw:
         yield gw
+
+
+@contextlib.asynccontextmanager
+async def role_buses(broker: EmbeddedBroker, subjects: Subjects, *, lease_ttl_s: float = 10.0
+                     ) -> AsyncIterator[Callable[[str], Awaitable[NatsBus]]]:
+    """Provisions the shared buckets (as admin), then opens connections of a role on demand,
+    each closed at the end."""
+    opened: list[NatsBus] = []
+
+    async def connect(role: str) -> NatsBus:
+        bus = await NatsBus.connect(broker.url, auth=broker.auth(role), name=f"test-{role}")
+        opened.append(bus)
+        return bus
+
+    try:
+        await provision_state(await connect("admin"), subjects, lease_ttl_s=lease_ttl_s)
+        yield connect
+    finally:
+        for bus in opened:
+            await bus.close()

@@ -16,12 +16,13 @@ from typing import Any
 import anyio
 import pytest
 
-from actors.infra import NatsBus
 from actors.infra.kv import KvBucket, KvConflict, bucket_config
 from actors.infra.ledger import VersionMark
-from actors.infra.state import ReadVersion, SharedVersions, bucket_name, provision_state
+from actors.infra.state import ReadVersion, SharedVersions, bucket_name
 from contracts import Subjects
 from gateway.broker import EmbeddedBroker
+
+from .conftest import role_buses
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -32,19 +33,8 @@ VERSIONS = bucket_name(SUBJECTS, "versions")
 @pytest.fixture
 async def buses(broker: EmbeddedBroker) -> AsyncIterator[Callable[[str], Any]]:
     """Provisions the shared buckets (admin), then hands out connections of a role."""
-    opened: list[NatsBus] = []
-
-    async def connect(role: str) -> NatsBus:
-        bus = await NatsBus.connect(broker.url, auth=broker.auth(role), name=f"test-{role}")
-        opened.append(bus)
-        return bus
-
-    await provision_state(await connect("admin"), SUBJECTS)
-    try:
+    async with role_buses(broker, SUBJECTS) as connect:
         yield connect
-    finally:
-        for bus in opened:
-            await bus.close()
 
 
 async def test_a_batch_of_keys_is_one_commit_and_its_revisions_are_the_stored_ones(

@@ -37,6 +37,8 @@ from actors.router import AccountMap
 from contracts import Subjects
 from gateway.broker import EmbeddedBroker
 
+from .conftest import role_buses
+
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
 TTL = 3.0
@@ -46,20 +48,8 @@ SUBJECTS = Subjects()
 @pytest.fixture
 async def buses(broker: EmbeddedBroker) -> AsyncIterator[Callable[[str], Any]]:
     """Provisions the buckets (admin), then hands out connections of a role."""
-    opened: list[NatsBus] = []
-
-    async def connect(role: str) -> NatsBus:
-        bus = await NatsBus.connect(broker.url, auth=broker.auth(role), name=f"test-{role}")
-        opened.append(bus)
-        return bus
-
-    admin = await connect("admin")
-    await provision_state(admin, SUBJECTS, lease_ttl_s=TTL)
-    try:
+    async with role_buses(broker, SUBJECTS, lease_ttl_s=TTL) as connect:
         yield connect
-    finally:
-        for bus in opened:
-            await bus.close()
 
 
 async def holder(connect: Callable[[str], Any], me: str, name: str = "reconciler"

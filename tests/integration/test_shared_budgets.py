@@ -16,14 +16,14 @@ from typing import Any
 import anyio
 import pytest
 
-from actors.infra import NatsBus
 from actors.infra.kv import KvBucket
 from actors.infra.lease import Members, leases_bucket
-from actors.infra.state import provision_state
 from actors.limits import LimiterHub, RateLimiterActor, SharedBudgets
 from actors.resilience import LimiterConfig
 from contracts import Subjects
 from gateway.broker import EmbeddedBroker
+
+from .conftest import role_buses
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -34,19 +34,8 @@ ACCOUNT = LimiterConfig(rate=40.0, burst=20, concurrency=8)
 
 @pytest.fixture
 async def connect(broker: EmbeddedBroker) -> AsyncIterator[Callable[[str], Any]]:
-    opened: list[NatsBus] = []
-
-    async def open_bus(role: str) -> NatsBus:
-        bus = await NatsBus.connect(broker.url, auth=broker.auth(role), name=f"test-{role}")
-        opened.append(bus)
-        return bus
-
-    await provision_state(await open_bus("admin"), SUBJECTS, lease_ttl_s=TTL)
-    try:
+    async with role_buses(broker, SUBJECTS, lease_ttl_s=TTL) as open_bus:
         yield open_bus
-    finally:
-        for bus in opened:
-            await bus.close()
 
 
 async def process(connect: Callable[[str], Any], me: str) -> RateLimiterActor:
