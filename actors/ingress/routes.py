@@ -10,7 +10,6 @@ port. Adding a webhook type is one function in the dialect and one row in its ro
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -21,15 +20,9 @@ import msgspec
 from contracts import BusinessKey, ContractError, JsonCodec, contract_error
 from contracts.platforms import signing
 
-__all__ = ["EventHead", "EventRoute", "Inbound", "WebhookSource", "mapped", "peek_type",
-           "timestamp"]
+__all__ = ["EventHead", "EventRoute", "Inbound", "WebhookSource", "mapped", "timestamp"]
 
 T = TypeVar("T")
-
-# A body that opens with its id and type, each a string of printable ASCII without a quote or
-# an escape (as the platforms encode their events): its type can be read without a decode.
-_PLAIN = rb'[\x20\x21\x23-\x5b\x5d-\x7e]*'
-_OPENING = re.compile(rb'\{"id":"' + _PLAIN + rb'","type":"(' + _PLAIN + rb')"')
 
 
 class EventHead(msgspec.Struct, frozen=True):
@@ -58,16 +51,6 @@ class EventRoute(Generic[T]):
 
     def decode(self, body: bytes) -> T:
         return self.decoder.decode(body)
-
-
-def peek_type(body: bytes) -> str | None:
-    """The event's ``type`` read off the opening of ``body`` (``{"id":"...","type":"...``,
-    plain strings), without decoding the rest; None when the body does not open that way
-    (decode its head to know). Only a guess: the body is not checked to be JSON, and a
-    later duplicate ``type`` key would win in a decode, so the caller decodes the body with
-    the guessed type's route and checks that the decoded event has this type."""
-    m = _OPENING.match(body)
-    return None if m is None else m[1].decode("ascii")
 
 
 def timestamp(value: int) -> datetime:

@@ -49,7 +49,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
-from typing import Annotated, Any, cast
+from typing import Annotated, cast
 
 import anyio
 import msgspec
@@ -77,7 +77,7 @@ from ..infra.bus import NatsBus, OutMsg
 from ..runtime import Actor
 from .abuse import SourceLimit, SourceLimits
 from .group_commit import GroupCommit
-from .routes import EventHead, EventRoute, WebhookSource, peek_type
+from .routes import EventHead, WebhookSource
 from .tls import TlsFiles, server_tls
 
 __all__ = ["ExtraRoute", "IngressSettings", "PostRoute", "WebhookIngress", "encoding_refused",
@@ -376,17 +376,34 @@ class WebhookIngress(Actor):
                            header_name=source.signature_header)
         except SignatureError as err:
             return self._reject(400 if err.code == "signature.malformed" else 401, err)
-        decoded = self._decode(source, body)
-        if isinstance(decoded, web.Response):
-            return decoded
-        event_type, route, evt = decoded
+        try:
+            head = _heads.decode(body)
+        except ContractError as err:
+            return self._reject(400, err)
+        route = source.routes.get(head.type)
+        if route is None:
+            if head.type.startswith(source.drift_prefixes) and head.type not in source.acknowledged:
+                # A type in a family we handle but do not know (``invoice.finalised``): schema
+                # drift, refused so that it is seen; never silently treated as "not subscribed".
+                return self._reject(422, ContractError(
+                    f"unknown event type {head.type!r}; expected one of "
+                    f"{sorted(source.routes)}", code="webhook.unknown_event_type",
+                    path="$.type"))
+            self.counts["ignored"] += 1
+            log.info("%s webhook %s of type %s ignored (not subscribed)", source.name, head.id,
+                     head.type)
+            return web.json_response({"status": "ignored", "type": head.type})
+        try:
+            evt = route.decode(body)
+        except ContractError as err:
+            return self._reject(400, err)
         try:
             inbound = route.map(evt)
         except ContractError as err:
             return self._reject(422, err)
         if inbound is None:  # a known event with nothing to publish (a dialect's no-op)
             self.counts["ignored"] += 1
-            return web.json_response({"status": "ignored", "type": event_type})
+            return web.json_response({"status": "ignored", "type": head.type})
         self.in_flight += 1
         try:
             # The envelope made inside the publish span carries its context: every later hop
@@ -409,49 +426,6 @@ class WebhookIngress(Actor):
         status = "duplicate" if duplicate else "accepted"
         self.counts[status] += 1
         return web.json_response({"status": status, "id": inbound.msg_id})
-
-    def _decode(self, source: WebhookSource, body: bytes
-                ) -> web.Response | tuple[str, EventRoute[Any], Any]:
-        """The event's type, route and decoded event, or the answer when there is nothing to
-        map (400 undecodable, 422 drift, ``ignored``).
-
-        One decode for a body that opens with its id and type (``routes.peek_type``) and whose
-        type is routed: the route's decoder reads it whole. Anything else, and any body that
-        decoder refuses, goes the long way (the head first, then the route), so a bad body is
-        answered exactly as without the shortcut: the head's error before the route's."""
-        peeked = peek_type(body)
-        route = None if peeked is None else source.routes.get(peeked)
-        if peeked is not None and route is not None:
-            try:
-                evt = route.decode(body)
-            except ContractError:
-                pass
-            else:  # a later duplicate ``type`` or ``id`` key wins in a decode: check them
-                if getattr(evt, "type", None) == peeked \
-                        and isinstance(getattr(evt, "id", None), str):
-                    return peeked, route, evt
-        try:
-            head = _heads.decode(body)
-        except ContractError as err:
-            return self._reject(400, err)
-        route = source.routes.get(head.type)
-        if route is None:
-            if head.type.startswith(source.drift_prefixes) and head.type not in source.acknowledged:
-                # A type in a family we handle but do not know (``invoice.finalised``): schema
-                # drift, refused so that it is seen; never silently treated as "not subscribed".
-                return self._reject(422, ContractError(
-                    f"unknown event type {head.type!r}; expected one of "
-                    f"{sorted(source.routes)}", code="webhook.unknown_event_type",
-                    path="$.type"))
-            self.counts["ignored"] += 1
-            log.info("%s webhook %s of type %s ignored (not subscribed)", source.name, head.id,
-                     head.type)
-            return web.json_response({"status": "ignored", "type": head.type})
-        try:
-            evt = route.decode(body)
-        except ContractError as err:
-            return self._reject(400, err)
-        return head.type, route, evt
 
     def _serve_post(self, route: PostRoute) -> Callable[[web.Request], Awaitable[web.Response]]:
         async def handler(request: web.Request) -> web.Response:
