@@ -7,7 +7,7 @@ becomes one segment of a later request's path (``/partner/v1/attributions/{custo
 letters, digits, ``_``, ``-``, ``.`` or ``:``, not start with a dot (so never ``.`` or ``..``),
 and at most 200 characters: a ``/``, a ``%`` (``%2e``, ``%2F``), a space, a control character
 or an over-long id is refused on decode (``contract.constraint`` naming the field's path), so
-the webhook gets a 422 and a platform's answer is dead-lettered before any request is built
+the webhook gets a 400 and a platform's answer is dead-lettered before any request is built
 from it. ``actors.platforms.guard.segment`` still escapes every id as one segment.
 
 The trailing ``(?!\\n)`` matters: in Python's ``re`` (which msgspec uses) ``$`` also matches
