@@ -150,7 +150,10 @@ async def test_killing_the_billing_leader_mid_publish_loses_and_doubles_nothing(
         await bus.close()
     ids = [m.headers.get("Nats-Msg-Id") for m in stored]
     assert new_leader and new_leader != old_leader
-    assert bus.election_retries > 0  # the publishes met the election and were sent again
+    # The publishes met the election and were sent again, with the same ids: by the bus while
+    # the stream had no leader, or by the caller when the connection itself dropped first
+    # (which of the two depends on where the kill lands).
+    assert bus.election_retries + caller_retries > 0
     assert len(ids) == len(set(ids)), "a message was stored twice"
     assert set(ids) == expected, f"lost: {sorted(expected - set(ids))[:5]}"
     assert len(stored) == len(expected)
