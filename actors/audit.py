@@ -14,6 +14,13 @@ cannot show are caught here:
   ``<prefix>.audit.action.<role>.<action>``; the broker lets only ``<role>`` publish there, so
   the role in the subject is the broker's word, not the publisher's. ``AuditActions`` (the
   gateway, which owns the ledger) turns each into an audit row, once.
+* *A dead letter*: a message dead-lettered is a state change of the broker, not of the ledger
+  (the letter on ``<prefix>.dlq.<lane>.<code>`` is its only record; no ledger write goes with
+  it when the failure is a whole request refused, retries run out, a contract is broken or the
+  server gave up on a message). ``LetterAudit`` turns each stored letter into one audit row
+  ``dlq.dead_lettered``, once (the letter's DLQ sequence makes a redelivery a no-op), under the
+  key its replay or purge is audited with, so the ledger, which outlives the DLQ's
+  ``max_age``, holds every letter's failure and repair.
 """
 
 from __future__ import annotations
@@ -28,15 +35,15 @@ import anyio
 import msgspec
 from anyio.abc import TaskStatus
 
-from contracts import Subjects
+from contracts import ContractError, DeadLetter, JsonCodec, Subjects
 
 from .infra.bus import BrokerUnavailable, ConsumerSettings, Delivery, NatsBus, OutMsg
 from .infra.ledger import Ledger
 from .runtime import Actor
 from .worker import BatchWorker
 
-__all__ = ["Anchor", "AuditAction", "AuditActions", "AuditAnchors", "anchor_mac",
-           "decode_anchor", "encode_action", "publish_action"]
+__all__ = ["Anchor", "AuditAction", "AuditActions", "AuditAnchors", "LetterAudit", "anchor_mac",
+           "decode_anchor", "encode_action", "letter_audit_key", "publish_action"]
 
 log = logging.getLogger("erpgw.audit")
 
@@ -173,3 +180,51 @@ class AuditActions(BatchWorker):
     def statistics(self) -> dict[str, object]:
         return {**super().statistics(), "recorded": self.recorded, "refused": self.refused}
 
+
+
+_letters: JsonCodec[DeadLetter] = JsonCodec(DeadLetter)
+
+
+def letter_audit_key(seq: int, business_key: str | None) -> str:
+    """The audit key of dead letter ``seq``: its business key, else ``dlq:<seq>`` (the same
+    for its ``dlq.dead_lettered`` row and its ``dlq.replayed``/``dlq.purged`` row)."""
+    return business_key or f"dlq:{seq}"
+
+
+class LetterAudit(BatchWorker):
+    """Turns every dead letter on the DLQ stream into one audit row ``dlq.dead_lettered``
+    (key: ``letter_audit_key``; detail: the letter's DLQ sequence, lane, code, origin and
+    attempts, never its reason or bytes), once each (``Ledger.append_audit_once`` keyed by
+    the letter's DLQ sequence). A record that is no letter is audited too, under
+    ``dlq:<seq>``: whatever sits on a letter subject is accounted for."""
+
+    def __init__(self, name: str, *, bus: NatsBus, stream: str, durable: str,
+                 consumer: ConsumerSettings, ledger: Ledger, batch: int = 50) -> None:
+        super().__init__(name, bus=bus, stream=stream, durable=durable, consumer=consumer,
+                         batch=batch)
+        self.ledger = ledger
+        self.recorded = 0
+
+    async def handle(self, batch: Sequence[Delivery]) -> None:
+        rows: list[tuple[float, str, str, str, int]] = []
+        for d in batch:
+            seq = d.stream_seq
+            try:
+                dl = _letters.decode(d.data)
+            except ContractError:
+                rows.append((time.time(), "dlq.dead_lettered", letter_audit_key(seq, None),
+                             f"dead letter #{seq} on {d.subject}: not a dead letter record",
+                             seq))
+                continue
+            rows.append((dl.failed_at.timestamp(), "dlq.dead_lettered",
+                         letter_audit_key(seq, dl.business_key)[:200],
+                         f"dead letter #{seq} ({dl.code}) of {dl.subject} #{dl.stream_seq} "
+                         f"after {dl.attempts} attempt(s)"[:500], seq))
+        # LedgerUnavailable is Retryable: the worker naks the batch and it comes back.
+        self.recorded += await self.ledger.append_audit_once(rows, source="dlq")
+        for d in batch:
+            if not d.settled:
+                await d.ack()
+
+    def statistics(self) -> dict[str, object]:
+        return {**super().statistics(), "recorded": self.recorded}

@@ -34,7 +34,7 @@ import msgspec
 
 from actors import crash, otel
 from actors.advisories import MaxDeliveriesWorker
-from actors.audit import AuditActions, AuditAnchors
+from actors.audit import AuditActions, AuditAnchors, LetterAudit
 from actors.close import CloseStatus, CloseWatch, RevenueToGl, close_status
 from actors.commercial import (
     SAGA_CONSUMER,
@@ -166,6 +166,9 @@ async def provision(bus: NatsBus, cfg: Config) -> Subjects:
                             msgspec.structs.replace(cfg.streams, max_age_s=0.0))
     await bus.ensure_consumer(subjects.audit_stream, AUDIT_CONSUMER, subjects.audit_actions,
                               cfg.consumers)
+    # Every dead letter, once, as an audit row (the ledger outlives the DLQ's max_age).
+    await bus.ensure_consumer(subjects.dlq_stream, LETTER_AUDIT_CONSUMER, subjects.dlq_letters,
+                              cfg.consumers)
     return subjects
 
 
@@ -192,6 +195,7 @@ async def _provision_through_elections(bus: NatsBus, cfg: Config) -> Subjects:
             await anyio.sleep(delay)
             delay = min(delay * 2, 5.0)
 AUDIT_CONSUMER = "audit-actions"
+LETTER_AUDIT_CONSUMER = "audit-letters"
 
 
 def _check_port(host: str, port: int, *, what: str = "webhooks",
@@ -767,6 +771,10 @@ async def _run_tree(cfg: Config, buses: Mapping[str, NatsBus], subjects: Subject
             AUDIT_CONSUMER, bus=buses["auditor"], stream=subjects.audit_stream,
             durable=AUDIT_CONSUMER, consumer=cfg.consumers, ledger=ledger,
             prefix=subjects.prefix)),
+        # Every dead letter as one audit row ``dlq.dead_lettered`` (actors/audit.py).
+        ChildSpec(LETTER_AUDIT_CONSUMER, lambda: LetterAudit(
+            LETTER_AUDIT_CONSUMER, bus=buses["auditor"], stream=subjects.dlq_stream,
+            durable=LETTER_AUDIT_CONSUMER, consumer=cfg.consumers, ledger=ledger)),
     ]
     if cfg.close.interval_s > 0:
         # Revenue to the GL: the month just ended, every interval (actors/close).

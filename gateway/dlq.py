@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 
 import msgspec
 
-from actors.audit import publish_action
+from actors.audit import letter_audit_key, publish_action
 from actors.erp.periods import POLICY_HEADER
 from actors.infra import NatsBus, OutMsg
 from contracts import DeadLetter, GatewayError, JsonCodec, Subjects, derive_id
@@ -124,7 +124,8 @@ async def resolve_letters(bus: NatsBus, subjects: Subjects, records: list[Letter
             subject=subjects.dlq_resolved(action, rec.seq), data=_resolutions.encode(marker),
             msg_id=derive_id("dlq.resolved", subjects.dlq_stream, str(rec.seq))))
         await publish_action(
-            bus, subjects, role, f"dlq.{action}", rec.letter.business_key or f"dlq:{rec.seq}",
+            bus, subjects, role, f"dlq.{action}",
+            letter_audit_key(rec.seq, rec.letter.business_key),
             msg_id=derive_id("audit.dlq", subjects.dlq_stream, str(rec.seq)),
             detail=f"dead letter #{rec.seq} ({rec.letter.code}) by {who}"
                    + (f": {note}" if note else ""), identity=identity)

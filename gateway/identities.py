@@ -80,6 +80,7 @@ CONSUMER_ROLE: Mapping[str, str] = {
     "subscription-sync": "commercial",
     "dlq-advisories": "deadletter",
     "audit-actions": "auditor",
+    "audit-letters": "auditor",
 }
 
 # Which role's connection each child of the gateway's supervision tree runs on.
@@ -312,11 +313,17 @@ def authorization_block(public_keys: Mapping[str, str],
 
 def gateway_consumers(subjects: Subjects) -> list[tuple[str, str]]:
     """``(stream, durable)`` of every consumer the gateway provisions (``gateway.app``)."""
-    from .app import ADVISORY_CONSUMER, AUDIT_CONSUMER, CONSUMERS  # app imports broker -> us
+    from .app import (  # app imports broker -> us
+        ADVISORY_CONSUMER,
+        AUDIT_CONSUMER,
+        CONSUMERS,
+        LETTER_AUDIT_CONSUMER,
+    )
 
     return [*((subjects.stream(lane), durable) for lane, durable, _ in CONSUMERS),
             (subjects.advisory_stream, ADVISORY_CONSUMER),
-            (subjects.audit_stream, AUDIT_CONSUMER)]
+            (subjects.audit_stream, AUDIT_CONSUMER),
+            (subjects.dlq_stream, LETTER_AUDIT_CONSUMER)]
 
 
 def _identity_file_error(kind: SecretFileProblem, message: str) -> IdentityError:

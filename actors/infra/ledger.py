@@ -761,12 +761,13 @@ class Ledger:
             row = await cur.fetchone()
         return (0, _GENESIS) if row is None else (int(row[0]), str(row[1]))
 
-    async def append_audit_once(self, rows: Sequence[tuple[float, str, str, str, int]]) -> int:
-        """Audit rows ``(at, event, key, detail, source seq)`` of actions recorded elsewhere
-        (the audit stream), each at most once: a row whose event, key and detail (which ends
-        with ``[audit#<source seq>]``) is already there is skipped. Returns how many were new.
-        Raises ``LedgerUnavailable``."""
-        items = [(at, event, key, f"{detail} [audit#{seq}]") for at, event, key, detail, seq
+    async def append_audit_once(self, rows: Sequence[tuple[float, str, str, str, int]], *,
+                                source: str = "audit") -> int:
+        """Audit rows ``(at, event, key, detail, source seq)`` of what is recorded elsewhere
+        (``source``: the audit stream's actions, the DLQ stream's letters), each at most once:
+        a row whose event, key and detail (which ends with ``[<source>#<source seq>]``) is
+        already there is skipped. Returns how many were new. Raises ``LedgerUnavailable``."""
+        items = [(at, event, key, f"{detail} [{source}#{seq}]") for at, event, key, detail, seq
                  in rows]
         new: list[_AuditItem] = []
         try:
