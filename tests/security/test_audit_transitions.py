@@ -35,7 +35,14 @@ import msgspec
 import pytest
 
 from actors.commercial.saga import STEPS
+from actors.infra import Ledger, NatsBus
+from actors.infra.bus import StoredMsg
+from actors.infra.ledger import AuditCheck
+from contracts import Envelope, MsgpackCodec
+from gateway.audit import audit_key
 from gateway.broker import EmbeddedBroker
+from gateway.dlq import list_letters, resolve_letters
+from gateway.identities import auth_for, public_key, seed_path
 from tests.integration.conftest import SECRET, billing_event, running_gateway, signed
 from tests.integration.test_deal_flow import _call, wait_deals
 from tests.integration.test_payment_flow import payment_body
@@ -45,6 +52,8 @@ from tests.integration.test_usage_flow import _drained as usage_drained
 from tests.integration.test_usage_flow import _send as usage_send
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
+
+_envelopes: MsgpackCodec[Envelope] = MsgpackCodec(Envelope)
 
 
 def audit_by_key(ledger: Path) -> dict[str, list[str]]:
@@ -165,3 +174,126 @@ async def test_every_flow_audits_each_transition_once(broker: EmbeddedBroker, tm
                  *usage_rows}
     assert {k: v for k, v in rows.items() if k not in accounted} == {
         "": ["audit.keyed"]}
+
+
+def stored_by_key(msgs: list[StoredMsg]) -> dict[str, list[StoredMsg]]:
+    """Stored lane messages by their envelope's business key."""
+    out: dict[str, list[StoredMsg]] = defaultdict(list)
+    for m in msgs:
+        out[str(_envelopes.decode(m.data).key)].append(m)
+    return dict(out)
+
+
+async def test_failures_and_repairs_audit_each_transition_once(
+        broker: EmbeddedBroker, tmp_path: Path, sim_url: str) -> None:
+    """S20's failure and repair transitions, per invoice, and the broker's record of receipt
+    and publication beside the ledger's: in_000001's ERP request is refused whole (a dead
+    letter, no posting row), in_000002's entry is refused by itself (a ``dead_lettered``
+    posting and a dead letter), in_000003 goes through; the operator replays both letters
+    after the fix. Per invoice: one stored webhook event (received), one ERP command
+    (published) and one more per replay, one ``dlq.dead_lettered`` row per letter and one
+    ``dlq.replayed`` row per replay (naming the operator's broker identity), the version
+    claimed once per ERP attempt and applied once, the ERP's posting ``created`` once (after
+    a ``dead_lettered`` row when the ERP refused the entry), the revenue line pending then
+    uploaded; nothing else in the ledger, and the chain verifies."""
+    async with running_gateway(broker, tmp_path, sim_url) as gw:
+        s = gw.subjects
+        ledger = Path(gw.cfg.data_dir) / "ledger.db"
+
+        async def send(n: int) -> None:
+            body = msgspec.json.encode(billing_event(n))
+            assert (await gw.post(body, signed(body)))[0] == 200
+
+        async def audited(event: str, count: int) -> None:
+            with anyio.fail_after(60):  # a guard against a hang, not a speed target
+                while sum(v.count(event) for v in audit_by_key(ledger).values()) < count:
+                    await anyio.sleep(0.05)
+
+        await _call("PUT", f"{sim_url}/sim/v1/faults", {"erp": {"error_rate": 1.0,
+                                                                "status": 422}})
+        await send(1)
+        await audited("dlq.dead_lettered", 1)
+        await _call("PUT", f"{sim_url}/sim/v1/faults", {"erp": {"item_reject_rate": 1.0}})
+        await send(2)
+        await audited("dlq.dead_lettered", 2)
+        await _call("DELETE", f"{sim_url}/sim/v1/faults")
+        await send(3)
+        operator = await NatsBus.connect(broker.url, name="test-operator",
+                                         auth=auth_for(gw.cfg, "operator"))
+        try:
+            letters = await list_letters(operator, s)
+            assert [r.letter.business_key for r in letters] == [
+                "billing:in_000001:v1", "billing:in_000002:v1"]
+            who = public_key(seed_path(Path(gw.cfg.data_dir) / "identities", "operator"))
+            assert await resolve_letters(operator, s, letters, action="replayed",
+                                         identity=who) == 2
+            # Replaying again is a no-op: the letters are resolved.
+            assert await resolve_letters(operator, s, await list_letters(operator, s),
+                                         action="replayed", identity=who) == 0
+        finally:
+            await operator.close()
+        await audited("dlq.replayed", 2)
+        await audited("version.applied", 3)
+        await gw.wait_idle()
+        events = stored_by_key(await gw.bus.scan(s.stream("billing"), subject=s.invoice_issued))
+        commands = stored_by_key(await gw.bus.scan(s.stream("billing"),
+                                                   subject=s.billing_erp_commands))
+        dead = await gw.bus.scan(s.dlq_stream, subject=s.dlq_letters)
+        journal = (await _call("GET", f"{sim_url}/erp/v1/journal-entries"))["items"]
+
+    rows = audit_by_key(ledger)
+    db = sqlite3.connect(f"file:{ledger}?mode=ro", uri=True)
+    try:
+        postings = dict(db.execute("SELECT idempotency_key, external_id FROM postings"))
+        replayed_by = [d for (d,) in db.execute(
+            "SELECT detail FROM audit WHERE event = 'dlq.replayed' ORDER BY seq")]
+    finally:
+        db.close()
+    invoices = ("in_000001", "in_000002", "in_000003")
+    keys = {i: f"billing:{i}:v1" for i in invoices}
+    posting = {i: [k for k, ext in postings.items() if ext.startswith(i)] for i in invoices}
+    assert all(len(ks) == 1 for ks in posting.values()), postings
+
+    # Received and published: the broker's streams, one message per event and hop.
+    assert {k: len(v) for k, v in events.items()} == {keys[i]: 1 for i in invoices}
+    replays = {k: [m for m in v if "Erpgw-Replay-Of" in m.headers] for k, v in commands.items()}
+    assert {k: len(v) - len(replays[k]) for k, v in commands.items()} == {
+        keys[i]: 1 for i in invoices}
+    assert {k: len(v) for k, v in replays.items()} == {
+        keys["in_000001"]: 1, keys["in_000002"]: 1, keys["in_000003"]: 0}
+    assert len(dead) == 2
+    # Posted: once each at the ERP and in the ledger.
+    assert sorted(e["externalId"] for e in journal) == sorted(postings.values())
+
+    # The ledger: each transition once per event, no gap, nothing more.
+    def ledger_rows(i: str) -> list[str]:
+        return sorted([*rows[keys[i]], *rows[posting[i][0]]])
+
+    refused_whole = ["version.claimed", "dlq.dead_lettered", "dlq.replayed",
+                     "version.claimed", "version.applied", "created"]
+    assert ledger_rows("in_000001") == sorted(refused_whole)
+    assert ledger_rows("in_000002") == sorted([*refused_whole, "dead_lettered"])
+    assert ledger_rows("in_000003") == sorted(["version.claimed", "version.applied",
+                                               "created"])
+    # In the order they happened where one actor wrote them.
+    for i in ("in_000001", "in_000002"):
+        failure_and_repair = [e for e in rows[keys[i]] if e.startswith("dlq.")]
+        assert failure_and_repair == ["dlq.dead_lettered", "dlq.replayed"]
+        assert rows[keys[i]][-1] == "version.applied"
+    assert rows[posting["in_000002"][0]] == ["dead_lettered", "created"]
+    assert all(d.startswith(f"by operator {who}: dead letter #") for d in replayed_by)
+    lines = {k: v for k, v in rows.items() if k.startswith("revenue:")}
+    assert lines == {f"revenue:{i}:il_{i[-1]}": ["upload.pending", "upload.uploaded"]
+                     for i in invoices}
+    accounted = {*keys.values(), *postings, *lines}
+    assert {k: v for k, v in rows.items() if k not in accounted} == {"": ["audit.keyed"]}
+    check = await _check(ledger, audit_key(gw.cfg))
+    assert check.broken is None and check.rows == sum(len(v) for v in rows.values())
+
+
+async def _check(path: Path, key: bytes) -> AuditCheck:
+    ledger = await Ledger.open(path)
+    try:
+        return await ledger.check_audit(key)
+    finally:
+        await ledger.close()
