@@ -28,9 +28,10 @@ from contracts.platforms.billing import (
     LineList,
 )
 from contracts.platforms.signing import SIGNATURE_HEADER, sign
-from gateway.app import CONSUMERS, run_gateway
+from gateway.app import run_gateway
 from gateway.broker import EmbeddedBroker, EmbeddedCluster, free_port
 from gateway.config import Config, load_config
+from gateway.identities import gateway_consumers
 
 SECRET = "whsec_test"
 
@@ -111,13 +112,14 @@ class LiveGateway:
             return r.status, msgspec.json.decode(await r.read())
 
     async def wait_idle(self, timeout: float = 60.0) -> None:
-        """Until every durable consumer of the gateway has nothing pending nor unacknowledged
-        in two reads in a row (no redelivery can be due): the moment to count."""
+        """Until every durable consumer of the gateway (the lanes', the dead letters' and the
+        audit trail's) has nothing pending nor unacknowledged in two reads in a row (no
+        redelivery can be due): the moment to count."""
         idle_reads = 0
         with anyio.fail_after(timeout):  # a guard against a hang, not a speed target
             while idle_reads < 2:
-                states = [await self.bus.consumer_pending(self.subjects.stream(lane), durable)
-                          for lane, durable, _ in CONSUMERS]
+                states = [await self.bus.consumer_pending(stream, durable)
+                          for stream, durable in gateway_consumers(self.subjects)]
                 idle_reads = idle_reads + 1 if all(s == (0, 0) for s in states) else 0
                 await anyio.sleep(0.1)
 

@@ -10,7 +10,8 @@ entries, the portal's settlements):
 
 - a deal saga (``saga:<deal>``): each step ``done`` in order, then ``completed``; or the steps
   done up to one ``refused``, the done steps (but ``enrich``) ``reversed`` newest first, then
-  ``compensated`` (``actors.commercial.saga.STEPS``);
+  ``compensated`` (``actors.commercial.saga.STEPS``), and its approval dead-lettered
+  (``dlq.dead_lettered`` under the approval's key, once);
 - a subscription (``saga:subscription:<id>``): each applied version once, consecutive from
   the saga's v1, as many past v1 as billing made changes; a compensated deal's: its
   cancellation (v2) alone;
@@ -135,6 +136,12 @@ async def test_every_flow_audits_each_transition_once(broker: EmbeddedBroker, tm
     ended = [names[0] for names in endings.values()]
     assert ended.count("completed") == deals["completed"]
     assert len(ended) - ended.count("completed") == deals["compensated"] >= 1
+    # A compensated deal's approval is dead-lettered (saga.compensated): one row, its letter.
+    compensated = {k.removeprefix("saga:") for k, names in endings.items()
+                   if names != ["completed"]}
+    letters = {k: v for k, v in rows.items() if k.startswith("partner:")}
+    assert {k.split(":")[1] for k in letters} == compensated
+    assert all(v == ["dlq.dead_lettered"] for v in letters.values()), letters
     # Flow 5's baseline: each subscription the saga made, one applied version.
     subs = {k: v for k, v in rows.items() if k.startswith("saga:subscription:")}
     # Flow 5: each subscription's applied versions, consecutive from v1, one row each (a
@@ -170,8 +177,8 @@ async def test_every_flow_audits_each_transition_once(broker: EmbeddedBroker, tm
                           for platform in ("billing", "revenue") for i in ids}
     assert usage["billed"] == usage["revenue_recorded"] == len(ids)
     # Nothing else was audited but the chain's keying.
-    accounted = {*endings, *subs, *versions, *created, *lines, "py_000002", *recorded,
-                 *usage_rows}
+    accounted = {*endings, *letters, *subs, *versions, *created, *lines, "py_000002",
+                 *recorded, *usage_rows}
     assert {k: v for k, v in rows.items() if k not in accounted} == {
         "": ["audit.keyed"]}
 
