@@ -83,6 +83,11 @@ CREATE TABLE IF NOT EXISTS audit (
     prev_hash TEXT NOT NULL,
     hash      TEXT NOT NULL
 );
+-- Lookups by key: a trace's rows, and "already audited?" before a row of what is recorded
+-- elsewhere (a dead letter, an operator's action). Without it each such lookup read the whole
+-- table, on the connection every poster shares: thousands of letters after an outage, each a
+-- scan of a month's rows, would have stalled posting.
+CREATE INDEX IF NOT EXISTS audit_key ON audit(key);
 CREATE TABLE IF NOT EXISTS uploads (
     platform       TEXT NOT NULL,
     line_id        TEXT NOT NULL,

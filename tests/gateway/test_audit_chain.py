@@ -245,3 +245,21 @@ async def test_an_action_delivered_twice_is_audited_once(tmp_path: Path) -> None
     finally:
         await ledger.close()
     assert await check(db, KEY) == (None, "", "", "")
+
+
+async def test_looking_up_a_key_reads_its_rows_not_the_whole_trail(tmp_path: Path) -> None:
+    # A dead letter's or an operator action's row is written once: before it, the ledger asks
+    # whether it is there, and ``erpgw trace`` reads a key's rows. Both must use the index.
+    path = tmp_path / "ledger.sqlite3"
+    await write(path, KEY, 0, 3)
+    db = sqlite3.connect(path)
+    try:
+        plans = [" ".join(str(r[-1]) for r in db.execute(f"EXPLAIN QUERY PLAN {sql}", params))
+                 for sql, params in (
+                     ("SELECT 1 FROM audit WHERE event = ? AND key = ? AND detail = ? LIMIT 1",
+                      ("dlq.dead_lettered", "in_0001", "x")),
+                     ("SELECT seq, at, event, detail FROM audit WHERE key = ? ORDER BY seq",
+                      ("in_0001",)))]
+    finally:
+        db.close()
+    assert all("USING INDEX audit_key" in plan for plan in plans), plans
