@@ -42,3 +42,37 @@ def test_rate_or_max_make_a_single_leg() -> None:
 def test_bad_options_are_refused(opts: BenchOptions) -> None:
     with pytest.raises(ValueError):
         plan_legs(opts)
+
+
+def test_quick_runs_the_peers_at_its_maximum_load_leg_only() -> None:
+    from bench._run import runs_at
+
+    quick = BenchOptions()
+    legs = plan_legs(quick)
+    ran = {leg.name: [k for k in ("b2wl", "peer", "peerw") if runs_at(k, leg, legs, quick)]
+           for leg in legs}
+    assert ran == {"max": ["b2wl", "peer", "peerw"], "1000/s": ["b2wl"], "5000/s": ["b2wl"]}
+    month_end = BenchOptions(profile="month-end")
+    legs = plan_legs(month_end)
+    assert all(runs_at("peerw", leg, legs, month_end) for leg in legs)
+    one_rate = BenchOptions(rate=1000.0)  # a single fixed-rate leg asked for: the peers run
+    assert runs_at("peerw", plan_legs(one_rate)[0], plan_legs(one_rate), one_rate)
+
+
+def test_a_baseline_process_does_not_load_the_stack_driver() -> None:
+    # Each baseline and load-generator run is a fresh process: it must import only what it
+    # runs, not the bench driver (gateway stack, drills, simulator app), which cost ~1 s each.
+    import subprocess
+    import sys
+
+    code = ("import sys, bench.baseline, bench._loadgen; "
+            "print(sorted(m for m in ('bench._run', 'gateway.stack', 'gateway.drills') "
+            "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, timeout=60)
+    assert out.stdout.strip() == "[]"
+    import bench
+
+    assert bench.BenchOptions is BenchOptions  # the lazy names still resolve
+    with pytest.raises(AttributeError):
+        _ = bench.no_such_name
