@@ -41,6 +41,7 @@ from contracts import Subjects
 from gateway.drills import Driller
 from gateway.stack import Stack
 
+from ._flame import Flame
 from ._gateway import GatewayLeg, run_gateway_leg
 from ._gateway_gen import GEN_FIRST_INDEX, run_generated_leg
 from ._proc import machine
@@ -117,6 +118,7 @@ class BenchOptions:
     # (bench/_scale.py) instead of the legs and baselines above.
     gateways: tuple[int, ...] = ()
     cluster: int = 0
+    flame: Path | None = None  # --flame FILE: a py-spy flame graph of the gateway's legs
 
 
 def plan_legs(opts: BenchOptions) -> list[Leg]:
@@ -343,6 +345,7 @@ async def run_peak_billing(opts: BenchOptions) -> dict[str, Any]:
         stack.ack_wait_s = 5.0
         stack.gateway_toml = Driller(stack, list(opts.faults), 1).gateway_toml
     reps: list[list[dict[str, Any]]] = []
+    flame = Flame(opts.flame) if opts.flame is not None else None
     topo = topology(opts)
     load_start = _loadavg()
     t0 = time.monotonic()
@@ -355,6 +358,8 @@ async def run_peak_billing(opts: BenchOptions) -> dict[str, Any]:
                 skipped = (f"skipped: the targeted broker {opts.nats_url} cannot carry the "
                            f"baselines ({problem})")
         first_index = 1
+        if flame is not None:
+            await flame.start(stack.gateway_pid)
         for rep in range(opts.repeat):
             results: list[dict[str, Any]] = []
             reps.append(results)
@@ -363,6 +368,8 @@ async def run_peak_billing(opts: BenchOptions) -> dict[str, Any]:
             for leg_result in results if skipped else ():
                 leg_result["baselines"] = {k: {"kind": k, "available": False, "reason": skipped}
                                            for k in kinds}
+        if flame is not None:
+            await flame.stop()
         if opts.rss_check:
             rss, first_index = await run_rss_check(
                 stack, opts.invoices or RSS_BASE, first_index, stall_timeout=opts.stall_timeout,
@@ -370,6 +377,8 @@ async def run_peak_billing(opts: BenchOptions) -> dict[str, Any]:
         await stack.stop_gateway()
     except BaseException:
         progress.done()
+        if flame is not None:
+            await flame.stop()
         if tmp is None:
             print(f"logs kept in {workdir}", file=sys.stderr)
         raise
@@ -394,6 +403,7 @@ async def run_peak_billing(opts: BenchOptions) -> dict[str, Any]:
         "machine": {**machine(), "loadavg_start": load_start, "loadavg_end": _loadavg()},
         "wall_s": round(time.monotonic() - t0, 1),
         "faults": list(opts.faults),
+        "flame": flame.result if flame is not None else None,
         "not_built": ["--usage (usage lane)", "sync-lane probe"],
     }
     return build_report(merge_repeats(reps), meta)

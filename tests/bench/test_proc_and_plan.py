@@ -76,3 +76,20 @@ def test_a_baseline_process_does_not_load_the_stack_driver() -> None:
     assert bench.BenchOptions is BenchOptions  # the lazy names still resolve
     with pytest.raises(AttributeError):
         _ = bench.no_such_name
+
+
+async def test_a_flame_graph_that_cannot_be_taken_says_why(tmp_path, monkeypatch) -> None:
+    from bench import _flame
+    from bench._report import render_human
+
+    flame = _flame.Flame(tmp_path / "g.svg")
+    await flame.start(None)  # a targeted gateway: not the bench's own process
+    assert await flame.stop() == {"file": str(tmp_path / "g.svg"), "written": False,
+                                  "reason": "no gateway process of the bench's own to sample"}
+    monkeypatch.setattr(_flame, "py_spy", lambda: None)
+    missing = _flame.Flame(tmp_path / "h.svg")
+    await missing.start(os.getpid())
+    result = await missing.stop()
+    assert not result["written"] and "py-spy is not installed" in result["reason"]
+    text = render_human({"legs": [], "verdicts": [], "audit": {}, "ok": True, "flame": result})
+    assert text.splitlines()[-1] == f"flame graph not written: {result['reason']}"
