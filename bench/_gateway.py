@@ -32,7 +32,6 @@ from contracts import Subjects
 from gateway.drills import Driller
 from gateway.stack import DrainResult, Stack
 
-from ._probe import REDELIVERY_STALL_MS
 from ._proc import cpu_seconds, peak_rss_mb, rss_mb
 from ._report import keeps_up
 from ._stats import (
@@ -41,6 +40,7 @@ from ._stats import (
     cdf_points,
     latency_summary,
     rate_series,
+    redelivery_stalls,
     window_series,
 )
 from ._sync_probe import SyncProbe
@@ -338,7 +338,8 @@ async def run_gateway_leg(stack: Stack, leg: GatewayLeg, *, stall_timeout: float
         "keeps_up": ok,
         "schedule_lag_s": lag,
         "latency_ms": lat_summary,
-        "redelivery_stalls": sum(1 for x in lat if x >= REDELIVERY_STALL_MS),
+        "redelivery_stalls": redelivery_stalls((issued_at[k], (posted[k] - issued_at[k]) * 1000.0)
+                                               for k in posted),
         "latency_source": source,
         "cpu_us_per_event": None if cpu is None else round(cpu, 1),
         "cpu_scope": "the gateway process only (webhook ingress, router, ERP poster, ledger)",

@@ -32,10 +32,16 @@ import aiohttp
 from gateway.stack import Stack
 
 from ._gateway import GatewayLeg, _sim, _sum_cpu, progress_bar
-from ._probe import REDELIVERY_STALL_MS
 from ._proc import cpu_seconds, peak_rss_mb, rss_mb
 from ._report import keeps_up
-from ._stats import auto_bin, cdf_points, latency_summary, rate_series, window_series
+from ._stats import (
+    auto_bin,
+    cdf_points,
+    latency_summary,
+    rate_series,
+    redelivery_stalls,
+    window_series,
+)
 
 __all__ = ["GEN_FIRST_INDEX", "run_generated_leg"]
 
@@ -151,7 +157,8 @@ async def run_generated_leg(stack: Stack, leg: GatewayLeg, *, stall_timeout: flo
         "keeps_up": ok,
         "schedule_lag_s": lag,
         "latency_ms": latency_summary(lat),
-        "redelivery_stalls": sum(1 for x in lat if x >= REDELIVERY_STALL_MS),
+        "redelivery_stalls": redelivery_stalls((sent_at[k], (posted[k] - sent_at[k]) * 1000.0)
+                                               for k in posted if k in sent_at),
         "latency_source": ("per-invoice: the generator's first POST of the webhook to the "
                            "first ERP posting's acceptedAt"),
         "load": "bench._loadgen (the same generator as the webhook baselines)",

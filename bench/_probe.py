@@ -31,13 +31,11 @@ from ._stats import (
     cdf_points,
     latency_summary,
     rate_series,
+    redelivery_stalls,
     window_series,
 )
 
-__all__ = ["REDELIVERY_STALL_MS", "Arrivals", "Probe"]
-
-# An event this late waited for the consumer's ack_wait (30 s) to expire and be redelivered.
-REDELIVERY_STALL_MS = 25_000.0
+__all__ = ["Arrivals", "Probe"]
 
 
 def _cpu_s() -> float:
@@ -142,7 +140,9 @@ class Probe:
             "keeps_up": ok,
             "schedule_lag_s": lag,
             "latency_ms": latency_summary(lat),
-            "redelivery_stalls": sum(1 for x in lat if x >= REDELIVERY_STALL_MS),
+            "redelivery_stalls": redelivery_stalls(
+                (self.arrived[k], (self.done[k] - self.arrived[k]) * 1000.0)
+                for k in self.done if k in self.arrived),
             "latency_source": "per-event (admission at the ingress to ERP bulk answer)",
             "cpu_us_per_event": round((cpu1 - self._cpu0) / n * 1e6, 1) if n else None,
             "cpu_scope": "the whole baseline process (ingress, router and adapter)",

@@ -611,4 +611,8 @@ def render_human(report: Mapping[str, Any]) -> str:
         lines.append(f"plots: {report['plots']}")
     elif report.get("plots_skipped"):
         lines.append(f"plots skipped: {report['plots_skipped']}")
+    flame = report.get("flame")
+    if flame:
+        lines.append(f"flame graph of the gateway: {flame['file']}" if flame.get("written")
+                     else f"flame graph not written: {flame.get('reason', '?')}")
     return "\n".join(lines)

@@ -41,6 +41,7 @@ from contracts import Subjects
 from gateway.drills import Driller
 from gateway.stack import Stack
 
+from ._flame import Flame
 from ._gateway import GatewayLeg, run_gateway_leg
 from ._gateway_gen import GEN_FIRST_INDEX, run_generated_leg
 from ._proc import machine
@@ -49,7 +50,7 @@ from ._rss import run_rss_check
 from ._target import broker_problem, check_targets, make_stack, topology
 
 __all__ = ["PROFILES", "BenchOptions", "Leg", "invoices_for_duration", "plan_legs",
-           "run_peak_billing"]
+           "run_peak_billing", "runs_at"]
 
 BASELINE_KINDS = ("raw_hop", "b1", "b2", "b1w", "b2w", "b2wl", "peer", "peerw")
 MAX_BILL_RUN = 1_000_000  # sim/_billing.py: the largest bill run the simulator accepts
@@ -68,6 +69,21 @@ PROFILES: dict[str, tuple[int, tuple[float | None, ...]]] = {
     "quick": (2000, (None, 1000.0, 5000.0)),
     "month-end": (10000, (None, 1000.0, 5000.0)),
 }
+PEER_KINDS = ("peer", "peerw")
+# The quick profile (``make bench``) runs the FastStream peers at its maximum-load leg only:
+# that is where their verdict ("billing throughput >= 2x the peer") is read, and each peer run
+# at a fixed rate costs the quick bench 5-10 s more (30 s more when FastStream loses a partial
+# batch and waits ``ack_wait`` for its redelivery; docs/benchmarks.md). ``month-end`` and a
+# single ``--rate`` leg run them at every rate.
+QUICK_PEERS_ONLY_AT_MAX = ("the quick profile runs the peers at the maximum-load leg only "
+                           "(--profile month-end runs them at every rate)")
+
+
+def runs_at(kind: str, leg: Leg, legs: list[Leg], opts: BenchOptions) -> bool:
+    """Whether baseline ``kind`` runs in ``leg``: all of them, except the peers at the fixed-rate
+    legs of a several-leg quick profile (``QUICK_PEERS_ONLY_AT_MAX``)."""
+    return not (kind in PEER_KINDS and opts.profile == "quick" and leg.rate is not None
+                and any(other.rate is None for other in legs))
 
 
 @dataclass(frozen=True)
@@ -102,6 +118,7 @@ class BenchOptions:
     # (bench/_scale.py) instead of the legs and baselines above.
     gateways: tuple[int, ...] = ()
     cluster: int = 0
+    flame: Path | None = None  # --flame FILE: a py-spy flame graph of the gateway's legs
 
 
 def plan_legs(opts: BenchOptions) -> list[Leg]:
@@ -283,6 +300,10 @@ async def _run_legs(stack: Stack, legs: list[Leg], kinds: list[str], opts: Bench
         # The leg's baselines right after it, so both see the same conditions on the box;
         # the gateway idles meanwhile (a fetch per second and a metrics snapshot).
         for kind in kinds:
+            if not runs_at(kind, leg, legs, opts):
+                result["baselines"][kind] = {"kind": kind, "available": False,
+                                             "reason": QUICK_PEERS_ONLY_AT_MAX}
+                continue
             progress.phase(f"leg {leg.name}{tag}: baseline {kind}")
             result["baselines"][kind] = await _run_baseline(kind, leg, stack, opts,
                                                             rep * len(legs) + i, workdir)
@@ -308,8 +329,8 @@ async def run_peak_billing(opts: BenchOptions) -> dict[str, Any]:
     kinds = [k for k in BASELINE_KINDS if k in opts.baselines]
     flood_legs = (1 if opts.usage > 0 and not opts.faults
                   and any(leg.rate is None for leg in legs) else 0)
-    progress = _Progress(not opts.quiet, 1 + opts.repeat * (len(legs) * (1 + len(kinds))
-                                                            + flood_legs)
+    runs = sum(1 + sum(runs_at(k, leg, legs, opts) for k in kinds) for leg in legs)
+    progress = _Progress(not opts.quiet, 1 + opts.repeat * (runs + flood_legs)
                          + (2 if opts.rss_check else 0))
     tmp = None
     workdir = opts.workdir
@@ -324,6 +345,7 @@ async def run_peak_billing(opts: BenchOptions) -> dict[str, Any]:
         stack.ack_wait_s = 5.0
         stack.gateway_toml = Driller(stack, list(opts.faults), 1).gateway_toml
     reps: list[list[dict[str, Any]]] = []
+    flame = Flame(opts.flame) if opts.flame is not None else None
     topo = topology(opts)
     load_start = _loadavg()
     t0 = time.monotonic()
@@ -336,6 +358,8 @@ async def run_peak_billing(opts: BenchOptions) -> dict[str, Any]:
                 skipped = (f"skipped: the targeted broker {opts.nats_url} cannot carry the "
                            f"baselines ({problem})")
         first_index = 1
+        if flame is not None:
+            await flame.start(stack.gateway_pid)
         for rep in range(opts.repeat):
             results: list[dict[str, Any]] = []
             reps.append(results)
@@ -344,6 +368,8 @@ async def run_peak_billing(opts: BenchOptions) -> dict[str, Any]:
             for leg_result in results if skipped else ():
                 leg_result["baselines"] = {k: {"kind": k, "available": False, "reason": skipped}
                                            for k in kinds}
+        if flame is not None:
+            await flame.stop()
         if opts.rss_check:
             rss, first_index = await run_rss_check(
                 stack, opts.invoices or RSS_BASE, first_index, stall_timeout=opts.stall_timeout,
@@ -351,6 +377,8 @@ async def run_peak_billing(opts: BenchOptions) -> dict[str, Any]:
         await stack.stop_gateway()
     except BaseException:
         progress.done()
+        if flame is not None:
+            await flame.stop()
         if tmp is None:
             print(f"logs kept in {workdir}", file=sys.stderr)
         raise
@@ -375,6 +403,7 @@ async def run_peak_billing(opts: BenchOptions) -> dict[str, Any]:
         "machine": {**machine(), "loadavg_start": load_start, "loadavg_end": _loadavg()},
         "wall_s": round(time.monotonic() - t0, 1),
         "faults": list(opts.faults),
+        "flame": flame.result if flame is not None else None,
         "not_built": ["--usage (usage lane)", "sync-lane probe"],
     }
     return build_report(merge_repeats(reps), meta)

@@ -20,6 +20,7 @@ __all__ = [
     "latency_summary",
     "nearest_rank",
     "rate_series",
+    "redelivery_stalls",
     "window_series",
 ]
 
@@ -28,6 +29,11 @@ PERCENTILES: tuple[tuple[str, float], ...] = (
     ("p50", 50.0), ("p95", 95.0), ("p99", 99.0), ("p99_9", 99.9))
 
 LatencySummary = dict[str, float | int | None]
+
+# An event this much later than the events that arrived around it waited for the consumer's
+# ack_wait (30 s) to expire and be redelivered.
+STALL_MS = 25_000.0
+_NEIGHBOURS = 25  # events on each side of one, by arrival, whose median latency it is held to
 
 
 def nearest_rank(sorted_values: Sequence[float], pct: float) -> float:
@@ -138,3 +144,24 @@ def backlog_series(samples: Iterable[tuple[float, int, int]], first: float, rate
         due = arrived if not rate else max(arrived, min(events, math.floor((t - first) * rate) + 1))
         out.append((round(t - first, 3), max(0, due - done)))
     return out
+
+
+def redelivery_stalls(arrivals_latencies: Iterable[tuple[float, float]]) -> int:
+    """How many events waited for a redelivery: ``(arrival time, latency ms)`` pairs whose
+    latency is at least ``STALL_MS`` above the median latency of the events that arrived just
+    before and after them (``_NEIGHBOURS`` on each side).
+
+    Held to its neighbours, not to a fixed bound: under a growing backlog every event's latency
+    climbs past 30 s together (a queue, not a stall), while a redelivered event stands out from
+    those that arrived with it by about ``ack_wait``.
+    """
+    pairs = sorted(arrivals_latencies)
+    lat = [ms for _t, ms in pairs]
+    stalls = 0
+    for i, ms in enumerate(lat):
+        if ms < STALL_MS:
+            continue
+        around = sorted(lat[max(0, i - _NEIGHBOURS):i] + lat[i + 1:i + 1 + _NEIGHBOURS])
+        if not around or ms - around[len(around) // 2] >= STALL_MS:
+            stalls += 1
+    return stalls

@@ -35,6 +35,9 @@ __all__ = ["LANES", "Subjects"]
 LANES: tuple[str, ...] = ("commercial", "billing", "usage", "revpartner")
 
 
+_FOR_TYPE: dict[tuple[str, str], str] = {}  # (prefix, message type) -> subject
+
+
 class Subjects(msgspec.Struct, frozen=True):
     prefix: str = "erpgw"
 
@@ -74,11 +77,17 @@ class Subjects(msgspec.Struct, frozen=True):
 
         Raises ``KeyError`` for a type that is not in the registry.
         """
+        known = _FOR_TYPE.get((self.prefix, type_))
+        if known is not None:  # asked for every message the gateway publishes
+            return known
         from ._registry import MESSAGE_SPECS  # imported here: subjects stay self-contained
 
         spec = MESSAGE_SPECS[type_]
         name = spec.subject_type or spec.type
-        return self.event(spec.lane, name) if spec.kind == "evt" else self.command(spec.lane, name)
+        subject = (self.event(spec.lane, name) if spec.kind == "evt"
+                   else self.command(spec.lane, name))
+        _FOR_TYPE[self.prefix, type_] = subject  # bounded: prefixes x registered types
+        return subject
 
     def lane_commands(self, lane: str) -> str:
         return f"{self.prefix}.{lane}.cmd.>"

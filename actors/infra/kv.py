@@ -36,6 +36,7 @@ Errors: ``KvConflict`` (the key moved since it was read; retryable after a re-re
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import re
 import time
@@ -57,8 +58,9 @@ from .bus import BrokerUnavailable, NatsBus
 __all__ = ["KvBucket", "KvConflict", "KvEntry", "allow_atomic_writes", "bucket_stream",
            "key_token"]
 
-_PLAIN = re.compile(r"[A-Za-z0-9_-]")
 _TOKEN = re.compile(r"[A-Za-z0-9_-]+")
+# Every ASCII character outside the plain set, and its escape (for ``str.translate``).
+_ASCII_ESCAPES = {c: f"={c:02X}" for c in range(128) if not _TOKEN.fullmatch(chr(c))}
 # At most this many reads or writes of one call in flight on the connection.
 _IN_FLIGHT = 128
 # The server's "wrong last sequence" error codes (a conditional write or delete refused).
@@ -124,12 +126,18 @@ class KvEntry:
     revision: int
 
 
+@functools.lru_cache(maxsize=4096)  # a batch's keys are made several times each; bounded
 def key_token(text: str) -> str:
     """``text`` as one key token: ``[A-Za-z0-9_-]`` kept, every other UTF-8 byte ``=XX``."""
     if _TOKEN.fullmatch(text):  # the usual id: nothing to escape
         return text
-    return "".join(ch if _PLAIN.fullmatch(ch) else
-                   "".join(f"={b:02X}" for b in ch.encode()) for ch in text) or "="
+    # A table lookup per character (an ASCII character's UTF-8 byte is its code point). The
+    # character-by-character match and join this replaces was a quarter of the gateway's CPU
+    # at peak load: every revenue line id has a ``:`` and passes here several times.
+    if text.isascii():
+        return text.translate(_ASCII_ESCAPES) or "="
+    return "".join(_ASCII_ESCAPES.get(ord(ch), ch) if ch.isascii()
+                   else "".join(f"={b:02X}" for b in ch.encode()) for ch in text)
 
 
 def bucket_stream(bucket: str) -> str:

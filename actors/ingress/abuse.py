@@ -22,6 +22,8 @@ import msgspec
 
 __all__ = ["SourceLimit", "SourceLimits", "admit", "source_key"]
 
+_EXEMPT_SEEN_MAX = 4096  # peer addresses whose exemption is remembered
+
 
 class SourceLimit(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """``http.source_limit``: requests per second and burst per source; ``rate = 0``: off."""
@@ -88,6 +90,7 @@ class SourceLimits:
         self._exempt: Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network] = tuple(
             _network(cidr) for cidr in limit.exempt)
         self._tat: dict[str, float] = {}
+        self._exempt_seen: dict[str, bool] = {}  # peer address -> exempt, for known peers
         self.refused = 0
 
     @property
@@ -97,11 +100,18 @@ class SourceLimits:
     def _exempted(self, remote: str | None) -> bool:
         if not remote or not self._exempt:
             return False
+        known = self._exempt_seen.get(remote)
+        if known is not None:  # parsing the address was ~2 % of the gateway's CPU at peak
+            return known
         try:
             ip = ipaddress.ip_address(remote)
         except ValueError:
             return False
-        return any(ip in net for net in self._exempt)
+        exempt = any(ip in net for net in self._exempt)
+        if len(self._exempt_seen) >= _EXEMPT_SEEN_MAX:  # bounded: many sources, start again
+            self._exempt_seen.clear()
+        self._exempt_seen[remote] = exempt
+        return exempt
 
     def check(self, remote: str | None, now: float) -> float:
         """0.0 when the request of peer ``remote`` at ``now`` (monotonic seconds) is admitted,

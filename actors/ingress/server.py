@@ -254,6 +254,11 @@ class _BodyRefused(Exception):
         self.err = err
 
 
+def _too_large(limit: int) -> _BodyRefused:
+    return _BodyRefused(413, ContractError(f"body exceeds the limit of {limit} bytes",
+                                           code="body.too_large"))
+
+
 class WebhookIngress(Actor):
     def __init__(self, name: str, *, bus: NatsBus, subjects: Subjects, settings: IngressSettings,
                  sources: Sequence[WebhookSource], clock: Callable[[], float] = time.time,
@@ -287,10 +292,8 @@ class WebhookIngress(Actor):
         if (refused := encoding_refused(request)) is not None:
             raise _BodyRefused(415, refused)
         limit = self.settings.max_body_bytes
-        too_large = _BodyRefused(413, ContractError(
-            f"body exceeds the limit of {limit} bytes", code="body.too_large"))
         if request.content_length is not None and request.content_length > limit:
-            raise too_large
+            raise _too_large(limit)
         chunks: list[bytes] = []
         size = 0
         # A body that arrived whole with its head (the usual webhook) is read without waiting:
@@ -303,7 +306,7 @@ class WebhookIngress(Actor):
                 async for chunk in request.content.iter_chunked(64 * 1024):
                     size += len(chunk)
                     if size > limit:
-                        raise too_large
+                        raise _too_large(limit)
                     chunks.append(chunk)
         except TimeoutError:
             raise _BodyRefused(408, ContractError(
@@ -425,7 +428,10 @@ class WebhookIngress(Actor):
         crashpoint("ingress.after_publish")
         status = "duplicate" if duplicate else "accepted"
         self.counts[status] += 1
-        return web.json_response({"status": status, "id": inbound.msg_id})
+        # msgspec, not aiohttp's json_response (the standard library's json): the answer to
+        # every webhook, the same bytes.
+        return web.Response(body=_json.encode({"status": status, "id": inbound.msg_id}),
+                            content_type="application/json")
 
     def _serve_post(self, route: PostRoute) -> Callable[[web.Request], Awaitable[web.Response]]:
         async def handler(request: web.Request) -> web.Response:

@@ -29,7 +29,7 @@ from gateway.broker import free_port
 from .._probe import Probe
 from .._raw import BaselineConfig
 from .._webhook import WEBHOOK_PATH, _generate
-from .faststream_path import InvoiceIn, Pipeline, delete_streams
+from .faststream_path import PUBLISH_TIMEOUT_S, InvoiceIn, Pipeline, delete_streams
 
 __all__ = ["run_webhook_peer"]
 
@@ -94,7 +94,8 @@ def make_app(pipe: Pipeline, probe: Probe, secret: str) -> FastAPI:
                         lines=[(ln.product, ln.amount) for ln in inv.lines.data])
         try:
             await pipe.broker.publish(msg, pipe.in_subject, stream=pipe.in_stream.name,
-                                      headers={"Nats-Msg-Id": f"{run_id}:{inv.id}"})
+                                      headers={"Nats-Msg-Id": f"{run_id}:{inv.id}"},
+                                      timeout=PUBLISH_TIMEOUT_S)
         except Exception:  # not durable: the sender retries
             return _problem(503, "ingress.unavailable", "the event is not stored; retry", "$")
         return JSONResponse({"received": True})

@@ -6,10 +6,15 @@ publishes to the next stream (FastStream waits for the PubAck, then acks the inp
 batch pull subscriber (``PullSub(batch=True)``) for the ERP adapter, which posts each batch in
 one bulk request. The ingress publishes each invoice with ``broker.publish(..., stream=...)``
 (waiting for its PubAck) from as many concurrent publishers as the bench's admission window,
-like an HTTP handler per webhook. Only two settings differ from FastStream's defaults: the
+like an HTTP handler per webhook. Three settings differ from FastStream's defaults: the
 batch subscriber collects for at most 0.5 s (the default 5 s would hold a partial batch that
-long at light load) and its per-message INFO log lines are off (the gateway logs none). The
-point is the framework's own cost, not a tuned FastStream.
+long at light load), its per-message INFO log lines are off (the gateway logs none), and a
+publish waits up to ``PUBLISH_TIMEOUT_S`` for its PubAck, as the gateway's bus does. With
+FastStream's default 0.5 s, PubAcks on a busy 2-core box with fsync on every write came late:
+hundreds of publishes per leg timed out, their inputs were nak'd and redelivered, and a few
+were lost from a failed pull and waited ``ack_wait`` (30 s) for redelivery, so the peer was
+measured on its retries rather than its framework. The point is the framework's own cost, not
+a tuned FastStream.
 
 Same streams, consumer settings, event count, admission window, ERP simulator and latency
 clock as the raw baselines (see ``bench._probe``); streams are deleted afterwards.
@@ -36,9 +41,12 @@ from sim import generate_invoices
 from .._probe import Arrivals, Probe
 from .._raw import BULK_PATH, BaselineConfig, ErpBudget, seed_option
 
-__all__ = ["InvoiceIn", "Pipeline", "delete_streams", "run_peer"]
+__all__ = ["PUBLISH_TIMEOUT_S", "InvoiceIn", "Pipeline", "delete_streams", "run_peer"]
 
 log = logging.getLogger("bench.peer")
+
+# The gateway's JetStream publish timeout (actors.infra.bus.NatsBus), for a like-for-like peer.
+PUBLISH_TIMEOUT_S = 5.0
 
 
 class InvoiceIn(BaseModel):
@@ -111,7 +119,7 @@ def _build(cfg: BaselineConfig, probe: Probe,
     quiet.setLevel(logging.WARNING)
     broker = NatsBroker(cfg.nats_url, logger=quiet, **seed_option(cfg))
     budget = ErpBudget(cfg.erp_rate, cfg.erp_burst)  # the ERP budget every system gets
-    to_erp = broker.publisher(out_subject, stream=out_stream)
+    to_erp = broker.publisher(out_subject, stream=out_stream, timeout=PUBLISH_TIMEOUT_S)
 
     @broker.subscriber(in_subject, stream=in_stream, durable="router",
                        config=_consumer("router", cfg), ack_policy=AckPolicy.NACK_ON_ERROR,
@@ -163,7 +171,8 @@ async def run_peer(cfg: BaselineConfig) -> dict[str, Any]:
             key = await queue.get()
             try:
                 await broker.publish(invoices[key], in_subject, stream=in_stream.name,
-                                     headers={"Nats-Msg-Id": f"{cfg.run_id}:{key}"})
+                                     headers={"Nats-Msg-Id": f"{cfg.run_id}:{key}"},
+                                     timeout=PUBLISH_TIMEOUT_S)
             except Exception:
                 log.exception("ingress publish failed")
                 probe.errors += 1

@@ -41,7 +41,8 @@ def cmd_peak_billing(args: argparse.Namespace) -> int:
         command="erpgw bench peak-billing " + shlex.join(sys.argv[3:]),
         duration=args.duration, nats_url=args.nats_url, gateway_url=args.gateway,
         sim_url=args.sim, gateway_pid=args.gateway_pid, rss_check=args.rss_check,
-        usage=args.usage, gateways=args.gateways or (), cluster=args.cluster)
+        usage=args.usage, gateways=args.gateways or (), cluster=args.cluster,
+        flame=args.flame)
     if args.gateways or args.cluster:
         return _scale_out(args, opts)
     try:
@@ -66,7 +67,7 @@ def cmd_peak_billing(args: argparse.Namespace) -> int:
 # What a scale-out run (--gateways) does not combine with: it runs one maximum-load leg per
 # count of processes, on stacks it starts, without baselines.
 _NOT_WITH_GATEWAYS = ("rate", "max", "duration", "nats_url", "gateway", "sim", "gateway_pid",
-                      "rss_check", "usage", "faults", "out")
+                      "rss_check", "usage", "faults", "out", "flame")
 
 
 def _scale_out(args: argparse.Namespace, opts: Any) -> int:
@@ -249,6 +250,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                          "streams) instead of one broker")
     pb.add_argument("--out", type=Path, metavar="DIR",
                     help="write report.json, report.txt and PNG plots here")
+    pb.add_argument("--flame", type=Path, metavar="FILE",
+                    help="also write a flame graph (SVG) of the gateway process during the "
+                         "legs, sampled by py-spy (the bench extra; needs ptrace rights)")
     pb.add_argument("--workdir", type=Path, metavar="DIR",
                     help="keep logs and the broker store here (default: a temp dir)")
     pb.add_argument("--stall-timeout", type=float, default=60.0, metavar="S",

@@ -94,3 +94,16 @@ def test_the_table_stays_bounded_and_forgets_full_buckets_first() -> None:
         assert limits.check(f"192.0.2.{i}", 100.0) == 0.0
     assert len(limits) <= 3
     assert math.isclose(limits.check("192.0.2.10", 100.0), 0.0)
+
+
+def test_remembered_exemptions_answer_as_the_first_and_stay_bounded() -> None:
+    limits = SourceLimits(SourceLimit(rate=1.0, burst=1, exempt=["10.0.0.0/8"]))
+    for _ in range(3):  # asked again, the remembered answer is the same
+        assert limits.check("10.1.2.3", 0.0) == 0.0
+    assert limits.check("192.0.2.1", 0.0) == 0.0
+    assert limits.check("192.0.2.1", 0.0) > 0.0  # not exempt, remembered or not
+    assert limits.check("not-an-ip", 0.0) == 0.0 and limits.check("not-an-ip", 0.0) > 0.0
+    for n in range(10_000):  # many sources: the memory of answers stays bounded
+        limits.check(f"10.{n // 65536}.{n // 256 % 256}.{n % 256}", 0.0)
+    assert len(limits._exempt_seen) <= 4096
+    assert limits.check("10.1.2.3", 0.0) == 0.0

@@ -42,3 +42,54 @@ def test_rate_or_max_make_a_single_leg() -> None:
 def test_bad_options_are_refused(opts: BenchOptions) -> None:
     with pytest.raises(ValueError):
         plan_legs(opts)
+
+
+def test_quick_runs_the_peers_at_its_maximum_load_leg_only() -> None:
+    from bench._run import runs_at
+
+    quick = BenchOptions()
+    legs = plan_legs(quick)
+    ran = {leg.name: [k for k in ("b2wl", "peer", "peerw") if runs_at(k, leg, legs, quick)]
+           for leg in legs}
+    assert ran == {"max": ["b2wl", "peer", "peerw"], "1000/s": ["b2wl"], "5000/s": ["b2wl"]}
+    month_end = BenchOptions(profile="month-end")
+    legs = plan_legs(month_end)
+    assert all(runs_at("peerw", leg, legs, month_end) for leg in legs)
+    one_rate = BenchOptions(rate=1000.0)  # a single fixed-rate leg asked for: the peers run
+    assert runs_at("peerw", plan_legs(one_rate)[0], plan_legs(one_rate), one_rate)
+
+
+def test_a_baseline_process_does_not_load_the_stack_driver() -> None:
+    # Each baseline and load-generator run is a fresh process: it must import only what it
+    # runs, not the bench driver (gateway stack, drills, simulator app), which cost ~1 s each.
+    import subprocess
+    import sys
+
+    code = ("import sys, bench.baseline, bench._loadgen; "
+            "print(sorted(m for m in ('bench._run', 'gateway.stack', 'gateway.drills') "
+            "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, timeout=60)
+    assert out.stdout.strip() == "[]"
+    import bench
+
+    assert bench.BenchOptions is BenchOptions  # the lazy names still resolve
+    with pytest.raises(AttributeError):
+        _ = bench.no_such_name
+
+
+async def test_a_flame_graph_that_cannot_be_taken_says_why(tmp_path, monkeypatch) -> None:
+    from bench import _flame
+    from bench._report import render_human
+
+    flame = _flame.Flame(tmp_path / "g.svg")
+    await flame.start(None)  # a targeted gateway: not the bench's own process
+    assert await flame.stop() == {"file": str(tmp_path / "g.svg"), "written": False,
+                                  "reason": "no gateway process of the bench's own to sample"}
+    monkeypatch.setattr(_flame, "py_spy", lambda: None)
+    missing = _flame.Flame(tmp_path / "h.svg")
+    await missing.start(os.getpid())
+    result = await missing.stop()
+    assert not result["written"] and "py-spy is not installed" in result["reason"]
+    text = render_human({"legs": [], "verdicts": [], "audit": {}, "ok": True, "flame": result})
+    assert text.splitlines()[-1] == f"flame graph not written: {result['reason']}"

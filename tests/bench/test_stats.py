@@ -16,6 +16,7 @@ from bench._stats import (
     latency_summary,
     nearest_rank,
     rate_series,
+    redelivery_stalls,
     window_series,
 )
 from sim._audit import nearest_rank as audit_nearest_rank
@@ -94,3 +95,17 @@ def test_backlog_counts_what_was_due_not_only_what_arrived() -> None:
     assert backlog_series(samples, 10.0, None, 100) == [(0.0, 1), (1.0, 10), (2.0, 0)]
     # offered at 100/s: 101 were due after 1 s although only 50 had been let in
     assert backlog_series(samples, 10.0, 100.0, 100) == [(0.0, 1), (1.0, 60), (2.0, 40)]
+
+
+def test_a_redelivery_stands_out_from_its_neighbours_and_a_backlog_does_not() -> None:
+    # A backlog: latency climbs steadily to 60 s, every event queued behind the one before.
+    backlog = [(i * 0.01, 10.0 * i) for i in range(6000)]
+    assert redelivery_stalls(backlog) == 0
+    # The same events, three of them (early, middle, late) left for ack_wait: +30 s each.
+    stalled = {100, 3000, 5990}
+    late = [(t, ms + 30_000.0 if i in stalled else ms) for i, (t, ms) in enumerate(backlog)]
+    assert redelivery_stalls(late) == 3
+    # At a steady rate with no backlog, each one late by ack_wait is counted, in any order.
+    steady = [(i * 0.001, 1_500.0 + (31_000.0 if i % 97 == 5 else 0.0)) for i in range(1000)]
+    assert redelivery_stalls(reversed(steady)) == sum(1 for i in range(1000) if i % 97 == 5)
+    assert redelivery_stalls([]) == 0 and redelivery_stalls([(0.0, 40_000.0)]) == 1

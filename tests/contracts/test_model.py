@@ -156,3 +156,17 @@ def test_a_float_is_never_money(type_: str) -> None:
             with pytest.raises(ContractError) as info:
                 codec.decode(enc(bad))
             assert (info.value.code, info.value.path) == ("contract.invalid_type", path)
+
+
+def test_a_types_subject_is_the_same_asked_again_and_per_prefix() -> None:
+    from contracts._registry import MESSAGE_SPECS
+
+    a, b = Subjects(prefix="erpgw"), Subjects(prefix="other")
+    for type_ in MESSAGE_SPECS:
+        first = a.for_type(type_)
+        assert a.for_type(type_) == first
+        assert b.for_type(type_) == "other." + first.removeprefix("erpgw.")
+    assert a.for_type("invoice.issued.v1") == a.invoice_issued
+    for _ in range(2):  # an unknown type is refused every time, never remembered
+        with pytest.raises(KeyError):
+            a.for_type("no.such.type.v1")
