@@ -107,7 +107,7 @@ def parse_answer(data: bytes) -> RawAnswer:
     return RawAnswer(status, headers, body, doc)
 
 
-def _answered(data: bytes) -> bool:
+def answered(data: bytes) -> bool:
     """``data`` holds a whole answer: its head and as many body bytes as it announced."""
     head, sep, body = data.partition(b"\r\n\r\n")
     if not sep:
@@ -137,7 +137,7 @@ def raw_exchange(port: int, request: bytes, *, guard_s: float = 60.0,
             if not chunk:
                 break
             chunks.append(chunk)
-            if until_answered and _answered(b"".join(chunks)):
+            if until_answered and answered(b"".join(chunks)):
                 break
     return parse_answer(b"".join(chunks))
 
