@@ -9,25 +9,29 @@ from pathlib import Path
 
 import pytest
 
+from .test_cli import erpgw_here
+
 
 def erpgw(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "gateway", *args], capture_output=True,
                           text=True, timeout=60, check=False)
 
 
-def test_a_bad_period_is_named() -> None:
-    r = erpgw("close", "run", "--period", "2026-13")
-    assert r.returncode == 2 and "--period must be YYYY-MM, got '2026-13'" in r.stderr
-    assert "Traceback" not in r.stderr
-    missing = erpgw("close", "run")
-    assert missing.returncode == 2 and "--period" in missing.stderr
+def test_a_bad_period_is_named(capsys: pytest.CaptureFixture[str]) -> None:
+    code, err = erpgw_here(capsys, "close", "run", "--period", "2026-13")
+    assert code == 2 and "--period must be YYYY-MM, got '2026-13'" in err
+    assert "Traceback" not in err
+    code, err = erpgw_here(capsys, "close", "run")
+    assert code == 2 and "--period" in err
 
 
-def test_without_the_gateway_ledger_it_names_the_data_dir(tmp_path: Path) -> None:
-    r = erpgw("close", "run", "--period", "2026-01", "--data-dir", str(tmp_path / "nowhere"))
-    assert r.returncode == 2
-    assert "no gateway ledger" in r.stderr and "--data-dir" in r.stderr
-    assert "Traceback" not in r.stderr
+def test_without_the_gateway_ledger_it_names_the_data_dir(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, err = erpgw_here(capsys, "close", "run", "--period", "2026-01", "--data-dir",
+                           str(tmp_path / "nowhere"))
+    assert code == 2
+    assert "no gateway ledger" in err and "--data-dir" in err
+    assert "Traceback" not in err
 
 
 def test_help_describes_the_run() -> None:

@@ -1,10 +1,14 @@
 """`erpgw demo` reports flow 2's two halves and the revenue event accuracy, judged from the
-simulator's records; the revenue figures are lower bounds from the platform's totals."""
+simulator's records; the revenue figures are lower bounds from the platform's totals. The
+bill-run-only demo runs once, with ``--fsync default`` (what it reports and writes into the
+broker's config is checked here too; flow 2's figures do not depend on it)."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
+from typing import Any
 
 import msgspec
 import pytest
@@ -50,14 +54,26 @@ def test_ok_needs_no_revenue_duplicate() -> None:
     assert faulted["ok"] is True and faulted["kpi"]["revenue_event_accuracy"] == 0.9
 
 
+INVOICES = 200
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], Path]:
+    """One ``erpgw demo --flows invoices --fsync default`` run: its JSON report and its work
+    directory (read-only for the tests)."""
+    workdir = tmp_path_factory.mktemp("demo")
+    r = subprocess.run([sys.executable, "-m", "gateway", "demo", "--invoices", str(INVOICES),
+                        "--json", "--flows", "invoices", "--fsync", "default", "--workdir",
+                        str(workdir)], capture_output=True, text=True, timeout=400, check=False)
+    assert r.returncode == 0, r.stderr[-2000:] + r.stdout[-2000:]
+    doc: dict[str, Any] = msgspec.json.decode(r.stdout)
+    return doc, workdir
+
+
 @pytest.mark.integration
 @pytest.mark.timeout(420)  # hang guards, for a loaded machine
-def test_demo_reports_both_halves_of_flow_2() -> None:
-    r = subprocess.run([sys.executable, "-m", "gateway", "demo", "--invoices", "200", "--json",
-                        "--flows", "invoices"],
-                       capture_output=True, text=True, timeout=400, check=False)
-    assert r.returncode == 0, r.stderr
-    doc = msgspec.json.decode(r.stdout)
+def test_demo_reports_both_halves_of_flow_2(demo_run: tuple[dict[str, Any], Path]) -> None:
+    doc, _ = demo_run
     assert doc["ok"] is True and doc["posted"] == 200  # every existing key is still there
     assert doc["flows"]["invoice_to_ledger"]["completed"] == 200
     assert doc["flows"]["invoice_to_revenue"]["completed"] == 200
@@ -65,6 +81,17 @@ def test_demo_reports_both_halves_of_flow_2() -> None:
     rev = doc["revenue"]
     assert rev["duplicate_lines"] == 0 and rev["lines"] == rev["expected_lines"] >= 200
     assert rev["amount"] == rev["expected_amount"]
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(420)
+def test_demo_fsync_default_runs_the_broker_without_fsync_per_write(
+        demo_run: tuple[dict[str, Any], Path]) -> None:
+    doc, workdir = demo_run
+    assert doc["fsync"] == "default" and doc["ok"] is True
+    assert (doc["lost"], doc["duplicates"], doc["posted"]) == (0, 0, INVOICES)
+    conf = (workdir / "nats" / "nats-server.conf").read_text()
+    assert "sync_interval: 2m" in conf and "sync_interval: always" not in conf
 
 
 @pytest.mark.parametrize(("text", "expected"), [

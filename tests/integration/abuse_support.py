@@ -107,9 +107,25 @@ def parse_answer(data: bytes) -> RawAnswer:
     return RawAnswer(status, headers, body, doc)
 
 
-def raw_exchange(port: int, request: bytes, *, guard_s: float = 60.0) -> RawAnswer:
+def answered(data: bytes) -> bool:
+    """``data`` holds a whole answer: its head and as many body bytes as it announced."""
+    head, sep, body = data.partition(b"\r\n\r\n")
+    if not sep:
+        return False
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            return len(body) >= int(value.strip() or b"0")
+    return False
+
+
+def raw_exchange(port: int, request: bytes, *, guard_s: float = 60.0,
+                 until_answered: bool = False) -> RawAnswer:
     """Send ``request`` on a fresh connection, read until the server closes it (the requests
-    carry ``Connection: close``; ``guard_s`` only guards against a hang)."""
+    carry ``Connection: close``; ``guard_s`` only guards against a hang). ``until_answered``:
+    stop reading once the whole answer is in. After answering a request whose body it did not
+    read to the end (a refusal, a body timeout), the server keeps the connection open for a
+    while to drain it before closing; a caller that only judges the answer need not wait."""
     with socket.create_connection(("127.0.0.1", port), timeout=guard_s) as s:
         s.sendall(request)
         chunks = []
@@ -121,6 +137,8 @@ def raw_exchange(port: int, request: bytes, *, guard_s: float = 60.0) -> RawAnsw
             if not chunk:
                 break
             chunks.append(chunk)
+            if until_answered and answered(b"".join(chunks)):
+                break
     return parse_answer(b"".join(chunks))
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ import nats.errors
 import nats.js.errors
 import nkeys
 import pytest
+import pytest_asyncio
 
 from actors.infra import NatsBus
 from actors.infra.bus import BrokerRejected, NatsAuth
@@ -59,16 +61,34 @@ class Client:
                 await self.changed.wait()
 
 
-@pytest.fixture
-async def provisioned(broker: EmbeddedBroker, tmp_path: Path) -> EmbeddedBroker:
+async def _provision(broker: EmbeddedBroker, data_dir: Path) -> EmbeddedBroker:
     cfg = load_config(env={}, overrides={"nats": {"url": broker.url},
-                                         "data_dir": str(tmp_path / "gw")})
+                                         "data_dir": str(data_dir)})
     bus = await NatsBus.connect(broker.url, auth=broker.auth("admin"))
     try:
         await provision(bus, cfg)
     finally:
         await bus.close()
     return broker
+
+
+@pytest.fixture
+async def provisioned(broker: EmbeddedBroker, tmp_path: Path) -> EmbeddedBroker:
+    return await _provision(broker, tmp_path / "gw")
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def refusing(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[EmbeddedBroker]:
+    """One provisioned broker for the tests that only try what must be refused: each checks
+    that the stream is as it found it, so one role's slip fails that role's own test."""
+    tmp = tmp_path_factory.mktemp("refusing")
+    broker = EmbeddedBroker(tmp / "nats", port=free_port(),
+                            identities_dir=tmp / "gw" / "identities")
+    await broker.start()
+    try:
+        yield await _provision(broker, tmp / "gw")
+    finally:
+        await broker.stop()
 
 
 async def connect(broker: EmbeddedBroker, role: str) -> Client:
@@ -145,20 +165,28 @@ async def test_monitor_reads_mon_and_nothing_else(provisioned: EmbeddedBroker) -
     assert await stream_config(broker) == before
 
 
+@pytest.mark.asyncio(loop_scope="module")
 @pytest.mark.parametrize("role", [r for r in ROLES if r not in ("admin", "monitor")])
-async def test_only_admin_changes_streams(provisioned: EmbeddedBroker, role: str) -> None:
-    broker = provisioned
+async def test_only_admin_changes_streams(refusing: EmbeddedBroker, role: str) -> None:
+    broker = refusing
     before = await stream_config(broker)
     c = await connect(broker, role)
+    subjects = [f"$JS.API.{api}" for api in (
+        f"STREAM.UPDATE.{BILLING}", f"STREAM.DELETE.{BILLING}", f"STREAM.PURGE.{BILLING}",
+        f"STREAM.MSG.DELETE.{BILLING}", f"CONSUMER.DELETE.{BILLING}.erp-journal")]
+
+    async def refused(subject: str) -> None:
+        with pytest.raises(nats.errors.Error):
+            await c.nc.request(subject, msgspec.json.encode(
+                {"name": BILLING, "subjects": [S.lane_wildcard("billing")], "max_age": 1,
+                 "seq": 1}), timeout=1)
+
     try:
-        for api in (f"STREAM.UPDATE.{BILLING}", f"STREAM.DELETE.{BILLING}",
-                    f"STREAM.PURGE.{BILLING}", f"STREAM.MSG.DELETE.{BILLING}",
-                    f"CONSUMER.DELETE.{BILLING}.erp-journal"):
-            subject = f"$JS.API.{api}"
-            with pytest.raises(nats.errors.Error):
-                await c.nc.request(subject, msgspec.json.encode(
-                    {"name": BILLING, "subjects": [S.lane_wildcard("billing")], "max_age": 1,
-                     "seq": 1}), timeout=1)
+        # The five requests at once: each waits out its own unanswered second together.
+        async with anyio.create_task_group() as tg:
+            for subject in subjects:
+                tg.start_soon(refused, subject)
+        for subject in subjects:
             await c.violation(subject)
     finally:
         await c.nc.close()

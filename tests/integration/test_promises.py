@@ -1,8 +1,9 @@
 """What the README and docs promise, each shown by a test that fails when the promise is
 broken: a webhook gets 503 + ``Retry-After`` while the broker is down; a second SIGTERM stops
 at once and is safe; ``reconcile --period`` and ``--legs`` narrow the run; a non-default
-``nats.prefix`` works end to end; ``demo --fsync default`` runs the broker without fsync on
-every write. (``sync.overloaded`` is in ``test_sync_lane.py``.)"""
+``nats.prefix`` works end to end. (``demo --fsync default``, which runs the broker without
+fsync on every write, is in ``tests/gateway/test_demo_flow2.py``, on that file's demo run;
+``sync.overloaded`` is in ``test_sync_lane.py``.)"""
 
 from __future__ import annotations
 
@@ -146,17 +147,3 @@ async def test_a_non_default_prefix_works_end_to_end(tmp_path: Path) -> None:
         assert await default.consumer_states() == []  # nothing under the default prefix
     finally:
         await stack.close()
-
-
-@pytest.mark.timeout(200)
-def test_demo_fsync_default_runs_the_broker_without_fsync_per_write(tmp_path: Path) -> None:
-    r = subprocess.run([sys.executable, "-m", "gateway", "demo", "--invoices", "60", "--json",
-                        "--flows", "invoices", "--fsync", "default", "--workdir",
-                        str(tmp_path)], capture_output=True, text=True, timeout=180,
-                       check=False)
-    assert r.returncode == 0, r.stderr[-2000:] + r.stdout[-2000:]
-    doc = msgspec.json.decode(r.stdout)
-    assert doc["fsync"] == "default" and doc["ok"] is True
-    assert (doc["lost"], doc["duplicates"], doc["posted"]) == (0, 0, 60)
-    conf = (tmp_path / "nats" / "nats-server.conf").read_text()
-    assert "sync_interval: 2m" in conf and "sync_interval: always" not in conf
