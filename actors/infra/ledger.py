@@ -651,6 +651,19 @@ class Ledger:
         except sqlite3.Error as exc:
             raise LedgerUnavailable(f"ledger lookup failed: {exc}") from exc
 
+    async def upload_tallies(self, platform: str) -> list[tuple[str, str, int, int]]:
+        """``(invoice id, status, rows, sum of their amounts)`` of ``platform``'s upload rows,
+        per invoice and status: what the reconciler needs of them, summed by SQLite rather
+        than read row by row (a row per line would hold every line of the ledger in memory).
+        Raises ``LedgerUnavailable``."""
+        try:
+            async with self._db.execute(
+                    "SELECT invoice_id, status, COUNT(*), SUM(amount) FROM uploads "
+                    "WHERE platform = ? GROUP BY invoice_id, status", (platform,)) as cur:
+                return [(str(i), str(s), int(n), int(a)) for i, s, n, a in await cur.fetchall()]
+        except sqlite3.Error as exc:
+            raise LedgerUnavailable(f"ledger lookup failed: {exc}") from exc
+
     async def find(self, *, correlation_id: str | None = None, external_id: str | None = None,
                    idempotency_key: str | None = None) -> list[dict[str, object]]:
         """Posting rows matching any given id, each with its audit trail (for ``trace``)."""

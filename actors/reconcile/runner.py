@@ -363,11 +363,11 @@ async def ledger_views(ledger: Ledger) -> dict[str, LedgerView]:
     """The ledger's revenue upload rows, per invoice (``LedgerView``). Raises
     ``LedgerUnavailable``."""
     counts: dict[str, dict[str, int]] = {}
-    for row in await ledger.find_uploads("revenue"):
-        c = counts.setdefault(row.invoice_id, {"amount": 0})
-        c[row.status] = c.get(row.status, 0) + 1
-        if row.status in ("uploaded", "in_doubt"):
-            c["amount"] += row.amount
+    for invoice_id, status, rows, amount in await ledger.upload_tallies("revenue"):
+        c = counts.setdefault(invoice_id, {"amount": 0})
+        c[status] = rows
+        if status in ("uploaded", "in_doubt"):
+            c["amount"] += amount
     return {inv: LedgerView(**c) for inv, c in counts.items()}
 
 
