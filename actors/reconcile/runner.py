@@ -26,6 +26,7 @@ says were never sent, so never twice). Every read pages with at most ``PAGE`` it
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import UTC, date, datetime
@@ -118,7 +119,13 @@ class RunResult(msgspec.Struct, frozen=True):
 
 
 def _period_of(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m")
+    # Interned: a read keeps one per document, and they are a handful of distinct strings.
+    return sys.intern(datetime.fromtimestamp(ts, UTC).strftime("%Y-%m"))
+
+
+def _code(text: str) -> str:
+    """A currency code upper-cased, interned (a read keeps one per document; few differ)."""
+    return sys.intern(text.upper())
 
 
 class Reader(Protocol):
@@ -210,16 +217,16 @@ async def read_billing(billing: Reader, period: str | None) -> BillingRead:
     lines to their count), so a read holds one page of wire objects, never every event."""
     invoices: list[_Invoice] = []
     async for data in _pages(billing, "", _events):
-        invoices += [_Invoice(o.id, o.currency.upper(), o.total, o.subtotal, o.tax,
+        invoices += [_Invoice(o.id, _code(o.currency), o.total, o.subtotal, o.tax,
                               float(o.created), o.version, len(o.lines.data))
                      for o in (e.data.object for e in data if e.type in INVOICE_EVENTS)]
     notes: list[_Note] = []
     async for data in _pages(billing, "type=credit_note.created&", _credit_notes):
-        notes += [_Note(n.id, n.invoice, n.currency.upper(), n.amount, float(n.created),
+        notes += [_Note(n.id, n.invoice, _code(n.currency), n.amount, float(n.created),
                         len(n.lines.data)) for n in (e.data.object for e in data)]
     payments: list[_Paid] = []
     async for data in _pages(billing, "type=invoice.paid&", _payments):
-        payments += [_Paid(p.id, p.invoice, p.customer, p.currency.upper(), p.amount,
+        payments += [_Paid(p.id, p.invoice, p.customer, _code(p.currency), p.amount,
                            float(e.created), p.paid_at)
                      for e, p in ((e, e.data.object) for e in data)]
     found = [BillingDoc(o.id, o.currency, o.total, o.created, o.version) for o in invoices]
@@ -397,8 +404,10 @@ async def erp_postings(erp: Reader) -> list[ErpPosting]:
     while True:
         page = _entries.decode((await erp.get(
             f"/erp/v1/journal-entries?after={after}&limit={PAGE}")).body)
-        out += [ErpPosting(e.external_id, e.id, e.currency, e.amount, e.subsidiary,
-                           e.functional_currency, e.exchange_rate) for e in page.items]
+        out += [ErpPosting(e.external_id, e.id, sys.intern(e.currency), e.amount,
+                           e.subsidiary and sys.intern(e.subsidiary),
+                           e.functional_currency and sys.intern(e.functional_currency),
+                           e.exchange_rate) for e in page.items]
         if len(page.items) < PAGE:
             return out
         after = page.items[-1].seq
