@@ -366,16 +366,19 @@ async def revenue_records(revenue: Reader) -> list[RevenueRecord]:
         after = page.next_after
 
 
+_NO_ROWS = LedgerView()
+
+
 async def ledger_views(ledger: Ledger) -> dict[str, LedgerView]:
     """The ledger's revenue upload rows, per invoice (``LedgerView``). Raises
     ``LedgerUnavailable``."""
-    counts: dict[str, dict[str, int]] = {}
-    for invoice_id, status, rows, amount in await ledger.upload_tallies("revenue"):
-        c = counts.setdefault(invoice_id, {"amount": 0})
-        c[status] = rows
-        if status in ("uploaded", "in_doubt"):
-            c["amount"] += amount
-    return {inv: LedgerView(**c) for inv, c in counts.items()}
+    views: dict[str, LedgerView] = {}
+    async for invoice_id, status, rows, amount in ledger.upload_tallies("revenue"):
+        v = views.get(invoice_id, _NO_ROWS)
+        views[invoice_id] = msgspec.structs.replace(
+            v, **{status: rows},
+            amount=v.amount + (amount if status in ("uploaded", "in_doubt") else 0))
+    return views
 
 
 async def gl_rows(erp: Reader, periods: Sequence[str]) -> list[GlRow]:
