@@ -33,7 +33,7 @@ import hashlib
 import hmac
 import json
 import sqlite3
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import MappingProxyType
@@ -653,6 +653,23 @@ class Ledger:
                     "SELECT status, COUNT(*) FROM uploads WHERE platform = ? GROUP BY status",
                     (platform,)) as cur:
                 return {status: n for status, n in await cur.fetchall()}
+        except sqlite3.Error as exc:
+            raise LedgerUnavailable(f"ledger lookup failed: {exc}") from exc
+
+    async def upload_tallies(self, platform: str, *, chunk: int = 500
+                             ) -> AsyncIterator[tuple[str, str, int, int]]:
+        """``(invoice id, status, rows, sum of their amounts)`` of ``platform``'s upload rows,
+        per invoice and status, in invoice id order: what the reconciler needs of them, summed
+        by SQLite and handed over ``chunk`` groups at a time (never every line's row, nor every
+        group, in memory at once). Raises ``LedgerUnavailable``."""
+        try:
+            async with self._db.execute(
+                    "SELECT invoice_id, status, COUNT(*), SUM(amount) FROM uploads "
+                    "WHERE platform = ? GROUP BY invoice_id, status ORDER BY invoice_id, status",
+                    (platform,)) as cur:
+                while rows := await cur.fetchmany(chunk):
+                    for i, s, n, a in rows:
+                        yield str(i), str(s), int(n), int(a)
         except sqlite3.Error as exc:
             raise LedgerUnavailable(f"ledger lookup failed: {exc}") from exc
 

@@ -26,8 +26,9 @@ says were never sent, so never twice). Every read pages with at most ``PAGE`` it
 from __future__ import annotations
 
 import logging
+import sys
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any, Protocol, TypeVar
@@ -40,7 +41,6 @@ from anyio.abc import TaskStatus
 from contracts import DeadLetter, GatewayError, JsonCodec, Subjects, parse_rate
 from contracts.platforms.billing import (
     BillingEventList,
-    BillingInvoice,
     CreditNoteEventList,
     PaymentEventList,
 )
@@ -119,7 +119,13 @@ class RunResult(msgspec.Struct, frozen=True):
 
 
 def _period_of(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m")
+    # Interned: a read keeps one per document, and they are a handful of distinct strings.
+    return sys.intern(datetime.fromtimestamp(ts, UTC).strftime("%Y-%m"))
+
+
+def _code(text: str) -> str:
+    """A currency code upper-cased, interned (a read keeps one per document; few differ)."""
+    return sys.intern(text.upper())
 
 
 class Reader(Protocol):
@@ -138,17 +144,54 @@ class _Page(Protocol[T_co]):
     def next_cursor(self) -> str: ...
 
 
-async def _read_all(billing: Reader, query: str, codec: JsonCodec[Any]) -> list[Any]:
-    """Every item of a billing event list (``query`` selects which), page after page."""
-    out: list[Any] = []
+async def _pages(billing: Reader, query: str, codec: JsonCodec[Any]
+                 ) -> AsyncIterator[Sequence[Any]]:
+    """The items of a billing event list (``query`` selects which), one page at a time: a
+    caller that keeps only what it needs of each page holds one page of wire objects at most."""
     cursor = "0"
     while True:
         page: _Page[Any] = codec.decode((await billing.get(
             f"/billing/v1/events?{query}after={cursor}&limit={PAGE}")).body)
-        out += page.data
+        yield page.data
         if not page.has_more or page.next_cursor == cursor:
-            return out
+            return
         cursor = page.next_cursor
+
+
+class _Invoice(msgspec.Struct, frozen=True, gc=False):
+    """What the legs need of one version of an invoice (its lines: only their count)."""
+
+    id: str
+    currency: str  # upper-case
+    total: int
+    subtotal: int
+    tax: int
+    created: float
+    version: int
+    lines: int
+
+
+class _Note(msgspec.Struct, frozen=True, gc=False):
+    """What the legs need of a credit note."""
+
+    id: str
+    invoice: str
+    currency: str  # upper-case
+    amount: int
+    created: float
+    lines: int
+
+
+class _Paid(msgspec.Struct, frozen=True, gc=False):
+    """What the legs need of a payment (``created``: its event's time, ``paid_at``: its own)."""
+
+    id: str
+    invoice: str
+    customer: str
+    currency: str  # upper-case
+    amount: int
+    created: float
+    paid_at: int
 
 
 class BillingRead(msgspec.Struct, frozen=True):
@@ -168,52 +211,59 @@ async def read_billing(billing: Reader, period: str | None) -> BillingRead:
     """Every document billing issued, from its event lists (all pages); only those of
     ``period`` (the month they were issued) when given. The ERP must hold each invoice at its
     latest version (its total), each credit note (its amount, the reversing entry) and each
-    payment (its amount, the cash application). Raises ``GatewayError`` subclasses."""
-    invoices: list[BillingInvoice] = [e.data.object for e in await _read_all(billing, "", _events)
-                                      if e.type in INVOICE_EVENTS]
-    notes = await _read_all(billing, "type=credit_note.created&", _credit_notes)
-    payments = await _read_all(billing, "type=invoice.paid&", _payments)
-    found = [BillingDoc(o.id, o.currency.upper(), o.total, float(o.created), o.version)
-             for o in invoices]
-    found += [BillingDoc(e.data.object.id, e.data.object.currency.upper(),
-                         e.data.object.amount, float(e.data.object.created)) for e in notes]
-    found += [BillingDoc(e.data.object.id, e.data.object.currency.upper(),
-                         e.data.object.amount, float(e.created)) for e in payments]
+    payment (its amount, the cash application). Raises ``GatewayError`` subclasses.
+
+    Each page's events are reduced to what the legs use as soon as it is read (an invoice's
+    lines to their count), so a read holds one page of wire objects, never every event."""
+    invoices: list[_Invoice] = []
+    async for data in _pages(billing, "", _events):
+        invoices += [_Invoice(o.id, _code(o.currency), o.total, o.subtotal, o.tax,
+                              float(o.created), o.version, len(o.lines.data))
+                     for o in (e.data.object for e in data if e.type in INVOICE_EVENTS)]
+    notes: list[_Note] = []
+    async for data in _pages(billing, "type=credit_note.created&", _credit_notes):
+        notes += [_Note(n.id, n.invoice, _code(n.currency), n.amount, float(n.created),
+                        len(n.lines.data)) for n in (e.data.object for e in data)]
+    payments: list[_Paid] = []
+    async for data in _pages(billing, "type=invoice.paid&", _payments):
+        payments += [_Paid(p.id, p.invoice, p.customer, _code(p.currency), p.amount,
+                           float(e.created), p.paid_at)
+                     for e, p in ((e, e.data.object) for e in data)]
+    found = [BillingDoc(o.id, o.currency, o.total, o.created, o.version) for o in invoices]
+    found += [BillingDoc(n.id, n.currency, n.amount, n.created) for n in notes]
+    found += [BillingDoc(p.id, p.currency, p.amount, p.created) for p in payments]
     docs: dict[str, BillingDoc] = {}
     for doc in found:
         if period and _period_of(doc.issued_at) != period:
             continue
         if doc.key not in docs or docs[doc.key].version < doc.version:
             docs[doc.key] = doc
-    latest: dict[str, BillingInvoice] = {}
+    del found
+    latest: dict[str, _Invoice] = {}
     versions: dict[str, dict[int, tuple[int, int]]] = {}
     for o in invoices:
-        versions.setdefault(o.id, {})[o.version] = (o.subtotal, len(o.lines.data))
+        versions.setdefault(o.id, {})[o.version] = (o.subtotal, o.lines)
         if o.id not in latest or latest[o.id].version < o.version:
             latest[o.id] = o
     # What the credit notes credit per invoice: the revenue poster uploads them as negative
     # lines of the invoice (docs/flows.md, "Flow 2: credit memos").
     credited: dict[str, tuple[int, int]] = {}
-    for e in notes:
-        n = e.data.object
+    for n in notes:
         amount, count = credited.get(n.invoice, (0, 0))
-        credited[n.invoice] = (amount + n.amount, count + len(n.lines.data))
-    revenue = [RevenueDoc(o.id, o.currency.upper(), o.subtotal, len(o.lines.data),
-                          float(o.created), tuple(versions[o.id][v]
-                                                  for v in sorted(versions[o.id])),
+        credited[n.invoice] = (amount + n.amount, count + n.lines)
+    revenue = [RevenueDoc(o.id, o.currency, o.subtotal, o.lines, o.created,
+                          tuple(versions[o.id][v] for v in sorted(versions[o.id])),
                           *credited.get(o.id, (0, 0)))
                for o in latest.values() if o.id in docs]
-    gl = [GlDoc(o.id, "invoice", _period_of(float(o.created)), o.currency.upper(), o.total,
-                o.subtotal, o.tax) for o in latest.values() if o.id in docs]
-    gl += [GlDoc(e.data.object.id, "credit_note", _period_of(float(e.data.object.created)),
-                 e.data.object.currency.upper(), e.data.object.amount)
-           for e in notes if e.data.object.id in docs]
-    gl += [GlDoc(e.data.object.id, "payment", _period_of(float(e.data.object.paid_at)),
-                 e.data.object.currency.upper(), e.data.object.amount)
-           for e in payments if e.data.object.id in docs]
-    refs = [PaymentRef(o.id, o.invoice, o.customer, o.currency.upper(), o.amount,
-                       datetime.fromtimestamp(o.paid_at, UTC).date())
-            for o in (e.data.object for e in payments) if o.id in docs]
+    gl = [GlDoc(o.id, "invoice", _period_of(o.created), o.currency, o.total, o.subtotal, o.tax)
+          for o in latest.values() if o.id in docs]
+    gl += [GlDoc(n.id, "credit_note", _period_of(n.created), n.currency, n.amount)
+           for n in notes if n.id in docs]
+    gl += [GlDoc(p.id, "payment", _period_of(float(p.paid_at)), p.currency, p.amount)
+           for p in payments if p.id in docs]
+    refs = [PaymentRef(p.id, p.invoice, p.customer, p.currency, p.amount,
+                       datetime.fromtimestamp(p.paid_at, UTC).date())
+            for p in payments if p.id in docs]
     return BillingRead(list(docs.values()), revenue, gl, set(latest), refs)
 
 
@@ -316,16 +366,19 @@ async def revenue_records(revenue: Reader) -> list[RevenueRecord]:
         after = page.next_after
 
 
+_NO_ROWS = LedgerView()
+
+
 async def ledger_views(ledger: Ledger) -> dict[str, LedgerView]:
     """The ledger's revenue upload rows, per invoice (``LedgerView``). Raises
     ``LedgerUnavailable``."""
-    counts: dict[str, dict[str, int]] = {}
-    for row in await ledger.find_uploads("revenue"):
-        c = counts.setdefault(row.invoice_id, {"amount": 0})
-        c[row.status] = c.get(row.status, 0) + 1
-        if row.status in ("uploaded", "in_doubt"):
-            c["amount"] += row.amount
-    return {inv: LedgerView(**c) for inv, c in counts.items()}
+    views: dict[str, LedgerView] = {}
+    async for invoice_id, status, rows, amount in ledger.upload_tallies("revenue"):
+        v = views.get(invoice_id, _NO_ROWS)
+        views[invoice_id] = msgspec.structs.replace(
+            v, **{status: rows},
+            amount=v.amount + (amount if status in ("uploaded", "in_doubt") else 0))
+    return views
 
 
 async def gl_rows(erp: Reader, periods: Sequence[str]) -> list[GlRow]:
@@ -354,8 +407,10 @@ async def erp_postings(erp: Reader) -> list[ErpPosting]:
     while True:
         page = _entries.decode((await erp.get(
             f"/erp/v1/journal-entries?after={after}&limit={PAGE}")).body)
-        out += [ErpPosting(e.external_id, e.id, e.currency, e.amount, e.subsidiary,
-                           e.functional_currency, e.exchange_rate) for e in page.items]
+        out += [ErpPosting(e.external_id, e.id, sys.intern(e.currency), e.amount,
+                           e.subsidiary and sys.intern(e.subsidiary),
+                           e.functional_currency and sys.intern(e.functional_currency),
+                           e.exchange_rate) for e in page.items]
         if len(page.items) < PAGE:
             return out
         after = page.items[-1].seq

@@ -18,6 +18,8 @@ from actors.infra.ledger import (
     UploadConflict,
     UploadRow,
 )
+from actors.reconcile.revenue import LedgerView
+from actors.reconcile.runner import ledger_views
 
 
 def row(line_id: str, status: str, attempt: str = "a1", batch: str | None = None) -> UploadRow:
@@ -90,3 +92,21 @@ async def test_concurrent_writers_take_turns(ledger: Ledger) -> None:
     assert await ledger.upload_counts("revenue") == {"pending": 20}
     assert await ledger.counts() == {"posted": 20}
     assert await ledger.verify_audit() is None
+
+
+async def test_upload_tallies_sum_per_invoice_and_status(ledger: Ledger) -> None:
+    """What the reconciler reads of the uploads (``ledger_views``): per invoice and status the
+    rows and their amounts, summed in SQL and handed over a chunk at a time, in invoice order;
+    the views the same as folding every row."""
+    await ledger.record_uploads([row("in_1:l1", "pending"), row("in_1:l2", "pending"),
+                                 row("in_1:l3", "pending"), row("in_2:l1", "pending")])
+    await ledger.record_uploads([row("in_1:l1", "uploaded", batch="RB-1"),
+                                 row("in_1:l2", "in_doubt"), row("in_2:l1", "rejected")])
+    await ledger.record_uploads([UploadRow("usage", "in_1:u1", "in_1", "pending", "a1", None,
+                                           5, "USD", None, time.time())])  # another platform
+    assert [t async for t in ledger.upload_tallies("revenue", chunk=2)] == [
+        ("in_1", "in_doubt", 1, 100), ("in_1", "pending", 1, 100),
+        ("in_1", "uploaded", 1, 100), ("in_2", "rejected", 1, 100)]
+    assert await ledger_views(ledger) == {
+        "in_1": LedgerView(uploaded=1, in_doubt=1, pending=1, amount=200),
+        "in_2": LedgerView(rejected=1)}
