@@ -38,12 +38,12 @@ class Flame:
         self.result: dict[str, Any] = {"file": str(out), "written": False}
 
     async def start(self, pid: int | None) -> None:
+        if pid is None:
+            self.result["reason"] = "no gateway process of the bench's own to sample"
+            return
         exe = py_spy()
         if exe is None:
             self.result["reason"] = "py-spy is not installed (pip install -e '.[bench]')"
-            return
-        if pid is None:
-            self.result["reason"] = "no gateway process of the bench's own to sample"
             return
         self.out.parent.mkdir(parents=True, exist_ok=True)
         self._proc = await asyncio.create_subprocess_exec(

@@ -140,7 +140,7 @@ async def test_a_non_default_prefix_works_end_to_end(tmp_path: Path) -> None:
         consumers = await stack.consumer_states()
         assert consumers and {c.stream for c in consumers} <= {
             "ACME_BILLING", "ACME_COMMERCIAL", "ACME_USAGE", "ACME_REVPARTNER",
-            "ACME_ADVISORIES"}
+            "ACME_ADVISORIES", "ACME_DLQ"}  # ACME_DLQ: the audit trail's letters consumer
         assert await stack.stream_last_seq("billing") >= 60  # ACME_BILLING holds the run
         default = Stack(tmp_path / "default", nats_url=stack.url)  # erpgw.* names
         default.broker = stack.broker  # the same broker, its identities
