@@ -39,12 +39,13 @@ lint: $(STAMP)  ## ruff (with its security rules), mypy, the import-layer contra
 	$(BIN)/python .ci/deps_audit.py
 	$(BIN)/python .ci/secrets_scan.py
 
-# The quick profile's three legs (max, 1,000/s, 5,000/s) at 1,000 invoices each through the
-# gateway, then every baseline (raw hop, b1/b2, b1w/b2w/b2wl; the FastStream peer and the
-# FastAPI + FastStream peer at the maximum-load leg) on the same broker, then a leg where 2,000
+# The quick profile's four legs (max, 100/s, 1,000/s, 5,000/s; 1,000 invoices each, 200 at
+# 100/s) through the gateway, each followed by the baselines on the same broker (raw hop,
+# b1/b2, b1w/b2w/b2wl; only b1w and b2wl at 100/s; the FastStream peer and the FastAPI +
+# FastStream peer at the maximum-load leg only), then a leg where 2,000
 # usage records flood the usage lane (flow 4) alongside the invoices, and the RSS check (a
 # fresh gateway for 1,000 and for 10,000 invoices). Legs are kept short so that the whole run
-# stays under 3 minutes on an idle 2-core box (2 min 26 s measured; docs/benchmarks.md).
+# stays under 3 minutes on an idle 2-core box (2 min 22 s measured; docs/benchmarks.md).
 # The optional extras (matplotlib for plots, py-spy for --flame, FastStream for the peer) are
 # installed once; if that fails the bench still runs and reports what it skipped.
 BENCH_OUT   ?= $(or $(TMPDIR),/tmp)/erpgw-bench

@@ -54,6 +54,8 @@ TARGETS: dict[str, str] = {
     "throughput_vs_b2wl": "billing throughput at max >= 0.8x b2wl (same ingress work, same "
                           "ledger fsync, same ERP budget)",
     "p99_at_1k_vs_b2wl": "p99 at 1,000/s <= 2x b2wl's p99 at the same rate",
+    "p99_at_100_vs_b1w": "p99 at 100/s <= 2x b1w's p99 at the same rate (nothing waits for "
+                         "company at light load)",
     "cpu_vs_b2wl": "gateway process CPU per event <= 1.5x b2wl's",
 }
 
@@ -363,6 +365,20 @@ def like_for_like_verdicts(legs: Sequence[Mapping[str, Any]]) -> list[dict[str, 
         met, note = _rate_latency(leg1k, _le(r, 2.0))
         out.append(_verdict("p99_at_1k_vs_b2wl", r, 2.0, met,
                             f"gateway p99 {_fmt(gw99)} ms vs b2wl p99 {_fmt(b99)} ms{note}",
+                            unit="x"))
+    # Light load: b1w commits and posts every event on its own (no batching), so it is what
+    # "nothing waits for company" looks like; the gateway's batches must not add a wait.
+    leg100 = _leg(legs, 100.0)
+    b1w100 = (leg100 or {}).get("baselines", {}).get("b1w") if leg100 else None
+    if leg100 is None or not b1w100 or not b1w100.get("available", True):
+        out.append(_verdict("p99_at_100_vs_b1w", None, 2.0, None,
+                            "needs a 100/s leg with baseline b1w"))
+    else:
+        gw99, b99 = _p99(leg100["gateway"]), _p99(b1w100)
+        r = ratio(gw99, b99)
+        met, note = _rate_latency(leg100, _le(r, 2.0))
+        out.append(_verdict("p99_at_100_vs_b1w", r, 2.0, met,
+                            f"gateway p99 {_fmt(gw99)} ms vs b1w p99 {_fmt(b99)} ms{note}",
                             unit="x"))
     return out
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections import defaultdict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -98,3 +99,18 @@ async def other_ledger(tmp_path: Path) -> AsyncIterator[Ledger]:
         yield ledger
     finally:
         await ledger.close()
+
+
+@pytest.fixture(autouse=True)
+def _logging_as_it_was() -> Iterator[None]:
+    """Tests that run ``erpgw`` in this process (``gateway.cli.main``) set logging up as the
+    command does: a handler on the stderr of that moment (a capture that is closed later) and
+    the root level. Put both back after every test, so no test sees another's logging."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    quiet = {name: logging.getLogger(name).level for name in ("aiohttp.access", "nats", "asyncio")}
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    for name, lvl in quiet.items():
+        logging.getLogger(name).setLevel(lvl)

@@ -26,9 +26,13 @@ def test_own_process_is_readable_and_a_missing_one_is_none() -> None:
 def test_profile_legs() -> None:
     legs = plan_legs(BenchOptions())
     assert [(leg.name, leg.rate) for leg in legs] == [
-        ("max", None), ("1000/s", 1000.0), ("5000/s", 5000.0)]
-    assert all(leg.events == 2000 for leg in legs)
-    assert [leg.events for leg in plan_legs(BenchOptions(profile="month-end"))] == [10_000] * 3
+        ("max", None), ("100/s", 100.0), ("1000/s", 1000.0), ("5000/s", 5000.0)]
+    assert [leg.events for leg in legs] == [2000, 200, 2000, 2000]  # the light leg is short
+    assert [leg.events for leg in plan_legs(BenchOptions(profile="month-end"))] == [
+        10_000, 200, 10_000, 10_000]
+    assert [leg.events for leg in plan_legs(BenchOptions(invoices=50))] == [50] * 4
+    one = plan_legs(BenchOptions(rate=100.0))  # asked for alone, the rate gets every invoice
+    assert [(leg.name, leg.events) for leg in one] == [("100/s", 2000)]
 
 
 def test_rate_or_max_make_a_single_leg() -> None:
@@ -51,7 +55,11 @@ def test_quick_runs_the_peers_at_its_maximum_load_leg_only() -> None:
     legs = plan_legs(quick)
     ran = {leg.name: [k for k in ("b2wl", "peer", "peerw") if runs_at(k, leg, legs, quick)]
            for leg in legs}
-    assert ran == {"max": ["b2wl", "peer", "peerw"], "1000/s": ["b2wl"], "5000/s": ["b2wl"]}
+    assert ran == {"max": ["b2wl", "peer", "peerw"], "100/s": ["b2wl"], "1000/s": ["b2wl"],
+                   "5000/s": ["b2wl"]}
+    light = legs[1]  # the light leg: the two baselines its verdict and table need
+    assert [k for k in ("raw_hop", "b1", "b2", "b1w", "b2w", "b2wl")
+            if runs_at(k, light, legs, quick)] == ["b1w", "b2wl"]
     month_end = BenchOptions(profile="month-end")
     legs = plan_legs(month_end)
     assert all(runs_at("peerw", leg, legs, month_end) for leg in legs)

@@ -225,6 +225,24 @@ def test_like_for_like_verdicts_without_b2wl_are_not_measured() -> None:
     v = by_id(verdicts(legs()))
     for vid in ("throughput_vs_b2wl", "cpu_vs_b2wl", "p99_at_1k_vs_b2wl"):
         assert v[vid]["met"] is None and "b2wl" in v[vid]["note"]
+    assert v["p99_at_100_vs_b1w"]["met"] is None
+    assert "100/s leg with baseline b1w" in v["p99_at_100_vs_b1w"]["note"]
+
+
+def test_light_load_p99_is_held_to_b1w_at_the_same_rate() -> None:
+    def light(gw_p99: float, b1w_p99: float, *, kept: bool = True) -> dict[str, Any]:
+        return {"name": "100/s", "rate": 100.0, "events": 200,
+                "gateway": gw(100.0, gw_p99, kept=kept, lag=0.0 if kept else 2.0),
+                "baselines": {"b1w": fig(100.0, b1w_p99, kept=True, lag=0.0),
+                              "b1": fig(100.0, 1.0, kept=True, lag=0.0)}}
+
+    v = by_id(verdicts([*legs(), light(30.0, 20.0)]))["p99_at_100_vs_b1w"]
+    assert v["figure"] == 1.5 and v["met"] is True and "b1w p99 20.00 ms" in v["note"]
+    v = by_id(verdicts([*legs(), light(50.0, 20.0)]))["p99_at_100_vs_b1w"]
+    assert v["figure"] == 2.5 and v["met"] is False
+    # A ratio inside the bound at a rate the gateway did not keep is not met.
+    v = by_id(verdicts([*legs(), light(30.0, 20.0, kept=False)]))["p99_at_100_vs_b1w"]
+    assert v["met"] is False and "did not sustain 100/s" in v["note"]
 
 
 def test_the_peer_is_the_webhook_peer_when_it_ran_and_the_bare_one_stays_beside_it() -> None:

@@ -28,7 +28,7 @@ def test_small_run_reports_every_section_and_loses_nothing(tmp_path: Path) -> No
     assert r.returncode == 0, r.stderr[-2000:]
     doc = msgspec.json.decode(r.stdout)
 
-    assert [leg["name"] for leg in doc["legs"]] == ["max", "1000/s", "5000/s"]
+    assert [leg["name"] for leg in doc["legs"]] == ["max", "100/s", "1000/s", "5000/s"]
     billing = doc["gateway"]["billing"]
     assert billing["throughput_eps"] > 0
     assert {"p50", "p95", "p99", "p99_9", "max"} <= set(billing["latency_ms"])

@@ -20,7 +20,8 @@ async def test_the_start_banner(broker: EmbeddedBroker, tmp_path: Path, sim_url:
                                 caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="erpgw.gateway")
     async with running_gateway(broker, tmp_path, sim_url) as gw:
-        ready = [r.getMessage() for r in caplog.records if "ready" in r.getMessage()]
+        ready = [r.getMessage() for r in caplog.records
+                 if r.name == "erpgw.gateway" and "ready" in r.getMessage()]
     assert len(ready) == 1
     (banner,) = ready
     base = f"http://127.0.0.1:{gw.cfg.http.port}"
