@@ -354,33 +354,26 @@ def like_for_like_verdicts(legs: Sequence[Mapping[str, Any]]) -> list[dict[str, 
                             f"process: gateway {_fmt(gcpu)} vs b2wl {_fmt(bcpu)} us/event; "
                             f"whole box: {_fmt(gbox)} vs {_fmt(bbox)} us/event "
                             f"({_fmt(ratio(gbox, bbox))}x)", unit="x"))
-    leg1k = _leg(legs, 1000.0)
-    b2wl1k = (leg1k or {}).get("baselines", {}).get("b2wl") if leg1k else None
-    if leg1k is None or not b2wl1k or not b2wl1k.get("available", True):
-        out.append(_verdict("p99_at_1k_vs_b2wl", None, 2.0, None,
-                            "needs a 1,000/s leg with baseline b2wl"))
-    else:
-        gw99, b99 = _p99(leg1k["gateway"]), _p99(b2wl1k)
-        r = ratio(gw99, b99)
-        met, note = _rate_latency(leg1k, _le(r, 2.0))
-        out.append(_verdict("p99_at_1k_vs_b2wl", r, 2.0, met,
-                            f"gateway p99 {_fmt(gw99)} ms vs b2wl p99 {_fmt(b99)} ms{note}",
-                            unit="x"))
+    out.append(_p99_at_rate_verdict("p99_at_1k_vs_b2wl", legs, 1000.0, "b2wl", "1,000/s"))
     # Light load: b1w commits and posts every event on its own (no batching), so it is what
     # "nothing waits for company" looks like; the gateway's batches must not add a wait.
-    leg100 = _leg(legs, 100.0)
-    b1w100 = (leg100 or {}).get("baselines", {}).get("b1w") if leg100 else None
-    if leg100 is None or not b1w100 or not b1w100.get("available", True):
-        out.append(_verdict("p99_at_100_vs_b1w", None, 2.0, None,
-                            "needs a 100/s leg with baseline b1w"))
-    else:
-        gw99, b99 = _p99(leg100["gateway"]), _p99(b1w100)
-        r = ratio(gw99, b99)
-        met, note = _rate_latency(leg100, _le(r, 2.0))
-        out.append(_verdict("p99_at_100_vs_b1w", r, 2.0, met,
-                            f"gateway p99 {_fmt(gw99)} ms vs b1w p99 {_fmt(b99)} ms{note}",
-                            unit="x"))
+    out.append(_p99_at_rate_verdict("p99_at_100_vs_b1w", legs, 100.0, "b1w", "100/s"))
     return out
+
+
+def _p99_at_rate_verdict(vid: str, legs: Sequence[Mapping[str, Any]], rate: float, kind: str,
+                         shown: str) -> dict[str, Any]:
+    """The gateway's p99 at ``rate`` against baseline ``kind``'s in the same leg, bound 2x;
+    not measured without that leg or that baseline, not met when the rate was not kept."""
+    leg = _leg(legs, rate)
+    base = (leg or {}).get("baselines", {}).get(kind) if leg else None
+    if leg is None or not base or not base.get("available", True):
+        return _verdict(vid, None, 2.0, None, f"needs a {shown} leg with baseline {kind}")
+    gw99, b99 = _p99(leg["gateway"]), _p99(base)
+    r = ratio(gw99, b99)
+    met, note = _rate_latency(leg, _le(r, 2.0))
+    return _verdict(vid, r, 2.0, met,
+                    f"gateway p99 {_fmt(gw99)} ms vs {kind} p99 {_fmt(b99)} ms{note}", unit="x")
 
 
 def _fmt(x: Any) -> str:
