@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import shutil
 import signal
 import sys
@@ -46,9 +47,13 @@ class Flame:
             self.result["reason"] = "py-spy is not installed (pip install -e '.[bench]')"
             return
         self.out.parent.mkdir(parents=True, exist_ok=True)
+        # Started by name from its own directory: py-spy writes its command line into the
+        # graph's title, which should not carry this machine's paths.
+        env = {**os.environ, "PATH": os.pathsep.join([str(Path(exe).parent),
+                                                      os.environ.get("PATH", "")])}
         self._proc = await asyncio.create_subprocess_exec(
-            exe, "record", "--pid", str(pid), "--rate", "100", "--format", "flamegraph",
-            "--output", str(self.out), "--nonblocking",
+            "py-spy", "record", "--pid", str(pid), "--rate", "100", "--format", "flamegraph",
+            "--output", str(self.out), "--nonblocking", env=env,
             stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.PIPE)
         self.result["pid"] = pid
