@@ -74,9 +74,12 @@ async def test_a_second_sigterm_stops_at_once_and_is_safe(tmp_path: Path) -> Non
         await stack.bill_run(200, rate=200)
         await wait_until_posted(stack, 20)
         await stack.set_faults({"erp": {"latency_ms": 90_000}})
-        with anyio.fail_after(60):  # the poster is now waiting on a held ERP call
+        # The poster is now waiting on a held ERP call (held 90 s). Each look is a new
+        # connection to the simulator: a few per second, not twenty, so that on a loaded box
+        # the looks themselves do not fill the simulator's accept queue.
+        with anyio.fail_after(85):
             while (await stack.erp_governance())["inFlight"] < 1:
-                await anyio.sleep(0.05)
+                await anyio.sleep(0.25)
         stack.signal_gateway(signal.SIGTERM)
         with anyio.fail_after(30):
             while "send again to stop at once" not in stack.tail("gateway.log", 200):
