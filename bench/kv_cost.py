@@ -5,6 +5,9 @@ the same machine and run for every leg, batches of ``--batch`` as the ERP poster
 
 * ``stream``: each event stored once on a stream as the ingress stores a webhook's canonical
   event (``publish_atomic``: one commit, one fsync, per batch), the baseline;
+* ``stream_commit``: the same as one atomic commit per batch whatever its size (``stream``
+  publishes a batch smaller than ``ATOMIC_FROM`` message by message: with ``--batch 4`` the
+  two legs show why);
 * ``stream_each``: the same with one fsync per message (``publish_batch``, pipelined), which is
   what each key/value write below costs, since every key is written on its own;
 * ``versions``: what the ERP poster adds per posting of an ordered document (an invoice and its
@@ -57,6 +60,13 @@ async def _legs(events: int, batch: int, workdir: Path) -> dict[str, float]:
             await bus.publish_atomic([OutMsg(subject="bench.evt.x", data=b"x" * 300,
                                              msg_id=f"a{n}") for n in range(i, i + batch)])
         out["stream"] = (time.perf_counter() - t0) / events * 1e6
+
+        t0 = time.perf_counter()
+        for i in range(0, events, batch):  # an atomic commit whatever the batch's size
+            await bus._atomic_once([OutMsg(subject="bench.evt.x", data=b"x" * 300,
+                                           msg_id=f"c{n}") for n in range(i, i + batch)],
+                                   timeout=None)
+        out["stream_commit"] = (time.perf_counter() - t0) / events * 1e6
 
         t0 = time.perf_counter()
         for i in range(0, events, batch):

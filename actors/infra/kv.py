@@ -12,7 +12,8 @@ acknowledged, so what a process reads after a conflict is the winner's write.
 Keys: the bucket's keys are ``[A-Za-z0-9_=-]`` tokens joined by ``.``; ``key_token`` turns any
 id into one token, reversibly and injectively (every other byte becomes ``=XX``).
 
-Batches: ``put_many`` writes a batch's keys as one JetStream atomic batch (``Nats-Batch-Id`` /
+Batches: ``put_many`` writes a batch of ``ATOMIC_FROM`` keys or more (fewer are faster key by
+key, concurrently) as one JetStream atomic batch (``Nats-Batch-Id`` /
 ``Nats-Batch-Sequence`` / ``Nats-Batch-Commit``; the bucket's stream needs ``allow_atomic``,
 which ``allow_atomic_writes`` sets), each message carrying its own key's
 ``Nats-Expected-Last-Subject-Sequence``: the stream leader checks every condition and stores
@@ -53,7 +54,7 @@ from nats.js.kv import KeyValue
 
 from contracts import Retryable, new_id
 
-from .bus import BrokerUnavailable, NatsBus
+from .bus import ATOMIC_FROM, BrokerUnavailable, NatsBus
 
 __all__ = ["KvBucket", "KvConflict", "KvEntry", "allow_atomic_writes", "bucket_stream",
            "key_token"]
@@ -331,12 +332,14 @@ class KvBucket:
                        ) -> dict[str, int | Exception]:
         """Every ``(key, value, revision)`` written if its key is still at its revision; per
         key the new revision or the exception (``KvConflict``/``BrokerUnavailable``). Never
-        raises. Several distinct keys go as one atomic batch (``put_all``) per 1,000; a refused
+        raises. ``ATOMIC_FROM`` or more distinct keys go as one atomic batch (``put_all``) per
+        1,000 (fewer are written key by key, concurrently: faster below that size); a refused
         batch is written key by key (``put_if``, concurrently), which sorts the writes that
         lost from those that still apply."""
         todo = list(writes)
         out: dict[str, int | Exception] = {}
-        if self._atomic and len(todo) > 1 and len({k for k, _, _ in todo}) == len(todo):
+        if (self._atomic and len(todo) >= ATOMIC_FROM
+                and len({k for k, _, _ in todo}) == len(todo)):
             left: list[tuple[str, bytes, int]] = []
             for i in range(0, len(todo), _MAX_ATOMIC):
                 chunk = todo[i:i + _MAX_ATOMIC]

@@ -1,10 +1,11 @@
 """Batched conditional writes to the shared buckets, against a real nats-server (broker
 identities on: the writers connect as the ERP poster's ``erp`` role).
 
-A batch of keys is one atomic batch with a per-key expected revision: all of it is stored or
-none of it; a refused batch is then written key by key, which stores what still applies and
-answers ``KvConflict`` for what moved. Two processes claiming overlapping aggregates from the
-same read never both win one; a bucket whose stream takes no atomic batches is still guarded.
+A batch of keys (``ATOMIC_FROM`` or more) is one atomic batch with a per-key expected revision:
+all of it is stored or none of it, while a smaller one is written key by key; a refused batch
+is then written key by key, which stores what still applies and answers ``KvConflict`` for
+what moved. Two processes claiming overlapping aggregates from the same read never both win
+one; a bucket whose stream takes no atomic batches is still guarded.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 import anyio
 import pytest
 
+from actors.infra.bus import ATOMIC_FROM
 from actors.infra.kv import KvBucket, KvConflict, bucket_config
 from actors.infra.ledger import VersionMark
 from actors.infra.state import ReadVersion, SharedVersions, bucket_name
@@ -40,7 +42,7 @@ async def buses(broker: EmbeddedBroker) -> AsyncIterator[Callable[[str], Any]]:
 async def test_a_batch_of_keys_is_one_commit_and_its_revisions_are_the_stored_ones(
         buses: Any) -> None:
     bucket = KvBucket.on(await buses("erp"), VERSIONS)
-    keys = [f"billing.in_{n}" for n in range(5)]
+    keys = [f"billing.in_{n}" for n in range(ATOMIC_FROM)]
     first = await bucket.put_many((k, f"v1-{k}".encode(), 0) for k in keys)
     assert bucket.batches == 1 and bucket.batches_refused == 0
     for k in keys:
@@ -52,15 +54,24 @@ async def test_a_batch_of_keys_is_one_commit_and_its_revisions_are_the_stored_on
     assert {k: (await bucket.get(k)).revision for k in keys} == second
     assert all(isinstance(r, int) and r > first[k]  # type: ignore[operator]
                for k, r in second.items())
+    # A smaller batch is faster key by key: no atomic batch, the same per-key outcomes.
+    small = await bucket.put_many([(keys[0], b"v3", second[keys[0]]), ("billing.new", b"v1", 0),
+                                   (keys[1], b"v3", first[keys[1]])])  # type: ignore[list-item]
+    assert bucket.batches == 2
+    assert isinstance(small[keys[0]], int) and isinstance(small["billing.new"], int)
+    assert isinstance(small[keys[1]], KvConflict)  # its revision moved: refused, as before
+    assert (await bucket.get(keys[1])).value == b"v2"
 
 
 async def test_a_refused_batch_stores_nothing_and_the_key_by_key_retry_names_the_loser(
         buses: Any) -> None:
     bucket = KvBucket.on(await buses("erp"), VERSIONS)
-    revs = await bucket.put_many([("a", b"1", 0), ("b", b"1", 0), ("c", b"1", 0)])
+    pad = [f"p{n}" for n in range(ATOMIC_FROM)]  # large enough for an atomic batch
+    revs = await bucket.put_many([(k, b"1", 0) for k in ["a", "b", "c", *pad]])
     other = KvBucket.on(await buses("erp"), VERSIONS)
     moved = await other.put_if("b", b"other", int(revs["b"]))  # type: ignore[arg-type]
-    stale = [("a", b"2", revs["a"]), ("b", b"2", revs["b"]), ("new", b"2", 0)]
+    stale = [("a", b"2", revs["a"]), ("b", b"2", revs["b"]), ("new", b"2", 0),
+             *((k, b"2", revs[k]) for k in pad)]
     with pytest.raises(KvConflict):
         await bucket.put_all(stale)  # type: ignore[arg-type]
     # All or nothing: not even the keys whose condition held were written.
@@ -123,10 +134,12 @@ async def test_a_bucket_without_atomic_batches_is_written_key_by_key_and_still_g
     admin = await buses("admin")
     await admin.ensure_kv(bucket_config("plain", replicas=1))  # no allow_atomic
     bucket = KvBucket.on(admin, "plain")
-    revs = await bucket.put_many([("x", b"1", 0), ("y", b"1", 0)])
+    keys = [f"k{n}" for n in range(ATOMIC_FROM)]
+    revs = await bucket.put_many([(k, b"1", 0) for k in ["x", "y", *keys]])
     assert all(isinstance(r, int) for r in revs.values())
     assert bucket.batches == 0 and bucket.batches_refused == 1  # then key by key only
-    out = await bucket.put_many([("x", b"2", revs["x"]), ("y", b"2", 0)])  # type: ignore[list-item]
+    out = await bucket.put_many([("x", b"2", revs["x"]), ("y", b"2", 0),  # type: ignore[list-item]
+                                 *((k, b"2", revs[k]) for k in keys)])
     assert isinstance(out["x"], int) and isinstance(out["y"], KvConflict)
     assert bucket.batches_refused == 1
     assert (await bucket.get("y")).value == b"1"
