@@ -20,6 +20,14 @@ Theory of operation, per batch:
    request that failed writes the claims and notes alone); then apply the versions in the
    shared bucket (one atomic batch); only then ack (or dead-letter and term) the inputs.
 
+Two batches in flight: step 4 of batch k (the ledger transaction, the shared apply, the
+acks) runs in a task of its own while batch k+1 is fetched, ordered and sent, so the next
+request never waits for the previous batch's fsyncs. At most one such tail runs at a time,
+and a batch that names a posting or an aggregate of the running tail waits for it first
+(its ordering reads what the tail writes). Each batch keeps its own order of effects: claim,
+request, ledger, apply, ack. A tail that fails naks its unsettled commands (a passing
+failure) or, for anything else, fails the actor as a failed batch does.
+
 A posting the ERP refuses for a closed period (``PERIOD_CLOSED``) is dead-lettered as
 ``erp.period_closed``, or, under the ``next_open`` policy (``erp.closed_period``, or a letter
 replayed with ``--repost-open``), sent again dated into the first open period after its own
@@ -42,13 +50,14 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from contextlib import asynccontextmanager
 from datetime import UTC, date, datetime
 from typing import NamedTuple
 
 import anyio
 import msgspec
-from anyio.abc import TaskStatus
+from anyio.abc import TaskGroup, TaskStatus
 
 from contracts import (
     ContractError,
@@ -128,6 +137,19 @@ class _Audit(NamedTuple):
 
 
 
+# A command the ERP answered: its envelope, its deliveries and the answer to its last entry.
+_Done = tuple[Envelope, list[Delivery], wire.BulkItemResult]
+
+
+class _Tail(NamedTuple):
+    """A batch whose request is answered and whose ledger, apply and acks are under way: the
+    postings and aggregates it holds, and when it is done."""
+
+    keys: frozenset[str]
+    aggregates: frozenset[Aggregate]
+    done: anyio.Event
+
+
 class ErpPoster(BatchWorker):
     def __init__(self, name: str, *, erp: PlatformGuard, ledger: Ledger,
                  versions: SharedVersions, dlq: DeadLetterSink,
@@ -157,6 +179,13 @@ class ErpPoster(BatchWorker):
         self.closed_period: ClosedPeriodPolicy = closed_period
         self.moved_to_open = 0
         self._latency_ms: deque[float] = deque(maxlen=20_000)
+        # The batch finishing in the background (``_Tail``) and the task group it runs in
+        # (``pipelined``); without one (a poster driven batch by batch) a batch finishes
+        # inline.
+        self._tail: _Tail | None = None
+        self._tails: TaskGroup | None = None
+        self.overlapped = 0  # batches sent while the previous batch was still finishing
+        self.tail_waits = 0  # batches that waited for the previous one (shared postings)
         every = fault("erp.raise_every")
         self._raise_every = int(every) if every and every.isdigit() else 0
         self._since_raise = 0
@@ -164,7 +193,29 @@ class ErpPoster(BatchWorker):
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         if fault("erp.fail_start") is not None:
             raise RuntimeError("fault hook erp.fail_start: the ERP poster fails at start")
-        await super().run(task_status=task_status)
+        async with self.pipelined():
+            await super().run(task_status=task_status)
+
+    @asynccontextmanager
+    async def pipelined(self) -> AsyncIterator[None]:
+        """Inside, a batch's last step runs in the background while the next batch goes
+        (see the module's "Two batches in flight"); leaving waits for the running tail."""
+        async with anyio.create_task_group() as tg:
+            self._tails = tg
+            try:
+                yield
+            finally:
+                self._tails = None
+
+    async def _after(self, keys: Iterable[str], aggregates: Iterable[Aggregate | None]) -> None:
+        """Wait for the running tail if it holds any of these postings or aggregates."""
+        tail = self._tail
+        if tail is None or tail.done.is_set():
+            return
+        if not tail.keys.isdisjoint(keys) or not tail.aggregates.isdisjoint(
+                a for a in aggregates if a is not None):
+            self.tail_waits += 1
+            await tail.done.wait()
 
     async def gate(self) -> None:
         """While the breaker is open, wait here (work stays in the stream)."""
@@ -199,6 +250,7 @@ class ErpPoster(BatchWorker):
         repairs = {k for k, (_, _, ds) in todo.items()
                    if any(REPAIR_HEADER in d.headers for d in ds)}
         aggregates = {k: aggregate_of(env.key, entry) for k, (env, entry, _) in todo.items()}
+        await self._after(todo, aggregates.values())
         # Postings outside any aggregate: skip the keys already posted. Ordered ones are judged
         # by their aggregate's applied version instead (a posted key whose amendment is not
         # complete yet, e.g. its reversal was refused, must be sent again to finish it).
@@ -216,7 +268,8 @@ class ErpPoster(BatchWorker):
             return
         # Traced: an ``erp post`` span per posting, child of its command (actors.otel).
         with otel.hops("erp post", [env.traceparent for env, *_ in items], kind="consumer"):
-            await self._post(items, audit)
+            await self._post(items, audit, (frozenset(todo), frozenset(
+                a for a in aggregates.values() if a is not None)))
 
     async def _order(self, todo: dict[str, tuple[Envelope, PostJournalEntry, list[Delivery]]],
                      aggregates: dict[str, Aggregate | None], repairs: set[str]
@@ -328,7 +381,10 @@ class ErpPoster(BatchWorker):
                 claimed=claims.get(agg), refused=refused), r)
         return out
 
-    async def _post(self, items: list[_Item], audit: _Audit) -> None:
+    async def _post(self, items: list[_Item], audit: _Audit,
+                    held: tuple[frozenset[str], frozenset[Aggregate]]) -> None:
+        """Send the batch's entries, then finish it (``_finish``: inline, or in the
+        background when ``pipelined``); ``held`` are its postings and aggregates."""
         flat = [e for _, _, _, plan, _ in items for e in plan.entries]
         # Entries whose delivery is not the first may have reached the ERP already.
         redelivered = {e.idempotency_key for _, _, ds, plan, _ in items
@@ -372,8 +428,8 @@ class ErpPoster(BatchWorker):
         now = time.time()
         rows: list[PostingRow] = []
         versions: list[VersionMark] = []
-        done: list[tuple[Envelope, list[Delivery], wire.BulkItemResult]] = []
-        rejected: list[tuple[Envelope, list[Delivery], wire.BulkItemResult]] = []
+        done: list[_Done] = []
+        rejected: list[_Done] = []
         answers = iter(results)
         for env, entry, ds, plan, agg in items:
             # An amendment's reversal and new version stand or fall together: the aggregate
@@ -403,12 +459,61 @@ class ErpPoster(BatchWorker):
                                             _entry_codec.encode(entry), now))
             self.reversals += sum(1 for e, res in group if res.status == "created"
                                   and e.external_id.endswith(REVERSAL_SUFFIX))
+        claimed = self._claimed
+        tail = (rows, versions, claimed, audit, done, rejected)
+        if self._tails is None:  # driven batch by batch: finish inline
+            await self._finish(*tail)
+            return
+        if self._tail is not None:  # one tail at a time, in batch order
+            if not self._tail.done.is_set():
+                self.overlapped += 1
+            await self._tail.done.wait()
+        deliveries = [d for _, _, ds, _, _ in items for d in ds] + [
+            d for _, _, ds in audit.skipped for d in ds]
+        self._tail = _Tail(held[0], held[1], anyio.Event())
+        self._tails.start_soon(self._finish_behind, self._tail, deliveries, tail)
+
+    async def _finish_behind(self, tail: _Tail, deliveries: list[Delivery],
+                             work: tuple[list[PostingRow], list[VersionMark], dict[Aggregate, int],
+                                         _Audit, list[_Done], list[_Done]]) -> None:
+        """``_finish`` in the background, the commands kept alive meanwhile; a passing
+        failure naks the unsettled ones (redelivered, answered replayed by the ERP), anything
+        else naks them and fails the actor."""
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._heartbeat, deliveries)
+                await self._finish(*work)
+                tg.cancel_scope.cancel()
+        except Exception as exc:
+            inner: BaseException = exc
+            while isinstance(inner, BaseExceptionGroup) and len(inner.exceptions) == 1:
+                inner = inner.exceptions[0]
+            if not isinstance(inner, Retryable):
+                self.last_error = repr(exc)
+                await self._nak_unsettled(deliveries)
+                raise
+            self.last_error = f"[{inner.code}] {inner}"
+            log.error("%s: batch of %d will be redelivered: %s", self.name, len(deliveries),
+                      self.last_error)
+            await self._nak_unsettled(deliveries, inner)
+        except BaseException:
+            await self._nak_unsettled(deliveries)
+            raise
+        finally:
+            tail.done.set()
+            if self._tail is tail:
+                self._tail = None
+
+    async def _finish(self, rows: list[PostingRow], versions: list[VersionMark],
+                      claimed: dict[Aggregate, int], audit: _Audit, done: list[_Done],
+                      rejected: list[_Done]) -> None:
+        """Step 4: the ledger transaction, the shared apply, then the acks and letters."""
         # One transaction: the batch's claims and skips, its postings and applied versions.
         await self.ledger.record(rows, versions=versions, notes=audit.notes,
                                  claims=audit.claims)
         # Then the shared guard: a crash before it leaves the claim, and the redelivery sends
         # the claim's entries again (answered replayed) and applies it then.
-        await self.versions.apply(versions, claimed=self._claimed)
+        await self.versions.apply(versions, claimed=claimed)
         crashpoint("erp.after_commit")
         await self._ack_skipped(audit)
         now_dt = datetime.now(UTC)
@@ -487,6 +592,8 @@ class ErpPoster(BatchWorker):
             "reversals": self.reversals,
             "replans": self.replans,
             "moved_to_open": self.moved_to_open,
+            "overlapped": self.overlapped,
+            "tail_waits": self.tail_waits,
             "requests": self.client.requests,
             "client": self.client.statistics(),
             "dead_lettered": self.dlq.count,

@@ -10,6 +10,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
+import anyio
 import msgspec
 import pytest
 
@@ -593,3 +594,97 @@ async def test_a_batch_costs_one_ledger_transaction_and_skips_are_acked_after_it
     else:
         assert old.verdict == "ack" and "ack" not in (new.verdict, other.verdict)
         assert not any(e.startswith("version.applied") for e in events)
+
+
+# -- two batches in flight (``ErpPoster.pipelined``) -------------------------------------------
+
+
+class HeldRecord:
+    """Holds the ledger's ``record`` (a batch's last step) until ``release``; ``fail`` makes
+    the held call raise ``LedgerUnavailable`` instead."""
+
+    def __init__(self, ledger: Ledger, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.real = ledger.record
+        self.entered = anyio.Event()
+        self.gate = anyio.Event()
+        self.fail = False
+        monkeypatch.setattr(ledger, "record", self)
+
+    async def __call__(self, *args: Any, **kw: Any) -> None:
+        self.entered.set()
+        await self.gate.wait()
+        if self.fail:
+            raise LedgerUnavailable("disk gone")
+        await self.real(*args, **kw)
+
+    def release(self) -> None:
+        self.gate.set()
+
+
+async def test_pipelined_the_next_batch_is_sent_while_the_previous_one_is_recorded(
+        ledger: Ledger, monkeypatch: pytest.MonkeyPatch) -> None:
+    erp = FakeErp()
+    p = make_poster(erp, ledger)
+    held = HeldRecord(ledger, monkeypatch)
+    first, second = command(1, 1, 1), command(2, 1, 1)
+    async with p.pipelined(), anyio.create_task_group() as tg:
+        await p.handle([first])  # returns once sent: its record is held
+        await held.entered.wait()
+        tg.start_soon(p.handle, [second])
+        with anyio.fail_after(10):  # (a guard against a hang, not a timing)
+            while len(erp.requests) < 2:
+                await anyio.sleep(0.01)
+        # The second request went while the first batch was still unrecorded and unacked.
+        assert erp.requests == [["in_1"], ["in_2"]]
+        assert (first.verdict, second.verdict) == (None, None)
+        held.release()
+    assert (first.verdict, second.verdict) == ("ack", "ack")
+    assert (p.overlapped, p.tail_waits, p.posted) == (1, 0, 2)
+    keys = [p_.idempotency_key for d in (first, second)
+            if isinstance(p_ := _codec.decode(d.data).payload, PostJournalEntry)]
+    assert len(keys) == 2 and await ledger.known(keys) == set(keys)  # both recorded
+
+
+async def test_pipelined_a_batch_of_the_same_invoice_waits_for_the_one_before(
+        ledger: Ledger, monkeypatch: pytest.MonkeyPatch) -> None:
+    """v2 must be planned against v1 as the ledger and the bucket hold it once v1 is done:
+    its batch waits, then reverses v1 (not v1's claim seen half-way)."""
+    erp = FakeErp()
+    p = make_poster(erp, ledger)
+    held = HeldRecord(ledger, monkeypatch)
+    v1, v2 = command(1, 1, 1), command(1, 2, 3)
+    async with p.pipelined(), anyio.create_task_group() as tg:
+        await p.handle([v1])
+        await held.entered.wait()
+        tg.start_soon(p.handle, [v2])
+        with anyio.fail_after(10):  # (a guard against a hang, not a timing)
+            while p.tail_waits < 1:
+                await anyio.sleep(0.01)
+        assert erp.requests == [["in_1"]] and v2.verdict is None  # waiting, nothing sent
+        held.release()
+    assert erp.requests == [["in_1"], ["in_1:reversal", "in_1:v2"]]
+    assert (v1.verdict, v2.verdict) == ("ack", "ack")
+    assert erp.receivable() == 3300 and p.overlapped == 0
+
+
+async def test_pipelined_a_batch_whose_record_fails_is_naked_and_the_next_goes_on(
+        ledger: Ledger, monkeypatch: pytest.MonkeyPatch) -> None:
+    erp = FakeErp()
+    p = make_poster(erp, ledger)
+    held = HeldRecord(ledger, monkeypatch)
+    held.fail = True
+    first = command(1, 1, 1)
+    async with p.pipelined():
+        await p.handle([first])
+        await held.entered.wait()
+        held.release()
+        with anyio.fail_after(10):  # (a guard against a hang, not a timing)
+            while first.verdict is None:
+                await anyio.sleep(0.01)
+        assert first.verdict == "nak"  # a passing failure: redelivered, answered replayed
+        held.fail = False
+        again, other = command(1, 1, 1), command(2, 1, 1)
+        await p.handle([again, other])
+    assert (again.verdict, other.verdict) == ("ack", "ack")
+    assert erp.requests == [["in_1"], ["in_1", "in_2"]] and p.replayed == 1
+    assert p.last_error is not None and "disk gone" in p.last_error
