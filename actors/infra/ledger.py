@@ -33,10 +33,11 @@ import hashlib
 import hmac
 import json
 import sqlite3
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import MappingProxyType
+from typing import TypeVar
 
 import aiosqlite
 import anyio
@@ -330,6 +331,31 @@ def _invoice_ids(stored: str) -> tuple[str, ...]:
     return tuple(stored.split())
 
 
+_T = TypeVar("_T")
+
+
+def _write_claims(conn: sqlite3.Connection, claims: Sequence[VersionMark]) -> None:
+    conn.executemany(
+        "INSERT INTO versions VALUES (?,?,NULL,NULL,?,?,?) "
+        "ON CONFLICT(source, object_id) DO UPDATE SET claimed = excluded.claimed, "
+        "claimed_entry = excluded.claimed_entry, recorded_at = excluded.recorded_at",
+        [(c.source, c.object_id, c.version, c.entry, c.recorded_at) for c in claims],
+    )
+
+
+def _upload_states_in(conn: sqlite3.Connection, platform: str,
+                      line_ids: Sequence[str]) -> dict[str, str]:
+    """The status of every line of ``line_ids`` that has an upload row (in a transaction)."""
+    found: dict[str, str] = {}
+    for i in range(0, len(line_ids), 500):
+        chunk = list(line_ids[i : i + 500])
+        marks = ",".join("?" * len(chunk))
+        sql = ("SELECT line_id, status FROM uploads "  # noqa: S608 - only '?' marks
+               f"WHERE platform = ? AND line_id IN ({marks})")
+        found.update((r[0], r[1]) for r in conn.execute(sql, [platform, *chunk]))
+    return found
+
+
 class Ledger:
     # The audit key (``use_audit_key``); None: rows are chained with plain SHA-256, which a
     # keyed chain (``_chain_keyed``: it has its ``audit.keyed`` row) refuses.
@@ -403,10 +429,10 @@ class Ledger:
         if not rows and not versions and not notes and not claims:
             return
 
-        async def write() -> None:
+        def write(conn: sqlite3.Connection) -> None:
             if claims:
-                await self._write_claims(claims)
-            await self._db.executemany(
+                _write_claims(conn, claims)
+            conn.executemany(
                 "INSERT INTO postings VALUES (?,?,?,?,?,?,?,?) "
                 "ON CONFLICT(idempotency_key) DO UPDATE SET status = excluded.status, "
                 "erp_id = excluded.erp_id, recorded_at = excluded.recorded_at "
@@ -415,7 +441,7 @@ class Ledger:
                   r.currency, r.correlation_id, r.recorded_at) for r in rows],
             )
             # SET expressions read the row as it was (SQLite upsert semantics).
-            await self._db.executemany(
+            conn.executemany(
                 "INSERT INTO versions VALUES (?,?,?,?,NULL,NULL,?) "
                 "ON CONFLICT(source, object_id) DO UPDATE SET version = excluded.version, "
                 "entry = excluded.entry, recorded_at = excluded.recorded_at, "
@@ -442,19 +468,11 @@ class Ledger:
         if not claims and not notes:
             return
 
-        async def write() -> None:
-            await self._write_claims(claims)
+        def write(conn: sqlite3.Connection) -> None:
+            _write_claims(conn, claims)
 
         await self._transaction(write, [*[(c.recorded_at, "version.claimed", c.audit_key, "")
                                           for c in claims], *notes])
-
-    async def _write_claims(self, claims: Sequence[VersionMark]) -> None:
-        await self._db.executemany(
-            "INSERT INTO versions VALUES (?,?,NULL,NULL,?,?,?) "
-            "ON CONFLICT(source, object_id) DO UPDATE SET claimed = excluded.claimed, "
-            "claimed_entry = excluded.claimed_entry, recorded_at = excluded.recorded_at",
-            [(c.source, c.object_id, c.version, c.entry, c.recorded_at) for c in claims],
-        )
 
     async def posting_states(self, keys: Iterable[str]) -> dict[str, str]:
         """The status (``posted``/``dead_lettered``) of each of ``keys`` that has a posting row.
@@ -499,11 +517,17 @@ class Ledger:
             raise LedgerUnavailable(f"ledger lookup failed: {exc}") from exc
         return found
 
-    async def _transaction(self, write: Callable[[], Awaitable[None]],
+    async def _transaction(self, write: Callable[[sqlite3.Connection], None],
                            audit: Sequence[_AuditItem]) -> None:
         """Run ``write`` and append ``audit`` (hash-chained) in one ``BEGIN IMMEDIATE``
         transaction, taking turns with other writers. Raises ``LedgerUnavailable`` (nothing
-        written) or whatever ``write`` raises (rolled back)."""
+        written) or whatever ``write`` raises (rolled back).
+
+        The whole transaction is one call in the connection's thread (``write`` runs there,
+        given the ``sqlite3`` connection): one hop from the event loop and back, not one per
+        statement, so a busy loop does not stretch the time the write lock is held (under load
+        each hop waited for the loop, and other writers for the lock). It is shielded: once
+        queued it completes, and the chain's head moves with what was committed."""
         async with self._write_lock:
             if self._audit_mac is None and await self._keyed():
                 raise GatewayError("the audit chain is keyed: call use_audit_key before "
@@ -515,36 +539,40 @@ class Ledger:
                 h = _chain(prev, at, event, key, detail, self._audit_mac)
                 chained.append((at, event, key, detail, prev, h))
                 prev = h
-            try:
-                await self._db.execute("BEGIN IMMEDIATE")
+
+            def run(conn: sqlite3.Connection) -> None:
+                conn.execute("BEGIN IMMEDIATE")
                 try:
-                    await write()
-                    await self._db.executemany(
+                    write(conn)
+                    conn.executemany(
                         "INSERT INTO audit (at, event, key, detail, prev_hash, hash) "
                         "VALUES (?,?,?,?,?,?)",
                         chained,
                     )
-                    await self._db.execute("COMMIT")
+                    conn.execute("COMMIT")
                 except BaseException:
-                    with anyio.CancelScope(shield=True):
-                        await self._db.execute("ROLLBACK")
+                    conn.execute("ROLLBACK")
                     raise
+
+            try:
+                with anyio.CancelScope(shield=True):
+                    await self._in_thread(run)
             except sqlite3.Error as exc:
                 raise LedgerUnavailable(f"ledger write failed: {exc}") from exc
             self._last_hash = prev
 
+    async def _in_thread(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
+        """Call ``fn`` with the ``sqlite3`` connection in the connection's own thread, in turn
+        with every other statement (aiosqlite's queue; its ``_execute`` and ``_conn``, pinned
+        with the package in requirements.lock: ``tests/gateway/test_ledger_thread.py``)."""
+        db = self._db
+        result: _T = await db._execute(lambda: fn(db._conn))  # type: ignore[no-untyped-call]
+        return result
+
     # -- uploads without an idempotency key (see UPLOAD_TRANSITIONS) ---------------------------
 
     async def _upload_states(self, platform: str, line_ids: Sequence[str]) -> dict[str, str]:
-        found: dict[str, str] = {}
-        for i in range(0, len(line_ids), 500):
-            chunk = list(line_ids[i : i + 500])
-            marks = ",".join("?" * len(chunk))
-            sql = ("SELECT line_id, status FROM uploads "  # noqa: S608 - only '?' marks
-                   f"WHERE platform = ? AND line_id IN ({marks})")
-            async with self._db.execute(sql, [platform, *chunk]) as cur:
-                found.update((r[0], r[1]) for r in await cur.fetchall())
-        return found
+        return await self._in_thread(lambda conn: _upload_states_in(conn, platform, line_ids))
 
     async def upload_states(self, platform: str, line_ids: Iterable[str]) -> dict[str, str]:
         """The status of every line of ``line_ids`` that has an upload row (absent: none).
@@ -566,17 +594,17 @@ class Ledger:
         if not rows:
             return
 
-        async def write() -> None:
+        def write(conn: sqlite3.Connection) -> None:
             for platform in {r.platform for r in rows}:
                 mine = [r for r in rows if r.platform == platform]
-                now = await self._upload_states(platform, [r.line_id for r in mine])
+                now = _upload_states_in(conn, platform, [r.line_id for r in mine])
                 for r in mine:
                     if r.status not in UPLOAD_TRANSITIONS.get(now.get(r.line_id), ()):
                         raise UploadConflict(
                             f"upload {r.audit_key}: {now.get(r.line_id)} -> {r.status} is not "
                             "an allowed change")
                     now[r.line_id] = r.status
-            await self._db.executemany(
+            conn.executemany(
                 "INSERT INTO uploads VALUES (?,?,?,?,?,?,?,?,?,?) "
                 "ON CONFLICT(platform, line_id) DO UPDATE SET status = excluded.status, "
                 "attempt = excluded.attempt, "
@@ -802,7 +830,7 @@ class Ledger:
         except sqlite3.Error as exc:
             raise LedgerUnavailable(f"ledger lookup failed: {exc}") from exc
 
-        async def nothing() -> None:
+        def nothing(conn: sqlite3.Connection) -> None:
             return None
 
         if new:
@@ -826,7 +854,7 @@ class Ledger:
         if marked:
             return False
 
-        async def nothing() -> None:
+        def nothing(conn: sqlite3.Connection) -> None:
             return None
 
         seq, _ = await self.audit_head()
@@ -863,8 +891,8 @@ class Ledger:
         if not rows:
             return
 
-        async def write() -> None:
-            await self._db.executemany(
+        def write(conn: sqlite3.Connection) -> None:
+            conn.executemany(
                 "INSERT INTO parked_payments VALUES (?,?,?,?,?,?,'parked',NULL) "
                 "ON CONFLICT(payment_id) DO NOTHING",
                 [(r.payment_id, json.dumps(list(r.invoice_ids)), r.envelope, r.subject,
@@ -894,8 +922,8 @@ class Ledger:
         if not payment_ids:
             return
 
-        async def write() -> None:
-            await self._db.executemany(
+        def write(conn: sqlite3.Connection) -> None:
+            conn.executemany(
                 "UPDATE parked_payments SET status = 'resumed', resumed_at = ? "
                 "WHERE payment_id = ? AND status = 'parked'",
                 [(now, p) for p in payment_ids])
@@ -910,8 +938,8 @@ class Ledger:
         if not rows:
             return
 
-        async def write() -> None:
-            await self._db.executemany(
+        def write(conn: sqlite3.Connection) -> None:
+            conn.executemany(
                 "INSERT INTO settlements VALUES (?,?,?,?,?,?,?,?,?,?) "
                 "ON CONFLICT(settlement_id) DO NOTHING",
                 [(r.settlement_id, r.commission_id, r.partner_id, r.portal_key, r.erp_key,
@@ -959,8 +987,8 @@ class Ledger:
         ``saga:<id>``) in one durable transaction: a step's outcome is durable before the saga
         goes on (so a crash resumes after it). Raises ``LedgerUnavailable``."""
 
-        async def write() -> None:
-            await self._db.execute(
+        def write(conn: sqlite3.Connection) -> None:
+            conn.execute(
                 "INSERT INTO sagas VALUES (?,?,?,?,?) ON CONFLICT(saga_id) DO UPDATE SET "
                 "status = excluded.status, state = excluded.state, "
                 "updated_at = excluded.updated_at",
