@@ -26,7 +26,8 @@ request never waits for the previous batch's fsyncs. At most one such tail runs 
 and a batch that names a posting or an aggregate of the running tail waits for it first
 (its ordering reads what the tail writes). Each batch keeps its own order of effects: claim,
 request, ledger, apply, ack. A tail that fails naks its unsettled commands (a passing
-failure) or, for anything else, fails the actor as a failed batch does.
+failure) or, for anything else, fails the actor as a failed batch does; a batch that fails
+lets the tail before it finish first.
 
 A posting the ERP refuses for a closed period (``PERIOD_CLOSED``) is dead-lettered as
 ``erp.period_closed``, or, under the ``next_open`` policy (``erp.closed_period``, or a letter
@@ -121,6 +122,8 @@ class _Entries(msgspec.Struct, frozen=True):
 _entries_codec: JsonCodec[_Entries] = JsonCodec(_Entries)
 # How many times a batch's lost claims are planned again before it is naked instead.
 _REPLANS = 8
+# How long a failing poster waits for the batch still finishing before it stops anyway.
+_TAIL_GRACE_S = 30.0
 
 # One posting to make: the command, its deliveries, and what ordering decided (the entries to
 # send: a reversal of the aggregate's applied version first, if any, then the command's own).
@@ -204,6 +207,14 @@ class ErpPoster(BatchWorker):
             self._tails = tg
             try:
                 yield
+            except Exception:
+                # A failure of the next batch (or of the loop) does not abort the batch still
+                # finishing: its ledger commit, apply and acks complete first (bounded), so its
+                # commands are not sent again for nothing and its counts stay exact.
+                if self._tail is not None:
+                    with anyio.move_on_after(_TAIL_GRACE_S, shield=True):
+                        await self._tail.done.wait()
+                raise
             finally:
                 self._tails = None
 

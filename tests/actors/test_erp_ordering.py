@@ -688,3 +688,33 @@ async def test_pipelined_a_batch_whose_record_fails_is_naked_and_the_next_goes_o
     assert (again.verdict, other.verdict) == ("ack", "ack")
     assert erp.requests == [["in_1"], ["in_1", "in_2"]] and p.replayed == 1
     assert p.last_error is not None and "disk gone" in p.last_error
+
+
+async def test_pipelined_a_failing_batch_lets_the_one_before_finish_first(
+        ledger: Ledger, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bug in batch k+1 (here the poster's fault hook) fails the actor, but only once batch
+    k's ledger commit and acks are done: its commands are not sent again for nothing."""
+    erp = FakeErp()
+    p = make_poster(erp, ledger)
+    held = HeldRecord(ledger, monkeypatch)
+    first, second = command(1, 1, 1), command(2, 1, 1)
+
+    async def release_soon() -> None:
+        await anyio.sleep(0.05)
+        held.release()
+
+    failure: BaseException | None = None
+    try:
+        async with anyio.create_task_group() as tg, p.pipelined():
+            await p.handle([first])
+            await held.entered.wait()
+            p._raise_every = 1  # the next batch raises at once, before any await
+            tg.start_soon(release_soon)
+            await p.handle([second])
+    except BaseException as exc:  # what the supervisor would be handed
+        failure = exc
+    while isinstance(failure, BaseExceptionGroup) and len(failure.exceptions) == 1:
+        failure = failure.exceptions[0]
+    assert isinstance(failure, RuntimeError) and "raise_every" in str(failure)
+    assert first.verdict == "ack" and p.posted == 1  # finished, not cut off
+    assert second.verdict is None and erp.requests == [["in_1"]]

@@ -17,8 +17,8 @@ def test_every_leg_is_measured_against_the_same_runs_stream_write(
         capsys: pytest.CaptureFixture[str]) -> None:
     assert kv_cost.main(["--events", "40", "--batch", "20", "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
-    assert set(doc["us_per_event"]) == {"stream", "stream_each", "versions", "versions_each",
-                                          "uploads"}
+    assert set(doc["us_per_event"]) == {"stream", "stream_commit", "stream_each", "versions",
+                                        "versions_each", "uploads"}
     assert all(v > 0 for v in doc["us_per_event"].values())
     assert doc["ratio_to_stream"]["stream"] == 1.0
     for leg, us in doc["us_per_event"].items():
