@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import tempfile
 import time
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -158,8 +159,9 @@ async def ledger(tmp_path: Path) -> AsyncIterator[Ledger]:
 
 
 # The cluster's shared uploads of each test's process (its ledger): a poster made again on the
-# same ledger (a restart) finds what the earlier one shared.
-_SHARED: dict[int, MemoryBucket] = {}
+# same ledger (a restart) finds what the earlier one shared. Keyed by the ledger object itself, not
+# its id(): an id is reused once a test's ledger is freed, and the next test got its bucket.
+_SHARED: weakref.WeakKeyDictionary[Ledger, MemoryBucket] = weakref.WeakKeyDictionary()
 
 
 def poster(platform: Platform, ledger: Ledger, max_lines: int = 500, *,
@@ -167,7 +169,7 @@ def poster(platform: Platform, ledger: Ledger, max_lines: int = 500, *,
     """A revenue poster of the process that owns ``ledger``; ``bucket``: the shared uploads
     (two posters given the same one, with other ledgers and owners, are two processes)."""
     guard = PlatformGuard("revenue", platform, open_code=BREAKER_OPEN)  # type: ignore[arg-type]
-    shared = bucket or _SHARED.setdefault(id(ledger), MemoryBucket())
+    shared = bucket or _SHARED.setdefault(ledger, MemoryBucket())
     uploads = SharedUploads(shared, owner)  # type: ignore[arg-type]
     return RevenuePoster("revenue-billing", revenue=guard, ledger=ledger, uploads=uploads,
                          dlq=FakeSink(),
