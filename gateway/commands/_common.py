@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from actors.infra.bus import NatsAuth
+if TYPE_CHECKING:  # a type only: the broker client is imported by the commands that connect
+    from actors.infra.bus import NatsAuth
 
 __all__ = ["LOG_LEVELS", "add_gateway_flags", "faults_arg", "overrides", "run_async",
            "since_arg"]

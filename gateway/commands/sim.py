@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import logging
 import os
 import signal
 import sys
 import urllib.error
 import urllib.request
-from importlib import resources
 from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
@@ -88,7 +88,13 @@ Full reference: docs/simulator.md in the source tree."""
 
 def shipped_scenarios() -> dict[str, Traversable]:
     """The scenario files installed with the simulator, by name (file stem)."""
-    folder = resources.files("sim").joinpath("scenarios")
+    # Found without importing the simulator (its web app and HTTP stack): building the CLI
+    # parser lists these for every command, ``erpgw --version`` included.
+    spec = importlib.util.find_spec("sim")
+    places = list(spec.submodule_search_locations or []) if spec is not None else []
+    if not places:
+        return {}
+    folder = Path(places[0]) / "scenarios"
     if not folder.is_dir():
         return {}
     return {f.name.removesuffix(".toml"): f for f in folder.iterdir()
