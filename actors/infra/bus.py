@@ -823,31 +823,27 @@ class NatsBus:
 
     async def _publish_each(self, msgs: Sequence[OutMsg], *,
                             timeout: float | None) -> list[Exception | bool]:
-        futures: list[asyncio.Future[api.PubAck] | Exception] = []
-        for m in msgs:
+        """Every message published on its own, all at once (each its own request and PubAck);
+        one outcome per message, never raising for one message.
+
+        Not nats-py's ``publish_async``: its reply handler raises, instead of failing the
+        future, on an error the server answers with status 503 (a full stream, ``10077``), so
+        such a publish went unanswered until the timeout and was then sent again as if lost
+        (``tests/integration/test_storage_full.py``)."""
+        wait = timeout or self._publish_timeout
+
+        async def one(m: OutMsg) -> Exception | bool:
             try:
-                futures.append(await self._js.publish_async(m.subject, m.data,
-                                                            headers=self._headers(m)))
-            except (nats.errors.Error, TimeoutError, OSError) as exc:
-                futures.append(self._translate(exc, m.subject))
-        pending = [f for f in futures if isinstance(f, asyncio.Future)]
-        if pending:
-            await asyncio.wait(pending, timeout=timeout or self._publish_timeout)
-        out: list[Exception | bool] = []
-        for m, f in zip(msgs, futures, strict=True):
-            if isinstance(f, Exception):
-                out.append(f)
-            elif not f.done():
-                f.cancel()
-                out.append(BrokerUnavailable(f"no PubAck for {m.subject} in time",
-                                             code="broker.timeout"))
-            elif f.cancelled():
-                out.append(BrokerUnavailable(f"publish to {m.subject} cancelled"))
-            elif (failure := f.exception()) is not None:
-                out.append(self._translate(failure, m.subject))
-            else:
-                out.append(bool(f.result().duplicate))
-        return out
+                ack = await self._js.publish(m.subject, m.data, headers=self._headers(m),
+                                             timeout=wait)
+            except (TimeoutError, nats.errors.TimeoutError):
+                return BrokerUnavailable(f"no PubAck for {m.subject} in time",
+                                         code="broker.timeout")
+            except (nats.errors.Error, OSError) as exc:
+                return self._translate(exc, m.subject)
+            return bool(ack.duplicate)
+
+        return list(await asyncio.gather(*(one(m) for m in msgs)))
 
     async def add_service(self, name: str, version: str, endpoints: Sequence[ServiceEndpoint],
                           *, description: str = "",

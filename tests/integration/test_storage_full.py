@@ -1,6 +1,7 @@
 """F12: the billing stream fills up (max_bytes, discard=new). The gateway refuses new webhooks
 with 503 + Retry-After instead of dropping anything; accepted work waits in the stream; once an
-operator raises the limit (config, restart) everything drains: lost 0, duplicates 0."""
+operator raises the limit (config, restart) everything drains: lost 0, duplicates 0. And on the
+bus: a small batch to a full stream is answered "full" at once, message by message."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from pathlib import Path
 import anyio
 import pytest
 
+from actors.infra.bus import ATOMIC_FROM, NatsBus, OutMsg, StreamSettings
+from gateway.broker import EmbeddedBroker
 from gateway.stack import Stack
 
 from .test_end_to_end import assert_clean
@@ -43,3 +46,27 @@ async def test_full_stream_refuses_then_drains_after_the_limit_is_raised(tmp_pat
         assert_clean(result, 200)
     finally:
         await stack.close()
+
+
+async def test_a_small_batch_to_a_full_stream_is_answered_full_at_once(
+        broker: EmbeddedBroker) -> None:
+    """A batch too small for an atomic commit is published message by message; each message
+    refused by a full stream comes back as ``broker.storage_full`` (the server's answer), not
+    as a lost PubAck sent again until the election window ends."""
+    bus = await NatsBus.connect(broker.url, auth=broker.auth("admin"), election_retry_s=15)
+    try:
+        await bus.ensure_stream("FULL", ["full.>"], StreamSettings(max_bytes=20_000))
+        n = 0
+        while True:  # fill it
+            out = await bus.publish_atomic([OutMsg("full.x", b"x" * 300, msg_id=f"m{n}-{i}")
+                                            for i in range(3)])
+            n += 1
+            if any(isinstance(r, Exception) for r in out):
+                break
+        small = [OutMsg("full.x", b"y" * 300, msg_id=f"s{i}") for i in range(3)]
+        assert len(small) < ATOMIC_FROM
+        results = await bus.publish_atomic(small)
+        assert [getattr(r, "code", r) for r in results] == ["broker.storage_full"] * 3
+        assert bus.election_retries == 0  # refused is not lost: nothing was sent again
+    finally:
+        await bus.close()
