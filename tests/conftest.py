@@ -92,6 +92,16 @@ async def broker(tmp_path: Path) -> AsyncIterator[EmbeddedBroker]:
 
 
 @pytest.fixture
+async def ledger(tmp_path: Path) -> AsyncIterator[Ledger]:
+    """A gateway process's ledger on a real SQLite file of the test's own."""
+    ledger = await Ledger.open(tmp_path / "ledger.db")
+    try:
+        yield ledger
+    finally:
+        await ledger.close()
+
+
+@pytest.fixture
 async def other_ledger(tmp_path: Path) -> AsyncIterator[Ledger]:
     """The ledger of a second gateway process (its own data directory)."""
     ledger = await Ledger.open(tmp_path / "other" / "ledger.db")

@@ -15,9 +15,7 @@ from actors.erp.periods import MAX_PROBES, POLICY_HEADER, first_day_after, moved
 from actors.infra.ledger import Ledger
 from contracts.platforms.erp import PERIOD_CLOSED
 
-from .test_erp_ordering import AccountMap, FakeErp, command, entry, ledger, make_poster
-
-__all__ = ["ledger"]  # the fixture, imported for the tests below
+from .test_erp_ordering import AccountMap, FakeErp, command, entry, make_poster
 
 
 @pytest.mark.parametrize(("day", "months", "expected"), [

@@ -5,9 +5,8 @@ deliveries), and the audit's reading of reversals."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from datetime import UTC, date, datetime
-from pathlib import Path
 from typing import Any
 
 import anyio
@@ -227,15 +226,6 @@ class FakeErp:
         """The receivable account's balance (debit - credit) in the test's period."""
         return sum(b.balance for b in self.books.balances("2025-03").balances
                    if b.account == AccountMap().receivable)
-
-
-@pytest.fixture
-async def ledger(tmp_path: Path) -> AsyncIterator[Ledger]:
-    ledger = await Ledger.open(tmp_path / "ledger.db")
-    try:
-        yield ledger
-    finally:
-        await ledger.close()
 
 
 def make_poster(erp: FakeErp, ledger: Ledger, bucket: MemoryBucket | None = None) -> ErpPoster:

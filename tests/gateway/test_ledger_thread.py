@@ -6,23 +6,12 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
 
 from actors.infra.ledger import Ledger, PostingRow, UploadConflict, UploadRow, VersionMark
-
-
-@pytest.fixture
-async def ledger(tmp_path: Path) -> AsyncIterator[Ledger]:
-    ledger = await Ledger.open(tmp_path / "ledger.db")
-    try:
-        yield ledger
-    finally:
-        await ledger.close()
 
 
 def rows(batch: int, n: int) -> tuple[list[PostingRow], list[VersionMark]]:

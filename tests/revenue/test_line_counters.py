@@ -4,24 +4,10 @@ invoice) and dead-lettered once retries gave up — each line counted once."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
-
-import pytest
-
 from actors.infra.http import Ambiguous, PlatformUnavailable
 from actors.infra.ledger import Ledger
 
 from .test_poster import FakeDelivery, Platform, accept, envelope, fail, poster, refuse_invoice
-
-
-@pytest.fixture
-async def ledger(tmp_path: Path) -> AsyncIterator[Ledger]:
-    opened = await Ledger.open(tmp_path / "ledger.db")
-    try:
-        yield opened
-    finally:
-        await opened.close()
 
 
 def lines(p: object) -> dict[str, object]:

@@ -8,7 +8,7 @@ import asyncio
 import tempfile
 import time
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -147,15 +147,6 @@ def refuse_invoice(invoice_id: str, readable: bool = True) -> Answer:
         raise PlatformRejected("422", status=422,
                                body=body.decode() if readable else "<html>422</html>")
     return answer
-
-
-@pytest.fixture
-async def ledger(tmp_path: Path) -> AsyncIterator[Ledger]:
-    ledger = await Ledger.open(tmp_path / "ledger.db")
-    try:
-        yield ledger
-    finally:
-        await ledger.close()
 
 
 # The cluster's shared uploads of each test's process (its ledger): a poster made again on the

@@ -3,9 +3,7 @@ real ledger in a temporary file): what it sends, what it waits for, what the del
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime
-from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -39,13 +37,6 @@ from .test_poster import (
 )
 
 _codec = MsgpackCodec(object)
-
-
-@pytest.fixture
-async def ledger(tmp_path: Path) -> AsyncIterator[Ledger]:
-    opened = await Ledger.open(tmp_path / "ledger.db")
-    yield opened
-    await opened.close()
 
 
 def version(n: int, amounts: dict[str, int], invoice_id: str = "in_1") -> FakeDelivery:

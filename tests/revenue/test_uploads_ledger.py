@@ -4,8 +4,6 @@ chain, one transaction per batch, and writers that never interleave."""
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import anyio
 import pytest
@@ -25,15 +23,6 @@ from actors.reconcile.runner import ledger_views
 def row(line_id: str, status: str, attempt: str = "a1", batch: str | None = None) -> UploadRow:
     return UploadRow("revenue", line_id, line_id.split(":")[0], status, attempt, batch, 100,
                      "USD", "corr", time.time(), f"to {status}")
-
-
-@pytest.fixture
-async def ledger(tmp_path: Path) -> AsyncIterator[Ledger]:
-    ledger = await Ledger.open(tmp_path / "ledger.db")
-    try:
-        yield ledger
-    finally:
-        await ledger.close()
 
 
 def test_the_transition_table_covers_every_status() -> None:

@@ -7,13 +7,11 @@ from __future__ import annotations
 
 import time
 import weakref
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import msgspec
-import pytest
 
 from actors.infra import ConsumerSettings
 from actors.infra.http import Ambiguous, HttpResponse, PlatformUnavailable
@@ -105,15 +103,6 @@ class Revenue:
         resp = answer(lines)
         self.lines += lines
         return resp
-
-
-@pytest.fixture
-async def ledger(tmp_path: Path) -> AsyncIterator[Ledger]:
-    ledger = await Ledger.open(tmp_path / "ledger.db")
-    try:
-        yield ledger
-    finally:
-        await ledger.close()
 
 
 # The cluster's shared uploads of each test's process (its ledger): an aggregator made again on

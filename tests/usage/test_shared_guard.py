@@ -32,10 +32,7 @@ from ..revenue.test_poster import (
     die_before_mirroring_uploaded,
 )
 from ..revenue.test_poster import crash_at as poster_crash_at
-from . import test_aggregator
 from .test_aggregator import Revenue, aggregator, states, usage
-
-ledger = test_aggregator.ledger  # the fixture: a ledger in a temporary file
 
 _bulk = msgspec.json.Decoder(UsageBulkRequest)
 
