@@ -191,10 +191,12 @@ async def run_gateway_leg(stack: Stack, leg: GatewayLeg, *, stall_timeout: float
         if leg.rate is None and driller is None and not lean and sync_probe:
             products = await _sim(http, "GET", f"{base}/cpq/v1/products")
             if products.get("items"):
-                # A caller of the sync lane from outside the gateway: its own identity.
+                # A caller of the sync lane from outside the gateway: its own identity and
+                # its own process (bench._sync_probe).
                 probe = SyncProbe(stack.url, Subjects().sync_pricing_validate,
                                   products["items"][0]["id"],
                                   options=stack.nats_options("sync-client"))
+                await probe.start()
                 idle_lat = await probe.run(count=50)
         flood: UsageFlood | None = None
         if usage > 0 and probe is not None:
@@ -270,6 +272,8 @@ async def run_gateway_leg(stack: Stack, leg: GatewayLeg, *, stall_timeout: float
             # (the task group waited for every fault to heal and the sync probe to stop)
         finally:
             await metrics.stop()
+            if probe is not None:
+                await probe.close()
         if not dead and audit.get("unposted_count"):
             dead = await stack.dead_letters()
         peak = peak_rss_mb(pid)
