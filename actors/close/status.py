@@ -8,15 +8,26 @@ the ERP's journal entries, the dead letters and their resolutions (DLQ stream), 
 and the close run's plan (``plan_run``: the recognition against the shared ``versions``). The
 ERP's entries of the close itself (``recognition:…``) are judged by that plan, not by the
 document reconciliation.
+
+Memory (the ``close-watch`` actor runs this every ``close.status_interval_s`` in the gateway
+process): what is read is reduced as it is read (billing's pages to ``read_billing``'s
+tallies, without the GL leg's documents; the revenue report's rows to the period's invoices
+and those billing never issued; the ledger's upload tallies to the period's invoices), and
+the matching runs over ``PARTS`` partitions of the document ids, one at a time, so its own
+indexes cover a partition, never the period. What is held is still one compact record per
+document of the period (docs/benchmarks.md, "What grew"). Both matchings are per document
+(a document's breaks depend only on its own records, a reversal's included: its external
+id names the same document), so the breaks are those of one whole-period call.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+import zlib
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import UTC, date, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 import msgspec
@@ -28,7 +39,8 @@ from ..infra import Ledger, NatsBus
 from ..infra.state import SharedVersions
 from ..lifecycle.fx import EntityMap
 from ..reconcile import Break, ErpPosting, reconcile, reconcile_revenue
-from ..reconcile.matching import split_external_id
+from ..reconcile.matching import BillingDoc, split_external_id
+from ..reconcile.revenue import LedgerView, RevenueDoc, RevenueRecord
 from ..reconcile.runner import (
     BillingRead,
     erp_postings,
@@ -50,6 +62,21 @@ _letters: JsonCodec[DeadLetter] = JsonCodec(DeadLetter)
 _envelopes: MsgpackCodec[Envelope] = MsgpackCodec(Envelope)
 # The ERP's entries of the close itself: the object id prefix of ``aggregate_id``.
 _CLOSE_ENTRIES = aggregate_id("", "", "").split(":", 1)[0] + ":"
+# The matching's partitions of document ids (see the module docstring).
+PARTS = 16
+_T = TypeVar("_T")
+
+
+def part_of(document: str) -> int:
+    """The partition of a document id (stable across processes). Pure."""
+    return zlib.crc32(document.encode()) % PARTS
+
+
+def _parts(items: Iterable[_T], document: Callable[[_T], str]) -> list[list[_T]]:
+    out: list[list[_T]] = [[] for _ in range(PARTS)]
+    for it in items:
+        out[part_of(document(it))].append(it)
+    return out
 
 
 class _Resolved(msgspec.Struct, frozen=True):
@@ -111,31 +138,56 @@ async def close_status(bus: NatsBus, subjects: Subjects, *, billing: RevenueRead
     for the reconciler (``run_once``). Raises ``GatewayError`` subclasses when a platform, the
     ledger or the broker cannot be read."""
     read = (await billing_read(None) if billing_read is not None
-            else await read_billing(billing, None))
-    docs = [d for d in read.docs if period_of(d.issued_at) == period]
-    keys = {d.key for d in docs}
+            else await read_billing(billing, None, gl=False))
+    keys = {d.key for d in read.docs if period_of(d.issued_at) == period}
     elsewhere = {d.key for d in read.docs} - keys
     found = await (postings() if postings is not None else erp_postings(erp))
     # a payment foreign to its entity is expected in the functional currency (reconcile.fx)
     if postings is None:  # the erpgw ERP (rates and booked rates readable)
         read = await fx_read(read, found, erp, entities, msgspec.structs.asdict(accounts))
-    docs = [d for d in read.docs if period_of(d.issued_at) == period]
+    docs = [d for d in read.docs if d.key in keys]
     mine = [p for p in found if not p.key.startswith(_CLOSE_ENTRIES)
             and split_external_id(p.key)[0] not in elsewhere]
+    invoices = [r for r in read.revenue if r.key in keys] if revenue_leg else []
+    known = read.invoice_ids
+    del found, elsewhere, read
     letters, named = await open_letters(bus, subjects)
     now = time.time()
-    breaks: list[Break] = list(reconcile(docs, mine, now=now, grace_s=grace_s,
-                                         dead_lettered=named).breaks)
+    breaks = _erp_breaks(docs, mine, now=now, grace_s=grace_s, named=named)
+    del docs, mine
     if revenue_leg:
-        views = await ledger_views(ledger) if ledger is not None else None
-        breaks += reconcile_revenue([r for r in read.revenue if r.key in keys],
-                                    await revenue_records(revenue), ledger=views, now=now,
-                                    grace_s=grace_s, dead_lettered=named,
-                                    known=read.invoice_ids).breaks
+        views = await ledger_views(ledger, keys) if ledger is not None else None
+        # rows of another period's invoice are left out by the matching: not kept
+        records = await revenue_records(revenue, lambda k: k in keys or k not in known)
+        breaks += _revenue_breaks(invoices, records, views, now=now, grace_s=grace_s,
+                                  named=named, known=known)
     plan = await plan_run(revenue, versions, entity=entity, period=period, accounts=accounts,
                           entities=entities, only=True)
     return close_blockers(entity, period, breaks=breaks, letters=letters, documents=keys,
                           revenue=plan)
+
+
+def _erp_breaks(docs: Sequence[BillingDoc], postings: Sequence[ErpPosting], *, now: float,
+                grace_s: float, named: set[str]) -> list[Break]:
+    """``reconcile``'s breaks, one partition of the documents at a time. Pure."""
+    out: list[Break] = []
+    for d, p in zip(_parts(docs, lambda d: d.key),
+                    _parts(postings, lambda p: split_external_id(p.key)[0]), strict=True):
+        out += reconcile(d, p, now=now, grace_s=grace_s, dead_lettered=named).breaks
+    return out
+
+
+def _revenue_breaks(docs: Sequence[RevenueDoc], records: Sequence[RevenueRecord],
+                    views: Mapping[str, LedgerView] | None, *, now: float, grace_s: float,
+                    named: set[str], known: set[str]) -> list[Break]:
+    """``reconcile_revenue``'s breaks, one partition of the invoices at a time. Pure."""
+    out: list[Break] = []
+    for d, r in zip(_parts(docs, lambda d: d.key), _parts(records, lambda r: r.key),
+                    strict=True):
+        mine = None if views is None else {k.key: views[k.key] for k in d if k.key in views}
+        out += reconcile_revenue(d, r, ledger=mine, now=now, grace_s=grace_s,
+                                 dead_lettered=named, known=known).breaks
+    return out
 
 
 def kpi_document(statuses: Sequence[CloseStatus], at: float) -> dict[str, Any]:

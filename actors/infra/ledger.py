@@ -37,7 +37,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import MappingProxyType
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import aiosqlite
 import anyio
@@ -343,12 +343,21 @@ def _write_claims(conn: sqlite3.Connection, claims: Sequence[VersionMark]) -> No
     )
 
 
+def _padded(chunk: Sequence[Any], fill: Any = None) -> list[Any]:
+    """``chunk`` padded with ``fill`` to the next power of two (``None``, SQL NULL, matches
+    no row of an ``IN`` list). Why: each length of an ``IN (?,?,…)`` list is its own SQL text,
+    and the connection caches up to 128 prepared statements; unpadded, a longer run met more
+    batch lengths and SQLite's own memory grew with them (2.8 MB after 1,000 invoices, 8.3 MB
+    after 10,000; docs/benchmarks.md, "What grew"). Padded, a query has at most ten texts."""
+    return [*chunk, *[fill] * ((1 << (len(chunk) - 1).bit_length()) - len(chunk))]
+
+
 def _upload_states_in(conn: sqlite3.Connection, platform: str,
                       line_ids: Sequence[str]) -> dict[str, str]:
     """The status of every line of ``line_ids`` that has an upload row (in a transaction)."""
     found: dict[str, str] = {}
     for i in range(0, len(line_ids), 500):
-        chunk = list(line_ids[i : i + 500])
+        chunk = _padded(line_ids[i : i + 500])
         marks = ",".join("?" * len(chunk))
         sql = ("SELECT line_id, status FROM uploads "  # noqa: S608 - only '?' marks
                f"WHERE platform = ? AND line_id IN ({marks})")
@@ -401,7 +410,7 @@ class Ledger:
         found: set[str] = set()
         try:
             for i in range(0, len(keys), 500):
-                chunk = keys[i : i + 500]
+                chunk = _padded(keys[i : i + 500])
                 marks = ",".join("?" * len(chunk))
                 sql = ("SELECT idempotency_key FROM postings "  # noqa: S608 - only '?' marks
                        f"WHERE status = 'posted' AND idempotency_key IN ({marks})")
@@ -483,7 +492,7 @@ class Ledger:
         found: dict[str, str] = {}
         try:
             for i in range(0, len(wanted), 500):
-                chunk = wanted[i : i + 500]
+                chunk = _padded(wanted[i : i + 500])
                 marks = ",".join("?" * len(chunk))
                 sql = ("SELECT idempotency_key, status FROM postings "  # noqa: S608 - only '?' marks
                        f"WHERE idempotency_key IN ({marks})")
@@ -503,7 +512,7 @@ class Ledger:
         found: dict[tuple[str, str], VersionRow] = {}
         try:
             for i in range(0, len(wanted), 250):
-                chunk = wanted[i : i + 250]
+                chunk = _padded(wanted[i : i + 250], (None, None))
                 marks = ",".join("(?,?)" for _ in chunk)
                 sql = ("SELECT source, object_id, version, entry, claimed, claimed_entry, "  # noqa: S608 - only '?' marks
                        f"recorded_at FROM versions WHERE (source, object_id) IN (VALUES {marks})")
@@ -630,7 +639,7 @@ class Ledger:
         found: dict[str, tuple[int, str]] = {}
         try:
             for i in range(0, len(ids), 500):
-                chunk = ids[i : i + 500]
+                chunk = _padded(ids[i : i + 500])
                 sql = ("SELECT line_id, amount, currency FROM uploads "  # noqa: S608 - '?' only
                        f"WHERE platform = ? AND line_id IN ({','.join('?' * len(chunk))})")
                 async with self._db.execute(sql, [platform, *chunk]) as cur:
@@ -737,7 +746,7 @@ class Ledger:
         out: list[tuple[float, str, str, str]] = []
         try:
             for i in range(0, len(ids), 500):
-                chunk = ids[i:i + 500]
+                chunk = _padded(ids[i:i + 500])
                 marks = ",".join("?" * len(chunk))
                 async with self._db.execute(
                         "SELECT recorded_at, settlement_id, partner_id, amount, currency, erp_id "  # noqa: S608 - only '?' marks
@@ -957,7 +966,7 @@ class Ledger:
         found: set[str] = set()
         try:
             for i in range(0, len(ids), 500):
-                chunk = ids[i : i + 500]
+                chunk = _padded(ids[i : i + 500])
                 marks = ",".join("?" * len(chunk))
                 sql = ("SELECT settlement_id FROM settlements "  # noqa: S608 - only '?' marks
                        f"WHERE settlement_id IN ({marks})")

@@ -28,7 +28,15 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Container,
+    Iterable,
+    Mapping,
+    Sequence,
+)
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any, Protocol, TypeVar
@@ -207,14 +215,16 @@ class BillingRead(msgspec.Struct, frozen=True):
     payments: list[PaymentRef] = []  # the payments of ``docs``, with invoice and customer
 
 
-async def read_billing(billing: Reader, period: str | None) -> BillingRead:
+async def read_billing(billing: Reader, period: str | None, *, gl: bool = True
+                       ) -> BillingRead:
     """Every document billing issued, from its event lists (all pages); only those of
     ``period`` (the month they were issued) when given. The ERP must hold each invoice at its
     latest version (its total), each credit note (its amount, the reversing entry) and each
     payment (its amount, the cash application). Raises ``GatewayError`` subclasses.
 
     Each page's events are reduced to what the legs use as soon as it is read (an invoice's
-    lines to their count), so a read holds one page of wire objects, never every event."""
+    lines to their count), so a read holds one page of wire objects, never every event.
+    ``gl=False`` leaves the GL leg's documents out (``BillingRead.gl`` empty)."""
     invoices: list[_Invoice] = []
     async for data in _pages(billing, "", _events):
         invoices += [_Invoice(o.id, _code(o.currency), o.total, o.subtotal, o.tax,
@@ -255,16 +265,18 @@ async def read_billing(billing: Reader, period: str | None) -> BillingRead:
                           tuple(versions[o.id][v] for v in sorted(versions[o.id])),
                           *credited.get(o.id, (0, 0)))
                for o in latest.values() if o.id in docs]
-    gl = [GlDoc(o.id, "invoice", _period_of(o.created), o.currency, o.total, o.subtotal, o.tax)
-          for o in latest.values() if o.id in docs]
-    gl += [GlDoc(n.id, "credit_note", _period_of(n.created), n.currency, n.amount)
-           for n in notes if n.id in docs]
-    gl += [GlDoc(p.id, "payment", _period_of(float(p.paid_at)), p.currency, p.amount)
-           for p in payments if p.id in docs]
+    ledger_docs: list[GlDoc] = []
+    if gl:
+        ledger_docs += [GlDoc(o.id, "invoice", _period_of(o.created), o.currency, o.total,
+                              o.subtotal, o.tax) for o in latest.values() if o.id in docs]
+        ledger_docs += [GlDoc(n.id, "credit_note", _period_of(n.created), n.currency, n.amount)
+                        for n in notes if n.id in docs]
+        ledger_docs += [GlDoc(p.id, "payment", _period_of(float(p.paid_at)), p.currency,
+                              p.amount) for p in payments if p.id in docs]
     refs = [PaymentRef(p.id, p.invoice, p.customer, p.currency, p.amount,
                        datetime.fromtimestamp(p.paid_at, UTC).date())
             for p in payments if p.id in docs]
-    return BillingRead(list(docs.values()), revenue, gl, set(latest), refs)
+    return BillingRead(list(docs.values()), revenue, ledger_docs, set(latest), refs)
 
 
 def with_restated(read: BillingRead, restated: Mapping[str, Restated],
@@ -352,15 +364,18 @@ async def billing_docs(billing: Reader, period: str | None) -> list[BillingDoc]:
     return (await read_billing(billing, period)).docs
 
 
-async def revenue_records(revenue: Reader) -> list[RevenueRecord]:
-    """Every row of the revenue platform's billings report (all pages)."""
+async def revenue_records(revenue: Reader, keep: Callable[[str], bool] | None = None
+                          ) -> list[RevenueRecord]:
+    """Every row of the revenue platform's billings report (all pages); with ``keep``, only
+    the rows of the invoices it accepts, chosen page by page."""
     out: list[RevenueRecord] = []
     after = ""
     while True:
         page = _report.decode((await revenue.get(
             f"/revenue/v1/reports/billings?after={quote(after)}&limit={PAGE}")).body)
         out += [RevenueRecord(r.invoice_id, r.currency.upper(), r.amount, r.lines,
-                              r.distinct_lines) for r in page.items]
+                              r.distinct_lines) for r in page.items
+                if keep is None or keep(r.invoice_id)]
         if not page.has_more or not page.items or page.next_after == after:
             return out
         after = page.next_after
@@ -369,11 +384,14 @@ async def revenue_records(revenue: Reader) -> list[RevenueRecord]:
 _NO_ROWS = LedgerView()
 
 
-async def ledger_views(ledger: Ledger) -> dict[str, LedgerView]:
-    """The ledger's revenue upload rows, per invoice (``LedgerView``). Raises
-    ``LedgerUnavailable``."""
+async def ledger_views(ledger: Ledger, keys: Container[str] | None = None
+                       ) -> dict[str, LedgerView]:
+    """The ledger's revenue upload rows, per invoice (``LedgerView``); with ``keys``, only
+    those invoices'. Raises ``LedgerUnavailable``."""
     views: dict[str, LedgerView] = {}
     async for invoice_id, status, rows, amount in ledger.upload_tallies("revenue"):
+        if keys is not None and invoice_id not in keys:
+            continue
         v = views.get(invoice_id, _NO_ROWS)
         views[invoice_id] = msgspec.structs.replace(
             v, **{status: rows},
