@@ -11,6 +11,11 @@ busy or its disk is full), the unsettled deliveries are nak'ed with a delay (nev
 ``retry_after``) and the worker carries on. Anything else (a bug) naks them too and propagates to
 the supervisor, which restarts the actor.
 A stop request is honoured between batches: the current batch is finished, never abandoned.
+
+A fetch the broker cannot answer (connection down, no stream leader during an election or a
+quorum loss) is tried again after a jittered backoff capped at ``OUTAGE_RETRY.cap`` (2 s): a
+fetch is one small request, and the cap is how long after the broker's return a worker may
+still be waiting. It is not the messages' backoff (``retry``, for naks), which grows to 30 s.
 """
 
 from __future__ import annotations
@@ -39,6 +44,9 @@ __all__ = ["BatchWorker", "WorkerStats"]
 
 log = logging.getLogger("erpgw.worker")
 
+# Retrying a fetch the broker did not answer (see the module docstring).
+OUTAGE_RETRY = Backoff(base=0.25, factor=2.0, cap=2.0)
+
 
 class BatchWorker(Actor):
     fetch_timeout = 1.0
@@ -54,6 +62,7 @@ class BatchWorker(Actor):
         self.consumer_settings = consumer
         self.batch = batch
         self.retry = retry or Backoff(base=0.5, factor=2.0, cap=30.0)
+        self.outage_retry = OUTAGE_RETRY
         self.policy = RetryPolicy(backoff=self.retry, min_delay=self.retry.base)
         self._rng = random.Random(seed)
         self._consumer: PullConsumer | None = None
@@ -174,6 +183,11 @@ class BatchWorker(Actor):
                     await d.nak(delay=self.retry_delay(d, err))
                     self.retried += 1
 
+    async def _pause(self, seconds: float) -> None:
+        """Wait ``seconds`` before fetching again, or less if a stop is requested."""
+        with anyio.move_on_after(seconds):
+            await self.wait_stop_requested()
+
     def request_stop(self) -> None:
         """Stop after the current batch; a fetch waiting for messages is abandoned at once."""
         super().request_stop()
@@ -194,11 +208,10 @@ class BatchWorker(Actor):
                     batch = await self._consumer.fetch(self.batch, timeout=self.fetch_timeout)
             except BrokerUnavailable as exc:
                 self.last_error = str(exc)
-                delay = self.retry.delay(outage_attempt, self._rng.random()) + 0.05
+                delay = self.outage_retry.delay(outage_attempt, self._rng.random()) + 0.05
                 outage_attempt += 1
                 log.info("%s: broker unavailable, retrying in %.2f s", self.name, delay)
-                with anyio.move_on_after(delay):
-                    await self.wait_stop_requested()
+                await self._pause(delay)
                 continue
             finally:
                 self._fetch_scope = None
