@@ -132,11 +132,14 @@ _Item = tuple[Envelope, PostJournalEntry, list[Delivery], Apply, Aggregate | Non
 
 class _Audit(NamedTuple):
     """What a batch's ordering leaves for the ledger: the versions claimed, the audit notes of
-    the skipped commands, and those commands (acked once the notes are durable)."""
+    the skipped commands, and those commands (acked once the notes are durable); and each
+    claim's revision in the shared ``versions`` (applying it after the ERP's answer needs no
+    read first)."""
 
     claims: list[VersionMark]
     notes: list[tuple[float, str, str, str]]
     skipped: list[tuple[Skip, Envelope, list[Delivery]]]
+    revisions: dict[Aggregate, int]
 
 
 
@@ -177,7 +180,6 @@ class ErpPoster(BatchWorker):
         self.superseded = 0  # a newer version of the same aggregate was in the batch
         self.reversals = 0  # applied versions reversed by an amendment
         self.replans = 0  # claims lost to another process's write, planned again
-        self._claimed: dict[Aggregate, int] = {}  # this batch's claims and their revisions
         # Postings dated in a closed period posted into a later open one (``.periods``).
         self.closed_period: ClosedPeriodPolicy = closed_period
         self.moved_to_open = 0
@@ -339,9 +341,7 @@ class ErpPoster(BatchWorker):
                 items.append((env, entry, ds, verdict, aggregates[k]))
         notes = [(now, f"version.{v.reason}", str(env.key), f"applied=v{v.applied_version}")
                  for v, env, _ in skipped if v.reason != "applied"]
-        # Each claim's revision: applying it right after the ERP's answer needs no read first.
-        self._claimed = claim_revisions
-        return items, _Audit(claims, notes, skipped)
+        return items, _Audit(claims, notes, skipped, claim_revisions)
 
     async def _settle(self, audit: _Audit) -> None:
         """Make the batch's claims and skips durable in the ledger (one transaction), then ack
@@ -470,7 +470,7 @@ class ErpPoster(BatchWorker):
                                             _entry_codec.encode(entry), now))
             self.reversals += sum(1 for e, res in group if res.status == "created"
                                   and e.external_id.endswith(REVERSAL_SUFFIX))
-        claimed = self._claimed
+        claimed = audit.revisions
         tail = (rows, versions, claimed, audit, done, rejected)
         if self._tails is None:  # driven batch by batch: finish inline
             await self._finish(*tail)
