@@ -1,0 +1,56 @@
+"""Faults that heal together heal the broker before the gateway: a restarted gateway is waited
+for until it is ready, which it cannot be while its broker is down (``erpgw demo --faults
+erp-outage,...,kill-gateway,broker-restart``: progress jumped past both triggers after the ERP
+outage, both fired in one round, and the gateway's restart timed out waiting for the broker)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from gateway.drills import Driller
+
+
+class _Broker:
+    def __init__(self, calls: list[str]) -> None:
+        self.calls = calls
+        self.running = True
+
+    def kill(self) -> None:
+        self.calls.append("broker.kill")
+        self.running = False
+
+    async def start(self) -> None:
+        self.calls.append("broker.start")
+        self.running = True
+
+
+class _Stack:
+    """What the driller drives: the audit jumps past both faults' triggers at once."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+        self.broker = _Broker(self.calls)
+        self.nats_cluster = None
+
+    async def audit(self) -> dict[str, Any]:
+        return {"posted": 60, "postings": 60}
+
+    def kill_gateway(self) -> None:
+        self.calls.append("kill_gateway")
+
+    async def start_gateway(self) -> None:
+        if not self.broker.running:  # as the real one: not ready without its broker
+            raise RuntimeError("gateway not ready: its broker is down")
+        self.calls.append("start_gateway")
+
+
+@pytest.mark.parametrize("names", [["kill-gateway", "broker-restart"],
+                                   ["broker-restart", "kill-gateway"]])
+async def test_the_broker_heals_before_the_gateway_restarts(names: list[str]) -> None:
+    stack = _Stack()
+    driller = Driller(stack, names, invoices=100)  # type: ignore[arg-type]
+    await driller.run()
+    assert stack.calls == ["kill_gateway", "broker.kill", "broker.start", "start_gateway"]
+    assert all(driller.records[n].healed_at is not None for n in names)
