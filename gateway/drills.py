@@ -41,7 +41,8 @@ leader among them, at 30 % for 15 s, then restart both: JetStream has no quorum,
 fail and the ingress answers webhooks 503 with a JSON code, which the sender retries; the report's
 ``quorum`` section has T_recover, from the restart until the ingress accepted a webhook and the
 ERP received a posting again, and the 503s the ingress answered). ``kill-gateway`` kills
-gateway process 1 of N.
+gateway process 1 of N; when it overlaps a broker fault (``broker-restart``, the cluster
+drills), the gateway is started again only once the broker is whole.
 """
 
 from __future__ import annotations
@@ -172,8 +173,8 @@ def _r(x: float | None) -> float | None:
 def _heal_order(name: str) -> int:
     """Faults due to heal together heal the broker first, the gateway last: a restarted gateway
     is waited for until it is ready, which it cannot be while its broker is still down (say
-    ``kill-gateway`` and ``broker-restart`` fired together, after progress jumped past both
-    triggers). Pure."""
+    ``kill-gateway`` and ``broker-restart`` fired within a round or two of each other, after
+    progress jumped past both triggers). 0: a fault of the broker. Pure."""
     if name == "broker-restart" or name in CLUSTER_FAULTS:
         return 0
     return 2 if name == "kill-gateway" else 1
@@ -263,7 +264,13 @@ class Driller:
                 active.append(name)
             due = [n for n in active
                    if now - (self.records[n].started_at or now) >= FAULTS[n].window_s]
+            # A killed gateway is started again only once the broker is whole: not while a
+            # broker fault that is not due yet is still on (it would wait for a broker that
+            # cannot answer, and the restart times out).
+            broker_down = any(_heal_order(n) == 0 for n in active if n not in due)
             for name in sorted(due, key=_heal_order):
+                if name == "kill-gateway" and broker_down:
+                    continue
                 await self.heal(name, audit["postings"])
                 active.remove(name)
             if share >= 1.0 and pending:  # finished before the trigger: fire what is left now

@@ -27,15 +27,18 @@ class _Broker:
 
 
 class _Stack:
-    """What the driller drives: the audit jumps past both faults' triggers at once."""
+    """What the driller drives: the audit's progress goes through ``posted``, one value per
+    round (then stays at the last)."""
 
-    def __init__(self) -> None:
+    def __init__(self, posted: list[int]) -> None:
         self.calls: list[str] = []
         self.broker = _Broker(self.calls)
         self.nats_cluster = None
+        self.posted = posted
 
     async def audit(self) -> dict[str, Any]:
-        return {"posted": 60, "postings": 60}
+        n = self.posted.pop(0) if len(self.posted) > 1 else self.posted[0]
+        return {"posted": n, "postings": n}
 
     def kill_gateway(self) -> None:
         self.calls.append("kill_gateway")
@@ -46,10 +49,14 @@ class _Stack:
         self.calls.append("start_gateway")
 
 
-@pytest.mark.parametrize("names", [["kill-gateway", "broker-restart"],
-                                   ["broker-restart", "kill-gateway"]])
-async def test_the_broker_heals_before_the_gateway_restarts(names: list[str]) -> None:
-    stack = _Stack()
+@pytest.mark.parametrize(("names", "posted"), [
+    (["kill-gateway", "broker-restart"], [60]),  # past both triggers in one round
+    (["broker-restart", "kill-gateway"], [60]),
+    (["kill-gateway", "broker-restart"], [45, 55]),  # the gateway's, then the broker's
+])
+async def test_the_broker_heals_before_the_gateway_restarts(names: list[str],
+                                                            posted: list[int]) -> None:
+    stack = _Stack(posted)
     driller = Driller(stack, names, invoices=100)  # type: ignore[arg-type]
     await driller.run()
     assert stack.calls == ["kill_gateway", "broker.kill", "broker.start", "start_gateway"]
