@@ -258,6 +258,8 @@ async def run_gateway_leg(stack: Stack, leg: GatewayLeg, *, stall_timeout: float
                         box1 = _sum_cpu(others)
                         break
                     await asyncio.sleep(0.25)
+                if driller is not None:
+                    driller.drained()  # faults the progress never reached fire now
                 if flood is not None:  # the usage flood goes on: wait for it, bounded
                     last_n, moved = -1, time.monotonic()
                     while not flood.observe((await stack.audit()).get("usage")):

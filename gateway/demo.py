@@ -592,6 +592,7 @@ async def run_demo(opts: DemoOptions) -> bool:
                 result = await stack.wait_drained(opts.invoices,
                                                   stall_timeout=opts.stall_timeout,
                                                   progress=watch)
+                driller.drained()  # faults the progress never reached fire now
             # Every fault has healed now (the task group waited for the driller); a fault that
             # fired late may have disturbed a drained run, so judge the state after it.
             result = await stack.wait_drained(opts.invoices, stall_timeout=opts.stall_timeout,

@@ -60,6 +60,7 @@ from actors.infra import NatsBus, OutMsg
 from actors.infra.bus import server_list
 from actors.infra.http import HttpClient
 from actors.reconcile import Flag, run_once
+from actors.reconcile.matching import split_external_id
 from actors.router.invoices import AccountMap
 from contracts import GatewayError, Subjects
 
@@ -193,6 +194,7 @@ class Driller:
         self._accepted = 0
         self._accepted_at_heal: int | None = None
         self._erp_active: dict[str, dict[str, Any]] = {}
+        self._drained = False
         # period-close: the month the ERP closed and when (the simulator's clock).
         self.closed_period: tuple[str, float] | None = None
         self._billing: dict[str, Any] = {}
@@ -273,12 +275,21 @@ class Driller:
                     continue
                 await self.heal(name, audit["postings"])
                 active.remove(name)
-            if share >= 1.0 and pending:  # finished before the trigger: fire what is left now
+            if (share >= 1.0 or self._drained) and pending:
+                # Finished before the trigger (or drained short of it: the period closed and
+                # the rest was dead-lettered): fire what is left now.
                 for name in pending:
                     await self.inject(name)
                     active.append(name)
                 pending.clear()
             await anyio.sleep(0.1)
+
+    def drained(self) -> None:
+        """The run has drained (everything posted or dead-lettered): faults whose trigger the
+        progress never reached fire now, as when the run finished before them; ``run`` would
+        wait for them for ever otherwise (``period-close`` holds the posted share at about its
+        own trigger under the ``dead_letter`` policy)."""
+        self._drained = True
 
     async def inject(self, name: str) -> None:
         """Start fault ``name`` now (``run`` calls it at the fault's trigger)."""
@@ -457,7 +468,6 @@ class Driller:
     async def _reconcile_altered(self, audit: dict[str, Any]) -> dict[str, Any]:
         import nats  # a core subscription to what the reconciler publishes
 
-        altered = set(audit.get("altered_ids", []))
         subjects = Subjects()
         published: list[dict[str, Any]] = []
         nc = await nats.connect(server_list(self.stack.url), name="erpgw-drill-recon",
@@ -493,18 +503,30 @@ class Driller:
                   if p["subject"].endswith(".break") and p.get("kind") == "amount"}
         proposed_on_bus = {p["key"] for p in published
                            if p["subject"].endswith(".proposal") and p.get("kind") == "amount"}
-        return {
-            "altered": len(altered),
-            "found": len(found),
-            "published": len(on_bus),
-            "exact": bool(altered) and found == altered == on_bus == proposed_on_bus
-            and len(altered) == int(audit.get("altered_count", 0)),
-            "missed": sorted(altered - found)[:MAX_LISTED],
-            "unexplained": sorted(found - altered)[:MAX_LISTED],
-            "repaired": len(run.repaired),
-            "amount_altered": audit.get("amount_altered", {}),
-            "proposals": dict(sorted(proposals.items())[:MAX_LISTED]),
-        }
+        return {**altered_section(audit, found, on_bus, proposed_on_bus),
+                "repaired": len(run.repaired),
+                "amount_altered": audit.get("amount_altered", {}),
+                "proposals": dict(sorted(proposals.items())[:MAX_LISTED])}
+
+
+def altered_section(audit: dict[str, Any], found: set[str], on_bus: set[str],
+                    proposed_on_bus: set[str]) -> dict[str, Any]:
+    """The ``altered-amount`` drill's verdict: the documents whose postings the simulator
+    altered (its audit names postings, an amendment's ``in_1:v2`` among them; the reconciler's
+    amount breaks name documents, ``in_1``) against the breaks found, published and proposed.
+    Pure."""
+    altered_ids = list(audit.get("altered_ids", []))
+    altered = {split_external_id(i)[0] for i in altered_ids}
+    return {
+        "altered": len(altered_ids),
+        "documents": len(altered),
+        "found": len(found),
+        "published": len(on_bus),
+        "exact": bool(altered) and found == altered == on_bus == proposed_on_bus
+        and len(altered_ids) == int(audit.get("altered_count", 0)),
+        "missed": sorted(altered - found)[:MAX_LISTED],
+        "unexplained": sorted(found - altered)[:MAX_LISTED],
+    }
 
 
 async def erp_entries(stack: Stack) -> list[dict[str, Any]]:

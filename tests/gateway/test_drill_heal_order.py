@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import anyio
 import pytest
 
 from gateway.drills import Driller
@@ -61,3 +62,19 @@ async def test_the_broker_heals_before_the_gateway_restarts(names: list[str],
     await driller.run()
     assert stack.calls == ["kill_gateway", "broker.kill", "broker.start", "start_gateway"]
     assert all(driller.records[n].healed_at is not None for n in names)
+
+
+async def test_faults_the_progress_never_reaches_fire_once_the_run_drained() -> None:
+    # period-close holds the posted share near 30 % (the rest is dead-lettered): kill-gateway's
+    # 40 % trigger is never reached, and the driller waited for it for ever.
+    stack = _Stack([30])
+    driller = Driller(stack, ["kill-gateway"], invoices=100)  # type: ignore[arg-type]
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(driller.run)
+        await anyio.sleep(0.5)
+        assert stack.calls == []  # not fired while the run is under way
+        driller.drained()
+        with anyio.fail_after(30):  # a liveness bound, not a speed target
+            while driller.records["kill-gateway"].healed_at is None:
+                await anyio.sleep(0.05)
+    assert stack.calls == ["kill_gateway", "start_gateway"]
