@@ -397,6 +397,9 @@ class SharedUploads:
         self.bucket = bucket
         self.owner = owner
         self._seen: dict[str, SharedLine] = {}
+        # Claims ``give_back`` could not give back (the broker did not answer): (platform,
+        # line ids, attempt), tried again by ``give_back_stranded``.
+        self._stranded: list[tuple[str, list[str], str]] = []
 
     @staticmethod
     def _key(platform: str, line_id: str) -> str:
@@ -531,13 +534,41 @@ class SharedUploads:
         """Give back ``attempt``'s claims after ``err`` stopped it before anything was sent
         (the ledger holds no claim of it). Best effort: a claim that cannot be given back now
         stays this process's, which sends the line when it comes back here, or gives it back
-        when it starts (``left_behind``)."""
+        when it starts (``left_behind``), or before its next batch once the broker answers
+        again (``give_back_stranded``): another process waiting for such a line must not wait
+        for this one to restart."""
         try:
             await self.mark(platform, line_ids, "released", attempt, time.time())
         except Retryable as again:
+            self._stranded.append((platform, list(line_ids), attempt))
             log.warning("%s: %d shared claim(s) of attempt %s not given back after %s (%s); "
-                        "this process releases them when it starts", platform, len(line_ids),
+                        "given back once the broker answers", platform, len(line_ids),
                         attempt, getattr(err, "code", type(err).__name__), again)
+
+    async def give_back_stranded(self) -> int:
+        """Give back what ``give_back`` could not: each line still ``pending`` here for this
+        owner under the same attempt (nothing of it was sent; a line taken since by another
+        attempt or process is left alone). The poster calls it before each batch, in its own
+        task, so no attempt of its own runs meanwhile. Returns how many were given back;
+        raises nothing (what still cannot be given back is tried again next time)."""
+        if not self._stranded:
+            return 0
+        left: list[tuple[str, list[str], str]] = []
+        released = 0
+        for platform, ids, attempt in self._stranded:
+            try:
+                lines = await self.read(platform, ids)
+                mine = [i for i in ids if lines[i].status == "pending"
+                        and lines[i].owner == self.owner and lines[i].attempt == attempt]
+                if mine:
+                    await self.mark(platform, mine, "released", attempt, time.time())
+                released += len(mine)
+            except Retryable:
+                left.append((platform, ids, attempt))
+        self._stranded = left
+        if released:
+            log.warning("%d shared claim(s) left by a broker outage given back", released)
+        return released
 
     async def left_behind(self, platform: str, ledger: Ledger, *,
                           amounts: bool = False) -> tuple[int, int]:

@@ -301,6 +301,9 @@ class RevenuePoster(BatchWorker):
         """LedgerUnavailable (retryable) propagates: the worker naks the batch. Safe: a line is
         only ever sent after its claim committed, and a claim left behind by this failure is
         read as "in doubt" next time, never sent again."""
+        # Claims a broker outage kept this process from giving back: before anything else, so
+        # another process waiting for those lines is not kept waiting.
+        await self.uploads.give_back_stranded()
         invoices: dict[str, _Invoice] = {}  # by the invoice the lines are of
         amended: dict[str, tuple[Invoice, int]] = {}  # versions >= 2, planned below
         held: list[_Invoice] = []  # another document of an invoice already in the batch

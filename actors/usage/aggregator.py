@@ -247,6 +247,7 @@ class UsageAggregator(BatchWorker):
         """Raises ``LedgerUnavailable`` and ``BrokerUnavailable`` (the worker naks the batch;
         a ledger claim it left behind is read as in doubt next time, or sent again as the same
         aggregate for billing, never anything new)."""
+        await self.uploads.give_back_stranded()  # what a broker outage left claimed here
         recs: dict[str, _Record] = {}
         for n, d in enumerate(batch):
             if n % 64 == 63:
