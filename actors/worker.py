@@ -62,7 +62,6 @@ class BatchWorker(Actor):
         self.consumer_settings = consumer
         self.batch = batch
         self.retry = retry or Backoff(base=0.5, factor=2.0, cap=30.0)
-        self.outage_retry = OUTAGE_RETRY
         self.policy = RetryPolicy(backoff=self.retry, min_delay=self.retry.base)
         self._rng = random.Random(seed)
         self._consumer: PullConsumer | None = None
@@ -208,7 +207,7 @@ class BatchWorker(Actor):
                     batch = await self._consumer.fetch(self.batch, timeout=self.fetch_timeout)
             except BrokerUnavailable as exc:
                 self.last_error = str(exc)
-                delay = self.outage_retry.delay(outage_attempt, self._rng.random()) + 0.05
+                delay = OUTAGE_RETRY.delay(outage_attempt, self._rng.random()) + 0.05
                 outage_attempt += 1
                 log.info("%s: broker unavailable, retrying in %.2f s", self.name, delay)
                 await self._pause(delay)
