@@ -32,7 +32,9 @@ counts any more), and what remains are the document's *live* postings. Billing's
 version must have exactly one live posting; an older version still live beside it is a
 ``duplicate`` (its reversal is missing: propose it); only older versions live and the latest
 not posted is ``missing`` (or in flight, or dead-lettered) like any unposted document. A
-reversal naming no posting is an ``orphan``.
+reversal naming no posting is an ``orphan``; one that does not carry the amount (or currency)
+of the entry it names leaves the difference in the GL: an ``amount`` break on the document,
+whatever its live posting holds.
 
 Only ``missing`` is repaired automatically, by re-driving the original event from its stream
 with its original idempotency key (safe: if the posting did exist after all, the ERP answers
@@ -185,18 +187,31 @@ def reconcile(billing: Iterable[BillingDoc], erp: Iterable[ErpPosting], *, now: 
     everything = list(erp)
     reversed_ids = {p.key[:-len(REVERSAL_SUFFIX)] for p in everything
                     if p.key.endswith(REVERSAL_SUFFIX)}
-    posted_ids = {p.key for p in everything}
+    posted: dict[str, list[ErpPosting]] = defaultdict(list)
+    for p in everything:
+        posted[p.key].append(p)
     # Live postings by document: neither a reversal nor reversed.
     postings: dict[str, list[tuple[int, ErpPosting]]] = defaultdict(list)
     breaks: list[Break] = []
     actions: list[Action] = []
+    residue: set[str] = set()  # documents a reversal did not cancel exactly
     for p in everything:
         doc_id, version, is_reversal = split_external_id(p.key)
         if is_reversal:
-            if p.key[:-len(REVERSAL_SUFFIX)] not in posted_ids:
+            targets = posted.get(p.key[:-len(REVERSAL_SUFFIX)], [])
+            if not targets:
                 breaks.append(Break("orphan", p.key, f"reversal {p.erp_id} reverses no "
                                     "posting", None, p.amount, p.currency))
                 actions.append(Flag(p.key, "orphan", f"investigate {p.erp_id}"))
+            elif not any((t.currency, t.amount) == (p.currency, p.amount) for t in targets):
+                t = targets[0]
+                residue.add(doc_id)
+                breaks.append(Break("amount", doc_id, f"reversal {p.erp_id} took {p.amount} "
+                                    f"{p.currency}, the entry it reverses ({t.erp_id}) holds "
+                                    f"{t.amount} {t.currency}: the difference stays in the GL",
+                                    t.amount, p.amount, t.currency))
+                actions.append(Flag(doc_id, "amount", f"reverse {p.erp_id} and reverse "
+                                    f"{t.erp_id} at {t.amount} {t.currency}"))
         elif p.key not in reversed_ids:
             postings[doc_id].append((version, p))
     flying = set(in_flight)
@@ -226,7 +241,7 @@ def reconcile(billing: Iterable[BillingDoc], erp: Iterable[ErpPosting], *, now: 
                                     f"{superseded}", doc.amount, None, doc.currency))
                 actions.append(Repost(key))
             continue
-        ok = True
+        ok = key not in residue
         if len(got) > 1 or stale:
             ok = False
             ids = ", ".join(p.erp_id for p in got + stale)

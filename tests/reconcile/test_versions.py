@@ -48,6 +48,13 @@ def kinds(docs: list[BillingDoc], erp: list[ErpPosting]) -> list[tuple[str, str]
     # v2 posted with another amount
     ([doc("in_1", 120, 2)], [post("in_1"), post("in_1:reversal"), post("in_1:v2", 110)],
      [("amount", "in_1")]),
+    # v1 recorded with another amount than sent, reversed at the amount sent: the difference
+    # stays in the GL, though the live posting (v2) is right
+    ([doc("in_1", 120, 2)], [post("in_1", 103), post("in_1:reversal"), post("in_1:v2", 120)],
+     [("amount", "in_1")]),
+    # the reversal itself recorded with another amount
+    ([doc("in_1", 120, 2)], [post("in_1"), post("in_1:reversal", 97), post("in_1:v2", 120)],
+     [("amount", "in_1")]),
     # a reversal of nothing
     ([doc("in_1")], [post("in_1"), post("in_9:reversal")], [("orphan", "in_9:reversal")]),
     # credit notes and payments are documents like invoices
@@ -73,3 +80,13 @@ def test_unreversed_old_version_is_flagged_for_reversal_never_reposted() -> None
     r = reconcile([doc("in_1", 120, 2)], [post("in_1")], now=NOW)
     assert r.actions == [Repost("in_1")]
     assert "version(s) [1] still posted" in r.breaks[0].detail
+
+
+def test_a_reversal_that_does_not_cancel_names_both_entries_and_is_not_matched() -> None:
+    r = reconcile([doc("in_1", 120, 2)],
+                  [post("in_1", 103), post("in_1:reversal"), post("in_1:v2", 120)], now=NOW)
+    (b,) = r.breaks
+    assert (b.billing_amount, b.erp_amount) == (103, 100) and "JE-in_1:reversal" in b.detail
+    assert r.actions == [Flag("in_1", "amount", "reverse JE-in_1:reversal and reverse JE-in_1 "
+                                                "at 103 USD")]
+    assert r.matched == 0 and r.checked == 1
