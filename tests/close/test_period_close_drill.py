@@ -1,6 +1,7 @@
 """The period-close drill's pure parts: it is a known fault with no recovery time to measure,
 its replayed ``erp.period_closed`` letters are expected dead letters (and only those), and the
-entries it counts as late postings are invoices' alone."""
+entries it counts as late postings are invoices' alone; a replay is exact when every letter was
+replayed and the invoice documents dead-lettered are the ones the ERP took late."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from contracts import DeadLetter
-from gateway.drills import FAULTS, Driller, _invoice_entry, parse_faults
+from gateway.drills import FAULTS, Driller, _invoice_entry, parse_faults, repost_exact
 from gateway.stack import DrainResult
 
 
@@ -42,3 +43,16 @@ def test_late_postings_are_invoices_only() -> None:
     assert _invoice_entry("in_000001") and _invoice_entry("in_000001:v2")
     for other in ("in_000001:reversal", "cn_1", "py_1", "recognition:default:2026-12:USD"):
         assert not _invoice_entry(other)
+
+
+def test_a_replay_is_exact_by_documents() -> None:
+    letters = ["billing:cn_7", "billing:in_1:v1", "billing:in_2:v1", "billing:in_2:v2",
+               "billing:py_3:v1"]
+    # in_2's first version, replayed after its second, posts nothing: still exact. Payments'
+    # and credit notes' letters are not invoice entries.
+    assert repost_exact(letters, 5, ["in_1", "in_2:v2"])
+    assert not repost_exact(letters, 4, ["in_1", "in_2:v2"])  # one letter not replayed
+    assert not repost_exact(letters, 5, ["in_1"])  # in_2 dead-lettered, never re-posted
+    assert not repost_exact(letters, 5, ["in_1", "in_2:v2", "in_9"])  # a late one unexplained
+    assert not repost_exact([], 0, ["in_1"])
+    assert repost_exact([], 0, [])
