@@ -98,8 +98,9 @@ from .datalock import data_dir_lock
 from .identities import ACTOR_ROLE, auth_for, identities_dir
 from .openapi import openapi_documents
 
-__all__ = ["CONSUMERS", "REVENUE_CONSUMER", "erp_journal_client", "erp_postings_reader",
-           "platform_specs", "provision", "run_gateway", "stripe_billing_read"]
+__all__ = ["CONSUMERS", "PROCESS_ROLES", "REVENUE_CONSUMER", "erp_journal_client",
+           "erp_postings_reader", "platform_specs", "provision", "run_gateway",
+           "stripe_billing_read"]
 
 log = logging.getLogger("erpgw.gateway")
 
@@ -209,6 +210,28 @@ def _check_port(host: str, port: int, *, what: str = "webhooks",
             raise GatewayError(
                 f"cannot listen for {what} on {host}:{port}: {exc.strerror}; "
                 f"choose another with {flag}", code="http.port_busy") from exc
+
+
+# Process roles (``scale_out.roles``, ``erpgw up --roles``): which actors a process runs.
+# Every actor not listed here (the audit chain's anchors and consumers, the rate limiter, the
+# dead-letter advisories, metrics) runs in every process. docs/scale-out.md, "Process roles".
+PROCESS_ROLES: dict[str, tuple[str, ...]] = {
+    "ingress": ("billing-ingress", "usage-intake"),  # the webhook port
+    "sync": ("sync-lane",),  # pricing validation, order acceptance (on the admin port)
+    "billing": ("invoice-router", "erp-journal", CREDIT_CONSUMER, PAYMENT_CONSUMER,
+                COMMISSION_CONSUMER, SETTLEMENT_CONSUMER),
+    "revenue": (REVENUE_CONSUMER,),
+    "usage": (USAGE_CONSUMER,),
+    "commercial": (SAGA_CONSUMER, SUBSCRIPTION_CONSUMER),
+    "close": ("revenue-gl", "close-watch", "reconciler", "dlq-expiry"),
+}
+_ROLE_OF = {child: role for role, children in PROCESS_ROLES.items() for child in children}
+
+
+def runs_child(cfg: Config, child: str) -> bool:
+    """Whether this process runs actor ``child`` under ``scale_out.roles``."""
+    role = _ROLE_OF.get(child)
+    return role is None or cfg.runs(role)
 
 
 # The broker identities the gateway process connects as, one connection each (see
@@ -340,8 +363,10 @@ async def _run_locked(cfg: Config, specs: Mapping[str, PlatformSpec], token: Sec
                       admin_tls: ssl.SSLContext | None, *, ready: anyio.Event | None,
                       handle_signals: bool) -> None:
     chain_key = audit_key(cfg, create=True)  # the audit chain's HMAC key (S19)
-    _check_port(cfg.http.host, cfg.http.port)
-    if (cfg.admin.host, cfg.admin.port) == (cfg.http.host, cfg.http.port):
+    if cfg.runs("ingress"):
+        _check_port(cfg.http.host, cfg.http.port)
+    if cfg.runs("ingress") and (cfg.admin.host, cfg.admin.port) == (cfg.http.host,
+                                                                    cfg.http.port):
         raise GatewayError(f"admin.port: {cfg.admin.port} is also http.port; the admin "
                            "listener needs a port of its own", code="config.invalid")
     _check_port(cfg.admin.host, cfg.admin.port, what="admin requests", flag="--admin-port")
@@ -582,8 +607,10 @@ async def _run_tree(cfg: Config, buses: Mapping[str, NatsBus], subjects: Subject
             LaneWatch("revpartner", intake=None, consumers=tuple(
                 (subjects.stream(lane), d) for lane, d, _ in CONSUMERS if lane == "revpartner"))],
         posting_child="erp-journal", breakers=platforms.breakers,
-        limiters=limits.accounts, sla=cfg.sla, tree=snapshot, ingress_child="billing-ingress",
-        revenue_child=REVENUE_CONSUMER if cfg.revenue.enabled else None)
+        limiters=limits.accounts, sla=cfg.sla, tree=snapshot,
+        ingress_child="billing-ingress" if cfg.runs("ingress") else None,
+        revenue_child=REVENUE_CONSUMER if cfg.revenue.enabled and cfg.runs("revenue")
+        else None)
     monitor.watch_http(*(p.http for p in platforms.all()))
     admin.metrics = monitor.prometheus
     admin.status = health
@@ -795,7 +822,8 @@ async def _run_tree(cfg: Config, buses: Mapping[str, NatsBus], subjects: Subject
                 versions=SharedVersions(shared(buses["close"], "versions")),
                 entity=cfg.close.entity, period=period, accounts=cfg.accounts,
                 grace_s=cfg.reconcile.grace_s, revenue_leg="revenue" in close_legs,
-                ledger=ledger if "revenue" in close_legs and cfg.revenue.enabled else None,
+                ledger=ledger if "revenue" in close_legs and cfg.revenue.enabled
+                and cfg.runs("revenue") else None,
                 entities=cfg.entities, postings=erp_postings_reader(cfg, platforms.erp),
                 billing_read=stripe_billing_read(cfg, platforms.billing))
 
@@ -821,7 +849,8 @@ async def _run_tree(cfg: Config, buses: Mapping[str, NatsBus], subjects: Subject
             repair=cfg.reconcile.repair,
             revenue=platforms.revenue.reader() if "revenue" in legs else None,
             # The ledger proves "never sent" only where the revenue poster runs.
-            ledger=ledger if "revenue" in legs and cfg.revenue.enabled else None,
+            ledger=ledger if "revenue" in legs and cfg.revenue.enabled
+            and cfg.runs("revenue") else None,
             partner=platforms.partner.reader() if "payables" in legs else None,
             postings=erp_postings_reader(cfg, platforms.erp),
             accounts=msgspec.structs.asdict(cfg.accounts) if "gl" in legs else None,
@@ -829,6 +858,11 @@ async def _run_tree(cfg: Config, buses: Mapping[str, NatsBus], subjects: Subject
             entities=cfg.entities,
             # One process runs it: whichever holds the `reconciler` lease.
             lease=lease("reconciler", "reconciler"))))
+    if cfg.scale_out.roles:
+        children = [c for c in children if runs_child(cfg, c.name)]
+        log.info("process roles %s: runs %s; the other roles' work waits at the broker for a "
+                 "process that runs them", ",".join(cfg.scale_out.roles),
+                 ", ".join(c.name for c in children))
     tree = Supervisor("gateway", children, strategy="one_for_one",
                       intensity=cfg.supervisor.intensity, period=cfg.supervisor.period_s,
                       on_event=on_event)
@@ -847,9 +881,10 @@ async def _run_tree(cfg: Config, buses: Mapping[str, NatsBus], subjects: Subject
         # restarting; draining is not ready.
         admin.check("consumers", lambda: _tree_ready(tree))
         base = f"{'https' if cfg.http.tls.enabled else 'http'}://{cfg.http.host}:{cfg.http.port}"
-        log.info("erpgw %s ready: webhooks %s%s and %s%s, metrics %s/metrics, probes "
-                 "%s/livez %s/readyz; broker %s", __version__, base, cfg.http.path, base,
-                 cfg.partner.webhook_path, admin.url, admin.url, admin.url,
+        hooks = (f"webhooks {base}{cfg.http.path} and {base}{cfg.partner.webhook_path}"
+                 if cfg.runs("ingress") else "no webhooks here (role ingress elsewhere)")
+        log.info("erpgw %s ready: %s, metrics %s/metrics, probes %s/livez %s/readyz; "
+                 "broker %s", __version__, hooks, admin.url, admin.url, admin.url,
                  broker or "connected")
         if ready is not None:
             ready.set()

@@ -279,6 +279,12 @@ class ScaleOutConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     # N renewing their membership key within `lease_ttl_s`) and pause every process when one
     # is answered 429 (docs/scale-out.md). One process alone keeps the full budget.
     shared_budgets: bool = True
+    # The process roles this process runs (empty: all). Each role is a set of actors
+    # (gateway/app.py, PROCESS_ROLES; docs/scale-out.md, "Process roles"): a deployment may
+    # run `ingress,billing` in one process and the rest in another; every role must run in
+    # at least one process, or its work waits at the broker. Not the broker identities.
+    roles: list[Literal["ingress", "sync", "billing", "revenue", "usage", "commercial",
+                        "close"]] = msgspec.field(default_factory=list)
 
 
 class PlatformsConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -358,6 +364,11 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     @property
     def data_path(self) -> Path:
         return Path(self.data_dir)
+
+    def runs(self, role: str) -> bool:
+        """Whether this process runs process role ``role`` (``scale_out.roles``; all when
+        empty)."""
+        return not self.scale_out.roles or role in self.scale_out.roles
 
     @property
     def billing_url(self) -> str:

@@ -200,6 +200,10 @@ class Stack:
     # call of the stack go to. Gateway 1 is the one ``kill_gateway`` & co. act on.
     cluster: int = 0
     gateways: int = 1
+    # Process roles (docs/scale-out.md, "Process roles"), one comma-separated list per
+    # gateway process, gateway 1 first (empty: every process runs every role). The proxy
+    # forwards only to the processes that run ``ingress``.
+    roles: tuple[str, ...] = ()
     # Every hop encrypted (docs/security.md, S14): a CA made at start (``certs``, under
     # ``<workdir>/tls``) signs the broker's certificate (TLS only, client certificates
     # required, NKey identities as always), the gateway's HTTPS webhook and admin listeners,
@@ -374,7 +378,9 @@ class Stack:
             self.other_ports = [free_port() for _ in range(self.gateways - 1)]
             self.other_admin_ports = [free_port() for _ in range(self.gateways - 1)]
             self._others = [None] * (self.gateways - 1)
-            self.proxy = RoundRobinProxy(self.gateway_urls(), port=free_port())
+            self.proxy = RoundRobinProxy(
+                [u for i, u in enumerate(self.gateway_urls(), 1) if self.runs(i, "ingress")],
+                port=free_port())
             await self.proxy.start()
         await self.start_sim()
         await self.start_gateway()
@@ -439,6 +445,15 @@ class Stack:
                     f'key = "{c.nats_client.key}"\n')
         return f'[{table}]\ncert = "{c.gateway.cert}"\nkey = "{c.gateway.key}"\n'
 
+    def runs(self, index: int, role: str) -> bool:
+        """Whether gateway process ``index`` (1 first) runs process role ``role``."""
+        roles = self.roles[index - 1] if index <= len(self.roles) else ""
+        return not roles or role in roles.split(",")
+
+    def _roles_env(self, index: int) -> dict[str, str]:
+        roles = self.roles[index - 1] if index <= len(self.roles) else ""
+        return {"ERPGW_SCALE_OUT_ROLES": roles} if roles else {}
+
     def _gateway_env(self, env: Mapping[str, str] | None) -> dict[str, str]:
         # A TLS stack's platforms (the simulator) have certificates of the stack's own CA.
         tls = {"ERPGW_PLATFORMS_CA_FILE": self.ca_file} if self.certs is not None else {}
@@ -454,11 +469,13 @@ class Stack:
 
     async def start_other(self, index: int) -> None:
         """Start (or restart) gateway process ``index`` (2..gateways) and wait until ready.
-        The reconciler's schedule runs in gateway 1 only; every process runs the usage
-        aggregator (its guard is shared in the cluster, docs/scale-out.md)."""
+        Without ``roles`` the reconciler's schedule runs in gateway 1 only (with them, in the
+        processes of role ``close``); every process runs the usage aggregator (its guard is
+        shared in the cluster, docs/scale-out.md)."""
         log_name = f"gateway-{index}.log"
+        env = self._roles_env(index) or {"ERPGW_RECONCILE_INTERVAL_S": "0"}
         proc = self._spawn(["up", "--config", str(self.gateway_config(index))], log_name,
-                           self._gateway_env({"ERPGW_RECONCILE_INTERVAL_S": "0"}))
+                           self._gateway_env(env))
         self._others[index - 2] = proc
         await self._wait_http(self.admin_urls()[index - 1], proc, f"gateway {index}", log_name,
                               path="/readyz")
@@ -496,7 +513,8 @@ class Stack:
         """Start (or restart) the gateway process and wait until it is ready (``/readyz`` on
         its admin listener: broker connected, ledger open, every consumer bound)."""
         self._gateway = self._spawn(["up", "--config", str(self.gateway_config())],
-                                    "gateway.log", self._gateway_env(env))
+                                    "gateway.log",
+                                    self._gateway_env({**self._roles_env(1), **(env or {})}))
         self.gateway_starts += 1
         await self._wait_http(self.admin_url, self._gateway, "gateway", "gateway.log",
                               path="/readyz")

@@ -15,7 +15,10 @@ def cmd_up(args: argparse.Namespace) -> int:
     from ..config import load_config
     from ..logs import setup_logging
 
-    cfg = load_config(args.config, overrides=overrides(args))
+    over = overrides(args)
+    if args.roles is not None:
+        over.setdefault("scale_out", {})["roles"] = args.roles
+    cfg = load_config(args.config, overrides=over)
     if args.print_config:
         import msgspec
 
@@ -25,6 +28,20 @@ def cmd_up(args: argparse.Namespace) -> int:
     run_async(lambda: run_gateway(cfg))
     log.info("gateway stopped cleanly")
     return 0
+
+
+ROLE_NAMES = ("ingress", "sync", "billing", "revenue", "usage", "commercial", "close")
+
+
+def _roles(text: str) -> list[str]:
+    """``--roles`` as a list (comma-separated); an unknown or empty one is a usage error
+    naming it."""
+    roles = [r.strip() for r in text.split(",") if r.strip()]
+    unknown = [r for r in roles if r not in ROLE_NAMES]
+    if unknown or not roles:
+        what = f"unknown role {unknown[0]!r}" if unknown else "no role given"
+        raise argparse.ArgumentTypeError(f"{what}; choose from {','.join(ROLE_NAMES)}")
+    return list(dict.fromkeys(roles))
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -49,6 +66,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     up.add_argument("--log-json", action="store_true",
                     help="JSON log lines (also: log.json = true in the config, "
                          "ERPGW_LOG_JSON=1)")
+    up.add_argument("--roles", type=_roles, metavar="ROLE,...",
+                    help="run only these process roles (default: all; also "
+                         "scale_out.roles): " + ", ".join(ROLE_NAMES) + ". E.g. "
+                         "--roles ingress,billing here and "
+                         "--roles sync,revenue,usage,commercial,close in a second process on "
+                         "the same broker (docs/scale-out.md, \"Process roles\")")
     up.add_argument("--print-config", action="store_true",
                     help="print the effective configuration (secrets masked) and exit")
     up.set_defaults(func=cmd_up)
