@@ -136,6 +136,9 @@ class BenchOptions:
     # (bench/_scale.py) instead of the legs and baselines above.
     gateways: tuple[int, ...] = ()
     cluster: int = 0
+    # --roles A/B: the process roles of each process of the run with that many processes
+    # (one comma-separated list per process, docs/scale-out.md "Process roles")
+    roles: tuple[str, ...] = ()
     flame: Path | None = None  # --flame FILE: a py-spy flame graph of the gateway's legs
 
 

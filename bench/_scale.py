@@ -173,9 +173,10 @@ def bottleneck(by: dict[str, dict[str, Any]], nproc: int | None) -> str:
 
 
 async def _one(n: int, opts: Any, workdir: Path, say: Any) -> dict[str, Any]:
+    roles = tuple(opts.roles) if len(opts.roles) == n else ()
     stack = Stack(workdir / f"gateways-{n}", seed=opts.seed,
                   sync_interval="always" if opts.fsync == "always" else "2m",
-                  cluster=opts.cluster, gateways=n)
+                  cluster=opts.cluster, gateways=n, roles=roles)
     extra_proxy: RoundRobinProxy | None = None
     try:
         await stack.start()
@@ -222,7 +223,7 @@ async def _one(n: int, opts: Any, workdir: Path, say: Any) -> dict[str, Any]:
     wall = end["t"] - start["t"]
     box = {**machine_busy(start["box"], end["box"]), "loadavg_start": start["load"],
            "loadavg_end": end["load"]}
-    return scale_summary(leg, cpu, wall, n, shares, box)
+    return {**scale_summary(leg, cpu, wall, n, shares, box), "roles": list(roles)}
 
 
 async def run_scale(opts: Any, say: Any = None) -> dict[str, Any]:
@@ -291,6 +292,9 @@ def render_scale(report: dict[str, Any]) -> str:
     lines += ["  " + "  ".join(str(c).rjust(w) for c, w in zip(row, widths, strict=True))
               for row in rows]
     lines += skipped
+    lines += [f"  {n} gateway processes ran process roles " + " | ".join(r["roles"])
+              for n, r in sorted(report["by_gateways"].items(), key=lambda kv: int(kv[0]))
+              if r.get("roles")]
     lines.append(f"  bottleneck: {report['bottleneck']}")
     lines.append("  OK: every run complete, lost 0 and duplicated 0" if report["ok"]
                  else "  FAILED: a run lost, doubled or stalled")

@@ -42,8 +42,8 @@ def cmd_peak_billing(args: argparse.Namespace) -> int:
         duration=args.duration, nats_url=args.nats_url, gateway_url=args.gateway,
         sim_url=args.sim, gateway_pid=args.gateway_pid, rss_check=args.rss_check,
         usage=args.usage, gateways=args.gateways or (), cluster=args.cluster,
-        flame=args.flame)
-    if args.gateways or args.cluster:
+        roles=tuple(args.roles or ()), flame=args.flame)
+    if args.gateways or args.cluster or args.roles:
         return _scale_out(args, opts)
     try:
         from bench import plan_legs
@@ -76,7 +76,11 @@ def _scale_out(args: argparse.Namespace, opts: Any) -> int:
     from bench._scale import render_scale, run_scale
 
     if not args.gateways:
-        print("erpgw bench: error: --cluster needs --gateways LIST", file=sys.stderr)
+        print("erpgw bench: error: --cluster and --roles need --gateways LIST", file=sys.stderr)
+        return 2
+    if args.roles and len(args.roles) not in args.gateways:
+        print(f"erpgw bench: error: --roles gives {len(args.roles)} processes' roles; "
+              f"--gateways must include {len(args.roles)}", file=sys.stderr)
         return 2
     clash = [f"--{n.replace('_', '-')}" for n in _NOT_WITH_GATEWAYS if getattr(args, n)]
     if clash or args.repeat != 1:
@@ -100,6 +104,23 @@ def _scale_out(args: argparse.Namespace, opts: Any) -> int:
     else:
         print(render_scale(report))
     return 0 if report["ok"] else 1
+
+
+def _process_roles(text: str) -> list[str]:
+    """``--roles A/B``: one list of process roles per process (``erpgw up --roles``'s
+    check on each); at least two processes."""
+    from .up import ROLE_NAMES, parse_roles
+
+    lists = [",".join(parse_roles(part)) for part in text.split("/")]
+    if len(lists) < 2:
+        raise argparse.ArgumentTypeError("give one list per process, separated by '/', "
+                                         "e.g. ingress,billing/sync,revenue,usage,commercial,"
+                                         "close")
+    nobody = [r for r in ROLE_NAMES if not any(r in x.split(",") for x in lists)]
+    if nobody:
+        raise argparse.ArgumentTypeError(f"role {nobody[0]!r} runs in no process: its work "
+                                         "would wait at the broker")
+    return lists
 
 
 def _gateway_counts(text: str) -> tuple[int, ...]:
@@ -248,6 +269,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     sc.add_argument("--cluster", type=_cluster_size, default=0, metavar="N",
                     help="with --gateways: N nats-server nodes in one JetStream cluster (R3 "
                          "streams) instead of one broker")
+    sc.add_argument("--roles", type=_process_roles, metavar="A/B",
+                    help="with --gateways: the process roles of each process of the run with "
+                         "that many processes, one comma-separated list per process, e.g. "
+                         "ingress,billing/sync,revenue,usage,commercial,close (erpgw up "
+                         "--roles; docs/scale-out.md, 'Process roles')")
     pb.add_argument("--out", type=Path, metavar="DIR",
                     help="write report.json, report.txt and PNG plots here")
     pb.add_argument("--flame", type=Path, metavar="FILE",

@@ -33,7 +33,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 ROLE_NAMES = ("ingress", "sync", "billing", "revenue", "usage", "commercial", "close")
 
 
-def _roles(text: str) -> list[str]:
+def parse_roles(text: str) -> list[str]:
     """``--roles`` as a list (comma-separated); an unknown or empty one is a usage error
     naming it."""
     roles = [r.strip() for r in text.split(",") if r.strip()]
@@ -66,7 +66,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     up.add_argument("--log-json", action="store_true",
                     help="JSON log lines (also: log.json = true in the config, "
                          "ERPGW_LOG_JSON=1)")
-    up.add_argument("--roles", type=_roles, metavar="ROLE,...",
+    up.add_argument("--roles", type=parse_roles, metavar="ROLE,...",
                     help="run only these process roles (default: all; also "
                          "scale_out.roles): " + ", ".join(ROLE_NAMES) + ". E.g. "
                          "--roles ingress,billing here and "

@@ -42,7 +42,10 @@ def test_a_bad_count_is_a_usage_error_naming_it(capsys: pytest.CaptureFixture[st
     (("--gateways", "1,2", "--rate", "100"), "drop --rate"),
     (("--gateways", "1", "--faults", "erp-outage"), "drop --faults"),
     (("--gateways", "1", "--repeat", "2"), "drop --repeat"),
-    (("--cluster", "3",), "--cluster needs --gateways")])
+    (("--cluster", "3",), "--cluster and --roles need --gateways"),
+    (("--roles", "ingress,billing/sync,revenue,usage,commercial,close"), "need --gateways"),
+    (("--gateways", "1,3", "--roles", "ingress,billing/sync,revenue,usage,commercial,close"),
+     "--gateways must include 2")])
 def test_the_cli_refuses_what_a_scale_out_run_cannot_do(
         extra: tuple[str, ...], needle: str, capsys: pytest.CaptureFixture[str]) -> None:
     args = build_parser().parse_args(["bench", "peak-billing", *extra])
@@ -89,3 +92,32 @@ def test_a_count_that_could_not_run_is_listed_with_its_reason() -> None:
     assert report["bottleneck"].startswith("with 1 gateway process(es)")  # from the run made
     text = render_scale(report)
     assert "3 gateway process(es): not run: [stack.failed]" in text
+
+
+@pytest.mark.parametrize(("text", "needle"), [
+    ("ingress,billing", "one list per process"),
+    ("ingress,billing/sync,revenue", "role 'usage' runs in no process"),
+    ("ingress,billing/sync,revenue,usage,commercial,clos", "unknown role 'clos'")])
+def test_bad_process_roles_are_a_usage_error_naming_them(
+        text: str, needle: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as code:
+        build_parser().parse_args(["bench", "peak-billing", "--gateways", "2", "--roles", text])
+    assert code.value.code == 2
+    err = capsys.readouterr().err
+    assert "--roles" in err and needle in err
+
+
+def test_the_roles_of_a_split_run_are_listed_under_the_table() -> None:
+    args = build_parser().parse_args(["bench", "peak-billing", "--gateways", "1,2", "--roles",
+                                      "ingress,billing/close,sync,revenue,usage,commercial"])
+    assert args.roles == ["ingress,billing", "close,sync,revenue,usage,commercial"]
+    two = {**scale_summary(_leg(190.0), {"gateway-1": 3.0}, wall_s=5.0, gateways=2,
+                           shares=[60, 40]), "roles": args.roles}
+    one = {**scale_summary(_leg(200.0), {"gateway-1": 3.0}, wall_s=5.0, gateways=1,
+                           shares=[100]), "roles": []}
+    by = {"1": one, "2": two}
+    report = {"invoices": 100, "cluster_nodes": 0, "fsync": "always", "machine": {"nproc": 2},
+              "by_gateways": by, "bottleneck": bottleneck(by, 2), "ok": True}
+    lines = [x for x in render_scale(report).splitlines() if "process roles" in x]
+    assert lines == ["  2 gateway processes ran process roles ingress,billing | "
+                     "close,sync,revenue,usage,commercial"]
