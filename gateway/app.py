@@ -825,7 +825,8 @@ async def _run_tree(cfg: Config, buses: Mapping[str, NatsBus], subjects: Subject
                 ledger=ledger if "revenue" in close_legs and cfg.revenue.enabled
                 and cfg.runs("revenue") else None,
                 entities=cfg.entities, postings=erp_postings_reader(cfg, platforms.erp),
-                billing_read=stripe_billing_read(cfg, platforms.billing))
+                billing_read=stripe_billing_read(cfg, platforms.billing),
+                scratch=cfg.data_path)
 
         children.append(ChildSpec("close-watch", lambda: CloseWatch(
             "close-watch", status=close_status_of, report=monitor.note_close,

@@ -10,14 +10,22 @@ ERP's entries of the close itself (``recognition:…``) are judged by that plan,
 document reconciliation.
 
 Memory (the ``close-watch`` actor runs this every ``close.status_interval_s`` in the gateway
-process): what is read is reduced as it is read (billing's pages to ``read_billing``'s
-tallies, without the GL leg's documents; the revenue report's rows to the period's invoices
-and those billing never issued; the ledger's upload tallies to the period's invoices), and
-the matching runs over ``PARTS`` partitions of the document ids, one at a time, so its own
-indexes cover a partition, never the period. What is held is still one compact record per
-document of the period (docs/benchmarks.md, "What grew"). Both matchings are per document
-(a document's breaks depend only on its own records, a reversal's included: its external
-id names the same document), so the breaks are those of one whole-period call.
+process): bounded by one partition of the documents and one page of a platform's reply, not
+by the period. As each page of billing (``billing_records``: an invoice's lines reduced to
+their count), the ERP, the revenue report and the ledger's upload tallies is read, its
+records are written, msgpack-encoded, to a scratch SQLite file (``actors.infra.spill``: a
+temporary directory under ``scratch``, deleted after the pass), each in one of ``PARTS``
+partitions of the document ids (``part_of``; an ERP entry by the document its external id
+names, so a reversal lands with its document; a credit note also with the invoice it
+credits). Then each partition is read back and matched alone: billing's figures of its
+documents (``reduce_billing``), which of them are of the period, which postings belong to
+another period's document, the revenue rows to keep and the ledger views are all decided per
+partition, so no set of the period's keys is held. Global: the dead letters (``named``) and,
+with ``entities``, the foreign payments and their restatements (``_fx``). A dialect's read
+(``billing_read``, ``postings``) arrives whole and is held until it is written. Both
+matchings are per document (a document's breaks depend only on its own records, a
+reversal's included: its external id names the same document), so the breaks are those of
+one whole-period call (``tests/close/test_close_status_parts.py``).
 """
 
 from __future__ import annotations
@@ -25,8 +33,9 @@ from __future__ import annotations
 import logging
 import time
 import zlib
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import UTC, date, datetime
+from pathlib import Path
 from typing import Any, TypeVar
 
 import anyio
@@ -36,18 +45,24 @@ from anyio.abc import TaskStatus
 from contracts import DeadLetter, Envelope, GatewayError, JsonCodec, MsgpackCodec, Subjects
 
 from ..infra import Ledger, NatsBus
+from ..infra.spill import Spill
 from ..infra.state import SharedVersions
 from ..lifecycle.fx import EntityMap
 from ..reconcile import Break, ErpPosting, reconcile, reconcile_revenue
+from ..reconcile.fx import PaymentRef, Restated, foreign_payments
 from ..reconcile.matching import BillingDoc, split_external_id
 from ..reconcile.revenue import LedgerView, RevenueDoc, RevenueRecord
 from ..reconcile.runner import (
     BillingRead,
-    erp_postings,
-    fx_read,
-    ledger_views,
-    read_billing,
-    revenue_records,
+    BillingRecord,
+    billing_records,
+    erp_pages,
+    fold_view,
+    fx_restated,
+    record_documents,
+    reduce_billing,
+    revenue_pages,
+    with_restated,
 )
 from ..router.invoices import AccountMap
 from ..runtime import Actor
@@ -70,13 +85,6 @@ _T = TypeVar("_T")
 def part_of(document: str) -> int:
     """The partition of a document id (stable across processes). Pure."""
     return zlib.crc32(document.encode()) % PARTS
-
-
-def _parts(items: Iterable[_T], document: Callable[[_T], str]) -> list[list[_T]]:
-    out: list[list[_T]] = [[] for _ in range(PARTS)]
-    for it in items:
-        out[part_of(document(it))].append(it)
-    return out
 
 
 class _Resolved(msgspec.Struct, frozen=True):
@@ -131,63 +139,179 @@ async def close_status(bus: NatsBus, subjects: Subjects, *, billing: RevenueRead
                        revenue_leg: bool = True, ledger: Ledger | None = None,
                        postings: Callable[[], Awaitable[list[ErpPosting]]] | None = None,
                        billing_read: Callable[[str | None], Awaitable[BillingRead]] | None
-                       = None, entities: EntityMap | None = None) -> CloseStatus:
+                       = None, entities: EntityMap | None = None,
+                       scratch: Path | None = None) -> CloseStatus:
     """What blocks the close of ``period`` for ``entity`` now (``close_blockers``).
 
     ``postings`` / ``billing_read`` read the ERP and billing in their vendors' dialects, as
-    for the reconciler (``run_once``). Raises ``GatewayError`` subclasses when a platform, the
-    ledger or the broker cannot be read."""
-    read = (await billing_read(None) if billing_read is not None
-            else await read_billing(billing, None, gl=False))
-    keys = {d.key for d in read.docs if period_of(d.issued_at) == period}
-    elsewhere = {d.key for d in read.docs} - keys
-    found = await (postings() if postings is not None else erp_postings(erp))
-    # a payment foreign to its entity is expected in the functional currency (reconcile.fx)
-    if postings is None:  # the erpgw ERP (rates and booked rates readable)
-        read = await fx_read(read, found, erp, entities, msgspec.structs.asdict(accounts))
-    docs = [d for d in read.docs if d.key in keys]
-    mine = [p for p in found if not p.key.startswith(_CLOSE_ENTRIES)
-            and split_external_id(p.key)[0] not in elsewhere]
-    invoices = [r for r in read.revenue if r.key in keys] if revenue_leg else []
-    known = read.invoice_ids
-    del found, elsewhere, read
-    letters, named = await open_letters(bus, subjects)
-    now = time.time()
-    breaks = _erp_breaks(docs, mine, now=now, grace_s=grace_s, named=named)
-    del docs, mine
-    if revenue_leg:
-        views = await ledger_views(ledger, keys) if ledger is not None else None
-        # rows of another period's invoice are left out by the matching: not kept
-        records = await revenue_records(revenue, lambda k: k in keys or k not in known)
-        breaks += _revenue_breaks(invoices, records, views, now=now, grace_s=grace_s,
-                                  named=named, known=known)
+    for the reconciler (``run_once``). ``scratch``: where the spill's temporary directory
+    goes (default: the system's). Raises ``GatewayError`` subclasses when a platform, the
+    ledger, the broker or the spill cannot be read."""
+    async with Spill.opened(scratch) as spill:
+        streamed = await _spill_billing(spill, billing, billing_read)
+        if postings is not None:
+            await _add(spill, _POSTINGS, await postings(), _posting_part)
+        else:
+            async for page in erp_pages(erp):
+                await _add(spill, _POSTINGS, page, _posting_part)
+        if revenue_leg:
+            async for rows in revenue_pages(revenue):
+                await _add(spill, _ROWS, rows, lambda r: (r.key,))
+            if ledger is not None:
+                async for tally in _chunks(ledger.upload_tallies("revenue")):
+                    await _add(spill, _TALLIES, tally, lambda t: (t[0],))
+        letters, named = await open_letters(bus, subjects)
+        part = _Part(spill, streamed)
+        # a payment foreign to its entity is expected in the functional currency (reconcile.fx)
+        fx = (await _fx(part, erp, entities, msgspec.structs.asdict(accounts))
+              if postings is None else None)
+        now = time.time()
+        lettered = {lt.document for lt in letters if lt.document}
+        erp_breaks: list[Break] = []
+        revenue_breaks: list[Break] = []
+        documents: set[str] = set()  # the period's documents that letters name
+        for p in range(PARTS):
+            read = await part.billing(p)
+            if fx is not None:
+                read = with_restated(read, *fx)
+            own = [d for d in read.docs if part_of(d.key) == p]
+            keys = {d.key for d in own if period_of(d.issued_at) == period}
+            elsewhere = {d.key for d in own} - keys
+            mine = [e for e in await part.postings(p) if not e.key.startswith(_CLOSE_ENTRIES)
+                    and split_external_id(e.key)[0] not in elsewhere]
+            erp_breaks += reconcile([d for d in own if d.key in keys], mine, now=now,
+                                    grace_s=grace_s, dead_lettered=named).breaks
+            documents |= keys & lettered
+            if revenue_leg:
+                revenue_breaks += await _revenue_part(
+                    part, p, read, keys, ledger is not None, now=now, grace_s=grace_s,
+                    named=named)
     plan = await plan_run(revenue, versions, entity=entity, period=period, accounts=accounts,
                           entities=entities, only=True)
-    return close_blockers(entity, period, breaks=breaks, letters=letters, documents=keys,
-                          revenue=plan)
+    return close_blockers(entity, period, breaks=erp_breaks + revenue_breaks, letters=letters,
+                          documents=documents, revenue=plan)
 
 
-def _erp_breaks(docs: Sequence[BillingDoc], postings: Sequence[ErpPosting], *, now: float,
-                grace_s: float, named: set[str]) -> list[Break]:
-    """``reconcile``'s breaks, one partition of the documents at a time. Pure."""
-    out: list[Break] = []
-    for d, p in zip(_parts(docs, lambda d: d.key),
-                    _parts(postings, lambda p: split_external_id(p.key)[0]), strict=True):
-        out += reconcile(d, p, now=now, grace_s=grace_s, dead_lettered=named).breaks
-    return out
+# The spill's kinds: billing's records as read (or a dialect's read: its documents, revenue
+# documents, invoice ids and payments), the ERP's postings, the revenue report's rows and the
+# ledger's upload tallies.
+_RECORDS, _DOCS, _REVENUE, _KNOWN, _PAYMENTS = "records", "docs", "revenue", "known", "payments"
+_POSTINGS, _ROWS, _TALLIES = "postings", "rows", "tallies"
+_encode = msgspec.msgpack.Encoder().encode
+_records: msgspec.msgpack.Decoder[BillingRecord] = msgspec.msgpack.Decoder(BillingRecord)
+_docs = msgspec.msgpack.Decoder(BillingDoc)
+_revenue_docs = msgspec.msgpack.Decoder(RevenueDoc)
+_known = msgspec.msgpack.Decoder(str)
+_payments = msgspec.msgpack.Decoder(PaymentRef)
+_postings = msgspec.msgpack.Decoder(ErpPosting)
+_rows = msgspec.msgpack.Decoder(RevenueRecord)
+_tallies = msgspec.msgpack.Decoder(tuple[str, str, int, int])
 
 
-def _revenue_breaks(docs: Sequence[RevenueDoc], records: Sequence[RevenueRecord],
-                    views: Mapping[str, LedgerView] | None, *, now: float, grace_s: float,
-                    named: set[str], known: set[str]) -> list[Break]:
-    """``reconcile_revenue``'s breaks, one partition of the invoices at a time. Pure."""
-    out: list[Break] = []
-    for d, r in zip(_parts(docs, lambda d: d.key), _parts(records, lambda r: r.key),
-                    strict=True):
-        mine = None if views is None else {k.key: views[k.key] for k in d if k.key in views}
-        out += reconcile_revenue(d, r, ledger=mine, now=now, grace_s=grace_s,
-                                 dead_lettered=named, known=known).breaks
-    return out
+def _posting_part(e: ErpPosting) -> tuple[str]:
+    # a reversal's external id names its document: it lands with the document
+    return (split_external_id(e.key)[0],)
+
+
+async def _add(spill: Spill, kind: str, items: Iterable[_T],
+               documents: Callable[[_T], Iterable[str]]) -> None:
+    """Write ``items`` to ``spill``, each once in the partition of every document id
+    ``documents`` names."""
+    await spill.add(kind, [(q, data) for it in items
+                           for data in (_encode(it),)
+                           for q in {part_of(d) for d in documents(it)}])
+
+
+async def _chunks(items: AsyncIterator[_T], size: int = 500) -> AsyncIterator[list[_T]]:
+    chunk: list[_T] = []
+    async for it in items:
+        chunk.append(it)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+async def _spill_billing(spill: Spill, billing: RevenueReader,
+                         billing_read: Callable[[str | None], Awaitable[BillingRead]] | None
+                         ) -> bool:
+    """Billing into ``spill``: its records page by page (``True``), or a dialect's whole read
+    (``False``: that read is held until it is written)."""
+    if billing_read is None:
+        async for page in billing_records(billing):
+            await _add(spill, _RECORDS, page, record_documents)
+        return True
+    read = await billing_read(None)
+    await _add(spill, _DOCS, read.docs, lambda d: (d.key,))
+    await _add(spill, _REVENUE, read.revenue, lambda d: (d.key,))
+    await _add(spill, _KNOWN, sorted(read.invoice_ids), lambda k: (k,))
+    await _add(spill, _PAYMENTS, read.payments, lambda r: (r.key,))
+    return False
+
+
+class _Part:
+    """One partition's records, read back from the spill."""
+
+    def __init__(self, spill: Spill, streamed: bool) -> None:
+        self.spill, self.streamed = spill, streamed
+
+    async def billing(self, p: int) -> BillingRead:
+        """Billing's read of the documents of partition ``p`` (and of the documents their
+        records also name, which the caller leaves out)."""
+        read = self.spill.read
+        if self.streamed:
+            return reduce_billing([_records.decode(b) for b in await read(_RECORDS, p)], None,
+                                  gl=False)
+        return BillingRead([_docs.decode(b) for b in await read(_DOCS, p)],
+                           [_revenue_docs.decode(b) for b in await read(_REVENUE, p)], [],
+                           {_known.decode(b) for b in await read(_KNOWN, p)},
+                           [_payments.decode(b) for b in await read(_PAYMENTS, p)])
+
+    async def postings(self, p: int) -> list[ErpPosting]:
+        return [_postings.decode(b) for b in await self.spill.read(_POSTINGS, p)]
+
+    async def rows(self, p: int) -> list[RevenueRecord]:
+        return [_rows.decode(b) for b in await self.spill.read(_ROWS, p)]
+
+    async def tallies(self, p: int) -> list[tuple[str, str, int, int]]:
+        return [_tallies.decode(b) for b in await self.spill.read(_TALLIES, p)]
+
+
+async def _fx(part: _Part, erp: RevenueReader, entities: EntityMap | None,
+              accounts: Mapping[str, object]
+              ) -> tuple[dict[str, Restated], dict[str, str]] | None:
+    """``fx_restated`` of billing's payments: the foreign ones gathered a partition at a
+    time, with the ERP postings of their invoices only."""
+    if entities is None or not entities.configured:
+        return None
+    foreign: list[PaymentRef] = []
+    for p in range(PARTS):
+        foreign += [f.payment for f in
+                    foreign_payments((await part.billing(p)).payments, entities)]
+    invoices = {r.invoice for r in foreign}
+    booked: list[ErpPosting] = []
+    for p in sorted({part_of(i) for i in invoices}):
+        booked += [e for e in await part.postings(p) if split_external_id(e.key)[0] in invoices]
+    return await fx_restated(foreign, booked, erp, entities, accounts)
+
+
+async def _revenue_part(part: _Part, p: int, read: BillingRead, keys: set[str],
+                        ledgered: bool, *, now: float, grace_s: float, named: set[str]
+                        ) -> list[Break]:
+    """``reconcile_revenue``'s breaks of partition ``p``'s invoices of the period (``keys``):
+    the report's rows of those invoices and of the invoices billing never issued."""
+    known = read.invoice_ids  # of the partition: the rows matched here are of it too
+    invoices = [d for d in read.revenue if d.key in keys]
+    records = [r for r in await part.rows(p) if r.key in keys or r.key not in known]
+    views: dict[str, LedgerView] | None = None
+    if ledgered:
+        views = {}
+        for tally in await part.tallies(p):
+            fold_view(views, tally, keys)
+        views = {d.key: views[d.key] for d in invoices if d.key in views}
+    return reconcile_revenue(invoices, records, ledger=views, now=now, grace_s=grace_s,
+                             dead_lettered=named, known=known).breaks
 
 
 def kpi_document(statuses: Sequence[CloseStatus], at: float) -> dict[str, Any]:

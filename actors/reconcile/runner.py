@@ -166,7 +166,7 @@ async def _pages(billing: Reader, query: str, codec: JsonCodec[Any]
         cursor = page.next_cursor
 
 
-class _Invoice(msgspec.Struct, frozen=True, gc=False):
+class _Invoice(msgspec.Struct, frozen=True, gc=False, tag="invoice"):
     """What the legs need of one version of an invoice (its lines: only their count)."""
 
     id: str
@@ -179,7 +179,7 @@ class _Invoice(msgspec.Struct, frozen=True, gc=False):
     lines: int
 
 
-class _Note(msgspec.Struct, frozen=True, gc=False):
+class _Note(msgspec.Struct, frozen=True, gc=False, tag="note"):
     """What the legs need of a credit note."""
 
     id: str
@@ -190,7 +190,7 @@ class _Note(msgspec.Struct, frozen=True, gc=False):
     lines: int
 
 
-class _Paid(msgspec.Struct, frozen=True, gc=False):
+class _Paid(msgspec.Struct, frozen=True, gc=False, tag="paid"):
     """What the legs need of a payment (``created``: its event's time, ``paid_at``: its own)."""
 
     id: str
@@ -215,6 +215,10 @@ class BillingRead(msgspec.Struct, frozen=True):
     payments: list[PaymentRef] = []  # the payments of ``docs``, with invoice and customer
 
 
+# What a read of billing keeps of one event (tagged: a spill can hold the three in one place).
+BillingRecord = _Invoice | _Note | _Paid
+
+
 async def read_billing(billing: Reader, period: str | None, *, gl: bool = True
                        ) -> BillingRead:
     """Every document billing issued, from its event lists (all pages); only those of
@@ -223,22 +227,53 @@ async def read_billing(billing: Reader, period: str | None, *, gl: bool = True
     payment (its amount, the cash application). Raises ``GatewayError`` subclasses.
 
     Each page's events are reduced to what the legs use as soon as it is read (an invoice's
-    lines to their count), so a read holds one page of wire objects, never every event.
-    ``gl=False`` leaves the GL leg's documents out (``BillingRead.gl`` empty)."""
-    invoices: list[_Invoice] = []
+    lines to their count, ``billing_records``), so a read holds one page of wire objects,
+    never every event. ``gl=False`` leaves the GL leg's documents out (``BillingRead.gl``
+    empty)."""
+    records: list[BillingRecord] = []
+    async for page in billing_records(billing):
+        records += page
+    return reduce_billing(records, period, gl=gl)
+
+
+async def billing_records(billing: Reader) -> AsyncIterator[list[BillingRecord]]:
+    """Billing's invoice versions, then its credit notes, then its payments, one page at a
+    time, each event reduced to a ``BillingRecord`` as soon as its page is read. Raises
+    ``GatewayError`` subclasses."""
     async for data in _pages(billing, "", _events):
-        invoices += [_Invoice(o.id, _code(o.currency), o.total, o.subtotal, o.tax,
-                              float(o.created), o.version, len(o.lines.data))
-                     for o in (e.data.object for e in data if e.type in INVOICE_EVENTS)]
-    notes: list[_Note] = []
+        yield [_Invoice(o.id, _code(o.currency), o.total, o.subtotal, o.tax,
+                        float(o.created), o.version, len(o.lines.data))
+               for o in (e.data.object for e in data if e.type in INVOICE_EVENTS)]
     async for data in _pages(billing, "type=credit_note.created&", _credit_notes):
-        notes += [_Note(n.id, n.invoice, _code(n.currency), n.amount, float(n.created),
-                        len(n.lines.data)) for n in (e.data.object for e in data)]
-    payments: list[_Paid] = []
+        yield [_Note(n.id, n.invoice, _code(n.currency), n.amount, float(n.created),
+                     len(n.lines.data)) for n in (e.data.object for e in data)]
     async for data in _pages(billing, "type=invoice.paid&", _payments):
-        payments += [_Paid(p.id, p.invoice, p.customer, _code(p.currency), p.amount,
-                           float(e.created), p.paid_at)
-                     for e, p in ((e, e.data.object) for e in data)]
+        yield [_Paid(p.id, p.invoice, p.customer, _code(p.currency), p.amount,
+                     float(e.created), p.paid_at)
+               for e, p in ((e, e.data.object) for e in data)]
+
+
+def record_documents(r: BillingRecord) -> tuple[str, ...]:
+    """The document ids whose figures ``reduce_billing`` draws from ``r``: its own, and for a
+    credit note the invoice it credits (the revenue leg counts it with the invoice). Pure."""
+    return (r.id, r.invoice) if isinstance(r, _Note) else (r.id,)
+
+
+def reduce_billing(records: Iterable[BillingRecord], period: str | None, *, gl: bool = True
+                   ) -> BillingRead:
+    """``read_billing``'s result from its records (``billing_records``, in the order read).
+    Per document: a document's figures depend only on the records ``record_documents`` names
+    it in, so the records of a set of documents give exactly their figures. Pure."""
+    invoices: list[_Invoice] = []
+    notes: list[_Note] = []
+    payments: list[_Paid] = []
+    for r in records:
+        if isinstance(r, _Invoice):
+            invoices.append(r)
+        elif isinstance(r, _Note):
+            notes.append(r)
+        else:
+            payments.append(r)
     found = [BillingDoc(o.id, o.currency, o.total, o.created, o.version) for o in invoices]
     found += [BillingDoc(n.id, n.currency, n.amount, n.created) for n in notes]
     found += [BillingDoc(p.id, p.currency, p.amount, p.created) for p in payments]
@@ -340,19 +375,28 @@ async def fx_read(read: BillingRead, postings: Sequence[ErpPosting], erp: Reader
     """``read`` with its foreign payments restated (``with_restated``), reading the daily
     rates they need from ``erp``; ``read`` itself without ``entities`` or foreign payments.
     Raises ``GatewayError`` subclasses."""
-    foreign = foreign_payments(read.payments, entities) if entities is not None else []
+    fx = await fx_restated(read.payments, postings, erp, entities, accounts)
+    return read if fx is None else with_restated(read, *fx)
+
+
+async def fx_restated(payments: Sequence[PaymentRef], postings: Sequence[ErpPosting],
+                      erp: Reader, entities: EntityMap | None, accounts: Mapping[str, object]
+                      ) -> tuple[dict[str, Restated], dict[str, str]] | None:
+    """``restate``'s ``(restated, missing)`` of the foreign ones of ``payments`` (``None``
+    without ``entities`` or foreign payments), with the daily rates read from ``erp`` and the
+    booked rates of ``postings`` (those of the payments' invoices suffice). Raises
+    ``GatewayError`` subclasses."""
+    foreign = foreign_payments(payments, entities) if entities is not None else []
     if not foreign:
-        return read
+        return None
     rates = await daily_rates(erp, rate_days(foreign))
     defaults = FxAccounts()
     fx = FxAccounts(rounding=str(accounts.get("fx_rounding", defaults.rounding)),
                     fx_gain=str(accounts.get("fx_gain", defaults.fx_gain)),
                     fx_loss=str(accounts.get("fx_loss", defaults.fx_loss)))
-    restated, missing = restate(foreign, booked_rates(postings), rates,
-                                cash=str(accounts.get("cash", "1000")),
-                                receivable=str(accounts.get("receivable", "1200")),
-                                accounts=fx)
-    return with_restated(read, restated, missing)
+    return restate(foreign, booked_rates(postings), rates,
+                   cash=str(accounts.get("cash", "1000")),
+                   receivable=str(accounts.get("receivable", "1200")), accounts=fx)
 
 
 # Reads billing's documents of a period (``None``: all) in a dialect of its own.
@@ -369,15 +413,22 @@ async def revenue_records(revenue: Reader, keep: Callable[[str], bool] | None = 
     """Every row of the revenue platform's billings report (all pages); with ``keep``, only
     the rows of the invoices it accepts, chosen page by page."""
     out: list[RevenueRecord] = []
+    async for page in revenue_pages(revenue):
+        out += [r for r in page if keep is None or keep(r.key)]
+    return out
+
+
+async def revenue_pages(revenue: Reader) -> AsyncIterator[list[RevenueRecord]]:
+    """The rows of the revenue platform's billings report, one page at a time. Raises
+    ``GatewayError`` subclasses."""
     after = ""
     while True:
         page = _report.decode((await revenue.get(
             f"/revenue/v1/reports/billings?after={quote(after)}&limit={PAGE}")).body)
-        out += [RevenueRecord(r.invoice_id, r.currency.upper(), r.amount, r.lines,
-                              r.distinct_lines) for r in page.items
-                if keep is None or keep(r.invoice_id)]
+        yield [RevenueRecord(r.invoice_id, r.currency.upper(), r.amount, r.lines,
+                             r.distinct_lines) for r in page.items]
         if not page.has_more or not page.items or page.next_after == after:
-            return out
+            return
         after = page.next_after
 
 
@@ -389,14 +440,22 @@ async def ledger_views(ledger: Ledger, keys: Container[str] | None = None
     """The ledger's revenue upload rows, per invoice (``LedgerView``); with ``keys``, only
     those invoices'. Raises ``LedgerUnavailable``."""
     views: dict[str, LedgerView] = {}
-    async for invoice_id, status, rows, amount in ledger.upload_tallies("revenue"):
-        if keys is not None and invoice_id not in keys:
-            continue
-        v = views.get(invoice_id, _NO_ROWS)
-        views[invoice_id] = msgspec.structs.replace(
-            v, **{status: rows},
-            amount=v.amount + (amount if status in ("uploaded", "in_doubt") else 0))
+    async for tally in ledger.upload_tallies("revenue"):
+        fold_view(views, tally, keys)
     return views
+
+
+def fold_view(views: dict[str, LedgerView], tally: tuple[str, str, int, int],
+              keys: Container[str] | None = None) -> None:
+    """Add one of ``Ledger.upload_tallies``'s ``(invoice, status, rows, amount)`` to
+    ``views`` (left out when ``keys`` does not hold its invoice). Pure but for ``views``."""
+    invoice_id, status, rows, amount = tally
+    if keys is not None and invoice_id not in keys:
+        return
+    v = views.get(invoice_id, _NO_ROWS)
+    views[invoice_id] = msgspec.structs.replace(
+        v, **{status: rows},
+        amount=v.amount + (amount if status in ("uploaded", "in_doubt") else 0))
 
 
 async def gl_rows(erp: Reader, periods: Sequence[str]) -> list[GlRow]:
@@ -421,16 +480,23 @@ async def payables(partner: Reader, erp: Reader
 async def erp_postings(erp: Reader) -> list[ErpPosting]:
     """Every journal entry the ERP recorded (all pages)."""
     out: list[ErpPosting] = []
+    async for page in erp_pages(erp):
+        out += page
+    return out
+
+
+async def erp_pages(erp: Reader) -> AsyncIterator[list[ErpPosting]]:
+    """The ERP's journal entries, one page at a time. Raises ``GatewayError`` subclasses."""
     after = 0
     while True:
         page = _entries.decode((await erp.get(
             f"/erp/v1/journal-entries?after={after}&limit={PAGE}")).body)
-        out += [ErpPosting(e.external_id, e.id, sys.intern(e.currency), e.amount,
-                           e.subsidiary and sys.intern(e.subsidiary),
-                           e.functional_currency and sys.intern(e.functional_currency),
-                           e.exchange_rate) for e in page.items]
+        yield [ErpPosting(e.external_id, e.id, sys.intern(e.currency), e.amount,
+                          e.subsidiary and sys.intern(e.subsidiary),
+                          e.functional_currency and sys.intern(e.functional_currency),
+                          e.exchange_rate) for e in page.items]
         if len(page.items) < PAGE:
-            return out
+            return
         after = page.items[-1].seq
 
 
