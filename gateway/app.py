@@ -812,7 +812,7 @@ async def _run_tree(cfg: Config, buses: Mapping[str, NatsBus], subjects: Subject
             entity=cfg.close.entity, interval_s=cfg.close.interval_s,
             lease=lease("close", "revenue-gl"), entities=cfg.entities)))
     if cfg.close.status_interval_s > 0:
-        # What blocks the close (read-only, every process): the close.blocking KPI.
+        # What blocks the close (read-only, every process of role close): the close.blocking KPI.
         close_legs = cfg.reconcile.legs
 
         async def close_status_of(period: str) -> CloseStatus:
