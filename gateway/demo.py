@@ -153,6 +153,9 @@ class DemoOptions:
     # and gateway processes behind one round-robin webhook address.
     cluster: int = 0
     gateways: int = 1
+    # Process roles per gateway process, gateway 1 first (docs/scale-out.md, "Process roles";
+    # empty: each process runs every role).
+    roles: tuple[str, ...] = ()
     # erp.closed_period of the demo's gateway ("": its default, dead_letter); what the
     # period-close drill exercises.
     closed_period: str = ""
@@ -351,9 +354,12 @@ def _scale_lines(r: dict[str, Any]) -> list[str]:
              + (f"a {so['cluster_nodes']}-node nats cluster" if so["cluster_nodes"]
                 else "one broker")]
     total = sum(w["processed"] for w in so["work_shares"]) or 1
+    roles = so.get("roles") or []
     for w in so["work_shares"]:
         hooks = "" if w["webhooks"] is None else f"{w['webhooks']} HTTP requests, "
-        lines.append(f"    gateway {w['gateway']}: {hooks}{w['processed']} messages processed "
+        runs = f" [{roles[w['gateway'] - 1]}]" if len(roles) >= w["gateway"] else ""
+        lines.append(f"    gateway {w['gateway']}{runs}: {hooks}{w['processed']} messages "
+                     "processed "
                      f"({100 * w['processed'] / total:.0f} %)"
                      + ("" if w["up"] else " (not answering)"))
     return lines
@@ -420,18 +426,36 @@ def _flow_failures(r: dict[str, Any]) -> list[str]:
     return out
 
 
+def _drill_failures(r: dict[str, Any]) -> list[str]:
+    """The drills' verdicts that failed (each section's own line above says more)."""
+    out = []
+    alt = r.get("altered_amount")
+    if alt is not None and not alt.get("exact", True):
+        out.append(f"altered amounts {alt.get('found')} found of {alt.get('documents')} "
+                   f"altered document(s) (missed: {', '.join(alt.get('missed') or []) or '-'}"
+                   f"; unexplained: {', '.join(alt.get('unexplained') or []) or '-'})")
+    pc = r.get("period_close")
+    if pc is not None and pc.get("closed", True) is not None and not (
+            pc.get("exact") and pc.get("gl_ok")):
+        out.append(f"period close exact={pc.get('exact')} gl_ok={pc.get('gl_ok')}")
+    if not r.get("order", {}).get("order_ok", True):
+        out.append("amendments out of order (ORDER_OK false)")
+    return out
+
+
 def _human(r: dict[str, Any]) -> str:
     lat = r["latency_ms"]
+    reasons = ([f"{k}={r[k]}" for k in ("lost", "duplicates", "unexpected") if r[k]]
+               + _revenue_failures(r)
+               + _flow_failures(r)
+               + _drill_failures(r)
+               + (["ERP decimal amounts differ from the billed amounts"]
+                  if not r.get("netsuite", {}).get("amounts_match", True) else [])
+               + ([f"NetSuite refused {r['netsuite']['unauthorized_401']} requests as "
+                   "unauthenticated: check erp.auth"]
+                  if r.get("netsuite", {}).get("unauthorized_401") else []))
     verdict = ("OK: nothing lost, nothing doubled" if r["ok"] else
-               "FAILED: " + ", ".join(
-                   [f"{k}={r[k]}" for k in ("lost", "duplicates", "unexpected") if r[k]]
-                   + _revenue_failures(r)
-                   + _flow_failures(r)
-                   + (["ERP decimal amounts differ from the billed amounts"]
-                      if not r.get("netsuite", {}).get("amounts_match", True) else [])
-                   + ([f"NetSuite refused {r['netsuite']['unauthorized_401']} requests as "
-                       "unauthenticated: check erp.auth"]
-                      if r.get("netsuite", {}).get("unauthorized_401") else []))
+               "FAILED: " + (", ".join(reasons) or "see the sections above")
                + ("" if r["drained"] else " (did not drain)")
                + ("" if r.get("dlq_exact", True) else " (dead letters differ from the "
                   "injected poison)"))
@@ -523,7 +547,8 @@ async def run_demo(opts: DemoOptions) -> bool:
                   sync_interval="always" if opts.fsync == "always" else "2m",
                   ack_wait_s=5.0 if opts.faults else 30.0,
                   netsuite=opts.erp_dialect == "netsuite",
-                  cluster=opts.cluster, gateways=opts.gateways, tls=opts.tls)
+                  cluster=opts.cluster, gateways=opts.gateways, roles=opts.roles,
+                  tls=opts.tls)
     driller = Driller(stack, list(opts.faults), opts.invoices) if opts.faults else None
     if driller is not None:
         stack.gateway_toml = driller.gateway_toml
@@ -649,6 +674,7 @@ async def run_demo(opts: DemoOptions) -> bool:
             report["ok"] = bool(report["ok"] and money_ok(money))
         if opts.cluster or opts.gateways > 1:
             report["scale_out"] = {"cluster_nodes": opts.cluster, "gateways": opts.gateways,
+                                   "roles": list(opts.roles),
                                    "gateway_starts_1": stack.gateway_starts,
                                    "work_shares": await stack.work_shares()}
         # What blocks the close of the bill run's month once everything drained (the

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ._common import faults_arg, run_async
+from .up import process_roles_arg
 
 _KINDS = ("raw_hop", "b1", "b2", "b1w", "b2w", "b2wl", "peer", "peerw")
 
@@ -104,23 +105,6 @@ def _scale_out(args: argparse.Namespace, opts: Any) -> int:
     else:
         print(render_scale(report))
     return 0 if report["ok"] else 1
-
-
-def _process_roles(text: str) -> list[str]:
-    """``--roles A/B``: one list of process roles per process (``erpgw up --roles``'s
-    check on each); at least two processes."""
-    from .up import ROLE_NAMES, parse_roles
-
-    lists = [",".join(parse_roles(part)) for part in text.split("/")]
-    if len(lists) < 2:
-        raise argparse.ArgumentTypeError("give one list per process, separated by '/', "
-                                         "e.g. ingress,billing/sync,revenue,usage,commercial,"
-                                         "close")
-    nobody = [r for r in ROLE_NAMES if not any(r in x.split(",") for x in lists)]
-    if nobody:
-        raise argparse.ArgumentTypeError(f"role {nobody[0]!r} runs in no process: its work "
-                                         "would wait at the broker")
-    return lists
 
 
 def _gateway_counts(text: str) -> tuple[int, ...]:
@@ -269,7 +253,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     sc.add_argument("--cluster", type=_cluster_size, default=0, metavar="N",
                     help="with --gateways: N nats-server nodes in one JetStream cluster (R3 "
                          "streams) instead of one broker")
-    sc.add_argument("--roles", type=_process_roles, metavar="A/B",
+    sc.add_argument("--roles", type=process_roles_arg, metavar="A/B",
                     help="with --gateways: the process roles of each process of the run with "
                          "that many processes, one comma-separated list per process, e.g. "
                          "ingress,billing/sync,revenue,usage,commercial,close (erpgw up "

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ._common import faults_arg, run_async
+from .up import process_roles_arg
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -42,6 +43,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print("erpgw demo: error: --faults lose-quorum kills two of three nodes: it needs "
               "--cluster 3", file=sys.stderr)
         return 2
+    if args.roles and len(args.roles) != args.gateways:
+        print(f"erpgw demo: error: --roles gives {len(args.roles)} processes' roles: pass "
+              f"--gateways {len(args.roles)}", file=sys.stderr)
+        return 2
     if args.cluster and args.nats_url:
         print("erpgw demo: error: --cluster starts its own nats-server nodes: drop --nats-url",
               file=sys.stderr)
@@ -51,7 +56,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
                        stall_timeout=args.stall_timeout, fsync=args.fsync, faults=faults,
                        flows=flows, billing_dialect=dialects["billing"],
                        erp_dialect=dialects["erp"], cluster=args.cluster,
-                       gateways=args.gateways, closed_period=args.closed_period or "",
+                       gateways=args.gateways, roles=tuple(args.roles or ()),
+                       closed_period=args.closed_period or "",
                        tls=args.tls)
     ok: bool = run_async(lambda: run_demo(opts))
     return 0 if ok else 1
@@ -121,6 +127,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                     help="run N gateway processes, each with its own data directory, behind "
                          "one round-robin webhook address; the report adds each process's "
                          "share of the work (default 1)")
+    dm.add_argument("--roles", type=process_roles_arg, metavar="A/B",
+                    help="with --gateways N: the process roles of each process, one "
+                         "comma-separated list per process, e.g. --gateways 2 --roles "
+                         "ingress,billing/sync,revenue,usage,commercial,close (erpgw up "
+                         "--roles; docs/scale-out.md, 'Process roles'); kill-gateway and "
+                         "freeze-gateway act on the first")
     dm.add_argument("--closed-period", choices=["next_open", "dead_letter"],
                     help="the gateway's erp.closed_period: a posting dated in a period the "
                          "ERP has closed goes to the first open period (next_open) or is "

@@ -44,6 +44,21 @@ def parse_roles(text: str) -> list[str]:
     return list(dict.fromkeys(roles))
 
 
+def process_roles_arg(text: str) -> list[str]:
+    """``--roles A/B`` of ``erpgw demo`` and ``erpgw bench``: one list of process roles per
+    process (``parse_roles``' check on each), at least two processes, every role in one."""
+    lists = [",".join(parse_roles(part)) for part in text.split("/")]
+    if len(lists) < 2:
+        raise argparse.ArgumentTypeError("give one list per process, separated by '/', "
+                                         "e.g. ingress,billing/sync,revenue,usage,commercial,"
+                                         "close")
+    nobody = [r for r in ROLE_NAMES if not any(r in x.split(",") for x in lists)]
+    if nobody:
+        raise argparse.ArgumentTypeError(f"role {nobody[0]!r} runs in no process: its work "
+                                         "would wait at the broker")
+    return lists
+
+
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     up = sub.add_parser("up", help="run the gateway daemon (Ctrl-C/SIGTERM drains and exits)",
                         description="Run the gateway: embedded nats-server (unless --nats-url), "

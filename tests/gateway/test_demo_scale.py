@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from gateway.demo import _flow_failures, _scale_lines
+from gateway.demo import _drill_failures, _flow_failures, _scale_lines
 
 
 def test_a_failed_flow_is_named_with_its_figures() -> None:
@@ -26,3 +26,27 @@ def test_work_shares_are_shown_per_process() -> None:
         "    gateway 1: 30 HTTP requests, 300 messages processed (75 %)",
         "    gateway 2: 10 HTTP requests, 100 messages processed (25 %) (not answering)"]
     assert _scale_lines({}) == []
+
+
+def test_each_process_shows_its_roles() -> None:
+    report = {"scale_out": {"cluster_nodes": 0, "gateways": 2, "roles": [
+        "ingress,billing", "sync,revenue,usage,commercial,close"], "work_shares": [
+        {"gateway": 1, "webhooks": 30, "processed": 300, "up": True},
+        {"gateway": 2, "webhooks": None, "processed": 100, "up": True}]}}
+    assert _scale_lines(report)[1:] == [
+        "    gateway 1 [ingress,billing]: 30 HTTP requests, 300 messages processed (75 %)",
+        "    gateway 2 [sync,revenue,usage,commercial,close]: 100 messages processed (25 %)"]
+
+
+def test_a_failed_drill_verdict_is_named() -> None:
+    report: dict[str, Any] = {
+        "altered_amount": {"exact": False, "documents": 13, "found": 12,
+                           "missed": ["in_000028"], "unexplained": []},
+        "period_close": {"exact": True, "gl_ok": False},
+        "order": {"order_ok": False}}
+    assert _drill_failures(report) == [
+        "altered amounts 12 found of 13 altered document(s) (missed: in_000028; "
+        "unexplained: -)", "period close exact=True gl_ok=False",
+        "amendments out of order (ORDER_OK false)"]
+    assert _drill_failures({"altered_amount": {"exact": True}, "period_close": {
+        "closed": None}, "order": {"order_ok": True}}) == []
