@@ -549,7 +549,9 @@ async def run_demo(opts: DemoOptions) -> bool:
                   netsuite=opts.erp_dialect == "netsuite",
                   cluster=opts.cluster, gateways=opts.gateways, roles=opts.roles,
                   tls=opts.tls)
-    driller = Driller(stack, list(opts.faults), opts.invoices) if opts.faults else None
+    driller = Driller(stack, list(opts.faults), opts.invoices,
+                      entities=DEMO_ENTITY_MAP if opts.erp_dialect == "erpgw" else None) \
+        if opts.faults else None
     if driller is not None:
         stack.gateway_toml = driller.gateway_toml
         stack.gateway_env.update(driller.gateway_env)

@@ -59,6 +59,7 @@ import msgspec
 from actors.infra import NatsBus, OutMsg
 from actors.infra.bus import server_list
 from actors.infra.http import HttpClient
+from actors.lifecycle.fx import EntityMap
 from actors.reconcile import Flag, run_once
 from actors.reconcile.matching import split_external_id
 from actors.router.invoices import AccountMap
@@ -187,8 +188,12 @@ def _heal_order(name: str) -> int:
 
 
 class Driller:
-    def __init__(self, stack: Stack, names: list[str], invoices: int) -> None:
+    def __init__(self, stack: Stack, names: list[str], invoices: int, *,
+                 entities: EntityMap | None = None) -> None:
         self.stack = stack
+        # The gateway's entity map (a foreign payment's posting is in its entity's functional
+        # currency: the altered-amount check's reconciliation restates it the same way).
+        self.entities = entities
         self.names = names
         self.invoices = invoices
         self.records = {n: FaultRecord(n) for n in names}
@@ -491,7 +496,7 @@ class Driller:
                 async with HttpClient(self.stack.sim_url, platform="billing", ca_file=ca) as \
                         billing, HttpClient(self.stack.sim_url, platform="erp", ca_file=ca) as erp:
                     run = await run_once(bus, subjects, billing, erp, grace_s=0.0,
-                                         repair=False)
+                                         repair=False, entities=self.entities)
             finally:
                 await bus.close()
             await nc.flush()

@@ -94,3 +94,19 @@ def test_demo_drill_altered_amount_finds_exactly_the_altered_postings() -> None:
     assert len(alt["proposals"]) == alt["altered"]
     assert doc["ok"] is True and doc["posted"] == 300 and doc["duplicates"] == 0
     assert "altered-amount" not in doc["recovery_s"]
+
+
+@pytest.mark.timeout(150)
+def test_demo_drill_finds_an_altered_foreign_payment() -> None:
+    """With the money flows (two processes: the demo runs payments under faults only when it
+    scales out), seed 1 alters the cash application of py_000108, a USD payment of a customer
+    of the EUR entity: posted in EUR, so the drill's reconciliation must restate it with the
+    gateway's entity map to see an amount break (without it: a currency break, missed)."""
+    r = subprocess.run([sys.executable, "-m", "gateway", "demo", "--gateways", "2",
+                        "--invoices", "200", "--seed", "1", "--json", "--flows", "money",
+                        "--faults", "altered-amount"],
+                       capture_output=True, text=True, timeout=140, check=False)
+    assert r.returncode == 0, r.stderr + r.stdout
+    alt = msgspec.json.decode(r.stdout)["altered_amount"]
+    assert "py_000108" in alt["proposals"]
+    assert alt["exact"] is True and alt["missed"] == alt["unexplained"] == []
