@@ -143,6 +143,10 @@ def test_demo_refuses_an_unknown_fault(capsys: pytest.CaptureFixture[str]) -> No
     (("--cluster", "3", "--faults", "broker-restart"), "needs the single embedded broker"),
     (("--gateways", "0"), "argument --gateways: 0 is out of range: 1 to 8"),
     (("--cluster", "three"), "argument --cluster: 'three' is not a whole number"),
+    (("--roles", "ingress,billing/sync,revenue,usage,commercial,close"),
+     "--roles gives 2 processes' roles: pass --gateways 2"),
+    (("--gateways", "2", "--roles", "ingress,billing/sync,revenue"),
+     "argument --roles: role 'usage' runs in no process"),
 ])
 def test_demo_refuses_scale_out_options_that_do_not_fit(
         capsys: pytest.CaptureFixture[str], args: tuple[str, ...], needle: str) -> None:
