@@ -124,6 +124,13 @@ async def _per_invoice(http: aiohttp.ClientSession, base: str,
     return out
 
 
+def gateway_cpu(stack: Stack) -> float | None:
+    """CPU seconds of the gateway: every gateway process of a stack split by process roles
+    (``--roles``), else the one process."""
+    pids = [p for p in stack.gateway_pids() if p] if stack.gateways > 1 else []
+    return _sum_cpu(pids) if pids else cpu_seconds(stack.gateway_pid)
+
+
 def _sum_cpu(pids: list[int]) -> float | None:
     """CPU seconds of ``pids`` together; None when any cannot be read."""
     vals = [cpu_seconds(p) for p in pids]
@@ -204,7 +211,7 @@ async def run_gateway_leg(stack: Stack, leg: GatewayLeg, *, stall_timeout: float
             await flood.prepare(http)
         flooding = anyio.Event()
         others = [p for p in box_pids if p]
-        cpu0 = cpu_seconds(pid)
+        cpu0 = gateway_cpu(stack)
         box0 = _sum_cpu(others)
         t_start = time.time()
         if driller is not None:
@@ -243,18 +250,18 @@ async def run_gateway_leg(stack: Stack, leg: GatewayLeg, *, stall_timeout: float
                     complete = (audit["issued"] >= leg.events
                                 and audit["accepted"] >= audit["issued"])
                     if complete and audit["unposted_count"] == 0:
-                        cpu1, drained = cpu_seconds(pid), True
+                        cpu1, drained = gateway_cpu(stack), True
                         box1 = _sum_cpu(others)
                         break
                     idle = time.monotonic() - last_change
                     if complete and idle > 3.0:  # the rest may be dead-lettered: ask the DLQ
                         dead = await stack.dead_letters()
                         if DrainResult(audit, dead, False, 0.0).lost == 0:
-                            cpu1, drained = cpu_seconds(pid), True
+                            cpu1, drained = gateway_cpu(stack), True
                             box1 = _sum_cpu(others)
                             break
                     if idle > stall_timeout:
-                        cpu1 = cpu_seconds(pid)
+                        cpu1 = gateway_cpu(stack)
                         box1 = _sum_cpu(others)
                         break
                     await asyncio.sleep(0.25)

@@ -31,8 +31,8 @@ import aiohttp
 
 from gateway.stack import Stack
 
-from ._gateway import GatewayLeg, _sim, _sum_cpu, progress_bar
-from ._proc import cpu_seconds, peak_rss_mb, rss_mb
+from ._gateway import GatewayLeg, _sim, _sum_cpu, gateway_cpu, progress_bar
+from ._proc import peak_rss_mb, rss_mb
 from ._report import keeps_up
 from ._stats import (
     auto_bin,
@@ -86,7 +86,7 @@ async def run_generated_leg(stack: Stack, leg: GatewayLeg, *, stall_timeout: flo
     others = [p for p in box_pids if p]
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
         await _sim(http, "POST", f"{base}/sim/v1/reset")
-        cpu0, box0 = cpu_seconds(pid), _sum_cpu(others)
+        cpu0, box0 = gateway_cpu(stack), _sum_cpu(others)
         t_start = time.time()
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "bench._loadgen", json.dumps(gen_cfg),
@@ -102,12 +102,12 @@ async def run_generated_leg(stack: Stack, leg: GatewayLeg, *, stall_timeout: flo
                 say(f"{progress_bar(postings / max(1, leg.events))} gateway (generator load): "
                     f"posted {postings}/{leg.events}")
                 if postings >= leg.events and gen_task.done():
-                    cpu1, box1, drained = cpu_seconds(pid), _sum_cpu(others), True
+                    cpu1, box1, drained = gateway_cpu(stack), _sum_cpu(others), True
                     break
                 if postings != last:
                     last, moved = postings, time.monotonic()
                 elif time.monotonic() - moved > stall_timeout:
-                    cpu1, box1 = cpu_seconds(pid), _sum_cpu(others)
+                    cpu1, box1 = gateway_cpu(stack), _sum_cpu(others)
                     break
                 await asyncio.sleep(0.1)
             out, _ = await asyncio.wait_for(gen_task, stall_timeout)

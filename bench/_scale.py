@@ -181,7 +181,7 @@ async def _one(n: int, opts: Any, workdir: Path, say: Any) -> dict[str, Any]:
     try:
         await stack.start()
         if stack.proxy is None:  # one process: the same hop as with several
-            extra_proxy = RoundRobinProxy(stack.gateway_urls(), port=free_port())
+            extra_proxy = RoundRobinProxy(stack.ingress_urls(), port=free_port())
             await extra_proxy.start()
             stack.proxy = extra_proxy
         pids = _pids(stack)

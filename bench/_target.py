@@ -95,7 +95,9 @@ def topology(opts: BenchOptions) -> dict[str, str]:
             else " (no --gateway-pid: CPU and RSS not measured)")
     else:
         sim = "started: erpgw sim (separate process)"
-        gw = "started: erpgw up (separate process)"
+        gw = ("started: erpgw up (separate process)" if not opts.roles else
+              f"started: {len(opts.roles)} erpgw up processes split by process roles "
+              + " | ".join(opts.roles) + " (CPU: all of them; RSS and flame: the first)")
     return {"broker": broker, "simulator": sim, "gateway": gw}
 
 
@@ -172,7 +174,9 @@ def make_stack(opts: BenchOptions, workdir: Path) -> Stack:
         return TargetStack(workdir, nats_url=opts.nats_url or "", seed=opts.seed,
                            target_sim=opts.sim_url or "", target_gateway=opts.gateway_url,
                            target_pid=opts.gateway_pid)
-    return Stack(workdir, nats_url=opts.nats_url or "", seed=opts.seed, sync_interval=sync)
+    # --roles A/B: one gateway process per list of process roles (gateway 1 first)
+    return Stack(workdir, nats_url=opts.nats_url or "", seed=opts.seed, sync_interval=sync,
+                 gateways=len(opts.roles) or 1, roles=tuple(opts.roles))
 
 
 async def broker_problem(url: str, options: dict[str, Any] | None = None) -> str | None:

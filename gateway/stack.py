@@ -202,7 +202,8 @@ class Stack:
     gateways: int = 1
     # Process roles (docs/scale-out.md, "Process roles"), one comma-separated list per
     # gateway process, gateway 1 first (empty: every process runs every role). The proxy
-    # forwards only to the processes that run ``ingress``.
+    # forwards only to the processes that run ``ingress``; with one such process there is no
+    # proxy: the webhooks go straight to it.
     roles: tuple[str, ...] = ()
     # Every hop encrypted (docs/security.md, S14): a CA made at start (``certs``, under
     # ``<workdir>/tls``) signs the broker's certificate (TLS only, client certificates
@@ -289,7 +290,11 @@ class Stack:
         when there are several, else the one process's webhook listener."""
         if self.proxy is not None:
             return self.proxy.url
-        return f"{self.scheme}://127.0.0.1:{self.gateway_port}"
+        return self.ingress_urls()[0]
+
+    def ingress_urls(self) -> list[str]:
+        """The webhook listeners of the processes that run process role ``ingress``."""
+        return [u for i, u in enumerate(self.gateway_urls(), 1) if self.runs(i, "ingress")]
 
     def gateway_urls(self) -> list[str]:
         """Every gateway process's own webhook listener, gateway 1 first."""
@@ -378,10 +383,9 @@ class Stack:
             self.other_ports = [free_port() for _ in range(self.gateways - 1)]
             self.other_admin_ports = [free_port() for _ in range(self.gateways - 1)]
             self._others = [None] * (self.gateways - 1)
-            self.proxy = RoundRobinProxy(
-                [u for i, u in enumerate(self.gateway_urls(), 1) if self.runs(i, "ingress")],
-                port=free_port())
-            await self.proxy.start()
+            if len(self.ingress_urls()) > 1:  # one ingress process: no proxy in the way
+                self.proxy = RoundRobinProxy(self.ingress_urls(), port=free_port())
+                await self.proxy.start()
         await self.start_sim()
         await self.start_gateway()
         for i in range(2, self.gateways + 1):
@@ -409,8 +413,12 @@ class Stack:
         scale = ""
         if self.cluster:
             scale += f"[streams]\nreplicas = {min(self.cluster, 3)}\n"
-        # The ack-pending limit is the consumer's, shared by every process fetching from it.
-        pending = f"max_ack_pending = {256 * self.gateways}\n" if self.gateways > 1 else ""
+        # The ack-pending limit is the consumer's, shared by every process fetching from it
+        # (with roles, by the processes that run the same role).
+        share = max((sum(r in x.split(",") for x in self.roles)
+                     for r in {r for x in self.roles for r in x.split(",")}),
+                    default=0) if self.roles else self.gateways
+        pending = f"max_ack_pending = {256 * share}\n" if share > 1 else ""
         path.write_text(
             f'data_dir = "{data}"\n'
             f'[nats]\nurl = "{self.url}"\nprefix = "{self.nats_prefix}"\n'

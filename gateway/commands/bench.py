@@ -44,8 +44,12 @@ def cmd_peak_billing(args: argparse.Namespace) -> int:
         sim_url=args.sim, gateway_pid=args.gateway_pid, rss_check=args.rss_check,
         usage=args.usage, gateways=args.gateways or (), cluster=args.cluster,
         roles=tuple(args.roles or ()), flame=args.flame)
-    if args.gateways or args.cluster or args.roles:
+    if args.gateways or args.cluster:
         return _scale_out(args, opts)
+    if args.roles and (args.nats_url or args.gateway):
+        print("erpgw bench: error: --roles starts the gateway processes itself: drop "
+              "--nats-url and --gateway", file=sys.stderr)
+        return 2
     try:
         from bench import plan_legs
 
@@ -77,7 +81,7 @@ def _scale_out(args: argparse.Namespace, opts: Any) -> int:
     from bench._scale import render_scale, run_scale
 
     if not args.gateways:
-        print("erpgw bench: error: --cluster and --roles need --gateways LIST", file=sys.stderr)
+        print("erpgw bench: error: --cluster needs --gateways LIST", file=sys.stderr)
         return 2
     if args.roles and len(args.roles) not in args.gateways:
         print(f"erpgw bench: error: --roles gives {len(args.roles)} processes' roles; "
@@ -254,10 +258,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                     help="with --gateways: N nats-server nodes in one JetStream cluster (R3 "
                          "streams) instead of one broker")
     sc.add_argument("--roles", type=process_roles_arg, metavar="A/B",
-                    help="with --gateways: the process roles of each process of the run with "
-                         "that many processes, one comma-separated list per process, e.g. "
-                         "ingress,billing/sync,revenue,usage,commercial,close (erpgw up "
-                         "--roles; docs/scale-out.md, 'Process roles')")
+                    help="split the gateway into processes by process roles, one "
+                         "comma-separated list per process, gateway 1 first (erpgw up "
+                         "--roles; docs/scale-out.md, 'Process roles'), e.g. "
+                         "ingress,billing,revenue,usage,commercial,close/sync: the legs run "
+                         "through those processes (CPU: all of them; RSS and --flame: gateway "
+                         "1). With --gateways: the roles of the run with that many processes")
     pb.add_argument("--out", type=Path, metavar="DIR",
                     help="write report.json, report.txt and PNG plots here")
     pb.add_argument("--flame", type=Path, metavar="FILE",

@@ -42,8 +42,9 @@ def test_a_bad_count_is_a_usage_error_naming_it(capsys: pytest.CaptureFixture[st
     (("--gateways", "1,2", "--rate", "100"), "drop --rate"),
     (("--gateways", "1", "--faults", "erp-outage"), "drop --faults"),
     (("--gateways", "1", "--repeat", "2"), "drop --repeat"),
-    (("--cluster", "3",), "--cluster and --roles need --gateways"),
-    (("--roles", "ingress,billing/sync,revenue,usage,commercial,close"), "need --gateways"),
+    (("--cluster", "3",), "--cluster needs --gateways"),
+    (("--roles", "ingress,billing/sync,revenue,usage,commercial,close", "--gateway",
+      "http://127.0.0.1:1"), "--roles starts the gateway processes itself"),
     (("--gateways", "1,3", "--roles", "ingress,billing/sync,revenue,usage,commercial,close"),
      "--gateways must include 2")])
 def test_the_cli_refuses_what_a_scale_out_run_cannot_do(

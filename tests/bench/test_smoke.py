@@ -92,3 +92,23 @@ def test_a_leg_under_faults_reports_recovery_and_loses_nothing(tmp_path: Path) -
     assert leg["erp-outage"]["drained_s"] >= leg["erp-outage"]["first_posting_s"]
     # The kill may land when little is left to post (null: nothing waited for the restart).
     assert leg["kill-gateway"]["drained_s"] is not None
+
+
+@pytest.mark.timeout(300)
+def test_a_run_split_by_process_roles_measures_every_gateway_process() -> None:
+    """``--roles``: the sync lane in a process of its own beside the rest; the flood leg's
+    sync probe is answered from that process (over NATS), the CPU figure is both processes'
+    (the sync process idles, so it adds next to nothing: the figure is only checked to be
+    there) and nothing is lost or doubled."""
+    r = subprocess.run(
+        [sys.executable, "-m", "gateway", "bench", "peak-billing", "--max", "--invoices", "200",
+         "--usage", "200", "--baselines", "none", "--roles",
+         "ingress,billing,revenue,usage,commercial,close/sync", "--json", "--quiet"],
+        capture_output=True, text=True, timeout=280, check=False)
+    doc = msgspec.json.decode(r.stdout)
+    assert "2 erpgw up processes split by process roles" in doc["topology"]["gateway"]
+    assert doc["audit"]["lost"] == 0 and doc["audit"]["duplicates"] == 0
+    flood = [leg for leg in doc["legs"] if leg["name"] == "max+usage"][0]["gateway"]
+    assert flood["complete"] and flood["cpu_us_per_event"] is not None
+    (sync,) = [v for v in doc["verdicts"] if v["id"] == "sync_p99"]
+    assert sync["figure"] is not None and "0 errors" in sync["note"]
