@@ -82,6 +82,12 @@ PARTS = 16
 _T = TypeVar("_T")
 
 
+# The pass reads the platforms in pages of this many items (the reconciler's are 1,000): a
+# page of billing's wire events is what the pass holds at its peak, and the pass runs in the
+# gateway process every close.status_interval_s (docs/benchmarks.md, "What grew").
+CLOSE_PAGE = 250
+
+
 def part_of(document: str) -> int:
     """The partition of a document id (stable across processes). Pure."""
     return zlib.crc32(document.encode()) % PARTS
@@ -152,10 +158,10 @@ async def close_status(bus: NatsBus, subjects: Subjects, *, billing: RevenueRead
         if postings is not None:
             await _add(spill, _POSTINGS, await postings(), _posting_part)
         else:
-            async for page in erp_pages(erp):
+            async for page in erp_pages(erp, CLOSE_PAGE):
                 await _add(spill, _POSTINGS, page, _posting_part)
         if revenue_leg:
-            async for rows in revenue_pages(revenue):
+            async for rows in revenue_pages(revenue, CLOSE_PAGE):
                 await _add(spill, _ROWS, rows, lambda r: (r.key,))
             if ledger is not None:
                 async for tally in _chunks(ledger.upload_tallies("revenue")):
@@ -239,7 +245,7 @@ async def _spill_billing(spill: Spill, billing: RevenueReader,
     """Billing into ``spill``: its records page by page (``True``), or a dialect's whole read
     (``False``: that read is held until it is written)."""
     if billing_read is None:
-        async for page in billing_records(billing):
+        async for page in billing_records(billing, CLOSE_PAGE):
             await _add(spill, _RECORDS, page, record_documents)
         return True
     read = await billing_read(None)

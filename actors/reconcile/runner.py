@@ -152,14 +152,14 @@ class _Page(Protocol[T_co]):
     def next_cursor(self) -> str: ...
 
 
-async def _pages(billing: Reader, query: str, codec: JsonCodec[Any]
-                 ) -> AsyncIterator[Sequence[Any]]:
+async def _pages(billing: Reader, query: str, codec: JsonCodec[Any],
+                 page_size: int | None = None) -> AsyncIterator[Sequence[Any]]:
     """The items of a billing event list (``query`` selects which), one page at a time: a
     caller that keeps only what it needs of each page holds one page of wire objects at most."""
     cursor = "0"
     while True:
         page: _Page[Any] = codec.decode((await billing.get(
-            f"/billing/v1/events?{query}after={cursor}&limit={PAGE}")).body)
+            f"/billing/v1/events?{query}after={cursor}&limit={page_size or PAGE}")).body)
         yield page.data
         if not page.has_more or page.next_cursor == cursor:
             return
@@ -236,18 +236,19 @@ async def read_billing(billing: Reader, period: str | None, *, gl: bool = True
     return reduce_billing(records, period, gl=gl)
 
 
-async def billing_records(billing: Reader) -> AsyncIterator[list[BillingRecord]]:
-    """Billing's invoice versions, then its credit notes, then its payments, one page at a
-    time, each event reduced to a ``BillingRecord`` as soon as its page is read. Raises
-    ``GatewayError`` subclasses."""
-    async for data in _pages(billing, "", _events):
+async def billing_records(billing: Reader, page_size: int | None = None
+                          ) -> AsyncIterator[list[BillingRecord]]:
+    """Billing's invoice versions, then its credit notes, then its payments, one page (of
+    ``page_size`` events, default ``PAGE``) at a time, each event reduced to a
+    ``BillingRecord`` as soon as its page is read. Raises ``GatewayError`` subclasses."""
+    async for data in _pages(billing, "", _events, page_size):
         yield [_Invoice(o.id, _code(o.currency), o.total, o.subtotal, o.tax,
                         float(o.created), o.version, len(o.lines.data))
                for o in (e.data.object for e in data if e.type in INVOICE_EVENTS)]
-    async for data in _pages(billing, "type=credit_note.created&", _credit_notes):
+    async for data in _pages(billing, "type=credit_note.created&", _credit_notes, page_size):
         yield [_Note(n.id, n.invoice, _code(n.currency), n.amount, float(n.created),
                      len(n.lines.data)) for n in (e.data.object for e in data)]
-    async for data in _pages(billing, "type=invoice.paid&", _payments):
+    async for data in _pages(billing, "type=invoice.paid&", _payments, page_size):
         yield [_Paid(p.id, p.invoice, p.customer, _code(p.currency), p.amount,
                      float(e.created), p.paid_at)
                for e, p in ((e, e.data.object) for e in data)]
@@ -418,13 +419,14 @@ async def revenue_records(revenue: Reader, keep: Callable[[str], bool] | None = 
     return out
 
 
-async def revenue_pages(revenue: Reader) -> AsyncIterator[list[RevenueRecord]]:
-    """The rows of the revenue platform's billings report, one page at a time. Raises
-    ``GatewayError`` subclasses."""
+async def revenue_pages(revenue: Reader, page_size: int | None = None
+                        ) -> AsyncIterator[list[RevenueRecord]]:
+    """The rows of the revenue platform's billings report, one page (of ``page_size``,
+    default ``PAGE``) at a time. Raises ``GatewayError`` subclasses."""
     after = ""
     while True:
         page = _report.decode((await revenue.get(
-            f"/revenue/v1/reports/billings?after={quote(after)}&limit={PAGE}")).body)
+            f"/revenue/v1/reports/billings?after={quote(after)}&limit={page_size or PAGE}")).body)
         yield [RevenueRecord(r.invoice_id, r.currency.upper(), r.amount, r.lines,
                              r.distinct_lines) for r in page.items]
         if not page.has_more or not page.items or page.next_after == after:
@@ -485,17 +487,18 @@ async def erp_postings(erp: Reader) -> list[ErpPosting]:
     return out
 
 
-async def erp_pages(erp: Reader) -> AsyncIterator[list[ErpPosting]]:
-    """The ERP's journal entries, one page at a time. Raises ``GatewayError`` subclasses."""
+async def erp_pages(erp: Reader, page_size: int | None = None) -> AsyncIterator[list[ErpPosting]]:
+    """The ERP's journal entries, one page (of ``page_size``, default ``PAGE``) at a time. Raises
+    ``GatewayError`` subclasses."""
     after = 0
     while True:
         page = _entries.decode((await erp.get(
-            f"/erp/v1/journal-entries?after={after}&limit={PAGE}")).body)
+            f"/erp/v1/journal-entries?after={after}&limit={page_size or PAGE}")).body)
         yield [ErpPosting(e.external_id, e.id, sys.intern(e.currency), e.amount,
                           e.subsidiary and sys.intern(e.subsidiary),
                           e.functional_currency and sys.intern(e.functional_currency),
                           e.exchange_rate) for e in page.items]
-        if len(page.items) < PAGE:
+        if len(page.items) < (page_size or PAGE):
             return
         after = page.items[-1].seq
 

@@ -150,6 +150,7 @@ def no_close_run(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setattr(status, "plan_run", plan)
     monkeypatch.setattr(runner, "PAGE", 7)
+    monkeypatch.setattr(status, "CLOSE_PAGE", 7)
 
 
 async def close_status(*, dialect: bool = False, entities: EntityMap | None = None,
@@ -278,3 +279,21 @@ async def test_each_matching_sees_one_partition_and_only_the_period_s_rows(
     assert sum(erp_calls) == period and max(erp_calls) < period // 2
     rows = set().union(*revenue_calls)
     assert "in_888888" in rows and not rows & {o.id for o in OTHER}
+
+
+async def test_the_pass_reads_the_platforms_in_its_own_small_pages(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A page of wire events is what the pass holds at its peak: it asks for ``CLOSE_PAGE``
+    items a page, not the reconciler's ``PAGE``."""
+    monkeypatch.setattr(status, "CLOSE_PAGE", 5)
+    asked: list[str] = []
+    get = Platforms.get
+
+    async def spy(self: Platforms, path: str) -> HttpResponse:
+        asked.append(path)
+        return await get(self, path)
+
+    monkeypatch.setattr(Platforms, "get", spy)
+    await close_status()
+    limits = {parse_qs(urlparse(p).query)["limit"][0] for p in asked if "limit=" in p}
+    assert limits == {"5"}
