@@ -45,7 +45,8 @@ lint: $(STAMP)  ## ruff (with its security rules), mypy, the import-layer contra
 # FastStream peer at the maximum-load leg only), then a leg where 2,000
 # usage records flood the usage lane (flow 4) alongside the invoices, and the RSS check (a
 # fresh gateway for 1,000 and for 10,000 invoices). Legs are kept short so that the whole run
-# stays under 3 minutes on an idle 2-core box (2 min 22 s measured; docs/benchmarks.md).
+# stays under 3 minutes on an idle 2-core box (1 min 10 s to 1 min 20 s measured;
+# docs/benchmarks.md).
 # The optional extras (matplotlib for plots, py-spy for --flame, FastStream for the peer) are
 # installed once; if that fails the bench still runs and reports what it skipped.
 BENCH_OUT   ?= $(or $(TMPDIR),/tmp)/erpgw-bench
