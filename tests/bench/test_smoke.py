@@ -108,7 +108,7 @@ def test_a_run_split_by_process_roles_measures_every_gateway_process() -> None:
     doc = msgspec.json.decode(r.stdout)
     assert "2 erpgw up processes split by process roles" in doc["topology"]["gateway"]
     assert doc["audit"]["lost"] == 0 and doc["audit"]["duplicates"] == 0
-    flood = [leg for leg in doc["legs"] if leg["name"] == "max+usage"][0]["gateway"]
+    flood = next(leg for leg in doc["legs"] if leg["name"] == "max+usage")["gateway"]
     assert flood["complete"] and flood["cpu_us_per_event"] is not None
     (sync,) = [v for v in doc["verdicts"] if v["id"] == "sync_p99"]
     assert sync["figure"] is not None and "0 errors" in sync["note"]
