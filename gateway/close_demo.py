@@ -27,7 +27,7 @@ from actors.router.invoices import AccountMap
 from contracts import Subjects
 from contracts.platforms.revenue import RecognitionDetail
 
-from .drills import erp_entries
+from .drills import billing_client, billing_read_for, erp_entries
 from .stack import Stack
 
 __all__ = ["close_blocking", "contract_start_period", "entity_revenue", "recognised_by_entity",
@@ -130,7 +130,8 @@ def revenue_to_gl_ok(flow: dict[str, Any]) -> bool:
 
 
 async def close_blocking(stack: Stack, period: str, *, entity: str | None = None,
-                         entities: EntityMap | None = None) -> dict[str, Any]:
+                         entities: EntityMap | None = None,
+                         billing_dialect: str = "erpgw") -> dict[str, Any]:
     """What blocks the close of ``period`` (``erpgw close status`` against the stack): the
     entity's ``to_builtins`` document (``blocking``, ``by_kind``, ``items``…); ``entity``
     defaults to ``entities.default`` (``"default"`` without entities). Raises
@@ -144,14 +145,15 @@ async def close_blocking(stack: Stack, period: str, *, entity: str | None = None
     ledger = await Ledger.open(ledger_path) if ledger_path.exists() else None
     try:
         versions = SharedVersions(KvBucket.on(bus, bucket_name(subjects, "versions")))
-        async with HttpClient(stack.sim_url, timeout=30.0, platform="billing") as billing, \
+        async with billing_client(stack, billing_dialect) as billing, \
                 HttpClient(stack.sim_url, timeout=30.0, platform="erp") as erp, \
                 HttpClient(stack.sim_url, timeout=30.0, platform="revenue") as revenue:
             status = await close_status(bus, subjects, billing=_Reader(billing),
                                         erp=_Reader(erp), revenue=_Reader(revenue),
                                         versions=versions, entity=entity, period=period,
                                         accounts=AccountMap(), ledger=ledger,
-                                        entities=entities)
+                                        entities=entities,
+                                        billing_read=billing_read_for(billing, billing_dialect))
     finally:
         if ledger is not None:
             await ledger.close()

@@ -47,6 +47,7 @@ drills), the gateway is started again only once the broker is whole.
 
 from __future__ import annotations
 
+import functools
 import signal
 import time
 from dataclasses import dataclass, field
@@ -62,6 +63,7 @@ from actors.infra.http import HttpClient
 from actors.lifecycle.fx import EntityMap
 from actors.reconcile import Flag, run_once
 from actors.reconcile.matching import split_external_id
+from actors.reconcile.runner import BillingReadFn
 from actors.router.invoices import AccountMap
 from contracts import GatewayError, Subjects
 
@@ -189,8 +191,9 @@ def _heal_order(name: str) -> int:
 
 class Driller:
     def __init__(self, stack: Stack, names: list[str], invoices: int, *,
-                 entities: EntityMap | None = None) -> None:
+                 entities: EntityMap | None = None, billing_dialect: str = "erpgw") -> None:
         self.stack = stack
+        self.billing_dialect = billing_dialect  # how the checks read billing (Stripe's API)
         # The gateway's entity map (a foreign payment's posting is in its entity's functional
         # currency: the altered-amount check's reconciliation restates it the same way).
         self.entities = entities
@@ -493,10 +496,12 @@ class Driller:
                                         auth=self.stack.auth("operator"))
             try:
                 ca = self.stack.ca_file
-                async with HttpClient(self.stack.sim_url, platform="billing", ca_file=ca) as \
-                        billing, HttpClient(self.stack.sim_url, platform="erp", ca_file=ca) as erp:
-                    run = await run_once(bus, subjects, billing, erp, grace_s=0.0,
-                                         repair=False, entities=self.entities)
+                async with billing_client(self.stack, self.billing_dialect) as billing, \
+                        HttpClient(self.stack.sim_url, platform="erp", ca_file=ca) as erp:
+                    run = await run_once(
+                        bus, subjects, billing, erp, grace_s=0.0, repair=False,
+                        entities=self.entities,
+                        billing_read=billing_read_for(billing, self.billing_dialect))
             finally:
                 await bus.close()
             await nc.flush()
@@ -537,6 +542,34 @@ def altered_section(audit: dict[str, Any], found: set[str], on_bus: set[str],
         "missed": sorted(altered - found)[:MAX_LISTED],
         "unexplained": sorted(found - altered)[:MAX_LISTED],
     }
+
+
+def billing_client(stack: Stack, dialect: str = "erpgw") -> HttpClient:
+    """An HTTP client of the stack's simulated billing platform, as the demo's own checks
+    read it: with the simulator's loopback-only Stripe test key when billing speaks Stripe."""
+    signer = None
+    if dialect == "stripe":
+        from actors.platforms.auth import AuthSettings, load_auth
+        from sim import SimConfig
+
+        var = "ERPGW_DEMO_STRIPE_KEY"  # the demo's (gateway.demo), given here, not read
+        signer = load_auth(AuthSettings(type="bearer", token_env=var),
+                           environ={var: SimConfig().stripe_secret_key})
+    return HttpClient(stack.sim_url, platform="billing", signer=signer, ca_file=stack.ca_file)
+
+
+def billing_read_for(http: HttpClient, dialect: str = "erpgw") -> BillingReadFn | None:
+    """How the demo's checks read billing's documents in its dialect (as the gateway's
+    reconciler does, ``gateway.app.stripe_billing_read``): Stripe's ``GET /v1/events``; None
+    for the simulator's own event list."""
+    if dialect != "stripe":
+        return None
+    from actors.platforms import PlatformGuard
+    from actors.platforms.billing.stripe import StripeReader
+    from actors.reconcile.stripe import read_billing_stripe
+
+    return functools.partial(read_billing_stripe, StripeReader(
+        PlatformGuard("billing", http, open_code="billing.breaker_open")))
 
 
 async def erp_entries(stack: Stack) -> list[dict[str, Any]]:

@@ -110,3 +110,20 @@ def test_demo_drill_finds_an_altered_foreign_payment() -> None:
     alt = msgspec.json.decode(r.stdout)["altered_amount"]
     assert "py_000108" in alt["proposals"]
     assert alt["exact"] is True and alt["missed"] == alt["unexplained"] == []
+
+
+@pytest.mark.timeout(150)
+def test_demo_checks_read_billing_in_stripe_s_dialect() -> None:
+    """Billing speaking Stripe: the demo's own checks (the close-blocking figure, the
+    altered-amount reconciliation) read Stripe's ``GET /v1/events`` with the simulator's test
+    key, as the gateway's reconciler does (they read the simulator's own list and failed with
+    ``contract.missing_field``)."""
+    r = subprocess.run([sys.executable, "-m", "gateway", "demo", "--dialects", "stripe",
+                        "--invoices", "150", "--json", "--flows", "invoices", "--faults",
+                        "altered-amount"],
+                       capture_output=True, text=True, timeout=140, check=False)
+    assert r.returncode == 0, r.stderr[-2000:] + r.stdout[-2000:]
+    doc = msgspec.json.decode(r.stdout)
+    alt = doc["altered_amount"]
+    assert alt["altered"] > 0 and alt["exact"] is True
+    assert doc["close"]["period"] and doc["close"]["by_kind"] == {"recon_break": alt["found"]}
