@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 import aiohttp
+from yarl import URL
 
 from contracts import GatewayError, Permanent, Retryable
 
@@ -194,7 +195,10 @@ class HttpClient:
         hdrs = {"Content-Type": "application/json"} if body is not None else {}
         if headers:
             hdrs.update(headers)
-        url = self._base + path
+        # The URL as it goes on the wire: aiohttp re-quotes what it is given (yarl decodes a
+        # percent-encoded character a path may hold as is, e.g. ``%3A`` to ``:``), and a
+        # signature over the URL (OAuth 1.0a's base string) must be over that very URL.
+        url = str(URL(self._base + path))
         if self._signer is not None:
             hdrs.update(await self._signer.headers(method, url, body))
         started = time.monotonic()

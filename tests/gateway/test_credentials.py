@@ -132,3 +132,46 @@ async def test_every_request_of_a_signed_pool_carries_the_credentials() -> None:
     finally:
         await runner.cleanup()
     assert seen == ["Bearer tok_0001"] * 3
+
+
+async def test_a_tba_signature_covers_the_path_as_sent() -> None:
+    """NetSuite's record paths name journal entries by external id (``eid:in_1:v2``): the
+    percent-encoded ``:`` leaves as ``:`` (aiohttp re-quotes the path), so the OAuth 1.0a
+    signature must be over that URL. Checked by the simulator's oauthlib verifier, over the
+    path as the server received it: signed over the quoted path, it was refused (401) for
+    every amendment, reversal and close entry."""
+    from aiohttp import web
+
+    from actors.infra.http import HttpClient
+    from actors.platforms.auth import AuthSettings, load_auth
+    from contracts.platforms.netsuite import journal_path
+    from gateway.broker import free_port
+    from sim._netsuite_tba import DEMO_TBA, TbaVerifier
+
+    verifier = TbaVerifier(DEMO_TBA)
+    verdicts: list[tuple[str, bool]] = []
+
+    async def handler(request: web.Request) -> web.Response:
+        url = f"{request.scheme}://{request.host}{request.raw_path}"
+        verdicts.append((request.raw_path, verifier.verify(request.method, url,
+                                                           dict(request.headers))))
+        return web.json_response({})
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    signer = load_auth(AuthSettings(
+        type="oauth1_tba", account=DEMO_TBA.account, consumer_key=DEMO_TBA.consumer_key,
+        consumer_secret=DEMO_TBA.consumer_secret, token_id=DEMO_TBA.token_id,
+        token_secret=DEMO_TBA.token_secret), environ={})
+    try:
+        async with HttpClient(f"http://127.0.0.1:{port}", signer=signer) as http:
+            for ext in ("in_000001", "in_000001:v2", "in_000001:reversal"):
+                await http.request("PUT", journal_path(ext), b"{}")
+    finally:
+        await runner.cleanup()
+    assert [ok for _, ok in verdicts] == [True, True, True], verdicts
+    assert verdicts[1][0].endswith("/eid:in_000001:v2")
