@@ -14,6 +14,8 @@ from gateway.config import load_config
 from gateway.credentials import platform_credentials
 from sim._netsuite_tba import DEMO_TBA
 
+from .._http import serving
+
 
 def tba(url: str, **secrets: str) -> dict[str, object]:
     auth = {"type": "oauth1_tba", "consumer_key": DEMO_TBA.consumer_key,
@@ -109,7 +111,6 @@ async def test_every_request_of_a_signed_pool_carries_the_credentials() -> None:
 
     from actors.infra.http import HttpClient
     from actors.platforms.auth import AuthSettings, load_auth
-    from gateway.broker import free_port
 
     seen: list[str] = []
 
@@ -117,20 +118,11 @@ async def test_every_request_of_a_signed_pool_carries_the_credentials() -> None:
         seen.append(request.headers.get("Authorization", ""))
         return web.json_response({})
 
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", handler)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
-        signer = load_auth(AuthSettings(type="bearer", token="tok_0001"), environ={})
-        async with HttpClient(f"http://127.0.0.1:{port}", signer=signer) as http:
-            await http.get("/a")
-            await http.post("/b", b"{}")
-            await http.request("PUT", "/c", b"{}")
-    finally:
-        await runner.cleanup()
+    signer = load_auth(AuthSettings(type="bearer", token="tok_0001"), environ={})
+    async with serving(handler) as url, HttpClient(url, signer=signer) as http:
+        await http.get("/a")
+        await http.post("/b", b"{}")
+        await http.request("PUT", "/c", b"{}")
     assert seen == ["Bearer tok_0001"] * 3
 
 
@@ -145,7 +137,6 @@ async def test_a_tba_signature_covers_the_path_as_sent() -> None:
     from actors.infra.http import HttpClient
     from actors.platforms.auth import AuthSettings, load_auth
     from contracts.platforms.netsuite import journal_path
-    from gateway.broker import free_port
     from sim._netsuite_tba import DEMO_TBA, TbaVerifier
 
     verifier = TbaVerifier(DEMO_TBA)
@@ -157,21 +148,12 @@ async def test_a_tba_signature_covers_the_path_as_sent() -> None:
                                                            dict(request.headers))))
         return web.json_response({})
 
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", handler)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
     signer = load_auth(AuthSettings(
         type="oauth1_tba", account=DEMO_TBA.account, consumer_key=DEMO_TBA.consumer_key,
         consumer_secret=DEMO_TBA.consumer_secret, token_id=DEMO_TBA.token_id,
         token_secret=DEMO_TBA.token_secret), environ={})
-    try:
-        async with HttpClient(f"http://127.0.0.1:{port}", signer=signer) as http:
-            for ext in ("in_000001", "in_000001:v2", "in_000001:reversal"):
-                await http.request("PUT", journal_path(ext), b"{}")
-    finally:
-        await runner.cleanup()
+    async with serving(handler) as url, HttpClient(url, signer=signer) as http:
+        for ext in ("in_000001", "in_000001:v2", "in_000001:reversal"):
+            await http.request("PUT", journal_path(ext), b"{}")
     assert [ok for _, ok in verdicts] == [True, True, True], verdicts
     assert verdicts[1][0].endswith("/eid:in_000001:v2")

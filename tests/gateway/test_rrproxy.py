@@ -12,6 +12,8 @@ from aiohttp import web
 from gateway.broker import free_port
 from gateway.rrproxy import RoundRobinProxy
 
+from .._http import catch_all
+
 
 async def _backend(name: str, seen: list[tuple[str, str, bytes, str]]
                    ) -> tuple[web.AppRunner, str]:
@@ -20,13 +22,7 @@ async def _backend(name: str, seen: list[tuple[str, str, bytes, str]]
                      request.headers.get("X-Sig", "")))
         return web.json_response({"by": name}, status=202, headers={"X-From": name})
 
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    return runner, f"http://127.0.0.1:{port}"
+    return await catch_all(handle)
 
 
 @pytest.fixture
