@@ -145,7 +145,9 @@ def cmd_close_status(args: argparse.Namespace) -> int:
                     period=args.period, accounts=cfg.accounts, grace_s=args.grace,
                     revenue_leg=revenue_leg, ledger=ledger, entities=cfg.entities,
                     postings=erp_postings_reader(cfg, p.erp),
-                    billing_read=stripe_billing_read(cfg, p.billing))
+                    billing_read=stripe_billing_read(cfg, p.billing),
+                    # the spill beside the ledger, as in the gateway (else the system's temp)
+                    scratch=cfg.data_path if cfg.data_path.is_dir() else None)
         finally:
             if ledger is not None:
                 await ledger.close()
