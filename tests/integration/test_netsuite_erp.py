@@ -82,3 +82,22 @@ async def test_without_credentials_nothing_posts_and_the_sim_says_why(tmp_path: 
         assert audit["posted"] == 0
     finally:
         await stack.close()
+
+
+def test_the_demo_runs_every_flow_on_a_netsuite_erp() -> None:
+    """Every flow through an ERP that speaks NetSuite: the close's entries
+    (``recognition:…``) and every other external id holding ``:`` are TBA-signed over the path
+    as sent (they were refused 401 INVALID_LOGIN: revenue to the GL 0/4)."""
+    import subprocess
+    import sys
+
+    import msgspec
+
+    r = subprocess.run([sys.executable, "-m", "gateway", "demo", "--dialects", "netsuite",
+                        "--invoices", "100", "--json"],
+                       capture_output=True, text=True, timeout=220, check=False)
+    assert r.returncode == 0, r.stderr[-2000:] + r.stdout[-2000:]
+    doc = msgspec.json.decode(r.stdout)
+    assert doc["netsuite"]["unauthorized_401"] == 0 and doc["netsuite"]["amounts_match"] is True
+    gl = doc["flows"]["revenue_to_gl"]
+    assert gl["completed"] == gl["expected"] > 0 and gl["exact"] is True
