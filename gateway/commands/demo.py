@@ -26,6 +26,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"erpgw demo: error: argument --dialects: {exc}", file=sys.stderr)
         return 2
+    if "out-of-order" in faults and dialects["billing"] == "stripe":
+        print("erpgw demo: error: --faults out-of-order amends invoices, which the simulator "
+              "does not do in Stripe's dialect (docs/simulator.md, 'Not simulated'): drop "
+              "out-of-order or billing=stripe", file=sys.stderr)
+        return 2
     if "broker-restart" in faults and (args.nats_url or args.cluster):
         print("erpgw demo: error: --faults broker-restart needs the single embedded broker "
               "(drop --nats-url and --cluster)", file=sys.stderr)
@@ -100,7 +105,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                     help="run under these faults (comma-separated): erp-outage, 5xx-burst, "
                          "429-storm, commit-timeout, poison, duplicate-webhooks, "
                          "out-of-order (also amended invoices, some version 2 before "
-                         "version 1; reports ORDER_OK), kill-gateway (process 1 of N), "
+                         "version 1; reports ORDER_OK; not with billing in Stripe's dialect), "
+                         "kill-gateway (process 1 of N), "
                          "broker-restart, kill-nats-leader, kill-nats-node, lose-quorum (two "
                          "of three nodes down 15 s; reports T_recover) (with --cluster), "
                          "freeze-gateway (SIGSTOP past ack_wait, then SIGCONT), "

@@ -147,6 +147,8 @@ def test_demo_refuses_an_unknown_fault(capsys: pytest.CaptureFixture[str]) -> No
      "--roles gives 2 processes' roles: pass --gateways 2"),
     (("--gateways", "2", "--roles", "ingress,billing/sync,revenue"),
      "argument --roles: role 'usage' runs in no process"),
+    (("--dialects", "stripe", "--faults", "out-of-order"),
+     "out-of-order amends invoices, which the simulator does not do in Stripe's dialect"),
 ])
 def test_demo_refuses_scale_out_options_that_do_not_fit(
         capsys: pytest.CaptureFixture[str], args: tuple[str, ...], needle: str) -> None:
