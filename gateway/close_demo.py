@@ -146,8 +146,10 @@ async def close_blocking(stack: Stack, period: str, *, entity: str | None = None
     try:
         versions = SharedVersions(KvBucket.on(bus, bucket_name(subjects, "versions")))
         async with billing_client(stack, billing_dialect) as billing, \
-                HttpClient(stack.sim_url, timeout=30.0, platform="erp") as erp, \
-                HttpClient(stack.sim_url, timeout=30.0, platform="revenue") as revenue:
+                HttpClient(stack.sim_url, timeout=30.0, platform="erp",
+                           ca_file=stack.ca_file) as erp, \
+                HttpClient(stack.sim_url, timeout=30.0, platform="revenue",
+                           ca_file=stack.ca_file) as revenue:
             status = await close_status(bus, subjects, billing=_Reader(billing),
                                         erp=_Reader(erp), revenue=_Reader(revenue),
                                         versions=versions, entity=entity, period=period,

@@ -468,7 +468,8 @@ class Driller:
         refused: dict[str, int] = {}
         for admin in self.stack.admin_urls():
             try:
-                async with HttpClient(admin, timeout=5.0, platform="gateway") as http:
+                async with HttpClient(admin, timeout=5.0, platform="gateway",
+                                      ca_file=self.stack.ca_file) as http:
                     doc = msgspec.json.decode((await http.get("/status")).body)
             except (GatewayError, msgspec.DecodeError):
                 continue
