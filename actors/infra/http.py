@@ -198,9 +198,10 @@ class HttpClient:
         # The URL as it goes on the wire: aiohttp re-quotes what it is given (yarl decodes a
         # percent-encoded character a path may hold as is, e.g. ``%3A`` to ``:``), and a
         # signature over the URL (OAuth 1.0a's base string) must be over that very URL.
-        url = str(URL(self._base + path))
+        # Parsed once here and handed to aiohttp as is.
+        url = URL(self._base + path)
         if self._signer is not None:
-            hdrs.update(await self._signer.headers(method, url, body))
+            hdrs.update(await self._signer.headers(method, str(url), body))
         started = time.monotonic()
         outcome: str | None = "connection_error"
         try:
