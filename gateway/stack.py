@@ -415,9 +415,8 @@ class Stack:
             scale += f"[streams]\nreplicas = {min(self.cluster, 3)}\n"
         # The ack-pending limit is the consumer's, shared by every process fetching from it
         # (with roles, by the processes that run the same role).
-        share = max((sum(r in x.split(",") for x in self.roles)
-                     for r in {r for x in self.roles for r in x.split(",")}),
-                    default=0) if self.roles else self.gateways
+        names = {r for x in self.roles for r in x.split(",")} or {"every role"}
+        share = max(sum(self.runs(i, r) for i in range(1, self.gateways + 1)) for r in names)
         pending = f"max_ack_pending = {256 * share}\n" if share > 1 else ""
         path.write_text(
             f'data_dir = "{data}"\n'
@@ -453,13 +452,17 @@ class Stack:
                     f'key = "{c.nats_client.key}"\n')
         return f'[{table}]\ncert = "{c.gateway.cert}"\nkey = "{c.gateway.key}"\n'
 
+    def _roles_of(self, index: int) -> str:
+        """Gateway process ``index``'s comma-separated process roles ("": every role)."""
+        return self.roles[index - 1] if index <= len(self.roles) else ""
+
     def runs(self, index: int, role: str) -> bool:
         """Whether gateway process ``index`` (1 first) runs process role ``role``."""
-        roles = self.roles[index - 1] if index <= len(self.roles) else ""
+        roles = self._roles_of(index)
         return not roles or role in roles.split(",")
 
     def _roles_env(self, index: int) -> dict[str, str]:
-        roles = self.roles[index - 1] if index <= len(self.roles) else ""
+        roles = self._roles_of(index)
         return {"ERPGW_SCALE_OUT_ROLES": roles} if roles else {}
 
     def _gateway_env(self, env: Mapping[str, str] | None) -> dict[str, str]:
