@@ -608,7 +608,7 @@ async def settle_period_close(driller: Driller, result: DrainResult, policy: str
     period, closed_at = driller.closed_period
     replayed = 0
     letters: list[str] = []
-    rounds = 0
+    rounds = left = 0
     if policy == "dead_letter":
         # A re-posted invoice lets the payments parked on it resume; their cash applications,
         # dated in the closed period too, are dead-lettered in turn. So replay in rounds, as an
@@ -632,6 +632,9 @@ async def settle_period_close(driller: Driller, result: DrainResult, policy: str
                 result = await driller.stack.wait_drained(driller.invoices,
                                                           stall_timeout=stall_timeout)
                 await anyio.sleep(REPOST_QUIET_S)
+            if rounds == REPOST_ROUNDS:  # out of rounds: letters still open make it inexact
+                left = len(await list_letters(bus, driller.stack.subjects,
+                                              code="erp.period_closed"))
         finally:
             await bus.close()
         letters.sort()
@@ -652,7 +655,8 @@ async def settle_period_close(driller: Driller, result: DrainResult, policy: str
         "period": period, "policy": policy, "late_postings": len(late), "into": into,
         "amount_moved": moved, "gl_ok": receivable == moved,
         "dead_lettered": len(letters), "replayed": replayed, "rounds": rounds,
-        "exact": repost_exact(letters, replayed, [e["externalId"] for e in late])
+        "left_open": left,
+        "exact": left == 0 and repost_exact(letters, replayed, [e["externalId"] for e in late])
         if policy == "dead_letter" else not letters,
         "went": went,
         "where": {e["externalId"]: into for e in late[:MAX_LISTED]},

@@ -6,7 +6,10 @@ replayed and the invoice documents dead-lettered are the ones the ERP took late.
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from types import SimpleNamespace
 from typing import Any
+
+import pytest
 
 from contracts import DeadLetter
 from gateway.drills import FAULTS, Driller, _invoice_entry, parse_faults, repost_exact
@@ -56,3 +59,64 @@ def test_a_replay_is_exact_by_documents() -> None:
     assert not repost_exact(letters, 5, ["in_1", "in_2:v2", "in_9"])  # a late one unexplained
     assert not repost_exact([], 0, ["in_1"])
     assert repost_exact([], 0, [])
+
+
+class _Stack:
+    """What ``settle_period_close`` reads of a stack: nothing unposted, no late entry."""
+
+    url, subjects = "nats://unused", None
+
+    def auth(self, role: str) -> None:
+        return None
+
+    async def audit(self) -> dict[str, Any]:
+        return {"unposted_count": 0}
+
+    async def wait_drained(self, invoices: int, *, stall_timeout: float) -> DrainResult:
+        return DrainResult({}, [], True, 0.0)
+
+    async def _sim_call(self, method: str, path: str) -> dict[str, Any]:
+        return {"items": [], "balances": []}
+
+
+@pytest.mark.parametrize(("new_letters", "rounds", "left", "exact"), [
+    ([2, 1, 0], 2, 0, True),  # a second round for the payments that resumed, then quiet
+    ([1, 1, 1, 1, 1, 1], 5, 1, False),  # still a new letter after every round: out of rounds
+])
+async def test_replay_rounds_stop_when_quiet_or_spent(
+        monkeypatch: pytest.MonkeyPatch, new_letters: list[int], rounds: int, left: int,
+        exact: bool) -> None:
+    from gateway import dlq, drills
+
+    class Bus:
+        async def close(self) -> None:
+            return None
+
+    async def connect(*args: object, **kw: object) -> Bus:
+        return Bus()
+
+    n = iter(new_letters)
+    open_now: list[Any] = []
+
+    async def list_letters(*args: object, **kw: object) -> list[Any]:
+        if not open_now:
+            k = next(n, 0)
+            open_now.extend(SimpleNamespace(letter=SimpleNamespace(
+                business_key=f"billing:py_{i}:v1")) for i in range(k))
+        return list(open_now)
+
+    async def resolve_letters(bus: object, subjects: object, records: list[Any],
+                              **kw: object) -> int:
+        open_now.clear()
+        return len(records)
+
+    monkeypatch.setattr(drills.NatsBus, "connect", connect)
+    monkeypatch.setattr(dlq, "list_letters", list_letters)
+    monkeypatch.setattr(dlq, "resolve_letters", resolve_letters)
+    monkeypatch.setattr(drills, "REPOST_QUIET_S", 0.0)
+    driller = Driller(_Stack(), ["period-close"], 3)  # type: ignore[arg-type]
+    driller.closed_period = ("2026-12", 0.0)
+    _, section = await drills.settle_period_close(
+        driller, DrainResult({}, [], True, 0.0), "dead_letter", stall_timeout=1.0)
+    assert (section["rounds"], section["left_open"], section["exact"]) == (rounds, left, exact)
+    assert section["replayed"] == section["dead_lettered"] == sum(new_letters[:rounds])
