@@ -594,6 +594,9 @@ async def _run_tree(cfg: Config, buses: Mapping[str, NatsBus], subjects: Subject
     # billing lane is watched along the ERP half; the revenue half, credit memos, payments and
     # commissions are branches (parallel readers of the same events): reported, not "out".
     branches = (REVENUE_CONSUMER, CREDIT_CONSUMER, PAYMENT_CONSUMER, COMMISSION_CONSUMER)
+    # The revenue poster runs here: its ledger holds the in-doubt lines the close and the
+    # reconciler's revenue leg read.
+    revenue_here = cfg.revenue.enabled and cfg.runs("revenue")
     monitor = Monitor(
         lanes=[LaneWatch("billing", intake=("billing-ingress", "accepted"), consumers=tuple(
             (subjects.stream(lane), d) for lane, d, _ in CONSUMERS
@@ -609,8 +612,7 @@ async def _run_tree(cfg: Config, buses: Mapping[str, NatsBus], subjects: Subject
         posting_child="erp-journal", breakers=platforms.breakers,
         limiters=limits.accounts, sla=cfg.sla, tree=snapshot,
         ingress_child="billing-ingress" if cfg.runs("ingress") else None,
-        revenue_child=REVENUE_CONSUMER if cfg.revenue.enabled and cfg.runs("revenue")
-        else None)
+        revenue_child=REVENUE_CONSUMER if revenue_here else None)
     monitor.watch_http(*(p.http for p in platforms.all()))
     admin.metrics = monitor.prometheus
     admin.status = health
@@ -822,8 +824,7 @@ async def _run_tree(cfg: Config, buses: Mapping[str, NatsBus], subjects: Subject
                 versions=SharedVersions(shared(buses["close"], "versions")),
                 entity=cfg.close.entity, period=period, accounts=cfg.accounts,
                 grace_s=cfg.reconcile.grace_s, revenue_leg="revenue" in close_legs,
-                ledger=ledger if "revenue" in close_legs and cfg.revenue.enabled
-                and cfg.runs("revenue") else None,
+                ledger=ledger if "revenue" in close_legs and revenue_here else None,
                 entities=cfg.entities, postings=erp_postings_reader(cfg, platforms.erp),
                 billing_read=stripe_billing_read(cfg, platforms.billing),
                 scratch=cfg.data_path)
@@ -850,8 +851,7 @@ async def _run_tree(cfg: Config, buses: Mapping[str, NatsBus], subjects: Subject
             repair=cfg.reconcile.repair,
             revenue=platforms.revenue.reader() if "revenue" in legs else None,
             # The ledger proves "never sent" only where the revenue poster runs.
-            ledger=ledger if "revenue" in legs and cfg.revenue.enabled
-            and cfg.runs("revenue") else None,
+            ledger=ledger if "revenue" in legs and revenue_here else None,
             partner=platforms.partner.reader() if "payables" in legs else None,
             postings=erp_postings_reader(cfg, platforms.erp),
             accounts=msgspec.structs.asdict(cfg.accounts) if "gl" in legs else None,
