@@ -48,6 +48,8 @@ from nats.js.client import JetStreamContext
 
 from contracts import Permanent, Retryable, new_id
 
+from . import pull
+
 __all__ = [
     "BrokerRejected",
     "BrokerUnavailable",
@@ -315,6 +317,9 @@ class PullConsumer:
         self._sub = sub
         self.stream = stream
         self.durable = durable
+        # A batch taken from the subscription's queue in one go (``actors.infra.pull``), or
+        # nats-py's own fetch where its internals are not what that reads.
+        self._drained = pull.supported(sub)
 
     async def fetch(self, batch: int, timeout: float) -> list[Delivery]:
         """Up to ``batch`` messages, waiting at most ``timeout`` s; ``[]`` when none arrived.
@@ -322,7 +327,8 @@ class PullConsumer:
         Raises ``BrokerUnavailable`` when the connection is down (the caller waits and retries).
         """
         try:
-            msgs = await self._sub.fetch(batch, timeout=timeout)
+            msgs = (await pull.fetch(self._sub, batch, timeout) if self._drained
+                    else await self._sub.fetch(batch, timeout=timeout))
         except (TimeoutError, nats.errors.TimeoutError):
             return []
         except (nats.errors.ConnectionClosedError, nats.errors.ConnectionReconnectingError,
