@@ -48,7 +48,6 @@ import math
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from contextlib import AbstractContextManager, nullcontext
 from typing import Annotated, cast
 
 import anyio
@@ -294,20 +293,24 @@ class WebhookIngress(Actor):
         limit = self.settings.max_body_bytes
         if request.content_length is not None and request.content_length > limit:
             raise _too_large(limit)
+        content = request.content
         chunks: list[bytes] = []
         size = 0
-        # A body that arrived whole with its head (the usual webhook) is read without waiting:
-        # no timer to arm and cancel for it.
-        wait: AbstractContextManager[object] = (
-            nullcontext() if request.content.is_eof()
-            else anyio.fail_after(self.settings.body_timeout_s))
+
+        async def read_all() -> None:
+            nonlocal size
+            while chunk := await content.readany():
+                size += len(chunk)
+                if size > limit:
+                    raise _too_large(limit)
+                chunks.append(chunk)
+
         try:
-            with wait:
-                async for chunk in request.content.iter_chunked(64 * 1024):
-                    size += len(chunk)
-                    if size > limit:
-                        raise _too_large(limit)
-                    chunks.append(chunk)
+            if content.is_eof():  # arrived whole with its head (the usual webhook): no timer
+                await read_all()
+            else:
+                async with asyncio.timeout(self.settings.body_timeout_s):
+                    await read_all()
         except TimeoutError:
             raise _BodyRefused(408, ContractError(
                 f"the body did not arrive within {self.settings.body_timeout_s:g} s",
