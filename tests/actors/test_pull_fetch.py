@@ -21,7 +21,7 @@ from nats.aio.msg import Msg
 from nats.js import api
 
 from actors.infra import pull
-from actors.infra.bus import NatsBus, PullConsumer
+from actors.infra.bus import NatsBus, PullConsumer, delivery_of
 from gateway.broker import EmbeddedBroker
 
 STREAM, SUBJECT = "PULLTEST", "pulltest.in"
@@ -130,13 +130,13 @@ async def test_a_batch_already_delivered_takes_no_task_per_message(nc: Client) -
     made = [0]
     default = loop.get_task_factory()
 
-    def counting(lp: asyncio.AbstractEventLoop, coro: Any, **kw: Any) -> asyncio.Task[Any]:
+    def counting(lp: asyncio.AbstractEventLoop, coro: Any, **kw: Any) -> asyncio.Future[Any]:
         made[0] += 1
         if default is not None:
-            return default(lp, coro, **kw)  # type: ignore[no-any-return]
+            return default(lp, coro, **kw)
         return asyncio.Task(coro, loop=lp, **kw)
 
-    loop.set_task_factory(counting)  # type: ignore[arg-type]
+    loop.set_task_factory(counting)
     try:
         got = 0
         while got < 200:
@@ -174,3 +174,23 @@ async def test_the_bus_consumer_fetches_through_it(broker: EmbeddedBroker, nc: C
     with pytest.raises(Exception) as raised:
         await consumer.fetch(10, 0.5)
     assert getattr(raised.value, "code", "") == "broker.unavailable"
+
+
+async def test_a_delivery_reads_its_count_and_sequence_as_nats_py_does(nc: Client) -> None:
+    psub = await _psub(nc)
+    await _store(nc, 3)
+    first = await pull.fetch(psub, 10, 2.0)
+    await first[1].nak()  # delivered again: count 2
+    for m in (first[0], first[2]):
+        await m.ack()
+    again = await pull.fetch(psub, 10, 2.0)
+    for m in [*first, *again]:
+        md = m.metadata
+        assert delivery_of(m) == (md.num_delivered, md.sequence.stream)
+    assert delivery_of(again[0]) == (2, 2)
+    # The ack subject's newer form: domain and account hash first, a token more at the end.
+    newer = Msg(nc, subject="x", reply="$JS.ACK.hub.ACCHASH.S.c.3.41.40.1700000000000000000.0.r")
+    assert delivery_of(newer) == (3, 41) == (newer.metadata.num_delivered,
+                                             newer.metadata.sequence.stream)
+    with pytest.raises(nats.errors.Error):  # not a JetStream message: as nats-py says
+        delivery_of(Msg(nc, subject="x", reply="_INBOX.abc"))
