@@ -25,7 +25,13 @@ import anyio
 import msgspec
 
 from actors.infra import NatsBus
-from actors.infra.bus import BrokerUnavailable, NatsAuth, client_tls, server_list
+from actors.infra.bus import (
+    BrokerUnavailable,
+    ConsumerSettings,
+    NatsAuth,
+    client_tls,
+    server_list,
+)
 from actors.infra.http import HttpClient
 from contracts import LANES, DeadLetter, GatewayError, JsonCodec, Subjects
 
@@ -417,7 +423,8 @@ class Stack:
         # (with roles, by the processes that run the same role).
         names = {r for x in self.roles for r in x.split(",")} or {"every role"}
         share = max(sum(self.runs(i, r) for i in range(1, self.gateways + 1)) for r in names)
-        pending = f"max_ack_pending = {256 * share}\n" if share > 1 else ""
+        pending = (f"max_ack_pending = {ConsumerSettings().max_ack_pending * share}\n"
+                   if share > 1 else "")
         path.write_text(
             f'data_dir = "{data}"\n'
             f'[nats]\nurl = "{self.url}"\nprefix = "{self.nats_prefix}"\n'

@@ -20,14 +20,18 @@ Theory of operation, per batch:
    request that failed writes the claims and notes alone); then apply the versions in the
    shared bucket (one atomic batch); only then ack (or dead-letter and term) the inputs.
 
-Two batches in flight: step 4 of batch k (the ledger transaction, the shared apply, the
-acks) runs in a task of its own while batch k+1 is fetched, ordered and sent, so the next
-request never waits for the previous batch's fsyncs. At most one such tail runs at a time,
-and a batch that names a posting or an aggregate of the running tail waits for it first
-(its ordering reads what the tail writes). Each batch keeps its own order of effects: claim,
-request, ledger, apply, ack. A tail that fails naks its unsettled commands (a passing
-failure) or, for anything else, fails the actor as a failed batch does; a batch that fails
-lets the tail before it finish first.
+Batches in flight: step 4 of batch k (the ledger transaction, the shared apply, the acks)
+runs in a task of its own (a "tail") while batch k+1 is fetched, ordered and sent, so the
+next request never waits for the previous batch's fsyncs. Up to ``MAX_TAILS`` (2) tails run
+at a time, as many as the consumer's ``max_ack_pending`` leaves room for whole batches
+beside the one being fetched (``tails_for``: one with 256 and batches of 100, two with the
+default 512), so at most three batches are unacknowledged; a batch whose tail would be one
+too many waits for the oldest first. A batch that names a posting or an aggregate of any
+running tail waits for that tail first (its ordering reads what the tail writes); tails of
+batches that share nothing commit in any order (the audit chain is ordered by the ledger's
+own lock). Each batch keeps its own order of effects: claim, request, ledger, apply, ack. A
+tail that fails naks its unsettled commands (a passing failure) or, for anything else, fails
+the actor as a failed batch does; a batch that fails lets the tails before it finish first.
 
 A posting the ERP refuses for a closed period (``PERIOD_CLOSED``) is dead-lettered as
 ``erp.period_closed``, or, under the ``next_open`` policy (``erp.closed_period``, or a letter
@@ -122,8 +126,16 @@ class _Entries(msgspec.Struct, frozen=True):
 _entries_codec: JsonCodec[_Entries] = JsonCodec(_Entries)
 # How many times a batch's lost claims are planned again before it is naked instead.
 _REPLANS = 8
-# How long a failing poster waits for the batch still finishing before it stops anyway.
+# How long a failing poster waits for the batches still finishing before it stops anyway.
 _TAIL_GRACE_S = 30.0
+# At most this many batches finish in the background at once (see "Batches in flight").
+MAX_TAILS = 2
+
+
+def tails_for(max_ack_pending: int, batch: int) -> int:
+    """How many tails may run while the next batch is fetched whole: the batches the
+    consumer's ``max_ack_pending`` holds beside that one, between 1 and ``MAX_TAILS``."""
+    return max(1, min(MAX_TAILS, max_ack_pending // max(1, batch) - 1))
 
 # One posting to make: the command, its deliveries, and what ordering decided (the entries to
 # send: a reversal of the aggregate's applied version first, if any, then the command's own).
@@ -184,13 +196,16 @@ class ErpPoster(BatchWorker):
         self.closed_period: ClosedPeriodPolicy = closed_period
         self.moved_to_open = 0
         self._latency_ms: deque[float] = deque(maxlen=20_000)
-        # The batch finishing in the background (``_Tail``) and the task group it runs in
-        # (``pipelined``); without one (a poster driven batch by batch) a batch finishes
-        # inline.
-        self._tail: _Tail | None = None
+        # The batches finishing in the background (``_Tail``, oldest first), how many may,
+        # and the task group they run in (``pipelined``); without one (a poster driven batch
+        # by batch) a batch finishes inline.
+        self._running: list[_Tail] = []
+        self.max_tails = tails_for(self.consumer_settings.ack_pending_of(self.durable),
+                                   self.batch)
         self._tails: TaskGroup | None = None
-        self.overlapped = 0  # batches sent while the previous batch was still finishing
-        self.tail_waits = 0  # batches that waited for the previous one (shared postings)
+        self.overlapped = 0  # batches sent while an earlier batch was still finishing
+        self.tail_waits = 0  # batches that waited for an earlier one (shared postings)
+        self.tail_full = 0  # batches that waited for the oldest tail (as many as allowed ran)
         every = fault("erp.raise_every")
         self._raise_every = int(every) if every and every.isdigit() else 0
         self._since_raise = 0
@@ -203,8 +218,8 @@ class ErpPoster(BatchWorker):
 
     @asynccontextmanager
     async def pipelined(self) -> AsyncIterator[None]:
-        """Inside, a batch's last step runs in the background while the next batch goes
-        (see the module's "Two batches in flight"); leaving waits for the running tail."""
+        """Inside, a batch's last step runs in the background while the next batches go
+        (see the module's "Batches in flight"); leaving waits for the running tails."""
         async with anyio.create_task_group() as tg:
             self._tails = tg
             try:
@@ -213,21 +228,25 @@ class ErpPoster(BatchWorker):
                 # A failure of the next batch (or of the loop) does not abort the batch still
                 # finishing: its ledger commit, apply and acks complete first (bounded), so its
                 # commands are not sent again for nothing and its counts stay exact.
-                if self._tail is not None:
-                    with anyio.move_on_after(_TAIL_GRACE_S, shield=True):
-                        await self._tail.done.wait()
+                with anyio.move_on_after(_TAIL_GRACE_S, shield=True):
+                    for tail in list(self._running):
+                        await tail.done.wait()
                 raise
             finally:
                 self._tails = None
 
     async def _after(self, keys: Iterable[str], aggregates: Iterable[Aggregate | None]) -> None:
-        """Wait for the running tail if it holds any of these postings or aggregates."""
-        tail = self._tail
-        if tail is None or tail.done.is_set():
+        """Wait for every running tail that holds any of these postings or aggregates."""
+        running = [t for t in self._running if not t.done.is_set()]
+        if not running:
             return
-        if not tail.keys.isdisjoint(keys) or not tail.aggregates.isdisjoint(
-                a for a in aggregates if a is not None):
+        keys = set(keys)
+        held = {a for a in aggregates if a is not None}
+        waits = [t for t in running
+                 if not t.keys.isdisjoint(keys) or not t.aggregates.isdisjoint(held)]
+        if waits:
             self.tail_waits += 1
+        for tail in waits:
             await tail.done.wait()
 
     async def gate(self) -> None:
@@ -475,14 +494,19 @@ class ErpPoster(BatchWorker):
         if self._tails is None:  # driven batch by batch: finish inline
             await self._finish(*tail)
             return
-        if self._tail is not None:  # one tail at a time, in batch order
-            if not self._tail.done.is_set():
-                self.overlapped += 1
-            await self._tail.done.wait()
+        running = [t for t in self._running if not t.done.is_set()]
+        if running:
+            self.overlapped += 1
+        if len(running) >= self.max_tails:  # as many as allowed: the oldest finishes first
+            self.tail_full += 1
+        while len(running) >= self.max_tails:
+            await running[0].done.wait()
+            running = [t for t in running if not t.done.is_set()]
         deliveries = [d for _, _, ds, _, _ in items for d in ds] + [
             d for _, _, ds in audit.skipped for d in ds]
-        self._tail = _Tail(held[0], held[1], anyio.Event())
-        self._tails.start_soon(self._finish_behind, self._tail, deliveries, tail)
+        behind = _Tail(held[0], held[1], anyio.Event())
+        self._running.append(behind)
+        self._tails.start_soon(self._finish_behind, behind, deliveries, tail)
 
     async def _finish_behind(self, tail: _Tail, deliveries: list[Delivery],
                              work: tuple[list[PostingRow], list[VersionMark], dict[Aggregate, int],
@@ -512,8 +536,7 @@ class ErpPoster(BatchWorker):
             raise
         finally:
             tail.done.set()
-            if self._tail is tail:
-                self._tail = None
+            self._running = [t for t in self._running if t is not tail]
 
     async def _finish(self, rows: list[PostingRow], versions: list[VersionMark],
                       claimed: dict[Aggregate, int], audit: _Audit, done: list[_Done],
@@ -605,6 +628,7 @@ class ErpPoster(BatchWorker):
             "moved_to_open": self.moved_to_open,
             "overlapped": self.overlapped,
             "tail_waits": self.tail_waits,
+            "tail_full": self.tail_full,
             "requests": self.client.requests,
             "client": self.client.statistics(),
             "dead_lettered": self.dlq.count,

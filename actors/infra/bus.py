@@ -225,10 +225,14 @@ class ConsumerSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown
 
     ack_wait_s: float = 30.0
     max_deliver: int = 8
-    max_ack_pending: int = 256
+    # In-flight (unacknowledged) messages per consumer. 512: the ERP poster holds up to
+    # three batches of 100 (``actors.erp.poster``, "Batches in flight"), the router one of
+    # 256.
+    max_ack_pending: int = 512
     # Per durable consumer (its name), instead of ``max_ack_pending``: the limit is the
     # consumer's, shared by every process that fetches from it, so with N processes it should
-    # be at least N times the largest batch one of them fetches.
+    # be at least N times what one of them holds (its largest batch; three for the ERP
+    # poster's).
     max_ack_pending_by: dict[str, int] = msgspec.field(default_factory=dict)
 
     def ack_pending_of(self, durable: str) -> int:

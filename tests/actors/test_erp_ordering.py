@@ -27,6 +27,7 @@ from actors.erp.ordering import (
     reversal_of,
     versioned_external_id,
 )
+from actors.erp.poster import tails_for
 from actors.infra import ConsumerSettings
 from actors.infra.http import HttpResponse
 from actors.infra.ledger import Ledger, LedgerUnavailable, VersionMark
@@ -228,7 +229,8 @@ class FakeErp:
                    if b.account == AccountMap().receivable)
 
 
-def make_poster(erp: FakeErp, ledger: Ledger, bucket: MemoryBucket | None = None) -> ErpPoster:
+def make_poster(erp: FakeErp, ledger: Ledger, bucket: MemoryBucket | None = None,
+                consumer: ConsumerSettings | None = None) -> ErpPoster:
     """A poster with its process's ``ledger``; ``bucket``: the cluster's shared versions (a
     fresh one unless given: two posters given the same one are two gateway processes)."""
     guard = PlatformGuard("erp.journal", erp, open_code="erp.breaker_open")  # type: ignore[arg-type]
@@ -236,7 +238,7 @@ def make_poster(erp: FakeErp, ledger: Ledger, bucket: MemoryBucket | None = None
     return ErpPoster("erp-journal", erp=guard, ledger=ledger, versions=versions,
                      dlq=FakeSink(),  # type: ignore[arg-type]
                      bus=FakeBus(), stream="ERPGW_BILLING", durable="erp-journal",
-                     consumer=ConsumerSettings(), seed=1)
+                     consumer=consumer or ConsumerSettings(), seed=1)
 
 
 def command(n: int, version: int, quantity: int) -> FakeDelivery:
@@ -598,9 +600,11 @@ class HeldRecord:
         self.entered = anyio.Event()
         self.gate = anyio.Event()
         self.fail = False
+        self.calls = 0  # records begun (each batch's tail makes one)
         monkeypatch.setattr(ledger, "record", self)
 
     async def __call__(self, *args: Any, **kw: Any) -> None:
+        self.calls += 1
         self.entered.set()
         await self.gate.wait()
         if self.fail:
@@ -633,6 +637,58 @@ async def test_pipelined_the_next_batch_is_sent_while_the_previous_one_is_record
     keys = [p_.idempotency_key for d in (first, second)
             if isinstance(p_ := _codec.decode(d.data).payload, PostJournalEntry)]
     assert len(keys) == 2 and await ledger.known(keys) == set(keys)  # both recorded
+
+
+def test_the_tails_in_flight_are_what_the_ack_pending_limit_holds_whole() -> None:
+    assert [tails_for(n, 100) for n in (100, 256, 299, 300, 512, 10_000)] == [1, 1, 1, 2, 2, 2]
+    assert tails_for(512, 256) == 1 and tails_for(ConsumerSettings().max_ack_pending, 100) == 2
+
+
+async def test_pipelined_two_batches_finish_behind_the_next_and_a_third_waits(
+        ledger: Ledger, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With room for three batches unacknowledged, two finish in the background while the
+    next is sent; the next one's own tail waits for the oldest."""
+    erp = FakeErp()
+    p = make_poster(erp, ledger)
+    assert p.max_tails == 2
+    held = HeldRecord(ledger, monkeypatch)
+    b = [command(n, 1, 1) for n in (1, 2, 3)]
+    async with p.pipelined(), anyio.create_task_group() as tg:
+        await p.handle([b[0]])  # sent; its record is held
+        await held.entered.wait()
+        await p.handle([b[1]])  # sent beside it: a second tail, held too
+        tg.start_soon(p.handle, [b[2]])
+        with anyio.fail_after(10):  # (a guard against a hang, not a timing)
+            while p.tail_full < 1:
+                await anyio.sleep(0.01)
+        # The third request went too, and its tail waits: two are running.
+        await anyio.sleep(0.05)  # (room for a third record to begin, were it allowed to)
+        assert erp.requests == [["in_1"], ["in_2"], ["in_3"]]
+        assert held.calls == 2 and [d.verdict for d in b] == [None, None, None]
+        held.release()
+    assert [d.verdict for d in b] == ["ack", "ack", "ack"]
+    assert (p.overlapped, p.tail_full, p.tail_waits, p.posted) == (2, 1, 0, 3)
+
+
+async def test_pipelined_with_room_for_two_batches_one_finishes_at_a_time(
+        ledger: Ledger, monkeypatch: pytest.MonkeyPatch) -> None:
+    erp = FakeErp()
+    p = make_poster(erp, ledger, consumer=ConsumerSettings(max_ack_pending=256))
+    assert p.max_tails == 1
+    held = HeldRecord(ledger, monkeypatch)
+    first, second = command(1, 1, 1), command(2, 1, 1)
+    async with p.pipelined(), anyio.create_task_group() as tg:
+        await p.handle([first])
+        await held.entered.wait()
+        tg.start_soon(p.handle, [second])
+        with anyio.fail_after(10):  # (a guard against a hang, not a timing)
+            while p.tail_full < 1:
+                await anyio.sleep(0.01)
+        await anyio.sleep(0.05)  # (room for a second record to begin, were it allowed to)
+        assert erp.requests == [["in_1"], ["in_2"]] and second.verdict is None
+        assert held.calls == 1
+        held.release()
+    assert (first.verdict, second.verdict) == ("ack", "ack") and p.posted == 2
 
 
 async def test_pipelined_a_batch_of_the_same_invoice_waits_for_the_one_before(

@@ -60,7 +60,7 @@ async def test_provisioning_is_idempotent_and_safe(broker: EmbeddedBroker) -> No
             ci = await js.consumer_info(subjects.stream(lane), durable)
             assert v(ci.config.ack_policy) == "explicit"
             assert ci.config.max_deliver == 8
-            assert ci.config.max_ack_pending == 256
+            assert ci.config.max_ack_pending == 512
         # changed settings are applied on the next start
         cfg2 = load_config(env={}, overrides={"consumers": {"max_ack_pending": 64}})
         await provision(bus, cfg2)
