@@ -5,7 +5,7 @@ deliveries), and the audit's reading of reversals."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -591,6 +591,13 @@ async def test_a_batch_costs_one_ledger_transaction_and_skips_are_acked_after_it
 # -- two batches in flight (``ErpPoster.pipelined``) -------------------------------------------
 
 
+async def until(check: Callable[[], bool]) -> None:
+    """Wait until ``check()`` holds (a guard of 10 s against a hang, not a timing)."""
+    with anyio.fail_after(10):
+        while not check():
+            await anyio.sleep(0.01)
+
+
 class HeldRecord:
     """Holds the ledger's ``record`` (a batch's last step) until ``release``; ``fail`` makes
     the held call raise ``LedgerUnavailable`` instead."""
@@ -625,9 +632,7 @@ async def test_pipelined_the_next_batch_is_sent_while_the_previous_one_is_record
         await p.handle([first])  # returns once sent: its record is held
         await held.entered.wait()
         tg.start_soon(p.handle, [second])
-        with anyio.fail_after(10):  # (a guard against a hang, not a timing)
-            while len(erp.requests) < 2:
-                await anyio.sleep(0.01)
+        await until(lambda: len(erp.requests) >= 2)
         # The second request went while the first batch was still unrecorded and unacked.
         assert erp.requests == [["in_1"], ["in_2"]]
         assert (first.verdict, second.verdict) == (None, None)
@@ -658,9 +663,7 @@ async def test_pipelined_two_batches_finish_behind_the_next_and_a_third_waits(
         await held.entered.wait()
         await p.handle([b[1]])  # sent beside it: a second tail, held too
         tg.start_soon(p.handle, [b[2]])
-        with anyio.fail_after(10):  # (a guard against a hang, not a timing)
-            while p.tail_full < 1:
-                await anyio.sleep(0.01)
+        await until(lambda: p.tail_full >= 1)
         # The third request went too, and its tail waits: two are running.
         await anyio.sleep(0.05)  # (room for a third record to begin, were it allowed to)
         assert erp.requests == [["in_1"], ["in_2"], ["in_3"]]
@@ -681,9 +684,7 @@ async def test_pipelined_with_room_for_two_batches_one_finishes_at_a_time(
         await p.handle([first])
         await held.entered.wait()
         tg.start_soon(p.handle, [second])
-        with anyio.fail_after(10):  # (a guard against a hang, not a timing)
-            while p.tail_full < 1:
-                await anyio.sleep(0.01)
+        await until(lambda: p.tail_full >= 1)
         await anyio.sleep(0.05)  # (room for a second record to begin, were it allowed to)
         assert erp.requests == [["in_1"], ["in_2"]] and second.verdict is None
         assert held.calls == 1
@@ -703,9 +704,7 @@ async def test_pipelined_a_batch_of_the_same_invoice_waits_for_the_one_before(
         await p.handle([v1])
         await held.entered.wait()
         tg.start_soon(p.handle, [v2])
-        with anyio.fail_after(10):  # (a guard against a hang, not a timing)
-            while p.tail_waits < 1:
-                await anyio.sleep(0.01)
+        await until(lambda: p.tail_waits >= 1)
         assert erp.requests == [["in_1"]] and v2.verdict is None  # waiting, nothing sent
         held.release()
     assert erp.requests == [["in_1"], ["in_1:reversal", "in_1:v2"]]
@@ -724,9 +723,7 @@ async def test_pipelined_a_batch_whose_record_fails_is_naked_and_the_next_goes_o
         await p.handle([first])
         await held.entered.wait()
         held.release()
-        with anyio.fail_after(10):  # (a guard against a hang, not a timing)
-            while first.verdict is None:
-                await anyio.sleep(0.01)
+        await until(lambda: first.verdict is not None)
         assert first.verdict == "nak"  # a passing failure: redelivered, answered replayed
         held.fail = False
         again, other = command(1, 1, 1), command(2, 1, 1)
