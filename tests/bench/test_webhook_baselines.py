@@ -1,8 +1,8 @@
-"""The webhook baselines (b1w, b2w, b2wl) run for real, small and bounded: every invoice the
-generator sends is posted to the simulated ERP exactly once, every line of every invoice is
-uploaded to the simulated revenue platform exactly once (b2wl's ledger holds each upload and a
-valid audit chain), and the ingress refuses what the gateway's ingress refuses. Nothing here
-asserts a speed."""
+"""The webhook baselines (b1w, b2w, b2wl) and the FastStream peers run for real, small and
+bounded: every invoice the generator sends is posted to the simulated ERP exactly once, every
+line of every invoice is uploaded to the simulated revenue platform exactly once (b2wl's
+ledger holds each upload and a valid audit chain), and the ingress refuses what the gateway's
+ingress refuses. Nothing here asserts a speed."""
 
 from __future__ import annotations
 
@@ -143,24 +143,27 @@ async def test_each_webhook_baseline_posts_every_invoice_once(
 
 @pytest.mark.integration
 @pytest.mark.timeout(300)
-async def test_the_fastapi_faststream_peer_posts_every_invoice_once(
-        sim_stack: Stack, broker: EmbeddedBroker) -> None:
-    for module in ("fastapi", "uvicorn", "faststream"):
+@pytest.mark.parametrize("kind", ["peer", "peerw"])
+async def test_the_faststream_peers_post_every_invoice_once(
+        sim_stack: Stack, broker: EmbeddedBroker, kind: str) -> None:
+    for module in ("faststream",) if kind == "peer" else ("fastapi", "uvicorn", "faststream"):
         pytest.importorskip(module)
     admin = broker.auth("admin")
     cfg = {"nats_url": broker.url, "nats_seed": admin.seed_file if admin else "",
-           "sim_url": sim_stack.sim_url, "events": EVENTS, "run_id": "peerw-smoke",
-           "stall_timeout": 30.0, "box_pids": [broker.pid]}
+           "sim_url": sim_stack.sim_url, "events": EVENTS, "run_id": f"{kind}-smoke",
+           "stall_timeout": 30.0, "box_pids": [broker.pid], "revenue_drain_s": 60.0}
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bench.baseline", "peerw", json.dumps(cfg),
+        sys.executable, "-m", "bench.baseline", kind, json.dumps(cfg),
         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     out, err = await asyncio.wait_for(proc.communicate(), 240)
     assert proc.returncode == 0, err.decode()[-2000:]
     doc: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
     assert doc["completed"] == EVENTS and doc["duplicates"] == 0 and doc["errors"] == 0
-    assert doc["generator"]["statuses"] == {"200": EVENTS}
+    if kind == "peerw":
+        assert doc["generator"]["statuses"] == {"200": EVENTS}
     ids = [f"in_{i:06d}" for i in range(1, EVENTS + 1)]
     assert await _postings(sim_stack.sim_url, ids) == dict.fromkeys(ids, 1)
+    await _assert_revenue_uploaded_once(sim_stack.sim_url, doc)
 
 
 async def test_the_ingress_refuses_a_bad_signature_and_a_bad_body() -> None:
