@@ -23,6 +23,13 @@ duplicate message id"), so a redelivered router batch would never commit. The b2
 therefore falls back to per-message publishes (which the stream deduplicates one by one) when
 a commit is refused for that reason; ``atomic_fallbacks`` counts how often.
 
+The webhook baselines (``bench._webhook``) add the gateway's revenue lane, ``_revenue``: a
+second consumer on the IN stream doing the platform work of the gateway's revenue poster
+(``actors/revenue/poster.py``): fetch 200 invoices, one revenue line per invoice line, uploads
+of at most 500 lines to ``POST /revenue/v1/batches`` (the platform's JSON body), each upload
+within the revenue account's budget (the gateway's ``revenue_limiter``: 10/s, burst 5), then
+ack. b2wl's ledger brackets each upload with its two fsync'd transactions (``UploadBook``).
+
 Consumers use the gateway's settings (explicit ack, ack_wait 30 s, max_deliver 8,
 max_ack_pending 256); streams are file-backed with a 10-minute dedupe window. Every loop is
 bounded by the number of events and by a stall timeout, and the streams are deleted afterwards.
@@ -35,9 +42,10 @@ import contextlib
 import json
 import logging
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 import msgspec
@@ -48,6 +56,7 @@ from nats.aio.msg import Msg
 from nats.js import api
 from nats.js.client import JetStreamContext
 
+from contracts.platforms.revenue import RevenueLineIn
 from sim import generate_invoices
 
 from ._probe import Arrivals, Probe
@@ -55,16 +64,22 @@ from ._wire import (
     BulkResponseDecoder,
     Invoice,
     Journal,
+    RevenueResultDecoder,
     bulk_body,
     invoice_from_billing,
     journal_for,
+    pack,
+    revenue_body,
+    revenue_lines,
 )
 
-__all__ = ["BaselineConfig", "atomic_publish", "run_raw_hop", "run_raw_path"]
+__all__ = ["BaselineConfig", "RevenueStats", "UploadBook", "atomic_publish", "run_raw_hop",
+           "run_raw_path"]
 
 log = logging.getLogger("bench.raw")
 
 BULK_PATH = "/erp/v1/journal-entries/bulk"
+REVENUE_PATH = "/revenue/v1/batches"
 DUPLICATE_IN_BATCH = 10201  # nats-server: "atomic publish batch contains duplicate message id"
 MAX_ATOMIC = 1000
 
@@ -98,6 +113,18 @@ class BaselineConfig:
     box_pids: tuple[int, ...] = ()
     webhook_secret: str = "whsec_bench"
     ledger_dir: str = ""  # b2wl: where its SQLite ledger goes ("": a temporary directory)
+    # The revenue lane (b1w, b2w, b2wl and the peers): the gateway's defaults, its
+    # ``RevenueConfig`` (invoices per fetch, lines per upload) and ``revenue_limiter`` (the
+    # revenue account's budget: 10 uploads/s, burst 5; 0 = none).
+    revenue_batch: int = 200
+    revenue_max_lines: int = 500
+    revenue_rate: float = 10.0
+    revenue_burst: int = 5
+    # After the leg, how long to let the revenue lane finish every invoice before it is
+    # stopped (0: stopped when the leg ends, as the bench runs it: the gateway's revenue lane
+    # is not waited on either). Tests set it to check every line was uploaded once; the
+    # figures (CPU, throughput) are taken at the leg's end either way.
+    revenue_drain_s: float = 0.0
 
 
 def seed_option(cfg: BaselineConfig) -> dict[str, str]:
@@ -131,6 +158,48 @@ class ErpBudget:
 
 
 AfterPost = Callable[[list[Journal], list[tuple[str, str]]], Awaitable[None]]
+
+
+class UploadBook(Protocol):
+    """b2wl's ledger, as the revenue lane uses it (``bench._webhook.Ledger``)."""
+
+    async def upload_states(self, line_ids: list[str]) -> dict[str, str]: ...
+
+    async def claim_uploads(self, lines: list[RevenueLineIn]) -> None: ...
+
+    async def record_uploads(self, lines: list[RevenueLineIn], status: str,
+                             batch_id: str | None) -> None: ...
+
+
+@dataclass
+class RevenueStats:
+    """What a baseline's revenue lane did by the time it was stopped."""
+
+    lines_uploaded: int = 0
+    uploads: int = 0
+    invoices_acked: int = 0
+    skipped_lines: int = 0  # at the platform already (b2wl's ledger says so): not sent again
+    errors: int = 0
+    ended: dict[str, int] | None = None
+
+    def figures(self) -> dict[str, int]:
+        """The counts when the leg ended (``end``), else now."""
+        if self.ended is not None:
+            return self.ended
+        return {"lines_uploaded": self.lines_uploaded, "uploads": self.uploads,
+                "invoices_acked": self.invoices_acked, "skipped_lines": self.skipped_lines,
+                "errors": self.errors}
+
+    def end(self) -> None:
+        """The leg ended: keep the counts of now (the lane may finish its current batch while
+        it stops)."""
+        self.ended = self.figures()
+
+    async def drain(self, events: int, seconds: float) -> None:
+        """Wait up to ``seconds`` for the lane to have acked ``events`` invoices."""
+        deadline = time.monotonic() + seconds
+        while self.invoices_acked < events and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
 
 
 class AtomicRefused(Exception):
@@ -363,6 +432,83 @@ async def _adapter(pipe: _Pipe, sub: JetStreamContext.PullSubscription, stop: as
                 probe.errors += 1
         for m in msgs:
             await m.ack()
+
+
+async def _revenue(pipe: _Pipe, sub: JetStreamContext.PullSubscription, stop: asyncio.Event,
+                   http: aiohttp.ClientSession, probe: Probe, stats: RevenueStats,
+                   book: UploadBook | None = None) -> None:
+    """The revenue lane, the gateway revenue poster's platform work: a second consumer on
+    the IN stream; per fetched batch, one line per invoice line, packed into uploads of at
+    most ``revenue_max_lines``; per upload a token of the revenue budget, then (b2wl,
+    ``book``) the lines ``pending`` in one fsync'd transaction, the POST (201 expected), the
+    lines ``uploaded`` in another; then the batch's invoices are acked. A non-201 answer
+    counts an error, stops the batch's later uploads, and naks (delay 0.5 s) every invoice
+    with a line not uploaded (b2wl records its lines ``released``). With ``book``, a line is
+    sent only when its ledger has no row for it or holds it ``released`` (an ``uploaded`` or
+    ``pending`` line counts as at the platform, as the gateway presumes). A failure of the
+    ledger naks the whole batch."""
+    cfg = pipe.cfg
+    budget = ErpBudget(cfg.revenue_rate, cfg.revenue_burst)
+    while not stop.is_set():
+        msgs = await _fetch(sub, cfg.revenue_batch)
+        if not msgs:
+            continue
+        invoices = [_inv_dec.decode(m.data) for m in msgs]
+        try:
+            left = await _upload_batch(cfg, invoices, budget, http, probe, stats, book)
+        except Exception:
+            log.exception("revenue lane: recording the uploads failed; naking the batch")
+            probe.errors += 1
+            stats.errors += 1
+            left = Counter(inv.id for inv in invoices)
+        for m, inv in zip(msgs, invoices, strict=True):
+            if left[inv.id] > 0:
+                await m.nak(delay=0.5)
+            else:
+                await m.ack()
+                stats.invoices_acked += 1
+
+
+async def _upload_batch(cfg: BaselineConfig, invoices: list[Invoice], budget: ErpBudget,
+                        http: aiohttp.ClientSession, probe: Probe, stats: RevenueStats,
+                        book: UploadBook | None) -> Counter[str]:
+    """Upload the lines of one fetched batch (see ``_revenue``); per invoice id, how many of
+    its lines were not uploaded."""
+    url = cfg.sim_url + REVENUE_PATH
+    headers = {"Content-Type": "application/json"}
+    # one invoice delivered twice in a batch (a redelivery) has its lines once
+    groups = [revenue_lines(inv, cfg.run_id)
+              for inv in {inv.id: inv for inv in invoices}.values()]
+    if book is not None:
+        states = await book.upload_states([ln.line_id for g in groups for ln in g])
+        planned = sum(len(g) for g in groups)
+        groups = [[ln for ln in g if states.get(ln.line_id, "released") == "released"]
+                  for g in groups]
+        stats.skipped_lines += planned - sum(len(g) for g in groups)
+    left = Counter(ln.invoice_id for g in groups for ln in g)
+    for part in pack(groups, cfg.revenue_max_lines):
+        await budget.take()
+        if book is not None:
+            await book.claim_uploads(part)
+        try:
+            async with http.post(url, data=revenue_body(part), headers=headers) as resp:
+                raw = await resp.read()
+                status = resp.status
+        except (aiohttp.ClientError, TimeoutError):
+            status, raw = 0, b""
+        if status != 201:
+            probe.errors += 1
+            stats.errors += 1
+            if book is not None:
+                await book.record_uploads(part, "released", None)
+            break
+        if book is not None:
+            await book.record_uploads(part, "uploaded",
+                                      RevenueResultDecoder.decode(raw).batch_id)
+        stats.uploads += 1
+        stats.lines_uploaded += len(part)
+        left.subtract(ln.invoice_id for ln in part)
+    return left
 
 
 async def run_raw_path(cfg: BaselineConfig, variant: str) -> dict[str, Any]:

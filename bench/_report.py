@@ -582,6 +582,13 @@ def render_human(report: Mapping[str, Any]) -> str:
         if gens:
             lines.append("  load generator CPU us/event (its own process, in the box figure): "
                          + ", ".join(gens))
+        revs = [f"{k} {_fmt(b['revenue'].get('lines_uploaded'))} in "
+                f"{_fmt(b['revenue'].get('uploads'))}"
+                for k, b in (("gateway", leg["gateway"]), *leg["baselines"].items())
+                if isinstance(b, Mapping) and isinstance(b.get("revenue"), Mapping)]
+        if revs:
+            lines.append("  revenue lines uploaded by the leg's end (lines in uploads; the "
+                         "lane runs beside the ERP lane, not waited on): " + ", ".join(revs))
         a = leg["gateway"].get("audit", {})
         lines.append(f"  audit: issued {a.get('issued')}  posted {a.get('posted')}  LOST "
                      f"{a.get('lost')}  DUP {a.get('duplicates')}  UNEXPECTED "

@@ -10,7 +10,20 @@
   committed.
 * ``b2wl``: (b2w) plus, per adapter batch, after the ERP answered and before the ack, one
   fsync'd SQLite transaction (WAL, ``synchronous=FULL``, the gateway ledger's settings)
-  recording the batch's postings: the durable write the gateway's ledger does per batch.
+  recording the batch's postings and one audit row each: the durable write the gateway's
+  ledger does per batch.
+
+All three run the gateway's revenue lane beside the ERP lane (``bench._raw._revenue``): a
+second durable consumer (``revenue``) on the IN stream fetching 200 invoices, one line per
+invoice line, uploads of at most 500 lines to the simulated revenue platform
+(``POST /revenue/v1/batches``, 201), each within the revenue account's budget (10/s, burst
+5), then ack. In b2wl each upload is bracketed as the gateway's revenue poster brackets it:
+its lines ``pending`` (one row and one audit row per line) in one fsync'd transaction before
+the POST, ``uploaded`` (row update and one audit row per line) in another after the 201; a
+line the ledger holds ``uploaded`` or ``pending`` is not sent again. The ledger's audit rows
+are one SHA-256 chain, as the gateway's (each row's hash over the previous hash and the row's
+fields). The lane is stopped when the leg ends (its progress is the figures' ``revenue``
+section), as the gateway's revenue lane is not waited on either.
 
 The load comes from ``bench._loadgen`` in a process of its own (webhooks built and signed
 before the clock, one keep-alive client, 64 in flight), the same generator for every
@@ -21,6 +34,7 @@ a failed commit 503 (the generator retries it).
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import sys
@@ -36,13 +50,23 @@ from aiohttp import web
 
 from contracts._errors import SignatureError
 from contracts.platforms.billing import BillingEvent
+from contracts.platforms.revenue import RevenueLineIn
 from contracts.platforms.signing import SIGNATURE_HEADER, verify
 
 from ._probe import Probe
-from ._raw import MAX_ATOMIC, BaselineConfig, _adapter, _inv_enc, _Pipe, _router
+from ._raw import (
+    MAX_ATOMIC,
+    BaselineConfig,
+    RevenueStats,
+    _adapter,
+    _inv_enc,
+    _Pipe,
+    _revenue,
+    _router,
+)
 from ._wire import Journal, invoice_from_billing
 
-__all__ = ["WEBHOOK_KINDS", "Ledger", "run_webhook_path"]
+__all__ = ["GENESIS", "WEBHOOK_KINDS", "Ledger", "chain_hash", "run_webhook_path"]
 
 log = logging.getLogger("bench.webhook")
 
@@ -126,14 +150,33 @@ class _Ingress:
         return web.json_response({"received": True})
 
 
+GENESIS = "0" * 64  # the previous hash of the first audit row
+
+
+def chain_hash(prev: str, at: float, event: str, key: str, detail: str) -> str:
+    """The hash of one audit row: SHA-256 over the previous row's hash and this row's fields,
+    as the gateway's ledger chains its audit rows (before its chain is keyed)."""
+    return hashlib.sha256(f"{prev}|{at!r}|{event}|{key}|{detail}".encode()).hexdigest()
+
+
+_AUDIT_INSERT = ("INSERT INTO audit (at, event, key, detail, prev_hash, hash) "
+                 "VALUES (?, ?, ?, ?, ?, ?)")
+
+
 class Ledger:
     """b2wl's ledger: one fsync'd SQLite transaction per adapter batch (the gateway ledger's
-    pragmas: WAL, ``synchronous=FULL``)."""
+    pragmas: WAL, ``synchronous=FULL``) and two per revenue upload (``pending`` before it,
+    ``uploaded`` after it), each with one hash-chained audit row per row written. The ERP
+    adapter and the revenue lane share the connection; a lock keeps their transactions, and
+    the chain's head, one after the other."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.db: aiosqlite.Connection | None = None
-        self.transactions = 0
+        self.transactions = 0  # ERP batches recorded
+        self.upload_transactions = 0
+        self.head = GENESIS
+        self._lock = asyncio.Lock()
 
     async def open(self) -> None:
         self.db = await aiosqlite.connect(self.path)
@@ -143,25 +186,110 @@ class Ledger:
             "CREATE TABLE IF NOT EXISTS postings (idempotency_key TEXT PRIMARY KEY, "
             "external_id TEXT NOT NULL, amount INTEGER NOT NULL, status TEXT NOT NULL, "
             "erp_id TEXT NOT NULL, posted_at REAL NOT NULL)")
+        await self.db.execute(
+            "CREATE TABLE IF NOT EXISTS uploads (line_id TEXT PRIMARY KEY, "
+            "invoice_id TEXT NOT NULL, status TEXT NOT NULL, batch_id TEXT, "
+            "amount INTEGER NOT NULL, currency TEXT NOT NULL, recorded_at REAL NOT NULL)")
+        await self.db.execute(
+            "CREATE TABLE IF NOT EXISTS audit (seq INTEGER PRIMARY KEY AUTOINCREMENT, "
+            "at REAL NOT NULL, event TEXT NOT NULL, key TEXT NOT NULL, detail TEXT NOT NULL, "
+            "prev_hash TEXT NOT NULL, hash TEXT NOT NULL)")
         await self.db.commit()
+        async with self.db.execute("SELECT hash FROM audit ORDER BY seq DESC LIMIT 1") as cur:
+            row = await cur.fetchone()
+        self.head = str(row[0]) if row else GENESIS
+
+    async def _write(self, sql: str, rows: list[tuple[Any, ...]],
+                     audit: list[tuple[float, str, str, str]]) -> None:
+        """``sql`` over ``rows`` and the chained ``audit`` rows, in one transaction."""
+        assert self.db is not None
+        async with self._lock:
+            prev, chained = self.head, []
+            for at, event, key, detail in audit:
+                h = chain_hash(prev, at, event, key, detail)
+                chained.append((at, event, key, detail, prev, h))
+                prev = h
+            await self.db.execute("BEGIN")
+            try:
+                await self.db.executemany(sql, rows)
+                await self.db.executemany(_AUDIT_INSERT, chained)
+                await self.db.commit()
+            except BaseException:
+                await self.db.rollback()
+                raise
+            self.head = prev
 
     async def record(self, entries: list[Journal], results: list[tuple[str, str]]) -> None:
-        assert self.db is not None
         now = time.time()
         rows = [(e.idempotency_key, e.external_id, e.lines[0].debit, status, erp_id, now)
                 for e, (status, erp_id) in zip(entries, results, strict=True)]
-        await self.db.execute("BEGIN")
-        await self.db.executemany(
+        await self._write(
             "INSERT INTO postings VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(idempotency_key) DO "
-            "UPDATE SET status = excluded.status, erp_id = excluded.erp_id", rows)
-        await self.db.commit()
+            "UPDATE SET status = excluded.status, erp_id = excluded.erp_id", rows,
+            [(now, "posted", key, f"{status} {erp_id}") for key, _x, _a, status, erp_id, _t
+             in rows])
         self.transactions += 1
 
-    async def count(self) -> int:
+    async def upload_states(self, line_ids: list[str]) -> dict[str, str]:
+        """The status of every line of ``line_ids`` that has an upload row."""
         assert self.db is not None
-        async with self.db.execute("SELECT count(*) FROM postings") as cur:
+        found: dict[str, str] = {}
+        for i in range(0, len(line_ids), 500):
+            chunk = line_ids[i:i + 500]
+            sql = ("SELECT line_id, status FROM uploads WHERE line_id IN "
+                   f"({','.join('?' * len(chunk))})")
+            async with self.db.execute(sql, chunk) as cur:
+                found.update((str(r[0]), str(r[1])) for r in await cur.fetchall())
+        return found
+
+    async def claim_uploads(self, lines: list[RevenueLineIn]) -> None:
+        """``lines`` ``pending``, one row and one audit row each, before their upload."""
+        now = time.time()
+        await self._write(
+            "INSERT INTO uploads VALUES (?, ?, 'pending', NULL, ?, ?, ?) ON CONFLICT(line_id) "
+            "DO UPDATE SET status = 'pending', recorded_at = excluded.recorded_at",
+            [(ln.line_id, ln.invoice_id, ln.amount, ln.currency, now) for ln in lines],
+            [(now, "upload.pending", f"revenue:{ln.line_id}", "") for ln in lines])
+        self.upload_transactions += 1
+
+    async def record_uploads(self, lines: list[RevenueLineIn], status: str,
+                             batch_id: str | None) -> None:
+        """The answer for ``lines`` (``uploaded`` in ``batch_id``, or ``released``): their rows
+        updated and one audit row each."""
+        now = time.time()
+        detail = f"batch {batch_id}" if batch_id else ""
+        await self._write(
+            "UPDATE uploads SET status = ?, batch_id = COALESCE(?, batch_id), recorded_at = ? "
+            "WHERE line_id = ?",
+            [(status, batch_id, now, ln.line_id) for ln in lines],
+            [(now, f"upload.{status}", f"revenue:{ln.line_id}", detail) for ln in lines])
+        self.upload_transactions += 1
+
+    async def _scalar(self, sql: str) -> int:
+        assert self.db is not None
+        async with self.db.execute(sql) as cur:
             row = await cur.fetchone()
         return int(row[0]) if row else 0
+
+    async def count(self) -> int:
+        return await self._scalar("SELECT count(*) FROM postings")
+
+    async def summary(self) -> dict[str, Any]:
+        """What the ledger holds: postings, uploads per status, audit rows, and whether the
+        audit chain verifies from the first row to the last."""
+        assert self.db is not None
+        async with self.db.execute("SELECT status, count(*) FROM uploads GROUP BY status") as cur:
+            uploads = {str(r[0]): int(r[1]) for r in await cur.fetchall()}
+        prev, ok, rows = GENESIS, True, 0
+        async with self.db.execute(
+                "SELECT at, event, key, detail, prev_hash, hash FROM audit ORDER BY seq") as cur:
+            async for at, event, key, detail, prev_hash, h in cur:
+                rows += 1
+                ok = ok and prev_hash == prev and h == chain_hash(prev, at, event, key, detail)
+                prev = h
+        return {"transactions": self.transactions, "postings": await self.count(),
+                "upload_transactions": self.upload_transactions, "uploads": uploads,
+                "audit_rows": rows, "chain_ok": ok}
 
     async def close(self) -> None:
         if self.db is not None:
@@ -191,13 +319,15 @@ async def _generate(url: str, cfg: BaselineConfig) -> dict[str, Any]:
 
 async def run_webhook_path(cfg: BaselineConfig, variant: str) -> dict[str, Any]:
     """Run baseline ``b1w``, ``b2w`` or ``b2wl`` once; the figures dict (``Probe.figures``
-    plus ``generator`` and, for b2wl, ``ledger``)."""
+    plus ``generator``, ``revenue`` (``RevenueStats.figures``: what the revenue lane did by
+    the leg's end) and, for b2wl, ``ledger`` (``Ledger.summary``))."""
     if variant not in WEBHOOK_KINDS:
         raise ValueError(f"webhook variant must be one of {', '.join(WEBHOOK_KINDS)}, "
                          f"got {variant!r}")
     pipe = _Pipe(cfg, atomic=variant != "b1w")
     probe = Probe(cfg.events, cfg.box_pids)
     stop = asyncio.Event()
+    revenue = RevenueStats()
     ledger: Ledger | None = None
     tmp: tempfile.TemporaryDirectory[str] | None = None
     if variant == "b2wl":
@@ -217,6 +347,7 @@ async def run_webhook_path(cfg: BaselineConfig, variant: str) -> dict[str, Any]:
             await ledger.open()
         r_sub = await pipe.consumer(pipe.in_stream, "router")
         a_sub = await pipe.consumer(pipe.out_stream, "adapter")
+        v_sub = await pipe.consumer(pipe.in_stream, "revenue")
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()
@@ -229,6 +360,7 @@ async def run_webhook_path(cfg: BaselineConfig, variant: str) -> dict[str, Any]:
                 _router(pipe, r_sub, stop, probe),
                 _adapter(pipe, a_sub, stop, http, probe,
                          ledger.record if ledger is not None else None),
+                _revenue(pipe, v_sub, stop, http, probe, revenue, ledger),
                 probe.sample())]
             if ingress.group is not None:
                 tasks.append(asyncio.ensure_future(ingress.group.run()))
@@ -243,9 +375,12 @@ async def run_webhook_path(cfg: BaselineConfig, variant: str) -> dict[str, Any]:
                 else:
                     complete = await waiter
                 gen = await gen_task
+                if complete and cfg.revenue_drain_s > 0:
+                    await revenue.drain(cfg.events, cfg.revenue_drain_s)
+                revenue.end()
             finally:
                 stop.set()
-                for t in tasks[2:]:
+                for t in tasks[3:]:
                     t.cancel()
                 await asyncio.gather(*tasks, return_exceptions=True)
     finally:
@@ -260,16 +395,17 @@ async def run_webhook_path(cfg: BaselineConfig, variant: str) -> dict[str, Any]:
     out["atomic_fallbacks"] = pipe.atomic_fallbacks
     out["latency_source"] = ("per-event (the generator's first POST of the webhook to the ERP "
                              "bulk answer at the adapter)")
-    out["cpu_scope"] = ("the baseline process (webhook ingress, router, adapter"
+    out["cpu_scope"] = ("the baseline process (webhook ingress, router, adapter, revenue lane"
                         + (", ledger)" if ledger is not None else ")")
                         + "; the load generator is a process of its own")
-    out["variant"] = {"b1w": "b1 behind a signed-webhook ingress",
-                      "b2w": "b2 behind a signed-webhook ingress (group commit)",
-                      "b2wl": "b2w + one fsync'd SQLite transaction per adapter batch"}[variant]
+    out["variant"] = {"b1w": "b1 behind a signed-webhook ingress, + revenue lane",
+                      "b2w": "b2 behind a signed-webhook ingress (group commit), + revenue lane",
+                      "b2wl": "b2w + one fsync'd SQLite transaction per adapter batch and two "
+                              "per revenue upload, audit rows hash-chained"}[variant]
+    out["revenue"] = revenue.figures()
     if ledger is not None:
         try:
-            out["ledger"] = {"transactions": ledger.transactions,
-                             "postings": await ledger.count()}
+            out["ledger"] = await ledger.summary()
         finally:
             await ledger.close()
             if tmp is not None:

@@ -1,10 +1,12 @@
 """Message shapes of the framework-free baselines, and the pure steps between them.
 
 The baselines carry the same business content as the gateway (an issued invoice in, one
-balanced journal entry out, posted in bulk to the simulated ERP) without the gateway's
-envelope, contracts layer or actors: the point is to measure what the broker, nats-py and the
-HTTP hop cost on their own. Internal messages are msgpack (as in the gateway); the ERP request
-is the ERP's public JSON wire format (``contracts.platforms.erp``, which the simulator serves).
+balanced journal entry out, posted in bulk to the simulated ERP; and, on the revenue lane, one
+billing line per invoice line, uploaded in batches to the simulated revenue platform) without
+the gateway's envelope, contracts layer or actors: the point is to measure what the broker,
+nats-py and the HTTP hop cost on their own. Internal messages are msgpack (as in the gateway);
+the ERP and revenue requests are the platforms' public JSON wire formats
+(``contracts.platforms.erp`` and ``contracts.platforms.revenue``, which the simulator serves).
 """
 
 from __future__ import annotations
@@ -15,14 +17,19 @@ import msgspec
 
 from contracts.platforms import erp as erp_wire
 from contracts.platforms.billing import BillingInvoice
+from contracts.platforms.revenue import RevenueBatch, RevenueBatchResult, RevenueLineIn
 
 __all__ = [
     "BulkResponseDecoder",
     "Invoice",
     "Journal",
+    "RevenueResultDecoder",
     "bulk_body",
     "invoice_from_billing",
     "journal_for",
+    "pack",
+    "revenue_body",
+    "revenue_lines",
 ]
 
 
@@ -37,7 +44,9 @@ class Invoice(msgspec.Struct, frozen=True):
     tax: int
     total: int
     issued_at: int
-    lines: list[tuple[str, int]]
+    lines: list[tuple[str, str, int]]  # (line id, product, amount)
+    period_start: int  # the service period, Unix seconds (as billing sends it)
+    period_end: int
 
 
 class Line(msgspec.Struct, frozen=True):
@@ -62,7 +71,8 @@ def invoice_from_billing(inv: BillingInvoice) -> Invoice:
     return Invoice(id=inv.id, number=inv.number, customer=inv.customer,
                    currency=inv.currency.upper(), subtotal=inv.subtotal, tax=inv.tax,
                    total=inv.total, issued_at=inv.created,
-                   lines=[(ln.product, ln.amount) for ln in inv.lines.data])
+                   lines=[(ln.id, ln.product, ln.amount) for ln in inv.lines.data],
+                   period_start=inv.period_start, period_end=inv.period_end)
 
 
 def journal_for(inv: Invoice, run_id: str) -> Journal:
@@ -93,3 +103,52 @@ def bulk_body(entries: list[Journal]) -> bytes:
 
 
 BulkResponseDecoder = msgspec.json.Decoder(erp_wire.BulkResponse)
+
+
+def _day(at: int) -> str:
+    return datetime.fromtimestamp(at, UTC).date().isoformat()
+
+
+def revenue_lines(inv: Invoice, run_id: str) -> list[RevenueLineIn]:
+    """The invoice's billing lines for the revenue platform, as the gateway's revenue poster
+    makes them (``actors.revenue.plan.revenue_lines``): one per invoice line, its amount,
+    currency upper-case, recognised over the invoice's service period (UTC dates, inclusive).
+    The line id ``<run id>:<invoice id>:<line id>`` is unique per run."""
+    start, end = _day(inv.period_start), _day(inv.period_end)
+    currency = inv.currency.upper()
+    return [RevenueLineIn(line_id=f"{run_id}:{inv.id}:{line_id}", invoice_id=inv.id,
+                          product=product, currency=currency, amount=amount,
+                          period_start=start, period_end=end)
+            for line_id, product, amount in inv.lines]
+
+
+def pack(groups: list[list[RevenueLineIn]], max_lines: int) -> list[list[RevenueLineIn]]:
+    """Uploads of at most ``max_lines`` lines, in order, as the gateway packs them
+    (``actors.revenue.plan.pack``): an invoice's lines stay in one upload when they fit in
+    one; a larger invoice is cut into full uploads and a remainder. Raises ``ValueError`` for
+    ``max_lines < 1``."""
+    if max_lines < 1:
+        raise ValueError(f"max_lines must be >= 1, got {max_lines}")
+    out: list[list[RevenueLineIn]] = []
+    current: list[RevenueLineIn] = []
+    for group in groups:
+        for i in range(0, len(group), max_lines):
+            piece = group[i:i + max_lines]
+            if len(current) + len(piece) > max_lines:
+                out.append(current)
+                current = []
+            current.extend(piece)
+    if current:
+        out.append(current)
+    return out
+
+
+_revenue_enc = msgspec.json.Encoder()
+
+
+def revenue_body(lines: list[RevenueLineIn]) -> bytes:
+    """The JSON body of one ``POST /revenue/v1/batches``."""
+    return _revenue_enc.encode(RevenueBatch(lines=lines))
+
+
+RevenueResultDecoder = msgspec.json.Decoder(RevenueBatchResult)

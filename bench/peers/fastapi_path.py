@@ -5,9 +5,10 @@ uvicorn in front of the FastStream pipeline of peer (c).
 own check (``contracts.platforms.signing.verify``), validates the event with pydantic models,
 publishes the invoice with ``broker.publish(..., stream=...)`` (waiting for its PubAck) and
 answers 200; a bad signature or body is answered 400 with ``{"code","message","path"}``. The
-router and the ERP adapter are peer (c)'s (``faststream_path.Pipeline``), under the same ERP
-budget. The load comes from ``bench._loadgen``, the generator of the gateway and of the
-webhook baselines; an event's clock starts at its first POST.
+router, the ERP adapter and the revenue subscriber are peer (c)'s
+(``faststream_path.Pipeline``), under the same ERP and revenue budgets. The load comes from
+``bench._loadgen``, the generator of the gateway and of the webhook baselines; an event's
+clock starts at its first POST.
 """
 
 from __future__ import annotations
@@ -29,12 +30,13 @@ from gateway.broker import free_port
 from .._probe import Probe
 from .._raw import BaselineConfig
 from .._webhook import WEBHOOK_PATH, _generate
-from .faststream_path import PUBLISH_TIMEOUT_S, InvoiceIn, Pipeline, delete_streams
+from .faststream_path import PUBLISH_TIMEOUT_S, Pipeline, delete_streams, invoice_in
 
 __all__ = ["run_webhook_peer"]
 
 
 class LineModel(BaseModel):
+    id: str
     product: str
     amount: int
 
@@ -49,6 +51,8 @@ class InvoiceModel(BaseModel):
     customer: str
     currency: str
     created: int
+    period_start: int
+    period_end: int
     subtotal: int
     tax: int
     total: int
@@ -88,10 +92,7 @@ def make_app(pipe: Pipeline, probe: Probe, secret: str) -> FastAPI:
             return _problem(400, "body.invalid", str(exc), "$")
         inv = event.data.object
         probe.arrive(inv.id)
-        msg = InvoiceIn(id=inv.id, number=inv.number, customer=inv.customer,
-                        currency=inv.currency.upper(), subtotal=inv.subtotal, tax=inv.tax,
-                        total=inv.total, issued_at=inv.created,
-                        lines=[(ln.product, ln.amount) for ln in inv.lines.data])
+        msg = invoice_in(inv)
         try:
             await pipe.broker.publish(msg, pipe.in_subject, stream=pipe.in_stream.name,
                                       headers={"Nats-Msg-Id": f"{run_id}:{inv.id}"},
@@ -136,6 +137,9 @@ async def run_webhook_peer(cfg: BaselineConfig) -> dict[str, Any]:
             else:
                 complete = await waiter
             gen = await gen_task
+            if complete and cfg.revenue_drain_s > 0:
+                await pipe.revenue.drain(cfg.events, cfg.revenue_drain_s)
+            pipe.revenue.end()
         finally:
             server.should_exit = True
             sampler.cancel()
@@ -151,5 +155,6 @@ async def run_webhook_peer(cfg: BaselineConfig) -> dict[str, Any]:
     out["latency_source"] = ("per-event (the generator's first POST of the webhook to the ERP "
                              "bulk answer at the adapter)")
     out["variant"] = ("FastAPI (uvicorn) webhook endpoint, pydantic models, FastStream "
-                      "publisher and subscribers")
+                      "publisher and subscribers (+ the batch revenue subscriber)")
+    out["revenue"] = pipe.revenue.figures()
     return out

@@ -16,6 +16,16 @@ were lost from a failed pull and waited ``ack_wait`` (30 s) for redelivery, so t
 measured on its retries rather than its framework. The point is the framework's own cost, not
 a tuned FastStream.
 
+The gateway's revenue lane is a second batch pull subscriber on the IN stream (durable
+``revenue``, the same consumer settings, 200 invoices per batch): one pydantic revenue line per
+invoice line (line id ``<run id>:<invoice id>:<line id>``, the invoice's service period), packed
+into uploads of at most 500 lines, each within the revenue account's budget (10/s, burst 5)
+and posted as JSON to the simulated revenue platform (``POST /revenue/v1/batches``, 201); the
+batch is acked when its uploads are in. A non-201 answer counts an error, acks the invoices
+whose lines were all uploaded and naks the rest with a 0.5 s delay (``NackMessage``). No
+ledger and no guard, as for its ERP side. It runs beside the ERP lane and is stopped with the
+broker when the leg ends; the figures' ``revenue`` section says how far it got.
+
 Same streams, consumer settings, event count, admission window, ERP simulator and latency
 clock as the raw baselines (see ``bench._probe``); streams are deleted afterwards.
 """
@@ -26,22 +36,26 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import Counter
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
 import aiohttp
 import nats
-from faststream import AckPolicy
+from faststream import AckPolicy, Context
+from faststream.exceptions import NackMessage
 from faststream.nats import JStream, NatsBroker, NatsResponse, PullSub
+from faststream.nats.message import NatsBatchMessage
 from nats.js import api
 from pydantic import BaseModel
 
 from sim import generate_invoices
 
 from .._probe import Arrivals, Probe
-from .._raw import BULK_PATH, BaselineConfig, ErpBudget, seed_option
+from .._raw import BULK_PATH, REVENUE_PATH, BaselineConfig, ErpBudget, RevenueStats, seed_option
 
-__all__ = ["PUBLISH_TIMEOUT_S", "InvoiceIn", "Pipeline", "delete_streams", "run_peer"]
+__all__ = ["PUBLISH_TIMEOUT_S", "InvoiceIn", "Pipeline", "delete_streams", "invoice_in",
+           "run_peer"]
 
 log = logging.getLogger("bench.peer")
 
@@ -58,7 +72,9 @@ class InvoiceIn(BaseModel):
     tax: int
     total: int
     issued_at: int
-    lines: list[tuple[str, int]]
+    lines: list[tuple[str, str, int]]  # (line id, product, amount)
+    period_start: int  # the service period, Unix seconds
+    period_end: int
 
 
 class JournalLine(BaseModel):
@@ -76,6 +92,51 @@ class JournalEntry(BaseModel):
     currency: str
     memo: str
     lines: list[JournalLine]
+
+
+class RevenueLine(BaseModel):
+    # camelCase: the revenue platform's wire spelling (RevenueLineIn)
+    lineId: str
+    invoiceId: str
+    product: str
+    currency: str
+    amount: int
+    periodStart: str
+    periodEnd: str
+
+
+def _revenue_lines(inv: InvoiceIn, run_id: str) -> list[RevenueLine]:
+    start, end = (datetime.fromtimestamp(t, UTC).date().isoformat()
+                  for t in (inv.period_start, inv.period_end))
+    return [RevenueLine(lineId=f"{run_id}:{inv.id}:{line_id}", invoiceId=inv.id,
+                        product=product, currency=inv.currency.upper(), amount=amount,
+                        periodStart=start, periodEnd=end)
+            for line_id, product, amount in inv.lines]
+
+
+def _pack(groups: list[list[RevenueLine]], max_lines: int) -> list[list[RevenueLine]]:
+    """Uploads of at most ``max_lines``; an invoice's lines stay together when they fit."""
+    out: list[list[RevenueLine]] = []
+    current: list[RevenueLine] = []
+    for group in groups:
+        for i in range(0, len(group), max_lines):
+            piece = group[i:i + max_lines]
+            if len(current) + len(piece) > max_lines:
+                out.append(current)
+                current = []
+            current.extend(piece)
+    if current:
+        out.append(current)
+    return out
+
+
+def invoice_in(b: Any) -> InvoiceIn:
+    """The peer's message for a billing invoice (``BillingInvoice`` or its pydantic twin)."""
+    return InvoiceIn(id=b.id, number=b.number, customer=b.customer,
+                     currency=b.currency.upper(), subtotal=b.subtotal, tax=b.tax,
+                     total=b.total, issued_at=b.created,
+                     lines=[(ln.id, ln.product, ln.amount) for ln in b.lines.data],
+                     period_start=b.period_start, period_end=b.period_end)
 
 
 def _journal(inv: InvoiceIn, run_id: str) -> JournalEntry:
@@ -101,6 +162,7 @@ class Pipeline:
     def __init__(self, cfg: BaselineConfig, probe: Probe) -> None:
         self.http: aiohttp.ClientSession | None = None
         self.cfg = cfg
+        self.revenue = RevenueStats()
         (self.broker, self.in_subject, self.in_stream,
          self.out_stream) = _build(cfg, probe, self)
 
@@ -147,6 +209,42 @@ def _build(cfg: BaselineConfig, probe: Probe,
             else:
                 probe.errors += 1
 
+    revenue_budget = ErpBudget(cfg.revenue_rate, cfg.revenue_burst)  # the revenue account's
+
+    @broker.subscriber(in_subject, stream=in_stream, durable="revenue",
+                       config=_consumer("revenue", cfg), ack_policy=AckPolicy.NACK_ON_ERROR,
+                       pull_sub=PullSub(batch_size=cfg.revenue_batch, timeout=0.5, batch=True))
+    async def upload_revenue(invoices: list[InvoiceIn],
+                             message: Annotated[NatsBatchMessage, Context("message")]
+                             ) -> None:
+        http = holder.http
+        assert http is not None
+        stats = holder.revenue
+        unique = {inv.id: inv for inv in invoices}
+        groups = [_revenue_lines(inv, cfg.run_id) for inv in unique.values()]
+        left = Counter(ln.invoiceId for g in groups for ln in g)
+        for part in _pack(groups, cfg.revenue_max_lines):
+            await revenue_budget.take()
+            body = {"lines": [ln.model_dump() for ln in part]}
+            try:
+                async with http.post(cfg.sim_url + REVENUE_PATH, json=body) as resp:
+                    await resp.read()
+                    status = resp.status
+            except (aiohttp.ClientError, TimeoutError):
+                status = 0
+            if status != 201:
+                probe.errors += 1
+                stats.errors += 1
+                # the invoices whose lines are all in are acked; the rest redelivered
+                for raw, inv in zip(message.raw_message, invoices, strict=True):
+                    if left[inv.id] <= 0:
+                        await raw.ack()
+                raise NackMessage(delay=0.5)
+            stats.uploads += 1
+            stats.lines_uploaded += len(part)
+            left.subtract(ln.invoiceId for ln in part)
+        stats.invoices_acked += len(invoices)  # acked by FastStream on return
+
     return broker, in_subject, in_stream, out_stream
 
 
@@ -156,13 +254,7 @@ async def run_peer(cfg: BaselineConfig) -> dict[str, Any]:
     pipe = Pipeline(cfg, probe)
     broker, in_subject, in_stream, out_stream = (pipe.broker, pipe.in_subject, pipe.in_stream,
                                                  pipe.out_stream)
-    invoices = {
-        b.id: InvoiceIn(id=b.id, number=b.number, customer=b.customer,
-                        currency=b.currency.upper(), subtotal=b.subtotal, tax=b.tax,
-                        total=b.total, issued_at=b.created,
-                        lines=[(ln.product, ln.amount) for ln in b.lines.data])
-        for b in generate_invoices(cfg.events, cfg.seed, 1)
-    }
+    invoices = {b.id: invoice_in(b) for b in generate_invoices(cfg.events, cfg.seed, 1)}
     arrivals = Arrivals(list(invoices), cfg.rate, cfg.window, probe)
     queue: asyncio.Queue[str] = asyncio.Queue()
 
@@ -193,6 +285,9 @@ async def run_peer(cfg: BaselineConfig) -> dict[str, Any]:
             probe.start()
             await arrivals.run(admit)
             complete = await probe.wait(cfg.stall_timeout)
+            if complete and cfg.revenue_drain_s > 0:
+                await pipe.revenue.drain(cfg.events, cfg.revenue_drain_s)
+            pipe.revenue.end()
         finally:
             for t in [*workers, sampler]:
                 t.cancel()
@@ -200,7 +295,9 @@ async def run_peer(cfg: BaselineConfig) -> dict[str, Any]:
             await broker.stop()
             await delete_streams(cfg, [in_stream.name, out_stream.name])
     out = probe.figures("peer", cfg.rate, complete)
-    out["variant"] = "FastStream NatsBroker, pydantic JSON, per-message router handler"
+    out["variant"] = ("FastStream NatsBroker, pydantic JSON, per-message router handler, "
+                      "batch revenue subscriber")
+    out["revenue"] = pipe.revenue.figures()
     return out
 
 

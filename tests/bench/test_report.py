@@ -261,3 +261,13 @@ def test_the_peer_is_the_webhook_peer_when_it_ran_and_the_bare_one_stays_beside_
     bare = build_report(legs(), {"profile": "test"})
     assert bare["ratios"]["vs_peer"]["against"] == "peer"
     assert by_id(bare["verdicts"])["throughput_vs_peer"]["figure"] == 3.0
+
+
+def test_the_table_says_how_far_each_revenue_lane_got() -> None:
+    leg = legs()[0]
+    leg["gateway"]["revenue"] = {"lines_uploaded": 9012, "uploads": 21}
+    leg["baselines"]["b2wl"] = fig(1000.0, 80.0, revenue={"lines_uploaded": 8500, "uploads": 18})
+    text = render_human(build_report([leg], {"profile": "test"}))
+    assert "revenue lines uploaded by the leg's end" in text
+    assert "gateway 9012 in 21" in text and "b2wl 8500 in 18" in text
+    assert "revenue lines" not in render_human(build_report(legs(), {"profile": "test"}))
