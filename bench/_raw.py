@@ -31,7 +31,7 @@ within the revenue account's budget (the gateway's ``revenue_limiter``: 10/s, bu
 ack. b2wl's ledger brackets each upload with its two fsync'd transactions (``UploadBook``).
 
 Consumers use the gateway's settings (explicit ack, ack_wait 30 s, max_deliver 8,
-max_ack_pending 256); streams are file-backed with a 10-minute dedupe window. Every loop is
+max_ack_pending 512); streams are file-backed with a 10-minute dedupe window. Every loop is
 bounded by the number of events and by a stall timeout, and the streams are deleted afterwards.
 """
 
@@ -103,7 +103,7 @@ class BaselineConfig:
     router_batch: int = 256
     adapter_batch: int = 100
     stall_timeout: float = 60.0
-    max_ack_pending: int = 256
+    max_ack_pending: int = 512  # the gateway's default (each loop here holds one batch)
     # The ERP account's request budget, the same for every system (the gateway's default
     # ``erp_limiter``: 50 requests/s, burst 20; 0 = none). One bulk holds ``adapter_batch``.
     erp_rate: float = 50.0
