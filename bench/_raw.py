@@ -56,6 +56,7 @@ from nats.aio.msg import Msg
 from nats.js import api
 from nats.js.client import JetStreamContext
 
+from actors.revenue.plan import pack
 from contracts.platforms.revenue import RevenueLineIn
 from sim import generate_invoices
 
@@ -68,7 +69,6 @@ from ._wire import (
     bulk_body,
     invoice_from_billing,
     journal_for,
-    pack,
     revenue_body,
     revenue_lines,
 )

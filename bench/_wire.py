@@ -27,7 +27,6 @@ __all__ = [
     "bulk_body",
     "invoice_from_billing",
     "journal_for",
-    "pack",
     "revenue_body",
     "revenue_lines",
 ]
@@ -120,27 +119,6 @@ def revenue_lines(inv: Invoice, run_id: str) -> list[RevenueLineIn]:
                           product=product, currency=currency, amount=amount,
                           period_start=start, period_end=end)
             for line_id, product, amount in inv.lines]
-
-
-def pack(groups: list[list[RevenueLineIn]], max_lines: int) -> list[list[RevenueLineIn]]:
-    """Uploads of at most ``max_lines`` lines, in order, as the gateway packs them
-    (``actors.revenue.plan.pack``): an invoice's lines stay in one upload when they fit in
-    one; a larger invoice is cut into full uploads and a remainder. Raises ``ValueError`` for
-    ``max_lines < 1``."""
-    if max_lines < 1:
-        raise ValueError(f"max_lines must be >= 1, got {max_lines}")
-    out: list[list[RevenueLineIn]] = []
-    current: list[RevenueLineIn] = []
-    for group in groups:
-        for i in range(0, len(group), max_lines):
-            piece = group[i:i + max_lines]
-            if len(current) + len(piece) > max_lines:
-                out.append(current)
-                current = []
-            current.extend(piece)
-    if current:
-        out.append(current)
-    return out
 
 
 _revenue_enc = msgspec.json.Encoder()

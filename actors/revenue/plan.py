@@ -33,7 +33,7 @@ the tests are tables.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 import msgspec
 
@@ -310,19 +310,19 @@ def credit_lines(cm: CreditMemoIssued) -> list[RevenueLineIn]:
             for ln in cm.lines]
 
 
-def pack(groups: Sequence[Sequence[RevenueLineIn]], max_lines: int) -> list[list[RevenueLineIn]]:
+_Line = TypeVar("_Line")
+
+
+def pack(groups: Sequence[Sequence[_Line]], max_lines: int) -> list[list[_Line]]:
     """Uploads of at most ``max_lines`` lines, in order. Each group (one invoice's lines) stays
     in one upload when it fits in one; a group larger than ``max_lines`` is cut into full
     uploads and a remainder. Empty groups are skipped. Raises ``ValueError`` for
-    ``max_lines < 1``."""
+    ``max_lines < 1``. (Any line type: the benchmark's baselines pack theirs with it.)"""
     if max_lines < 1:
         raise ValueError(f"max_lines must be >= 1, got {max_lines}")
-    out: list[list[RevenueLineIn]] = []
-    current: list[RevenueLineIn] = []
+    out: list[list[_Line]] = []
+    current: list[_Line] = []
     for group in groups:
-        if len(current) + len(group) > max_lines and current:
-            out.append(current)
-            current = []
         for i in range(0, len(group), max_lines):
             piece = list(group[i : i + max_lines])
             if len(current) + len(piece) > max_lines:

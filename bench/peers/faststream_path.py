@@ -49,6 +49,7 @@ from faststream.nats.message import NatsBatchMessage
 from nats.js import api
 from pydantic import BaseModel
 
+from actors.revenue.plan import pack
 from sim import generate_invoices
 
 from .._probe import Arrivals, Probe
@@ -112,22 +113,6 @@ def _revenue_lines(inv: InvoiceIn, run_id: str) -> list[RevenueLine]:
                         product=product, currency=inv.currency.upper(), amount=amount,
                         periodStart=start, periodEnd=end)
             for line_id, product, amount in inv.lines]
-
-
-def _pack(groups: list[list[RevenueLine]], max_lines: int) -> list[list[RevenueLine]]:
-    """Uploads of at most ``max_lines``; an invoice's lines stay together when they fit."""
-    out: list[list[RevenueLine]] = []
-    current: list[RevenueLine] = []
-    for group in groups:
-        for i in range(0, len(group), max_lines):
-            piece = group[i:i + max_lines]
-            if len(current) + len(piece) > max_lines:
-                out.append(current)
-                current = []
-            current.extend(piece)
-    if current:
-        out.append(current)
-    return out
 
 
 def invoice_in(b: Any) -> InvoiceIn:
@@ -223,7 +208,7 @@ def _build(cfg: BaselineConfig, probe: Probe,
         unique = {inv.id: inv for inv in invoices}
         groups = [_revenue_lines(inv, cfg.run_id) for inv in unique.values()]
         left = Counter(ln.invoiceId for g in groups for ln in g)
-        for part in _pack(groups, cfg.revenue_max_lines):
+        for part in pack(groups, cfg.revenue_max_lines):
             await revenue_budget.take()
             body = {"lines": [ln.model_dump() for ln in part]}
             try:

@@ -5,7 +5,6 @@ a refused upload naks what it did not upload. Nothing here asserts a speed."""
 from __future__ import annotations
 
 import hashlib
-import random
 import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -21,9 +20,9 @@ from actors.revenue import plan
 from bench._probe import Probe
 from bench._raw import REVENUE_PATH, BaselineConfig, ErpBudget, RevenueStats, _upload_batch
 from bench._webhook import Ledger
-from bench._wire import invoice_from_billing, journal_for, pack, revenue_lines
+from bench._wire import invoice_from_billing, journal_for, revenue_lines
 from contracts.platforms.billing import BillingEvent, EventData
-from contracts.platforms.revenue import RevenueBatch, RevenueLineIn
+from contracts.platforms.revenue import RevenueBatch
 from gateway.config import Config
 from sim import generate_invoices
 
@@ -49,29 +48,6 @@ def test_the_lines_are_the_gateways_with_a_run_unique_id() -> None:
                   ln.period_end) for ln in ours]
                 == [(ln.invoice_id, ln.product, ln.currency, ln.amount, ln.period_start,
                      ln.period_end) for ln in gateway])
-
-
-def _line(i: int, inv: str) -> RevenueLineIn:
-    return RevenueLineIn(line_id=f"{inv}:{i}", invoice_id=inv, product="p", currency="USD",
-                         amount=1, period_start="2025-01-01", period_end="2025-01-31")
-
-
-@pytest.mark.parametrize("seed", range(20))
-def test_the_packing_is_the_gateways(seed: int) -> None:
-    rng = random.Random(seed)
-    groups = [[_line(i, f"in_{g}") for i in range(rng.choice([0, 1, 3, 5, 7, 12, 30]))]
-              for g in range(rng.randint(0, 40))]
-    max_lines = rng.choice([1, 4, 10, 25, 500])
-    assert pack(groups, max_lines) == plan.pack(groups, max_lines)
-    try:
-        from bench.peers.faststream_path import RevenueLine, _pack
-    except ImportError:  # the peer extra is not installed: nothing of it to compare
-        return
-    peer = [[RevenueLine(lineId=ln.line_id, invoiceId=ln.invoice_id, product=ln.product,
-                         currency=ln.currency, amount=ln.amount, periodStart=ln.period_start,
-                         periodEnd=ln.period_end) for ln in g] for g in groups]
-    assert ([[ln.lineId for ln in part] for part in _pack(peer, max_lines)]
-            == [[ln.line_id for ln in part] for part in plan.pack(groups, max_lines)])
 
 
 def _chain_ok(path: Path) -> bool:
