@@ -293,6 +293,17 @@ class PlatformsConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     ca_file: str = ""
 
 
+class RuntimeConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    # Python's cyclic garbage collector in `erpgw up` (gateway/gc_tuning.py): its three
+    # thresholds (Python's own are 700, 10, 10: at load that was ~350 collections a second
+    # and a full one of ~45 ms every second or so, a tenth of the event loop's time), and
+    # whether what exists once the gateway has started is frozen out of later collections.
+    gc_threshold: Annotated[list[Annotated[int, msgspec.Meta(ge=1)]],
+                            msgspec.Meta(min_length=3, max_length=3)] = msgspec.field(
+        default_factory=lambda: [10_000, 20, 20])
+    gc_freeze: bool = True
+
+
 class SupervisorConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     # More than `intensity` restarts within `period` seconds: stop everything and exit non-zero,
     # so the outer supervisor (systemd, Kubernetes) sees it instead of a hot restart loop.
@@ -314,6 +325,7 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     erp: ErpConfig = msgspec.field(default_factory=ErpConfig)
     router: RouterConfig = msgspec.field(default_factory=RouterConfig)
     supervisor: SupervisorConfig = msgspec.field(default_factory=SupervisorConfig)
+    runtime: RuntimeConfig = msgspec.field(default_factory=RuntimeConfig)  # the process's GC
     audit: AuditConfig = msgspec.field(default_factory=AuditConfig)  # keyed chain, anchors
     dlq: DlqConfig = msgspec.field(default_factory=DlqConfig)  # expiry warning (S28)
     # TLS of the outbound platform calls (actors/infra/http.py).

@@ -5,12 +5,15 @@ from __future__ import annotations
 import argparse
 import logging
 
+import anyio
+
 from ._common import LOG_LEVELS, add_gateway_flags, overrides, run_async
 
 log = logging.getLogger("erpgw.cli")
 
 
 def cmd_up(args: argparse.Namespace) -> int:
+    from .. import gc_tuning
     from ..app import run_gateway
     from ..config import load_config
     from ..logs import setup_logging
@@ -25,7 +28,21 @@ def cmd_up(args: argparse.Namespace) -> int:
         print(msgspec.json.format(msgspec.json.encode(cfg.public()), indent=2).decode())
         return 0
     setup_logging(cfg.log_level, json=args.log_json or cfg.log.json)
-    run_async(lambda: run_gateway(cfg))
+    gc_tuning.set_thresholds(cfg.runtime)
+
+    async def serve() -> None:
+        started = anyio.Event()
+
+        async def freeze_once_started() -> None:
+            await started.wait()
+            gc_tuning.freeze_started(cfg.runtime)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(freeze_once_started)
+            await run_gateway(cfg, ready=started)
+            tg.cancel_scope.cancel()
+
+    run_async(serve)
     log.info("gateway stopped cleanly")
     return 0
 
