@@ -70,3 +70,22 @@ def test_erpgw_up_sets_the_thresholds_then_freezes_once_the_gateway_has_started(
     assert up.cmd_up(args) == 0
     assert seen["threshold"] == (5000, 15, 15)
     assert seen["frozen_before"] == 0 and seen["frozen_after"] > 0
+
+
+def test_the_baselines_run_with_the_gateway_s_collector_settings(
+        collector: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A runtime setting, not work: the bench's baseline processes take it too."""
+    from bench import baseline
+
+    seen: dict[str, Any] = {}
+
+    async def fake_kind(kind: str, cfg: Any) -> dict[str, Any]:
+        seen["threshold"] = gc.get_threshold()
+        seen["frozen"] = gc.get_freeze_count()
+        return {"kind": kind, "complete": True}
+
+    gc.set_threshold(700, 10, 10)
+    monkeypatch.setattr(baseline, "run_kind", fake_kind)
+    assert baseline.main(["b2wl", '{"nats_url": "nats://x", "sim_url": "http://x", '
+                                  '"events": 1}']) == 0
+    assert seen["threshold"] == tuple(RuntimeConfig().gc_threshold) and seen["frozen"] > 0
