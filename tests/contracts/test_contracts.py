@@ -119,6 +119,27 @@ def test_ids() -> None:
     assert all(i[14] == "7" for i in ids)  # UUID version 7
 
 
+def test_new_ids_are_canonical_uuid7_text_and_a_forked_child_draws_its_own() -> None:
+    import os
+    import uuid
+
+    for i in (new_id() for _ in range(200)):
+        u = uuid.UUID(i)
+        assert str(u) == i and u.version == 7 and u.variant == uuid.RFC_4122
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: one id, then gone
+        os.write(w, new_id().encode())
+        os._exit(0)
+    os.close(w)
+    child = os.read(r, 64).decode()
+    os.close(r)
+    os.waitpid(pid, 0)
+    mine = new_id()
+    assert uuid.UUID(child).version == 7
+    assert child[-12:] != mine[-12:]  # the random part: not the parent's next draw
+
+
 def test_format_amount() -> None:
     assert format_amount(123456, "USD") == "1234.56 USD"
     assert format_amount(-5, "BHD") == "-0.005 BHD"
