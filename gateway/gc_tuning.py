@@ -14,10 +14,13 @@ came after. Reference counting frees everything else as before; only cycles wait
 from __future__ import annotations
 
 import gc
+import logging
 
 from .config import RuntimeConfig
 
 __all__ = ["freeze_started", "set_thresholds"]
+
+log = logging.getLogger("erpgw.runtime")
 
 
 def set_thresholds(settings: RuntimeConfig) -> None:
@@ -31,3 +34,6 @@ def freeze_started(settings: RuntimeConfig) -> None:
     if settings.gc_freeze:
         gc.collect()
         gc.freeze()
+    log.info("garbage collector: thresholds %s, %s objects frozen at start",
+             ",".join(str(t) for t in gc.get_threshold()),
+             gc.get_freeze_count() if settings.gc_freeze else "no")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -43,11 +44,17 @@ def test_a_bad_threshold_is_refused_naming_it(bad: str) -> None:
         load_config(None, env={"ERPGW_RUNTIME_GC_THRESHOLD": bad})
 
 
-def test_what_exists_once_started_is_frozen_unless_switched_off(collector: None) -> None:
+def test_what_exists_once_started_is_frozen_unless_switched_off(
+        collector: None, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("INFO", logger="erpgw.runtime")
+    gc.set_threshold(10_000, 20, 20)
     gc_tuning.freeze_started(RuntimeConfig(gc_freeze=False))
     assert gc.get_freeze_count() == 0
+    assert "thresholds 10000,20,20, no objects frozen at start" in caplog.text
     gc_tuning.freeze_started(RuntimeConfig())
     assert gc.get_freeze_count() > 0
+    said = re.search(r"thresholds 10000,20,20, (\d+) objects frozen at start", caplog.text)
+    assert said is not None and int(said.group(1)) > 0
 
 
 def test_erpgw_up_sets_the_thresholds_then_freezes_once_the_gateway_has_started(
