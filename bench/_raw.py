@@ -300,6 +300,16 @@ class _Pipe:
                 await _publish_each(self.js, subject, chunk)
 
 
+async def _post_json(http: aiohttp.ClientSession, url: str, body: bytes) -> tuple[int, bytes]:
+    """POST a JSON body; its status and body (0 and nothing when no answer came)."""
+    try:
+        async with http.post(url, data=body,
+                             headers={"Content-Type": "application/json"}) as resp:
+            return resp.status, await resp.read()
+    except (aiohttp.ClientError, TimeoutError):
+        return 0, b""
+
+
 async def _fetch(sub: JetStreamContext.PullSubscription, batch: int) -> list[Msg]:
     try:
         return await sub.fetch(batch, timeout=0.5)
@@ -395,7 +405,6 @@ async def _adapter(pipe: _Pipe, sub: JetStreamContext.PullSubscription, stop: as
                    after_post: AfterPost | None = None) -> None:
     """Fetch, one bulk POST within the ERP budget, ``after_post`` (b2wl: the ledger), ack."""
     url = pipe.cfg.sim_url + BULK_PATH
-    headers = {"Content-Type": "application/json"}
     budget = ErpBudget(pipe.cfg.erp_rate, pipe.cfg.erp_burst)
     while not stop.is_set():
         msgs = await _fetch(sub, pipe.cfg.adapter_batch)
@@ -403,12 +412,7 @@ async def _adapter(pipe: _Pipe, sub: JetStreamContext.PullSubscription, stop: as
             continue
         entries = [_jnl_dec.decode(m.data) for m in msgs]
         await budget.take()
-        try:
-            async with http.post(url, data=bulk_body(entries), headers=headers) as resp:
-                raw = await resp.read()
-                status = resp.status
-        except (aiohttp.ClientError, TimeoutError):
-            status, raw = 0, b""
+        status, raw = await _post_json(http, url, bulk_body(entries))
         if status != 200:
             probe.errors += 1
             for m in msgs:
@@ -475,7 +479,6 @@ async def _upload_batch(cfg: BaselineConfig, invoices: list[Invoice], budget: Er
     """Upload the lines of one fetched batch (see ``_revenue``); per invoice id, how many of
     its lines were not uploaded."""
     url = cfg.sim_url + REVENUE_PATH
-    headers = {"Content-Type": "application/json"}
     # one invoice delivered twice in a batch (a redelivery) has its lines once
     groups = [revenue_lines(inv, cfg.run_id)
               for inv in {inv.id: inv for inv in invoices}.values()]
@@ -490,12 +493,7 @@ async def _upload_batch(cfg: BaselineConfig, invoices: list[Invoice], budget: Er
         await budget.take()
         if book is not None:
             await book.claim_uploads(part)
-        try:
-            async with http.post(url, data=revenue_body(part), headers=headers) as resp:
-                raw = await resp.read()
-                status = resp.status
-        except (aiohttp.ClientError, TimeoutError):
-            status, raw = 0, b""
+        status, raw = await _post_json(http, url, revenue_body(part))
         if status != 201:
             probe.errors += 1
             stats.errors += 1

@@ -74,6 +74,10 @@ def invoice_from_billing(inv: BillingInvoice) -> Invoice:
                    period_start=inv.period_start, period_end=inv.period_end)
 
 
+def _day(at: int) -> str:
+    return datetime.fromtimestamp(at, UTC).date().isoformat()
+
+
 def journal_for(inv: Invoice, run_id: str) -> Journal:
     """The same accounting as the gateway's router: AR debit, deferred revenue + tax credits."""
     memo = f"Invoice {inv.number} ({inv.id}) customer {inv.customer}"
@@ -82,8 +86,8 @@ def journal_for(inv: Invoice, run_id: str) -> Journal:
         lines.append(Line(account="2400", credit=inv.subtotal, memo="deferred revenue"))
     if inv.tax:
         lines.append(Line(account="2200", credit=inv.tax, memo="tax"))
-    day = datetime.fromtimestamp(inv.issued_at, UTC).date().isoformat()
-    return Journal(idempotency_key=f"{run_id}:{inv.id}:v1", external_id=inv.id, tran_date=day,
+    return Journal(idempotency_key=f"{run_id}:{inv.id}:v1", external_id=inv.id,
+                   tran_date=_day(inv.issued_at),
                    currency=inv.currency, memo=memo, lines=lines)
 
 
@@ -102,10 +106,6 @@ def bulk_body(entries: list[Journal]) -> bytes:
 
 
 BulkResponseDecoder = msgspec.json.Decoder(erp_wire.BulkResponse)
-
-
-def _day(at: int) -> str:
-    return datetime.fromtimestamp(at, UTC).date().isoformat()
 
 
 def revenue_lines(inv: Invoice, run_id: str) -> list[RevenueLineIn]:

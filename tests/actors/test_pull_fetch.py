@@ -51,11 +51,13 @@ async def _store(nc: Client, n: int, start: int = 0) -> None:
         await js.publish(SUBJECT, str(i).encode())
 
 
-def test_the_pinned_nats_py_has_what_the_fetch_reads() -> None:
+async def test_the_pinned_nats_py_has_what_the_fetch_reads(nc: Client) -> None:
+    assert pull.supported(await _psub(nc))
+
     class _Missing:
         _sub = None
 
-    assert not pull.supported(_Missing())
+    assert not pull.supported(_Missing())  # then the bus uses nats-py's own fetch
 
 
 async def test_stored_messages_come_in_batches_each_once_in_order(nc: Client) -> None:
